@@ -1,0 +1,3 @@
+module github.com/onceflow/onceflow
+
+go 1.26
