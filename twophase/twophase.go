@@ -1,0 +1,387 @@
+package twophase
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/onceflow/onceflow/state"
+)
+
+// Transactor is the external transactional system a Sink writes into, in
+// the terms of Flink's TwoPhaseCommitSinkFunction. Txn is a small value that
+// identifies one transaction well enough to commit or abort it from another
+// process after a crash (for Kafka: transactional id, producer id and epoch).
+//
+// The Sink calls a Transactor from one goroutine at a time.
+type Transactor[T, Txn any] interface {
+	// Begin starts a transaction. The Sink begins one lazily, when the first
+	// record after a barrier arrives, so that no empty transaction is ever
+	// pre-committed.
+	Begin(ctx context.Context) (Txn, error)
+	// Write writes rec inside txn.
+	Write(ctx context.Context, txn Txn, rec T) error
+	// PreCommit makes everything written inside txn durable in the external
+	// system without making it visible (for Kafka: flush and check every
+	// produce result). It returns the transaction as it must be recorded in
+	// the checkpoint; after it returns nil, Commit of that value must be able
+	// to succeed from any process, until the external system's transaction
+	// timeout passes.
+	PreCommit(ctx context.Context, txn Txn) (Txn, error)
+	// Commit makes a pre-committed transaction visible. It may be called more
+	// than once for the same transaction, also from a process that did not
+	// begin it, and must succeed each time. An error wrapping
+	// ErrTransactionLost says the transaction can never be committed (it was
+	// aborted or fenced): retrying is pointless and records may be lost.
+	Commit(ctx context.Context, txn Txn) error
+	// Abort discards a transaction that was never pre-committed. It is
+	// called when the sink closes with a transaction open.
+	Abort(ctx context.Context, txn Txn) error
+	// AbortLingering aborts every transaction that failed attempts of this
+	// subtask may have left open, other than those in keep (which were just
+	// committed by recovery). It runs once per restore, after the recovery
+	// commits and before the first Begin.
+	AbortLingering(ctx context.Context, scope Scope, keep []Txn) error
+}
+
+// Scope says which subtask of how many a Sink is.
+type Scope struct {
+	Subtask     int
+	Parallelism int
+}
+
+// ErrTransactionLost marks a transaction that can no longer be committed:
+// the external system aborted it (typically because it outlived its
+// transaction timeout) or another producer fenced it. For a pre-committed
+// transaction of a completed checkpoint this is data loss, and the Sink
+// reports it as a non-recoverable error naming the checkpoint and the
+// transaction.
+var ErrTransactionLost = errors.New("transaction can no longer be committed")
+
+// Options configure a Sink.
+type Options struct {
+	// TransactionTimeout is the external system's timeout for one
+	// transaction; zero disables the age warning.
+	TransactionTimeout time.Duration
+	// WarningRatio is the fraction of TransactionTimeout after which a
+	// pending transaction's age is logged as a warning (default 0.8).
+	WarningRatio float64
+	// CommitAttempts bounds how often a failing commit is tried within one
+	// notification before the error is returned (default 5). Commits are
+	// retried across restarts anyway: the pending transaction stays in the
+	// checkpoint until its commit succeeds.
+	CommitAttempts int
+	// RetryBackoff is the first pause between commit attempts; it doubles
+	// each time (default 100ms).
+	RetryBackoff time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives warnings; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) fill() {
+	if o.WarningRatio <= 0 || o.WarningRatio >= 1 {
+		o.WarningRatio = 0.8
+	}
+	if o.CommitAttempts <= 0 {
+		o.CommitAttempts = 5
+	}
+	if o.RetryBackoff <= 0 {
+		o.RetryBackoff = 100 * time.Millisecond
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Pending is a pre-committed transaction waiting for its checkpoint to
+// complete.
+type Pending[Txn any] struct {
+	CheckpointID int64
+	Txn          Txn
+	// Started is when the transaction began, for the timeout warning.
+	Started time.Time
+	// Owner is the subtask that pre-committed it.
+	Owner int
+}
+
+// entry is how a Pending is stored in the checkpoint.
+type entry struct {
+	CheckpointID int64     `json:"checkpoint_id"`
+	Owner        int       `json:"owner"`
+	Started      time.Time `json:"started"`
+	Codec        string    `json:"codec"`
+	Txn          []byte    `json:"txn"`
+}
+
+// Sink drives a Transactor through the two-phase-commit protocol of one
+// subtask:
+//
+//   - records are written into the open transaction (begun lazily);
+//   - at the barrier of checkpoint n, SnapshotState pre-commits the open
+//     transaction and returns every pending (pre-committed, uncommitted)
+//     transaction as operator state, before the subtask acks;
+//   - NotifyCheckpointComplete(n) commits every pending transaction of a
+//     checkpoint <= n, oldest first: notifications may come late, twice or
+//     not at all for some checkpoints, and a transaction of an aborted
+//     checkpoint is carried in the next checkpoint's state and committed
+//     with it;
+//   - Restore, after a crash, commits every pending transaction the restored
+//     checkpoint holds (the checkpoint completed, so its transactions must
+//     become visible, even if the notification never arrived), then asks
+//     the Transactor to abort whatever failed attempts left open.
+//
+// Store the state with union redistribution: on restore every subtask sees
+// all entries and commits those whose owner o satisfies o % parallelism ==
+// subtask, so a rescaled job still commits each transaction (Commit is
+// idempotent, so overlap would be harmless too).
+//
+// A Sink is used from the subtask's goroutine only.
+type Sink[T, Txn any] struct {
+	tx    Transactor[T, Txn]
+	codec state.Codec[Txn]
+	opts  Options
+	scope Scope
+
+	open        bool
+	current     Txn
+	started     time.Time
+	pending     []Pending[Txn]
+	lastWarned  int64
+	restoreDone bool
+}
+
+// New returns a Sink for subtask scope.Subtask that stores transactions with
+// codec.
+func New[T, Txn any](tx Transactor[T, Txn], codec state.Codec[Txn], scope Scope, opts Options) *Sink[T, Txn] {
+	opts.fill()
+	return &Sink[T, Txn]{tx: tx, codec: codec, opts: opts, scope: scope, lastWarned: -1}
+}
+
+// Restore commits the pending transactions that entries (the union of
+// every subtask's state from the restored checkpoint) assign to this
+// subtask, then aborts lingering ones. It must be called once before the
+// first Write, with nil entries for a job without a checkpoint (lingering
+// transactions of an earlier run are aborted then too).
+//
+// A commit that fails with ErrTransactionLost is returned as a
+// non-recoverable error: the checkpoint already advanced past these
+// records, so they are lost, and restarting cannot change that.
+func (s *Sink[T, Txn]) Restore(ctx context.Context, entries [][]byte) error {
+	if s.restoreDone {
+		return errors.New("twophase: Restore called twice")
+	}
+	var mine []Pending[Txn]
+	for i, raw := range entries {
+		p, err := s.decode(raw)
+		if err != nil {
+			return fmt.Errorf("twophase: restoring entry %d of the checkpoint's sink state: %w", i, err)
+		}
+		if p.Owner%s.scope.Parallelism == s.scope.Subtask {
+			mine = append(mine, p)
+		}
+	}
+	slices.SortStableFunc(mine, func(a, b Pending[Txn]) int { return int(a.CheckpointID - b.CheckpointID) })
+	keep := make([]Txn, 0, len(mine))
+	for _, p := range mine {
+		s.warnIfOld(p, "recovering")
+		if err := s.commit(ctx, p); err != nil {
+			return err
+		}
+		keep = append(keep, p.Txn)
+	}
+	if err := s.tx.AbortLingering(ctx, s.scope, keep); err != nil {
+		return fmt.Errorf("twophase: aborting transactions left open by failed attempts of subtask %d: %w", s.scope.Subtask, err)
+	}
+	s.restoreDone = true
+	return nil
+}
+
+// Write writes rec into the open transaction, beginning one if needed.
+func (s *Sink[T, Txn]) Write(ctx context.Context, rec T) error {
+	if !s.restoreDone {
+		return errors.New("twophase: Write before Restore")
+	}
+	if !s.open {
+		txn, err := s.tx.Begin(ctx)
+		if err != nil {
+			return fmt.Errorf("twophase: beginning a transaction: %w", err)
+		}
+		s.current, s.open, s.started = txn, true, s.opts.Now()
+	}
+	return s.tx.Write(ctx, s.current, rec)
+}
+
+// SnapshotState pre-commits the open transaction (if any record was written
+// since the last barrier) under checkpointID and returns the entries to
+// store as this subtask's operator state. An error fails the checkpoint;
+// the open transaction is then unusable and the job must restart.
+func (s *Sink[T, Txn]) SnapshotState(ctx context.Context, checkpointID int64) ([][]byte, error) {
+	if s.open {
+		txn, err := s.tx.PreCommit(ctx, s.current)
+		if err != nil {
+			return nil, fmt.Errorf("twophase: pre-committing the transaction of checkpoint %d: %w", checkpointID, err)
+		}
+		s.pending = append(s.pending, Pending[Txn]{CheckpointID: checkpointID, Txn: txn, Started: s.started, Owner: s.scope.Subtask})
+		s.open = false
+		var zero Txn
+		s.current = zero
+	}
+	out := make([][]byte, 0, len(s.pending))
+	for _, p := range s.pending {
+		b, err := s.encode(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	if len(s.pending) > 0 {
+		s.warnIfOld(s.pending[0], "pending")
+	}
+	return out, nil
+}
+
+// NotifyCheckpointComplete commits every pending transaction of a checkpoint
+// <= checkpointID, oldest first. A transaction leaves the pending list only
+// once its commit succeeded, so a failure here loses nothing: the next
+// checkpoint carries it again and a restore commits it.
+func (s *Sink[T, Txn]) NotifyCheckpointComplete(ctx context.Context, checkpointID int64) error {
+	for len(s.pending) > 0 && s.pending[0].CheckpointID <= checkpointID {
+		p := s.pending[0]
+		if err := s.commit(ctx, p); err != nil {
+			return err
+		}
+		s.pending = s.pending[1:]
+	}
+	return nil
+}
+
+// NotifyCheckpointAborted keeps the pending transactions: they are carried
+// in the next checkpoint and committed when it completes.
+func (s *Sink[T, Txn]) NotifyCheckpointAborted(ctx context.Context, checkpointID int64) error {
+	return nil
+}
+
+// Close aborts the open transaction, which no checkpoint holds. Pending
+// transactions are left alone: a completed checkpoint may hold them even if
+// its notification has not arrived, and only a restore may decide.
+func (s *Sink[T, Txn]) Close(ctx context.Context) error {
+	if !s.open {
+		return nil
+	}
+	s.open = false
+	if err := s.tx.Abort(ctx, s.current); err != nil {
+		return fmt.Errorf("twophase: aborting the open transaction on close: %w", err)
+	}
+	return nil
+}
+
+// Pending returns the pre-committed transactions not yet committed, oldest
+// first.
+func (s *Sink[T, Txn]) Pending() []Pending[Txn] { return slices.Clone(s.pending) }
+
+// OldestPendingAge is the age of the oldest uncommitted transaction, open or
+// pending, or zero when there is none.
+func (s *Sink[T, Txn]) OldestPendingAge() time.Duration {
+	var oldest time.Time
+	if len(s.pending) > 0 {
+		oldest = s.pending[0].Started
+	} else if s.open {
+		oldest = s.started
+	} else {
+		return 0
+	}
+	return s.opts.Now().Sub(oldest)
+}
+
+// commit commits p, retrying transient failures with doubling pauses.
+func (s *Sink[T, Txn]) commit(ctx context.Context, p Pending[Txn]) error {
+	backoff := s.opts.RetryBackoff
+	var err error
+	for attempt := 1; attempt <= s.opts.CommitAttempts; attempt++ {
+		err = s.tx.Commit(ctx, p.Txn)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, ErrTransactionLost) {
+			return &LostError{CheckpointID: p.CheckpointID, Txn: fmt.Sprintf("%+v", p.Txn), Age: s.opts.Now().Sub(p.Started), Err: err}
+		}
+		if attempt == s.opts.CommitAttempts {
+			break
+		}
+		s.opts.Logger.Warn("twophase: commit failed, retrying", "checkpoint", p.CheckpointID, "txn", fmt.Sprintf("%+v", p.Txn), "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("twophase: committing transaction %+v of checkpoint %d: %w", p.Txn, p.CheckpointID, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
+	return fmt.Errorf("twophase: committing transaction %+v of checkpoint %d failed %d times: %w", p.Txn, p.CheckpointID, s.opts.CommitAttempts, err)
+}
+
+func (s *Sink[T, Txn]) warnIfOld(p Pending[Txn], what string) {
+	if s.opts.TransactionTimeout <= 0 || p.CheckpointID == s.lastWarned {
+		return
+	}
+	age := s.opts.Now().Sub(p.Started)
+	if float64(age) < s.opts.WarningRatio*float64(s.opts.TransactionTimeout) {
+		return
+	}
+	s.lastWarned = p.CheckpointID
+	s.opts.Logger.Warn("twophase: a pre-committed transaction is close to its transaction timeout; if it passes the timeout before it commits, its records are lost",
+		"state", what, "checkpoint", p.CheckpointID, "txn", fmt.Sprintf("%+v", p.Txn),
+		"age", age.Round(time.Millisecond), "timeout", s.opts.TransactionTimeout)
+}
+
+func (s *Sink[T, Txn]) encode(p Pending[Txn]) ([]byte, error) {
+	txn, err := s.codec.Encode(p.Txn)
+	if err != nil {
+		return nil, fmt.Errorf("twophase: encoding transaction %+v of checkpoint %d: %w", p.Txn, p.CheckpointID, err)
+	}
+	return json.Marshal(entry{CheckpointID: p.CheckpointID, Owner: p.Owner, Started: p.Started, Codec: s.codec.Name(), Txn: txn})
+}
+
+func (s *Sink[T, Txn]) decode(raw []byte) (Pending[Txn], error) {
+	var e entry
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return Pending[Txn]{}, fmt.Errorf("malformed entry: %w", err)
+	}
+	if e.Codec != s.codec.Name() {
+		return Pending[Txn]{}, fmt.Errorf("transaction of checkpoint %d was stored with codec %q, the sink uses %q", e.CheckpointID, e.Codec, s.codec.Name())
+	}
+	txn, err := s.codec.Decode(e.Txn)
+	if err != nil {
+		return Pending[Txn]{}, fmt.Errorf("decoding transaction of checkpoint %d: %w", e.CheckpointID, err)
+	}
+	return Pending[Txn]{CheckpointID: e.CheckpointID, Txn: txn, Started: e.Started, Owner: e.Owner}, nil
+}
+
+// LostError reports a pre-committed transaction of a completed checkpoint
+// that can no longer be committed. It is non-recoverable: restarting the
+// job cannot bring the records back.
+type LostError struct {
+	CheckpointID int64
+	Txn          string
+	Age          time.Duration
+	Err          error
+}
+
+func (e *LostError) Error() string {
+	return fmt.Sprintf("twophase: DATA MAY BE LOST: transaction %s of completed checkpoint %d (age %s) can no longer be committed: %v",
+		e.Txn, e.CheckpointID, e.Age.Round(time.Millisecond), e.Err)
+}
+
+func (e *LostError) Unwrap() error { return e.Err }
+
+// NonRecoverable marks the error so that the engine fails the job instead of
+// restarting it.
+func (e *LostError) NonRecoverable() bool { return true }

@@ -1,0 +1,452 @@
+package twophase
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/onceflow/onceflow/state"
+)
+
+// memTxn identifies a transaction of the in-memory system.
+type memTxn struct {
+	ID      int `json:"id"`
+	Subtask int `json:"subtask"`
+}
+
+// memSystem is an in-memory transactional store standing in for Kafka: an
+// open transaction's records are invisible until committed; commits are
+// idempotent; an aborted transaction can never be committed.
+type memSystem struct {
+	mu             sync.Mutex
+	next           int
+	records        map[int][]string
+	owner          map[int]int
+	committed      map[int]bool
+	aborted        map[int]bool
+	visible        []string
+	commitCalls    map[int]int
+	failNextCommit int
+}
+
+func newMemSystem() *memSystem {
+	return &memSystem{records: map[int][]string{}, owner: map[int]int{}, committed: map[int]bool{},
+		aborted: map[int]bool{}, commitCalls: map[int]int{}}
+}
+
+func (m *memSystem) snapshotVisible() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.visible)
+}
+
+// memTransactor is one subtask's view of memSystem.
+type memTransactor struct {
+	sys     *memSystem
+	subtask int
+}
+
+func (t *memTransactor) Begin(context.Context) (memTxn, error) {
+	t.sys.mu.Lock()
+	defer t.sys.mu.Unlock()
+	t.sys.next++
+	t.sys.owner[t.sys.next] = t.subtask
+	return memTxn{ID: t.sys.next, Subtask: t.subtask}, nil
+}
+
+func (t *memTransactor) Write(_ context.Context, txn memTxn, rec string) error {
+	t.sys.mu.Lock()
+	defer t.sys.mu.Unlock()
+	if t.sys.aborted[txn.ID] || t.sys.committed[txn.ID] {
+		return fmt.Errorf("write into finished transaction %d", txn.ID)
+	}
+	t.sys.records[txn.ID] = append(t.sys.records[txn.ID], rec)
+	return nil
+}
+
+func (t *memTransactor) PreCommit(_ context.Context, txn memTxn) (memTxn, error) { return txn, nil }
+
+func (t *memTransactor) Commit(_ context.Context, txn memTxn) error {
+	t.sys.mu.Lock()
+	defer t.sys.mu.Unlock()
+	t.sys.commitCalls[txn.ID]++
+	if t.sys.failNextCommit > 0 {
+		t.sys.failNextCommit--
+		return errors.New("coordinator not available")
+	}
+	if t.sys.aborted[txn.ID] {
+		return fmt.Errorf("transaction %d was aborted: %w", txn.ID, ErrTransactionLost)
+	}
+	if !t.sys.committed[txn.ID] {
+		t.sys.committed[txn.ID] = true
+		t.sys.visible = append(t.sys.visible, t.sys.records[txn.ID]...)
+	}
+	return nil
+}
+
+func (t *memTransactor) Abort(_ context.Context, txn memTxn) error {
+	t.sys.mu.Lock()
+	defer t.sys.mu.Unlock()
+	if !t.sys.committed[txn.ID] {
+		t.sys.aborted[txn.ID] = true
+	}
+	return nil
+}
+
+func (t *memTransactor) AbortLingering(_ context.Context, scope Scope, keep []memTxn) error {
+	t.sys.mu.Lock()
+	defer t.sys.mu.Unlock()
+	for id, owner := range t.sys.owner {
+		if owner%scope.Parallelism != scope.Subtask || t.sys.committed[id] {
+			continue
+		}
+		if slices.ContainsFunc(keep, func(k memTxn) bool { return k.ID == id }) {
+			continue
+		}
+		t.sys.aborted[id] = true
+	}
+	return nil
+}
+
+func newTestSink(t *testing.T, sys *memSystem, subtask, parallelism int, opts Options) *Sink[string, memTxn] {
+	t.Helper()
+	if opts.RetryBackoff == 0 {
+		opts.RetryBackoff = time.Millisecond
+	}
+	return New[string, memTxn](&memTransactor{sys: sys, subtask: subtask}, state.JSONCodec[memTxn]{}, Scope{Subtask: subtask, Parallelism: parallelism}, opts)
+}
+
+func write(t *testing.T, s *Sink[string, memTxn], recs ...string) {
+	t.Helper()
+	for _, r := range recs {
+		if err := s.Write(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func snapshot(t *testing.T, s *Sink[string, memTxn], id int64) [][]byte {
+	t.Helper()
+	st, err := s.SnapshotState(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestNothingVisibleBeforeNotifyAndSkippedNotificationsCommitEverything(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	s := newTestSink(t, sys, 0, 1, Options{})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a", "b")
+	snapshot(t, s, 1)
+	write(t, s, "c")
+	snapshot(t, s, 2)
+	// No record since the last barrier: no empty transaction is pre-committed.
+	if st := snapshot(t, s, 3); len(st) != 2 {
+		t.Fatalf("checkpoint 3 holds %d transactions, want the 2 pending ones", len(st))
+	}
+	if got := sys.snapshotVisible(); len(got) != 0 {
+		t.Fatalf("visible before any checkpoint completed: %v", got)
+	}
+	// Notification of 1 and 2 never came; 3 covers both.
+	if err := s.NotifyCheckpointComplete(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if got := sys.snapshotVisible(); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("visible = %v, want [a b c]", got)
+	}
+	// A late notification commits nothing twice.
+	if err := s.NotifyCheckpointComplete(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := sys.snapshotVisible(); len(got) != 3 || len(s.Pending()) != 0 {
+		t.Fatalf("late notify changed things: visible %v pending %d", got, len(s.Pending()))
+	}
+	if sys.next != 2 {
+		t.Fatalf("%d transactions begun, want 2 (none for the empty checkpoint)", sys.next)
+	}
+}
+
+func TestAbortedCheckpointIsCommittedWithTheNextOne(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	s := newTestSink(t, sys, 0, 1, Options{})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	snapshot(t, s, 1)
+	if err := s.NotifyCheckpointAborted(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "b")
+	if st := snapshot(t, s, 2); len(st) != 2 {
+		t.Fatalf("checkpoint 2 must carry the transaction of aborted checkpoint 1 too, holds %d", len(st))
+	}
+	if err := s.NotifyCheckpointComplete(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got := sys.snapshotVisible(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("visible = %v", got)
+	}
+}
+
+// A crash after checkpoint 1 completed (its notification lost) and after
+// checkpoint 2 was pre-committed but never completed: the restore from
+// checkpoint 1 commits checkpoint 1's transaction and aborts the rest.
+func TestRestoreCommitsCheckpointedAndAbortsWhatFailedAttemptsLeft(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	s := newTestSink(t, sys, 0, 1, Options{})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	chk1 := snapshot(t, s, 1)
+	write(t, s, "b")
+	snapshot(t, s, 2)
+	write(t, s, "c") // open when the process dies
+	// crash: s is dropped without Close.
+
+	s2 := newTestSink(t, sys, 0, 1, Options{})
+	if err := s2.Restore(ctx, chk1); err != nil {
+		t.Fatal(err)
+	}
+	if got := sys.snapshotVisible(); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("after restore visible = %v, want [a]", got)
+	}
+	for id := 2; id <= 3; id++ {
+		if !sys.aborted[id] {
+			t.Fatalf("transaction %d of the failed attempt was not aborted", id)
+		}
+	}
+	// The replayed records go into a new transaction.
+	write(t, s2, "b", "c")
+	snapshot(t, s2, 2)
+	if err := s2.NotifyCheckpointComplete(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got := sys.snapshotVisible(); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("visible = %v, want [a b c] exactly once", got)
+	}
+	// Restoring the same checkpoint again (a second crash) commits nothing twice.
+	s3 := newTestSink(t, sys, 0, 1, Options{})
+	if err := s3.Restore(ctx, chk1); err != nil {
+		t.Fatal(err)
+	}
+	if got := sys.snapshotVisible(); len(got) != 3 {
+		t.Fatalf("re-restore changed the output: %v", got)
+	}
+}
+
+func TestFailedCommitIsRetriedAndKeptUntilItSucceeds(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	s := newTestSink(t, sys, 0, 1, Options{CommitAttempts: 3})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	snapshot(t, s, 1)
+	sys.failNextCommit = 2
+	if err := s.NotifyCheckpointComplete(ctx, 1); err != nil {
+		t.Fatalf("two transient failures within three attempts: %v", err)
+	}
+	if sys.commitCalls[1] != 3 {
+		t.Fatalf("commit called %d times, want 3", sys.commitCalls[1])
+	}
+
+	write(t, s, "b")
+	snapshot(t, s, 2)
+	sys.failNextCommit = 3
+	if err := s.NotifyCheckpointComplete(ctx, 2); err == nil {
+		t.Fatal("three failures in three attempts must be reported")
+	}
+	if p := s.Pending(); len(p) != 1 || p[0].CheckpointID != 2 {
+		t.Fatalf("the failed transaction must stay pending, got %+v", p)
+	}
+	if st := snapshot(t, s, 3); len(st) != 1 {
+		t.Fatalf("checkpoint 3 must carry the uncommitted transaction, holds %d", len(st))
+	}
+	if err := s.NotifyCheckpointComplete(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if got := sys.snapshotVisible(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("visible = %v", got)
+	}
+}
+
+func TestLostTransactionOnRecoveryIsNonRecoverableAndNamed(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	s := newTestSink(t, sys, 0, 1, Options{})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	chk := snapshot(t, s, 7)
+	// The external system timed the transaction out while the job was down.
+	sys.aborted[1] = true
+
+	s2 := newTestSink(t, sys, 0, 1, Options{})
+	err := s2.Restore(ctx, chk)
+	var lost *LostError
+	if !errors.As(err, &lost) {
+		t.Fatalf("restore error = %v, want a *LostError", err)
+	}
+	var nr interface{ NonRecoverable() bool }
+	if !errors.As(err, &nr) || !nr.NonRecoverable() {
+		t.Fatal("a lost transaction must be non-recoverable")
+	}
+	msg := err.Error()
+	for _, want := range []string{"DATA MAY BE LOST", "checkpoint 7", "ID:1"} {
+		if !strings.Contains(msg, want) {
+			t.Fatalf("error %q does not say %q", msg, want)
+		}
+	}
+}
+
+// Three subtasks pre-commit in checkpoint 1; the job comes back with two.
+// With union redistribution every new subtask sees all entries; each
+// transaction is committed by exactly one of them.
+func TestRescaledRestoreCommitsEveryTransactionOnce(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	var union [][]byte
+	for sub := 0; sub < 3; sub++ {
+		s := newTestSink(t, sys, sub, 3, Options{})
+		if err := s.Restore(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		write(t, s, fmt.Sprintf("r%d", sub))
+		union = append(union, snapshot(t, s, 1)...)
+	}
+	for sub := 0; sub < 2; sub++ {
+		s := newTestSink(t, sys, sub, 2, Options{})
+		if err := s.Restore(ctx, union); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := sys.snapshotVisible()
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"r0", "r1", "r2"}) {
+		t.Fatalf("visible = %v", got)
+	}
+	for id := 1; id <= 3; id++ {
+		if sys.commitCalls[id] != 1 {
+			t.Fatalf("transaction %d committed %d times on restore, want once", id, sys.commitCalls[id])
+		}
+	}
+}
+
+type captureHandler struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (h *captureHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *captureHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.records = append(h.records, r.Clone())
+	return nil
+}
+func (h *captureHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *captureHandler) WithGroup(string) slog.Handler      { return h }
+
+func (h *captureHandler) warnings() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, r := range h.records {
+		if r.Level == slog.LevelWarn {
+			out = append(out, r.Message)
+		}
+	}
+	return out
+}
+
+func TestWarnsWhenAPendingTransactionPassesEightyPercentOfItsTimeout(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	now := time.Unix(1000, 0)
+	h := &captureHandler{}
+	s := newTestSink(t, sys, 0, 1, Options{TransactionTimeout: 10 * time.Second, Now: func() time.Time { return now }, Logger: slog.New(h)})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	now = now.Add(7 * time.Second)
+	snapshot(t, s, 1)
+	if w := h.warnings(); len(w) != 0 {
+		t.Fatalf("warned at 70%% of the timeout: %v", w)
+	}
+	if age := s.OldestPendingAge(); age != 7*time.Second {
+		t.Fatalf("oldest pending age %v, want 7s", age)
+	}
+	now = now.Add(2 * time.Second)
+	snapshot(t, s, 2)
+	w := h.warnings()
+	if len(w) != 1 || !strings.Contains(w[0], "transaction timeout") {
+		t.Fatalf("want one timeout warning at 90%%, got %v", w)
+	}
+}
+
+func TestRestoreRefusesAnotherCodec(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	s := newTestSink(t, sys, 0, 1, Options{})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	chk := snapshot(t, s, 1)
+	other := New[string, memTxn](&memTransactor{sys: sys}, renamedCodec{}, Scope{Subtask: 0, Parallelism: 1}, Options{})
+	err := other.Restore(ctx, chk)
+	if err == nil || !strings.Contains(err.Error(), "codec") {
+		t.Fatalf("restore with another codec: %v", err)
+	}
+	if len(sys.snapshotVisible()) != 0 {
+		t.Fatal("a refused restore committed something")
+	}
+}
+
+type renamedCodec struct{ state.JSONCodec[memTxn] }
+
+func (renamedCodec) Name() string { return "other" }
+
+func TestCloseAbortsTheOpenTransactionButNotPendingOnes(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	s := newTestSink(t, sys, 0, 1, Options{})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	chk := snapshot(t, s, 1)
+	write(t, s, "b")
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if sys.aborted[1] || !sys.aborted[2] {
+		t.Fatalf("close must abort only the open transaction: aborted=%v", sys.aborted)
+	}
+	// Checkpoint 1 completed but its notification was lost before the close.
+	s2 := newTestSink(t, sys, 0, 1, Options{})
+	if err := s2.Restore(ctx, chk); err != nil {
+		t.Fatal(err)
+	}
+	if got := sys.snapshotVisible(); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("visible = %v", got)
+	}
+}
