@@ -1,0 +1,887 @@
+package state
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"net/url"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// MetadataVersion is the version of the _metadata format written by this
+// package.
+const MetadataVersion = 1
+
+const (
+	metadataFile   = "_metadata"
+	sharedDir      = "shared"
+	chkPrefix      = "chk-"
+	savepointPref  = "savepoint-"
+	metadataHeader = "onceflow-metadata"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// StorageOptions configures a Storage.
+type StorageOptions struct {
+	// Retained is how many completed checkpoints are kept; older ones are
+	// removed when a newer one completes. 0 means 1. Savepoints are never
+	// removed.
+	Retained int
+	// Fault, when set, is called before every filesystem operation of the
+	// storage with the operation ("create", "write", "sync", "rename",
+	// "open", "stat", "remove", "removeall", "readdir", "mkdir", "syncdir")
+	// and the path; a non-nil error fails that operation. It exists to test
+	// failure handling (fault injection) and may block to simulate a stalled
+	// disk.
+	Fault func(op, path string) error
+	// Logf receives problems that do not fail an operation, such as a
+	// subsumed checkpoint that could not be removed. nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// NewFileStorage returns the storage of job's checkpoints under dir:
+// <dir>/<job>/chk-<n>/, <dir>/<job>/shared/, <dir>/<job>/savepoint-<id>/.
+// It rebuilds the reference counts of shared files from the metadata of
+// every intact checkpoint it finds (counts are never trusted across
+// restarts), so a crash between a checkpoint's completion and the removal of
+// the ones it subsumed only leaves extra files, never a dangling reference.
+func NewFileStorage(dir, job string, opts StorageOptions) (Storage, error) {
+	if dir == "" {
+		return nil, errors.New("file storage: empty directory")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("file storage: %w", err)
+	}
+	return newDirStorage(osFS{}, abs, job, opts)
+}
+
+// NewMemoryStorage returns a storage that keeps everything in memory, with
+// the same layout, checksums and reference counting as the file storage. It
+// is lost with the process: for tests and jobs that need no recovery across
+// restarts.
+func NewMemoryStorage(job string, opts StorageOptions) Storage {
+	s, err := newDirStorage(newMemFS(), "/mem", job, opts)
+	if err != nil {
+		// Only filesystem errors can fail newDirStorage, and the memory
+		// filesystem has none unless a Fault hook injects them.
+		return &failedStorage{err: err}
+	}
+	return s
+}
+
+func validJobName(job string) error {
+	if job == "" || job == "." || job == ".." || strings.ContainsAny(job, `/\`) {
+		return fmt.Errorf("invalid job name %q: must be a non-empty single path element", job)
+	}
+	return nil
+}
+
+// dirStorage implements Storage over a storageFS.
+type dirStorage struct {
+	fs   storageFS
+	root string // <dir>/<job>
+	job  string
+	opts StorageOptions
+
+	mu sync.Mutex
+	// completed maps the id of every intact completed checkpoint (not
+	// savepoint) still on disk to its metadata.
+	completed map[int64]*Metadata
+	// refs counts, per shared file name, the completed checkpoints that
+	// reference it; sharedRefs holds one reference for HasShared.
+	refs       map[string]int
+	sharedRefs map[string]FileRef
+	// pending maps an in-flight checkpoint to the shared files its writers
+	// created, so Abort can remove them unless something else uses them.
+	pending map[int64]map[string]bool
+	newest  int64
+}
+
+func newDirStorage(fsys storageFS, dir, job string, opts StorageOptions) (*dirStorage, error) {
+	if err := validJobName(job); err != nil {
+		return nil, err
+	}
+	if opts.Retained <= 0 {
+		opts.Retained = 1
+	}
+	if opts.Fault != nil {
+		fsys = faultFS{inner: fsys, hook: opts.Fault}
+	}
+	s := &dirStorage{
+		fs: fsys, root: filepath.Join(dir, job), job: job, opts: opts,
+		completed: map[int64]*Metadata{}, refs: map[string]int{},
+		sharedRefs: map[string]FileRef{}, pending: map[int64]map[string]bool{},
+	}
+	if err := fsys.MkdirAll(filepath.Join(s.root, sharedDir)); err != nil {
+		return nil, fmt.Errorf("storage %s: %w", s.root, err)
+	}
+	entries, err := fsys.ReadDir(s.root)
+	if err != nil {
+		return nil, fmt.Errorf("storage %s: %w", s.root, err)
+	}
+	for _, e := range entries {
+		id, ok := parseDirID(e.Name, chkPrefix)
+		if !ok || !e.IsDir {
+			continue
+		}
+		md, err := s.readMetadata(filepath.Join(s.root, e.Name))
+		if err != nil {
+			continue // reported by Latest/List
+		}
+		s.addCompletedLocked(id, md)
+	}
+	return s, nil
+}
+
+func (s *dirStorage) logf(format string, args ...any) {
+	if s.opts.Logf != nil {
+		s.opts.Logf(format, args...)
+	}
+}
+
+func parseDirID(name, prefix string) (int64, bool) {
+	rest, ok := strings.CutPrefix(name, prefix)
+	if !ok {
+		return 0, false
+	}
+	id, err := strconv.ParseInt(rest, 10, 64)
+	return id, err == nil && id >= 0
+}
+
+func chkDirName(id int64) string       { return chkPrefix + strconv.FormatInt(id, 10) }
+func savepointDirName(id int64) string { return savepointPref + strconv.FormatInt(id, 10) }
+
+// addCompletedLocked records md as a completed checkpoint and takes its
+// shared-file references.
+func (s *dirStorage) addCompletedLocked(id int64, md *Metadata) {
+	if _, ok := s.completed[id]; ok {
+		return
+	}
+	s.completed[id] = md
+	forEachRef(md, func(r FileRef) {
+		if r.Shared {
+			s.refs[r.Path]++
+			s.sharedRefs[r.Path] = r
+		}
+	})
+	s.newest = max(s.newest, id)
+}
+
+func forEachRef(md *Metadata, fn func(FileRef)) {
+	for _, op := range md.Operators {
+		for _, st := range op.Subtasks {
+			for _, h := range []*Handle{st.Keyed, st.Operator} {
+				if h == nil {
+					continue
+				}
+				for _, r := range h.Files {
+					fn(r)
+				}
+			}
+		}
+	}
+}
+
+func mapRefs(md *Metadata, fn func(FileRef) (FileRef, error)) error {
+	for i := range md.Operators {
+		for j := range md.Operators[i].Subtasks {
+			st := &md.Operators[i].Subtasks[j]
+			for _, h := range []*Handle{st.Keyed, st.Operator} {
+				if h == nil {
+					continue
+				}
+				for k, r := range h.Files {
+					nr, err := fn(r)
+					if err != nil {
+						return err
+					}
+					h.Files[k] = nr
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Writer implements Storage.
+func (s *dirStorage) Writer(checkpointID int64, operatorUID string, subtask int) (SnapshotWriter, error) {
+	if operatorUID == "" {
+		return nil, fmt.Errorf("storage %s: checkpoint %d: empty operator uid", s.root, checkpointID)
+	}
+	rel := filepath.Join(chkDirName(checkpointID), "op-"+url.PathEscape(operatorUID), strconv.Itoa(subtask))
+	if err := s.fs.MkdirAll(filepath.Join(s.root, rel)); err != nil {
+		return nil, fmt.Errorf("storage: checkpoint %d writer for %s/%d: %w", checkpointID, operatorUID, subtask, err)
+	}
+	s.mu.Lock()
+	if s.pending[checkpointID] == nil {
+		s.pending[checkpointID] = map[string]bool{}
+	}
+	s.mu.Unlock()
+	return &snapshotWriter{s: s, id: checkpointID, rel: rel}, nil
+}
+
+type snapshotWriter struct {
+	s   *dirStorage
+	id  int64
+	rel string
+}
+
+func validFileName(name string) error {
+	if name == "" || strings.ContainsAny(name, `/\`) || name == "." || name == ".." || name == metadataFile {
+		return fmt.Errorf("invalid snapshot file name %q", name)
+	}
+	return nil
+}
+
+func (w *snapshotWriter) Create(name string, shared bool) (FileWriter, error) {
+	if err := validFileName(name); err != nil {
+		return nil, err
+	}
+	rel := filepath.Join(w.rel, name)
+	if shared {
+		rel = filepath.Join(sharedDir, name)
+		w.s.mu.Lock()
+		if w.s.pending[w.id] == nil {
+			w.s.pending[w.id] = map[string]bool{}
+		}
+		w.s.pending[w.id][rel] = true
+		w.s.mu.Unlock()
+	}
+	final := filepath.Join(w.s.root, rel)
+	tmp := final
+	if shared {
+		// Shared files are written under a temporary name and renamed, so
+		// that a file another checkpoint already references is replaced
+		// atomically (with the same content) and never seen half-written.
+		var rnd [6]byte
+		_, _ = rand.Read(rnd[:])
+		tmp = final + ".tmp-" + hex.EncodeToString(rnd[:])
+	}
+	f, err := w.s.fs.Create(tmp)
+	if err != nil {
+		return nil, fmt.Errorf("storage: create %s: %w", final, err)
+	}
+	return &fileWriter{s: w.s, f: f, tmp: tmp, final: final, ref: FileRef{Path: rel, Shared: shared}, crc: crc32.New(castagnoli)}, nil
+}
+
+func (w *snapshotWriter) HasShared(name string) (FileRef, bool) {
+	rel := filepath.Join(sharedDir, name)
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	if w.s.refs[rel] > 0 {
+		return w.s.sharedRefs[rel], true
+	}
+	return FileRef{}, false
+}
+
+type fileWriter struct {
+	s          *dirStorage
+	f          storageFile
+	tmp, final string
+	ref        FileRef
+	crc        hash.Hash32
+	err        error
+	done       bool
+}
+
+func (w *fileWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.f.Write(p)
+	w.crc.Write(p[:n])
+	w.ref.Size += int64(n)
+	if err != nil {
+		w.err = fmt.Errorf("storage: write %s: %w", w.final, err)
+		return n, w.err
+	}
+	return n, nil
+}
+
+func (w *fileWriter) Close() (FileRef, error) {
+	if w.done {
+		return FileRef{}, fmt.Errorf("storage: %s closed twice", w.final)
+	}
+	w.done = true
+	err := w.err
+	if err == nil {
+		if serr := w.f.Sync(); serr != nil {
+			err = fmt.Errorf("storage: sync %s: %w", w.final, serr)
+		}
+	}
+	if cerr := w.f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("storage: close %s: %w", w.final, cerr)
+	}
+	if err == nil && w.tmp != w.final {
+		if rerr := w.s.fs.Rename(w.tmp, w.final); rerr != nil {
+			err = fmt.Errorf("storage: rename %s: %w", w.final, rerr)
+		}
+	}
+	if err == nil {
+		if serr := w.s.fs.SyncDir(filepath.Dir(w.final)); serr != nil {
+			err = fmt.Errorf("storage: sync dir of %s: %w", w.final, serr)
+		}
+	}
+	if err != nil {
+		_ = w.s.fs.Remove(w.tmp)
+		return FileRef{}, err
+	}
+	w.ref.CRC32C = w.crc.Sum32()
+	return w.ref, nil
+}
+
+func (w *fileWriter) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	_ = w.f.Close()
+	_ = w.s.fs.Remove(w.tmp)
+}
+
+// encodeMetadata renders md as a header line carrying the CRC32C and length
+// of the JSON body that follows it.
+func encodeMetadata(md *Metadata) ([]byte, error) {
+	body, err := json.MarshalIndent(md, "", " ")
+	if err != nil {
+		return nil, err
+	}
+	head := fmt.Sprintf("%s v%d crc32c=%08x len=%d\n", metadataHeader, MetadataVersion, crc32.Checksum(body, castagnoli), len(body))
+	return append([]byte(head), body...), nil
+}
+
+func decodeMetadata(b []byte) (*Metadata, error) {
+	nl := bytes.IndexByte(b, '\n')
+	if nl < 0 {
+		return nil, errors.New("no header line")
+	}
+	var version int
+	var sum uint32
+	var n int
+	if _, err := fmt.Sscanf(string(b[:nl]), metadataHeader+" v%d crc32c=%x len=%d", &version, &sum, &n); err != nil {
+		return nil, fmt.Errorf("bad header %q: %w", b[:nl], err)
+	}
+	if version != MetadataVersion {
+		return nil, fmt.Errorf("unsupported metadata version %d", version)
+	}
+	body := b[nl+1:]
+	if len(body) != n {
+		return nil, fmt.Errorf("body is %d bytes, header says %d (truncated?)", len(body), n)
+	}
+	if got := crc32.Checksum(body, castagnoli); got != sum {
+		return nil, fmt.Errorf("checksum mismatch: header %08x, body %08x", sum, got)
+	}
+	var md Metadata
+	if err := json.Unmarshal(body, &md); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	return &md, nil
+}
+
+// readMetadata reads and verifies <dir>/_metadata; errors name the path.
+func (s *dirStorage) readMetadata(dir string) (*Metadata, error) {
+	p := filepath.Join(dir, metadataFile)
+	r, err := s.fs.Open(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("checkpoint %s is incomplete: no %s: %w", dir, metadataFile, err)
+		}
+		return nil, fmt.Errorf("checkpoint metadata %s: %w", p, err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint metadata %s: %w", p, err)
+	}
+	md, err := decodeMetadata(b)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint metadata %s is corrupt: %w", p, err)
+	}
+	md.Path = dir
+	return md, nil
+}
+
+// Complete implements Storage.
+func (s *dirStorage) Complete(ctx context.Context, md *Metadata) error {
+	if md == nil {
+		return errors.New("storage: complete: nil metadata")
+	}
+	if md.Job != "" && md.Job != s.job {
+		return fmt.Errorf("storage %s: complete checkpoint %d of job %q", s.root, md.CheckpointID, md.Job)
+	}
+	md.Job = s.job
+	if md.Version == 0 {
+		md.Version = MetadataVersion
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("storage: complete checkpoint %d: %w", md.CheckpointID, err)
+	}
+	chkRel := chkDirName(md.CheckpointID)
+	dirRel := chkRel
+	if md.Savepoint {
+		dirRel = savepointDirName(md.CheckpointID)
+		if err := s.moveToSavepoint(md, chkRel, dirRel); err != nil {
+			return err
+		}
+	} else {
+		s.mu.Lock()
+		newest := s.newest
+		s.mu.Unlock()
+		if md.CheckpointID <= newest {
+			return fmt.Errorf("storage %s: checkpoint %d is not newer than completed checkpoint %d", s.root, md.CheckpointID, newest)
+		}
+	}
+	// Every file the metadata names must be there in full before the
+	// metadata makes the checkpoint exist.
+	var missing error
+	forEachRef(md, func(r FileRef) {
+		if missing != nil {
+			return
+		}
+		p, err := s.resolve(r.Path)
+		if err != nil {
+			missing = err
+			return
+		}
+		size, err := s.fs.Size(p)
+		if err != nil {
+			missing = fmt.Errorf("storage: checkpoint %d names %s: %w", md.CheckpointID, p, err)
+		} else if size != r.Size {
+			missing = fmt.Errorf("storage: checkpoint %d names %s of %d bytes, found %d", md.CheckpointID, p, r.Size, size)
+		}
+	})
+	if missing != nil {
+		return missing
+	}
+	dir := filepath.Join(s.root, dirRel)
+	if err := s.writeMetadata(dir, md); err != nil {
+		return fmt.Errorf("storage: complete checkpoint %d: %w", md.CheckpointID, err)
+	}
+	md.Path = dir
+	if md.Savepoint {
+		s.mu.Lock()
+		delete(s.pending, md.CheckpointID)
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Lock()
+	delete(s.pending, md.CheckpointID)
+	s.addCompletedLocked(md.CheckpointID, md)
+	s.subsumeLocked()
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *dirStorage) writeMetadata(dir string, md *Metadata) error {
+	b, err := encodeMetadata(md)
+	if err != nil {
+		return err
+	}
+	if err := s.fs.MkdirAll(dir); err != nil {
+		return err
+	}
+	final := filepath.Join(dir, metadataFile)
+	tmp := final + ".inprogress"
+	f, err := s.fs.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		_ = f.Close()
+		_ = s.fs.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		_ = s.fs.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		_ = s.fs.Remove(tmp)
+		return err
+	}
+	if err := s.fs.Rename(tmp, final); err != nil {
+		_ = s.fs.Remove(tmp)
+		return err
+	}
+	return s.fs.SyncDir(dir)
+}
+
+// moveToSavepoint makes a savepoint self-contained: the private files of
+// checkpoint directory chkRel move to savepoint directory spRel, and shared
+// files are copied into it, so that removing checkpoints never touches a
+// savepoint. md's references are rewritten accordingly.
+func (s *dirStorage) moveToSavepoint(md *Metadata, chkRel, spRel string) error {
+	src, dst := filepath.Join(s.root, chkRel), filepath.Join(s.root, spRel)
+	if entries, _ := s.fs.ReadDir(src); len(entries) > 0 {
+		if err := s.fs.Rename(src, dst); err != nil {
+			return fmt.Errorf("storage: savepoint %d: move %s: %w", md.CheckpointID, src, err)
+		}
+	}
+	if err := s.fs.MkdirAll(filepath.Join(dst, sharedDir)); err != nil {
+		return fmt.Errorf("storage: savepoint %d: %w", md.CheckpointID, err)
+	}
+	return mapRefs(md, func(r FileRef) (FileRef, error) {
+		if rest, ok := strings.CutPrefix(r.Path, chkRel+string(filepath.Separator)); ok {
+			r.Path = filepath.Join(spRel, rest)
+			return r, nil
+		}
+		if !r.Shared {
+			return r, nil
+		}
+		in, err := s.Open(r)
+		if err != nil {
+			return r, fmt.Errorf("storage: savepoint %d: %w", md.CheckpointID, err)
+		}
+		defer in.Close()
+		nr := FileRef{Path: filepath.Join(spRel, sharedDir, filepath.Base(r.Path)), Size: r.Size, CRC32C: r.CRC32C}
+		out, err := s.fs.Create(filepath.Join(s.root, nr.Path))
+		if err != nil {
+			return r, fmt.Errorf("storage: savepoint %d: %w", md.CheckpointID, err)
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			_ = out.Close()
+			return r, fmt.Errorf("storage: savepoint %d: copy %s: %w", md.CheckpointID, r.Path, err)
+		}
+		if err := out.Sync(); err != nil {
+			_ = out.Close()
+			return r, fmt.Errorf("storage: savepoint %d: %w", md.CheckpointID, err)
+		}
+		if err := out.Close(); err != nil {
+			return r, fmt.Errorf("storage: savepoint %d: %w", md.CheckpointID, err)
+		}
+		return nr, nil
+	})
+}
+
+// subsumeLocked removes the completed checkpoints beyond the retained count,
+// their shared files that no retained checkpoint (and no in-flight one)
+// uses, and incomplete checkpoint directories older than the newest
+// completed one. Failures are logged: the new checkpoint is complete either
+// way, and leftovers are only disk space.
+func (s *dirStorage) subsumeLocked() {
+	ids := make([]int64, 0, len(s.completed))
+	for id := range s.completed {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for len(ids) > s.opts.Retained {
+		id := ids[0]
+		ids = ids[1:]
+		md := s.completed[id]
+		delete(s.completed, id)
+		var drop []string
+		forEachRef(md, func(r FileRef) {
+			if !r.Shared {
+				return
+			}
+			s.refs[r.Path]--
+			if s.refs[r.Path] <= 0 {
+				delete(s.refs, r.Path)
+				delete(s.sharedRefs, r.Path)
+				drop = append(drop, r.Path)
+			}
+		})
+		for _, rel := range drop {
+			if s.pendingUsesLocked(rel) {
+				continue
+			}
+			if err := s.fs.Remove(filepath.Join(s.root, rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				s.logf("storage %s: remove subsumed shared file %s: %v", s.root, rel, err)
+			}
+		}
+		if err := s.fs.RemoveAll(filepath.Join(s.root, chkDirName(id))); err != nil {
+			s.logf("storage %s: remove subsumed checkpoint %d: %v", s.root, id, err)
+		}
+	}
+	entries, err := s.fs.ReadDir(s.root)
+	if err != nil {
+		s.logf("storage %s: list: %v", s.root, err)
+		return
+	}
+	for _, e := range entries {
+		id, ok := parseDirID(e.Name, chkPrefix)
+		if !ok || id >= s.newest || s.completed[id] != nil {
+			continue
+		}
+		if _, inflight := s.pending[id]; inflight {
+			continue
+		}
+		if err := s.fs.RemoveAll(filepath.Join(s.root, e.Name)); err != nil {
+			s.logf("storage %s: remove stale %s: %v", s.root, e.Name, err)
+		}
+	}
+}
+
+func (s *dirStorage) pendingUsesLocked(rel string) bool {
+	for _, files := range s.pending {
+		if files[rel] {
+			return true
+		}
+	}
+	return false
+}
+
+// Abort implements Storage.
+func (s *dirStorage) Abort(checkpointID int64) error {
+	s.mu.Lock()
+	files := s.pending[checkpointID]
+	delete(s.pending, checkpointID)
+	if s.completed[checkpointID] != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("storage %s: abort of completed checkpoint %d", s.root, checkpointID)
+	}
+	var errs []error
+	for rel := range files {
+		if s.refs[rel] > 0 || s.pendingUsesLocked(rel) {
+			continue
+		}
+		if err := s.fs.Remove(filepath.Join(s.root, rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	s.mu.Unlock()
+	if err := s.fs.RemoveAll(filepath.Join(s.root, chkDirName(checkpointID))); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("storage %s: abort checkpoint %d: %w", s.root, checkpointID, err)
+	}
+	return nil
+}
+
+// Latest implements Storage. It verifies the metadata and the size and
+// checksum of every file of a candidate before returning it.
+func (s *dirStorage) Latest(ctx context.Context) (*Metadata, []CheckpointInfo, error) {
+	entries, err := s.fs.ReadDir(s.root)
+	if err != nil {
+		return nil, nil, fmt.Errorf("storage %s: %w", s.root, err)
+	}
+	var ids []int64
+	for _, e := range entries {
+		if id, ok := parseDirID(e.Name, chkPrefix); ok && e.IsDir {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] > ids[j] })
+	var infos []CheckpointInfo
+	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return nil, infos, err
+		}
+		dir := filepath.Join(s.root, chkDirName(id))
+		info := CheckpointInfo{ID: id, Path: dir}
+		md, err := s.readMetadata(dir)
+		if err == nil {
+			info.Complete = true
+			err = s.verifyFiles(md)
+		}
+		info.Err = err
+		infos = append(infos, info)
+		if err == nil {
+			return md, infos, nil
+		}
+	}
+	return nil, infos, nil
+}
+
+// verifyFiles reads every file md names to the end, checking size and
+// checksum.
+func (s *dirStorage) verifyFiles(md *Metadata) error {
+	var errs []error
+	forEachRef(md, func(r FileRef) {
+		if len(errs) > 0 {
+			return
+		}
+		rc, err := s.Open(r)
+		if err == nil {
+			_, err = io.Copy(io.Discard, rc)
+			rc.Close()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("checkpoint %s: %w", md.Path, err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Load implements Storage. path is a chk-<n> or savepoint-<id> directory
+// (absolute, or relative to the job directory) or its _metadata file. Its
+// files are verified like Latest's; a checkpoint of another storage
+// location gets absolute file paths so that Open finds them.
+func (s *dirStorage) Load(ctx context.Context, path string) (*Metadata, error) {
+	if path == "" {
+		return nil, errors.New("storage: load: empty path")
+	}
+	p := filepath.Clean(path)
+	if filepath.Base(p) == metadataFile {
+		p = filepath.Dir(p)
+	}
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(s.root, p)
+	}
+	md, err := s.readMetadata(p)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", path, err)
+	}
+	if jobRoot := filepath.Dir(p); jobRoot != s.root {
+		_ = mapRefs(md, func(r FileRef) (FileRef, error) {
+			if !filepath.IsAbs(r.Path) {
+				r.Path = filepath.Join(jobRoot, r.Path)
+			}
+			return r, nil
+		})
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := s.verifyFiles(md); err != nil {
+		return nil, fmt.Errorf("load %s: %w", path, err)
+	}
+	return md, nil
+}
+
+// List implements Storage. It checks metadata, not state files.
+func (s *dirStorage) List(ctx context.Context) ([]CheckpointInfo, error) {
+	entries, err := s.fs.ReadDir(s.root)
+	if err != nil {
+		return nil, fmt.Errorf("storage %s: %w", s.root, err)
+	}
+	var infos []CheckpointInfo
+	for _, e := range entries {
+		id, ok := parseDirID(e.Name, chkPrefix)
+		sp := false
+		if !ok {
+			id, ok = parseDirID(e.Name, savepointPref)
+			sp = true
+		}
+		if !ok || !e.IsDir {
+			continue
+		}
+		dir := filepath.Join(s.root, e.Name)
+		_, err := s.readMetadata(dir)
+		infos = append(infos, CheckpointInfo{ID: id, Savepoint: sp, Path: dir, Complete: err == nil, Err: err})
+	}
+	sort.SliceStable(infos, func(i, j int) bool { return infos[i].ID < infos[j].ID })
+	return infos, ctx.Err()
+}
+
+func (s *dirStorage) resolve(rel string) (string, error) {
+	if filepath.IsAbs(rel) {
+		return filepath.Clean(rel), nil
+	}
+	if !filepath.IsLocal(rel) {
+		return "", fmt.Errorf("storage %s: file path %q escapes the job directory", s.root, rel)
+	}
+	return filepath.Join(s.root, rel), nil
+}
+
+// Open implements Storage.
+func (s *dirStorage) Open(ref FileRef) (io.ReadCloser, error) {
+	p, err := s.resolve(ref.Path)
+	if err != nil {
+		return nil, err
+	}
+	size, err := s.fs.Size(p)
+	if err != nil {
+		return nil, fmt.Errorf("state file %s: %w", p, err)
+	}
+	if size != ref.Size {
+		return nil, fmt.Errorf("state file %s is %d bytes, expected %d (truncated or overwritten)", p, size, ref.Size)
+	}
+	rc, err := s.fs.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("state file %s: %w", p, err)
+	}
+	return &verifyingReader{rc: rc, br: bufio.NewReaderSize(rc, 256<<10), path: p, ref: ref, crc: crc32.New(castagnoli)}, nil
+}
+
+// verifyingReader checks size and CRC32C when the file is read to the end.
+type verifyingReader struct {
+	rc   io.ReadCloser
+	br   *bufio.Reader
+	path string
+	ref  FileRef
+	crc  hash.Hash32
+	n    int64
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	n, err := v.br.Read(p)
+	v.crc.Write(p[:n])
+	v.n += int64(n)
+	if v.n > v.ref.Size {
+		return n, fmt.Errorf("state file %s is longer than the %d bytes recorded", v.path, v.ref.Size)
+	}
+	if err == io.EOF {
+		if v.n != v.ref.Size {
+			return n, fmt.Errorf("state file %s: read %d bytes, expected %d (truncated)", v.path, v.n, v.ref.Size)
+		}
+		if got := v.crc.Sum32(); got != v.ref.CRC32C {
+			return n, fmt.Errorf("state file %s: checksum %08x, expected %08x (corrupt)", v.path, got, v.ref.CRC32C)
+		}
+	} else if err != nil {
+		err = fmt.Errorf("state file %s: %w", v.path, err)
+	}
+	return n, err
+}
+
+func (v *verifyingReader) Close() error { return v.rc.Close() }
+
+// DiscardAll implements Storage.
+func (s *dirStorage) DiscardAll() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	entries, err := s.fs.ReadDir(s.root)
+	if err != nil {
+		return fmt.Errorf("storage %s: %w", s.root, err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if _, ok := parseDirID(e.Name, chkPrefix); ok || e.Name == sharedDir {
+			if err := s.fs.RemoveAll(filepath.Join(s.root, e.Name)); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	s.completed = map[int64]*Metadata{}
+	s.refs = map[string]int{}
+	s.sharedRefs = map[string]FileRef{}
+	if err := s.fs.MkdirAll(filepath.Join(s.root, sharedDir)); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("storage %s: discard: %w", s.root, err)
+	}
+	return nil
+}
+
+// failedStorage is returned by NewMemoryStorage when a Fault hook failed its
+// setup; every call reports that error.
+type failedStorage struct{ err error }
+
+func (f *failedStorage) Writer(int64, string, int) (SnapshotWriter, error) { return nil, f.err }
+func (f *failedStorage) Complete(context.Context, *Metadata) error         { return f.err }
+func (f *failedStorage) Abort(int64) error                                 { return f.err }
+func (f *failedStorage) Latest(context.Context) (*Metadata, []CheckpointInfo, error) {
+	return nil, nil, f.err
+}
+func (f *failedStorage) Load(context.Context, string) (*Metadata, error) { return nil, f.err }
+func (f *failedStorage) List(context.Context) ([]CheckpointInfo, error)  { return nil, f.err }
+func (f *failedStorage) Open(FileRef) (io.ReadCloser, error)             { return nil, f.err }
+func (f *failedStorage) DiscardAll() error                               { return f.err }

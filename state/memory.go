@@ -1,0 +1,384 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+)
+
+// normalizeOptions fills in defaults and validates the key-group range.
+func normalizeOptions(o *KeyedBackendOptions) error {
+	if o.MaxParallelism <= 0 {
+		o.MaxParallelism = DefaultMaxParallelism
+	}
+	if o.MaxParallelism > 1<<15 {
+		return fmt.Errorf("max parallelism %d exceeds %d", o.MaxParallelism, 1<<15)
+	}
+	if o.KeyGroups == (KeyGroupRange{}) {
+		if o.Parallelism > 0 {
+			o.KeyGroups = KeyGroupRangeForSubtask(o.Subtask, o.Parallelism, o.MaxParallelism)
+		} else {
+			o.KeyGroups = KeyGroupRange{Start: 0, End: o.MaxParallelism}
+		}
+	}
+	if o.KeyGroups.Start < 0 || o.KeyGroups.End > o.MaxParallelism || o.KeyGroups.End < o.KeyGroups.Start {
+		return fmt.Errorf("key-group range %v outside [0,%d)", o.KeyGroups, o.MaxParallelism)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return nil
+}
+
+func validateMeta(meta StateMeta) error {
+	if meta.Name == "" {
+		return fmt.Errorf("register state: empty name")
+	}
+	switch meta.Kind {
+	case KindValue, KindList, KindReducing, KindAggregating:
+		if meta.UserKeyCodec != "" {
+			return fmt.Errorf("state %q: %s state has no user key codec", meta.Name, meta.Kind)
+		}
+	case KindMap:
+		if meta.UserKeyCodec == "" {
+			return fmt.Errorf("state %q: map state needs a user key codec", meta.Name)
+		}
+	default:
+		return fmt.Errorf("state %q: unknown kind %q", meta.Name, meta.Kind)
+	}
+	return nil
+}
+
+// entryFunc receives one entry of a keyed snapshot.
+type entryFunc func(kg, stateIdx int, key, userKey, value []byte) error
+
+// entrySource is implemented by backends that can stream their contents in
+// the canonical format: capture runs on the owner goroutine at the barrier
+// and returns the states and an iteration over a consistent view, which may
+// run later in another goroutine (in key-group, state, key, user-key order).
+type entrySource interface {
+	captureEntries() (states []StateMeta, iterate func(ctx context.Context, fn entryFunc) error, release func(), err error)
+	KeyGroups() KeyGroupRange
+}
+
+// SavepointSnapshot begins a savepoint of b: a snapshot in the canonical,
+// backend-independent format (Handle.Backend "canonical") that every
+// backend restores, at any parallelism. Call it where Snapshot would be
+// called (on the owner goroutine, at the barrier) and run the returned
+// AsyncSnapshot like a checkpoint's; then Complete the metadata with
+// Savepoint set.
+func SavepointSnapshot(b KeyedBackend, checkpointID int64, w SnapshotWriter) (AsyncSnapshot, error) {
+	src, ok := b.(entrySource)
+	if !ok {
+		return nil, fmt.Errorf("savepoint %d: backend %T cannot write the canonical format", checkpointID, b)
+	}
+	return canonicalSnapshot(src, BackendCanonical, checkpointID, w)
+}
+
+func canonicalSnapshot(src entrySource, backend string, checkpointID int64, w SnapshotWriter) (AsyncSnapshot, error) {
+	states, iterate, release, err := src.captureEntries()
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %d: %w", checkpointID, err)
+	}
+	kgs := src.KeyGroups()
+	return func(ctx context.Context) (h *Handle, err error) {
+		defer release()
+		f, err := w.Create("keyed-"+backend, false)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %d: %w", checkpointID, err)
+		}
+		defer func() {
+			if err != nil {
+				f.Abort()
+			}
+		}()
+		cw, err := newCanonicalWriter(f)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %d: %w", checkpointID, err)
+		}
+		if err := iterate(ctx, cw.add); err != nil {
+			return nil, fmt.Errorf("snapshot %d: %w", checkpointID, err)
+		}
+		if err := cw.finish(); err != nil {
+			return nil, fmt.Errorf("snapshot %d: %w", checkpointID, err)
+		}
+		ref, err := f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %d: %w", checkpointID, err)
+		}
+		return &Handle{Backend: backend, KeyGroups: kgs, States: states, Files: []FileRef{ref}}, nil
+	}, nil
+}
+
+// NewMemoryBackendFactory returns the factory of heap backends: state lives
+// in Go maps per key group, a checkpoint copies the maps on the subtask
+// goroutine (values are shared, never modified in place) and writes them in
+// the canonical format in the AsyncSnapshot. It restores memory and
+// canonical handles, keeping only its own key groups.
+func NewMemoryBackendFactory() KeyedBackendFactory { return memoryFactory{} }
+
+type memoryFactory struct{}
+
+func (memoryFactory) Name() string { return BackendMemory }
+
+func (memoryFactory) CreateKeyedBackend(ctx context.Context, opts KeyedBackendOptions) (KeyedBackend, error) {
+	if err := normalizeOptions(&opts); err != nil {
+		return nil, fmt.Errorf("memory backend %s/%d: %w", opts.OperatorUID, opts.Subtask, err)
+	}
+	b := &memBackend{opts: opts, states: map[string]*memState{}}
+	for _, h := range opts.Restore {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := b.restore(h); err != nil {
+			return nil, fmt.Errorf("memory backend %s/%d: %w", opts.OperatorUID, opts.Subtask, err)
+		}
+	}
+	return b, nil
+}
+
+type memBackend struct {
+	opts   KeyedBackendOptions
+	states map[string]*memState
+	key    []byte
+	kg     int // index into groups, valid when keyErr is nil
+	keyErr error
+}
+
+type memState struct {
+	b          *memBackend
+	meta       StateMeta
+	registered bool
+	// groups[kg-start] maps a serialized key to its entries by user key
+	// ("" for states without user keys).
+	groups []map[string]map[string][]byte
+}
+
+func (b *memBackend) newState(meta StateMeta) *memState {
+	s := &memState{b: b, meta: meta, groups: make([]map[string]map[string][]byte, b.opts.KeyGroups.Len())}
+	for i := range s.groups {
+		s.groups[i] = map[string]map[string][]byte{}
+	}
+	b.states[meta.Name] = s
+	return s
+}
+
+func (b *memBackend) restore(h *Handle) error {
+	if h == nil {
+		return nil
+	}
+	if h.Backend != BackendMemory && h.Backend != BackendCanonical {
+		return fmt.Errorf("cannot restore a %q snapshot into the memory backend (take a savepoint to change backends)", h.Backend)
+	}
+	targets := make([]*memState, len(h.States))
+	for i, meta := range h.States {
+		s, ok := b.states[meta.Name]
+		if !ok {
+			s = b.newState(meta)
+		} else if err := compatible(s.meta, meta); err != nil {
+			return fmt.Errorf("restored snapshots disagree: %w", err)
+		}
+		targets[i] = s
+	}
+	kgs := b.opts.KeyGroups
+	return openHandleData(h, b.opts.Storage, func(name string, r io.Reader) error {
+		return readCanonical(r, name, func(kg, si int, key, uk, val []byte) error {
+			if si >= len(targets) {
+				return fmt.Errorf("%s: entry names state %d of %d", name, si, len(targets))
+			}
+			if !kgs.Contains(kg) {
+				return nil
+			}
+			g := targets[si].groups[kg-kgs.Start]
+			m := g[string(key)]
+			if m == nil {
+				m = map[string][]byte{}
+				g[string(key)] = m
+			}
+			m[string(uk)] = val
+			return nil
+		})
+	})
+}
+
+func (b *memBackend) Now() time.Time { return b.opts.Now() }
+
+func (b *memBackend) SetCurrentKey(key []byte) {
+	b.key = append(b.key[:0], key...)
+	kg := KeyGroupOf(key, b.opts.MaxParallelism)
+	if !b.opts.KeyGroups.Contains(kg) {
+		b.keyErr = fmt.Errorf("key %q is in key group %d, outside this subtask's range %v", key, kg, b.opts.KeyGroups)
+		return
+	}
+	b.keyErr = nil
+	b.kg = kg - b.opts.KeyGroups.Start
+}
+
+func (b *memBackend) CurrentKey() []byte       { return b.key }
+func (b *memBackend) KeyGroups() KeyGroupRange { return b.opts.KeyGroups }
+
+func (b *memBackend) Register(meta StateMeta) (RawState, error) {
+	if err := validateMeta(meta); err != nil {
+		return nil, err
+	}
+	if s, ok := b.states[meta.Name]; ok {
+		if err := compatible(s.meta, meta); err != nil {
+			return nil, err
+		}
+		if s.registered && s.meta != meta {
+			return nil, fmt.Errorf("state %q: registered again with different settings (%+v, was %+v)", meta.Name, meta, s.meta)
+		}
+		s.meta, s.registered = meta, true
+		return s, nil
+	}
+	s := b.newState(meta)
+	s.registered = true
+	return s, nil
+}
+
+func (s *memState) entries() (map[string][]byte, error) {
+	if s.b.keyErr != nil {
+		return nil, s.b.keyErr
+	}
+	if s.b.key == nil {
+		return nil, fmt.Errorf("state %q: no current key", s.meta.Name)
+	}
+	return s.groups[s.b.kg][string(s.b.key)], nil
+}
+
+func (s *memState) Get(userKey []byte) ([]byte, bool, error) {
+	m, err := s.entries()
+	if err != nil {
+		return nil, false, err
+	}
+	v, ok := m[string(userKey)]
+	return v, ok, nil
+}
+
+func (s *memState) Put(userKey, value []byte) error {
+	m, err := s.entries()
+	if err != nil {
+		return err
+	}
+	if m == nil {
+		m = map[string][]byte{}
+		s.groups[s.b.kg][string(s.b.key)] = m
+	}
+	m[string(userKey)] = append([]byte(nil), value...)
+	return nil
+}
+
+func (s *memState) Delete(userKey []byte) error {
+	m, err := s.entries()
+	if err != nil {
+		return err
+	}
+	delete(m, string(userKey))
+	if len(m) == 0 {
+		delete(s.groups[s.b.kg], string(s.b.key))
+	}
+	return nil
+}
+
+func (s *memState) Iterate(fn func(userKey, value []byte) bool) error {
+	m, err := s.entries()
+	if err != nil {
+		return err
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v, ok := m[k]
+		if !ok {
+			continue
+		}
+		if !fn([]byte(k), v) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (s *memState) Clear() error {
+	if _, err := s.entries(); err != nil {
+		return err
+	}
+	delete(s.groups[s.b.kg], string(s.b.key))
+	return nil
+}
+
+// captureEntries copies the maps (not the values, which are never modified
+// in place) so that processing can go on while the copy is written.
+func (b *memBackend) captureEntries() ([]StateMeta, func(context.Context, entryFunc) error, func(), error) {
+	names := make([]string, 0, len(b.states))
+	for n := range b.states {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	metas := make([]StateMeta, len(names))
+	copies := make([][]map[string]map[string][]byte, len(names))
+	for i, n := range names {
+		s := b.states[n]
+		metas[i] = s.meta
+		groups := make([]map[string]map[string][]byte, len(s.groups))
+		for gi, g := range s.groups {
+			cg := make(map[string]map[string][]byte, len(g))
+			for k, m := range g {
+				cm := make(map[string][]byte, len(m))
+				for uk, v := range m {
+					cm[uk] = v
+				}
+				cg[k] = cm
+			}
+			groups[gi] = cg
+		}
+		copies[i] = groups
+	}
+	start := b.opts.KeyGroups.Start
+	iterate := func(ctx context.Context, fn entryFunc) error {
+		for gi := 0; gi < b.opts.KeyGroups.Len(); gi++ {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			for si := range copies {
+				g := copies[si][gi]
+				keys := make([]string, 0, len(g))
+				for k := range g {
+					keys = append(keys, k)
+				}
+				sort.Strings(keys)
+				for _, k := range keys {
+					m := g[k]
+					uks := make([]string, 0, len(m))
+					for uk := range m {
+						uks = append(uks, uk)
+					}
+					sort.Strings(uks)
+					for _, uk := range uks {
+						if err := fn(start+gi, si, []byte(k), []byte(uk), m[uk]); err != nil {
+							return err
+						}
+					}
+				}
+			}
+		}
+		return nil
+	}
+	return metas, iterate, func() {}, nil
+}
+
+func (b *memBackend) Snapshot(checkpointID int64, w SnapshotWriter) (AsyncSnapshot, error) {
+	return canonicalSnapshot(b, BackendMemory, checkpointID, w)
+}
+
+func (b *memBackend) NotifyCheckpointComplete(int64) {}
+func (b *memBackend) NotifyCheckpointAborted(int64)  {}
+func (b *memBackend) Close() error {
+	b.states = nil
+	return nil
+}

@@ -1,0 +1,293 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// writeCheckpoint stores a small checkpoint with one private and the given
+// shared files for operator "op".
+func writeCheckpoint(t *testing.T, st Storage, id int64, shared ...string) *Metadata {
+	t.Helper()
+	md, err := tryCheckpoint(st, id, shared...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return md
+}
+
+func tryCheckpoint(st Storage, id int64, shared ...string) (*Metadata, error) {
+	w, err := st.Writer(id, "op/1", 0)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handle{Backend: "test"}
+	write := func(name string, sh bool, body string) error {
+		if sh {
+			if ref, ok := w.HasShared(name); ok {
+				h.Files = append(h.Files, ref)
+				return nil
+			}
+		}
+		f, err := w.Create(name, sh)
+		if err != nil {
+			return err
+		}
+		if _, err := io.WriteString(f, body); err != nil {
+			f.Abort()
+			return err
+		}
+		ref, err := f.Close()
+		if err != nil {
+			return err
+		}
+		h.Files = append(h.Files, ref)
+		return nil
+	}
+	if err := write("private", false, strings.Repeat("p", 100)+string(rune('a'+id))); err != nil {
+		return nil, err
+	}
+	for _, s := range shared {
+		if err := write(s, true, "shared file "+s); err != nil {
+			return nil, err
+		}
+	}
+	md := &Metadata{CheckpointID: id, Operators: []OperatorSnapshot{{UID: "op/1", Parallelism: 1, MaxParallelism: 128,
+		Subtasks: []SubtaskSnapshot{{Subtask: 0, Keyed: h}}}}}
+	return md, st.Complete(context.Background(), md)
+}
+
+func readAll(t *testing.T, st Storage, ref FileRef) string {
+	t.Helper()
+	rc, err := st.Open(ref)
+	must(t, err)
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	must(t, err)
+	return string(b)
+}
+
+func forBothStorages(t *testing.T, fn func(t *testing.T, open func(opts StorageOptions) Storage)) {
+	t.Run("file", func(t *testing.T) {
+		dir := t.TempDir()
+		fn(t, func(opts StorageOptions) Storage {
+			st, err := NewFileStorage(dir, "job", opts)
+			must(t, err)
+			return st
+		})
+	})
+	t.Run("memory", func(t *testing.T) {
+		var st Storage
+		fn(t, func(opts StorageOptions) Storage {
+			if st == nil {
+				st = NewMemoryStorage("job", opts)
+			}
+			return st
+		})
+	})
+}
+
+func TestStorageRetainsAndRefcountsSharedFiles(t *testing.T) {
+	forBothStorages(t, func(t *testing.T, open func(StorageOptions) Storage) {
+		ctx := context.Background()
+		st := open(StorageOptions{Retained: 2})
+		writeCheckpoint(t, st, 1, "a.sst", "b.sst")
+		writeCheckpoint(t, st, 2, "b.sst", "c.sst")
+		md3 := writeCheckpoint(t, st, 3, "c.sst", "d.sst") // subsumes 1: a.sst goes, b.sst stays for 2
+		infos, err := st.List(ctx)
+		must(t, err)
+		if len(infos) != 2 || infos[0].ID != 2 || infos[1].ID != 3 {
+			t.Fatalf("retained %+v, want 2 and 3", infos)
+		}
+		w, _ := st.Writer(4, "op/1", 0)
+		if _, ok := w.HasShared("a.sst"); ok {
+			t.Fatal("a.sst still shared after its only checkpoint was subsumed")
+		}
+		if _, ok := w.HasShared("b.sst"); !ok {
+			t.Fatal("b.sst gone though checkpoint 2 uses it")
+		}
+		must(t, st.Abort(4))
+		md, _, err := st.Latest(ctx)
+		must(t, err)
+		if md == nil || md.CheckpointID != 3 {
+			t.Fatalf("latest = %+v", md)
+		}
+		for _, ref := range md3.Operators[0].Subtasks[0].Keyed.Files {
+			readAll(t, st, ref)
+		}
+		// Reopen (file storage): counts are rebuilt from metadata.
+		st = open(StorageOptions{Retained: 2})
+		writeCheckpoint(t, st, 5, "d.sst", "e.sst") // subsumes 2: b goes
+		writeCheckpoint(t, st, 6, "e.sst")          // subsumes 3: c goes, d stays for 5
+		w, _ = st.Writer(7, "op/1", 0)
+		for name, want := range map[string]bool{"b.sst": false, "c.sst": false, "d.sst": true, "e.sst": true} {
+			if _, ok := w.HasShared(name); ok != want {
+				t.Fatalf("after reopen HasShared(%s) = %v, want %v", name, ok, want)
+			}
+		}
+		must(t, st.Abort(7))
+		md, infos, err = st.Latest(ctx)
+		must(t, err)
+		if md.CheckpointID != 6 || len(infos) != 1 {
+			t.Fatalf("latest %d, infos %+v", md.CheckpointID, infos)
+		}
+		for _, ref := range md.Operators[0].Subtasks[0].Keyed.Files {
+			if got := readAll(t, st, ref); !strings.Contains(got, "shared file") && !strings.HasPrefix(got, "ppp") {
+				t.Fatalf("content of %s = %q", ref.Path, got)
+			}
+		}
+		// Savepoints are self-contained and survive DiscardAll.
+		sp := writeSavepoint(t, st, 8, "d.sst")
+		must(t, st.DiscardAll())
+		if md, _, _ := st.Latest(ctx); md != nil {
+			t.Fatalf("checkpoint %d survives DiscardAll", md.CheckpointID)
+		}
+		loaded, err := st.Load(ctx, sp.Path)
+		must(t, err)
+		for _, ref := range loaded.Operators[0].Subtasks[0].Keyed.Files {
+			if ref.Shared || !strings.HasPrefix(ref.Path, "savepoint-8") {
+				t.Fatalf("savepoint file %+v not private to the savepoint", ref)
+			}
+			readAll(t, st, ref)
+		}
+	})
+}
+
+func writeSavepoint(t *testing.T, st Storage, id int64, shared ...string) *Metadata {
+	t.Helper()
+	w, err := st.Writer(id, "op/1", 0)
+	must(t, err)
+	h := &Handle{Backend: "test"}
+	for _, s := range shared {
+		ref, ok := w.HasShared(s)
+		if !ok {
+			t.Fatalf("%s not shared", s)
+		}
+		h.Files = append(h.Files, ref)
+	}
+	f, err := w.Create("state", false)
+	must(t, err)
+	io.WriteString(f, "savepoint state")
+	ref, err := f.Close()
+	must(t, err)
+	h.Files = append(h.Files, ref)
+	md := &Metadata{CheckpointID: id, Savepoint: true, Operators: []OperatorSnapshot{{UID: "op/1", Subtasks: []SubtaskSnapshot{{Keyed: h}}}}}
+	must(t, st.Complete(context.Background(), md))
+	return md
+}
+
+func TestLatestSkipsCorruptCheckpoints(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		corrupt func(t *testing.T, chkDir string, md *Metadata)
+		wantErr string
+	}{
+		{"no metadata", func(t *testing.T, dir string, _ *Metadata) {
+			must(t, os.Remove(filepath.Join(dir, "_metadata")))
+		}, "incomplete"},
+		{"metadata bit flip", func(t *testing.T, dir string, _ *Metadata) {
+			flipByte(t, filepath.Join(dir, "_metadata"), -5)
+		}, "checksum"},
+		{"metadata truncated", func(t *testing.T, dir string, _ *Metadata) {
+			truncate(t, filepath.Join(dir, "_metadata"))
+		}, "truncated"},
+		{"state file bit flip", func(t *testing.T, dir string, md *Metadata) {
+			flipByte(t, filepath.Join(filepath.Dir(dir), md.Operators[0].Subtasks[0].Keyed.Files[0].Path), 3)
+		}, "corrupt"},
+		{"state file truncated", func(t *testing.T, dir string, md *Metadata) {
+			truncate(t, filepath.Join(filepath.Dir(dir), md.Operators[0].Subtasks[0].Keyed.Files[0].Path))
+		}, "private"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			st, err := NewFileStorage(dir, "job", StorageOptions{Retained: 2})
+			must(t, err)
+			writeCheckpoint(t, st, 1, "a.sst")
+			md2 := writeCheckpoint(t, st, 2, "a.sst")
+			chk2 := filepath.Join(dir, "job", "chk-2")
+			tc.corrupt(t, chk2, md2)
+			for _, s := range []Storage{st, reopen(t, dir)} {
+				md, infos, err := s.Latest(ctx)
+				must(t, err)
+				if md == nil || md.CheckpointID != 1 {
+					t.Fatalf("latest = %+v, want checkpoint 1", md)
+				}
+				if len(infos) != 2 || infos[0].ID != 2 {
+					t.Fatalf("infos %+v", infos)
+				}
+				wantErrContains(t, infos[0].Err, chk2, tc.wantErr)
+				_, err = s.Load(ctx, chk2)
+				wantErrContains(t, err, chk2, tc.wantErr)
+			}
+		})
+	}
+}
+
+func reopen(t *testing.T, dir string) Storage {
+	st, err := NewFileStorage(dir, "job", StorageOptions{Retained: 2})
+	must(t, err)
+	return st
+}
+
+func flipByte(t *testing.T, path string, at int) {
+	b, err := os.ReadFile(path)
+	must(t, err)
+	if at < 0 {
+		at += len(b)
+	}
+	b[at] ^= 0x10
+	must(t, os.WriteFile(path, b, 0o644))
+}
+
+func truncate(t *testing.T, path string) {
+	fi, err := os.Stat(path)
+	must(t, err)
+	must(t, os.Truncate(path, fi.Size()/2))
+}
+
+func TestStorageFaultsFailTheCheckpointNotTheProcess(t *testing.T) {
+	var failOp atomic.Value // "op:substring"
+	failOp.Store("")
+	injected := errors.New("injected I/O error")
+	hook := func(op, path string) error {
+		if f := failOp.Load().(string); f != "" {
+			o, sub, _ := strings.Cut(f, ":")
+			if o == op && strings.Contains(path, sub) {
+				return injected
+			}
+		}
+		return nil
+	}
+	forBothStorages(t, func(t *testing.T, open func(StorageOptions) Storage) {
+		st := open(StorageOptions{Fault: hook})
+		writeCheckpoint(t, st, 1, "a.sst")
+		id := int64(2)
+		for _, f := range []string{"write:private", "sync:b.sst", "rename:b.sst", "create:_metadata", "sync:_metadata", "rename:_metadata", "write:_metadata"} {
+			failOp.Store(f)
+			_, err := tryCheckpoint(st, id, "b.sst")
+			if !errors.Is(err, injected) {
+				t.Fatalf("fault %s: checkpoint %d error = %v, want the injected error", f, id, err)
+			}
+			failOp.Store("")
+			must(t, st.Abort(id))
+			md, _, err := st.Latest(context.Background())
+			must(t, err)
+			if md.CheckpointID != 1 {
+				t.Fatalf("fault %s: latest is %d", f, md.CheckpointID)
+			}
+			id++
+		}
+		// The storage still works, and b.sst is written afresh.
+		md := writeCheckpoint(t, st, id, "a.sst", "b.sst")
+		for _, ref := range md.Operators[0].Subtasks[0].Keyed.Files {
+			readAll(t, st, ref)
+		}
+	})
+}
