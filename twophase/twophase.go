@@ -48,6 +48,16 @@ type Transactor[T, Txn any] interface {
 	AbortLingering(ctx context.Context, scope Scope, keep []Txn) error
 }
 
+// Releaser is implemented by a Transactor that reuses what a transaction
+// holds (Kafka transactional ids). Release is called once no checkpoint a
+// restore would start from holds txn any more: txn was committed and a
+// later checkpoint, taken after the commit, completed. Until then a restore
+// may commit txn again, which must still succeed, so its resources must not
+// be reused or fenced.
+type Releaser[Txn any] interface {
+	Release(txn Txn)
+}
+
 // Scope says which subtask of how many a Sink is.
 type Scope struct {
 	Subtask     int
@@ -113,6 +123,13 @@ type Pending[Txn any] struct {
 	Owner int
 }
 
+// held is a committed transaction that the latest completed checkpoint may
+// still hold; releaseAt is the first checkpoint taken after the commit.
+type held[Txn any] struct {
+	txn       Txn
+	releaseAt int64
+}
+
 // entry is how a Pending is stored in the checkpoint.
 type entry struct {
 	CheckpointID int64     `json:"checkpoint_id"`
@@ -155,6 +172,7 @@ type Sink[T, Txn any] struct {
 	current     Txn
 	started     time.Time
 	pending     []Pending[Txn]
+	held        []held[Txn]
 	lastWarned  int64
 	restoreDone bool
 }
@@ -197,6 +215,7 @@ func (s *Sink[T, Txn]) Restore(ctx context.Context, entries [][]byte) error {
 			return err
 		}
 		keep = append(keep, p.Txn)
+		s.held = append(s.held, held[Txn]{txn: p.Txn})
 	}
 	if err := s.tx.AbortLingering(ctx, s.scope, keep); err != nil {
 		return fmt.Errorf("twophase: aborting transactions left open by failed attempts of subtask %d: %w", s.scope.Subtask, err)
@@ -225,6 +244,11 @@ func (s *Sink[T, Txn]) Write(ctx context.Context, rec T) error {
 // store as this subtask's operator state. An error fails the checkpoint;
 // the open transaction is then unusable and the job must restart.
 func (s *Sink[T, Txn]) SnapshotState(ctx context.Context, checkpointID int64) ([][]byte, error) {
+	for i := range s.held {
+		if s.held[i].releaseAt == 0 {
+			s.held[i].releaseAt = checkpointID
+		}
+	}
 	if s.open {
 		txn, err := s.tx.PreCommit(ctx, s.current)
 		if err != nil {
@@ -254,12 +278,24 @@ func (s *Sink[T, Txn]) SnapshotState(ctx context.Context, checkpointID int64) ([
 // once its commit succeeded, so a failure here loses nothing: the next
 // checkpoint carries it again and a restore commits it.
 func (s *Sink[T, Txn]) NotifyCheckpointComplete(ctx context.Context, checkpointID int64) error {
+	if r, ok := s.tx.(Releaser[Txn]); ok {
+		s.held = slices.DeleteFunc(s.held, func(h held[Txn]) bool {
+			if h.releaseAt != 0 && h.releaseAt <= checkpointID {
+				r.Release(h.txn)
+				return true
+			}
+			return false
+		})
+	} else {
+		s.held = nil
+	}
 	for len(s.pending) > 0 && s.pending[0].CheckpointID <= checkpointID {
 		p := s.pending[0]
 		if err := s.commit(ctx, p); err != nil {
 			return err
 		}
 		s.pending = s.pending[1:]
+		s.held = append(s.held, held[Txn]{txn: p.Txn})
 	}
 	return nil
 }

@@ -48,9 +48,12 @@ func (m *memSystem) snapshotVisible() []string {
 
 // memTransactor is one subtask's view of memSystem.
 type memTransactor struct {
-	sys     *memSystem
-	subtask int
+	sys      *memSystem
+	subtask  int
+	released []int
 }
+
+func (t *memTransactor) Release(txn memTxn) { t.released = append(t.released, txn.ID) }
 
 func (t *memTransactor) Begin(context.Context) (memTxn, error) {
 	t.sys.mu.Lock()
@@ -448,5 +451,62 @@ func TestCloseAbortsTheOpenTransactionButNotPendingOnes(t *testing.T) {
 	}
 	if got := sys.snapshotVisible(); !slices.Equal(got, []string{"a"}) {
 		t.Fatalf("visible = %v", got)
+	}
+}
+
+// A committed transaction is released for reuse only when a checkpoint
+// taken after its commit completed: until then the latest checkpoint still
+// holds it and a restore would commit it again.
+func TestCommittedTransactionIsReleasedOnlyWhenNoCompletedCheckpointHoldsIt(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	tr := &memTransactor{sys: sys}
+	s := New[string, memTxn](tr, state.JSONCodec[memTxn]{}, Scope{Subtask: 0, Parallelism: 1}, Options{})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	snapshot(t, s, 1)
+	write(t, s, "b")
+	snapshot(t, s, 2) // holds txn 1 (still pending) and txn 2
+	if err := s.NotifyCheckpointComplete(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.NotifyCheckpointComplete(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.released) != 0 {
+		t.Fatalf("released %v while checkpoint 2, the latest, holds them", tr.released)
+	}
+	snapshot(t, s, 3) // taken after both commits: holds neither
+	if len(tr.released) != 0 {
+		t.Fatalf("released %v before checkpoint 3 completed", tr.released)
+	}
+	if err := s.NotifyCheckpointComplete(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(tr.released, []int{1, 2}) {
+		t.Fatalf("released %v, want [1 2]", tr.released)
+	}
+
+	// After a restore the recovered transactions are held the same way.
+	chk := func() [][]byte {
+		write(t, s, "c")
+		return snapshot(t, s, 4)
+	}()
+	tr2 := &memTransactor{sys: sys}
+	s2 := New[string, memTxn](tr2, state.JSONCodec[memTxn]{}, Scope{Subtask: 0, Parallelism: 1}, Options{})
+	if err := s2.Restore(ctx, chk); err != nil {
+		t.Fatal(err)
+	}
+	snapshot(t, s2, 5)
+	if len(tr2.released) != 0 {
+		t.Fatal("released before the first checkpoint after the restore completed")
+	}
+	if err := s2.NotifyCheckpointComplete(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(tr2.released, []int{3}) {
+		t.Fatalf("released %v after restore, want [3]", tr2.released)
 	}
 }

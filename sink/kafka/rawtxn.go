@@ -1,0 +1,164 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/onceflow/onceflow/twophase"
+)
+
+// Txn identifies a pre-committed Kafka transaction well enough to commit it
+// from any client: EndTxn carries exactly these values on the wire.
+type Txn struct {
+	TransactionalID string `json:"transactional_id"`
+	ProducerID      int64  `json:"producer_id"`
+	ProducerEpoch   int16  `json:"producer_epoch"`
+	// TransactionVersion is the cluster's finalized transaction.version when
+	// the transaction ran: 2 (KIP-890, Kafka 4 default) bumps the epoch on
+	// every EndTxn; below 2 the epoch stays the same across the transactions
+	// of one producer session.
+	TransactionVersion int16 `json:"transaction_version"`
+}
+
+func (t Txn) String() string {
+	return fmt.Sprintf("%s(producer %d, epoch %d, tv%d)", t.TransactionalID, t.ProducerID, t.ProducerEpoch, t.TransactionVersion)
+}
+
+// retryableTxnError reports the coordinator errors after which the same
+// request may simply be sent again.
+func retryableTxnError(err error) bool {
+	return errors.Is(err, kerr.ConcurrentTransactions) ||
+		errors.Is(err, kerr.CoordinatorLoadInProgress) ||
+		errors.Is(err, kerr.CoordinatorNotAvailable) ||
+		errors.Is(err, kerr.NotCoordinator)
+}
+
+// lostTxnError reports the errors that say a transaction can never be
+// committed with the producer id and epoch at hand.
+func lostTxnError(err error) bool {
+	return errors.Is(err, kerr.InvalidProducerEpoch) ||
+		errors.Is(err, kerr.ProducerFenced) ||
+		errors.Is(err, kerr.InvalidTxnState) ||
+		errors.Is(err, kerr.InvalidProducerIDMapping) ||
+		errors.Is(err, kerr.TransactionalIDNotFound)
+}
+
+// endTxn sends a raw EndTxn for txn through cl, which may be any client of
+// the cluster (it needs no transactional id of its own; the request is
+// routed to the transaction coordinator of txn's id). It loops on
+// CONCURRENT_TRANSACTIONS and coordinator moves until ctx ends. Repeating a
+// commit that already succeeded succeeds again. A commit the broker refuses
+// for the producer id or epoch is returned wrapping
+// twophase.ErrTransactionLost.
+func endTxn(ctx context.Context, cl *kgo.Client, txn Txn, commit bool) error {
+	req := kmsg.NewPtrEndTxnRequest()
+	req.TransactionalID = txn.TransactionalID
+	req.ProducerID = txn.ProducerID
+	req.ProducerEpoch = txn.ProducerEpoch
+	req.Commit = commit
+	what := "abort"
+	if commit {
+		what = "commit"
+	}
+	backoff := 20 * time.Millisecond
+	for {
+		resp, err := req.RequestWith(ctx, cl)
+		if err == nil {
+			err = kerr.ErrorForCode(resp.ErrorCode)
+		}
+		switch {
+		case err == nil:
+			return nil
+		case lostTxnError(err):
+			return fmt.Errorf("EndTxn %s of %s: %w: %w", what, txn, twophase.ErrTransactionLost, err)
+		case retryableTxnError(err) || isTransient(err):
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("EndTxn %s of %s: %w (last error: %w)", what, txn, ctx.Err(), err)
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+		default:
+			return fmt.Errorf("EndTxn %s of %s: %w", what, txn, err)
+		}
+	}
+}
+
+// fence bumps the epoch of transactional id through cl by a raw
+// InitProducerID, which makes the coordinator abort any transaction of that
+// id still open (a transaction a crashed attempt left behind). It loops on
+// CONCURRENT_TRANSACTIONS (the abort of a previous fence still being
+// written) until ctx ends.
+func fence(ctx context.Context, cl *kgo.Client, id string, timeout time.Duration) error {
+	req := kmsg.NewPtrInitProducerIDRequest()
+	req.TransactionalID = &id
+	req.TransactionTimeoutMillis = int32(timeout / time.Millisecond)
+	req.ProducerID = -1
+	req.ProducerEpoch = -1
+	backoff := 20 * time.Millisecond
+	for {
+		resp, err := req.RequestWith(ctx, cl)
+		if err == nil {
+			err = kerr.ErrorForCode(resp.ErrorCode)
+		}
+		switch {
+		case err == nil:
+			return nil
+		case retryableTxnError(err) || isTransient(err):
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("fencing transactional id %s: %w (last error: %w)", id, ctx.Err(), err)
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+		default:
+			return fmt.Errorf("fencing transactional id %s: %w", id, err)
+		}
+	}
+}
+
+// isTransient reports errors of the connection rather than the request.
+func isTransient(err error) bool {
+	var ke *kerr.Error
+	if errors.As(err, &ke) {
+		return ke.Retriable
+	}
+	return kgo.IsRetryableBrokerErr(err)
+}
+
+// TransactionVersion asks the cluster for its finalized transaction.version
+// feature. A cluster that reports no such feature (Kafka 3.x, kfake) is
+// judged by the EndTxn versions it supports: v5 and above means KIP-890
+// semantics (2), below means 1.
+func TransactionVersion(ctx context.Context, cl *kgo.Client) (int16, error) {
+	req := kmsg.NewPtrApiVersionsRequest()
+	req.ClientSoftwareName = "onceflow"
+	req.ClientSoftwareVersion = "0"
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return 0, fmt.Errorf("asking the cluster for its api versions: %w", err)
+	}
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		return 0, fmt.Errorf("asking the cluster for its api versions: %w", err)
+	}
+	for _, f := range resp.FinalizedFeatures {
+		if f.Name == "transaction.version" {
+			return f.MaxVersionLevel, nil
+		}
+	}
+	for _, k := range resp.ApiKeys {
+		if k.ApiKey == kmsg.EndTxn.Int16() {
+			if k.MaxVersion >= 5 {
+				return 2, nil
+			}
+			return 1, nil
+		}
+	}
+	return 1, nil
+}

@@ -1,0 +1,389 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
+
+	"github.com/onceflow/onceflow/twophase"
+)
+
+// TransactorOptions configure the exactly-once Transactor of one subtask.
+type TransactorOptions struct {
+	// ClientOpts connect to the cluster (seed brokers, TLS, SASL). The
+	// Transactor adds the transactional settings itself.
+	ClientOpts []kgo.Opt
+	// Topic is where records without a topic of their own go.
+	Topic string
+	// Prefix starts every transactional id of the job: ids are
+	// <Prefix>-<subtask>-<slot>. Two jobs must never share a prefix.
+	Prefix string
+	// Slots is how many transactional ids one subtask cycles through
+	// (default 4). A slot is busy from the first record of a transaction
+	// until its commit is confirmed, so at least two are needed to keep
+	// writing while a checkpoint completes.
+	Slots int
+	// TransactionTimeout is sent to the broker with every producer id
+	// (default 15 minutes, the broker's usual transaction.max.timeout.ms).
+	TransactionTimeout time.Duration
+}
+
+// slot is one transactional id and the client that owns it.
+type slot struct {
+	id     string
+	client *kgo.Client
+	// busy is set from Begin until the transaction is committed or aborted.
+	busy bool
+	// held is set from the commit until twophase releases the transaction:
+	// the latest completed checkpoint may still hold it, and a restore
+	// would commit it again with this producer id and epoch, which fails if
+	// the id was fenced or reused in between.
+	held bool
+	// pid and epoch are the producer id and epoch when the transaction
+	// began; pre-commit refuses a transaction whose producer changed.
+	pid   int64
+	epoch int16
+
+	mu      sync.Mutex
+	produce error // the first failed produce of the running transaction
+}
+
+// Transactor writes a subtask's records into Kafka transactions and commits
+// them for twophase.Sink. Each transactional id has its own kgo client, and
+// no client is ever created for an id whose pre-committed transaction is
+// still to be committed (creating one would abort it). Commits of
+// transactions it did not begin, and commits its own client could not
+// confirm, go out as raw EndTxn requests through a separate client.
+type Transactor struct {
+	opts    TransactorOptions
+	subtask int
+	version int16
+	side    *kgo.Client // no transactional id: raw EndTxn, fencing, admin
+	slots   []*slot
+	next    int
+}
+
+// NewTransactor connects to the cluster and reads its transaction version.
+// Close releases the clients.
+func NewTransactor(ctx context.Context, subtask int, opts TransactorOptions) (*Transactor, error) {
+	if opts.Prefix == "" {
+		return nil, errors.New("kafka sink: a transactional id prefix is required for exactly-once delivery")
+	}
+	if opts.Slots <= 0 {
+		opts.Slots = 4
+	}
+	if opts.Slots < 2 {
+		return nil, fmt.Errorf("kafka sink: %d transactional id slots per subtask; at least 2 are needed", opts.Slots)
+	}
+	if opts.TransactionTimeout <= 0 {
+		opts.TransactionTimeout = 15 * time.Minute
+	}
+	side, err := kgo.NewClient(opts.ClientOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka sink: creating a client: %w", err)
+	}
+	version, err := TransactionVersion(ctx, side)
+	if err != nil {
+		side.Close()
+		return nil, fmt.Errorf("kafka sink: %w", err)
+	}
+	if version < 2 {
+		// Kafka 3.x transaction semantics: EndTxn must not be sent at a
+		// version the cluster's mode does not accept.
+		side.Close()
+		side, err = kgo.NewClient(append(slices.Clone(opts.ClientOpts), capEndTxn())...)
+		if err != nil {
+			return nil, fmt.Errorf("kafka sink: creating a client: %w", err)
+		}
+	}
+	t := &Transactor{opts: opts, subtask: subtask, version: version, side: side}
+	for i := range opts.Slots {
+		t.slots = append(t.slots, &slot{id: TransactionalID(opts.Prefix, subtask, i)})
+	}
+	return t, nil
+}
+
+// TransactionalID returns the id of a subtask's slot.
+func TransactionalID(prefix string, subtask, slot int) string {
+	return fmt.Sprintf("%s-%d-%d", prefix, subtask, slot)
+}
+
+// parseTransactionalID splits an id made by TransactionalID.
+func parseTransactionalID(prefix, id string) (subtask, slot int, ok bool) {
+	rest, found := strings.CutPrefix(id, prefix+"-")
+	if !found {
+		return 0, 0, false
+	}
+	a, b, found := strings.Cut(rest, "-")
+	if !found {
+		return 0, 0, false
+	}
+	s, err1 := strconv.Atoi(a)
+	n, err2 := strconv.Atoi(b)
+	return s, n, err1 == nil && err2 == nil && s >= 0 && n >= 0
+}
+
+func capEndTxn() kgo.Opt {
+	v := kversion.Stable()
+	v.SetMaxKeyVersion(kmsg.EndTxn.Int16(), 4)
+	return kgo.MaxVersions(v)
+}
+
+// Version is the cluster's transaction version seen at start.
+func (t *Transactor) Version() int16 { return t.version }
+
+func (t *Transactor) find(id string) *slot {
+	for _, s := range t.slots {
+		if s.id == id {
+			return s
+		}
+	}
+	return nil
+}
+
+// Begin takes the next free slot, creating its client if needed, and begins
+// a transaction on it. All slots busy means checkpoints are not completing
+// fast enough for the pool: an error, so that the job restarts instead of
+// piling up open transactions.
+func (t *Transactor) Begin(ctx context.Context) (Txn, error) {
+	var s *slot
+	for i := range t.slots {
+		c := t.slots[(t.next+i)%len(t.slots)]
+		if !c.busy && !c.held {
+			s = c
+			t.next = (t.next + i + 1) % len(t.slots)
+			break
+		}
+	}
+	if s == nil {
+		return Txn{}, fmt.Errorf("kafka sink: all %d transactional ids of subtask %d hold transactions that the latest checkpoint still refers to; checkpoints are not completing fast enough for the pool (raise the slot count)", len(t.slots), t.subtask)
+	}
+	if s.client == nil {
+		opts := append(slices.Clone(t.opts.ClientOpts),
+			kgo.TransactionalID(s.id),
+			kgo.TransactionTimeout(t.opts.TransactionTimeout),
+		)
+		if t.opts.Topic != "" {
+			opts = append(opts, kgo.DefaultProduceTopic(t.opts.Topic))
+		}
+		if t.version < 2 {
+			opts = append(opts, capEndTxn())
+		}
+		cl, err := kgo.NewClient(opts...)
+		if err != nil {
+			return Txn{}, fmt.Errorf("kafka sink: creating the client of %s: %w", s.id, err)
+		}
+		s.client = cl
+	}
+	if err := s.client.BeginTransaction(); err != nil {
+		t.drop(s)
+		return Txn{}, fmt.Errorf("kafka sink: beginning a transaction on %s: %w", s.id, err)
+	}
+	pid, epoch, err := s.client.ProducerID(ctx)
+	if err != nil {
+		t.drop(s)
+		return Txn{}, fmt.Errorf("kafka sink: loading the producer id of %s: %w", s.id, err)
+	}
+	s.busy, s.pid, s.epoch = true, pid, epoch
+	s.mu.Lock()
+	s.produce = nil
+	s.mu.Unlock()
+	return Txn{TransactionalID: s.id, ProducerID: pid, ProducerEpoch: epoch, TransactionVersion: t.version}, nil
+}
+
+// drop closes a slot's client; the next Begin on the slot creates a new
+// one, whose producer id initialisation fences and aborts whatever the old
+// one left open.
+func (t *Transactor) drop(s *slot) {
+	if s.client != nil {
+		s.client.Close()
+		s.client = nil
+	}
+	s.busy = false
+}
+
+// Write produces rec inside txn. Produce results arrive asynchronously; the
+// first failure is kept and fails the pre-commit.
+func (t *Transactor) Write(ctx context.Context, txn Txn, rec *kgo.Record) error {
+	s := t.find(txn.TransactionalID)
+	if s == nil || !s.busy || s.client == nil {
+		return fmt.Errorf("kafka sink: write into %s, which has no running transaction", txn)
+	}
+	s.client.Produce(ctx, rec, func(r *kgo.Record, err error) {
+		if err == nil {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.produce == nil {
+			s.produce = fmt.Errorf("producing to %s/%d: %w", r.Topic, r.Partition, err)
+		}
+	})
+	return nil
+}
+
+// PreCommit flushes the transaction and checks that every record was
+// written and that the producer id and epoch did not change under it (a
+// failed produce can make kgo re-initialise the producer, which aborts the
+// transaction). The returned Txn is what the checkpoint records.
+func (t *Transactor) PreCommit(ctx context.Context, txn Txn) (Txn, error) {
+	s := t.find(txn.TransactionalID)
+	if s == nil || !s.busy || s.client == nil {
+		return Txn{}, fmt.Errorf("kafka sink: pre-commit of %s, which has no running transaction", txn)
+	}
+	if err := s.client.Flush(ctx); err != nil {
+		return Txn{}, fmt.Errorf("kafka sink: flushing %s: %w", txn, err)
+	}
+	s.mu.Lock()
+	perr := s.produce
+	s.mu.Unlock()
+	if perr != nil {
+		return Txn{}, fmt.Errorf("kafka sink: transaction %s: %w", txn, perr)
+	}
+	pid, epoch, err := s.client.ProducerID(ctx)
+	if err != nil {
+		return Txn{}, fmt.Errorf("kafka sink: producer id of %s after flush: %w", txn, err)
+	}
+	if pid != s.pid || epoch != s.epoch {
+		return Txn{}, fmt.Errorf("kafka sink: the producer of %s changed to (%d, %d) during the transaction; its records were aborted", txn, pid, epoch)
+	}
+	return txn, nil
+}
+
+// Commit commits a pre-committed transaction. The slot's own client commits
+// the transactions it began; when that fails, or for a transaction of an
+// earlier process, a raw EndTxn goes out through the side client. Commit
+// may be called more than once for the same transaction and succeeds each
+// time (until the id is used for a later transaction).
+func (t *Transactor) Commit(ctx context.Context, txn Txn) error {
+	s := t.find(txn.TransactionalID)
+	if s != nil && s.busy && s.client != nil && s.pid == txn.ProducerID && s.epoch == txn.ProducerEpoch {
+		err := s.client.EndTransaction(ctx, kgo.TryCommit)
+		if err == nil {
+			t.release(s)
+			return nil
+		}
+		// Never retry through this client: after an unconfirmed EndTxn it
+		// would re-initialise its producer id, aborting the transaction.
+		s.client.Close()
+		s.client = nil
+	}
+	if err := endTxn(ctx, t.side, txn, true); err != nil {
+		return fmt.Errorf("kafka sink: %w", err)
+	}
+	if s != nil && s.busy && s.pid == txn.ProducerID {
+		t.release(s)
+	}
+	return nil
+}
+
+// release marks a slot's transaction committed; the slot stays held until
+// Release.
+func (t *Transactor) release(s *slot) {
+	s.busy, s.held = false, true
+}
+
+// Release frees the slot of a committed transaction that no completed
+// checkpoint holds any more (twophase.Releaser). Under transaction version
+// 1 the producer epoch does not change between transactions, so the (id,
+// producer id, epoch) of the committed transaction would also name the
+// next one: the client is recreated, which bumps the epoch.
+func (t *Transactor) Release(txn Txn) {
+	s := t.find(txn.TransactionalID)
+	if s == nil || !s.held {
+		return
+	}
+	if t.version < 2 && s.client != nil {
+		s.client.Close()
+		s.client = nil
+	}
+	s.held = false
+}
+
+// Abort aborts a transaction that was not pre-committed.
+func (t *Transactor) Abort(ctx context.Context, txn Txn) error {
+	s := t.find(txn.TransactionalID)
+	if s == nil || s.client == nil {
+		return nil
+	}
+	defer t.drop(s)
+	if err := s.client.AbortBufferedRecords(ctx); err != nil {
+		return fmt.Errorf("kafka sink: aborting buffered records of %s: %w", txn, err)
+	}
+	if err := s.client.EndTransaction(ctx, kgo.TryAbort); err != nil {
+		return fmt.Errorf("kafka sink: aborting %s: %w", txn, err)
+	}
+	return nil
+}
+
+// AbortLingering fences every transactional id this subtask may own: its
+// own slots and, found by listing the cluster's transactions, ids of the
+// prefix left by subtasks that no longer exist (after a rescale) and
+// assigned to this subtask by subtask % parallelism. Fencing bumps the
+// epoch, which aborts any open transaction of the id. The ids of keep,
+// just committed by recovery, are not fenced but held: the restored
+// checkpoint still holds their transactions, and committing them again
+// after another crash must succeed. No later transaction can be open on
+// them, because an id is only reused after its release.
+func (t *Transactor) AbortLingering(ctx context.Context, scope twophase.Scope, keep []Txn) error {
+	ids := make(map[string]bool)
+	for _, s := range t.slots {
+		if s.client != nil || s.busy {
+			return fmt.Errorf("kafka sink: AbortLingering after %s was used", s.id)
+		}
+		ids[s.id] = true
+	}
+	for _, k := range keep {
+		delete(ids, k.TransactionalID)
+		if s := t.find(k.TransactionalID); s != nil {
+			s.held = true
+		}
+	}
+	listed, err := kadm.NewClient(t.side).ListTransactions(ctx, nil, nil)
+	if err != nil {
+		return fmt.Errorf("kafka sink: listing transactions to find ids of prefix %s: %w", t.opts.Prefix, err)
+	}
+	for id := range listed {
+		sub, _, ok := parseTransactionalID(t.opts.Prefix, id)
+		if !ok {
+			continue
+		}
+		kept := slices.ContainsFunc(keep, func(k Txn) bool { return k.TransactionalID == id })
+		if !kept && sub%scope.Parallelism == scope.Subtask && (sub >= scope.Parallelism || sub == scope.Subtask) {
+			ids[id] = true
+		}
+	}
+	sorted := make([]string, 0, len(ids))
+	for id := range ids {
+		sorted = append(sorted, id)
+	}
+	slices.Sort(sorted)
+	for _, id := range sorted {
+		if err := fence(ctx, t.side, id, t.opts.TransactionTimeout); err != nil {
+			return fmt.Errorf("kafka sink: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close closes every client without ending their transactions: an open
+// transaction stays for recovery (or the broker's timeout) to end.
+func (t *Transactor) Close() {
+	for _, s := range t.slots {
+		if s.client != nil {
+			s.client.Close()
+			s.client = nil
+		}
+	}
+	t.side.Close()
+}

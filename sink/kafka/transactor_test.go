@@ -1,0 +1,256 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kversion"
+
+	"github.com/onceflow/onceflow/state"
+	"github.com/onceflow/onceflow/twophase"
+)
+
+// These tests run on kfake, franz-go's in-process broker. They check the
+// Transactor's own logic quickly; the proof that the protocol holds on a
+// real broker is in the integration tests.
+
+const topic = "out"
+
+func fakeCluster(t *testing.T, opts ...kfake.Opt) []kgo.Opt {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(2, topic)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+}
+
+func newSink(t *testing.T, ctx context.Context, client []kgo.Opt, prefix string) (*twophase.Sink[*kgo.Record, Txn], *Transactor) {
+	t.Helper()
+	tr, err := NewTransactor(ctx, 0, TransactorOptions{ClientOpts: client, Topic: topic, Prefix: prefix, TransactionTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tr.Close)
+	return twophase.New[*kgo.Record, Txn](tr, state.JSONCodec[Txn]{}, twophase.Scope{Subtask: 0, Parallelism: 1}, twophase.Options{RetryBackoff: time.Millisecond}), tr
+}
+
+// committedValues reads the topic with read_committed isolation.
+func committedValues(t *testing.T, ctx context.Context, client []kgo.Opt) []string {
+	t.Helper()
+	adm, err := kgo.NewClient(client...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	ends, err := kadm.NewClient(adm).ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(append(slices.Clone(client), kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	want := int64(0)
+	ends.Each(func(o kadm.ListedOffset) { want += o.Offset })
+	var got []string
+	var seen int64
+	deadline, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for seen < want {
+		fs := cl.PollFetches(deadline)
+		if deadline.Err() != nil {
+			break // the rest are aborted records and control markers
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			got = append(got, string(r.Value))
+			seen = max(seen, r.Offset+1)
+		})
+	}
+	slices.Sort(got)
+	return got
+}
+
+func produceAll(t *testing.T, ctx context.Context, s *twophase.Sink[*kgo.Record, Txn], vals ...string) {
+	t.Helper()
+	for _, v := range vals {
+		if err := s.Write(ctx, &kgo.Record{Key: []byte(v), Value: []byte(v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestCommitOnNotifyMakesRecordsVisible(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		opts    []kfake.Opt
+		version int16
+	}{
+		{"tv2", nil, 2},
+		{"tv1", []kfake.Opt{kfake.MaxVersions(kversion.V3_9_0())}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			client := fakeCluster(t, tc.opts...)
+			s, tr := newSink(t, ctx, client, "job")
+			if tr.Version() != tc.version {
+				t.Fatalf("transaction version %d, want %d", tr.Version(), tc.version)
+			}
+			if err := s.Restore(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			for chk := int64(1); chk <= 4; chk++ {
+				produceAll(t, ctx, s, fmt.Sprintf("a%d", chk), fmt.Sprintf("b%d", chk))
+				if _, err := s.SnapshotState(ctx, chk); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.NotifyCheckpointComplete(ctx, chk); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := committedValues(t, ctx, client)
+			want := []string{"a1", "a2", "a3", "a4", "b1", "b2", "b3", "b4"}
+			if !slices.Equal(got, want) {
+				t.Fatalf("read_committed saw %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// A process pre-commits checkpoint 1, starts the next transaction and dies.
+// The restore commits checkpoint 1's transaction with a raw EndTxn (the
+// dead process's client is gone) and fences the rest.
+func TestRecoveryCommitsRestoredAndAbortsLingering(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []kfake.Opt
+	}{
+		{"tv2", nil},
+		{"tv1", []kfake.Opt{kfake.MaxVersions(kversion.V3_9_0())}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			client := fakeCluster(t, tc.opts...)
+			s1, tr1 := newSink(t, ctx, client, "job")
+			if err := s1.Restore(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			produceAll(t, ctx, s1, "kept1", "kept2")
+			chk1, err := s1.SnapshotState(ctx, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			produceAll(t, ctx, s1, "lost1")
+			if _, err := s1.SnapshotState(ctx, 2); err != nil { // pre-committed, never completed
+				t.Fatal(err)
+			}
+			produceAll(t, ctx, s1, "lost2")
+			if err := tr1.slots[2].client.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			tr1.Close() // like a crash: no transaction is ended
+
+			s2, _ := newSink(t, ctx, client, "job")
+			if err := s2.Restore(ctx, chk1); err != nil {
+				t.Fatal(err)
+			}
+			// Committing the restored transaction twice (a second crash
+			// during recovery) must succeed again.
+			s3, _ := newSink(t, ctx, client, "job")
+			if err := s3.Restore(ctx, chk1); err != nil {
+				t.Fatalf("repeating the recovery commit: %v", err)
+			}
+			got := committedValues(t, ctx, client)
+			if !slices.Equal(got, []string{"kept1", "kept2"}) {
+				t.Fatalf("read_committed saw %v, want [kept1 kept2]", got)
+			}
+			adm, err := kgo.NewClient(client...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer adm.Close()
+			listed, err := kadm.NewClient(adm).ListTransactions(ctx, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for id, lt := range listed {
+				if lt.State == "Ongoing" {
+					t.Fatalf("transaction %s still open after recovery", id)
+				}
+			}
+		})
+	}
+}
+
+func TestRecoveryOfAnAbortedTransactionIsReportedAsLoss(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := fakeCluster(t)
+	s1, tr1 := newSink(t, ctx, client, "job")
+	if err := s1.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	produceAll(t, ctx, s1, "x")
+	chk1, err := s1.SnapshotState(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr1.Close()
+	// Someone fences the id before recovery (as a timeout abort would).
+	if err := fence(ctx, plainClient(t, client), TransactionalID("job", 0, 0), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	s2, _ := newSink(t, ctx, client, "job")
+	err = s2.Restore(ctx, chk1)
+	var lost *twophase.LostError
+	if !errors.As(err, &lost) || !errors.Is(err, twophase.ErrTransactionLost) {
+		t.Fatalf("restore = %v, want a lost-transaction error", err)
+	}
+	if lost.CheckpointID != 1 {
+		t.Fatalf("lost error names checkpoint %d, want 1", lost.CheckpointID)
+	}
+}
+
+// plainClient returns a client without a transactional id.
+func plainClient(tb testing.TB, client []kgo.Opt) *kgo.Client {
+	cl, err := kgo.NewClient(client...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(cl.Close)
+	return cl
+}
+
+func TestParseTransactionalID(t *testing.T) {
+	for _, tc := range []struct {
+		id        string
+		sub, slot int
+		ok        bool
+	}{
+		{TransactionalID("wc", 3, 7), 3, 7, true},
+		{TransactionalID("wc-demo", 0, 1), 0, 1, true},
+		{"wc-x-1", 0, 0, false},
+		{"other-1-1", 0, 0, false},
+		{"wc-1", 0, 0, false},
+	} {
+		sub, slot, ok := parseTransactionalID(tc.id[:2], tc.id)
+		if tc.id == TransactionalID("wc-demo", 0, 1) {
+			sub, slot, ok = parseTransactionalID("wc-demo", tc.id)
+		}
+		if ok != tc.ok || (ok && (sub != tc.sub || slot != tc.slot)) {
+			t.Errorf("parse(%q) = %d %d %v, want %d %d %v", tc.id, sub, slot, ok, tc.sub, tc.slot, tc.ok)
+		}
+	}
+}
