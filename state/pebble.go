@@ -1,0 +1,960 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// PebbleOptions configures the Pebble keyed backend.
+type PebbleOptions struct {
+	// Dir is the local working directory. Every backend instance opens its
+	// database in a fresh sub-directory, removed again by Close; the
+	// directory holds no durable state (durability comes from checkpoints).
+	Dir string
+	// Incremental makes checkpoints upload only the SST files that the last
+	// completed checkpoint did not already store (into shared/). Otherwise
+	// every checkpoint stores all files privately.
+	Incremental bool
+	// MemTableSize is the size of one memtable; 0 means 64 MiB.
+	MemTableSize uint64
+	// CacheSize is the block cache shared by all backends of the factory; 0
+	// means 256 MiB.
+	CacheSize int64
+	// MaxCompactions is the upper bound of concurrent compactions; 0 means 2
+	// (the lower bound is 1).
+	MaxCompactions int
+	// FS is the filesystem of the local databases and checkpoints; nil
+	// means the OS. Tests wrap it with pebble's vfs/errorfs.
+	FS vfs.FS
+	// Logger receives pebble's log lines; nil discards informational ones.
+	Logger pebble.Logger
+}
+
+// NewPebbleBackendFactory returns the factory of Pebble backends.
+//
+// Layout: every entry is one Pebble key
+//
+//	[key group, uint16 big-endian][state id, uint16 big-endian]
+//	[uvarint length of the serialized key][serialized key][user key, map state only]
+//
+// The length prefix makes the serialized key self-delimiting, so a map user
+// key can never make two (key, user key) pairs collide, and a key's entries
+// are one contiguous range. Key group 0xFFFF holds the state catalogue (name
+// -> id and StateMeta), so a restored database knows its own ids.
+//
+// Checkpoints: the database runs without WAL and writes without fsync. At
+// the barrier, on the owning goroutine, Snapshot flushes the memtable and
+// calls DB.Checkpoint into a local directory: hard links of the immutable
+// SST files plus copies of MANIFEST and OPTIONS, consistent with exactly the
+// writes made before the barrier. The AsyncSnapshot then copies the files to
+// storage while processing goes on, and removes the local directory.
+//
+// Incremental mode stores SST files under shared/ as "<instance id>-<file
+// name>": the instance id is random per opened database, because file
+// numbers repeat across databases restored from the same checkpoint. A file
+// is not uploaded again when the last checkpoint confirmed complete
+// (NotifyCheckpointComplete) contains it and the storage still has it
+// (SnapshotWriter.HasShared). MANIFEST, OPTIONS and marker files are always
+// stored privately.
+//
+// Restore: a single Pebble handle covering exactly this subtask's key groups
+// is downloaded into an empty directory and opened, and its SST files
+// become the incremental base. Anything else (several handles after a
+// rescale, a different range, canonical savepoint handles, memory
+// checkpoints) is restored by reading entries and writing those of owned key
+// groups, re-mapping state ids by name.
+func NewPebbleBackendFactory(opts PebbleOptions) KeyedBackendFactory {
+	if opts.MemTableSize == 0 {
+		opts.MemTableSize = 64 << 20
+	}
+	if opts.CacheSize == 0 {
+		opts.CacheSize = 256 << 20
+	}
+	if opts.MaxCompactions <= 0 {
+		opts.MaxCompactions = 2
+	}
+	if opts.FS == nil {
+		opts.FS = vfs.Default
+	}
+	if opts.Logger == nil {
+		opts.Logger = quietLogger{}
+	}
+	return &pebbleFactory{opts: opts}
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...interface{})  {}
+func (quietLogger) Errorf(string, ...interface{}) {}
+func (quietLogger) Fatalf(format string, args ...interface{}) {
+	panic(fmt.Sprintf("pebble: "+format, args...))
+}
+
+type pebbleFactory struct {
+	opts PebbleOptions
+
+	mu    sync.Mutex
+	cache *pebble.Cache
+	open  int
+}
+
+func (f *pebbleFactory) Name() string { return BackendPebble }
+
+// dbOptions returns the options of one database and takes a reference on the
+// shared block cache for it (released by release).
+func (f *pebbleFactory) dbOptions() *pebble.Options {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cache == nil {
+		f.cache = pebble.NewCache(f.opts.CacheSize)
+	}
+	f.open++
+	maxC := f.opts.MaxCompactions
+	o := &pebble.Options{
+		FS:                          f.opts.FS,
+		Cache:                       f.cache,
+		MemTableSize:                f.opts.MemTableSize,
+		MemTableStopWritesThreshold: 4,
+		DisableWAL:                  true,
+		FormatMajorVersion:          pebble.FormatNewest,
+		CompactionConcurrencyRange:  func() (int, int) { return 1, maxC },
+		Logger:                      f.opts.Logger,
+	}
+	for i := range o.Levels {
+		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	o.EnsureDefaults()
+	return o
+}
+
+// release drops the reference dbOptions took; the cache is freed when the
+// last database of the factory is closed.
+func (f *pebbleFactory) release() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.open--
+	if f.open == 0 && f.cache != nil {
+		f.cache.Unref()
+		f.cache = nil
+	}
+}
+
+// catalogPrefix is the key group of the state catalogue; real key groups
+// are below 1<<15.
+var catalogPrefix = []byte{0xFF, 0xFF}
+
+type catalogEntry struct {
+	ID   uint16    `json:"id"`
+	Meta StateMeta `json:"meta"`
+}
+
+type pebbleBackend struct {
+	f        *pebbleFactory
+	opts     KeyedBackendOptions
+	fs       vfs.FS
+	instance string
+	dir      string // instance directory: db/ and local checkpoints
+	db       *pebble.DB
+
+	states map[string]*pebbleState
+	byID   map[uint16]*pebbleState
+	nextID uint16
+
+	key     []byte
+	keyPart []byte // uvarint(len(key)) key
+	kg      [2]byte
+	keyErr  error
+
+	// mu guards what the AsyncSnapshots share with the owner goroutine.
+	mu      sync.Mutex
+	closed  bool
+	running sync.WaitGroup
+	pending map[int64]map[string]FileRef // checkpoint -> local SST name -> stored ref
+	base    map[string]FileRef           // SSTs of the last completed checkpoint
+	snaps   map[*pebble.Snapshot]bool    // captured, not yet released
+}
+
+type pebbleState struct {
+	b          *pebbleBackend
+	id         uint16
+	meta       StateMeta
+	registered bool
+}
+
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts KeyedBackendOptions) (_ KeyedBackend, err error) {
+	if err := normalizeOptions(&opts); err != nil {
+		return nil, fmt.Errorf("pebble backend %s/%d: %w", opts.OperatorUID, opts.Subtask, err)
+	}
+	if f.opts.Dir == "" {
+		return nil, errors.New("pebble backend: PebbleOptions.Dir is empty")
+	}
+	b := &pebbleBackend{
+		f: f, opts: opts, fs: f.opts.FS, instance: randomID(),
+		states: map[string]*pebbleState{}, byID: map[uint16]*pebbleState{}, nextID: 1,
+		pending: map[int64]map[string]FileRef{}, base: map[string]FileRef{}, snaps: map[*pebble.Snapshot]bool{},
+	}
+	b.dir = b.fs.PathJoin(f.opts.Dir, fmt.Sprintf("%s-%d-%s", url.PathEscape(opts.OperatorUID), opts.Subtask, b.instance))
+	errorf := func(format string, args ...any) error {
+		return fmt.Errorf("pebble backend %s/%d: %s", opts.OperatorUID, opts.Subtask, fmt.Errorf(format, args...))
+	}
+	if err := b.fs.MkdirAll(b.dir, 0o755); err != nil {
+		return nil, errorf("%w", err)
+	}
+	defer func() {
+		if err != nil {
+			if b.db != nil {
+				_ = b.db.Close()
+				f.release()
+			}
+			_ = b.fs.RemoveAll(b.dir)
+		}
+	}()
+	dbDir := b.fs.PathJoin(b.dir, "db")
+	direct := len(opts.Restore) == 1 && opts.Restore[0] != nil && opts.Restore[0].Backend == BackendPebble &&
+		opts.Restore[0].KeyGroups == opts.KeyGroups
+	if direct {
+		files, err := b.download(ctx, opts.Restore[0], dbDir)
+		if err != nil {
+			return nil, errorf("restore: %w", err)
+		}
+		if f.opts.Incremental {
+			b.base = files
+		}
+	}
+	db, err := pebble.Open(dbDir, f.dbOptions())
+	if err != nil {
+		f.release()
+		return nil, errorf("open %s: %w", dbDir, err)
+	}
+	b.db = db
+	if err := b.loadCatalog(); err != nil {
+		return nil, errorf("%w", err)
+	}
+	if direct {
+		if err := b.checkHandleStates(opts.Restore[0]); err != nil {
+			return nil, errorf("restore: %w", err)
+		}
+	} else {
+		for i, h := range opts.Restore {
+			if h == nil {
+				continue
+			}
+			if err := b.restoreEntries(ctx, h, i); err != nil {
+				return nil, errorf("restore handle %d: %w", i, err)
+			}
+		}
+	}
+	return b, nil
+}
+
+// download copies the files of a Pebble handle into the empty directory
+// dir and returns the stored refs of its SST files by local name.
+func (b *pebbleBackend) download(ctx context.Context, h *Handle, dir string) (map[string]FileRef, error) {
+	if b.opts.Storage == nil {
+		return nil, errors.New("no storage to read the snapshot from")
+	}
+	if err := b.fs.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	ssts := map[string]FileRef{}
+	for _, ref := range h.Files {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		name := localFileName(ref)
+		if name == "" {
+			return nil, fmt.Errorf("stored file %s has no usable local name", ref.Path)
+		}
+		if err := b.downloadFile(ctx, ref, b.fs.PathJoin(dir, name)); err != nil {
+			return nil, err
+		}
+		if ref.Shared {
+			ssts[name] = ref
+		}
+	}
+	return ssts, nil
+}
+
+func (b *pebbleBackend) downloadFile(ctx context.Context, ref FileRef, dst string) error {
+	rc, err := b.opts.Storage.Open(ref)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	out, err := b.fs.Create(dst, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", dst, err)
+	}
+	if _, err := io.Copy(out, ctxReader{ctx, rc}); err != nil {
+		_ = out.Close()
+		return fmt.Errorf("copy %s to %s: %w", ref.Path, dst, err)
+	}
+	if err := out.Sync(); err != nil {
+		_ = out.Close()
+		return fmt.Errorf("sync %s: %w", dst, err)
+	}
+	return out.Close()
+}
+
+// localFileName is the name a stored file has in the database directory:
+// shared files carry "<instance id>-" in front of it.
+func localFileName(ref FileRef) string {
+	name := ref.Path
+	if i := strings.LastIndexAny(name, `/\`); i >= 0 {
+		name = name[i+1:]
+	}
+	if ref.Shared {
+		_, rest, ok := strings.Cut(name, "-")
+		if !ok {
+			return ""
+		}
+		name = rest
+	}
+	return name
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func readCatalog(r pebble.Reader) (map[uint16]StateMeta, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: catalogPrefix})
+	if err != nil {
+		return nil, err
+	}
+	out := map[uint16]StateMeta{}
+	for ok := it.First(); ok; ok = it.Next() {
+		var e catalogEntry
+		if err := json.Unmarshal(it.Value(), &e); err != nil {
+			it.Close()
+			return nil, fmt.Errorf("state catalogue entry %q: %w", it.Key(), err)
+		}
+		out[e.ID] = e.Meta
+	}
+	if err := it.Error(); err != nil {
+		it.Close()
+		return nil, err
+	}
+	return out, it.Close()
+}
+
+func (b *pebbleBackend) loadCatalog() error {
+	cat, err := readCatalog(b.db)
+	if err != nil {
+		return err
+	}
+	for id, meta := range cat {
+		s := &pebbleState{b: b, id: id, meta: meta}
+		b.states[meta.Name] = s
+		b.byID[id] = s
+		if id >= b.nextID {
+			b.nextID = id + 1
+		}
+	}
+	return nil
+}
+
+func (b *pebbleBackend) checkHandleStates(h *Handle) error {
+	for _, meta := range h.States {
+		s, ok := b.states[meta.Name]
+		if !ok {
+			return fmt.Errorf("state %q is in the handle but not in the restored database", meta.Name)
+		}
+		if err := compatible(s.meta, meta); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *pebbleBackend) writeCatalog(s *pebbleState) error {
+	v, err := json.Marshal(catalogEntry{ID: s.id, Meta: s.meta})
+	if err != nil {
+		return err
+	}
+	k := append(append([]byte(nil), catalogPrefix...), s.meta.Name...)
+	return b.db.Set(k, v, pebble.NoSync)
+}
+
+// ensureState returns the state named meta.Name, creating it (not yet
+// registered) when the database does not know it.
+func (b *pebbleBackend) ensureState(meta StateMeta) (*pebbleState, error) {
+	if s, ok := b.states[meta.Name]; ok {
+		if err := compatible(s.meta, meta); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	if b.nextID == 0xFFFF {
+		return nil, fmt.Errorf("state %q: too many states", meta.Name)
+	}
+	s := &pebbleState{b: b, id: b.nextID, meta: meta}
+	b.nextID++
+	if err := b.writeCatalog(s); err != nil {
+		return nil, fmt.Errorf("state %q: %w", meta.Name, err)
+	}
+	b.states[meta.Name] = s
+	b.byID[s.id] = s
+	return s, nil
+}
+
+// batchWriter commits a batch whenever it grows past a few MiB.
+type batchWriter struct {
+	db    *pebble.DB
+	batch *pebble.Batch
+}
+
+func (w *batchWriter) set(k, v []byte) error {
+	if w.batch == nil {
+		w.batch = w.db.NewBatch()
+	}
+	if err := w.batch.Set(k, v, nil); err != nil {
+		return err
+	}
+	if w.batch.Len() > 4<<20 {
+		return w.flush()
+	}
+	return nil
+}
+
+func (w *batchWriter) flush() error {
+	if w.batch == nil {
+		return nil
+	}
+	err := w.batch.Commit(pebble.NoSync)
+	_ = w.batch.Close()
+	w.batch = nil
+	return err
+}
+
+func kgBytes(kg int) []byte { return []byte{byte(kg >> 8), byte(kg)} }
+
+// restoreEntries writes the entries of h that fall in this backend's key
+// groups.
+func (b *pebbleBackend) restoreEntries(ctx context.Context, h *Handle, n int) error {
+	kgs := b.opts.KeyGroups
+	bw := &batchWriter{db: b.db}
+	switch h.Backend {
+	case BackendCanonical, BackendMemory:
+		ids := make([]uint16, len(h.States))
+		for i, meta := range h.States {
+			s, err := b.ensureState(meta)
+			if err != nil {
+				return err
+			}
+			ids[i] = s.id
+		}
+		err := openHandleData(h, b.opts.Storage, func(name string, r io.Reader) error {
+			return readCanonical(ctxReader{ctx, r}, name, func(kg, si int, key, uk, val []byte) error {
+				if si >= len(ids) {
+					return fmt.Errorf("%s: entry names state %d of %d", name, si, len(ids))
+				}
+				if !kgs.Contains(kg) {
+					return nil
+				}
+				return bw.set(encodeEntryKey(nil, kg, ids[si], key, uk), val)
+			})
+		})
+		if err != nil {
+			return err
+		}
+		return bw.flush()
+	case BackendPebble:
+		if h.KeyGroups.Intersect(kgs).Len() == 0 {
+			return nil
+		}
+		tmp := b.fs.PathJoin(b.dir, "restore-"+strconv.Itoa(n))
+		defer b.fs.RemoveAll(tmp)
+		if _, err := b.download(ctx, h, tmp); err != nil {
+			return err
+		}
+		o := b.f.dbOptions()
+		o.ReadOnly = true
+		src, err := pebble.Open(tmp, o)
+		if err != nil {
+			b.f.release()
+			return fmt.Errorf("open %s: %w", tmp, err)
+		}
+		defer func() {
+			_ = src.Close()
+			b.f.release()
+		}()
+		cat, err := readCatalog(src)
+		if err != nil {
+			return err
+		}
+		idMap := map[uint16]uint16{}
+		for id, meta := range cat {
+			s, err := b.ensureState(meta)
+			if err != nil {
+				return err
+			}
+			idMap[id] = s.id
+		}
+		it, err := src.NewIter(&pebble.IterOptions{LowerBound: kgBytes(kgs.Start), UpperBound: kgBytes(kgs.End)})
+		if err != nil {
+			return err
+		}
+		for ok := it.First(); ok; ok = it.Next() {
+			if err := ctx.Err(); err != nil {
+				it.Close()
+				return err
+			}
+			k := append([]byte(nil), it.Key()...)
+			if len(k) < 4 {
+				it.Close()
+				return fmt.Errorf("%s: malformed key %x", tmp, k)
+			}
+			newID, ok := idMap[binary.BigEndian.Uint16(k[2:4])]
+			if !ok {
+				it.Close()
+				return fmt.Errorf("%s: key %x names an unknown state", tmp, k)
+			}
+			binary.BigEndian.PutUint16(k[2:4], newID)
+			if err := bw.set(k, it.Value()); err != nil {
+				it.Close()
+				return err
+			}
+		}
+		if err := it.Error(); err != nil {
+			it.Close()
+			return err
+		}
+		if err := it.Close(); err != nil {
+			return err
+		}
+		return bw.flush()
+	default:
+		return fmt.Errorf("cannot restore a %q snapshot into the pebble backend", h.Backend)
+	}
+}
+
+func encodeEntryKey(dst []byte, kg int, id uint16, key, userKey []byte) []byte {
+	dst = append(dst, byte(kg>>8), byte(kg), byte(id>>8), byte(id))
+	dst = binary.AppendUvarint(dst, uint64(len(key)))
+	dst = append(dst, key...)
+	return append(dst, userKey...)
+}
+
+// decodeEntryKey splits a Pebble key into its parts.
+func decodeEntryKey(k []byte) (kg int, id uint16, key, userKey []byte, err error) {
+	if len(k) < 5 {
+		return 0, 0, nil, nil, fmt.Errorf("malformed key %x", k)
+	}
+	kg = int(binary.BigEndian.Uint16(k[:2]))
+	id = binary.BigEndian.Uint16(k[2:4])
+	n, m := binary.Uvarint(k[4:])
+	if m <= 0 || uint64(len(k)-4-m) < n {
+		return 0, 0, nil, nil, fmt.Errorf("malformed key %x", k)
+	}
+	rest := k[4+m:]
+	return kg, id, rest[:n], rest[n:], nil
+}
+
+func (b *pebbleBackend) Now() time.Time           { return b.opts.Now() }
+func (b *pebbleBackend) CurrentKey() []byte       { return b.key }
+func (b *pebbleBackend) KeyGroups() KeyGroupRange { return b.opts.KeyGroups }
+
+func (b *pebbleBackend) SetCurrentKey(key []byte) {
+	b.key = append(b.key[:0], key...)
+	kg := KeyGroupOf(key, b.opts.MaxParallelism)
+	if !b.opts.KeyGroups.Contains(kg) {
+		b.keyErr = fmt.Errorf("key %q is in key group %d, outside this subtask's range %v", key, kg, b.opts.KeyGroups)
+		return
+	}
+	b.keyErr = nil
+	b.kg = [2]byte{byte(kg >> 8), byte(kg)}
+	b.keyPart = binary.AppendUvarint(b.keyPart[:0], uint64(len(key)))
+	b.keyPart = append(b.keyPart, key...)
+}
+
+func (b *pebbleBackend) Register(meta StateMeta) (RawState, error) {
+	if err := validateMeta(meta); err != nil {
+		return nil, err
+	}
+	if s, ok := b.states[meta.Name]; ok {
+		if err := compatible(s.meta, meta); err != nil {
+			return nil, err
+		}
+		if s.registered && s.meta != meta {
+			return nil, fmt.Errorf("state %q: registered again with different settings (%+v, was %+v)", meta.Name, meta, s.meta)
+		}
+		if s.meta != meta {
+			s.meta = meta
+			if err := b.writeCatalog(s); err != nil {
+				return nil, fmt.Errorf("state %q: %w", meta.Name, err)
+			}
+		}
+		s.registered = true
+		return s, nil
+	}
+	s, err := b.ensureState(meta)
+	if err != nil {
+		return nil, err
+	}
+	s.registered = true
+	return s, nil
+}
+
+func (s *pebbleState) dbKey(userKey []byte) ([]byte, error) {
+	b := s.b
+	if b.keyErr != nil {
+		return nil, b.keyErr
+	}
+	if b.key == nil {
+		return nil, fmt.Errorf("state %q: no current key", s.meta.Name)
+	}
+	k := make([]byte, 0, 4+len(b.keyPart)+len(userKey))
+	k = append(k, b.kg[0], b.kg[1], byte(s.id>>8), byte(s.id))
+	k = append(k, b.keyPart...)
+	return append(k, userKey...), nil
+}
+
+func (s *pebbleState) Get(userKey []byte) ([]byte, bool, error) {
+	k, err := s.dbKey(userKey)
+	if err != nil {
+		return nil, false, err
+	}
+	v, closer, err := s.b.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := bytes.Clone(v)
+	if out == nil {
+		out = []byte{}
+	}
+	return out, true, closer.Close()
+}
+
+func (s *pebbleState) Put(userKey, value []byte) error {
+	k, err := s.dbKey(userKey)
+	if err != nil {
+		return err
+	}
+	return s.b.db.Set(k, value, pebble.NoSync)
+}
+
+func (s *pebbleState) Delete(userKey []byte) error {
+	k, err := s.dbKey(userKey)
+	if err != nil {
+		return err
+	}
+	return s.b.db.Delete(k, pebble.NoSync)
+}
+
+func (s *pebbleState) Iterate(fn func(userKey, value []byte) bool) error {
+	prefix, err := s.dbKey(nil)
+	if err != nil {
+		return err
+	}
+	it, err := s.b.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: successor(prefix)})
+	if err != nil {
+		return err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		if !fn(it.Key()[len(prefix):], it.Value()) {
+			break
+		}
+	}
+	if err := it.Error(); err != nil {
+		it.Close()
+		return err
+	}
+	return it.Close()
+}
+
+func (s *pebbleState) Clear() error {
+	prefix, err := s.dbKey(nil)
+	if err != nil {
+		return err
+	}
+	if s.meta.Kind != KindMap {
+		return s.b.db.Delete(prefix, pebble.NoSync)
+	}
+	return s.b.db.DeleteRange(prefix, successor(prefix), pebble.NoSync)
+}
+
+// successor returns the smallest key greater than every key with prefix p.
+func successor(p []byte) []byte {
+	out := bytes.Clone(p)
+	for i := len(out) - 1; i >= 0; i-- {
+		if out[i] != 0xFF {
+			out[i]++
+			return out[:i+1]
+		}
+	}
+	return nil
+}
+
+func (b *pebbleBackend) metas() []StateMeta {
+	out := make([]StateMeta, 0, len(b.states))
+	for _, s := range b.states {
+		out = append(out, s.meta)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// enter marks an AsyncSnapshot as running, so Close waits for it; it fails
+// once the backend is closed.
+func (b *pebbleBackend) enter() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errors.New("pebble backend closed")
+	}
+	b.running.Add(1)
+	return nil
+}
+
+func (b *pebbleBackend) Snapshot(checkpointID int64, w SnapshotWriter) (AsyncSnapshot, error) {
+	if err := b.enter(); err != nil {
+		return nil, err
+	}
+	b.running.Done()
+	if err := b.db.Flush(); err != nil {
+		return nil, fmt.Errorf("checkpoint %d: flush: %w", checkpointID, err)
+	}
+	local := b.fs.PathJoin(b.dir, "chk-"+strconv.FormatInt(checkpointID, 10))
+	_ = b.fs.RemoveAll(local) // left by an earlier attempt with this id
+	if err := b.db.Checkpoint(local); err != nil {
+		_ = b.fs.RemoveAll(local)
+		return nil, fmt.Errorf("checkpoint %d: pebble checkpoint into %s: %w", checkpointID, local, err)
+	}
+	states := b.metas()
+	incremental := b.f.opts.Incremental
+	return func(ctx context.Context) (*Handle, error) {
+		if err := b.enter(); err != nil {
+			return nil, fmt.Errorf("checkpoint %d: %w", checkpointID, err)
+		}
+		defer b.running.Done()
+		defer b.fs.RemoveAll(local)
+		h, ssts, err := b.upload(ctx, checkpointID, local, w, incremental)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint %d of %s/%d: %w", checkpointID, b.opts.OperatorUID, b.opts.Subtask, err)
+		}
+		h.States = states
+		b.mu.Lock()
+		b.pending[checkpointID] = ssts
+		b.mu.Unlock()
+		return h, nil
+	}, nil
+}
+
+func isImmutableTable(name string) bool {
+	return strings.HasSuffix(name, ".sst") || strings.HasSuffix(name, ".blob")
+}
+
+// upload stores the files of the local checkpoint directory.
+func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w SnapshotWriter, incremental bool) (*Handle, map[string]FileRef, error) {
+	names, err := b.fs.List(local)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list %s: %w", local, err)
+	}
+	sort.Strings(names)
+	b.mu.Lock()
+	base := b.base
+	b.mu.Unlock()
+	h := &Handle{Backend: BackendPebble, KeyGroups: b.opts.KeyGroups}
+	ssts := map[string]FileRef{}
+	for _, name := range names {
+		p := b.fs.PathJoin(local, name)
+		fi, err := b.fs.Stat(p)
+		if err != nil {
+			return nil, nil, fmt.Errorf("stat %s: %w", p, err)
+		}
+		if fi.IsDir() {
+			return nil, nil, fmt.Errorf("unexpected directory %s in pebble checkpoint", p)
+		}
+		shared := incremental && isImmutableTable(name)
+		if shared {
+			if ref, ok := base[name]; ok {
+				if stored, ok := w.HasShared(localBaseName(ref.Path)); ok && stored.Size == ref.Size && stored.CRC32C == ref.CRC32C {
+					h.Files = append(h.Files, stored)
+					ssts[name] = stored
+					continue
+				}
+			}
+		}
+		storedName := name
+		if shared {
+			storedName = b.instance + "-" + name
+		}
+		ref, err := b.copyOut(ctx, p, storedName, shared, w)
+		if err != nil {
+			return nil, nil, err
+		}
+		h.Files = append(h.Files, ref)
+		if shared {
+			ssts[name] = ref
+		}
+	}
+	return h, ssts, nil
+}
+
+func localBaseName(p string) string {
+	if i := strings.LastIndexAny(p, `/\`); i >= 0 {
+		return p[i+1:]
+	}
+	return p
+}
+
+func (b *pebbleBackend) copyOut(ctx context.Context, src, name string, shared bool, w SnapshotWriter) (FileRef, error) {
+	in, err := b.fs.Open(src)
+	if err != nil {
+		return FileRef{}, fmt.Errorf("open %s: %w", src, err)
+	}
+	defer in.Close()
+	out, err := w.Create(name, shared)
+	if err != nil {
+		return FileRef{}, err
+	}
+	if _, err := io.Copy(out, ctxReader{ctx, in}); err != nil {
+		out.Abort()
+		return FileRef{}, fmt.Errorf("copy %s: %w", src, err)
+	}
+	return out.Close()
+}
+
+func (b *pebbleBackend) NotifyCheckpointComplete(id int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p, ok := b.pending[id]; ok {
+		b.base = p
+	}
+	for pid := range b.pending {
+		if pid <= id {
+			delete(b.pending, pid)
+		}
+	}
+}
+
+func (b *pebbleBackend) NotifyCheckpointAborted(id int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.pending, id)
+}
+
+// captureEntries takes a Pebble snapshot for a canonical (savepoint)
+// snapshot; the iteration reads it in key order.
+func (b *pebbleBackend) captureEntries() ([]StateMeta, func(context.Context, entryFunc) error, func(), error) {
+	if err := b.enter(); err != nil {
+		return nil, nil, nil, err
+	}
+	b.running.Done()
+	snap := b.db.NewSnapshot()
+	b.mu.Lock()
+	b.snaps[snap] = true
+	b.mu.Unlock()
+	metas := b.metas()
+	idx := map[uint16]int{}
+	for i, m := range metas {
+		idx[b.states[m.Name].id] = i
+	}
+	kgs := b.opts.KeyGroups
+	release := func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.snaps[snap] {
+			delete(b.snaps, snap)
+			_ = snap.Close()
+		}
+	}
+	iterate := func(ctx context.Context, fn entryFunc) error {
+		if err := b.enter(); err != nil {
+			return err
+		}
+		defer b.running.Done()
+		b.mu.Lock()
+		live := b.snaps[snap]
+		b.mu.Unlock()
+		if !live {
+			return errors.New("pebble snapshot already released")
+		}
+		it, err := snap.NewIter(&pebble.IterOptions{LowerBound: kgBytes(kgs.Start), UpperBound: kgBytes(kgs.End)})
+		if err != nil {
+			return err
+		}
+		defer it.Close()
+		for ok := it.First(); ok; ok = it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			kg, id, key, uk, err := decodeEntryKey(it.Key())
+			if err != nil {
+				return err
+			}
+			si, ok := idx[id]
+			if !ok {
+				return fmt.Errorf("key %x names unknown state id %d", it.Key(), id)
+			}
+			if err := fn(kg, si, key, uk, it.Value()); err != nil {
+				return err
+			}
+		}
+		return it.Error()
+	}
+	return metas, iterate, release, nil
+}
+
+// Close waits for running AsyncSnapshots, closes the database and removes
+// its local directory. AsyncSnapshots not yet started fail.
+func (b *pebbleBackend) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.mu.Unlock()
+	b.running.Wait()
+	b.mu.Lock()
+	for s := range b.snaps {
+		_ = s.Close()
+	}
+	b.snaps = nil
+	b.mu.Unlock()
+	err := b.db.Close()
+	b.f.release()
+	if rerr := b.fs.RemoveAll(b.dir); err == nil && rerr != nil {
+		err = rerr
+	}
+	if err != nil {
+		return fmt.Errorf("pebble backend %s/%d: close: %w", b.opts.OperatorUID, b.opts.Subtask, err)
+	}
+	return nil
+}
