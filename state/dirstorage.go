@@ -224,14 +224,16 @@ func (s *dirStorage) Writer(checkpointID int64, operatorUID string, subtask int)
 		return nil, fmt.Errorf("storage %s: checkpoint %d: empty operator uid", s.root, checkpointID)
 	}
 	rel := filepath.Join(chkDirName(checkpointID), "op-"+url.PathEscape(operatorUID), strconv.Itoa(subtask))
-	if err := s.fs.MkdirAll(filepath.Join(s.root, rel)); err != nil {
-		return nil, fmt.Errorf("storage: checkpoint %d writer for %s/%d: %w", checkpointID, operatorUID, subtask, err)
-	}
+	// Mark the checkpoint in flight before creating its directory, so that
+	// a concurrent subsumption does not take it for a stale leftover.
 	s.mu.Lock()
 	if s.pending[checkpointID] == nil {
 		s.pending[checkpointID] = map[string]bool{}
 	}
 	s.mu.Unlock()
+	if err := s.fs.MkdirAll(filepath.Join(s.root, rel)); err != nil {
+		return nil, fmt.Errorf("storage: checkpoint %d writer for %s/%d: %w", checkpointID, operatorUID, subtask, err)
+	}
 	return &snapshotWriter{s: s, id: checkpointID, rel: rel}, nil
 }
 
@@ -571,8 +573,10 @@ func (s *dirStorage) moveToSavepoint(md *Metadata, chkRel, spRel string) error {
 
 // subsumeLocked removes the completed checkpoints beyond the retained count,
 // their shared files that no retained checkpoint (and no in-flight one)
-// uses, and incomplete checkpoint directories older than the newest
-// completed one. Failures are logged: the new checkpoint is complete either
+// uses, orphaned shared files, and incomplete checkpoint directories older
+// than the newest completed one. An in-flight checkpoint older than the
+// newest completed one can no longer complete, so removing files it reused
+// is safe. Failures are logged: the new checkpoint is complete either
 // way, and leftovers are only disk space.
 func (s *dirStorage) subsumeLocked() {
 	ids := make([]int64, 0, len(s.completed))
@@ -607,6 +611,26 @@ func (s *dirStorage) subsumeLocked() {
 		}
 		if err := s.fs.RemoveAll(filepath.Join(s.root, chkDirName(id))); err != nil {
 			s.logf("storage %s: remove subsumed checkpoint %d: %v", s.root, id, err)
+		}
+	}
+	// Shared files no completed checkpoint references and no in-flight one
+	// wrote are leftovers of checkpoints that never completed (a crash
+	// mid-checkpoint, a failed upload): remove them.
+	shared, err := s.fs.ReadDir(filepath.Join(s.root, sharedDir))
+	if err != nil {
+		s.logf("storage %s: list shared files: %v", s.root, err)
+	}
+	for _, e := range shared {
+		rel := filepath.Join(sharedDir, e.Name)
+		base := rel
+		if i := strings.Index(base, ".tmp-"); i >= 0 {
+			base = base[:i]
+		}
+		if e.IsDir || s.refs[base] > 0 || s.pendingUsesLocked(base) {
+			continue
+		}
+		if err := s.fs.Remove(filepath.Join(s.root, rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.logf("storage %s: remove orphaned shared file %s: %v", s.root, rel, err)
 		}
 	}
 	entries, err := s.fs.ReadDir(s.root)
