@@ -1,0 +1,250 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// These run on kfake for speed; the exactly-once proof runs on a real
+// broker in the integration tests.
+
+func fake(t *testing.T, partitions int32, topics ...string) []kgo.Opt {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topics...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+}
+
+func produce(t *testing.T, ctx context.Context, client []kgo.Opt, topic string, n, from int) {
+	t.Helper()
+	cl, err := kgo.NewClient(append(slices.Clone(client), kgo.DefaultProduceTopic(topic))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := from; i < from+n; i++ {
+		v := fmt.Sprintf("r%04d", i)
+		if err := cl.ProduceSync(ctx, &kgo.Record{Key: []byte(v), Value: []byte(v)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// readN reads until n records came or nothing arrives for a second.
+func readN(t *testing.T, ctx context.Context, r *Reader, n int) []string {
+	return readPatiently(t, ctx, r, n, 10)
+}
+
+func readPatiently(t *testing.T, ctx context.Context, r *Reader, n, idleRounds int) []string {
+	t.Helper()
+	var out []string
+	idle := 0
+	for len(out) < n && idle < idleRounds {
+		pctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		rec, ok, err := r.Next(pctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			idle++
+			continue
+		}
+		idle = 0
+		out = append(out, string(rec.Value))
+	}
+	return out
+}
+
+func TestOwnersPartitionEveryPartitionOnce(t *testing.T) {
+	for par := 1; par <= 5; par++ {
+		counts := make([]int, par)
+		for p := int32(0); p < 16; p++ {
+			counts[Owner("words", p, par)]++
+		}
+		for s, c := range counts {
+			if c < 16/par || c > 16/par+1 {
+				t.Fatalf("parallelism %d: subtask %d owns %d of 16 partitions", par, s, c)
+			}
+		}
+	}
+}
+
+// Two subtasks read four partitions; both snapshot in the middle and are
+// restored from the union of their entries: together they read every
+// record exactly once.
+func TestRestoreResumesExactlyAtTheSnapshot(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := fake(t, 4, "in")
+	produce(t, ctx, client, "in", 200, 0)
+	opts := ReaderOptions{ClientOpts: client, Topics: []string{"in"}, Start: StartEarliest}
+	var before []string
+	var union [][]byte
+	for sub := 0; sub < 2; sub++ {
+		r, err := OpenReader(ctx, sub, 2, opts, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before = append(before, readN(t, ctx, r, 30)...)
+		st, err := r.SnapshotState(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		union = append(union, st...)
+		// Records read after the snapshot are lost with the crash.
+		readN(t, ctx, r, 10)
+		r.Close()
+	}
+	produce(t, ctx, client, "in", 100, 200)
+	var after []string
+	for sub := 0; sub < 2; sub++ {
+		r, err := OpenReader(ctx, sub, 2, opts, true, union)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after = append(after, readN(t, ctx, r, 1000)...)
+		r.Close()
+	}
+	all := append(before, after...)
+	slices.Sort(all)
+	if len(all) != 300 {
+		t.Fatalf("read %d records, want 300", len(all))
+	}
+	for i, v := range all {
+		if want := fmt.Sprintf("r%04d", i); v != want {
+			t.Fatalf("record %d is %s, want %s (duplicate or loss)", i, v, want)
+		}
+	}
+}
+
+func TestStartLatestSkipsEarlierRecordsAndSnapshotsExactOffsets(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := fake(t, 2, "in")
+	produce(t, ctx, client, "in", 20, 0)
+	opts := ReaderOptions{ClientOpts: client, Topics: []string{"in"}, Start: StartLatest}
+	r, err := OpenReader(ctx, 0, 1, opts, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Snapshot before any record: the positions are exact, so a restore
+	// does not fall back to the log start.
+	st, err := r.SnapshotState(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	produce(t, ctx, client, "in", 5, 20)
+	r2, err := OpenReader(ctx, 0, 1, opts, true, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	got := readN(t, ctx, r2, 100)
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"r0020", "r0021", "r0022", "r0023", "r0024"}) {
+		t.Fatalf("got %v", got)
+	}
+}
+
+func TestNewPartitionsAreDiscoveredAndReadFromTheirStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := fake(t, 1, "in")
+	now := time.Unix(0, 0)
+	// kgo refreshes metadata at most every MetadataMinAge (5s by default).
+	opts := ReaderOptions{ClientOpts: append(slices.Clone(client), kgo.MetadataMinAge(10*time.Millisecond)), Topics: []string{"in"}, Start: StartLatest, DiscoveryInterval: time.Minute,
+		Now: func() time.Time { return now }}
+	r, err := OpenReader(ctx, 0, 1, opts, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cl, err := kgo.NewClient(append(slices.Clone(client), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := kadm.NewClient(cl).CreatePartitions(ctx, 2, "in"); err != nil {
+		t.Fatal(err)
+	}
+	// Written to the new partitions before the reader noticed them.
+	for p := int32(1); p <= 2; p++ {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "in", Partition: p, Value: []byte(fmt.Sprintf("p%d", p))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := readN(t, ctx, r, 1); len(got) != 0 {
+		t.Fatalf("read %v before discovery was due", got)
+	}
+	now = now.Add(2 * time.Minute)
+	// kgo starts fetching partitions it had no metadata for only after a
+	// few seconds.
+	got := readPatiently(t, ctx, r, 2, 150)
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"p1", "p2"}) {
+		t.Fatalf("after discovery read %v, want [p1 p2]", got)
+	}
+}
+
+func TestReadCommittedSkipsAbortedTransactions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := fake(t, 1, "in")
+	tx, err := kgo.NewClient(append(slices.Clone(client), kgo.TransactionalID("t"), kgo.DefaultProduceTopic("in"))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	for _, commit := range []bool{false, true} {
+		if err := tx.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprintf("commit=%v", commit))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"in"}}, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got := readN(t, ctx, r, 5); !slices.Equal(got, []string{"commit=true"}) {
+		t.Fatalf("read %v, want only the committed record", got)
+	}
+}
+
+func TestMissingTopicIsNamed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := fake(t, 1, "in")
+	_, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"nope"}}, false, nil)
+	if err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Fatalf("err = %v, want one naming topic nope", err)
+	}
+}
+
+func TestMalformedCheckpointEntryIsAnError(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := fake(t, 1, "in")
+	_, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"in"}}, true, [][]byte{[]byte("{bad")})
+	if err == nil || !strings.Contains(err.Error(), "entry 0") {
+		t.Fatalf("err = %v", err)
+	}
+}
