@@ -1,0 +1,136 @@
+package state
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkStateReadModifyWrite measures a ValueState read-modify-write (the
+// word-count pattern) on each backend. The pebble sub-benchmark also runs
+// the memory backend for the same number of operations and reports how many
+// times slower Pebble is ("x-memory").
+//
+//	go test -run '^$' -bench StateReadModifyWrite ./state
+func BenchmarkStateReadModifyWrite(b *testing.B) {
+	const keys = 100_000
+	run := func(tb testing.TB, be KeyedBackend, n int) time.Duration {
+		v, err := NewValueState(be, "count", Int64Codec{})
+		must(tb, err)
+		keyBuf := make([][]byte, keys)
+		for i := range keyBuf {
+			keyBuf[i] = testKey(i)
+		}
+		rng := rand.New(rand.NewPCG(1, 2))
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			be.SetCurrentKey(keyBuf[rng.IntN(keys)])
+			c, _, err := v.Value()
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if err := v.Update(c + 1); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		return time.Since(start)
+	}
+	b.Run("memory", func(b *testing.B) {
+		be := newBackend(b, NewMemoryBackendFactory(), KeyedBackendOptions{})
+		b.ResetTimer()
+		d := run(b, be, b.N)
+		b.ReportMetric(float64(b.N)/d.Seconds(), "ops/s")
+	})
+	b.Run("pebble", func(b *testing.B) {
+		be := newBackend(b, NewPebbleBackendFactory(PebbleOptions{Dir: b.TempDir()}), KeyedBackendOptions{})
+		b.ResetTimer()
+		d := run(b, be, b.N)
+		b.StopTimer()
+		mem := newBackend(b, NewMemoryBackendFactory(), KeyedBackendOptions{})
+		base := run(b, mem, b.N)
+		b.ReportMetric(float64(b.N)/d.Seconds(), "ops/s")
+		b.ReportMetric(float64(d)/float64(base), "x-memory")
+	})
+}
+
+// benchSizesMB is the state sizes of BenchmarkCheckpoint: 10 and 100 MB by
+// default; set ONCEFLOW_BENCH_STATE_MB=1024 (or a comma-separated list) for
+// larger runs.
+func benchSizesMB(b *testing.B) []int {
+	spec := os.Getenv("ONCEFLOW_BENCH_STATE_MB")
+	if spec == "" {
+		spec = "10,100"
+	}
+	var out []int
+	for _, s := range strings.Split(spec, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			b.Fatalf("ONCEFLOW_BENCH_STATE_MB=%q: %v", spec, err)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// BenchmarkCheckpoint measures one Pebble checkpoint (barrier part and
+// upload, into file storage) after changing a fraction of the keys of a
+// state of a given size, in incremental and full mode. It reports the bytes
+// written per checkpoint and their share of the state: incremental cost
+// should follow churn, full cost state size.
+//
+//	go test -run '^$' -bench Checkpoint -benchtime 5x ./state
+func BenchmarkCheckpoint(b *testing.B) {
+	const valueSize = 100
+	for _, mb := range benchSizesMB(b) {
+		keys := mb << 20 / (valueSize + 20)
+		for _, churn := range []float64{0.01, 0.10} {
+			for _, incremental := range []bool{true, false} {
+				mode := "full"
+				if incremental {
+					mode = "incremental"
+				}
+				b.Run(fmt.Sprintf("state=%dMB/churn=%g%%/%s", mb, churn*100, mode), func(b *testing.B) {
+					st, err := NewFileStorage(b.TempDir(), "bench", StorageOptions{Retained: 1})
+					must(b, err)
+					be := newBackend(b, NewPebbleBackendFactory(PebbleOptions{Dir: b.TempDir(), Incremental: incremental}), KeyedBackendOptions{OperatorUID: "op"})
+					v, err := NewValueState(be, "v", BytesCodec{})
+					must(b, err)
+					putValues(b, be, v, 0, keys, 'a', valueSize)
+					id := int64(1)
+					h, _ := checkpointCounted(b, be, st, id)
+					completeOne(b, st, "op", id, false, 1, h)
+					be.NotifyCheckpointComplete(id)
+					rng := rand.New(rand.NewPCG(uint64(mb), 7))
+					var written, total int64
+					var elapsed time.Duration
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						b.StopTimer()
+						n := int(float64(keys) * churn)
+						start := rng.IntN(keys - n + 1)
+						putValues(b, be, v, start, start+n, byte('b'+i%20), valueSize)
+						id++
+						b.StartTimer()
+						t0 := time.Now()
+						h, w := checkpointCounted(b, be, st, id)
+						elapsed += time.Since(t0)
+						b.StopTimer()
+						completeOne(b, st, "op", id, false, 1, h)
+						be.NotifyCheckpointComplete(id)
+						written += w
+						total += handleSize(h)
+						b.StartTimer()
+					}
+					b.StopTimer()
+					b.ReportMetric(float64(written)/float64(b.N), "B-written/ckpt")
+					b.ReportMetric(100*float64(written)/float64(total), "%-of-state-written")
+					b.ReportMetric(float64(elapsed.Milliseconds())/float64(b.N), "ms/ckpt")
+				})
+			}
+		}
+	}
+}
