@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/onceflow/onceflow/failpoint"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -211,9 +212,11 @@ func (s *Sink[T, Txn]) Restore(ctx context.Context, entries [][]byte) error {
 	keep := make([]Txn, 0, len(mine))
 	for _, p := range mine {
 		s.warnIfOld(p, "recovering")
+		failpoint.Hit(failpoint.RestoreBeforeCommit)
 		if err := s.commit(ctx, p); err != nil {
 			return err
 		}
+		failpoint.Hit(failpoint.RestoreAfterCommit)
 		keep = append(keep, p.Txn)
 		s.held = append(s.held, held[Txn]{txn: p.Txn})
 	}
@@ -255,6 +258,7 @@ func (s *Sink[T, Txn]) SnapshotState(ctx context.Context, checkpointID int64) ([
 			return nil, fmt.Errorf("twophase: pre-committing the transaction of checkpoint %d: %w", checkpointID, err)
 		}
 		s.pending = append(s.pending, Pending[Txn]{CheckpointID: checkpointID, Txn: txn, Started: s.started, Owner: s.scope.Subtask})
+		failpoint.Hit(failpoint.AfterPreCommit)
 		s.open = false
 		var zero Txn
 		s.current = zero
@@ -289,7 +293,12 @@ func (s *Sink[T, Txn]) NotifyCheckpointComplete(ctx context.Context, checkpointI
 	} else {
 		s.held = nil
 	}
-	for len(s.pending) > 0 && s.pending[0].CheckpointID <= checkpointID {
+	for i := 0; len(s.pending) > 0 && s.pending[0].CheckpointID <= checkpointID; i++ {
+		if i == 0 {
+			failpoint.Hit(failpoint.BeforeCommit)
+		} else {
+			failpoint.Hit(failpoint.BetweenCommits)
+		}
 		p := s.pending[0]
 		if err := s.commit(ctx, p); err != nil {
 			return err

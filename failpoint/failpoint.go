@@ -1,0 +1,97 @@
+// Package failpoint kills the process at named steps of a protocol, so that
+// crash tests can stop a real process exactly where a crash hurts most
+// (after a pre-commit but before the ack, between two commits, ...).
+//
+// Failpoints are armed only through the environment variable
+// ONCEFLOW_FAILPOINTS, a comma-separated list of name or name@n entries:
+// name kills the process the first time the step is reached, name@n the
+// n-th time. With the variable unset, Hit costs one atomic load.
+//
+// The process dies by SIGKILL sent to itself: no deferred function runs, no
+// buffer is flushed, no file is closed — like a machine losing power.
+package failpoint
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// Env is the environment variable that arms failpoints.
+const Env = "ONCEFLOW_FAILPOINTS"
+
+// The named steps of the two-phase-commit protocol.
+const (
+	// AfterPreCommit: the sink pre-committed its transaction at the
+	// barrier, the subtask has not acked.
+	AfterPreCommit = "after-precommit"
+	// BeforeCommit: the checkpoint completed, the sink has not committed.
+	BeforeCommit = "before-commit"
+	// BetweenCommits: one pending transaction committed, the next not yet.
+	BetweenCommits = "between-commits"
+	// RestoreBeforeCommit: restoring, before the recovery commit.
+	RestoreBeforeCommit = "restore-before-commit"
+	// RestoreAfterCommit: restoring, after the recovery commit, before the
+	// lingering transactions are aborted.
+	RestoreAfterCommit = "restore-after-commit"
+)
+
+type point struct {
+	at   int64
+	hits atomic.Int64
+}
+
+// armed is parsed from the environment once; the map is never written
+// after that, only the counters in it.
+var armed = sync.OnceValues(func() (map[string]*point, error) { return Parse(os.Getenv(Env)) })
+
+// Parse reads a failpoint list; an empty list arms nothing.
+func Parse(spec string) (map[string]*point, error) {
+	out := map[string]*point{}
+	for _, item := range strings.Split(spec, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, nth, found := strings.Cut(item, "@")
+		at := int64(1)
+		if found {
+			n, err := strconv.ParseInt(nth, 10, 64)
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("%s: %q: the count after @ must be a positive integer", Env, item)
+			}
+			at = n
+		}
+		out[name] = &point{at: at}
+	}
+	return out, nil
+}
+
+// Check validates ONCEFLOW_FAILPOINTS; call it at start so that a typo is
+// an error rather than a failpoint that never fires.
+func Check() error {
+	_, err := armed()
+	return err
+}
+
+// Hit marks that the process reached step name, and kills it there when
+// that step is armed for this hit.
+func Hit(name string) {
+	points, err := armed()
+	if err != nil || len(points) == 0 {
+		return
+	}
+	p, ok := points[name]
+	if !ok {
+		return
+	}
+	if p.hits.Add(1) == p.at {
+		fmt.Fprintf(os.Stderr, "failpoint %s: killing process %d\n", name, os.Getpid())
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // the signal is on its way
+	}
+}

@@ -1,0 +1,61 @@
+package failpoint
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	p, err := Parse("before-commit, after-precommit@3,")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p) != 2 || p["before-commit"].at != 1 || p["after-precommit"].at != 3 {
+		t.Fatalf("parsed %+v", p)
+	}
+	for _, bad := range []string{"x@0", "x@y", "x@-1"} {
+		if _, err := Parse(bad); err == nil || !strings.Contains(err.Error(), Env) {
+			t.Fatalf("Parse(%q) = %v, want an error naming %s", bad, err, Env)
+		}
+	}
+}
+
+// The child process reaches the step three times; armed for the second hit
+// it must die by SIGKILL right there, after printing "hit 1" only.
+func TestHitKillsTheProcessOnTheArmedHit(t *testing.T) {
+	if os.Getenv("FAILPOINT_CHILD") == "1" {
+		for i := 1; i <= 3; i++ {
+			Hit("step")
+			os.Stdout.WriteString("hit " + string(rune('0'+i)) + "\n")
+		}
+		os.Exit(0)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHitKillsTheProcessOnTheArmedHit$")
+	cmd.Env = append(os.Environ(), "FAILPOINT_CHILD=1", Env+"=other,step@2")
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("child did not fail: %v, output %q", err, out)
+	}
+	ws := ee.Sys().(syscall.WaitStatus)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("child ended with %v, want SIGKILL", ws)
+	}
+	if string(out) != "hit 1\n" {
+		t.Fatalf("child printed %q, want only the first hit", out)
+	}
+}
+
+func TestUnarmedHitIsANoOp(t *testing.T) {
+	if os.Getenv(Env) != "" {
+		t.Skip("failpoints armed in the environment")
+	}
+	Hit(BeforeCommit)
+	if err := Check(); err != nil {
+		t.Fatal(err)
+	}
+}
