@@ -1,0 +1,166 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TimeoutBudget is what a transaction may have to outlive before its
+// commit: the checkpoint that pre-commits it must complete, and a restart
+// (the restart strategy's delay plus the job's start) must come back and
+// commit it.
+type TimeoutBudget struct {
+	CheckpointInterval time.Duration
+	CheckpointTimeout  time.Duration
+	RestartDelay       time.Duration
+}
+
+// comfort is how far above the budget a transaction timeout must be: the
+// restart itself, a slow broker and a second failure all take time too.
+const comfort = 2
+
+// CheckTransactionTimeout refuses a transaction timeout that the broker
+// would reject (above its transaction.max.timeout.ms) or that is not
+// comfortably (twice) above the time a pre-committed transaction may have
+// to wait for its commit. A transaction that outlives its timeout is
+// aborted by the broker, and for a two-phase-commit sink that loses the
+// records of a completed checkpoint.
+func CheckTransactionTimeout(ctx context.Context, cl *kgo.Client, timeout time.Duration, b TimeoutBudget) error {
+	limit, err := BrokerMaxTransactionTimeout(ctx, cl)
+	if err != nil {
+		return err
+	}
+	if timeout > limit {
+		return fmt.Errorf("sink transaction timeout %s exceeds the broker's transaction.max.timeout.ms (%s): the broker would refuse every transaction; lower the timeout or raise the broker setting", timeout, limit)
+	}
+	need := b.CheckpointInterval + b.CheckpointTimeout + b.RestartDelay
+	if timeout < comfort*need {
+		return fmt.Errorf("sink transaction timeout %s is not comfortably above checkpoint interval %s + checkpoint timeout %s + restart delay %s (want at least %s): a transaction could time out before its checkpoint commits it, losing its records",
+			timeout, b.CheckpointInterval, b.CheckpointTimeout, b.RestartDelay, comfort*need)
+	}
+	return nil
+}
+
+// BrokerMaxTransactionTimeout reads transaction.max.timeout.ms from a
+// broker of the cluster.
+func BrokerMaxTransactionTimeout(ctx context.Context, cl *kgo.Client) (time.Duration, error) {
+	adm := kadm.NewClient(cl)
+	brokers, err := adm.ListBrokers(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("listing brokers to read transaction.max.timeout.ms: %w", err)
+	}
+	if len(brokers) == 0 {
+		return 0, fmt.Errorf("reading transaction.max.timeout.ms: the cluster lists no broker")
+	}
+	rcs, err := adm.DescribeBrokerConfigs(ctx, brokers[0].NodeID)
+	if err != nil {
+		return 0, fmt.Errorf("describing broker %d's config: %w", brokers[0].NodeID, err)
+	}
+	for _, rc := range rcs {
+		if rc.Err != nil {
+			return 0, fmt.Errorf("describing broker %d's config: %w", brokers[0].NodeID, rc.Err)
+		}
+		for _, c := range rc.Configs {
+			if c.Key != "transaction.max.timeout.ms" {
+				continue
+			}
+			ms, err := strconv.ParseInt(c.MaybeValue(), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("broker %d reports transaction.max.timeout.ms %q: %w", brokers[0].NodeID, c.MaybeValue(), err)
+			}
+			return time.Duration(ms) * time.Millisecond, nil
+		}
+	}
+	return 0, fmt.Errorf("broker %d does not report transaction.max.timeout.ms", brokers[0].NodeID)
+}
+
+// OpenTransaction is a transaction of a job's prefix that has not ended.
+type OpenTransaction struct {
+	TransactionalID string
+	State           string
+	ProducerID      int64
+	ProducerEpoch   int16
+	Started         time.Time
+	Timeout         time.Duration
+	Partitions      []string
+}
+
+// ListOpenTransactions returns the transactions whose id starts with
+// prefix- and which are not complete (Ongoing, PrepareCommit, PrepareAbort).
+// An open transaction holds the last stable offset of its partitions: every
+// read_committed reader stalls behind it.
+func ListOpenTransactions(ctx context.Context, cl *kgo.Client, prefix string) ([]OpenTransaction, error) {
+	adm := kadm.NewClient(cl)
+	listed, err := adm.ListTransactions(ctx, nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("listing transactions: %w", err)
+	}
+	var ids []string
+	for id := range listed {
+		if _, _, ok := parseTransactionalID(prefix, id); ok {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	slices.Sort(ids)
+	described, err := adm.DescribeTransactions(ctx, ids...)
+	if err != nil {
+		return nil, fmt.Errorf("describing transactions of prefix %s: %w", prefix, err)
+	}
+	var out []OpenTransaction
+	for _, id := range ids {
+		d, ok := described[id]
+		if !ok {
+			continue
+		}
+		if d.Err != nil {
+			return nil, fmt.Errorf("describing transaction %s: %w", id, d.Err)
+		}
+		switch d.State {
+		case "Ongoing", "PrepareCommit", "PrepareAbort", "PrepareEpochFence":
+		default:
+			continue
+		}
+		ot := OpenTransaction{TransactionalID: id, State: d.State, ProducerID: d.ProducerID, ProducerEpoch: d.ProducerEpoch,
+			Timeout: time.Duration(d.TimeoutMillis) * time.Millisecond}
+		if d.StartTimestamp > 0 {
+			ot.Started = time.UnixMilli(d.StartTimestamp)
+		}
+		for topic, ps := range d.Topics {
+			for p := range ps {
+				ot.Partitions = append(ot.Partitions, fmt.Sprintf("%s/%d", topic, p))
+			}
+		}
+		slices.Sort(ot.Partitions)
+		out = append(out, ot)
+	}
+	return out, nil
+}
+
+// AbortOpenTransactions fences every open transaction of prefix, which
+// makes the coordinator abort it, and returns the ids it fenced. Run it only
+// while the job is stopped: a pre-committed transaction that a completed
+// checkpoint holds is data the job has not yet made visible, and aborting
+// it loses those records.
+func AbortOpenTransactions(ctx context.Context, cl *kgo.Client, prefix string, timeout time.Duration) ([]string, error) {
+	open, err := ListOpenTransactions(ctx, cl, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var done []string
+	for _, ot := range open {
+		if err := fence(ctx, cl, ot.TransactionalID, timeout); err != nil {
+			return done, err
+		}
+		done = append(done, ot.TransactionalID)
+	}
+	return done, nil
+}
