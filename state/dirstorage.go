@@ -401,6 +401,9 @@ func (s *dirStorage) readMetadata(dir string) (*Metadata, error) {
 	r, err := s.fs.Open(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
+			if entries, _ := s.fs.ReadDir(dir); len(entries) == 0 {
+				return nil, fmt.Errorf("checkpoint %s does not exist: %w", dir, err)
+			}
 			return nil, fmt.Errorf("checkpoint %s is incomplete: no %s: %w", dir, metadataFile, err)
 		}
 		return nil, fmt.Errorf("checkpoint metadata %s: %w", p, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -324,4 +325,63 @@ func slicesContainsFunc[T any](s []T, f func(T) bool) bool {
 		}
 	}
 	return false
+}
+
+func TestPebbleCodecMismatchOnRestoreNamesTheState(t *testing.T) {
+	st := NewMemoryStorage("job", StorageOptions{})
+	f := pebbleFactory_(t, false)
+	b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op"})
+	v, err := NewValueState(b, "clicks", Int64Codec{})
+	must(t, err)
+	b.SetCurrentKey([]byte("k"))
+	must(t, v.Update(3))
+	for _, savepoint := range []bool{false, true} {
+		h := runSnapshot(t, b, st, "op", 0, map[bool]int64{false: 1, true: 2}[savepoint], savepoint)
+		r := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: []*Handle{h}, Storage: st})
+		_, err = NewValueState(r, "clicks", JSONCodec[int64]{})
+		wantErrContains(t, err, `"clicks"`, "codec")
+		_, err = NewListState(r, "clicks", Int64Codec{})
+		wantErrContains(t, err, `"clicks"`, "list")
+		rv, err := NewValueState(r, "clicks", Int64Codec{})
+		must(t, err)
+		r.SetCurrentKey([]byte("k"))
+		if got, ok, err := rv.Value(); err != nil || !ok || got != 3 {
+			t.Fatalf("restored value %v %v %v", got, ok, err)
+		}
+	}
+}
+
+// Map user keys cannot collide with other keys: the serialized key is
+// length-prefixed, so key "a" with user key suffix+"z" differs from key
+// "a"+suffix (in the same key group) with user key "z", and clearing one
+// key's map leaves the other alone.
+func TestPebbleMapKeysAreSelfDelimiting(t *testing.T) {
+	kg := KeyGroupOf([]byte("a"), DefaultMaxParallelism)
+	suffix := ""
+	for i := 0; ; i++ {
+		if KeyGroupOf([]byte("a"+strconv.Itoa(i)), DefaultMaxParallelism) == kg {
+			suffix = strconv.Itoa(i)
+			break
+		}
+	}
+	b := newBackend(t, pebbleFactory_(t, false), KeyedBackendOptions{})
+	m, err := NewMapState(b, "m", StringCodec{}, StringCodec{})
+	must(t, err)
+	b.SetCurrentKey([]byte("a"))
+	must(t, m.Put(suffix+"z", "1"))
+	b.SetCurrentKey([]byte("a" + suffix))
+	if _, ok, _ := m.Get("z"); ok {
+		t.Fatal("entry of key a visible under key a" + suffix)
+	}
+	must(t, m.Put("z", "2"))
+	must(t, m.Clear())
+	b.SetCurrentKey([]byte("a"))
+	if v, ok, err := m.Get(suffix + "z"); err != nil || !ok || v != "1" {
+		t.Fatalf("a/%sz = %q %v %v", suffix, v, ok, err)
+	}
+	n := 0
+	must(t, m.All(func(k, v string) bool { n++; return true }))
+	if n != 1 {
+		t.Fatalf("key a has %d entries", n)
+	}
 }

@@ -230,6 +230,27 @@ func TestLatestSkipsCorruptCheckpoints(t *testing.T) {
 	}
 }
 
+func TestLoadNamesMissingCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	st, err := NewFileStorage(dir, "job", StorageOptions{})
+	must(t, err)
+	writeCheckpoint(t, st, 1)
+	_, err = st.Load(context.Background(), "chk-7")
+	wantErrContains(t, err, filepath.Join(dir, "job", "chk-7"), "does not exist")
+	md, err := st.Load(context.Background(), filepath.Join(dir, "job", "chk-1", "_metadata"))
+	must(t, err)
+	if md.CheckpointID != 1 || md.Path != filepath.Join(dir, "job", "chk-1") {
+		t.Fatalf("loaded %d from %s", md.CheckpointID, md.Path)
+	}
+	// A checkpoint of another directory (e.g. --from another job) is
+	// readable through this storage.
+	other, err := NewFileStorage(t.TempDir(), "job", StorageOptions{})
+	must(t, err)
+	md, err = other.Load(context.Background(), filepath.Join(dir, "job", "chk-1"))
+	must(t, err)
+	readAll(t, other, md.Operators[0].Subtasks[0].Keyed.Files[0])
+}
+
 func reopen(t *testing.T, dir string) Storage {
 	st, err := NewFileStorage(dir, "job", StorageOptions{Retained: 2})
 	must(t, err)
