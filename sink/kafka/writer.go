@@ -1,0 +1,107 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Delivery is the guarantee a Kafka sink gives.
+type Delivery string
+
+const (
+	// DeliveryNone produces without waiting for acknowledgements at the
+	// barrier: records of a failed attempt may be lost or duplicated.
+	DeliveryNone Delivery = "none"
+	// DeliveryAtLeastOnce flushes at every barrier and fails the checkpoint
+	// on any produce error: nothing is lost, and a restart replays the
+	// records after the checkpoint, which may write some twice.
+	DeliveryAtLeastOnce Delivery = "at_least_once"
+	// DeliveryExactlyOnce writes inside Kafka transactions committed with
+	// the checkpoint (Transactor and twophase.Sink): read_committed readers
+	// see every record exactly once.
+	DeliveryExactlyOnce Delivery = "exactly_once"
+)
+
+// ParseDelivery checks a configured delivery guarantee.
+func ParseDelivery(s string) (Delivery, error) {
+	switch d := Delivery(s); d {
+	case DeliveryNone, DeliveryAtLeastOnce, DeliveryExactlyOnce:
+		return d, nil
+	}
+	return "", fmt.Errorf("unknown delivery guarantee %q (none, at_least_once, exactly_once)", s)
+}
+
+// Writer is the sink of the none and at_least_once guarantees: an
+// idempotent producer without transactions.
+type Writer struct {
+	delivery Delivery
+	cl       *kgo.Client
+
+	mu  sync.Mutex
+	err error // first failed produce since the last barrier
+}
+
+// NewWriter connects a producer writing to topic (for records without a
+// topic of their own).
+func NewWriter(delivery Delivery, topic string, clientOpts []kgo.Opt) (*Writer, error) {
+	if delivery != DeliveryNone && delivery != DeliveryAtLeastOnce {
+		return nil, fmt.Errorf("kafka sink: Writer does not provide %s delivery", delivery)
+	}
+	opts := slices.Clone(clientOpts)
+	if topic != "" {
+		opts = append(opts, kgo.DefaultProduceTopic(topic))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka sink: creating a producer: %w", err)
+	}
+	return &Writer{delivery: delivery, cl: cl}, nil
+}
+
+// Write produces rec asynchronously. A produce failure is reported by the
+// next Write or Flush; with at_least_once it fails the checkpoint.
+func (w *Writer) Write(ctx context.Context, rec *kgo.Record) error {
+	w.mu.Lock()
+	err := w.err
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	w.cl.Produce(ctx, rec, func(r *kgo.Record, err error) {
+		if err == nil {
+			return
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.err == nil {
+			w.err = fmt.Errorf("kafka sink: producing to %s/%d: %w", r.Topic, r.Partition, err)
+		}
+	})
+	return nil
+}
+
+// Flush is called at the barrier. With at_least_once it waits until every
+// record before the barrier is acknowledged and returns the first failure;
+// with none it returns at once.
+func (w *Writer) Flush(ctx context.Context) error {
+	if w.delivery == DeliveryNone {
+		return nil
+	}
+	if err := w.cl.Flush(ctx); err != nil {
+		return fmt.Errorf("kafka sink: flushing at the barrier: %w", err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// Close flushes what it can within ctx and closes the producer.
+func (w *Writer) Close(ctx context.Context) error {
+	err := w.cl.Flush(ctx)
+	w.cl.Close()
+	return err
+}
