@@ -98,7 +98,10 @@ type dirStorage struct {
 	job  string
 	opts StorageOptions
 
-	mu sync.Mutex
+	// completeMu serializes Complete, so that the check that a checkpoint is
+	// newer than every completed one and its publication are one step.
+	completeMu sync.Mutex
+	mu         sync.Mutex
 	// completed maps the id of every intact completed checkpoint (not
 	// savepoint) still on disk to its metadata.
 	completed map[int64]*Metadata
@@ -436,6 +439,8 @@ func (s *dirStorage) Complete(ctx context.Context, md *Metadata) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("storage: complete checkpoint %d: %w", md.CheckpointID, err)
 	}
+	s.completeMu.Lock()
+	defer s.completeMu.Unlock()
 	chkRel := chkDirName(md.CheckpointID)
 	dirRel := chkRel
 	if md.Savepoint {
@@ -887,6 +892,7 @@ func (s *dirStorage) DiscardAll() error {
 		}
 	}
 	s.completed = map[int64]*Metadata{}
+	s.newest = 0
 	s.refs = map[string]int{}
 	s.sharedRefs = map[string]FileRef{}
 	if err := s.fs.MkdirAll(filepath.Join(s.root, sharedDir)); err != nil {

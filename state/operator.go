@@ -132,7 +132,28 @@ func (s *OperatorStateStore) ListState(name string, mode Redistribution) (*Opera
 
 // Snapshot returns the store's state as an inline handle (Backend
 // "operator"). Entries are copied, so later changes do not affect it.
+// Restored lists the operator has not asked for (yet) are carried over with
+// the entries this subtask would get, so they survive a restore that does
+// not use them; a union list is carried by subtask 0 only, so that it is not
+// multiplied by the parallelism.
 func (s *OperatorStateStore) Snapshot() (*Handle, error) {
+	for _, snap := range s.restored {
+		for _, st := range snap.States {
+			if _, ok := s.states[st.Name]; ok {
+				continue
+			}
+			mode := SplitEvenly
+			if st.Mode == Union.String() {
+				if s.subtask != 0 {
+					continue
+				}
+				mode = Union
+			}
+			if _, err := s.ListState(st.Name, mode); err != nil {
+				return nil, err
+			}
+		}
+	}
 	snap := operatorSnapshot{Subtask: s.subtask, Parallelism: s.parallelism}
 	names := make([]string, 0, len(s.states))
 	for n := range s.states {

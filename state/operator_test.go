@@ -100,3 +100,46 @@ func TestCheckRestore(t *testing.T) {
 	wantErrContains(t, CheckRestore(md, []string{"source"}, false), `"counter"`, "/x/chk-3")
 	must(t, CheckRestore(md, []string{"source"}, true))
 }
+
+// Lists a restored run does not ask for survive its snapshots, neither lost
+// nor multiplied by the parallelism.
+func TestOperatorStateCarriesUnusedLists(t *testing.T) {
+	var hs []*Handle
+	for sub := 0; sub < 3; sub++ {
+		st, err := NewOperatorStateStore(sub, 3, nil)
+		must(t, err)
+		l, err := st.ListState("split", SplitEvenly)
+		must(t, err)
+		l.Add([]byte(fmt.Sprintf("s%d", sub)))
+		u, err := st.ListState("union", Union)
+		must(t, err)
+		u.Add([]byte(fmt.Sprintf("u%d", sub)))
+		h, err := st.Snapshot()
+		must(t, err)
+		hs = append(hs, h)
+	}
+	// A run at parallelism 2 that uses neither list.
+	var carried []*Handle
+	for sub := 0; sub < 2; sub++ {
+		st, err := NewOperatorStateStore(sub, 2, hs)
+		must(t, err)
+		h, err := st.Snapshot()
+		must(t, err)
+		carried = append(carried, h)
+	}
+	st, err := NewOperatorStateStore(0, 1, carried)
+	must(t, err)
+	for name, mode := range map[string]Redistribution{"split": SplitEvenly, "union": Union} {
+		l, err := st.ListState(name, mode)
+		must(t, err)
+		var got []string
+		for _, e := range l.Get() {
+			got = append(got, string(e))
+		}
+		sort.Strings(got)
+		want := []string{name[:1] + "0", name[:1] + "1", name[:1] + "2"}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s list after an unused restore: %v, want %v", name, got, want)
+		}
+	}
+}

@@ -253,11 +253,17 @@ func TestIncrementalCheckpointWritesOnlyNewFilesAndKeepsSharedOnes(t *testing.T)
 }
 
 // Rescaling 2 -> 3 -> 1 through savepoints keeps every key's state, on the
-// subtask that owns its key group, for both backends.
+// subtask that owns its key group, for both backends; and so does rescaling
+// from Pebble's own (incremental) checkpoints, which restores several
+// handles by reading the entries of the owned key groups.
 func TestRescaleThroughSavepoints(t *testing.T) {
 	const keys = 3000
-	for _, f := range []KeyedBackendFactory{NewMemoryBackendFactory(), pebbleFactory_(t, true)} {
-		t.Run(f.Name(), func(t *testing.T) {
+	for _, tc := range []struct {
+		f         KeyedBackendFactory
+		savepoint bool
+	}{{NewMemoryBackendFactory(), true}, {pebbleFactory_(t, true), true}, {pebbleFactory_(t, true), false}} {
+		f, savepoint := tc.f, tc.savepoint
+		t.Run(fmt.Sprintf("%s/savepoint=%v", f.Name(), savepoint), func(t *testing.T) {
 			st := NewMemoryStorage("job", StorageOptions{Retained: 3})
 			ref := newBackend(t, NewMemoryBackendFactory(), KeyedBackendOptions{})
 			rw := newWorkload(t, ref)
@@ -268,13 +274,13 @@ func TestRescaleThroughSavepoints(t *testing.T) {
 				for r := 0; r < 3; r++ {
 					w.apply(t, b, keys, r)
 				}
-				handles = append(handles, runSnapshot(t, b, st, "op", s, 1, true))
+				handles = append(handles, runSnapshot(t, b, st, "op", s, 1, savepoint))
 			}
 			for r := 0; r < 3; r++ {
 				rw.apply(t, ref, keys, r)
 			}
 			want := dumpBackend(t, ref)
-			md := completeOne(t, st, "op", 1, true, 2, handles...)
+			md := completeOne(t, st, "op", 1, savepoint, 2, handles...)
 			id := int64(1)
 			for _, p := range []int{3, 1} {
 				id++
@@ -285,10 +291,8 @@ func TestRescaleThroughSavepoints(t *testing.T) {
 					kgs := KeyGroupRangeForSubtask(s, p, DefaultMaxParallelism)
 					b := newBackend(t, f, KeyedBackendOptions{Subtask: s, Parallelism: p, Restore: KeyedHandlesFor(op, kgs), Storage: st})
 					newWorkload(t, b)
-					h := runSnapshot(t, b, st, "op", s, id, true)
-					for _, line := range dumpHandles(t, st, h) {
-						got = append(got, line)
-					}
+					h := runSnapshot(t, b, st, "op", s, id, savepoint)
+					got = append(got, dumpBackend(t, b)...)
 					// Every key in this subtask's dump belongs to it.
 					for _, line := range dumpBackend(t, b) {
 						key := strings.Split(line, "|")[1]
@@ -300,7 +304,7 @@ func TestRescaleThroughSavepoints(t *testing.T) {
 					}
 					next = append(next, h)
 				}
-				md = completeOne(t, st, "op", id, true, p, next...)
+				md = completeOne(t, st, "op", id, savepoint, p, next...)
 				sortStrings(got)
 				if d := diffDumps(want, got); d != "" {
 					t.Fatalf("after rescale to %d: %s", p, d)
