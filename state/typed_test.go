@@ -73,8 +73,14 @@ func TestRegisterConflictsNameTheState(t *testing.T) {
 }
 
 func TestTTLExpiresEntries(t *testing.T) {
+	for _, f := range []KeyedBackendFactory{NewMemoryBackendFactory(), pebbleFactory_(t, false)} {
+		t.Run(f.Name(), func(t *testing.T) { testTTL(t, f) })
+	}
+}
+
+func testTTL(t *testing.T, f KeyedBackendFactory) {
 	now := time.Unix(1000, 0)
-	b := newBackend(t, NewMemoryBackendFactory(), KeyedBackendOptions{Now: func() time.Time { return now }})
+	b := newBackend(t, f, KeyedBackendOptions{Now: func() time.Time { return now }})
 	v, err := NewValueState(b, "v", StringCodec{}, WithTTL(time.Minute))
 	must(t, err)
 	l, err := NewListState(b, "l", StringCodec{}, WithTTL(time.Minute))
