@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -955,6 +956,50 @@ func (b *pebbleBackend) Close() error {
 	}
 	if err != nil {
 		return fmt.Errorf("pebble backend %s/%d: close: %w", b.opts.OperatorUID, b.opts.Subtask, err)
+	}
+	return nil
+}
+
+// CleanPebbleDir removes the database directories that backends of a
+// crashed process left in dir (PebbleOptions.Dir): a backend removes its own
+// directory on Close, but not when the process is killed. A directory whose
+// database lock is held (by this or another live process) is kept. Call it
+// at process start, before creating backends on dir; fs nil means the OS.
+func CleanPebbleDir(fs vfs.FS, dir string) error {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	names, err := fs.List(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("clean pebble dir %s: %w", dir, err)
+	}
+	var errs []error
+	for _, name := range names {
+		i := strings.LastIndexByte(name, '-')
+		if i < 0 || len(name)-i-1 != 16 {
+			continue // not an instance directory
+		}
+		if _, err := hex.DecodeString(name[i+1:]); err != nil {
+			continue
+		}
+		inst := fs.PathJoin(dir, name)
+		dbDir := fs.PathJoin(inst, "db")
+		if _, err := fs.Stat(dbDir); err == nil {
+			lock, err := fs.Lock(fs.PathJoin(dbDir, "LOCK"))
+			if err != nil {
+				continue // in use
+			}
+			_ = lock.Close()
+		}
+		if err := fs.RemoveAll(inst); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("clean pebble dir %s: %w", dir, err)
 	}
 	return nil
 }

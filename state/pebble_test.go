@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 func pebbleFactory_(t testing.TB, incremental bool) KeyedBackendFactory {
@@ -387,5 +391,29 @@ func TestPebbleMapKeysAreSelfDelimiting(t *testing.T) {
 	must(t, m.All(func(k, v string) bool { n++; return true }))
 	if n != 1 {
 		t.Fatalf("key a has %d entries", n)
+	}
+}
+
+func TestCleanPebbleDirRemovesOnlyDeadInstances(t *testing.T) {
+	dir := t.TempDir()
+	f := NewPebbleBackendFactory(PebbleOptions{Dir: dir})
+	live := newBackend(t, f, KeyedBackendOptions{OperatorUID: "live"})
+	// A dead instance: a database directory nobody holds (as after kill -9).
+	dead := filepath.Join(dir, "dead-0-0123456789abcdef")
+	db, err := pebble.Open(filepath.Join(dead, "db"), &pebble.Options{Logger: quietLogger{}})
+	must(t, err)
+	must(t, db.Close())
+	other := filepath.Join(dir, "not-an-instance")
+	must(t, os.MkdirAll(other, 0o755))
+
+	must(t, CleanPebbleDir(nil, dir))
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Fatalf("dead instance survives: %v", err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Fatalf("unrelated directory removed: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(live.(*pebbleBackend).dir, "db", "LOCK")); err != nil {
+		t.Fatalf("live instance removed: %v", err)
 	}
 }

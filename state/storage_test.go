@@ -312,3 +312,49 @@ func TestStorageFaultsFailTheCheckpointNotTheProcess(t *testing.T) {
 		}
 	})
 }
+
+// Two checkpoints in flight write the same shared file; aborting one keeps
+// the file for the other. Complete refuses metadata naming a missing or
+// different file, and an id that is not newer than the newest completed.
+func TestConcurrentCheckpointsShareFilesSafely(t *testing.T) {
+	forBothStorages(t, func(t *testing.T, open func(StorageOptions) Storage) {
+		ctx := context.Background()
+		st := open(StorageOptions{})
+		write := func(id int64, name string, shared bool) FileRef {
+			w, err := st.Writer(id, "op", 0)
+			must(t, err)
+			f, err := w.Create(name, shared)
+			must(t, err)
+			io.WriteString(f, "same content")
+			ref, err := f.Close()
+			must(t, err)
+			return ref
+		}
+		md := func(id int64, refs ...FileRef) *Metadata {
+			return &Metadata{CheckpointID: id, Operators: []OperatorSnapshot{{UID: "op", Subtasks: []SubtaskSnapshot{{Keyed: &Handle{Backend: "test", Files: refs}}}}}}
+		}
+		a := write(2, "x.sst", true)
+		b := write(3, "x.sst", true)
+		if a != b {
+			t.Fatalf("same shared file, different refs: %+v %+v", a, b)
+		}
+		must(t, st.Abort(2))
+		readAll(t, st, b)
+		must(t, st.Complete(ctx, md(3, b)))
+		readAll(t, st, b)
+
+		missing := FileRef{Path: "shared/nope.sst", Size: 3, Shared: true}
+		wantErrContains(t, st.Complete(ctx, md(4, missing)), "nope.sst")
+		wrongSize := b
+		wrongSize.Size++
+		wantErrContains(t, st.Complete(ctx, md(5, wrongSize)), "x.sst", "bytes")
+		wantErrContains(t, st.Complete(ctx, md(3, b)), "not newer")
+		escaping := FileRef{Path: "../other/x", Size: 1}
+		wantErrContains(t, st.Complete(ctx, md(6, escaping)), "escapes")
+		got, _, err := st.Latest(ctx)
+		must(t, err)
+		if got.CheckpointID != 3 {
+			t.Fatalf("latest %d after refused completions", got.CheckpointID)
+		}
+	})
+}
