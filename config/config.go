@@ -1,0 +1,159 @@
+// Package config holds the configuration of a onceflow job and loads it the
+// way operators expect: a YAML file, then environment variables prefixed
+// ONCEFLOW_ (ONCEFLOW_KAFKA_BROKERS, ONCEFLOW_CHECKPOINT_INTERVAL, ...), then
+// command-line flags, each overriding the one before, over documented
+// defaults.
+//
+// Loading is strict: an unknown key, a value of the wrong type, a bad
+// duration, an out-of-range number or a missing required key is an error
+// that names the key, so that a typo never silently falls back to a
+// default.
+package config
+
+import (
+	"time"
+)
+
+// Config is a whole job configuration. Field tags give the key names.
+type Config struct {
+	Job        Job        `mapstructure:"job"`
+	Kafka      Kafka      `mapstructure:"kafka"`
+	Source     Source     `mapstructure:"source"`
+	Sink       Sink       `mapstructure:"sink"`
+	Checkpoint Checkpoint `mapstructure:"checkpoint"`
+	State      State      `mapstructure:"state"`
+	Restart    Restart    `mapstructure:"restart"`
+	Aggregate  Aggregate  `mapstructure:"aggregate"`
+	HTTP       HTTP       `mapstructure:"http"`
+	Log        Log        `mapstructure:"log"`
+}
+
+// Job names the job and says what it computes.
+type Job struct {
+	// Name identifies the job: its checkpoint directory and metrics.
+	Name string `mapstructure:"name"`
+	// Type is a built-in job: copy, wordcount or aggregate.
+	Type           string `mapstructure:"type"`
+	Parallelism    int    `mapstructure:"parallelism"`
+	MaxParallelism int    `mapstructure:"max_parallelism"`
+}
+
+// Kafka is how to reach the cluster.
+type Kafka struct {
+	Brokers []string `mapstructure:"brokers"`
+	TLS     TLS      `mapstructure:"tls"`
+	SASL    SASL     `mapstructure:"sasl"`
+}
+
+// TLS settings; files are PEM.
+type TLS struct {
+	Enabled            bool   `mapstructure:"enabled"`
+	CAFile             string `mapstructure:"ca_file"`
+	CertFile           string `mapstructure:"cert_file"`
+	KeyFile            string `mapstructure:"key_file"`
+	ServerName         string `mapstructure:"server_name"`
+	InsecureSkipVerify bool   `mapstructure:"insecure_skip_verify"`
+}
+
+// SASL settings. The password is never logged.
+type SASL struct {
+	// Mechanism: "" (none), plain, scram-sha-256 or scram-sha-512.
+	Mechanism string `mapstructure:"mechanism"`
+	Username  string `mapstructure:"username"`
+	Password  Secret `mapstructure:"password"`
+}
+
+// Secret is a string that prints as "***".
+type Secret string
+
+func (Secret) String() string   { return "***" }
+func (Secret) GoString() string { return "***" }
+
+// Source is the input topic.
+type Source struct {
+	Topic string `mapstructure:"topic"`
+	// Start: earliest, latest, committed or timestamp (for a job without
+	// a checkpoint).
+	Start          string    `mapstructure:"start"`
+	StartTimestamp time.Time `mapstructure:"start_timestamp"`
+	// Group is the consumer group for start=committed and for lag
+	// monitoring; default onceflow-<job name>.
+	Group string `mapstructure:"group"`
+	// Isolation: read_committed or read_uncommitted.
+	Isolation         string        `mapstructure:"isolation"`
+	DiscoveryInterval time.Duration `mapstructure:"discovery_interval"`
+	// OnDecodeError: fail, skip or dead_letter.
+	OnDecodeError   string `mapstructure:"on_decode_error"`
+	DeadLetterTopic string `mapstructure:"dead_letter_topic"`
+}
+
+// Sink is the output topic.
+type Sink struct {
+	Topic string `mapstructure:"topic"`
+	// Delivery: none, at_least_once or exactly_once.
+	Delivery              string        `mapstructure:"delivery"`
+	TransactionalIDPrefix string        `mapstructure:"transactional_id_prefix"`
+	TransactionTimeout    time.Duration `mapstructure:"transaction_timeout"`
+	// Slots is the number of transactional ids per subtask.
+	Slots int `mapstructure:"slots"`
+}
+
+// Checkpoint options, with Flink's meanings.
+type Checkpoint struct {
+	Interval          time.Duration `mapstructure:"interval"`
+	Mode              string        `mapstructure:"mode"` // exactly_once | at_least_once
+	Timeout           time.Duration `mapstructure:"timeout"`
+	MinPause          time.Duration `mapstructure:"min_pause"`
+	MaxConcurrent     int           `mapstructure:"max_concurrent"`
+	TolerableFailures int           `mapstructure:"tolerable_failures"`
+	// Retain is how many completed checkpoints are kept.
+	Retain int `mapstructure:"retain"`
+	// OnCancel: retain or delete.
+	OnCancel string `mapstructure:"on_cancel"`
+	Dir      string `mapstructure:"dir"`
+}
+
+// State selects the keyed state backend.
+type State struct {
+	Backend     string `mapstructure:"backend"` // memory | pebble
+	Dir         string `mapstructure:"dir"`
+	Incremental bool   `mapstructure:"incremental"`
+}
+
+// Restart is the restart strategy and its parameters; which apply depends
+// on Strategy.
+type Restart struct {
+	// Strategy: fixed-delay, failure-rate, exponential-delay or none.
+	Strategy string `mapstructure:"strategy"`
+	// fixed-delay
+	Attempts int           `mapstructure:"attempts"`
+	Delay    time.Duration `mapstructure:"delay"`
+	// failure-rate (Delay too)
+	MaxFailures int           `mapstructure:"max_failures"`
+	Interval    time.Duration `mapstructure:"interval"`
+	// exponential-delay
+	InitialBackoff time.Duration `mapstructure:"initial_backoff"`
+	MaxBackoff     time.Duration `mapstructure:"max_backoff"`
+	Multiplier     float64       `mapstructure:"multiplier"`
+	ResetAfter     time.Duration `mapstructure:"reset_after"`
+	Jitter         float64       `mapstructure:"jitter"`
+}
+
+// Aggregate configures the aggregate job: Function of the JSON field Field,
+// grouped by the JSON field GroupBy.
+type Aggregate struct {
+	GroupBy  string `mapstructure:"group_by"`
+	Field    string `mapstructure:"field"`
+	Function string `mapstructure:"function"` // count | sum | min | max
+}
+
+// HTTP is the listener for health, metrics and the job API.
+type HTTP struct {
+	Listen string `mapstructure:"listen"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	Format string `mapstructure:"format"` // text | json
+	Level  string `mapstructure:"level"`  // debug | info | warn | error
+}

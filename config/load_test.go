@@ -1,0 +1,132 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const valid = `
+job:        {name: wc-demo, type: wordcount, parallelism: 2}
+kafka:      {brokers: ["127.0.0.1:9092"]}
+source:     {topic: words, start: earliest}
+sink:       {topic: counts, delivery: exactly_once, transactional_id_prefix: wc-demo}
+checkpoint: {interval: 1s, mode: exactly_once, timeout: 60s, min_pause: 0s, max_concurrent: 1,
+             tolerable_failures: 0, retain: 3, on_cancel: retain, dir: ./data/checkpoints}
+state:      {backend: pebble, dir: ./data/state, incremental: true}
+restart:    {strategy: fixed-delay, attempts: 5, delay: 2s}
+http:       {listen: "127.0.0.1:8081"}
+`
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "job.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestFileEnvAndFlagsOverrideInThatOrder(t *testing.T) {
+	file := writeFile(t, valid)
+	cfg, err := Load(Sources{File: file, Env: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Job.Parallelism != 2 || cfg.Checkpoint.Interval != time.Second || cfg.Restart.Attempts != 5 || cfg.Sink.Topic != "counts" {
+		t.Fatalf("file values not loaded: %+v", cfg)
+	}
+	if cfg.Source.Group != "onceflow-wc-demo" || cfg.Sink.Slots != 4 {
+		t.Fatalf("defaults not applied: group %q slots %d", cfg.Source.Group, cfg.Sink.Slots)
+	}
+
+	env := []string{"ONCEFLOW_CHECKPOINT_INTERVAL=250ms", "ONCEFLOW_KAFKA_BROKERS=a:1,b:2", "ONCEFLOW_JOB_PARALLELISM=3", "PATH=/bin"}
+	cfg, err = Load(Sources{File: file, Env: env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Checkpoint.Interval != 250*time.Millisecond || cfg.Job.Parallelism != 3 || strings.Join(cfg.Kafka.Brokers, " ") != "a:1 b:2" {
+		t.Fatalf("env did not override the file: interval %s parallelism %d brokers %v", cfg.Checkpoint.Interval, cfg.Job.Parallelism, cfg.Kafka.Brokers)
+	}
+
+	cfg, err = Load(Sources{File: file, Env: env, Set: []string{"checkpoint.interval=5s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Checkpoint.Interval != 5*time.Second || cfg.Job.Parallelism != 3 {
+		t.Fatalf("flag did not override env: %s", cfg.Checkpoint.Interval)
+	}
+}
+
+func TestBadInputNamesTheKey(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		file string
+		env  []string
+		set  []string
+		want []string
+	}{
+		{name: "unknown key in file", file: strings.Replace(valid, "min_pause", "min_pasue", 1), want: []string{`"checkpoint.min_pasue"`, `did you mean "checkpoint.min_pause"`}},
+		{name: "bad duration", file: strings.Replace(valid, "interval: 1s", "interval: 1x", 1), want: []string{"checkpoint.interval", "1x"}},
+		{name: "bad duration from env", file: valid, env: []string{"ONCEFLOW_CHECKPOINT_TIMEOUT=soon"}, want: []string{"checkpoint.timeout"}},
+		{name: "unknown env", file: valid, env: []string{"ONCEFLOW_CHECKPOINT_INTERVALL=1s"}, want: []string{"ONCEFLOW_CHECKPOINT_INTERVALL"}},
+		{name: "unknown flag key", file: valid, set: []string{"sink.topics=x"}, want: []string{`"sink.topics"`}},
+		{name: "out of range", file: strings.Replace(valid, "parallelism: 2", "parallelism: 0", 1), want: []string{"job.parallelism", "outside"}},
+		{name: "missing topic", file: strings.Replace(valid, "topic: words, ", "", 1), want: []string{"source.topic: required"}},
+		{name: "wrong type", file: strings.Replace(valid, "retain: 3", "retain: many", 1), want: []string{"checkpoint.retain"}},
+		{name: "bad enum", file: strings.Replace(valid, "delivery: exactly_once", "delivery: twice", 1), want: []string{"sink.delivery", `"twice"`}},
+		{name: "below minimum", file: valid, set: []string{"checkpoint.interval=1ms"}, want: []string{"checkpoint.interval", "minimum"}},
+		{name: "bad broker", file: valid, env: []string{"ONCEFLOW_KAFKA_BROKERS=localhost"}, want: []string{"kafka.brokers", "host:port"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(Sources{File: writeFile(t, tc.file), Env: append([]string{}, tc.env...), Set: tc.set})
+			if err == nil {
+				t.Fatal("loaded without error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Fatalf("error %q does not contain %q", err, w)
+				}
+			}
+			if strings.Count(err.Error(), "\n") != 0 {
+				t.Fatalf("error spans several lines: %q", err)
+			}
+		})
+	}
+}
+
+func TestMissingFileIsNamed(t *testing.T) {
+	_, err := Load(Sources{File: "/nonexistent/job.yaml", Env: []string{}})
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/job.yaml") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	cfg, err := Load(Sources{File: writeFile(t, valid), Env: []string{"ONCEFLOW_KAFKA_SASL_MECHANISM=plain",
+		"ONCEFLOW_KAFKA_SASL_USERNAME=u", "ONCEFLOW_KAFKA_SASL_PASSWORD=hunter2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(cfg.Kafka.SASL.Password) != "hunter2" {
+		t.Fatal("password not loaded")
+	}
+	for _, s := range []string{fmt.Sprintf("%v", cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg.Kafka)} {
+		if strings.Contains(s, "hunter2") {
+			t.Fatalf("password printed: %s", s)
+		}
+	}
+}
+
+// Every documented example in examples/ must load.
+func TestExamplesLoad(t *testing.T) {
+	files, _ := filepath.Glob("../examples/*.yaml")
+	for _, f := range files {
+		if _, err := Load(Sources{File: f, Env: []string{}}); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
