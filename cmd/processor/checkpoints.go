@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/onceflow/onceflow/state"
+)
+
+func newCheckpointsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "checkpoints",
+		Short: "List and inspect a job's checkpoints and savepoints",
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list DIR",
+		Short: "List the checkpoints and savepoints in a job's checkpoint directory (<checkpoint.dir>/<job.name>)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := jobStorage(args[0])
+			if err != nil {
+				return err
+			}
+			infos, err := st.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tKIND\tSTATUS\tPATH")
+			for _, in := range infos {
+				kind, status := "checkpoint", "complete"
+				if in.Savepoint {
+					kind = "savepoint"
+				}
+				if !in.Complete {
+					status = "incomplete"
+				}
+				if in.Err != nil {
+					status = "unusable: " + in.Err.Error()
+				}
+				fmt.Fprintf(w, "%d\t%s\t%s\t%s\n", in.ID, kind, status, in.Path)
+			}
+			return w.Flush()
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "inspect PATH",
+		Short: "Verify a checkpoint or savepoint (chk-<n> or savepoint-<id> directory) and print its metadata",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			md, err := loadCheckpoint(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			kind := "checkpoint"
+			if md.Savepoint {
+				kind = "savepoint"
+			}
+			fmt.Fprintf(out, "%s %d of job %s, taken %s\n", kind, md.CheckpointID, md.Job, md.Timestamp.Format("2006-01-02T15:04:05.000Z07:00"))
+			w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "OPERATOR\tSUBTASK\tKEYED\tKEY GROUPS\tFILES\tBYTES\tOPERATOR STATE")
+			for _, op := range md.Operators {
+				for _, sub := range op.Subtasks {
+					keyed, kgs, files, bytes := "-", "-", 0, int64(0)
+					if h := sub.Keyed; h != nil {
+						keyed, kgs = h.Backend, h.KeyGroups.String()
+						files = len(h.Files)
+						for _, f := range h.Files {
+							bytes += f.Size
+						}
+						bytes += int64(len(h.Inline))
+					}
+					opState := "-"
+					if h := sub.Operator; h != nil {
+						opState = fmt.Sprintf("%d bytes", len(h.Inline))
+					}
+					fmt.Fprintf(w, "%s\t%d/%d\t%s\t%s\t%d\t%d\t%s\n", op.UID, sub.Subtask, op.Parallelism, keyed, kgs, files, bytes, opState)
+				}
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if v, _ := cmd.Flags().GetBool("json"); v {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(md)
+			}
+			return nil
+		},
+	})
+	cmd.Commands()[1].Flags().Bool("json", false, "also print the whole metadata as JSON")
+	return cmd
+}
+
+// jobStorage opens the storage of the job whose checkpoint directory is
+// dir (<checkpoint.dir>/<job.name>), which must exist: these commands only
+// read.
+func jobStorage(dir string) (state.Storage, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := os.Stat(abs); err != nil {
+		return nil, fmt.Errorf("checkpoint directory: %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("checkpoint directory %s is not a directory", abs)
+	}
+	return state.NewFileStorage(filepath.Dir(abs), filepath.Base(abs), state.StorageOptions{Retained: 1 << 30})
+}
+
+// loadCheckpoint verifies and loads the checkpoint or savepoint at path (its
+// directory or its _metadata file).
+func loadCheckpoint(ctx context.Context, path string) (*state.Metadata, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	if filepath.Base(abs) == "_metadata" {
+		abs = filepath.Dir(abs)
+	}
+	st, err := jobStorage(filepath.Dir(abs))
+	if err != nil {
+		return nil, err
+	}
+	return st.Load(ctx, abs)
+}
