@@ -1,0 +1,114 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func atoiDecoder(r *kgo.Record) (int, error) { return strconv.Atoi(string(r.Value)) }
+
+func produceValues(t *testing.T, ctx context.Context, client []kgo.Opt, topic string, vals ...string) {
+	t.Helper()
+	cl, err := kgo.NewClient(append(slices.Clone(client), kgo.DefaultProduceTopic(topic))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for _, v := range vals {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte(v)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func decodeAll(t *testing.T, ctx context.Context, d *Decoding[int]) ([]int, error) {
+	t.Helper()
+	var out []int
+	for idle := 0; idle < 5; {
+		pctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		v, ok, err := d.Next(pctx)
+		cancel()
+		if err != nil {
+			return out, err
+		}
+		if !ok {
+			idle++
+			continue
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func TestDecodePolicies(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := fake(t, 1, "in", "dlq")
+	produceValues(t, ctx, client, "in", "1", "two", "3")
+
+	open := func() *Reader {
+		r, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"in"}}, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.Close)
+		return r
+	}
+
+	t.Run("fail names the record and is non-recoverable", func(t *testing.T) {
+		d, _ := NewDecoding(open(), atoiDecoder, DecodeFail, nil, "")
+		got, err := decodeAll(t, ctx, d)
+		var de *DecodeError
+		if !errors.As(err, &de) || de.Offset != 1 || !strings.Contains(err.Error(), "in/0@1") {
+			t.Fatalf("err = %v, want a decode error naming in/0@1", err)
+		}
+		if !de.NonRecoverable() || !slices.Equal(got, []int{1}) {
+			t.Fatalf("got %v before the failure", got)
+		}
+	})
+	t.Run("skip counts", func(t *testing.T) {
+		d, _ := NewDecoding(open(), atoiDecoder, DecodeSkip, nil, "")
+		got, err := decodeAll(t, ctx, d)
+		if err != nil || !slices.Equal(got, []int{1, 3}) || d.Skipped() != 1 {
+			t.Fatalf("got %v err %v skipped %d", got, err, d.Skipped())
+		}
+	})
+	t.Run("dead letter keeps the record with its origin", func(t *testing.T) {
+		dlq, err := kgo.NewClient(client...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dlq.Close()
+		d, err := NewDecoding(open(), atoiDecoder, DecodeDeadLetter, dlq, "dlq")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := decodeAll(t, ctx, d)
+		if err != nil || !slices.Equal(got, []int{1, 3}) || d.DeadLettered() != 1 {
+			t.Fatalf("got %v err %v dead-lettered %d", got, err, d.DeadLettered())
+		}
+		r, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"dlq"}}, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		rec, ok, err := r.Next(ctx)
+		if err != nil || !ok || string(rec.Value) != "two" {
+			t.Fatalf("dead-letter topic holds %v %v %v", rec, ok, err)
+		}
+		headers := map[string]string{}
+		for _, h := range rec.Headers {
+			headers[h.Key] = string(h.Value)
+		}
+		if headers["onceflow.source.topic"] != "in" || headers["onceflow.source.offset"] != "1" || !strings.Contains(headers["onceflow.error"], "invalid syntax") {
+			t.Fatalf("dead-letter headers %v", headers)
+		}
+	})
+}
