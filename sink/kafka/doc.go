@@ -1,5 +1,71 @@
-// Package kafka is the Kafka sink of onceflow. With exactly-once delivery it
-// writes inside Kafka transactions, flushes them at the barrier, commits
-// them when the checkpoint completes and, after a crash, commits what the
-// restored checkpoint holds and aborts what failed attempts left open.
+// Package kafka is the Kafka sink of onceflow, with three delivery
+// guarantees: none and at_least_once (Writer: an idempotent producer,
+// flushed and checked at every barrier for at_least_once) and exactly_once
+// (Transactor, driven by twophase.Sink).
+//
+// # Exactly-once: how a Kafka transaction spans a checkpoint
+//
+// Records written between barrier n-1 and barrier n go into one Kafka
+// transaction. At barrier n the sink flushes it (pre-commit) and records
+// (transactional id, producer id, epoch, transaction version) in
+// checkpoint n; when checkpoint n completes, the transaction is committed.
+// Until then read_committed readers do not see it, so output and input
+// offsets become visible together or not at all.
+//
+// Committing from another process. After a crash the restored checkpoint
+// holds pre-committed transactions that must still be committed, but the
+// producer that began them is gone, and creating a kgo client for the same
+// transactional id would initialise a new producer id, which aborts them.
+// On the wire a commit is only an EndTxn request naming the transactional
+// id, producer id and epoch, and the coordinator accepts it from any
+// connection, so recovery sends a raw kmsg.EndTxnRequest through a client
+// without a transactional id (endTxn). Repeating a commit that already
+// succeeded succeeds again, which makes recovery idempotent: a crash during
+// recovery just repeats it. The same raw request is the fallback when a
+// slot's own client cannot confirm a commit: that client is closed instead
+// of retried, since kgo re-initialises the producer id after an
+// unconfirmed EndTxn and would abort the transaction.
+//
+// A bounded pool of ids. Each subtask cycles through Slots transactional
+// ids <prefix>-<subtask>-<slot>, one kgo client each. Unique ids per
+// checkpoint would make the broker keep state for every one of them for
+// transactional.id.expiration.ms (7 days by default).
+//
+// When an id may be used again. A committed transaction is still named by
+// the latest completed checkpoint until a later checkpoint, taken after the
+// commit, completes; a restore from it commits the transaction again, and
+// that commit must still succeed. Were the id fenced or reused in between,
+// the epoch would have moved on and the repeated commit would be refused
+// as fenced, which is indistinguishable from a lost transaction. So a slot
+// stays held after its commit until twophase.Sink releases it
+// (twophase.Releaser), and recovery does not fence the ids it just
+// committed.
+//
+// Transaction versions. With transaction.version 2 (KIP-890, the Kafka 4
+// default) every EndTxn bumps the producer epoch, so (id, producer id,
+// epoch) names exactly one transaction. With version 0 or 1 (Kafka 3.x
+// semantics) the epoch stays the same across the transactions of one
+// producer session, and replaying an old commit could commit a later,
+// un-checkpointed transaction. Under those versions a slot's client is
+// recreated before the slot is reused, which bumps the epoch, and EndTxn
+// is capped at v4, the last version with the old semantics.
+//
+// Recovery order. 1) Commit every transaction of the restored checkpoint
+// with raw EndTxn. 2) Fence every other id the subtask may own (its slots,
+// and ids of subtasks that no longer exist after a rescale, found by
+// listing the cluster's transactions) with a raw InitProducerID, which
+// aborts whatever failed attempts left open. 3) Only then create the slot
+// clients. An open transaction holds its partitions' last stable offset,
+// stalling every read_committed reader, so step 2 is what lets downstream
+// consumers move on after a crash.
+//
+// Timeouts. The broker aborts a transaction that outlives its timeout;
+// for a pre-committed transaction of a completed checkpoint that is lost
+// output. CheckTransactionTimeout refuses a timeout above the broker's
+// transaction.max.timeout.ms or not comfortably above checkpoint interval
+// + checkpoint timeout + restart delay; twophase.Sink warns when a pending
+// transaction passes 80% of its timeout; and a recovery commit refused as
+// fenced or in an invalid state is a non-recoverable error saying data may
+// be lost and naming the checkpoint and the transaction (never ignored, as
+// in Flink's FLINK-8086).
 package kafka
