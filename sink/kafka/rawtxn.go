@@ -133,9 +133,12 @@ func isTransient(err error) bool {
 }
 
 // TransactionVersion asks the cluster for its finalized transaction.version
-// feature. A cluster that reports no such feature (Kafka 3.x, kfake) is
-// judged by the EndTxn versions it supports: v5 and above means KIP-890
-// semantics (2), below means 1.
+// feature. Kafka leaves a feature finalized at level 0 out of the list, so a
+// cluster that finalizes other features (metadata.version, on every KRaft
+// cluster) but not this one runs version 0. A cluster that finalizes no
+// feature at all (kfake, ZooKeeper clusters) is judged by the EndTxn
+// versions it supports: v5 and above means KIP-890 semantics (2), below
+// means 1.
 func TransactionVersion(ctx context.Context, cl *kgo.Client) (int16, error) {
 	req := kmsg.NewPtrApiVersionsRequest()
 	req.ClientSoftwareName = "onceflow"
@@ -151,6 +154,9 @@ func TransactionVersion(ctx context.Context, cl *kgo.Client) (int16, error) {
 		if f.Name == "transaction.version" {
 			return f.MaxVersionLevel, nil
 		}
+	}
+	if len(resp.FinalizedFeatures) > 0 {
+		return 0, nil
 	}
 	for _, k := range resp.ApiKeys {
 		if k.ApiKey == kmsg.EndTxn.Int16() {

@@ -104,8 +104,8 @@ func TestCommitOnNotifyMakesRecordsVisible(t *testing.T) {
 			defer cancel()
 			client := fakeCluster(t, tc.opts...)
 			s, tr := newSink(t, ctx, client, "job")
-			if tr.Version() != tc.version {
-				t.Fatalf("transaction version %d, want %d", tr.Version(), tc.version)
+			if (tr.Version() >= 2) != (tc.version >= 2) {
+				t.Fatalf("transaction version %d, want %d (KIP-890 or not)", tr.Version(), tc.version)
 			}
 			if err := s.Restore(ctx, nil); err != nil {
 				t.Fatal(err)
