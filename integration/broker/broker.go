@@ -153,12 +153,13 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	for _, n := range c.nodes {
 		if err := c.launch(n); err != nil {
-			c.Stop()
+			c.stopNodes()
 			return nil, err
 		}
 	}
 	if err := c.waitReady(ctx, len(c.nodes)); err != nil {
-		c.Stop()
+		// The data directory stays, so that the logs can be read.
+		c.stopNodes()
 		return nil, err
 	}
 	opts.Logf("kafka %s: %d node(s) ready at %s", opts.Version, len(c.nodes), c.Bootstrap())
@@ -404,7 +405,7 @@ func (c *Cluster) waitReady(ctx context.Context, want int) error {
 	for {
 		for _, n := range c.nodes {
 			if n.exited() {
-				return fmt.Errorf("broker: node %d exited while starting; its log ends with:\n%s", n.id, n.logTail(25))
+				return fmt.Errorf("broker: node %d exited while starting: %s\nits log (%s) ends with:\n%s", n.id, n.firstError(), n.log, n.logTail(15))
 			}
 		}
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -447,6 +448,26 @@ func (n *node) logTail(lines int) string {
 		return fmt.Sprintf("(no log: %v)", err)
 	}
 	return tail(string(b), lines)
+}
+
+// firstError returns the first line of the log that reports an error, the
+// cause a person looks for, or "no error logged".
+func (n *node) firstError() string {
+	b, err := os.ReadFile(n.log)
+	if err != nil {
+		return fmt.Sprintf("no log: %v", err)
+	}
+	lines := strings.Split(string(b), "\n")
+	for _, marks := range [][]string{{"Exception: "}, {" ERROR ", " FATAL "}} {
+		for _, line := range lines {
+			for _, m := range marks {
+				if strings.Contains(line, m) {
+					return strings.TrimSpace(line)
+				}
+			}
+		}
+	}
+	return "no error logged"
 }
 
 func tail(s string, n int) string {
@@ -520,6 +541,12 @@ func (c *Cluster) Restart(ctx context.Context, i int) error {
 // Stop shuts every node down (SIGTERM, then SIGKILL after 20s) and removes
 // the data directory if Start created it. It is safe to call twice.
 func (c *Cluster) Stop() error {
+	err := c.stopNodes()
+	c.removeDir()
+	return err
+}
+
+func (c *Cluster) stopNodes() error {
 	var errs []error
 	for _, n := range c.nodes {
 		n.mu.Lock()
@@ -540,7 +567,6 @@ func (c *Cluster) Stop() error {
 			}
 		}
 	}
-	c.removeDir()
 	return errors.Join(errs...)
 }
 

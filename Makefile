@@ -1,0 +1,51 @@
+# onceflow: the single entry point. `make test` and `make demo` work on a
+# fresh machine with Go, Java 17 and Maven: they fetch what they need.
+GO        ?= go
+KAFKALOCAL = $(GO) run ./integration/cmd/kafkalocal
+BROKER_ADDR_FILE ?= /tmp/onceflow-broker.addr
+
+.PHONY: all deps fmt vet build test test-short bench demo broker broker3 broker-stop clean
+
+all: vet build test
+
+# Go modules and the Kafka broker's jars (cached in ~/.cache/onceflow).
+deps:
+	$(GO) mod download
+	$(KAFKALOCAL) -fetch-only
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+build:
+	$(GO) build -o bin/processor ./cmd/processor
+
+# Every test, integration included: the tests start the local broker
+# themselves (or use KAFKA_BOOTSTRAP).
+test: deps fmt vet
+	$(GO) test -race -count=1 -timeout 60m ./...
+
+# Unit tests only (no broker).
+test-short:
+	$(GO) test -race -count=1 -short ./...
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+
+# A local single-node broker until Ctrl-C (or make broker-stop).
+broker:
+	$(KAFKALOCAL) -addr-file $(BROKER_ADDR_FILE)
+
+broker3:
+	$(KAFKALOCAL) -nodes 3 -addr-file $(BROKER_ADDR_FILE)
+
+broker-stop:
+	-pkill -INT -f 'kafkalocal -addr-file $(BROKER_ADDR_FILE)'
+
+demo: deps build
+	./scripts/demo.sh
+
+clean:
+	rm -rf bin data
