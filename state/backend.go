@@ -94,6 +94,8 @@ type AsyncSnapshot func(ctx context.Context) (*Handle, error)
 
 // RawState is the byte-level access a typed state builds on. All calls are
 // scoped to the backend's current key. userKey is nil except for map state.
+// Slices returned by Get or passed to Iterate's fn must not be modified
+// (backends may share them with snapshots in progress); Put copies value.
 type RawState interface {
 	Get(userKey []byte) (value []byte, ok bool, err error)
 	Put(userKey, value []byte) error

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"sort"
 	"time"
 )
@@ -113,10 +114,14 @@ func canonicalSnapshot(src entrySource, backend string, checkpointID int64, w Sn
 }
 
 // NewMemoryBackendFactory returns the factory of heap backends: state lives
-// in Go maps per key group, a checkpoint copies the maps on the subtask
-// goroutine (values are shared, never modified in place) and writes them in
-// the canonical format in the AsyncSnapshot. It restores memory and
-// canonical handles, keeping only its own key groups.
+// in Go maps per key group. A checkpoint is copy-on-write: at the barrier
+// the backend only records the current maps of every key group (O(states x
+// key groups)) and starts a new generation; the first write after it to a
+// key group copies that group's map of keys (shallowly), and the first write
+// to a key copies that key's entries, so the maps the AsyncSnapshot reads
+// are never modified. Values are never modified in place. The
+// AsyncSnapshot writes the captured maps in the canonical format. It
+// restores memory and canonical handles, keeping only its own key groups.
 func NewMemoryBackendFactory() KeyedBackendFactory { return memoryFactory{} }
 
 type memoryFactory struct{}
@@ -127,7 +132,7 @@ func (memoryFactory) CreateKeyedBackend(ctx context.Context, opts KeyedBackendOp
 	if err := normalizeOptions(&opts); err != nil {
 		return nil, fmt.Errorf("memory backend %s/%d: %w", opts.OperatorUID, opts.Subtask, err)
 	}
-	b := &memBackend{opts: opts, states: map[string]*memState{}}
+	b := &memBackend{opts: opts, states: map[string]*memState{}, gen: 1}
 	for _, h := range opts.Restore {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -142,24 +147,40 @@ func (memoryFactory) CreateKeyedBackend(ctx context.Context, opts KeyedBackendOp
 type memBackend struct {
 	opts   KeyedBackendOptions
 	states map[string]*memState
+	// gen is the current copy-on-write generation; every snapshot starts a
+	// new one.
+	gen    uint64
 	key    []byte
 	kg     int // index into groups, valid when keyErr is nil
 	keyErr error
+}
+
+// memGroup maps a serialized key to its entries.
+type memGroup map[string]*memEntry
+
+// memEntry holds the entries of one key by user key ("" for states without
+// user keys). It is modified only while gen is the backend's generation.
+type memEntry struct {
+	gen  uint64
+	vals map[string][]byte
 }
 
 type memState struct {
 	b          *memBackend
 	meta       StateMeta
 	registered bool
-	// groups[kg-start] maps a serialized key to its entries by user key
-	// ("" for states without user keys).
-	groups []map[string]map[string][]byte
+	// groups[kg-start] is the map of key group kg; owner[kg-start] the
+	// generation that may modify it.
+	groups []memGroup
+	owner  []uint64
 }
 
 func (b *memBackend) newState(meta StateMeta) *memState {
-	s := &memState{b: b, meta: meta, groups: make([]map[string]map[string][]byte, b.opts.KeyGroups.Len())}
+	n := b.opts.KeyGroups.Len()
+	s := &memState{b: b, meta: meta, groups: make([]memGroup, n), owner: make([]uint64, n)}
 	for i := range s.groups {
-		s.groups[i] = map[string]map[string][]byte{}
+		s.groups[i] = memGroup{}
+		s.owner[i] = b.gen
 	}
 	b.states[meta.Name] = s
 	return s
@@ -192,12 +213,12 @@ func (b *memBackend) restore(h *Handle) error {
 				return nil
 			}
 			g := targets[si].groups[kg-kgs.Start]
-			m := g[string(key)]
-			if m == nil {
-				m = map[string][]byte{}
-				g[string(key)] = m
+			e := g[string(key)]
+			if e == nil {
+				e = &memEntry{gen: b.gen, vals: map[string][]byte{}}
+				g[string(key)] = e
 			}
-			m[string(uk)] = val
+			e.vals[string(uk)] = val
 			return nil
 		})
 	})
@@ -238,62 +259,104 @@ func (b *memBackend) Register(meta StateMeta) (RawState, error) {
 	return s, nil
 }
 
-func (s *memState) entries() (map[string][]byte, error) {
+func (s *memState) check() error {
 	if s.b.keyErr != nil {
-		return nil, s.b.keyErr
+		return s.b.keyErr
 	}
 	if s.b.key == nil {
-		return nil, fmt.Errorf("state %q: no current key", s.meta.Name)
+		return fmt.Errorf("state %q: no current key", s.meta.Name)
+	}
+	return nil
+}
+
+// entry returns the current key's entries for reading (nil when none).
+func (s *memState) entry() (*memEntry, error) {
+	if err := s.check(); err != nil {
+		return nil, err
 	}
 	return s.groups[s.b.kg][string(s.b.key)], nil
 }
 
+// writableGroup returns the current key group's map, copying it first if a
+// snapshot may still read it.
+func (s *memState) writableGroup() memGroup {
+	gi := s.b.kg
+	if s.owner[gi] != s.b.gen {
+		s.groups[gi] = maps.Clone(s.groups[gi])
+		if s.groups[gi] == nil {
+			s.groups[gi] = memGroup{}
+		}
+		s.owner[gi] = s.b.gen
+	}
+	return s.groups[gi]
+}
+
+// writableEntry returns the current key's entries for writing, copying them
+// first if a snapshot may still read them; nil when there are none and
+// create is false.
+func (s *memState) writableEntry(create bool) *memEntry {
+	g := s.writableGroup()
+	k := string(s.b.key)
+	e := g[k]
+	switch {
+	case e == nil && !create:
+		return nil
+	case e == nil:
+		e = &memEntry{gen: s.b.gen, vals: map[string][]byte{}}
+		g[k] = e
+	case e.gen != s.b.gen:
+		e = &memEntry{gen: s.b.gen, vals: maps.Clone(e.vals)}
+		g[k] = e
+	}
+	return e
+}
+
 func (s *memState) Get(userKey []byte) ([]byte, bool, error) {
-	m, err := s.entries()
-	if err != nil {
+	e, err := s.entry()
+	if err != nil || e == nil {
 		return nil, false, err
 	}
-	v, ok := m[string(userKey)]
+	v, ok := e.vals[string(userKey)]
 	return v, ok, nil
 }
 
 func (s *memState) Put(userKey, value []byte) error {
-	m, err := s.entries()
-	if err != nil {
+	if err := s.check(); err != nil {
 		return err
 	}
-	if m == nil {
-		m = map[string][]byte{}
-		s.groups[s.b.kg][string(s.b.key)] = m
-	}
-	m[string(userKey)] = append([]byte(nil), value...)
+	e := s.writableEntry(true)
+	e.vals[string(userKey)] = append([]byte(nil), value...)
 	return nil
 }
 
 func (s *memState) Delete(userKey []byte) error {
-	m, err := s.entries()
-	if err != nil {
+	e, err := s.entry()
+	if err != nil || e == nil {
 		return err
 	}
-	delete(m, string(userKey))
-	if len(m) == 0 {
+	if _, ok := e.vals[string(userKey)]; !ok {
+		return nil
+	}
+	e = s.writableEntry(false)
+	delete(e.vals, string(userKey))
+	if len(e.vals) == 0 {
 		delete(s.groups[s.b.kg], string(s.b.key))
 	}
 	return nil
 }
 
 func (s *memState) Iterate(fn func(userKey, value []byte) bool) error {
-	m, err := s.entries()
-	if err != nil {
+	e, err := s.entry()
+	if err != nil || e == nil {
 		return err
 	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
+	keys := make([]string, 0, len(e.vals))
+	for k := range e.vals {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		v, ok := m[k]
+		v, ok := e.vals[k]
 		if !ok {
 			continue
 		}
@@ -305,15 +368,16 @@ func (s *memState) Iterate(fn func(userKey, value []byte) bool) error {
 }
 
 func (s *memState) Clear() error {
-	if _, err := s.entries(); err != nil {
+	e, err := s.entry()
+	if err != nil || e == nil {
 		return err
 	}
-	delete(s.groups[s.b.kg], string(s.b.key))
+	delete(s.writableGroup(), string(s.b.key))
 	return nil
 }
 
-// captureEntries copies the maps (not the values, which are never modified
-// in place) so that processing can go on while the copy is written.
+// captureEntries records the current maps and starts a new copy-on-write
+// generation, so that processing can go on while they are written.
 func (b *memBackend) captureEntries() ([]StateMeta, func(context.Context, entryFunc) error, func(), error) {
 	names := make([]string, 0, len(b.states))
 	for n := range b.states {
@@ -321,46 +385,35 @@ func (b *memBackend) captureEntries() ([]StateMeta, func(context.Context, entryF
 	}
 	sort.Strings(names)
 	metas := make([]StateMeta, len(names))
-	copies := make([][]map[string]map[string][]byte, len(names))
+	captured := make([][]memGroup, len(names))
 	for i, n := range names {
 		s := b.states[n]
 		metas[i] = s.meta
-		groups := make([]map[string]map[string][]byte, len(s.groups))
-		for gi, g := range s.groups {
-			cg := make(map[string]map[string][]byte, len(g))
-			for k, m := range g {
-				cm := make(map[string][]byte, len(m))
-				for uk, v := range m {
-					cm[uk] = v
-				}
-				cg[k] = cm
-			}
-			groups[gi] = cg
-		}
-		copies[i] = groups
+		captured[i] = append([]memGroup(nil), s.groups...)
 	}
+	b.gen++
 	start := b.opts.KeyGroups.Start
 	iterate := func(ctx context.Context, fn entryFunc) error {
 		for gi := 0; gi < b.opts.KeyGroups.Len(); gi++ {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			for si := range copies {
-				g := copies[si][gi]
+			for si := range captured {
+				g := captured[si][gi]
 				keys := make([]string, 0, len(g))
 				for k := range g {
 					keys = append(keys, k)
 				}
 				sort.Strings(keys)
 				for _, k := range keys {
-					m := g[k]
-					uks := make([]string, 0, len(m))
-					for uk := range m {
+					vals := g[k].vals
+					uks := make([]string, 0, len(vals))
+					for uk := range vals {
 						uks = append(uks, uk)
 					}
 					sort.Strings(uks)
 					for _, uk := range uks {
-						if err := fn(start+gi, si, []byte(k), []byte(uk), m[uk]); err != nil {
+						if err := fn(start+gi, si, []byte(k), []byte(uk), vals[uk]); err != nil {
 							return err
 						}
 					}
