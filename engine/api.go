@@ -1,0 +1,362 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/onceflow/onceflow/state"
+)
+
+// Source is a replayable input, in the terms of one job. NewReader is
+// called once per source subtask and attempt.
+type Source[T any] interface {
+	NewReader(ctx context.Context, s Scope, restored [][]byte) (SourceReader[T], error)
+}
+
+// Scope tells a connector which subtask it serves and whether the job was
+// restored from a checkpoint. Restored entries are the union of what every
+// subtask of the operator stored in the restored checkpoint (union
+// redistribution): each subtask picks what is its own, which keeps working
+// when the parallelism changes.
+type Scope struct {
+	Job         string
+	UID         string
+	Subtask     int
+	Parallelism int
+	// Restored is true when the attempt starts from a checkpoint or
+	// savepoint (restored entries may still be empty).
+	Restored bool
+}
+
+// SourceReader is one source subtask's reader. The subtask's goroutine
+// calls every method; none is called concurrently.
+type SourceReader[T any] interface {
+	// Next returns the next record, or false when ctx ended first: the
+	// engine cancels ctx to inject a barrier promptly while no record
+	// arrives, and calls Next again. io.EOF ends a bounded source: the
+	// reader is not called again, and once every source has ended the job
+	// takes a final checkpoint, commits it and finishes.
+	Next(ctx context.Context) (T, bool, error)
+	// SnapshotState returns the reader's position after the last record
+	// Next returned; it is stored in checkpoint id. The barrier follows.
+	SnapshotState(checkpointID int64) ([][]byte, error)
+	// NotifyCheckpointComplete says checkpoint id is durable (for example,
+	// commit offsets to a consumer group for monitoring). Notifications can
+	// be late or skipped; an error is logged, not fatal.
+	NotifyCheckpointComplete(ctx context.Context, checkpointID int64) error
+	// Close releases the reader.
+	Close() error
+}
+
+// Sink is an output, in the terms of one job. NewWriter is called once per
+// sink subtask and attempt, with the union of every subtask's entries of
+// the restored checkpoint; a transactional sink commits what they hold
+// before returning (and aborts what failed attempts left).
+type Sink[T any] interface {
+	NewWriter(ctx context.Context, s Scope, restored [][]byte) (SinkWriter[T], error)
+}
+
+// SinkWriter is one sink subtask's writer. The subtask's goroutine calls
+// every method.
+type SinkWriter[T any] interface {
+	Write(ctx context.Context, v T) error
+	// SnapshotState runs at the barrier of checkpoint id, before the
+	// subtask acknowledges it: a transactional sink pre-commits here and
+	// returns what it must commit once the checkpoint completes. An error
+	// fails the job attempt.
+	SnapshotState(ctx context.Context, checkpointID int64) ([][]byte, error)
+	// NotifyCheckpointComplete says checkpoint id is durable: commit every
+	// pending transaction of a checkpoint <= id. It may come late, be
+	// skipped for some ids, or come twice for the same id, and must succeed
+	// each time. An error fails the job attempt; the restore commits again.
+	NotifyCheckpointComplete(ctx context.Context, checkpointID int64) error
+	// NotifyCheckpointAborted says checkpoint id will never complete.
+	NotifyCheckpointAborted(ctx context.Context, checkpointID int64) error
+	// Close releases the writer. It must not commit: a cancelled attempt's
+	// open transaction is aborted or left for the next restore.
+	Close(ctx context.Context) error
+}
+
+// Stream is a typed stream of records produced by one operator.
+type Stream[T any] struct {
+	job  *Job
+	node *node
+}
+
+// KeyedStream is a stream partitioned by key: every record of a key goes to
+// the subtask owning the key's key group, where keyed state is scoped to
+// that key.
+type KeyedStream[K, T any] struct {
+	s     Stream[T]
+	key   func(T) K
+	codec state.Codec[K]
+}
+
+// FromSource adds a source operator.
+func FromSource[T any](j *Job, uid string, parallelism int, src Source[T]) Stream[T] {
+	n := j.addNode(uid, parallelism, kindSource)
+	n.newSource = func(ctx context.Context, s Scope, restored [][]byte) (sourceRunner, error) {
+		r, err := src.NewReader(ctx, s, restored)
+		if err != nil {
+			return nil, err
+		}
+		return typedSource[T]{r}, nil
+	}
+	return Stream[T]{job: j, node: n}
+}
+
+// Parallelism overrides the parallelism of the next operator created from
+// s (by default the upstream's).
+func (s Stream[T]) Parallelism() int { return s.node.parallelism }
+
+// Map applies fn to every record.
+func Map[T, U any](s Stream[T], uid string, fn func(T) (U, error)) Stream[U] {
+	return FlatMap(s, uid, func(v T, out func(U)) error {
+		u, err := fn(v)
+		if err != nil {
+			return err
+		}
+		out(u)
+		return nil
+	})
+}
+
+// Filter keeps the records for which fn is true.
+func Filter[T any](s Stream[T], uid string, fn func(T) bool) Stream[T] {
+	return FlatMap(s, uid, func(v T, out func(T)) error {
+		if fn(v) {
+			out(v)
+		}
+		return nil
+	})
+}
+
+// FlatMap emits zero or more records per record. fn is called from every
+// subtask of the operator at once: it must not keep unsynchronized state
+// (use Process or Connect for state).
+func FlatMap[T, U any](s Stream[T], uid string, fn func(T, func(U)) error) Stream[U] {
+	n := s.job.addNode(uid, s.node.parallelism, kindOperator)
+	s.job.connect(s.node, n, 0, nil)
+	n.newOperator = func(*subtask) (operator, error) {
+		return &funcOperator{process: func(_ int, e element, out func(any)) error {
+			return fn(e.value.(T), func(u U) { out(u) })
+		}}, nil
+	}
+	return Stream[U]{job: s.job, node: n}
+}
+
+// WithParallelism returns s re-partitioned round-robin to an operator of
+// another parallelism: the next operator built on the result runs with p
+// subtasks.
+func WithParallelism[T any](s Stream[T], uid string, p int) Stream[T] {
+	n := s.job.addNode(uid, p, kindOperator)
+	s.job.connect(s.node, n, 0, nil)
+	n.newOperator = func(*subtask) (operator, error) {
+		return &funcOperator{process: func(_ int, e element, out func(any)) error { out(e.value); return nil }}, nil
+	}
+	return Stream[T]{job: s.job, node: n}
+}
+
+// Union merges streams of the same type.
+func Union[T any](uid string, streams ...Stream[T]) Stream[T] {
+	j := streams[0].job
+	n := j.addNode(uid, streams[0].node.parallelism, kindOperator)
+	for _, s := range streams {
+		j.connect(s.node, n, 0, nil)
+	}
+	n.newOperator = func(*subtask) (operator, error) {
+		return &funcOperator{process: func(_ int, e element, out func(any)) error { out(e.value); return nil }}, nil
+	}
+	return Stream[T]{job: j, node: n}
+}
+
+// KeyBy partitions s by key. codec serializes keys: the bytes decide the
+// key group and scope keyed state.
+func KeyBy[K, T any](s Stream[T], key func(T) K, codec state.Codec[K]) KeyedStream[K, T] {
+	return KeyedStream[K, T]{s: s, key: key, codec: codec}
+}
+
+// KeyedContext gives a keyed function its state and current key.
+type KeyedContext struct {
+	st *subtask
+}
+
+// Backend is the keyed state backend; typed states are created on it
+// (state.NewValueState and friends) in Open.
+func (c *KeyedContext) Backend() state.KeyedBackend { return c.st.backend }
+
+// Subtask is the index of the subtask running the function.
+func (c *KeyedContext) Subtask() int { return c.st.index }
+
+// KeyedProcessFunction processes the records of a keyed stream with keyed
+// state.
+type KeyedProcessFunction[K, T, U any] interface {
+	// Open runs once per subtask and attempt, before any record: create
+	// the states here.
+	Open(ctx *KeyedContext) error
+	// Process handles one record; state accesses are scoped to key.
+	Process(ctx *KeyedContext, key K, v T, out func(U)) error
+}
+
+// Process runs a keyed process function with parallelism p. newFn is
+// called once per subtask and attempt: every subtask has its own function
+// value and states.
+func Process[K, T, U any](ks KeyedStream[K, T], uid string, p int, newFn func() KeyedProcessFunction[K, T, U]) Stream[U] {
+	j := ks.s.job
+	n := j.addNode(uid, p, kindOperator)
+	n.keyed = true
+	j.connect(ks.s.node, n, 0, func(v any) (any, []byte, error) {
+		k := ks.key(v.(T))
+		b, err := ks.codec.Encode(k)
+		if err != nil {
+			return nil, nil, fmt.Errorf("encoding the key of a record for %s: %w", uid, err)
+		}
+		return k, b, nil
+	})
+	n.newOperator = func(st *subtask) (operator, error) {
+		kc := &KeyedContext{st: st}
+		fn := newFn()
+		if err := fn.Open(kc); err != nil {
+			return nil, err
+		}
+		return &funcOperator{process: func(_ int, e element, out func(any)) error {
+			return fn.Process(kc, e.key.(K), e.value.(T), func(u U) { out(u) })
+		}}, nil
+	}
+	return Stream[U]{job: j, node: n}
+}
+
+// Reduce keeps, per key, the reduction of every record so far and emits
+// the updated value for each record (Flink's keyBy(...).reduce).
+func Reduce[K, T any](ks KeyedStream[K, T], uid string, p int, codec state.Codec[T], fn func(acc, v T) (T, error)) Stream[T] {
+	return Process(ks, uid, p, func() KeyedProcessFunction[K, T, T] { return &reduceFunc[K, T]{codec: codec, fn: fn} })
+}
+
+type reduceFunc[K, T any] struct {
+	codec state.Codec[T]
+	fn    func(acc, v T) (T, error)
+	acc   *state.ValueState[T]
+}
+
+func (r *reduceFunc[K, T]) Open(ctx *KeyedContext) error {
+	var err error
+	r.acc, err = state.NewValueState(ctx.Backend(), "reduce", r.codec)
+	return err
+}
+
+func (r *reduceFunc[K, T]) Process(_ *KeyedContext, _ K, v T, out func(T)) error {
+	cur, ok, err := r.acc.Value()
+	if err != nil {
+		return err
+	}
+	if ok {
+		if v, err = r.fn(cur, v); err != nil {
+			return err
+		}
+	}
+	if err := r.acc.Update(v); err != nil {
+		return err
+	}
+	out(v)
+	return nil
+}
+
+// Number is what Sum adds.
+type Number interface {
+	~int | ~int32 | ~int64 | ~uint32 | ~uint64 | ~float64
+}
+
+// Sum emits, per record, the running sum of field over the record's key
+// (Flink's keyBy(...).sum(field)): set writes the sum into a copy of the
+// record.
+func Sum[K, T any, N Number](ks KeyedStream[K, T], uid string, p int, codec state.Codec[T], field func(T) N, set func(T, N) T) Stream[T] {
+	return Reduce(ks, uid, p, codec, func(acc, v T) (T, error) { return set(v, field(acc)+field(v)), nil })
+}
+
+// CoProcessFunction processes two inputs of different types.
+type CoProcessFunction[A, B, U any] interface {
+	Process1(v A, out func(U)) error
+	Process2(v B, out func(U)) error
+}
+
+// Connect joins two streams into a two-input operator with parallelism p.
+// Records reach the subtasks round-robin (forward when parallelisms are
+// equal). newFn is called once per subtask and attempt; when the function
+// also implements Stateful, its state is checkpointed.
+func Connect[A, B, U any](a Stream[A], b Stream[B], uid string, p int, newFn func() CoProcessFunction[A, B, U]) Stream[U] {
+	j := a.job
+	n := j.addNode(uid, p, kindOperator)
+	j.connect(a.node, n, 0, nil)
+	j.connect(b.node, n, 1, nil)
+	n.newOperator = func(st *subtask) (operator, error) {
+		fn := newFn()
+		op := &funcOperator{process: func(input int, e element, out func(any)) error {
+			if input == 0 {
+				return fn.Process1(e.value.(A), func(u U) { out(u) })
+			}
+			return fn.Process2(e.value.(B), func(u U) { out(u) })
+		}}
+		if s, ok := fn.(Stateful); ok {
+			op.stateful = s
+		}
+		return op, nil
+	}
+	return Stream[U]{job: j, node: n}
+}
+
+// Stateful is implemented by functions with operator (non-keyed) state.
+// The entries are redistributed round-robin over the subtasks when the
+// parallelism changes (each subtask gets its own back when it does not).
+type Stateful interface {
+	SnapshotState(checkpointID int64) ([][]byte, error)
+	RestoreState(entries [][]byte) error
+}
+
+// SinkTo adds a sink with parallelism p.
+func SinkTo[T any](s Stream[T], uid string, p int, sink Sink[T]) {
+	j := s.job
+	n := j.addNode(uid, p, kindSink)
+	j.connect(s.node, n, 0, nil)
+	n.newSink = func(ctx context.Context, sc Scope, restored [][]byte) (sinkRunner, error) {
+		w, err := sink.NewWriter(ctx, sc, restored)
+		if err != nil {
+			return nil, err
+		}
+		return typedSink[T]{w}, nil
+	}
+}
+
+// sourceRunner and sinkRunner erase the record type for the runtime.
+type sourceRunner interface {
+	next(ctx context.Context) (any, bool, error)
+	SnapshotState(int64) ([][]byte, error)
+	NotifyCheckpointComplete(context.Context, int64) error
+	Close() error
+}
+
+type typedSource[T any] struct{ r SourceReader[T] }
+
+func (t typedSource[T]) next(ctx context.Context) (any, bool, error) { return t.r.Next(ctx) }
+func (t typedSource[T]) SnapshotState(id int64) ([][]byte, error)    { return t.r.SnapshotState(id) }
+func (t typedSource[T]) NotifyCheckpointComplete(ctx context.Context, id int64) error {
+	return t.r.NotifyCheckpointComplete(ctx, id)
+}
+func (t typedSource[T]) Close() error { return t.r.Close() }
+
+type sinkRunner interface {
+	write(ctx context.Context, v any) error
+	SnapshotState(context.Context, int64) ([][]byte, error)
+	NotifyCheckpointComplete(context.Context, int64) error
+	NotifyCheckpointAborted(context.Context, int64) error
+	Close(context.Context) error
+}
+
+type typedSink[T any] struct{ SinkWriter[T] }
+
+func (t typedSink[T]) write(ctx context.Context, v any) error { return t.Write(ctx, v.(T)) }
+
+// funcOperator is every non-source, non-sink operator.
+type funcOperator struct {
+	process  func(input int, e element, out func(any)) error
+	stateful Stateful
+}

@@ -1,0 +1,631 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"reflect"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/onceflow/onceflow/state"
+)
+
+// element is what flows on a channel: a record or a barrier.
+type element struct {
+	value    any
+	key      any
+	keyBytes []byte
+	barrier  *barrier
+}
+
+type barrier struct {
+	id        int64
+	savepoint bool
+	// stop: sources read nothing after this barrier (stop-with-savepoint).
+	stop bool
+}
+
+type output struct {
+	e     *edge
+	chans []chan element
+	next  int
+}
+
+type input struct {
+	ch    chan element
+	input int // 0 or 1 (second input of a two-input operator)
+}
+
+// subtask is one parallel instance of an operator, run by one goroutine.
+type subtask struct {
+	j       *Job
+	c       *coordinator
+	n       *node
+	index   int
+	log     *slog.Logger
+	inputs  []input
+	outputs []*output
+
+	backend state.KeyedBackend
+	opStore *state.OperatorStateStore
+	restore *state.OperatorSnapshot
+	op      operator
+	src     sourceRunner
+	sink    sinkRunner
+
+	triggers chan barrier
+	wake     chan struct{}
+	pollMu   sync.Mutex
+	pollStop context.CancelFunc
+
+	lastNotified int64
+	lastAborted  int64
+	// stoppedAt is the id of a stop-with-savepoint barrier the source
+	// emitted (0: none): it reads nothing after it unless that savepoint
+	// is aborted.
+	stoppedAt int64
+
+	recordsIn, recordsOut atomic.Int64
+	async                 sync.WaitGroup
+}
+
+type attemptResult struct {
+	err       error
+	completed bool
+}
+
+// runAttempt runs one attempt of the job from md (nil: from scratch) until
+// it finishes, stops, fails or ctx ends.
+func (j *Job) runAttempt(parent context.Context, attempt int, md *state.Metadata, log *slog.Logger) attemptResult {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	c, err := newCoordinator(ctx, j, md, log)
+	if err != nil {
+		return attemptResult{err: err}
+	}
+	var failOnce sync.Once
+	var firstErr error
+	fail := func(err error) {
+		failOnce.Do(func() { firstErr = err })
+		cancel()
+	}
+	c.fail = fail
+
+	subtasks, err := j.build(c, md, log)
+	if err != nil {
+		return attemptResult{err: err}
+	}
+	c.subtasks = subtasks
+	j.mu.Lock()
+	j.coord = c
+	j.mu.Unlock()
+	defer func() {
+		j.mu.Lock()
+		j.coord = nil
+		j.mu.Unlock()
+	}()
+
+	var wg sync.WaitGroup
+	for _, st := range subtasks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := st.run(ctx); err != nil && ctx.Err() == nil {
+				fail(fmt.Errorf("operator %s subtask %d/%d: %w", st.n.uid, st.index, st.n.parallelism, err))
+			}
+		}()
+	}
+	coordDone := make(chan error, 1)
+	go func() { coordDone <- c.run() }()
+
+	var result error
+	coordReturned := false
+	select {
+	case result = <-coordDone:
+		coordReturned = true
+		cancel()
+	case <-ctx.Done():
+	}
+	wg.Wait()
+	for _, st := range subtasks {
+		st.async.Wait()
+	}
+	if !coordReturned {
+		<-coordDone
+	}
+	closeCtx, closeCancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer closeCancel()
+	for _, st := range subtasks {
+		st.close(closeCtx)
+	}
+	completed := c.completedAny
+	switch {
+	case firstErr != nil:
+		return attemptResult{err: firstErr, completed: completed}
+	case result != nil:
+		return attemptResult{err: result, completed: completed}
+	case parent.Err() != nil:
+		return attemptResult{err: parent.Err(), completed: completed}
+	}
+	return attemptResult{completed: completed}
+}
+
+// build creates every subtask, its channels, state and operator.
+func (j *Job) build(c *coordinator, md *state.Metadata, log *slog.Logger) ([]*subtask, error) {
+	byNode := map[*node][]*subtask{}
+	var all []*subtask
+	for _, n := range j.nodes {
+		for i := range n.parallelism {
+			st := &subtask{j: j, c: c, n: n, index: i, wake: make(chan struct{}, 1),
+				log: log.With("operator", n.uid, "subtask", i)}
+			if n.kind == kindSource {
+				st.triggers = make(chan barrier, j.opts.Checkpoint.MaxConcurrent+4)
+			}
+			if md != nil {
+				st.restore = md.Operator(n.uid)
+			}
+			byNode[n] = append(byNode[n], st)
+			all = append(all, st)
+		}
+	}
+	for _, n := range j.nodes {
+		for _, e := range n.out {
+			forward := e.keyOf == nil && e.from.parallelism == e.to.parallelism
+			for i, up := range byNode[e.from] {
+				out := &output{e: e}
+				for k, down := range byNode[e.to] {
+					if forward && i != k {
+						continue
+					}
+					ch := make(chan element, j.opts.ChannelCapacity)
+					out.chans = append(out.chans, ch)
+					down.inputs = append(down.inputs, input{ch: ch, input: e.input})
+				}
+				up.outputs = append(up.outputs, out)
+			}
+		}
+	}
+	return all, nil
+}
+
+// open restores the subtask's state and creates its operator. It runs on
+// the subtask's goroutine, so that slow restores (a sink's recovery
+// commits) run in parallel.
+func (st *subtask) open(ctx context.Context) error {
+	j, n := st.j, st.n
+	var opHandles []*state.Handle
+	if st.restore != nil {
+		opHandles = state.OperatorHandles(st.restore)
+	}
+	store, err := state.NewOperatorStateStore(st.index, n.parallelism, opHandles)
+	if err != nil {
+		return fmt.Errorf("restoring operator state: %w", err)
+	}
+	st.opStore = store
+	scope := Scope{Job: j.name, UID: n.uid, Subtask: st.index, Parallelism: n.parallelism, Restored: st.c.restored}
+	switch n.kind {
+	case kindSource:
+		entries, err := st.entries(state.Union)
+		if err != nil {
+			return err
+		}
+		if st.src, err = n.newSource(ctx, scope, entries); err != nil {
+			return fmt.Errorf("opening the source: %w", err)
+		}
+	case kindSink:
+		entries, err := st.entries(state.Union)
+		if err != nil {
+			return err
+		}
+		if st.sink, err = n.newSink(ctx, scope, entries); err != nil {
+			return fmt.Errorf("opening the sink: %w", err)
+		}
+	default:
+		if n.keyed {
+			kgs := state.KeyGroupRangeForSubtask(st.index, n.parallelism, j.opts.MaxParallelism)
+			var restore []*state.Handle
+			if st.restore != nil {
+				restore = state.KeyedHandlesFor(st.restore, kgs)
+			}
+			st.backend, err = j.opts.Backend.CreateKeyedBackend(ctx, state.KeyedBackendOptions{
+				Job: j.name, OperatorUID: n.uid, Subtask: st.index, Parallelism: n.parallelism,
+				MaxParallelism: j.opts.MaxParallelism, KeyGroups: kgs, Restore: restore, Storage: j.opts.Storage,
+			})
+			if err != nil {
+				return fmt.Errorf("creating the keyed state backend: %w", err)
+			}
+		}
+		if st.op, err = n.newOperator(st); err != nil {
+			return fmt.Errorf("opening the operator: %w", err)
+		}
+		if st.op.stateful != nil {
+			entries, err := st.entries(state.SplitEvenly)
+			if err != nil {
+				return err
+			}
+			if err := st.op.stateful.RestoreState(entries); err != nil {
+				return fmt.Errorf("restoring operator state: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+func (st *subtask) entries(mode state.Redistribution) ([][]byte, error) {
+	l, err := st.opStore.ListState("entries", mode)
+	if err != nil {
+		return nil, fmt.Errorf("restoring operator state: %w", err)
+	}
+	return l.Get(), nil
+}
+
+func (st *subtask) close(ctx context.Context) {
+	if st.src != nil {
+		if err := st.src.Close(); err != nil {
+			st.log.Warn("closing the source", "err", err)
+		}
+	}
+	if st.sink != nil {
+		if err := st.sink.Close(ctx); err != nil {
+			st.log.Warn("closing the sink", "err", err)
+		}
+	}
+	if st.backend != nil {
+		if err := st.backend.Close(); err != nil {
+			st.log.Warn("closing the keyed state backend", "err", err)
+		}
+	}
+}
+
+func (st *subtask) run(ctx context.Context) error {
+	if err := st.open(ctx); err != nil {
+		return err
+	}
+	if st.n.kind == kindSource {
+		return st.runSource(ctx)
+	}
+	return st.runInputs(ctx)
+}
+
+// interrupt wakes the subtask: a source blocked in Next returns at once.
+func (st *subtask) interrupt() {
+	select {
+	case st.wake <- struct{}{}:
+	default:
+	}
+	st.pollMu.Lock()
+	if st.pollStop != nil {
+		st.pollStop()
+	}
+	st.pollMu.Unlock()
+}
+
+func (st *subtask) runSource(ctx context.Context) error {
+	finished := false
+	for {
+		// Control first: a pending barrier goes out before the next record.
+		select {
+		case b := <-st.triggers:
+			if err := st.checkpoint(ctx, b); err != nil {
+				return err
+			}
+			if b.stop {
+				st.stoppedAt = b.id
+			}
+			continue
+		case <-st.wake:
+			if err := st.handleNotifications(ctx); err != nil {
+				return err
+			}
+			continue
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		if finished || st.stoppedAt > 0 {
+			select {
+			case b := <-st.triggers:
+				if err := st.checkpoint(ctx, b); err != nil {
+					return err
+				}
+			case <-st.wake:
+				if err := st.handleNotifications(ctx); err != nil {
+					return err
+				}
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
+		}
+		pollCtx, stop := context.WithCancel(ctx)
+		st.pollMu.Lock()
+		st.pollStop = stop
+		st.pollMu.Unlock()
+		if len(st.triggers) > 0 || len(st.wake) > 0 {
+			stop()
+		}
+		v, ok, err := st.src.next(pollCtx)
+		stop()
+		switch {
+		case errors.Is(err, io.EOF):
+			finished = true
+			st.c.sourceFinished()
+			continue
+		case err != nil && ctx.Err() == nil:
+			return err
+		case !ok:
+			continue
+		}
+		st.recordsOut.Add(1)
+		if err := st.emit(ctx, v); err != nil {
+			return err
+		}
+	}
+}
+
+// runInputs is the loop of operators and sinks: read the inputs, align
+// barriers (EXACTLY_ONCE) or count them (AT_LEAST_ONCE), snapshot when a
+// barrier is in from every input.
+func (st *subtask) runInputs(ctx context.Context) error {
+	n := len(st.inputs)
+	cases := make([]reflect.SelectCase, n+2)
+	for i, in := range st.inputs {
+		cases[i] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(in.ch)}
+	}
+	cases[n] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(st.wake)}
+	cases[n+1] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())}
+	blocked := 0
+	var aligning int64
+	var alignStart time.Time
+	counts := map[int64]int{}
+	align := st.j.opts.Checkpoint.Mode == ExactlyOnce && n > 1
+	for {
+		var el element
+		ch := 0
+		woke := false
+		if n == 1 {
+			select {
+			case el = <-st.inputs[0].ch:
+			case <-st.wake:
+				woke = true
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		} else {
+			i, v, _ := reflect.Select(cases)
+			switch {
+			case i < n:
+				el, ch = v.Interface().(element), i
+			case i == n:
+				woke = true
+			default:
+				return ctx.Err()
+			}
+		}
+		if woke {
+			if err := st.handleNotifications(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		if b := el.barrier; b != nil {
+			switch {
+			case n == 1:
+				if err := st.checkpoint(ctx, *b); err != nil {
+					return err
+				}
+			case align:
+				if aligning != b.id {
+					aligning, alignStart = b.id, time.Now()
+				}
+				cases[ch].Chan = reflect.Value{} // stop reading this input until aligned
+				blocked++
+				if blocked == n {
+					for i, in := range st.inputs {
+						cases[i].Chan = reflect.ValueOf(in.ch)
+					}
+					blocked, aligning = 0, 0
+					st.c.alignment(b.id, time.Since(alignStart))
+					if err := st.checkpoint(ctx, *b); err != nil {
+						return err
+					}
+				}
+			default:
+				counts[b.id]++
+				if counts[b.id] == n {
+					delete(counts, b.id)
+					if err := st.checkpoint(ctx, *b); err != nil {
+						return err
+					}
+				}
+			}
+			continue
+		}
+		st.recordsIn.Add(1)
+		if err := st.process(ctx, st.inputs[ch].input, el); err != nil {
+			return err
+		}
+	}
+}
+
+func (st *subtask) process(ctx context.Context, in int, el element) error {
+	if st.sink != nil {
+		return st.sink.write(ctx, el.value)
+	}
+	if st.backend != nil {
+		st.backend.SetCurrentKey(el.keyBytes)
+	}
+	var emitErr error
+	err := st.op.process(in, el, func(v any) {
+		if emitErr == nil {
+			st.recordsOut.Add(1)
+			emitErr = st.emit(ctx, v)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return emitErr
+}
+
+// emit routes a record to every output: by key group on keyed edges,
+// one-to-one on forward edges, round-robin otherwise.
+func (st *subtask) emit(ctx context.Context, v any) error {
+	for _, o := range st.outputs {
+		el := element{value: v}
+		target := 0
+		switch {
+		case o.e.keyOf != nil:
+			k, kb, err := o.e.keyOf(v)
+			if err != nil {
+				return err
+			}
+			el.key, el.keyBytes = k, kb
+			kg := state.KeyGroupOf(kb, st.j.opts.MaxParallelism)
+			target = state.SubtaskForKeyGroup(kg, len(o.chans), st.j.opts.MaxParallelism)
+		case len(o.chans) > 1:
+			target = o.next
+			o.next = (o.next + 1) % len(o.chans)
+		}
+		select {
+		case o.chans[target] <- el:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (st *subtask) broadcast(ctx context.Context, b barrier) error {
+	el := element{barrier: &b}
+	for _, o := range st.outputs {
+		for _, ch := range o.chans {
+			select {
+			case ch <- el:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
+}
+
+// checkpoint snapshots the subtask at barrier b: the synchronous part
+// (operator state; a sink's pre-commit; the keyed backend's capture) on
+// this goroutine before the barrier is forwarded, the slow part of the
+// keyed snapshot on another goroutine, which then acks.
+func (st *subtask) checkpoint(ctx context.Context, b barrier) error {
+	var entries [][]byte
+	var err error
+	mode := state.Union
+	hasOp := true
+	switch {
+	case st.src != nil:
+		entries, err = st.src.SnapshotState(b.id)
+	case st.sink != nil:
+		entries, err = st.sink.SnapshotState(ctx, b.id)
+	case st.op != nil && st.op.stateful != nil:
+		mode = state.SplitEvenly
+		entries, err = st.op.stateful.SnapshotState(b.id)
+	default:
+		hasOp = false
+	}
+	if err != nil {
+		return fmt.Errorf("snapshotting for checkpoint %d: %w", b.id, err)
+	}
+	var opHandle *state.Handle
+	if hasOp {
+		l, err := st.opStore.ListState("entries", mode)
+		if err != nil {
+			return err
+		}
+		l.Update(entries)
+		if opHandle, err = st.opStore.Snapshot(); err != nil {
+			return fmt.Errorf("snapshotting operator state for checkpoint %d: %w", b.id, err)
+		}
+	}
+	var async state.AsyncSnapshot
+	var kerr error
+	if st.backend != nil {
+		w, err := st.j.opts.Storage.Writer(b.id, st.n.uid, st.index)
+		if err == nil {
+			if b.savepoint {
+				async, err = state.SavepointSnapshot(st.backend, b.id, w)
+			} else {
+				async, err = st.backend.Snapshot(b.id, w)
+			}
+		}
+		kerr = err
+	}
+	if err := st.broadcast(ctx, b); err != nil {
+		return err
+	}
+	st.async.Add(1)
+	go func() { // owned by the subtask: waited for before the attempt ends
+		defer st.async.Done()
+		var kh *state.Handle
+		err := kerr
+		if err == nil && async != nil {
+			kh, err = async(ctx)
+		}
+		if err != nil {
+			err = fmt.Errorf("operator %s subtask %d: keyed snapshot: %w", st.n.uid, st.index, err)
+		}
+		st.c.ack(ackMsg{id: b.id, st: st, keyed: kh, operator: opHandle, err: err})
+	}()
+	return nil
+}
+
+// handleNotifications delivers the latest checkpoint completion and abort
+// to the operator, backend, source or sink. Intermediate ids may be
+// skipped: a sink commits everything up to the id it is told.
+func (st *subtask) handleNotifications(ctx context.Context) error {
+	if id := st.c.completed.Load(); id > st.lastNotified {
+		st.lastNotified = id
+		if st.backend != nil {
+			st.backend.NotifyCheckpointComplete(id)
+		}
+		if st.sink != nil {
+			if err := st.sink.NotifyCheckpointComplete(ctx, id); err != nil {
+				return fmt.Errorf("committing checkpoint %d: %w", id, err)
+			}
+		}
+		if st.src != nil {
+			if err := st.src.NotifyCheckpointComplete(ctx, id); err != nil {
+				st.log.Warn("source notification", "checkpoint", id, "err", err)
+			}
+		}
+		st.c.notified(st, id)
+	}
+	if id := st.c.aborted.Load(); id > st.lastAborted {
+		st.lastAborted = id
+		if st.stoppedAt > 0 && id >= st.stoppedAt {
+			st.stoppedAt = 0 // the stop-with-savepoint failed: go on reading
+		}
+		if st.backend != nil {
+			st.backend.NotifyCheckpointAborted(id)
+		}
+		if st.sink != nil {
+			if err := st.sink.NotifyCheckpointAborted(ctx, id); err != nil {
+				return fmt.Errorf("aborting checkpoint %d: %w", id, err)
+			}
+		}
+	}
+	return nil
+}
+
+// sortedAcks orders acks by operator and subtask for the metadata.
+func sortedAcks(acks []ackMsg) []ackMsg {
+	sort.Slice(acks, func(a, b int) bool {
+		if acks[a].st.n.uid != acks[b].st.n.uid {
+			return acks[a].st.n.uid < acks[b].st.n.uid
+		}
+		return acks[a].st.index < acks[b].st.index
+	})
+	return acks
+}

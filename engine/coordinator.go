@@ -1,0 +1,469 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/onceflow/onceflow/state"
+)
+
+type ackMsg struct {
+	id       int64
+	st       *subtask
+	keyed    *state.Handle
+	operator *state.Handle
+	err      error
+}
+
+type savepointRequest struct {
+	stop bool
+	done chan savepointResult
+}
+
+type savepointResult struct {
+	path string
+	err  error
+}
+
+type pendingCheckpoint struct {
+	id        int64
+	savepoint bool
+	stop      bool
+	final     bool
+	triggered time.Time
+	acks      []ackMsg
+	req       *savepointRequest
+	alignment time.Duration
+}
+
+// coordinator is the checkpoint coordinator of one attempt. Its run loop
+// owns every field not marked otherwise; subtasks talk to it through
+// channels and read completed/aborted atomically.
+type coordinator struct {
+	j        *Job
+	ctx      context.Context
+	opts     CheckpointOptions
+	storage  state.Storage
+	log      *slog.Logger
+	restored bool
+	fail     func(error)
+	subtasks []*subtask // set before run
+
+	acks       chan ackMsg
+	savepoints chan savepointRequest
+	finishedCh chan struct{}
+	notifiedCh chan notifiedMsg
+	alignCh    chan alignMsg
+
+	// completed and aborted are the latest ids; read by subtasks.
+	completed atomic.Int64
+	aborted   atomic.Int64
+
+	nextID         int64
+	pending        map[int64]*pendingCheckpoint
+	lastTrigger    time.Time
+	lastCompletion time.Time
+	failures       int
+	finished       int
+	finalPending   bool
+	completedAny   bool
+	// waiting is a completed savepoint-stop or final checkpoint whose
+	// notifications are still being delivered.
+	waiting     *pendingCheckpoint
+	waitingPath string
+	notifiedIDs map[*subtask]int64
+}
+
+type notifiedMsg struct {
+	st *subtask
+	id int64
+}
+
+type alignMsg struct {
+	id int64
+	d  time.Duration
+}
+
+func newCoordinator(ctx context.Context, j *Job, md *state.Metadata, log *slog.Logger) (*coordinator, error) {
+	c := &coordinator{j: j, ctx: ctx, opts: j.opts.Checkpoint, storage: j.opts.Storage, log: log, restored: md != nil,
+		acks: make(chan ackMsg, 64), savepoints: make(chan savepointRequest), finishedCh: make(chan struct{}, 64),
+		notifiedCh: make(chan notifiedMsg, 64), alignCh: make(chan alignMsg, 64),
+		pending: map[int64]*pendingCheckpoint{}, notifiedIDs: map[*subtask]int64{}}
+	infos, err := j.opts.Storage.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("engine: listing checkpoints: %w", err)
+	}
+	c.nextID = 1
+	if md != nil {
+		c.nextID = md.CheckpointID + 1
+		c.completed.Store(0)
+	}
+	for _, in := range infos {
+		c.nextID = max(c.nextID, in.ID+1)
+	}
+	c.lastCompletion = time.Now()
+	c.lastTrigger = time.Now()
+	return c, nil
+}
+
+// ack is called by a subtask's snapshot goroutine.
+func (c *coordinator) ack(a ackMsg) {
+	select {
+	case c.acks <- a:
+	case <-c.ctx.Done():
+	}
+}
+
+func (c *coordinator) sourceFinished() {
+	select {
+	case c.finishedCh <- struct{}{}:
+	case <-c.ctx.Done():
+	}
+}
+
+func (c *coordinator) notified(st *subtask, id int64) {
+	select {
+	case c.notifiedCh <- notifiedMsg{st, id}:
+	case <-c.ctx.Done():
+	}
+}
+
+func (c *coordinator) alignment(id int64, d time.Duration) {
+	select {
+	case c.alignCh <- alignMsg{id, d}:
+	default: // statistics only
+	}
+}
+
+func (c *coordinator) sources() []*subtask {
+	var out []*subtask
+	for _, st := range c.subtasks {
+		if st.n.kind == kindSource {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// run is the coordinator loop. It returns nil when a final checkpoint was
+// committed everywhere, ErrStopped after a stop-with-savepoint, or the
+// error that fails the attempt.
+func (c *coordinator) run() error {
+	tick := time.NewTicker(c.tickEvery())
+	defer tick.Stop()
+	nSources := len(c.sources())
+	for {
+		select {
+		case <-c.ctx.Done():
+			c.abortAll(errors.New("the job attempt ended"))
+			return nil
+		case now := <-tick.C:
+			c.expire(now)
+			if c.opts.Interval > 0 && !c.finalPending && c.waiting == nil && !c.stopPending() &&
+				now.Sub(c.lastTrigger) >= c.opts.Interval && now.Sub(c.lastCompletion) >= c.opts.MinPause &&
+				len(c.pending) < c.opts.MaxConcurrent {
+				c.trigger(&pendingCheckpoint{})
+			}
+		case a := <-c.acks:
+			if err := c.onAck(a); err != nil {
+				return err
+			}
+			if done, err := c.checkWaiting(); done {
+				return err
+			}
+		case m := <-c.alignCh:
+			if p := c.pending[m.id]; p != nil {
+				p.alignment = max(p.alignment, m.d)
+			}
+		case req := <-c.savepoints:
+			c.trigger(&pendingCheckpoint{savepoint: true, stop: req.stop, req: &req})
+		case <-c.finishedCh:
+			c.finished++
+			if c.finished == nSources && !c.finalPending {
+				c.finalPending = true
+				c.trigger(&pendingCheckpoint{final: true})
+			}
+		case m := <-c.notifiedCh:
+			c.notifiedIDs[m.st] = max(c.notifiedIDs[m.st], m.id)
+			if done, err := c.checkWaiting(); done {
+				return err
+			}
+		}
+	}
+}
+
+// stopPending reports whether a stop-with-savepoint is in flight: no
+// periodic checkpoint starts meanwhile, so that an abort with a larger id
+// always means the stop failed.
+func (c *coordinator) stopPending() bool {
+	for _, p := range c.pending {
+		if p.stop {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *coordinator) tickEvery() time.Duration {
+	d := 50 * time.Millisecond
+	if c.opts.Interval > 0 {
+		d = min(d, c.opts.Interval/4)
+	}
+	d = min(d, c.opts.Timeout/4, max(c.opts.MinPause/4, time.Millisecond))
+	return max(d, time.Millisecond)
+}
+
+func (c *coordinator) trigger(p *pendingCheckpoint) {
+	p.id = c.nextID
+	c.nextID++
+	p.triggered = time.Now()
+	c.lastTrigger = p.triggered
+	c.pending[p.id] = p
+	c.j.history.add(CheckpointStats{ID: p.id, Savepoint: p.savepoint, Status: "IN_PROGRESS", Triggered: p.triggered})
+	b := barrier{id: p.id, savepoint: p.savepoint, stop: p.stop}
+	for _, st := range c.sources() {
+		select {
+		case st.triggers <- b:
+			st.interrupt()
+		default:
+			c.abort(p.id, fmt.Errorf("source %s subtask %d has too many checkpoints queued", st.n.uid, st.index), true)
+			return
+		}
+	}
+}
+
+// expire aborts checkpoints that passed their timeout.
+func (c *coordinator) expire(now time.Time) {
+	for id, p := range c.pending {
+		if now.Sub(p.triggered) > c.opts.Timeout {
+			c.abort(id, fmt.Errorf("checkpoint %d expired after %s", id, c.opts.Timeout), true)
+		}
+	}
+}
+
+func (c *coordinator) onAck(a ackMsg) error {
+	p := c.pending[a.id]
+	if p == nil {
+		return nil // aborted or subsumed meanwhile
+	}
+	if a.err != nil {
+		c.abort(a.id, a.err, true)
+		return nil
+	}
+	p.acks = append(p.acks, a)
+	if len(p.acks) < len(c.subtasks) {
+		return nil
+	}
+	return c.complete(p)
+}
+
+func (c *coordinator) complete(p *pendingCheckpoint) error {
+	md := &state.Metadata{Version: state.MetadataVersion, Job: c.j.name, CheckpointID: p.id, Savepoint: p.savepoint, Timestamp: p.triggered}
+	var size int64
+	var cur *state.OperatorSnapshot
+	for _, a := range sortedAcks(p.acks) {
+		if cur == nil || cur.UID != a.st.n.uid {
+			md.Operators = append(md.Operators, state.OperatorSnapshot{UID: a.st.n.uid, Parallelism: a.st.n.parallelism, MaxParallelism: c.j.opts.MaxParallelism})
+			cur = &md.Operators[len(md.Operators)-1]
+		}
+		cur.Subtasks = append(cur.Subtasks, state.SubtaskSnapshot{Subtask: a.st.index, Keyed: a.keyed, Operator: a.operator})
+		size += handleSize(a.keyed) + handleSize(a.operator)
+	}
+	if err := c.storage.Complete(c.ctx, md); err != nil {
+		c.abort(p.id, fmt.Errorf("completing checkpoint %d: %w", p.id, err), true)
+		return nil
+	}
+	delete(c.pending, p.id)
+	c.lastCompletion = time.Now()
+	c.failures = 0
+	c.completedAny = true
+	c.completed.Store(p.id)
+	c.j.history.update(p.id, func(cs *CheckpointStats) {
+		cs.Status, cs.Duration, cs.Size, cs.Alignment, cs.Path = "COMPLETED", time.Since(p.triggered), size, p.alignment, md.Path
+	})
+	// Older checkpoints still in flight are subsumed.
+	for id := range c.pending {
+		if id < p.id {
+			c.abort(id, fmt.Errorf("subsumed by checkpoint %d", p.id), false)
+		}
+	}
+	for _, st := range c.subtasks {
+		st.interrupt()
+	}
+	c.log.Debug("checkpoint complete", "checkpoint", p.id, "duration", time.Since(p.triggered), "bytes", size)
+	if p.req != nil && !p.stop {
+		p.req.done <- savepointResult{path: md.Path}
+	}
+	if p.stop || p.final {
+		p.acks = nil
+		c.waiting, c.waitingPath = p, md.Path
+	}
+	return nil
+}
+
+func handleSize(h *state.Handle) int64 {
+	if h == nil {
+		return 0
+	}
+	n := int64(len(h.Inline))
+	for _, f := range h.Files {
+		n += f.Size
+	}
+	return n
+}
+
+// checkWaiting reports whether every subtask has been notified of the
+// checkpoint the attempt is waiting for (a stop-with-savepoint or the
+// final checkpoint), and with what the attempt ends.
+func (c *coordinator) checkWaiting() (bool, error) {
+	p := c.waiting
+	if p == nil {
+		return false, nil
+	}
+	for _, st := range c.subtasks {
+		if c.notifiedIDs[st] < p.id {
+			return false, nil
+		}
+	}
+	c.waiting = nil
+	if p.stop {
+		if p.req != nil {
+			p.req.done <- savepointResult{path: c.waitingPath}
+		}
+		return true, ErrStopped
+	}
+	return true, nil
+}
+
+// abort gives up checkpoint id. A failure (not a subsumption) counts
+// against the tolerable failures; one too many fails the attempt.
+func (c *coordinator) abort(id int64, reason error, failure bool) {
+	p := c.pending[id]
+	if p == nil {
+		return
+	}
+	delete(c.pending, id)
+	if err := c.storage.Abort(id); err != nil {
+		c.log.Warn("removing an aborted checkpoint", "checkpoint", id, "err", err)
+	}
+	if id > c.aborted.Load() {
+		c.aborted.Store(id)
+	}
+	status := "FAILED"
+	if !failure {
+		status = "SUBSUMED"
+	}
+	c.j.history.update(id, func(cs *CheckpointStats) {
+		cs.Status, cs.Duration, cs.Failure = status, time.Since(p.triggered), reason.Error()
+	})
+	for _, st := range c.subtasks {
+		st.interrupt()
+	}
+	if p.req != nil {
+		p.req.done <- savepointResult{err: fmt.Errorf("engine: savepoint %d failed: %w", id, reason)}
+	}
+	if p.final {
+		c.finalPending = false
+		if c.finished == len(c.sources()) {
+			// Try the final checkpoint again.
+			defer c.trigger(&pendingCheckpoint{final: true})
+			c.finalPending = true
+		}
+	}
+	if !failure {
+		return
+	}
+	c.lastCompletion = time.Now()
+	c.log.Warn("checkpoint failed", "checkpoint", id, "err", reason)
+	c.failures++
+	if c.failures > c.opts.TolerableFailures {
+		c.fail(fmt.Errorf("checkpoint %d failed and %d consecutive checkpoint failures exceed the %d tolerated: %w",
+			id, c.failures, c.opts.TolerableFailures, reason))
+	}
+}
+
+func (c *coordinator) abortAll(reason error) {
+	for id := range c.pending {
+		p := c.pending[id]
+		delete(c.pending, id)
+		if p.req != nil {
+			p.req.done <- savepointResult{err: fmt.Errorf("engine: savepoint %d: %w", id, reason)}
+		}
+		c.j.history.update(id, func(cs *CheckpointStats) { cs.Status, cs.Failure = "FAILED", reason.Error() })
+	}
+	if w := c.waiting; w != nil && w.req != nil {
+		w.req.done <- savepointResult{path: c.waitingPath, err: fmt.Errorf("engine: the job attempt ended before every sink committed savepoint %d", w.id)}
+		c.waiting = nil
+	}
+}
+
+func (c *coordinator) operatorStats() []OperatorStats {
+	var out []OperatorStats
+	idx := map[string]int{}
+	for _, st := range c.subtasks {
+		i, ok := idx[st.n.uid]
+		if !ok {
+			i = len(out)
+			idx[st.n.uid] = i
+			out = append(out, OperatorStats{UID: st.n.uid})
+		}
+		out[i].RecordsIn += st.recordsIn.Load()
+		out[i].RecordsOut += st.recordsOut.Load()
+	}
+	return out
+}
+
+// CheckpointStats is one line of the checkpoint history, like Flink's
+// checkpoint statistics.
+type CheckpointStats struct {
+	ID        int64
+	Savepoint bool
+	// Status: IN_PROGRESS, COMPLETED, FAILED or SUBSUMED.
+	Status    string
+	Triggered time.Time
+	Duration  time.Duration
+	// Size is the bytes of state the checkpoint refers to.
+	Size int64
+	// Alignment is the longest barrier alignment of any subtask.
+	Alignment time.Duration
+	Path      string
+	Failure   string
+}
+
+type history struct {
+	mu    sync.Mutex
+	max   int
+	items []CheckpointStats
+}
+
+func newHistory(n int) *history { return &history{max: n} }
+
+func (h *history) add(cs CheckpointStats) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.items = append(h.items, cs)
+	if len(h.items) > h.max {
+		h.items = h.items[len(h.items)-h.max:]
+	}
+}
+
+func (h *history) update(id int64, fn func(*CheckpointStats)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := range h.items {
+		if h.items[i].ID == id {
+			fn(&h.items[i])
+		}
+	}
+}
+
+func (h *history) list() []CheckpointStats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]CheckpointStats(nil), h.items...)
+}

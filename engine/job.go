@@ -1,0 +1,351 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/onceflow/onceflow/state"
+)
+
+// CheckpointMode says whether operators with several inputs align barriers.
+type CheckpointMode int
+
+const (
+	// ExactlyOnce aligns: an input that delivered barrier n is not read
+	// again until barrier n arrived on every input, so a snapshot holds
+	// exactly the records before the barrier.
+	ExactlyOnce CheckpointMode = iota
+	// AtLeastOnce does not align: records after the barrier on a fast
+	// input may be in the snapshot, and are processed again after a
+	// restore (duplicates, never a loss).
+	AtLeastOnce
+)
+
+// CheckpointOptions have Flink's meanings.
+type CheckpointOptions struct {
+	// Interval between checkpoint triggers; 0 disables periodic
+	// checkpoints (savepoints and the final checkpoint still happen).
+	Interval time.Duration
+	Mode     CheckpointMode
+	// Timeout aborts a checkpoint not complete by then (default 10m).
+	Timeout time.Duration
+	// MinPause is the least time between the completion of one
+	// checkpoint and the trigger of the next.
+	MinPause time.Duration
+	// MaxConcurrent checkpoints in flight (default 1).
+	MaxConcurrent int
+	// TolerableFailures is how many consecutive failed checkpoints the job
+	// survives; one more fails the job attempt.
+	TolerableFailures int
+	// DeleteOnCancel removes the job's checkpoints when it is cancelled
+	// (Flink's DELETE_ON_CANCELLATION); otherwise they are retained.
+	DeleteOnCancel bool
+}
+
+// Options configure a Job.
+type Options struct {
+	Checkpoint CheckpointOptions
+	// Restart decides after a failure (default NoRestart()).
+	Restart RestartStrategy
+	// Storage keeps checkpoints (default an in-memory storage, lost with
+	// the process).
+	Storage state.Storage
+	// Backend creates keyed state backends (default memory).
+	Backend state.KeyedBackendFactory
+	// MaxParallelism is the number of key groups (default 128).
+	MaxParallelism int
+	// ChannelCapacity bounds every channel between two subtasks (default
+	// 256 records): a slow consumer backpressures its producers.
+	ChannelCapacity int
+	// RestoreFrom starts the job from that checkpoint or savepoint instead
+	// of the latest completed checkpoint (like flink run -s).
+	RestoreFrom string
+	// AllowNonRestoredState lets a restore drop the state of operators the
+	// job no longer has.
+	AllowNonRestoredState bool
+	Logger                *slog.Logger
+	Clock                 Clock
+}
+
+type nodeKind int
+
+const (
+	kindSource nodeKind = iota
+	kindOperator
+	kindSink
+)
+
+type node struct {
+	uid         string
+	parallelism int
+	kind        nodeKind
+	keyed       bool
+	in          []*edge
+	out         []*edge
+
+	newSource   func(context.Context, Scope, [][]byte) (sourceRunner, error)
+	newSink     func(context.Context, Scope, [][]byte) (sinkRunner, error)
+	newOperator func(*subtask) (operator, error)
+}
+
+type operator = *funcOperator
+
+// edge connects two operators. keyOf is set for keyed edges.
+type edge struct {
+	from, to *node
+	input    int // which input of to: 0, or 1 for the second of Connect
+	keyOf    func(any) (any, []byte, error)
+}
+
+// Job is a dataflow graph and its execution. Build the graph with the
+// package functions (FromSource, Map, KeyBy, ...), then Run it.
+type Job struct {
+	name  string
+	opts  Options
+	nodes []*node
+	uids  map[string]bool
+	err   error
+
+	mu       sync.Mutex
+	coord    *coordinator // of the running attempt
+	status   Status
+	restarts atomic.Int64
+	history  *history
+}
+
+// NewJob returns an empty job.
+func NewJob(name string, opts Options) *Job {
+	if opts.Restart == nil {
+		opts.Restart = NoRestart()
+	}
+	if opts.Storage == nil {
+		opts.Storage = state.NewMemoryStorage(name, state.StorageOptions{})
+	}
+	if opts.Backend == nil {
+		opts.Backend = state.NewMemoryBackendFactory()
+	}
+	if opts.MaxParallelism <= 0 {
+		opts.MaxParallelism = state.DefaultMaxParallelism
+	}
+	if opts.ChannelCapacity <= 0 {
+		opts.ChannelCapacity = 256
+	}
+	if opts.Checkpoint.Timeout <= 0 {
+		opts.Checkpoint.Timeout = 10 * time.Minute
+	}
+	if opts.Checkpoint.MaxConcurrent <= 0 {
+		opts.Checkpoint.MaxConcurrent = 1
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Clock == nil {
+		opts.Clock = realClock{}
+	}
+	return &Job{name: name, opts: opts, uids: map[string]bool{}, history: newHistory(100)}
+}
+
+func (j *Job) addNode(uid string, p int, kind nodeKind) *node {
+	if j.uids[uid] {
+		j.err = errors.Join(j.err, fmt.Errorf("engine: two operators with uid %q", uid))
+	}
+	if p < 1 || p > j.opts.MaxParallelism {
+		j.err = errors.Join(j.err, fmt.Errorf("engine: operator %s: parallelism %d outside 1..%d", uid, p, j.opts.MaxParallelism))
+	}
+	j.uids[uid] = true
+	n := &node{uid: uid, parallelism: p, kind: kind}
+	j.nodes = append(j.nodes, n)
+	return n
+}
+
+func (j *Job) connect(from, to *node, input int, keyOf func(any) (any, []byte, error)) {
+	e := &edge{from: from, to: to, input: input, keyOf: keyOf}
+	from.out = append(from.out, e)
+	to.in = append(to.in, e)
+}
+
+// ErrStopped is returned by Run after StopWithSavepoint stopped the job.
+var ErrStopped = errors.New("engine: job stopped with a savepoint")
+
+// Run executes the job until its bounded sources are exhausted (nil, after
+// a final checkpoint is committed), it is stopped with a savepoint
+// (ErrStopped), ctx is cancelled (ctx.Err(); checkpoints are retained or
+// deleted as configured), or it fails for good (the failure). A failed
+// attempt is restarted as the restart strategy says, from the latest
+// completed checkpoint.
+func (j *Job) Run(ctx context.Context) error {
+	if j.err != nil {
+		return j.err
+	}
+	if len(j.nodes) == 0 {
+		return errors.New("engine: the job has no operator")
+	}
+	log := j.opts.Logger.With("job", j.name)
+	restoreFrom := j.opts.RestoreFrom
+	var completedThisRun bool
+	for attempt := 0; ; attempt++ {
+		md, err := j.restorePoint(ctx, restoreFrom, completedThisRun, log)
+		if err != nil {
+			return err
+		}
+		j.setState("RUNNING")
+		res := j.runAttempt(ctx, attempt, md, log)
+		completedThisRun = completedThisRun || res.completed
+		switch {
+		case res.err == nil:
+			j.setState("FINISHED")
+			return nil
+		case errors.Is(res.err, ErrStopped):
+			j.setState("STOPPED")
+			return ErrStopped
+		case ctx.Err() != nil:
+			j.setState("CANCELED")
+			if j.opts.Checkpoint.DeleteOnCancel {
+				if err := j.opts.Storage.DiscardAll(); err != nil {
+					log.Warn("deleting checkpoints on cancellation", "err", err)
+				}
+			}
+			return ctx.Err()
+		case IsNonRecoverable(res.err):
+			j.setState("FAILED")
+			return fmt.Errorf("engine: job %s failed with a non-recoverable error: %w", j.name, res.err)
+		}
+		delay, ok := j.opts.Restart.OnFailure(j.opts.Clock.Now())
+		if !ok {
+			j.setState("FAILED")
+			return fmt.Errorf("engine: job %s failed and the %s restart strategy gives up: %w", j.name, j.opts.Restart, res.err)
+		}
+		j.restarts.Add(1)
+		j.setState("RESTARTING")
+		log.Warn("job attempt failed; restarting", "attempt", attempt, "delay", delay, "err", res.err)
+		select {
+		case <-ctx.Done():
+			j.setState("CANCELED")
+			return ctx.Err()
+		case <-j.opts.Clock.After(delay):
+		}
+	}
+}
+
+// restorePoint finds the checkpoint an attempt starts from: the one asked
+// for (until a checkpoint of this run completed), else the latest complete
+// one, skipping corrupt ones with a warning.
+func (j *Job) restorePoint(ctx context.Context, from string, completedThisRun bool, log *slog.Logger) (*state.Metadata, error) {
+	var md *state.Metadata
+	if from != "" && !completedThisRun {
+		var err error
+		md, err = j.opts.Storage.Load(ctx, from)
+		if err != nil {
+			return nil, NonRecoverable(fmt.Errorf("engine: restoring from %s: %w", from, err))
+		}
+	} else {
+		var infos []state.CheckpointInfo
+		var err error
+		md, infos, err = j.opts.Storage.Latest(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("engine: finding the latest checkpoint: %w", err)
+		}
+		for _, in := range infos {
+			if in.Err != nil {
+				log.Warn("skipping an unusable checkpoint", "path", in.Path, "err", in.Err)
+			}
+		}
+	}
+	if md == nil {
+		return nil, nil
+	}
+	uids := make([]string, 0, len(j.nodes))
+	for _, n := range j.nodes {
+		uids = append(uids, n.uid)
+	}
+	if err := state.CheckRestore(md, uids, j.opts.AllowNonRestoredState); err != nil {
+		return nil, NonRecoverable(fmt.Errorf("engine: restoring from %s: %w", md.Path, err))
+	}
+	log.Info("restoring", "checkpoint", md.CheckpointID, "path", md.Path, "savepoint", md.Savepoint)
+	return md, nil
+}
+
+// Status is a snapshot of the job for the processor's API and metrics.
+type Status struct {
+	Name     string
+	State    string
+	Restarts int64
+	// LastCheckpoint is the id of the last completed checkpoint (0: none).
+	LastCheckpoint int64
+	Checkpoints    []CheckpointStats
+	Operators      []OperatorStats
+}
+
+// OperatorStats counts the records of one operator, summed over subtasks.
+type OperatorStats struct {
+	UID        string
+	RecordsIn  int64
+	RecordsOut int64
+}
+
+func (j *Job) setState(s string) {
+	j.mu.Lock()
+	j.status.State = s
+	j.mu.Unlock()
+}
+
+// Status returns the job's current status.
+func (j *Job) Status() Status {
+	j.mu.Lock()
+	st := j.status
+	c := j.coord
+	j.mu.Unlock()
+	st.Name = j.name
+	st.Restarts = j.restarts.Load()
+	st.Checkpoints = j.history.list()
+	for _, cs := range st.Checkpoints {
+		if cs.Status == "COMPLETED" && cs.ID > st.LastCheckpoint {
+			st.LastCheckpoint = cs.ID
+		}
+	}
+	if c != nil {
+		st.Operators = c.operatorStats()
+	}
+	return st
+}
+
+// TriggerSavepoint takes a savepoint of the running job and returns its
+// path once it is complete.
+func (j *Job) TriggerSavepoint(ctx context.Context) (string, error) {
+	return j.savepoint(ctx, false)
+}
+
+// StopWithSavepoint takes a savepoint, lets every sink commit it, stops the
+// job (Run returns ErrStopped) and returns the savepoint's path. Sources
+// read nothing after the savepoint's barrier, so nothing is left pending.
+func (j *Job) StopWithSavepoint(ctx context.Context) (string, error) {
+	return j.savepoint(ctx, true)
+}
+
+func (j *Job) savepoint(ctx context.Context, stop bool) (string, error) {
+	j.mu.Lock()
+	c := j.coord
+	j.mu.Unlock()
+	if c == nil {
+		return "", errors.New("engine: the job is not running")
+	}
+	req := savepointRequest{stop: stop, done: make(chan savepointResult, 1)}
+	select {
+	case c.savepoints <- req:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	case <-c.ctx.Done():
+		return "", errors.New("engine: the job attempt ended before the savepoint was taken")
+	}
+	select {
+	case r := <-req.done:
+		return r.path, r.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
