@@ -138,6 +138,7 @@ func (j *Job) runAttempt(parent context.Context, attempt int, md *state.Metadata
 	if !coordReturned {
 		<-coordDone
 	}
+	c.discardLeftovers()
 	closeCtx, closeCancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer closeCancel()
 	for _, st := range subtasks {

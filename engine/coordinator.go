@@ -77,6 +77,8 @@ type coordinator struct {
 	waiting     *pendingCheckpoint
 	waitingPath string
 	notifiedIDs map[*subtask]int64
+	// leftovers are the checkpoints in flight when the attempt ended.
+	leftovers []int64
 }
 
 type notifiedMsg struct {
@@ -387,10 +389,14 @@ func (c *coordinator) abort(id int64, reason error, failure bool) {
 	}
 }
 
+// abortAll gives up every checkpoint in flight when the attempt ends.
+// Their files are removed by discardLeftovers once no subtask writes any
+// more.
 func (c *coordinator) abortAll(reason error) {
 	for id := range c.pending {
 		p := c.pending[id]
 		delete(c.pending, id)
+		c.leftovers = append(c.leftovers, id)
 		if p.req != nil {
 			p.req.done <- savepointResult{err: fmt.Errorf("engine: savepoint %d: %w", id, reason)}
 		}
@@ -400,6 +406,18 @@ func (c *coordinator) abortAll(reason error) {
 		w.req.done <- savepointResult{path: c.waitingPath, err: fmt.Errorf("engine: the job attempt ended before every sink committed savepoint %d", w.id)}
 		c.waiting = nil
 	}
+}
+
+// discardLeftovers removes what the checkpoints in flight at the end of
+// the attempt wrote. It runs after every subtask and snapshot goroutine
+// stopped.
+func (c *coordinator) discardLeftovers() {
+	for _, id := range c.leftovers {
+		if err := c.storage.Abort(id); err != nil {
+			c.log.Warn("removing an unfinished checkpoint", "checkpoint", id, "err", err)
+		}
+	}
+	c.leftovers = nil
 }
 
 func (c *coordinator) operatorStats() []OperatorStats {

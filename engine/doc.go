@@ -1,6 +1,64 @@
-// Package engine runs onceflow dataflows: a typed graph of sources,
-// operators and sinks, executed as one goroutine per subtask connected by
-// bounded channels, with checkpoints by asynchronous barrier snapshotting,
-// a checkpoint coordinator, and restart strategies that restore every
-// operator from the latest completed checkpoint after a failure.
+// Package engine runs onceflow dataflows: typed sources, operators and
+// sinks, each with a parallelism and a stable uid, executed as one
+// goroutine per subtask connected by bounded channels, with checkpoints in
+// the manner of Flink's asynchronous barrier snapshotting.
+//
+// # Building a job
+//
+// NewJob, then FromSource, Map, FlatMap, Filter, Union, KeyBy + Process /
+// Reduce / Sum, Connect and SinkTo. An operator's uid names its state in
+// every checkpoint: keep it when the job changes, or restoring fails
+// (unless Options.AllowNonRestoredState drops state of removed operators).
+// KeyBy routes each record to the subtask owning its key group
+// (state.KeyGroupOf, state.SubtaskForKeyGroup), so keyed state can be
+// redistributed when the parallelism changes.
+//
+// # Why checkpoints are consistent
+//
+// The coordinator triggers checkpoint n by handing barrier n to every
+// source subtask. A source snapshots its position (for Kafka: the next
+// offset of each partition) and sends the barrier downstream on every
+// output channel, after every record it emitted before. Channels are FIFO,
+// so a barrier never overtakes a record.
+//
+// An operator with one input channel snapshots when the barrier arrives
+// and forwards it. An operator with several channels in EXACTLY_ONCE mode
+// aligns: once barrier n came on a channel it stops reading that channel
+// until barrier n came on all of them, then snapshots and forwards it.
+// Its snapshot therefore reflects exactly the records that precede barrier
+// n on every path from the sources — the state a run that stopped reading
+// at the sources' snapshotted positions would have. Restoring all
+// snapshots of n and resuming the sources at their positions replays
+// every later record once. In AT_LEAST_ONCE mode nothing is blocked: the
+// snapshot is taken when the last barrier arrives and may include records
+// that followed the barrier on faster channels; after a restore those are
+// processed again (duplicates, never a loss). Blocking costs latency
+// while a slow channel's barrier is awaited; it is reported as alignment
+// time in CheckpointStats.
+//
+// A snapshot has a synchronous part, taken on the subtask's goroutine
+// before the barrier is forwarded (operator state, a sink's pre-commit,
+// the keyed backend's capture), and an asynchronous part (writing the
+// keyed state) on a goroutine owned by the subtask, which then
+// acknowledges with its state handles. Checkpoint n completes when every
+// subtask acknowledged and the metadata naming all handles is durable in
+// the state.Storage; only then are subtasks notified, and a
+// transactional sink commits what it pre-committed for n (and for any
+// earlier checkpoint whose notification it missed). A checkpoint that
+// fails or passes its timeout is aborted and the subtasks are told;
+// consecutive failures beyond CheckpointOptions.TolerableFailures fail
+// the attempt.
+//
+// # Failures
+//
+// Any subtask error fails the attempt: every subtask is cancelled
+// (restart-all failover), and the RestartStrategy decides whether and
+// when a new attempt starts from the latest completed checkpoint. Errors
+// marked NonRecoverable (or with a NonRecoverable() bool method returning
+// true, such as a record that cannot be decoded) fail the job at once.
+//
+// When every source is exhausted the job takes a final checkpoint, waits
+// until every subtask was notified of it (sinks have committed) and
+// finishes. StopWithSavepoint does the same with a savepoint after which
+// the sources read nothing, so nothing is left pending.
 package engine

@@ -1,0 +1,104 @@
+package engine_test
+
+import (
+	"context"
+	"io"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/state"
+)
+
+// genSource emits 0..n-1 on every subtask; its state is the next number.
+type genSource struct{ n int }
+
+func (g genSource) NewReader(_ context.Context, sc engine.Scope, restored [][]byte) (engine.SourceReader[int], error) {
+	return &genReader{n: g.n}, nil
+}
+
+type genReader struct{ n, next int }
+
+func (r *genReader) Next(context.Context) (int, bool, error) {
+	if r.next >= r.n {
+		return 0, false, io.EOF
+	}
+	r.next++
+	return r.next - 1, true, nil
+}
+
+func (r *genReader) SnapshotState(int64) ([][]byte, error) {
+	return [][]byte{strconv.AppendInt(nil, int64(r.next), 10)}, nil
+}
+func (r *genReader) NotifyCheckpointComplete(context.Context, int64) error { return nil }
+func (r *genReader) Close() error                                          { return nil }
+
+// countSink counts records; it has no transactions.
+type countSink struct{ n *atomic.Int64 }
+
+func (s countSink) NewWriter(context.Context, engine.Scope, [][]byte) (engine.SinkWriter[wordCount], error) {
+	return s, nil
+}
+func (s countSink) Write(context.Context, wordCount) error { s.n.Add(1); return nil }
+func (s countSink) SnapshotState(context.Context, int64) ([][]byte, error) {
+	return nil, nil
+}
+func (s countSink) NotifyCheckpointComplete(context.Context, int64) error { return nil }
+func (s countSink) NotifyCheckpointAborted(context.Context, int64) error  { return nil }
+func (s countSink) Close(context.Context) error                           { return nil }
+
+// runPipeline pushes n records per source subtask through map → keyed sum
+// → map and returns the records per second.
+func runPipeline(b *testing.B, n int, interval time.Duration, backend state.KeyedBackendFactory) float64 {
+	j := engine.NewJob("bench", engine.Options{
+		Checkpoint: engine.CheckpointOptions{Interval: interval},
+		Backend:    backend,
+	})
+	src := engine.FromSource(j, "source", 2, genSource{n: n})
+	words := engine.Map(src, "word", func(v int) (wordCount, error) {
+		return wordCount{Word: "w" + strconv.Itoa(v%1000), Count: 1}, nil
+	})
+	sums := engine.Sum(engine.KeyBy(words, func(wc wordCount) string { return wc.Word }, state.StringCodec{}), "sum", 2,
+		state.JSONCodec[wordCount]{}, func(wc wordCount) int64 { return wc.Count },
+		func(wc wordCount, s int64) wordCount { wc.Count = s; return wc })
+	out := engine.Filter(sums, "nonzero", func(wc wordCount) bool { return wc.Count > 0 })
+	var got atomic.Int64
+	engine.SinkTo(out, "sink", 2, countSink{&got})
+	start := time.Now()
+	if err := j.Run(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	if got.Load() != int64(2*n) {
+		b.Fatalf("%d records out, want %d", got.Load(), 2*n)
+	}
+	return float64(2*n) / time.Since(start).Seconds()
+}
+
+// BenchmarkKeyedPipeline measures a source → map → keyed sum → filter →
+// sink job with checkpoints every 100ms against the same job without
+// checkpoints, in the same run, and reports the ratio.
+//
+//	go test -run '^$' -bench KeyedPipeline ./engine
+func BenchmarkKeyedPipeline(b *testing.B) {
+	const n = 100_000
+	backends := map[string]func(b *testing.B) state.KeyedBackendFactory{
+		"memory": func(*testing.B) state.KeyedBackendFactory { return state.NewMemoryBackendFactory() },
+		"pebble": func(b *testing.B) state.KeyedBackendFactory {
+			return state.NewPebbleBackendFactory(state.PebbleOptions{Dir: b.TempDir()})
+		},
+	}
+	for _, name := range []string{"memory", "pebble"} {
+		b.Run(name, func(b *testing.B) {
+			var none, ckpt float64
+			for i := 0; i < b.N; i++ {
+				none += runPipeline(b, n, 0, backends[name](b))
+				ckpt += runPipeline(b, n, 100*time.Millisecond, backends[name](b))
+			}
+			b.ReportMetric(none/float64(b.N), "rec/s-no-checkpoints")
+			b.ReportMetric(ckpt/float64(b.N), "rec/s-checkpoint-100ms")
+			b.ReportMetric(ckpt/none, "ratio")
+		})
+	}
+}

@@ -1,0 +1,360 @@
+package engine_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/state"
+)
+
+// copyJob is source → sink with one subtask each.
+func copyJob(name string, opts engine.Options, src engine.Source[int], sink engine.Sink[int]) *engine.Job {
+	j := engine.NewJob(name, opts)
+	engine.SinkTo(engine.FromSource(j, "source", 1, src), "sink", 1, sink)
+	return j
+}
+
+// startJob runs j in the background; wait returns Run's error.
+func startJob(t *testing.T, j *engine.Job) (cancel func(), wait func() error) {
+	t.Helper()
+	ctx, cancelCtx := context.WithTimeout(context.Background(), 2*time.Minute)
+	done := make(chan error, 1)
+	go func() { done <- j.Run(ctx) }()
+	t.Cleanup(func() {
+		cancelCtx()
+		<-done
+		done <- nil
+	})
+	return cancelCtx, func() error {
+		err := <-done
+		done <- err
+		return err
+	}
+}
+
+// waitFor polls cond until it holds or fails the test after a while.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func completedCount(j *engine.Job) int {
+	n := 0
+	for _, cs := range j.Status().Checkpoints {
+		if cs.Status == "COMPLETED" {
+			n++
+		}
+	}
+	return n
+}
+
+func byStatus(j *engine.Job, status string) []engine.CheckpointStats {
+	var out []engine.CheckpointStats
+	for _, cs := range j.Status().Checkpoints {
+		if cs.Status == status {
+			out = append(out, cs)
+		}
+	}
+	return out
+}
+
+// A checkpoint that does not complete within the timeout is aborted (and
+// the sink told so); consecutive failures beyond the tolerable number fail
+// the job, fewer do not.
+func TestCheckpointTimeoutAndTolerableFailures(t *testing.T) {
+	for _, tolerable := range []int{1, 2} {
+		sink := &memSink[int]{snapshotDelay: func(id int64) time.Duration {
+			if id <= 2 {
+				return 260 * time.Millisecond
+			}
+			return 0
+		}}
+		j := copyJob("timeout", engine.Options{
+			Checkpoint: engine.CheckpointOptions{Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond, TolerableFailures: tolerable},
+		}, &memSource[int]{parts: [][]int{seq(0, 400)}, pauseEvery: 1, pause: time.Millisecond}, sink)
+		err := runJob(t, j)
+		failed := byStatus(j, "FAILED")
+		for _, cs := range failed {
+			if !strings.Contains(cs.Failure, "expired") {
+				t.Errorf("checkpoint %d failed with %q, want an expiry", cs.ID, cs.Failure)
+			}
+		}
+		sink.mu.Lock()
+		aborted := len(sink.aborted)
+		sink.mu.Unlock()
+		if aborted == 0 {
+			t.Errorf("tolerable=%d: the sink was never told of an aborted checkpoint", tolerable)
+		}
+		switch tolerable {
+		case 1:
+			if err == nil || !strings.Contains(err.Error(), "2 consecutive checkpoint failures exceed the 1 tolerated") {
+				t.Fatalf("tolerable=1: Run = %v, want the job to fail at the second expired checkpoint", err)
+			}
+		case 2:
+			if err != nil {
+				t.Fatalf("tolerable=2: Run = %v, want two expired checkpoints tolerated", err)
+			}
+			if len(failed) != 2 || completedCount(j) == 0 {
+				t.Fatalf("tolerable=2: %d failed and %d completed checkpoints, want 2 failed then completions", len(failed), completedCount(j))
+			}
+			if got := len(sink.output()); got != 400 {
+				t.Fatalf("tolerable=2: %d records committed, want 400", got)
+			}
+		}
+	}
+}
+
+// MinPause separates the end of one checkpoint from the next trigger,
+// whatever the interval says.
+func TestMinPauseBetweenCheckpoints(t *testing.T) {
+	run := func(minPause time.Duration) *engine.Job {
+		j := copyJob("pause", engine.Options{
+			Checkpoint: engine.CheckpointOptions{Interval: 5 * time.Millisecond, MinPause: minPause},
+		}, &memSource[int]{parts: [][]int{seq(0, 500)}, pauseEvery: 1, pause: time.Millisecond, unbounded: true}, &memSink[int]{})
+		cancel, wait := startJob(t, j)
+		time.Sleep(600 * time.Millisecond)
+		cancel()
+		if err := wait(); !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+		return j
+	}
+	free, paused := run(0), run(100*time.Millisecond)
+	cs := byStatus(paused, "COMPLETED")
+	for i := 1; i < len(cs); i++ {
+		prevEnd := cs[i-1].Triggered.Add(cs[i-1].Duration)
+		if gap := cs[i].Triggered.Sub(prevEnd); gap < 100*time.Millisecond {
+			t.Errorf("checkpoint %d triggered %v after checkpoint %d completed, min pause is 100ms", cs[i].ID, gap, cs[i-1].ID)
+		}
+	}
+	if nf, np := completedCount(free), len(cs); np >= nf || np < 2 {
+		t.Errorf("%d checkpoints with a 100ms min pause vs %d without: the pause had no effect", np, nf)
+	}
+}
+
+// maxOverlap is the largest number of checkpoints in flight at once.
+func maxOverlap(cs []engine.CheckpointStats) int {
+	best := 0
+	for _, a := range cs {
+		n := 0
+		for _, b := range cs {
+			if !b.Triggered.After(a.Triggered) && b.Triggered.Add(b.Duration).After(a.Triggered) {
+				n++
+			}
+		}
+		best = max(best, n)
+	}
+	return best
+}
+
+// MaxConcurrent bounds the checkpoints in flight.
+func TestMaxConcurrentCheckpoints(t *testing.T) {
+	for _, maxc := range []int{1, 3} {
+		sink := &memSink[int]{snapshotDelay: func(int64) time.Duration { return 30 * time.Millisecond }}
+		j := copyJob("concurrent", engine.Options{
+			Checkpoint: engine.CheckpointOptions{Interval: 5 * time.Millisecond, MaxConcurrent: maxc},
+		}, &memSource[int]{parts: [][]int{seq(0, 100000)}, pauseEvery: 1, pause: time.Millisecond, unbounded: true}, sink)
+		cancel, wait := startJob(t, j)
+		waitFor(t, "ten checkpoints", func() bool { return completedCount(j) >= 10 })
+		cancel()
+		if err := wait(); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run after cancel = %v", err)
+		}
+		var done []engine.CheckpointStats
+		for _, cs := range j.Status().Checkpoints {
+			if cs.Status != "IN_PROGRESS" && cs.Status != "FAILED" {
+				done = append(done, cs)
+			}
+		}
+		got := maxOverlap(done)
+		switch {
+		case got > maxc:
+			t.Errorf("max_concurrent=%d: %d checkpoints were in flight at once", maxc, got)
+		case maxc > 1 && got < 2:
+			t.Errorf("max_concurrent=%d: checkpoints never overlapped although each takes 30ms at a 5ms interval", maxc)
+		}
+	}
+}
+
+// syncBuffer is a log destination for tests.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Stop-with-savepoint commits everything read before its barrier and
+// leaves nothing pending; a job resumed from the savepoint (like flink run
+// -s) goes on from there, exactly.
+func TestStopWithSavepointAndResume(t *testing.T) {
+	dir := t.TempDir()
+	storage := func() state.Storage {
+		st, err := state.NewFileStorage(dir, "sp", state.StorageOptions{Retained: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	parts := [][]int{seq(0, 3000), seq(5000, 3000)}
+	sink := &memSink[int]{}
+	build := func(src *memSource[int], from string) *engine.Job {
+		j := engine.NewJob("sp", engine.Options{
+			Checkpoint:  engine.CheckpointOptions{Interval: 20 * time.Millisecond},
+			Storage:     storage(),
+			Backend:     state.NewPebbleBackendFactory(state.PebbleOptions{Dir: filepath.Join(dir, "state")}),
+			RestoreFrom: from,
+		})
+		in := engine.FromSource(j, "source", 2, src)
+		keyed := engine.KeyBy(in, func(v int) int64 { return int64(v % 7) }, state.Int64Codec{})
+		sums := engine.Reduce(keyed, "max", 2, state.JSONCodec[int]{}, func(acc, v int) (int, error) { return v, nil })
+		engine.SinkTo(sums, "sink", 2, sink)
+		return j
+	}
+	src := &memSource[int]{parts: parts, pauseEvery: 10, pause: time.Millisecond, unbounded: true}
+	j := build(src, "")
+	_, wait := startJob(t, j)
+	waitFor(t, "a checkpoint", func() bool { return completedCount(j) >= 2 })
+	path, err := j.StopWithSavepoint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(); !errors.Is(err, engine.ErrStopped) {
+		t.Fatalf("Run after stop = %v, want ErrStopped", err)
+	}
+	if j.Status().State != "STOPPED" {
+		t.Errorf("state %s, want STOPPED", j.Status().State)
+	}
+	var spID int64
+	for _, cs := range j.Status().Checkpoints {
+		if cs.Savepoint && cs.Status == "COMPLETED" {
+			spID = cs.ID
+		}
+	}
+	p0, _ := src.position(spID, 0)
+	p1, _ := src.position(spID, 1)
+	if got := len(sink.output()); got != p0+p1 {
+		t.Fatalf("%d records committed after stop-with-savepoint, the sources read %d before it", got, p0+p1)
+	}
+	if _, err := os.Stat(filepath.Join(path, "_metadata")); err != nil {
+		t.Fatalf("savepoint path %s: %v", path, err)
+	}
+
+	// Resume from the savepoint with bounded sources: the rest, exactly.
+	j2 := build(&memSource[int]{parts: parts}, path)
+	if err := runJob(t, j2); err != nil {
+		t.Fatal(err)
+	}
+	want := map[int]int{}
+	for _, p := range parts {
+		for _, v := range p {
+			want[v] = 1
+		}
+	}
+	if d := diffCounts(counts(sink.output()), want); d != "" {
+		t.Fatalf("output after resuming from the savepoint: %s", d)
+	}
+}
+
+// Cancellation keeps the checkpoints unless DeleteOnCancel says otherwise.
+func TestCancelRetention(t *testing.T) {
+	for _, del := range []bool{false, true} {
+		st := state.NewMemoryStorage("cancel", state.StorageOptions{Retained: 3})
+		j := copyJob("cancel", engine.Options{
+			Checkpoint: engine.CheckpointOptions{Interval: 10 * time.Millisecond, DeleteOnCancel: del},
+			Storage:    st,
+		}, &memSource[int]{parts: [][]int{seq(0, 100)}, pauseEvery: 1, pause: time.Millisecond, unbounded: true}, &memSink[int]{})
+		cancel, wait := startJob(t, j)
+		waitFor(t, "checkpoints", func() bool { return completedCount(j) >= 2 })
+		cancel()
+		if err := wait(); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run = %v", err)
+		}
+		if s := j.Status().State; s != "CANCELED" {
+			t.Errorf("state %s, want CANCELED", s)
+		}
+		md, _, err := st.Latest(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if del != (md == nil) {
+			t.Errorf("DeleteOnCancel=%v: latest checkpoint after cancel = %v", del, md)
+		}
+	}
+}
+
+// A job started where the newest checkpoint is corrupt restores from the
+// one before, with a warning naming the corrupt one.
+func TestCorruptLatestCheckpointIsSkipped(t *testing.T) {
+	dir := t.TempDir()
+	newStorage := func() state.Storage {
+		st, err := state.NewFileStorage(dir, "corrupt", state.StorageOptions{Retained: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	src := &memSource[int]{parts: [][]int{seq(0, 300)}, pauseEvery: 1, pause: time.Millisecond}
+	j := copyJob("corrupt", engine.Options{Checkpoint: engine.CheckpointOptions{Interval: 10 * time.Millisecond}, Storage: newStorage()}, src, &memSink[int]{})
+	if err := runJob(t, j); err != nil {
+		t.Fatal(err)
+	}
+	st := newStorage()
+	md, _, err := st.Latest(context.Background())
+	if err != nil || md == nil {
+		t.Fatalf("latest = %v, %v", md, err)
+	}
+	meta := filepath.Join(md.Path, "_metadata")
+	if filepath.Base(md.Path) == "_metadata" {
+		meta = md.Path
+	}
+	raw, err := os.ReadFile(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)/2] ^= 0xff
+	if err := os.WriteFile(meta, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	sink := &memSink[int]{}
+	j2 := copyJob("corrupt", engine.Options{
+		Storage: st, Logger: slog.New(slog.NewTextHandler(logs, nil)),
+	}, &memSource[int]{parts: src.parts}, sink)
+	if err := runJob(t, j2); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "skipping an unusable checkpoint") || !strings.Contains(out, filepath.Base(md.Path)) {
+		t.Errorf("no warning naming %s:\n%s", md.Path, out)
+	}
+	if want := fmt.Sprintf("msg=restoring job=corrupt checkpoint=%d ", md.CheckpointID-1); !strings.Contains(out, want) {
+		t.Errorf("the job did not restore checkpoint %d:\n%s", md.CheckpointID-1, out)
+	}
+}
