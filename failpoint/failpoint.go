@@ -14,6 +14,7 @@ package failpoint
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,9 @@ const (
 	RestoreAfterCommit = "restore-after-commit"
 )
 
+// Names lists every failpoint.
+var Names = []string{AfterPreCommit, BeforeCommit, BetweenCommits, RestoreBeforeCommit, RestoreAfterCommit}
+
 type point struct {
 	at   int64
 	hits atomic.Int64
@@ -58,6 +62,9 @@ func Parse(spec string) (map[string]*point, error) {
 			continue
 		}
 		name, nth, found := strings.Cut(item, "@")
+		if !slices.Contains(Names, name) {
+			return nil, fmt.Errorf("%s: unknown failpoint %q (known: %s)", Env, name, strings.Join(Names, ", "))
+		}
 		at := int64(1)
 		if found {
 			n, err := strconv.ParseInt(nth, 10, 64)

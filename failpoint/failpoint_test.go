@@ -17,7 +17,7 @@ func TestParse(t *testing.T) {
 	if len(p) != 2 || p["before-commit"].at != 1 || p["after-precommit"].at != 3 {
 		t.Fatalf("parsed %+v", p)
 	}
-	for _, bad := range []string{"x@0", "x@y", "x@-1"} {
+	for _, bad := range []string{"before-commit@0", "before-commit@y", "after-precommit@-1", "befor-commit"} {
 		if _, err := Parse(bad); err == nil || !strings.Contains(err.Error(), Env) {
 			t.Fatalf("Parse(%q) = %v, want an error naming %s", bad, err, Env)
 		}
@@ -29,13 +29,13 @@ func TestParse(t *testing.T) {
 func TestHitKillsTheProcessOnTheArmedHit(t *testing.T) {
 	if os.Getenv("FAILPOINT_CHILD") == "1" {
 		for i := 1; i <= 3; i++ {
-			Hit("step")
+			Hit(BetweenCommits)
 			os.Stdout.WriteString("hit " + string(rune('0'+i)) + "\n")
 		}
 		os.Exit(0)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHitKillsTheProcessOnTheArmedHit$")
-	cmd.Env = append(os.Environ(), "FAILPOINT_CHILD=1", Env+"=other,step@2")
+	cmd.Env = append(os.Environ(), "FAILPOINT_CHILD=1", Env+"=before-commit,between-commits@2")
 	out, err := cmd.Output()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
