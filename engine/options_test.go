@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -362,5 +363,50 @@ func TestCorruptLatestCheckpointIsSkipped(t *testing.T) {
 	}
 	if want := fmt.Sprintf("msg=restoring job=corrupt checkpoint=%d ", md.CheckpointID-1); !strings.Contains(out, want) {
 		t.Errorf("the job did not restore checkpoint %d:\n%s", md.CheckpointID-1, out)
+	}
+}
+
+// Injected I/O errors while checkpoint 3 is written fail that checkpoint,
+// not the job: with one failure tolerated it goes on, and its output is
+// exact.
+func TestStorageFaultFailsTheCheckpointNotTheJob(t *testing.T) {
+	injected := errors.New("injected disk error")
+	var faults atomic.Int64
+	st, err := state.NewFileStorage(t.TempDir(), "fault", state.StorageOptions{Retained: 2, Fault: func(op, path string) error {
+		if (op == "write" || op == "rename") && strings.Contains(path, string(filepath.Separator)+"chk-3") {
+			faults.Add(1)
+			return injected
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := textParts(2, 600, 9)
+	sink := &memSink[wordCount]{}
+	var poison atomic.Int64
+	j := wordCountJob("fault", engine.Options{
+		Checkpoint: engine.CheckpointOptions{Interval: 10 * time.Millisecond, TolerableFailures: 1},
+		Storage:    st,
+		Backend:    state.NewPebbleBackendFactory(state.PebbleOptions{Dir: t.TempDir(), Incremental: true}),
+	}, &memSource[string]{parts: parts, pauseEvery: 10, pause: time.Millisecond}, sink, &poison, newFailPlan())
+	if err := runJob(t, j); err != nil {
+		t.Fatalf("Run = %v, want the job to survive one failed checkpoint", err)
+	}
+	if faults.Load() == 0 {
+		t.Fatal("no fault was injected")
+	}
+	var failed []engine.CheckpointStats
+	for _, cs := range byStatus(j, "FAILED") {
+		failed = append(failed, cs)
+		if cs.ID != 3 || !strings.Contains(cs.Failure, "injected disk error") {
+			t.Errorf("checkpoint %d failed with %q, want only checkpoint 3 with the injected error", cs.ID, cs.Failure)
+		}
+	}
+	if len(failed) != 1 || j.Status().Restarts != 0 {
+		t.Errorf("%d failed checkpoints and %d restarts, want 1 and 0", len(failed), j.Status().Restarts)
+	}
+	if d := diffCounts(counts(sink.output()), expectedCounts(parts)); d != "" {
+		t.Fatalf("output: %s", d)
 	}
 }
