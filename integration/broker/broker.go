@@ -306,6 +306,7 @@ offsets.topic.num.partitions=1
 transaction.state.log.replication.factor=%d
 transaction.state.log.min.isr=%d
 transaction.state.log.num.partitions=1
+transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
 group.initial.rebalance.delay.ms=0
 log.cleaner.dedupe.buffer.size=2097152
 num.network.threads=2
