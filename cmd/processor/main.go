@@ -6,9 +6,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -22,20 +25,41 @@ func (e usageError) Unwrap() error { return e.err }
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
 func main() {
-	root := newRoot()
-	err := root.Execute()
-	if err == nil {
-		return
-	}
-	fmt.Fprintln(os.Stderr, "processor:", err)
-	var ue usageError
-	if errors.As(err, &ue) {
-		os.Exit(2)
-	}
-	os.Exit(1)
+	os.Exit(execute(context.Background(), newRoot(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func newRoot() *cobra.Command {
+// execute runs the command line args on root and returns the exit code,
+// printing a failure as one line on stderr.
+func execute(ctx context.Context, root *cobra.Command, args []string, stdout, stderr io.Writer) int {
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	if strings.HasPrefix(err.Error(), "unknown command ") {
+		// cobra's own error for a mistyped subcommand has no type.
+		err = usageError{err}
+	}
+	fmt.Fprintln(stderr, "processor:", err)
+	return exitCode(err)
+}
+
+// exitCode is 2 for bad usage or configuration, 1 for other failures.
+func exitCode(err error) int {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+// newRoot is the command tree as main runs it.
+func newRoot() *cobra.Command { return newRootDeps(productionDeps()) }
+
+// newRootDeps is the command tree over deps (tests pass their own).
+func newRootDeps(d deps) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "processor",
 		Short:         "onceflow: Kafka in, stateful operators, Kafka out, every record exactly once",
@@ -43,8 +67,24 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVersionCmd(), newCheckpointsCmd(), newTransactionsCmd())
+	root.AddCommand(newRunCmd(d), newSavepointCmd(), newStopCmd(), newVersionCmd(), newCheckpointsCmd(), newTransactionsCmd())
+	markArgErrors(root)
 	return root
+}
+
+// markArgErrors makes every command's argument-count error a usage error.
+func markArgErrors(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		markArgErrors(c)
+	}
+	if check := cmd.Args; check != nil {
+		cmd.Args = func(c *cobra.Command, args []string) error {
+			if err := check(c, args); err != nil {
+				return usageError{err}
+			}
+			return nil
+		}
+	}
 }
 
 // version is set at build time with -ldflags "-X main.version=...".

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/onceflow/onceflow/engine"
+)
+
+// apiServer serves health, metrics and the job API of one running job.
+type apiServer struct {
+	o   *observer
+	ctl *control
+	reg *prometheus.Registry
+	log *slog.Logger
+}
+
+func (s *apiServer) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}))
+	mux.HandleFunc("GET /api/v1/job", s.jobStatus)
+	mux.HandleFunc("GET /api/v1/checkpoints", s.checkpoints)
+	mux.HandleFunc("POST /api/v1/savepoint", s.savepoint)
+	mux.HandleFunc("POST /api/v1/stop", s.stop)
+	return mux
+}
+
+// healthy are the states in which the job is, or will shortly be, doing
+// its work.
+func healthy(state string) bool {
+	return slices.Contains([]string{"CREATED", "RUNNING", "RESTARTING"}, state)
+}
+
+type healthBody struct {
+	Job            string `json:"job"`
+	State          string `json:"state"`
+	Restarts       int64  `json:"restarts"`
+	LastCheckpoint int64  `json:"last_checkpoint"`
+}
+
+func (s *apiServer) healthz(w http.ResponseWriter, _ *http.Request) {
+	st := s.o.job.Status()
+	state := displayState(st.State)
+	code := http.StatusOK
+	if !healthy(state) {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, healthBody{Job: st.Name, State: state, Restarts: st.Restarts, LastCheckpoint: st.LastCheckpoint})
+}
+
+type jobBody struct {
+	Name           string         `json:"name"`
+	State          string         `json:"state"`
+	Restarts       int64          `json:"restarts"`
+	LastCheckpoint int64          `json:"last_checkpoint"`
+	Operators      []operatorBody `json:"operators"`
+	Source         sourceBody     `json:"source"`
+	Sink           sinkBody       `json:"sink"`
+}
+
+type operatorBody struct {
+	UID        string `json:"uid"`
+	RecordsIn  int64  `json:"records_in"`
+	RecordsOut int64  `json:"records_out"`
+}
+
+type sourceBody struct {
+	RecordsRead   int64 `json:"records_read"`
+	DecodeSkipped int64 `json:"decode_skipped"`
+	DeadLettered  int64 `json:"dead_lettered"`
+	// ConsumerLag is null when unknown.
+	ConsumerLag *int64 `json:"consumer_lag"`
+}
+
+type sinkBody struct {
+	PendingTransactions  int     `json:"pending_transactions"`
+	OldestPendingSeconds float64 `json:"oldest_pending_seconds"`
+}
+
+func (s *apiServer) jobStatus(w http.ResponseWriter, _ *http.Request) {
+	v := s.o.read()
+	st, stats := v.status, v.stats
+	body := jobBody{Name: st.Name, State: displayState(st.State), Restarts: st.Restarts, LastCheckpoint: st.LastCheckpoint,
+		Operators: []operatorBody{},
+		Source:    sourceBody{RecordsRead: stats.RecordsRead, DecodeSkipped: stats.DecodeSkipped, DeadLettered: stats.DeadLettered},
+		Sink:      sinkBody{PendingTransactions: stats.PendingTransactions, OldestPendingSeconds: stats.OldestPending.Seconds()},
+	}
+	if stats.ConsumerLag >= 0 {
+		lag := stats.ConsumerLag
+		body.Source.ConsumerLag = &lag
+	}
+	for _, op := range st.Operators {
+		body.Operators = append(body.Operators, operatorBody{UID: op.UID, RecordsIn: op.RecordsIn, RecordsOut: op.RecordsOut})
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// checkpointBody is one checkpoint, like a line of Flink's checkpoint
+// statistics.
+type checkpointBody struct {
+	ID          int64     `json:"id"`
+	Savepoint   bool      `json:"savepoint"`
+	Status      string    `json:"status"`
+	TriggerTime time.Time `json:"trigger_time"`
+	// DurationMS is trigger to completion, or so far while in progress.
+	DurationMS  int64  `json:"duration_ms"`
+	StateSize   int64  `json:"state_size"`
+	AlignmentMS int64  `json:"alignment_ms"`
+	Path        string `json:"path,omitempty"`
+	Failure     string `json:"failure,omitempty"`
+}
+
+type checkpointsBody struct {
+	Counts checkpointCounts `json:"counts"`
+	Latest struct {
+		Completed *checkpointBody `json:"completed"`
+		Savepoint *checkpointBody `json:"savepoint"`
+		Failed    *checkpointBody `json:"failed"`
+	} `json:"latest"`
+	// History is the newest first.
+	History []checkpointBody `json:"history"`
+}
+
+func toCheckpointBody(cs engine.CheckpointStats, now time.Time) checkpointBody {
+	d := cs.Duration
+	if cs.Status == "IN_PROGRESS" {
+		d = now.Sub(cs.Triggered)
+	}
+	return checkpointBody{ID: cs.ID, Savepoint: cs.Savepoint, Status: cs.Status, TriggerTime: cs.Triggered,
+		DurationMS: d.Milliseconds(), StateSize: cs.Size, AlignmentMS: cs.Alignment.Milliseconds(), Path: cs.Path, Failure: cs.Failure}
+}
+
+func (s *apiServer) checkpoints(w http.ResponseWriter, _ *http.Request) {
+	v := s.o.read()
+	now := time.Now()
+	body := checkpointsBody{Counts: v.counts, History: []checkpointBody{}}
+	hist := v.status.Checkpoints
+	for i := len(hist) - 1; i >= 0; i-- {
+		cb := toCheckpointBody(hist[i], now)
+		body.History = append(body.History, cb)
+		switch {
+		case cb.Status == "COMPLETED" && cb.Savepoint && body.Latest.Savepoint == nil:
+			body.Latest.Savepoint = &cb
+		case cb.Status == "FAILED" && body.Latest.Failed == nil:
+			body.Latest.Failed = &cb
+		}
+		if cb.Status == "COMPLETED" && body.Latest.Completed == nil {
+			body.Latest.Completed = &cb
+		}
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+type savepointBody struct {
+	Path string `json:"path"`
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+// running answers 409 unless the job is running.
+func (s *apiServer) running(w http.ResponseWriter) bool {
+	if state := displayState(s.o.job.Status().State); state != "RUNNING" {
+		writeJSON(w, http.StatusConflict, errorBody{fmt.Sprintf("the job is %s, not RUNNING", state)})
+		return false
+	}
+	return true
+}
+
+func (s *apiServer) savepoint(w http.ResponseWriter, r *http.Request) {
+	if !s.running(w) {
+		return
+	}
+	path, err := s.ctl.savepoint(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, savepointBody{path})
+}
+
+// stop stops the job with a savepoint (savepoint=true, the default) or
+// cancels it at once (savepoint=false).
+func (s *apiServer) stop(w http.ResponseWriter, r *http.Request) {
+	withSavepoint := true
+	if q := r.URL.Query().Get("savepoint"); q != "" {
+		b, err := strconv.ParseBool(q)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{fmt.Sprintf("savepoint=%q: want true or false", q)})
+			return
+		}
+		withSavepoint = b
+	}
+	if !withSavepoint {
+		s.ctl.cancel(errors.New("cancelled through the HTTP API"))
+		writeJSON(w, http.StatusAccepted, struct {
+			State string `json:"state"`
+		}{"CANCELLING"})
+		return
+	}
+	if !s.running(w) {
+		return
+	}
+	// The stop goes on when the client hangs up: the job is stopping.
+	path, err := s.ctl.stopWithSavepoint(context.WithoutCancel(r.Context()))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, savepointBody{path})
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, errAlreadyStopping):
+		code = http.StatusConflict
+	case errors.Is(err, context.DeadlineExceeded):
+		code = http.StatusGatewayTimeout
+	}
+	writeJSON(w, code, errorBody{err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/engine"
+)
+
+type runFlags struct {
+	config                string
+	set                   []string
+	from                  string
+	fresh                 bool
+	allowNonRestoredState bool
+	connectTimeout        time.Duration
+	stopTimeout           time.Duration
+	addrFile              string
+}
+
+func newRunCmd(d deps) *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run --config FILE",
+		Short: "Run a job until it is stopped: resumes from its latest retained checkpoint unless --from or --fresh says otherwise",
+		Long: `Run a job from a YAML configuration file. Keys can also be set through
+ONCEFLOW_* environment variables (ONCEFLOW_CHECKPOINT_INTERVAL=500ms) and
+--set key=value flags; flags beat the environment, which beats the file.
+
+SIGTERM or SIGINT stops the job with a savepoint (every pending transaction
+committed, none left open) and prints the savepoint's path; a second signal
+cancels at once. Health, metrics and the job API are served on http.listen.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runJob(cmd.Context(), d, f, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.config, "config", "c", "", "the job's YAML configuration file (without one, keys come from the environment and --set)")
+	fl.StringArrayVar(&f.set, "set", nil, "set a configuration key, overriding the file and the environment (key=value; repeatable)")
+	fl.StringVar(&f.from, "from", "", "resume from this checkpoint or savepoint directory instead of the latest retained checkpoint")
+	fl.BoolVar(&f.fresh, "fresh", false, "start over: ignore the job's retained checkpoints (they are kept on disk)")
+	fl.BoolVar(&f.allowNonRestoredState, "allow-non-restored-state", false, "let a restore drop the state of operators the job no longer has")
+	fl.DurationVar(&f.connectTimeout, "connect-timeout", 15*time.Second, "how long to wait for the Kafka cluster to answer at start")
+	fl.DurationVar(&f.stopTimeout, "stop-timeout", 0, "how long a stop with a savepoint may take before the job is cancelled (default checkpoint.timeout)")
+	fl.StringVar(&f.addrFile, "addr-file", "", "write the HTTP listener's bound address to this file (for http.listen with port 0)")
+	return cmd
+}
+
+// newLogger logs to w as the log section says.
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// checkWritableDir creates dir if needed and proves it writable; the
+// error names the key.
+func checkWritableDir(key, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return usagef("config: %s: %w", key, err)
+	}
+	f, err := os.CreateTemp(dir, ".onceflow-write-check-*")
+	if err != nil {
+		return usagef("config: %s: %s is not writable: %w", key, dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return fmt.Errorf("config: %s: %w", key, err)
+	}
+	return nil
+}
+
+// loadRunConfig loads and checks everything a run needs before it touches
+// the cluster: every error here is bad usage or configuration.
+func loadRunConfig(d deps, f runFlags) (*config.Config, error) {
+	if f.from != "" && f.fresh {
+		return nil, usagef("--from and --fresh exclude each other")
+	}
+	if f.connectTimeout <= 0 {
+		return nil, usagef("--connect-timeout must be positive")
+	}
+	if f.stopTimeout < 0 {
+		return nil, usagef("--stop-timeout must not be negative")
+	}
+	cfg, err := config.Load(config.Sources{File: f.config, Env: d.env, Set: f.set})
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if f.from != "" {
+		if _, err := os.Stat(f.from); err != nil {
+			return nil, usagef("--from: %w", err)
+		}
+	}
+	if err := checkWritableDir("checkpoint.dir", cfg.Checkpoint.Dir); err != nil {
+		return nil, err
+	}
+	if cfg.State.Backend == "pebble" {
+		if err := checkWritableDir("state.dir", cfg.State.Dir); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// logStart logs what the job runs with; no secret is among these keys.
+func logStart(log *slog.Logger, cfg *config.Config, f runFlags) {
+	log.Info("starting",
+		"job", cfg.Job.Name, "type", cfg.Job.Type, "parallelism", cfg.Job.Parallelism,
+		"brokers", strings.Join(cfg.Kafka.Brokers, ","), "tls", cfg.Kafka.TLS.Enabled || cfg.Kafka.TLS.CAFile != "",
+		"sasl", cfg.Kafka.SASL.Mechanism,
+		"source", cfg.Source.Topic, "sink", cfg.Sink.Topic, "delivery", cfg.Sink.Delivery,
+		"checkpoint_interval", cfg.Checkpoint.Interval, "checkpoint_mode", cfg.Checkpoint.Mode,
+		"checkpoint_dir", filepath.Join(cfg.Checkpoint.Dir, cfg.Job.Name), "state_backend", cfg.State.Backend,
+		"restart", cfg.Restart.Strategy, "from", f.from, "fresh", f.fresh)
+}
+
+// runJob is processor run: load, check, connect, build, serve, run until
+// the job ends or is stopped.
+func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) error {
+	cfg, err := loadRunConfig(d, f)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	logStart(log, cfg, f)
+
+	opts, err := clientOpts(cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	pingCtx, cancelPing := context.WithTimeout(ctx, f.connectTimeout)
+	err = d.ping(pingCtx, opts, cfg.Kafka.Brokers)
+	cancelPing()
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("kafka.brokers: %w (no answer within --connect-timeout %s)", err, f.connectTimeout)
+	}
+	if err != nil {
+		return fmt.Errorf("kafka.brokers: %w", err)
+	}
+
+	// Signals count from here: a stop before the job runs cancels.
+	sigs, stopSignals := d.signals()
+	defer stopSignals()
+
+	jobCtx, cancelJob := context.WithCancelCause(ctx)
+	defer cancelJob(nil)
+	built, err := d.build(jobCtx, cfg, jobEnv{ClientOpts: opts, Logger: log, RestoreFrom: f.from, Fresh: f.fresh,
+		AllowNonRestoredState: f.allowNonRestoredState})
+	if err != nil {
+		return fmt.Errorf("building job %s: %w", cfg.Job.Name, err)
+	}
+
+	ended, markEnded := context.WithCancel(context.Background())
+	defer markEnded()
+	stopTimeout := f.stopTimeout
+	if stopTimeout == 0 {
+		stopTimeout = cfg.Checkpoint.Timeout
+	}
+	ctl := &control{job: built.Job, cancelJob: cancelJob, ended: ended, stopTimeout: stopTimeout, log: log}
+	o := &observer{job: built.Job, stats: built.Stats}
+
+	var srv *http.Server
+	srvDone := make(chan struct{})
+	if cfg.HTTP.Listen == "" {
+		close(srvDone)
+	} else {
+		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+		if err != nil {
+			return fmt.Errorf("http.listen: %w", err)
+		}
+		addr := ln.Addr().String()
+		api := &apiServer{o: o, ctl: ctl, reg: newRegistry(o, cfg.Job.Name), log: log}
+		srv = &http.Server{Handler: api.handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		go func() {
+			defer close(srvDone)
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http server", "err", err)
+			}
+		}()
+		log.Info("http listening", "addr", addr, "metrics", "http://"+addr+"/metrics", "api", "http://"+addr+"/api/v1/job")
+		if f.addrFile != "" {
+			if err := os.WriteFile(f.addrFile, []byte(addr+"\n"), 0o644); err != nil {
+				log.Warn("writing --addr-file", "path", f.addrFile, "err", err)
+			}
+		}
+	}
+	defer func() {
+		if srv != nil {
+			shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(shutCtx); err != nil {
+				srv.Close()
+			}
+		}
+		<-srvDone
+	}()
+
+	runDone := make(chan error, 1)
+	go func() { runDone <- built.Job.Run(jobCtx) }()
+
+	// Observe the checkpoint history now and then so that the cumulative
+	// counts miss nothing between scrapes.
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ended.Done():
+				return
+			case <-t.C:
+				o.read()
+			}
+		}
+	})
+
+	signalled := false
+	var runErr error
+wait:
+	for {
+		select {
+		case runErr = <-runDone:
+			break wait
+		case sig := <-sigs:
+			if signalled {
+				ctl.cancel(fmt.Errorf("cancelled by a second signal (%s)", sig))
+				continue
+			}
+			signalled = true
+			log.Info("stopping with a savepoint; a second signal cancels at once", "signal", sig.String())
+			wg.Go(func() {
+				_, err := ctl.stopWithSavepoint(context.Background())
+				switch {
+				case err == nil:
+				case errors.Is(err, errAlreadyStopping):
+					log.Info("a stop is already in progress")
+				default:
+					ctl.cancel(fmt.Errorf("%w; cancelled instead", err))
+				}
+			})
+		}
+	}
+	markEnded()
+	wg.Wait()
+
+	switch {
+	case runErr == nil:
+		log.Info("job finished", "job", cfg.Job.Name)
+		return nil
+	case errors.Is(runErr, engine.ErrStopped):
+		path := ctl.stoppedPath()
+		log.Info("job stopped with a savepoint", "job", cfg.Job.Name, "savepoint", path)
+		fmt.Fprintln(stdout, path)
+		return nil
+	case errors.Is(runErr, context.Canceled) && context.Cause(jobCtx) != nil:
+		cause := context.Cause(jobCtx)
+		if errors.Is(cause, context.Canceled) {
+			cause = errors.New("cancelled")
+		}
+		return fmt.Errorf("job %s cancelled without a savepoint: %w", cfg.Job.Name, cause)
+	default:
+		return runErr
+	}
+}
