@@ -4,7 +4,7 @@ GO        ?= go
 KAFKALOCAL = $(GO) run ./integration/cmd/kafkalocal
 BROKER_ADDR_FILE ?= /tmp/onceflow-broker.addr
 
-.PHONY: all deps fmt vet build test test-short bench demo broker broker3 broker-stop clean
+.PHONY: all deps fmt vet build test test-short bench bench-go bench-compare bench-quick demo broker broker3 broker-stop clean
 
 all: vet build test
 
@@ -31,8 +31,22 @@ test: deps fmt vet
 test-short:
 	$(GO) test -race -count=1 -short ./...
 
-bench: deps
+# Benchmarks: the Go micro-benchmarks, then the side-by-side comparison
+# of onceflow with a plain franz-go pipe (the limit), franz-go
+# transactions, Kafka Streams and Flink on one local broker
+# (bench/cmd/compare; results in bench/results/). BENCH_FLAGS passes
+# flags to the harness, e.g. BENCH_FLAGS='-records 500000'.
+bench: bench-go bench-compare
+
+bench-go: deps
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+
+bench-compare: deps
+	$(GO) run ./bench/cmd/compare $(BENCH_FLAGS)
+
+# The comparison on a small input (a few minutes), into bench/results/quick/.
+bench-quick: deps
+	$(GO) run ./bench/cmd/compare -quick $(BENCH_FLAGS)
 
 # A local single-node broker until Ctrl-C (or make broker-stop).
 broker:

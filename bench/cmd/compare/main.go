@@ -1,0 +1,362 @@
+// Command compare is onceflow's benchmark harness: it runs onceflow and
+// its alternatives side by side on one Kafka broker and measures them from
+// the outside, each contender a separate process.
+//
+//	go run ./bench/cmd/compare            # full run (minutes on 2 cores)
+//	go run ./bench/cmd/compare -quick     # a small input, to check the setup
+//
+// It starts the local broker from Maven jars (integration/broker), or uses
+// $KAFKA_BOOTSTRAP, seeds two input topics of 8 partitions (small records
+// for the copy, lines of words for the word count), and for every
+// contender, workload and checkpoint/commit interval:
+//
+//  1. a backlog run: the contender starts on the seeded topic; throughput
+//     is the records per second that become visible to a read_committed
+//     reader, from the first visible output record until the output is
+//     complete; the output is checked (count, and for the word count the
+//     final count of every word); resident memory is sampled from /proc;
+//     the commit cadence is read off the transaction markers of the output;
+//  2. a paced run on fresh topics: records are produced at a fixed rate,
+//     latency is produce call -> visible under read_committed (p50, p99);
+//     then the contender is killed with SIGKILL while the input keeps
+//     coming and restarted, and recovery is the time from the kill to the
+//     first committed output of a record produced after it.
+//
+// Results go to bench/results/ (results.md, results.json, chart.png), with
+// ratios onceflow/limit and onceflow/peer computed from the same run.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/onceflow/onceflow/integration/broker"
+)
+
+// options are the harness's settings.
+type options struct {
+	brokers      []string
+	quick        bool
+	copyRecords  int
+	wcLines      int
+	wordsPerLine int
+	vocabulary   int
+	valueBytes   int
+	partitions   int32
+	parallelism  int
+	intervals    []time.Duration
+	contenders   []string
+	workloads    []string
+	paceRate     int
+	paceFor      time.Duration
+	recovery     bool
+	runTimeout   time.Duration
+	resultsDir   string
+	cacheDir     string
+	repoDir      string
+	workDir      string
+	keepWorkDir  bool
+	onceflowBin  string
+	flinkEnabled bool
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "compare:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var o options
+	var intervals, contenders, workloads string
+	flag.BoolVar(&o.quick, "quick", false, "a small input and short paced runs, to check the setup in a few minutes")
+	flag.IntVar(&o.copyRecords, "records", 0, "records in the copy input (default 3,000,000; 200,000 with -quick)")
+	flag.IntVar(&o.wcLines, "lines", 0, "lines in the word-count input (default 500,000; 40,000 with -quick)")
+	flag.IntVar(&o.wordsPerLine, "words-per-line", 5, "words per word-count line")
+	flag.IntVar(&o.vocabulary, "vocabulary", 10000, "distinct words (drawn with a Zipf distribution)")
+	flag.IntVar(&o.valueBytes, "value-bytes", 100, "value size of a copy record")
+	flag.IntVar(&o.parallelism, "parallelism", 2, "parallelism / stream threads of every contender")
+	flag.StringVar(&intervals, "intervals", "100ms,1s", "checkpoint/commit intervals")
+	flag.StringVar(&contenders, "contenders", "limit,franz-txn,kstreams,flink,onceflow", "contenders to run")
+	flag.StringVar(&workloads, "workloads", "copy,wordcount", "workloads to run")
+	flag.IntVar(&o.paceRate, "pace-rate", 2000, "records per second in the paced (latency) run")
+	flag.DurationVar(&o.paceFor, "pace-for", 0, "length of the paced run (default 10s; 5s with -quick)")
+	flag.BoolVar(&o.recovery, "recovery", true, "measure recovery (SIGKILL and restart) in the paced run")
+	flag.DurationVar(&o.runTimeout, "run-timeout", 10*time.Minute, "bound of one backlog run")
+	flag.StringVar(&o.resultsDir, "out", "", "where results.md, results.json and chart.png go (default bench/results, bench/results/quick with -quick)")
+	flag.StringVar(&o.cacheDir, "cache", "", "build cache for the Java contenders and binaries (default ~/.cache/onceflow)")
+	flag.StringVar(&o.workDir, "work", "", "scratch directory for state and logs (default a new temporary one)")
+	flag.BoolVar(&o.keepWorkDir, "keep", false, "keep the scratch directory (contender logs) after the run")
+	flag.StringVar(&o.onceflowBin, "processor", "", "onceflow processor binary (default: built from ./cmd/processor)")
+	flag.Parse()
+
+	if o.copyRecords == 0 {
+		o.copyRecords = pick(o.quick, 200_000, 3_000_000)
+	}
+	if o.wcLines == 0 {
+		o.wcLines = pick(o.quick, 40_000, 500_000)
+	}
+	if o.paceFor == 0 {
+		o.paceFor = time.Duration(pick(o.quick, 5, 10)) * time.Second
+	}
+	o.partitions = 8
+	for _, s := range strings.Split(intervals, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil || d <= 0 {
+			return fmt.Errorf("-intervals: %q is not a positive duration", s)
+		}
+		o.intervals = append(o.intervals, d)
+	}
+	o.contenders = splitList(contenders)
+	o.workloads = splitList(workloads)
+	for _, c := range o.contenders {
+		if findContender(c) == nil {
+			return fmt.Errorf("-contenders: unknown contender %q", c)
+		}
+	}
+	for _, w := range o.workloads {
+		if w != "copy" && w != "wordcount" {
+			return fmt.Errorf("-workloads: unknown workload %q (copy, wordcount)", w)
+		}
+	}
+	var err error
+	if o.repoDir, err = repoRoot(); err != nil {
+		return err
+	}
+	if o.resultsDir == "" {
+		o.resultsDir = "bench/results"
+		if o.quick {
+			o.resultsDir = "bench/results/quick"
+		}
+	}
+	if !filepath.IsAbs(o.resultsDir) {
+		o.resultsDir = filepath.Join(o.repoDir, o.resultsDir)
+	}
+	if o.cacheDir == "" {
+		if o.cacheDir, err = broker.CacheDir(); err != nil {
+			return err
+		}
+	}
+	if o.workDir == "" {
+		if o.workDir, err = os.MkdirTemp("", "onceflow-bench-"); err != nil {
+			return err
+		}
+		if !o.keepWorkDir {
+			defer os.RemoveAll(o.workDir)
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	started := time.Now()
+	logf("work dir %s, results to %s", o.workDir, o.resultsDir)
+
+	// Build every contender first: a build failure is reported as the
+	// contender's result, not as the harness's.
+	built := map[string]error{}
+	for _, name := range o.contenders {
+		c := findContender(name)
+		t := time.Now()
+		built[name] = c.build(ctx, &o)
+		if built[name] != nil {
+			logf("%s: build failed: %v", name, built[name])
+		} else {
+			logf("%s: ready (%s)", name, time.Since(t).Round(time.Millisecond))
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+
+	if env := os.Getenv("KAFKA_BOOTSTRAP"); env != "" {
+		o.brokers = strings.Split(env, ",")
+		logf("using the cluster at %s", env)
+	} else {
+		c, err := broker.Start(ctx, broker.Options{Logf: logf})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := c.Stop(); err != nil {
+				logf("stopping the broker: %v", err)
+			}
+		}()
+		o.brokers = c.Addrs()
+	}
+
+	k, err := newKafka(o.brokers)
+	if err != nil {
+		return err
+	}
+	defer k.close()
+	runID := fmt.Sprintf("b%d", time.Now().Unix()%1_000_000)
+
+	inputs := map[string]*input{}
+	for _, w := range o.workloads {
+		t := time.Now()
+		in, err := k.seed(ctx, &o, w, runID+"-"+w+"-in")
+		if err != nil {
+			return fmt.Errorf("seeding the %s input: %w", w, err)
+		}
+		inputs[w] = in
+		logf("seeded %s: %d records in %s, %d output records expected (%s)", in.Topic, in.Records, w, in.Expected, time.Since(t).Round(time.Millisecond))
+	}
+
+	var results []*result
+	seq := 0
+	for _, w := range o.workloads {
+		for _, name := range o.contenders {
+			c := findContender(name)
+			if !c.jobs[w] {
+				continue
+			}
+			ivs := o.intervals
+			if !c.usesInterval {
+				ivs = []time.Duration{0}
+			}
+			for _, iv := range ivs {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				seq++
+				r := &result{Contender: name, Workload: w, IntervalMS: iv.Milliseconds(), RecoveryS: -1}
+				results = append(results, r)
+				if err := built[name]; err != nil {
+					r.Err = "build: " + firstLine(err.Error())
+					continue
+				}
+				id := fmt.Sprintf("%s-%d-%s-%s", runID, seq, name, w)
+				logf("=== %s %s interval %s", name, w, ivName(iv))
+				t := time.Now()
+				runOne(ctx, k, &o, c, inputs[w], id, iv, r)
+				logf("%s %s %s: %s (%s)", name, w, ivName(iv), r.summary(), time.Since(t).Round(time.Second))
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	rep := &report{
+		Started:    started,
+		Took:       time.Since(started),
+		Quick:      o.quick,
+		Brokers:    strings.Join(o.brokers, ","),
+		Machine:    machine(),
+		Inputs:     inputs,
+		Results:    results,
+		Intervals:  o.intervals,
+		Options:    &o,
+		Workloads:  o.workloads,
+		Contenders: o.contenders,
+	}
+	if err := rep.write(o.resultsDir); err != nil {
+		return err
+	}
+	logf("done in %s: %s", time.Since(started).Round(time.Second), filepath.Join(o.resultsDir, "results.md"))
+	return nil
+}
+
+// runOne measures one contender on one workload at one interval; failures
+// end up in r.Err.
+func runOne(ctx context.Context, k *kafka, o *options, c *contender, in *input, id string, iv time.Duration, r *result) {
+	dir := filepath.Join(o.workDir, id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		r.Err = err.Error()
+		return
+	}
+	if err := backlogRun(ctx, k, o, c, in, id+"-t", iv, filepath.Join(dir, "backlog"), r); err != nil {
+		r.Err = "backlog run: " + firstLine(err.Error())
+		logf("%s: %v", id, err)
+		return
+	}
+	if err := pacedRun(ctx, k, o, c, in.Workload, id+"-p", iv, filepath.Join(dir, "paced"), r); err != nil {
+		r.Err = "paced run: " + firstLine(err.Error())
+		logf("%s: %v", id, err)
+	}
+}
+
+func pick(quick bool, small, full int) int {
+	if quick {
+		return small
+	}
+	return full
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func ivName(iv time.Duration) string {
+	if iv == 0 {
+		return "-"
+	}
+	return iv.String()
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return s
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s compare: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// repoRoot finds the module root (the directory holding go.mod) from the
+// working directory upwards.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/onceflow/onceflow") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run from inside the onceflow repository (no go.mod of github.com/onceflow/onceflow above the working directory)")
+		}
+		dir = parent
+	}
+}
+
+func machine() string {
+	cpus := "?"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		n := strings.Count(string(b), "\nprocessor")
+		if strings.HasPrefix(string(b), "processor") {
+			n++
+		}
+		model := ""
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				_, model, _ = strings.Cut(line, ":")
+				break
+			}
+		}
+		cpus = fmt.Sprintf("%d × %s", n, strings.TrimSpace(model))
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		line, _, _ := strings.Cut(string(b), "\n")
+		mem = strings.Join(strings.Fields(line)[1:], " ")
+	}
+	return fmt.Sprintf("%s, MemTotal %s", cpus, mem)
+}

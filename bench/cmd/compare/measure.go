@@ -1,0 +1,699 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// kafka is the harness's own admin and producer access to the cluster.
+type kafka struct {
+	brokers []string
+	cl      *kgo.Client
+	adm     *kadm.Client
+}
+
+func newKafka(brokers []string) (*kafka, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return nil, err
+	}
+	return &kafka{brokers: brokers, cl: cl, adm: kadm.NewClient(cl)}, nil
+}
+
+func (k *kafka) close() { k.cl.Close() }
+
+func (k *kafka) createTopic(ctx context.Context, name string, partitions int32) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	resp, err := k.adm.CreateTopic(ctx, partitions, -1, nil, name)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		return fmt.Errorf("creating topic %s: %w", name, err)
+	}
+	for {
+		md, err := k.adm.Metadata(ctx, name)
+		if err == nil {
+			td := md.Topics[name]
+			ready := td.Err == nil && len(td.Partitions) == int(partitions)
+			for _, p := range td.Partitions {
+				ready = ready && p.Leader >= 0 && p.Err == nil
+			}
+			if ready {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topic %s has no leader for every partition", name)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// deletePrefix deletes every topic whose name starts with prefix (the
+// run's own topics and the internal topics Kafka Streams made for it).
+func (k *kafka) deletePrefix(prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tds, err := k.adm.ListTopics(ctx)
+	if err != nil {
+		logf("listing topics: %v", err)
+		return
+	}
+	var names []string
+	for _, n := range tds.Names() {
+		if strings.HasPrefix(n, prefix) {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	if _, err := k.adm.DeleteTopics(ctx, names...); err != nil {
+		logf("deleting topics %v: %v", names, err)
+	}
+}
+
+// input is a seeded input topic.
+type input struct {
+	Workload string `json:"workload"`
+	Topic    string `json:"topic"`
+	Records  int    `json:"records"`
+	// Expected is the number of output records (words for the word count).
+	Expected int   `json:"expected_output"`
+	Bytes    int64 `json:"bytes"`
+	// counts are the final count of every word (word count only).
+	counts map[string]int64
+}
+
+// word returns the i-th word of the vocabulary: lower-case letters, 4 to
+// 8 of them.
+func word(i int) string {
+	b := []byte{}
+	n := i
+	for {
+		b = append(b, byte('a'+n%26))
+		n /= 26
+		if n == 0 {
+			break
+		}
+	}
+	for len(b) < 4+i%5 {
+		b = append(b, byte('a'+(i*7+len(b))%26))
+	}
+	return string(b)
+}
+
+func (k *kafka) seed(ctx context.Context, o *options, workload, topic string) (*input, error) {
+	if err := k.createTopic(ctx, topic, o.partitions); err != nil {
+		return nil, err
+	}
+	in := &input{Workload: workload, Topic: topic}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.brokers...), kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond),
+		kgo.MaxBufferedRecords(100_000))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	var failed atomic.Pointer[error]
+	promise := func(_ *kgo.Record, err error) {
+		if err != nil {
+			failed.CompareAndSwap(nil, &err)
+		}
+	}
+	rng := rand.New(rand.NewSource(1))
+	switch workload {
+	case "copy":
+		// Values are random letters, so that compression gains little
+		// and every contender moves the same bytes.
+		pool := make([]byte, 1<<16)
+		for i := range pool {
+			pool[i] = byte('a' + rng.Intn(26))
+		}
+		for i := range o.copyRecords {
+			off := rng.Intn(len(pool) - o.valueBytes)
+			r := &kgo.Record{Key: []byte(fmt.Sprintf("%010d", i)), Value: pool[off : off+o.valueBytes],
+				Partition: int32(i) % o.partitions}
+			in.Bytes += int64(len(r.Key) + len(r.Value))
+			cl.Produce(ctx, r, promise)
+		}
+		in.Records, in.Expected = o.copyRecords, o.copyRecords
+	case "wordcount":
+		z := rand.NewZipf(rng, 1.1, 1, uint64(o.vocabulary-1))
+		words := make([]string, o.vocabulary)
+		for i := range words {
+			words[i] = word(i)
+		}
+		in.counts = map[string]int64{}
+		for i := range o.wcLines {
+			var line []byte
+			for j := range o.wordsPerLine {
+				w := words[z.Uint64()]
+				in.counts[w]++
+				if j > 0 {
+					line = append(line, ' ')
+				}
+				line = append(line, w...)
+			}
+			in.Bytes += int64(len(line))
+			cl.Produce(ctx, &kgo.Record{Value: line, Partition: int32(i) % o.partitions}, promise)
+		}
+		in.Records, in.Expected = o.wcLines, o.wcLines*o.wordsPerLine
+	}
+	if err := cl.Flush(ctx); err != nil {
+		return nil, err
+	}
+	if e := failed.Load(); e != nil {
+		return nil, *e
+	}
+	return in, nil
+}
+
+// observation is what the output reader sees in one poll.
+type outputReader struct {
+	cl *kgo.Client
+
+	mu      sync.Mutex
+	markers map[int32][]time.Time // commit markers per partition (broker time)
+}
+
+// readOutput starts a read_committed reader of topic that calls onRecords
+// with every poll's data records and the time the poll returned. It keeps
+// the commit markers for the commit cadence. Stop it with close.
+func (k *kafka) readOutput(ctx context.Context, topic string, onRecords func([]*kgo.Record, time.Time)) (*outputReader, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.brokers...), kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.KeepControlRecords(), kgo.FetchMaxWait(50*time.Millisecond))
+	if err != nil {
+		return nil, err
+	}
+	r := &outputReader{cl: cl, markers: map[int32][]time.Time{}}
+	go func() {
+		var data []*kgo.Record
+		for {
+			fs := cl.PollFetches(ctx)
+			if ctx.Err() != nil || fs.IsClientClosed() {
+				return
+			}
+			at := time.Now()
+			data = data[:0]
+			fs.EachRecord(func(rec *kgo.Record) {
+				if rec.Attrs.IsControl() {
+					// Control key: version int16, type int16 (0 abort, 1 commit).
+					if len(rec.Key) >= 4 && binary.BigEndian.Uint16(rec.Key[2:4]) == 1 {
+						r.mu.Lock()
+						r.markers[rec.Partition] = append(r.markers[rec.Partition], rec.Timestamp)
+						r.mu.Unlock()
+					}
+					return
+				}
+				data = append(data, rec)
+			})
+			if len(data) > 0 {
+				onRecords(data, at)
+			}
+		}
+	}()
+	return r, nil
+}
+
+func (r *outputReader) close() { r.cl.Close() }
+
+// commitCadence is the median time between commits that became visible on
+// an output partition between from and to. Markers of one checkpoint
+// written by several producers within 30 ms count as one commit.
+func (r *outputReader) commitCadence(from, to time.Time) (time.Duration, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var deltas []time.Duration
+	for _, ts := range r.markers {
+		ts = slices.Clone(ts)
+		slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
+		var last time.Time
+		for _, t := range ts {
+			if t.Before(from) || t.After(to) {
+				continue
+			}
+			if !last.IsZero() {
+				if d := t.Sub(last); d < 30*time.Millisecond {
+					continue
+				} else {
+					deltas = append(deltas, d)
+				}
+			}
+			last = t
+		}
+	}
+	if len(deltas) == 0 {
+		return 0, false
+	}
+	slices.Sort(deltas)
+	return deltas[len(deltas)/2], true
+}
+
+// rssSampler follows a process's resident memory in /proc.
+type rssSampler struct {
+	pid  int
+	stop chan struct{}
+	done chan struct{}
+
+	mu      sync.Mutex
+	current float64 // MiB
+	peak    float64 // MiB, VmHWM
+}
+
+func sampleRSS(pid int) *rssSampler {
+	s := &rssSampler{pid: pid, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			s.read()
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *rssSampler) read() {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", s.pid))
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		for _, field := range []string{"VmRSS:", "VmHWM:"} {
+			if !strings.HasPrefix(line, field) {
+				continue
+			}
+			fs := strings.Fields(line)
+			if len(fs) < 2 {
+				continue
+			}
+			kb, err := strconv.ParseFloat(fs[1], 64)
+			if err != nil {
+				continue
+			}
+			s.mu.Lock()
+			if field == "VmRSS:" {
+				s.current = kb / 1024
+			} else if kb/1024 > s.peak {
+				s.peak = kb / 1024
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+func (s *rssSampler) now() (current, peak float64) {
+	s.read()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current, s.peak
+}
+
+func (s *rssSampler) close() {
+	close(s.stop)
+	<-s.done
+}
+
+// backlogRun: the whole seeded input is waiting when the contender starts.
+func backlogRun(ctx context.Context, k *kafka, o *options, c *contender, in *input, id string, iv time.Duration, dir string, r *result) error {
+	out := id + "-out"
+	defer k.deletePrefix(id)
+	if err := k.createTopic(ctx, out, o.partitions); err != nil {
+		return err
+	}
+	s := spec{Brokers: k.brokers, Job: in.Workload, In: in.Topic, Out: out, ID: id, Interval: iv, Dir: dir, HTTPPort: freePort()}
+
+	var (
+		mu         sync.Mutex
+		count      int
+		firstAt    time.Time
+		firstCount int
+		lastAt     time.Time
+		maxCount   = map[string]int64{}
+		badValues  int
+		complete   = make(chan struct{})
+		closedOnce sync.Once
+	)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	reader, err := k.readOutput(rctx, out, func(rs []*kgo.Record, at time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		if firstAt.IsZero() {
+			firstAt, firstCount = at, len(rs)
+		}
+		count += len(rs)
+		if in.Workload == "wordcount" {
+			for _, rec := range rs {
+				n, err := strconv.ParseInt(string(rec.Value), 10, 64)
+				if err != nil {
+					badValues++
+					continue
+				}
+				if n > maxCount[string(rec.Key)] {
+					maxCount[string(rec.Key)] = n
+				}
+			}
+		}
+		if count >= in.Expected && lastAt.IsZero() {
+			lastAt = at
+			closedOnce.Do(func() { close(complete) })
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer reader.close()
+
+	started := time.Now()
+	p, err := startProc(o, c, s, "backlog")
+	if err != nil {
+		return err
+	}
+	defer p.stop(30 * time.Second)
+	rss := sampleRSS(p.pid())
+	defer rss.close()
+
+	halfRSS := 0.0
+	timeout := time.After(o.runTimeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for {
+		select {
+		case <-complete:
+			break wait
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timeout:
+			mu.Lock()
+			n := count
+			mu.Unlock()
+			return fmt.Errorf("output incomplete after %s: %d of %d records visible", o.runTimeout, n, in.Expected)
+		case <-tick.C:
+			if p.exited() {
+				return p.failure()
+			}
+			mu.Lock()
+			n := count
+			mu.Unlock()
+			if halfRSS == 0 && n >= in.Expected/2 {
+				halfRSS, _ = rss.now()
+			}
+		}
+	}
+	endRSS, peak := rss.now()
+	if halfRSS == 0 {
+		halfRSS = endRSS // the second half came within one sample
+	}
+	// Anything more that shows up now is a duplicate.
+	time.Sleep(time.Second + iv)
+	if c.scrape != nil {
+		if m, err := c.scrape(s); err == nil {
+			r.CheckpointBacklog = m
+		}
+	}
+	p.stop(30 * time.Second)
+
+	mu.Lock()
+	defer mu.Unlock()
+	r.Records = in.Expected
+	span := lastAt.Sub(firstAt).Seconds()
+	if span > 0 {
+		r.Throughput = float64(in.Expected-firstCount) / span
+	}
+	r.StartupS = firstAt.Sub(started).Seconds()
+	r.WallS = lastAt.Sub(started).Seconds()
+	r.PeakRSSMB, r.HalfRSSMB, r.EndRSSMB = peak, halfRSS, endRSS
+	if d, ok := reader.commitCadence(firstAt, lastAt); ok {
+		r.CommitLoadMS = float64(d.Microseconds()) / 1000
+	}
+	var problems []string
+	if count != in.Expected {
+		problems = append(problems, fmt.Sprintf("%d records, %d expected", count, in.Expected))
+	}
+	if in.Workload == "wordcount" {
+		wrong := 0
+		for w, n := range in.counts {
+			if maxCount[w] != n {
+				wrong++
+			}
+		}
+		if len(maxCount) != len(in.counts) || wrong > 0 || badValues > 0 {
+			problems = append(problems, fmt.Sprintf("%d of %d words with a wrong final count, %d extra words, %d bad values",
+				wrong, len(in.counts), max(0, len(maxCount)-len(in.counts)), badValues))
+		}
+	}
+	r.Check = "ok"
+	if len(problems) > 0 {
+		r.Check = strings.Join(problems, "; ")
+	}
+	return nil
+}
+
+// pacedRun: records at a fixed rate into fresh topics; latency, then
+// recovery from SIGKILL.
+func pacedRun(ctx context.Context, k *kafka, o *options, c *contender, workload, id string, iv time.Duration, dir string, r *result) error {
+	in, out := id+"-in", id+"-out"
+	defer k.deletePrefix(id)
+	for _, t := range []string{in, out} {
+		if err := k.createTopic(ctx, t, o.partitions); err != nil {
+			return err
+		}
+	}
+	s := spec{Brokers: k.brokers, Job: workload, In: in, Out: out, ID: id, Interval: iv, Dir: dir, HTTPPort: freePort()}
+
+	// Every paced record carries its sequence number: the value of a copy
+	// record, the (only) word of a word-count line and so the output key.
+	var (
+		mu          sync.Mutex
+		sent        []time.Time
+		seen        []time.Time
+		warm        bool
+		after       time.Time // recovery: the first record sent after this...
+		afterSeq    = -1      // ...has this sequence number
+		recovered   time.Time
+		recoveredCh = make(chan struct{})
+	)
+	tag := func(rec *kgo.Record) []byte {
+		if workload == "wordcount" {
+			return rec.Key
+		}
+		return rec.Value
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	reader, err := k.readOutput(rctx, out, func(rs []*kgo.Record, at time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, rec := range rs {
+			t := tag(rec)
+			switch {
+			case bytes.HasPrefix(t, []byte("W")):
+				warm = true
+			case bytes.HasPrefix(t, []byte("L")):
+				n, err := strconv.Atoi(string(t[1:]))
+				if err != nil || n >= len(seen) {
+					continue
+				}
+				if seen[n].IsZero() {
+					seen[n] = at
+				}
+				if afterSeq >= 0 && n >= afterSeq && recovered.IsZero() {
+					recovered = at
+					close(recoveredCh)
+				}
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer reader.close()
+
+	prod, err := kgo.NewClient(kgo.SeedBrokers(k.brokers...), kgo.DefaultProduceTopic(in),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0))
+	if err != nil {
+		return err
+	}
+	defer prod.Close()
+	send := func(value string, partition int32) {
+		prod.Produce(ctx, &kgo.Record{Value: []byte(value), Partition: partition}, nil)
+	}
+
+	p, err := startProc(o, c, s, "paced")
+	if err != nil {
+		return err
+	}
+	defer func() { p.stop(30 * time.Second) }()
+	rss := sampleRSS(p.pid())
+
+	// Warm up: a marker every 250 ms until one comes out (JVM start,
+	// group join, first checkpoint).
+	warmDeadline := time.Now().Add(3 * time.Minute)
+	for n := 0; ; n++ {
+		mu.Lock()
+		ok := warm
+		mu.Unlock()
+		if ok {
+			break
+		}
+		if p.exited() {
+			rss.close()
+			return p.failure()
+		}
+		if time.Now().After(warmDeadline) || ctx.Err() != nil {
+			rss.close()
+			return errors.New("no output within 3 minutes of the start")
+		}
+		send(fmt.Sprintf("W%d", n), int32(n)%o.partitions)
+		time.Sleep(250 * time.Millisecond)
+	}
+
+	// pace sends records at o.paceRate until stop is closed.
+	pace := func(stop <-chan struct{}) {
+		const step = 10 * time.Millisecond
+		perStep := max(1, o.paceRate*int(step)/int(time.Second))
+		t := time.NewTicker(step)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			for range perStep {
+				mu.Lock()
+				n := len(sent)
+				sent = append(sent, time.Now())
+				seen = append(seen, time.Time{})
+				mu.Unlock()
+				send(fmt.Sprintf("L%d", n), int32(n)%o.partitions)
+			}
+		}
+	}
+	phaseStart := time.Now()
+	stop1 := make(chan struct{})
+	go func() { time.Sleep(o.paceFor); close(stop1) }()
+	pace(stop1)
+	mu.Lock()
+	phaseN := len(sent)
+	mu.Unlock()
+	// Wait for every paced record, bounded.
+	deadline := time.Now().Add(30*time.Second + 2*iv)
+	for {
+		mu.Lock()
+		missing := 0
+		for _, t := range seen[:phaseN] {
+			if t.IsZero() {
+				missing++
+			}
+		}
+		mu.Unlock()
+		if missing == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	phaseEnd := time.Now()
+	_, r.PacedPeakRSSMB = rss.now()
+	rss.close()
+	if c.scrape != nil {
+		if m, err := c.scrape(s); err == nil {
+			r.CheckpointPaced = m
+		}
+	}
+
+	mu.Lock()
+	var lat []float64
+	missing := 0
+	for i := range phaseN {
+		if seen[i].IsZero() {
+			missing++
+			continue
+		}
+		lat = append(lat, float64(seen[i].Sub(sent[i]).Microseconds())/1000)
+	}
+	mu.Unlock()
+	slices.Sort(lat)
+	r.LatencyN, r.LatencyMissing = len(lat), missing
+	if len(lat) > 0 {
+		r.P50MS, r.P99MS, r.MaxMS = quantile(lat, 0.5), quantile(lat, 0.99), lat[len(lat)-1]
+	}
+	if d, ok := reader.commitCadence(phaseStart, phaseEnd); ok {
+		r.CommitPacedMS = float64(d.Microseconds()) / 1000
+	}
+	if missing > 0 {
+		return fmt.Errorf("%d of %d paced records never became visible", missing, phaseN)
+	}
+
+	if !o.recovery || !c.restartable {
+		return nil
+	}
+	stop2 := make(chan struct{})
+	paced := make(chan struct{})
+	go func() { pace(stop2); close(paced) }()
+	defer func() { close(stop2); <-paced }()
+	time.Sleep(2*time.Second + iv)
+	mu.Lock()
+	after, afterSeq = time.Now(), len(sent)
+	killedAt := after
+	mu.Unlock()
+	p.kill()
+	p2, err := startProc(o, c, s, "restarted")
+	if err != nil {
+		return err
+	}
+	p = p2 // stopped by the deferred stop
+	select {
+	case <-recoveredCh:
+		mu.Lock()
+		r.RecoveryS = recovered.Sub(killedAt).Seconds()
+		mu.Unlock()
+	case <-time.After(3 * time.Minute):
+		return errors.New("no output of new input within 3 minutes of the restart")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+func quantile(sorted []float64, q float64) float64 {
+	// Nearest rank.
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func httpClient() *http.Client { return &http.Client{Timeout: 5 * time.Second} }

@@ -1,0 +1,332 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// result holds every figure of one contender, workload and interval.
+type result struct {
+	Contender  string `json:"contender"`
+	Workload   string `json:"workload"`
+	IntervalMS int64  `json:"interval_ms"` // 0: the contender has none
+	Err        string `json:"error,omitempty"`
+
+	// Backlog run.
+	Records           int      `json:"records"`
+	Throughput        float64  `json:"throughput_rps"`
+	StartupS          float64  `json:"startup_s"`
+	WallS             float64  `json:"wall_s"`
+	CommitLoadMS      float64  `json:"commit_cadence_load_ms"`
+	PeakRSSMB         float64  `json:"peak_rss_mib"`
+	HalfRSSMB         float64  `json:"rss_at_half_mib"`
+	EndRSSMB          float64  `json:"rss_at_end_mib"`
+	Check             string   `json:"output_check"`
+	CheckpointBacklog *ckStats `json:"checkpoints_backlog,omitempty"`
+
+	// Paced run.
+	LatencyN        int      `json:"latency_samples"`
+	LatencyMissing  int      `json:"latency_missing"`
+	P50MS           float64  `json:"latency_p50_ms"`
+	P99MS           float64  `json:"latency_p99_ms"`
+	MaxMS           float64  `json:"latency_max_ms"`
+	CommitPacedMS   float64  `json:"commit_cadence_paced_ms"`
+	PacedPeakRSSMB  float64  `json:"paced_peak_rss_mib"`
+	RecoveryS       float64  `json:"recovery_s"` // -1: not measured
+	CheckpointPaced *ckStats `json:"checkpoints_paced,omitempty"`
+}
+
+func (r *result) summary() string {
+	s := fmt.Sprintf("%.0f rec/s, p50 %.0f ms, p99 %.0f ms, peak RSS %.0f MiB, recovery %s, output %s",
+		r.Throughput, r.P50MS, r.P99MS, r.PeakRSSMB, secs(r.RecoveryS), r.Check)
+	if r.Err != "" {
+		s += ", error: " + r.Err
+	}
+	return s
+}
+
+type report struct {
+	Started    time.Time         `json:"started"`
+	Took       time.Duration     `json:"took_ns"`
+	Quick      bool              `json:"quick"`
+	Brokers    string            `json:"brokers"`
+	Machine    string            `json:"machine"`
+	Inputs     map[string]*input `json:"inputs"`
+	Results    []*result         `json:"results"`
+	Intervals  []time.Duration   `json:"intervals_ns"`
+	Workloads  []string          `json:"workloads"`
+	Contenders []string          `json:"contenders"`
+	Options    *options          `json:"-"`
+	Labels     map[string]string `json:"labels"`
+	Targets    []targetCheck     `json:"targets"`
+}
+
+type targetCheck struct {
+	Target   string `json:"target"`
+	Measured string `json:"measured"`
+	Met      string `json:"met"`
+}
+
+func (rep *report) find(contender, workload string, intervalMS int64) *result {
+	for _, r := range rep.Results {
+		if r.Contender == contender && r.Workload == workload && (r.IntervalMS == intervalMS || r.IntervalMS == 0) && r.Err == "" && r.Throughput > 0 {
+			return r
+		}
+	}
+	return nil
+}
+
+func (rep *report) write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	rep.Labels = map[string]string{}
+	for _, c := range contenders {
+		rep.Labels[c.name] = c.label
+	}
+	rep.Targets = rep.targets()
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	if err := writeChart(filepath.Join(dir, "chart.png"), rep); err != nil {
+		return fmt.Errorf("chart: %w", err)
+	}
+	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(rep.markdown()), 0o644)
+}
+
+func (rep *report) targets() []targetCheck {
+	var out []targetCheck
+	met := func(ok bool) string {
+		if ok {
+			return "yes"
+		}
+		return "**no**"
+	}
+	for _, iv := range rep.Intervals {
+		ms := iv.Milliseconds()
+		want := 0.6
+		if iv >= time.Second {
+			want = 0.8
+		}
+		t := targetCheck{Target: fmt.Sprintf("copy at %s: onceflow ≥ %.1f × limit", iv, want), Measured: "not measured", Met: "–"}
+		if of, lim := rep.find("onceflow", "copy", ms), rep.find("limit", "copy", 0); of != nil && lim != nil {
+			x := of.Throughput / lim.Throughput
+			t.Measured, t.Met = fmt.Sprintf("%.2f × (%s vs %s rec/s)", x, num(of.Throughput), num(lim.Throughput)), met(x >= want)
+		}
+		out = append(out, t)
+	}
+	for _, iv := range rep.Intervals {
+		ms := iv.Milliseconds()
+		t := targetCheck{Target: fmt.Sprintf("word count at %s: onceflow ≥ 2 × Kafka Streams", iv), Measured: "not measured", Met: "–"}
+		if of, ks := rep.find("onceflow", "wordcount", ms), rep.find("kstreams", "wordcount", ms); of != nil && ks != nil {
+			x := of.Throughput / ks.Throughput
+			t.Measured, t.Met = fmt.Sprintf("%.2f × (%s vs %s rec/s)", x, num(of.Throughput), num(ks.Throughput)), met(x >= 2)
+		}
+		out = append(out, t)
+	}
+	for _, w := range rep.Workloads {
+		for _, iv := range rep.Intervals {
+			ms := iv.Milliseconds()
+			t := targetCheck{Target: fmt.Sprintf("%s at %s: onceflow p99 ≤ %d ms", w, iv, ms+50), Measured: "not measured", Met: "–"}
+			if of := rep.find("onceflow", w, ms); of != nil && of.LatencyN > 0 {
+				t.Measured, t.Met = fmt.Sprintf("%.0f ms", of.P99MS), met(of.P99MS <= float64(ms+50))
+			}
+			out = append(out, t)
+		}
+	}
+	for _, w := range rep.Workloads {
+		for _, iv := range rep.Intervals {
+			ms := iv.Milliseconds()
+			t := targetCheck{Target: fmt.Sprintf("%s at %s: onceflow memory flat under the backlog (RSS at the end ≤ 1.1 × at half)", w, iv), Measured: "not measured", Met: "–"}
+			if of := rep.find("onceflow", w, ms); of != nil && of.HalfRSSMB > 0 {
+				t.Measured = fmt.Sprintf("%.0f → %.0f MiB (peak %.0f)", of.HalfRSSMB, of.EndRSSMB, of.PeakRSSMB)
+				t.Met = met(of.EndRSSMB <= 1.1*of.HalfRSSMB)
+			}
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (rep *report) markdown() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	mode := "full"
+	if rep.Quick {
+		mode = "quick (-quick: small input, not for conclusions)"
+	}
+	p("# onceflow benchmark results\n\n")
+	p("Measured by `bench/cmd/compare` (`make bench`) on %s; the run took %s. Mode: %s.\n\n", rep.Started.Format("2006-01-02 15:04 MST"), rep.Took.Round(time.Second), mode)
+	p("- Machine: %s. Broker, contenders and the harness share it.\n", rep.Machine)
+	p("- Cluster: %s (a single local Kafka 4.1.1 node unless KAFKA_BOOTSTRAP was set).\n", rep.Brokers)
+	for _, w := range rep.Workloads {
+		in := rep.Inputs[w]
+		if in == nil {
+			continue
+		}
+		p("- Input %s: %s records in 8 partitions (%.1f MB), %s output records expected.\n", w, num(float64(in.Records)), float64(in.Bytes)/1e6, num(float64(in.Expected)))
+	}
+	p("- Parallelism %d everywhere (stream threads, subtasks); JVMs with -Xmx1g.\n\n", rep.Options.parallelism)
+	p("![throughput and p99 latency against the checkpoint interval](chart.png)\n\n")
+
+	p("## Targets\n\n| target | measured | met |\n|---|---|---|\n")
+	for _, t := range rep.Targets {
+		p("| %s | %s | %s |\n", t.Target, t.Measured, t.Met)
+	}
+	p("\n")
+
+	for _, w := range rep.Workloads {
+		p("## %s\n\n", w)
+		p("| contender | interval | throughput (rec/s) | × limit | onceflow / this | p50 ms | p99 ms | max ms | commit every (load / paced) ms | peak RSS MiB | RSS half → end MiB | recovery s | startup s | output |\n")
+		p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		lim := rep.find("limit", w, 0)
+		for _, r := range rep.Results {
+			if r.Workload != w {
+				continue
+			}
+			iv := "–"
+			if r.IntervalMS > 0 {
+				iv = time.Duration(r.IntervalMS * int64(time.Millisecond)).String()
+			}
+			if r.Err != "" && r.Throughput == 0 {
+				p("| %s | %s | failed: %s |||||||||||||\n", r.Contender, iv, mdEscape(r.Err))
+				continue
+			}
+			xlim, vs := "", ""
+			if lim != nil && r.Throughput > 0 {
+				xlim = fmt.Sprintf("%.2f", r.Throughput/lim.Throughput)
+			}
+			if of := rep.find("onceflow", w, r.IntervalMS); of != nil && r.Throughput > 0 && r.Contender != "onceflow" {
+				vs = fmt.Sprintf("%.2f", of.Throughput/r.Throughput)
+			}
+			check := r.Check
+			if r.Err != "" {
+				check += "; " + r.Err
+			}
+			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %.0f | %.0f → %.0f | %s | %.1f | %s |\n",
+				r.Contender, iv, num(r.Throughput), xlim, vs, ms(r.P50MS, r.LatencyN), ms(r.P99MS, r.LatencyN), ms(r.MaxMS, r.LatencyN),
+				msOrDash(r.CommitLoadMS), msOrDash(r.CommitPacedMS), r.PeakRSSMB, r.HalfRSSMB, r.EndRSSMB, secs(r.RecoveryS), r.StartupS, mdEscape(check))
+		}
+		p("\n")
+	}
+
+	p("## Ratios\n\nThroughput and p99 of onceflow divided by each contender's, same workload and interval (limit: its only run). Above 1 is better for throughput, below 1 is better for p99.\n\n")
+	p("| workload | interval | contender | throughput onceflow/this | p99 onceflow/this |\n|---|---|---|---|---|\n")
+	for _, w := range rep.Workloads {
+		for _, iv := range rep.Intervals {
+			of := rep.find("onceflow", w, iv.Milliseconds())
+			if of == nil {
+				continue
+			}
+			for _, c := range rep.Contenders {
+				if c == "onceflow" {
+					continue
+				}
+				o := rep.find(c, w, iv.Milliseconds())
+				if o == nil {
+					continue
+				}
+				pr := ""
+				if o.P99MS > 0 && of.P99MS > 0 {
+					pr = fmt.Sprintf("%.2f", of.P99MS/o.P99MS)
+				}
+				p("| %s | %s | %s | %.2f | %s |\n", w, iv, c, of.Throughput/o.Throughput, pr)
+			}
+		}
+	}
+	p("\n")
+
+	var ckpt []string
+	for _, r := range rep.Results {
+		for _, x := range []struct {
+			run string
+			st  *ckStats
+		}{{"backlog", r.CheckpointBacklog}, {"paced", r.CheckpointPaced}} {
+			if x.st != nil {
+				ckpt = append(ckpt, fmt.Sprintf("| %s | %dms | %s | %d | %.0f | %.0f | %.0f | %.0f |", r.Workload, r.IntervalMS, x.run,
+					x.st.Completed, x.st.EveryMS, x.st.P50MS, x.st.MaxMS, x.st.AlignMaxMS))
+			}
+		}
+	}
+	if len(ckpt) > 0 {
+		p("## onceflow's checkpoints, from its job API\n\n")
+		p("The processor's /api/v1/checkpoints history (its most recent checkpoints) at the end of each run.\n\n")
+		p("| workload | interval | run | completed | trigger gap p50 ms | duration p50 ms | duration max ms | alignment max ms |\n|---|---|---|---|---|---|---|---|\n")
+		p("%s\n\n", strings.Join(ckpt, "\n"))
+	}
+
+	p("## How each figure is measured\n\n")
+	p(`Everything is measured from outside the contender, which runs as its own process.
+
+- **throughput**: backlog run. The whole input is in the topic before the contender starts. A read_committed reader of the output counts records; throughput is the records that became visible after the first visible poll, divided by the time from that poll to the one that completed the output. JVM start and group join are excluded (see *startup*: contender start → first visible output).
+- **output**: the reader keeps reading for 1 s + the interval after completion; "ok" means exactly the expected number of records and, for the word count, every word's last count equal to its number of occurrences.
+- **p50 / p99 / max latency**: paced run on fresh topics, %d records/s for %s after a warm-up. Each record's sequence number is its value (copy) or its only word (word count); latency is from the produce call to the poll of a read_committed reader that returned it.
+- **commit every**: median gap between commit markers on an output partition (markers within 30 ms of each other count as one commit), under the backlog and in the paced run. Kafka Streams threads commit on their own timers, so two threads writing one partition can show half the interval.
+- **peak RSS**: VmHWM of the contender process in the backlog run; *RSS half → end*: VmRSS when half and when all of the output was visible (flat means bounded buffers under the backlog).
+- **recovery**: paced run, after the latency phase: SIGKILL to the contender's process group while input keeps coming, start it again at once, and time until the first record produced after the kill is visible under read_committed. Includes process start (a JVM's too) and, for group-based contenders, taking the partitions back (static membership, 6 s session timeout).
+
+Contender settings:
+
+`, rep.Options.paceRate, rep.Options.paceFor)
+	for _, name := range rep.Contenders {
+		p("- **%s**: %s. %s\n", name, rep.Labels[name], contenderNotes[name])
+	}
+	p("\nReproduce: `make bench` (full) or `make bench-quick`; `go run ./bench/cmd/compare -h` lists the flags.\n")
+	return b.String()
+}
+
+var contenderNotes = map[string]string{
+	"limit":     "bench/cmd/gopipe -mode plain: one franz-go client consumes in a group and produces asynchronously, auto-committed offsets, no transactions; the word count keeps counts in a Go map. What a Go program gets from Kafka with no guarantee: the ceiling.",
+	"franz-txn": "bench/cmd/gopipe -mode txn: kgo.GroupTransactSession, read_committed, a transaction (records + consumed offsets) committed every interval.",
+	"kstreams":  "bench/streams: processing.guarantee=exactly_once_v2, commit.interval.ms = interval, num.stream.threads = parallelism, statestore.cache.max.bytes=0 so the count emits every update like the others (RocksDB store with changelog, groupBy through a repartition topic).",
+	"flink":     "bench/flink: Flink 2.0.0 local mini cluster in one JVM, flink-connector-kafka 4.0.0-2.0 (kafka-clients 3.9), KafkaSource → keyBy/ValueState (heap) → KafkaSink EXACTLY_ONCE, aligned checkpoints every interval written to files (retained), object reuse on; a restarted process resumes from the newest retained checkpoint.",
+	"onceflow":  "`processor run --config` with the built-in copy / wordcount job, exactly_once sink, aligned checkpoints every interval, memory state for the copy and Pebble for the word count, restart strategy none (the harness restarts the process).",
+}
+
+func num(f float64) string {
+	if f == 0 {
+		return "–"
+	}
+	s := fmt.Sprintf("%.0f", f)
+	var out []byte
+	for i, c := range []byte(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, c)
+	}
+	return string(out)
+}
+
+func ms(v float64, n int) string {
+	if n == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func msOrDash(v float64) string {
+	if v == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func secs(v float64) string {
+	if v < 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func mdEscape(s string) string {
+	return strings.NewReplacer("|", "\\|", "\n", " ").Replace(s)
+}
