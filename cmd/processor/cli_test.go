@@ -405,3 +405,20 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A taken HTTP port fails the run before the job is built.
+func TestRunListenAddressTaken(t *testing.T) {
+	dir := t.TempDir()
+	first := startRun(t, newMemJob(1000, time.Millisecond), nil, "--config", jobConfig(t, dir, ""))
+	addr := first.addr()
+	r := &testRun{t: t, sigs: make(chan os.Signal, 1)}
+	var stdout, stderr syncBuffer
+	code := execute(context.Background(), newRootDeps(testDeps(newMemJob(10, 0), r, nil)),
+		[]string{"run", "--config", jobConfig(t, t.TempDir(), ""), "--set", "http.listen=" + addr}, &stdout, &stderr)
+	if last := lastLine(stderr.String()); code != 1 || !strings.Contains(last, "http.listen") || !strings.Contains(last, addr) {
+		t.Fatalf("exit %d, last line %q; want exit 1 naming http.listen and %s", code, last, addr)
+	}
+	if r.built.Load() != 0 {
+		t.Fatal("the job was built without its listener")
+	}
+}

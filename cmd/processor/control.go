@@ -49,6 +49,11 @@ func (c *control) stopWithSavepoint(ctx context.Context) (string, error) {
 	start := time.Now()
 	c.log.Info("stopping the job with a savepoint", "timeout", c.stopTimeout)
 	path, err := c.job.StopWithSavepoint(ctx)
+	if err != nil && c.ended.Err() != nil && c.job.Status().State == "STOPPED" {
+		// The job stopped with the savepoint as the wait for the answer
+		// ended with it.
+		path, err = c.lastSavepoint(), nil
+	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -80,8 +85,12 @@ func (c *control) savepoint(ctx context.Context) (string, error) {
 	return path, nil
 }
 
-// cancel ends the job at once, without a savepoint.
+// cancel ends the job at once, without a savepoint (nothing to do once
+// it ended).
 func (c *control) cancel(cause error) {
+	if c.ended.Err() != nil {
+		return
+	}
 	c.log.Warn("cancelling the job", "cause", cause)
 	c.cancelJob(cause)
 }
@@ -96,6 +105,11 @@ func (c *control) stoppedPath() string {
 	if p != "" {
 		return p
 	}
+	return c.lastSavepoint()
+}
+
+// lastSavepoint is the newest completed savepoint of the history.
+func (c *control) lastSavepoint() string {
 	hist := c.job.Status().Checkpoints
 	for i := len(hist) - 1; i >= 0; i-- {
 		if cs := hist[i]; cs.Savepoint && cs.Status == "COMPLETED" {

@@ -149,6 +149,14 @@ func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	// Listen first: a taken port fails before anything else is touched.
+	var ln net.Listener
+	if cfg.HTTP.Listen != "" {
+		if ln, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+			return fmt.Errorf("http.listen: %w", err)
+		}
+		defer ln.Close() // when serving never started; Serve closes it too
+	}
 	pingCtx, cancelPing := context.WithTimeout(ctx, f.connectTimeout)
 	err = d.ping(pingCtx, opts, cfg.Kafka.Brokers)
 	cancelPing()
@@ -182,13 +190,9 @@ func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) e
 
 	var srv *http.Server
 	srvDone := make(chan struct{})
-	if cfg.HTTP.Listen == "" {
+	if ln == nil {
 		close(srvDone)
 	} else {
-		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
-		if err != nil {
-			return fmt.Errorf("http.listen: %w", err)
-		}
 		addr := ln.Addr().String()
 		api := &apiServer{o: o, ctl: ctl, reg: newRegistry(o, cfg.Job.Name), log: log}
 		srv = &http.Server{Handler: api.handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
