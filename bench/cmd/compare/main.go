@@ -80,7 +80,7 @@ func run() error {
 	var o options
 	var intervals, contenders, workloads string
 	flag.BoolVar(&o.quick, "quick", false, "a small input and short paced runs, to check the setup in a few minutes")
-	flag.IntVar(&o.copyRecords, "records", 0, "records in the copy input (default 3,000,000; 200,000 with -quick)")
+	flag.IntVar(&o.copyRecords, "records", 0, "records in the copy input (default 5,000,000; 200,000 with -quick)")
 	flag.IntVar(&o.wcLines, "lines", 0, "lines in the word-count input (default 500,000; 40,000 with -quick)")
 	flag.IntVar(&o.wordsPerLine, "words-per-line", 5, "words per word-count line")
 	flag.IntVar(&o.vocabulary, "vocabulary", 10000, "distinct words (drawn with a Zipf distribution)")
@@ -101,7 +101,7 @@ func run() error {
 	flag.Parse()
 
 	if o.copyRecords == 0 {
-		o.copyRecords = pick(o.quick, 200_000, 3_000_000)
+		o.copyRecords = pick(o.quick, 200_000, 5_000_000)
 	}
 	if o.wcLines == 0 {
 		o.wcLines = pick(o.quick, 40_000, 500_000)

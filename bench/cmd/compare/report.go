@@ -185,8 +185,8 @@ func (rep *report) markdown() string {
 
 	for _, w := range rep.Workloads {
 		p("## %s\n\n", w)
-		p("| contender | interval | throughput (rec/s) | × limit | onceflow / this | p50 ms | p99 ms | max ms | commit every (load / paced) ms | peak RSS MiB | RSS half → end MiB | recovery s | startup s | output |\n")
-		p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		p("| contender | interval | throughput (rec/s) | × limit | onceflow / this | p50 ms | p99 ms | max ms | commit every (load / paced) ms | peak RSS MiB | RSS half → end MiB | recovery s | startup s | wall s | output |\n")
+		p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		lim := rep.find("limit", w, 0)
 		for _, r := range rep.Results {
 			if r.Workload != w {
@@ -197,7 +197,7 @@ func (rep *report) markdown() string {
 				iv = time.Duration(r.IntervalMS * int64(time.Millisecond)).String()
 			}
 			if r.Err != "" && r.Throughput == 0 {
-				p("| %s | %s | failed: %s |||||||||||||\n", r.Contender, iv, mdEscape(r.Err))
+				p("| %s | %s | failed: %s ||||||||||||||\n", r.Contender, iv, mdEscape(r.Err))
 				continue
 			}
 			xlim, vs := "", ""
@@ -211,9 +211,9 @@ func (rep *report) markdown() string {
 			if r.Err != "" {
 				check += "; " + r.Err
 			}
-			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %.0f | %.0f → %.0f | %s | %.1f | %s |\n",
+			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %.0f | %.0f → %.0f | %s | %.1f | %.1f | %s |\n",
 				r.Contender, iv, num(r.Throughput), xlim, vs, ms(r.P50MS, r.LatencyN), ms(r.P99MS, r.LatencyN), ms(r.MaxMS, r.LatencyN),
-				msOrDash(r.CommitLoadMS), msOrDash(r.CommitPacedMS), r.PeakRSSMB, r.HalfRSSMB, r.EndRSSMB, secs(r.RecoveryS), r.StartupS, mdEscape(check))
+				msOrDash(r.CommitLoadMS), msOrDash(r.CommitPacedMS), r.PeakRSSMB, r.HalfRSSMB, r.EndRSSMB, secs(r.RecoveryS), r.StartupS, r.WallS, mdEscape(check))
 		}
 		p("\n")
 	}
@@ -266,7 +266,7 @@ func (rep *report) markdown() string {
 	p("## How each figure is measured\n\n")
 	p(`Everything is measured from outside the contender, which runs as its own process.
 
-- **throughput**: backlog run. The whole input is in the topic before the contender starts. A read_committed reader of the output counts records; throughput is the records that became visible after the first visible poll, divided by the time from that poll to the one that completed the output. JVM start and group join are excluded (see *startup*: contender start → first visible output).
+- **throughput**: backlog run. The whole input is in the topic before the contender starts. A read_committed reader of the output counts records; throughput is the output records divided by the time from the first visible poll to the poll that completed the output, plus one commit gap (the median under load, else the configured interval), since the first visible transaction holds about one gap of work. JVM start and group join are excluded (see *startup*: contender start → first visible output; *wall*: contender start → output complete).
 - **output**: the reader keeps reading for 1 s + the interval after completion; "ok" means exactly the expected number of records and, for the word count, every word's last count equal to its number of occurrences.
 - **p50 / p99 / max latency**: paced run on fresh topics, %d records/s for %s after a warm-up. Each record's sequence number is its value (copy) or its only word (word count); latency is from the produce call to the poll of a read_committed reader that returned it.
 - **commit every**: median gap between commit markers on an output partition (markers within 30 ms of each other count as one commit), under the backlog and in the paced run. Kafka Streams threads commit on their own timers, so two threads writing one partition can show half the interval.
