@@ -66,7 +66,7 @@ type options struct {
 	workDir      string
 	keepWorkDir  bool
 	onceflowBin  string
-	flinkEnabled bool
+	profile      string
 }
 
 func main() {
@@ -97,6 +97,7 @@ func run() error {
 	flag.StringVar(&o.cacheDir, "cache", "", "build cache for the Java contenders and binaries (default ~/.cache/onceflow)")
 	flag.StringVar(&o.workDir, "work", "", "scratch directory for state and logs (default a new temporary one)")
 	flag.BoolVar(&o.keepWorkDir, "keep", false, "keep the scratch directory (contender logs) after the run")
+	flag.StringVar(&o.profile, "profile", "", "record a CPU profile of this contender's backlog runs with perf (cpu-clock), into the results folder")
 	flag.StringVar(&o.onceflowBin, "processor", "", "onceflow processor binary (default: built from ./cmd/processor)")
 	flag.Parse()
 

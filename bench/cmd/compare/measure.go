@@ -11,6 +11,8 @@ import (
 	"math/rand"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -402,6 +404,11 @@ func backlogRun(ctx context.Context, k *kafka, o *options, c *contender, in *inp
 	defer p.stop(30 * time.Second)
 	rss := sampleRSS(p.pid())
 	defer rss.close()
+	var prof *profiler
+	if o.profile == c.name {
+		prof = startProfile(p.pid(), dir)
+		defer prof.stop()
+	}
 
 	halfRSS := 0.0
 	timeout := time.After(o.runTimeout)
@@ -432,6 +439,12 @@ wait:
 		}
 	}
 	endRSS, peak := rss.now()
+	if prof != nil {
+		name := fmt.Sprintf("profile-%s-%s-%dms.txt", c.name, in.Workload, iv.Milliseconds())
+		if err := prof.report(filepath.Join(o.resultsDir, name)); err != nil {
+			logf("profile: %v", err)
+		}
+	}
 	if halfRSS == 0 {
 		halfRSS = endRSS // the second half came within one sample
 	}
@@ -703,3 +716,65 @@ func quantile(sorted []float64, q float64) float64 {
 }
 
 func httpClient() *http.Client { return &http.Client{Timeout: 5 * time.Second} }
+
+// profiler is perf recording one process's on-CPU stacks.
+type profiler struct {
+	cmd  *exec.Cmd
+	data string
+	done chan struct{}
+}
+
+func startProfile(pid int, dir string) *profiler {
+	data := filepath.Join(dir, "perf.data")
+	cmd := exec.Command("perf", "record", "-e", "cpu-clock", "-F", "499", "-g", "-p", strconv.Itoa(pid), "-o", data)
+	if err := cmd.Start(); err != nil {
+		logf("profile: perf record: %v (install linux-perf)", err)
+		return nil
+	}
+	p := &profiler{cmd: cmd, data: data, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	return p
+}
+
+func (p *profiler) stop() {
+	if p == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// report stops the recording and writes the hottest functions (self
+// time, then with callees) to path.
+func (p *profiler) report(path string) error {
+	if p == nil {
+		return errors.New("perf did not start")
+	}
+	p.stop()
+	var b bytes.Buffer
+	for _, args := range [][]string{
+		{"report", "-i", p.data, "--stdio", "--no-children", "--sort", "symbol", "-g", "none", "--percent-limit", "0.7"},
+		{"report", "-i", p.data, "--stdio", "--children", "--sort", "symbol", "-g", "none", "--percent-limit", "4"},
+	} {
+		out, err := exec.Command("perf", args...).Output()
+		if err != nil {
+			return fmt.Errorf("perf %s: %w", strings.Join(args, " "), err)
+		}
+		fmt.Fprintf(&b, "$ perf %s\n", strings.Join(args, " "))
+		for _, line := range strings.Split(string(out), "\n") {
+			if line != "" && !strings.HasPrefix(line, "#") {
+				b.WriteString(strings.TrimRight(line, " -") + "\n")
+			}
+		}
+		b.WriteString("\n")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, b.Bytes(), 0o644)
+}
