@@ -67,6 +67,7 @@ type options struct {
 	keepWorkDir  bool
 	onceflowBin  string
 	profile      string
+	loadBefore   string
 }
 
 func main() {
@@ -157,6 +158,8 @@ func run() error {
 		}
 	}
 
+	o.loadBefore = loadAvg()
+	logf("load average before the run: %s (other work on the machine skews every figure)", o.loadBefore)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	started := time.Now()
@@ -227,7 +230,7 @@ func run() error {
 			}
 			for _, iv := range ivs {
 				if ctx.Err() != nil {
-					return ctx.Err()
+					break
 				}
 				seq++
 				r := &result{Contender: name, Workload: w, IntervalMS: iv.Milliseconds(), RecoveryS: -1}
@@ -244,8 +247,14 @@ func run() error {
 			}
 		}
 	}
-	if ctx.Err() != nil {
-		return ctx.Err()
+	interrupted := ctx.Err()
+	if interrupted != nil {
+		// Keep what was measured; the unfinished run is marked.
+		for _, r := range results {
+			if r.Err == "" && r.Throughput == 0 {
+				r.Err = "interrupted"
+			}
+		}
 	}
 	rep := &report{
 		Started:    started,
@@ -264,7 +273,7 @@ func run() error {
 		return err
 	}
 	logf("done in %s: %s", time.Since(started).Round(time.Second), filepath.Join(o.resultsDir, "results.md"))
-	return nil
+	return interrupted
 }
 
 // runOne measures one contender on one workload at one interval; failures
@@ -360,4 +369,18 @@ func machine() string {
 		mem = strings.Join(strings.Fields(line)[1:], " ")
 	}
 	return fmt.Sprintf("%s, MemTotal %s", cpus, mem)
+}
+
+// loadAvg is the 1-minute load average: other work on the machine skews
+// every figure.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
