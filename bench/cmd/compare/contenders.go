@@ -434,10 +434,12 @@ func (p *proc) stop(grace time.Duration) {
 	}
 }
 
-// failure describes an exited process with the tail of its log.
+// failure describes an exited process: its last log line first (the
+// report keeps the first line of an error), then the tail of its log.
 func (p *proc) failure() error {
 	b, _ := os.ReadFile(p.log)
-	return fmt.Errorf("the contender exited (%v); %s ends with:\n%s", p.err, p.log, tailLines(string(b), 15))
+	last := strings.TrimSpace(tailLines(string(b), 1))
+	return fmt.Errorf("the contender exited (%v): %s\n%s ends with:\n%s", p.err, last, p.log, tailLines(string(b), 15))
 }
 
 func tailLines(s string, n int) string {
