@@ -22,6 +22,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -99,11 +100,11 @@ func plain(ctx context.Context, opts []kgo.Opt, f transform) error {
 		return err
 	}
 	defer cl.Close()
-	var perr error
+	var perr atomic.Pointer[error] // the first failed produce
 	emit := func(r *kgo.Record) {
 		cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
-			if err != nil && perr == nil && ctx.Err() == nil {
-				perr = err
+			if err != nil && ctx.Err() == nil {
+				perr.CompareAndSwap(nil, &err)
 			}
 		})
 	}
@@ -113,8 +114,8 @@ func plain(ctx context.Context, opts []kgo.Opt, f transform) error {
 			return err
 		}
 		fs.EachRecord(func(r *kgo.Record) { f(r, emit) })
-		if perr != nil {
-			return perr
+		if err := perr.Load(); err != nil {
+			return *err
 		}
 	}
 	return nil
