@@ -238,11 +238,11 @@ func niceCeil(v float64) float64 {
 func compact(v float64) string {
 	switch {
 	case v >= 1e6:
-		return strings.TrimSuffix(strings.TrimSuffix(fmt.Sprintf("%.2f", v/1e6), "0"), ".0") + "M"
+		return fmt.Sprintf("%.3gM", v/1e6)
 	case v >= 1e3:
-		return strings.TrimSuffix(strings.TrimSuffix(fmt.Sprintf("%.1f", v/1e3), "0"), ".") + "K"
+		return fmt.Sprintf("%.3gK", v/1e3)
 	default:
-		return strings.TrimSuffix(strings.TrimSuffix(fmt.Sprintf("%.1f", v), "0"), ".")
+		return fmt.Sprintf("%.3g", v)
 	}
 }
 
