@@ -271,7 +271,9 @@ func (r *Reader) ownedPartitions(ctx context.Context) ([]Partition, error) {
 
 // discover adds partitions created since the last look, read from their
 // start. It runs on the subtask's goroutine between records, at most once
-// per DiscoveryInterval.
+// per DiscoveryInterval. A look cut short because ctx ended (the engine
+// cancels it to inject a barrier) is not an error: it is tried again at
+// the next call.
 func (r *Reader) discover(ctx context.Context) error {
 	if r.opts.DiscoveryInterval < 0 || r.opts.Now().Sub(r.lastDiscovery) < r.opts.DiscoveryInterval {
 		return nil
@@ -279,6 +281,10 @@ func (r *Reader) discover(ctx context.Context) error {
 	r.lastDiscovery = r.opts.Now()
 	owned, err := r.ownedPartitions(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			r.lastDiscovery = time.Time{}
+			return nil
+		}
 		return err
 	}
 	start := map[string]map[int32]kgo.Offset{}

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // These run on kfake for speed; the exactly-once proof runs on a real
@@ -246,5 +248,57 @@ func TestMalformedCheckpointEntryIsAnError(t *testing.T) {
 	_, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"in"}}, true, [][]byte{[]byte("{bad")})
 	if err == nil || !strings.Contains(err.Error(), "entry 0") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// The engine cancels Next's context to inject a barrier; a partition
+// discovery that the cancellation cuts short must not fail the job, and
+// is tried again on the next call.
+func TestDiscoveryCutShortByABarrierIsNotAnError(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// kadm answers from cached metadata younger than MetadataMinAge.
+	client := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.MetadataMinAge(10 * time.Millisecond)}
+	now := time.Unix(0, 0)
+	r, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"in"}, DiscoveryInterval: time.Minute,
+		Now: func() time.Time { return now }}, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	now = now.Add(2 * time.Minute) // discovery is due
+	time.Sleep(50 * time.Millisecond)
+
+	// The barrier arrives while discovery's metadata request is in flight.
+	barrier, inject := context.WithCancel(ctx)
+	var armed atomic.Bool
+	armed.Store(true)
+	c.ControlKey(kmsg.Metadata.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if armed.CompareAndSwap(true, false) {
+			inject()
+			time.Sleep(200 * time.Millisecond)
+		}
+		return nil, nil, false
+	})
+	if rec, ok, err := r.Next(barrier); err != nil || ok {
+		t.Fatalf("Next cut short by a barrier = %v, %v, %v; want no record and no error", rec, ok, err)
+	}
+	if armed.Load() {
+		t.Fatal("discovery sent no metadata request")
+	}
+	if !r.lastDiscovery.IsZero() {
+		t.Fatalf("the cut-short discovery counts as done at %v; it must be tried again", r.lastDiscovery)
+	}
+	produce(t, ctx, client, "in", 1, 0)
+	if got := readN(t, ctx, r, 1); !slices.Equal(got, []string{"r0000"}) {
+		t.Fatalf("after the retried discovery read %v, want [r0000]", got)
+	}
+	if !r.lastDiscovery.Equal(now) {
+		t.Fatalf("discovery not retried: last at %v, want %v", r.lastDiscovery, now)
 	}
 }
