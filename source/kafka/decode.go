@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -22,7 +23,8 @@ const (
 	// DecodeDeadLetter writes the raw record, with headers saying where it
 	// came from and why it failed, to a dead-letter topic before reading
 	// on. The write is synchronous and at-least-once: after a crash a
-	// record may reach the dead-letter topic twice, never zero times.
+	// record may reach the dead-letter topic twice, never zero times. A
+	// write that takes longer than 30 seconds fails the job attempt.
 	DecodeDeadLetter OnDecodeError = "dead_letter"
 )
 
@@ -55,6 +57,9 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 
 // NonRecoverable: restarting replays the same record into the same error.
 func (e *DecodeError) NonRecoverable() bool { return true }
+
+// deadLetterTimeout bounds one write to the dead-letter topic.
+const deadLetterTimeout = 30 * time.Second
 
 // Decoding reads records through a Reader and decodes them under a policy.
 type Decoding[T any] struct {
@@ -115,7 +120,13 @@ func (d *Decoding[T]) sendDeadLetter(ctx context.Context, rec *kgo.Record, cause
 			kgo.RecordHeader{Key: "onceflow.source.offset", Value: []byte(strconv.FormatInt(rec.Offset, 10))},
 			kgo.RecordHeader{Key: "onceflow.error", Value: []byte(cause.Error())},
 		)}
-	if err := d.dlq.ProduceSync(ctx, out).FirstErr(); err != nil {
+	// The record is already read: its offset is in the next snapshot. So
+	// the write must not stop when the engine cancels ctx to inject a
+	// barrier, only when it takes longer than deadLetterTimeout (then the
+	// attempt fails and the restore reads the record again).
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadLetterTimeout)
+	defer cancel()
+	if err := d.dlq.ProduceSync(wctx, out).FirstErr(); err != nil {
 		return fmt.Errorf("kafka source: writing record %s/%d@%d to dead-letter topic %s: %w", rec.Topic, rec.Partition, rec.Offset, d.dlqTo, err)
 	}
 	return nil

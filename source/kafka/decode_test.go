@@ -6,10 +6,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func atoiDecoder(r *kgo.Record) (int, error) { return strconv.Atoi(string(r.Value)) }
@@ -111,4 +114,54 @@ func TestDecodePolicies(t *testing.T) {
 			t.Fatalf("dead-letter headers %v", headers)
 		}
 	})
+}
+
+// A barrier cancels Next's context while a record is on its way to the
+// dead-letter topic: the write must go on (the record is already read and
+// will be in the checkpoint's offsets), not fail the job.
+func TestDeadLetterWriteOutlivesABarrier(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in", "dlq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	client := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	produceValues(t, ctx, client, "in", "bad")
+	r, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"in"}}, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	dlq, err := kgo.NewClient(client...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dlq.Close()
+	d, err := NewDecoding(r, atoiDecoder, DecodeDeadLetter, dlq, "dlq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The dead-letter producer's first request is its producer id; the
+	// barrier comes while it is answered.
+	barrier, inject := context.WithCancel(ctx)
+	var armed atomic.Bool
+	armed.Store(true)
+	c.ControlKey(kmsg.InitProducerID.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if armed.CompareAndSwap(true, false) {
+			inject()
+			time.Sleep(100 * time.Millisecond)
+		}
+		return nil, nil, false
+	})
+	if v, ok, err := d.Next(barrier); err != nil || ok {
+		t.Fatalf("Next = %v, %v, %v; want no value and no error", v, ok, err)
+	}
+	if armed.Load() {
+		t.Fatal("the dead-letter producer sent no InitProducerID")
+	}
+	if d.DeadLettered() != 1 {
+		t.Fatalf("dead-lettered %d records, want 1", d.DeadLettered())
+	}
 }
