@@ -1,0 +1,303 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/engine"
+)
+
+// SourceOptions configure a Source.
+type SourceOptions[T any] struct {
+	// Reader configures the Reader of every subtask: cluster, topics,
+	// start position, consumer group, isolation, partition discovery.
+	Reader ReaderOptions
+	// Decode turns a record into the job's input (required).
+	Decode Decoder[T]
+	// OnDecodeError is what happens to a record Decode refuses (default
+	// DecodeFail).
+	OnDecodeError OnDecodeError
+	// DeadLetterTopic receives refused records under DecodeDeadLetter.
+	DeadLetterTopic string
+	// LagInterval is the least time between two refreshes of a subtask's
+	// consumer lag (default 5s; negative: lag stays unknown). A refresh
+	// lists the partitions' end offsets from a goroutine of the subtask's
+	// reader, off the record path.
+	LagInterval time.Duration
+}
+
+// Source is the Kafka source of a job (engine.Source): every subtask
+// reads the partitions Owner assigns it through a Reader, decodes them
+// under the configured policy, and stores the next offset of each of its
+// partitions in every checkpoint. A completed checkpoint's offsets are
+// committed to the consumer group, for lag monitoring only: a restore
+// resumes at the checkpoint's offsets, never at the group's.
+//
+// Stats may be called from any goroutine.
+type Source[T any] struct {
+	opts SourceOptions[T]
+
+	mu   sync.Mutex
+	live map[*sourceReader[T]]struct{}
+	// done holds the counters of readers already closed, so that the
+	// totals never go down across job attempts.
+	done SourceStats
+}
+
+// SourceStats are the counters of a Source, summed over its subtasks and
+// every job attempt of the process.
+type SourceStats struct {
+	// RecordsRead counts every record read from Kafka, including those
+	// skipped or dead-lettered. Records read again after a restore count
+	// again.
+	RecordsRead int64
+	// DecodeSkipped counts records dropped under DecodeSkip.
+	DecodeSkipped int64
+	// DeadLettered counts records written to the dead-letter topic.
+	DeadLettered int64
+	// ConsumerLag is how many records the running subtasks have yet to
+	// read (end offset, or last stable offset under read_committed, minus
+	// the next offset to read, summed over partitions), as of each
+	// subtask's last refresh; -1 while unknown (no running subtask, or one
+	// that has not measured it yet). Under read_committed a transaction
+	// marker at the end of a partition may count as one record.
+	ConsumerLag int64
+}
+
+// NewSource checks opts and returns the source. Nothing connects to the
+// cluster until a subtask's reader is created.
+func NewSource[T any](opts SourceOptions[T]) (*Source[T], error) {
+	if opts.Decode == nil {
+		return nil, errors.New("kafka source: no decoder")
+	}
+	if len(opts.Reader.Topics) == 0 {
+		return nil, errors.New("kafka source: no topic to read")
+	}
+	if opts.OnDecodeError == "" {
+		opts.OnDecodeError = DecodeFail
+	}
+	if _, err := ParseOnDecodeError(string(opts.OnDecodeError)); err != nil {
+		return nil, fmt.Errorf("kafka source: %w", err)
+	}
+	if opts.OnDecodeError == DecodeDeadLetter && opts.DeadLetterTopic == "" {
+		return nil, errors.New("kafka source: the dead_letter policy needs a dead-letter topic")
+	}
+	if opts.LagInterval == 0 {
+		opts.LagInterval = 5 * time.Second
+	}
+	if opts.Reader.Logger == nil {
+		opts.Reader.Logger = slog.Default()
+	}
+	return &Source[T]{opts: opts, live: map[*sourceReader[T]]struct{}{}}, nil
+}
+
+// NewReader opens the reader of one subtask: its partitions positioned at
+// the offsets in restored when the job was restored (scope.Restored), at
+// the configured start position otherwise. See OpenReader.
+func (s *Source[T]) NewReader(ctx context.Context, scope engine.Scope, restored [][]byte) (engine.SourceReader[T], error) {
+	r, err := OpenReader(ctx, scope.Subtask, scope.Parallelism, s.opts.Reader, scope.Restored, restored)
+	if err != nil {
+		return nil, err
+	}
+	var dlq *kgo.Client
+	if s.opts.OnDecodeError == DecodeDeadLetter {
+		if dlq, err = kgo.NewClient(s.opts.Reader.ClientOpts...); err != nil {
+			r.Close()
+			return nil, fmt.Errorf("kafka source: creating the dead-letter producer for %s: %w", s.opts.DeadLetterTopic, err)
+		}
+	}
+	d, err := NewDecoding(r, s.opts.Decode, s.opts.OnDecodeError, dlq, s.opts.DeadLetterTopic)
+	if err != nil {
+		r.Close()
+		if dlq != nil {
+			dlq.Close()
+		}
+		return nil, err
+	}
+	sr := &sourceReader[T]{src: s, r: r, d: d, dlq: dlq}
+	sr.lag.Store(-1)
+	if s.opts.LagInterval > 0 {
+		lctx, stop := context.WithCancel(context.Background())
+		sr.lagReq = make(chan map[Partition]int64, 1)
+		sr.lagStop, sr.lagDone = stop, make(chan struct{})
+		go sr.measureLag(lctx) // owned by sr: Close stops and waits for it
+		sr.requestLag()
+	}
+	s.mu.Lock()
+	s.live[sr] = struct{}{}
+	s.mu.Unlock()
+	return sr, nil
+}
+
+// Stats returns the source's counters; safe for concurrent use.
+func (s *Source[T]) Stats() SourceStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.done
+	st.ConsumerLag = -1
+	if len(s.live) > 0 {
+		st.ConsumerLag = 0
+	}
+	for r := range s.live {
+		c := r.counters()
+		st.RecordsRead += c.RecordsRead
+		st.DecodeSkipped += c.DecodeSkipped
+		st.DeadLettered += c.DeadLettered
+		if lag := r.lag.Load(); lag < 0 || st.ConsumerLag < 0 {
+			st.ConsumerLag = -1
+		} else {
+			st.ConsumerLag += lag
+		}
+	}
+	return st
+}
+
+// sourceReader is one subtask's engine.SourceReader. Its methods run on
+// the subtask's goroutine; its counters and lag are atomics read by Stats.
+type sourceReader[T any] struct {
+	src *Source[T]
+	r   *Reader
+	d   *Decoding[T]
+	dlq *kgo.Client
+
+	emitted atomic.Int64
+	lag     atomic.Int64
+
+	lagReq   chan map[Partition]int64
+	lagStop  context.CancelFunc
+	lagDone  chan struct{}
+	lastLag  time.Time
+	closed   bool
+	closeErr error
+}
+
+func (sr *sourceReader[T]) counters() SourceStats {
+	skipped, dead := sr.d.Skipped(), sr.d.DeadLettered()
+	return SourceStats{RecordsRead: sr.emitted.Load() + skipped + dead, DecodeSkipped: skipped, DeadLettered: dead}
+}
+
+// Next returns the next decoded record; see Decoding.Next.
+func (sr *sourceReader[T]) Next(ctx context.Context) (T, bool, error) {
+	v, ok, err := sr.d.Next(ctx)
+	if ok {
+		sr.emitted.Add(1)
+	}
+	return v, ok, err
+}
+
+// SnapshotState returns the next offset of every partition of the
+// subtask; see Reader.SnapshotState.
+func (sr *sourceReader[T]) SnapshotState(checkpointID int64) ([][]byte, error) {
+	entries, err := sr.r.SnapshotState(checkpointID)
+	if err != nil {
+		return nil, err
+	}
+	if sr.lagReq != nil && time.Since(sr.lastLag) >= sr.src.opts.LagInterval {
+		sr.requestLag()
+	}
+	return entries, nil
+}
+
+// NotifyCheckpointComplete commits the checkpoint's offsets to the
+// consumer group, for monitoring only. A failed commit is logged by the
+// Reader and not returned: the checkpoint, not the group, is the truth.
+func (sr *sourceReader[T]) NotifyCheckpointComplete(ctx context.Context, checkpointID int64) error {
+	sr.r.NotifyCheckpointComplete(ctx, checkpointID)
+	return nil
+}
+
+// Close stops the lag goroutine, folds the counters into the Source's
+// totals and closes the clients. A second call does nothing.
+func (sr *sourceReader[T]) Close() error {
+	if sr.closed {
+		return sr.closeErr
+	}
+	sr.closed = true
+	if sr.lagStop != nil {
+		sr.lagStop()
+		<-sr.lagDone
+	}
+	s := sr.src
+	s.mu.Lock()
+	c := sr.counters()
+	s.done.RecordsRead += c.RecordsRead
+	s.done.DecodeSkipped += c.DecodeSkipped
+	s.done.DeadLettered += c.DeadLettered
+	delete(s.live, sr)
+	s.mu.Unlock()
+	if sr.dlq != nil {
+		if err := sr.dlq.Flush(context.Background()); err != nil {
+			sr.closeErr = fmt.Errorf("kafka source: flushing the dead-letter producer: %w", err)
+		}
+		sr.dlq.Close()
+	}
+	sr.r.Close()
+	return sr.closeErr
+}
+
+// requestLag hands the current positions to the lag goroutine, unless it
+// is still busy with earlier ones.
+func (sr *sourceReader[T]) requestLag() {
+	select {
+	case sr.lagReq <- maps.Clone(sr.r.next):
+		sr.lastLag = time.Now()
+	default:
+	}
+}
+
+// measureLag answers lag requests until ctx ends: it lists the end
+// offsets (last stable offsets under read_committed) of the source's
+// topics and stores the sum of what is left to read.
+func (sr *sourceReader[T]) measureLag(ctx context.Context) {
+	defer close(sr.lagDone)
+	log := sr.src.opts.Reader.Logger
+	for {
+		var next map[Partition]int64
+		select {
+		case <-ctx.Done():
+			return
+		case next = <-sr.lagReq:
+		}
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		var ends kadm.ListedOffsets
+		var err error
+		topics := sr.src.opts.Reader.Topics
+		if sr.src.opts.Reader.ReadUncommitted {
+			ends, err = sr.r.adm.ListEndOffsets(lctx, topics...)
+		} else {
+			ends, err = sr.r.adm.ListCommittedOffsets(lctx, topics...)
+		}
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Debug("kafka source: measuring consumer lag", "topics", topics, "err", err)
+			}
+			sr.lag.Store(-1)
+			continue
+		}
+		sr.lag.Store(lagOf(next, ends))
+	}
+}
+
+// lagOf sums end - next over the partitions of next; -1 when an end is
+// missing.
+func lagOf(next map[Partition]int64, ends kadm.ListedOffsets) int64 {
+	var sum int64
+	for p, off := range next {
+		e, ok := ends.Lookup(p.Topic, p.Partition)
+		if !ok || e.Err != nil {
+			return -1
+		}
+		sum += max(0, e.Offset-off)
+	}
+	return sum
+}
