@@ -41,10 +41,10 @@ func (w collectWriter[T]) Write(_ context.Context, v T) error {
 	w.c.mu.Unlock()
 	return nil
 }
-func (collectWriter[T]) SnapshotState(context.Context, int64) ([][]byte, error)  { return nil, nil }
-func (collectWriter[T]) NotifyCheckpointComplete(context.Context, int64) error { return nil }
-func (collectWriter[T]) NotifyCheckpointAborted(context.Context, int64) error  { return nil }
-func (collectWriter[T]) Close(context.Context) error                           { return nil }
+func (collectWriter[T]) SnapshotState(context.Context, int64) ([][]byte, error) { return nil, nil }
+func (collectWriter[T]) NotifyCheckpointComplete(context.Context, int64) error  { return nil }
+func (collectWriter[T]) NotifyCheckpointAborted(context.Context, int64) error   { return nil }
+func (collectWriter[T]) Close(context.Context) error                            { return nil }
 
 // runUntil runs j until cond holds, then stops it with a savepoint and
 // returns the savepoint's path.
