@@ -1,0 +1,267 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/state"
+	"github.com/onceflow/onceflow/twophase"
+)
+
+// SinkOptions configure a Sink.
+type SinkOptions struct {
+	// ClientOpts connect to the cluster (seed brokers, TLS, SASL).
+	ClientOpts []kgo.Opt
+	// Topic receives every record that names no topic of its own.
+	Topic string
+	// Delivery is the guarantee (default exactly_once).
+	Delivery Delivery
+	// TransactionalIDPrefix starts every transactional id of the job
+	// (exactly_once). Two jobs must never share one.
+	TransactionalIDPrefix string
+	// Slots is the number of transactional ids per subtask (default 4).
+	Slots int
+	// TransactionTimeout is the timeout of every transaction (default
+	// 15m); check it with CheckTransactionTimeout before running.
+	TransactionTimeout time.Duration
+	// Logger receives warnings (nil: slog.Default()).
+	Logger *slog.Logger
+}
+
+// Sink is the Kafka sink of a job (engine.Sink[*kgo.Record]).
+//
+// With exactly_once every subtask writes through a Transactor driven by
+// twophase.Sink: a transaction per checkpoint, pre-committed at the
+// barrier, committed when the checkpoint completes. NewWriter first
+// commits the transactions of the restored checkpoint and aborts what
+// failed attempts left open (twophase.Sink.Restore), so it can take as
+// long as those commits; a transaction that can no longer be committed is
+// a non-recoverable error saying data may be lost.
+//
+// With at_least_once every subtask writes through a Writer flushed at the
+// barrier (a produce failure fails the checkpoint); with none the barrier
+// does not wait. Should a restored checkpoint hold transactions of an
+// earlier exactly_once run of the job, NewWriter commits them first under
+// every guarantee.
+//
+// Stats may be called from any goroutine.
+type Sink struct {
+	opts SinkOptions
+
+	mu   sync.Mutex
+	live map[*txnWriter]struct{}
+}
+
+// SinkStats describe the transactions of the running subtasks.
+type SinkStats struct {
+	// PendingTransactions counts pre-committed transactions waiting for
+	// their checkpoint to complete (the open transaction is not counted).
+	PendingTransactions int
+	// OldestPending is the age of the oldest transaction not yet
+	// committed, pending or open; zero when there is none.
+	OldestPending time.Duration
+}
+
+// NewSink checks opts and returns the sink. Nothing connects to the
+// cluster until a subtask's writer is created.
+func NewSink(opts SinkOptions) (*Sink, error) {
+	if opts.Delivery == "" {
+		opts.Delivery = DeliveryExactlyOnce
+	}
+	if _, err := ParseDelivery(string(opts.Delivery)); err != nil {
+		return nil, fmt.Errorf("kafka sink: %w", err)
+	}
+	if opts.Delivery == DeliveryExactlyOnce && opts.TransactionalIDPrefix == "" {
+		return nil, errors.New("kafka sink: a transactional id prefix is required for exactly-once delivery")
+	}
+	if opts.TransactionTimeout <= 0 {
+		opts.TransactionTimeout = 15 * time.Minute
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Sink{opts: opts, live: map[*txnWriter]struct{}{}}, nil
+}
+
+// NewWriter opens the writer of one subtask. restored holds every
+// subtask's entries of the restored checkpoint (union redistribution).
+func (s *Sink) NewWriter(ctx context.Context, scope engine.Scope, restored [][]byte) (engine.SinkWriter[*kgo.Record], error) {
+	if s.opts.Delivery != DeliveryExactlyOnce {
+		if len(restored) > 0 {
+			if err := s.recoverOnly(ctx, scope, restored); err != nil {
+				return nil, err
+			}
+		}
+		w, err := NewWriter(s.opts.Delivery, s.opts.Topic, s.opts.ClientOpts)
+		if err != nil {
+			return nil, err
+		}
+		return plainWriter{w}, nil
+	}
+	tp, tr, err := s.restore(ctx, scope, restored)
+	if err != nil {
+		return nil, err
+	}
+	w := &txnWriter{sink: s, tp: tp, tr: tr}
+	w.publish()
+	s.mu.Lock()
+	s.live[w] = struct{}{}
+	s.mu.Unlock()
+	return w, nil
+}
+
+// restore creates the subtask's Transactor and twophase.Sink and runs the
+// recovery: commit what restored holds, abort what failed attempts left.
+func (s *Sink) restore(ctx context.Context, scope engine.Scope, restored [][]byte) (*twophase.Sink[*kgo.Record, Txn], *Transactor, error) {
+	tr, err := NewTransactor(ctx, scope.Subtask, TransactorOptions{
+		ClientOpts: s.opts.ClientOpts, Topic: s.opts.Topic, Prefix: s.opts.TransactionalIDPrefix,
+		Slots: s.opts.Slots, TransactionTimeout: s.opts.TransactionTimeout,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	tp := twophase.New[*kgo.Record, Txn](tr, state.JSONCodec[Txn]{},
+		twophase.Scope{Subtask: scope.Subtask, Parallelism: scope.Parallelism},
+		twophase.Options{TransactionTimeout: s.opts.TransactionTimeout, Logger: s.opts.Logger})
+	if err := tp.Restore(ctx, restored); err != nil {
+		tr.Close()
+		return nil, nil, fmt.Errorf("kafka sink: recovering subtask %d of prefix %s: %w", scope.Subtask, s.opts.TransactionalIDPrefix, err)
+	}
+	return tp, tr, nil
+}
+
+// recoverOnly commits the transactions an earlier exactly_once run left in
+// the restored checkpoint, for a job that now runs another guarantee.
+func (s *Sink) recoverOnly(ctx context.Context, scope engine.Scope, restored [][]byte) error {
+	if s.opts.TransactionalIDPrefix == "" {
+		return errors.New("kafka sink: the restored checkpoint holds transactions of an exactly_once run; committing them needs the transactional id prefix it used")
+	}
+	s.opts.Logger.Info("kafka sink: committing the transactions an exactly_once run left in the restored checkpoint",
+		"subtask", scope.Subtask, "delivery", s.opts.Delivery, "prefix", s.opts.TransactionalIDPrefix)
+	_, tr, err := s.restore(ctx, scope, restored)
+	if err != nil {
+		return err
+	}
+	tr.Close()
+	return nil
+}
+
+// Stats returns the transactions of the running subtasks; safe for
+// concurrent use.
+func (s *Sink) Stats() SinkStats {
+	now := time.Now().UnixNano()
+	var st SinkStats
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for w := range s.live {
+		st.PendingTransactions += int(w.pending.Load())
+		if start := w.oldest.Load(); start != 0 {
+			st.OldestPending = max(st.OldestPending, time.Duration(now-start))
+		}
+	}
+	return st
+}
+
+// plainWriter is a subtask's writer for none and at_least_once.
+type plainWriter struct{ w *Writer }
+
+func (p plainWriter) Write(ctx context.Context, rec *kgo.Record) error { return p.w.Write(ctx, rec) }
+
+// SnapshotState flushes (at_least_once) and stores nothing.
+func (p plainWriter) SnapshotState(ctx context.Context, checkpointID int64) ([][]byte, error) {
+	if err := p.w.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("checkpoint %d: %w", checkpointID, err)
+	}
+	return nil, nil
+}
+
+func (p plainWriter) NotifyCheckpointComplete(context.Context, int64) error { return nil }
+func (p plainWriter) NotifyCheckpointAborted(context.Context, int64) error  { return nil }
+
+// Close flushes what it can within ctx and closes the producer.
+func (p plainWriter) Close(ctx context.Context) error { return p.w.Close(ctx) }
+
+// txnWriter is a subtask's exactly_once writer. Its methods run on the
+// subtask's goroutine; pending and oldest are published for Stats after
+// every step that changes them.
+type txnWriter struct {
+	sink *Sink
+	tp   *twophase.Sink[*kgo.Record, Txn]
+	tr   *Transactor
+	// open is set once a record went into the transaction since the last
+	// barrier (Stats already knows the open transaction's start).
+	open   bool
+	closed bool
+
+	pending atomic.Int64
+	// oldest is the start, in Unix nanoseconds, of the oldest uncommitted
+	// transaction; 0 when there is none.
+	oldest atomic.Int64
+}
+
+func (w *txnWriter) publish() {
+	w.pending.Store(int64(len(w.tp.Pending())))
+	if age := w.tp.OldestPendingAge(); age > 0 {
+		w.oldest.Store(time.Now().Add(-age).UnixNano())
+	} else {
+		w.oldest.Store(0)
+	}
+}
+
+// Write writes rec into the subtask's open transaction.
+func (w *txnWriter) Write(ctx context.Context, rec *kgo.Record) error {
+	if err := w.tp.Write(ctx, rec); err != nil {
+		return err
+	}
+	if !w.open {
+		w.open = true
+		w.publish()
+	}
+	return nil
+}
+
+// SnapshotState pre-commits the open transaction and returns every
+// pending one for the checkpoint.
+func (w *txnWriter) SnapshotState(ctx context.Context, checkpointID int64) ([][]byte, error) {
+	entries, err := w.tp.SnapshotState(ctx, checkpointID)
+	w.open = false
+	w.publish()
+	return entries, err
+}
+
+// NotifyCheckpointComplete commits every pending transaction of a
+// checkpoint <= checkpointID.
+func (w *txnWriter) NotifyCheckpointComplete(ctx context.Context, checkpointID int64) error {
+	err := w.tp.NotifyCheckpointComplete(ctx, checkpointID)
+	w.publish()
+	return err
+}
+
+// NotifyCheckpointAborted keeps the pending transactions for the next
+// checkpoint.
+func (w *txnWriter) NotifyCheckpointAborted(ctx context.Context, checkpointID int64) error {
+	return w.tp.NotifyCheckpointAborted(ctx, checkpointID)
+}
+
+// Close aborts the open transaction (no checkpoint holds it), leaves
+// pending ones for the next restore, and closes the clients.
+func (w *txnWriter) Close(ctx context.Context) error {
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	err := w.tp.Close(ctx)
+	w.tr.Close()
+	w.sink.mu.Lock()
+	delete(w.sink.live, w)
+	w.sink.mu.Unlock()
+	return err
+}
