@@ -1,0 +1,451 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/engine"
+	sourcekafka "github.com/onceflow/onceflow/source/kafka"
+	sinkkafka "github.com/onceflow/onceflow/sink/kafka"
+	"github.com/onceflow/onceflow/state"
+)
+
+// Env is what Build needs besides the config.
+type Env struct {
+	// ClientOpts connect to the cluster: brokers, TLS, SASL.
+	ClientOpts []kgo.Opt
+	// Logger receives the job's logs (nil: slog.Default()).
+	Logger *slog.Logger
+	// RestoreFrom is a checkpoint or savepoint directory to start from
+	// (--from); "" starts from the latest retained checkpoint, if any.
+	RestoreFrom string
+	// Fresh (--fresh) starts over: the job's retained checkpoints and
+	// savepoints are moved aside, not deleted (see Build).
+	Fresh bool
+	// AllowNonRestoredState lets a restore drop the state of operators the
+	// job no longer has.
+	AllowNonRestoredState bool
+}
+
+// Built is a job ready to Run, with its connectors' statistics for
+// metrics.
+type Built struct {
+	Job *engine.Job
+	// Stats is safe for concurrent use.
+	Stats func() Stats
+}
+
+// Stats are the connectors' statistics of a running job.
+type Stats struct {
+	// PendingTransactions counts the sink's pre-committed transactions
+	// waiting for their checkpoint to complete.
+	PendingTransactions int
+	// OldestPending is the age of the sink's oldest uncommitted
+	// transaction (zero: none).
+	OldestPending time.Duration
+	// RecordsRead counts every record the source read (skipped and
+	// dead-lettered ones included); DecodeSkipped and DeadLettered count
+	// the records the decode-error policy skipped or sent to the
+	// dead-letter topic. All three only grow.
+	RecordsRead, DecodeSkipped, DeadLettered int64
+	// ConsumerLag is how many records the source has yet to read; -1 when
+	// unknown.
+	ConsumerLag int64
+}
+
+// ConfigError is a configuration the cluster or the disk refuses, found
+// while building: Key names the configuration key at fault.
+type ConfigError struct {
+	Key string
+	Err error
+}
+
+func (e *ConfigError) Error() string { return fmt.Sprintf("config: %s: %v", e.Key, e.Err) }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// The uids of the built-in jobs' operators. They name the operators'
+// state in every checkpoint: changing one makes old checkpoints
+// unrestorable (without AllowNonRestoredState).
+const (
+	UIDSource    = "source"
+	UIDSplit     = "split"
+	UIDCount     = "count"
+	UIDAggregate = "aggregate"
+	UIDFormat    = "format"
+	UIDSink      = "sink"
+)
+
+// guardTimeout bounds the cluster requests Build makes.
+const guardTimeout = 30 * time.Second
+
+// Build turns a validated configuration into a job of the built-in type
+// it names (copy, wordcount or aggregate), reading job.type, source,
+// sink, checkpoint, state, restart and aggregate.
+//
+// Before anything is built it checks the cluster: the source and sink
+// topics must exist, and for exactly_once delivery the transaction
+// timeout must pass CheckTransactionTimeout against the broker's
+// transaction.max.timeout.ms and a budget of checkpoint.interval +
+// checkpoint.timeout + the restart strategy's longest delay. A refusal is
+// a *ConfigError naming the key.
+//
+// Checkpoints are stored under checkpoint.dir/<job.name>. Without
+// RestoreFrom or Fresh the job resumes from the latest retained
+// checkpoint. With Fresh, that directory, savepoints included, is renamed
+// to <job.name>.set-aside-<UTC time> next to it (and logged with what it
+// held) so that the new run starts with no checkpoint and its ids start
+// at 1; nothing is deleted. Fresh and RestoreFrom exclude each other.
+// Pending transactions of a set-aside checkpoint are not committed: the
+// first writer of the new run aborts them with every other transaction
+// of the prefix.
+//
+// Pebble state lives in state.dir/<job.name>, cleaned of what killed
+// processes left. Build starts nothing: the caller runs Built.Job.
+func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
+	log := env.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if env.Fresh && env.RestoreFrom != "" {
+		return nil, errors.New("jobs: --fresh and --from exclude each other")
+	}
+	if err := checkCluster(ctx, cfg, env.ClientOpts); err != nil {
+		return nil, err
+	}
+	if env.Fresh {
+		if err := setAside(ctx, cfg, log); err != nil {
+			return nil, err
+		}
+	}
+	opts, err := engineOptions(cfg, env, log)
+	if err != nil {
+		return nil, err
+	}
+	src, sink, err := connectors(cfg, env, log)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Checkpoint.Mode == "at_least_once" && cfg.Sink.Delivery == "exactly_once" {
+		log.Warn("checkpoint.mode at_least_once does not align barriers: the exactly_once sink may commit records twice after a restore (at-least-once output)")
+	}
+	j := engine.NewJob(cfg.Job.Name, opts)
+	p := cfg.Job.Parallelism
+	var stats func() sourcekafka.SourceStats
+	switch cfg.Job.Type {
+	case "copy":
+		s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[*kgo.Record]{
+			Reader: src.reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq, Decode: copyRecord})
+		if err != nil {
+			return nil, err
+		}
+		stats = s.Stats
+		in := engine.FromSource(j, UIDSource, p, s)
+		engine.SinkTo(in, UIDSink, p, sink)
+	case "wordcount":
+		s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[string]{
+			Reader: src.reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq,
+			Decode: func(r *kgo.Record) (string, error) { return string(r.Value), nil }})
+		if err != nil {
+			return nil, err
+		}
+		stats = s.Stats
+		lines := engine.FromSource(j, UIDSource, p, s)
+		words := engine.FlatMap(lines, UIDSplit, func(line string, out func(string)) error {
+			for _, w := range Words([]byte(line)) {
+				out(w)
+			}
+			return nil
+		})
+		keyed := engine.KeyBy(words, func(w string) string { return w }, state.StringCodec{})
+		counts := engine.Process(keyed, UIDCount, p, func() engine.KeyedProcessFunction[string, string, wordCount] { return &countWords{} })
+		out := engine.Map(counts, UIDFormat, func(c wordCount) (*kgo.Record, error) {
+			return &kgo.Record{Key: []byte(c.word), Value: strconv.AppendInt(nil, c.n, 10)}, nil
+		})
+		engine.SinkTo(out, UIDSink, p, sink)
+	case "aggregate":
+		a := cfg.Aggregate
+		fn := Function(a.Function)
+		s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[observation]{
+			Reader: src.reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq,
+			Decode: func(r *kgo.Record) (observation, error) {
+				g, x, err := Extract(r.Value, a.GroupBy, a.Field, fn)
+				return observation{group: g, x: x}, err
+			}})
+		if err != nil {
+			return nil, err
+		}
+		stats = s.Stats
+		obs := engine.FromSource(j, UIDSource, p, s)
+		keyed := engine.KeyBy(obs, func(o observation) string { return o.group }, state.StringCodec{})
+		aggs := engine.Process(keyed, UIDAggregate, p, func() engine.KeyedProcessFunction[string, observation, groupAcc] {
+			return &aggregateFn{fn: fn}
+		})
+		out := engine.Map(aggs, UIDFormat, func(g groupAcc) (*kgo.Record, error) {
+			return &kgo.Record{Key: []byte(g.group), Value: []byte(Format(g.acc.Value))}, nil
+		})
+		engine.SinkTo(out, UIDSink, p, sink)
+	default:
+		return nil, &ConfigError{Key: "job.type", Err: fmt.Errorf("%q is not one of copy, wordcount, aggregate", cfg.Job.Type)}
+	}
+	return &Built{Job: j, Stats: func() Stats {
+		ss, ks := stats(), sink.Stats()
+		return Stats{PendingTransactions: ks.PendingTransactions, OldestPending: ks.OldestPending,
+			RecordsRead: ss.RecordsRead, DecodeSkipped: ss.DecodeSkipped, DeadLettered: ss.DeadLettered, ConsumerLag: ss.ConsumerLag}
+	}}, nil
+}
+
+// copyRecord is the copy job's decoder: the output record has the input's
+// key, value and headers (and the time of writing as its timestamp).
+func copyRecord(r *kgo.Record) (*kgo.Record, error) {
+	return &kgo.Record{Key: r.Key, Value: r.Value, Headers: r.Headers}, nil
+}
+
+// wordCount is a word and how often it has been seen so far.
+type wordCount struct {
+	word string
+	n    int64
+}
+
+// countWords keeps a count per word (keyed state "count") and emits the
+// count after each occurrence.
+type countWords struct{ count *state.ValueState[int64] }
+
+func (c *countWords) Open(ctx *engine.KeyedContext) error {
+	var err error
+	c.count, err = state.NewValueState(ctx.Backend(), "count", state.Int64Codec{})
+	return err
+}
+
+func (c *countWords) Process(_ *engine.KeyedContext, word, _ string, out func(wordCount)) error {
+	n, _, err := c.count.Value()
+	if err != nil {
+		return fmt.Errorf("reading the count of %q: %w", word, err)
+	}
+	n++
+	if err := c.count.Update(n); err != nil {
+		return fmt.Errorf("updating the count of %q: %w", word, err)
+	}
+	out(wordCount{word: word, n: n})
+	return nil
+}
+
+// observation is one input record of the aggregate job.
+type observation struct {
+	group string
+	x     float64
+}
+
+// groupAcc is a group's aggregate after an observation.
+type groupAcc struct {
+	group string
+	acc   Acc
+}
+
+// aggregateFn folds the observations of a group into keyed state "acc".
+type aggregateFn struct {
+	fn  Function
+	acc *state.ValueState[Acc]
+}
+
+func (a *aggregateFn) Open(ctx *engine.KeyedContext) error {
+	var err error
+	a.acc, err = state.NewValueState(ctx.Backend(), "acc", state.JSONCodec[Acc]{})
+	return err
+}
+
+func (a *aggregateFn) Process(_ *engine.KeyedContext, group string, o observation, out func(groupAcc)) error {
+	cur, _, err := a.acc.Value()
+	if err != nil {
+		return fmt.Errorf("reading the aggregate of group %q: %w", group, err)
+	}
+	cur = a.fn.Add(cur, o.x)
+	if err := a.acc.Update(cur); err != nil {
+		return fmt.Errorf("updating the aggregate of group %q: %w", group, err)
+	}
+	out(groupAcc{group: group, acc: cur})
+	return nil
+}
+
+// sourceConfig is what every job's source shares.
+type sourceConfig struct {
+	reader sourcekafka.ReaderOptions
+	policy sourcekafka.OnDecodeError
+	dlq    string
+}
+
+func connectors(cfg *config.Config, env Env, log *slog.Logger) (sourceConfig, *sinkkafka.Sink, error) {
+	policy, err := sourcekafka.ParseOnDecodeError(cfg.Source.OnDecodeError)
+	if err != nil {
+		return sourceConfig{}, nil, &ConfigError{Key: "source.on_decode_error", Err: err}
+	}
+	src := sourceConfig{
+		reader: sourcekafka.ReaderOptions{
+			ClientOpts: env.ClientOpts, Topics: []string{cfg.Source.Topic},
+			Start: sourcekafka.StartPosition(cfg.Source.Start), StartTime: cfg.Source.StartTimestamp,
+			Group: cfg.Source.Group, ReadUncommitted: cfg.Source.Isolation == "read_uncommitted",
+			DiscoveryInterval: cfg.Source.DiscoveryInterval, Logger: log,
+		},
+		policy: policy, dlq: cfg.Source.DeadLetterTopic,
+	}
+	delivery, err := sinkkafka.ParseDelivery(cfg.Sink.Delivery)
+	if err != nil {
+		return sourceConfig{}, nil, &ConfigError{Key: "sink.delivery", Err: err}
+	}
+	sink, err := sinkkafka.NewSink(sinkkafka.SinkOptions{
+		ClientOpts: env.ClientOpts, Topic: cfg.Sink.Topic, Delivery: delivery,
+		TransactionalIDPrefix: cfg.Sink.TransactionalIDPrefix, Slots: cfg.Sink.Slots,
+		TransactionTimeout: cfg.Sink.TransactionTimeout, Logger: log,
+	})
+	if err != nil {
+		return sourceConfig{}, nil, &ConfigError{Key: "sink.transactional_id_prefix", Err: err}
+	}
+	return src, sink, nil
+}
+
+// engineOptions maps the checkpoint, state and restart sections.
+func engineOptions(cfg *config.Config, env Env, log *slog.Logger) (engine.Options, error) {
+	ck := cfg.Checkpoint
+	mode := engine.ExactlyOnce
+	if ck.Mode == "at_least_once" {
+		mode = engine.AtLeastOnce
+	}
+	restart, err := restartStrategy(cfg.Restart)
+	if err != nil {
+		return engine.Options{}, err
+	}
+	storage, err := state.NewFileStorage(ck.Dir, cfg.Job.Name, state.StorageOptions{
+		Retained: ck.Retain,
+		Logf:     func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) },
+	})
+	if err != nil {
+		return engine.Options{}, &ConfigError{Key: "checkpoint.dir", Err: err}
+	}
+	var backend state.KeyedBackendFactory
+	switch cfg.State.Backend {
+	case "memory":
+		backend = state.NewMemoryBackendFactory()
+	case "pebble":
+		dir := filepath.Join(cfg.State.Dir, cfg.Job.Name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return engine.Options{}, &ConfigError{Key: "state.dir", Err: err}
+		}
+		if err := state.CleanPebbleDir(nil, dir); err != nil {
+			return engine.Options{}, &ConfigError{Key: "state.dir", Err: err}
+		}
+		backend = state.NewPebbleBackendFactory(state.PebbleOptions{Dir: dir, Incremental: cfg.State.Incremental})
+	default:
+		return engine.Options{}, &ConfigError{Key: "state.backend", Err: fmt.Errorf("%q is not one of memory, pebble", cfg.State.Backend)}
+	}
+	return engine.Options{
+		Checkpoint: engine.CheckpointOptions{
+			Interval: ck.Interval, Mode: mode, Timeout: ck.Timeout, MinPause: ck.MinPause,
+			MaxConcurrent: ck.MaxConcurrent, TolerableFailures: ck.TolerableFailures,
+			DeleteOnCancel: ck.OnCancel == "delete",
+		},
+		Restart:               restart,
+		Storage:               storage,
+		Backend:               backend,
+		MaxParallelism:        cfg.Job.MaxParallelism,
+		RestoreFrom:           env.RestoreFrom,
+		AllowNonRestoredState: env.AllowNonRestoredState,
+		Logger:                log,
+	}, nil
+}
+
+// restartStrategy maps the restart section.
+func restartStrategy(r config.Restart) (engine.RestartStrategy, error) {
+	switch r.Strategy {
+	case "none":
+		return engine.NoRestart(), nil
+	case "fixed-delay":
+		return engine.FixedDelay(r.Attempts, r.Delay), nil
+	case "failure-rate":
+		return engine.FailureRate(r.MaxFailures, r.Interval, r.Delay), nil
+	case "exponential-delay":
+		return engine.ExponentialDelay(engine.ExponentialDelayOptions{
+			Initial: r.InitialBackoff, Max: r.MaxBackoff, Multiplier: r.Multiplier,
+			ResetAfter: r.ResetAfter, Jitter: r.Jitter,
+		}), nil
+	}
+	return nil, &ConfigError{Key: "restart.strategy", Err: fmt.Errorf("%q is not one of fixed-delay, failure-rate, exponential-delay, none", r.Strategy)}
+}
+
+// checkCluster refuses topics that do not exist and, for exactly_once, a
+// transaction timeout the broker or the checkpoint budget refuses.
+func checkCluster(ctx context.Context, cfg *config.Config, clientOpts []kgo.Opt) error {
+	ctx, cancel := context.WithTimeout(ctx, guardTimeout)
+	defer cancel()
+	cl, err := kgo.NewClient(clientOpts...)
+	if err != nil {
+		return fmt.Errorf("jobs: kafka client: %w", err)
+	}
+	defer cl.Close()
+	topics, err := kadm.NewClient(cl).ListTopics(ctx, cfg.Source.Topic, cfg.Sink.Topic)
+	if err != nil {
+		return fmt.Errorf("jobs: listing topics %s and %s: %w", cfg.Source.Topic, cfg.Sink.Topic, err)
+	}
+	for _, t := range []struct{ key, name string }{{"source.topic", cfg.Source.Topic}, {"sink.topic", cfg.Sink.Topic}} {
+		d, ok := topics[t.name]
+		switch {
+		case !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition):
+			return &ConfigError{Key: t.key, Err: fmt.Errorf("topic %s does not exist (onceflow does not create topics)", t.name)}
+		case d.Err != nil:
+			return &ConfigError{Key: t.key, Err: fmt.Errorf("topic %s: %w", t.name, d.Err)}
+		}
+	}
+	if cfg.Sink.Delivery != "exactly_once" {
+		return nil
+	}
+	budget := sinkkafka.TimeoutBudget{
+		CheckpointInterval: cfg.Checkpoint.Interval,
+		CheckpointTimeout:  cfg.Checkpoint.Timeout,
+		RestartDelay:       cfg.Restart.MaxRestartDelay(),
+	}
+	if err := sinkkafka.CheckTransactionTimeout(ctx, cl, cfg.Sink.TransactionTimeout, budget); err != nil {
+		return &ConfigError{Key: "sink.transaction_timeout", Err: err}
+	}
+	return nil
+}
+
+// setAside renames the job's checkpoint directory so that a fresh run
+// starts without checkpoints, and logs what it held.
+func setAside(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	root := filepath.Join(cfg.Checkpoint.Dir, cfg.Job.Name)
+	if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
+		log.Info("fresh start: the job has no checkpoint directory yet", "dir", root)
+		return nil
+	} else if err != nil {
+		return &ConfigError{Key: "checkpoint.dir", Err: err}
+	}
+	storage, err := state.NewFileStorage(cfg.Checkpoint.Dir, cfg.Job.Name, state.StorageOptions{Retained: cfg.Checkpoint.Retain})
+	if err != nil {
+		return &ConfigError{Key: "checkpoint.dir", Err: err}
+	}
+	infos, err := storage.List(ctx)
+	if err != nil {
+		return &ConfigError{Key: "checkpoint.dir", Err: fmt.Errorf("listing the checkpoints of %s: %w", root, err)}
+	}
+	aside := fmt.Sprintf("%s.set-aside-%s", root, time.Now().UTC().Format("20060102T150405.000000000Z"))
+	if err := os.Rename(root, aside); err != nil {
+		return &ConfigError{Key: "checkpoint.dir", Err: fmt.Errorf("setting the checkpoints of %s aside: %w", root, err)}
+	}
+	var ignored []string
+	for _, in := range infos {
+		ignored = append(ignored, filepath.Base(in.Path))
+	}
+	log.Warn("fresh start: the job's retained checkpoints and savepoints are ignored and set aside (not deleted); "+
+		"transactions they still held will be aborted, and the source starts at source.start",
+		"moved_from", root, "moved_to", aside, "ignored", ignored)
+	return nil
+}

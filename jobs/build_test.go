@@ -1,0 +1,449 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/engine"
+)
+
+// These run the built-in jobs on kfake, franz-go's in-process broker, for
+// speed; the same jobs are checked on a real broker in package
+// integration.
+
+func fakeCluster(t *testing.T, opts ...kfake.Opt) []kgo.Opt {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(4, "in", "out")}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+}
+
+// testConfig is a loaded, validated configuration of a job of type typ
+// reading "in" and writing "out", with its directories under dir.
+func testConfig(t *testing.T, dir, typ string, set ...string) *config.Config {
+	t.Helper()
+	set = append([]string{
+		"job.name=" + typ + "-test", "job.type=" + typ, "job.parallelism=2",
+		"source.topic=in", "sink.topic=out",
+		"checkpoint.interval=20ms", "checkpoint.timeout=10s", "checkpoint.dir=" + filepath.Join(dir, "checkpoints"),
+		"state.dir=" + filepath.Join(dir, "state"),
+		"sink.transaction_timeout=1m", "restart.strategy=fixed-delay", "restart.attempts=3", "restart.delay=10ms",
+	}, set...)
+	cfg, err := config.Load(config.Sources{Env: []string{}, Set: set})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// logBuffer collects a logger's output.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func produceRecords(t *testing.T, ctx context.Context, client []kgo.Opt, recs ...*kgo.Record) {
+	t.Helper()
+	cl, err := kgo.NewClient(append(slices.Clone(client), kgo.DefaultProduceTopic("in"))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readCommitted returns the records of "out" visible to read_committed
+// readers, in partition and offset order.
+func readCommitted(t *testing.T, ctx context.Context, client []kgo.Opt) []*kgo.Record {
+	t.Helper()
+	adm, err := kgo.NewClient(client...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	lso, err := kadm.NewClient(adm).ListCommittedOffsets(ctx, "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int32]int64{}
+	lso.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			want[o.Partition] = o.Offset
+		}
+	})
+	cl, err := kgo.NewClient(append(slices.Clone(client), kgo.ConsumeTopics("out"), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for len(want) > 0 {
+		fs := cl.PollFetches(rctx)
+		if rctx.Err() != nil {
+			t.Fatalf("reading out: still waiting for partitions %v", want)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			end, ok := want[r.Partition]
+			if !ok || r.Offset >= end {
+				return
+			}
+			if r.Offset+1 >= end {
+				delete(want, r.Partition)
+			}
+			if !r.Attrs.IsControl() {
+				out = append(out, r)
+			}
+		})
+	}
+	slices.SortFunc(out, func(a, b *kgo.Record) int {
+		if a.Partition != b.Partition {
+			return int(a.Partition - b.Partition)
+		}
+		return int(a.Offset - b.Offset)
+	})
+	return out
+}
+
+// runUntil runs the built job until n records are committed to "out",
+// then stops it with a savepoint and returns the committed records.
+func runUntil(t *testing.T, ctx context.Context, b *Built, client []kgo.Opt, n int) []*kgo.Record {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- b.Job.Run(ctx) }()
+	deadline := time.After(30 * time.Second)
+	for {
+		if got := readCommitted(t, ctx, client); len(got) >= n {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the job ended early: %v", err)
+		case <-deadline:
+			t.Fatalf("fewer than %d records committed within 30s", n)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if _, err := b.Job.StopWithSavepoint(ctx); err != nil {
+		t.Fatalf("stop with savepoint: %v", err)
+	}
+	if err := <-done; !errors.Is(err, engine.ErrStopped) {
+		t.Fatalf("Run returned %v, want ErrStopped", err)
+	}
+	return readCommitted(t, ctx, client)
+}
+
+func TestWordCountCountsEveryOccurrenceOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client := fakeCluster(t)
+	lines := []string{"a b a", "  c\ta  ", "b", "", "a c c d", "d d d d"}
+	var recs []*kgo.Record
+	want := map[string][]string{}
+	n := 0
+	for i := range 10 {
+		line := lines[i%len(lines)]
+		recs = append(recs, &kgo.Record{Value: []byte(line)})
+		for _, w := range strings.Fields(line) {
+			want[w] = append(want[w], strconv.Itoa(len(want[w])+1))
+			n++
+		}
+	}
+	produceRecords(t, ctx, client, recs...)
+	cfg := testConfig(t, t.TempDir(), "wordcount")
+	b, err := Build(ctx, cfg, Env{ClientOpts: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := runUntil(t, ctx, b, client, n)
+	got := map[string][]string{}
+	for _, r := range out {
+		got[string(r.Key)] = append(got[string(r.Key)], string(r.Value))
+	}
+	if len(out) != n || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("output (%d records) per word %v, want (%d records) %v", len(out), got, n, want)
+	}
+	st := b.Stats()
+	if st.RecordsRead != 10 || st.PendingTransactions != 0 || st.ConsumerLag != -1 {
+		t.Fatalf("stats after the stop: %+v, want 10 read, nothing pending, lag unknown", st)
+	}
+}
+
+func TestCopyKeepsKeyValueAndHeaders(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client := fakeCluster(t)
+	var recs []*kgo.Record
+	want := map[string]bool{}
+	for i := range 40 {
+		r := &kgo.Record{Key: []byte("k" + strconv.Itoa(i%7)), Value: []byte("v" + strconv.Itoa(i)),
+			Headers: []kgo.RecordHeader{{Key: "seq", Value: []byte(strconv.Itoa(i))}, {Key: "src", Value: []byte("test")}}}
+		recs = append(recs, r)
+		want[recordID(r)] = true
+	}
+	produceRecords(t, ctx, client, recs...)
+	cfg := testConfig(t, t.TempDir(), "copy", "state.backend=memory")
+	b, err := Build(ctx, cfg, Env{ClientOpts: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := runUntil(t, ctx, b, client, len(recs))
+	got := map[string]bool{}
+	for _, r := range out {
+		got[recordID(r)] = true
+	}
+	if len(out) != len(recs) || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("copied %d records %v, want %d: %v", len(out), got, len(recs), want)
+	}
+}
+
+func recordID(r *kgo.Record) string {
+	id := string(r.Key) + "|" + string(r.Value)
+	for _, h := range r.Headers {
+		id += "|" + h.Key + "=" + string(h.Value)
+	}
+	return id
+}
+
+// The aggregate job emits each group's updated sum; a record without the
+// field is skipped and counted under on_decode_error skip.
+func TestAggregateSumsPerGroupAndSkipsUndecodable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client := fakeCluster(t)
+	produceRecords(t, ctx, client,
+		&kgo.Record{Value: []byte(`{"customer":"ann","amount":10}`)},
+		&kgo.Record{Value: []byte(`{"customer":"bob","amount":1.5}`)},
+		&kgo.Record{Value: []byte(`{"customer":"ann"}`)},
+		&kgo.Record{Value: []byte(`{"customer":"ann","amount":2.25}`)},
+		&kgo.Record{Value: []byte(`{"customer":"bob","amount":-1}`)},
+	)
+	cfg := testConfig(t, t.TempDir(), "aggregate", "aggregate.group_by=customer", "aggregate.field=amount",
+		"aggregate.function=sum", "source.on_decode_error=skip")
+	b, err := Build(ctx, cfg, Env{ClientOpts: client, Logger: slog.New(slog.NewTextHandler(&logBuffer{}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := runUntil(t, ctx, b, client, 4)
+	got := map[string][]string{}
+	for _, r := range out {
+		got[string(r.Key)] = append(got[string(r.Key)], string(r.Value))
+	}
+	want := map[string][]string{"ann": {"10", "12.25"}, "bob": {"1.5", "0.5"}}
+	if len(out) != 4 || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("aggregates %v, want %v", got, want)
+	}
+	if st := b.Stats(); st.RecordsRead != 5 || st.DecodeSkipped != 1 {
+		t.Fatalf("stats %+v, want 5 read and 1 skipped", st)
+	}
+}
+
+// What the cluster refuses is a ConfigError naming the key, before
+// anything is built.
+func TestBuildRefusesWhatTheClusterRefuses(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	client := fakeCluster(t, kfake.BrokerConfigs(map[string]string{"transaction.max.timeout.ms": "60000"}))
+	for _, tc := range []struct {
+		name string
+		set  []string
+		env  Env
+		key  string
+		msg  string
+	}{
+		{"timeout above the broker's maximum", []string{"sink.transaction_timeout=2m"}, Env{}, "sink.transaction_timeout", "transaction.max.timeout.ms"},
+		{"timeout too close to the budget", []string{"sink.transaction_timeout=1m", "checkpoint.timeout=40s"}, Env{}, "sink.transaction_timeout", "not comfortably above"},
+		{"missing source topic", []string{"source.topic=nope"}, Env{}, "source.topic", "nope does not exist"},
+		{"missing sink topic", []string{"sink.topic=gone"}, Env{}, "sink.topic", "gone does not exist"},
+		{"fresh and from", nil, Env{Fresh: true, RestoreFrom: "x"}, "", "exclude each other"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t, t.TempDir(), "copy", tc.set...)
+			env := tc.env
+			env.ClientOpts = client
+			_, err := Build(ctx, cfg, env)
+			var ce *ConfigError
+			switch {
+			case err == nil:
+				t.Fatal("Build accepted it")
+			case !strings.Contains(err.Error(), tc.msg):
+				t.Fatalf("err = %v, want it to say %q", err, tc.msg)
+			case tc.key != "" && (!errors.As(err, &ce) || ce.Key != tc.key || !strings.HasPrefix(err.Error(), "config: "+tc.key+": ")):
+				t.Fatalf("err = %v, want a ConfigError naming %s", err, tc.key)
+			}
+		})
+	}
+	// The same timeouts pass with at_least_once: no transaction.
+	cfg := testConfig(t, t.TempDir(), "copy", "sink.transaction_timeout=2m", "sink.delivery=at_least_once")
+	if _, err := Build(ctx, cfg, Env{ClientOpts: client}); err != nil {
+		t.Fatalf("at_least_once: %v", err)
+	}
+}
+
+// --fresh sets the retained checkpoints and savepoints aside (never
+// deletes them), says so, and the job starts over from source.start.
+func TestFreshSetsCheckpointsAsideAndStartsOver(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client := fakeCluster(t)
+	var recs []*kgo.Record
+	for i := range 10 {
+		recs = append(recs, &kgo.Record{Value: []byte("v" + strconv.Itoa(i))})
+	}
+	produceRecords(t, ctx, client, recs...)
+	dir := t.TempDir()
+	cfg := testConfig(t, dir, "copy", "state.backend=memory")
+	b, err := Build(ctx, cfg, Env{ClientOpts: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, ctx, b, client, 10)
+
+	// Without --fresh the job resumes: nothing is copied again.
+	b, err = Build(ctx, cfg, Env{ClientOpts: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	produceRecords(t, ctx, client, &kgo.Record{Value: []byte("v10")})
+	if out := runUntil(t, ctx, b, client, 11); len(out) != 11 {
+		t.Fatalf("the resumed job's output has %d records, want 11", len(out))
+	}
+
+	root := filepath.Join(dir, "checkpoints", cfg.Job.Name)
+	before, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	b, err = Build(ctx, cfg, Env{ClientOpts: client, Fresh: true, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	matches, err := filepath.Glob(root + ".set-aside-*")
+	if err != nil || len(matches) != 1 {
+		t.Fatalf("set-aside directories %v (%v), want one", matches, err)
+	}
+	aside, err := os.ReadDir(matches[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, e := range aside {
+		kept = append(kept, e.Name())
+	}
+	for _, e := range before {
+		if !slices.Contains(kept, e.Name()) {
+			t.Fatalf("%s is not in the set-aside directory (it holds %v)", e.Name(), kept)
+		}
+	}
+	if l := logs.String(); !strings.Contains(l, "fresh start") || !strings.Contains(l, "savepoint-") || !strings.Contains(l, matches[0]) {
+		t.Fatalf("the log does not say what was ignored and where it went:\n%s", l)
+	}
+	if out := runUntil(t, ctx, b, client, 22); len(out) != 22 {
+		t.Fatalf("after --fresh the output has %d records, want 22 (every input copied again)", len(out))
+	}
+}
+
+func TestRestartStrategiesFromConfig(t *testing.T) {
+	now := time.Unix(0, 0)
+	fixed, err := restartStrategy(config.Restart{Strategy: "fixed-delay", Attempts: 2, Delay: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{true, true, false} {
+		if d, ok := fixed.OnFailure(now); ok != want || (ok && d != 3*time.Second) {
+			t.Fatalf("fixed-delay failure %d: %s %v", i+1, d, ok)
+		}
+	}
+	rate, err := restartStrategy(config.Restart{Strategy: "failure-rate", MaxFailures: 1, Interval: time.Minute, Delay: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rate.OnFailure(now); !ok {
+		t.Fatal("failure-rate gave up at the first failure")
+	}
+	if _, ok := rate.OnFailure(now.Add(time.Second)); ok {
+		t.Fatal("failure-rate restarted after 2 failures in its interval with max_failures 1")
+	}
+	exp, err := restartStrategy(config.Restart{Strategy: "exponential-delay", InitialBackoff: time.Second, MaxBackoff: 3 * time.Second, Multiplier: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delays []time.Duration
+	for i := range 3 {
+		d, _ := exp.OnFailure(now.Add(time.Duration(i) * time.Second))
+		delays = append(delays, d)
+	}
+	if !slices.Equal(delays, []time.Duration{time.Second, 2 * time.Second, 3 * time.Second}) {
+		t.Fatalf("exponential-delay pauses %v", delays)
+	}
+	none, err := restartStrategy(config.Restart{Strategy: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := none.OnFailure(now); ok {
+		t.Fatal("none restarted")
+	}
+	if _, err := restartStrategy(config.Restart{Strategy: "sometimes"}); err == nil {
+		t.Fatal("an unknown strategy was accepted")
+	}
+}
+
+func TestEngineOptionsFromConfig(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir, "wordcount", "checkpoint.mode=at_least_once", "checkpoint.min_pause=5ms",
+		"checkpoint.max_concurrent=3", "checkpoint.tolerable_failures=2", "checkpoint.on_cancel=delete", "job.max_parallelism=64")
+	o, err := engineOptions(cfg, Env{RestoreFrom: "/some/chk-3", AllowNonRestoredState: true}, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := engine.CheckpointOptions{Interval: 20 * time.Millisecond, Mode: engine.AtLeastOnce, Timeout: 10 * time.Second,
+		MinPause: 5 * time.Millisecond, MaxConcurrent: 3, TolerableFailures: 2, DeleteOnCancel: true}
+	if o.Checkpoint != want {
+		t.Fatalf("checkpoint options %+v, want %+v", o.Checkpoint, want)
+	}
+	if o.MaxParallelism != 64 || o.RestoreFrom != "/some/chk-3" || !o.AllowNonRestoredState || o.Restart.String() != "fixed-delay" {
+		t.Fatalf("options %+v", o)
+	}
+	if o.Backend.Name() != "pebble" {
+		t.Fatalf("backend %s, want pebble", o.Backend.Name())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "checkpoints", cfg.Job.Name)); err != nil {
+		t.Fatalf("the checkpoint storage is not under checkpoint.dir/job.name: %v", err)
+	}
+}
