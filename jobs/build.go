@@ -16,8 +16,8 @@ import (
 
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
-	sourcekafka "github.com/onceflow/onceflow/source/kafka"
 	sinkkafka "github.com/onceflow/onceflow/sink/kafka"
+	sourcekafka "github.com/onceflow/onceflow/source/kafka"
 	"github.com/onceflow/onceflow/state"
 )
 
