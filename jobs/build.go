@@ -102,7 +102,10 @@ const guardTimeout = 30 * time.Second
 //
 // Checkpoints are stored under checkpoint.dir/<job.name>. Without
 // RestoreFrom or Fresh the job resumes from the latest retained
-// checkpoint. With Fresh, that directory, savepoints included, is renamed
+// checkpoint or, when newer, the latest savepoint (a savepoint's
+// transactions are committed, so resuming before it would write its
+// records twice); a failed attempt restarts from the same choice. With
+// Fresh, that directory, savepoints included, is renamed
 // to <job.name>.set-aside-<UTC time> next to it (and logged with what it
 // held) so that the new run starts with no checkpoint and its ids start
 // at 1; nothing is deleted. Fresh and RestoreFrom exclude each other.
@@ -354,7 +357,7 @@ func engineOptions(cfg *config.Config, env Env, log *slog.Logger) (engine.Option
 			DeleteOnCancel: ck.OnCancel == "delete",
 		},
 		Restart:               restart,
-		Storage:               storage,
+		Storage:               savepointAware{storage},
 		Backend:               backend,
 		MaxParallelism:        cfg.Job.MaxParallelism,
 		RestoreFrom:           env.RestoreFrom,

@@ -144,18 +144,24 @@ func readCommitted(t *testing.T, ctx context.Context, client []kgo.Opt) []*kgo.R
 // then stops it with a savepoint and returns the committed records.
 func runUntil(t *testing.T, ctx context.Context, b *Built, client []kgo.Opt, n int) []*kgo.Record {
 	t.Helper()
+	return runThenStop(t, ctx, b, client, fmt.Sprintf("%d records committed", n), func() bool {
+		return len(readCommitted(t, ctx, client)) >= n
+	})
+}
+
+// runThenStop runs the built job until cond holds, then stops it with a
+// savepoint and returns the committed records.
+func runThenStop(t *testing.T, ctx context.Context, b *Built, client []kgo.Opt, what string, cond func() bool) []*kgo.Record {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- b.Job.Run(ctx) }()
 	deadline := time.After(30 * time.Second)
-	for {
-		if got := readCommitted(t, ctx, client); len(got) >= n {
-			break
-		}
+	for !cond() {
 		select {
 		case err := <-done:
 			t.Fatalf("the job ended early: %v", err)
 		case <-deadline:
-			t.Fatalf("fewer than %d records committed within 30s", n)
+			t.Fatalf("not reached within 30s: %s", what)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -445,5 +451,47 @@ func TestEngineOptionsFromConfig(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "checkpoints", cfg.Job.Name)); err != nil {
 		t.Fatalf("the checkpoint storage is not under checkpoint.dir/job.name: %v", err)
+	}
+}
+
+// processor stop (a savepoint) and a plain processor run: the job resumes
+// from the savepoint, not from an older checkpoint, so nothing between
+// the two is written twice. With an hour between checkpoints the
+// savepoints are the only restore points.
+func TestRunAfterAStopResumesFromTheSavepoint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client := fakeCluster(t, kfake.BrokerConfigs(map[string]string{"transaction.max.timeout.ms": strconv.Itoa(int(4 * time.Hour / time.Millisecond))}))
+	produce := func(from, to int) {
+		var recs []*kgo.Record
+		for i := from; i < to; i++ {
+			recs = append(recs, &kgo.Record{Value: []byte("v" + strconv.Itoa(i))})
+		}
+		produceRecords(t, ctx, client, recs...)
+	}
+	cfg := testConfig(t, t.TempDir(), "copy", "checkpoint.interval=1h", "sink.transaction_timeout=3h", "state.backend=memory")
+	produce(0, 10)
+	for run, want := range []int{10, 15, 20} {
+		b, err := Build(ctx, cfg, Env{ClientOpts: client})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh := int64(10)
+		if run > 0 {
+			fresh = 5
+		}
+		// Nothing commits before the stop: wait until the new records are read.
+		out := runThenStop(t, ctx, b, client, "the new records read", func() bool { return b.Stats().RecordsRead >= fresh })
+		seen := map[string]bool{}
+		for _, r := range out {
+			if seen[string(r.Value)] {
+				t.Fatalf("run %d: %s written twice", run, r.Value)
+			}
+			seen[string(r.Value)] = true
+		}
+		if len(out) != want {
+			t.Fatalf("run %d: %d records committed, want %d", run, len(out), want)
+		}
+		produce(want, want+5)
 	}
 }
