@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/onceflow/onceflow/config"
@@ -246,6 +247,28 @@ func (s *scenario) check(exact bool) {
 	}
 }
 
+// groupCaughtUp checks that the consumer group holds the offsets of the
+// last completed checkpoint (for lag monitoring): after a stop with a
+// savepoint that read everything, the end of every input partition.
+func (s *scenario) groupCaughtUp(ctx context.Context) {
+	s.t.Helper()
+	adm := kadm.NewClient(kafkatest.Client(s.t, s.seeds))
+	ends, err := adm.ListEndOffsets(ctx, s.in)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	committed, err := adm.FetchOffsets(ctx, s.cfg.Source.Group)
+	if err != nil {
+		s.t.Fatalf("fetching the offsets of group %s: %v", s.cfg.Source.Group, err)
+	}
+	ends.Each(func(e kadm.ListedOffset) {
+		c, ok := committed.Lookup(s.in, e.Partition)
+		if !ok || c.At != e.Offset {
+			s.t.Fatalf("group %s: partition %d committed at %d (found %v), want its end %d", s.cfg.Source.Group, e.Partition, c.At, ok, e.Offset)
+		}
+	})
+}
+
 // copyIDs counts the records by key, value and headers.
 func copyIDs(rs []*kgo.Record) map[string]int {
 	out := map[string]int{}
@@ -356,6 +379,7 @@ func TestExactlyOnceJobs(t *testing.T) {
 				if n := r.b.Job.Status().Restarts; n != 0 {
 					t.Fatalf("the last run restarted %d times", n)
 				}
+				s.groupCaughtUp(ctx)
 			})
 		}
 	}
