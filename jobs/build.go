@@ -93,8 +93,8 @@ const guardTimeout = 30 * time.Second
 // it names (copy, wordcount or aggregate), reading job.type, source,
 // sink, checkpoint, state, restart and aggregate.
 //
-// Before anything is built it checks the cluster: the source and sink
-// topics must exist, and for exactly_once delivery the transaction
+// Before anything is built it checks the cluster: the source, sink and
+// dead-letter topics must exist, and for exactly_once delivery the transaction
 // timeout must pass CheckTransactionTimeout against the broker's
 // transaction.max.timeout.ms and a budget of checkpoint.interval +
 // checkpoint.timeout + the restart strategy's longest delay. A refusal is
@@ -384,8 +384,9 @@ func restartStrategy(r config.Restart) (engine.RestartStrategy, error) {
 	return nil, &ConfigError{Key: "restart.strategy", Err: fmt.Errorf("%q is not one of fixed-delay, failure-rate, exponential-delay, none", r.Strategy)}
 }
 
-// checkCluster refuses topics that do not exist and, for exactly_once, a
-// transaction timeout the broker or the checkpoint budget refuses.
+// checkCluster refuses topics that do not exist (source, sink and, for
+// dead_letter, the dead-letter topic) and, for exactly_once, a transaction
+// timeout the broker or the checkpoint budget refuses.
 func checkCluster(ctx context.Context, cfg *config.Config, clientOpts []kgo.Opt) error {
 	ctx, cancel := context.WithTimeout(ctx, guardTimeout)
 	defer cancel()
@@ -394,11 +395,19 @@ func checkCluster(ctx context.Context, cfg *config.Config, clientOpts []kgo.Opt)
 		return fmt.Errorf("jobs: kafka client: %w", err)
 	}
 	defer cl.Close()
-	topics, err := kadm.NewClient(cl).ListTopics(ctx, cfg.Source.Topic, cfg.Sink.Topic)
-	if err != nil {
-		return fmt.Errorf("jobs: listing topics %s and %s: %w", cfg.Source.Topic, cfg.Sink.Topic, err)
+	want := []struct{ key, name string }{{"source.topic", cfg.Source.Topic}, {"sink.topic", cfg.Sink.Topic}}
+	if cfg.Source.OnDecodeError == "dead_letter" {
+		want = append(want, struct{ key, name string }{"source.dead_letter_topic", cfg.Source.DeadLetterTopic})
 	}
-	for _, t := range []struct{ key, name string }{{"source.topic", cfg.Source.Topic}, {"sink.topic", cfg.Sink.Topic}} {
+	names := make([]string, len(want))
+	for i, t := range want {
+		names[i] = t.name
+	}
+	topics, err := kadm.NewClient(cl).ListTopics(ctx, names...)
+	if err != nil {
+		return fmt.Errorf("jobs: listing topics %v: %w", names, err)
+	}
+	for _, t := range want {
 		d, ok := topics[t.name]
 		switch {
 		case !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition):

@@ -296,6 +296,8 @@ func TestBuildRefusesWhatTheClusterRefuses(t *testing.T) {
 		{"timeout too close to the budget", []string{"sink.transaction_timeout=1m", "checkpoint.timeout=40s"}, Env{}, "sink.transaction_timeout", "not comfortably above"},
 		{"missing source topic", []string{"source.topic=nope"}, Env{}, "source.topic", "nope does not exist"},
 		{"missing sink topic", []string{"sink.topic=gone"}, Env{}, "sink.topic", "gone does not exist"},
+		{"missing dead-letter topic", []string{"source.on_decode_error=dead_letter", "source.dead_letter_topic=dlq"}, Env{},
+			"source.dead_letter_topic", "dlq does not exist"},
 		{"fresh and from", nil, Env{Fresh: true, RestoreFrom: "x"}, "", "exclude each other"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
