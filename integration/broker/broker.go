@@ -257,11 +257,15 @@ func freePort() (int, error) {
 }
 
 func (c *Cluster) configure() error {
-	id := make([]byte, 16)
-	if _, err := rand.Read(id); err != nil {
-		return fmt.Errorf("broker: cluster id: %w", err)
+	// An id starting with '-' would be read as an option by the storage
+	// tool's argument parser (Kafka's own random ids avoid it the same way).
+	for c.clusterID == "" || strings.HasPrefix(c.clusterID, "-") {
+		id := make([]byte, 16)
+		if _, err := rand.Read(id); err != nil {
+			return fmt.Errorf("broker: cluster id: %w", err)
+		}
+		c.clusterID = base64.RawURLEncoding.EncodeToString(id)
 	}
-	c.clusterID = base64.RawURLEncoding.EncodeToString(id)
 	for i := range c.opts.Nodes {
 		n := &node{id: i + 1, dir: filepath.Join(c.dir, fmt.Sprintf("node-%d", i+1))}
 		var err error
