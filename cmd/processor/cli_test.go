@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/jobs"
 )
 
 func newMemJob(limit int, gap time.Duration) *memJob {
@@ -365,7 +366,7 @@ func TestRunSecretsNeverLogged(t *testing.T) {
 			var got atomic.Value
 			r := startRunDeps(t, func(d deps) deps {
 				build := d.build
-				d.build = func(ctx context.Context, cfg *config.Config, e jobEnv) (*builtJob, error) {
+				d.build = func(ctx context.Context, cfg *config.Config, e jobs.Env) (*jobs.Built, error) {
 					got.Store(string(cfg.Kafka.SASL.Password))
 					return build(ctx, cfg, e)
 				}

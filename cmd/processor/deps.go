@@ -3,45 +3,21 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/onceflow/onceflow/config"
-	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/jobs"
 )
-
-// jobEnv, builtJob and jobStats mirror the contract of package jobs
-// (jobs.Env, jobs.Built, jobs.Stats) until it lands.
-type jobEnv struct {
-	ClientOpts            []kgo.Opt
-	Logger                *slog.Logger
-	RestoreFrom           string
-	Fresh                 bool
-	AllowNonRestoredState bool
-}
-
-type builtJob struct {
-	Job   *engine.Job
-	Stats func() jobStats
-}
-
-type jobStats struct {
-	PendingTransactions                      int
-	OldestPending                            time.Duration
-	RecordsRead, DecodeSkipped, DeadLettered int64
-	ConsumerLag                              int64
-}
 
 // deps are what the run command reaches outside the process: tests
 // replace them (an in-memory job, no Kafka, injected signals).
 type deps struct {
 	// build turns the configuration into a runnable job.
-	build func(ctx context.Context, cfg *config.Config, env jobEnv) (*builtJob, error)
+	build func(ctx context.Context, cfg *config.Config, env jobs.Env) (*jobs.Built, error)
 	// ping checks that the cluster answers.
 	ping func(ctx context.Context, opts []kgo.Opt, brokers []string) error
 	// signals delivers SIGINT and SIGTERM until the returned stop is
@@ -53,9 +29,7 @@ type deps struct {
 
 func productionDeps() deps {
 	return deps{
-		build: func(context.Context, *config.Config, jobEnv) (*builtJob, error) {
-			return nil, fmt.Errorf("the built-in jobs are not available yet (package jobs has no Build)")
-		},
+		build: jobs.Build,
 		ping: func(ctx context.Context, opts []kgo.Opt, brokers []string) error {
 			cl, err := kgo.NewClient(opts...)
 			if err != nil {

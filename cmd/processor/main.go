@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/onceflow/onceflow/jobs"
 )
 
 // usageError marks errors of the command line or configuration (exit 2).
@@ -46,10 +48,12 @@ func execute(ctx context.Context, root *cobra.Command, args []string, stdout, st
 	return exitCode(err)
 }
 
-// exitCode is 2 for bad usage or configuration, 1 for other failures.
+// exitCode is 2 for bad usage or configuration (a *jobs.ConfigError is
+// a configuration the cluster or the disk refused), 1 for other failures.
 func exitCode(err error) int {
 	var ue usageError
-	if errors.As(err, &ue) {
+	var ce *jobs.ConfigError
+	if errors.As(err, &ue) || errors.As(err, &ce) {
 		return 2
 	}
 	return 1

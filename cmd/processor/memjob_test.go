@@ -12,6 +12,7 @@ import (
 
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/jobs"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -142,10 +143,10 @@ func (s *txnSink) commit(t memTxn) {
 }
 
 // stats is what jobs.Stats would report for this sink and a source.
-func (s *txnSink) stats(src *lineSource) jobStats {
+func (s *txnSink) stats(src *lineSource) jobs.Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := jobStats{PendingTransactions: len(s.pending), RecordsRead: src.read.Load(), ConsumerLag: -1}
+	st := jobs.Stats{PendingTransactions: len(s.pending), RecordsRead: src.read.Load(), ConsumerLag: -1}
 	for _, at := range s.pending {
 		st.OldestPending = max(st.OldestPending, time.Since(at))
 	}
@@ -233,7 +234,7 @@ type memJob struct {
 	sink *txnSink
 }
 
-func (m *memJob) build(_ context.Context, cfg *config.Config, env jobEnv) (*builtJob, error) {
+func (m *memJob) build(_ context.Context, cfg *config.Config, env jobs.Env) (*jobs.Built, error) {
 	storage, err := state.NewFileStorage(cfg.Checkpoint.Dir, cfg.Job.Name, state.StorageOptions{Retained: cfg.Checkpoint.Retain})
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint.dir: %w", err)
@@ -267,5 +268,5 @@ func (m *memJob) build(_ context.Context, cfg *config.Config, env jobEnv) (*buil
 		return wordCount{Word: v.Word, Count: acc.Count + v.Count}, nil
 	})
 	engine.SinkTo(counts, "sink", p, engine.Sink[wordCount](m.sink))
-	return &builtJob{Job: j, Stats: func() jobStats { return m.sink.stats(m.src) }}, nil
+	return &jobs.Built{Job: j, Stats: func() jobs.Stats { return m.sink.stats(m.src) }}, nil
 }

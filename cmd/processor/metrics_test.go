@@ -14,6 +14,7 @@ import (
 
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/jobs"
 )
 
 // loadTestConfig is the in-memory word count's configuration with sets.
@@ -95,7 +96,7 @@ func TestMetricsOfRunningJob(t *testing.T) {
 	dir := t.TempDir()
 	cfg := loadTestConfig(t, dir, "checkpoint.interval=1h") // checkpoints only when asked
 	m := newMemJob(50, 0)
-	built, err := m.build(context.Background(), cfg, jobEnv{Logger: slog.New(slog.DiscardHandler)})
+	built, err := m.build(context.Background(), cfg, jobs.Env{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,8 +125,8 @@ func TestMetricsOfRunningJob(t *testing.T) {
 		paths = append(paths, p)
 	}
 
-	stats := jobStats{PendingTransactions: 3, OldestPending: 2500 * time.Millisecond, RecordsRead: 1000, DecodeSkipped: 7, DeadLettered: 2, ConsumerLag: 42}
-	o := &observer{job: built.Job, stats: func() jobStats { return stats }}
+	stats := jobs.Stats{PendingTransactions: 3, OldestPending: 2500 * time.Millisecond, RecordsRead: 1000, DecodeSkipped: 7, DeadLettered: 2, ConsumerLag: 42}
+	o := &observer{job: built.Job, stats: func() jobs.Stats { return stats }}
 	api := &apiServer{o: o, reg: newRegistry(o, "memwc"), log: slog.New(slog.DiscardHandler)}
 	fams := scrape(t, api.handler())
 
@@ -168,7 +169,7 @@ func TestMetricsOfRunningJob(t *testing.T) {
 
 	// An unknown lag is absent, not a made-up number.
 	stats.ConsumerLag = -1
-	o2 := &observer{job: built.Job, stats: func() jobStats { return stats }}
+	o2 := &observer{job: built.Job, stats: func() jobs.Stats { return stats }}
 	api2 := &apiServer{o: o2, reg: newRegistry(o2, "memwc"), log: slog.New(slog.DiscardHandler)}
 	if _, ok := value(scrape(t, api2.handler()), "onceflow_source_consumer_lag", nil); ok {
 		t.Fatal("consumer lag -1 is exported")
@@ -191,7 +192,7 @@ func TestHealthzFailedJob(t *testing.T) {
 	cfg := loadTestConfig(t, dir)
 	m := newMemJob(100, 0)
 	m.src.fail = 3
-	built, err := m.build(context.Background(), cfg, jobEnv{Logger: slog.New(slog.DiscardHandler)})
+	built, err := m.build(context.Background(), cfg, jobs.Env{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/jobs"
 )
 
 // observer reads the job's status and statistics for the HTTP API and the
@@ -12,14 +13,14 @@ import (
 // only the last checkpoints in its history.
 type observer struct {
 	job   *engine.Job
-	stats func() jobStats
+	stats func() jobs.Stats
 	tally checkpointTally
 }
 
 // view is one consistent reading of the job.
 type view struct {
 	status engine.Status
-	stats  jobStats
+	stats  jobs.Stats
 	counts checkpointCounts
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/jobs"
 )
 
 type runFlags struct {
@@ -173,7 +174,7 @@ func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) e
 
 	jobCtx, cancelJob := context.WithCancelCause(ctx)
 	defer cancelJob(nil)
-	built, err := d.build(jobCtx, cfg, jobEnv{ClientOpts: opts, Logger: log, RestoreFrom: f.from, Fresh: f.fresh,
+	built, err := d.build(jobCtx, cfg, jobs.Env{ClientOpts: opts, Logger: log, RestoreFrom: f.from, Fresh: f.fresh,
 		AllowNonRestoredState: f.allowNonRestoredState})
 	if err != nil {
 		return fmt.Errorf("building job %s: %w", cfg.Job.Name, err)

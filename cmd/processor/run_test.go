@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/jobs"
 )
 
 // syncBuffer collects a command's output while it runs.
@@ -77,7 +78,7 @@ func testDeps(m *memJob, r *testRun, env []string) deps {
 		env = []string{}
 	}
 	return deps{
-		build: func(ctx context.Context, cfg *config.Config, env jobEnv) (*builtJob, error) {
+		build: func(ctx context.Context, cfg *config.Config, env jobs.Env) (*jobs.Built, error) {
 			r.built.Add(1)
 			return m.build(ctx, cfg, env)
 		},
