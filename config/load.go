@@ -19,8 +19,11 @@ import (
 // ONCEFLOW_CHECKPOINT_INTERVAL).
 const EnvPrefix = "ONCEFLOW"
 
-// envNotKeys are ONCEFLOW_ variables that are not configuration keys.
-var envNotKeys = []string{"ONCEFLOW_FAILPOINTS", "ONCEFLOW_CACHE_DIR", "ONCEFLOW_KAFKA_VERSION"}
+// envNotKeys are ONCEFLOW_ variables that are not configuration keys:
+// the failpoints, and the knobs of the test kit, the local broker and the
+// crash tests, which a developer's shell may export while running jobs.
+var envNotKeys = []string{"ONCEFLOW_FAILPOINTS", "ONCEFLOW_CACHE_DIR", "ONCEFLOW_KAFKA_VERSION",
+	"ONCEFLOW_KAFKA", "ONCEFLOW_CRASH_KILLS", "ONCEFLOW_BENCH_STATE_MB"}
 
 // Default returns the configuration every key falls back to.
 func Default() Config {
