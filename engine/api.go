@@ -33,7 +33,10 @@ type Scope struct {
 type SourceReader[T any] interface {
 	// Next returns the next record, or false when ctx ended first: the
 	// engine cancels ctx to inject a barrier promptly while no record
-	// arrives, and calls Next again. io.EOF ends a bounded source: the
+	// arrives, and calls Next again. A cancelled ctx therefore means
+	// "return soon", never failure: work cut short by it (a fetch, a
+	// metadata refresh) must be retried on the next call, not reported as
+	// an error, and no record may be lost. io.EOF ends a bounded source: the
 	// reader is not called again, and once every source has ended the job
 	// takes a final checkpoint, commits it and finishes.
 	Next(ctx context.Context) (T, bool, error)

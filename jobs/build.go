@@ -357,7 +357,7 @@ func engineOptions(cfg *config.Config, env Env, log *slog.Logger) (engine.Option
 			DeleteOnCancel: ck.OnCancel == "delete",
 		},
 		Restart:               restart,
-		Storage:               savepointAware{storage},
+		Storage:               storage,
 		Backend:               backend,
 		MaxParallelism:        cfg.Job.MaxParallelism,
 		RestoreFrom:           env.RestoreFrom,

@@ -697,27 +697,39 @@ func (s *dirStorage) Abort(checkpointID int64) error {
 	return nil
 }
 
-// Latest implements Storage. It verifies the metadata and the size and
-// checksum of every file of a candidate before returning it.
+// Latest implements Storage. Savepoints of the job directory are
+// candidates like checkpoints (ids are unique across both). It verifies
+// the metadata and the size and checksum of every file of a candidate
+// before returning it.
 func (s *dirStorage) Latest(ctx context.Context) (*Metadata, []CheckpointInfo, error) {
 	entries, err := s.fs.ReadDir(s.root)
 	if err != nil {
 		return nil, nil, fmt.Errorf("storage %s: %w", s.root, err)
 	}
-	var ids []int64
+	type candidate struct {
+		id        int64
+		dir       string
+		savepoint bool
+	}
+	var cands []candidate
 	for _, e := range entries {
-		if id, ok := parseDirID(e.Name, chkPrefix); ok && e.IsDir {
-			ids = append(ids, id)
+		if !e.IsDir {
+			continue
+		}
+		if id, ok := parseDirID(e.Name, chkPrefix); ok {
+			cands = append(cands, candidate{id, chkDirName(id), false})
+		} else if id, ok := parseDirID(e.Name, savepointPref); ok {
+			cands = append(cands, candidate{id, savepointDirName(id), true})
 		}
 	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] > ids[j] })
+	sort.Slice(cands, func(i, j int) bool { return cands[i].id > cands[j].id })
 	var infos []CheckpointInfo
-	for _, id := range ids {
+	for _, c := range cands {
 		if err := ctx.Err(); err != nil {
 			return nil, infos, err
 		}
-		dir := filepath.Join(s.root, chkDirName(id))
-		info := CheckpointInfo{ID: id, Path: dir}
+		dir := filepath.Join(s.root, c.dir)
+		info := CheckpointInfo{ID: c.id, Path: dir, Savepoint: c.savepoint}
 		md, err := s.readMetadata(dir)
 		if err == nil {
 			info.Complete = true

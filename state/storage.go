@@ -67,9 +67,16 @@ type Storage interface {
 	// Abort removes what was written for a checkpoint that will not
 	// complete. Shared files still referenced elsewhere stay.
 	Abort(checkpointID int64) error
-	// Latest returns the newest complete, intact checkpoint, skipping (and
-	// reporting through the returned infos) incomplete or corrupt ones. It
-	// returns nil metadata when there is none.
+	// Latest returns the newest complete, intact checkpoint or savepoint
+	// (the highest id: ids are unique and increasing across both),
+	// skipping (and reporting through the returned infos) incomplete or
+	// corrupt ones. It returns nil metadata when there is none.
+	//
+	// Savepoints count because their transactions were committed when they
+	// completed: resuming from an older checkpoint would replay the records
+	// between the two into new transactions and write them twice (after a
+	// stop with a savepoint and a plain restart, or a failure following a
+	// savepoint), as Flink's failover also considers savepoints.
 	Latest(ctx context.Context) (*Metadata, []CheckpointInfo, error)
 	// Load reads the checkpoint or savepoint at path (a chk-<n> or
 	// savepoint-<id> directory or its _metadata file) and verifies it; a

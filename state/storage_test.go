@@ -3,12 +3,14 @@ package state
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // writeCheckpoint stores a small checkpoint with one private and the given
@@ -142,11 +144,15 @@ func TestStorageRetainsAndRefcountsSharedFiles(t *testing.T) {
 				t.Fatalf("content of %s = %q", ref.Path, got)
 			}
 		}
-		// Savepoints are self-contained and survive DiscardAll.
+		// Savepoints are self-contained and survive DiscardAll: the
+		// savepoint is all Latest finds after it.
 		sp := writeSavepoint(t, st, 8, "d.sst")
 		must(t, st.DiscardAll())
-		if md, _, _ := st.Latest(ctx); md != nil {
-			t.Fatalf("checkpoint %d survives DiscardAll", md.CheckpointID)
+		if md, _, _ := st.Latest(ctx); md == nil || md.CheckpointID != 8 || !md.Savepoint {
+			t.Fatalf("after DiscardAll Latest = %+v, want savepoint 8 only", md)
+		}
+		if infos, _ := st.List(ctx); len(infos) != 1 || !infos[0].Savepoint {
+			t.Fatalf("after DiscardAll List = %+v, want savepoint 8 only", infos)
 		}
 		loaded, err := st.Load(ctx, sp.Path)
 		must(t, err)
@@ -357,4 +363,65 @@ func TestConcurrentCheckpointsShareFilesSafely(t *testing.T) {
 			t.Fatalf("latest %d after refused completions", got.CheckpointID)
 		}
 	})
+}
+
+// Latest returns the newer of the latest checkpoint and the latest
+// savepoint.
+func TestLatestConsidersSavepoints(t *testing.T) {
+	ctx := context.Background()
+	inner := NewMemoryStorage("j", StorageOptions{Retained: 3})
+	s := inner
+	if md, _, err := s.Latest(ctx); err != nil || md != nil {
+		t.Fatalf("empty storage: %v %v", md, err)
+	}
+	complete := func(id int64, savepoint bool) {
+		t.Helper()
+		md := &Metadata{Version: MetadataVersion, Job: "j", CheckpointID: id, Savepoint: savepoint, Timestamp: time.Now()}
+		if err := inner.Complete(ctx, md); err != nil {
+			t.Fatal(err)
+		}
+	}
+	latest := func() string {
+		t.Helper()
+		md, _, err := s.Latest(ctx)
+		if err != nil || md == nil {
+			t.Fatalf("Latest: %v %v", md, err)
+		}
+		return fmt.Sprintf("%d/%v", md.CheckpointID, md.Savepoint)
+	}
+	complete(1, false)
+	complete(2, true)
+	if got := latest(); got != "2/true" {
+		t.Fatalf("latest %s, want savepoint 2", got)
+	}
+	complete(3, false)
+	if got := latest(); got != "3/false" {
+		t.Fatalf("latest %s, want checkpoint 3", got)
+	}
+	complete(4, true)
+	complete(5, true)
+	if got := latest(); got != "5/true" {
+		t.Fatalf("latest %s, want savepoint 5", got)
+	}
+}
+
+// A corrupt newest savepoint is skipped and reported like a corrupt
+// checkpoint.
+func TestLatestSkipsCorruptSavepoint(t *testing.T) {
+	dir := t.TempDir()
+	st, err := NewFileStorage(dir, "job", StorageOptions{Retained: 2})
+	must(t, err)
+	writeCheckpoint(t, st, 1, "a.sst")
+	writeSavepoint(t, st, 2, "a.sst")
+	sp3 := writeSavepoint(t, st, 3)
+	flipByte(t, filepath.Join(dir, "job", sp3.Operators[0].Subtasks[0].Keyed.Files[0].Path), 2)
+	md, infos, err := reopen(t, dir).Latest(context.Background())
+	must(t, err)
+	if md == nil || md.CheckpointID != 2 || !md.Savepoint {
+		t.Fatalf("latest = %+v, want savepoint 2", md)
+	}
+	if len(infos) != 2 || infos[0].ID != 3 || !infos[0].Savepoint {
+		t.Fatalf("infos %+v, want savepoint 3 reported first", infos)
+	}
+	wantErrContains(t, infos[0].Err, filepath.Join(dir, "job", "savepoint-3"), "corrupt")
 }

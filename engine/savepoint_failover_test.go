@@ -1,10 +1,9 @@
-package jobs
+package engine_test
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -108,27 +107,15 @@ func (w *commitWriter) NotifyCheckpointComplete(_ context.Context, id int64) err
 func (w *commitWriter) NotifyCheckpointAborted(context.Context, int64) error { return nil }
 func (w *commitWriter) Close(context.Context) error                          { return nil }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // A savepoint taken while the job runs commits the sink's transactions.
 // When an attempt then fails before any later checkpoint, the restart
-// must start from the savepoint. (The engine with a plain storage
-// restarts from the latest checkpoint before it, here none, and commits
-// the records before the savepoint a second time: use the storage
-// without savepointAware below to see it.)
+// must start from the savepoint: restarting from the latest checkpoint
+// before it (here none) would commit the records before the savepoint a
+// second time.
 func TestFailoverAfterASavepointResumesFromIt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	storage := savepointAware{state.NewMemoryStorage("sp", state.StorageOptions{Retained: 2})}
+	storage := state.NewMemoryStorage("sp", state.StorageOptions{Retained: 2})
 	j := engine.NewJob("sp", engine.Options{Storage: storage, Restart: engine.FixedDelay(1, time.Millisecond),
 		Checkpoint: engine.CheckpointOptions{Interval: time.Hour}})
 	src, sink := &counterSource{}, &commitSink{}
@@ -158,45 +145,5 @@ func TestFailoverAfterASavepointResumesFromIt(t *testing.T) {
 		if v != i {
 			t.Fatalf("committed output is not 0, 1, 2, ... once each: at %d found %d (%v)", i, v, got)
 		}
-	}
-}
-
-// Latest prefers the newer of the latest checkpoint and the latest
-// savepoint.
-func TestSavepointAwareLatest(t *testing.T) {
-	ctx := context.Background()
-	inner := state.NewMemoryStorage("j", state.StorageOptions{Retained: 3})
-	s := savepointAware{inner}
-	if md, _, err := s.Latest(ctx); err != nil || md != nil {
-		t.Fatalf("empty storage: %v %v", md, err)
-	}
-	complete := func(id int64, savepoint bool) {
-		t.Helper()
-		md := &state.Metadata{Version: state.MetadataVersion, Job: "j", CheckpointID: id, Savepoint: savepoint, Timestamp: time.Now()}
-		if err := inner.Complete(ctx, md); err != nil {
-			t.Fatal(err)
-		}
-	}
-	latest := func() string {
-		t.Helper()
-		md, _, err := s.Latest(ctx)
-		if err != nil || md == nil {
-			t.Fatalf("Latest: %v %v", md, err)
-		}
-		return fmt.Sprintf("%d/%v", md.CheckpointID, md.Savepoint)
-	}
-	complete(1, false)
-	complete(2, true)
-	if got := latest(); got != "2/true" {
-		t.Fatalf("latest %s, want savepoint 2", got)
-	}
-	complete(3, false)
-	if got := latest(); got != "3/false" {
-		t.Fatalf("latest %s, want checkpoint 3", got)
-	}
-	complete(4, true)
-	complete(5, true)
-	if got := latest(); got != "5/true" {
-		t.Fatalf("latest %s, want savepoint 5", got)
 	}
 }
