@@ -1,11 +1,41 @@
 // Package kafkatest gives integration tests a real Kafka cluster.
 //
-// Which cluster: KAFKA_BOOTSTRAP set (comma-separated host:port) uses that
-// cluster; otherwise a local cluster started from the broker's Maven jars
-// (package broker). Each test binary starts at most one cluster of each
-// kind, lazily, on the first test that asks, and stops it when Main
-// returns. A test that asks for a cluster that cannot be had fails with the
-// reason; it never skips.
+// Which cluster. Bootstrap, the default single-node cluster with the
+// release's default transaction version, is chosen once per test binary,
+// in this order:
+//
+//  1. KAFKA_BOOTSTRAP set (comma-separated host:port): that cluster.
+//  2. Else, when a Docker engine answers: one apache/kafka:4.1.1 container
+//     (the tag follows ONCEFLOW_KAFKA_VERSION like the local broker)
+//     started with testcontainers-go: KRaft, one broker-and-controller node,
+//     transaction state log and offsets topic with replication factor 1 and
+//     min ISR 1, so transactions work on the one node.
+//  3. Else the local cluster from the broker's Maven jars (package broker),
+//     the same one Local(t, Kind{}) returns.
+//
+// The Docker probe costs nothing on a machine without Docker: it pings the
+// engine (at most 3 s) only when DOCKER_HOST is set, ~/.testcontainers.properties
+// exists, or a Docker socket exists (/var/run/docker.sock,
+// $XDG_RUNTIME_DIR/docker.sock, ~/.docker/run/docker.sock,
+// ~/.docker/desktop/docker.sock, /run/user/<uid>/docker.sock). When Docker
+// answers but the container cannot be started (no image, no pull), Bootstrap
+// logs why and falls back to the local cluster.
+//
+// ONCEFLOW_KAFKA=local or ONCEFLOW_KAFKA=docker forces what Bootstrap uses,
+// over KAFKA_BOOTSTRAP too; with docker forced, an engine that does not
+// answer or a container that does not start fails the test with the reason
+// (no fallback). Any other value than local, docker or auto fails the test.
+//
+// Local clusters stay on the broker's jars whatever the environment:
+// Local(t, Kind{...}) is for the clusters a container does not give,
+// transaction version 0 (Kind.TransactionVersion) and three nodes, and for
+// fault tests that kill and restart nodes.
+//
+// Each test binary starts at most one cluster of each kind (Bootstrap's
+// container, each Kind of local cluster), lazily, on the first test that
+// asks, and stops them when Main returns. A test that asks for a cluster
+// that cannot be had fails with the reason; it never skips. Progress and
+// the choice made go to stderr, prefixed "kafkatest:".
 //
 //	func TestMain(m *testing.M) { os.Exit(kafkatest.Main(m)) }
 //
@@ -33,13 +63,23 @@ import (
 	"github.com/onceflow/onceflow/integration/broker"
 )
 
-// clusters are the clusters this test binary started, by kind. The test
-// binary is the owner: Main stops them. (A test kit is the one place where
-// process-wide state is the contract: TestMain cannot hand values to
-// tests.)
+// clusters are the clusters this test binary started, and Bootstrap's
+// choice. The test binary is the owner: Main stops them. (A test kit is the
+// one place where process-wide state is the contract: TestMain cannot hand
+// values to tests.)
 var clusters = struct {
 	sync.Mutex
+	// started are the local clusters, by Kind.
 	started map[string]*shared
+	// docker is Bootstrap's container, when it started one.
+	docker *dockerCluster
+	// bootstrap is Bootstrap's cluster, chosen once.
+	bootstrap struct {
+		once  sync.Once
+		seeds []string // the cluster's seeds, unless local
+		local bool     // Bootstrap returns Local(t, Kind{})
+		err   error
+	}
 }{started: map[string]*shared{}}
 
 type shared struct {
@@ -58,22 +98,79 @@ func Main(m *testing.M) int {
 	for kind, s := range clusters.started {
 		if s.c != nil {
 			if err := s.c.Stop(); err != nil {
-				fmt.Fprintf(os.Stderr, "kafkatest: stopping the %s cluster: %v\n", kind, err)
+				logf("stopping the %s cluster: %v", kind, err)
 			}
+		}
+	}
+	if clusters.docker != nil {
+		if err := clusters.docker.stop(); err != nil {
+			logf("stopping the Docker cluster: %v", err)
 		}
 	}
 	return code
 }
 
-// Bootstrap returns the seed brokers of the test binary's cluster:
-// KAFKA_BOOTSTRAP, or a local single-node cluster with the release's
-// default transaction version.
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "kafkatest: "+format+"\n", args...)
+}
+
+// Bootstrap returns the seed brokers of the test binary's default
+// single-node cluster: KAFKA_BOOTSTRAP's, a Docker container's, or the
+// local cluster's, chosen once per test binary as the package doc says
+// (ONCEFLOW_KAFKA forces local or docker). It fails the test with the
+// reason when no cluster can be had.
 func Bootstrap(t testing.TB) []string {
 	t.Helper()
-	if env := os.Getenv("KAFKA_BOOTSTRAP"); env != "" {
-		return strings.Split(env, ",")
+	b := &clusters.bootstrap
+	b.once.Do(func() { b.seeds, b.local, b.err = openBootstrap() })
+	if b.err != nil {
+		t.Fatalf("kafkatest: no Kafka cluster: %v", b.err)
 	}
-	return Local(t, Kind{}).Addrs()
+	if b.local {
+		return Local(t, Kind{}).Addrs()
+	}
+	return b.seeds
+}
+
+// openBootstrap chooses Bootstrap's cluster and starts the container when
+// Docker is chosen. local means Bootstrap uses Local(t, Kind{}).
+func openBootstrap() (seeds []string, local bool, err error) {
+	probe := func() error {
+		return dockerAnswers(os.Getenv, fileExists, os.Getuid(), pingDocker)
+	}
+	ch, err := choose(os.Getenv, probe)
+	if err != nil {
+		return nil, false, err
+	}
+	logf("Bootstrap uses the %s cluster: %s", ch.from, ch.why)
+	switch ch.from {
+	case fromEnv:
+		return ch.seeds, false, nil
+	case fromLocal:
+		return nil, true, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dockerStartTimeout)
+	defer cancel()
+	start := time.Now()
+	image := dockerImage(os.Getenv)
+	d, err := startDocker(ctx, image)
+	if err != nil {
+		if ch.forced {
+			return nil, false, fmt.Errorf("%s=docker: %w", envForce, err)
+		}
+		logf("falling back to the local cluster: %v", err)
+		return nil, true, nil
+	}
+	clusters.Lock()
+	clusters.docker = d
+	clusters.Unlock()
+	logf("%s container up in %s at %s", image, time.Since(start).Round(time.Millisecond), strings.Join(d.seeds, ","))
+	return d.seeds, false, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // Kind selects a local cluster.
@@ -94,10 +191,12 @@ func (k Kind) String() string {
 	return fmt.Sprintf("%d-node tv=%s", n, tv)
 }
 
-// Local returns the local cluster of that kind, starting it on first use.
-// Local clusters can be killed and restarted (broker.Cluster.Kill and
-// Restart), so fault tests use them even when KAFKA_BOOTSTRAP is set. A
-// test that kills a node must restart it before it ends.
+// Local returns the local cluster of that kind, started from the broker's
+// jars on first use, whatever KAFKA_BOOTSTRAP, ONCEFLOW_KAFKA or Docker
+// say. Local clusters can be killed and restarted (broker.Cluster.Kill and
+// Restart), so fault tests use them. A test that kills a node must restart
+// it before it ends. It fails the test with the reason when the cluster
+// cannot be started.
 func Local(t testing.TB, k Kind) *broker.Cluster {
 	t.Helper()
 	key := k.String()
@@ -112,14 +211,13 @@ func Local(t testing.TB, k Kind) *broker.Cluster {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 		defer cancel()
 		start := time.Now()
-		s.c, s.err = broker.Start(ctx, broker.Options{Nodes: k.Nodes, TransactionVersion: k.TransactionVersion,
-			Logf: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "kafkatest: "+format+"\n", args...) }})
+		s.c, s.err = broker.Start(ctx, broker.Options{Nodes: k.Nodes, TransactionVersion: k.TransactionVersion, Logf: logf})
 		if s.err == nil {
-			fmt.Fprintf(os.Stderr, "kafkatest: %s cluster up in %s at %s\n", key, time.Since(start).Round(time.Millisecond), s.c.Bootstrap())
+			logf("%s cluster up in %s at %s", key, time.Since(start).Round(time.Millisecond), s.c.Bootstrap())
 		}
 	})
 	if s.err != nil {
-		t.Fatalf("kafkatest: no %s Kafka cluster (set KAFKA_BOOTSTRAP to use an existing one): %v", key, s.err)
+		t.Fatalf("kafkatest: no local %s Kafka cluster from the broker's jars: %v", key, s.err)
 	}
 	return s.c
 }
