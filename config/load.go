@@ -31,7 +31,7 @@ func Default() Config {
 		Job:    Job{Type: "wordcount", Parallelism: 1, MaxParallelism: 128},
 		Kafka:  Kafka{Brokers: []string{"127.0.0.1:9092"}},
 		Source: Source{Start: "earliest", Isolation: "read_committed", DiscoveryInterval: 30 * time.Second, OnDecodeError: "fail"},
-		Sink:   Sink{Delivery: "exactly_once", TransactionTimeout: 15 * time.Minute, Slots: 4},
+		Sink:   Sink{Delivery: "exactly_once", TransactionTimeout: 15 * time.Minute},
 		Checkpoint: Checkpoint{Interval: time.Second, Mode: "exactly_once", Timeout: time.Minute, MaxConcurrent: 1,
 			Retain: 3, OnCancel: "retain", Dir: "./data/checkpoints"},
 		State: State{Backend: "pebble", Dir: "./data/state", Incremental: true},
@@ -247,7 +247,19 @@ func (c *Config) fillDerived() {
 	if c.Sink.TransactionalIDPrefix == "" && c.Job.Name != "" {
 		c.Sink.TransactionalIDPrefix = c.Job.Name
 	}
+	if c.Sink.Slots == 0 {
+		c.Sink.Slots = MinSlots(c.Checkpoint.MaxConcurrent)
+	}
 }
+
+// MinSlots is how many transactional ids an exactly-once sink subtask
+// needs with maxConcurrent checkpoints in flight: one for the open
+// transaction, one per in-flight checkpoint for its pre-committed
+// transaction, and maxConcurrent+1 committed ones that the latest
+// completed checkpoint may still refer to (an id is reused only once a
+// checkpoint taken after its commit completed, because a restore commits
+// what the checkpoint holds again). 4 with one checkpoint at a time.
+func MinSlots(maxConcurrent int) int { return 2*max(maxConcurrent, 1) + 2 }
 
 // Validate checks every key's value; the error names each key at fault.
 func (c *Config) Validate() error {
@@ -312,8 +324,9 @@ func (c *Config) Validate() error {
 	oneOf("sink.delivery", c.Sink.Delivery, "none", "at_least_once", "exactly_once")
 	if c.Sink.Delivery == "exactly_once" {
 		required("sink.transactional_id_prefix", c.Sink.TransactionalIDPrefix)
-		if c.Sink.Slots < 2 {
-			bad("sink.slots", "%d; exactly_once needs at least 2", c.Sink.Slots)
+		if need := MinSlots(c.Checkpoint.MaxConcurrent); c.Sink.Slots < need {
+			bad("sink.slots", "%d; exactly_once with checkpoint.max_concurrent %d needs at least %d (leave it unset for that)",
+				c.Sink.Slots, c.Checkpoint.MaxConcurrent, need)
 		}
 		if c.Sink.TransactionTimeout <= 0 {
 			bad("sink.transaction_timeout", "must be positive")

@@ -79,6 +79,7 @@ func TestBadInputNamesTheKey(t *testing.T) {
 		{name: "wrong type", file: strings.Replace(valid, "retain: 3", "retain: many", 1), want: []string{"checkpoint.retain"}},
 		{name: "bad enum", file: strings.Replace(valid, "delivery: exactly_once", "delivery: twice", 1), want: []string{"sink.delivery", `"twice"`}},
 		{name: "below minimum", file: valid, set: []string{"checkpoint.interval=1ms"}, want: []string{"checkpoint.interval", "minimum"}},
+		{name: "too few slots", file: valid, set: []string{"checkpoint.max_concurrent=4", "sink.slots=9"}, want: []string{"sink.slots", "needs at least 10"}},
 		{name: "bad broker", file: valid, env: []string{"ONCEFLOW_KAFKA_BROKERS=localhost"}, want: []string{"kafka.brokers", "host:port"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -95,6 +96,25 @@ func TestBadInputNamesTheKey(t *testing.T) {
 				t.Fatalf("error spans several lines: %q", err)
 			}
 		})
+	}
+}
+
+func TestSlotsFollowMaxConcurrent(t *testing.T) {
+	for _, tc := range []struct {
+		set  []string
+		want int
+	}{
+		{nil, 4},
+		{[]string{"checkpoint.max_concurrent=4"}, 10},
+		{[]string{"checkpoint.max_concurrent=2", "sink.slots=12"}, 12},
+	} {
+		cfg, err := Load(Sources{File: writeFile(t, valid), Set: tc.set})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Sink.Slots != tc.want {
+			t.Errorf("with %v sink.slots = %d, want %d", tc.set, cfg.Sink.Slots, tc.want)
+		}
 	}
 }
 

@@ -3,9 +3,13 @@
 // (after a pre-commit but before the ack, between two commits, ...).
 //
 // Failpoints are armed only through the environment variable
-// ONCEFLOW_FAILPOINTS, a comma-separated list of name or name@n entries:
-// name kills the process the first time the step is reached, name@n the
-// n-th time. With the variable unset, Hit costs one atomic load.
+// ONCEFLOW_FAILPOINTS, a comma-separated list of name, name@n or name~d
+// entries: name kills the process the first time the step is reached,
+// name@n the n-th time, and name~d (d a duration like 300ms) kills
+// nothing but stalls every hit for d, so that work piles up behind the
+// step (a stalled before-commit makes the next notification commit several
+// transactions, reaching between-commits). With the variable unset, Hit
+// costs one atomic load.
 //
 // The process dies by SIGKILL sent to itself: no deferred function runs, no
 // buffer is flushed, no file is closed — like a machine losing power.
@@ -20,6 +24,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Env is the environment variable that arms failpoints.
@@ -45,8 +50,9 @@ const (
 var Names = []string{AfterPreCommit, BeforeCommit, BetweenCommits, RestoreBeforeCommit, RestoreAfterCommit}
 
 type point struct {
-	at   int64
-	hits atomic.Int64
+	at    int64         // kill at this hit (0: never)
+	stall time.Duration // sleep at every hit
+	hits  atomic.Int64
 }
 
 // armed is parsed from the environment once; the map is never written
@@ -61,9 +67,26 @@ func Parse(spec string) (map[string]*point, error) {
 		if item == "" {
 			continue
 		}
+		if name, d, ok := strings.Cut(item, "~"); ok {
+			if !slices.Contains(Names, name) {
+				return nil, fmt.Errorf("%s: unknown failpoint %q (known: %s)", Env, name, strings.Join(Names, ", "))
+			}
+			stall, err := time.ParseDuration(d)
+			if err != nil || stall <= 0 {
+				return nil, fmt.Errorf("%s: %q: the stall after ~ must be a positive duration like 300ms", Env, item)
+			}
+			if _, dup := out[name]; dup {
+				return nil, fmt.Errorf("%s: failpoint %q armed twice", Env, name)
+			}
+			out[name] = &point{stall: stall}
+			continue
+		}
 		name, nth, found := strings.Cut(item, "@")
 		if !slices.Contains(Names, name) {
 			return nil, fmt.Errorf("%s: unknown failpoint %q (known: %s)", Env, name, strings.Join(Names, ", "))
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("%s: failpoint %q armed twice", Env, name)
 		}
 		at := int64(1)
 		if found {
@@ -86,7 +109,7 @@ func Check() error {
 }
 
 // Hit marks that the process reached step name, and kills it there when
-// that step is armed for this hit.
+// that step is armed for this hit (or stalls, when armed with ~d).
 func Hit(name string) {
 	points, err := armed()
 	if err != nil || len(points) == 0 {
@@ -94,6 +117,10 @@ func Hit(name string) {
 	}
 	p, ok := points[name]
 	if !ok {
+		return
+	}
+	if p.stall > 0 {
+		time.Sleep(p.stall)
 		return
 	}
 	if p.hits.Add(1) == p.at {

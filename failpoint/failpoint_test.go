@@ -7,17 +7,20 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestParse(t *testing.T) {
-	p, err := Parse("before-commit, after-precommit@3,")
+	p, err := Parse("before-commit, after-precommit@3,between-commits~250ms")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p) != 2 || p["before-commit"].at != 1 || p["after-precommit"].at != 3 {
+	if len(p) != 3 || p["before-commit"].at != 1 || p["after-precommit"].at != 3 ||
+		p["between-commits"].at != 0 || p["between-commits"].stall != 250*time.Millisecond {
 		t.Fatalf("parsed %+v", p)
 	}
-	for _, bad := range []string{"before-commit@0", "before-commit@y", "after-precommit@-1", "befor-commit"} {
+	for _, bad := range []string{"before-commit@0", "before-commit@y", "after-precommit@-1", "befor-commit",
+		"before-commit~", "before-commit~0s", "before-commit~soon", "befor-commit~1s", "before-commit,before-commit~1s"} {
 		if _, err := Parse(bad); err == nil || !strings.Contains(err.Error(), Env) {
 			t.Fatalf("Parse(%q) = %v, want an error naming %s", bad, err, Env)
 		}
@@ -47,6 +50,27 @@ func TestHitKillsTheProcessOnTheArmedHit(t *testing.T) {
 	}
 	if string(out) != "hit 1\n" {
 		t.Fatalf("child printed %q, want only the first hit", out)
+	}
+}
+
+// A stalled step sleeps at every hit and never kills.
+func TestStallDelaysEveryHit(t *testing.T) {
+	if os.Getenv("FAILPOINT_CHILD") == "1" {
+		start := time.Now()
+		for range 3 {
+			Hit(BeforeCommit)
+		}
+		if time.Since(start) < 300*time.Millisecond {
+			os.Stdout.WriteString("too fast\n")
+		}
+		os.Stdout.WriteString("done\n")
+		os.Exit(0)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStallDelaysEveryHit$")
+	cmd.Env = append(os.Environ(), "FAILPOINT_CHILD=1", Env+"=before-commit~100ms")
+	out, err := cmd.Output()
+	if err != nil || string(out) != "done\n" {
+		t.Fatalf("child: %v, output %q, want three stalls of 100ms and a normal exit", err, out)
 	}
 }
 

@@ -27,7 +27,8 @@ type SinkOptions struct {
 	// TransactionalIDPrefix starts every transactional id of the job
 	// (exactly_once). Two jobs must never share one.
 	TransactionalIDPrefix string
-	// Slots is the number of transactional ids per subtask (default 4).
+	// Slots is the number of transactional ids per subtask (default 4);
+	// see TransactorOptions.Slots for how many a job needs.
 	Slots int
 	// TransactionTimeout is the timeout of every transaction (default
 	// 15m); check it with CheckTransactionTimeout before running.

@@ -30,8 +30,12 @@ type TransactorOptions struct {
 	Prefix string
 	// Slots is how many transactional ids one subtask cycles through
 	// (default 4). A slot is busy from the first record of a transaction
-	// until its commit is confirmed, so at least two are needed to keep
-	// writing while a checkpoint completes.
+	// until its commit is confirmed, and then held until a checkpoint
+	// taken after the commit completed (a restore from an earlier one
+	// commits the transaction again). With c checkpoints in flight a
+	// subtask needs 2c+2: the open transaction, c pre-committed ones and
+	// c+1 held ones. Too few slots is not a loss of data: Begin fails and
+	// the job restarts.
 	Slots int
 	// TransactionTimeout is sent to the broker with every producer id
 	// (default 15 minutes, the broker's usual transaction.max.timeout.ms).
