@@ -1,0 +1,323 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/failpoint"
+	"github.com/onceflow/onceflow/integration/broker"
+	"github.com/onceflow/onceflow/integration/kafkatest"
+)
+
+// crashJob is one job of the crash tests and how its output is checked.
+type crashJob struct {
+	typ string
+	// check compares the committed output with the input; "" when exact.
+	check func(in, out []*kgo.Record) string
+}
+
+var crashJobs = []crashJob{
+	{"copy", checkCopy},
+	{"wordcount", checkWordCount},
+}
+
+// inputLine is the i-th input record: a unique line of words with a key
+// and a header, so that a copy's output can be matched one to one.
+func inputLine(rng *rand.Rand, i int) *kgo.Record {
+	vocab := []string{"flink", "kafka", "pebble", "barrier", "laowang", "hello", "world", "state", "offset", "commit", "abort", "fence"}
+	n := 1 + rng.IntN(6)
+	ws := make([]string, n)
+	for j := range ws {
+		ws[j] = vocab[rng.IntN(len(vocab))]
+	}
+	return &kgo.Record{
+		Key:     []byte("k" + strconv.Itoa(i%97)),
+		Value:   []byte(strings.Join(ws, " ")),
+		Headers: []kgo.RecordHeader{{Key: "seq", Value: []byte(strconv.Itoa(i))}},
+	}
+}
+
+// checkCopy: every input record appears once in the output with its key,
+// value and headers.
+func checkCopy(in, out []*kgo.Record) string {
+	id := func(r *kgo.Record) string {
+		var h []string
+		for _, x := range r.Headers {
+			h = append(h, x.Key+"="+string(x.Value))
+		}
+		return string(r.Key) + "|" + string(r.Value) + "|" + strings.Join(h, ",")
+	}
+	want := map[string]int{}
+	for _, r := range in {
+		want[id(r)]++
+	}
+	got := map[string]int{}
+	for _, r := range out {
+		got[id(r)]++
+	}
+	return diff(got, want)
+}
+
+// checkWordCount: for each word seen n times, the output holds (word, 1)
+// ... (word, n) once each, in increasing order.
+func checkWordCount(in, out []*kgo.Record) string {
+	n := map[string]int{}
+	want := map[string]int{}
+	for _, r := range in {
+		for _, w := range strings.Fields(string(r.Value)) {
+			n[w]++
+			want[w+"="+strconv.Itoa(n[w])] = 1
+		}
+	}
+	got := map[string]int{}
+	last := map[string]int{}
+	var order []string
+	for _, r := range out {
+		got[string(r.Key)+"="+string(r.Value)]++
+		c, err := strconv.Atoi(string(r.Value))
+		if err != nil {
+			return fmt.Sprintf("output %s/%d@%d: value %q is not a count", r.Topic, r.Partition, r.Offset, r.Value)
+		}
+		if c <= last[string(r.Key)] {
+			order = append(order, fmt.Sprintf("%s: %d after %d", r.Key, c, last[string(r.Key)]))
+		}
+		last[string(r.Key)] = c
+	}
+	if d := diff(got, want); d != "" {
+		return d
+	}
+	if len(order) > 0 {
+		return fmt.Sprintf("counts out of order: %v", order[:min(len(order), 5)])
+	}
+	return ""
+}
+
+func diff(got, want map[string]int) string {
+	var out []string
+	for k, w := range want {
+		if g := got[k]; g != w {
+			out = append(out, fmt.Sprintf("%q: %d times, want %d", k, g, w))
+		}
+	}
+	for k, g := range got {
+		if _, ok := want[k]; !ok {
+			out = append(out, fmt.Sprintf("%q: %d times, want 0", k, g))
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d differences, e.g. %v", len(out), out[:min(len(out), 8)])
+}
+
+// feeder produces the input while the processor is being killed.
+type feeder struct {
+	cl    *kgo.Client
+	topic string
+	rng   *rand.Rand
+	sent  []*kgo.Record
+}
+
+func (f *feeder) produce(t *testing.T, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	batch := make([]*kgo.Record, 0, n)
+	for range n {
+		r := inputLine(f.rng, len(f.sent)+len(batch))
+		r.Topic = f.topic
+		batch = append(batch, r)
+	}
+	if err := f.cl.ProduceSync(ctx, batch...).FirstErr(); err != nil {
+		t.Fatalf("producing input: %v", err)
+	}
+	f.sent = append(f.sent, batch...)
+}
+
+// The exactly-once promise under crashes: the processor runs as a child
+// process and is killed with SIGKILL at every failpoint of the
+// two-phase-commit protocol and at random moments, restarted each time,
+// while input keeps arriving. After a final graceful stop, the output read
+// with read_committed is exact (no duplicate, no loss) and no transaction
+// is left open. Both transaction versions of Kafka 4.
+func TestCrashExactlyOnce(t *testing.T) {
+	kinds := []struct {
+		name string
+		kind kafkatest.Kind
+	}{
+		{"tv2", kafkatest.Kind{}},
+		{"tv0", kafkatest.Kind{TransactionVersion: broker.TV(0)}},
+	}
+	kills := 10
+	if v, err := strconv.Atoi(os.Getenv("ONCEFLOW_CRASH_KILLS")); err == nil && v > 0 {
+		kills = v
+	}
+	for _, k := range kinds {
+		for _, job := range crashJobs {
+			t.Run(k.name+"/"+job.typ, func(t *testing.T) {
+				crashScenario(t, k.kind, job, kills)
+			})
+		}
+	}
+}
+
+func crashScenario(t *testing.T, kind kafkatest.Kind, job crashJob, kills int) {
+	seeds := kafkatest.Local(t, kind).Addrs()
+	in := kafkatest.Topic(t, seeds, 4)
+	out := kafkatest.Topic(t, seeds, 4)
+	dir := t.TempDir()
+	name := fmt.Sprintf("crash-%s-%d", job.typ, time.Now().UnixNano()%1e6)
+	cfg := writeConfig(t, dir, fmt.Sprintf(`
+job: {name: %s, type: %s, parallelism: 2}
+kafka: {brokers: [%q]}
+source: {topic: %s, start: earliest}
+sink: {topic: %s, delivery: exactly_once, transactional_id_prefix: %s, transaction_timeout: 2m}
+checkpoint: {interval: 100ms, timeout: 30s, retain: 3, dir: %s/checkpoints}
+state: {backend: pebble, dir: %s/state, incremental: true}
+restart: {strategy: none}
+http: {listen: "127.0.0.1:0"}
+log: {level: info}
+`, name, job.typ, seeds[0], in, out, name, dir, dir))
+	run := func(env ...string) *child {
+		return startChild(t, env, "run", "--config", cfg)
+	}
+	f := &feeder{cl: kafkatest.Client(t, seeds, kgo.RequiredAcks(kgo.AllISRAcks())), topic: in, rng: rand.New(rand.NewPCG(uint64(len(job.typ)), 11))}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	f.produce(t, 500)
+
+	// Every failpoint: the child must die of SIGKILL right there.
+	// between-commits needs two pending transactions committed by one
+	// notification: stalling before-commit lets several checkpoints
+	// complete meanwhile, and the engine delivers only the latest.
+	for _, fp := range failpoint.Names {
+		arm := fp + "@3"
+		switch {
+		case strings.HasPrefix(fp, "restore-"):
+			arm = fp + "@1"
+		case fp == failpoint.BetweenCommits:
+			arm = failpoint.BeforeCommit + "~300ms," + fp + "@1"
+		}
+		c := startChild(t, []string{failpoint.Env + "=" + arm}, "run", "--config", cfg,
+			"--set", "checkpoint.interval=10ms", "--set", "checkpoint.max_concurrent=4")
+		deadline := time.Now().Add(45 * time.Second)
+		for !c.exited() && time.Now().Before(deadline) {
+			f.produce(t, 50)
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !c.wait(time.Second) {
+			c.kill()
+			t.Fatalf("failpoint %s did not fire within 45s:\n%s", fp, c.tail())
+		}
+		if !c.killedBySIGKILL() || !strings.Contains(c.output.String(), "failpoint "+fp) {
+			t.Fatalf("the processor armed with failpoint %s ended with %v, not by that failpoint:\n%s", fp, c.err, c.tail())
+		}
+		t.Logf("failpoint %s fired", fp)
+	}
+
+	// Random kills while input arrives.
+	for i := range kills {
+		c := run()
+		life := time.Duration(300+rng.IntN(2700)) * time.Millisecond
+		end := time.Now().Add(life)
+		for time.Now().Before(end) && !c.exited() {
+			f.produce(t, 40)
+			time.Sleep(50 * time.Millisecond)
+		}
+		if c.exited() {
+			t.Fatalf("kill %d: the processor exited by itself with %v:\n%s", i, c.err, c.tail())
+		}
+		c.kill()
+	}
+
+	// A last run until the output is complete, then a graceful stop.
+	f.produce(t, 300)
+	c := run()
+	wantOut := len(f.sent)
+	if job.typ == "wordcount" {
+		wantOut = 0
+		for _, r := range f.sent {
+			wantOut += len(strings.Fields(string(r.Value)))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var got []*kgo.Record
+	if !eventually(ctx, time.Second, func() bool {
+		if c.exited() {
+			t.Fatalf("the processor exited with %v:\n%s", c.err, c.tail())
+		}
+		got = kafkatest.ReadCommitted(t, seeds, out)
+		return len(got) >= wantOut
+	}) {
+		t.Fatalf("output incomplete: %d of %d records after 3 minutes:\n%s", len(got), wantOut, c.tail())
+	}
+	c.stop(time.Minute)
+	got = kafkatest.ReadCommitted(t, seeds, out)
+	if d := job.check(f.sent, got); d != "" {
+		t.Fatalf("output is not exactly once after %d failpoints and %d kills (%d input records, %d output): %s",
+			len(failpoint.Names), kills, len(f.sent), len(got), d)
+	}
+	kafkatest.OpenTransactionsHoldNothing(t, seeds, out)
+	t.Logf("%d input records, %d output records, exact after %d failpoints and %d kills", len(f.sent), len(got), len(failpoint.Names), kills)
+}
+
+// A processor that stays down longer than the transaction timeout after a
+// checkpoint completed but before its commit finds the broker aborted the
+// pre-committed transaction. The restart must say so loudly (possible data
+// loss, naming the checkpoint and the transaction) and fail, never carry
+// on as if nothing happened.
+func TestOutageBeyondTransactionTimeoutIsReported(t *testing.T) {
+	for _, k := range []struct {
+		name string
+		kind kafkatest.Kind
+	}{{"tv2", kafkatest.Kind{}}, {"tv0", kafkatest.Kind{TransactionVersion: broker.TV(0)}}} {
+		t.Run(k.name, func(t *testing.T) {
+			seeds := kafkatest.Local(t, k.kind).Addrs()
+			in := kafkatest.Topic(t, seeds, 2)
+			out := kafkatest.Topic(t, seeds, 2)
+			dir := t.TempDir()
+			name := fmt.Sprintf("outage-%d", time.Now().UnixNano()%1e6)
+			cfg := writeConfig(t, dir, fmt.Sprintf(`
+job: {name: %s, type: copy, parallelism: 1}
+kafka: {brokers: [%q]}
+source: {topic: %s, start: earliest}
+sink: {topic: %s, delivery: exactly_once, transactional_id_prefix: %s, transaction_timeout: 5s}
+checkpoint: {interval: 100ms, timeout: 1s, dir: %s/checkpoints}
+state: {backend: memory}
+restart: {strategy: none}
+http: {listen: "127.0.0.1:0"}
+`, name, seeds[0], in, out, name, dir))
+			f := &feeder{cl: kafkatest.Client(t, seeds), topic: in, rng: rand.New(rand.NewPCG(1, 2))}
+			f.produce(t, 200)
+			c := startChild(t, []string{failpoint.Env + "=" + failpoint.BeforeCommit}, "run", "--config", cfg)
+			if !c.wait(45 * time.Second) {
+				c.kill()
+				t.Fatalf("failpoint before-commit did not fire:\n%s", c.tail())
+			}
+			if !c.killedBySIGKILL() {
+				t.Fatalf("processor ended with %v, not by the failpoint:\n%s", c.err, c.tail())
+			}
+			// The broker aborts the transaction once its 5s timeout passed
+			// (it checks every second in the test broker).
+			time.Sleep(9 * time.Second)
+			c = startChild(t, nil, "run", "--config", cfg)
+			if !c.wait(time.Minute) {
+				c.kill()
+				t.Fatalf("the processor kept running after its pre-committed transaction was aborted by the broker:\n%s", c.tail())
+			}
+			logs := c.output.String()
+			if c.err == nil || !strings.Contains(logs, "DATA MAY BE LOST") || !strings.Contains(logs, "checkpoint") || !strings.Contains(logs, name) {
+				t.Fatalf("exit %v; want a failure saying data may be lost, naming the checkpoint and transaction:\n%s", c.err, c.tail())
+			}
+			kafkatest.OpenTransactionsHoldNothing(t, seeds, out)
+		})
+	}
+}
