@@ -26,6 +26,14 @@ type Scope struct {
 	// Restored is true when the attempt starts from a checkpoint or
 	// savepoint (restored entries may still be empty).
 	Restored bool
+	// NewerCheckpoint is set for a sink when the attempt restores a
+	// checkpoint older than the job's latest complete one (Options.
+	// RestoreFrom, like flink run -s): its id, with NewerEntries, the
+	// union of the sink's entries in it. A transactional sink uses them to
+	// tell restored transactions committed since (no longer pending in the
+	// newer checkpoint) from ones to commit now. Zero otherwise.
+	NewerCheckpoint int64
+	NewerEntries    [][]byte
 }
 
 // SourceReader is one source subtask's reader. The subtask's goroutine

@@ -54,6 +54,10 @@ type subtask struct {
 	backend state.KeyedBackend
 	opStore *state.OperatorStateStore
 	restore *state.OperatorSnapshot
+	// newer is the operator's snapshot in newerID, the latest complete
+	// checkpoint, when restore comes from an older one (RestoreFrom).
+	newer   *state.OperatorSnapshot
+	newerID int64
 	op      operator
 	src     sourceRunner
 	sink    sinkRunner
@@ -81,7 +85,7 @@ type attemptResult struct {
 
 // runAttempt runs one attempt of the job from md (nil: from scratch) until
 // it finishes, stops, fails or ctx ends.
-func (j *Job) runAttempt(parent context.Context, attempt int, md *state.Metadata, log *slog.Logger) attemptResult {
+func (j *Job) runAttempt(parent context.Context, attempt int, md, newer *state.Metadata, log *slog.Logger) attemptResult {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	c, err := newCoordinator(ctx, j, md, log)
@@ -96,7 +100,7 @@ func (j *Job) runAttempt(parent context.Context, attempt int, md *state.Metadata
 	}
 	c.fail = fail
 
-	subtasks, err := j.build(c, md, log)
+	subtasks, err := j.build(c, md, newer, log)
 	if err != nil {
 		return attemptResult{err: err}
 	}
@@ -157,7 +161,7 @@ func (j *Job) runAttempt(parent context.Context, attempt int, md *state.Metadata
 }
 
 // build creates every subtask, its channels, state and operator.
-func (j *Job) build(c *coordinator, md *state.Metadata, log *slog.Logger) ([]*subtask, error) {
+func (j *Job) build(c *coordinator, md, newer *state.Metadata, log *slog.Logger) ([]*subtask, error) {
 	byNode := map[*node][]*subtask{}
 	var all []*subtask
 	for _, n := range j.nodes {
@@ -169,6 +173,9 @@ func (j *Job) build(c *coordinator, md *state.Metadata, log *slog.Logger) ([]*su
 			}
 			if md != nil {
 				st.restore = md.Operator(n.uid)
+			}
+			if newer != nil {
+				st.newerID, st.newer = newer.CheckpointID, newer.Operator(n.uid)
 			}
 			byNode[n] = append(byNode[n], st)
 			all = append(all, st)
@@ -223,6 +230,12 @@ func (st *subtask) open(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if st.newerID != 0 {
+			scope.NewerCheckpoint = st.newerID
+			if scope.NewerEntries, err = st.newerEntries(); err != nil {
+				return err
+			}
+		}
 		if st.sink, err = n.newSink(ctx, scope, entries); err != nil {
 			return fmt.Errorf("opening the sink: %w", err)
 		}
@@ -261,6 +274,23 @@ func (st *subtask) entries(mode state.Redistribution) ([][]byte, error) {
 	l, err := st.opStore.ListState("entries", mode)
 	if err != nil {
 		return nil, fmt.Errorf("restoring operator state: %w", err)
+	}
+	return l.Get(), nil
+}
+
+// newerEntries is the union of the operator's entries in the newer
+// checkpoint (none when the operator had no state there).
+func (st *subtask) newerEntries() ([][]byte, error) {
+	if st.newer == nil {
+		return nil, nil
+	}
+	store, err := state.NewOperatorStateStore(st.index, st.n.parallelism, state.OperatorHandles(st.newer))
+	if err != nil {
+		return nil, fmt.Errorf("reading operator state of the newer checkpoint %d: %w", st.newerID, err)
+	}
+	l, err := store.ListState("entries", state.Union)
+	if err != nil {
+		return nil, fmt.Errorf("reading operator state of the newer checkpoint %d: %w", st.newerID, err)
 	}
 	return l.Get(), nil
 }

@@ -189,12 +189,12 @@ func (j *Job) Run(ctx context.Context) error {
 	restoreFrom := j.opts.RestoreFrom
 	var completedThisRun bool
 	for attempt := 0; ; attempt++ {
-		md, err := j.restorePoint(ctx, restoreFrom, completedThisRun, log)
+		md, newer, err := j.restorePoint(ctx, restoreFrom, completedThisRun, log)
 		if err != nil {
 			return err
 		}
 		j.setState("RUNNING")
-		res := j.runAttempt(ctx, attempt, md, log)
+		res := j.runAttempt(ctx, attempt, md, newer, log)
 		completedThisRun = completedThisRun || res.completed
 		switch {
 		case res.err == nil:
@@ -234,40 +234,51 @@ func (j *Job) Run(ctx context.Context) error {
 
 // restorePoint finds the checkpoint an attempt starts from: the one asked
 // for (until a checkpoint of this run completed), else the latest complete
-// one, skipping corrupt ones with a warning.
-func (j *Job) restorePoint(ctx context.Context, from string, completedThisRun bool, log *slog.Logger) (*state.Metadata, error) {
-	var md *state.Metadata
+// one, skipping corrupt ones with a warning. When the one asked for is
+// older than the latest complete one, that one is returned as newer:
+// sinks learn from it which restored transactions were committed since.
+func (j *Job) restorePoint(ctx context.Context, from string, completedThisRun bool, log *slog.Logger) (md, newer *state.Metadata, err error) {
+	var infos []state.CheckpointInfo
 	if from != "" && !completedThisRun {
-		var err error
 		md, err = j.opts.Storage.Load(ctx, from)
 		if err != nil {
-			return nil, NonRecoverable(fmt.Errorf("engine: restoring from %s: %w", from, err))
+			return nil, nil, NonRecoverable(fmt.Errorf("engine: restoring from %s: %w", from, err))
+		}
+		latest, li, err := j.opts.Storage.Latest(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("engine: finding the latest checkpoint: %w", err)
+		}
+		if latest != nil && latest.CheckpointID > md.CheckpointID {
+			newer, infos = latest, li
 		}
 	} else {
-		var infos []state.CheckpointInfo
-		var err error
 		md, infos, err = j.opts.Storage.Latest(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("engine: finding the latest checkpoint: %w", err)
+			return nil, nil, fmt.Errorf("engine: finding the latest checkpoint: %w", err)
 		}
-		for _, in := range infos {
-			if in.Err != nil {
-				log.Warn("skipping an unusable checkpoint", "path", in.Path, "err", in.Err)
-			}
+	}
+	for _, in := range infos {
+		if in.Err != nil {
+			log.Warn("skipping an unusable checkpoint", "path", in.Path, "err", in.Err)
 		}
 	}
 	if md == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	uids := make([]string, 0, len(j.nodes))
 	for _, n := range j.nodes {
 		uids = append(uids, n.uid)
 	}
 	if err := state.CheckRestore(md, uids, j.opts.AllowNonRestoredState); err != nil {
-		return nil, NonRecoverable(fmt.Errorf("engine: restoring from %s: %w", md.Path, err))
+		return nil, nil, NonRecoverable(fmt.Errorf("engine: restoring from %s: %w", md.Path, err))
 	}
-	log.Info("restoring", "checkpoint", md.CheckpointID, "path", md.Path, "savepoint", md.Savepoint)
-	return md, nil
+	if newer != nil {
+		log.Info("restoring", "checkpoint", md.CheckpointID, "path", md.Path, "savepoint", md.Savepoint,
+			"newer_checkpoint", newer.CheckpointID, "newer_path", newer.Path)
+	} else {
+		log.Info("restoring", "checkpoint", md.CheckpointID, "path", md.Path, "savepoint", md.Savepoint)
+	}
+	return md, newer, nil
 }
 
 // Status is a snapshot of the job for the processor's API and metrics.

@@ -63,6 +63,17 @@ type Releaser[Txn any] interface {
 type Scope struct {
 	Subtask     int
 	Parallelism int
+	// NewerCheckpoint, when not zero, is a complete checkpoint newer than
+	// the one restored (a run resumed on purpose from an older checkpoint
+	// or savepoint), and NewerEntries the union of the sink's entries in
+	// it. A transaction of the restored checkpoint that the newer one no
+	// longer holds was committed before it completed (a transaction leaves
+	// the pending list only once its commit succeeded), so Restore does
+	// not commit it again: its transactional id may have been reused
+	// since, and the commit would be refused as if the transaction had
+	// been lost.
+	NewerCheckpoint int64
+	NewerEntries    [][]byte
 }
 
 // ErrTransactionLost marks a transaction that can no longer be committed:
@@ -209,8 +220,31 @@ func (s *Sink[T, Txn]) Restore(ctx context.Context, entries [][]byte) error {
 		}
 	}
 	slices.SortStableFunc(mine, func(a, b Pending[Txn]) int { return int(a.CheckpointID - b.CheckpointID) })
+	stillPending := map[string]bool{}
+	for i, raw := range s.scope.NewerEntries {
+		p, err := s.decode(raw)
+		if err != nil {
+			return fmt.Errorf("twophase: reading entry %d of the sink state of newer checkpoint %d: %w", i, s.scope.NewerCheckpoint, err)
+		}
+		k, err := s.key(p)
+		if err != nil {
+			return err
+		}
+		stillPending[k] = true
+	}
 	keep := make([]Txn, 0, len(mine))
 	for _, p := range mine {
+		if s.scope.NewerCheckpoint != 0 {
+			k, err := s.key(p)
+			if err != nil {
+				return err
+			}
+			if !stillPending[k] {
+				s.opts.Logger.Info("twophase: not committing a restored transaction again: the newer checkpoint no longer holds it, so it was committed before that one completed",
+					"checkpoint", p.CheckpointID, "txn", fmt.Sprintf("%+v", p.Txn), "newer_checkpoint", s.scope.NewerCheckpoint)
+				continue
+			}
+		}
 		s.warnIfOld(p, "recovering")
 		failpoint.Hit(failpoint.RestoreBeforeCommit)
 		if err := s.commit(ctx, p); err != nil {
@@ -393,6 +427,15 @@ func (s *Sink[T, Txn]) encode(p Pending[Txn]) ([]byte, error) {
 		return nil, fmt.Errorf("twophase: encoding transaction %+v of checkpoint %d: %w", p.Txn, p.CheckpointID, err)
 	}
 	return json.Marshal(entry{CheckpointID: p.CheckpointID, Owner: p.Owner, Started: p.Started, Codec: s.codec.Name(), Txn: txn})
+}
+
+// key identifies a pending transaction across checkpoints.
+func (s *Sink[T, Txn]) key(p Pending[Txn]) (string, error) {
+	txn, err := s.codec.Encode(p.Txn)
+	if err != nil {
+		return "", fmt.Errorf("twophase: encoding transaction %+v of checkpoint %d: %w", p.Txn, p.CheckpointID, err)
+	}
+	return fmt.Sprintf("%d/%d/%s", p.CheckpointID, p.Owner, txn), nil
 }
 
 func (s *Sink[T, Txn]) decode(raw []byte) (Pending[Txn], error) {

@@ -33,11 +33,14 @@ type memSystem struct {
 	visible        []string
 	commitCalls    map[int]int
 	failNextCommit int
+	// fenced transactions had their id reused: a commit is refused even
+	// when they were committed (as Kafka refuses an old producer epoch).
+	fenced map[int]bool
 }
 
 func newMemSystem() *memSystem {
 	return &memSystem{records: map[int][]string{}, owner: map[int]int{}, committed: map[int]bool{},
-		aborted: map[int]bool{}, commitCalls: map[int]int{}}
+		aborted: map[int]bool{}, commitCalls: map[int]int{}, fenced: map[int]bool{}}
 }
 
 func (m *memSystem) snapshotVisible() []string {
@@ -83,8 +86,8 @@ func (t *memTransactor) Commit(_ context.Context, txn memTxn) error {
 		t.sys.failNextCommit--
 		return errors.New("coordinator not available")
 	}
-	if t.sys.aborted[txn.ID] {
-		return fmt.Errorf("transaction %d was aborted: %w", txn.ID, ErrTransactionLost)
+	if t.sys.aborted[txn.ID] || t.sys.fenced[txn.ID] {
+		return fmt.Errorf("transaction %d was aborted or fenced: %w", txn.ID, ErrTransactionLost)
 	}
 	if !t.sys.committed[txn.ID] {
 		t.sys.committed[txn.ID] = true
@@ -316,6 +319,74 @@ func TestLostTransactionOnRecoveryIsNonRecoverableAndNamed(t *testing.T) {
 		if !strings.Contains(msg, want) {
 			t.Fatalf("error %q does not say %q", msg, want)
 		}
+	}
+}
+
+// Resuming on purpose from an older checkpoint (--from) while a newer one
+// exists: a restored transaction the newer checkpoint no longer holds was
+// committed and is not committed again (its id may have been reused, and
+// the commit would be refused as a loss); one the newer checkpoint still
+// holds is committed now.
+func TestRestoreOfAnOlderCheckpointSkipsWhatANewerOneNoLongerHolds(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	s := newTestSink(t, sys, 0, 1, Options{})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	chk3 := snapshot(t, s, 3) // txn 1 pending
+	write(t, s, "b")
+	chk4 := snapshot(t, s, 4) // txns 1 and 2 pending
+	if err := s.NotifyCheckpointComplete(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "c")
+	chk5 := snapshot(t, s, 5) // txn 2 and 3 pending; 1 committed
+	sys.fenced[1] = true      // its id was reused since
+
+	s2 := newTestSink(t, sys, 0, 1, Options{})
+	s2.scope.NewerCheckpoint, s2.scope.NewerEntries = 5, chk5
+	if err := s2.Restore(ctx, chk3); err != nil {
+		t.Fatalf("restoring checkpoint 3 with checkpoint 5 newer: %v", err)
+	}
+	if sys.commitCalls[1] != 1 {
+		t.Fatalf("transaction 1 committed %d times, want once (not again on the restore)", sys.commitCalls[1])
+	}
+	if got := sys.snapshotVisible(); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("visible %v, want [a] (b and c after the restored checkpoint are aborted)", got)
+	}
+
+	// Checkpoint 4 still holds transaction 2 in the newer checkpoint 5:
+	// it was never committed, so restoring 4 commits it (and 1 is skipped).
+	sys2 := newMemSystem()
+	s = newTestSink(t, sys2, 0, 1, Options{})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	snapshot(t, s, 3)
+	write(t, s, "b")
+	chk4 = snapshot(t, s, 4)
+	if err := s.NotifyCheckpointComplete(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	chk5 = snapshot(t, s, 5)
+	sys2.fenced[1] = true
+	s3 := newTestSink(t, sys2, 0, 1, Options{})
+	s3.scope.NewerCheckpoint, s3.scope.NewerEntries = 5, chk5
+	if err := s3.Restore(ctx, chk4); err != nil {
+		t.Fatalf("restoring checkpoint 4 with checkpoint 5 newer: %v", err)
+	}
+	if got := sys2.snapshotVisible(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("visible %v, want [a b]", got)
+	}
+
+	// Without a newer checkpoint the fenced transaction is a loss.
+	s4 := newTestSink(t, sys2, 0, 1, Options{})
+	var lost *LostError
+	if err := s4.Restore(ctx, chk4); !errors.As(err, &lost) {
+		t.Fatalf("restore without a newer checkpoint: %v, want a *LostError", err)
 	}
 }
 

@@ -130,7 +130,8 @@ func (s *Sink) restore(ctx context.Context, scope engine.Scope, restored [][]byt
 		return nil, nil, err
 	}
 	tp := twophase.New[*kgo.Record, Txn](tr, state.JSONCodec[Txn]{},
-		twophase.Scope{Subtask: scope.Subtask, Parallelism: scope.Parallelism},
+		twophase.Scope{Subtask: scope.Subtask, Parallelism: scope.Parallelism,
+			NewerCheckpoint: scope.NewerCheckpoint, NewerEntries: scope.NewerEntries},
 		twophase.Options{TransactionTimeout: s.opts.TransactionTimeout, Logger: s.opts.Logger})
 	if err := tp.Restore(ctx, restored); err != nil {
 		tr.Close()
