@@ -105,14 +105,8 @@ func (j *Job) runAttempt(parent context.Context, attempt int, md, newer *state.M
 		return attemptResult{err: err}
 	}
 	c.subtasks = subtasks
-	j.mu.Lock()
-	j.coord = c
-	j.mu.Unlock()
-	defer func() {
-		j.mu.Lock()
-		j.coord = nil
-		j.mu.Unlock()
-	}()
+	j.setCoord(c)
+	defer j.setCoord(nil)
 
 	var wg sync.WaitGroup
 	for _, st := range subtasks {

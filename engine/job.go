@@ -111,8 +111,13 @@ type Job struct {
 	uids  map[string]bool
 	err   error
 
-	mu       sync.Mutex
-	coord    *coordinator // of the running attempt
+	mu    sync.Mutex
+	coord *coordinator // of the running attempt
+	// coordSet is closed when coord is set or Run has returned, and
+	// replaced by an open one when the attempt ends: a savepoint asked
+	// for while the job starts or restarts waits on it.
+	coordSet chan struct{}
+	ran      bool // Run has returned
 	status   Status
 	restarts atomic.Int64
 	history  *history
@@ -147,7 +152,7 @@ func NewJob(name string, opts Options) *Job {
 	if opts.Clock == nil {
 		opts.Clock = realClock{}
 	}
-	return &Job{name: name, opts: opts, uids: map[string]bool{}, history: newHistory(100)}
+	return &Job{name: name, opts: opts, uids: map[string]bool{}, history: newHistory(100), coordSet: make(chan struct{})}
 }
 
 func (j *Job) addNode(uid string, p int, kind nodeKind) *node {
@@ -179,6 +184,7 @@ var ErrStopped = errors.New("engine: job stopped with a savepoint")
 // attempt is restarted as the restart strategy says, from the latest
 // completed checkpoint.
 func (j *Job) Run(ctx context.Context) error {
+	defer j.ranOut()
 	if j.err != nil {
 		return j.err
 	}
@@ -326,24 +332,71 @@ func (j *Job) Status() Status {
 }
 
 // TriggerSavepoint takes a savepoint of the running job and returns its
-// path once it is complete.
+// path once it is complete. Asked while the job starts, restores or
+// restarts, it waits for the job to run, until ctx ends; once Run returned
+// it fails at once.
 func (j *Job) TriggerSavepoint(ctx context.Context) (string, error) {
 	return j.savepoint(ctx, false)
 }
 
 // StopWithSavepoint takes a savepoint, lets every sink commit it, stops the
-// job (Run returns ErrStopped) and returns the savepoint's path. Sources
+// job (Run returns ErrStopped) and returns the savepoint's path. Like
+// TriggerSavepoint it waits for a starting or restarting job to run. Sources
 // read nothing after the savepoint's barrier, so nothing is left pending.
 func (j *Job) StopWithSavepoint(ctx context.Context) (string, error) {
 	return j.savepoint(ctx, true)
 }
 
-func (j *Job) savepoint(ctx context.Context, stop bool) (string, error) {
+// setCoord installs the running attempt's coordinator (nil when the
+// attempt ended).
+func (j *Job) setCoord(c *coordinator) {
 	j.mu.Lock()
-	c := j.coord
-	j.mu.Unlock()
-	if c == nil {
-		return "", errors.New("engine: the job is not running")
+	defer j.mu.Unlock()
+	j.coord = c
+	if c != nil {
+		close(j.coordSet)
+	} else if !j.ran {
+		j.coordSet = make(chan struct{})
+	}
+}
+
+// ranOut marks that Run returned: savepoints waiting for an attempt fail.
+func (j *Job) ranOut() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.ran {
+		j.ran = true
+		if j.coord == nil {
+			close(j.coordSet)
+		}
+	}
+}
+
+// runningCoord returns the running attempt's coordinator, waiting while
+// the job starts, restores or restarts, until ctx ends.
+func (j *Job) runningCoord(ctx context.Context) (*coordinator, error) {
+	for {
+		j.mu.Lock()
+		c, set, ran, st := j.coord, j.coordSet, j.ran, j.status.State
+		j.mu.Unlock()
+		switch {
+		case c != nil:
+			return c, nil
+		case ran:
+			return nil, fmt.Errorf("engine: the job is not running (%s)", st)
+		}
+		select {
+		case <-set:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("engine: the job did not start running: %w", ctx.Err())
+		}
+	}
+}
+
+func (j *Job) savepoint(ctx context.Context, stop bool) (string, error) {
+	c, err := j.runningCoord(ctx)
+	if err != nil {
+		return "", err
 	}
 	req := savepointRequest{stop: stop, done: make(chan savepointResult, 1)}
 	select {

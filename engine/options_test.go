@@ -289,6 +289,42 @@ func TestStopWithSavepointAndResume(t *testing.T) {
 	}
 }
 
+// A stop asked before the job runs (a SIGTERM while the processor starts)
+// waits for it to run and then stops it with a savepoint; after Run
+// returned, a savepoint fails at once.
+func TestStopAskedBeforeTheJobRunsWaitsForIt(t *testing.T) {
+	sink := &memSink[int]{}
+	j := copyJob("early", engine.Options{Checkpoint: engine.CheckpointOptions{Interval: time.Hour}},
+		&memSource[int]{parts: [][]int{seq(0, 100)}, pauseEvery: 1, pause: time.Millisecond, unbounded: true}, sink)
+	type result struct {
+		path string
+		err  error
+	}
+	stopped := make(chan result, 1)
+	go func() {
+		path, err := j.StopWithSavepoint(context.Background())
+		stopped <- result{path, err}
+	}()
+	select {
+	case r := <-stopped:
+		t.Fatalf("the stop returned before the job ran: %+v", r)
+	case <-time.After(50 * time.Millisecond):
+	}
+	_, wait := startJob(t, j)
+	r := <-stopped
+	if r.err != nil || r.path == "" {
+		t.Fatalf("stop before run: path %q, err %v", r.path, r.err)
+	}
+	if err := wait(); !errors.Is(err, engine.ErrStopped) {
+		t.Fatalf("Run = %v, want ErrStopped", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := j.TriggerSavepoint(ctx); err == nil || !strings.Contains(err.Error(), "not running") {
+		t.Fatalf("savepoint after Run returned: %v, want an immediate not-running error", err)
+	}
+}
+
 // Cancellation keeps the checkpoints unless DeleteOnCancel says otherwise.
 func TestCancelRetention(t *testing.T) {
 	for _, del := range []bool{false, true} {
