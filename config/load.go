@@ -253,13 +253,14 @@ func (c *Config) fillDerived() {
 }
 
 // MinSlots is how many transactional ids an exactly-once sink subtask
-// needs with maxConcurrent checkpoints in flight: one for the open
-// transaction, one per in-flight checkpoint for its pre-committed
-// transaction, and maxConcurrent+1 committed ones that the latest
-// completed checkpoint may still refer to (an id is reused only once a
-// checkpoint taken after its commit completed, because a restore commits
-// what the checkpoint holds again). 4 with one checkpoint at a time.
-func MinSlots(maxConcurrent int) int { return 2*max(maxConcurrent, 1) + 2 }
+// needs with c = maxConcurrent checkpoints in flight: one for the open
+// transaction, c pre-committed ones of checkpoints in flight, c of
+// completed checkpoints whose commits run beside the writing, and c+1
+// committed ones that the latest completed checkpoint may still refer to
+// (an id is reused only once a checkpoint taken after its commit
+// completed, because a restore commits what the checkpoint holds again).
+// 5 with one checkpoint at a time.
+func MinSlots(maxConcurrent int) int { return 3*max(maxConcurrent, 1) + 2 }
 
 // Validate checks every key's value; the error names each key at fault.
 func (c *Config) Validate() error {

@@ -39,7 +39,7 @@ func TestFileEnvAndFlagsOverrideInThatOrder(t *testing.T) {
 	if cfg.Job.Parallelism != 2 || cfg.Checkpoint.Interval != time.Second || cfg.Restart.Attempts != 5 || cfg.Sink.Topic != "counts" {
 		t.Fatalf("file values not loaded: %+v", cfg)
 	}
-	if cfg.Source.Group != "onceflow-wc-demo" || cfg.Sink.Slots != 4 {
+	if cfg.Source.Group != "onceflow-wc-demo" || cfg.Sink.Slots != 5 {
 		t.Fatalf("defaults not applied: group %q slots %d", cfg.Source.Group, cfg.Sink.Slots)
 	}
 
@@ -79,7 +79,7 @@ func TestBadInputNamesTheKey(t *testing.T) {
 		{name: "wrong type", file: strings.Replace(valid, "retain: 3", "retain: many", 1), want: []string{"checkpoint.retain"}},
 		{name: "bad enum", file: strings.Replace(valid, "delivery: exactly_once", "delivery: twice", 1), want: []string{"sink.delivery", `"twice"`}},
 		{name: "below minimum", file: valid, set: []string{"checkpoint.interval=1ms"}, want: []string{"checkpoint.interval", "minimum"}},
-		{name: "too few slots", file: valid, set: []string{"checkpoint.max_concurrent=4", "sink.slots=9"}, want: []string{"sink.slots", "needs at least 10"}},
+		{name: "too few slots", file: valid, set: []string{"checkpoint.max_concurrent=4", "sink.slots=13"}, want: []string{"sink.slots", "needs at least 14"}},
 		{name: "bad broker", file: valid, env: []string{"ONCEFLOW_KAFKA_BROKERS=localhost"}, want: []string{"kafka.brokers", "host:port"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,8 +104,8 @@ func TestSlotsFollowMaxConcurrent(t *testing.T) {
 		set  []string
 		want int
 	}{
-		{nil, 4},
-		{[]string{"checkpoint.max_concurrent=4"}, 10},
+		{nil, 5},
+		{[]string{"checkpoint.max_concurrent=4"}, 14},
 		{[]string{"checkpoint.max_concurrent=2", "sink.slots=12"}, 12},
 	} {
 		cfg, err := Load(Sources{File: writeFile(t, valid), Set: tc.set})

@@ -59,6 +59,15 @@ type SourceReader[T any] interface {
 	Close() error
 }
 
+// Drainer is implemented by a SinkWriter whose NotifyCheckpointComplete
+// only starts its commits (they finish on a goroutine of the writer's).
+// Before it acknowledges the notification of a stop with a savepoint the
+// engine calls Drain, which returns once those commits are confirmed, so
+// that the stop leaves nothing pending; an error fails the stop.
+type Drainer interface {
+	Drain(ctx context.Context) error
+}
+
 // Sink is an output, in the terms of one job. NewWriter is called once per
 // sink subtask and attempt, with the union of every subtask's entries of
 // the restored checkpoint; a transactional sink commits what they hold
@@ -356,6 +365,7 @@ func (t typedSource[T]) Close() error { return t.r.Close() }
 
 type sinkRunner interface {
 	write(ctx context.Context, v any) error
+	drain(ctx context.Context) error
 	SnapshotState(context.Context, int64) ([][]byte, error)
 	NotifyCheckpointComplete(context.Context, int64) error
 	NotifyCheckpointAborted(context.Context, int64) error
@@ -363,6 +373,13 @@ type sinkRunner interface {
 }
 
 type typedSink[T any] struct{ SinkWriter[T] }
+
+func (t typedSink[T]) drain(ctx context.Context) error {
+	if d, ok := t.SinkWriter.(Drainer); ok {
+		return d.Drain(ctx)
+	}
+	return nil
+}
 
 func (t typedSink[T]) write(ctx context.Context, v any) error { return t.Write(ctx, v.(T)) }
 

@@ -58,9 +58,12 @@ type subtask struct {
 	// checkpoint, when restore comes from an older one (RestoreFrom).
 	newer   *state.OperatorSnapshot
 	newerID int64
-	op      operator
-	src     sourceRunner
-	sink    sinkRunner
+	// stopID is the id of a stop-with-savepoint barrier a sink subtask
+	// snapshotted: its notification waits for the sink's commits.
+	stopID int64
+	op     operator
+	src    sourceRunner
+	sink   sinkRunner
 
 	triggers chan barrier
 	wake     chan struct{}
@@ -553,6 +556,9 @@ func (st *subtask) checkpoint(ctx context.Context, b barrier) error {
 	case st.src != nil:
 		entries, err = st.src.SnapshotState(b.id)
 	case st.sink != nil:
+		if b.stop {
+			st.stopID = b.id
+		}
 		entries, err = st.sink.SnapshotState(ctx, b.id)
 	case st.op != nil && st.op.stateful != nil:
 		mode = state.SplitEvenly
@@ -618,6 +624,11 @@ func (st *subtask) handleNotifications(ctx context.Context) error {
 		if st.sink != nil {
 			if err := st.sink.NotifyCheckpointComplete(ctx, id); err != nil {
 				return fmt.Errorf("committing checkpoint %d: %w", id, err)
+			}
+			if st.stopID != 0 && id >= st.stopID {
+				if err := st.sink.drain(ctx); err != nil {
+					return fmt.Errorf("committing the stop savepoint %d: %w", id, err)
+				}
 			}
 		}
 		if st.src != nil {

@@ -446,3 +446,70 @@ func TestStorageFaultFailsTheCheckpointNotTheJob(t *testing.T) {
 		t.Fatalf("output: %s", d)
 	}
 }
+
+// drainSink's writers say when Drain ran and which checkpoint the writer
+// was last notified of at that moment.
+type drainSink struct {
+	memSink[int]
+	mu        sync.Mutex
+	drainedAt []int64
+}
+
+type drainWriter struct {
+	engine.SinkWriter[int]
+	s        *drainSink
+	notified int64
+}
+
+func (s *drainSink) NewWriter(ctx context.Context, sc engine.Scope, restored [][]byte) (engine.SinkWriter[int], error) {
+	w, err := s.memSink.NewWriter(ctx, sc, restored)
+	return &drainWriter{SinkWriter: w, s: s}, err
+}
+
+func (w *drainWriter) NotifyCheckpointComplete(ctx context.Context, id int64) error {
+	w.notified = id
+	return w.SinkWriter.NotifyCheckpointComplete(ctx, id)
+}
+
+func (w *drainWriter) Drain(context.Context) error {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	w.s.drainedAt = append(w.s.drainedAt, w.notified)
+	return nil
+}
+
+// A stop with a savepoint drains every sink writer that implements
+// engine.Drainer after notifying it of the savepoint, before the stop
+// succeeds; ordinary checkpoints do not drain.
+func TestStopWithSavepointDrainsTheSinks(t *testing.T) {
+	sink := &drainSink{}
+	j := engine.NewJob("drain", engine.Options{Checkpoint: engine.CheckpointOptions{Interval: 5 * time.Millisecond}})
+	engine.SinkTo(engine.FromSource(j, "source", 1,
+		&memSource[int]{parts: [][]int{seq(0, 100)}, pauseEvery: 1, pause: time.Millisecond, unbounded: true}), "sink", 2, sink)
+	_, wait := startJob(t, j)
+	waitFor(t, "checkpoints", func() bool { return completedCount(j) >= 3 })
+	sink.mu.Lock()
+	early := len(sink.drainedAt)
+	sink.mu.Unlock()
+	if early != 0 {
+		t.Fatalf("drained %d times before any stop", early)
+	}
+	path, err := j.StopWithSavepoint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(); !errors.Is(err, engine.ErrStopped) {
+		t.Fatalf("Run = %v", err)
+	}
+	var spID int64
+	for _, cs := range j.Status().Checkpoints {
+		if cs.Savepoint && cs.Path == path {
+			spID = cs.ID
+		}
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if len(sink.drainedAt) != 2 || sink.drainedAt[0] != spID || sink.drainedAt[1] != spID {
+		t.Fatalf("drained at %v, want each of the 2 writers once, after the notification of savepoint %d", sink.drainedAt, spID)
+	}
+}

@@ -80,7 +80,9 @@ http: {listen: "127.0.0.1:0"}
 				f.produce(t, 30)
 			}
 			got = len(kafkatest.ReadCommitted(t, seeds, out))
-			return got >= n
+			// Stop only a process that took its signals over (it logs
+			// that it listens after that).
+			return got >= n && strings.Contains(c.output.String(), "http listening")
 		}) {
 			t.Fatalf("processor %v: %d of %d output records after 2 minutes:\n%s", args, got, n, c.tail())
 		}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/onceflow/onceflow/failpoint"
@@ -100,6 +102,18 @@ type Options struct {
 	// RetryBackoff is the first pause between commit attempts; it doubles
 	// each time (default 100ms).
 	RetryBackoff time.Duration
+	// AsyncCommit commits on a goroutine of the Sink's own, so that the
+	// subtask goes on writing the next transaction (on another
+	// transactional id) while the commit's round trip runs; the commit
+	// round trip otherwise stalls the subtask at every checkpoint. A
+	// transaction stays in the pending list, and so in every checkpoint
+	// taken meanwhile, until its commit is confirmed; a failed commit is
+	// returned by the next call of the subtask (Write, SnapshotState, a
+	// notification, Drain or Close). The Transactor's Commit then runs
+	// concurrently with its other methods and must be safe for that. One
+	// batch of commits runs at a time: a notification arriving while the
+	// previous batch still commits waits for it.
+	AsyncCommit bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives warnings; nil means slog.Default().
@@ -187,13 +201,144 @@ type Sink[T, Txn any] struct {
 	held        []held[Txn]
 	lastWarned  int64
 	restoreDone bool
+
+	// With AsyncCommit: the first queued entries of pending have been
+	// handed to the committer (queued or committed, not yet collected).
+	async  *committer[Txn]
+	queued int
+}
+
+// committer commits batches of pending transactions in order on its own
+// goroutine, owned by the Sink: started by the first batch, stopped by
+// Close.
+type committer[Txn any] struct {
+	mu      sync.Mutex
+	batches [][]Pending[Txn] // to commit, oldest first
+	busy    bool             // a batch is being committed
+	done    int              // committed and not yet collected
+	err     error            // the first failure; nothing is committed after it
+	ready   atomic.Bool      // done > 0 || err != nil
+	wake    chan struct{}    // a batch was queued
+	idle    chan struct{}    // closed and replaced when the queue empties
+	ctx     context.Context
+	cancel  context.CancelFunc
+	started bool          // the goroutine runs (from the first batch)
+	exited  chan struct{} // closed when it returned
 }
 
 // New returns a Sink for subtask scope.Subtask that stores transactions with
 // codec.
 func New[T, Txn any](tx Transactor[T, Txn], codec state.Codec[Txn], scope Scope, opts Options) *Sink[T, Txn] {
 	opts.fill()
-	return &Sink[T, Txn]{tx: tx, codec: codec, opts: opts, scope: scope, lastWarned: -1}
+	s := &Sink[T, Txn]{tx: tx, codec: codec, opts: opts, scope: scope, lastWarned: -1}
+	if opts.AsyncCommit {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.async = &committer[Txn]{wake: make(chan struct{}, 1), idle: make(chan struct{}), ctx: ctx, cancel: cancel,
+			exited: make(chan struct{})}
+	}
+	return s
+}
+
+// runCommitter is the committer's goroutine: it commits each queued batch,
+// oldest first, hitting the before-commit failpoint before a batch's first
+// commit and between-commits before the others.
+func (s *Sink[T, Txn]) runCommitter() {
+	c := s.async
+	defer close(c.exited)
+	for {
+		c.mu.Lock()
+		for len(c.batches) == 0 || c.err != nil {
+			if len(c.batches) > 0 { // after a failure nothing more is committed
+				c.batches = nil
+			}
+			c.busy = false
+			close(c.idle)
+			c.idle = make(chan struct{})
+			c.mu.Unlock()
+			select {
+			case <-c.wake:
+			case <-c.ctx.Done():
+				return
+			}
+			c.mu.Lock()
+		}
+		batch := c.batches[0]
+		c.batches = c.batches[1:]
+		c.busy = true
+		c.mu.Unlock()
+		for i, p := range batch {
+			if i == 0 {
+				failpoint.Hit(failpoint.BeforeCommit)
+			} else {
+				failpoint.Hit(failpoint.BetweenCommits)
+			}
+			err := s.commit(c.ctx, p)
+			c.mu.Lock()
+			if err != nil {
+				c.err = err
+			} else {
+				c.done++
+			}
+			c.ready.Store(true)
+			c.mu.Unlock()
+			if err != nil {
+				break
+			}
+		}
+	}
+}
+
+// collect takes the committer's confirmed commits off the pending list
+// (they are held until a later checkpoint completes) and returns its
+// failure, if any: a failed commit fails the subtask, and the transaction
+// stays in the checkpoint for the restore to commit.
+func (s *Sink[T, Txn]) collect() error {
+	c := s.async
+	if c == nil || !c.ready.Load() {
+		return nil
+	}
+	c.mu.Lock()
+	done, err := c.done, c.err
+	c.done = 0
+	c.ready.Store(err != nil)
+	c.mu.Unlock()
+	for range done {
+		p := s.pending[0]
+		s.pending = s.pending[1:]
+		s.queued--
+		s.held = append(s.held, held[Txn]{txn: p.Txn})
+	}
+	return err
+}
+
+// Drain waits until every commit started by NotifyCheckpointComplete is
+// confirmed (at once without AsyncCommit) and returns the first failure.
+// A stop with a savepoint drains, so that it leaves nothing pending.
+func (s *Sink[T, Txn]) Drain(ctx context.Context) error {
+	c := s.async
+	if c == nil {
+		return nil
+	}
+	if !c.started {
+		return s.collect()
+	}
+	for {
+		c.mu.Lock()
+		idle := !c.busy && len(c.batches) == 0
+		wait := c.idle
+		c.mu.Unlock()
+		if idle {
+			return s.collect()
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			if err := s.collect(); err != nil {
+				return err
+			}
+			return fmt.Errorf("twophase: waiting for the commits of subtask %d: %w", s.scope.Subtask, ctx.Err())
+		}
+	}
 }
 
 // Restore commits the pending transactions that entries (the union of
@@ -266,6 +411,11 @@ func (s *Sink[T, Txn]) Write(ctx context.Context, rec T) error {
 	if !s.restoreDone {
 		return errors.New("twophase: Write before Restore")
 	}
+	if s.async != nil && s.async.ready.Load() {
+		if err := s.collect(); err != nil {
+			return err
+		}
+	}
 	if !s.open {
 		txn, err := s.tx.Begin(ctx)
 		if err != nil {
@@ -281,6 +431,9 @@ func (s *Sink[T, Txn]) Write(ctx context.Context, rec T) error {
 // store as this subtask's operator state. An error fails the checkpoint;
 // the open transaction is then unusable and the job must restart.
 func (s *Sink[T, Txn]) SnapshotState(ctx context.Context, checkpointID int64) ([][]byte, error) {
+	if err := s.collect(); err != nil {
+		return nil, err
+	}
 	for i := range s.held {
 		if s.held[i].releaseAt == 0 {
 			s.held[i].releaseAt = checkpointID
@@ -316,6 +469,9 @@ func (s *Sink[T, Txn]) SnapshotState(ctx context.Context, checkpointID int64) ([
 // once its commit succeeded, so a failure here loses nothing: the next
 // checkpoint carries it again and a restore commits it.
 func (s *Sink[T, Txn]) NotifyCheckpointComplete(ctx context.Context, checkpointID int64) error {
+	if err := s.collect(); err != nil {
+		return err
+	}
 	if r, ok := s.tx.(Releaser[Txn]); ok {
 		s.held = slices.DeleteFunc(s.held, func(h held[Txn]) bool {
 			if h.releaseAt != 0 && h.releaseAt <= checkpointID {
@@ -326,6 +482,33 @@ func (s *Sink[T, Txn]) NotifyCheckpointComplete(ctx context.Context, checkpointI
 		})
 	} else {
 		s.held = nil
+	}
+	if c := s.async; c != nil {
+		// One batch at a time: while the previous one still commits, the
+		// subtask waits (backpressure), so that commits slower than the
+		// checkpoints do not pile up transactions without bound.
+		if err := s.Drain(ctx); err != nil {
+			return err
+		}
+		var batch []Pending[Txn]
+		for s.queued < len(s.pending) && s.pending[s.queued].CheckpointID <= checkpointID {
+			batch = append(batch, s.pending[s.queued])
+			s.queued++
+		}
+		if len(batch) > 0 {
+			c.mu.Lock()
+			c.batches = append(c.batches, batch)
+			c.mu.Unlock()
+			if !c.started {
+				c.started = true
+				go s.runCommitter()
+			}
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
+		}
+		return nil
 	}
 	for i := 0; len(s.pending) > 0 && s.pending[0].CheckpointID <= checkpointID; i++ {
 		if i == 0 {
@@ -346,21 +529,33 @@ func (s *Sink[T, Txn]) NotifyCheckpointComplete(ctx context.Context, checkpointI
 // NotifyCheckpointAborted keeps the pending transactions: they are carried
 // in the next checkpoint and committed when it completes.
 func (s *Sink[T, Txn]) NotifyCheckpointAborted(ctx context.Context, checkpointID int64) error {
-	return nil
+	return s.collect()
 }
 
 // Close aborts the open transaction, which no checkpoint holds. Pending
 // transactions are left alone: a completed checkpoint may hold them even if
 // its notification has not arrived, and only a restore may decide.
 func (s *Sink[T, Txn]) Close(ctx context.Context) error {
-	if !s.open {
-		return nil
+	var errs []error
+	if s.async != nil {
+		// Let queued commits finish within ctx, then stop the committer:
+		// what is not committed stays in the checkpoint for the restore.
+		if err := s.Drain(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		s.async.cancel()
+		if s.async.started {
+			<-s.async.exited
+		}
+		s.async = nil
 	}
-	s.open = false
-	if err := s.tx.Abort(ctx, s.current); err != nil {
-		return fmt.Errorf("twophase: aborting the open transaction on close: %w", err)
+	if s.open {
+		s.open = false
+		if err := s.tx.Abort(ctx, s.current); err != nil {
+			errs = append(errs, fmt.Errorf("twophase: aborting the open transaction on close: %w", err))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Pending returns the pre-committed transactions not yet committed, oldest

@@ -36,6 +36,8 @@ type memSystem struct {
 	// fenced transactions had their id reused: a commit is refused even
 	// when they were committed (as Kafka refuses an old producer epoch).
 	fenced map[int]bool
+	// gate, when set, holds every Commit until it receives.
+	gate chan struct{}
 }
 
 func newMemSystem() *memSystem {
@@ -78,7 +80,14 @@ func (t *memTransactor) Write(_ context.Context, txn memTxn, rec string) error {
 
 func (t *memTransactor) PreCommit(_ context.Context, txn memTxn) (memTxn, error) { return txn, nil }
 
-func (t *memTransactor) Commit(_ context.Context, txn memTxn) error {
+func (t *memTransactor) Commit(ctx context.Context, txn memTxn) error {
+	if g := t.sys.gate; g != nil {
+		select {
+		case <-g:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	t.sys.mu.Lock()
 	defer t.sys.mu.Unlock()
 	t.sys.commitCalls[txn.ID]++
@@ -579,5 +588,121 @@ func TestCommittedTransactionIsReleasedOnlyWhenNoCompletedCheckpointHoldsIt(t *t
 	}
 	if !slices.Equal(tr2.released, []int{3}) {
 		t.Fatalf("released %v after restore, want [3]", tr2.released)
+	}
+}
+
+// With AsyncCommit a notification only starts the commits: the subtask
+// goes on writing while they run, every checkpoint taken meanwhile still
+// holds the transactions, and Drain waits for them, in order.
+func TestAsyncCommitLetsTheSubtaskWriteOnAndKeepsTransactionsUntilConfirmed(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	sys.gate = make(chan struct{})
+	s := newTestSink(t, sys, 0, 1, Options{AsyncCommit: true})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	snapshot(t, s, 1)
+	write(t, s, "b")
+	snapshot(t, s, 2)
+	if err := s.NotifyCheckpointComplete(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "c") // not blocked by the held commits
+	if got := len(snapshot(t, s, 3)); got != 3 {
+		t.Fatalf("checkpoint 3 holds %d transactions while the commits of 1 and 2 run, want 3", got)
+	}
+	if v := sys.snapshotVisible(); len(v) != 0 {
+		t.Fatalf("visible %v before any commit was let through", v)
+	}
+	sys.gate <- struct{}{} // transaction 1
+	sys.gate <- struct{}{} // transaction 2
+	if err := s.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v := sys.snapshotVisible(); !slices.Equal(v, []string{"a", "b"}) {
+		t.Fatalf("visible %v, want [a b]", v)
+	}
+	if p := s.Pending(); len(p) != 1 || p[0].CheckpointID != 3 {
+		t.Fatalf("pending %+v, want checkpoint 3 only", p)
+	}
+	if got := len(snapshot(t, s, 4)); got != 1 {
+		t.Fatalf("checkpoint 4 holds %d transactions, want 1 (3)", got)
+	}
+	if err := s.NotifyCheckpointComplete(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	sys.gate <- struct{}{}
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v := sys.snapshotVisible(); !slices.Equal(v, []string{"a", "b", "c"}) {
+		t.Fatalf("visible %v after Close drained, want [a b c]", v)
+	}
+}
+
+// A commit that fails on the committer goroutine fails the subtask's next
+// call; the transaction stays in the checkpoint state for the restore.
+func TestAsyncCommitFailureFailsTheNextCall(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	s := newTestSink(t, sys, 0, 1, Options{AsyncCommit: true})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	chk := snapshot(t, s, 1)
+	sys.mu.Lock()
+	sys.fenced[1] = true
+	sys.mu.Unlock()
+	if err := s.NotifyCheckpointComplete(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	var lost *LostError
+	deadline := time.Now().Add(10 * time.Second)
+	var err error
+	for err == nil && time.Now().Before(deadline) {
+		err = s.Write(ctx, "b")
+		time.Sleep(time.Millisecond)
+	}
+	if !errors.As(err, &lost) || lost.CheckpointID != 1 {
+		t.Fatalf("Write after the failed commit: %v, want the *LostError of checkpoint 1", err)
+	}
+	if p := s.Pending(); len(p) != 1 || len(chk) != 1 {
+		t.Fatalf("pending %+v: the failed transaction must stay pending", p)
+	}
+	if err := s.Close(ctx); !errors.As(err, &lost) {
+		t.Fatalf("Close: %v, want the failure again", err)
+	}
+}
+
+// Close gives queued commits until its context ends, then stops the
+// committer; what did not commit stays for the restore.
+func TestAsyncCloseIsBoundedByItsContext(t *testing.T) {
+	sys := newMemSystem()
+	sys.gate = make(chan struct{}) // never let through
+	s := newTestSink(t, sys, 0, 1, Options{AsyncCommit: true})
+	ctx := context.Background()
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	snapshot(t, s, 1)
+	if err := s.NotifyCheckpointComplete(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := s.Close(cctx)
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close with a stuck commit: %v, want the deadline", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close took %s", d)
+	}
+	if v := sys.snapshotVisible(); len(v) != 0 {
+		t.Fatalf("visible %v", v)
 	}
 }

@@ -139,6 +139,12 @@ func logStart(log *slog.Logger, cfg *config.Config, f runFlags) {
 // runJob is processor run: load, check, connect, build, serve, run until
 // the job ends or is stopped.
 func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) error {
+	// Take SIGTERM and SIGINT over first: one that arrives while the job
+	// starts (connecting, recovering) stops it with a savepoint once it
+	// runs, instead of killing the process.
+	sigs, stopSignals := d.signals()
+	defer stopSignals()
+
 	cfg, err := loadRunConfig(d, f)
 	if err != nil {
 		return err
@@ -167,10 +173,6 @@ func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) e
 	if err != nil {
 		return fmt.Errorf("kafka.brokers: %w", err)
 	}
-
-	// Signals count from here: a stop before the job runs cancels.
-	sigs, stopSignals := d.signals()
-	defer stopSignals()
 
 	jobCtx, cancelJob := context.WithCancelCause(ctx)
 	defer cancelJob(nil)

@@ -29,7 +29,17 @@
 // A bounded pool of ids. Each subtask cycles through Slots transactional
 // ids <prefix>-<subtask>-<slot>, one kgo client each. Unique ids per
 // checkpoint would make the broker keep state for every one of them for
-// transactional.id.expiration.ms (7 days by default).
+// transactional.id.expiration.ms (7 days by default). When every slot is
+// taken the pool grows by one, up to MaxSlots: recovery fences every id of
+// the subtask whatever its slot number (found by listing transactions),
+// and a kept id beyond the pool joins it, held.
+//
+// Commits beside the writing. twophase runs the commits of a completed
+// checkpoint on a goroutine of its own (AsyncCommit), one batch at a time,
+// so the subtask writes the next transaction, on another id, during the
+// EndTxn round trip. Commit therefore runs concurrently with Begin, Write
+// and PreCommit; the Transactor's mutex guards the slot flags and clients
+// they share.
 //
 // When an id may be used again. A committed transaction is still named by
 // the latest completed checkpoint until a later checkpoint, taken after the

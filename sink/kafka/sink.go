@@ -27,7 +27,7 @@ type SinkOptions struct {
 	// TransactionalIDPrefix starts every transactional id of the job
 	// (exactly_once). Two jobs must never share one.
 	TransactionalIDPrefix string
-	// Slots is the number of transactional ids per subtask (default 4);
+	// Slots is the number of transactional ids per subtask (default 5);
 	// see TransactorOptions.Slots for how many a job needs.
 	Slots int
 	// TransactionTimeout is the timeout of every transaction (default
@@ -107,7 +107,7 @@ func (s *Sink) NewWriter(ctx context.Context, scope engine.Scope, restored [][]b
 		}
 		return plainWriter{w}, nil
 	}
-	tp, tr, err := s.restore(ctx, scope, restored)
+	tp, tr, err := s.restore(ctx, scope, restored, true)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +121,7 @@ func (s *Sink) NewWriter(ctx context.Context, scope engine.Scope, restored [][]b
 
 // restore creates the subtask's Transactor and twophase.Sink and runs the
 // recovery: commit what restored holds, abort what failed attempts left.
-func (s *Sink) restore(ctx context.Context, scope engine.Scope, restored [][]byte) (*twophase.Sink[*kgo.Record, Txn], *Transactor, error) {
+func (s *Sink) restore(ctx context.Context, scope engine.Scope, restored [][]byte, async bool) (*twophase.Sink[*kgo.Record, Txn], *Transactor, error) {
 	tr, err := NewTransactor(ctx, scope.Subtask, TransactorOptions{
 		ClientOpts: s.opts.ClientOpts, Topic: s.opts.Topic, Prefix: s.opts.TransactionalIDPrefix,
 		Slots: s.opts.Slots, TransactionTimeout: s.opts.TransactionTimeout,
@@ -132,7 +132,7 @@ func (s *Sink) restore(ctx context.Context, scope engine.Scope, restored [][]byt
 	tp := twophase.New[*kgo.Record, Txn](tr, state.JSONCodec[Txn]{},
 		twophase.Scope{Subtask: scope.Subtask, Parallelism: scope.Parallelism,
 			NewerCheckpoint: scope.NewerCheckpoint, NewerEntries: scope.NewerEntries},
-		twophase.Options{TransactionTimeout: s.opts.TransactionTimeout, Logger: s.opts.Logger})
+		twophase.Options{TransactionTimeout: s.opts.TransactionTimeout, Logger: s.opts.Logger, AsyncCommit: async})
 	if err := tp.Restore(ctx, restored); err != nil {
 		tr.Close()
 		return nil, nil, fmt.Errorf("kafka sink: recovering subtask %d of prefix %s: %w", scope.Subtask, s.opts.TransactionalIDPrefix, err)
@@ -148,7 +148,7 @@ func (s *Sink) recoverOnly(ctx context.Context, scope engine.Scope, restored [][
 	}
 	s.opts.Logger.Info("kafka sink: committing the transactions an exactly_once run left in the restored checkpoint",
 		"subtask", scope.Subtask, "delivery", s.opts.Delivery, "prefix", s.opts.TransactionalIDPrefix)
-	_, tr, err := s.restore(ctx, scope, restored)
+	_, tr, err := s.restore(ctx, scope, restored, false)
 	if err != nil {
 		return err
 	}
@@ -243,6 +243,14 @@ func (w *txnWriter) SnapshotState(ctx context.Context, checkpointID int64) ([][]
 // checkpoint <= checkpointID.
 func (w *txnWriter) NotifyCheckpointComplete(ctx context.Context, checkpointID int64) error {
 	err := w.tp.NotifyCheckpointComplete(ctx, checkpointID)
+	w.publish()
+	return err
+}
+
+// Drain waits for the commits NotifyCheckpointComplete started
+// (engine.Drainer: a stop with a savepoint leaves nothing pending).
+func (w *txnWriter) Drain(ctx context.Context) error {
+	err := w.tp.Drain(ctx)
 	w.publish()
 	return err
 }

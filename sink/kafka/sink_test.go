@@ -211,6 +211,14 @@ func TestSinkStatsFollowTheTransactions(t *testing.T) {
 	if err := w.NotifyCheckpointComplete(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
+	// The commit runs on the writer's own goroutine; Drain waits for it.
+	d, ok := w.(engine.Drainer)
+	if !ok {
+		t.Fatal("the exactly_once writer does not implement engine.Drainer")
+	}
+	if err := d.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if st := sink.Stats(); st != (SinkStats{}) {
 		t.Fatalf("after the commit: %+v, want nothing pending", st)
 	}

@@ -29,14 +29,20 @@ type TransactorOptions struct {
 	// <Prefix>-<subtask>-<slot>. Two jobs must never share a prefix.
 	Prefix string
 	// Slots is how many transactional ids one subtask cycles through
-	// (default 4). A slot is busy from the first record of a transaction
+	// (default 5). A slot is busy from the first record of a transaction
 	// until its commit is confirmed, and then held until a checkpoint
 	// taken after the commit completed (a restore from an earlier one
-	// commits the transaction again). With c checkpoints in flight a
-	// subtask needs 2c+2: the open transaction, c pre-committed ones and
-	// c+1 held ones. Too few slots is not a loss of data: Begin fails and
-	// the job restarts.
+	// commits the transaction again). With c checkpoints in flight and
+	// commits running beside the writing (twophase's AsyncCommit, one
+	// batch at a time) a subtask needs 3c+2: the open transaction, c
+	// pre-committed ones, c being committed and c+1 held ones. When all
+	// are taken (after a restore that holds many recovered transactions,
+	// or while commits lag) the pool grows, up to MaxSlots; the recovery
+	// fences every id of the subtask, whatever its slot number.
 	Slots int
+	// MaxSlots bounds the pool's growth (default 4 × Slots, at least 16).
+	// Beyond it Begin fails and the job restarts: not a loss of data.
+	MaxSlots int
 	// TransactionTimeout is sent to the broker with every producer id
 	// (default 15 minutes, the broker's usual transaction.max.timeout.ms).
 	TransactionTimeout time.Duration
@@ -75,6 +81,13 @@ type Transactor struct {
 	side    *kgo.Client // no transactional id: raw EndTxn, fencing, admin
 	slots   []*slot
 	next    int
+
+	// mu guards the slots' busy and held flags, clients, producer ids and
+	// epochs where Commit (on twophase's committer goroutine) and the
+	// subtask's calls can meet: Commit works on a slot of a pre-committed
+	// transaction, the subtask on the slot of its open one and on Begin's
+	// choice among the free ones.
+	mu sync.Mutex
 }
 
 // NewTransactor connects to the cluster and reads its transaction version.
@@ -84,10 +97,13 @@ func NewTransactor(ctx context.Context, subtask int, opts TransactorOptions) (*T
 		return nil, errors.New("kafka sink: a transactional id prefix is required for exactly-once delivery")
 	}
 	if opts.Slots <= 0 {
-		opts.Slots = 4
+		opts.Slots = 5
 	}
 	if opts.Slots < 2 {
 		return nil, fmt.Errorf("kafka sink: %d transactional id slots per subtask; at least 2 are needed", opts.Slots)
+	}
+	if opts.MaxSlots < opts.Slots {
+		opts.MaxSlots = max(4*opts.Slots, 16)
 	}
 	if opts.TransactionTimeout <= 0 {
 		opts.TransactionTimeout = 15 * time.Minute
@@ -147,6 +163,8 @@ func capEndTxn() kgo.Opt {
 func (t *Transactor) Version() int16 { return t.version }
 
 func (t *Transactor) find(id string) *slot {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	for _, s := range t.slots {
 		if s.id == id {
 			return s
@@ -161,16 +179,24 @@ func (t *Transactor) find(id string) *slot {
 // piling up open transactions.
 func (t *Transactor) Begin(ctx context.Context) (Txn, error) {
 	var s *slot
+	t.mu.Lock()
 	for i := range t.slots {
 		c := t.slots[(t.next+i)%len(t.slots)]
 		if !c.busy && !c.held {
 			s = c
+			s.busy = true // reserved; drop frees it again on failure
 			t.next = (t.next + i + 1) % len(t.slots)
 			break
 		}
 	}
+	if s == nil && len(t.slots) < t.opts.MaxSlots {
+		s = t.grow(len(t.slots) + 1)
+		s.busy = true
+	}
+	n := len(t.slots)
+	t.mu.Unlock()
 	if s == nil {
-		return Txn{}, fmt.Errorf("kafka sink: all %d transactional ids of subtask %d hold transactions that the latest checkpoint still refers to; checkpoints are not completing fast enough for the pool (raise the slot count)", len(t.slots), t.subtask)
+		return Txn{}, fmt.Errorf("kafka sink: all %d transactional ids of subtask %d hold transactions that the latest checkpoint still refers to; checkpoints are not completing fast enough for the pool (raise sink.slots)", n, t.subtask)
 	}
 	if s.client == nil {
 		opts := append(slices.Clone(t.opts.ClientOpts),
@@ -185,9 +211,12 @@ func (t *Transactor) Begin(ctx context.Context) (Txn, error) {
 		}
 		cl, err := kgo.NewClient(opts...)
 		if err != nil {
+			t.drop(s)
 			return Txn{}, fmt.Errorf("kafka sink: creating the client of %s: %w", s.id, err)
 		}
+		t.mu.Lock()
 		s.client = cl
+		t.mu.Unlock()
 	}
 	if err := s.client.BeginTransaction(); err != nil {
 		t.drop(s)
@@ -198,22 +227,34 @@ func (t *Transactor) Begin(ctx context.Context) (Txn, error) {
 		t.drop(s)
 		return Txn{}, fmt.Errorf("kafka sink: loading the producer id of %s: %w", s.id, err)
 	}
-	s.busy, s.pid, s.epoch = true, pid, epoch
+	t.mu.Lock()
+	s.pid, s.epoch = pid, epoch
+	t.mu.Unlock()
 	s.mu.Lock()
 	s.produce = nil
 	s.mu.Unlock()
 	return Txn{TransactionalID: s.id, ProducerID: pid, ProducerEpoch: epoch, TransactionVersion: t.version}, nil
 }
 
+// grow adds slots up to n in all (t.mu held) and returns the last one.
+func (t *Transactor) grow(n int) *slot {
+	for len(t.slots) < n {
+		t.slots = append(t.slots, &slot{id: TransactionalID(t.opts.Prefix, t.subtask, len(t.slots))})
+	}
+	return t.slots[n-1]
+}
+
 // drop closes a slot's client; the next Begin on the slot creates a new
 // one, whose producer id initialisation fences and aborts whatever the old
 // one left open.
 func (t *Transactor) drop(s *slot) {
-	if s.client != nil {
-		s.client.Close()
-		s.client = nil
+	t.mu.Lock()
+	cl := s.client
+	s.client, s.busy = nil, false
+	t.mu.Unlock()
+	if cl != nil {
+		cl.Close()
 	}
-	s.busy = false
 }
 
 // Write produces rec inside txn. Produce results arrive asynchronously; the
@@ -269,32 +310,49 @@ func (t *Transactor) PreCommit(ctx context.Context, txn Txn) (Txn, error) {
 // earlier process, a raw EndTxn goes out through the side client. Commit
 // may be called more than once for the same transaction and succeeds each
 // time (until the id is used for a later transaction).
+//
+// Commit may run concurrently with the other methods (twophase's
+// AsyncCommit), for a transaction other than the open one.
 func (t *Transactor) Commit(ctx context.Context, txn Txn) error {
 	s := t.find(txn.TransactionalID)
+	var own *kgo.Client
+	t.mu.Lock()
 	if s != nil && s.busy && s.client != nil && s.pid == txn.ProducerID && s.epoch == txn.ProducerEpoch {
-		err := s.client.EndTransaction(ctx, kgo.TryCommit)
+		own = s.client
+	}
+	t.mu.Unlock()
+	if own != nil {
+		err := own.EndTransaction(ctx, kgo.TryCommit)
 		if err == nil {
-			t.release(s)
+			t.release(s, txn)
 			return nil
 		}
 		// Never retry through this client: after an unconfirmed EndTxn it
 		// would re-initialise its producer id, aborting the transaction.
-		s.client.Close()
-		s.client = nil
+		t.mu.Lock()
+		if s.client == own {
+			s.client = nil
+		}
+		t.mu.Unlock()
+		own.Close()
 	}
 	if err := endTxn(ctx, t.side, txn, true); err != nil {
 		return fmt.Errorf("kafka sink: %w", err)
 	}
-	if s != nil && s.busy && s.pid == txn.ProducerID {
-		t.release(s)
+	if s != nil {
+		t.release(s, txn)
 	}
 	return nil
 }
 
-// release marks a slot's transaction committed; the slot stays held until
-// Release.
-func (t *Transactor) release(s *slot) {
-	s.busy, s.held = false, true
+// release marks the slot of a committed transaction held until Release
+// (when the slot still runs that transaction).
+func (t *Transactor) release(s *slot, txn Txn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s.busy && s.pid == txn.ProducerID {
+		s.busy, s.held = false, true
+	}
 }
 
 // Release frees the slot of a committed transaction that no completed
@@ -304,14 +362,23 @@ func (t *Transactor) release(s *slot) {
 // next one: the client is recreated, which bumps the epoch.
 func (t *Transactor) Release(txn Txn) {
 	s := t.find(txn.TransactionalID)
-	if s == nil || !s.held {
+	if s == nil {
 		return
 	}
-	if t.version < 2 && s.client != nil {
-		s.client.Close()
-		s.client = nil
+	t.mu.Lock()
+	if !s.held {
+		t.mu.Unlock()
+		return
+	}
+	var cl *kgo.Client
+	if t.version < 2 {
+		cl, s.client = s.client, nil
 	}
 	s.held = false
+	t.mu.Unlock()
+	if cl != nil {
+		cl.Close()
+	}
 }
 
 // Abort aborts a transaction that was not pre-committed.
@@ -349,6 +416,13 @@ func (t *Transactor) AbortLingering(ctx context.Context, scope twophase.Scope, k
 	}
 	for _, k := range keep {
 		delete(ids, k.TransactionalID)
+		// A kept id of this subtask beyond the pool (an earlier run had a
+		// bigger one) joins it, held, so that growth never reuses it early.
+		if sub, n, ok := parseTransactionalID(t.opts.Prefix, k.TransactionalID); ok && sub == t.subtask && n >= len(t.slots) {
+			t.mu.Lock()
+			t.grow(n + 1)
+			t.mu.Unlock()
+		}
 		if s := t.find(k.TransactionalID); s != nil {
 			s.held = true
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -252,5 +253,63 @@ func TestParseTransactionalID(t *testing.T) {
 		if ok != tc.ok || (ok && (sub != tc.sub || slot != tc.slot)) {
 			t.Errorf("parse(%q) = %d %d %v, want %d %d %v", tc.id, sub, slot, ok, tc.sub, tc.slot, tc.ok)
 		}
+	}
+}
+
+// With every slot taken the pool grows, up to MaxSlots; then Begin fails
+// naming the key to raise. A restore that keeps an id beyond the pool
+// takes it in, held, so growth does not reuse it.
+func TestPoolGrowsUpToMaxSlots(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := fakeCluster(t)
+	tr, err := NewTransactor(ctx, 0, TransactorOptions{ClientOpts: client, Topic: topic, Prefix: "grow", Slots: 2, MaxSlots: 3, TransactionTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	keep := []Txn{{TransactionalID: TransactionalID("grow", 0, 5)}}
+	if err := tr.AbortLingering(ctx, twophase.Scope{Subtask: 0, Parallelism: 1}, keep); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(tr.slots); n != 6 || !tr.slots[5].held {
+		t.Fatalf("after keeping slot 5: %d slots (held %v), want 6 with slot 5 held", n, n == 6 && tr.slots[5].held)
+	}
+	var ids []string
+	for range 5 { // slots 0..4 are free
+		txn, err := tr.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, txn.TransactionalID)
+	}
+	if _, err := tr.Begin(ctx); err == nil || !strings.Contains(err.Error(), "sink.slots") {
+		t.Fatalf("Begin with all 6 slots taken: %v, want an error naming sink.slots", err)
+	}
+	for i, id := range ids {
+		if id != TransactionalID("grow", 0, i) {
+			t.Fatalf("transaction %d on %s, want slot %d", i, id, i)
+		}
+	}
+
+	tr2, err := NewTransactor(ctx, 0, TransactorOptions{ClientOpts: client, Topic: topic, Prefix: "grow2", Slots: 2, MaxSlots: 3, TransactionTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr2.Close()
+	if err := tr2.AbortLingering(ctx, twophase.Scope{Subtask: 0, Parallelism: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		txn, err := tr2.Begin(ctx)
+		if err != nil {
+			t.Fatalf("Begin %d of a pool of 2 growing to 3: %v", i, err)
+		}
+		if txn.TransactionalID != TransactionalID("grow2", 0, i) {
+			t.Fatalf("Begin %d on %s", i, txn.TransactionalID)
+		}
+	}
+	if _, err := tr2.Begin(ctx); err == nil {
+		t.Fatal("Begin beyond MaxSlots succeeded")
 	}
 }
