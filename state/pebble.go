@@ -183,6 +183,15 @@ type pebbleBackend struct {
 	kg      [2]byte
 	keyErr  error
 
+	// dirty holds the writes since the last flush, by database key, so
+	// that a hot key costs a map lookup instead of a Pebble Get and a
+	// commit per update. It is written to Pebble as one batch at every
+	// snapshot (before the barrier's flush, so the snapshot holds exactly
+	// the writes before the barrier), before an iteration or a clear, and
+	// when it passes dirtyLimit bytes. Owner goroutine only.
+	dirty      map[string]dirtyEntry
+	dirtyBytes int
+
 	// mu guards what the AsyncSnapshots share with the owner goroutine.
 	mu      sync.Mutex
 	closed  bool
@@ -190,6 +199,63 @@ type pebbleBackend struct {
 	pending map[int64]map[string]FileRef // checkpoint -> local SST name -> stored ref
 	base    map[string]FileRef           // SSTs of the last completed checkpoint
 	snaps   map[*pebble.Snapshot]bool    // captured, not yet released
+}
+
+// dirtyEntry is a buffered write: a value, or a deletion.
+type dirtyEntry struct {
+	val []byte
+	del bool
+}
+
+// dirtyLimit bounds the write buffer of one keyed backend.
+const dirtyLimit = 4 << 20
+
+// put buffers a write of key k (ownership of k passes to the buffer).
+func (b *pebbleBackend) put(k, v []byte, del bool) error {
+	e := dirtyEntry{del: del}
+	if !del {
+		e.val = bytes.Clone(v)
+		if e.val == nil {
+			e.val = []byte{}
+		}
+	}
+	old, had := b.dirty[string(k)]
+	if had {
+		b.dirtyBytes -= len(k) + len(old.val) + 48
+	}
+	b.dirty[string(k)] = e
+	b.dirtyBytes += len(k) + len(e.val) + 48
+	if b.dirtyBytes > dirtyLimit {
+		return b.flushDirty()
+	}
+	return nil
+}
+
+// flushDirty writes the buffered writes to Pebble as one batch.
+func (b *pebbleBackend) flushDirty() error {
+	if len(b.dirty) == 0 {
+		return nil
+	}
+	batch := b.db.NewBatch()
+	for k, e := range b.dirty {
+		var err error
+		if e.del {
+			err = batch.Delete([]byte(k), nil)
+		} else {
+			err = batch.Set([]byte(k), e.val, nil)
+		}
+		if err != nil {
+			batch.Close()
+			return fmt.Errorf("buffering state writes: %w", err)
+		}
+	}
+	if err := batch.Commit(pebble.NoSync); err != nil {
+		batch.Close()
+		return fmt.Errorf("writing buffered state: %w", err)
+	}
+	clear(b.dirty)
+	b.dirtyBytes = 0
+	return batch.Close()
 }
 
 type pebbleState struct {
@@ -214,7 +280,7 @@ func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts KeyedBacken
 	}
 	b := &pebbleBackend{
 		f: f, opts: opts, fs: f.opts.FS, instance: randomID(),
-		states: map[string]*pebbleState{}, byID: map[uint16]*pebbleState{}, nextID: 1,
+		states: map[string]*pebbleState{}, byID: map[uint16]*pebbleState{}, nextID: 1, dirty: map[string]dirtyEntry{},
 		pending: map[int64]map[string]FileRef{}, base: map[string]FileRef{}, snaps: map[*pebble.Snapshot]bool{},
 	}
 	b.dir = b.fs.PathJoin(f.opts.Dir, fmt.Sprintf("%s-%d-%s", url.PathEscape(opts.OperatorUID), opts.Subtask, b.instance))
@@ -647,6 +713,12 @@ func (s *pebbleState) Get(userKey []byte) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
+	if e, ok := s.b.dirty[string(k)]; ok {
+		if e.del {
+			return nil, false, nil
+		}
+		return bytes.Clone(e.val), true, nil
+	}
 	v, closer, err := s.b.db.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, false, nil
@@ -666,7 +738,7 @@ func (s *pebbleState) Put(userKey, value []byte) error {
 	if err != nil {
 		return err
 	}
-	return s.b.db.Set(k, value, pebble.NoSync)
+	return s.b.put(k, value, false)
 }
 
 func (s *pebbleState) Delete(userKey []byte) error {
@@ -674,12 +746,15 @@ func (s *pebbleState) Delete(userKey []byte) error {
 	if err != nil {
 		return err
 	}
-	return s.b.db.Delete(k, pebble.NoSync)
+	return s.b.put(k, nil, true)
 }
 
 func (s *pebbleState) Iterate(fn func(userKey, value []byte) bool) error {
 	prefix, err := s.dbKey(nil)
 	if err != nil {
+		return err
+	}
+	if err := s.b.flushDirty(); err != nil {
 		return err
 	}
 	it, err := s.b.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: successor(prefix)})
@@ -701,6 +776,9 @@ func (s *pebbleState) Iterate(fn func(userKey, value []byte) bool) error {
 func (s *pebbleState) Clear() error {
 	prefix, err := s.dbKey(nil)
 	if err != nil {
+		return err
+	}
+	if err := s.b.flushDirty(); err != nil {
 		return err
 	}
 	if s.meta.Kind != KindMap {
@@ -747,6 +825,9 @@ func (b *pebbleBackend) Snapshot(checkpointID int64, w SnapshotWriter) (AsyncSna
 		return nil, err
 	}
 	b.running.Done()
+	if err := b.flushDirty(); err != nil {
+		return nil, fmt.Errorf("checkpoint %d: %w", checkpointID, err)
+	}
 	if err := b.db.Flush(); err != nil {
 		return nil, fmt.Errorf("checkpoint %d: flush: %w", checkpointID, err)
 	}
@@ -877,6 +958,9 @@ func (b *pebbleBackend) captureEntries() ([]StateMeta, func(context.Context, ent
 		return nil, nil, nil, err
 	}
 	b.running.Done()
+	if err := b.flushDirty(); err != nil {
+		return nil, nil, nil, err
+	}
 	snap := b.db.NewSnapshot()
 	b.mu.Lock()
 	b.snaps[snap] = true

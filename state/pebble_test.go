@@ -417,3 +417,67 @@ func TestCleanPebbleDirRemovesOnlyDeadInstances(t *testing.T) {
 		t.Fatalf("live instance removed: %v", err)
 	}
 }
+
+// Writes are buffered between snapshots: reads see them at once, a
+// buffered delete hides a stored value, iteration and the write buffer's
+// limit flush them, and a snapshot holds every write made before it.
+func TestPebbleWriteBufferIsInvisibleToReaders(t *testing.T) {
+	ctx := context.Background()
+	st := NewMemoryStorage("job", StorageOptions{})
+	f := pebbleFactory_(t, true)
+	b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Storage: st})
+	v, err := NewValueState(b, "v", Int64Codec{})
+	must(t, err)
+	m, err := NewMapState(b, "m", StringCodec{}, Int64Codec{})
+	must(t, err)
+	pb := b.(*pebbleBackend)
+	b.SetCurrentKey([]byte("k"))
+	must(t, v.Update(1))
+	must(t, pb.flushDirty()) // stored in Pebble
+	must(t, v.Update(2))
+	if got, ok, err := v.Value(); err != nil || !ok || got != 2 {
+		t.Fatalf("buffered update: %d %v %v", got, ok, err)
+	}
+	must(t, v.Clear())
+	if _, ok, err := v.Value(); err != nil || ok {
+		t.Fatalf("buffered delete of a stored value: found %v (%v)", ok, err)
+	}
+	must(t, m.Put("x", 7))
+	must(t, m.Put("y", 8))
+	n := 0
+	must(t, m.All(func(string, int64) bool { n++; return true }))
+	if n != 2 {
+		t.Fatalf("iteration sees %d buffered map entries, want 2", n)
+	}
+	// Past the limit the buffer is written out and stays readable.
+	big := make([]byte, 64<<10)
+	bv, err := NewValueState(b, "big", BytesCodec{})
+	must(t, err)
+	for i := range 100 { // 6.4 MB > dirtyLimit
+		b.SetCurrentKey([]byte("big" + strconv.Itoa(i)))
+		big[0] = byte(i)
+		must(t, bv.Update(big))
+	}
+	if pb.dirtyBytes > dirtyLimit {
+		t.Fatalf("write buffer holds %d bytes, over its limit %d", pb.dirtyBytes, dirtyLimit)
+	}
+	for i := range 100 {
+		b.SetCurrentKey([]byte("big" + strconv.Itoa(i)))
+		if got, ok, err := bv.Value(); err != nil || !ok || got[0] != byte(i) || len(got) != len(big) {
+			t.Fatalf("big%d after the buffer spilled: ok %v err %v", i, ok, err)
+		}
+	}
+	// A snapshot holds the buffered writes; the restore sees them.
+	b.SetCurrentKey([]byte("k"))
+	must(t, v.Update(42))
+	h, _ := checkpointCounted(t, b, st, 1)
+	r, err := f.CreateKeyedBackend(ctx, KeyedBackendOptions{OperatorUID: "op", Restore: []*Handle{h}, Storage: st})
+	must(t, err)
+	defer r.Close()
+	rv, err := NewValueState(r, "v", Int64Codec{})
+	must(t, err)
+	r.SetCurrentKey([]byte("k"))
+	if got, ok, err := rv.Value(); err != nil || !ok || got != 42 {
+		t.Fatalf("restored value %d %v %v, want 42", got, ok, err)
+	}
+}
