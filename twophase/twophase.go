@@ -272,7 +272,11 @@ func (s *Sink[T, Txn]) runCommitter() {
 			} else {
 				failpoint.Hit(failpoint.BetweenCommits)
 			}
+			start := time.Now()
 			err := s.commit(c.ctx, p)
+			if took := time.Since(start); took > 250*time.Millisecond && err == nil {
+				s.opts.Logger.Info("twophase: a slow commit", "checkpoint", p.CheckpointID, "took", took.Round(time.Millisecond))
+			}
 			c.mu.Lock()
 			if err != nil {
 				c.err = err

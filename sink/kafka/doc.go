@@ -34,12 +34,16 @@
 // the subtask whatever its slot number (found by listing transactions),
 // and a kept id beyond the pool joins it, held.
 //
-// Commits beside the writing. twophase runs the commits of a completed
-// checkpoint on a goroutine of its own (AsyncCommit), one batch at a time,
-// so the subtask writes the next transaction, on another id, during the
-// EndTxn round trip. Commit therefore runs concurrently with Begin, Write
-// and PreCommit; the Transactor's mutex guards the slot flags and clients
-// they share.
+// Commits beside the writing. With SinkOptions.AsyncCommit (off by
+// default) twophase runs the commits of a completed checkpoint on a
+// goroutine of its own, one batch at a time, so the subtask writes the
+// next transaction, on another id, during the EndTxn round trip. Commit
+// may therefore run concurrently with Begin, Write and PreCommit; the
+// Transactor's mutex guards the slot flags and clients they share.
+//
+// Warm start. NewWriter creates the clients of the free slots and
+// initialises their producer ids in parallel after the recovery, so that
+// no transaction in the first seconds waits for that round trip.
 //
 // When an id may be used again. A committed transaction is still named by
 // the latest completed checkpoint until a later checkpoint, taken after the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,6 +44,8 @@ type TransactorOptions struct {
 	// MaxSlots bounds the pool's growth (default 4 × Slots, at least 16).
 	// Beyond it Begin fails and the job restarts: not a loss of data.
 	MaxSlots int
+	// Logger receives the pool's growth (nil: slog.Default()).
+	Logger *slog.Logger
 	// TransactionTimeout is sent to the broker with every producer id
 	// (default 15 minutes, the broker's usual transaction.max.timeout.ms).
 	TransactionTimeout time.Duration
@@ -104,6 +107,9 @@ func NewTransactor(ctx context.Context, subtask int, opts TransactorOptions) (*T
 	}
 	if opts.MaxSlots < opts.Slots {
 		opts.MaxSlots = max(4*opts.Slots, 16)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
 	}
 	if opts.TransactionTimeout <= 0 {
 		opts.TransactionTimeout = 15 * time.Minute
@@ -189,30 +195,25 @@ func (t *Transactor) Begin(ctx context.Context) (Txn, error) {
 			break
 		}
 	}
+	grew := false
 	if s == nil && len(t.slots) < t.opts.MaxSlots {
 		s = t.grow(len(t.slots) + 1)
 		s.busy = true
+		grew = true
 	}
 	n := len(t.slots)
 	t.mu.Unlock()
+	if grew {
+		t.opts.Logger.Info("kafka sink: every transactional id is in use; the pool grows", "subtask", t.subtask, "slots", n, "max", t.opts.MaxSlots)
+	}
 	if s == nil {
 		return Txn{}, fmt.Errorf("kafka sink: all %d transactional ids of subtask %d hold transactions that the latest checkpoint still refers to; checkpoints are not completing fast enough for the pool (raise sink.slots)", n, t.subtask)
 	}
 	if s.client == nil {
-		opts := append(slices.Clone(t.opts.ClientOpts),
-			kgo.TransactionalID(s.id),
-			kgo.TransactionTimeout(t.opts.TransactionTimeout),
-		)
-		if t.opts.Topic != "" {
-			opts = append(opts, kgo.DefaultProduceTopic(t.opts.Topic))
-		}
-		if t.version < 2 {
-			opts = append(opts, capEndTxn())
-		}
-		cl, err := kgo.NewClient(opts...)
+		cl, err := t.newClient(s)
 		if err != nil {
 			t.drop(s)
-			return Txn{}, fmt.Errorf("kafka sink: creating the client of %s: %w", s.id, err)
+			return Txn{}, err
 		}
 		t.mu.Lock()
 		s.client = cl
@@ -234,6 +235,63 @@ func (t *Transactor) Begin(ctx context.Context) (Txn, error) {
 	s.produce = nil
 	s.mu.Unlock()
 	return Txn{TransactionalID: s.id, ProducerID: pid, ProducerEpoch: epoch, TransactionVersion: t.version}, nil
+}
+
+// newClient creates the transactional client of slot s.
+func (t *Transactor) newClient(s *slot) (*kgo.Client, error) {
+	opts := append(slices.Clone(t.opts.ClientOpts),
+		kgo.TransactionalID(s.id),
+		kgo.TransactionTimeout(t.opts.TransactionTimeout),
+	)
+	if t.opts.Topic != "" {
+		opts = append(opts, kgo.DefaultProduceTopic(t.opts.Topic))
+	}
+	if t.version < 2 {
+		opts = append(opts, capEndTxn())
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka sink: creating the client of %s: %w", s.id, err)
+	}
+	return cl, nil
+}
+
+// Warm creates the clients of the free slots and initialises their
+// producer ids, in parallel, so that the first transactions of each slot
+// do not wait for that round trip (a stall of the whole pipeline on a
+// busy broker). Held slots are left alone: initialising their id would
+// fence the transaction a restore may still commit. A slot that fails to
+// warm is left for Begin to try again; Warm returns nothing to fail on.
+// Call it after AbortLingering and before the first Begin.
+func (t *Transactor) Warm(ctx context.Context) {
+	var wg sync.WaitGroup
+	t.mu.Lock()
+	free := make([]*slot, 0, len(t.slots))
+	for _, s := range t.slots {
+		if !s.busy && !s.held && s.client == nil {
+			free = append(free, s)
+		}
+	}
+	t.mu.Unlock()
+	for _, s := range free {
+		wg.Go(func() {
+			cl, err := t.newClient(s)
+			if err == nil {
+				_, _, err = cl.ProducerID(ctx)
+			}
+			if err != nil {
+				if cl != nil {
+					cl.Close()
+				}
+				t.opts.Logger.Warn("kafka sink: warming a transactional id failed; its first transaction will retry", "id", s.id, "err", err)
+				return
+			}
+			t.mu.Lock()
+			s.client = cl
+			t.mu.Unlock()
+		})
+	}
+	wg.Wait()
 }
 
 // grow adds slots up to n in all (t.mu held) and returns the last one.
