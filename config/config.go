@@ -36,6 +36,10 @@ type Job struct {
 	Type           string `mapstructure:"type"`
 	Parallelism    int    `mapstructure:"parallelism"`
 	MaxParallelism int    `mapstructure:"max_parallelism"`
+	// OperatorChaining runs an operator fed by a forward edge on its
+	// upstream's goroutine (Flink's operator chaining); false gives every
+	// subtask its own goroutine.
+	OperatorChaining bool `mapstructure:"operator_chaining"`
 }
 
 // Kafka is how to reach the cluster.

@@ -28,7 +28,7 @@ var envNotKeys = []string{"ONCEFLOW_FAILPOINTS", "ONCEFLOW_CACHE_DIR", "ONCEFLOW
 // Default returns the configuration every key falls back to.
 func Default() Config {
 	return Config{
-		Job:    Job{Type: "wordcount", Parallelism: 1, MaxParallelism: 128},
+		Job:    Job{Type: "wordcount", Parallelism: 1, MaxParallelism: 128, OperatorChaining: true},
 		Kafka:  Kafka{Brokers: []string{"127.0.0.1:9092"}},
 		Source: Source{Start: "earliest", Isolation: "read_committed", DiscoveryInterval: 30 * time.Second, OnDecodeError: "fail"},
 		Sink:   Sink{Delivery: "exactly_once", TransactionTimeout: 15 * time.Minute},

@@ -34,6 +34,9 @@ type output struct {
 	e     *edge
 	chans []chan element
 	next  int
+	// direct is the downstream subtask of a chained edge: records and
+	// barriers are handed to it by a call on this goroutine, no channel.
+	direct *subtask
 }
 
 type input struct {
@@ -50,6 +53,11 @@ type subtask struct {
 	log     *slog.Logger
 	inputs  []input
 	outputs []*output
+	// head is the first subtask of the chain this one belongs to (nil: it
+	// is a head, running its own goroutine); chain, on a head, lists the
+	// chained subtasks after it in topological order.
+	head  *subtask
+	chain []*subtask
 
 	backend state.KeyedBackend
 	opStore *state.OperatorStateStore
@@ -113,11 +121,14 @@ func (j *Job) runAttempt(parent context.Context, attempt int, md, newer *state.M
 
 	var wg sync.WaitGroup
 	for _, st := range subtasks {
+		if st.head != nil {
+			continue // runs on its head's goroutine
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := st.run(ctx); err != nil && ctx.Err() == nil {
-				fail(fmt.Errorf("operator %s subtask %d/%d: %w", st.n.uid, st.index, st.n.parallelism, err))
+				fail(st.failure(err))
 			}
 		}()
 	}
@@ -181,7 +192,20 @@ func (j *Job) build(c *coordinator, md, newer *state.Metadata, log *slog.Logger)
 	for _, n := range j.nodes {
 		for _, e := range n.out {
 			forward := e.keyOf == nil && e.from.parallelism == e.to.parallelism
+			chained := forward && !j.opts.DisableChaining && len(e.to.in) == 1
 			for i, up := range byNode[e.from] {
+				if chained {
+					// j.nodes is in topological order, so up's head is
+					// known before down joins the chain.
+					down, head := byNode[e.to][i], up
+					if up.head != nil {
+						head = up.head
+					}
+					down.head = head
+					head.chain = append(head.chain, down)
+					up.outputs = append(up.outputs, &output{e: e, direct: down})
+					continue
+				}
 				out := &output{e: e}
 				for k, down := range byNode[e.to] {
 					if forward && i != k {
@@ -310,9 +334,37 @@ func (st *subtask) close(ctx context.Context) {
 	}
 }
 
+// subtaskError names the subtask an error of a chain comes from.
+type subtaskError struct {
+	st  *subtask
+	err error
+}
+
+func (e *subtaskError) Error() string {
+	return fmt.Sprintf("operator %s subtask %d/%d: %v", e.st.n.uid, e.st.index, e.st.n.parallelism, e.err)
+}
+
+func (e *subtaskError) Unwrap() error { return e.err }
+
+// failure names st in err, unless a chained subtask already named itself.
+func (st *subtask) failure(err error) error {
+	var se *subtaskError
+	if errors.As(err, &se) {
+		return err
+	}
+	return &subtaskError{st: st, err: err}
+}
+
+// run opens the subtask and its chain, then runs the head's loop until ctx
+// ends or a step fails.
 func (st *subtask) run(ctx context.Context) error {
 	if err := st.open(ctx); err != nil {
 		return err
+	}
+	for _, m := range st.chain {
+		if err := m.open(ctx); err != nil {
+			return m.failure(err)
+		}
 	}
 	if st.n.kind == kindSource {
 		return st.runSource(ctx)
@@ -320,8 +372,13 @@ func (st *subtask) run(ctx context.Context) error {
 	return st.runInputs(ctx)
 }
 
-// interrupt wakes the subtask: a source blocked in Next returns at once.
+// interrupt wakes the subtask (for a chained one, its head): a source
+// blocked in Next returns at once.
 func (st *subtask) interrupt() {
+	if st.head != nil {
+		st.head.interrupt()
+		return
+	}
 	select {
 	case st.wake <- struct{}{}:
 	default:
@@ -336,7 +393,14 @@ func (st *subtask) interrupt() {
 func (st *subtask) runSource(ctx context.Context) error {
 	finished := false
 	for {
-		// Control first: a pending barrier goes out before the next record.
+		// Control first: notifications (commits, aborts) before barriers,
+		// and a pending barrier goes out before the next record.
+		if len(st.wake) > 0 {
+			<-st.wake // only this goroutine receives: it cannot block
+			if err := st.handleNotifications(ctx); err != nil {
+				return err
+			}
+		}
 		select {
 		case b := <-st.triggers:
 			if err := st.checkpoint(ctx, b); err != nil {
@@ -416,6 +480,14 @@ func (st *subtask) runInputs(ctx context.Context) error {
 		var el element
 		ch := 0
 		woke := false
+		if len(st.wake) > 0 {
+			// Notifications first, then the inputs; only this goroutine
+			// receives from wake, so this cannot block.
+			<-st.wake
+			if err := st.handleNotifications(ctx); err != nil {
+				return err
+			}
+		}
 		if n == 1 {
 			select {
 			case el = <-st.inputs[0].ch:
@@ -520,6 +592,13 @@ func (st *subtask) emit(ctx context.Context, v any) error {
 			target = o.next
 			o.next = (o.next + 1) % len(o.chans)
 		}
+		if o.direct != nil {
+			o.direct.recordsIn.Add(1)
+			if err := o.direct.process(ctx, o.e.input, el); err != nil {
+				return o.direct.failure(err)
+			}
+			continue
+		}
 		select {
 		case o.chans[target] <- el:
 		case <-ctx.Done():
@@ -532,6 +611,12 @@ func (st *subtask) emit(ctx context.Context, v any) error {
 func (st *subtask) broadcast(ctx context.Context, b barrier) error {
 	el := element{barrier: &b}
 	for _, o := range st.outputs {
+		if o.direct != nil {
+			if err := o.direct.checkpoint(ctx, b); err != nil {
+				return o.direct.failure(err)
+			}
+			continue
+		}
 		for _, ch := range o.chans {
 			select {
 			case ch <- el:
@@ -613,9 +698,23 @@ func (st *subtask) checkpoint(ctx context.Context, b barrier) error {
 }
 
 // handleNotifications delivers the latest checkpoint completion and abort
-// to the operator, backend, source or sink. Intermediate ids may be
-// skipped: a sink commits everything up to the id it is told.
+// to the head and every subtask of its chain.
 func (st *subtask) handleNotifications(ctx context.Context) error {
+	if err := st.notify(ctx); err != nil {
+		return err
+	}
+	for _, m := range st.chain {
+		if err := m.notify(ctx); err != nil {
+			return m.failure(err)
+		}
+	}
+	return nil
+}
+
+// notify delivers the latest checkpoint completion and abort to the
+// operator, backend, source or sink. Intermediate ids may be skipped: a
+// sink commits everything up to the id it is told.
+func (st *subtask) notify(ctx context.Context) error {
 	if id := st.c.completed.Load(); id > st.lastNotified {
 		st.lastNotified = id
 		if st.backend != nil {

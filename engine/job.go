@@ -62,6 +62,11 @@ type Options struct {
 	// ChannelCapacity bounds every channel between two subtasks (default
 	// 256 records): a slow consumer backpressures its producers.
 	ChannelCapacity int
+	// DisableChaining runs every subtask on its own goroutine. By default
+	// an operator fed by one forward edge (same parallelism, no key, its
+	// only input) is chained to its upstream, as in Flink: the upstream's
+	// goroutine calls it directly, with no channel in between.
+	DisableChaining bool
 	// RestoreFrom starts the job from that checkpoint or savepoint instead
 	// of the latest completed checkpoint (like flink run -s).
 	RestoreFrom string

@@ -88,12 +88,15 @@ func wordCountJob(name string, opts engine.Options, src engine.Source[string], s
 // still exactly the running counts, for every state backend and storage.
 func TestWordCountExactUnderFailures(t *testing.T) {
 	cases := []struct {
-		name    string
-		backend func(t *testing.T) state.KeyedBackendFactory
-		storage func(t *testing.T) state.Storage
+		name      string
+		backend   func(t *testing.T) state.KeyedBackendFactory
+		storage   func(t *testing.T) state.Storage
+		unchained bool
 	}{
 		{"memory", func(*testing.T) state.KeyedBackendFactory { return state.NewMemoryBackendFactory() },
-			func(*testing.T) state.Storage { return state.NewMemoryStorage("wc", state.StorageOptions{}) }},
+			func(*testing.T) state.Storage { return state.NewMemoryStorage("wc", state.StorageOptions{}) }, false},
+		{"memory-unchained", func(*testing.T) state.KeyedBackendFactory { return state.NewMemoryBackendFactory() },
+			func(*testing.T) state.Storage { return state.NewMemoryStorage("wc", state.StorageOptions{}) }, true},
 		{"pebble-incremental-files", func(t *testing.T) state.KeyedBackendFactory {
 			return state.NewPebbleBackendFactory(state.PebbleOptions{Dir: t.TempDir(), Incremental: true})
 		}, func(t *testing.T) state.Storage {
@@ -102,7 +105,7 @@ func TestWordCountExactUnderFailures(t *testing.T) {
 				t.Fatal(err)
 			}
 			return st
-		}},
+		}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -118,10 +121,11 @@ func TestWordCountExactUnderFailures(t *testing.T) {
 			var poison atomic.Int64
 			poison.Store(2)
 			j := wordCountJob("wc", engine.Options{
-				Checkpoint: engine.CheckpointOptions{Interval: 10 * time.Millisecond},
-				Restart:    engine.FixedDelay(20, 0),
-				Backend:    tc.backend(t),
-				Storage:    tc.storage(t),
+				Checkpoint:      engine.CheckpointOptions{Interval: 10 * time.Millisecond},
+				Restart:         engine.FixedDelay(20, 0),
+				Backend:         tc.backend(t),
+				Storage:         tc.storage(t),
+				DisableChaining: tc.unchained,
 			}, src, sink, &poison, plan)
 			if err := runJob(t, j); err != nil {
 				t.Fatalf("job failed: %v", err)

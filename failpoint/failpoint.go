@@ -3,13 +3,15 @@
 // (after a pre-commit but before the ack, between two commits, ...).
 //
 // Failpoints are armed only through the environment variable
-// ONCEFLOW_FAILPOINTS, a comma-separated list of name, name@n or name~d
-// entries: name kills the process the first time the step is reached,
-// name@n the n-th time, and name~d (d a duration like 300ms) kills
-// nothing but stalls every hit for d, so that work piles up behind the
-// step (a stalled before-commit makes the next notification commit several
-// transactions, reaching between-commits). With the variable unset, Hit
-// costs one atomic load.
+// ONCEFLOW_FAILPOINTS, a comma-separated list of name, name@n, name~d or
+// name~d@n entries: name kills the process the first time the step is
+// reached, name@n the n-th time; name~d (d a duration like 300ms) kills
+// nothing but stalls every hit for d, and name~d@n stalls the n-th hit
+// only, so that work piles up behind the step. For example a pre-commit
+// stalled past the checkpoint timeout gets its checkpoint aborted; the
+// transaction stays pending and the next completed checkpoint commits it
+// with its own, which reaches between-commits. With the variable unset,
+// Hit costs one atomic load.
 //
 // The process dies by SIGKILL sent to itself: no deferred function runs, no
 // buffer is flushed, no file is closed — like a machine losing power.
@@ -50,9 +52,22 @@ const (
 var Names = []string{AfterPreCommit, BeforeCommit, BetweenCommits, RestoreBeforeCommit, RestoreAfterCommit}
 
 type point struct {
-	at    int64         // kill at this hit (0: never)
-	stall time.Duration // sleep at every hit
+	at    int64         // kill (or, with stall, stall) at this hit; 0: every hit
+	stall time.Duration // sleep instead of killing
 	hits  atomic.Int64
+}
+
+// step counts a hit and says what it does: stall for a duration, kill, or
+// (zero, false) nothing.
+func (p *point) step() (time.Duration, bool) {
+	n := p.hits.Add(1)
+	if p.stall > 0 {
+		if p.at == 0 || n == p.at {
+			return p.stall, false
+		}
+		return 0, false
+	}
+	return 0, n == p.at
 }
 
 // armed is parsed from the environment once; the map is never written
@@ -71,14 +86,21 @@ func Parse(spec string) (map[string]*point, error) {
 			if !slices.Contains(Names, name) {
 				return nil, fmt.Errorf("%s: unknown failpoint %q (known: %s)", Env, name, strings.Join(Names, ", "))
 			}
+			d, nth, counted := strings.Cut(d, "@")
 			stall, err := time.ParseDuration(d)
 			if err != nil || stall <= 0 {
 				return nil, fmt.Errorf("%s: %q: the stall after ~ must be a positive duration like 300ms", Env, item)
 			}
+			var at int64
+			if counted {
+				if at, err = strconv.ParseInt(nth, 10, 64); err != nil || at < 1 {
+					return nil, fmt.Errorf("%s: %q: the count after @ must be a positive integer", Env, item)
+				}
+			}
 			if _, dup := out[name]; dup {
 				return nil, fmt.Errorf("%s: failpoint %q armed twice", Env, name)
 			}
-			out[name] = &point{stall: stall}
+			out[name] = &point{stall: stall, at: at}
 			continue
 		}
 		name, nth, found := strings.Cut(item, "@")
@@ -119,11 +141,12 @@ func Hit(name string) {
 	if !ok {
 		return
 	}
-	if p.stall > 0 {
-		time.Sleep(p.stall)
+	stall, kill := p.step()
+	if stall > 0 {
+		time.Sleep(stall)
 		return
 	}
-	if p.hits.Add(1) == p.at {
+	if kill {
 		fmt.Fprintf(os.Stderr, "failpoint %s: killing process %d\n", name, os.Getpid())
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {} // the signal is on its way

@@ -20,9 +20,38 @@ func TestParse(t *testing.T) {
 		t.Fatalf("parsed %+v", p)
 	}
 	for _, bad := range []string{"before-commit@0", "before-commit@y", "after-precommit@-1", "befor-commit",
-		"before-commit~", "before-commit~0s", "before-commit~soon", "befor-commit~1s", "before-commit,before-commit~1s"} {
+		"before-commit~", "before-commit~0s", "before-commit~1s@0", "before-commit~1s@", "before-commit~@2", "before-commit~soon", "befor-commit~1s", "before-commit,before-commit~1s"} {
 		if _, err := Parse(bad); err == nil || !strings.Contains(err.Error(), Env) {
 			t.Fatalf("Parse(%q) = %v, want an error naming %s", bad, err, Env)
+		}
+	}
+}
+
+// name~d@n stalls the n-th hit only; name~d every hit; name@n kills at
+// the n-th.
+func TestStepCountsHits(t *testing.T) {
+	p, err := Parse("after-precommit~2s@3,before-commit~5ms,between-commits@2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		"after-precommit": {"-", "-", "stall 2s", "-", "-"},
+		"before-commit":   {"stall 5ms", "stall 5ms", "stall 5ms", "stall 5ms", "stall 5ms"},
+		"between-commits": {"-", "kill", "-", "-", "-"},
+	}
+	for name, steps := range want {
+		for i, w := range steps {
+			stall, kill := p[name].step()
+			got := "-"
+			switch {
+			case kill:
+				got = "kill"
+			case stall > 0:
+				got = "stall " + stall.String()
+			}
+			if got != w {
+				t.Errorf("%s hit %d: %s, want %s", name, i+1, got, w)
+			}
 		}
 	}
 }

@@ -194,25 +194,22 @@ log: {level: info}
 	f.produce(t, 500)
 
 	// Every failpoint: the child must die of SIGKILL right there.
-	// between-commits needs two pending transactions committed by one
-	// notification: stalling before-commit queues several barriers behind
-	// the sink, and the checkpoints they complete are notified together
-	// when the sink's select picks its wake-up after more than one of
-	// them (likely, not certain: it gets a longer deadline).
+	// between-commits needs one notification to commit two transactions:
+	// the third pre-commit stalls past the checkpoint timeout, so its
+	// checkpoint is aborted with the transaction still pending, and the
+	// next completed checkpoint commits both.
 	for _, fp := range failpoint.Names {
 		arm := fp + "@3"
+		args := []string{"run", "--config", cfg, "--set", "checkpoint.interval=10ms", "--set", "checkpoint.max_concurrent=4"}
 		switch {
 		case strings.HasPrefix(fp, "restore-"):
 			arm = fp + "@1"
 		case fp == failpoint.BetweenCommits:
-			arm = failpoint.BeforeCommit + "~300ms," + fp + "@1"
+			arm = failpoint.AfterPreCommit + "~1500ms@3," + fp + "@1"
+			args = []string{"run", "--config", cfg, "--set", "checkpoint.timeout=500ms", "--set", "checkpoint.tolerable_failures=50"}
 		}
-		c := startChild(t, []string{failpoint.Env + "=" + arm}, "run", "--config", cfg,
-			"--set", "checkpoint.interval=10ms", "--set", "checkpoint.max_concurrent=4")
+		c := startChild(t, []string{failpoint.Env + "=" + arm}, args...)
 		limit := 45 * time.Second
-		if fp == failpoint.BetweenCommits {
-			limit = 2 * time.Minute
-		}
 		deadline := time.Now().Add(limit)
 		for !c.exited() && time.Now().Before(deadline) {
 			f.produce(t, 50)

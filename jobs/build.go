@@ -360,6 +360,7 @@ func engineOptions(cfg *config.Config, env Env, log *slog.Logger) (engine.Option
 		Storage:               storage,
 		Backend:               backend,
 		MaxParallelism:        cfg.Job.MaxParallelism,
+		DisableChaining:       !cfg.Job.OperatorChaining,
 		RestoreFrom:           env.RestoreFrom,
 		AllowNonRestoredState: env.AllowNonRestoredState,
 		Logger:                log,

@@ -435,7 +435,8 @@ func TestRestartStrategiesFromConfig(t *testing.T) {
 func TestEngineOptionsFromConfig(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(t, dir, "wordcount", "checkpoint.mode=at_least_once", "checkpoint.min_pause=5ms",
-		"checkpoint.max_concurrent=3", "checkpoint.tolerable_failures=2", "checkpoint.on_cancel=delete", "job.max_parallelism=64")
+		"checkpoint.max_concurrent=3", "checkpoint.tolerable_failures=2", "checkpoint.on_cancel=delete", "job.max_parallelism=64",
+		"job.operator_chaining=false")
 	o, err := engineOptions(cfg, Env{RestoreFrom: "/some/chk-3", AllowNonRestoredState: true}, slog.Default())
 	if err != nil {
 		t.Fatal(err)
@@ -445,7 +446,8 @@ func TestEngineOptionsFromConfig(t *testing.T) {
 	if o.Checkpoint != want {
 		t.Fatalf("checkpoint options %+v, want %+v", o.Checkpoint, want)
 	}
-	if o.MaxParallelism != 64 || o.RestoreFrom != "/some/chk-3" || !o.AllowNonRestoredState || o.Restart.String() != "fixed-delay" {
+	if o.MaxParallelism != 64 || o.RestoreFrom != "/some/chk-3" || !o.AllowNonRestoredState || o.Restart.String() != "fixed-delay" ||
+		!o.DisableChaining {
 		t.Fatalf("options %+v", o)
 	}
 	if o.Backend.Name() != "pebble" {
