@@ -392,6 +392,9 @@ func (st *subtask) interrupt() {
 
 func (st *subtask) runSource(ctx context.Context) error {
 	finished := false
+	var pollCtx context.Context
+	stopPoll := context.CancelFunc(func() {})
+	defer func() { stopPoll() }()
 	for {
 		// Control first: notifications (commits, aborts) before barriers,
 		// and a pending barrier goes out before the next record.
@@ -434,15 +437,20 @@ func (st *subtask) runSource(ctx context.Context) error {
 			}
 			continue
 		}
-		pollCtx, stop := context.WithCancel(ctx)
-		st.pollMu.Lock()
-		st.pollStop = stop
-		st.pollMu.Unlock()
+		// One poll context serves every Next until interrupt cancels it:
+		// a context per record cost more than the rest of the loop.
+		if pollCtx == nil || pollCtx.Err() != nil {
+			pollCtx, stopPoll = context.WithCancel(ctx)
+			st.pollMu.Lock()
+			st.pollStop = stopPoll
+			st.pollMu.Unlock()
+		}
+		// Checked after the context is installed: a trigger or wake-up
+		// sent before is seen here, one sent after cancels the context.
 		if len(st.triggers) > 0 || len(st.wake) > 0 {
-			stop()
+			continue
 		}
 		v, ok, err := st.src.next(pollCtx)
-		stop()
 		switch {
 		case errors.Is(err, io.EOF):
 			finished = true
@@ -633,6 +641,7 @@ func (st *subtask) broadcast(ctx context.Context, b barrier) error {
 // this goroutine before the barrier is forwarded, the slow part of the
 // keyed snapshot on another goroutine, which then acks.
 func (st *subtask) checkpoint(ctx context.Context, b barrier) error {
+	start := time.Now()
 	var entries [][]byte
 	var err error
 	mode := state.Union
@@ -678,12 +687,14 @@ func (st *subtask) checkpoint(ctx context.Context, b barrier) error {
 		}
 		kerr = err
 	}
+	syncDone := time.Now()
 	if err := st.broadcast(ctx, b); err != nil {
 		return err
 	}
 	st.async.Add(1)
 	go func() { // owned by the subtask: waited for before the attempt ends
 		defer st.async.Done()
+		asyncStart := time.Now()
 		var kh *state.Handle
 		err := kerr
 		if err == nil && async != nil {
@@ -692,7 +703,9 @@ func (st *subtask) checkpoint(ctx context.Context, b barrier) error {
 		if err != nil {
 			err = fmt.Errorf("operator %s subtask %d: keyed snapshot: %w", st.n.uid, st.index, err)
 		}
-		st.c.ack(ackMsg{id: b.id, st: st, keyed: kh, operator: opHandle, err: err})
+		now := time.Now()
+		st.c.ack(ackMsg{id: b.id, st: st, keyed: kh, operator: opHandle, err: err,
+			sync: syncDone.Sub(start), async: now.Sub(asyncStart), at: now})
 	}()
 	return nil
 }

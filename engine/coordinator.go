@@ -18,6 +18,10 @@ type ackMsg struct {
 	keyed    *state.Handle
 	operator *state.Handle
 	err      error
+	// sync and async are how long the subtask's synchronous and
+	// asynchronous snapshot parts took; at is when it acked.
+	sync, async time.Duration
+	at          time.Time
 }
 
 type savepointRequest struct {
@@ -276,9 +280,19 @@ func (c *coordinator) complete(p *pendingCheckpoint) error {
 		cur.Subtasks = append(cur.Subtasks, state.SubtaskSnapshot{Subtask: a.st.index, Keyed: a.keyed, Operator: a.operator})
 		size += handleSize(a.keyed) + handleSize(a.operator)
 	}
+	persistStart := time.Now()
 	if err := c.storage.Complete(c.ctx, md); err != nil {
 		c.abort(p.id, fmt.Errorf("completing checkpoint %d: %w", p.id, err), true)
 		return nil
+	}
+	persist := time.Since(persistStart)
+	var syncMax, asyncMax time.Duration
+	last := p.acks[0]
+	for _, a := range p.acks {
+		syncMax, asyncMax = max(syncMax, a.sync), max(asyncMax, a.async)
+		if a.at.After(last.at) {
+			last = a
+		}
 	}
 	delete(c.pending, p.id)
 	c.lastCompletion = time.Now()
@@ -287,6 +301,8 @@ func (c *coordinator) complete(p *pendingCheckpoint) error {
 	c.completed.Store(p.id)
 	c.j.history.update(p.id, func(cs *CheckpointStats) {
 		cs.Status, cs.Duration, cs.Size, cs.Alignment, cs.Path = "COMPLETED", time.Since(p.triggered), size, p.alignment, md.Path
+		cs.SyncMax, cs.AsyncMax, cs.Persist = syncMax, asyncMax, persist
+		cs.LastAck, cs.LastAckAfter = fmt.Sprintf("%s/%d", last.st.n.uid, last.st.index), last.at.Sub(p.triggered)
 	})
 	// Older checkpoints still in flight are subsumed.
 	for id := range c.pending {
@@ -449,8 +465,21 @@ type CheckpointStats struct {
 	Size int64
 	// Alignment is the longest barrier alignment of any subtask.
 	Alignment time.Duration
-	Path      string
-	Failure   string
+	// SyncMax and AsyncMax are the longest synchronous part (taken before
+	// the barrier is forwarded: operator state, a sink's pre-commit, the
+	// keyed backend's capture) and asynchronous part (writing keyed state
+	// to the storage) of any subtask's snapshot.
+	SyncMax, AsyncMax time.Duration
+	// LastAck names the subtask that acknowledged last ("uid/index"), and
+	// LastAckAfter how long after the trigger; Persist is how long writing
+	// the metadata took. Together they say where a slow checkpoint's time
+	// went (barrier travel and alignment are LastAckAfter minus its sync
+	// and async parts).
+	LastAck      string
+	LastAckAfter time.Duration
+	Persist      time.Duration
+	Path         string
+	Failure      string
 }
 
 type history struct {

@@ -42,7 +42,8 @@ type PebbleOptions struct {
 	// (the lower bound is 1).
 	MaxCompactions int
 	// FS is the filesystem of the local databases and checkpoints; nil
-	// means the OS. Tests wrap it with pebble's vfs/errorfs.
+	// means the OS. Tests wrap it with pebble's vfs/errorfs. The backend
+	// never fsyncs on it: local files are scratch (see noSyncFS).
 	FS vfs.FS
 	// Logger receives pebble's log lines; nil discards informational ones.
 	Logger pebble.Logger
@@ -60,7 +61,8 @@ type PebbleOptions struct {
 // are one contiguous range. Key group 0xFFFF holds the state catalogue (name
 // -> id and StateMeta), so a restored database knows its own ids.
 //
-// Checkpoints: the database runs without WAL and writes without fsync. At
+// Checkpoints: the database runs without WAL and never fsyncs (its
+// directory is scratch: a restore starts from the stored files). At
 // the barrier, on the owning goroutine, Snapshot flushes the memtable and
 // calls DB.Checkpoint into a local directory: hard links of the immutable
 // SST files plus copies of MANIFEST and OPTIONS, consistent with exactly the
@@ -94,6 +96,7 @@ func NewPebbleBackendFactory(opts PebbleOptions) KeyedBackendFactory {
 	if opts.FS == nil {
 		opts.FS = vfs.Default
 	}
+	opts.FS = noSyncFS{opts.FS}
 	if opts.Logger == nil {
 		opts.Logger = quietLogger{}
 	}
@@ -861,7 +864,13 @@ func isImmutableTable(name string) bool {
 	return strings.HasSuffix(name, ".sst") || strings.HasSuffix(name, ".blob")
 }
 
-// upload stores the files of the local checkpoint directory.
+// uploadParallelism is how many files of one snapshot are copied to the
+// storage at once: each ends with an fsync of the file and its directory,
+// and overlapping those waits is most of what parallel copies win.
+const uploadParallelism = 4
+
+// upload stores the files of the local checkpoint directory, several at a
+// time. The handle lists them in name order whatever order they finish in.
 func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w SnapshotWriter, incremental bool) (*Handle, map[string]FileRef, error) {
 	names, err := b.fs.List(local)
 	if err != nil {
@@ -871,9 +880,10 @@ func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w Sn
 	b.mu.Lock()
 	base := b.base
 	b.mu.Unlock()
-	h := &Handle{Backend: BackendPebble, KeyGroups: b.opts.KeyGroups}
-	ssts := map[string]FileRef{}
-	for _, name := range names {
+	refs := make([]FileRef, len(names))
+	shared := make([]bool, len(names))
+	var todo []int
+	for i, name := range names {
 		p := b.fs.PathJoin(local, name)
 		fi, err := b.fs.Stat(p)
 		if err != nil {
@@ -882,27 +892,62 @@ func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w Sn
 		if fi.IsDir() {
 			return nil, nil, fmt.Errorf("unexpected directory %s in pebble checkpoint", p)
 		}
-		shared := incremental && isImmutableTable(name)
-		if shared {
+		shared[i] = incremental && isImmutableTable(name)
+		if shared[i] {
 			if ref, ok := base[name]; ok {
 				if stored, ok := w.HasShared(localBaseName(ref.Path)); ok && stored.Size == ref.Size && stored.CRC32C == ref.CRC32C {
-					h.Files = append(h.Files, stored)
-					ssts[name] = stored
+					refs[i] = stored
 					continue
 				}
 			}
 		}
-		storedName := name
-		if shared {
-			storedName = b.instance + "-" + name
+		todo = append(todo, i)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, uploadParallelism)
+	var wg sync.WaitGroup
+	for _, i := range todo {
+		storedName := names[i]
+		if shared[i] {
+			storedName = b.instance + "-" + names[i]
 		}
-		ref, err := b.copyOut(ctx, p, storedName, shared, w)
-		if err != nil {
-			return nil, nil, err
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
 		}
-		h.Files = append(h.Files, ref)
-		if shared {
-			ssts[name] = ref
+		if ctx.Err() != nil {
+			errs[i] = ctx.Err()
+			break
+		}
+		wg.Add(1)
+		go func() { // owned by upload, which waits for it
+			defer wg.Done()
+			defer func() { <-sem }()
+			refs[i], errs[i] = b.copyOut(ctx, b.fs.PathJoin(local, names[i]), storedName, shared[i], w)
+			if errs[i] != nil {
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	// The first failure in name order, but a real one over the
+	// cancellations it caused.
+	var first error
+	for _, err := range errs {
+		if err != nil && (first == nil || errors.Is(first, context.Canceled) && !errors.Is(err, context.Canceled)) {
+			first = err
+		}
+	}
+	if first != nil {
+		return nil, nil, first
+	}
+	h := &Handle{Backend: BackendPebble, KeyGroups: b.opts.KeyGroups, Files: refs}
+	ssts := map[string]FileRef{}
+	for i, name := range names {
+		if shared[i] {
+			ssts[name] = refs[i]
 		}
 	}
 	return h, ssts, nil

@@ -114,11 +114,19 @@ type checkpointBody struct {
 	Status      string    `json:"status"`
 	TriggerTime time.Time `json:"trigger_time"`
 	// DurationMS is trigger to completion, or so far while in progress.
-	DurationMS  int64  `json:"duration_ms"`
-	StateSize   int64  `json:"state_size"`
-	AlignmentMS int64  `json:"alignment_ms"`
-	Path        string `json:"path,omitempty"`
-	Failure     string `json:"failure,omitempty"`
+	DurationMS  int64 `json:"duration_ms"`
+	StateSize   int64 `json:"state_size"`
+	AlignmentMS int64 `json:"alignment_ms"`
+	// SyncMS and AsyncMS are the longest synchronous and asynchronous
+	// snapshot parts of any subtask; LastAck ("uid/index") acknowledged
+	// last, LastAckMS after the trigger; PersistMS wrote the metadata.
+	SyncMS    float64 `json:"sync_ms,omitempty"`
+	AsyncMS   float64 `json:"async_ms,omitempty"`
+	LastAck   string  `json:"last_ack,omitempty"`
+	LastAckMS float64 `json:"last_ack_ms,omitempty"`
+	PersistMS float64 `json:"persist_ms,omitempty"`
+	Path      string  `json:"path,omitempty"`
+	Failure   string  `json:"failure,omitempty"`
 }
 
 type checkpointsBody struct {
@@ -138,8 +146,12 @@ func toCheckpointBody(cs engine.CheckpointStats, now time.Time) checkpointBody {
 		d = now.Sub(cs.Triggered)
 	}
 	return checkpointBody{ID: cs.ID, Savepoint: cs.Savepoint, Status: cs.Status, TriggerTime: cs.Triggered,
-		DurationMS: d.Milliseconds(), StateSize: cs.Size, AlignmentMS: cs.Alignment.Milliseconds(), Path: cs.Path, Failure: cs.Failure}
+		DurationMS: d.Milliseconds(), StateSize: cs.Size, AlignmentMS: cs.Alignment.Milliseconds(), Path: cs.Path, Failure: cs.Failure,
+		SyncMS: ms(cs.SyncMax), AsyncMS: ms(cs.AsyncMax), LastAck: cs.LastAck, LastAckMS: ms(cs.LastAckAfter), PersistMS: ms(cs.Persist)}
 }
+
+// ms is d in milliseconds, to the microsecond.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func (s *apiServer) checkpoints(w http.ResponseWriter, _ *http.Request) {
 	v := s.o.read()

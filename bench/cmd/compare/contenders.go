@@ -304,6 +304,10 @@ type ckStats struct {
 	// EveryMS is the median gap between the triggers of completed
 	// checkpoints.
 	EveryMS float64 `json:"trigger_gap_p50_ms"`
+	// Slowest says where the slowest checkpoint's time went (onceflow
+	// only): which subtask acked last and when, its longest synchronous
+	// and asynchronous parts, the metadata write.
+	Slowest string `json:"slowest,omitempty"`
 }
 
 // onceflowScrape summarises the processor's checkpoint history
@@ -321,6 +325,11 @@ func onceflowScrape(s spec) (*ckStats, error) {
 			TriggerTime time.Time `json:"trigger_time"`
 			DurationMS  float64   `json:"duration_ms"`
 			AlignmentMS float64   `json:"alignment_ms"`
+			SyncMS      float64   `json:"sync_ms"`
+			AsyncMS     float64   `json:"async_ms"`
+			LastAck     string    `json:"last_ack"`
+			LastAckMS   float64   `json:"last_ack_ms"`
+			PersistMS   float64   `json:"persist_ms"`
 		} `json:"history"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
@@ -328,12 +337,18 @@ func onceflowScrape(s spec) (*ckStats, error) {
 	}
 	st := &ckStats{}
 	var durs, gaps []float64
+	var slowest float64
 	var prev time.Time
 	for _, c := range body.History {
 		if c.Status != "COMPLETED" || c.Savepoint {
 			continue
 		}
 		st.Completed++
+		if len(durs) == 0 || c.DurationMS > slowest {
+			slowest = c.DurationMS
+			st.Slowest = fmt.Sprintf("%.0f ms: %s acked last at %.1f ms (longest sync part %.1f ms, async %.1f ms, alignment %.0f ms), metadata written in %.1f ms",
+				c.DurationMS, c.LastAck, c.LastAckMS, c.SyncMS, c.AsyncMS, c.AlignmentMS, c.PersistMS)
+		}
 		durs = append(durs, c.DurationMS)
 		st.AlignMaxMS = max(st.AlignMaxMS, c.AlignmentMS)
 		if !prev.IsZero() {
