@@ -479,6 +479,11 @@ func (st *subtask) runInputs(ctx context.Context) error {
 	}
 	cases[n] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(st.wake)}
 	cases[n+1] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())}
+	// open are the inputs read now: nil while one waits for alignment.
+	open := make([]chan element, max(n, 2))
+	for i, in := range st.inputs {
+		open[i] = in.ch
+	}
 	blocked := 0
 	var aligning int64
 	var alignStart time.Time
@@ -496,7 +501,8 @@ func (st *subtask) runInputs(ctx context.Context) error {
 				return err
 			}
 		}
-		if n == 1 {
+		switch n {
+		case 1:
 			select {
 			case el = <-st.inputs[0].ch:
 			case <-st.wake:
@@ -504,7 +510,19 @@ func (st *subtask) runInputs(ctx context.Context) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-		} else {
+		case 2:
+			// The common case of two upstream subtasks, without the cost
+			// of reflect.Select; a blocked input is a nil channel.
+			select {
+			case el = <-open[0]:
+			case el = <-open[1]:
+				ch = 1
+			case <-st.wake:
+				woke = true
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		default:
 			i, v, _ := reflect.Select(cases)
 			switch {
 			case i < n:
@@ -532,10 +550,12 @@ func (st *subtask) runInputs(ctx context.Context) error {
 					aligning, alignStart = b.id, time.Now()
 				}
 				cases[ch].Chan = reflect.Value{} // stop reading this input until aligned
+				open[ch] = nil
 				blocked++
 				if blocked == n {
 					for i, in := range st.inputs {
 						cases[i].Chan = reflect.ValueOf(in.ch)
+						open[i] = in.ch
 					}
 					blocked, aligning = 0, 0
 					st.c.alignment(b.id, time.Since(alignStart))

@@ -131,4 +131,10 @@ type FileRef struct {
 	// Shared files may be referenced by several checkpoints and are deleted
 	// only when no retained checkpoint refers to them.
 	Shared bool `json:"shared,omitempty"`
+	// Inline files are not stored on their own: Data, in the metadata,
+	// holds their bytes (like Flink's state.storage.fs.memory-threshold),
+	// which spares a small file its create, fsync and rename. Path is then
+	// only the file's name.
+	Inline bool   `json:"inline,omitempty"`
+	Data   []byte `json:"data,omitempty"`
 }

@@ -185,6 +185,8 @@ func (s *dirStorage) addCompletedLocked(id int64, md *Metadata) {
 	s.newest = max(s.newest, id)
 }
 
+// forEachRef calls fn with every stored file md names (not the inline
+// ones: they live in md itself).
 func forEachRef(md *Metadata, fn func(FileRef)) {
 	for _, op := range md.Operators {
 		for _, st := range op.Subtasks {
@@ -193,7 +195,9 @@ func forEachRef(md *Metadata, fn func(FileRef)) {
 					continue
 				}
 				for _, r := range h.Files {
-					fn(r)
+					if !r.Inline {
+						fn(r)
+					}
 				}
 			}
 		}
@@ -837,6 +841,13 @@ func (s *dirStorage) resolve(rel string) (string, error) {
 
 // Open implements Storage.
 func (s *dirStorage) Open(ref FileRef) (io.ReadCloser, error) {
+	if ref.Inline {
+		if int64(len(ref.Data)) != ref.Size || crc32.Checksum(ref.Data, castagnoli) != ref.CRC32C {
+			return nil, fmt.Errorf("inline state file %s: %d bytes with CRC32C %08x, expected %d with %08x",
+				ref.Path, len(ref.Data), crc32.Checksum(ref.Data, castagnoli), ref.Size, ref.CRC32C)
+		}
+		return io.NopCloser(bytes.NewReader(ref.Data)), nil
+	}
 	p, err := s.resolve(ref.Path)
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net/url"
 	"os"
@@ -75,7 +76,8 @@ type PebbleOptions struct {
 // is not uploaded again when the last checkpoint confirmed complete
 // (NotifyCheckpointComplete) contains it and the storage still has it
 // (SnapshotWriter.HasShared). MANIFEST, OPTIONS and marker files are always
-// stored privately.
+// stored privately. Files up to inlineLimit bytes are not stored at all
+// but kept in the checkpoint metadata (FileRef.Inline).
 //
 // Restore: a single Pebble handle covering exactly this subtask's key groups
 // is downloaded into an empty directory and opened, and its SST files
@@ -194,6 +196,14 @@ type pebbleBackend struct {
 	// when it passes dirtyLimit bytes. Owner goroutine only.
 	dirty      map[string]dirtyEntry
 	dirtyBytes int
+	// clean caches values (and absences) known to be in Pebble: the
+	// writes of the last flushes and the values read since, so that the
+	// hot keys of the next checkpoint interval cost no Pebble Get either.
+	// It is consulted after dirty, dropped whole when it passes
+	// dirtyLimit bytes, and kept equal to Pebble by Clear. Owner
+	// goroutine only.
+	clean      map[string]dirtyEntry
+	cleanBytes int
 
 	// mu guards what the AsyncSnapshots share with the owner goroutine.
 	mu      sync.Mutex
@@ -256,9 +266,37 @@ func (b *pebbleBackend) flushDirty() error {
 		batch.Close()
 		return fmt.Errorf("writing buffered state: %w", err)
 	}
+	if b.cleanBytes+b.dirtyBytes > dirtyLimit {
+		clear(b.clean)
+		b.cleanBytes = 0
+	}
+	for k, e := range b.dirty {
+		b.remember(k, e)
+	}
 	clear(b.dirty)
 	b.dirtyBytes = 0
 	return batch.Close()
+}
+
+// remember caches e as the value of k in Pebble, while the cache has room.
+func (b *pebbleBackend) remember(k string, e dirtyEntry) {
+	if old, had := b.clean[k]; had {
+		b.cleanBytes -= len(k) + len(old.val) + 48
+	} else if b.cleanBytes+len(k)+len(e.val)+48 > dirtyLimit {
+		return
+	}
+	b.clean[k] = e
+	b.cleanBytes += len(k) + len(e.val) + 48
+}
+
+// forget drops the cached entries of keys starting with prefix.
+func (b *pebbleBackend) forget(prefix []byte) {
+	for k, e := range b.clean {
+		if strings.HasPrefix(k, string(prefix)) {
+			delete(b.clean, k)
+			b.cleanBytes -= len(k) + len(e.val) + 48
+		}
+	}
 }
 
 type pebbleState struct {
@@ -283,7 +321,7 @@ func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts KeyedBacken
 	}
 	b := &pebbleBackend{
 		f: f, opts: opts, fs: f.opts.FS, instance: randomID(),
-		states: map[string]*pebbleState{}, byID: map[uint16]*pebbleState{}, nextID: 1, dirty: map[string]dirtyEntry{},
+		states: map[string]*pebbleState{}, byID: map[uint16]*pebbleState{}, nextID: 1, dirty: map[string]dirtyEntry{}, clean: map[string]dirtyEntry{},
 		pending: map[int64]map[string]FileRef{}, base: map[string]FileRef{}, snaps: map[*pebble.Snapshot]bool{},
 	}
 	b.dir = b.fs.PathJoin(f.opts.Dir, fmt.Sprintf("%s-%d-%s", url.PathEscape(opts.OperatorUID), opts.Subtask, b.instance))
@@ -716,7 +754,11 @@ func (s *pebbleState) Get(userKey []byte) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	if e, ok := s.b.dirty[string(k)]; ok {
+	e, ok := s.b.dirty[string(k)]
+	if !ok {
+		e, ok = s.b.clean[string(k)]
+	}
+	if ok {
 		if e.del {
 			return nil, false, nil
 		}
@@ -724,6 +766,7 @@ func (s *pebbleState) Get(userKey []byte) ([]byte, bool, error) {
 	}
 	v, closer, err := s.b.db.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
+		s.b.remember(string(k), dirtyEntry{del: true})
 		return nil, false, nil
 	}
 	if err != nil {
@@ -733,7 +776,11 @@ func (s *pebbleState) Get(userKey []byte) ([]byte, bool, error) {
 	if out == nil {
 		out = []byte{}
 	}
-	return out, true, closer.Close()
+	if err := closer.Close(); err != nil {
+		return nil, false, err
+	}
+	s.b.remember(string(k), dirtyEntry{val: bytes.Clone(out)})
+	return out, true, nil
 }
 
 func (s *pebbleState) Put(userKey, value []byte) error {
@@ -785,8 +832,10 @@ func (s *pebbleState) Clear() error {
 		return err
 	}
 	if s.meta.Kind != KindMap {
+		s.b.remember(string(prefix), dirtyEntry{del: true})
 		return s.b.db.Delete(prefix, pebble.NoSync)
 	}
+	s.b.forget(prefix)
 	return s.b.db.DeleteRange(prefix, successor(prefix), pebble.NoSync)
 }
 
@@ -864,6 +913,13 @@ func isImmutableTable(name string) bool {
 	return strings.HasSuffix(name, ".sst") || strings.HasSuffix(name, ".blob")
 }
 
+// inlineLimit is the size up to which a file of a snapshot is kept in the
+// checkpoint metadata instead of being stored (FileRef.Inline): MANIFEST,
+// OPTIONS, markers and the small SST of a quiet interval. In a checkpoint
+// of little state they were most of the files, and every stored one waits
+// for two fsyncs.
+const inlineLimit = 16 << 10
+
 // uploadParallelism is how many files of one snapshot are copied to the
 // storage at once: each ends with an fsync of the file and its directory,
 // and overlapping those waits is most of what parallel copies win.
@@ -900,6 +956,14 @@ func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w Sn
 					continue
 				}
 			}
+		}
+		if fi.Size() <= inlineLimit {
+			data, err := b.readLocal(p)
+			if err != nil {
+				return nil, nil, err
+			}
+			refs[i] = FileRef{Path: name, Size: int64(len(data)), CRC32C: crc32.Checksum(data, castagnoli), Inline: true, Data: data}
+			continue
 		}
 		todo = append(todo, i)
 	}
@@ -958,6 +1022,23 @@ func localBaseName(p string) string {
 		return p[i+1:]
 	}
 	return p
+}
+
+// readLocal reads a whole local file.
+func (b *pebbleBackend) readLocal(p string) ([]byte, error) {
+	f, err := b.fs.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", p, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	return data, nil
 }
 
 func (b *pebbleBackend) copyOut(ctx context.Context, src, name string, shared bool, w SnapshotWriter) (FileRef, error) {

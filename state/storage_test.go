@@ -1,12 +1,15 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -341,7 +344,7 @@ func TestConcurrentCheckpointsShareFilesSafely(t *testing.T) {
 		}
 		a := write(2, "x.sst", true)
 		b := write(3, "x.sst", true)
-		if a != b {
+		if !reflect.DeepEqual(a, b) {
 			t.Fatalf("same shared file, different refs: %+v %+v", a, b)
 		}
 		must(t, st.Abort(2))
@@ -424,4 +427,39 @@ func TestLatestSkipsCorruptSavepoint(t *testing.T) {
 		t.Fatalf("infos %+v, want savepoint 3 reported first", infos)
 	}
 	wantErrContains(t, infos[0].Err, filepath.Join(dir, "job", "savepoint-3"), "corrupt")
+}
+
+// Inline files travel in the metadata: a restarted storage reads them back
+// byte for byte (the empty one too), and a damaged one is refused with its
+// name.
+func TestInlineFilesRoundTripAndAreChecked(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := NewFileStorage(dir, "job", StorageOptions{Retained: 2})
+	must(t, err)
+	files := map[string][]byte{"MANIFEST-000001": []byte("manifest \x00\xff bytes"), "marker": {}}
+	var refs []FileRef
+	for _, name := range []string{"MANIFEST-000001", "marker"} {
+		data := files[name]
+		refs = append(refs, FileRef{Path: name, Size: int64(len(data)), CRC32C: crc32.Checksum(data, castagnoli), Inline: true, Data: data})
+	}
+	completeOne(t, st, "op", 1, false, 1, &Handle{Backend: "test", Files: refs})
+	st2, err := NewFileStorage(dir, "job", StorageOptions{Retained: 2})
+	must(t, err)
+	md, _, err := st2.Latest(ctx)
+	must(t, err)
+	for _, r := range md.Operators[0].Subtasks[0].Keyed.Files {
+		rc, err := st2.Open(r)
+		must(t, err)
+		got, err := io.ReadAll(rc)
+		must(t, err)
+		if !r.Inline || !bytes.Equal(got, files[r.Path]) {
+			t.Fatalf("inline file %s read back as %q (inline %v)", r.Path, got, r.Inline)
+		}
+	}
+	bad := refs[0]
+	bad.Data = append([]byte("X"), bad.Data[1:]...)
+	if _, err := st2.Open(bad); err == nil || !strings.Contains(err.Error(), "MANIFEST-000001") {
+		t.Fatalf("Open of a damaged inline file = %v, want an error naming it", err)
+	}
 }

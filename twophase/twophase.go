@@ -272,11 +272,7 @@ func (s *Sink[T, Txn]) runCommitter() {
 			} else {
 				failpoint.Hit(failpoint.BetweenCommits)
 			}
-			start := time.Now()
 			err := s.commit(c.ctx, p)
-			if took := time.Since(start); took > 250*time.Millisecond && err == nil {
-				s.opts.Logger.Info("twophase: a slow commit", "checkpoint", p.CheckpointID, "took", took.Round(time.Millisecond))
-			}
 			c.mu.Lock()
 			if err != nil {
 				c.err = err
@@ -585,8 +581,12 @@ func (s *Sink[T, Txn]) commit(ctx context.Context, p Pending[Txn]) error {
 	backoff := s.opts.RetryBackoff
 	var err error
 	for attempt := 1; attempt <= s.opts.CommitAttempts; attempt++ {
+		start := time.Now()
 		err = s.tx.Commit(ctx, p.Txn)
 		if err == nil {
+			if took := time.Since(start); took > 250*time.Millisecond {
+				s.opts.Logger.Info("twophase: a slow commit", "checkpoint", p.CheckpointID, "took", took.Round(time.Millisecond))
+			}
 			return nil
 		}
 		if errors.Is(err, ErrTransactionLost) {

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -74,7 +75,22 @@ type Options struct {
 	StartTimeout time.Duration
 	// Logf receives progress lines; nil discards them.
 	Logf func(format string, args ...any)
+	// ServerJVM replaces the brokers' heap, GC and JIT flags. The default
+	// (TestJVM) starts fast and fits small machines; benchmarks pass
+	// ProductionJVM, so that the broker's pauses do not decide the tail
+	// latency of what is measured.
+	ServerJVM []string
 }
+
+// TestJVM are the default broker JVM flags: a small heap, the serial
+// collector and the C1 compiler only, for a fast start in tests.
+var TestJVM = []string{"-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"}
+
+// ProductionJVM are the heap and GC flags Kafka's own start scripts use
+// (kafka-run-class.sh: a 1 GiB heap, G1 with 20 ms pause goal), with the
+// full JIT.
+var ProductionJVM = []string{"-Xms1g", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+	"-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent"}
 
 // TV returns a pointer to v, for Options.TransactionVersion.
 func TV(v int) *int { return &v }
@@ -346,10 +362,14 @@ logger.controller.level = WARN
 `
 
 func (c *Cluster) javaCmd(ctx context.Context, n *node, main string, args ...string) *exec.Cmd {
-	jvm := []string{"-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:+ExitOnOutOfMemoryError",
+	tuning := TestJVM
+	if main == "kafka.Kafka" && len(c.opts.ServerJVM) > 0 {
+		tuning = c.opts.ServerJVM
+	}
+	jvm := append(slices.Clone(tuning), "-XX:+ExitOnOutOfMemoryError",
 		"-Djava.net.preferIPv4Stack=true", "-Djava.awt.headless=true",
-		"-Dlog4j2.configurationFile=" + filepath.Join(n.dir, "log4j2.properties"),
-		"-cp", filepath.Join(c.jars, "*"), main}
+		"-Dlog4j2.configurationFile="+filepath.Join(n.dir, "log4j2.properties"),
+		"-cp", filepath.Join(c.jars, "*"), main)
 	var cmd *exec.Cmd
 	if ctx != nil {
 		cmd = exec.CommandContext(ctx, c.opts.Java, append(jvm, args...)...)

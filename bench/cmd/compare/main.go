@@ -186,7 +186,7 @@ func run() error {
 		o.brokers = strings.Split(env, ",")
 		logf("using the cluster at %s", env)
 	} else {
-		c, err := broker.Start(ctx, broker.Options{Logf: logf})
+		c, err := broker.Start(ctx, broker.Options{Logf: logf, ServerJVM: broker.ProductionJVM})
 		if err != nil {
 			return err
 		}

@@ -166,7 +166,7 @@ func (rep *report) markdown() string {
 	p("# onceflow benchmark results\n\n")
 	p("Measured by `bench/cmd/compare` (`make bench`) on %s; the run took %s. Mode: %s.\n\n", rep.Started.Format("2006-01-02 15:04 MST"), rep.Took.Round(time.Second), mode)
 	p("- Machine: %s; 1-minute load average before the run %s. Broker, contenders and the harness share it.\n", rep.Machine, rep.Options.loadBefore)
-	p("- Cluster: %s (a single local Kafka 4.1.1 node unless KAFKA_BOOTSTRAP was set).\n", rep.Brokers)
+	p("- Cluster: %s (a single local Kafka 4.1.1 node unless KAFKA_BOOTSTRAP was set, started with Kafka's own JVM defaults: 1 GiB heap, G1).\n", rep.Brokers)
 	for _, w := range rep.Workloads {
 		in := rep.Inputs[w]
 		if in == nil {
