@@ -340,14 +340,17 @@ func TestExactlyOnceJobs(t *testing.T) {
 				s.feed(ctx, 300)
 
 				// 1. Input keeps arriving; the job is cancelled mid-stream.
+				// The sink's recovery runs before the source reads (they
+				// are chained), which takes a while on a loaded machine.
 				r := s.start(ctx)
-				for range 6 {
+				deadline := time.Now().Add(20 * time.Second)
+				for i := 0; i < 6 || r.b.Stats().RecordsRead == 0 && time.Now().Before(deadline); i++ {
 					time.Sleep(100 * time.Millisecond)
 					s.feed(ctx, 50)
 				}
 				read := r.b.Stats().RecordsRead
 				if read == 0 {
-					t.Fatal("the source read nothing in 600ms")
+					t.Fatal("the source read nothing in 20s")
 				}
 				s.cancel(r)
 				open, err := sinkkafka.ListOpenTransactions(ctx, kafkatest.Client(t, s.seeds), s.cfg.Sink.TransactionalIDPrefix)
