@@ -80,6 +80,9 @@ type Options struct {
 	// ProductionJVM, so that the broker's pauses do not decide the tail
 	// latency of what is measured.
 	ServerJVM []string
+	// Props are extra server.properties lines ("key=value"), after and
+	// so over the defaults.
+	Props []string
 }
 
 // TestJVM are the default broker JVM flags: a small heap, the serial
@@ -335,6 +338,9 @@ background.threads=2
 num.recovery.threads.per.data.dir=1
 auto.create.topics.enable=false
 `, n.id, strings.Join(voters, ","), n.port, n.ctrlPort, n.port, filepath.Join(n.dir, "data"), rf, isr, rf, rf, isr)
+		for _, kv := range c.opts.Props {
+			props += kv + "\n"
+		}
 		if err := os.WriteFile(n.props, []byte(props), 0o644); err != nil {
 			return fmt.Errorf("broker: %w", err)
 		}
