@@ -129,6 +129,7 @@ func goPipeCmd(mode string) func(o *options, s spec) (*exec.Cmd, error) {
 		if s.Interval > 0 {
 			args = append(args, "-interval", s.Interval.String())
 		}
+		args = append(args, "-parallelism", strconv.Itoa(o.parallelism))
 		return exec.Command(filepath.Join(binDir(o), "gopipe"), args...), nil
 	}
 }
@@ -277,9 +278,9 @@ checkpoint: {interval: %s, dir: %q}
 state: {backend: %s, dir: %q}
 restart: {strategy: none}
 http: {listen: "127.0.0.1:%d"}
-log: {level: warn}
+log: {level: %s}
 `, s.ID, s.Job, o.parallelism, quoteList(s.Brokers), s.In, s.Out, s.ID, s.Interval, filepath.Join(s.Dir, "checkpoints"),
-		backend, filepath.Join(s.Dir, "state"), s.HTTPPort)
+		backend, filepath.Join(s.Dir, "state"), s.HTTPPort, o.onceflowLog)
 	path := filepath.Join(s.Dir, "onceflow.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand"
 	"net/http"
@@ -241,6 +242,22 @@ func (k *kafka) readOutput(ctx context.Context, topic string, onRecords func([]*
 }
 
 func (r *outputReader) close() { r.cl.Close() }
+
+// markerTimeline lists the commit markers seen so far, per partition, in
+// milliseconds (broker time) since from.
+func (r *outputReader) markerTimeline(from time.Time) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var b strings.Builder
+	b.WriteString("# partition\tmarker_ms\n")
+	parts := slices.Sorted(maps.Keys(r.markers))
+	for _, p := range parts {
+		for _, t := range r.markers[p] {
+			fmt.Fprintf(&b, "%d\t%d\n", p, t.Sub(from).Milliseconds())
+		}
+	}
+	return b.String()
+}
 
 // commitCadence is the median time between commits that became visible on
 // an output partition between from and to. Markers of one checkpoint
@@ -535,9 +552,9 @@ func pacedRun(ctx context.Context, k *kafka, o *options, c *contender, workload,
 		mu          sync.Mutex
 		sent        []time.Time
 		seen        []time.Time
-		warm        bool
-		after       time.Time // recovery: the first record sent after this...
-		afterSeq    = -1      // ...has this sequence number
+		warmSeen    = map[int32]bool{} // input partitions whose warm-up marker came out
+		after       time.Time          // recovery: the first record sent after this...
+		afterSeq    = -1               // ...has this sequence number
 		recovered   time.Time
 		recoveredCh = make(chan struct{})
 	)
@@ -556,7 +573,9 @@ func pacedRun(ctx context.Context, k *kafka, o *options, c *contender, workload,
 			t := tag(rec)
 			switch {
 			case bytes.HasPrefix(t, []byte("W")):
-				warm = true
+				if n, err := strconv.Atoi(string(t[1:])); err == nil {
+					warmSeen[int32(n)%o.partitions] = true
+				}
 			case bytes.HasPrefix(t, []byte("L")):
 				n, err := strconv.Atoi(string(t[1:]))
 				if err != nil || n >= len(seen) {
@@ -594,14 +613,24 @@ func pacedRun(ctx context.Context, k *kafka, o *options, c *contender, workload,
 	defer func() { p.stop(30 * time.Second) }()
 	rss := sampleRSS(p.pid())
 
-	// Warm up: a marker every 250 ms until one comes out (JVM start,
-	// group join, first checkpoint).
+	// Warm up: a marker every 250 ms, to the input partitions in turn,
+	// until one from every partition has come out (JVM start, group join,
+	// every task's first checkpoint), and then for settleFor more: the
+	// first commits after a start (a second group member joining, the
+	// first transactions of fresh transactional ids) once stalled every
+	// contender's output for half a second, which is start-up, not the
+	// steady state the latency figures describe.
+	settleFor := max(2*time.Second, 2*iv)
 	warmDeadline := time.Now().Add(3 * time.Minute)
+	var warmAt time.Time
 	for n := 0; ; n++ {
 		mu.Lock()
-		ok := warm
+		ok := len(warmSeen) == int(o.partitions)
 		mu.Unlock()
-		if ok {
+		if ok && warmAt.IsZero() {
+			warmAt = time.Now()
+		}
+		if ok && time.Since(warmAt) >= settleFor {
 			break
 		}
 		if p.exited() {
@@ -674,15 +703,27 @@ func pacedRun(ctx context.Context, k *kafka, o *options, c *contender, workload,
 
 	mu.Lock()
 	var lat []float64
+	var timeline strings.Builder // with -keep: when each record was sent, and its latency
+	timeline.WriteString("# record\tsent_ms\tlatency_ms\n")
 	missing := 0
 	for i := range phaseN {
 		if seen[i].IsZero() {
 			missing++
 			continue
 		}
-		lat = append(lat, float64(seen[i].Sub(sent[i]).Microseconds())/1000)
+		l := float64(seen[i].Sub(sent[i]).Microseconds()) / 1000
+		lat = append(lat, l)
+		fmt.Fprintf(&timeline, "%d\t%d\t%.1f\n", i, sent[i].Sub(phaseStart).Milliseconds(), l)
 	}
 	mu.Unlock()
+	if o.keepWorkDir {
+		if err := os.WriteFile(filepath.Join(dir, "latency.tsv"), []byte(timeline.String()), 0o644); err != nil {
+			logf("writing the latency timeline: %v", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "markers.tsv"), []byte(reader.markerTimeline(phaseStart)), 0o644); err != nil {
+			logf("writing the commit markers: %v", err)
+		}
+	}
 	slices.Sort(lat)
 	r.LatencyN, r.LatencyMissing = len(lat), missing
 	if len(lat) > 0 {

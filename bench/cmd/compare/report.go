@@ -174,7 +174,11 @@ func (rep *report) markdown() string {
 		}
 		p("- Input %s: %s records in 8 partitions (%.1f MB), %s output records expected.\n", w, num(float64(in.Records)), float64(in.Bytes)/1e6, num(float64(in.Expected)))
 	}
-	p("- Parallelism %d everywhere (stream threads, subtasks); JVMs with -Xmx1g.\n\n", rep.Options.parallelism)
+	p("- Parallelism %d everywhere (stream threads, subtasks); JVMs with -Xmx1g.\n", rep.Options.parallelism)
+	if rep.Options.warmup && rep.Inputs["copy"] != nil {
+		p("- Warm-up: before the first measurement the limit and franz-txn (100ms) copied the copy input once, unmeasured.\n")
+	}
+	p("\n")
 	p("![throughput and p99 latency against the checkpoint interval](chart.png)\n\n")
 
 	p("## Targets\n\n| target | measured | met |\n|---|---|---|\n")
@@ -268,7 +272,7 @@ func (rep *report) markdown() string {
 
 - **throughput**: backlog run. The whole input is in the topic before the contender starts. A read_committed reader of the output counts records; throughput is the output records divided by the time from the first visible poll to the poll that completed the output, plus one commit gap (the median under load, else the configured interval), since the first visible transaction holds about one gap of work. JVM start and group join are excluded (see *startup*: contender start → first visible output; *wall*: contender start → output complete).
 - **output**: the reader keeps reading for 1 s + the interval after completion; "ok" means exactly the expected number of records and, for the word count, every word's last count equal to its number of occurrences.
-- **p50 / p99 / max latency**: paced run on fresh topics, %d records/s for %s after a warm-up. Each record's sequence number is its value (copy) or its only word (word count); latency is from the produce call to the poll of a read_committed reader that returned it.
+- **p50 / p99 / max latency**: paced run on fresh topics, %d records/s for %s after a warm-up (a marker record to each input partition in turn until every partition's has come out, then 2 s or two intervals more, whichever is longer). Each record's sequence number is its value (copy) or its only word (word count); latency is from the produce call to the poll of a read_committed reader that returned it.
 - **commit every**: median gap between commit markers on an output partition (markers within 30 ms of each other count as one commit), under the backlog and in the paced run. Kafka Streams threads commit on their own timers, so two threads writing one partition can show half the interval.
 - **peak RSS**: VmHWM of the contender process in the backlog run; *RSS half → end*: VmRSS when half and when all of the output was visible (flat means bounded buffers under the backlog).
 - **recovery**: paced run, after the latency phase: SIGKILL to the contender's process group while input keeps coming, start it again at once, and time until the first record produced after the kill is visible under read_committed. Includes process start (a JVM's too) and, for group-based contenders, taking the partitions back (static membership, 6 s session timeout).

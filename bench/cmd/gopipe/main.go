@@ -9,6 +9,13 @@
 //     GroupTransactSession: consume in a group, produce inside a
 //     transaction, commit the consumed offsets with it every -interval.
 //
+// -parallelism n matches the other contenders' subtasks or stream
+// threads: the plain pipe consumes with one client and produces through n
+// (each its own connection and in-flight produce request, one key always
+// through the same one), so that a rebalance
+// between members cannot duplicate its output; the transactional copy
+// runs n group members, each with its own transactional id.
+//
 // It runs until SIGTERM or SIGINT.
 package main
 
@@ -18,8 +25,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -37,38 +46,68 @@ func main() {
 	mode := flag.String("mode", "plain", "plain | txn")
 	job := flag.String("job", "copy", "copy | wordcount (wordcount only in plain mode)")
 	interval := flag.Duration("interval", time.Second, "txn mode: commit a transaction this often")
+	parallelism := flag.Int("parallelism", 1, "producer clients (plain) or group members (txn)")
 	flag.Parse()
 	if *in == "" || *out == "" || *group == "" {
 		fail(errors.New("-in, -out and -group are required"))
 	}
+	if *parallelism < 1 {
+		fail(fmt.Errorf("-parallelism %d: must be at least 1", *parallelism))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(strings.Split(*brokers, ",")...),
-		kgo.ConsumerGroup(*group),
-		kgo.ConsumeTopics(*in),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.DefaultProduceTopic(*out),
-		// The harness kills and restarts contenders: a static member
-		// takes its partitions back at once, and a short session bounds
-		// the wait otherwise.
-		kgo.InstanceID(*group + "-member"),
-		kgo.SessionTimeout(6 * time.Second),
+	base := []kgo.Opt{kgo.SeedBrokers(strings.Split(*brokers, ",")...), kgo.DefaultProduceTopic(*out)}
+	// consumer is member i's consumer options.
+	consumer := func(i int) []kgo.Opt {
+		return append(slices.Clone(base),
+			kgo.ConsumerGroup(*group),
+			kgo.ConsumeTopics(*in),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+			// The harness kills and restarts contenders: a static member
+			// takes its partitions back at once, and a short session
+			// bounds the wait otherwise.
+			kgo.InstanceID(fmt.Sprintf("%s-member-%d", *group, i)),
+			kgo.SessionTimeout(6*time.Second),
+		)
 	}
 	var err error
 	switch {
 	case *mode == "plain" && *job == "copy":
-		err = plain(ctx, opts, copyRecord)
+		err = plain(ctx, consumer(0), base, *parallelism, copyRecord)
 	case *mode == "plain" && *job == "wordcount":
-		err = plain(ctx, opts, newCounter())
+		err = plain(ctx, consumer(0), base, *parallelism, newCounter())
 	case *mode == "txn" && *job == "copy":
-		err = txn(ctx, opts, *group, *interval)
+		err = members(ctx, *parallelism, func(i int) error {
+			return txn(ctx, consumer(i), fmt.Sprintf("%s-%d", *group, i), *interval)
+		})
 	default:
 		err = fmt.Errorf("mode %q with job %q is not supported", *mode, *job)
 	}
 	if err != nil && ctx.Err() == nil {
 		fail(err)
 	}
+}
+
+// members runs n group members until they all return, and returns the
+// first error; the others stop with ctx.
+func members(ctx context.Context, n int, member func(i int) error) error {
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			if err := member(i); err != nil && ctx.Err() == nil {
+				errs <- fmt.Errorf("member %d of %d: %w", i, n, err)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	var first error
+	for range n {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func fail(err error) {
@@ -94,26 +133,44 @@ func newCounter() transform {
 	}
 }
 
-func plain(ctx context.Context, opts []kgo.Opt, f transform) error {
-	cl, err := kgo.NewClient(opts...)
+// plain consumes with one client and produces through n: a keyed output
+// record through the producer its key hashes to (so one word's counts stay
+// in order), an unkeyed one through the producer of its input partition.
+func plain(ctx context.Context, consumerOpts, producerOpts []kgo.Opt, n int, f transform) error {
+	cl, err := kgo.NewClient(consumerOpts...)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
+	producers := make([]*kgo.Client, n)
+	for i := range producers {
+		if producers[i], err = kgo.NewClient(producerOpts...); err != nil {
+			return err
+		}
+		defer producers[i].Close()
+	}
 	var perr atomic.Pointer[error] // the first failed produce
-	emit := func(r *kgo.Record) {
-		cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
-			if err != nil && ctx.Err() == nil {
-				perr.CompareAndSwap(nil, &err)
-			}
-		})
+	done := func(_ *kgo.Record, err error) {
+		if err != nil && ctx.Err() == nil {
+			perr.CompareAndSwap(nil, &err)
+		}
 	}
 	for ctx.Err() == nil {
 		fs := cl.PollFetches(ctx)
 		if err := fetchErr(fs); err != nil {
 			return err
 		}
-		fs.EachRecord(func(r *kgo.Record) { f(r, emit) })
+		fs.EachRecord(func(r *kgo.Record) {
+			f(r, func(out *kgo.Record) {
+				i := int(r.Partition) % n
+				if len(out.Key) > 0 {
+					h := fnv.New32a()
+					h.Write(out.Key)
+					i = int(h.Sum32() % uint32(n))
+				}
+				producers[i].Produce(ctx, out, done)
+			})
+		})
 		if err := perr.Load(); err != nil {
 			return *err
 		}
