@@ -622,9 +622,10 @@ func pacedRun(ctx context.Context, k *kafka, o *options, c *contender, workload,
 	// for 600-700 ms: the timeline shows the records written within a few
 	// milliseconds and later transactions' markers on time, but one early
 	// transaction's marker on one output partition late, which holds that
-	// partition's last stable offset (seen with franz-txn and onceflow,
-	// after other contenders had run). That is start-up, not the steady
-	// state the latency figures describe.
+	// partition's last stable offset (onceflow, in some runs after other
+	// contenders had run, never in isolation; franz-txn stalls at its
+	// start too). That is start-up, not the steady state the latency
+	// figures describe.
 	settleFor := max(2*time.Second, 2*iv)
 	warmDeadline := time.Now().Add(3 * time.Minute)
 	var warmAt time.Time
