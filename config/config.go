@@ -45,8 +45,14 @@ type Job struct {
 // Kafka is how to reach the cluster.
 type Kafka struct {
 	Brokers []string `mapstructure:"brokers"`
-	TLS     TLS      `mapstructure:"tls"`
-	SASL    SASL     `mapstructure:"sasl"`
+	// OutageTolerance is how long the job waits for an unreachable or
+	// restarting cluster (a broker restart, a leader moving, a coordinator
+	// loading) before the call that waits fails the job attempt and the
+	// restart strategy decides. Checkpoints may fail meanwhile; they count
+	// against checkpoint.tolerable_failures.
+	OutageTolerance time.Duration `mapstructure:"outage_tolerance"`
+	TLS             TLS           `mapstructure:"tls"`
+	SASL            SASL          `mapstructure:"sasl"`
 }
 
 // TLS settings; files are PEM.

@@ -12,6 +12,8 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+
+	"github.com/onceflow/onceflow/internal/outage"
 )
 
 // EnvPrefix starts every environment variable that sets a key: the key
@@ -29,7 +31,7 @@ var envNotKeys = []string{"ONCEFLOW_FAILPOINTS", "ONCEFLOW_CACHE_DIR", "ONCEFLOW
 func Default() Config {
 	return Config{
 		Job:    Job{Type: "wordcount", Parallelism: 1, MaxParallelism: 128, OperatorChaining: true},
-		Kafka:  Kafka{Brokers: []string{"127.0.0.1:9092"}},
+		Kafka:  Kafka{Brokers: []string{"127.0.0.1:9092"}, OutageTolerance: outage.DefaultTolerance},
 		Source: Source{Start: "earliest", Isolation: "read_committed", DiscoveryInterval: 30 * time.Second, OnDecodeError: "fail"},
 		Sink:   Sink{Delivery: "exactly_once", TransactionTimeout: 15 * time.Minute},
 		Checkpoint: Checkpoint{Interval: time.Second, Mode: "exactly_once", Timeout: time.Minute, MaxConcurrent: 1,
@@ -299,6 +301,9 @@ func (c *Config) Validate() error {
 			bad("kafka.brokers", "%q is not host:port", b)
 		}
 	}
+	if c.Kafka.OutageTolerance <= 0 {
+		bad("kafka.outage_tolerance", "must be positive")
+	}
 	oneOf("kafka.sasl.mechanism", c.Kafka.SASL.Mechanism, "", "plain", "scram-sha-256", "scram-sha-512")
 	if c.Kafka.SASL.Mechanism != "" && c.Kafka.SASL.Username == "" {
 		bad("kafka.sasl.username", "required with kafka.sasl.mechanism %s", c.Kafka.SASL.Mechanism)
@@ -331,6 +336,9 @@ func (c *Config) Validate() error {
 		}
 		if c.Sink.TransactionTimeout <= 0 {
 			bad("sink.transaction_timeout", "must be positive")
+		} else if c.Kafka.OutageTolerance >= c.Sink.TransactionTimeout {
+			bad("kafka.outage_tolerance", "%s is not below sink.transaction_timeout %s: a pending transaction waiting out the outage would be aborted by the broker",
+				c.Kafka.OutageTolerance, c.Sink.TransactionTimeout)
 		}
 	}
 

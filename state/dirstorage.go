@@ -941,3 +941,17 @@ func (f *failedStorage) Load(context.Context, string) (*Metadata, error) { retur
 func (f *failedStorage) List(context.Context) ([]CheckpointInfo, error)  { return nil, f.err }
 func (f *failedStorage) Open(FileRef) (io.ReadCloser, error)             { return nil, f.err }
 func (f *failedStorage) DiscardAll() error                               { return f.err }
+func (f *failedStorage) MarkCommitted(context.Context, int64) error      { return f.err }
+func (f *failedStorage) Adopt(context.Context, *Metadata, int64) (*Metadata, error) {
+	return nil, f.err
+}
+
+// MarkCommitted implements Storage. (Being implemented: issue 14.)
+func (s *dirStorage) MarkCommitted(ctx context.Context, checkpointID int64) error {
+	return fmt.Errorf("storage %s: MarkCommitted is not implemented yet", s.root)
+}
+
+// Adopt implements Storage. (Being implemented: issue 14.)
+func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Metadata, error) {
+	return nil, fmt.Errorf("storage %s: Adopt is not implemented yet", s.root)
+}

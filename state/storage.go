@@ -18,6 +18,31 @@ type Metadata struct {
 	// Path is where it was loaded from; not stored.
 	Path      string             `json:"-"`
 	Operators []OperatorSnapshot `json:"operators"`
+	// Committed is true once every transaction the sinks stored in this
+	// checkpoint is known to be committed (a stop with a savepoint drains
+	// its commits before the job ends): a restore need not, and after the
+	// broker expired the transactional ids cannot, commit them again. It is
+	// read from the marker MarkCommitted writes, not from _metadata.
+	Committed bool `json:"-"`
+	// RestoredFrom is the path of the checkpoint or savepoint this one was
+	// adopted from (Storage.Adopt); empty for a checkpoint the job took.
+	RestoredFrom string `json:"restored_from,omitempty"`
+	// Supersedes is set on a checkpoint adopted from an older one while
+	// the job had a newer complete checkpoint: see Superseded.
+	Supersedes *Superseded `json:"supersedes,omitempty"`
+}
+
+// Superseded records, in a checkpoint adopted from an older one (a run
+// resumed on purpose with --from), the newer complete checkpoint the job
+// abandoned: its id and path and its sink operators' snapshots (operator
+// state only, inline). Every later restore of the adopted lineage hands
+// them to the sinks, which tell the restored transactions committed since
+// (no longer pending in the newer checkpoint) from those still to commit,
+// even after the newer checkpoint's directory is gone.
+type Superseded struct {
+	CheckpointID int64              `json:"checkpoint_id"`
+	Path         string             `json:"path"`
+	Operators    []OperatorSnapshot `json:"operators"`
 }
 
 // OperatorSnapshot is one operator's part of a checkpoint, matched to the
@@ -45,7 +70,12 @@ type CheckpointInfo struct {
 	Savepoint bool
 	Path      string
 	Complete  bool
-	// Err says why an incomplete or corrupt checkpoint cannot be used.
+	// Damaged is true for a checkpoint whose _metadata exists but cannot
+	// be used: unreadable, a bad checksum, or a state file it names
+	// missing, truncated or corrupt. A directory without _metadata (a
+	// checkpoint that never completed) is incomplete, not damaged.
+	Damaged bool
+	// Err says why an incomplete or damaged checkpoint cannot be used.
 	Err error
 }
 
@@ -90,6 +120,21 @@ type Storage interface {
 	// DiscardAll removes every checkpoint of the job (delete-on-cancellation).
 	// Savepoints stay.
 	DiscardAll() error
+	// MarkCommitted records durably that every transaction the sinks stored
+	// in completed checkpoint or savepoint checkpointID has been committed;
+	// Load, Latest and List then report it (Metadata.Committed). It is
+	// called after a stop with a savepoint once every sink drained its
+	// commits. Marking a checkpoint that does not exist is an error.
+	MarkCommitted(ctx context.Context, checkpointID int64) error
+	// Adopt makes md (a checkpoint or savepoint returned by Load, of this
+	// job's storage or another) the job's newest complete checkpoint, under
+	// id newID, which must be above every id in the storage: its state
+	// files are copied (or shared ones referenced) so that removing the
+	// original never touches the copy, and the new _metadata records
+	// RestoredFrom (md's path), md.Supersedes and, when md was committed,
+	// the committed marker. Until Adopt returns nil the job's lineage is
+	// unchanged. It returns the new checkpoint's metadata (Path set).
+	Adopt(ctx context.Context, md *Metadata, newID int64) (*Metadata, error)
 }
 
 // SnapshotWriter creates the files of one subtask's snapshot.

@@ -1,0 +1,179 @@
+package outage
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// fakeClock advances only when a call waits: After moves the time forward
+// by the pause and fires at once, so retries run without sleeping.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	now := c.now
+	c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	ch <- now
+	return ch
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func newTracker(t *testing.T, tol time.Duration) (*Tracker, *fakeClock, *bytes.Buffer) {
+	t.Helper()
+	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	var logs bytes.Buffer
+	tr, err := NewTracker(Options{Tolerance: tol, Now: clk.Now, After: clk.After,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr, clk, &logs
+}
+
+var dialErr = &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
+
+func TestDoRidesOutAnOutageAndLogsOnce(t *testing.T) {
+	tr, clk, logs := newTracker(t, 10*time.Second)
+	calls := 0
+	err := tr.Do(context.Background(), "listing topics", func(context.Context) error {
+		calls++
+		if calls < 12 {
+			if calls == 5 {
+				if st := tr.Status(); !st.Down || st.What != "listing topics" || !strings.Contains(st.LastError, "refused") {
+					t.Errorf("status during the outage: %+v", st)
+				}
+			}
+			return fmt.Errorf("unable to dial: %w", dialErr)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Do: %v", err)
+	}
+	if calls != 12 {
+		t.Fatalf("%d calls, want 12", calls)
+	}
+	if st := tr.Status(); st.Down {
+		t.Fatalf("still down after a success: %+v", st)
+	}
+	if n := strings.Count(logs.String(), "does not answer"); n != 1 {
+		t.Fatalf("outage start logged %d times, want once:\n%s", n, logs)
+	}
+	if n := strings.Count(logs.String(), "answers again"); n != 1 {
+		t.Fatalf("outage end logged %d times, want once:\n%s", n, logs)
+	}
+	if clk.Now().Sub(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) >= 10*time.Second {
+		t.Fatalf("the retries took %s of fake time, past the tolerance", clk.Now())
+	}
+}
+
+func TestDoGivesUpPastTheTolerance(t *testing.T) {
+	tr, clk, _ := newTracker(t, 5*time.Second)
+	start := clk.Now()
+	err := tr.Do(context.Background(), "fencing x", func(context.Context) error { return kerr.NotCoordinator })
+	var oe *Error
+	if !errors.As(err, &oe) || !errors.Is(err, kerr.NotCoordinator) {
+		t.Fatalf("err = %v, want an *Error wrapping NOT_COORDINATOR", err)
+	}
+	if oe.For < 5*time.Second || clk.Now().Sub(start) > 7*time.Second {
+		t.Fatalf("gave up after %s (clock moved %s), want just past 5s", oe.For, clk.Now().Sub(start))
+	}
+	if !strings.Contains(err.Error(), "kafka.outage_tolerance") || !strings.Contains(err.Error(), "fencing x") {
+		t.Fatalf("error does not name the call and the key: %v", err)
+	}
+}
+
+// The bound is the outage's, not each call's: a call that starts failing
+// late in an outage does not wait a whole tolerance more.
+func TestTheBoundIsPerOutage(t *testing.T) {
+	tr, clk, _ := newTracker(t, 10*time.Second)
+	if err := tr.Failed("fetch", dialErr, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(8 * time.Second)
+	begin := clk.Now()
+	err := tr.Do(context.Background(), "commit", func(context.Context) error { return dialErr })
+	if err == nil {
+		t.Fatal("Do succeeded")
+	}
+	if waited := clk.Now().Sub(begin); waited > 3*time.Second {
+		t.Fatalf("the late call waited %s; the outage had 2s of tolerance left", waited)
+	}
+	// A success ends the outage; the next one starts a new bound.
+	tr.Succeeded()
+	if err := tr.Failed("fetch", dialErr, time.Time{}); err != nil {
+		t.Fatalf("a new outage failed at once: %v", err)
+	}
+}
+
+func TestNeverRetried(t *testing.T) {
+	for _, e := range []error{kerr.ProducerFenced, kerr.InvalidProducerEpoch, kerr.TransactionalIDNotFound,
+		kerr.InvalidProducerIDMapping, kerr.OffsetOutOfRange, kerr.InvalidTxnState, kgo.ErrClientClosed,
+		context.Canceled, errors.New("some bug")} {
+		tr, _, logs := newTracker(t, time.Minute)
+		calls := 0
+		err := tr.Do(context.Background(), "x", func(context.Context) error { calls++; return fmt.Errorf("wrapped: %w", e) })
+		if calls != 1 || !errors.Is(err, e) {
+			t.Errorf("%v: %d calls, err %v; want one call and the error back", e, calls, err)
+		}
+		if logs.Len() != 0 {
+			t.Errorf("%v: logged an outage: %s", e, logs)
+		}
+	}
+}
+
+func TestRetriable(t *testing.T) {
+	for _, e := range []error{dialErr, kerr.NotCoordinator, kerr.CoordinatorLoadInProgress, kerr.ConcurrentTransactions,
+		kerr.NotLeaderForPartition, kerr.NotEnoughReplicas, kerr.LeaderNotAvailable, context.DeadlineExceeded,
+		fmt.Errorf("x: %w", dialErr)} {
+		if !Retriable(e) {
+			t.Errorf("Retriable(%v) = false", e)
+		}
+	}
+}
+
+func TestDoStopsWithTheContext(t *testing.T) {
+	tr, _, _ := newTracker(t, time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := 0
+	err := tr.Do(ctx, "x", func(context.Context) error {
+		calls++
+		if calls == 3 {
+			cancel()
+		}
+		return dialErr
+	})
+	if !errors.Is(err, dialErr) && !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	if calls != 3 {
+		t.Fatalf("%d calls after the cancel", calls)
+	}
+}
