@@ -34,6 +34,12 @@ type Scope struct {
 	// newer checkpoint) from ones to commit now. Zero otherwise.
 	NewerCheckpoint int64
 	NewerEntries    [][]byte
+	// RestoredCommitted is true when every transaction in the restored
+	// entries is known to be committed (state.Metadata.Committed: the
+	// checkpoint was a stop with a savepoint, whose commits the stop
+	// drained): a transactional sink must not commit them again, which
+	// fails once the broker has expired their transactional ids.
+	RestoredCommitted bool
 }
 
 // SourceReader is one source subtask's reader. The subtask's goroutine

@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -60,6 +61,9 @@ type Options struct {
 // Tracker is the outage state of one job's Kafka cluster.
 type Tracker struct {
 	opts Options
+	// down mirrors !since.IsZero() for Succeeded's fast path: a call on
+	// the record path costs one atomic load while the cluster answers.
+	down atomic.Bool
 
 	mu    sync.Mutex
 	since time.Time // start of the ongoing outage; zero when none
@@ -144,6 +148,9 @@ func (e *Error) Unwrap() error { return e.Err }
 // Succeeded records that a call reached the cluster: an ongoing outage
 // ends (logged once, with its length).
 func (t *Tracker) Succeeded() {
+	if !t.down.Load() {
+		return
+	}
 	t.mu.Lock()
 	if t.since.IsZero() {
 		t.mu.Unlock()
@@ -151,6 +158,7 @@ func (t *Tracker) Succeeded() {
 	}
 	since, what := t.since, t.what
 	t.since, t.what, t.last = time.Time{}, "", nil
+	t.down.Store(false)
 	now := t.opts.Now()
 	t.mu.Unlock()
 	t.opts.Logger.Info("the Kafka cluster answers again", "outage", now.Sub(since).Round(time.Millisecond), "first_failed", what)
@@ -166,6 +174,7 @@ func (t *Tracker) Failed(what string, err error, callStart time.Time) error {
 	t.mu.Lock()
 	if t.since.IsZero() {
 		t.since, t.what = now, what
+		t.down.Store(true)
 		t.mu.Unlock()
 		t.opts.Logger.Warn("the Kafka cluster does not answer; waiting for it", "op", what, "tolerance", t.opts.Tolerance, "err", err)
 		t.mu.Lock()

@@ -18,7 +18,13 @@ import (
 type TimeoutBudget struct {
 	CheckpointInterval time.Duration
 	CheckpointTimeout  time.Duration
-	RestartDelay       time.Duration
+	// TolerableFailures is checkpoint.tolerable_failures: that many
+	// checkpoints may time out in a row before the attempt fails.
+	TolerableFailures int
+	RestartDelay      time.Duration
+	// OutageTolerance is kafka.outage_tolerance: how long a commit may
+	// wait for an unreachable cluster.
+	OutageTolerance time.Duration
 }
 
 // comfort is how far above the budget a transaction timeout must be: the

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/outage"
 	"github.com/onceflow/onceflow/state"
 	"github.com/onceflow/onceflow/twophase"
 )
@@ -42,6 +43,10 @@ type SinkOptions struct {
 	TransactionTimeout time.Duration
 	// Logger receives warnings (nil: slog.Default()).
 	Logger *slog.Logger
+	// Outage is the job's cluster-outage tracker: every call to the
+	// cluster waits through an outage for its tolerance (nil: a tracker
+	// of the sink's own with outage.DefaultTolerance).
+	Outage *outage.Tracker
 }
 
 // Sink is the Kafka sink of a job (engine.Sink[*kgo.Record]).
