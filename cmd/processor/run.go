@@ -18,6 +18,7 @@ import (
 
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/joblock"
 	"github.com/onceflow/onceflow/jobs"
 )
 
@@ -149,6 +150,13 @@ func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	// One process per job and checkpoint directory, before anything of
+	// the job is touched; the kernel drops the lock when this process dies.
+	lock, err := joblock.Acquire(joblock.Path(cfg.Checkpoint.Dir, cfg.Job.Name))
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	log := newLogger(cfg.Log, stderr)
 	logStart(log, cfg, f)
 
