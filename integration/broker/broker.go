@@ -164,11 +164,17 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancel()
-	for _, n := range c.nodes {
-		if err := c.format(ctx, n); err != nil {
-			c.removeDir()
-			return nil, err
-		}
+	// The nodes are formatted at once: each format is a JVM start, seconds
+	// on a small machine.
+	errs := make([]error, len(c.nodes))
+	var wg sync.WaitGroup
+	for i, n := range c.nodes {
+		wg.Go(func() { errs[i] = c.format(ctx, n) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		c.removeDir()
+		return nil, err
 	}
 	for _, n := range c.nodes {
 		if err := c.launch(n); err != nil {
@@ -535,8 +541,43 @@ func (c *Cluster) TransactionVersion() int {
 	return *c.opts.TransactionVersion
 }
 
+// NodeID is the node.id of node i (0-based): i+1. Metadata, leaders and
+// coordinators name nodes by this id.
+func (c *Cluster) NodeID(i int) int32 { return int32(c.nodes[i].id) }
+
+// Index is the 0-based index of the node whose node.id is id, for Kill,
+// Terminate and Restart; false when no node has that id.
+func (c *Cluster) Index(id int32) (int, bool) {
+	for i, n := range c.nodes {
+		if int32(n.id) == id {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// Running reports whether node i's process is alive.
+func (c *Cluster) Running(i int) bool { return !c.nodes[i].exited() }
+
+// LogTail returns the last lines of node i's log (stdout and stderr of
+// every run of the node), for failure messages.
+func (c *Cluster) LogTail(i, lines int) string { return c.nodes[i].logTail(lines) }
+
+// LogPath is the file holding node i's log.
+func (c *Cluster) LogPath(i int) string { return c.nodes[i].log }
+
+// killWait is how long Kill waits for a node to be gone after SIGKILL.
+const killWait = 30 * time.Second
+
+// DefaultTerminateTimeout is how long Terminate waits for a controlled
+// shutdown when given no bound.
+const DefaultTerminateTimeout = 60 * time.Second
+
 // Kill ends node i (0-based) with SIGKILL, like a machine losing power,
-// and waits until the process is gone.
+// and waits until the process is gone. The cluster learns of the loss
+// only when the node's session with the controller times out
+// (broker.session.timeout.ms, 9 s by default): until then the node stays
+// the leader of its partitions in the metadata.
 func (c *Cluster) Kill(i int) error {
 	n := c.nodes[i]
 	n.mu.Lock()
@@ -549,9 +590,46 @@ func (c *Cluster) Kill(i int) error {
 	select {
 	case <-done:
 		return nil
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("broker: node %d did not die within 30s of SIGKILL", n.id)
+	case <-time.After(killWait):
+		return fmt.Errorf("broker: node %d did not die within %s of SIGKILL", n.id, killWait)
 	}
+}
+
+// Terminate stops node i (0-based) with SIGTERM, as a rolling restart
+// does: the broker asks the controller for a controlled shutdown, the
+// controller moves the leadership of the node's partitions to other
+// in-sync replicas and lets it go, and the process exits. Terminate
+// returns once the process is gone. When it is still running after
+// timeout (DefaultTerminateTimeout when zero), the node is killed with
+// SIGKILL and the error says the controlled shutdown did not finish, with
+// the tail of the node's log; the node is down either way.
+func (c *Cluster) Terminate(i int, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = DefaultTerminateTimeout
+	}
+	n := c.nodes[i]
+	n.mu.Lock()
+	cmd, done := n.cmd, n.done
+	n.mu.Unlock()
+	if cmd == nil || n.exited() {
+		return fmt.Errorf("broker: node %d is not running", n.id)
+	}
+	// The JVM alone gets the signal: the controlled shutdown is its
+	// shutdown hook's work.
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+		return nil
+	case <-time.After(timeout):
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	select {
+	case <-done:
+	case <-time.After(killWait):
+		return fmt.Errorf("broker: node %d survived SIGTERM for %s and SIGKILL for %s", n.id, timeout, killWait)
+	}
+	return fmt.Errorf("broker: node %d did not finish its controlled shutdown within %s of SIGTERM and was killed; its log (%s) ends with:\n%s",
+		n.id, timeout, n.log, n.logTail(20))
 }
 
 // Restart starts node i again on the same ports and data, and waits until
@@ -577,8 +655,22 @@ func (c *Cluster) Stop() error {
 	return err
 }
 
+// stopWait is how long Stop waits for the nodes to exit after SIGTERM
+// before it kills them.
+const stopWait = 20 * time.Second
+
+// stopNodes sends SIGTERM to every running node at once and waits for all
+// of them, killing those still running after stopWait. At once, because
+// one by one the last nodes of a three-node cluster would each wait for a
+// controlled shutdown that the controller quorum, gone with the first
+// nodes, can no longer grant.
 func (c *Cluster) stopNodes() error {
-	var errs []error
+	type running struct {
+		n    *node
+		pid  int
+		done chan struct{}
+	}
+	var rs []running
 	for _, n := range c.nodes {
 		n.mu.Lock()
 		cmd, done := n.cmd, n.done
@@ -587,15 +679,31 @@ func (c *Cluster) stopNodes() error {
 			continue
 		}
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		rs = append(rs, running{n, cmd.Process.Pid, done})
+	}
+	deadline := time.NewTimer(stopWait)
+	defer deadline.Stop()
+	expired := false
+	var errs []error
+	for _, r := range rs {
+		if !expired {
 			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				errs = append(errs, fmt.Errorf("broker: node %d survived SIGKILL", n.id))
+			case <-r.done:
+				continue
+			case <-deadline.C:
+				expired = true
 			}
+		}
+		select {
+		case <-r.done:
+			continue
+		default:
+		}
+		_ = syscall.Kill(-r.pid, syscall.SIGKILL)
+		select {
+		case <-r.done:
+		case <-time.After(killWait):
+			errs = append(errs, fmt.Errorf("broker: node %d survived SIGKILL", r.n.id))
 		}
 	}
 	return errors.Join(errs...)

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,5 +101,111 @@ func TestThreeNodesSurviveTheLossOfOne(t *testing.T) {
 	}
 	if o, _ := ends.Lookup("rf3", 0); o.Offset != 3 {
 		t.Fatalf("high watermark %d, want 3", o.Offset)
+	}
+}
+
+// Terminate is a controlled shutdown: by the time the process has exited,
+// the controller has moved the leadership of the node's partitions to the
+// other in-sync replicas, so that the cluster never waits for the node's
+// session to time out (as it does after Kill: broker.session.timeout.ms,
+// 9 s). A write with acks=all then succeeds at once on the new leader, and
+// the restarted node rejoins every partition's ISR.
+func TestTerminateMovesLeadershipBeforeExiting(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c, err := Start(ctx, Options{Nodes: 3, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	const topic = "terminate"
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Addrs()...), kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(kgo.AllISRAcks()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	if _, err := adm.CreateTopic(ctx, 3, 3, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	// details returns the topic's partitions once each has a leader.
+	details := func() kadm.PartitionDetails {
+		t.Helper()
+		for {
+			md, err := adm.Metadata(ctx, topic)
+			if err == nil && md.Topics[topic].Err == nil && len(md.Topics[topic].Partitions) == 3 {
+				ps := md.Topics[topic].Partitions
+				ok := true
+				for _, p := range ps {
+					ok = ok && p.Leader >= 0
+				}
+				if ok {
+					return ps
+				}
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("topic %s has no leader for every partition: %v", topic, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	victim := details()[0].Leader
+	i, ok := c.Index(victim)
+	if !ok || c.NodeID(i) != victim {
+		t.Fatalf("Index(%d) = %d, %v", victim, i, ok)
+	}
+	start := time.Now()
+	if err := c.Terminate(i, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("node %d: controlled shutdown in %s", victim, time.Since(start).Round(time.Millisecond))
+	if c.Running(i) {
+		t.Fatalf("node %d still runs after Terminate", victim)
+	}
+	// The survivors learnt of the move before the node exited; their
+	// metadata may lag the controller's by a heartbeat, far less than the
+	// session timeout a killed node costs.
+	moved := time.Now()
+	for {
+		var still []int32
+		for _, p := range details() {
+			if p.Leader == victim {
+				still = append(still, p.Partition)
+			}
+		}
+		if len(still) == 0 {
+			break
+		}
+		if time.Since(moved) > 3*time.Second {
+			t.Fatalf("node %d exited after SIGTERM still leading partitions %v 3s later: no controlled shutdown", victim, still)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+	err = cl.ProduceSync(pctx, &kgo.Record{Value: []byte("after-terminate"), Partition: 0}).FirstErr()
+	pcancel()
+	if err != nil {
+		t.Fatalf("acks=all write to the moved partition: %v", err)
+	}
+	if err := c.Terminate(i, 0); err == nil || !strings.Contains(err.Error(), "not running") {
+		t.Fatalf("Terminate of a stopped node: %v", err)
+	}
+	if err := c.Restart(ctx, i); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		back := 0
+		for _, p := range details() {
+			if slices.Contains(p.ISR, victim) {
+				back++
+			}
+		}
+		if back == 3 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("node %d rejoined the ISR of %d of 3 partitions", victim, back)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -255,25 +255,7 @@ func CreateTopic(t testing.TB, seeds []string, name string, partitions int32) {
 	if err != nil {
 		t.Fatalf("kafkatest: creating topic %s: %v", name, err)
 	}
-	// Wait until every partition has a leader.
-	for {
-		md, err := adm.Metadata(ctx, name)
-		if err == nil {
-			td := md.Topics[name]
-			ready := td.Err == nil && len(td.Partitions) == int(partitions)
-			for _, p := range td.Partitions {
-				ready = ready && p.Leader >= 0 && p.Err == nil
-			}
-			if ready {
-				return
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("kafkatest: topic %s has no leader for every partition: %v", name, err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	waitLeaders(t, ctx, adm, name, int(partitions))
 }
 
 func sanitize(name string) string {
