@@ -1,0 +1,319 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/integration/kafkatest"
+)
+
+// steadyFeeder produces the input of a job at a steady pace from its own
+// goroutine while brokers stop, die and come back. Its producer is
+// idempotent with acks=all and retries without limit, so a record counts
+// as sent only once acknowledged, and each is written once whatever the
+// brokers do. A produce that fails anyway (beyond feedWait) ends the
+// feeding and fails the test at the next check.
+type steadyFeeder struct {
+	topic string
+	stop  chan struct{}
+	done  chan struct{}
+
+	mu   sync.Mutex
+	sent []*kgo.Record
+	err  error
+}
+
+// feedWait bounds one batch's produce: a broker outage the tests cause
+// lasts far less.
+const feedWait = 2 * time.Minute
+
+// startSteadyFeeder produces perTick records to topic every tick until
+// stopped (by stopFeeding, or by the test's end).
+func startSteadyFeeder(t *testing.T, seeds []string, topic string, seed uint64, perTick int, tick time.Duration) *steadyFeeder {
+	t.Helper()
+	cl := kafkatest.Client(t, seeds, kgo.RequiredAcks(kgo.AllISRAcks()))
+	f := &steadyFeeder{topic: topic, stop: make(chan struct{}), done: make(chan struct{})}
+	rng := rand.New(rand.NewPCG(seed, 17))
+	go func() { // owned by f; ends on stop or a failed produce
+		defer close(f.done)
+		ticker := time.NewTicker(tick)
+		defer ticker.Stop()
+		for n := 0; ; {
+			select {
+			case <-f.stop:
+				return
+			case <-ticker.C:
+			}
+			batch := make([]*kgo.Record, 0, perTick)
+			for range perTick {
+				r := inputLine(rng, n)
+				r.Topic = topic
+				batch = append(batch, r)
+				n++
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), feedWait)
+			err := cl.ProduceSync(ctx, batch...).FirstErr()
+			cancel()
+			f.mu.Lock()
+			if err != nil {
+				f.err = fmt.Errorf("producing input to %s (%d records sent before): %w", topic, len(f.sent), err)
+			} else {
+				f.sent = append(f.sent, batch...)
+			}
+			f.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { f.halt() })
+	return f
+}
+
+func (f *steadyFeeder) halt() {
+	select {
+	case <-f.stop:
+	default:
+		close(f.stop)
+	}
+	<-f.done
+}
+
+// check fails the test if a produce failed.
+func (f *steadyFeeder) check(t *testing.T) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		t.Fatalf("feeder: %v", f.err)
+	}
+}
+
+// count is how many records were acknowledged so far.
+func (f *steadyFeeder) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.sent)
+}
+
+// stopFeeding stops the feeder and returns every record it sent.
+func (f *steadyFeeder) stopFeeding(t *testing.T) []*kgo.Record {
+	t.Helper()
+	f.halt()
+	f.check(t)
+	return f.sent
+}
+
+// troubleJob is one processor running one job on its own topics, for the
+// broker-trouble tests: its config, its HTTP API, its input feeder.
+type troubleJob struct {
+	t        *testing.T
+	typ      string
+	name     string
+	seeds    []string
+	in, out  string
+	dir      string
+	cfg      string
+	addrFile string
+	check    func(in, out []*kgo.Record) string
+
+	proc *child
+	feed *steadyFeeder
+	addr string
+}
+
+// troubleConfig are the settings every broker-trouble job shares. The
+// outage tolerance (30s) covers a broker's restart, a leader's failover
+// after a SIGKILL (the 9 s session timeout, then an election) and a
+// coordinator's move with room to spare; checkpoints that fail meanwhile
+// are tolerated for (3+1) × 10s ≥ 30s; the transaction timeout is well
+// above the whole budget (interval + 4 × 10s + restart delay + outage
+// tolerance ≈ 71s).
+const troubleConfig = `
+job: {name: %[1]s, type: %[2]s, parallelism: 2}
+kafka: {brokers: [%[3]s], outage_tolerance: 30s}
+source: {topic: %[4]s, start: earliest}
+sink: {topic: %[5]s, delivery: exactly_once, transactional_id_prefix: %[1]s, transaction_timeout: 5m}
+checkpoint: {interval: 200ms, timeout: 10s, tolerable_failures: 3, retain: 3, dir: %[6]s/checkpoints}
+state: {backend: pebble, dir: %[6]s/state, incremental: true}
+restart: {strategy: fixed-delay, attempts: 3, delay: 1s}
+http: {listen: "127.0.0.1:0"}
+log: {level: info}
+`
+
+// newTroubleJob writes the config of a job of type typ (copy or
+// wordcount) with a unique name, reading <name>-in and writing
+// <name>-out. The topics are not created yet: createTopics or the test
+// does that.
+func newTroubleJob(t *testing.T, typ string, seeds []string) *troubleJob {
+	t.Helper()
+	j := &troubleJob{t: t, typ: typ, seeds: seeds, dir: t.TempDir()}
+	j.name = fmt.Sprintf("trouble-%s-%d-%d", typ, os.Getpid(), time.Now().UnixNano()%1e6)
+	j.in, j.out = j.name+"-in", j.name+"-out"
+	for _, cj := range crashJobs {
+		if cj.typ == typ {
+			j.check = cj.check
+		}
+	}
+	if j.check == nil {
+		t.Fatalf("no output check for job type %s", typ)
+	}
+	quoted := make([]string, len(seeds))
+	for i, s := range seeds {
+		quoted[i] = fmt.Sprintf("%q", s)
+	}
+	j.cfg = writeConfig(t, j.dir, fmt.Sprintf(troubleConfig, j.name, typ, strings.Join(quoted, ", "), j.in, j.out, j.dir))
+	j.addrFile = filepath.Join(j.dir, "addr")
+	return j
+}
+
+// createTopics creates the input and output topics with two partitions,
+// placed by the cluster.
+func (j *troubleJob) createTopics() {
+	j.t.Helper()
+	kafkatest.CreateTopic(j.t, j.seeds, j.in, 2)
+	kafkatest.CreateTopic(j.t, j.seeds, j.out, 2)
+}
+
+// start feeds the input and runs the processor, and returns once its API
+// answers and it has completed a checkpoint with output committed.
+func (j *troubleJob) start(seed uint64) {
+	t := j.t
+	t.Helper()
+	j.feed = startSteadyFeeder(t, j.seeds, j.in, seed, 10, 100*time.Millisecond)
+	j.proc = startChild(t, nil, "run", "--config", j.cfg, "--addr-file", j.addrFile)
+	t.Cleanup(func() {
+		if t.Failed() {
+			j.saveLog()
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if !eventually(ctx, 100*time.Millisecond, func() bool {
+		j.alive()
+		b, err := os.ReadFile(j.addrFile)
+		j.addr = strings.TrimSpace(string(b))
+		return err == nil && j.addr != ""
+	}) {
+		t.Fatalf("%s: no HTTP address in %s within 2 minutes:\n%s", j.name, j.addrFile, j.proc.tail())
+	}
+	j.waitCheckpoints(1, 2*time.Minute)
+	if !eventually(ctx, time.Second, func() bool {
+		j.alive()
+		return len(kafkatest.ReadCommitted(t, j.seeds, j.out)) > 0
+	}) {
+		t.Fatalf("%s: no output committed within 2 minutes:\n%s", j.name, j.proc.tail())
+	}
+}
+
+// alive fails the test if the processor exited.
+func (j *troubleJob) alive() {
+	j.t.Helper()
+	if j.proc.exited() {
+		j.t.Fatalf("%s: the processor exited with %v:\n%s", j.name, j.proc.err, j.proc.tail())
+	}
+	j.feed.check(j.t)
+}
+
+// saveLog writes the processor's whole output next to the test's
+// temporary files' root, for a failure's post-mortem, and logs where.
+func (j *troubleJob) saveLog() {
+	if j.proc == nil {
+		return
+	}
+	p := filepath.Join(os.TempDir(), j.name+".log")
+	if err := os.WriteFile(p, []byte(j.proc.output.String()), 0o644); err == nil {
+		j.t.Logf("%s: the processor's whole output is in %s", j.name, p)
+	}
+}
+
+// jobStatus is what the tests read of GET /api/v1/job.
+type jobStatus struct {
+	State          string `json:"state"`
+	Restarts       int64  `json:"restarts"`
+	LastCheckpoint int64  `json:"last_checkpoint"`
+}
+
+// status reads the job's API; it fails the test if the processor exited
+// or does not answer.
+func (j *troubleJob) status() jobStatus {
+	t := j.t
+	t.Helper()
+	j.alive()
+	hc := &http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get("http://" + j.addr + "/api/v1/job")
+	if err != nil {
+		t.Fatalf("%s: GET /api/v1/job: %v", j.name, err)
+	}
+	defer resp.Body.Close()
+	var st jobStatus
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("%s: GET /api/v1/job: %v", j.name, err)
+	}
+	return st
+}
+
+// waitCheckpoints waits until n more checkpoints completed than when it
+// was called: the job is doing its work.
+func (j *troubleJob) waitCheckpoints(n int64, within time.Duration) {
+	t := j.t
+	t.Helper()
+	from := j.status().LastCheckpoint
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	var st jobStatus
+	if !eventually(ctx, 100*time.Millisecond, func() bool {
+		st = j.status()
+		return st.LastCheckpoint >= from+n
+	}) {
+		t.Fatalf("%s: %d checkpoints completed in %s (state %s, %d restarts), want %d:\n%s",
+			j.name, st.LastCheckpoint-from, within, st.State, st.Restarts, n, j.proc.tail())
+	}
+}
+
+// finish stops the input, waits until the output holds every result,
+// stops the processor with SIGTERM (a savepoint) and checks the committed
+// output is exact and no transaction is left open. It returns the job's
+// status before the stop.
+func (j *troubleJob) finish() jobStatus {
+	t := j.t
+	t.Helper()
+	sent := j.feed.stopFeeding(t)
+	want := len(sent)
+	if j.typ == "wordcount" {
+		want = 0
+		for _, r := range sent {
+			want += len(strings.Fields(string(r.Value)))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var got []*kgo.Record
+	if !eventually(ctx, time.Second, func() bool {
+		j.alive()
+		got = kafkatest.ReadCommitted(t, j.seeds, j.out)
+		return len(got) >= want
+	}) {
+		t.Fatalf("%s: output incomplete: %d of %d records 2 minutes after the input stopped:\n%s", j.name, len(got), want, j.proc.tail())
+	}
+	st := j.status()
+	j.proc.stop(time.Minute)
+	got = kafkatest.ReadCommitted(t, j.seeds, j.out)
+	if d := j.check(sent, got); d != "" {
+		t.Errorf("%s: output is not exactly once (%d input records, %d output): %s", j.name, len(sent), len(got), d)
+	}
+	kafkatest.OpenTransactionsHoldNothing(t, j.seeds, j.out)
+	t.Logf("%s: %d input records, %d output records, %d restarts", j.name, len(sent), len(got), st.Restarts)
+	return st
+}
