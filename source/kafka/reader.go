@@ -312,14 +312,10 @@ func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
 		if err := r.discover(ctx); err != nil {
 			return nil, false, err
 		}
+		// A poll that ctx cut short may still carry what the client had
+		// buffered: its errors count as much as its records (a data loss
+		// notice must surface, not vanish with the barrier).
 		fs := r.cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			fs.EachRecord(func(rec *kgo.Record) { r.buf = append(r.buf, rec) })
-			if len(r.buf) == 0 {
-				return nil, false, nil
-			}
-			break
-		}
 		var ferr error
 		fs.EachError(func(topic string, p int32, err error) {
 			if ferr == nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
@@ -330,6 +326,9 @@ func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
 			return nil, false, ferr
 		}
 		fs.EachRecord(func(rec *kgo.Record) { r.buf = append(r.buf, rec) })
+		if len(r.buf) == 0 && ctx.Err() != nil {
+			return nil, false, nil
+		}
 	}
 	rec := r.buf[0]
 	r.buf[0] = nil
