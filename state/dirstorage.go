@@ -27,10 +27,13 @@ const MetadataVersion = 1
 
 const (
 	metadataFile   = "_metadata"
+	committedFile  = "_committed"
 	sharedDir      = "shared"
 	chkPrefix      = "chk-"
 	savepointPref  = "savepoint-"
 	metadataHeader = "onceflow-metadata"
+	// tmpInfix marks a shared file being written: <name>.tmp-<random>.
+	tmpInfix = ".tmp-"
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -277,9 +280,7 @@ func (w *snapshotWriter) Create(name string, shared bool) (FileWriter, error) {
 		// Shared files are written under a temporary name and renamed, so
 		// that a file another checkpoint already references is replaced
 		// atomically (with the same content) and never seen half-written.
-		var rnd [6]byte
-		_, _ = rand.Read(rnd[:])
-		tmp = final + ".tmp-" + hex.EncodeToString(rnd[:])
+		tmp = final + tmpInfix + randomSuffix()
 	}
 	f, err := w.s.fs.Create(tmp)
 	if err != nil {
@@ -402,30 +403,65 @@ func decodeMetadata(b []byte) (*Metadata, error) {
 	return &md, nil
 }
 
-// readMetadata reads and verifies <dir>/_metadata; errors name the path.
+// damagedError marks a checkpoint or savepoint whose _metadata exists but
+// cannot be used (unreadable, corrupt) or whose state files are missing,
+// truncated or corrupt: CheckpointInfo.Damaged. A directory without
+// _metadata is incomplete, not damaged.
+type damagedError struct{ err error }
+
+func (e *damagedError) Error() string { return e.err.Error() }
+func (e *damagedError) Unwrap() error { return e.err }
+
+// notFoundError marks a checkpoint directory that does not exist.
+type notFoundError struct{ err error }
+
+func (e *notFoundError) Error() string { return e.err.Error() }
+func (e *notFoundError) Unwrap() error { return e.err }
+
+func isNotFound(err error) bool {
+	var n *notFoundError
+	return errors.As(err, &n)
+}
+
+func isDamaged(err error) bool {
+	var d *damagedError
+	return errors.As(err, &d)
+}
+
+// readMetadata reads and verifies <dir>/_metadata; errors name the path. A
+// missing _metadata is an incomplete (or missing) checkpoint; an existing
+// one that cannot be read or decoded is a *damagedError. md.Committed
+// tells whether the committed marker is present.
 func (s *dirStorage) readMetadata(dir string) (*Metadata, error) {
 	p := filepath.Join(dir, metadataFile)
 	r, err := s.fs.Open(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			if entries, _ := s.fs.ReadDir(dir); len(entries) == 0 {
-				return nil, fmt.Errorf("checkpoint %s does not exist: %w", dir, err)
+				return nil, &notFoundError{fmt.Errorf("checkpoint %s does not exist: %w", dir, err)}
 			}
 			return nil, fmt.Errorf("checkpoint %s is incomplete: no %s: %w", dir, metadataFile, err)
 		}
-		return nil, fmt.Errorf("checkpoint metadata %s: %w", p, err)
+		return nil, &damagedError{fmt.Errorf("checkpoint metadata %s is unreadable: %w", p, err)}
 	}
 	defer r.Close()
 	b, err := io.ReadAll(r)
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint metadata %s: %w", p, err)
+		return nil, &damagedError{fmt.Errorf("checkpoint metadata %s is unreadable: %w", p, err)}
 	}
 	md, err := decodeMetadata(b)
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint metadata %s is corrupt: %w", p, err)
+		return nil, &damagedError{fmt.Errorf("checkpoint metadata %s is corrupt: %w", p, err)}
 	}
 	md.Path = dir
+	md.Committed = s.hasMarker(dir)
 	return md, nil
+}
+
+// hasMarker reports whether dir carries the committed marker.
+func (s *dirStorage) hasMarker(dir string) bool {
+	_, err := s.fs.Size(filepath.Join(dir, committedFile))
+	return err == nil
 }
 
 // Complete implements Storage.
@@ -509,13 +545,20 @@ func (s *dirStorage) writeMetadata(dir string, md *Metadata) error {
 	if err := s.fs.MkdirAll(dir); err != nil {
 		return err
 	}
-	final := filepath.Join(dir, metadataFile)
+	return s.writeAtomic(dir, metadataFile, b)
+}
+
+// writeAtomic makes <dir>/<name> hold data durably and atomically: it
+// writes a temporary file, fsyncs it, renames it to name and fsyncs dir.
+// After a crash the name holds all of data or whatever it held before.
+func (s *dirStorage) writeAtomic(dir, name string, data []byte) error {
+	final := filepath.Join(dir, name)
 	tmp := final + ".inprogress"
 	f, err := s.fs.Create(tmp)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(b); err != nil {
+	if _, err := f.Write(data); err != nil {
 		_ = f.Close()
 		_ = s.fs.Remove(tmp)
 		return err
@@ -635,7 +678,7 @@ func (s *dirStorage) subsumeLocked() {
 	for _, e := range shared {
 		rel := filepath.Join(sharedDir, e.Name)
 		base := rel
-		if i := strings.Index(base, ".tmp-"); i >= 0 {
+		if i := strings.Index(base, tmpInfix); i >= 0 {
 			base = base[:i]
 		}
 		if e.IsDir || s.refs[base] > 0 || s.pendingUsesLocked(base) {
@@ -737,9 +780,11 @@ func (s *dirStorage) Latest(ctx context.Context) (*Metadata, []CheckpointInfo, e
 		md, err := s.readMetadata(dir)
 		if err == nil {
 			info.Complete = true
+			info.Committed = md.Committed
 			err = s.verifyFiles(md)
 		}
 		info.Err = err
+		info.Damaged = isDamaged(err)
 		infos = append(infos, info)
 		if err == nil {
 			return md, infos, nil
@@ -749,7 +794,7 @@ func (s *dirStorage) Latest(ctx context.Context) (*Metadata, []CheckpointInfo, e
 }
 
 // verifyFiles reads every file md names to the end, checking size and
-// checksum.
+// checksum. A failure is a *damagedError naming the checkpoint and the file.
 func (s *dirStorage) verifyFiles(md *Metadata) error {
 	var errs []error
 	forEachRef(md, func(r FileRef) {
@@ -765,7 +810,10 @@ func (s *dirStorage) verifyFiles(md *Metadata) error {
 			errs = append(errs, fmt.Errorf("checkpoint %s: %w", md.Path, err))
 		}
 	})
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return &damagedError{errors.Join(errs...)}
+	}
+	return nil
 }
 
 // Load implements Storage. path is a chk-<n> or savepoint-<id> directory
@@ -804,7 +852,8 @@ func (s *dirStorage) Load(ctx context.Context, path string) (*Metadata, error) {
 	return md, nil
 }
 
-// List implements Storage. It checks metadata, not state files.
+// List implements Storage. It checks metadata, not state files: a
+// checkpoint whose state files are damaged lists as complete (Load tells).
 func (s *dirStorage) List(ctx context.Context) ([]CheckpointInfo, error) {
 	entries, err := s.fs.ReadDir(s.root)
 	if err != nil {
@@ -822,8 +871,12 @@ func (s *dirStorage) List(ctx context.Context) ([]CheckpointInfo, error) {
 			continue
 		}
 		dir := filepath.Join(s.root, e.Name)
-		_, err := s.readMetadata(dir)
-		infos = append(infos, CheckpointInfo{ID: id, Savepoint: sp, Path: dir, Complete: err == nil, Err: err})
+		md, err := s.readMetadata(dir)
+		info := CheckpointInfo{ID: id, Savepoint: sp, Path: dir, Complete: err == nil, Err: err, Damaged: isDamaged(err)}
+		if md != nil {
+			info.Committed = md.Committed
+		}
+		infos = append(infos, info)
 	}
 	sort.SliceStable(infos, func(i, j int) bool { return infos[i].ID < infos[j].ID })
 	return infos, ctx.Err()
@@ -946,12 +999,292 @@ func (f *failedStorage) Adopt(context.Context, *Metadata, int64) (*Metadata, err
 	return nil, f.err
 }
 
-// MarkCommitted implements Storage. (Being implemented: issue 14.)
+// MarkCommitted implements Storage. The marker is the file _committed in
+// the checkpoint's or savepoint's directory, written like _metadata (temp
+// file, fsync, rename, fsync of the directory); its presence is what
+// counts. Marking twice is harmless.
 func (s *dirStorage) MarkCommitted(ctx context.Context, checkpointID int64) error {
-	return fmt.Errorf("storage %s: MarkCommitted is not implemented yet", s.root)
+	fail := func(err error) error {
+		return fmt.Errorf("storage %s: mark checkpoint %d committed: %w", s.root, checkpointID, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(err)
+	}
+	// Under completeMu no subsumption removes the directory meanwhile.
+	s.completeMu.Lock()
+	defer s.completeMu.Unlock()
+	var errs []error
+	for _, name := range []string{savepointDirName(checkpointID), chkDirName(checkpointID)} {
+		dir := filepath.Join(s.root, name)
+		md, err := s.readMetadata(dir)
+		if err == nil && md.CheckpointID != checkpointID {
+			err = &damagedError{fmt.Errorf("checkpoint %s holds id %d", dir, md.CheckpointID)}
+		}
+		if err == nil {
+			if err := s.writeAtomic(dir, committedFile, []byte(fmt.Sprintf("committed %d\n", checkpointID))); err != nil {
+				return fail(err)
+			}
+			return nil
+		}
+		if !isNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		return fail(fmt.Errorf("no checkpoint or savepoint %d in %s", checkpointID, s.root))
+	}
+	return fail(errors.Join(errs...))
 }
 
-// Adopt implements Storage. (Being implemented: issue 14.)
+// highestIDLocked returns the highest checkpoint or savepoint id the
+// storage knows: on disk (complete or not), completed or in flight.
+// completeMu must be held.
+func (s *dirStorage) highestIDLocked() (int64, error) {
+	entries, err := s.fs.ReadDir(s.root)
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	top := s.newest
+	for id := range s.pending {
+		top = max(top, id)
+	}
+	s.mu.Unlock()
+	for _, e := range entries {
+		if id, ok := parseDirID(e.Name, chkPrefix); ok {
+			top = max(top, id)
+		} else if id, ok := parseDirID(e.Name, savepointPref); ok {
+			top = max(top, id)
+		}
+	}
+	return top, nil
+}
+
+func cloneOperators(ops []OperatorSnapshot) []OperatorSnapshot {
+	out := make([]OperatorSnapshot, len(ops))
+	for i, op := range ops {
+		op.Subtasks = append([]SubtaskSnapshot(nil), op.Subtasks...)
+		for j := range op.Subtasks {
+			st := &op.Subtasks[j]
+			st.Keyed, st.Operator = cloneHandle(st.Keyed), cloneHandle(st.Operator)
+		}
+		out[i] = op
+	}
+	return out
+}
+
+func cloneHandle(h *Handle) *Handle {
+	if h == nil {
+		return nil
+	}
+	c := *h
+	c.Files = append([]FileRef(nil), h.Files...)
+	return &c
+}
+
+// Adopt implements Storage.
+//
+// Its files are placed as follows: a private file of md (and every file of
+// a savepoint) is copied to the same place under chk-<newID>; a shared
+// file of this storage is referenced where it is; a shared file of another
+// storage is copied into this storage's shared/ under its name (names are
+// unique per instance), or referenced if this storage already holds it
+// with the same size and checksum. Every copy is verified against its
+// FileRef as it is read. The committed marker, then _metadata, are
+// written last, so a crash leaves at most an incomplete chk-<newID> that
+// the next completion sweeps away.
 func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Metadata, error) {
-	return nil, fmt.Errorf("storage %s: Adopt is not implemented yet", s.root)
+	if md == nil {
+		return nil, fmt.Errorf("storage %s: adopt: nil metadata", s.root)
+	}
+	fail := func(err error) (*Metadata, error) {
+		return nil, fmt.Errorf("storage %s: adopt %s as checkpoint %d: %w", s.root, md.Path, newID, err)
+	}
+	if md.Path == "" || !filepath.IsAbs(md.Path) {
+		return fail(errors.New("metadata without an absolute path (not returned by Load)"))
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(err)
+	}
+	s.completeMu.Lock()
+	defer s.completeMu.Unlock()
+	top, err := s.highestIDLocked()
+	if err != nil {
+		return fail(err)
+	}
+	if newID <= top {
+		return fail(fmt.Errorf("id %d is not above checkpoint %d, the highest in the storage", newID, top))
+	}
+	chkRel := chkDirName(newID)
+	dir := filepath.Join(s.root, chkRel)
+	out := &Metadata{Version: MetadataVersion, Job: s.job, CheckpointID: newID, Timestamp: md.Timestamp,
+		Operators: cloneOperators(md.Operators), RestoredFrom: md.Path, Supersedes: md.Supersedes}
+
+	// Register the adoption like a checkpoint in flight: the shared files
+	// it references or copies stay through a concurrent Abort.
+	uses := map[string]bool{}
+	s.mu.Lock()
+	s.pending[newID] = uses
+	s.mu.Unlock()
+	var copiedShared []string
+	done := false
+	defer func() {
+		s.mu.Lock()
+		delete(s.pending, newID)
+		if !done {
+			for _, rel := range copiedShared {
+				if s.refs[rel] == 0 && !s.pendingUsesLocked(rel) {
+					_ = s.fs.Remove(filepath.Join(s.root, rel))
+				}
+			}
+		}
+		s.mu.Unlock()
+		if !done {
+			_ = s.fs.RemoveAll(dir)
+		}
+	}()
+
+	sharedAbs := filepath.Join(s.root, sharedDir)
+	syncDirs := map[string]bool{}
+	err = mapRefs(out, func(r FileRef) (FileRef, error) {
+		if r.Inline {
+			return r, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return r, err
+		}
+		src, err := s.resolve(r.Path)
+		if err != nil {
+			return r, err
+		}
+		if r.Shared {
+			rel := filepath.Join(sharedDir, filepath.Base(src))
+			s.mu.Lock()
+			uses[rel] = true
+			held, isHeld := s.sharedRefs[rel]
+			isHeld = isHeld && s.refs[rel] > 0
+			s.mu.Unlock()
+			if filepath.Dir(src) == sharedAbs {
+				// This storage's own: reference it, once it is there.
+				size, err := s.fs.Size(src)
+				if err != nil {
+					return r, fmt.Errorf("shared file %s: %w", src, err)
+				}
+				if size != r.Size {
+					return r, fmt.Errorf("shared file %s is %d bytes, expected %d", src, size, r.Size)
+				}
+				return FileRef{Path: rel, Size: r.Size, CRC32C: r.CRC32C, Shared: true}, nil
+			}
+			if isHeld {
+				if held.Size != r.Size || held.CRC32C != r.CRC32C {
+					return r, fmt.Errorf("shared file %s differs from %s of the same name", src, filepath.Join(s.root, rel))
+				}
+				return held, nil
+			}
+			nr, err := s.copyIn(r, rel, true)
+			if err == nil {
+				copiedShared = append(copiedShared, rel)
+				syncDirs[sharedAbs] = true
+			}
+			return nr, err
+		}
+		rest, err := filepath.Rel(md.Path, src)
+		if err != nil || !filepath.IsLocal(rest) || filepath.Dir(rest) == "." {
+			return r, fmt.Errorf("state file %s is not inside a subdirectory of checkpoint %s", src, md.Path)
+		}
+		rel := filepath.Join(chkRel, rest)
+		parent := filepath.Dir(filepath.Join(s.root, rel))
+		if err := s.fs.MkdirAll(parent); err != nil {
+			return r, err
+		}
+		nr, err := s.copyIn(r, rel, false)
+		if err == nil {
+			syncDirs[parent] = true
+		}
+		return nr, err
+	})
+	if err != nil {
+		return fail(err)
+	}
+	// The entries of the copies become durable before _metadata names them.
+	dirs := make([]string, 0, len(syncDirs))
+	for d := range syncDirs {
+		dirs = append(dirs, d)
+	}
+	sort.Strings(dirs)
+	for _, d := range dirs {
+		if err := s.fs.SyncDir(d); err != nil {
+			return fail(fmt.Errorf("sync dir %s: %w", d, err))
+		}
+	}
+	if err := s.fs.MkdirAll(dir); err != nil {
+		return fail(err)
+	}
+	if md.Committed {
+		// Before _metadata: an adopted checkpoint is never seen without
+		// the marker of the transactions its original already committed.
+		if err := s.writeAtomic(dir, committedFile, []byte(fmt.Sprintf("committed %d (adopted from %s)\n", newID, md.Path))); err != nil {
+			return fail(err)
+		}
+	}
+	if err := s.writeMetadata(dir, out); err != nil {
+		return fail(err)
+	}
+	done = true
+	out.Path = dir
+	out.Committed = md.Committed
+	s.mu.Lock()
+	delete(s.pending, newID)
+	s.addCompletedLocked(newID, out)
+	s.subsumeLocked()
+	s.mu.Unlock()
+	return out, nil
+}
+
+// copyIn copies the stored file r (of this storage or, by absolute path,
+// another) to rel in this storage, verifying size and checksum as it
+// reads, and fsyncs the copy. A shared copy is written under a temporary
+// name and renamed, like a shared file a writer creates.
+func (s *dirStorage) copyIn(r FileRef, rel string, shared bool) (FileRef, error) {
+	in, err := s.Open(r)
+	if err != nil {
+		return r, err
+	}
+	defer in.Close()
+	final := filepath.Join(s.root, rel)
+	tmp := final
+	if shared {
+		tmp = final + tmpInfix + randomSuffix()
+	}
+	out, err := s.fs.Create(tmp)
+	if err != nil {
+		return r, fmt.Errorf("create %s: %w", tmp, err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		_ = out.Close()
+		_ = s.fs.Remove(tmp)
+		return r, fmt.Errorf("copy %s to %s: %w", r.Path, final, err)
+	}
+	if err := out.Sync(); err != nil {
+		_ = out.Close()
+		_ = s.fs.Remove(tmp)
+		return r, fmt.Errorf("sync %s: %w", tmp, err)
+	}
+	if err := out.Close(); err != nil {
+		_ = s.fs.Remove(tmp)
+		return r, fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if tmp != final {
+		if err := s.fs.Rename(tmp, final); err != nil {
+			_ = s.fs.Remove(tmp)
+			return r, fmt.Errorf("rename %s: %w", final, err)
+		}
+	}
+	return FileRef{Path: rel, Size: r.Size, CRC32C: r.CRC32C, Shared: shared}, nil
+}
+
+func randomSuffix() string {
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	return hex.EncodeToString(rnd[:])
 }

@@ -73,8 +73,13 @@ type CheckpointInfo struct {
 	// Damaged is true for a checkpoint whose _metadata exists but cannot
 	// be used: unreadable, a bad checksum, or a state file it names
 	// missing, truncated or corrupt. A directory without _metadata (a
-	// checkpoint that never completed) is incomplete, not damaged.
+	// checkpoint that never completed) is incomplete, not damaged. List
+	// reads only the metadata, so it cannot see damaged state files: Load
+	// or Latest can.
 	Damaged bool
+	// Committed is true for a complete checkpoint or savepoint carrying
+	// the marker of Storage.MarkCommitted (Metadata.Committed).
+	Committed bool
 	// Err says why an incomplete or damaged checkpoint cannot be used.
 	Err error
 }

@@ -197,29 +197,42 @@ func TestLatestSkipsCorruptCheckpoints(t *testing.T) {
 		name    string
 		corrupt func(t *testing.T, chkDir string, md *Metadata)
 		wantErr string
+		// damaged: Latest reports it as damaged (not incomplete);
+		// listDamaged: so does List, which reads only the metadata.
+		damaged, listDamaged bool
 	}{
 		{"no metadata", func(t *testing.T, dir string, _ *Metadata) {
 			must(t, os.Remove(filepath.Join(dir, "_metadata")))
-		}, "incomplete"},
+		}, "incomplete", false, false},
 		{"metadata bit flip", func(t *testing.T, dir string, _ *Metadata) {
 			flipByte(t, filepath.Join(dir, "_metadata"), -5)
-		}, "checksum"},
+		}, "checksum", true, true},
 		{"metadata truncated", func(t *testing.T, dir string, _ *Metadata) {
 			truncate(t, filepath.Join(dir, "_metadata"))
-		}, "truncated"},
+		}, "truncated", true, true},
+		{"metadata unreadable", func(t *testing.T, dir string, _ *Metadata) {
+			// A directory where the file should be: it exists, and reading
+			// it fails.
+			p := filepath.Join(dir, "_metadata")
+			must(t, os.Remove(p))
+			must(t, os.Mkdir(p, 0o755))
+		}, "unreadable", true, true},
 		{"state file bit flip", func(t *testing.T, dir string, md *Metadata) {
 			flipByte(t, filepath.Join(filepath.Dir(dir), md.Operators[0].Subtasks[0].Keyed.Files[0].Path), 3)
-		}, "corrupt"},
+		}, "corrupt", true, false},
 		{"state file truncated", func(t *testing.T, dir string, md *Metadata) {
 			truncate(t, filepath.Join(filepath.Dir(dir), md.Operators[0].Subtasks[0].Keyed.Files[0].Path))
-		}, "private"},
+		}, "private", true, false},
+		{"shared file missing", func(t *testing.T, dir string, md *Metadata) {
+			must(t, os.Remove(filepath.Join(filepath.Dir(dir), "shared", "b.sst")))
+		}, "b.sst", true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			st, err := NewFileStorage(dir, "job", StorageOptions{Retained: 2})
 			must(t, err)
 			writeCheckpoint(t, st, 1, "a.sst")
-			md2 := writeCheckpoint(t, st, 2, "a.sst")
+			md2 := writeCheckpoint(t, st, 2, "a.sst", "b.sst")
 			chk2 := filepath.Join(dir, "job", "chk-2")
 			tc.corrupt(t, chk2, md2)
 			for _, s := range []Storage{st, reopen(t, dir)} {
@@ -228,12 +241,23 @@ func TestLatestSkipsCorruptCheckpoints(t *testing.T) {
 				if md == nil || md.CheckpointID != 1 {
 					t.Fatalf("latest = %+v, want checkpoint 1", md)
 				}
-				if len(infos) != 2 || infos[0].ID != 2 {
+				if len(infos) != 2 || infos[0].ID != 2 || infos[1].ID != 1 {
 					t.Fatalf("infos %+v", infos)
+				}
+				if infos[0].Damaged != tc.damaged || infos[1].Damaged || infos[1].Err != nil {
+					t.Fatalf("Latest infos %+v, want checkpoint 2 damaged=%v and checkpoint 1 intact", infos, tc.damaged)
 				}
 				wantErrContains(t, infos[0].Err, chk2, tc.wantErr)
 				_, err = s.Load(ctx, chk2)
 				wantErrContains(t, err, chk2, tc.wantErr)
+				list, err := s.List(ctx)
+				must(t, err)
+				if len(list) != 2 || list[1].ID != 2 || list[1].Damaged != tc.listDamaged || list[0].Damaged {
+					t.Fatalf("List %+v, want checkpoint 2 damaged=%v", list, tc.listDamaged)
+				}
+				if wantComplete := !tc.listDamaged && tc.name != "no metadata"; list[1].Complete != wantComplete {
+					t.Fatalf("List reports checkpoint 2 complete=%v, want %v", list[1].Complete, wantComplete)
+				}
 			}
 		})
 	}

@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -20,8 +23,17 @@ func newCheckpointsCmd() *cobra.Command {
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "list DIR",
-		Short: "List the checkpoints and savepoints in a job's checkpoint directory (<checkpoint.dir>/<job.name>)",
-		Args:  cobra.ExactArgs(1),
+		Short: "List the checkpoints and savepoints in a job's checkpoint directory (<checkpoint.dir>/<job.name>), verifying each complete one's files",
+		Long: `List the checkpoints and savepoints in a job's checkpoint directory
+(<checkpoint.dir>/<job.name>), oldest first. Every complete one is verified
+(metadata checksum, then the size and checksum of every state file it names).
+STATUS is one of:
+  complete             usable
+  complete, committed  usable; its transactions are known to be committed
+  incomplete           never completed (no _metadata): ignored, swept later
+  DAMAGED: <reason>    its metadata or a state file is unreadable, missing
+                       or corrupt: a restore cannot use it`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := jobStorage(args[0])
 			if err != nil {
@@ -31,20 +43,18 @@ func newCheckpointsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			jobDir, err := filepath.Abs(args[0])
+			if err != nil {
+				return err
+			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tKIND\tSTATUS\tPATH")
+			fmt.Fprintln(w, "ID\tKIND\tPATH\tSTATUS")
 			for _, in := range infos {
-				kind, status := "checkpoint", "complete"
+				kind := "checkpoint"
 				if in.Savepoint {
 					kind = "savepoint"
 				}
-				if !in.Complete {
-					status = "incomplete"
-				}
-				if in.Err != nil {
-					status = "unusable: " + in.Err.Error()
-				}
-				fmt.Fprintf(w, "%d\t%s\t%s\t%s\n", in.ID, kind, status, in.Path)
+				fmt.Fprintf(w, "%d\t%s\t%s\t%s\n", in.ID, kind, in.Path, checkpointStatus(cmd.Context(), st, jobDir, in))
 			}
 			return w.Flush()
 		},
@@ -97,6 +107,41 @@ func newCheckpointsCmd() *cobra.Command {
 	})
 	cmd.Commands()[1].Flags().Bool("json", false, "also print the whole metadata as JSON")
 	return cmd
+}
+
+// checkpointStatus is the STATUS of one listed checkpoint: a complete one
+// is loaded, which verifies every file it names. Reasons name files
+// relative to the job directory jobDir.
+func checkpointStatus(ctx context.Context, st state.Storage, jobDir string, in state.CheckpointInfo) string {
+	reason := func(err error) string {
+		msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+		// The PATH column names the checkpoint already.
+		for _, prefix := range []string{"load " + in.Path + ": ", "checkpoint " + in.Path + ": "} {
+			msg = strings.TrimPrefix(msg, prefix)
+		}
+		return strings.ReplaceAll(msg, jobDir+string(filepath.Separator), "")
+	}
+	switch {
+	case in.Damaged:
+		return "DAMAGED: " + reason(in.Err)
+	case !in.Complete:
+		return "incomplete"
+	}
+	md, err := st.Load(ctx, in.Path)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "unknown: " + reason(err)
+		}
+		if _, serr := os.Stat(in.Path); errors.Is(serr, fs.ErrNotExist) {
+			// A running job's retention removed it after List.
+			return "removed while listing"
+		}
+		return "DAMAGED: " + reason(err)
+	}
+	if md.Committed {
+		return "complete, committed"
+	}
+	return "complete"
 }
 
 // jobStorage opens the storage of the job whose checkpoint directory is
