@@ -49,7 +49,9 @@ type Kafka struct {
 	// restarting cluster (a broker restart, a leader moving, a coordinator
 	// loading) before the call that waits fails the job attempt and the
 	// restart strategy decides. Checkpoints may fail meanwhile; they count
-	// against checkpoint.tolerable_failures.
+	// against checkpoint.tolerable_failures, so it may not exceed
+	// Checkpoint.OutageBudget. Unset, it is outage.DefaultTolerance or
+	// that budget, whichever is shorter.
 	OutageTolerance time.Duration `mapstructure:"outage_tolerance"`
 	TLS             TLS           `mapstructure:"tls"`
 	SASL            SASL          `mapstructure:"sasl"`

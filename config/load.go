@@ -67,6 +67,9 @@ func Load(src Sources) (*Config, error) {
 		v.SetDefault(k, val)
 	}
 
+	// explicit are the keys the file, the environment or a flag set; a
+	// derived default never overrides them.
+	explicit := map[string]bool{}
 	if src.File != "" {
 		fv := viper.New()
 		fv.SetConfigFile(src.File)
@@ -78,6 +81,7 @@ func Load(src Sources) (*Config, error) {
 			if !slices.Contains(keys, k) {
 				return nil, fmt.Errorf("config file %s: unknown key %q%s", src.File, k, suggest(k, keys))
 			}
+			explicit[k] = true
 		}
 		if err := v.MergeConfigMap(fv.AllSettings()); err != nil {
 			return nil, fmt.Errorf("config file %s: %w", src.File, err)
@@ -98,6 +102,7 @@ func Load(src Sources) (*Config, error) {
 			return nil, fmt.Errorf("environment variable %s names no configuration key", name)
 		}
 		v.Set(key, val)
+		explicit[key] = true
 	}
 
 	for _, kv := range src.Set {
@@ -110,6 +115,7 @@ func Load(src Sources) (*Config, error) {
 			return nil, fmt.Errorf("--set: unknown key %q%s", key, suggest(key, keys))
 		}
 		v.Set(key, val)
+		explicit[key] = true
 	}
 
 	var cfg Config
@@ -121,7 +127,7 @@ func Load(src Sources) (*Config, error) {
 	if err != nil {
 		return nil, decodeError(err)
 	}
-	cfg.fillDerived()
+	cfg.fillDerived(explicit)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -241,8 +247,17 @@ func decodeError(err error) error {
 	return fmt.Errorf("config: %s", strings.Join(parts, "; "))
 }
 
-// fillDerived sets defaults that depend on other keys.
-func (c *Config) fillDerived() {
+// fillDerived sets defaults that depend on other keys; explicit holds the
+// keys that were set, which keep their values.
+func (c *Config) fillDerived(explicit map[string]bool) {
+	// The default outage tolerance is no longer than the failed
+	// checkpoints allow (see OutageBudget): with checkpoint.timeout 10s
+	// and no tolerable failure it is 10s, not a minute that could never be
+	// reached. A value set explicitly is kept, and Validate refuses it if
+	// it is too long.
+	if b := c.Checkpoint.OutageBudget(); !explicit["kafka.outage_tolerance"] && b > 0 {
+		c.Kafka.OutageTolerance = min(c.Kafka.OutageTolerance, b)
+	}
 	if c.Source.Group == "" && c.Job.Name != "" {
 		c.Source.Group = "onceflow-" + c.Job.Name
 	}
@@ -358,6 +373,15 @@ func (c *Config) Validate() error {
 	if c.Checkpoint.TolerableFailures < 0 {
 		bad("checkpoint.tolerable_failures", "must not be negative")
 	}
+	if b := c.Checkpoint.OutageBudget(); b > 0 && c.Kafka.OutageTolerance > b {
+		tol, to, n := c.Kafka.OutageTolerance, c.Checkpoint.Timeout, time.Duration(c.Checkpoint.TolerableFailures+1)
+		failures := int((tol+to-1)/to) - 1 // the least tolerable_failures with (failures+1) × timeout ≥ tol
+		timeout := ((tol+n-1)/n + time.Millisecond - 1).Truncate(time.Millisecond)
+		bad("kafka.outage_tolerance", "%s is above (checkpoint.tolerable_failures %d + 1) × checkpoint.timeout %s = %s: "+
+			"while the cluster is away every checkpoint times out, and the failed checkpoints would end the attempt after %s; "+
+			"raise checkpoint.tolerable_failures to %d (or checkpoint.timeout to %s), or lower kafka.outage_tolerance to %s",
+			tol, c.Checkpoint.TolerableFailures, to, b, b, failures, timeout, b)
+	}
 	if c.Checkpoint.Retain < 1 {
 		bad("checkpoint.retain", "%d; at least 1 checkpoint must be kept", c.Checkpoint.Retain)
 	}
@@ -417,6 +441,19 @@ func (c *Config) Validate() error {
 	oneOf("log.format", c.Log.Format, "text", "json")
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	return errors.Join(errs...)
+}
+
+// OutageBudget is how long checkpoints may keep failing before the job
+// attempt fails: while the Kafka cluster is away a sink's flush at the
+// barrier waits, so every checkpoint expires after Timeout, and after
+// TolerableFailures + 1 of them in a row the attempt fails. A
+// kafka.outage_tolerance longer than this could never be waited out.
+// Zero when Timeout is not positive.
+func (c Checkpoint) OutageBudget() time.Duration {
+	if c.Timeout <= 0 || c.TolerableFailures < 0 {
+		return 0
+	}
+	return time.Duration(c.TolerableFailures+1) * c.Timeout
 }
 
 // MaxRestartDelay is the longest pause the restart strategy may take

@@ -150,3 +150,61 @@ func TestExamplesLoad(t *testing.T) {
 		}
 	}
 }
+
+// kafka.outage_tolerance is checked against what the checkpoints allow:
+// while the cluster is away every checkpoint times out, so an outage
+// longer than (tolerable_failures + 1) × checkpoint.timeout cannot be
+// waited out. An explicit value beyond that is refused with both keys
+// and what to raise; the default shrinks to fit instead.
+func TestOutageToleranceFitsTheFailedCheckpoints(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  []string
+		env  []string
+		want time.Duration // 0: refused
+		msg  []string
+	}{
+		{name: "defaults", want: time.Minute},
+		{name: "default shrinks to a short checkpoint timeout", set: []string{"checkpoint.timeout=10s"}, want: 10 * time.Second},
+		{name: "default shrinks to the failures tolerated", set: []string{"checkpoint.timeout=10s", "checkpoint.tolerable_failures=2"}, want: 30 * time.Second},
+		{name: "default kept when the checkpoints allow more", set: []string{"checkpoint.timeout=10s", "checkpoint.tolerable_failures=9"}, want: time.Minute},
+		{name: "explicit within the budget", set: []string{"checkpoint.timeout=10s", "checkpoint.tolerable_failures=3", "kafka.outage_tolerance=40s"}, want: 40 * time.Second},
+		{name: "explicit beyond the budget", set: []string{"checkpoint.timeout=10s", "kafka.outage_tolerance=25s"},
+			msg: []string{"kafka.outage_tolerance: 25s is above (checkpoint.tolerable_failures 0 + 1) × checkpoint.timeout 10s = 10s",
+				"raise checkpoint.tolerable_failures to 2 (or checkpoint.timeout to 25s), or lower kafka.outage_tolerance to 10s"}},
+		{name: "explicit from the environment", env: []string{"ONCEFLOW_KAFKA_OUTAGE_TOLERANCE=2m"}, set: []string{"checkpoint.tolerable_failures=1", "checkpoint.timeout=45s"},
+			msg: []string{"2m0s is above (checkpoint.tolerable_failures 1 + 1) × checkpoint.timeout 45s = 1m30s", "tolerable_failures to 2 (or checkpoint.timeout to 1m0s)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Load(Sources{File: writeFile(t, valid), Env: append([]string{}, tc.env...), Set: tc.set})
+			if tc.want == 0 {
+				if err == nil {
+					t.Fatalf("loaded with kafka.outage_tolerance %s", cfg.Kafka.OutageTolerance)
+				}
+				for _, m := range tc.msg {
+					if !strings.Contains(err.Error(), m) {
+						t.Fatalf("error %q does not say %q", err, m)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Kafka.OutageTolerance != tc.want {
+				t.Fatalf("kafka.outage_tolerance = %s, want %s", cfg.Kafka.OutageTolerance, tc.want)
+			}
+		})
+	}
+	// A file's value is explicit too.
+	_, err := Load(Sources{File: writeFile(t, strings.Replace(valid, `kafka:      {brokers: ["127.0.0.1:9092"]}`,
+		`kafka:      {brokers: ["127.0.0.1:9092"], outage_tolerance: 61s}`, 1)), Env: []string{}})
+	if err == nil || !strings.Contains(err.Error(), "kafka.outage_tolerance: 1m1s is above") {
+		t.Fatalf("a file's outage_tolerance beyond the budget: %v", err)
+	}
+	// The defaults lack only the required keys.
+	d := Default()
+	if err := d.Validate(); err == nil || strings.Contains(err.Error(), "outage_tolerance") {
+		t.Fatalf("the defaults' outage tolerance is refused: %v", err)
+	}
+}

@@ -65,10 +65,11 @@ type Tracker struct {
 	// the record path costs one atomic load while the cluster answers.
 	down atomic.Bool
 
-	mu    sync.Mutex
-	since time.Time // start of the ongoing outage; zero when none
-	what  string    // the call that saw it start
-	last  error     // the latest retriable failure of the outage
+	mu      sync.Mutex
+	since   time.Time // start of the ongoing outage; zero when none
+	what    string    // the call that saw it start
+	last    error     // the latest retriable failure of the outage
+	outages int64     // outages begun so far
 }
 
 // NewTracker returns a Tracker; it validates nothing it cannot default.
@@ -103,6 +104,10 @@ func NewTracker(opts Options) (*Tracker, error) {
 // Tolerance is the bound of one outage.
 func (t *Tracker) Tolerance() time.Duration { return t.opts.Tolerance }
 
+// Now is the Tracker's clock, for a caller of Failed that keeps the start
+// of its own run of failures.
+func (t *Tracker) Now() time.Time { return t.opts.Now() }
+
 // Status says whether an outage is ongoing, since when, and the latest
 // failure seen in it.
 type Status struct {
@@ -112,16 +117,19 @@ type Status struct {
 	For       time.Duration
 	What      string
 	LastError string
+	// Outages counts the outages begun since the Tracker was made, the
+	// ongoing one included.
+	Outages int64
 }
 
-// Status returns the current outage, if any.
+// Status returns the current outage, if any, and the count of outages.
 func (t *Tracker) Status() Status {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.since.IsZero() {
-		return Status{}
+		return Status{Outages: t.outages}
 	}
-	s := Status{Down: true, Since: t.since, For: t.opts.Now().Sub(t.since), What: t.what}
+	s := Status{Down: true, Since: t.since, For: t.opts.Now().Sub(t.since), What: t.what, Outages: t.outages}
 	if t.last != nil {
 		s.LastError = t.last.Error()
 	}
@@ -174,6 +182,7 @@ func (t *Tracker) Failed(what string, err error, callStart time.Time) error {
 	t.mu.Lock()
 	if t.since.IsZero() {
 		t.since, t.what = now, what
+		t.outages++
 		t.down.Store(true)
 		t.mu.Unlock()
 		t.opts.Logger.Warn("the Kafka cluster does not answer; waiting for it", "op", what, "tolerance", t.opts.Tolerance, "err", err)
@@ -220,6 +229,24 @@ func (t *Tracker) Do(ctx context.Context, what string, fn func(context.Context) 
 	}
 }
 
+// permanentError marks an error no retry can fix.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as one that no retry can fix even though what it
+// wraps may look retriable (a topic that does not exist answers
+// UNKNOWN_TOPIC_OR_PARTITION, a retriable code): Retriable is false for
+// it and for every error wrapping it. errors.Is and errors.As still see
+// err. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err}
+}
+
 // Retriable reports whether err says the cluster, or the part of it the
 // call needed, was away for a while (a connection that failed or broke, a
 // leader or coordinator moving or loading, too few in-sync replicas, a
@@ -228,6 +255,9 @@ func (t *Tracker) Do(ctx context.Context, what string, fn func(context.Context) 
 // transaction or an offset can never succeed, are not retriable.
 func Retriable(err error) bool {
 	if err == nil {
+		return false
+	}
+	if _, ok := errors.AsType[*permanentError](err); ok {
 		return false
 	}
 	for _, never := range []error{

@@ -177,3 +177,52 @@ func TestDoStopsWithTheContext(t *testing.T) {
 		t.Fatalf("%d calls after the cancel", calls)
 	}
 }
+
+// Permanent turns a retriable-looking error into one Do returns at once,
+// while errors.Is still finds the code.
+func TestPermanentIsNeverRetried(t *testing.T) {
+	tr, _, logs := newTracker(t, time.Minute)
+	calls := 0
+	missing := Permanent(fmt.Errorf("topic nope: %w", kerr.UnknownTopicOrPartition))
+	err := tr.Do(context.Background(), "listing topics", func(context.Context) error {
+		calls++
+		return fmt.Errorf("kafka source: %w", missing)
+	})
+	if calls != 1 || !errors.Is(err, kerr.UnknownTopicOrPartition) || err.Error() != "kafka source: topic nope: UNKNOWN_TOPIC_OR_PARTITION: "+kerr.UnknownTopicOrPartition.Description {
+		t.Fatalf("%d calls, err %v; want one call and the error as it was", calls, err)
+	}
+	if !Retriable(kerr.UnknownTopicOrPartition) || Retriable(missing) || Permanent(nil) != nil {
+		t.Fatal("Permanent does not mark exactly what it wraps")
+	}
+	if logs.Len() != 0 {
+		t.Fatalf("logged an outage: %s", logs)
+	}
+}
+
+// Status counts the outages begun, for a metric; Now is the Tracker's
+// clock.
+func TestStatusCountsOutages(t *testing.T) {
+	tr, clk, _ := newTracker(t, time.Minute)
+	if st := tr.Status(); st.Down || st.Outages != 0 {
+		t.Fatalf("fresh tracker: %+v", st)
+	}
+	for i := 1; i <= 2; i++ {
+		begin := tr.Now()
+		if !begin.Equal(clk.Now()) {
+			t.Fatalf("Now %v, clock %v", begin, clk.Now())
+		}
+		for range 3 {
+			if err := tr.Failed("fetch", dialErr, time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+			clk.advance(time.Second)
+		}
+		if st := tr.Status(); !st.Down || st.Outages != int64(i) || st.For != 3*time.Second || !st.Since.Equal(begin) {
+			t.Fatalf("during outage %d: %+v", i, st)
+		}
+		tr.Succeeded()
+		if st := tr.Status(); st.Down || st.Outages != int64(i) || st.LastError != "" {
+			t.Fatalf("after outage %d: %+v", i, st)
+		}
+	}
+}
