@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -314,6 +316,38 @@ func (j *troubleJob) finish() jobStatus {
 		t.Errorf("%s: output is not exactly once (%d input records, %d output): %s", j.name, len(sent), len(got), d)
 	}
 	kafkatest.OpenTransactionsHoldNothing(t, j.seeds, j.out)
-	t.Logf("%s: %d input records, %d output records, %d restarts", j.name, len(sent), len(got), st.Restarts)
+	t.Logf("%s: %d input records, %d output records, %d restarts; warnings logged: %s", j.name, len(sent), len(got), st.Restarts, warnings(j.proc.output.String()))
 	return st
+}
+
+// warnings counts the processor's WARN and ERROR lines by message, so
+// that a passing run still shows how close to failing it came (commits
+// retried, outages waited out).
+func warnings(logs string) string {
+	n := map[string]int{}
+	for line := range strings.Lines(logs) {
+		if !strings.Contains(line, "level=WARN") && !strings.Contains(line, "level=ERROR") {
+			continue
+		}
+		msg := line
+		if _, rest, ok := strings.Cut(line, " msg="); ok {
+			msg = rest
+			if strings.HasPrefix(msg, `"`) {
+				if end := strings.Index(msg[1:], `"`); end >= 0 {
+					msg = msg[1 : end+1]
+				}
+			} else if sp := strings.IndexByte(msg, ' '); sp >= 0 {
+				msg = msg[:sp]
+			}
+		}
+		n[strings.TrimSpace(msg)]++
+	}
+	if len(n) == 0 {
+		return "none"
+	}
+	var out []string
+	for _, m := range slices.Sorted(maps.Keys(n)) {
+		out = append(out, fmt.Sprintf("%q×%d", m, n[m]))
+	}
+	return strings.Join(out, ", ")
 }

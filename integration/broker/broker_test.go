@@ -52,9 +52,9 @@ func TestMissingMavenAndNoCacheIsAClearError(t *testing.T) {
 	}
 }
 
-// Three nodes with min.insync.replicas 2 keep accepting acks=all writes
-// after one node is killed with SIGKILL, and the node comes back.
-func TestThreeNodesSurviveTheLossOfOne(t *testing.T) {
+// A three-node cluster (started once: a start costs half a minute on a
+// small machine) loses a node in each subtest and gets it back.
+func TestThreeNodes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	c, err := Start(ctx, Options{Nodes: 3, Logf: t.Logf})
@@ -62,6 +62,13 @@ func TestThreeNodesSurviveTheLossOfOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Stop()
+	t.Run("SurviveTheLossOfOne", func(t *testing.T) { surviveTheLossOfOne(ctx, t, c) })
+	t.Run("TerminateMovesLeadershipBeforeExiting", func(t *testing.T) { terminateMovesLeadershipBeforeExiting(ctx, t, c) })
+}
+
+// Three nodes with min.insync.replicas 2 keep accepting acks=all writes
+// after one node is killed with SIGKILL, and the node comes back.
+func surviveTheLossOfOne(ctx context.Context, t *testing.T, c *Cluster) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Addrs()...), kgo.DefaultProduceTopic("rf3"), kgo.RequiredAcks(kgo.AllISRAcks()))
 	if err != nil {
 		t.Fatal(err)
@@ -110,14 +117,7 @@ func TestThreeNodesSurviveTheLossOfOne(t *testing.T) {
 // session to time out (as it does after Kill: broker.session.timeout.ms,
 // 9 s). A write with acks=all then succeeds at once on the new leader, and
 // the restarted node rejoins every partition's ISR.
-func TestTerminateMovesLeadershipBeforeExiting(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	c, err := Start(ctx, Options{Nodes: 3, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
+func terminateMovesLeadershipBeforeExiting(ctx context.Context, t *testing.T, c *Cluster) {
 	const topic = "terminate"
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Addrs()...), kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(kgo.AllISRAcks()))
 	if err != nil {
