@@ -177,7 +177,7 @@ func (j *Job) build(c *coordinator, md, newer *state.Metadata, log *slog.Logger)
 			st := &subtask{j: j, c: c, n: n, index: i, wake: make(chan struct{}, 1),
 				log: log.With("operator", n.uid, "subtask", i)}
 			if n.kind == kindSource {
-				st.triggers = make(chan barrier, j.opts.Checkpoint.MaxConcurrent+4)
+				st.triggers = j.newTriggerQueue()
 			}
 			if md != nil {
 				st.restore = md.Operator(n.uid)
@@ -220,6 +220,13 @@ func (j *Job) build(c *coordinator, md, newer *state.Metadata, log *slog.Logger)
 		}
 	}
 	return all, nil
+}
+
+// newTriggerQueue returns a source subtask's queue of barriers to emit.
+// Only the coordinator sends on it, and only when every source's queue
+// has room (coordinator.trigger), so a barrier reaches all or none.
+func (j *Job) newTriggerQueue() chan barrier {
+	return make(chan barrier, j.opts.Checkpoint.MaxConcurrent+4)
 }
 
 // open restores the subtask's state and creates its operator. It runs on

@@ -164,6 +164,12 @@ func (c *coordinator) run() error {
 	defer tick.Stop()
 	nSources := len(c.sources())
 	for {
+		// An ended attempt (cancelled, or failed by this loop) wins over
+		// whatever else is ready: select would pick at random.
+		if c.ctx.Err() != nil {
+			c.abortAll(errors.New("the job attempt ended"))
+			return nil
+		}
 		select {
 		case <-c.ctx.Done():
 			c.abortAll(errors.New("the job attempt ended"))
@@ -224,7 +230,16 @@ func (c *coordinator) tickEvery() time.Duration {
 	return max(d, time.Millisecond)
 }
 
+// trigger starts checkpoint p unless the attempt has ended (a failure
+// this loop just reported cancels it): then a savepoint asked for is
+// answered with an error and nothing is sent.
 func (c *coordinator) trigger(p *pendingCheckpoint) {
+	if err := c.ctx.Err(); err != nil {
+		if p.req != nil {
+			p.req.done <- savepointResult{err: fmt.Errorf("engine: the job attempt ended before the savepoint was taken: %w", err)}
+		}
+		return
+	}
 	p.id = c.nextID
 	c.nextID++
 	p.triggered = time.Now()
@@ -295,12 +310,15 @@ func (c *coordinator) complete(p *pendingCheckpoint) error {
 		}
 	}
 	delete(c.pending, p.id)
-	c.lastCompletion = time.Now()
+	// One reading of the clock: the min pause counts from the end the
+	// statistics report.
+	done := time.Now()
+	c.lastCompletion = done
 	c.failures = 0
 	c.completedAny = true
 	c.completed.Store(p.id)
 	c.j.history.update(p.id, func(cs *CheckpointStats) {
-		cs.Status, cs.Duration, cs.Size, cs.Alignment, cs.Path = "COMPLETED", time.Since(p.triggered), size, p.alignment, md.Path
+		cs.Status, cs.Duration, cs.Size, cs.Alignment, cs.Path = "COMPLETED", done.Sub(p.triggered), size, p.alignment, md.Path
 		cs.SyncMax, cs.AsyncMax, cs.Persist = syncMax, asyncMax, persist
 		cs.LastAck, cs.LastAckAfter = fmt.Sprintf("%s/%d", last.st.n.uid, last.st.index), last.at.Sub(p.triggered)
 	})
@@ -376,8 +394,9 @@ func (c *coordinator) abort(id int64, reason error, failure bool) {
 	if !failure {
 		status = "SUBSUMED"
 	}
+	now := time.Now()
 	c.j.history.update(id, func(cs *CheckpointStats) {
-		cs.Status, cs.Duration, cs.Failure = status, time.Since(p.triggered), reason.Error()
+		cs.Status, cs.Duration, cs.Failure = status, now.Sub(p.triggered), reason.Error()
 	})
 	for _, st := range c.subtasks {
 		st.interrupt()
@@ -396,7 +415,7 @@ func (c *coordinator) abort(id int64, reason error, failure bool) {
 	if !failure {
 		return
 	}
-	c.lastCompletion = time.Now()
+	c.lastCompletion = now
 	c.log.Warn("checkpoint failed", "checkpoint", id, "err", reason)
 	c.failures++
 	if c.failures > c.opts.TolerableFailures {

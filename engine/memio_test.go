@@ -140,6 +140,9 @@ type memSink[T any] struct {
 	onWrite func(v T) error
 	// snapshotDelay, when set, slows the pre-commit down.
 	snapshotDelay func(id int64) time.Duration
+	// beforeSnapshot, when set, runs at the start of every pre-commit
+	// (it may block until the test's condition holds or ctx ends).
+	beforeSnapshot func(ctx context.Context, id int64)
 	// onComplete runs when a writer is notified of a completed checkpoint.
 	onComplete func(id int64)
 
@@ -209,7 +212,10 @@ func (w *memWriter[T]) Write(_ context.Context, v T) error {
 	return nil
 }
 
-func (w *memWriter[T]) SnapshotState(_ context.Context, id int64) ([][]byte, error) {
+func (w *memWriter[T]) SnapshotState(ctx context.Context, id int64) ([][]byte, error) {
+	if w.s.beforeSnapshot != nil {
+		w.s.beforeSnapshot(ctx, id)
+	}
 	if w.s.snapshotDelay != nil {
 		time.Sleep(w.s.snapshotDelay(id))
 	}

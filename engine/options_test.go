@@ -75,18 +75,34 @@ func byStatus(j *engine.Job, status string) []engine.CheckpointStats {
 	return out
 }
 
+// waitForStatus blocks until checkpoint id has the status in j's history
+// or ctx ends.
+func waitForStatus(ctx context.Context, j *engine.Job, id int64, status string) {
+	for ctx.Err() == nil {
+		for _, cs := range j.Status().Checkpoints {
+			if cs.ID == id && cs.Status == status {
+				return
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // A checkpoint that does not complete within the timeout is aborted (and
 // the sink told so); consecutive failures beyond the tolerable number fail
-// the job, fewer do not.
+// the job, fewer do not. The sink's pre-commit of checkpoints 1 and 2
+// returns only once the coordinator expired them: a sleep longer than the
+// timeout was not enough under load, where the coordinator, starved of
+// CPU, took the late ack before its next tick and completed checkpoint 2.
 func TestCheckpointTimeoutAndTolerableFailures(t *testing.T) {
 	for _, tolerable := range []int{1, 2} {
-		sink := &memSink[int]{snapshotDelay: func(id int64) time.Duration {
+		var j *engine.Job
+		sink := &memSink[int]{beforeSnapshot: func(ctx context.Context, id int64) {
 			if id <= 2 {
-				return 260 * time.Millisecond
+				waitForStatus(ctx, j, id, "FAILED")
 			}
-			return 0
 		}}
-		j := copyJob("timeout", engine.Options{
+		j = copyJob("timeout", engine.Options{
 			Checkpoint: engine.CheckpointOptions{Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond, TolerableFailures: tolerable},
 		}, &memSource[int]{parts: [][]int{seq(0, 400)}, pauseEvery: 1, pause: time.Millisecond}, sink)
 		err := runJob(t, j)
@@ -241,7 +257,12 @@ func TestStopWithSavepointAndResume(t *testing.T) {
 		engine.SinkTo(sums, "sink", 2, sink)
 		return j
 	}
-	src := &memSource[int]{parts: parts, pauseEvery: 10, pause: time.Millisecond, unbounded: true}
+	// The first run is given only the first half of each part, then waits
+	// as an unbounded source does: the stop comes before the end of the
+	// input however slow the machine is (waiting for two checkpoints took
+	// longer than reading all 6000 records once under load).
+	first := [][]int{parts[0][:1500], parts[1][:1500]}
+	src := &memSource[int]{parts: first, pauseEvery: 10, pause: time.Millisecond, unbounded: true}
 	j := build(src, "", 2)
 	_, wait := startJob(t, j)
 	waitFor(t, "a checkpoint", func() bool { return completedCount(j) >= 2 })
@@ -263,8 +284,8 @@ func TestStopWithSavepointAndResume(t *testing.T) {
 	}
 	p0, _ := src.position(spID, 0)
 	p1, _ := src.position(spID, 1)
-	if got := len(sink.output()); got != p0+p1 || got == 6000 {
-		t.Fatalf("%d records committed after stop-with-savepoint, the sources read %d of 6000 before it", got, p0+p1)
+	if got := len(sink.output()); got != p0+p1 {
+		t.Fatalf("%d records committed after stop-with-savepoint, the sources read %d before it", got, p0+p1)
 	}
 	if _, err := os.Stat(filepath.Join(path, "_metadata")); err != nil {
 		t.Fatalf("savepoint path %s: %v", path, err)
@@ -373,6 +394,21 @@ func TestCorruptLatestCheckpointIsSkipped(t *testing.T) {
 	if err != nil || md == nil {
 		t.Fatalf("latest = %v, %v", md, err)
 	}
+	// The one before: not always id-1 (a periodic checkpoint in flight
+	// when the final one was triggered is subsumed by it).
+	infos, err := st.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prev int64
+	for _, in := range infos {
+		if in.Complete && in.ID < md.CheckpointID {
+			prev = max(prev, in.ID)
+		}
+	}
+	if prev == 0 {
+		t.Fatalf("no complete checkpoint before %d: %+v", md.CheckpointID, infos)
+	}
 	meta := filepath.Join(md.Path, "_metadata")
 	if filepath.Base(md.Path) == "_metadata" {
 		meta = md.Path
@@ -397,8 +433,8 @@ func TestCorruptLatestCheckpointIsSkipped(t *testing.T) {
 	if !strings.Contains(out, "skipping an unusable checkpoint") || !strings.Contains(out, filepath.Base(md.Path)) {
 		t.Errorf("no warning naming %s:\n%s", md.Path, out)
 	}
-	if want := fmt.Sprintf("msg=restoring job=corrupt checkpoint=%d ", md.CheckpointID-1); !strings.Contains(out, want) {
-		t.Errorf("the job did not restore checkpoint %d:\n%s", md.CheckpointID-1, out)
+	if want := fmt.Sprintf("msg=restoring job=corrupt checkpoint=%d ", prev); !strings.Contains(out, want) {
+		t.Errorf("the job did not restore checkpoint %d:\n%s", prev, out)
 	}
 }
 

@@ -1,0 +1,116 @@
+package engine
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/onceflow/onceflow/state"
+)
+
+// coordHarness is a coordinator of one attempt with fake source subtasks
+// (only their trigger queues and wake-ups) and no goroutines: a test calls
+// the coordinator's steps itself and looks at what the sources were sent.
+type coordHarness struct {
+	t      *testing.T
+	j      *Job
+	c      *coordinator
+	srcs   []*subtask
+	cancel context.CancelFunc
+	failed []error
+}
+
+func newCoordHarness(t *testing.T, opts Options, sources int) *coordHarness {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Storage == nil {
+		opts.Storage = state.NewMemoryStorage("coord", state.StorageOptions{})
+	}
+	j := NewJob("coord", opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c, err := newCoordinator(ctx, j, nil, j.opts.Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &coordHarness{t: t, j: j, c: c, cancel: cancel}
+	n := &node{uid: "src", parallelism: sources, kind: kindSource}
+	for i := range sources {
+		st := &subtask{j: j, c: c, n: n, index: i, wake: make(chan struct{}, 1), triggers: j.newTriggerQueue(),
+			log: j.opts.Logger}
+		h.srcs = append(h.srcs, st)
+	}
+	c.subtasks = h.srcs
+	c.fail = func(err error) {
+		h.failed = append(h.failed, err)
+		cancel()
+	}
+	return h
+}
+
+// queued drains and returns the barrier ids queued for source i.
+func (h *coordHarness) queued(i int) []int64 {
+	var ids []int64
+	for {
+		select {
+		case b := <-h.srcs[i].triggers:
+			ids = append(ids, b.id)
+		default:
+			return ids
+		}
+	}
+}
+
+// status returns the history's status of checkpoint id ("" if unknown).
+func (h *coordHarness) status(id int64) (string, string) {
+	for _, cs := range h.j.history.list() {
+		if cs.ID == id {
+			return cs.Status, cs.Failure
+		}
+	}
+	return "", ""
+}
+
+// Once a checkpoint failure beyond the tolerated ones failed the attempt,
+// the coordinator triggers nothing more: no barrier reaches a source, and
+// no checkpoint is left to be reported as ended by the attempt. (The run
+// loop used to trigger the next periodic checkpoint in the same pass, or
+// in the next one when select picked the tick over the cancelled context:
+// TestCheckpointTimeoutAndTolerableFailures then found a checkpoint that
+// failed with "the job attempt ended" instead of expiring.)
+func TestNoCheckpointIsTriggeredAfterTheAttemptFailed(t *testing.T) {
+	h := newCoordHarness(t, Options{Checkpoint: CheckpointOptions{Interval: time.Second, Timeout: time.Minute}}, 1)
+	h.c.trigger(&pendingCheckpoint{})
+	if got := h.queued(0); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("queued %v, want checkpoint 1", got)
+	}
+	h.c.abort(1, errTest("checkpoint 1 expired"), true)
+	if len(h.failed) != 1 || !strings.Contains(h.failed[0].Error(), "exceed the 0 tolerated") {
+		t.Fatalf("failures %v, want the attempt failed by the first checkpoint failure", h.failed)
+	}
+	req := savepointRequest{done: make(chan savepointResult, 1)}
+	h.c.trigger(&pendingCheckpoint{})
+	h.c.trigger(&pendingCheckpoint{savepoint: true, req: &req})
+	if got := h.queued(0); len(got) != 0 {
+		t.Fatalf("barriers %v sent after the attempt failed", got)
+	}
+	if len(h.c.pending) != 0 {
+		t.Fatalf("%d checkpoints pending after the attempt failed", len(h.c.pending))
+	}
+	select {
+	case r := <-req.done:
+		if r.err == nil {
+			t.Fatalf("a savepoint asked after the attempt failed succeeded: %+v", r)
+		}
+	default:
+		t.Fatal("a savepoint asked after the attempt failed was not answered")
+	}
+}
+
+type errTest string
+
+func (e errTest) Error() string { return string(e) }
