@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/onceflow/onceflow/failpoint"
+	"github.com/onceflow/onceflow/internal/outage"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -97,7 +98,9 @@ type Options struct {
 	// CommitAttempts bounds how often a failing commit is tried within one
 	// notification before the error is returned (default 5). Commits are
 	// retried across restarts anyway: the pending transaction stays in the
-	// checkpoint until its commit succeeds.
+	// checkpoint until its commit succeeds. A commit that already waited
+	// out a whole outage of the external system (an *outage.Error) is not
+	// tried again: the next tries would only fail at once.
 	CommitAttempts int
 	// RetryBackoff is the first pause between commit attempts; it doubles
 	// each time (default 100ms).
@@ -591,6 +594,9 @@ func (s *Sink[T, Txn]) commit(ctx context.Context, p Pending[Txn]) error {
 		}
 		if errors.Is(err, ErrTransactionLost) {
 			return &LostError{CheckpointID: p.CheckpointID, Txn: fmt.Sprintf("%+v", p.Txn), Age: s.opts.Now().Sub(p.Started), Err: err}
+		}
+		if oe := (*outage.Error)(nil); errors.As(err, &oe) {
+			return fmt.Errorf("twophase: committing transaction %+v of checkpoint %d: %w", p.Txn, p.CheckpointID, err)
 		}
 		if attempt == s.opts.CommitAttempts {
 			break

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/internal/outage"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -33,6 +34,9 @@ type memSystem struct {
 	visible        []string
 	commitCalls    map[int]int
 	failNextCommit int
+	// outage, when set, is what every Commit returns (the cluster has been
+	// away for the whole outage tolerance).
+	outage error
 	// fenced transactions had their id reused: a commit is refused even
 	// when they were committed (as Kafka refuses an old producer epoch).
 	fenced map[int]bool
@@ -94,6 +98,9 @@ func (t *memTransactor) Commit(ctx context.Context, txn memTxn) error {
 	if t.sys.failNextCommit > 0 {
 		t.sys.failNextCommit--
 		return errors.New("coordinator not available")
+	}
+	if t.sys.outage != nil {
+		return t.sys.outage
 	}
 	if t.sys.aborted[txn.ID] || t.sys.fenced[txn.ID] {
 		return fmt.Errorf("transaction %d was aborted or fenced: %w", txn.ID, ErrTransactionLost)
@@ -298,6 +305,42 @@ func TestFailedCommitIsRetriedAndKeptUntilItSucceeds(t *testing.T) {
 	}
 	if got := sys.snapshotVisible(); !slices.Equal(got, []string{"a", "b"}) {
 		t.Fatalf("visible = %v", got)
+	}
+}
+
+// A commit that waited out a whole outage of the external system is not
+// tried again (each try would fail at once) and is an ordinary failure:
+// the transaction stays pending, nothing is reported lost.
+func TestACommitPastTheOutageToleranceIsNotRetried(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	s := newTestSink(t, sys, 0, 1, Options{CommitAttempts: 5})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	chk := snapshot(t, s, 1)
+	sys.outage = fmt.Errorf("committing: %w", &outage.Error{What: "EndTxn", For: time.Minute, Tolerance: time.Minute, Err: errors.New("unable to dial")})
+	err := s.NotifyCheckpointComplete(ctx, 1)
+	var oe *outage.Error
+	var lost *LostError
+	if !errors.As(err, &oe) || errors.As(err, &lost) {
+		t.Fatalf("err = %v, want the outage error and no lost transaction", err)
+	}
+	if sys.commitCalls[1] != 1 {
+		t.Fatalf("commit called %d times, want once", sys.commitCalls[1])
+	}
+	if p := s.Pending(); len(p) != 1 {
+		t.Fatalf("the transaction must stay pending, got %+v", p)
+	}
+	s2 := newTestSink(t, sys, 0, 1, Options{CommitAttempts: 5})
+	err = s2.Restore(ctx, chk)
+	var nr interface{ NonRecoverable() bool }
+	if !errors.As(err, &oe) || (errors.As(err, &nr) && nr.NonRecoverable()) {
+		t.Fatalf("restore = %v, want a recoverable outage error", err)
+	}
+	if sys.commitCalls[1] != 2 {
+		t.Fatalf("commit called %d times in all, want twice", sys.commitCalls[1])
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/internal/outage"
 )
 
 // TimeoutBudget is what a transaction may have to outlive before its
@@ -38,7 +40,16 @@ const comfort = 2
 // aborted by the broker, and for a two-phase-commit sink that loses the
 // records of a completed checkpoint.
 func CheckTransactionTimeout(ctx context.Context, cl *kgo.Client, timeout time.Duration, b TimeoutBudget) error {
-	limit, err := BrokerMaxTransactionTimeout(ctx, cl)
+	tr, err := outage.NewTracker(outage.Options{Tolerance: b.OutageTolerance})
+	if err != nil {
+		return err
+	}
+	var limit time.Duration
+	err = tr.Do(ctx, "reading transaction.max.timeout.ms", func(ctx context.Context) error {
+		var err error
+		limit, err = BrokerMaxTransactionTimeout(ctx, cl)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -54,7 +65,8 @@ func CheckTransactionTimeout(ctx context.Context, cl *kgo.Client, timeout time.D
 }
 
 // BrokerMaxTransactionTimeout reads transaction.max.timeout.ms from a
-// broker of the cluster.
+// broker of the cluster, once (CheckTransactionTimeout rides out an
+// outage around it).
 func BrokerMaxTransactionTimeout(ctx context.Context, cl *kgo.Client) (time.Duration, error) {
 	adm := kadm.NewClient(cl)
 	brokers, err := adm.ListBrokers(ctx)
@@ -100,10 +112,25 @@ type OpenTransaction struct {
 // ListOpenTransactions returns the transactions whose id starts with
 // prefix- and which are not complete (Ongoing, PrepareCommit, PrepareAbort).
 // An open transaction holds the last stable offset of its partitions: every
-// read_committed reader stalls behind it.
+// read_committed reader stalls behind it. It rides out an outage of the
+// cluster until ctx ends or for outage.DefaultTolerance, logging its start
+// and end once.
 func ListOpenTransactions(ctx context.Context, cl *kgo.Client, prefix string) ([]OpenTransaction, error) {
+	tr, err := outage.NewTracker(outage.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return listOpenTransactions(ctx, cl, tr, prefix)
+}
+
+func listOpenTransactions(ctx context.Context, cl *kgo.Client, tr *outage.Tracker, prefix string) ([]OpenTransaction, error) {
 	adm := kadm.NewClient(cl)
-	listed, err := adm.ListTransactions(ctx, nil, nil)
+	var listed kadm.ListedTransactions
+	err := tr.Do(ctx, "listing transactions", func(ctx context.Context) error {
+		var err error
+		listed, err = adm.ListTransactions(ctx, nil, nil)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("listing transactions: %w", err)
 	}
@@ -117,7 +144,12 @@ func ListOpenTransactions(ctx context.Context, cl *kgo.Client, prefix string) ([
 		return nil, nil
 	}
 	slices.Sort(ids)
-	described, err := adm.DescribeTransactions(ctx, ids...)
+	var described kadm.DescribedTransactions
+	err = tr.Do(ctx, "describing transactions", func(ctx context.Context) error {
+		var err error
+		described, err = adm.DescribeTransactions(ctx, ids...)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("describing transactions of prefix %s: %w", prefix, err)
 	}
@@ -155,15 +187,20 @@ func ListOpenTransactions(ctx context.Context, cl *kgo.Client, prefix string) ([
 // makes the coordinator abort it, and returns the ids it fenced. Run it only
 // while the job is stopped: a pre-committed transaction that a completed
 // checkpoint holds is data the job has not yet made visible, and aborting
-// it loses those records.
+// it loses those records. Like ListOpenTransactions it rides out an outage
+// of the cluster.
 func AbortOpenTransactions(ctx context.Context, cl *kgo.Client, prefix string, timeout time.Duration) ([]string, error) {
-	open, err := ListOpenTransactions(ctx, cl, prefix)
+	tr, err := outage.NewTracker(outage.Options{})
+	if err != nil {
+		return nil, err
+	}
+	open, err := listOpenTransactions(ctx, cl, tr, prefix)
 	if err != nil {
 		return nil, err
 	}
 	var done []string
 	for _, ot := range open {
-		if err := fence(ctx, cl, ot.TransactionalID, timeout); err != nil {
+		if err := fence(ctx, cl, tr, ot.TransactionalID, timeout); err != nil {
 			return done, err
 		}
 		done = append(done, ot.TransactionalID)

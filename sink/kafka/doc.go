@@ -73,6 +73,22 @@
 // stalling every read_committed reader, so step 2 is what lets downstream
 // consumers move on after a crash.
 //
+// Broker trouble. Every call to the cluster (the transaction version
+// probe, beginning a transaction, producing and the barrier's flush, the
+// commits, fencing, the listing of transactions, warming) rides out an
+// unreachable or restarting broker, a moving leader or coordinator and
+// other retriable errors for the job's outage tolerance
+// (SinkOptions.Outage, kafka.outage_tolerance), with backoff, the outage
+// logged once when it starts and once when it ends (internal/outage).
+// Past the tolerance the call fails with an *outage.Error, which the
+// restart strategy handles; what was pre-committed stays in the
+// checkpoint for the restore. A fenced producer, an invalid epoch or an
+// unknown transaction is never waited on: a commit refused so is the loud
+// lost-transaction error below. On a free slot (no pre-committed
+// transaction on its id) a failed start of a transaction drops the client
+// and the retry creates a new one; a slot whose transaction awaits its
+// commit never gets a new client.
+//
 // Timeouts. The broker aborts a transaction that outlives its timeout;
 // for a pre-committed transaction of a completed checkpoint that is lost
 // output. CheckTransactionTimeout refuses a timeout above the broker's

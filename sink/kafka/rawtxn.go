@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/onceflow/onceflow/internal/outage"
 	"github.com/onceflow/onceflow/twophase"
 )
 
@@ -30,17 +31,9 @@ func (t Txn) String() string {
 	return fmt.Sprintf("%s(producer %d, epoch %d, tv%d)", t.TransactionalID, t.ProducerID, t.ProducerEpoch, t.TransactionVersion)
 }
 
-// retryableTxnError reports the coordinator errors after which the same
-// request may simply be sent again.
-func retryableTxnError(err error) bool {
-	return errors.Is(err, kerr.ConcurrentTransactions) ||
-		errors.Is(err, kerr.CoordinatorLoadInProgress) ||
-		errors.Is(err, kerr.CoordinatorNotAvailable) ||
-		errors.Is(err, kerr.NotCoordinator)
-}
-
 // lostTxnError reports the errors that say a transaction can never be
-// committed with the producer id and epoch at hand.
+// committed with the producer id and epoch at hand. outage.Retriable is
+// false for every one of them: they are never retried.
 func lostTxnError(err error) bool {
 	return errors.Is(err, kerr.InvalidProducerEpoch) ||
 		errors.Is(err, kerr.ProducerFenced) ||
@@ -49,96 +42,113 @@ func lostTxnError(err error) bool {
 		errors.Is(err, kerr.TransactionalIDNotFound)
 }
 
+// concurrentWait bounds how long one request is repeated on
+// CONCURRENT_TRANSACTIONS (the coordinator still writes the markers of the
+// id's previous transaction, usually for milliseconds) before the error is
+// handed to the outage tracker, which then counts a coordinator that stays
+// busy as a cluster in trouble.
+const concurrentWait = 5 * time.Second
+
 // endTxn sends a raw EndTxn for txn through cl, which may be any client of
 // the cluster (it needs no transactional id of its own; the request is
-// routed to the transaction coordinator of txn's id). It loops on
-// CONCURRENT_TRANSACTIONS and coordinator moves until ctx ends. Repeating a
-// commit that already succeeded succeeds again. A commit the broker refuses
-// for the producer id or epoch is returned wrapping
+// routed to the transaction coordinator of txn's id). Repeating a commit
+// that already succeeded succeeds again.
+//
+// It rides out an unreachable cluster, a moving or loading coordinator and
+// CONCURRENT_TRANSACTIONS through tr, for tr's tolerance (then an
+// *outage.Error), or until ctx ends. A commit the broker refuses for the
+// producer id or epoch (fenced, invalid epoch, unknown id, invalid state)
+// is never retried: it is returned at once, wrapping
 // twophase.ErrTransactionLost.
-func endTxn(ctx context.Context, cl *kgo.Client, txn Txn, commit bool) error {
+func endTxn(ctx context.Context, cl *kgo.Client, tr *outage.Tracker, txn Txn, commit bool) error {
+	what := "abort"
+	if commit {
+		what = "commit"
+	}
+	return tr.Do(ctx, fmt.Sprintf("EndTxn %s of %s", what, txn), func(ctx context.Context) error {
+		return endTxnOnce(ctx, cl, txn, commit, what)
+	})
+}
+
+// endTxnOnce sends EndTxn, repeating it on CONCURRENT_TRANSACTIONS for up
+// to concurrentWait.
+func endTxnOnce(ctx context.Context, cl *kgo.Client, txn Txn, commit bool, what string) error {
 	req := kmsg.NewPtrEndTxnRequest()
 	req.TransactionalID = txn.TransactionalID
 	req.ProducerID = txn.ProducerID
 	req.ProducerEpoch = txn.ProducerEpoch
 	req.Commit = commit
-	what := "abort"
-	if commit {
-		what = "commit"
-	}
-	backoff := 20 * time.Millisecond
-	for {
+	err := repeatWhileConcurrent(ctx, func() error {
 		resp, err := req.RequestWith(ctx, cl)
 		if err == nil {
 			err = kerr.ErrorForCode(resp.ErrorCode)
 		}
-		switch {
-		case err == nil:
-			return nil
-		case lostTxnError(err):
-			return fmt.Errorf("EndTxn %s of %s: %w: %w", what, txn, twophase.ErrTransactionLost, err)
-		case retryableTxnError(err) || isTransient(err):
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("EndTxn %s of %s: %w (last error: %w)", what, txn, ctx.Err(), err)
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, time.Second)
-		default:
-			return fmt.Errorf("EndTxn %s of %s: %w", what, txn, err)
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case lostTxnError(err):
+		return fmt.Errorf("EndTxn %s of %s: %w: %w", what, txn, twophase.ErrTransactionLost, err)
+	default:
+		return fmt.Errorf("EndTxn %s of %s: %w", what, txn, err)
+	}
+}
+
+// repeatWhileConcurrent calls send until it returns anything but
+// CONCURRENT_TRANSACTIONS, concurrentWait passed, or ctx ended.
+func repeatWhileConcurrent(ctx context.Context, send func() error) error {
+	deadline := time.Now().Add(concurrentWait)
+	backoff := 20 * time.Millisecond
+	for {
+		err := send()
+		if !errors.Is(err, kerr.ConcurrentTransactions) || time.Now().After(deadline) {
+			return err
 		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
 	}
 }
 
 // fence bumps the epoch of transactional id through cl by a raw
 // InitProducerID, which makes the coordinator abort any transaction of that
-// id still open (a transaction a crashed attempt left behind). It loops on
-// CONCURRENT_TRANSACTIONS (the abort of a previous fence still being
-// written) until ctx ends.
-func fence(ctx context.Context, cl *kgo.Client, id string, timeout time.Duration) error {
+// id still open (a transaction a crashed attempt left behind). It rides out
+// an unreachable cluster, coordinator moves and CONCURRENT_TRANSACTIONS
+// (the abort of a previous fence still being written) through tr, for tr's
+// tolerance, or until ctx ends.
+func fence(ctx context.Context, cl *kgo.Client, tr *outage.Tracker, id string, timeout time.Duration) error {
 	req := kmsg.NewPtrInitProducerIDRequest()
 	req.TransactionalID = &id
 	req.TransactionTimeoutMillis = int32(timeout / time.Millisecond)
 	req.ProducerID = -1
 	req.ProducerEpoch = -1
-	backoff := 20 * time.Millisecond
-	for {
-		resp, err := req.RequestWith(ctx, cl)
-		if err == nil {
-			err = kerr.ErrorForCode(resp.ErrorCode)
-		}
-		switch {
-		case err == nil:
-			return nil
-		case retryableTxnError(err) || isTransient(err):
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("fencing transactional id %s: %w (last error: %w)", id, ctx.Err(), err)
-			case <-time.After(backoff):
+	what := "fencing transactional id " + id
+	return tr.Do(ctx, what, func(ctx context.Context) error {
+		err := repeatWhileConcurrent(ctx, func() error {
+			resp, err := req.RequestWith(ctx, cl)
+			if err == nil {
+				err = kerr.ErrorForCode(resp.ErrorCode)
 			}
-			backoff = min(2*backoff, time.Second)
-		default:
-			return fmt.Errorf("fencing transactional id %s: %w", id, err)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
-	}
-}
-
-// isTransient reports errors of the connection rather than the request.
-func isTransient(err error) bool {
-	var ke *kerr.Error
-	if errors.As(err, &ke) {
-		return ke.Retriable
-	}
-	return kgo.IsRetryableBrokerErr(err)
+		return nil
+	})
 }
 
 // TransactionVersion asks the cluster for its finalized transaction.version
-// feature. Kafka leaves a feature finalized at level 0 out of the list, so a
-// cluster that finalizes other features (metadata.version, on every KRaft
-// cluster) but not this one runs version 0. A cluster that finalizes no
-// feature at all (kfake, ZooKeeper clusters) is judged by the EndTxn
-// versions it supports: v5 and above means KIP-890 semantics (2), below
-// means 1.
+// feature, once (no retry). Kafka leaves a feature finalized at level 0 out
+// of the list, so a cluster that finalizes other features (metadata.version,
+// on every KRaft cluster) but not this one runs version 0. A cluster that
+// finalizes no feature at all (kfake, ZooKeeper clusters) is judged by the
+// EndTxn versions it supports: v5 and above means KIP-890 semantics (2),
+// below means 1.
 func TransactionVersion(ctx context.Context, cl *kgo.Client) (int16, error) {
 	req := kmsg.NewPtrApiVersionsRequest()
 	req.ClientSoftwareName = "onceflow"

@@ -101,8 +101,21 @@ func NewSink(opts SinkOptions) (*Sink, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Outage == nil {
+		tr, err := outage.NewTracker(outage.Options{Logger: opts.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("kafka sink: %w", err)
+		}
+		opts.Outage = tr
+	}
 	return &Sink{opts: opts, live: map[*txnWriter]struct{}{}}, nil
 }
+
+// Transactional reports whether the sink writes inside transactions that
+// its checkpoints hold (exactly_once): a restore from an older checkpoint
+// than the newest could then duplicate what the newer one committed
+// (engine.TransactionalSink).
+func (s *Sink) Transactional() bool { return s.opts.Delivery == DeliveryExactlyOnce }
 
 // NewWriter opens the writer of one subtask. restored holds every
 // subtask's entries of the restored checkpoint (union redistribution).
@@ -113,7 +126,7 @@ func (s *Sink) NewWriter(ctx context.Context, scope engine.Scope, restored [][]b
 				return nil, err
 			}
 		}
-		w, err := NewWriter(s.opts.Delivery, s.opts.Topic, s.opts.ClientOpts)
+		w, err := NewWriter(s.opts.Delivery, s.opts.Topic, s.opts.ClientOpts, s.opts.Outage)
 		if err != nil {
 			return nil, err
 		}
@@ -138,6 +151,7 @@ func (s *Sink) restore(ctx context.Context, scope engine.Scope, restored [][]byt
 	tr, err := NewTransactor(ctx, scope.Subtask, TransactorOptions{
 		ClientOpts: s.opts.ClientOpts, Topic: s.opts.Topic, Prefix: s.opts.TransactionalIDPrefix,
 		Slots: s.opts.Slots, TransactionTimeout: s.opts.TransactionTimeout, Logger: s.opts.Logger,
+		Outage: s.opts.Outage,
 	})
 	if err != nil {
 		return nil, nil, err

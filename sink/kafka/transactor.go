@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/kversion"
 
+	"github.com/onceflow/onceflow/internal/outage"
 	"github.com/onceflow/onceflow/twophase"
 )
 
@@ -49,6 +50,10 @@ type TransactorOptions struct {
 	// TransactionTimeout is sent to the broker with every producer id
 	// (default 15 minutes, the broker's usual transaction.max.timeout.ms).
 	TransactionTimeout time.Duration
+	// Outage is the job's cluster-outage tracker: every call to the
+	// cluster waits through an outage for its tolerance (nil: a tracker
+	// of the Transactor's own with outage.DefaultTolerance).
+	Outage *outage.Tracker
 }
 
 // slot is one transactional id and the client that owns it.
@@ -77,10 +82,22 @@ type slot struct {
 // still to be committed (creating one would abort it). Commits of
 // transactions it did not begin, and commits its own client could not
 // confirm, go out as raw EndTxn requests through a separate client.
+//
+// Every call to the cluster rides out an outage (a broker restarting or
+// unreachable, a leader or coordinator moving or loading) for the outage
+// tracker's tolerance, retrying with backoff, and then returns the
+// tracker's *outage.Error, an ordinary failure for the restart strategy.
+// kgo retries produce requests by itself; the records' delivery timeout is
+// the tolerance, and a flush that does not finish asks the cluster whether
+// it answers, so that a pre-commit fails only once the outage outlasted
+// the tolerance. A fenced producer, an invalid epoch or an unknown
+// transaction is never retried: a commit refused so wraps
+// twophase.ErrTransactionLost at once.
 type Transactor struct {
 	opts    TransactorOptions
 	subtask int
 	version int16
+	outage  *outage.Tracker
 	side    *kgo.Client // no transactional id: raw EndTxn, fencing, admin
 	slots   []*slot
 	next    int
@@ -114,11 +131,23 @@ func NewTransactor(ctx context.Context, subtask int, opts TransactorOptions) (*T
 	if opts.TransactionTimeout <= 0 {
 		opts.TransactionTimeout = 15 * time.Minute
 	}
+	if opts.Outage == nil {
+		tr, err := outage.NewTracker(outage.Options{Logger: opts.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("kafka sink: %w", err)
+		}
+		opts.Outage = tr
+	}
 	side, err := kgo.NewClient(opts.ClientOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka sink: creating a client: %w", err)
 	}
-	version, err := TransactionVersion(ctx, side)
+	var version int16
+	err = opts.Outage.Do(ctx, "reading the cluster's transaction version", func(ctx context.Context) error {
+		var err error
+		version, err = TransactionVersion(ctx, side)
+		return err
+	})
 	if err != nil {
 		side.Close()
 		return nil, fmt.Errorf("kafka sink: %w", err)
@@ -132,7 +161,7 @@ func NewTransactor(ctx context.Context, subtask int, opts TransactorOptions) (*T
 			return nil, fmt.Errorf("kafka sink: creating a client: %w", err)
 		}
 	}
-	t := &Transactor{opts: opts, subtask: subtask, version: version, side: side}
+	t := &Transactor{opts: opts, subtask: subtask, version: version, outage: opts.Outage, side: side}
 	for i := range opts.Slots {
 		t.slots = append(t.slots, &slot{id: TransactionalID(opts.Prefix, subtask, i)})
 	}
@@ -209,32 +238,57 @@ func (t *Transactor) Begin(ctx context.Context) (Txn, error) {
 	if s == nil {
 		return Txn{}, fmt.Errorf("kafka sink: all %d transactional ids of subtask %d hold transactions that the latest checkpoint still refers to; checkpoints are not completing fast enough for the pool (raise sink.slots)", n, t.subtask)
 	}
-	if s.client == nil {
-		cl, err := t.newClient(s)
-		if err != nil {
-			t.drop(s)
-			return Txn{}, err
-		}
-		t.mu.Lock()
-		s.client = cl
-		t.mu.Unlock()
-	}
-	if err := s.client.BeginTransaction(); err != nil {
+	if err := t.outage.Do(ctx, "beginning a transaction on "+s.id, func(ctx context.Context) error { return t.begin(ctx, s) }); err != nil {
 		t.drop(s)
 		return Txn{}, fmt.Errorf("kafka sink: beginning a transaction on %s: %w", s.id, err)
 	}
-	pid, epoch, err := s.client.ProducerID(ctx)
-	if err != nil {
-		t.drop(s)
-		return Txn{}, fmt.Errorf("kafka sink: loading the producer id of %s: %w", s.id, err)
-	}
 	t.mu.Lock()
-	s.pid, s.epoch = pid, epoch
+	pid, epoch := s.pid, s.epoch
 	t.mu.Unlock()
 	s.mu.Lock()
 	s.produce = nil
 	s.mu.Unlock()
 	return Txn{TransactionalID: s.id, ProducerID: pid, ProducerEpoch: epoch, TransactionVersion: t.version}, nil
+}
+
+// begin begins a transaction on the free slot s, creating its client if
+// needed, and loads its producer id. On failure the client is closed: s
+// holds no pre-committed transaction, so a new client may be created for
+// its id on the next try, and a client whose producer id load failed
+// halfway is not worth reasoning about.
+func (t *Transactor) begin(ctx context.Context, s *slot) error {
+	t.mu.Lock()
+	cl := s.client
+	t.mu.Unlock()
+	if cl == nil {
+		var err error
+		if cl, err = t.newClient(s); err != nil {
+			return err
+		}
+		t.mu.Lock()
+		s.client = cl
+		t.mu.Unlock()
+	}
+	fail := func(err error) error {
+		t.mu.Lock()
+		if s.client == cl {
+			s.client = nil
+		}
+		t.mu.Unlock()
+		cl.Close()
+		return err
+	}
+	if err := cl.BeginTransaction(); err != nil {
+		return fail(err)
+	}
+	pid, epoch, err := cl.ProducerID(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("loading the producer id: %w", err))
+	}
+	t.mu.Lock()
+	s.pid, s.epoch = pid, epoch
+	t.mu.Unlock()
+	return nil
 }
 
 // newClient creates the transactional client of slot s.
@@ -243,6 +297,7 @@ func (t *Transactor) newClient(s *slot) (*kgo.Client, error) {
 		kgo.TransactionalID(s.id),
 		kgo.TransactionTimeout(t.opts.TransactionTimeout),
 	)
+	opts = append(opts, rideOutProduce(t.outage.Tolerance())...)
 	if t.opts.Topic != "" {
 		opts = append(opts, kgo.DefaultProduceTopic(t.opts.Topic))
 	}
@@ -260,9 +315,10 @@ func (t *Transactor) newClient(s *slot) (*kgo.Client, error) {
 // producer ids, in parallel, so that the first transactions of each slot
 // do not wait for that round trip (a stall of the whole pipeline on a
 // busy broker). Held slots are left alone: initialising their id would
-// fence the transaction a restore may still commit. A slot that fails to
-// warm is left for Begin to try again; Warm returns nothing to fail on.
-// Call it after AbortLingering and before the first Begin.
+// fence the transaction a restore may still commit. Each slot rides out an
+// outage for the tracker's tolerance; a slot that fails to warm is left
+// for Begin to try again, and Warm returns nothing to fail on. Call it
+// after AbortLingering and before the first Begin.
 func (t *Transactor) Warm(ctx context.Context) {
 	var wg sync.WaitGroup
 	t.mu.Lock()
@@ -275,14 +331,20 @@ func (t *Transactor) Warm(ctx context.Context) {
 	t.mu.Unlock()
 	for _, s := range free {
 		wg.Go(func() {
-			cl, err := t.newClient(s)
-			if err == nil {
-				_, _, err = cl.ProducerID(ctx)
-			}
-			if err != nil {
-				if cl != nil {
-					cl.Close()
+			var cl *kgo.Client
+			err := t.outage.Do(ctx, "initialising the producer id of "+s.id, func(ctx context.Context) error {
+				c, err := t.newClient(s)
+				if err != nil {
+					return err
 				}
+				if _, _, err := c.ProducerID(ctx); err != nil {
+					c.Close()
+					return err
+				}
+				cl = c
+				return nil
+			})
+			if err != nil {
 				t.opts.Logger.Warn("kafka sink: warming a transactional id failed; its first transaction will retry", "id", s.id, "err", err)
 				return
 			}
@@ -338,14 +400,16 @@ func (t *Transactor) Write(ctx context.Context, txn Txn, rec *kgo.Record) error 
 // PreCommit flushes the transaction and checks that every record was
 // written and that the producer id and epoch did not change under it (a
 // failed produce can make kgo re-initialise the producer, which aborts the
-// transaction). The returned Txn is what the checkpoint records.
+// transaction). The returned Txn is what the checkpoint records. The flush
+// waits through an outage for the tracker's tolerance (see flush), then
+// fails, leaving the transaction to be aborted.
 func (t *Transactor) PreCommit(ctx context.Context, txn Txn) (Txn, error) {
 	s := t.find(txn.TransactionalID)
 	if s == nil || !s.busy || s.client == nil {
 		return Txn{}, fmt.Errorf("kafka sink: pre-commit of %s, which has no running transaction", txn)
 	}
-	if err := s.client.Flush(ctx); err != nil {
-		return Txn{}, fmt.Errorf("kafka sink: flushing %s: %w", txn, err)
+	if err := flush(ctx, s.client, t.outage, "flushing "+txn.String()); err != nil {
+		return Txn{}, fmt.Errorf("kafka sink: %w", err)
 	}
 	s.mu.Lock()
 	perr := s.produce
@@ -365,9 +429,12 @@ func (t *Transactor) PreCommit(ctx context.Context, txn Txn) (Txn, error) {
 
 // Commit commits a pre-committed transaction. The slot's own client commits
 // the transactions it began; when that fails, or for a transaction of an
-// earlier process, a raw EndTxn goes out through the side client. Commit
-// may be called more than once for the same transaction and succeeds each
-// time (until the id is used for a later transaction).
+// earlier process, a raw EndTxn goes out through the side client, riding
+// out an outage for the tracker's tolerance. Commit may be called more
+// than once for the same transaction and succeeds each time (until the id
+// is used for a later transaction). A commit refused as fenced, for an
+// invalid epoch or an unknown transaction wraps
+// twophase.ErrTransactionLost and is not retried.
 //
 // Commit may run concurrently with the other methods (twophase's
 // AsyncCommit), for a transaction other than the open one.
@@ -394,7 +461,7 @@ func (t *Transactor) Commit(ctx context.Context, txn Txn) error {
 		t.mu.Unlock()
 		own.Close()
 	}
-	if err := endTxn(ctx, t.side, txn, true); err != nil {
+	if err := endTxn(ctx, t.side, t.outage, txn, true); err != nil {
 		return fmt.Errorf("kafka sink: %w", err)
 	}
 	if s != nil {
@@ -463,7 +530,8 @@ func (t *Transactor) Abort(ctx context.Context, txn Txn) error {
 // just committed by recovery, are not fenced but held: the restored
 // checkpoint still holds their transactions, and committing them again
 // after another crash must succeed. No later transaction can be open on
-// them, because an id is only reused after its release.
+// them, because an id is only reused after its release. The listing and
+// every fence ride out an outage for the tracker's tolerance.
 func (t *Transactor) AbortLingering(ctx context.Context, scope twophase.Scope, keep []Txn) error {
 	ids := make(map[string]bool)
 	for _, s := range t.slots {
@@ -485,7 +553,12 @@ func (t *Transactor) AbortLingering(ctx context.Context, scope twophase.Scope, k
 			s.held = true
 		}
 	}
-	listed, err := kadm.NewClient(t.side).ListTransactions(ctx, nil, nil)
+	var listed kadm.ListedTransactions
+	err := t.outage.Do(ctx, "listing transactions", func(ctx context.Context) error {
+		var err error
+		listed, err = kadm.NewClient(t.side).ListTransactions(ctx, nil, nil)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("kafka sink: listing transactions to find ids of prefix %s: %w", t.opts.Prefix, err)
 	}
@@ -505,7 +578,7 @@ func (t *Transactor) AbortLingering(ctx context.Context, scope twophase.Scope, k
 	}
 	slices.Sort(sorted)
 	for _, id := range sorted {
-		if err := fence(ctx, t.side, id, t.opts.TransactionTimeout); err != nil {
+		if err := fence(ctx, t.side, t.outage, id, t.opts.TransactionTimeout); err != nil {
 			return fmt.Errorf("kafka sink: %w", err)
 		}
 	}

@@ -210,7 +210,7 @@ func TestRecoveryOfAnAbortedTransactionIsReportedAsLoss(t *testing.T) {
 	}
 	tr1.Close()
 	// Someone fences the id before recovery (as a timeout abort would).
-	if err := fence(ctx, plainClient(t, client), TransactionalID("job", 0, 0), time.Minute); err != nil {
+	if err := fence(ctx, plainClient(t, client), testTracker(t, time.Minute), TransactionalID("job", 0, 0), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	s2, _ := newSink(t, ctx, client, "job")

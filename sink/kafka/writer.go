@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/internal/outage"
 )
 
 // Delivery is the guarantee a Kafka sink gives.
@@ -40,18 +42,27 @@ func ParseDelivery(s string) (Delivery, error) {
 type Writer struct {
 	delivery Delivery
 	cl       *kgo.Client
+	outage   *outage.Tracker
 
 	mu  sync.Mutex
 	err error // first failed produce since the last barrier
 }
 
 // NewWriter connects a producer writing to topic (for records without a
-// topic of their own).
-func NewWriter(delivery Delivery, topic string, clientOpts []kgo.Opt) (*Writer, error) {
+// topic of their own). It rides out an outage of the cluster for tr's
+// tolerance (nil: a tracker of the Writer's own with
+// outage.DefaultTolerance): a record fails only after waiting that long.
+func NewWriter(delivery Delivery, topic string, clientOpts []kgo.Opt, tr *outage.Tracker) (*Writer, error) {
 	if delivery != DeliveryNone && delivery != DeliveryAtLeastOnce {
 		return nil, fmt.Errorf("kafka sink: Writer does not provide %s delivery", delivery)
 	}
-	opts := slices.Clone(clientOpts)
+	if tr == nil {
+		var err error
+		if tr, err = outage.NewTracker(outage.Options{}); err != nil {
+			return nil, fmt.Errorf("kafka sink: %w", err)
+		}
+	}
+	opts := append(slices.Clone(clientOpts), rideOutProduce(tr.Tolerance())...)
 	if topic != "" {
 		opts = append(opts, kgo.DefaultProduceTopic(topic))
 	}
@@ -59,7 +70,7 @@ func NewWriter(delivery Delivery, topic string, clientOpts []kgo.Opt) (*Writer, 
 	if err != nil {
 		return nil, fmt.Errorf("kafka sink: creating a producer: %w", err)
 	}
-	return &Writer{delivery: delivery, cl: cl}, nil
+	return &Writer{delivery: delivery, cl: cl, outage: tr}, nil
 }
 
 // Write produces rec asynchronously. A produce failure is reported by the
@@ -85,14 +96,15 @@ func (w *Writer) Write(ctx context.Context, rec *kgo.Record) error {
 }
 
 // Flush is called at the barrier. With at_least_once it waits until every
-// record before the barrier is acknowledged and returns the first failure;
-// with none it returns at once.
+// record before the barrier is acknowledged and returns the first failure,
+// riding out an outage of the cluster for the tracker's tolerance; with
+// none it returns at once.
 func (w *Writer) Flush(ctx context.Context) error {
 	if w.delivery == DeliveryNone {
 		return nil
 	}
-	if err := w.cl.Flush(ctx); err != nil {
-		return fmt.Errorf("kafka sink: flushing at the barrier: %w", err)
+	if err := flush(ctx, w.cl, w.outage, "flushing at the barrier"); err != nil {
+		return fmt.Errorf("kafka sink: %w", err)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -14,7 +14,7 @@ func TestAtLeastOnceFlushWaitsForEveryRecord(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	client := fakeCluster(t)
-	w, err := NewWriter(DeliveryAtLeastOnce, topic, client)
+	w, err := NewWriter(DeliveryAtLeastOnce, topic, client, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestAtLeastOnceFlushReportsAFailedProduce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	client := fakeCluster(t)
-	w, err := NewWriter(DeliveryAtLeastOnce, "", append(slices.Clone(client), kgo.RecordDeliveryTimeout(time.Second)))
+	w, err := NewWriter(DeliveryAtLeastOnce, "", client, testTracker(t, time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
