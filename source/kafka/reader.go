@@ -12,7 +12,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/internal/outage"
 )
 
 // StartPosition says where a job without a checkpoint starts reading.
@@ -50,13 +53,23 @@ type ReaderOptions struct {
 	// The default, read_committed, is what exactly-once pipelines need.
 	ReadUncommitted bool
 	// DiscoveryInterval is how often the topics' partition counts are
-	// checked for new partitions (default 30s; negative disables).
+	// checked for new partitions (default 30s; negative disables). A
+	// discovery that failed because the cluster was away is tried again
+	// after discoveryRetry.
 	DiscoveryInterval time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock for discovery; nil means time.Now.
 	Now func() time.Time
+	// Outage is the job's cluster-outage tracker: every call to the
+	// cluster rides out an outage for its tolerance (nil: a tracker of the
+	// Reader's own, with outage.DefaultTolerance).
+	Outage *outage.Tracker
 }
+
+// discoveryRetry is how soon a partition discovery that failed because
+// the cluster was away is tried again.
+const discoveryRetry = time.Second
 
 // Partition names one topic partition.
 type Partition struct {
@@ -88,6 +101,15 @@ func Owner(topic string, partition int32, parallelism int) int {
 // partition in the middle of a checkpoint. It tracks the next offset of
 // every partition, which is the source's state in each checkpoint.
 //
+// A cluster that is away (a broker restarting, a leader moving) is waited
+// for, through the ReaderOptions.Outage tracker, instead of failing the
+// job attempt: opening a reader retries its listings, a failed partition
+// discovery is tried again a second later, and retriable fetch errors are
+// counted; each fails only once the outage has lasted the tracker's
+// tolerance. The Kafka client itself keeps fetching through an outage.
+// None of this moves a position: only a record Next returns does. Errors
+// that no wait can fix (a missing topic, data loss) fail at once.
+//
 // A Reader belongs to the subtask's goroutine; none of its methods may be
 // called concurrently.
 type Reader struct {
@@ -96,6 +118,7 @@ type Reader struct {
 	parallelism int
 	cl          *kgo.Client
 	adm         *kadm.Client
+	tracker     *outage.Tracker
 
 	// next is the next offset to read of every assigned partition.
 	next     map[Partition]int64
@@ -103,16 +126,25 @@ type Reader struct {
 	buf      []*kgo.Record
 
 	lastDiscovery time.Time
+	// discoveryFailing is when (on the tracker's clock) the discoveries
+	// began to fail in a row because the cluster was away; zero while
+	// they succeed.
+	discoveryFailing time.Time
 	// snapshots keeps the offsets of checkpoints not yet completed, for
 	// the group commit on completion.
 	snapshots map[int64]map[Partition]int64
+	// commitRefused is set once a group commit failed for a reason other
+	// than an outage, so that the warning is not repeated at every
+	// checkpoint until a commit succeeds.
+	commitRefused bool
 }
 
 // OpenReader assigns the subtask its partitions and positions them: at the
 // offsets in restored (the union of every subtask's entries of the
 // checkpoint) when restoredJob is true, partitions missing there from
 // their start (they were added after the checkpoint); at opts.Start
-// otherwise.
+// otherwise. While the cluster is away it waits, up to the outage
+// tolerance, and then fails with an *outage.Error.
 func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOptions, restoredJob bool, restored [][]byte) (*Reader, error) {
 	if len(opts.Topics) == 0 {
 		return nil, errors.New("kafka source: no topic to read")
@@ -137,7 +169,14 @@ func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOption
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	r := &Reader{opts: opts, subtask: subtask, parallelism: parallelism,
+	if opts.Outage == nil {
+		tr, err := outage.NewTracker(outage.Options{Logger: opts.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("kafka source: %w", err)
+		}
+		opts.Outage = tr
+	}
+	r := &Reader{opts: opts, subtask: subtask, parallelism: parallelism, tracker: opts.Outage,
 		next: map[Partition]int64{}, assigned: map[Partition]bool{}, snapshots: map[int64]map[Partition]int64{}}
 	checkpointed := map[Partition]int64{}
 	for i, raw := range restored {
@@ -156,10 +195,16 @@ func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOption
 		return nil, fmt.Errorf("kafka source: creating a client: %w", err)
 	}
 	r.cl, r.adm = cl, kadm.NewClient(cl)
-	owned, err := r.ownedPartitions(ctx)
+	var owned []Partition
+	what := fmt.Sprintf("kafka source: listing topics %v", opts.Topics)
+	err = r.tracker.Do(ctx, what, func(ctx context.Context) error {
+		var err error
+		owned, err = r.listOwned(ctx)
+		return err
+	})
 	if err != nil {
 		cl.Close()
-		return nil, err
+		return nil, opError(what, err)
 	}
 	start := map[string]map[int32]kgo.Offset{}
 	var fresh []Partition
@@ -203,26 +248,40 @@ func (r *Reader) freshOffsets(ctx context.Context, ps []Partition, start map[str
 	}
 	var listed kadm.ListedOffsets
 	var committed kadm.OffsetResponses
-	var err error
-	switch r.opts.Start {
-	case StartEarliest:
-		listed, err = r.adm.ListStartOffsets(ctx, r.opts.Topics...)
-	case StartLatest:
-		if r.opts.ReadUncommitted {
-			listed, err = r.adm.ListEndOffsets(ctx, r.opts.Topics...)
-		} else {
-			listed, err = r.adm.ListCommittedOffsets(ctx, r.opts.Topics...)
-		}
-	case StartTimestamp:
-		listed, err = r.adm.ListOffsetsAfterMilli(ctx, r.opts.StartTime.UnixMilli(), r.opts.Topics...)
-	case StartCommitted:
-		committed, err = r.adm.FetchOffsets(ctx, r.opts.Group)
-		if err == nil {
+	what := fmt.Sprintf("kafka source: resolving start position %s of %v", r.opts.Start, r.opts.Topics)
+	err := r.tracker.Do(ctx, what, func(ctx context.Context) error {
+		var err error
+		switch r.opts.Start {
+		case StartEarliest:
 			listed, err = r.adm.ListStartOffsets(ctx, r.opts.Topics...)
+		case StartLatest:
+			if r.opts.ReadUncommitted {
+				listed, err = r.adm.ListEndOffsets(ctx, r.opts.Topics...)
+			} else {
+				listed, err = r.adm.ListCommittedOffsets(ctx, r.opts.Topics...)
+			}
+		case StartTimestamp:
+			listed, err = r.adm.ListOffsetsAfterMilli(ctx, r.opts.StartTime.UnixMilli(), r.opts.Topics...)
+		case StartCommitted:
+			committed, err = r.adm.FetchOffsets(ctx, r.opts.Group)
+			if err == nil {
+				listed, err = r.adm.ListStartOffsets(ctx, r.opts.Topics...)
+			}
 		}
-	}
+		if err != nil {
+			return err
+		}
+		// A partition whose leader is moving is listed with a retriable
+		// error: list again.
+		for _, p := range ps {
+			if lo, ok := listed.Lookup(p.Topic, p.Partition); ok && outage.Retriable(lo.Err) {
+				return fmt.Errorf("%s: %w", p, lo.Err)
+			}
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("kafka source: resolving start position %s of %v: %w", r.opts.Start, r.opts.Topics, err)
+		return opError(what, err)
 	}
 	for _, p := range ps {
 		lo, ok := listed.Lookup(p.Topic, p.Partition)
@@ -243,22 +302,35 @@ func (r *Reader) freshOffsets(ctx context.Context, ps []Partition, start map[str
 	return nil
 }
 
-// ownedPartitions lists the partitions of the topics this subtask owns. A
-// topic that does not exist is an error naming it.
-func (r *Reader) ownedPartitions(ctx context.Context) ([]Partition, error) {
+// opError names the call that failed, unless err is an *outage.Error,
+// which does already.
+func opError(what string, err error) error {
+	if _, ok := errors.AsType[*outage.Error](err); ok {
+		return err
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// listOwned asks the cluster once for the partitions of the topics and
+// returns those this subtask owns. A topic that does not exist is an
+// outage.Permanent error naming it: no wait brings it back. Other errors
+// are returned as they are, for the caller to tell an outage
+// (outage.Retriable) from a refusal.
+func (r *Reader) listOwned(ctx context.Context) ([]Partition, error) {
 	details, err := r.adm.ListTopics(ctx, r.opts.Topics...)
 	if err != nil {
-		return nil, fmt.Errorf("kafka source: listing topics %v: %w", r.opts.Topics, err)
+		return nil, err
 	}
 	var out []Partition
 	for _, topic := range r.opts.Topics {
 		d, ok := details[topic]
-		if !ok || d.Err != nil {
-			err := errors.New("not found")
-			if ok {
-				err = d.Err
-			}
-			return nil, fmt.Errorf("kafka source: topic %s: %w", topic, err)
+		switch {
+		case !ok:
+			return nil, outage.Permanent(fmt.Errorf("topic %s: not found", topic))
+		case errors.Is(d.Err, kerr.UnknownTopicOrPartition):
+			return nil, outage.Permanent(fmt.Errorf("topic %s: %w", topic, d.Err))
+		case d.Err != nil:
+			return nil, fmt.Errorf("topic %s: %w", topic, d.Err)
 		}
 		for _, p := range slices.Sorted(maps.Keys(d.Partitions)) {
 			if Owner(topic, p, r.parallelism) == r.subtask {
@@ -273,20 +345,39 @@ func (r *Reader) ownedPartitions(ctx context.Context) ([]Partition, error) {
 // start. It runs on the subtask's goroutine between records, at most once
 // per DiscoveryInterval. A look cut short because ctx ended (the engine
 // cancels it to inject a barrier) is not an error: it is tried again at
-// the next call.
+// the next call. A look that failed because the cluster is away is not an
+// error either while the discoveries have failed for less than the outage
+// tolerance: it is tried again after discoveryRetry, one attempt per call
+// so that records and barriers keep flowing meanwhile.
 func (r *Reader) discover(ctx context.Context) error {
-	if r.opts.DiscoveryInterval < 0 || r.opts.Now().Sub(r.lastDiscovery) < r.opts.DiscoveryInterval {
+	interval := r.opts.DiscoveryInterval
+	if interval < 0 {
+		return nil
+	}
+	if !r.discoveryFailing.IsZero() {
+		interval = min(interval, discoveryRetry)
+	}
+	if r.opts.Now().Sub(r.lastDiscovery) < interval {
 		return nil
 	}
 	r.lastDiscovery = r.opts.Now()
-	owned, err := r.ownedPartitions(ctx)
+	owned, err := r.listOwned(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			r.lastDiscovery = time.Time{}
 			return nil
 		}
-		return err
+		what := fmt.Sprintf("kafka source: discovering partitions of %v", r.opts.Topics)
+		if !outage.Retriable(err) {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if r.discoveryFailing.IsZero() {
+			r.discoveryFailing = r.tracker.Now()
+		}
+		return r.tracker.Failed(what, err, r.discoveryFailing)
 	}
+	r.discoveryFailing = time.Time{}
+	r.tracker.Succeeded()
 	start := map[string]map[int32]kgo.Offset{}
 	for _, p := range owned {
 		if !r.assigned[p] {
@@ -306,7 +397,9 @@ func (r *Reader) discover(ctx context.Context) error {
 // Next returns the next record of the subtask's partitions, or false when
 // ctx ends first (a deadline lets the caller inject a barrier while no
 // record arrives). The record's offset counts as read once Next returns it:
-// a snapshot taken after this call resumes after it.
+// a snapshot taken after this call resumes after it. A fetch error fails
+// Next, naming the partition, unless it says the cluster is away; those
+// fail it only once the outage has lasted the tolerance.
 func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
 	for len(r.buf) == 0 {
 		if err := r.discover(ctx); err != nil {
@@ -315,17 +408,9 @@ func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
 		// A poll that ctx cut short may still carry what the client had
 		// buffered: its errors count as much as its records (a data loss
 		// notice must surface, not vanish with the barrier).
-		fs := r.cl.PollFetches(ctx)
-		var ferr error
-		fs.EachError(func(topic string, p int32, err error) {
-			if ferr == nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-				ferr = fmt.Errorf("kafka source: fetching %s/%d: %w", topic, p, err)
-			}
-		})
-		if ferr != nil {
-			return nil, false, ferr
+		if err := r.take(r.cl.PollFetches(ctx)); err != nil {
+			return nil, false, err
 		}
-		fs.EachRecord(func(rec *kgo.Record) { r.buf = append(r.buf, rec) })
 		if len(r.buf) == 0 && ctx.Err() != nil {
 			return nil, false, nil
 		}
@@ -335,6 +420,37 @@ func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
 	r.buf = r.buf[1:]
 	r.next[Partition{Topic: rec.Topic, Partition: rec.Partition}] = rec.Offset + 1
 	return rec, true, nil
+}
+
+// take handles a poll's result: the poll's own context errors are
+// ignored, a retriable error is counted by the tracker (an *outage.Error
+// once the outage has lasted the tolerance), any other error is returned
+// naming its partition; the records are buffered for Next. A poll that
+// brought records and no retriable error ends an outage.
+func (r *Reader) take(fs kgo.Fetches) error {
+	var ferr error
+	away := false
+	fs.EachError(func(topic string, p int32, err error) {
+		if ferr != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return
+		}
+		what := fmt.Sprintf("kafka source: fetching %s/%d", topic, p)
+		if !outage.Retriable(err) {
+			ferr = fmt.Errorf("%s: %w", what, err)
+			return
+		}
+		away = true
+		ferr = r.tracker.Failed(what, err, time.Time{})
+	})
+	if ferr != nil {
+		return ferr
+	}
+	n := len(r.buf)
+	fs.EachRecord(func(rec *kgo.Record) { r.buf = append(r.buf, rec) })
+	if len(r.buf) > n && !away {
+		r.tracker.Succeeded()
+	}
+	return nil
 }
 
 // SnapshotState returns the next offset of every partition the subtask
@@ -364,6 +480,9 @@ func (r *Reader) SnapshotState(checkpointID int64) ([][]byte, error) {
 // NotifyCheckpointComplete commits the offsets of checkpoint id to the
 // consumer group (when one is configured), for lag monitoring only. A
 // failed commit is logged, not returned: the checkpoint holds the truth.
+// A commit that failed because the cluster is away is counted by the
+// tracker, which logs the outage once; a commit refused for another
+// reason is warned about once until a commit succeeds.
 func (r *Reader) NotifyCheckpointComplete(ctx context.Context, checkpointID int64) {
 	snap, ok := r.snapshots[checkpointID]
 	for id := range r.snapshots {
@@ -382,8 +501,23 @@ func (r *Reader) NotifyCheckpointComplete(ctx context.Context, checkpointID int6
 	if err == nil {
 		err = resp.Error()
 	}
-	if err != nil {
-		r.opts.Logger.Warn("kafka source: committing checkpointed offsets to the group failed (lag monitoring only)",
+	const msg = "kafka source: committing checkpointed offsets to the group failed (lag monitoring only)"
+	switch {
+	case err == nil:
+		r.commitRefused = false
+		r.tracker.Succeeded()
+	case ctx.Err() != nil:
+		r.opts.Logger.Debug(msg, "group", r.opts.Group, "checkpoint", checkpointID, "err", err)
+	case outage.Retriable(err):
+		// Past the tolerance this is no failure of the job's: the commit
+		// only feeds lag monitoring, and the next one may succeed.
+		_ = r.tracker.Failed(fmt.Sprintf("kafka source: committing offsets to group %s", r.opts.Group), err, time.Time{})
+		r.opts.Logger.Debug(msg, "group", r.opts.Group, "checkpoint", checkpointID, "err", err)
+	case r.commitRefused:
+		r.opts.Logger.Debug(msg, "group", r.opts.Group, "checkpoint", checkpointID, "err", err)
+	default:
+		r.commitRefused = true
+		r.opts.Logger.Warn(msg+"; not repeated until a commit succeeds",
 			"group", r.opts.Group, "checkpoint", checkpointID, "err", err)
 	}
 }

@@ -14,12 +14,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/outage"
 )
 
 // SourceOptions configure a Source.
 type SourceOptions[T any] struct {
 	// Reader configures the Reader of every subtask: cluster, topics,
-	// start position, consumer group, isolation, partition discovery.
+	// start position, consumer group, isolation, partition discovery, the
+	// outage tracker (nil: one the Source makes and its readers share).
 	Reader ReaderOptions
 	// Decode turns a record into the job's input (required).
 	Decode Decoder[T]
@@ -31,7 +33,9 @@ type SourceOptions[T any] struct {
 	// LagInterval is the least time between two refreshes of a subtask's
 	// consumer lag (default 5s; negative: lag stays unknown). A refresh
 	// lists the partitions' end offsets from a goroutine of the subtask's
-	// reader, off the record path.
+	// reader, off the record path. A failed refresh leaves the lag unknown
+	// and is logged at debug level only (an outage is reported by the
+	// tracker); a good one ends an outage.
 	LagInterval time.Duration
 }
 
@@ -48,6 +52,9 @@ type Source[T any] struct {
 
 	mu   sync.Mutex
 	live map[*sourceReader[T]]struct{}
+	// parallelism is the subtask count of the latest reader opened: the
+	// lag is known only while that many readers are live.
+	parallelism int
 	// done holds the counters of readers already closed, so that the
 	// totals never go down across job attempts.
 	done SourceStats
@@ -67,8 +74,8 @@ type SourceStats struct {
 	// ConsumerLag is how many records the running subtasks have yet to
 	// read (end offset, or last stable offset under read_committed, minus
 	// the next offset to read, summed over partitions), as of each
-	// subtask's last refresh; -1 while unknown (no running subtask, or one
-	// that has not measured it yet). Under read_committed a transaction
+	// subtask's last refresh; -1 while unknown (a subtask whose reader is
+	// not open, or one that has not measured it yet). Under read_committed a transaction
 	// marker at the end of a partition may count as one record.
 	ConsumerLag int64
 }
@@ -96,6 +103,15 @@ func NewSource[T any](opts SourceOptions[T]) (*Source[T], error) {
 	}
 	if opts.Reader.Logger == nil {
 		opts.Reader.Logger = slog.Default()
+	}
+	if opts.Reader.Outage == nil {
+		// One tracker for every subtask and attempt: an outage is the
+		// cluster's, not a reader's.
+		tr, err := outage.NewTracker(outage.Options{Logger: opts.Reader.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("kafka source: %w", err)
+		}
+		opts.Reader.Outage = tr
 	}
 	return &Source[T]{opts: opts, live: map[*sourceReader[T]]struct{}{}}, nil
 }
@@ -134,6 +150,7 @@ func (s *Source[T]) NewReader(ctx context.Context, scope engine.Scope, restored 
 	}
 	s.mu.Lock()
 	s.live[sr] = struct{}{}
+	s.parallelism = scope.Parallelism
 	s.mu.Unlock()
 	return sr, nil
 }
@@ -144,7 +161,7 @@ func (s *Source[T]) Stats() SourceStats {
 	defer s.mu.Unlock()
 	st := s.done
 	st.ConsumerLag = -1
-	if len(s.live) > 0 {
+	if len(s.live) > 0 && len(s.live) >= s.parallelism {
 		st.ConsumerLag = 0
 	}
 	for r := range s.live {
@@ -281,6 +298,7 @@ func (sr *sourceReader[T]) measureLag(ctx context.Context) {
 			sr.lag.Store(-1)
 			continue
 		}
+		sr.r.tracker.Succeeded()
 		sr.lag.Store(lagOf(next, ends))
 	}
 }

@@ -240,3 +240,47 @@ func TestNewSourceRefusesIncompleteOptions(t *testing.T) {
 		}
 	}
 }
+
+// The lag is unknown until every subtask's reader measured its own: one
+// subtask that read its partitions to the end says nothing of the
+// partitions of a subtask whose reader is not open yet (the job test
+// above once saw lag 0 with 22 of 30 records read).
+func TestLagIsUnknownWhileASubtaskIsMissing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := fake(t, 2, "in")
+	src, err := NewSource(SourceOptions[string]{Reader: ReaderOptions{ClientOpts: client, Topics: []string{"in"}, DiscoveryInterval: -1},
+		Decode: valueDecoder, LagInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Subtask 0 of 2, alone, on an empty topic: its lag is 0 at once.
+	r, err := src.NewReader(ctx, engine.Scope{Job: "j", UID: "source", Subtask: 0, Parallelism: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	sr := r.(*sourceReader[string])
+	for sr.lag.Load() != 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("subtask 0 never measured its lag")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if st := src.Stats(); st.ConsumerLag != -1 {
+		t.Fatalf("with subtask 1 not open the lag is %d, want -1 (unknown)", st.ConsumerLag)
+	}
+	r1, err := src.NewReader(ctx, engine.Scope{Job: "j", UID: "source", Subtask: 1, Parallelism: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close()
+	for src.Stats().ConsumerLag != 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("with both subtasks open the lag is %d, want 0", src.Stats().ConsumerLag)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}

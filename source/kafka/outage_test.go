@@ -1,0 +1,425 @@
+package kafka
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/onceflow/onceflow/internal/outage"
+)
+
+// The source rides out a cluster that is away (issue 14 §1): opening a
+// reader, discovering partitions, fetching and committing to the group
+// wait for it up to kafka.outage_tolerance, log it once, and never move a
+// position while they wait.
+
+// testClock is a fake clock: After moves it forward by the pause and
+// fires at once, so retries run without sleeping.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTestClock() *testClock { return &testClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	now := c.now
+	c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	ch <- now
+	return ch
+}
+
+func (c *testClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// syncLog collects log output written from several goroutines.
+type syncLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *syncLog) count(s string) int { return strings.Count(l.String(), s) }
+
+// tracker returns a Tracker logging to a new syncLog; clk nil means the
+// real clock.
+func tracker(t *testing.T, tolerance time.Duration, clk *testClock) (*outage.Tracker, *syncLog) {
+	t.Helper()
+	logs := &syncLog{}
+	o := outage.Options{Tolerance: tolerance, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	if clk != nil {
+		o.Now, o.After = clk.Now, clk.After
+	}
+	tr, err := outage.NewTracker(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr, logs
+}
+
+// closedPort returns a local address nothing listens on.
+func closedPort(t *testing.T) (string, int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, p, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(p)
+	return addr, port
+}
+
+// A job attempt restarting while the broker is away (here: nothing
+// listens on its port yet) waits for it instead of failing: OpenReader
+// keeps trying, the tracker reports the outage, and once a broker listens
+// there the reader opens and reads every record.
+func TestOpenReaderWaitsForAClusterThatIsAway(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	addr, port := closedPort(t)
+	tr, logs := tracker(t, 45*time.Second, nil)
+	client := []kgo.Opt{kgo.SeedBrokers(addr)}
+	type opened struct {
+		r   *Reader
+		err error
+	}
+	done := make(chan opened, 1)
+	go func() {
+		r, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"in"}, Outage: tr}, false, nil)
+		done <- opened{r, err}
+	}()
+	// Wait until the reader has seen the cluster away.
+	for !tr.Status().Down {
+		select {
+		case o := <-done:
+			t.Fatalf("OpenReader returned while nothing listened at %s: %v", addr, o.err)
+		case <-ctx.Done():
+			t.Fatal("the tracker never saw the outage")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if st := tr.Status(); !strings.Contains(st.What, "listing topics") || !strings.Contains(st.LastError, "dial") {
+		t.Fatalf("status during the outage: %+v", st)
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(2, "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	produce(t, ctx, client, "in", 20, 0)
+	var o opened
+	select {
+	case o = <-done:
+	case <-ctx.Done():
+		t.Fatal("OpenReader did not return once the broker listened")
+	}
+	if o.err != nil {
+		t.Fatalf("OpenReader: %v", o.err)
+	}
+	defer o.r.Close()
+	got := readN(t, ctx, o.r, 20)
+	slices.Sort(got)
+	if len(got) != 20 || got[0] != "r0000" || got[19] != "r0019" || slices.Compact(slices.Clone(got))[19] != "r0019" {
+		t.Fatalf("after the outage read %v, want r0000..r0019 once each", got)
+	}
+	if st := tr.Status(); st.Down || st.Outages != 1 {
+		t.Fatalf("status after the outage: %+v", st)
+	}
+	if n, m := logs.count("does not answer"), logs.count("answers again"); n != 1 || m != 1 {
+		t.Fatalf("outage logged %d times at its start and %d at its end, want once each:\n%s", n, m, logs)
+	}
+}
+
+// Past the tolerance, opening a reader fails with the outage error (the
+// restart strategy decides what follows).
+func TestOpenReaderGivesUpPastTheTolerance(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	addr, _ := closedPort(t)
+	clk := newTestClock()
+	tr, _ := tracker(t, 5*time.Second, clk)
+	start := clk.Now()
+	_, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: []kgo.Opt{kgo.SeedBrokers(addr)}, Topics: []string{"in"}, Outage: tr}, false, nil)
+	var oe *outage.Error
+	if !errors.As(err, &oe) || !strings.Contains(err.Error(), "kafka source: listing topics [in]") || !strings.Contains(err.Error(), "kafka.outage_tolerance") {
+		t.Fatalf("err = %v, want an outage error naming the listing and the key", err)
+	}
+	if waited := clk.Now().Sub(start); waited < 5*time.Second || waited > 7*time.Second {
+		t.Fatalf("gave up after %s of the fake clock, want just past the 5s tolerance", waited)
+	}
+}
+
+// A missing topic is not an outage: it fails at once, naming the topic.
+func TestMissingTopicIsNotWaitedFor(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := fake(t, 1, "in")
+	tr, logs := tracker(t, time.Hour, nil)
+	_, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"nope"}, Outage: tr}, false, nil)
+	if err == nil || !strings.Contains(err.Error(), "topic nope") || tr.Status().Outages != 0 || logs.count("does not answer") != 0 {
+		t.Fatalf("err = %v, status %+v; want a failure naming topic nope and no outage", err, tr.Status())
+	}
+}
+
+// Partition discovery that fails while the cluster is away does not fail
+// the attempt: it is tried again every second until the cluster answers,
+// and only once it has failed for the tolerance does the error end the
+// attempt.
+func TestDiscoveryRidesOutAnOutage(t *testing.T) {
+	for _, recovers := range []bool{true, false} {
+		t.Run(map[bool]string{true: "cluster answers again", false: "past the tolerance"}[recovers], func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// kadm answers from cached metadata younger than MetadataMinAge.
+			client := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.MetadataMinAge(10 * time.Millisecond)}
+			clk := newTestClock()
+			tr, logs := tracker(t, 10*time.Second, clk)
+			r, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"in"}, DiscoveryInterval: time.Minute,
+				Now: clk.Now, Outage: tr}, false, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			time.Sleep(50 * time.Millisecond) // let the cached metadata age past MetadataMinAge
+			// The topic's leader is away for every metadata request.
+			away := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Metadata}, Topic: "in", Err: kerr.LeaderNotAvailable, Count: -1})
+			next := func() error {
+				t.Helper()
+				pctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+				defer cancel()
+				_, _, err := r.Next(pctx)
+				return err
+			}
+			clk.advance(2 * time.Minute) // discovery is due
+			first := clk.Now()
+			if err := next(); err != nil {
+				t.Fatalf("discovery failing while the cluster is away failed the attempt: %v", err)
+			}
+			if st := tr.Status(); !st.Down || !strings.Contains(st.What, "discovering partitions of [in]") || !strings.Contains(st.LastError, "LEADER_NOT_AVAILABLE") {
+				t.Fatalf("status after the failed discovery: %+v", st)
+			}
+			// Tried again a second later, not a discovery interval later.
+			clk.advance(500 * time.Millisecond)
+			if err := next(); err != nil || !r.lastDiscovery.Equal(first) {
+				t.Fatalf("half a second later: err %v, last discovery %v (want none, still %v)", err, r.lastDiscovery, first)
+			}
+			clk.advance(500 * time.Millisecond)
+			if err := next(); err != nil || !r.lastDiscovery.Equal(clk.Now()) {
+				t.Fatalf("a second later: err %v, last discovery %v (want a retry at %v)", err, r.lastDiscovery, clk.Now())
+			}
+			if recovers {
+				away.Remove()
+				time.Sleep(50 * time.Millisecond) // as above: no cached answer
+				clk.advance(time.Second)
+				if err := next(); err != nil {
+					t.Fatalf("discovery after the outage: %v", err)
+				}
+				if st := tr.Status(); st.Down {
+					t.Fatalf("still down after a discovery succeeded: %+v", st)
+				}
+				if n, m := logs.count("does not answer"), logs.count("answers again"); n != 1 || m != 1 {
+					t.Fatalf("outage logged %d times at its start and %d at its end, want once each:\n%s", n, m, logs)
+				}
+				// Back to the discovery interval.
+				clk.advance(30 * time.Second)
+				last := r.lastDiscovery
+				if err := next(); err != nil || !r.lastDiscovery.Equal(last) {
+					t.Fatalf("30s after a good discovery: err %v, discovered again at %v", err, r.lastDiscovery)
+				}
+				return
+			}
+			clk.advance(9 * time.Second) // 10s since the first failure
+			err = next()
+			var oe *outage.Error
+			if !errors.As(err, &oe) || !strings.Contains(err.Error(), "discovering partitions of [in]") || !errors.Is(err, kerr.LeaderNotAvailable) {
+				t.Fatalf("discovery failing for the whole tolerance: err %v, want the outage error", err)
+			}
+		})
+	}
+}
+
+// fetchWith is a poll's result: one partition's error, or records.
+func fetchWith(topic string, p int32, err error, offsets ...int64) kgo.Fetches {
+	fp := kgo.FetchPartition{Partition: p, Err: err}
+	for _, o := range offsets {
+		fp.Records = append(fp.Records, &kgo.Record{Topic: topic, Partition: p, Offset: o})
+	}
+	return kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: topic, Partitions: []kgo.FetchPartition{fp}}}}}
+}
+
+// Fetch errors step by step on a fake clock: an error saying the cluster
+// is away is counted, not returned, until the outage has lasted the
+// tolerance; a poll with records ends the outage; the poll's own context
+// errors are ignored; anything else fails at once naming the partition.
+func TestFetchErrorsOfAnOutageAreCountedNotReturned(t *testing.T) {
+	clk := newTestClock()
+	tr, logs := tracker(t, 10*time.Second, clk)
+	r := &Reader{tracker: tr}
+	timeout := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("i/o timeout")} // from a listing of the client's, injected into the poll
+	for i := range 3 {
+		if err := r.take(fetchWith("in", 0, timeout)); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		clk.advance(3 * time.Second)
+	}
+	if st := tr.Status(); !st.Down || st.What != "kafka source: fetching in/0" || st.For != 9*time.Second {
+		t.Fatalf("status after 9s of fetch errors: %+v", st)
+	}
+	if err := r.take(fetchWith("in", 1, context.Canceled)); err != nil || len(r.buf) != 0 {
+		t.Fatalf("the poll's own cancellation: %v, %d records", err, len(r.buf))
+	}
+	clk.advance(time.Second)
+	err := r.take(fetchWith("in", 0, timeout))
+	var oe *outage.Error
+	if !errors.As(err, &oe) || !strings.Contains(err.Error(), "kafka source: fetching in/0") || !strings.Contains(err.Error(), "kafka.outage_tolerance") {
+		t.Fatalf("a fetch error 10s into the outage: %v, want the outage error", err)
+	}
+
+	// Records end the outage; the next one starts a new bound.
+	if err := r.take(fetchWith("in", 0, nil, 7, 8)); err != nil || len(r.buf) != 2 {
+		t.Fatalf("records: %v, %d buffered", err, len(r.buf))
+	}
+	if st := tr.Status(); st.Down || st.Outages != 1 {
+		t.Fatalf("status after records: %+v", st)
+	}
+	if err := r.take(fetchWith("in", 0, timeout)); err != nil {
+		t.Fatalf("a new outage failed at once: %v", err)
+	}
+	if n, m := logs.count("does not answer"), logs.count("answers again"); n != 2 || m != 1 {
+		t.Fatalf("logged %d outage starts and %d ends, want 2 and 1:\n%s", n, m, logs)
+	}
+
+	// What no wait can fix fails at once, even in an outage.
+	for _, e := range []error{&kgo.ErrDataLoss{Topic: "in", Partition: 1, ConsumedTo: 5}, kerr.TopicAuthorizationFailed, errors.New("invalid record batch")} {
+		err := r.take(fetchWith("in", 1, e))
+		if !errors.Is(err, e) || !strings.Contains(err.Error(), "kafka source: fetching in/1") {
+			t.Fatalf("take(%v) = %v, want it at once, naming in/1", e, err)
+		}
+	}
+	if len(r.buf) != 2 {
+		t.Fatalf("%d records buffered, want the 2 of the good poll", len(r.buf))
+	}
+}
+
+// Group commits that fail while the cluster is away are logged once per
+// outage (by the tracker), not once per checkpoint, and a refused commit
+// is warned about once until one succeeds.
+func TestGroupCommitFailuresAreLoggedOncePerOutage(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	client := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	produce(t, ctx, client, "in", 3, 0)
+	tr, logs := tracker(t, time.Minute, nil)
+	r, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"in"}, Group: "g", Outage: tr, DiscoveryInterval: -1,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	checkpoint := int64(0)
+	complete := func() {
+		t.Helper()
+		checkpoint++
+		if _, err := r.SnapshotState(checkpoint); err != nil {
+			t.Fatal(err)
+		}
+		r.NotifyCheckpointComplete(ctx, checkpoint)
+	}
+	committed := func() int64 {
+		t.Helper()
+		offs, err := kadmClient(t, client).FetchOffsets(ctx, "g")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, _ := offs.Lookup("in", 0)
+		return o.At
+	}
+
+	away := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Group: "g", Err: kerr.RequestTimedOut, Count: -1})
+	readN(t, ctx, r, 3)
+	for range 4 {
+		complete()
+	}
+	if st := tr.Status(); !st.Down || !strings.Contains(st.What, "committing offsets to group g") {
+		t.Fatalf("status while commits fail: %+v", st)
+	}
+	if n, w := logs.count("does not answer"), logs.count("level=WARN msg=\"kafka source: committing"); n != 1 || w != 0 {
+		t.Fatalf("4 failed commits logged %d outage starts and %d warnings, want 1 and 0:\n%s", n, w, logs)
+	}
+	away.Remove()
+	complete()
+	if st := tr.Status(); st.Down || committed() != 3 {
+		t.Fatalf("after a good commit: status %+v, committed %d (want 3)", st, committed())
+	}
+	if n := logs.count("answers again"); n != 1 {
+		t.Fatalf("outage end logged %d times:\n%s", n, logs)
+	}
+
+	refused := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Group: "g", Err: kerr.GroupAuthorizationFailed, Count: -1})
+	for range 3 {
+		complete()
+	}
+	refused.Remove()
+	complete()
+	complete()
+	refused = c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Group: "g", Err: kerr.GroupAuthorizationFailed, Count: -1})
+	defer refused.Remove()
+	complete()
+	if w := logs.count("level=WARN msg=\"kafka source: committing"); w != 2 {
+		t.Fatalf("refused commits warned %d times, want twice (once per run of refusals):\n%s", w, logs)
+	}
+	if st := tr.Status(); st.Down || st.Outages != 1 {
+		t.Fatalf("a refused commit counted as an outage: %+v", st)
+	}
+}
+
+func kadmClient(t *testing.T, client []kgo.Opt) *kadm.Client { return kadm.NewClient(plain(t, client)) }
