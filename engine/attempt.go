@@ -150,6 +150,7 @@ func (j *Job) runAttempt(parent context.Context, attempt int, md, newer *state.M
 	if !coordReturned {
 		<-coordDone
 	}
+	j.nextID = c.nextID
 	c.discardLeftovers()
 	closeCtx, closeCancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer closeCancel()

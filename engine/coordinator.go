@@ -104,7 +104,7 @@ func newCoordinator(ctx context.Context, j *Job, md *state.Metadata, log *slog.L
 	if err != nil {
 		return nil, fmt.Errorf("engine: listing checkpoints: %w", err)
 	}
-	c.nextID = 1
+	c.nextID = max(1, j.nextID)
 	if md != nil {
 		c.nextID = md.CheckpointID + 1
 		c.completed.Store(0)

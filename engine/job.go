@@ -126,6 +126,11 @@ type Job struct {
 	status   Status
 	restarts atomic.Int64
 	history  *history
+	// nextID is the first checkpoint id the next attempt may use: ids are
+	// never reused within a job, even when an attempt's checkpoint in
+	// flight was discarded (the storage refuses an aborted id). Only Run's
+	// goroutine touches it, between attempts.
+	nextID int64
 }
 
 // NewJob returns an empty job.

@@ -550,3 +550,47 @@ func TestStopWithSavepointDrainsTheSinks(t *testing.T) {
 		t.Fatalf("drained at %v, want each of the 2 writers once, after the notification of savepoint %d", sink.drainedAt, spID)
 	}
 }
+
+// Checkpoint ids are never reused within a job, even when an attempt
+// fails with a checkpoint in flight whose files were then removed: the
+// storage refuses writers for an aborted id, and two history entries of
+// one id would be ambiguous. (The next attempt took its first id from the
+// storage's listing, where the discarded checkpoint no longer was.)
+func TestCheckpointIDsAreNotReusedAfterAFailedAttempt(t *testing.T) {
+	var j *engine.Job
+	var failNow, failed atomic.Bool
+	sink := &memSink[int]{beforeSnapshot: func(ctx context.Context, id int64) {
+		if failed.CompareAndSwap(false, true) {
+			failNow.Store(true)
+			<-ctx.Done() // the attempt fails with this checkpoint in flight
+		}
+	}}
+	j = engine.NewJob("ids", engine.Options{
+		Checkpoint: engine.CheckpointOptions{Interval: 5 * time.Millisecond},
+		Restart:    engine.FixedDelay(1, 0),
+		// The map fails while the sink, on its own goroutine, holds the
+		// checkpoint.
+		DisableChaining: true,
+	})
+	src := engine.FromSource(j, "source", 1, &memSource[int]{parts: [][]int{seq(0, 300)}, pauseEvery: 1, pause: time.Millisecond})
+	m := engine.Map(src, "fail", func(v int) (int, error) {
+		if failNow.CompareAndSwap(true, false) {
+			return 0, errors.New("injected failure while a checkpoint is in flight")
+		}
+		return v, nil
+	})
+	engine.SinkTo(m, "sink", 1, sink)
+	if err := runJob(t, j); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int64]bool{}
+	for _, cs := range j.Status().Checkpoints {
+		if seen[cs.ID] {
+			t.Fatalf("checkpoint id %d used twice: %+v", cs.ID, j.Status().Checkpoints)
+		}
+		seen[cs.ID] = true
+	}
+	if j.Status().Restarts != 1 || completedCount(j) == 0 {
+		t.Fatalf("%d restarts, %d completed checkpoints; want 1 and some", j.Status().Restarts, completedCount(j))
+	}
+}
