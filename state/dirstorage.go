@@ -112,10 +112,62 @@ type dirStorage struct {
 	// reference it; sharedRefs holds one reference for HasShared.
 	refs       map[string]int
 	sharedRefs map[string]FileRef
-	// pending maps an in-flight checkpoint to the shared files its writers
-	// created, so Abort can remove them unless something else uses them.
-	pending map[int64]map[string]bool
+	// pending maps every checkpoint in flight (from its first Writer to
+	// Complete or Abort) to what its writers created.
+	pending map[int64]*inflight
+	// aborted holds the ids aborted since the newest completed checkpoint:
+	// their late writers are refused.
+	aborted map[int64]bool
 	newest  int64
+}
+
+// inflight is a checkpoint being written.
+//
+// Abort may come while its uploads still run (a timeout, a failed
+// subtask): their later steps must neither recreate its directory nor
+// publish a shared file nothing will reference. So every step of a writer
+// that adds to the storage (creating the directory or a file, renaming a
+// shared file into place, syncing its directory) holds mu shared and
+// checks aborted first, and Abort holds mu exclusively while it sets
+// aborted and removes what was written: a step either finished before
+// Abort, which then removes its result, or sees aborted and undoes
+// itself. Writes into a file already created need no lock: they land in
+// a file Abort removed.
+type inflight struct {
+	mu      sync.RWMutex
+	aborted bool // guarded by mu
+	// shared names the shared files its writers created, tmps the
+	// temporary names they are written under until Close; both guarded by
+	// the storage's mu.
+	shared map[string]bool
+	tmps   map[string]bool
+}
+
+func newInflight() *inflight {
+	return &inflight{shared: map[string]bool{}, tmps: map[string]bool{}}
+}
+
+// abortedError is what the writers of an aborted checkpoint get.
+func (s *dirStorage) abortedError(id int64) error {
+	return fmt.Errorf("storage %s: checkpoint %d was aborted", s.root, id)
+}
+
+// inflightLocked returns the in-flight record of checkpoint id, creating it
+// for the first writer. Checkpoints that were aborted, or that are not
+// newer than the newest completed one (they can never complete), get none.
+func (s *dirStorage) inflightLocked(id int64) (*inflight, error) {
+	if inf := s.pending[id]; inf != nil {
+		return inf, nil
+	}
+	if s.aborted[id] {
+		return nil, s.abortedError(id)
+	}
+	if id <= s.newest {
+		return nil, fmt.Errorf("storage %s: checkpoint %d is not newer than completed checkpoint %d", s.root, id, s.newest)
+	}
+	inf := newInflight()
+	s.pending[id] = inf
+	return inf, nil
 }
 
 func newDirStorage(fsys storageFS, dir, job string, opts StorageOptions) (*dirStorage, error) {
@@ -131,7 +183,7 @@ func newDirStorage(fsys storageFS, dir, job string, opts StorageOptions) (*dirSt
 	s := &dirStorage{
 		fs: fsys, root: filepath.Join(dir, job), job: job, opts: opts,
 		completed: map[int64]*Metadata{}, refs: map[string]int{},
-		sharedRefs: map[string]FileRef{}, pending: map[int64]map[string]bool{},
+		sharedRefs: map[string]FileRef{}, pending: map[int64]*inflight{}, aborted: map[int64]bool{},
 	}
 	if err := fsys.MkdirAll(filepath.Join(s.root, sharedDir)); err != nil {
 		return nil, fmt.Errorf("storage %s: %w", s.root, err)
@@ -228,7 +280,8 @@ func mapRefs(md *Metadata, fn func(FileRef) (FileRef, error)) error {
 	return nil
 }
 
-// Writer implements Storage.
+// Writer implements Storage. It fails for a checkpoint that was aborted
+// or is not newer than the newest completed one.
 func (s *dirStorage) Writer(checkpointID int64, operatorUID string, subtask int) (SnapshotWriter, error) {
 	if operatorUID == "" {
 		return nil, fmt.Errorf("storage %s: checkpoint %d: empty operator uid", s.root, checkpointID)
@@ -237,20 +290,33 @@ func (s *dirStorage) Writer(checkpointID int64, operatorUID string, subtask int)
 	// Mark the checkpoint in flight before creating its directory, so that
 	// a concurrent subsumption does not take it for a stale leftover.
 	s.mu.Lock()
-	if s.pending[checkpointID] == nil {
-		s.pending[checkpointID] = map[string]bool{}
-	}
+	inf, err := s.inflightLocked(checkpointID)
 	s.mu.Unlock()
-	if err := s.fs.MkdirAll(filepath.Join(s.root, rel)); err != nil {
-		return nil, fmt.Errorf("storage: checkpoint %d writer for %s/%d: %w", checkpointID, operatorUID, subtask, err)
+	if err != nil {
+		return nil, fmt.Errorf("writer for %s/%d: %w", operatorUID, subtask, err)
 	}
-	return &snapshotWriter{s: s, id: checkpointID, rel: rel}, nil
+	w := &snapshotWriter{s: s, id: checkpointID, rel: rel, inf: inf}
+	if err := w.mkdir(); err != nil {
+		return nil, fmt.Errorf("storage %s: checkpoint %d writer for %s/%d: %w", s.root, checkpointID, operatorUID, subtask, err)
+	}
+	return w, nil
 }
 
 type snapshotWriter struct {
 	s   *dirStorage
 	id  int64
 	rel string
+	inf *inflight
+}
+
+// mkdir creates the subtask's directory unless the checkpoint was aborted.
+func (w *snapshotWriter) mkdir() error {
+	w.inf.mu.RLock()
+	defer w.inf.mu.RUnlock()
+	if w.inf.aborted {
+		return w.s.abortedError(w.id)
+	}
+	return w.s.fs.MkdirAll(filepath.Join(w.s.root, w.rel))
 }
 
 func validFileName(name string) error {
@@ -260,6 +326,8 @@ func validFileName(name string) error {
 	return nil
 }
 
+// Create implements SnapshotWriter. It fails once the checkpoint was
+// aborted.
 func (w *snapshotWriter) Create(name string, shared bool) (FileWriter, error) {
 	if err := validFileName(name); err != nil {
 		return nil, err
@@ -267,12 +335,6 @@ func (w *snapshotWriter) Create(name string, shared bool) (FileWriter, error) {
 	rel := filepath.Join(w.rel, name)
 	if shared {
 		rel = filepath.Join(sharedDir, name)
-		w.s.mu.Lock()
-		if w.s.pending[w.id] == nil {
-			w.s.pending[w.id] = map[string]bool{}
-		}
-		w.s.pending[w.id][rel] = true
-		w.s.mu.Unlock()
 	}
 	final := filepath.Join(w.s.root, rel)
 	tmp := final
@@ -282,11 +344,30 @@ func (w *snapshotWriter) Create(name string, shared bool) (FileWriter, error) {
 		// atomically (with the same content) and never seen half-written.
 		tmp = final + tmpInfix + randomSuffix()
 	}
+	w.inf.mu.RLock()
+	defer w.inf.mu.RUnlock()
+	if w.inf.aborted {
+		return nil, w.s.abortedError(w.id)
+	}
+	if shared {
+		w.s.mu.Lock()
+		w.inf.shared[rel] = true
+		w.inf.tmps[tmp] = true
+		w.s.mu.Unlock()
+	}
 	f, err := w.s.fs.Create(tmp)
 	if err != nil {
+		w.s.forgetTmp(w.inf, tmp)
 		return nil, fmt.Errorf("storage: create %s: %w", final, err)
 	}
-	return &fileWriter{s: w.s, f: f, tmp: tmp, final: final, ref: FileRef{Path: rel, Shared: shared}, crc: crc32.New(castagnoli)}, nil
+	return &fileWriter{s: w.s, id: w.id, inf: w.inf, f: f, tmp: tmp, final: final, ref: FileRef{Path: rel, Shared: shared}, crc: crc32.New(castagnoli)}, nil
+}
+
+// forgetTmp drops a temporary name from inf once it is renamed or removed.
+func (s *dirStorage) forgetTmp(inf *inflight, tmp string) {
+	s.mu.Lock()
+	delete(inf.tmps, tmp)
+	s.mu.Unlock()
 }
 
 func (w *snapshotWriter) HasShared(name string) (FileRef, bool) {
@@ -301,6 +382,8 @@ func (w *snapshotWriter) HasShared(name string) (FileRef, bool) {
 
 type fileWriter struct {
 	s          *dirStorage
+	id         int64
+	inf        *inflight
 	f          storageFile
 	tmp, final string
 	ref        FileRef
@@ -323,6 +406,9 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// Close implements FileWriter: the file is fsynced, a shared one renamed
+// to its name, and its directory fsynced, unless the checkpoint was
+// aborted meanwhile (then the file is removed and Close fails saying so).
 func (w *fileWriter) Close() (FileRef, error) {
 	if w.done {
 		return FileRef{}, fmt.Errorf("storage: %s closed twice", w.final)
@@ -337,22 +423,39 @@ func (w *fileWriter) Close() (FileRef, error) {
 	if cerr := w.f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("storage: close %s: %w", w.final, cerr)
 	}
-	if err == nil && w.tmp != w.final {
-		if rerr := w.s.fs.Rename(w.tmp, w.final); rerr != nil {
-			err = fmt.Errorf("storage: rename %s: %w", w.final, rerr)
-		}
-	}
 	if err == nil {
-		if serr := w.s.fs.SyncDir(filepath.Dir(w.final)); serr != nil {
-			err = fmt.Errorf("storage: sync dir of %s: %w", w.final, serr)
-		}
+		err = w.publish()
 	}
 	if err != nil {
 		_ = w.s.fs.Remove(w.tmp)
+	}
+	if w.tmp != w.final {
+		w.s.forgetTmp(w.inf, w.tmp)
+	}
+	if err != nil {
 		return FileRef{}, err
 	}
 	w.ref.CRC32C = w.crc.Sum32()
 	return w.ref, nil
+}
+
+// publish renames a shared file into place and makes its directory entry
+// durable, unless the checkpoint was aborted.
+func (w *fileWriter) publish() error {
+	w.inf.mu.RLock()
+	defer w.inf.mu.RUnlock()
+	if w.inf.aborted {
+		return fmt.Errorf("%w: %s is not kept", w.s.abortedError(w.id), w.final)
+	}
+	if w.tmp != w.final {
+		if err := w.s.fs.Rename(w.tmp, w.final); err != nil {
+			return fmt.Errorf("storage: rename %s: %w", w.final, err)
+		}
+	}
+	if err := w.s.fs.SyncDir(filepath.Dir(w.final)); err != nil {
+		return fmt.Errorf("storage: sync dir of %s: %w", w.final, err)
+	}
+	return nil
 }
 
 func (w *fileWriter) Abort() {
@@ -362,6 +465,9 @@ func (w *fileWriter) Abort() {
 	w.done = true
 	_ = w.f.Close()
 	_ = w.s.fs.Remove(w.tmp)
+	if w.tmp != w.final {
+		w.s.forgetTmp(w.inf, w.tmp)
+	}
 }
 
 // encodeMetadata renders md as a header line carrying the CRC32C and length
@@ -481,6 +587,21 @@ func (s *dirStorage) Complete(ctx context.Context, md *Metadata) error {
 	}
 	s.completeMu.Lock()
 	defer s.completeMu.Unlock()
+	// Hold the checkpoint in flight, so that an Abort waits for the
+	// outcome and then refuses (completed) or finds nothing left to race.
+	s.mu.Lock()
+	if s.aborted[md.CheckpointID] {
+		s.mu.Unlock()
+		return fmt.Errorf("storage %s: complete: %w", s.root, s.abortedError(md.CheckpointID))
+	}
+	inf := s.pending[md.CheckpointID]
+	if inf == nil {
+		inf = newInflight()
+		s.pending[md.CheckpointID] = inf
+	}
+	s.mu.Unlock()
+	inf.mu.RLock()
+	defer inf.mu.RUnlock()
 	chkRel := chkDirName(md.CheckpointID)
 	dirRel := chkRel
 	if md.Savepoint {
@@ -493,6 +614,11 @@ func (s *dirStorage) Complete(ctx context.Context, md *Metadata) error {
 		newest := s.newest
 		s.mu.Unlock()
 		if md.CheckpointID <= newest {
+			s.mu.Lock()
+			if s.pending[md.CheckpointID] == inf && len(inf.shared) == 0 {
+				delete(s.pending, md.CheckpointID) // held only for this call
+			}
+			s.mu.Unlock()
 			return fmt.Errorf("storage %s: checkpoint %d is not newer than completed checkpoint %d", s.root, md.CheckpointID, newest)
 		}
 	}
@@ -532,6 +658,12 @@ func (s *dirStorage) Complete(ctx context.Context, md *Metadata) error {
 	s.mu.Lock()
 	delete(s.pending, md.CheckpointID)
 	s.addCompletedLocked(md.CheckpointID, md)
+	for id := range s.aborted {
+		// Writers of these are refused as not newer than s.newest now.
+		if id < s.newest {
+			delete(s.aborted, id)
+		}
+	}
 	s.subsumeLocked()
 	s.mu.Unlock()
 	return nil
@@ -698,7 +830,7 @@ func (s *dirStorage) subsumeLocked() {
 		if !ok || id >= s.newest || s.completed[id] != nil {
 			continue
 		}
-		if _, inflight := s.pending[id]; inflight {
+		if s.pending[id] != nil {
 			continue
 		}
 		if err := s.fs.RemoveAll(filepath.Join(s.root, e.Name)); err != nil {
@@ -708,25 +840,69 @@ func (s *dirStorage) subsumeLocked() {
 }
 
 func (s *dirStorage) pendingUsesLocked(rel string) bool {
-	for _, files := range s.pending {
-		if files[rel] {
+	for _, inf := range s.pending {
+		if inf.shared[rel] {
 			return true
 		}
 	}
 	return false
 }
 
-// Abort implements Storage.
+// Abort implements Storage. Writers of the checkpoint still running fail
+// from then on, and what they finish is removed (see inflight).
 func (s *dirStorage) Abort(checkpointID int64) error {
-	s.mu.Lock()
-	files := s.pending[checkpointID]
-	delete(s.pending, checkpointID)
-	if s.completed[checkpointID] != nil {
+	for {
+		s.mu.Lock()
+		inf := s.pending[checkpointID]
 		s.mu.Unlock()
-		return fmt.Errorf("storage %s: abort of completed checkpoint %d", s.root, checkpointID)
+		if inf != nil {
+			// Wait for the writers' steps under way, or for Complete.
+			inf.mu.Lock()
+		}
+		s.mu.Lock()
+		if s.pending[checkpointID] != inf {
+			// A first writer came, or Complete finished: look again.
+			s.mu.Unlock()
+			if inf != nil {
+				inf.mu.Unlock()
+			}
+			continue
+		}
+		if s.completed[checkpointID] != nil {
+			s.mu.Unlock()
+			if inf != nil {
+				inf.mu.Unlock()
+			}
+			return fmt.Errorf("storage %s: abort of completed checkpoint %d", s.root, checkpointID)
+		}
+		errs := s.abortLocked(checkpointID, inf)
+		s.mu.Unlock()
+		// Still under inf.mu: later writers see aborted.
+		if err := s.fs.RemoveAll(filepath.Join(s.root, chkDirName(checkpointID))); err != nil {
+			errs = append(errs, err)
+		}
+		if inf != nil {
+			inf.mu.Unlock()
+		}
+		if err := errors.Join(errs...); err != nil {
+			return fmt.Errorf("storage %s: abort checkpoint %d: %w", s.root, checkpointID, err)
+		}
+		return nil
 	}
+}
+
+// abortLocked marks checkpoint id aborted, with its in-flight record inf
+// (nil if no writer came), and removes the shared files only it wrote;
+// the caller removes its directory. s.mu and inf.mu are held.
+func (s *dirStorage) abortLocked(id int64, inf *inflight) []error {
+	delete(s.pending, id)
+	s.aborted[id] = true
+	if inf == nil {
+		return nil
+	}
+	inf.aborted = true
 	var errs []error
-	for rel := range files {
+	for rel := range inf.shared {
 		if s.refs[rel] > 0 || s.pendingUsesLocked(rel) {
 			continue
 		}
@@ -734,14 +910,12 @@ func (s *dirStorage) Abort(checkpointID int64) error {
 			errs = append(errs, err)
 		}
 	}
-	s.mu.Unlock()
-	if err := s.fs.RemoveAll(filepath.Join(s.root, chkDirName(checkpointID))); err != nil {
-		errs = append(errs, err)
+	for tmp := range inf.tmps {
+		if err := s.fs.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("storage %s: abort checkpoint %d: %w", s.root, checkpointID, err)
-	}
-	return nil
+	return errs
 }
 
 // Latest implements Storage. Savepoints of the job directory are
@@ -1122,9 +1296,10 @@ func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Met
 
 	// Register the adoption like a checkpoint in flight: the shared files
 	// it references or copies stay through a concurrent Abort.
-	uses := map[string]bool{}
+	adopting := newInflight()
+	uses := adopting.shared
 	s.mu.Lock()
-	s.pending[newID] = uses
+	s.pending[newID] = adopting
 	s.mu.Unlock()
 	var copiedShared []string
 	done := false

@@ -91,7 +91,10 @@ type CheckpointInfo struct {
 // concurrent use by the coordinator and the subtasks.
 type Storage interface {
 	// Writer returns where a subtask writes the files of its snapshot of
-	// checkpoint id.
+	// checkpoint id. It fails, naming the checkpoint, for an id that was
+	// aborted or is not newer than the newest completed checkpoint: such a
+	// checkpoint can never complete, and checkpoint ids are never reused
+	// (a job's next attempt continues above the ids its last one used).
 	Writer(checkpointID int64, operatorUID string, subtask int) (SnapshotWriter, error)
 	// Complete makes the checkpoint durable: it writes md atomically (temp
 	// file, fsync, rename, fsync of the directory) with a checksum, takes a
@@ -100,7 +103,10 @@ type Storage interface {
 	// returns nil the checkpoint does not exist.
 	Complete(ctx context.Context, md *Metadata) error
 	// Abort removes what was written for a checkpoint that will not
-	// complete. Shared files still referenced elsewhere stay.
+	// complete. Shared files still referenced elsewhere stay. Its uploads
+	// may still be running: from then on their Create and Close fail
+	// naming the checkpoint, and what they finish is removed, so nothing
+	// of it is left once they end. Complete of an aborted id fails.
 	Abort(checkpointID int64) error
 	// Latest returns the newest complete, intact checkpoint or savepoint
 	// (the highest id: ids are unique and increasing across both),
