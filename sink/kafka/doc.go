@@ -62,7 +62,13 @@
 // producer session, and replaying an old commit could commit a later,
 // un-checkpointed transaction. Under those versions a slot's client is
 // recreated before the slot is reused, which bumps the epoch, and EndTxn
-// is capped at v4, the last version with the old semantics.
+// is capped at v4, the last version with the old semantics. Each
+// transaction records the version it was begun under, and its commit is
+// sent at an EndTxn version of that version, whatever the cluster runs
+// by then: a cluster upgraded from 0 to 2 between two runs reads EndTxn
+// v5 as a version-2 end, and Kafka 4.1 refuses to repeat at v5 the commit
+// of a transaction begun and committed under version 0, so the restore
+// after a stop or a crash would report it lost.
 //
 // Recovery order. 1) Commit every transaction of the restored checkpoint
 // with raw EndTxn. 2) Fence every other id the subtask may own (its slots,

@@ -23,7 +23,10 @@ type Txn struct {
 	// TransactionVersion is the cluster's finalized transaction.version when
 	// the transaction ran: 2 (KIP-890, Kafka 4 default) bumps the epoch on
 	// every EndTxn; below 2 the epoch stays the same across the transactions
-	// of one producer session.
+	// of one producer session. The transaction is committed with an EndTxn
+	// of its own version, whatever the cluster runs by then (v5 and above
+	// for 2, v4 and below otherwise): a job may resume on a cluster whose
+	// transaction version was upgraded while it was stopped.
 	TransactionVersion int16 `json:"transaction_version"`
 }
 
@@ -60,6 +63,10 @@ const concurrentWait = 5 * time.Second
 // producer id or epoch (fenced, invalid epoch, unknown id, invalid state)
 // is never retried: it is returned at once, wrapping
 // twophase.ErrTransactionLost.
+//
+// The EndTxn version is cl's choice: the caller passes a client capped at
+// v4 for a transaction begun under transaction.version 0 or 1
+// (Transactor.endTxnClient).
 func endTxn(ctx context.Context, cl *kgo.Client, tr *outage.Tracker, txn Txn, commit bool) error {
 	what := "abort"
 	if commit {

@@ -98,16 +98,21 @@ type Transactor struct {
 	subtask int
 	version int16
 	outage  *outage.Tracker
-	side    *kgo.Client // no transactional id: raw EndTxn, fencing, admin
-	slots   []*slot
-	next    int
+	// side has no transactional id and no version cap: fencing, listing,
+	// and raw EndTxn of transactions begun under transaction.version 2.
+	side  *kgo.Client
+	slots []*slot
+	next  int
 
 	// mu guards the slots' busy and held flags, clients, producer ids and
 	// epochs where Commit (on twophase's committer goroutine) and the
 	// subtask's calls can meet: Commit works on a slot of a pre-committed
 	// transaction, the subtask on the slot of its open one and on Begin's
-	// choice among the free ones.
+	// choice among the free ones. It also guards legacy.
 	mu sync.Mutex
+	// legacy sends EndTxn at v4 at most: raw commits of transactions
+	// begun under transaction.version 0 or 1. Created on first use.
+	legacy *kgo.Client
 }
 
 // NewTransactor connects to the cluster and reads its transaction version.
@@ -152,15 +157,6 @@ func NewTransactor(ctx context.Context, subtask int, opts TransactorOptions) (*T
 		side.Close()
 		return nil, fmt.Errorf("kafka sink: %w", err)
 	}
-	if version < 2 {
-		// Kafka 3.x transaction semantics: EndTxn must not be sent at a
-		// version the cluster's mode does not accept.
-		side.Close()
-		side, err = kgo.NewClient(append(slices.Clone(opts.ClientOpts), capEndTxn())...)
-		if err != nil {
-			return nil, fmt.Errorf("kafka sink: creating a client: %w", err)
-		}
-	}
 	t := &Transactor{opts: opts, subtask: subtask, version: version, outage: opts.Outage, side: side}
 	for i := range opts.Slots {
 		t.slots = append(t.slots, &slot{id: TransactionalID(opts.Prefix, subtask, i)})
@@ -188,14 +184,40 @@ func parseTransactionalID(prefix, id string) (subtask, slot int, ok bool) {
 	return s, n, err1 == nil && err2 == nil && s >= 0 && n >= 0
 }
 
+// capEndTxn caps EndTxn at v4, the last version with the semantics of
+// transaction.version 0 and 1: the broker reads v5 and above as a
+// version-2 end of transaction (KIP-890), which bumps the epoch, and
+// Kafka 4.1 refuses to repeat at v5 the commit of a transaction begun and
+// committed under version 0 (INVALID_TXN_STATE).
 func capEndTxn() kgo.Opt {
 	v := kversion.Stable()
 	v.SetMaxKeyVersion(kmsg.EndTxn.Int16(), 4)
 	return kgo.MaxVersions(v)
 }
 
-// Version is the cluster's transaction version seen at start.
+// Version is the cluster's transaction version seen at start: the version
+// of every transaction this Transactor begins.
 func (t *Transactor) Version() int16 { return t.version }
+
+// endTxnClient returns the client that sends a raw EndTxn for a
+// transaction begun under transaction version tv: the side client for 2,
+// one capped at EndTxn v4 below, whatever the cluster runs now (it may
+// have been upgraded since the transaction began).
+func (t *Transactor) endTxnClient(tv int16) (*kgo.Client, error) {
+	if tv >= 2 {
+		return t.side, nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.legacy == nil {
+		cl, err := kgo.NewClient(append(slices.Clone(t.opts.ClientOpts), capEndTxn())...)
+		if err != nil {
+			return nil, fmt.Errorf("creating a client: %w", err)
+		}
+		t.legacy = cl
+	}
+	return t.legacy, nil
+}
 
 func (t *Transactor) find(id string) *slot {
 	t.mu.Lock()
@@ -461,7 +483,11 @@ func (t *Transactor) Commit(ctx context.Context, txn Txn) error {
 		t.mu.Unlock()
 		own.Close()
 	}
-	if err := endTxn(ctx, t.side, t.outage, txn, true); err != nil {
+	cl, err := t.endTxnClient(txn.TransactionVersion)
+	if err != nil {
+		return fmt.Errorf("kafka sink: committing %s: %w", txn, err)
+	}
+	if err := endTxn(ctx, cl, t.outage, txn, true); err != nil {
 		return fmt.Errorf("kafka sink: %w", err)
 	}
 	if s != nil {
@@ -595,4 +621,10 @@ func (t *Transactor) Close() {
 		}
 	}
 	t.side.Close()
+	t.mu.Lock()
+	if t.legacy != nil {
+		t.legacy.Close()
+		t.legacy = nil
+	}
+	t.mu.Unlock()
 }
