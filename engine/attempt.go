@@ -476,27 +476,64 @@ func (st *subtask) runSource(ctx context.Context) error {
 	}
 }
 
-// runInputs is the loop of operators and sinks: read the inputs, align
-// barriers (EXACTLY_ONCE) or count them (AT_LEAST_ONCE), snapshot when a
-// barrier is in from every input.
+// runInputs is the loop of operators and sinks: read the inputs and,
+// with several, let an aligner decide when to snapshot (it aligns in
+// EXACTLY_ONCE mode, counts in AT_LEAST_ONCE mode; see aligner).
 func (st *subtask) runInputs(ctx context.Context) error {
 	n := len(st.inputs)
-	cases := make([]reflect.SelectCase, n+2)
-	for i, in := range st.inputs {
-		cases[i] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(in.ch)}
+	var al *aligner
+	if n > 1 {
+		al = newAligner(n, st.j.opts.Checkpoint.Mode)
 	}
-	cases[n] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(st.wake)}
-	cases[n+1] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())}
-	// open are the inputs read now: nil while one waits for alignment.
+	var cases []reflect.SelectCase
+	if n > 2 {
+		cases = make([]reflect.SelectCase, n+2)
+		for i, in := range st.inputs {
+			cases[i] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(in.ch)}
+		}
+		cases[n] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(st.wake)}
+		cases[n+1] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())}
+	}
+	// open are the inputs read now: nil while one is blocked by alignment.
 	open := make([]chan element, max(n, 2))
 	for i, in := range st.inputs {
 		open[i] = in.ch
 	}
-	blocked := 0
-	var aligning int64
-	var alignStart time.Time
-	counts := map[int64]int{}
-	align := st.j.opts.Checkpoint.Mode == ExactlyOnce && n > 1
+	// follow makes open and cases follow the aligner after one of its steps.
+	follow := func() {
+		for i, in := range st.inputs {
+			ch := in.ch
+			if al.isBlocked(i) {
+				ch = nil
+			}
+			if open[i] == ch {
+				continue
+			}
+			open[i] = ch
+			if cases != nil {
+				cases[i].Chan = reflect.Value{}
+				if ch != nil {
+					cases[i].Chan = reflect.ValueOf(ch)
+				}
+			}
+		}
+	}
+	// notifications delivers completions and aborts; an abort ends the
+	// aligner's wait for that checkpoint.
+	var abortSeen int64
+	notifications := func() error {
+		if err := st.handleNotifications(ctx); err != nil {
+			return err
+		}
+		if al != nil {
+			if id := st.c.aborted.Load(); id > abortSeen {
+				abortSeen = id
+				st.decline(al.aborted(id).declined)
+				follow()
+			}
+		}
+		return nil
+	}
 	for {
 		var el element
 		ch := 0
@@ -505,7 +542,7 @@ func (st *subtask) runInputs(ctx context.Context) error {
 			// Notifications first, then the inputs; only this goroutine
 			// receives from wake, so this cannot block.
 			<-st.wake
-			if err := st.handleNotifications(ctx); err != nil {
+			if err := notifications(); err != nil {
 				return err
 			}
 		}
@@ -542,42 +579,30 @@ func (st *subtask) runInputs(ctx context.Context) error {
 			}
 		}
 		if woke {
-			if err := st.handleNotifications(ctx); err != nil {
+			if err := notifications(); err != nil {
 				return err
 			}
 			continue
 		}
 		if b := el.barrier; b != nil {
-			switch {
-			case n == 1:
+			if al == nil {
 				if err := st.checkpoint(ctx, *b); err != nil {
 					return err
 				}
-			case align:
-				if aligning != b.id {
-					aligning, alignStart = b.id, time.Now()
+				continue
+			}
+			step, err := al.onBarrier(ch, *b, time.Now())
+			if err != nil {
+				return err
+			}
+			st.decline(step.declined)
+			follow()
+			if step.snapshot {
+				if al.exact {
+					st.c.alignment(step.barrier.id, step.alignment)
 				}
-				cases[ch].Chan = reflect.Value{} // stop reading this input until aligned
-				open[ch] = nil
-				blocked++
-				if blocked == n {
-					for i, in := range st.inputs {
-						cases[i].Chan = reflect.ValueOf(in.ch)
-						open[i] = in.ch
-					}
-					blocked, aligning = 0, 0
-					st.c.alignment(b.id, time.Since(alignStart))
-					if err := st.checkpoint(ctx, *b); err != nil {
-						return err
-					}
-				}
-			default:
-				counts[b.id]++
-				if counts[b.id] == n {
-					delete(counts, b.id)
-					if err := st.checkpoint(ctx, *b); err != nil {
-						return err
-					}
+				if err := st.checkpoint(ctx, step.barrier); err != nil {
+					return err
 				}
 			}
 			continue
@@ -586,6 +611,17 @@ func (st *subtask) runInputs(ctx context.Context) error {
 		if err := st.process(ctx, st.inputs[ch].input, el); err != nil {
 			return err
 		}
+	}
+}
+
+// decline tells the coordinator that this subtask gives up checkpoints
+// (an aligner's decision): it aborts each one still pending, as a failed
+// checkpoint.
+func (st *subtask) decline(ds []declinedCheckpoint) {
+	for _, d := range ds {
+		st.log.Info("declining a checkpoint", "checkpoint", d.id, "reason", d.reason)
+		st.c.ack(ackMsg{id: d.id, st: st, at: time.Now(),
+			err: fmt.Errorf("operator %s subtask %d declined checkpoint %d: %s", st.n.uid, st.index, d.id, d.reason)})
 	}
 }
 

@@ -54,9 +54,11 @@ type coordinator struct {
 	opts     CheckpointOptions
 	storage  state.Storage
 	log      *slog.Logger
+	clock    Clock
 	restored bool
 	fail     func(error)
 	subtasks []*subtask // set before run
+	srcs     []*subtask // the sources among them, see sources
 
 	acks       chan ackMsg
 	savepoints chan savepointRequest
@@ -96,7 +98,7 @@ type alignMsg struct {
 }
 
 func newCoordinator(ctx context.Context, j *Job, md *state.Metadata, log *slog.Logger) (*coordinator, error) {
-	c := &coordinator{j: j, ctx: ctx, opts: j.opts.Checkpoint, storage: j.opts.Storage, log: log, restored: md != nil,
+	c := &coordinator{j: j, ctx: ctx, opts: j.opts.Checkpoint, storage: j.opts.Storage, log: log, clock: j.opts.Clock, restored: md != nil,
 		acks: make(chan ackMsg, 64), savepoints: make(chan savepointRequest), finishedCh: make(chan struct{}, 64),
 		notifiedCh: make(chan notifiedMsg, 64), alignCh: make(chan alignMsg, 64),
 		pending: map[int64]*pendingCheckpoint{}, notifiedIDs: map[*subtask]int64{}}
@@ -106,14 +108,14 @@ func newCoordinator(ctx context.Context, j *Job, md *state.Metadata, log *slog.L
 	}
 	c.nextID = max(1, j.nextID)
 	if md != nil {
-		c.nextID = md.CheckpointID + 1
+		c.nextID = max(c.nextID, md.CheckpointID+1)
 		c.completed.Store(0)
 	}
 	for _, in := range infos {
 		c.nextID = max(c.nextID, in.ID+1)
 	}
-	c.lastCompletion = time.Now()
-	c.lastTrigger = time.Now()
+	c.lastCompletion = c.clock.Now()
+	c.lastTrigger = c.lastCompletion
 	return c, nil
 }
 
@@ -146,23 +148,31 @@ func (c *coordinator) alignment(id int64, d time.Duration) {
 	}
 }
 
+// sources returns the source subtasks (computed once: subtasks is set
+// before run).
 func (c *coordinator) sources() []*subtask {
-	var out []*subtask
-	for _, st := range c.subtasks {
-		if st.n.kind == kindSource {
-			out = append(out, st)
+	if c.srcs == nil {
+		for _, st := range c.subtasks {
+			if st.n.kind == kindSource {
+				c.srcs = append(c.srcs, st)
+			}
 		}
 	}
-	return out
+	return c.srcs
 }
 
 // run is the coordinator loop. It returns nil when a final checkpoint was
 // committed everywhere, ErrStopped after a stop-with-savepoint, or the
 // error that fails the attempt.
+//
+// Its timers (the periodic trigger, held back by the min pause, and the
+// timeouts of checkpoints in flight) run on the job's Clock: before each
+// wait the loop computes the next instant one is due (nextDeadline) and
+// waits for it with Clock.After, re-armed whenever that instant changes.
 func (c *coordinator) run() error {
-	tick := time.NewTicker(c.tickEvery())
-	defer tick.Stop()
 	nSources := len(c.sources())
+	var timer <-chan time.Time
+	var timerAt time.Time
 	for {
 		// An ended attempt (cancelled, or failed by this loop) wins over
 		// whatever else is ready: select would pick at random.
@@ -170,17 +180,18 @@ func (c *coordinator) run() error {
 			c.abortAll(errors.New("the job attempt ended"))
 			return nil
 		}
+		if at, ok := c.nextDeadline(); !ok {
+			timer = nil
+		} else if timer == nil || !at.Equal(timerAt) {
+			timer, timerAt = c.clock.After(at.Sub(c.clock.Now())), at
+		}
 		select {
 		case <-c.ctx.Done():
 			c.abortAll(errors.New("the job attempt ended"))
 			return nil
-		case now := <-tick.C:
-			c.expire(now)
-			if c.opts.Interval > 0 && !c.finalPending && c.waiting == nil && !c.stopPending() &&
-				now.Sub(c.lastTrigger) >= c.opts.Interval && now.Sub(c.lastCompletion) >= c.opts.MinPause &&
-				len(c.pending) < c.opts.MaxConcurrent {
-				c.trigger(&pendingCheckpoint{})
-			}
+		case <-timer:
+			timer = nil
+			c.onTimers(c.clock.Now())
 		case a := <-c.acks:
 			if err := c.onAck(a); err != nil {
 				return err
@@ -209,6 +220,44 @@ func (c *coordinator) run() error {
 	}
 }
 
+// nextTrigger returns when the next periodic checkpoint is due: an
+// interval after the last trigger and a min pause after the last
+// checkpoint ended (completed or failed). False when none may start now
+// (periodic checkpoints are off, the final checkpoint or a stop is under
+// way, or MaxConcurrent are in flight); an event changes that, and the
+// loop asks again.
+func (c *coordinator) nextTrigger() (time.Time, bool) {
+	if c.opts.Interval <= 0 || c.finalPending || c.waiting != nil || c.stopPending() || len(c.pending) >= c.opts.MaxConcurrent {
+		return time.Time{}, false
+	}
+	at := c.lastTrigger.Add(c.opts.Interval)
+	if p := c.lastCompletion.Add(c.opts.MinPause); p.After(at) {
+		at = p
+	}
+	return at, true
+}
+
+// nextDeadline returns the earliest instant a timer is due: the next
+// periodic trigger or the timeout of a checkpoint in flight.
+func (c *coordinator) nextDeadline() (time.Time, bool) {
+	at, ok := c.nextTrigger()
+	for _, p := range c.pending {
+		if exp := p.triggered.Add(c.opts.Timeout); !ok || exp.Before(at) {
+			at, ok = exp, true
+		}
+	}
+	return at, ok
+}
+
+// onTimers runs what is due at now: expire checkpoints past their
+// timeout, then trigger a periodic checkpoint if one is due.
+func (c *coordinator) onTimers(now time.Time) {
+	c.expire(now)
+	if at, ok := c.nextTrigger(); ok && !now.Before(at) {
+		c.trigger(&pendingCheckpoint{})
+	}
+}
+
 // stopPending reports whether a stop-with-savepoint is in flight: no
 // periodic checkpoint starts meanwhile, so that an abort with a larger id
 // always means the stop failed.
@@ -219,15 +268,6 @@ func (c *coordinator) stopPending() bool {
 		}
 	}
 	return false
-}
-
-func (c *coordinator) tickEvery() time.Duration {
-	d := 50 * time.Millisecond
-	if c.opts.Interval > 0 {
-		d = min(d, c.opts.Interval/4)
-	}
-	d = min(d, c.opts.Timeout/4, max(c.opts.MinPause/4, time.Millisecond))
-	return max(d, time.Millisecond)
 }
 
 // trigger starts checkpoint p unless the attempt has ended (a failure
@@ -242,26 +282,33 @@ func (c *coordinator) trigger(p *pendingCheckpoint) {
 	}
 	p.id = c.nextID
 	c.nextID++
-	p.triggered = time.Now()
+	p.triggered = c.clock.Now()
 	c.lastTrigger = p.triggered
 	c.pending[p.id] = p
 	c.j.history.add(CheckpointStats{ID: p.id, Savepoint: p.savepoint, Status: "IN_PROGRESS", Triggered: p.triggered})
-	b := barrier{id: p.id, savepoint: p.savepoint, stop: p.stop}
-	for _, st := range c.sources() {
-		select {
-		case st.triggers <- b:
-			st.interrupt()
-		default:
+	// A barrier reaches every source or none: were it queued at some
+	// sources only, their barrier n would meet barrier n+1 of the others
+	// downstream. The coordinator is the only sender on the queues, so
+	// room seen here is still there for the sends below.
+	srcs := c.sources()
+	for _, st := range srcs {
+		if len(st.triggers) == cap(st.triggers) {
 			c.abort(p.id, fmt.Errorf("source %s subtask %d has too many checkpoints queued", st.n.uid, st.index), true)
 			return
 		}
 	}
+	b := barrier{id: p.id, savepoint: p.savepoint, stop: p.stop}
+	for _, st := range srcs {
+		st.triggers <- b
+		st.interrupt()
+	}
 }
 
-// expire aborts checkpoints that passed their timeout.
+// expire aborts checkpoints that reached their timeout, each a failure
+// counted against the tolerable failures.
 func (c *coordinator) expire(now time.Time) {
 	for id, p := range c.pending {
-		if now.Sub(p.triggered) > c.opts.Timeout {
+		if now.Sub(p.triggered) >= c.opts.Timeout {
 			c.abort(id, fmt.Errorf("checkpoint %d expired after %s", id, c.opts.Timeout), true)
 		}
 	}
@@ -312,7 +359,7 @@ func (c *coordinator) complete(p *pendingCheckpoint) error {
 	delete(c.pending, p.id)
 	// One reading of the clock: the min pause counts from the end the
 	// statistics report.
-	done := time.Now()
+	done := c.clock.Now()
 	c.lastCompletion = done
 	c.failures = 0
 	c.completedAny = true
@@ -331,7 +378,7 @@ func (c *coordinator) complete(p *pendingCheckpoint) error {
 	for _, st := range c.subtasks {
 		st.interrupt()
 	}
-	c.log.Debug("checkpoint complete", "checkpoint", p.id, "duration", time.Since(p.triggered), "bytes", size)
+	c.log.Debug("checkpoint complete", "checkpoint", p.id, "duration", done.Sub(p.triggered), "bytes", size)
 	if p.req != nil && !p.stop {
 		p.req.done <- savepointResult{path: md.Path}
 	}
@@ -394,7 +441,7 @@ func (c *coordinator) abort(id int64, reason error, failure bool) {
 	if !failure {
 		status = "SUBSUMED"
 	}
-	now := time.Now()
+	now := c.clock.Now()
 	c.j.history.update(id, func(cs *CheckpointStats) {
 		cs.Status, cs.Duration, cs.Failure = status, now.Sub(p.triggered), reason.Error()
 	})

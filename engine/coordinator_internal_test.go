@@ -14,15 +14,16 @@ import (
 // (only their trigger queues and wake-ups) and no goroutines: a test calls
 // the coordinator's steps itself and looks at what the sources were sent.
 type coordHarness struct {
-	t      *testing.T
+	t      testing.TB
 	j      *Job
 	c      *coordinator
 	srcs   []*subtask
 	cancel context.CancelFunc
-	failed []error
+	// failed receives what the coordinator failed the attempt with.
+	failed chan error
 }
 
-func newCoordHarness(t *testing.T, opts Options, sources int) *coordHarness {
+func newCoordHarness(t testing.TB, opts Options, sources int) *coordHarness {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -37,7 +38,7 @@ func newCoordHarness(t *testing.T, opts Options, sources int) *coordHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &coordHarness{t: t, j: j, c: c, cancel: cancel}
+	h := &coordHarness{t: t, j: j, c: c, cancel: cancel, failed: make(chan error, 16)}
 	n := &node{uid: "src", parallelism: sources, kind: kindSource}
 	for i := range sources {
 		st := &subtask{j: j, c: c, n: n, index: i, wake: make(chan struct{}, 1), triggers: j.newTriggerQueue(),
@@ -46,10 +47,23 @@ func newCoordHarness(t *testing.T, opts Options, sources int) *coordHarness {
 	}
 	c.subtasks = h.srcs
 	c.fail = func(err error) {
-		h.failed = append(h.failed, err)
+		h.failed <- err
 		cancel()
 	}
 	return h
+}
+
+// failures drains and returns what the attempt was failed with so far.
+func (h *coordHarness) failures() []error {
+	var errs []error
+	for {
+		select {
+		case err := <-h.failed:
+			errs = append(errs, err)
+		default:
+			return errs
+		}
+	}
 }
 
 // queued drains and returns the barrier ids queued for source i.
@@ -89,8 +103,8 @@ func TestNoCheckpointIsTriggeredAfterTheAttemptFailed(t *testing.T) {
 		t.Fatalf("queued %v, want checkpoint 1", got)
 	}
 	h.c.abort(1, errTest("checkpoint 1 expired"), true)
-	if len(h.failed) != 1 || !strings.Contains(h.failed[0].Error(), "exceed the 0 tolerated") {
-		t.Fatalf("failures %v, want the attempt failed by the first checkpoint failure", h.failed)
+	if failed := h.failures(); len(failed) != 1 || !strings.Contains(failed[0].Error(), "exceed the 0 tolerated") {
+		t.Fatalf("failures %v, want the attempt failed by the first checkpoint failure", failed)
 	}
 	req := savepointRequest{done: make(chan savepointResult, 1)}
 	h.c.trigger(&pendingCheckpoint{})

@@ -36,10 +36,19 @@
 // output channel, after every record it emitted before. Channels are FIFO,
 // so a barrier never overtakes a record.
 //
+// A trigger reaches every source or none (a source whose queue of
+// barriers is full fails the checkpoint before any is sent), so every
+// channel carries every barrier that is not given up on its way.
+//
 // An operator with one input channel snapshots when the barrier arrives
 // and forwards it. An operator with several channels in EXACTLY_ONCE mode
 // aligns: once barrier n came on a channel it stops reading that channel
 // until barrier n came on all of them, then snapshots and forwards it.
+// Barriers are matched by id: a newer barrier on one channel while n is
+// being aligned means that channel skipped n (an upstream subtask gave it
+// up), so n is declined — the coordinator aborts it at once — every
+// channel is read again and the newer one is aligned; a barrier older
+// than one given up or aborted is dropped (see aligner).
 // Its snapshot therefore reflects exactly the records that precede barrier
 // n on every path from the sources — the state a run that stopped reading
 // at the sources' snapshotted positions would have. Restoring all

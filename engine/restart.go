@@ -7,7 +7,8 @@ import (
 )
 
 // Clock is the time source of restart strategies and the checkpoint
-// coordinator; tests substitute a fake one.
+// coordinator (its interval, timeout and min pause timers run on After);
+// tests substitute a fake one that they advance explicitly.
 type Clock interface {
 	Now() time.Time
 	// After delivers once d has passed.

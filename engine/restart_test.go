@@ -12,7 +12,10 @@ import (
 )
 
 // fakeClock records every pause it is asked for and lets it pass at once,
-// moving its time forward by the pause.
+// moving its time forward by the pause. Pauses of neverPasses or more
+// never pass and are not recorded: they are the checkpoint coordinator's
+// timeouts (failingJob sets a longer checkpoint timeout), which the same
+// clock drives.
 type fakeClock struct {
 	mu     sync.Mutex
 	now    time.Time
@@ -27,7 +30,12 @@ func (c *fakeClock) Now() time.Time {
 	return c.now
 }
 
+const neverPasses = 100 * time.Hour
+
 func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	if d >= neverPasses {
+		return make(chan time.Time)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pauses = append(c.pauses, d)
@@ -54,6 +62,7 @@ func (c *fakeClock) recorded() []time.Duration {
 func failingJob(opts engine.Options, clock *fakeClock, failures int64, runFor time.Duration) (*engine.Job, *atomic.Int64) {
 	var attempts atomic.Int64
 	opts.Clock = clock
+	opts.Checkpoint.Timeout = 10 * neverPasses
 	j := engine.NewJob("restarts", opts)
 	src := engine.FromSource(j, "source", 1, &memSource[int]{parts: [][]int{{1}}})
 	m := engine.Map(src, "maybe-fail", func(v int) (int, error) {
