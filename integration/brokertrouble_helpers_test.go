@@ -31,9 +31,10 @@ type steadyFeeder struct {
 	stop  chan struct{}
 	done  chan struct{}
 
-	mu   sync.Mutex
-	sent []*kgo.Record
-	err  error
+	mu     sync.Mutex
+	sent   []*kgo.Record
+	err    error
+	stalls []string // produces that took over a second: how long, when
 }
 
 // feedWait bounds one batch's produce: a broker outage the tests cause
@@ -65,9 +66,14 @@ func startSteadyFeeder(t *testing.T, seeds []string, topic string, seed uint64, 
 				n++
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), feedWait)
+			began := time.Now()
 			err := cl.ProduceSync(ctx, batch...).FirstErr()
+			took := time.Since(began)
 			cancel()
 			f.mu.Lock()
+			if took > time.Second {
+				f.stalls = append(f.stalls, fmt.Sprintf("%s at %s", took.Round(time.Millisecond), began.Format("15:04:05.000")))
+			}
 			if err != nil {
 				f.err = fmt.Errorf("producing input to %s (%d records sent before): %w", topic, len(f.sent), err)
 			} else {
@@ -272,6 +278,35 @@ func (j *troubleJob) status() jobStatus {
 	return st
 }
 
+// waitFlowing waits until the input feeder got n more records
+// acknowledged and then n more checkpoints completed: after a broker came
+// back, input flows again and the job works on it, before the next
+// trouble starts. It returns how long the input took to flow again.
+func (j *troubleJob) waitFlowing(n int, within time.Duration) time.Duration {
+	t := j.t
+	t.Helper()
+	start := time.Now()
+	from := j.feed.count()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	if !eventually(ctx, 50*time.Millisecond, func() bool {
+		j.alive()
+		return j.feed.count() >= from+n
+	}) {
+		t.Fatalf("%s: the input feeder's producer got %d records acknowledged in %s, want %d (its produces over 1s: %v)",
+			j.name, j.feed.count()-from, within, n, j.feed.stallList())
+	}
+	flowing := time.Since(start)
+	j.waitCheckpoints(int64(n), within)
+	return flowing
+}
+
+func (f *steadyFeeder) stallList() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.stalls...)
+}
+
 // waitCheckpoints waits until n more checkpoints completed than when it
 // was called: the job is doing its work.
 func (j *troubleJob) waitCheckpoints(n int64, within time.Duration) {
@@ -322,7 +357,8 @@ func (j *troubleJob) finish() jobStatus {
 		t.Errorf("%s: output is not exactly once (%d input records, %d output): %s", j.name, len(sent), len(got), d)
 	}
 	kafkatest.OpenTransactionsHoldNothing(t, j.seeds, j.out)
-	t.Logf("%s: %d input records, %d output records, %d restarts; warnings logged: %s", j.name, len(sent), len(got), st.Restarts, warnings(j.proc.output.String()))
+	t.Logf("%s: %d input records, %d output records, %d restarts; warnings logged: %s; input produces over 1s: %v",
+		j.name, len(sent), len(got), st.Restarts, warnings(j.proc.output.String()), j.feed.stallList())
 	return st
 }
 

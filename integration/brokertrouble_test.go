@@ -57,14 +57,15 @@ func TestRollingRestartCostsNoJobRestart(t *testing.T) {
 		kafkatest.WaitInSync(t, seeds, 2*time.Minute)
 		insync := time.Since(step)
 		kafkatest.ElectPreferredLeaders(t, seeds)
+		var flowing []time.Duration
 		for _, j := range jobs {
-			j.waitCheckpoints(2, time.Minute)
+			flowing = append(flowing, j.waitFlowing(2, time.Minute).Round(time.Millisecond))
 			if st := j.status(); st.Restarts != 0 {
 				t.Fatalf("%s: the restart of node %d cost the job %d restart(s):\n%s", j.name, id, st.Restarts, j.proc.tail())
 			}
 		}
-		t.Logf("node %d: controlled shutdown in %s, up again at %s, in sync at %s, both jobs checkpointing at %s",
-			id, stopped.Round(time.Millisecond), up.Round(time.Millisecond), insync.Round(time.Millisecond), time.Since(step).Round(time.Millisecond))
+		t.Logf("node %d: controlled shutdown in %s, up again at %s, in sync at %s, input flowing again %v later, both jobs checkpointing it at %s",
+			id, stopped.Round(time.Millisecond), up.Round(time.Millisecond), insync.Round(time.Millisecond), flowing, time.Since(step).Round(time.Millisecond))
 	}
 	for _, j := range jobs {
 		if st := j.finish(); st.Restarts != 0 {
@@ -163,7 +164,7 @@ func TestLeaderAndCoordinatorLossIsExact(t *testing.T) {
 		}
 	}
 	for _, j := range jobs {
-		j.waitCheckpoints(2, time.Minute)
+		j.waitFlowing(2, time.Minute)
 	}
 	degraded := time.Since(kill)
 	if err := c.Restart(context.Background(), vi); err != nil {
@@ -172,7 +173,7 @@ func TestLeaderAndCoordinatorLossIsExact(t *testing.T) {
 	kafkatest.WaitInSync(t, seeds, 2*time.Minute)
 	kafkatest.ElectPreferredLeaders(t, seeds)
 	for _, j := range jobs {
-		j.waitCheckpoints(2, time.Minute)
+		j.waitFlowing(2, time.Minute)
 	}
 	t.Logf("node %d killed: output partitions failed over in %s, both jobs checkpointing on two nodes at %s, back and leading at %s",
 		victim, failover.Round(time.Millisecond), degraded.Round(time.Millisecond), time.Since(kill).Round(time.Millisecond))
@@ -212,10 +213,10 @@ func TestSingleBrokerOutageJobLives(t *testing.T) {
 		if down >= troubleTolerance {
 			t.Fatalf("the broker took %s to come back, beyond the job's kafka.outage_tolerance %s: the run shows nothing", down, troubleTolerance)
 		}
-		j.waitCheckpoints(2, time.Minute)
+		flowing := j.waitFlowing(2, time.Minute)
 		st := j.status()
-		t.Logf("outage %d: broker down %s, job checkpointing again at %s (%d restarts so far)",
-			round, down.Round(time.Millisecond), time.Since(kill).Round(time.Millisecond), st.Restarts)
+		t.Logf("outage %d: broker down %s, input flowing again %s later, job checkpointing it at %s (%d restarts so far)",
+			round, down.Round(time.Millisecond), flowing.Round(time.Millisecond), time.Since(kill).Round(time.Millisecond), st.Restarts)
 	}
 	if st := j.status(); st.State != "RUNNING" {
 		t.Fatalf("%s: state %s after the outages, want RUNNING:\n%s", j.name, st.State, j.proc.tail())
