@@ -78,13 +78,23 @@ type coordinator struct {
 	finished       int
 	finalPending   bool
 	completedAny   bool
-	// waiting is a completed savepoint-stop or final checkpoint whose
-	// notifications are still being delivered.
-	waiting     *pendingCheckpoint
-	waitingPath string
+	// waitID is the newest completed stop-with-savepoint or final
+	// checkpoint whose notifications are still being delivered (0: none):
+	// the attempt ends once every subtask was notified of it. stops are
+	// the completed stops, whose callers are answered then.
+	waitID      int64
+	stops       []completedStop
 	notifiedIDs map[*subtask]int64
 	// leftovers are the checkpoints in flight when the attempt ended.
 	leftovers []int64
+}
+
+// completedStop is a stop-with-savepoint that completed: its path and
+// caller, answered once every sink committed it (or the attempt ended).
+type completedStop struct {
+	id   int64
+	path string
+	req  *savepointRequest
 }
 
 type notifiedMsg struct {
@@ -197,7 +207,7 @@ func (c *coordinator) run() error {
 				return err
 			}
 			if done, err := c.checkWaiting(); done {
-				return err
+				return c.end(err)
 			}
 		case m := <-c.alignCh:
 			if p := c.pending[m.id]; p != nil {
@@ -214,7 +224,7 @@ func (c *coordinator) run() error {
 		case m := <-c.notifiedCh:
 			c.notifiedIDs[m.st] = max(c.notifiedIDs[m.st], m.id)
 			if done, err := c.checkWaiting(); done {
-				return err
+				return c.end(err)
 			}
 		}
 	}
@@ -227,7 +237,7 @@ func (c *coordinator) run() error {
 // way, or MaxConcurrent are in flight); an event changes that, and the
 // loop asks again.
 func (c *coordinator) nextTrigger() (time.Time, bool) {
-	if c.opts.Interval <= 0 || c.finalPending || c.waiting != nil || c.stopPending() || len(c.pending) >= c.opts.MaxConcurrent {
+	if c.opts.Interval <= 0 || c.finalPending || c.waitID != 0 || c.stopPending() || len(c.pending) >= c.opts.MaxConcurrent {
 		return time.Time{}, false
 	}
 	at := c.lastTrigger.Add(c.opts.Interval)
@@ -383,8 +393,10 @@ func (c *coordinator) complete(p *pendingCheckpoint) error {
 		p.req.done <- savepointResult{path: md.Path}
 	}
 	if p.stop || p.final {
-		p.acks = nil
-		c.waiting, c.waitingPath = p, md.Path
+		c.waitID = max(c.waitID, p.id)
+		if p.stop {
+			c.stops = append(c.stops, completedStop{id: p.id, path: md.Path, req: p.req})
+		}
 	}
 	return nil
 }
@@ -402,25 +414,39 @@ func handleSize(h *state.Handle) int64 {
 
 // checkWaiting reports whether every subtask has been notified of the
 // checkpoint the attempt is waiting for (a stop-with-savepoint or the
-// final checkpoint), and with what the attempt ends.
+// final checkpoint), and with what the attempt ends: ErrStopped (every
+// stop's caller answered with its savepoint) or nil (finished).
 func (c *coordinator) checkWaiting() (bool, error) {
-	p := c.waiting
-	if p == nil {
+	if c.waitID == 0 {
 		return false, nil
 	}
 	for _, st := range c.subtasks {
-		if c.notifiedIDs[st] < p.id {
+		if c.notifiedIDs[st] < c.waitID {
 			return false, nil
 		}
 	}
-	c.waiting = nil
-	if p.stop {
-		if p.req != nil {
-			p.req.done <- savepointResult{path: c.waitingPath}
-		}
-		return true, ErrStopped
+	c.waitID = 0
+	if len(c.stops) == 0 {
+		return true, nil
 	}
-	return true, nil
+	for _, s := range c.stops {
+		if s.req != nil {
+			s.req.done <- savepointResult{path: s.path}
+		}
+	}
+	c.stops = nil
+	return true, ErrStopped
+}
+
+// end answers every savepoint still in flight when the attempt ends by
+// finishing (err nil) or stopping (ErrStopped), and returns err.
+func (c *coordinator) end(err error) error {
+	reason := errors.New("the job finished first")
+	if err != nil {
+		reason = errors.New("the job stopped first")
+	}
+	c.abortAll(reason)
+	return err
 }
 
 // abort gives up checkpoint id. A failure (not a subsumption) counts
@@ -484,10 +510,12 @@ func (c *coordinator) abortAll(reason error) {
 		}
 		c.j.history.update(id, func(cs *CheckpointStats) { cs.Status, cs.Failure = "FAILED", reason.Error() })
 	}
-	if w := c.waiting; w != nil && w.req != nil {
-		w.req.done <- savepointResult{path: c.waitingPath, err: fmt.Errorf("engine: the job attempt ended before every sink committed savepoint %d", w.id)}
-		c.waiting = nil
+	for _, s := range c.stops {
+		if s.req != nil {
+			s.req.done <- savepointResult{path: s.path, err: fmt.Errorf("engine: the job attempt ended before every sink committed savepoint %d", s.id)}
+		}
 	}
+	c.stops, c.waitID = nil, 0
 }
 
 // discardLeftovers removes what the checkpoints in flight at the end of

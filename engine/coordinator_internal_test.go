@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -128,3 +129,103 @@ func TestNoCheckpointIsTriggeredAfterTheAttemptFailed(t *testing.T) {
 type errTest string
 
 func (e errTest) Error() string { return string(e) }
+
+// completeAll acks checkpoint id from every subtask of the harness.
+func (h *coordHarness) completeAll(id int64) {
+	h.t.Helper()
+	for _, st := range h.c.subtasks {
+		if err := h.c.onAck(ackMsg{id: id, st: st, at: time.Now()}); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	if s, why := h.status(id); s != "COMPLETED" {
+		h.t.Fatalf("checkpoint %d: %s %q", id, s, why)
+	}
+}
+
+// notifyAll records that every subtask was notified of id.
+func (h *coordHarness) notifyAll(id int64) {
+	for _, st := range h.c.subtasks {
+		h.c.notifiedIDs[st] = id
+	}
+}
+
+func answered(t *testing.T, what string, req savepointRequest) savepointResult {
+	t.Helper()
+	select {
+	case r := <-req.done:
+		return r
+	default:
+		t.Fatalf("%s: not answered", what)
+	}
+	return savepointResult{}
+}
+
+// A stop with a savepoint followed by the final checkpoint (the input
+// ended meanwhile): once both completed and every subtask was notified,
+// the stop is answered with its savepoint and the attempt stops. (The
+// final checkpoint's completion replaced the stop as the checkpoint the
+// attempt waited for: the attempt finished and the stop's caller was
+// never answered.)
+func TestStopThenFinalCheckpointAnswersTheStop(t *testing.T) {
+	h := newCoordHarness(t, Options{}, 2)
+	stop := savepointRequest{stop: true, done: make(chan savepointResult, 1)}
+	h.c.trigger(&pendingCheckpoint{savepoint: true, stop: true, req: &stop})
+	h.c.finalPending = true
+	h.c.trigger(&pendingCheckpoint{final: true})
+	h.completeAll(1)
+	h.completeAll(2)
+	h.notifyAll(2)
+	done, err := h.c.checkWaiting()
+	if !done || !errors.Is(err, ErrStopped) {
+		t.Fatalf("checkWaiting = %v, %v; want the attempt stopped", done, err)
+	}
+	if r := answered(t, "the stop", stop); r.err != nil || !strings.Contains(r.path, "savepoint-1") {
+		t.Fatalf("stop answered %+v, want savepoint 1's path", r)
+	}
+}
+
+// Two stops asked at once: both are answered (the later savepoint's
+// completion replaced the earlier one as the checkpoint waited for, and
+// the earlier caller was never answered).
+func TestTwoStopsAreBothAnswered(t *testing.T) {
+	h := newCoordHarness(t, Options{}, 1)
+	first := savepointRequest{stop: true, done: make(chan savepointResult, 1)}
+	second := savepointRequest{stop: true, done: make(chan savepointResult, 1)}
+	h.c.trigger(&pendingCheckpoint{savepoint: true, stop: true, req: &first})
+	h.c.trigger(&pendingCheckpoint{savepoint: true, stop: true, req: &second})
+	h.completeAll(1)
+	h.completeAll(2)
+	h.notifyAll(1)
+	if done, _ := h.c.checkWaiting(); done {
+		t.Fatal("the attempt stopped before every subtask was notified of the last stop")
+	}
+	h.notifyAll(2)
+	if done, err := h.c.checkWaiting(); !done || !errors.Is(err, ErrStopped) {
+		t.Fatalf("checkWaiting = %v, %v; want the attempt stopped", done, err)
+	}
+	if r := answered(t, "the first stop", first); r.err != nil || !strings.Contains(r.path, "savepoint-1") {
+		t.Fatalf("first stop answered %+v", r)
+	}
+	if r := answered(t, "the second stop", second); r.err != nil || !strings.Contains(r.path, "savepoint-2") {
+		t.Fatalf("second stop answered %+v", r)
+	}
+}
+
+// When the attempt ends before every sink committed the stops' savepoint,
+// every waiting caller gets an error.
+func TestWaitingStopsAreAnsweredWhenTheAttemptEnds(t *testing.T) {
+	h := newCoordHarness(t, Options{}, 1)
+	first := savepointRequest{stop: true, done: make(chan savepointResult, 1)}
+	second := savepointRequest{stop: true, done: make(chan savepointResult, 1)}
+	h.c.trigger(&pendingCheckpoint{savepoint: true, stop: true, req: &first})
+	h.c.trigger(&pendingCheckpoint{savepoint: true, stop: true, req: &second})
+	h.completeAll(1)
+	h.completeAll(2)
+	h.c.abortAll(errTest("the job attempt ended"))
+	for _, r := range []savepointResult{answered(t, "the first stop", first), answered(t, "the second stop", second)} {
+		if r.err == nil {
+			t.Fatalf("a stop whose commits were not confirmed succeeded: %+v", r)
+		}
+	}
+}
