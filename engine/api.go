@@ -74,6 +74,19 @@ type Drainer interface {
 	Drain(ctx context.Context) error
 }
 
+// TransactionalSink is implemented by a Sink whose output becomes visible
+// through transactions committed after a checkpoint completes (a
+// two-phase-commit sink, such as the Kafka sink with exactly_once). It
+// changes what a damaged newest checkpoint means: its transactions may have
+// committed output that a replay from an older checkpoint writes again, so
+// the job refuses to fall back to the older one on its own (Job.Run fails
+// with a NonRecoverable error naming both), and only a restore asked for
+// with Options.RestoreFrom proceeds. A sink without the method, or
+// returning false, keeps the fallback, logged at Error level.
+type TransactionalSink interface {
+	Transactional() bool
+}
+
 // Sink is an output, in the terms of one job. NewWriter is called once per
 // sink subtask and attempt, with the union of every subtask's entries of
 // the restored checkpoint; a transactional sink commits what they hold
@@ -343,6 +356,9 @@ func SinkTo[T any](s Stream[T], uid string, p int, sink Sink[T]) {
 	j := s.job
 	n := j.addNode(uid, p, kindSink)
 	j.connect(s.node, n, 0, nil)
+	if ts, ok := any(sink).(TransactionalSink); ok {
+		n.transactional = ts.Transactional()
+	}
 	n.newSink = func(ctx context.Context, sc Scope, restored [][]byte) (sinkRunner, error) {
 		w, err := sink.NewWriter(ctx, sc, restored)
 		if err != nil {

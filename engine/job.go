@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,8 +93,11 @@ type node struct {
 	parallelism int
 	kind        nodeKind
 	keyed       bool
-	in          []*edge
-	out         []*edge
+	// transactional: a sink whose Sink implements TransactionalSink and
+	// says true.
+	transactional bool
+	in            []*edge
+	out           []*edge
 
 	newSource   func(context.Context, Scope, [][]byte) (sourceRunner, error)
 	newSink     func(context.Context, Scope, [][]byte) (sinkRunner, error)
@@ -272,9 +278,12 @@ func (j *Job) restorePoint(ctx context.Context, from string, completedThisRun bo
 		if err != nil {
 			return nil, nil, fmt.Errorf("engine: finding the latest checkpoint: %w", err)
 		}
+		if err := j.checkDamaged(md, infos, log); err != nil {
+			return nil, nil, err
+		}
 	}
 	for _, in := range infos {
-		if in.Err != nil {
+		if in.Err != nil && !in.Damaged {
 			log.Warn("skipping an unusable checkpoint", "path", in.Path, "err", in.Err)
 		}
 	}
@@ -295,6 +304,58 @@ func (j *Job) restorePoint(ctx context.Context, from string, completedThisRun bo
 		log.Info("restoring", "checkpoint", md.CheckpointID, "path", md.Path, "savepoint", md.Savepoint)
 	}
 	return md, newer, nil
+}
+
+// checkDamaged decides what a damaged newest checkpoint means when the
+// job resumes on its own (no RestoreFrom). md is the newest intact one
+// Storage.Latest found (nil: none) and infos what it skipped. When the
+// newest checkpoint or savepoint whose _metadata exists is damaged, its
+// sinks' transactions may have committed output: with a transactional
+// sink, replaying from md would write that output again, so the job
+// refuses to start (NonRecoverable), in one line naming the damaged
+// checkpoint and the way out (--from the newest intact one, accepting
+// those duplicates). Without one, the fallback to md proceeds, logged at
+// Error level naming both.
+func (j *Job) checkDamaged(md *state.Metadata, infos []state.CheckpointInfo, log *slog.Logger) error {
+	var newest *state.CheckpointInfo
+	for i := range infos {
+		in := &infos[i]
+		if (in.Complete || in.Damaged) && (newest == nil || in.ID > newest.ID) {
+			newest = in
+		}
+	}
+	if newest == nil || !newest.Damaged || (md != nil && md.CheckpointID >= newest.ID) {
+		return nil
+	}
+	why := "damaged"
+	if newest.Err != nil {
+		why = strings.ReplaceAll(newest.Err.Error(), "\n", "; ")
+	}
+	var sinks []string
+	for _, n := range j.nodes {
+		if n.kind == kindSink && n.transactional {
+			sinks = append(sinks, strconv.Quote(n.uid))
+		}
+	}
+	if len(sinks) == 0 {
+		fallback := "none: starting from scratch"
+		if md != nil {
+			fallback = md.Path
+		}
+		log.Error("the newest checkpoint is damaged; falling back to the one before it (no sink is transactional)",
+			"damaged", newest.Path, "err", why, "restoring", fallback)
+		return nil
+	}
+	what := fmt.Sprintf("engine: the newest checkpoint %s is damaged (%s) and sink %s is transactional, so the job does not fall back to an older checkpoint on its own: ",
+		newest.Path, why, strings.Join(sinks, ", "))
+	if md != nil {
+		what += fmt.Sprintf("resume on purpose with --from %s (the newest intact one), knowing that its replay can duplicate output the transactions of %s already committed",
+			md.Path, filepath.Base(newest.Path))
+	} else {
+		what += fmt.Sprintf("no intact checkpoint is left; start over with --fresh, knowing that it can duplicate output the transactions of %s already committed",
+			filepath.Base(newest.Path))
+	}
+	return NonRecoverable(errors.New(what))
 }
 
 // Status is a snapshot of the job for the processor's API and metrics.
