@@ -259,6 +259,7 @@ func (st *subtask) open(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		scope.RestoredCommitted = st.c.restoredCommitted
 		if st.newerID != 0 {
 			scope.NewerCheckpoint = st.newerID
 			if scope.NewerEntries, err = st.newerEntries(); err != nil {

@@ -56,9 +56,12 @@ type coordinator struct {
 	log      *slog.Logger
 	clock    Clock
 	restored bool
-	fail     func(error)
-	subtasks []*subtask // set before run
-	srcs     []*subtask // the sources among them, see sources
+	// restoredCommitted: every transaction of the restored checkpoint is
+	// known to be committed (state.Metadata.Committed).
+	restoredCommitted bool
+	fail              func(error)
+	subtasks          []*subtask // set before run
+	srcs              []*subtask // the sources among them, see sources
 
 	acks       chan ackMsg
 	savepoints chan savepointRequest
@@ -118,6 +121,7 @@ func newCoordinator(ctx context.Context, j *Job, md *state.Metadata, log *slog.L
 	}
 	c.nextID = max(1, j.nextID)
 	if md != nil {
+		c.restoredCommitted = md.Committed
 		c.nextID = max(c.nextID, md.CheckpointID+1)
 		c.completed.Store(0)
 	}
@@ -428,6 +432,16 @@ func (c *coordinator) checkWaiting() (bool, error) {
 	c.waitID = 0
 	if len(c.stops) == 0 {
 		return true, nil
+	}
+	// Every sink committed (and drained) the stops' transactions: say so
+	// in the storage, so that a restore does not commit them again (the
+	// broker may have expired their transactional ids by then). A failure
+	// only costs that: the restore commits again, as without the marker.
+	for _, s := range c.stops {
+		if err := c.storage.MarkCommitted(c.ctx, s.id); err != nil {
+			c.log.Warn("marking a stop's savepoint committed failed; a restore from it will commit its transactions again",
+				"checkpoint", s.id, "path", s.path, "err", err)
+		}
 	}
 	for _, s := range c.stops {
 		if s.req != nil {
