@@ -11,7 +11,14 @@
 // call. A call gives up once the outage it is waiting in (or its own run of
 // failures, whichever started first) has lasted the tolerance; the error it
 // then returns is an ordinary failure, and the job's restart strategy
-// decides what follows. Errors that say a transaction or an offset can
+// decides what follows. Giving up ends the outage's bound: the next
+// bound starts with the first call that begins to fail after it (a call
+// of the job's next attempt), which waits a whole tolerance again, as a
+// restarted Kafka client would, instead of failing at once and spending
+// the restart strategy's attempts in as many restart delays. Calls that
+// began to fail before (the failed attempt's, still stopping) give up at
+// once.
+// Errors that say a transaction or an offset can
 // never succeed (a fenced producer, an invalid epoch, an unknown
 // transaction, an offset out of range) are never retried here: Retriable
 // is false for them, and they keep their callers' loud paths.
@@ -67,6 +74,8 @@ type Tracker struct {
 
 	mu      sync.Mutex
 	since   time.Time // start of the ongoing outage; zero when none
+	bound   time.Time // start of the outage's current bound; zero after a call gave up
+	gaveUp  time.Time // when a call last gave up in the ongoing outage
 	what    string    // the call that saw it start
 	last    error     // the latest retriable failure of the outage
 	outages int64     // outages begun so far
@@ -120,6 +129,8 @@ type Status struct {
 	// Outages counts the outages begun since the Tracker was made, the
 	// ongoing one included.
 	Outages int64
+	// Tolerance is the Tracker's: how long one outage is waited for.
+	Tolerance time.Duration
 }
 
 // Status returns the current outage, if any, and the count of outages.
@@ -127,9 +138,9 @@ func (t *Tracker) Status() Status {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.since.IsZero() {
-		return Status{Outages: t.outages}
+		return Status{Outages: t.outages, Tolerance: t.opts.Tolerance}
 	}
-	s := Status{Down: true, Since: t.since, For: t.opts.Now().Sub(t.since), What: t.what, Outages: t.outages}
+	s := Status{Down: true, Since: t.since, For: t.opts.Now().Sub(t.since), What: t.what, Outages: t.outages, Tolerance: t.opts.Tolerance}
 	if t.last != nil {
 		s.LastError = t.last.Error()
 	}
@@ -165,7 +176,7 @@ func (t *Tracker) Succeeded() {
 		return
 	}
 	since, what := t.since, t.what
-	t.since, t.what, t.last = time.Time{}, "", nil
+	t.since, t.bound, t.gaveUp, t.what, t.last = time.Time{}, time.Time{}, time.Time{}, "", nil
 	t.down.Store(false)
 	now := t.opts.Now()
 	t.mu.Unlock()
@@ -175,13 +186,14 @@ func (t *Tracker) Succeeded() {
 // Failed records a retriable failure seen by a call that retries by
 // itself (a fetch, a produce), started at callStart (its first failure in
 // a row; zero means now). It returns nil while the outage is within the
-// tolerance, and an *Error once it is not. Failed must only be given
-// errors for which Retriable is true.
+// tolerance, and an *Error once it is not, which ends the outage's bound
+// (see the package doc). Failed must only be given errors for which
+// Retriable is true.
 func (t *Tracker) Failed(what string, err error, callStart time.Time) error {
 	now := t.opts.Now()
 	t.mu.Lock()
 	if t.since.IsZero() {
-		t.since, t.what = now, what
+		t.since, t.bound, t.what = now, now, what
 		t.outages++
 		t.down.Store(true)
 		t.mu.Unlock()
@@ -189,15 +201,36 @@ func (t *Tracker) Failed(what string, err error, callStart time.Time) error {
 		t.mu.Lock()
 	}
 	t.last = err
-	start := t.since
+	first := callStart
+	if first.IsZero() {
+		first = now
+	}
+	if t.bound.IsZero() {
+		// A call gave up. One that began to fail since starts the next
+		// bound; one that began before gives up too.
+		if first.Before(t.gaveUp) {
+			return t.giveUpLocked(what, err, now)
+		}
+		t.bound = first
+	}
+	start := t.bound
+	if first.Before(start) {
+		start = first // the call's own run of failures began earlier
+	}
+	if now.Sub(start) < t.opts.Tolerance {
+		t.mu.Unlock()
+		return nil
+	}
+	return t.giveUpLocked(what, err, now)
+}
+
+// giveUpLocked ends the outage's bound and returns the error of a call
+// that gave up; it unlocks t.mu.
+func (t *Tracker) giveUpLocked(what string, err error, now time.Time) error {
+	t.bound, t.gaveUp = time.Time{}, now
+	d := now.Sub(t.since) // the error says how long the cluster has been away
 	t.mu.Unlock()
-	if !callStart.IsZero() && callStart.Before(start) {
-		start = callStart
-	}
-	if d := now.Sub(start); d >= t.opts.Tolerance {
-		return &Error{What: what, For: d, Tolerance: t.opts.Tolerance, Err: err}
-	}
-	return nil
+	return &Error{What: what, For: d, Tolerance: t.opts.Tolerance, Err: err}
 }
 
 // Do calls fn until it returns nil or an error that is not Retriable,

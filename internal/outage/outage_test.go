@@ -203,7 +203,7 @@ func TestPermanentIsNeverRetried(t *testing.T) {
 // clock.
 func TestStatusCountsOutages(t *testing.T) {
 	tr, clk, _ := newTracker(t, time.Minute)
-	if st := tr.Status(); st.Down || st.Outages != 0 {
+	if st := tr.Status(); st.Down || st.Outages != 0 || st.Tolerance != time.Minute {
 		t.Fatalf("fresh tracker: %+v", st)
 	}
 	for i := 1; i <= 2; i++ {
@@ -224,5 +224,79 @@ func TestStatusCountsOutages(t *testing.T) {
 		if st := tr.Status(); st.Down || st.Outages != int64(i) || st.LastError != "" {
 			t.Fatalf("after outage %d: %+v", i, st)
 		}
+	}
+}
+
+// A call that gave up ends the outage's bound; the next bound starts with
+// the first call that begins to fail after it. The next job attempt's
+// calls thus wait a whole tolerance again rather than failing at once
+// (which would spend the restart strategy's attempts in as many restart
+// delays), however long the failed attempt took to stop; calls of the
+// failed attempt give up at once. The status still reports one outage
+// from its start.
+func TestGivingUpStartsTheNextBound(t *testing.T) {
+	tr, clk, logs := newTracker(t, 10*time.Second)
+	start := clk.Now()
+	err := tr.Do(context.Background(), "attempt 1: listing topics", func(context.Context) error { return dialErr })
+	var oe *Error
+	if !errors.As(err, &oe) {
+		t.Fatalf("attempt 1: %v, want an *Error", err)
+	}
+	// Attempt 1 takes 4s to stop; a call of it that has been failing
+	// since before gives up at once and starts no bound.
+	clk.advance(4 * time.Second)
+	if err := tr.Failed("attempt 1: fetch", dialErr, start.Add(time.Second)); !errors.As(err, &oe) {
+		t.Fatalf("a call of the failed attempt: %v, want an *Error", err)
+	}
+	clk.advance(time.Second) // the restart delay
+	calls := 0
+	err = tr.Do(context.Background(), "attempt 2: listing topics", func(context.Context) error {
+		calls++
+		if clk.Now().Sub(start) < 22*time.Second {
+			return dialErr
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("attempt 2, with the cluster back 7s into it: %v", err)
+	}
+	if calls < 2 {
+		t.Fatalf("attempt 2 made %d calls", calls)
+	}
+	if n, m := strings.Count(logs.String(), "does not answer"), strings.Count(logs.String(), "answers again"); n != 1 || m != 1 {
+		t.Fatalf("one outage logged %d times at its start and %d at its end:\n%s", n, m, logs)
+	}
+	if st := tr.Status(); st.Down || st.Outages != 1 {
+		t.Fatalf("status: %+v", st)
+	}
+
+	// Within one bound, a late call still gets only what is left; after a
+	// give-up, a call with no run of its own (callStart zero) starts the
+	// next bound; the error says how long the outage has lasted.
+	if err := tr.Failed("fetch", dialErr, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(9 * time.Second)
+	if st := tr.Status(); st.Since.IsZero() || st.For != 9*time.Second {
+		t.Fatalf("status: %+v", st)
+	}
+	if err := tr.Failed("commit", dialErr, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(time.Second)
+	if err := tr.Failed("commit", dialErr, time.Time{}); !errors.As(err, &oe) || oe.For != 10*time.Second {
+		t.Fatalf("10s into the outage: %v, want an *Error", err)
+	}
+	clk.advance(2 * time.Second)
+	if err := tr.Failed("fetch", dialErr, time.Time{}); err != nil {
+		t.Fatalf("the first call after the give-up: %v", err)
+	}
+	if st := tr.Status(); st.For != 12*time.Second || st.Outages != 2 {
+		t.Fatalf("the status counts from the outage's start: %+v", st)
+	}
+	clk.advance(10 * time.Second)
+	if err := tr.Failed("fetch", dialErr, time.Time{}); !errors.As(err, &oe) || oe.For != 22*time.Second ||
+		!strings.Contains(err.Error(), "unreachable for 22s, beyond kafka.outage_tolerance 10s") {
+		t.Fatalf("at the end of the next bound: %v, want an *Error saying the outage has lasted 22s", err)
 	}
 }

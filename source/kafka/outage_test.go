@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/onceflow/onceflow/internal/outage"
+	"github.com/onceflow/onceflow/internal/outage/outagetest"
 )
 
 // The source rides out a cluster that is away (issue 14 §1): opening a
@@ -77,6 +78,12 @@ func (l *syncLog) String() string {
 }
 
 func (l *syncLog) count(s string) int { return strings.Count(l.String(), s) }
+
+func (l *syncLog) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Reset()
+}
 
 // tracker returns a Tracker logging to a new syncLog; clk nil means the
 // real clock.
@@ -255,20 +262,29 @@ func TestDiscoveryRidesOutAnOutage(t *testing.T) {
 				away.Remove()
 				time.Sleep(50 * time.Millisecond) // as above: no cached answer
 				clk.advance(time.Second)
-				if err := next(); err != nil {
-					t.Fatalf("discovery after the outage: %v", err)
-				}
-				if st := tr.Status(); st.Down {
-					t.Fatalf("still down after a discovery succeeded: %+v", st)
-				}
-				if n, m := logs.count("does not answer"), logs.count("answers again"); n != 1 || m != 1 {
-					t.Fatalf("outage logged %d times at its start and %d at its end, want once each:\n%s", n, m, logs)
+				if err := next(); err != nil || !r.lastDiscovery.Equal(clk.Now()) {
+					t.Fatalf("discovery after the outage: err %v, last at %v (want %v)", err, r.lastDiscovery, clk.Now())
 				}
 				// Back to the discovery interval.
 				clk.advance(30 * time.Second)
 				last := r.lastDiscovery
 				if err := next(); err != nil || !r.lastDiscovery.Equal(last) {
 					t.Fatalf("30s after a good discovery: err %v, discovered again at %v", err, r.lastDiscovery)
+				}
+				// A discovery may be answered from the client's cached
+				// metadata: the outage ends with the first record fetched.
+				if st := tr.Status(); !st.Down {
+					t.Fatalf("a discovery ended the outage: %+v", st)
+				}
+				produce(t, ctx, client, "in", 1, 0)
+				if got := readN(t, ctx, r, 1); len(got) != 1 {
+					t.Fatalf("read %v after the outage", got)
+				}
+				if st := tr.Status(); st.Down {
+					t.Fatalf("still down after a record came: %+v", st)
+				}
+				if n, m := logs.count("does not answer"), logs.count("answers again"); n != 1 || m != 1 {
+					t.Fatalf("outage logged %d times at its start and %d at its end, want once each:\n%s", n, m, logs)
 				}
 				return
 			}
@@ -345,10 +361,11 @@ func TestFetchErrorsOfAnOutageAreCountedNotReturned(t *testing.T) {
 	}
 }
 
-// Group commits that fail while the cluster is away are logged once per
-// outage (by the tracker), not once per checkpoint, and a refused commit
-// is warned about once until one succeeds.
-func TestGroupCommitFailuresAreLoggedOncePerOutage(t *testing.T) {
+// Group commits that fail (the cluster away, the coordinator loading, or
+// a refusal) are warned about once, and once more when they work again,
+// not at every checkpoint; they are no outage of the job's (nothing waits
+// for them), so the tracker does not report one.
+func TestGroupCommitFailuresAreLoggedOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in"))
@@ -383,43 +400,113 @@ func TestGroupCommitFailuresAreLoggedOncePerOutage(t *testing.T) {
 		o, _ := offs.Lookup("in", 0)
 		return o.At
 	}
+	const warned, again = `level=WARN msg="kafka source: committing`, "committing checkpointed offsets to the group works again"
 
-	away := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Group: "g", Err: kerr.RequestTimedOut, Count: -1})
 	readN(t, ctx, r, 3)
-	for range 4 {
+	for _, e := range []*kerr.Error{kerr.RequestTimedOut, kerr.GroupAuthorizationFailed} {
+		failing := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Group: "g", Err: e, Count: -1})
+		for range 4 {
+			complete()
+		}
+		failing.Remove()
+		if w, a := logs.count(warned), logs.count(again); w != 1 || a != 0 {
+			t.Fatalf("4 commits failing with %s: %d warnings and %d lines of recovery, want 1 and 0:\n%s", e, w, a, logs)
+		}
+		if st := tr.Status(); st.Down || st.Outages != 0 {
+			t.Fatalf("failed commits reported as an outage: %+v", st)
+		}
 		complete()
-	}
-	if st := tr.Status(); !st.Down || !strings.Contains(st.What, "committing offsets to group g") {
-		t.Fatalf("status while commits fail: %+v", st)
-	}
-	if n, w := logs.count("does not answer"), logs.count("level=WARN msg=\"kafka source: committing"); n != 1 || w != 0 {
-		t.Fatalf("4 failed commits logged %d outage starts and %d warnings, want 1 and 0:\n%s", n, w, logs)
-	}
-	away.Remove()
-	complete()
-	if st := tr.Status(); st.Down || committed() != 3 {
-		t.Fatalf("after a good commit: status %+v, committed %d (want 3)", st, committed())
-	}
-	if n := logs.count("answers again"); n != 1 {
-		t.Fatalf("outage end logged %d times:\n%s", n, logs)
-	}
-
-	refused := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Group: "g", Err: kerr.GroupAuthorizationFailed, Count: -1})
-	for range 3 {
 		complete()
-	}
-	refused.Remove()
-	complete()
-	complete()
-	refused = c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Group: "g", Err: kerr.GroupAuthorizationFailed, Count: -1})
-	defer refused.Remove()
-	complete()
-	if w := logs.count("level=WARN msg=\"kafka source: committing"); w != 2 {
-		t.Fatalf("refused commits warned %d times, want twice (once per run of refusals):\n%s", w, logs)
-	}
-	if st := tr.Status(); st.Down || st.Outages != 1 {
-		t.Fatalf("a refused commit counted as an outage: %+v", st)
+		if w, a := logs.count(warned), logs.count(again); w != 1 || a != 1 || committed() != 3 {
+			t.Fatalf("2 good commits after %s: %d warnings, %d lines of recovery (want 1 and 1), committed %d (want 3):\n%s", e, w, a, committed(), logs)
+		}
+		logs.reset()
 	}
 }
 
 func kadmClient(t *testing.T, client []kgo.Opt) *kadm.Client { return kadm.NewClient(plain(t, client)) }
+
+// A broker restart under a running reader and one that opens meanwhile:
+// the broker's port refuses connections and its connections are cut for
+// a while, as when its process dies. Next keeps answering (no record, no
+// error) while the cluster is away, the reader that opens waits, and
+// once the broker is back both read every record exactly once.
+func TestReadersRideOutABrokerRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sw := &outagetest.Switch{}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ListenFn(sw.Listen), kfake.SeedTopics(2, "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	client := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	produce(t, ctx, client, "in", 20, 0)
+	tr, logs := tracker(t, 30*time.Second, nil)
+	opts := ReaderOptions{ClientOpts: client, Topics: []string{"in"}, DiscoveryInterval: 100 * time.Millisecond, Outage: tr}
+	r, err := OpenReader(ctx, 0, 1, opts, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got := readN(t, ctx, r, 20)
+
+	sw.Down()
+	down := time.Now()
+	type opened struct {
+		r   *Reader
+		err error
+	}
+	late := make(chan opened, 1)
+	go func() {
+		r, err := OpenReader(ctx, 0, 1, opts, false, nil)
+		late <- opened{r, err}
+	}()
+	polls := 0
+	for !tr.Status().Down || time.Since(down) < time.Second {
+		pctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		rec, ok, err := r.Next(pctx)
+		cancel()
+		if err != nil || ok {
+			t.Fatalf("Next with the broker away = %v, %v, %v; want no record and no error", rec, ok, err)
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the tracker never saw the broker away")
+		}
+		polls++
+	}
+	select {
+	case o := <-late:
+		t.Fatalf("a reader opened with the broker away: %v", o.err)
+	default:
+	}
+	if err := sw.Up(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("broker away for %s, %d polls meanwhile", time.Since(down).Round(time.Millisecond), polls)
+	produce(t, ctx, client, "in", 20, 20)
+	got = append(got, readN(t, ctx, r, 20)...)
+	var o opened
+	select {
+	case o = <-late:
+	case <-ctx.Done():
+		t.Fatal("the reader opened during the outage did not open after it")
+	}
+	if o.err != nil {
+		t.Fatalf("the reader opened during the outage: %v", o.err)
+	}
+	defer o.r.Close()
+	all := readN(t, ctx, o.r, 40)
+	for name, vals := range map[string][]string{"running reader": got, "reader opened during the outage": all} {
+		slices.Sort(vals)
+		if len(vals) != 40 || len(slices.Compact(slices.Clone(vals))) != 40 || vals[0] != "r0000" || vals[39] != "r0039" {
+			t.Fatalf("%s read %v, want r0000..r0039 once each", name, vals)
+		}
+	}
+	if st := tr.Status(); st.Down || st.Outages != 1 {
+		t.Fatalf("status after the restart: %+v\n%s", st, logs)
+	}
+	if n, m := logs.count("does not answer"), logs.count("answers again"); n != 1 || m != 1 {
+		t.Fatalf("the restart logged %d outage starts and %d ends, want one each:\n%s", n, m, logs)
+	}
+}

@@ -126,17 +126,17 @@ type Reader struct {
 	buf      []*kgo.Record
 
 	lastDiscovery time.Time
-	// discoveryFailing is when (on the tracker's clock) the discoveries
-	// began to fail in a row because the cluster was away; zero while
-	// they succeed.
-	discoveryFailing time.Time
+	// discoveryFailing and fetchFailing are when (on the tracker's
+	// clock) the discoveries, or the polls, began to fail in the ongoing
+	// outage; zero while they succeed. They tell the tracker that a call
+	// of a job attempt that gave up is not one of the next attempt's.
+	discoveryFailing, fetchFailing time.Time
 	// snapshots keeps the offsets of checkpoints not yet completed, for
 	// the group commit on completion.
 	snapshots map[int64]map[Partition]int64
-	// commitRefused is set once a group commit failed for a reason other
-	// than an outage, so that the warning is not repeated at every
-	// checkpoint until a commit succeeds.
-	commitRefused bool
+	// commitFailing is set once a group commit failed, so that the
+	// warning is not repeated at every checkpoint until one succeeds.
+	commitFailing bool
 }
 
 // OpenReader assigns the subtask its partitions and positions them: at the
@@ -371,13 +371,12 @@ func (r *Reader) discover(ctx context.Context) error {
 		if !outage.Retriable(err) {
 			return fmt.Errorf("%s: %w", what, err)
 		}
-		if r.discoveryFailing.IsZero() {
-			r.discoveryFailing = r.tracker.Now()
-		}
+		r.discoveryFailing = r.failingSince(r.discoveryFailing)
 		return r.tracker.Failed(what, err, r.discoveryFailing)
 	}
+	// No tracker.Succeeded here: the Kafka client may have answered from
+	// its cached metadata, which proves nothing about the cluster.
 	r.discoveryFailing = time.Time{}
-	r.tracker.Succeeded()
 	start := map[string]map[int32]kgo.Offset{}
 	for _, p := range owned {
 		if !r.assigned[p] {
@@ -440,7 +439,8 @@ func (r *Reader) take(fs kgo.Fetches) error {
 			return
 		}
 		away = true
-		ferr = r.tracker.Failed(what, err, time.Time{})
+		r.fetchFailing = r.failingSince(r.fetchFailing)
+		ferr = r.tracker.Failed(what, err, r.fetchFailing)
 	})
 	if ferr != nil {
 		return ferr
@@ -448,9 +448,20 @@ func (r *Reader) take(fs kgo.Fetches) error {
 	n := len(r.buf)
 	fs.EachRecord(func(rec *kgo.Record) { r.buf = append(r.buf, rec) })
 	if len(r.buf) > n && !away {
+		r.fetchFailing = time.Time{}
 		r.tracker.Succeeded()
 	}
 	return nil
+}
+
+// failingSince returns when a run of failures began that one more failure
+// continues: since, unless since is unset or older than the ongoing
+// outage (a run that was cut short and never saw a success), now.
+func (r *Reader) failingSince(since time.Time) time.Time {
+	if st := r.tracker.Status(); since.IsZero() || !st.Down || since.Before(st.Since) {
+		return r.tracker.Now()
+	}
+	return since
 }
 
 // SnapshotState returns the next offset of every partition the subtask
@@ -480,9 +491,11 @@ func (r *Reader) SnapshotState(checkpointID int64) ([][]byte, error) {
 // NotifyCheckpointComplete commits the offsets of checkpoint id to the
 // consumer group (when one is configured), for lag monitoring only. A
 // failed commit is logged, not returned: the checkpoint holds the truth.
-// A commit that failed because the cluster is away is counted by the
-// tracker, which logs the outage once; a commit refused for another
-// reason is warned about once until a commit succeeds.
+// It is logged once, with a line when commits work again, not at every
+// checkpoint: an outage fails them all, and a coordinator away while the
+// partitions' leaders answer can fail them for long. Such failures are
+// not outages of the job (nothing waits for the commit), so the tracker
+// hears of the successes only.
 func (r *Reader) NotifyCheckpointComplete(ctx context.Context, checkpointID int64) {
 	snap, ok := r.snapshots[checkpointID]
 	for id := range r.snapshots {
@@ -504,20 +517,16 @@ func (r *Reader) NotifyCheckpointComplete(ctx context.Context, checkpointID int6
 	const msg = "kafka source: committing checkpointed offsets to the group failed (lag monitoring only)"
 	switch {
 	case err == nil:
-		r.commitRefused = false
+		if r.commitFailing {
+			r.commitFailing = false
+			r.opts.Logger.Info("kafka source: committing checkpointed offsets to the group works again", "group", r.opts.Group, "checkpoint", checkpointID)
+		}
 		r.tracker.Succeeded()
-	case ctx.Err() != nil:
-		r.opts.Logger.Debug(msg, "group", r.opts.Group, "checkpoint", checkpointID, "err", err)
-	case outage.Retriable(err):
-		// Past the tolerance this is no failure of the job's: the commit
-		// only feeds lag monitoring, and the next one may succeed.
-		_ = r.tracker.Failed(fmt.Sprintf("kafka source: committing offsets to group %s", r.opts.Group), err, time.Time{})
-		r.opts.Logger.Debug(msg, "group", r.opts.Group, "checkpoint", checkpointID, "err", err)
-	case r.commitRefused:
+	case r.commitFailing || ctx.Err() != nil:
 		r.opts.Logger.Debug(msg, "group", r.opts.Group, "checkpoint", checkpointID, "err", err)
 	default:
-		r.commitRefused = true
-		r.opts.Logger.Warn(msg+"; not repeated until a commit succeeds",
+		r.commitFailing = true
+		r.opts.Logger.Warn(msg+"; not logged again until a commit succeeds",
 			"group", r.opts.Group, "checkpoint", checkpointID, "err", err)
 	}
 }
