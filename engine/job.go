@@ -209,15 +209,16 @@ func (j *Job) Run(ctx context.Context) error {
 	}
 	log := j.opts.Logger.With("job", j.name)
 	restoreFrom := j.opts.RestoreFrom
-	var completedThisRun bool
 	for attempt := 0; ; attempt++ {
-		md, newer, err := j.restorePoint(ctx, restoreFrom, completedThisRun, log)
+		md, newer, err := j.restorePoint(ctx, restoreFrom, log)
 		if err != nil {
 			return err
 		}
+		// The checkpoint asked for is now the job's newest (adopted):
+		// later attempts restore the latest like any others.
+		restoreFrom = ""
 		j.setState("RUNNING")
 		res := j.runAttempt(ctx, attempt, md, newer, log)
-		completedThisRun = completedThisRun || res.completed
 		switch {
 		case res.err == nil:
 			j.setState("FINISHED")
@@ -255,23 +256,16 @@ func (j *Job) Run(ctx context.Context) error {
 }
 
 // restorePoint finds the checkpoint an attempt starts from: the one asked
-// for (until a checkpoint of this run completed), else the latest complete
-// one, skipping corrupt ones with a warning. When the one asked for is
-// older than the latest complete one, that one is returned as newer:
+// for (from, adopted first: see adopt), else the latest complete one,
+// skipping incomplete ones with a warning (and a damaged newest one as
+// checkDamaged says). When the checkpoint records a newer one it
+// superseded (state.Metadata.Supersedes), that one is returned as newer:
 // sinks learn from it which restored transactions were committed since.
-func (j *Job) restorePoint(ctx context.Context, from string, completedThisRun bool, log *slog.Logger) (md, newer *state.Metadata, err error) {
+func (j *Job) restorePoint(ctx context.Context, from string, log *slog.Logger) (md, newer *state.Metadata, err error) {
 	var infos []state.CheckpointInfo
-	if from != "" && !completedThisRun {
-		md, err = j.opts.Storage.Load(ctx, from)
-		if err != nil {
-			return nil, nil, NonRecoverable(fmt.Errorf("engine: restoring from %s: %w", from, err))
-		}
-		latest, li, err := j.opts.Storage.Latest(ctx)
-		if err != nil {
-			return nil, nil, fmt.Errorf("engine: finding the latest checkpoint: %w", err)
-		}
-		if latest != nil && latest.CheckpointID > md.CheckpointID {
-			newer, infos = latest, li
+	if from != "" {
+		if md, err = j.adopt(ctx, from, log); err != nil {
+			return nil, nil, err
 		}
 	} else {
 		md, infos, err = j.opts.Storage.Latest(ctx)
@@ -290,20 +284,94 @@ func (j *Job) restorePoint(ctx context.Context, from string, completedThisRun bo
 	if md == nil {
 		return nil, nil, nil
 	}
+	if err := j.checkRestore(md); err != nil {
+		return nil, nil, err
+	}
+	if s := md.Supersedes; s != nil {
+		newer = &state.Metadata{Job: j.name, CheckpointID: s.CheckpointID, Path: s.Path, Operators: s.Operators}
+		log.Info("restoring", "checkpoint", md.CheckpointID, "path", md.Path, "savepoint", md.Savepoint, "committed", md.Committed,
+			"restored_from", md.RestoredFrom, "newer_checkpoint", newer.CheckpointID, "newer_path", newer.Path)
+	} else {
+		log.Info("restoring", "checkpoint", md.CheckpointID, "path", md.Path, "savepoint", md.Savepoint, "committed", md.Committed,
+			"restored_from", md.RestoredFrom)
+	}
+	return md, newer, nil
+}
+
+func (j *Job) checkRestore(md *state.Metadata) error {
 	uids := make([]string, 0, len(j.nodes))
 	for _, n := range j.nodes {
 		uids = append(uids, n.uid)
 	}
 	if err := state.CheckRestore(md, uids, j.opts.AllowNonRestoredState); err != nil {
-		return nil, nil, NonRecoverable(fmt.Errorf("engine: restoring from %s: %w", md.Path, err))
+		return NonRecoverable(fmt.Errorf("engine: restoring from %s: %w", md.Path, err))
 	}
-	if newer != nil {
-		log.Info("restoring", "checkpoint", md.CheckpointID, "path", md.Path, "savepoint", md.Savepoint,
-			"newer_checkpoint", newer.CheckpointID, "newer_path", newer.Path)
-	} else {
-		log.Info("restoring", "checkpoint", md.CheckpointID, "path", md.Path, "savepoint", md.Savepoint)
+	return nil
+}
+
+// adopt makes the checkpoint or savepoint at from (Options.RestoreFrom)
+// the job's newest checkpoint before anything restores from it, and
+// returns the adopted copy.
+//
+// Why: restoring an older checkpoint fences (aborts) the transactions the
+// sinks left open after it, including those of newer checkpoints. Were
+// the newer checkpoints still the job's latest, a crash right after the
+// restore followed by a plain run would restore the newest one and try to
+// commit its fenced transactions (data loss), or replay another history
+// than the one chosen. So, as Flink starts a restored job's lineage at a
+// new checkpoint id, the chosen checkpoint is first written (Storage.Adopt)
+// under an id above every one in the storage, and only once that is
+// durable does any subtask open. When the job had a newer complete
+// checkpoint, the adopted one records it (Supersedes: its id, path and
+// the sinks' operator state, which is inline), and every restore of the
+// adopted lineage hands it to the sinks (Scope.NewerCheckpoint), which
+// tell the restored transactions committed since from those to commit,
+// even once the newer checkpoint's directory is gone.
+func (j *Job) adopt(ctx context.Context, from string, log *slog.Logger) (*state.Metadata, error) {
+	st := j.opts.Storage
+	md, err := st.Load(ctx, from)
+	if err != nil {
+		return nil, NonRecoverable(fmt.Errorf("engine: restoring from %s: %w", from, err))
 	}
-	return md, newer, nil
+	if err := j.checkRestore(md); err != nil {
+		return nil, err
+	}
+	latest, _, err := st.Latest(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("engine: finding the latest checkpoint: %w", err)
+	}
+	if latest != nil && latest.CheckpointID > md.CheckpointID &&
+		(md.Supersedes == nil || md.Supersedes.CheckpointID < latest.CheckpointID) {
+		sup := &state.Superseded{CheckpointID: latest.CheckpointID, Path: latest.Path}
+		for _, n := range j.nodes {
+			if op := latest.Operator(n.uid); n.kind == kindSink && op != nil {
+				sup.Operators = append(sup.Operators, *op)
+			}
+		}
+		md.Supersedes = sup
+	}
+	infos, err := st.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("engine: listing checkpoints: %w", err)
+	}
+	newID := max(j.nextID, md.CheckpointID+1)
+	if latest != nil {
+		newID = max(newID, latest.CheckpointID+1)
+	}
+	for _, in := range infos {
+		newID = max(newID, in.ID+1)
+	}
+	adopted, err := st.Adopt(ctx, md, newID)
+	if err != nil {
+		return nil, NonRecoverable(fmt.Errorf("engine: making %s the job's newest checkpoint (%d) before restoring it: %w", from, newID, err))
+	}
+	j.nextID = max(j.nextID, newID+1)
+	args := []any{"from", md.Path, "checkpoint", adopted.CheckpointID, "path", adopted.Path}
+	if s := md.Supersedes; s != nil {
+		args = append(args, "supersedes", s.CheckpointID, "supersedes_path", s.Path)
+	}
+	log.Info("adopted the checkpoint to restore as the job's newest", args...)
+	return adopted, nil
 }
 
 // checkDamaged decides what a damaged newest checkpoint means when the
