@@ -16,6 +16,7 @@ import (
 
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/outage"
 	sinkkafka "github.com/onceflow/onceflow/sink/kafka"
 	sourcekafka "github.com/onceflow/onceflow/source/kafka"
 	"github.com/onceflow/onceflow/state"
@@ -62,6 +63,10 @@ type Stats struct {
 	// ConsumerLag is how many records the source has yet to read; -1 when
 	// unknown.
 	ConsumerLag int64
+	// Cluster is the job's outage tracker's status: whether the job is
+	// waiting for the Kafka cluster (since when, the last error) and how
+	// many outages it has waited out so far.
+	Cluster outage.Status
 }
 
 // ConfigError is a configuration the cluster or the disk refuses, found
@@ -96,9 +101,10 @@ const guardTimeout = 30 * time.Second
 // Before anything is built it checks the cluster: the source, sink and
 // dead-letter topics must exist, and for exactly_once delivery the transaction
 // timeout must pass CheckTransactionTimeout against the broker's
-// transaction.max.timeout.ms and a budget of checkpoint.interval +
-// checkpoint.timeout + the restart strategy's longest delay. A refusal is
-// a *ConfigError naming the key.
+// transaction.max.timeout.ms and a budget (sinkkafka.TimeoutBudget) of
+// checkpoint.interval, (checkpoint.tolerable_failures + 1) ×
+// checkpoint.timeout, the restart strategy's longest delay and
+// kafka.outage_tolerance. A refusal is a *ConfigError naming the key.
 //
 // Checkpoints are stored under checkpoint.dir/<job.name>. Without
 // RestoreFrom or Fresh the job resumes from the latest retained
@@ -114,7 +120,14 @@ const guardTimeout = 30 * time.Second
 // of the prefix.
 //
 // Pebble state lives in state.dir/<job.name>, cleaned of what killed
-// processes left. Build starts nothing: the caller runs Built.Job.
+// processes left.
+//
+// The source and the sink share one outage.Tracker, with
+// kafka.outage_tolerance and the job's logger: a cluster that is away is
+// waited for that long by whichever of them meets it, logged once, and
+// reported in Stats.Cluster. The topic check above does not wait: a
+// cluster that does not answer it is an error naming kafka.brokers, as at
+// the run's start. Build starts nothing: the caller runs Built.Job.
 func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 	log := env.Logger
 	if log == nil {
@@ -135,7 +148,11 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, sink, err := connectors(cfg, env, log)
+	tracker, err := outage.NewTracker(outage.Options{Tolerance: cfg.Kafka.OutageTolerance, Logger: log})
+	if err != nil {
+		return nil, &ConfigError{Key: "kafka.outage_tolerance", Err: err}
+	}
+	src, sink, err := connectors(cfg, env, log, tracker)
 	if err != nil {
 		return nil, err
 	}
@@ -204,7 +221,8 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 	return &Built{Job: j, Stats: func() Stats {
 		ss, ks := stats(), sink.Stats()
 		return Stats{PendingTransactions: ks.PendingTransactions, OldestPending: ks.OldestPending,
-			RecordsRead: ss.RecordsRead, DecodeSkipped: ss.DecodeSkipped, DeadLettered: ss.DeadLettered, ConsumerLag: ss.ConsumerLag}
+			RecordsRead: ss.RecordsRead, DecodeSkipped: ss.DecodeSkipped, DeadLettered: ss.DeadLettered, ConsumerLag: ss.ConsumerLag,
+			Cluster: tracker.Status()}
 	}}, nil
 }
 
@@ -287,7 +305,9 @@ type sourceConfig struct {
 	dlq    string
 }
 
-func connectors(cfg *config.Config, env Env, log *slog.Logger) (sourceConfig, *sinkkafka.Sink, error) {
+// connectors configures the source and the sink, both waiting out an
+// outage through tracker.
+func connectors(cfg *config.Config, env Env, log *slog.Logger, tracker *outage.Tracker) (sourceConfig, *sinkkafka.Sink, error) {
 	policy, err := sourcekafka.ParseOnDecodeError(cfg.Source.OnDecodeError)
 	if err != nil {
 		return sourceConfig{}, nil, &ConfigError{Key: "source.on_decode_error", Err: err}
@@ -297,7 +317,7 @@ func connectors(cfg *config.Config, env Env, log *slog.Logger) (sourceConfig, *s
 			ClientOpts: env.ClientOpts, Topics: []string{cfg.Source.Topic},
 			Start: sourcekafka.StartPosition(cfg.Source.Start), StartTime: cfg.Source.StartTimestamp,
 			Group: cfg.Source.Group, ReadUncommitted: cfg.Source.Isolation == "read_uncommitted",
-			DiscoveryInterval: cfg.Source.DiscoveryInterval, Logger: log,
+			DiscoveryInterval: cfg.Source.DiscoveryInterval, Logger: log, Outage: tracker,
 		},
 		policy: policy, dlq: cfg.Source.DeadLetterTopic,
 	}
@@ -308,7 +328,7 @@ func connectors(cfg *config.Config, env Env, log *slog.Logger) (sourceConfig, *s
 	sink, err := sinkkafka.NewSink(sinkkafka.SinkOptions{
 		ClientOpts: env.ClientOpts, Topic: cfg.Sink.Topic, Delivery: delivery,
 		TransactionalIDPrefix: cfg.Sink.TransactionalIDPrefix, Slots: cfg.Sink.Slots,
-		TransactionTimeout: cfg.Sink.TransactionTimeout, Logger: log,
+		TransactionTimeout: cfg.Sink.TransactionTimeout, Logger: log, Outage: tracker,
 	})
 	if err != nil {
 		return sourceConfig{}, nil, &ConfigError{Key: "sink.transactional_id_prefix", Err: err}
@@ -406,6 +426,9 @@ func checkCluster(ctx context.Context, cfg *config.Config, clientOpts []kgo.Opt)
 	}
 	topics, err := kadm.NewClient(cl).ListTopics(ctx, names...)
 	if err != nil {
+		if outage.Retriable(err) {
+			return fmt.Errorf("kafka.brokers: the cluster does not answer (listing topics %v): %w", names, err)
+		}
 		return fmt.Errorf("jobs: listing topics %v: %w", names, err)
 	}
 	for _, t := range want {
@@ -423,7 +446,9 @@ func checkCluster(ctx context.Context, cfg *config.Config, clientOpts []kgo.Opt)
 	budget := sinkkafka.TimeoutBudget{
 		CheckpointInterval: cfg.Checkpoint.Interval,
 		CheckpointTimeout:  cfg.Checkpoint.Timeout,
+		TolerableFailures:  cfg.Checkpoint.TolerableFailures,
 		RestartDelay:       cfg.Restart.MaxRestartDelay(),
+		OutageTolerance:    cfg.Kafka.OutageTolerance,
 	}
 	if err := sinkkafka.CheckTransactionTimeout(ctx, cl, cfg.Sink.TransactionTimeout, budget); err != nil {
 		return &ConfigError{Key: "sink.transaction_timeout", Err: err}

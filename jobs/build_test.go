@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/outage/outagetest"
 )
 
 // These run the built-in jobs on kfake, franz-go's in-process broker, for
@@ -497,5 +499,141 @@ func TestRunAfterAStopResumesFromTheSavepoint(t *testing.T) {
 			t.Fatalf("run %d: %d records committed, want %d", run, len(out), want)
 		}
 		produce(want, want+5)
+	}
+}
+
+// The source and the sink of a built job share one outage tracker with
+// kafka.outage_tolerance, reported in Stats.Cluster: a broker away (its
+// port refusing connections, its connections cut, as when its process
+// dies) for less than the tolerance costs no restart; away for longer,
+// the attempt fails, and the restarted attempt waits for the broker anew
+// rather than spending the restart strategy's attempts. The output stays
+// exact throughout.
+func TestBuiltJobWaitsForTheClusterUpToTheTolerance(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sw := &outagetest.Switch{}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ListenFn(sw.Listen), kfake.SeedTopics(4, "in", "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Partition discovery every 50ms, answered from the client's cached
+	// metadata no older than 100ms (5s by default): the source notices
+	// the broker away within a fraction of a second.
+	client := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.MetadataMinAge(100 * time.Millisecond)}
+	cfg := testConfig(t, t.TempDir(), "copy", "state.backend=memory", "source.discovery_interval=50ms",
+		"kafka.outage_tolerance=3s", "restart.attempts=3", "restart.delay=100ms")
+	logs := &logBuffer{}
+	b, err := Build(ctx, cfg, Env{ClientOpts: client, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := func(from int) {
+		var recs []*kgo.Record
+		for i := from; i < from+20; i++ {
+			recs = append(recs, &kgo.Record{Key: []byte("k" + strconv.Itoa(i)), Value: []byte("v" + strconv.Itoa(i))})
+		}
+		produceRecords(t, ctx, client, recs...)
+	}
+	if st := b.Stats().Cluster; st.Down || st.Outages != 0 || st.Tolerance != 3*time.Second {
+		t.Fatalf("cluster status before the run: %+v", st)
+	}
+	batch(0)
+	done := make(chan error, 1)
+	go func() { done <- b.Job.Run(ctx) }()
+	until := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			select {
+			case err := <-done:
+				t.Fatalf("%s: the job ended: %v\n%s", what, err, logs)
+			case <-ctx.Done():
+				t.Fatalf("%s: not within 2 minutes (job %+v, cluster %+v)\n%s", what, b.Job.Status().State, b.Stats().Cluster, logs)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	until("the first 20 records copied", func() bool { return len(readCommitted(t, ctx, client)) >= 20 })
+
+	sw.Down()
+	until("the job waiting for the cluster", func() bool { return b.Stats().Cluster.Down })
+	if st := b.Stats().Cluster; st.What == "" || st.LastError == "" {
+		t.Fatalf("cluster status during the outage: %+v", st)
+	}
+	time.Sleep(time.Second) // an outage of a second and more, within the 3s tolerance
+	if err := sw.Up(); err != nil {
+		t.Fatal(err)
+	}
+	until("the outage over", func() bool { return !b.Stats().Cluster.Down })
+	if st := b.Job.Status(); st.Restarts != 0 || st.State != "RUNNING" {
+		t.Fatalf("an outage within the tolerance cost the job: %+v\n%s", st, logs)
+	}
+
+	sw.Down()
+	begin := time.Now()
+	until("the attempt failed past the tolerance", func() bool { return b.Job.Status().Restarts >= 1 })
+	if waited := time.Since(begin); waited < 3*time.Second {
+		t.Fatalf("the attempt failed %s into the outage, before the 3s tolerance:\n%s", waited, logs)
+	}
+	if !strings.Contains(logs.String(), "beyond kafka.outage_tolerance 3s") {
+		t.Fatalf("the failed attempt's error does not name the tolerance:\n%s", logs)
+	}
+	// The restarted attempt waits for the broker (a new bound of 3s)
+	// instead of failing at once.
+	time.Sleep(time.Second)
+	if err := sw.Up(); err != nil {
+		t.Fatal(err)
+	}
+	batch(20)
+	until("all 40 records copied", func() bool { return len(readCommitted(t, ctx, client)) >= 40 })
+	if _, err := b.Job.StopWithSavepoint(ctx); err != nil {
+		t.Fatalf("stop with savepoint: %v", err)
+	}
+	if err := <-done; !errors.Is(err, engine.ErrStopped) {
+		t.Fatalf("Run returned %v, want ErrStopped", err)
+	}
+	if n := b.Job.Status().Restarts; n != 1 {
+		t.Fatalf("%d restarts, want exactly 1 (the restarted attempt waits for the broker):\n%s", n, logs)
+	}
+	out := readCommitted(t, ctx, client)
+	got := map[string]int{}
+	for _, r := range out {
+		got[string(r.Value)]++
+	}
+	for i := range 40 {
+		if n := got["v"+strconv.Itoa(i)]; n != 1 {
+			t.Fatalf("record v%d copied %d times; output %v", i, n, got)
+		}
+	}
+	if len(out) != 40 {
+		t.Fatalf("copied %d records, want 40", len(out))
+	}
+	st := b.Stats().Cluster
+	if n, m := int64(strings.Count(logs.String(), "does not answer")), int64(strings.Count(logs.String(), "answers again")); st.Down || st.Outages < 2 || n != st.Outages || m != st.Outages {
+		t.Fatalf("cluster status after the run: %+v, with %d outage starts and %d ends logged; want two outages or more, each logged once at its start and end:\n%s",
+			st, n, m, logs)
+	}
+}
+
+// Build does not wait for a cluster that does not answer: the run's start
+// is where an unreachable cluster is a clear error naming kafka.brokers.
+func TestBuildNamesTheBrokersOfAClusterThatDoesNotAnswer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := testConfig(t, t.TempDir(), "copy")
+	begin := time.Now()
+	_, err = Build(ctx, cfg, Env{ClientOpts: []kgo.Opt{kgo.SeedBrokers(addr)}})
+	if err == nil || !strings.HasPrefix(err.Error(), "kafka.brokers: the cluster does not answer") || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("Build against %s (nothing listening): %v, want an error naming kafka.brokers", addr, err)
+	}
+	if d := time.Since(begin); d > 10*time.Second {
+		t.Fatalf("Build took %s to give up", d)
 	}
 }
