@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/outage"
 )
 
 // apiServer serves health, metrics and the job API of one running job.
@@ -42,11 +43,44 @@ func healthy(state string) bool {
 	return slices.Contains([]string{"CREATED", "RUNNING", "RESTARTING"}, state)
 }
 
+// healthBody answers /healthz. A job waiting for its Kafka cluster is
+// healthy (200): it is alive and rides the outage out, up to
+// kafka.outage_tolerance, after which its attempt fails and the restart
+// strategy decides (RESTARTING is healthy, FAILED is not). The body says
+// it waits, and for how long.
 type healthBody struct {
-	Job            string `json:"job"`
-	State          string `json:"state"`
-	Restarts       int64  `json:"restarts"`
-	LastCheckpoint int64  `json:"last_checkpoint"`
+	Job               string      `json:"job"`
+	State             string      `json:"state"`
+	Restarts          int64       `json:"restarts"`
+	LastCheckpoint    int64       `json:"last_checkpoint"`
+	WaitingForCluster bool        `json:"waiting_for_cluster"`
+	Cluster           clusterBody `json:"cluster"`
+}
+
+// clusterBody is the Kafka cluster as the job sees it: reachable, or away
+// since a time, for so long, with the call that first failed and the
+// latest error.
+type clusterBody struct {
+	Reachable          bool       `json:"reachable"`
+	UnreachableSeconds float64    `json:"unreachable_seconds"`
+	Since              *time.Time `json:"since,omitempty"`
+	FirstFailed        string     `json:"first_failed,omitempty"`
+	LastError          string     `json:"last_error,omitempty"`
+	// ToleranceSeconds is kafka.outage_tolerance: how long an outage is
+	// waited for before the attempt fails.
+	ToleranceSeconds float64 `json:"tolerance_seconds"`
+	// Outages counts the outages the process has seen, the ongoing one
+	// included.
+	Outages int64 `json:"outages"`
+}
+
+func toClusterBody(st outage.Status) clusterBody {
+	b := clusterBody{Reachable: !st.Down, ToleranceSeconds: st.Tolerance.Seconds(), Outages: st.Outages}
+	if st.Down {
+		since := st.Since
+		b.Since, b.UnreachableSeconds, b.FirstFailed, b.LastError = &since, st.For.Seconds(), st.What, st.LastError
+	}
+	return b
 }
 
 func (s *apiServer) healthz(w http.ResponseWriter, _ *http.Request) {
@@ -56,7 +90,9 @@ func (s *apiServer) healthz(w http.ResponseWriter, _ *http.Request) {
 	if !healthy(state) {
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, healthBody{Job: st.Name, State: state, Restarts: st.Restarts, LastCheckpoint: st.LastCheckpoint})
+	cluster := s.o.cluster()
+	writeJSON(w, code, healthBody{Job: st.Name, State: state, Restarts: st.Restarts, LastCheckpoint: st.LastCheckpoint,
+		WaitingForCluster: cluster.Down, Cluster: toClusterBody(cluster)})
 }
 
 type jobBody struct {
@@ -67,6 +103,7 @@ type jobBody struct {
 	Operators      []operatorBody `json:"operators"`
 	Source         sourceBody     `json:"source"`
 	Sink           sinkBody       `json:"sink"`
+	Cluster        clusterBody    `json:"cluster"`
 }
 
 type operatorBody struct {
@@ -95,6 +132,7 @@ func (s *apiServer) jobStatus(w http.ResponseWriter, _ *http.Request) {
 		Operators: []operatorBody{},
 		Source:    sourceBody{RecordsRead: stats.RecordsRead, DecodeSkipped: stats.DecodeSkipped, DeadLettered: stats.DeadLettered},
 		Sink:      sinkBody{PendingTransactions: stats.PendingTransactions, OldestPendingSeconds: stats.OldestPending.Seconds()},
+		Cluster:   toClusterBody(stats.Cluster),
 	}
 	if stats.ConsumerLag >= 0 {
 		lag := stats.ConsumerLag

@@ -24,6 +24,7 @@ type jobCollector struct {
 	lastID, lastDuration, lastSize, lastAlign, lastT *prometheus.Desc
 	pending, oldestPending                           *prometheus.Desc
 	lag, read, skipped, deadLettered                 *prometheus.Desc
+	unreachable, outages                             *prometheus.Desc
 }
 
 func newJobCollector(o *observer, jobName string) *jobCollector {
@@ -52,13 +53,15 @@ func newJobCollector(o *observer, jobName string) *jobCollector {
 		read:          d("source_records_read_total", "Records the source read from Kafka."),
 		skipped:       d("source_decode_skipped_total", "Records skipped because they could not be decoded."),
 		deadLettered:  d("source_dead_lettered_total", "Records sent to the dead-letter topic because they could not be decoded."),
+		unreachable:   d("cluster_unreachable_seconds", "How long the job has been waiting for the Kafka cluster (0 while it answers); past kafka.outage_tolerance the attempt fails."),
+		outages:       d("cluster_outages_total", "Outages of the Kafka cluster the job has waited out or is waiting out."),
 	}
 }
 
 func (c *jobCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.state, c.restarts, c.recordsIn, c.recordsOut, c.completed, c.failed, c.subsumed,
 		c.inProgress, c.lastID, c.lastDuration, c.lastSize, c.lastAlign, c.lastT, c.pending, c.oldestPending,
-		c.lag, c.read, c.skipped, c.deadLettered} {
+		c.lag, c.read, c.skipped, c.deadLettered, c.unreachable, c.outages} {
 		ch <- d
 	}
 }
@@ -104,6 +107,12 @@ func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.read, float64(stats.RecordsRead))
 	counter(c.skipped, float64(stats.DecodeSkipped))
 	counter(c.deadLettered, float64(stats.DeadLettered))
+	away := 0.0
+	if stats.Cluster.Down {
+		away = stats.Cluster.For.Seconds()
+	}
+	gauge(c.unreachable, away)
+	counter(c.outages, float64(stats.Cluster.Outages))
 }
 
 // displayState names the state of a job whose first attempt has not

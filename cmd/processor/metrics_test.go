@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/outage"
 	"github.com/onceflow/onceflow/jobs"
 )
 
@@ -251,4 +253,76 @@ func TestCheckpointTally(t *testing.T) {
 			t.Fatalf("step %d: %+v, want %+v", i, got, s.want)
 		}
 	}
+}
+
+// While the job waits for its Kafka cluster, /healthz stays 200 (the job
+// is alive and rides the outage out) but says waiting_for_cluster; the
+// job API says since when and why; the metrics give how long (0 while the
+// cluster answers) and count the outages.
+func TestClusterOutageInHealthAPIAndMetrics(t *testing.T) {
+	dir := t.TempDir()
+	cfg := loadTestConfig(t, dir, "checkpoint.interval=1h")
+	m := newMemJob(5, 0)
+	built, err := m.build(context.Background(), cfg, jobs.Env{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- built.Job.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-runDone
+	}()
+	waitFor(t, func() bool { return built.Job.Status().State == "RUNNING" })
+
+	var mu sync.Mutex
+	cluster := outage.Status{Tolerance: time.Minute}
+	o := &observer{job: built.Job, stats: func() jobs.Stats {
+		mu.Lock()
+		defer mu.Unlock()
+		return jobs.Stats{ConsumerLag: -1, Cluster: cluster}
+	}}
+	api := &apiServer{o: o, reg: newRegistry(o, "memwc"), log: slog.New(slog.DiscardHandler)}
+	srv := httptest.NewServer(api.handler())
+	defer srv.Close()
+
+	var hb healthBody
+	var jb jobBody
+	if code := getJSON(t, srv.URL+"/healthz", &hb); code != http.StatusOK || hb.WaitingForCluster || !hb.Cluster.Reachable || hb.Cluster.Since != nil {
+		t.Fatalf("healthz with the cluster answering: %d %+v", code, hb)
+	}
+	fams := scrape(t, api.handler())
+	mustValue(t, fams, "onceflow_cluster_unreachable_seconds", nil, 0)
+	mustValue(t, fams, "onceflow_cluster_outages_total", nil, 0)
+
+	since := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	mu.Lock()
+	cluster = outage.Status{Down: true, Since: since, For: 12500 * time.Millisecond, What: "kafka source: fetching in/0",
+		LastError: "unable to dial: connection refused", Outages: 3, Tolerance: time.Minute}
+	mu.Unlock()
+	if code := getJSON(t, srv.URL+"/healthz", &hb); code != http.StatusOK || !hb.WaitingForCluster || hb.State != "RUNNING" ||
+		hb.Cluster.Reachable || hb.Cluster.UnreachableSeconds != 12.5 || hb.Cluster.Since == nil || !hb.Cluster.Since.Equal(since) ||
+		hb.Cluster.LastError != "unable to dial: connection refused" || hb.Cluster.FirstFailed != "kafka source: fetching in/0" ||
+		hb.Cluster.ToleranceSeconds != 60 || hb.Cluster.Outages != 3 {
+		t.Fatalf("healthz while waiting for the cluster: %d %+v", code, hb)
+	}
+	if code := getJSON(t, srv.URL+"/api/v1/job", &jb); code != http.StatusOK || jb.Cluster.Reachable || jb.Cluster.UnreachableSeconds != 12.5 ||
+		jb.Cluster.Since == nil || !jb.Cluster.Since.Equal(since) || jb.Cluster.LastError != hb.Cluster.LastError ||
+		jb.Cluster.FirstFailed != hb.Cluster.FirstFailed || jb.Cluster.Outages != 3 {
+		t.Fatalf("job API while waiting for the cluster: %d %+v", code, jb.Cluster)
+	}
+	fams = scrape(t, api.handler())
+	mustValue(t, fams, "onceflow_cluster_unreachable_seconds", nil, 12.5)
+	mustValue(t, fams, "onceflow_cluster_outages_total", nil, 3)
+
+	mu.Lock()
+	cluster = outage.Status{Outages: 3, Tolerance: time.Minute}
+	mu.Unlock()
+	if code := getJSON(t, srv.URL+"/healthz", &hb); code != http.StatusOK || hb.WaitingForCluster || !hb.Cluster.Reachable || hb.Cluster.Outages != 3 {
+		t.Fatalf("healthz once the cluster answers again: %d %+v", code, hb)
+	}
+	fams = scrape(t, api.handler())
+	mustValue(t, fams, "onceflow_cluster_unreachable_seconds", nil, 0)
+	mustValue(t, fams, "onceflow_cluster_outages_total", nil, 3)
 }

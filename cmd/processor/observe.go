@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/outage"
 	"github.com/onceflow/onceflow/jobs"
 )
 
@@ -33,6 +34,14 @@ func (o *observer) read() view {
 		v.stats.ConsumerLag = -1
 	}
 	return v
+}
+
+// cluster is the job's Kafka cluster outage status (none without stats).
+func (o *observer) cluster() outage.Status {
+	if o.stats == nil {
+		return outage.Status{}
+	}
+	return o.stats().Cluster
 }
 
 // checkpointCounts are cumulative over the life of the process.

@@ -129,7 +129,8 @@ func loadRunConfig(d deps, f runFlags) (*config.Config, error) {
 func logStart(log *slog.Logger, cfg *config.Config, f runFlags) {
 	log.Info("starting",
 		"job", cfg.Job.Name, "type", cfg.Job.Type, "parallelism", cfg.Job.Parallelism,
-		"brokers", strings.Join(cfg.Kafka.Brokers, ","), "tls", cfg.Kafka.TLS.Enabled || cfg.Kafka.TLS.CAFile != "",
+		"brokers", strings.Join(cfg.Kafka.Brokers, ","), "outage_tolerance", cfg.Kafka.OutageTolerance,
+		"tls", cfg.Kafka.TLS.Enabled || cfg.Kafka.TLS.CAFile != "",
 		"sasl", cfg.Kafka.SASL.Mechanism,
 		"source", cfg.Source.Topic, "sink", cfg.Sink.Topic, "delivery", cfg.Sink.Delivery,
 		"checkpoint_interval", cfg.Checkpoint.Interval, "checkpoint_mode", cfg.Checkpoint.Mode,
