@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"sync/atomic"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -57,9 +56,6 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 
 // NonRecoverable: restarting replays the same record into the same error.
 func (e *DecodeError) NonRecoverable() bool { return true }
-
-// deadLetterTimeout bounds one write to the dead-letter topic.
-const deadLetterTimeout = 30 * time.Second
 
 // Decoding reads records through a Reader and decodes them under a policy.
 type Decoding[T any] struct {
@@ -122,13 +118,19 @@ func (d *Decoding[T]) sendDeadLetter(ctx context.Context, rec *kgo.Record, cause
 		)}
 	// The record is already read: its offset is in the next snapshot. So
 	// the write must not stop when the engine cancels ctx to inject a
-	// barrier, only when it takes longer than deadLetterTimeout (then the
-	// attempt fails and the restore reads the record again).
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadLetterTimeout)
+	// barrier, only when it takes longer than the outage tolerance (the
+	// client retries meanwhile; then the attempt fails and the restore
+	// reads the record again).
+	tol := d.r.tracker.Tolerance()
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tol)
 	defer cancel()
 	if err := d.dlq.ProduceSync(wctx, out).FirstErr(); err != nil {
+		if wctx.Err() != nil {
+			err = fmt.Errorf("not written within kafka.outage_tolerance %s: %w", tol, err)
+		}
 		return fmt.Errorf("kafka source: writing record %s/%d@%d to dead-letter topic %s: %w", rec.Topic, rec.Partition, rec.Offset, d.dlqTo, err)
 	}
+	d.r.tracker.Succeeded()
 	return nil
 }
 

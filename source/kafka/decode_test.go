@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -163,5 +164,57 @@ func TestDeadLetterWriteOutlivesABarrier(t *testing.T) {
 	}
 	if d.DeadLettered() != 1 {
 		t.Fatalf("dead-lettered %d records, want 1", d.DeadLettered())
+	}
+}
+
+// A write to the dead-letter topic waits for the cluster as long as the
+// outage tolerance (the client retries it meanwhile), then fails the
+// attempt naming the record and the tolerance; within it, it succeeds.
+func TestDeadLetterWriteWaitsUpToTheOutageTolerance(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, faults := range []int{3, -1} {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in", "dlq"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		client := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+		produceValues(t, ctx, client, "in", "bad")
+		tr, _ := tracker(t, 2*time.Second, nil)
+		r, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"in"}, Outage: tr}, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		// A refused produce waits for fresh metadata, at most every
+		// MetadataMinAge (5s by default).
+		dlq, err := kgo.NewClient(append(slices.Clone(client), kgo.MetadataMinAge(50*time.Millisecond))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dlq.Close()
+		d, err := NewDecoding(r, atoiDecoder, DecodeDeadLetter, dlq, "dlq")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The dead-letter topic's leader is away for its first produces,
+		// or for all of them.
+		c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "dlq", Err: kerr.NotLeaderForPartition, Count: faults})
+		begin := time.Now()
+		_, err = decodeAll(t, ctx, d)
+		took := time.Since(begin)
+		if faults > 0 {
+			if err != nil || d.DeadLettered() != 1 {
+				t.Fatalf("with %d produces refused: err %v, %d dead-lettered; want the record written", faults, err, d.DeadLettered())
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), "in/0@0 to dead-letter topic dlq: not written within kafka.outage_tolerance 2s") {
+			t.Fatalf("with every produce refused: %v, want the write failed naming the record and the tolerance", err)
+		}
+		if took < 2*time.Second || took > 10*time.Second {
+			t.Fatalf("the write gave up after %s, want the 2s tolerance", took)
+		}
 	}
 }
