@@ -19,6 +19,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // MetadataVersion is the version of the _metadata format written by this
@@ -44,13 +47,12 @@ type StorageOptions struct {
 	// removed when a newer one completes. 0 means 1. Savepoints are never
 	// removed.
 	Retained int
-	// Fault, when set, is called before every filesystem operation of the
-	// storage with the operation ("create", "write", "sync", "rename",
-	// "open", "stat", "remove", "removeall", "readdir", "mkdir", "syncdir")
-	// and the path; a non-nil error fails that operation. It exists to test
-	// failure handling (fault injection) and may block to simulate a stalled
-	// disk.
-	Fault func(op, path string) error
+	// FS, when set, is the filesystem the storage runs on instead of the
+	// OS's (NewFileStorage) or a fresh in-memory one (NewMemoryStorage).
+	// Tests pass an errorfs.Wrap of one to inject I/O errors or stall an
+	// operation, or a vfs.NewCrashableMem to simulate power loss with
+	// CrashClone.
+	FS vfs.FS
 	// Logf receives problems that do not fail an operation, such as a
 	// subsumed checkpoint that could not be removed. nil discards them.
 	Logf func(format string, args ...any)
@@ -70,7 +72,11 @@ func NewFileStorage(dir, job string, opts StorageOptions) (Storage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("file storage: %w", err)
 	}
-	return newDirStorage(osFS{}, abs, job, opts)
+	fsys := opts.FS
+	if fsys == nil {
+		fsys = vfs.Default
+	}
+	return newDirStorage(fsys, abs, job, opts)
 }
 
 // NewMemoryStorage returns a storage that keeps everything in memory, with
@@ -78,10 +84,14 @@ func NewFileStorage(dir, job string, opts StorageOptions) (Storage, error) {
 // is lost with the process: for tests and jobs that need no recovery across
 // restarts.
 func NewMemoryStorage(job string, opts StorageOptions) Storage {
-	s, err := newDirStorage(newMemFS(), "/mem", job, opts)
+	fsys := opts.FS
+	if fsys == nil {
+		fsys = vfs.NewMem()
+	}
+	s, err := newDirStorage(fsys, "/mem", job, opts)
 	if err != nil {
-		// Only filesystem errors can fail newDirStorage, and the memory
-		// filesystem has none unless a Fault hook injects them.
+		// A bad job name or an error of opts.FS: a fresh memory
+		// filesystem has none.
 		return &failedStorage{err: err}
 	}
 	return s
@@ -94,7 +104,7 @@ func validJobName(job string) error {
 	return nil
 }
 
-// dirStorage implements Storage over a storageFS.
+// dirStorage implements Storage over a vfs.FS.
 type dirStorage struct {
 	fs   storageFS
 	root string // <dir>/<job>
@@ -141,10 +151,57 @@ type inflight struct {
 	// the storage's mu.
 	shared map[string]bool
 	tmps   map[string]bool
+	// dirs holds the directories of the checkpoint its writers create
+	// (see snapshotWriter.mkdirLocked); dirMu guards the map.
+	dirMu sync.Mutex
+	dirs  map[string]*newDir
+}
+
+// newDir is a directory of an in-flight checkpoint. The first writer that
+// needs it creates it; the first that closes a file in it or below syncs
+// its parent, so that it survives a power loss. The others wait on mu.
+//
+// The parent is synced after the file's own fsync, not when the directory
+// is created: a journaling filesystem (ext4) commits the directory's
+// creation with the file's fsync, and the directory syncs after it cost
+// next to nothing, where each one before it would commit the journal
+// again. Either way they are done before the file's reference is
+// returned, so before any _metadata names it.
+type newDir struct {
+	mu      sync.Mutex
+	path    string
+	created bool
+	synced  bool // its entry in its parent is durable
+}
+
+func (d *newDir) create(fs storageFS) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.created {
+		return nil
+	}
+	if err := fs.MkdirAll(d.path, 0o755); err != nil {
+		return err
+	}
+	d.created = true
+	return nil
+}
+
+func (d *newDir) syncParent(fs storageFS) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.synced {
+		return nil
+	}
+	if err := fs.syncDir(filepath.Dir(d.path)); err != nil {
+		return fmt.Errorf("sync %s after creating %s: %w", filepath.Dir(d.path), d.path, err)
+	}
+	d.synced = true
+	return nil
 }
 
 func newInflight() *inflight {
-	return &inflight{shared: map[string]bool{}, tmps: map[string]bool{}}
+	return &inflight{shared: map[string]bool{}, tmps: map[string]bool{}, dirs: map[string]*newDir{}}
 }
 
 // abortedError is what the writers of an aborted checkpoint get.
@@ -170,34 +227,31 @@ func (s *dirStorage) inflightLocked(id int64) (*inflight, error) {
 	return inf, nil
 }
 
-func newDirStorage(fsys storageFS, dir, job string, opts StorageOptions) (*dirStorage, error) {
+func newDirStorage(fsys vfs.FS, dir, job string, opts StorageOptions) (*dirStorage, error) {
 	if err := validJobName(job); err != nil {
 		return nil, err
 	}
 	if opts.Retained <= 0 {
 		opts.Retained = 1
 	}
-	if opts.Fault != nil {
-		fsys = faultFS{inner: fsys, hook: opts.Fault}
-	}
 	s := &dirStorage{
-		fs: fsys, root: filepath.Join(dir, job), job: job, opts: opts,
+		fs: storageFS{fsys}, root: filepath.Join(dir, job), job: job, opts: opts,
 		completed: map[int64]*Metadata{}, refs: map[string]int{},
 		sharedRefs: map[string]FileRef{}, pending: map[int64]*inflight{}, aborted: map[int64]bool{},
 	}
-	if err := fsys.MkdirAll(filepath.Join(s.root, sharedDir)); err != nil {
+	if err := s.fs.mkdirs(filepath.Join(s.root, sharedDir)); err != nil {
 		return nil, fmt.Errorf("storage %s: %w", s.root, err)
 	}
-	entries, err := fsys.ReadDir(s.root)
+	names, err := s.fs.list(s.root)
 	if err != nil {
 		return nil, fmt.Errorf("storage %s: %w", s.root, err)
 	}
-	for _, e := range entries {
-		id, ok := parseDirID(e.Name, chkPrefix)
-		if !ok || !e.IsDir {
+	for _, name := range names {
+		id, ok := parseDirID(name, chkPrefix)
+		if !ok {
 			continue
 		}
-		md, err := s.readMetadata(filepath.Join(s.root, e.Name))
+		md, err := s.readMetadata(filepath.Join(s.root, name))
 		if err != nil {
 			continue // reported by Latest/List
 		}
@@ -281,13 +335,15 @@ func mapRefs(md *Metadata, fn func(FileRef) (FileRef, error)) error {
 }
 
 // Writer implements Storage. It fails for a checkpoint that was aborted
-// or is not newer than the newest completed one.
+// or is not newer than the newest completed one. It does no I/O (it runs
+// at the barrier): the subtask's directory is created with its first
+// private file.
 func (s *dirStorage) Writer(checkpointID int64, operatorUID string, subtask int) (SnapshotWriter, error) {
 	if operatorUID == "" {
 		return nil, fmt.Errorf("storage %s: checkpoint %d: empty operator uid", s.root, checkpointID)
 	}
 	rel := filepath.Join(chkDirName(checkpointID), "op-"+url.PathEscape(operatorUID), strconv.Itoa(subtask))
-	// Mark the checkpoint in flight before creating its directory, so that
+	// Mark the checkpoint in flight before its directory exists, so that
 	// a concurrent subsumption does not take it for a stale leftover.
 	s.mu.Lock()
 	inf, err := s.inflightLocked(checkpointID)
@@ -295,11 +351,7 @@ func (s *dirStorage) Writer(checkpointID int64, operatorUID string, subtask int)
 	if err != nil {
 		return nil, fmt.Errorf("writer for %s/%d: %w", operatorUID, subtask, err)
 	}
-	w := &snapshotWriter{s: s, id: checkpointID, rel: rel, inf: inf}
-	if err := w.mkdir(); err != nil {
-		return nil, fmt.Errorf("storage %s: checkpoint %d writer for %s/%d: %w", s.root, checkpointID, operatorUID, subtask, err)
-	}
-	return w, nil
+	return &snapshotWriter{s: s, id: checkpointID, rel: rel, inf: inf}, nil
 }
 
 type snapshotWriter struct {
@@ -307,16 +359,61 @@ type snapshotWriter struct {
 	id  int64
 	rel string
 	inf *inflight
+	// dirs are the checkpoint's, the operator's and the subtask's
+	// directory, set once by the first private file (files are created
+	// concurrently); dirsReady and dirsSynced spare later files the locks.
+	dirsMu     sync.Mutex
+	dirs       []*newDir
+	dirsReady  atomic.Bool
+	dirsSynced atomic.Bool
 }
 
-// mkdir creates the subtask's directory unless the checkpoint was aborted.
-func (w *snapshotWriter) mkdir() error {
-	w.inf.mu.RLock()
-	defer w.inf.mu.RUnlock()
-	if w.inf.aborted {
-		return w.s.abortedError(w.id)
+// mkdirLocked creates the subtask's directory and the checkpoint's and
+// operator's above it, once per checkpoint. w.inf.mu is held (shared) and
+// the checkpoint is not aborted.
+func (w *snapshotWriter) mkdirLocked() error {
+	if w.dirsReady.Load() {
+		return nil
 	}
-	return w.s.fs.MkdirAll(filepath.Join(w.s.root, w.rel))
+	w.dirsMu.Lock()
+	defer w.dirsMu.Unlock()
+	if w.dirs == nil {
+		op := filepath.Dir(w.rel)
+		w.inf.dirMu.Lock()
+		for _, rel := range []string{filepath.Dir(op), op, w.rel} {
+			d := w.inf.dirs[rel]
+			if d == nil {
+				d = &newDir{path: filepath.Join(w.s.root, rel)}
+				w.inf.dirs[rel] = d
+			}
+			w.dirs = append(w.dirs, d)
+		}
+		w.inf.dirMu.Unlock()
+	}
+	for _, d := range w.dirs {
+		if err := d.create(w.s.fs); err != nil {
+			return err
+		}
+	}
+	w.dirsReady.Store(true)
+	return nil
+}
+
+// syncDirsLocked makes the directories of mkdirLocked durable in their
+// parents. w.inf.mu is held (shared).
+func (w *snapshotWriter) syncDirsLocked() error {
+	if w.dirsSynced.Load() {
+		return nil
+	}
+	w.dirsMu.Lock()
+	defer w.dirsMu.Unlock()
+	for _, d := range w.dirs {
+		if err := d.syncParent(w.s.fs); err != nil {
+			return err
+		}
+	}
+	w.dirsSynced.Store(true)
+	return nil
 }
 
 func validFileName(name string) error {
@@ -349,18 +446,23 @@ func (w *snapshotWriter) Create(name string, shared bool) (FileWriter, error) {
 	if w.inf.aborted {
 		return nil, w.s.abortedError(w.id)
 	}
+	if !shared {
+		if err := w.mkdirLocked(); err != nil {
+			return nil, fmt.Errorf("storage: create %s: %w", final, err)
+		}
+	}
 	if shared {
 		w.s.mu.Lock()
 		w.inf.shared[rel] = true
 		w.inf.tmps[tmp] = true
 		w.s.mu.Unlock()
 	}
-	f, err := w.s.fs.Create(tmp)
+	f, err := w.s.fs.create(tmp)
 	if err != nil {
 		w.s.forgetTmp(w.inf, tmp)
 		return nil, fmt.Errorf("storage: create %s: %w", final, err)
 	}
-	return &fileWriter{s: w.s, id: w.id, inf: w.inf, f: f, tmp: tmp, final: final, ref: FileRef{Path: rel, Shared: shared}, crc: crc32.New(castagnoli)}, nil
+	return &fileWriter{s: w.s, w: w, id: w.id, inf: w.inf, f: f, tmp: tmp, final: final, ref: FileRef{Path: rel, Shared: shared}, crc: crc32.New(castagnoli)}, nil
 }
 
 // forgetTmp drops a temporary name from inf once it is renamed or removed.
@@ -382,28 +484,50 @@ func (w *snapshotWriter) HasShared(name string) (FileRef, bool) {
 
 type fileWriter struct {
 	s          *dirStorage
+	w          *snapshotWriter
 	id         int64
 	inf        *inflight
-	f          storageFile
+	f          vfs.File
 	tmp, final string
 	ref        FileRef
 	crc        hash.Hash32
 	err        error
 	done       bool
+	// buf is what the file is written from: a vfs.File may modify the
+	// slice it writes (Pebble's MemFS does under its invariants), and an
+	// io.Writer must not.
+	buf []byte
 }
 
+// writeChunk is the largest piece fileWriter hands the file at once.
+const writeChunk = 128 << 10
+
+// Write implements io.Writer.
 func (w *fileWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	n, err := w.f.Write(p)
-	w.crc.Write(p[:n])
-	w.ref.Size += int64(n)
-	if err != nil {
-		w.err = fmt.Errorf("storage: write %s: %w", w.final, err)
-		return n, w.err
+	written := 0
+	for len(p) > 0 {
+		chunk := p[:min(len(p), writeChunk)]
+		if len(w.buf) < len(chunk) {
+			w.buf = make([]byte, max(len(chunk), min(2*len(w.buf), writeChunk)))
+		}
+		b := w.buf[:copy(w.buf, chunk)]
+		n, err := w.f.Write(b)
+		w.crc.Write(chunk[:n])
+		w.ref.Size += int64(n)
+		written += n
+		if err == nil && n < len(chunk) {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			w.err = fmt.Errorf("storage: write %s: %w", w.final, err)
+			return written, w.err
+		}
+		p = p[len(chunk):]
 	}
-	return n, nil
+	return written, nil
 }
 
 // Close implements FileWriter: the file is fsynced, a shared one renamed
@@ -452,8 +576,13 @@ func (w *fileWriter) publish() error {
 			return fmt.Errorf("storage: rename %s: %w", w.final, err)
 		}
 	}
-	if err := w.s.fs.SyncDir(filepath.Dir(w.final)); err != nil {
+	if err := w.s.fs.syncDir(filepath.Dir(w.final)); err != nil {
 		return fmt.Errorf("storage: sync dir of %s: %w", w.final, err)
+	}
+	if !w.ref.Shared {
+		if err := w.w.syncDirsLocked(); err != nil {
+			return fmt.Errorf("storage: %s: %w", w.final, err)
+		}
 	}
 	return nil
 }
@@ -543,7 +672,7 @@ func (s *dirStorage) readMetadata(dir string) (*Metadata, error) {
 	r, err := s.fs.Open(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			if entries, _ := s.fs.ReadDir(dir); len(entries) == 0 {
+			if names, _ := s.fs.list(dir); len(names) == 0 {
 				return nil, &notFoundError{fmt.Errorf("checkpoint %s does not exist: %w", dir, err)}
 			}
 			return nil, fmt.Errorf("checkpoint %s is incomplete: no %s: %w", dir, metadataFile, err)
@@ -566,7 +695,7 @@ func (s *dirStorage) readMetadata(dir string) (*Metadata, error) {
 
 // hasMarker reports whether dir carries the committed marker.
 func (s *dirStorage) hasMarker(dir string) bool {
-	_, err := s.fs.Size(filepath.Join(dir, committedFile))
+	_, err := s.fs.Stat(filepath.Join(dir, committedFile))
 	return err == nil
 }
 
@@ -596,8 +725,17 @@ func (s *dirStorage) Complete(ctx context.Context, md *Metadata) error {
 	}
 	inf := s.pending[md.CheckpointID]
 	if inf == nil {
+		// No writer (the state is inline, or there is none): held only
+		// for this call.
 		inf = newInflight()
 		s.pending[md.CheckpointID] = inf
+		defer func() {
+			s.mu.Lock()
+			if s.pending[md.CheckpointID] == inf {
+				delete(s.pending, md.CheckpointID)
+			}
+			s.mu.Unlock()
+		}()
 	}
 	s.mu.Unlock()
 	inf.mu.RLock()
@@ -614,11 +752,6 @@ func (s *dirStorage) Complete(ctx context.Context, md *Metadata) error {
 		newest := s.newest
 		s.mu.Unlock()
 		if md.CheckpointID <= newest {
-			s.mu.Lock()
-			if s.pending[md.CheckpointID] == inf && len(inf.shared) == 0 {
-				delete(s.pending, md.CheckpointID) // held only for this call
-			}
-			s.mu.Unlock()
 			return fmt.Errorf("storage %s: checkpoint %d is not newer than completed checkpoint %d", s.root, md.CheckpointID, newest)
 		}
 	}
@@ -634,7 +767,7 @@ func (s *dirStorage) Complete(ctx context.Context, md *Metadata) error {
 			missing = err
 			return
 		}
-		size, err := s.fs.Size(p)
+		size, err := s.fs.size(p)
 		if err != nil {
 			missing = fmt.Errorf("storage: checkpoint %d names %s: %w", md.CheckpointID, p, err)
 		} else if size != r.Size {
@@ -669,15 +802,23 @@ func (s *dirStorage) Complete(ctx context.Context, md *Metadata) error {
 	return nil
 }
 
+// writeMetadata writes md as <dir>/_metadata (writeAtomic), creating dir
+// if no writer did; then a new dir is synced in its parent. Until then a
+// power loss can take the whole directory back (the checkpoint does not
+// exist before the caller returns), never part of it.
 func (s *dirStorage) writeMetadata(dir string, md *Metadata) error {
 	b, err := encodeMetadata(md)
 	if err != nil {
 		return err
 	}
-	if err := s.fs.MkdirAll(dir); err != nil {
+	parents, err := s.fs.mkdirsUnsynced(dir)
+	if err != nil {
 		return err
 	}
-	return s.writeAtomic(dir, metadataFile, b)
+	if err := s.writeAtomic(dir, metadataFile, b); err != nil {
+		return err
+	}
+	return s.fs.syncDirs(parents)
 }
 
 // writeAtomic makes <dir>/<name> hold data durably and atomically: it
@@ -686,7 +827,7 @@ func (s *dirStorage) writeMetadata(dir string, md *Metadata) error {
 func (s *dirStorage) writeAtomic(dir, name string, data []byte) error {
 	final := filepath.Join(dir, name)
 	tmp := final + ".inprogress"
-	f, err := s.fs.Create(tmp)
+	f, err := s.fs.create(tmp)
 	if err != nil {
 		return err
 	}
@@ -708,24 +849,38 @@ func (s *dirStorage) writeAtomic(dir, name string, data []byte) error {
 		_ = s.fs.Remove(tmp)
 		return err
 	}
-	return s.fs.SyncDir(dir)
+	return s.fs.syncDir(dir)
 }
 
 // moveToSavepoint makes a savepoint self-contained: the private files of
 // checkpoint directory chkRel move to savepoint directory spRel, and shared
 // files are copied into it, so that removing checkpoints never touches a
-// savepoint. md's references are rewritten accordingly.
+// savepoint. md's references are rewritten accordingly. The rename and the
+// copies are durable (their directories fsynced) when it returns: a
+// durable _metadata of the savepoint never names a file a power loss can
+// take back.
 func (s *dirStorage) moveToSavepoint(md *Metadata, chkRel, spRel string) error {
 	src, dst := filepath.Join(s.root, chkRel), filepath.Join(s.root, spRel)
-	if entries, _ := s.fs.ReadDir(src); len(entries) > 0 {
+	fail := func(err error) error {
+		return fmt.Errorf("storage %s: savepoint %d: %w", s.root, md.CheckpointID, err)
+	}
+	var syncs []string // after the copies' fsyncs, which commit the rest
+	if names, _ := s.fs.list(src); len(names) > 0 {
 		if err := s.fs.Rename(src, dst); err != nil {
-			return fmt.Errorf("storage: savepoint %d: move %s: %w", md.CheckpointID, src, err)
+			return fail(fmt.Errorf("move %s: %w", src, err))
 		}
+		// Before _metadata: else a power loss could bring back chk-<n>
+		// holding a savepoint's _metadata whose files are not there.
+		syncs = append(syncs, s.root)
 	}
-	if err := s.fs.MkdirAll(filepath.Join(dst, sharedDir)); err != nil {
-		return fmt.Errorf("storage: savepoint %d: %w", md.CheckpointID, err)
+	sharedCopies := filepath.Join(dst, sharedDir)
+	parents, err := s.fs.mkdirsUnsynced(sharedCopies)
+	if err != nil {
+		return fail(err)
 	}
-	return mapRefs(md, func(r FileRef) (FileRef, error) {
+	syncs = append(syncs, parents...)
+	copied := false
+	err = mapRefs(md, func(r FileRef) (FileRef, error) {
 		if rest, ok := strings.CutPrefix(r.Path, chkRel+string(filepath.Separator)); ok {
 			r.Path = filepath.Join(spRel, rest)
 			return r, nil
@@ -733,29 +888,32 @@ func (s *dirStorage) moveToSavepoint(md *Metadata, chkRel, spRel string) error {
 		if !r.Shared {
 			return r, nil
 		}
-		in, err := s.Open(r)
-		if err != nil {
-			return r, fmt.Errorf("storage: savepoint %d: %w", md.CheckpointID, err)
-		}
-		defer in.Close()
-		nr := FileRef{Path: filepath.Join(spRel, sharedDir, filepath.Base(r.Path)), Size: r.Size, CRC32C: r.CRC32C}
-		out, err := s.fs.Create(filepath.Join(s.root, nr.Path))
-		if err != nil {
-			return r, fmt.Errorf("storage: savepoint %d: %w", md.CheckpointID, err)
-		}
-		if _, err := io.Copy(out, in); err != nil {
-			_ = out.Close()
-			return r, fmt.Errorf("storage: savepoint %d: copy %s: %w", md.CheckpointID, r.Path, err)
-		}
-		if err := out.Sync(); err != nil {
-			_ = out.Close()
-			return r, fmt.Errorf("storage: savepoint %d: %w", md.CheckpointID, err)
-		}
-		if err := out.Close(); err != nil {
-			return r, fmt.Errorf("storage: savepoint %d: %w", md.CheckpointID, err)
-		}
-		return nr, nil
+		copied = true
+		return s.copyIn(r, filepath.Join(spRel, sharedDir, filepath.Base(r.Path)), false)
 	})
+	if err != nil {
+		return fail(err)
+	}
+	if copied {
+		syncs = append(syncs, sharedCopies)
+	}
+	if err := s.fs.syncDirs(dedupe(syncs)); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// dedupe returns dirs without repeats, in their first order.
+func dedupe(dirs []string) []string {
+	seen := map[string]bool{}
+	out := dirs[:0:0]
+	for _, d := range dirs {
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // subsumeLocked removes the completed checkpoints beyond the retained count,
@@ -788,6 +946,11 @@ func (s *dirStorage) subsumeLocked() {
 				drop = append(drop, r.Path)
 			}
 		})
+		// The checkpoint goes first, so that an interruption leaves
+		// unreferenced files rather than a checkpoint missing some.
+		if err := s.removeCheckpointDir(filepath.Join(s.root, chkDirName(id))); err != nil {
+			s.logf("storage %s: remove subsumed checkpoint %d: %v", s.root, id, err)
+		}
 		for _, rel := range drop {
 			if s.pendingUsesLocked(rel) {
 				continue
@@ -796,47 +959,54 @@ func (s *dirStorage) subsumeLocked() {
 				s.logf("storage %s: remove subsumed shared file %s: %v", s.root, rel, err)
 			}
 		}
-		if err := s.fs.RemoveAll(filepath.Join(s.root, chkDirName(id))); err != nil {
-			s.logf("storage %s: remove subsumed checkpoint %d: %v", s.root, id, err)
-		}
 	}
 	// Shared files no completed checkpoint references and no in-flight one
 	// wrote are leftovers of checkpoints that never completed (a crash
 	// mid-checkpoint, a failed upload): remove them.
-	shared, err := s.fs.ReadDir(filepath.Join(s.root, sharedDir))
+	shared, err := s.fs.list(filepath.Join(s.root, sharedDir))
 	if err != nil {
 		s.logf("storage %s: list shared files: %v", s.root, err)
 	}
-	for _, e := range shared {
-		rel := filepath.Join(sharedDir, e.Name)
+	for _, name := range shared {
+		rel := filepath.Join(sharedDir, name)
 		base := rel
 		if i := strings.Index(base, tmpInfix); i >= 0 {
 			base = base[:i]
 		}
-		if e.IsDir || s.refs[base] > 0 || s.pendingUsesLocked(base) {
+		if s.refs[base] > 0 || s.pendingUsesLocked(base) {
 			continue
 		}
 		if err := s.fs.Remove(filepath.Join(s.root, rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			s.logf("storage %s: remove orphaned shared file %s: %v", s.root, rel, err)
 		}
 	}
-	entries, err := s.fs.ReadDir(s.root)
+	names, err := s.fs.list(s.root)
 	if err != nil {
 		s.logf("storage %s: list: %v", s.root, err)
 		return
 	}
-	for _, e := range entries {
-		id, ok := parseDirID(e.Name, chkPrefix)
+	for _, name := range names {
+		id, ok := parseDirID(name, chkPrefix)
 		if !ok || id >= s.newest || s.completed[id] != nil {
 			continue
 		}
 		if s.pending[id] != nil {
 			continue
 		}
-		if err := s.fs.RemoveAll(filepath.Join(s.root, e.Name)); err != nil {
-			s.logf("storage %s: remove stale %s: %v", s.root, e.Name, err)
+		if err := s.removeCheckpointDir(filepath.Join(s.root, name)); err != nil {
+			s.logf("storage %s: remove stale %s: %v", s.root, name, err)
 		}
 	}
+}
+
+// removeCheckpointDir removes a checkpoint's directory, its _metadata
+// first: interrupted, it leaves an incomplete checkpoint, never one that
+// looks complete and misses files.
+func (s *dirStorage) removeCheckpointDir(dir string) error {
+	if err := s.fs.Remove(filepath.Join(dir, metadataFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return s.fs.RemoveAll(dir)
 }
 
 func (s *dirStorage) pendingUsesLocked(rel string) bool {
@@ -918,38 +1088,53 @@ func (s *dirStorage) abortLocked(id int64, inf *inflight) []error {
 	return errs
 }
 
+// checkpointDir is a chk-<n> or savepoint-<id> directory of the job.
+type checkpointDir struct {
+	id        int64
+	name      string
+	savepoint bool
+}
+
+// checkpointDirs lists the chk-<n> and savepoint-<id> directories of the
+// job, by name.
+func (s *dirStorage) checkpointDirs() ([]checkpointDir, error) {
+	names, err := s.fs.list(s.root)
+	if err != nil {
+		return nil, fmt.Errorf("storage %s: %w", s.root, err)
+	}
+	var out []checkpointDir
+	for _, name := range names {
+		c := checkpointDir{name: name}
+		var ok bool
+		if c.id, ok = parseDirID(name, chkPrefix); !ok {
+			if c.id, ok = parseDirID(name, savepointPref); !ok {
+				continue
+			}
+			c.savepoint = true
+		}
+		if s.fs.isDir(filepath.Join(s.root, name)) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
 // Latest implements Storage. Savepoints of the job directory are
 // candidates like checkpoints (ids are unique across both). It verifies
 // the metadata and the size and checksum of every file of a candidate
 // before returning it.
 func (s *dirStorage) Latest(ctx context.Context) (*Metadata, []CheckpointInfo, error) {
-	entries, err := s.fs.ReadDir(s.root)
+	cands, err := s.checkpointDirs()
 	if err != nil {
-		return nil, nil, fmt.Errorf("storage %s: %w", s.root, err)
+		return nil, nil, err
 	}
-	type candidate struct {
-		id        int64
-		dir       string
-		savepoint bool
-	}
-	var cands []candidate
-	for _, e := range entries {
-		if !e.IsDir {
-			continue
-		}
-		if id, ok := parseDirID(e.Name, chkPrefix); ok {
-			cands = append(cands, candidate{id, chkDirName(id), false})
-		} else if id, ok := parseDirID(e.Name, savepointPref); ok {
-			cands = append(cands, candidate{id, savepointDirName(id), true})
-		}
-	}
-	sort.Slice(cands, func(i, j int) bool { return cands[i].id > cands[j].id })
+	sort.SliceStable(cands, func(i, j int) bool { return cands[i].id > cands[j].id })
 	var infos []CheckpointInfo
 	for _, c := range cands {
 		if err := ctx.Err(); err != nil {
 			return nil, infos, err
 		}
-		dir := filepath.Join(s.root, c.dir)
+		dir := filepath.Join(s.root, c.name)
 		info := CheckpointInfo{ID: c.id, Path: dir, Savepoint: c.savepoint}
 		md, err := s.readMetadata(dir)
 		if err == nil {
@@ -1029,24 +1214,15 @@ func (s *dirStorage) Load(ctx context.Context, path string) (*Metadata, error) {
 // List implements Storage. It checks metadata, not state files: a
 // checkpoint whose state files are damaged lists as complete (Load tells).
 func (s *dirStorage) List(ctx context.Context) ([]CheckpointInfo, error) {
-	entries, err := s.fs.ReadDir(s.root)
+	cands, err := s.checkpointDirs()
 	if err != nil {
-		return nil, fmt.Errorf("storage %s: %w", s.root, err)
+		return nil, err
 	}
 	var infos []CheckpointInfo
-	for _, e := range entries {
-		id, ok := parseDirID(e.Name, chkPrefix)
-		sp := false
-		if !ok {
-			id, ok = parseDirID(e.Name, savepointPref)
-			sp = true
-		}
-		if !ok || !e.IsDir {
-			continue
-		}
-		dir := filepath.Join(s.root, e.Name)
+	for _, c := range cands {
+		dir := filepath.Join(s.root, c.name)
 		md, err := s.readMetadata(dir)
-		info := CheckpointInfo{ID: id, Savepoint: sp, Path: dir, Complete: err == nil, Err: err, Damaged: isDamaged(err)}
+		info := CheckpointInfo{ID: c.id, Savepoint: c.savepoint, Path: dir, Complete: err == nil, Err: err, Damaged: isDamaged(err)}
 		if md != nil {
 			info.Committed = md.Committed
 		}
@@ -1079,7 +1255,7 @@ func (s *dirStorage) Open(ref FileRef) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	size, err := s.fs.Size(p)
+	size, err := s.fs.size(p)
 	if err != nil {
 		return nil, fmt.Errorf("state file %s: %w", p, err)
 	}
@@ -1129,23 +1305,27 @@ func (v *verifyingReader) Close() error { return v.rc.Close() }
 func (s *dirStorage) DiscardAll() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	entries, err := s.fs.ReadDir(s.root)
+	names, err := s.fs.list(s.root)
 	if err != nil {
 		return fmt.Errorf("storage %s: %w", s.root, err)
 	}
 	var errs []error
-	for _, e := range entries {
-		if _, ok := parseDirID(e.Name, chkPrefix); ok || e.Name == sharedDir {
-			if err := s.fs.RemoveAll(filepath.Join(s.root, e.Name)); err != nil {
+	for _, name := range names {
+		if _, ok := parseDirID(name, chkPrefix); ok {
+			if err := s.removeCheckpointDir(filepath.Join(s.root, name)); err != nil {
 				errs = append(errs, err)
 			}
 		}
+	}
+	// Then the files they shared.
+	if err := s.fs.RemoveAll(filepath.Join(s.root, sharedDir)); err != nil {
+		errs = append(errs, err)
 	}
 	s.completed = map[int64]*Metadata{}
 	s.newest = 0
 	s.refs = map[string]int{}
 	s.sharedRefs = map[string]FileRef{}
-	if err := s.fs.MkdirAll(filepath.Join(s.root, sharedDir)); err != nil {
+	if err := s.fs.mkdirs(filepath.Join(s.root, sharedDir)); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -1154,7 +1334,7 @@ func (s *dirStorage) DiscardAll() error {
 	return nil
 }
 
-// failedStorage is returned by NewMemoryStorage when a Fault hook failed its
+// failedStorage is returned by NewMemoryStorage when opts.FS failed its
 // setup; every call reports that error.
 type failedStorage struct{ err error }
 
@@ -1214,7 +1394,7 @@ func (s *dirStorage) MarkCommitted(ctx context.Context, checkpointID int64) erro
 // storage knows: on disk (complete or not), completed or in flight.
 // completeMu must be held.
 func (s *dirStorage) highestIDLocked() (int64, error) {
-	entries, err := s.fs.ReadDir(s.root)
+	names, err := s.fs.list(s.root)
 	if err != nil {
 		return 0, err
 	}
@@ -1224,10 +1404,10 @@ func (s *dirStorage) highestIDLocked() (int64, error) {
 		top = max(top, id)
 	}
 	s.mu.Unlock()
-	for _, e := range entries {
-		if id, ok := parseDirID(e.Name, chkPrefix); ok {
+	for _, name := range names {
+		if id, ok := parseDirID(name, chkPrefix); ok {
 			top = max(top, id)
-		} else if id, ok := parseDirID(e.Name, savepointPref); ok {
+		} else if id, ok := parseDirID(name, savepointPref); ok {
 			top = max(top, id)
 		}
 	}
@@ -1320,7 +1500,10 @@ func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Met
 	}()
 
 	sharedAbs := filepath.Join(s.root, sharedDir)
-	syncDirs := map[string]bool{}
+	// The directories to sync before the marker and _metadata: those the
+	// copies created (in their parents) and those the copies are in. They
+	// are synced after the copies' fsyncs, which commit most of them.
+	var syncs []string
 	err = mapRefs(out, func(r FileRef) (FileRef, error) {
 		if r.Inline {
 			return r, nil
@@ -1341,7 +1524,7 @@ func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Met
 			s.mu.Unlock()
 			if filepath.Dir(src) == sharedAbs {
 				// This storage's own: reference it, once it is there.
-				size, err := s.fs.Size(src)
+				size, err := s.fs.size(src)
 				if err != nil {
 					return r, fmt.Errorf("shared file %s: %w", src, err)
 				}
@@ -1359,7 +1542,7 @@ func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Met
 			nr, err := s.copyIn(r, rel, true)
 			if err == nil {
 				copiedShared = append(copiedShared, rel)
-				syncDirs[sharedAbs] = true
+				syncs = append(syncs, sharedAbs)
 			}
 			return nr, err
 		}
@@ -1369,30 +1552,26 @@ func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Met
 		}
 		rel := filepath.Join(chkRel, rest)
 		parent := filepath.Dir(filepath.Join(s.root, rel))
-		if err := s.fs.MkdirAll(parent); err != nil {
+		parents, err := s.fs.mkdirsUnsynced(parent)
+		if err != nil {
 			return r, err
 		}
+		syncs = append(syncs, parents...)
 		nr, err := s.copyIn(r, rel, false)
 		if err == nil {
-			syncDirs[parent] = true
+			syncs = append(syncs, parent)
 		}
 		return nr, err
 	})
 	if err != nil {
 		return fail(err)
 	}
-	// The entries of the copies become durable before _metadata names them.
-	dirs := make([]string, 0, len(syncDirs))
-	for d := range syncDirs {
-		dirs = append(dirs, d)
+	// The copies' entries become durable before _metadata names them.
+	parents, err := s.fs.mkdirsUnsynced(dir)
+	if err != nil {
+		return fail(err)
 	}
-	sort.Strings(dirs)
-	for _, d := range dirs {
-		if err := s.fs.SyncDir(d); err != nil {
-			return fail(fmt.Errorf("sync dir %s: %w", d, err))
-		}
-	}
-	if err := s.fs.MkdirAll(dir); err != nil {
+	if err := s.fs.syncDirs(dedupe(append(syncs, parents...))); err != nil {
 		return fail(err)
 	}
 	if md.Committed {
@@ -1431,7 +1610,7 @@ func (s *dirStorage) copyIn(r FileRef, rel string, shared bool) (FileRef, error)
 	if shared {
 		tmp = final + tmpInfix + randomSuffix()
 	}
-	out, err := s.fs.Create(tmp)
+	out, err := s.fs.create(tmp)
 	if err != nil {
 		return r, fmt.Errorf("create %s: %w", tmp, err)
 	}

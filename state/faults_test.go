@@ -29,12 +29,12 @@ func TestInjectedIOErrorsFailOnlyTheCheckpoint(t *testing.T) {
 	})
 	var storageFault atomic.Bool
 	errDisk := errors.New("injected storage error")
-	st, err := NewFileStorage(t.TempDir(), "job", StorageOptions{Retained: 1, Fault: func(op, path string) error {
-		if storageFault.Load() && op == "write" && strings.Contains(path, "shared") {
+	st, err := NewFileStorage(t.TempDir(), "job", StorageOptions{Retained: 1, FS: errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if storageFault.Load() && op.Kind == errorfs.OpFileWrite && strings.Contains(op.Path, "shared") {
 			return errDisk
 		}
 		return nil
-	}})
+	}))})
 	must(t, err)
 	f := NewPebbleBackendFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, FS: errorfs.Wrap(vfs.Default, inj), MemTableSize: 1 << 20})
 	b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op"})

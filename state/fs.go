@@ -1,84 +1,64 @@
 package state
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"sort"
-	"strings"
-	"sync"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// storageFS is the little filesystem the checkpoint storage needs. It is
-// implemented by the OS (file storage) and by a map (memory storage), and
-// wrapped by faultFS for fault injection, so both storages share one
-// implementation of the checkpoint protocol.
-type storageFS interface {
-	MkdirAll(dir string) error
-	// Create creates or truncates a file for writing.
-	Create(name string) (storageFile, error)
-	Open(name string) (io.ReadCloser, error)
-	// Size returns the size of a file; fs.ErrNotExist when it is missing.
-	Size(name string) (int64, error)
-	Rename(from, to string) error
-	Remove(name string) error
-	RemoveAll(dir string) error
-	// ReadDir lists the names of the entries of dir, sorted; a missing dir
-	// lists as empty.
-	ReadDir(dir string) ([]dirEntry, error)
-	// SyncDir makes the entries of dir (creations, renames) durable.
-	SyncDir(dir string) error
+// storageFS is the checkpoint storage's filesystem: a Pebble vfs.FS (the
+// OS's, an in-memory one, or a test's errorfs or crashable MemFS) with the
+// few helpers the storage protocol needs, the directory syncs among them.
+//
+// On POSIX filesystems a file's fsync does not make its directory entry
+// durable, nor does creating a directory make it durable in its parent: a
+// power loss can drop either, and with it a file a durable _metadata
+// names. So the storage fsyncs a directory after adding an entry that a
+// later _metadata or marker depends on, and before that metadata is
+// written: every new directory in its parent (mkdirs), every published
+// file in its directory, every rename in its directory.
+type storageFS struct {
+	vfs.FS
 }
 
-type dirEntry struct {
-	Name  string
-	IsDir bool
+func (f storageFS) create(name string) (vfs.File, error) {
+	return f.Create(name, vfs.WriteCategoryUnspecified)
 }
 
-type storageFile interface {
-	io.Writer
-	Sync() error
-	Close() error
-}
-
-// osFS is the real filesystem.
-type osFS struct{}
-
-func (osFS) MkdirAll(dir string) error { return os.MkdirAll(dir, 0o755) }
-func (osFS) Create(name string) (storageFile, error) {
-	return os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-}
-func (osFS) Open(name string) (io.ReadCloser, error) { return os.Open(name) }
-func (osFS) Size(name string) (int64, error) {
-	fi, err := os.Stat(name)
+// size returns the size of a file; an error wrapping fs.ErrNotExist when it
+// is missing.
+func (f storageFS) size(name string) (int64, error) {
+	fi, err := f.Stat(name)
 	if err != nil {
 		return 0, err
 	}
 	return fi.Size(), nil
 }
-func (osFS) Rename(from, to string) error { return os.Rename(from, to) }
-func (osFS) Remove(name string) error     { return os.Remove(name) }
-func (osFS) RemoveAll(dir string) error   { return os.RemoveAll(dir) }
-func (osFS) ReadDir(dir string) ([]dirEntry, error) {
-	es, err := os.ReadDir(dir)
+
+func (f storageFS) isDir(name string) bool {
+	fi, err := f.Stat(name)
+	return err == nil && fi.IsDir()
+}
+
+// list returns the names in dir, sorted; a missing dir lists as empty.
+func (f storageFS) list(dir string) ([]string, error) {
+	names, err := f.List(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	out := make([]dirEntry, 0, len(es))
-	for _, e := range es {
-		out = append(out, dirEntry{Name: e.Name(), IsDir: e.IsDir()})
-	}
-	return out, nil
+	sort.Strings(names)
+	return names, nil
 }
-func (osFS) SyncDir(dir string) error {
-	d, err := os.Open(dir)
+
+// syncDir makes the entries of dir (creations, renames, removals) durable.
+func (f storageFS) syncDir(dir string) error {
+	d, err := f.OpenDir(dir)
 	if err != nil {
 		return err
 	}
@@ -89,249 +69,49 @@ func (osFS) SyncDir(dir string) error {
 	return err
 }
 
-// memFS keeps files in a map. Paths are cleaned slash paths.
-type memFS struct {
-	mu    sync.Mutex
-	files map[string][]byte
-	dirs  map[string]bool
-}
-
-func newMemFS() *memFS {
-	return &memFS{files: map[string][]byte{}, dirs: map[string]bool{"/": true}}
-}
-
-func (m *memFS) MkdirAll(dir string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
-		m.dirs[d] = true
-		if d == "/" || d == "." {
-			return nil
-		}
-	}
-}
-
-type memFile struct {
-	m    *memFS
-	name string
-	buf  bytes.Buffer
-}
-
-func (f *memFile) Write(p []byte) (int, error) { return f.buf.Write(p) }
-func (f *memFile) Sync() error {
-	f.m.mu.Lock()
-	defer f.m.mu.Unlock()
-	f.m.files[f.name] = bytes.Clone(f.buf.Bytes())
-	return nil
-}
-func (f *memFile) Close() error { return f.Sync() }
-
-func (m *memFS) Create(name string) (storageFile, error) {
-	name = filepath.Clean(name)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.dirs[filepath.Dir(name)] {
-		return nil, &fs.PathError{Op: "create", Path: name, Err: fs.ErrNotExist}
-	}
-	m.files[name] = nil
-	return &memFile{m: m, name: name}, nil
-}
-
-func (m *memFS) Open(name string) (io.ReadCloser, error) {
-	name = filepath.Clean(name)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b, ok := m.files[name]
-	if !ok {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
-	}
-	return io.NopCloser(bytes.NewReader(b)), nil
-}
-
-func (m *memFS) Size(name string) (int64, error) {
-	name = filepath.Clean(name)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b, ok := m.files[name]
-	if !ok {
-		return 0, &fs.PathError{Op: "stat", Path: name, Err: fs.ErrNotExist}
-	}
-	return int64(len(b)), nil
-}
-
-func (m *memFS) Rename(from, to string) error {
-	from, to = filepath.Clean(from), filepath.Clean(to)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if b, ok := m.files[from]; ok {
-		delete(m.files, from)
-		m.files[to] = b
-		return nil
-	}
-	if !m.dirs[from] {
-		return &fs.PathError{Op: "rename", Path: from, Err: fs.ErrNotExist}
-	}
-	prefix := from + "/"
-	for name, b := range m.files {
-		if strings.HasPrefix(name, prefix) {
-			delete(m.files, name)
-			m.files[to+"/"+strings.TrimPrefix(name, prefix)] = b
-		}
-	}
-	for d := range m.dirs {
-		if d == from || strings.HasPrefix(d, prefix) {
-			delete(m.dirs, d)
-			m.dirs[to+strings.TrimPrefix(d, from)] = true
-		}
-	}
-	return nil
-}
-
-func (m *memFS) Remove(name string) error {
-	name = filepath.Clean(name)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.files[name]; !ok {
-		return &fs.PathError{Op: "remove", Path: name, Err: fs.ErrNotExist}
-	}
-	delete(m.files, name)
-	return nil
-}
-
-func (m *memFS) RemoveAll(dir string) error {
-	dir = filepath.Clean(dir)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	prefix := dir + "/"
-	for name := range m.files {
-		if name == dir || strings.HasPrefix(name, prefix) {
-			delete(m.files, name)
-		}
-	}
-	for d := range m.dirs {
-		if d == dir || strings.HasPrefix(d, prefix) {
-			delete(m.dirs, d)
-		}
-	}
-	return nil
-}
-
-func (m *memFS) ReadDir(dir string) ([]dirEntry, error) {
-	dir = filepath.Clean(dir)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	prefix := dir + "/"
-	seen := map[string]bool{}
-	for name := range m.files {
-		if rest, ok := strings.CutPrefix(name, prefix); ok && !strings.Contains(rest, "/") {
-			seen[rest] = false
-		}
-	}
-	for d := range m.dirs {
-		if rest, ok := strings.CutPrefix(d, prefix); ok && rest != "" && !strings.Contains(rest, "/") {
-			seen[rest] = true
-		}
-	}
-	out := make([]dirEntry, 0, len(seen))
-	for n, isDir := range seen {
-		out = append(out, dirEntry{Name: n, IsDir: isDir})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
-}
-
-func (m *memFS) SyncDir(string) error { return nil }
-
-// faultFS calls hook before every operation; a non-nil result fails the
-// operation with that error. Writes report op "write" (once per Write call)
-// and "sync" on the file's path.
-type faultFS struct {
-	inner storageFS
-	hook  func(op, path string) error
-}
-
-func (f faultFS) check(op, path string) error {
-	if err := f.hook(op, path); err != nil {
-		return fmt.Errorf("%s %s: %w", op, path, err)
-	}
-	return nil
-}
-
-func (f faultFS) MkdirAll(dir string) error {
-	if err := f.check("mkdir", dir); err != nil {
-		return err
-	}
-	return f.inner.MkdirAll(dir)
-}
-func (f faultFS) Create(name string) (storageFile, error) {
-	if err := f.check("create", name); err != nil {
-		return nil, err
-	}
-	file, err := f.inner.Create(name)
+// mkdirs creates dir and its missing parents, and fsyncs the parent of
+// each directory it created, top down, so that the new directories survive
+// a power loss. An existing dir costs one stat.
+func (f storageFS) mkdirs(dir string) error {
+	parents, err := f.mkdirsUnsynced(dir)
 	if err != nil {
-		return nil, err
-	}
-	return &faultFile{f: f, name: name, inner: file}, nil
-}
-func (f faultFS) Open(name string) (io.ReadCloser, error) {
-	if err := f.check("open", name); err != nil {
-		return nil, err
-	}
-	return f.inner.Open(name)
-}
-func (f faultFS) Size(name string) (int64, error) {
-	if err := f.check("stat", name); err != nil {
-		return 0, err
-	}
-	return f.inner.Size(name)
-}
-func (f faultFS) Rename(from, to string) error {
-	if err := f.check("rename", to); err != nil {
 		return err
 	}
-	return f.inner.Rename(from, to)
-}
-func (f faultFS) Remove(name string) error {
-	if err := f.check("remove", name); err != nil {
-		return err
-	}
-	return f.inner.Remove(name)
-}
-func (f faultFS) RemoveAll(dir string) error {
-	if err := f.check("removeall", dir); err != nil {
-		return err
-	}
-	return f.inner.RemoveAll(dir)
-}
-func (f faultFS) ReadDir(dir string) ([]dirEntry, error) {
-	if err := f.check("readdir", dir); err != nil {
-		return nil, err
-	}
-	return f.inner.ReadDir(dir)
-}
-func (f faultFS) SyncDir(dir string) error {
-	if err := f.check("syncdir", dir); err != nil {
-		return err
-	}
-	return f.inner.SyncDir(dir)
+	return f.syncDirs(parents)
 }
 
-type faultFile struct {
-	f     faultFS
-	name  string
-	inner storageFile
+// mkdirsUnsynced is mkdirs without the syncs: it returns the directories
+// the caller must sync (syncDirs) before anything depends on the new ones.
+func (f storageFS) mkdirsUnsynced(dir string) (parents []string, err error) {
+	var missing []string
+	for d := dir; !f.isDir(d); {
+		missing = append(missing, d)
+		parent := f.PathDir(d)
+		if parent == d {
+			break
+		}
+		d = parent
+	}
+	if len(missing) == 0 {
+		return nil, nil
+	}
+	if err := f.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if parent := f.PathDir(missing[i]); parent != missing[i] {
+			parents = append(parents, parent)
+		}
+	}
+	return parents, nil
 }
 
-func (w *faultFile) Write(p []byte) (int, error) {
-	if err := w.f.check("write", w.name); err != nil {
-		return 0, err
+// syncDirs syncs each of dirs.
+func (f storageFS) syncDirs(dirs []string) error {
+	for _, d := range dirs {
+		if err := f.syncDir(d); err != nil {
+			return fmt.Errorf("sync dir %s: %w", d, err)
+		}
 	}
-	return w.inner.Write(p)
+	return nil
 }
-func (w *faultFile) Sync() error {
-	if err := w.f.check("sync", w.name); err != nil {
-		return err
-	}
-	return w.inner.Sync()
-}
-func (w *faultFile) Close() error { return w.inner.Close() }

@@ -100,7 +100,10 @@ type Storage interface {
 	// file, fsync, rename, fsync of the directory) with a checksum, takes a
 	// reference on every shared file it names, and then removes the oldest
 	// completed checkpoints beyond the retained count. Until Complete
-	// returns nil the checkpoint does not exist.
+	// returns nil the checkpoint does not exist. Every file and directory
+	// md names is durable (fsynced, and its entry fsynced in its parent)
+	// before md is written, so that a power loss leaves the previous
+	// checkpoint or this one whole, never a damaged one.
 	Complete(ctx context.Context, md *Metadata) error
 	// Abort removes what was written for a checkpoint that will not
 	// complete. Shared files still referenced elsewhere stay. Its uploads

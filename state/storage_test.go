@@ -14,6 +14,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 )
 
 // writeCheckpoint stores a small checkpoint with one private and the given
@@ -78,10 +81,26 @@ func readAll(t *testing.T, st Storage, ref FileRef) string {
 	return string(b)
 }
 
+// forBothStorages runs fn on the file storage (open reopens it) and on the
+// memory storage (open returns the same one).
 func forBothStorages(t *testing.T, fn func(t *testing.T, open func(opts StorageOptions) Storage)) {
+	forBothStoragesInjected(t, nil, fn)
+}
+
+// forBothStoragesInjected is forBothStorages with the storages' filesystem
+// wrapped by errorfs with inj (when not nil).
+func forBothStoragesInjected(t *testing.T, inj errorfs.Injector, fn func(t *testing.T, open func(opts StorageOptions) Storage)) {
+	wrap := func(fs vfs.FS) vfs.FS {
+		if inj == nil {
+			return fs
+		}
+		return errorfs.Wrap(fs, inj)
+	}
 	t.Run("file", func(t *testing.T) {
 		dir := t.TempDir()
+		fs := wrap(vfs.Default)
 		fn(t, func(opts StorageOptions) Storage {
+			opts.FS = fs
 			st, err := NewFileStorage(dir, "job", opts)
 			must(t, err)
 			return st
@@ -89,8 +108,10 @@ func forBothStorages(t *testing.T, fn func(t *testing.T, open func(opts StorageO
 	})
 	t.Run("memory", func(t *testing.T) {
 		var st Storage
+		fs := wrap(vfs.NewMem())
 		fn(t, func(opts StorageOptions) Storage {
 			if st == nil {
+				opts.FS = fs
 				st = NewMemoryStorage("job", opts)
 			}
 			return st
@@ -307,34 +328,39 @@ func truncate(t *testing.T, path string) {
 }
 
 func TestStorageFaultsFailTheCheckpointNotTheProcess(t *testing.T) {
-	var failOp atomic.Value // "op:substring"
-	failOp.Store("")
+	type fault struct {
+		kind errorfs.OpKind
+		path string // a substring of the operation's path
+	}
+	var failOp atomic.Pointer[fault]
 	injected := errors.New("injected I/O error")
-	hook := func(op, path string) error {
-		if f := failOp.Load().(string); f != "" {
-			o, sub, _ := strings.Cut(f, ":")
-			if o == op && strings.Contains(path, sub) {
-				return injected
-			}
+	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if f := failOp.Load(); f != nil && f.kind == op.Kind && strings.Contains(op.Path, f.path) {
+			return injected
 		}
 		return nil
-	}
-	forBothStorages(t, func(t *testing.T, open func(StorageOptions) Storage) {
-		st := open(StorageOptions{Fault: hook})
+	})
+	forBothStoragesInjected(t, inj, func(t *testing.T, open func(StorageOptions) Storage) {
+		st := open(StorageOptions{})
 		writeCheckpoint(t, st, 1, "a.sst")
 		id := int64(2)
-		for _, f := range []string{"write:private", "sync:b.sst", "rename:b.sst", "create:_metadata", "sync:_metadata", "rename:_metadata", "write:_metadata"} {
-			failOp.Store(f)
+		for _, f := range []fault{
+			{errorfs.OpFileWrite, "private"}, {errorfs.OpCreate, "private"}, {errorfs.OpMkdirAll, "chk-"},
+			{errorfs.OpFileSync, "op-op"}, // the sync of a new directory in its parent
+			{errorfs.OpFileSync, "b.sst"}, {errorfs.OpRename, "b.sst"},
+			{errorfs.OpCreate, "_metadata"}, {errorfs.OpFileSync, "_metadata"}, {errorfs.OpRename, "_metadata"}, {errorfs.OpFileWrite, "_metadata"},
+		} {
+			failOp.Store(&f)
 			_, err := tryCheckpoint(st, id, "b.sst")
 			if !errors.Is(err, injected) {
-				t.Fatalf("fault %s: checkpoint %d error = %v, want the injected error", f, id, err)
+				t.Fatalf("fault %v on %s: checkpoint %d error = %v, want the injected error", f.kind, f.path, id, err)
 			}
-			failOp.Store("")
+			failOp.Store(nil)
 			must(t, st.Abort(id))
 			md, _, err := st.Latest(context.Background())
 			must(t, err)
 			if md.CheckpointID != 1 {
-				t.Fatalf("fault %s: latest is %d", f, md.CheckpointID)
+				t.Fatalf("fault %v on %s: latest is %d", f.kind, f.path, md.CheckpointID)
 			}
 			id++
 		}
