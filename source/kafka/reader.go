@@ -128,8 +128,9 @@ type Reader struct {
 	lastDiscovery time.Time
 	// discoveryFailing and fetchFailing are when (on the tracker's
 	// clock) the discoveries, or the polls, began to fail in the ongoing
-	// outage; zero while they succeed. They tell the tracker that a call
-	// of a job attempt that gave up is not one of the next attempt's.
+	// outage; zero while they succeed. They are the start of the call's
+	// run that tracker.Failed is given: a run begun before a call gave up
+	// belongs to the failed attempt, and starts no new bound.
 	discoveryFailing, fetchFailing time.Time
 	// snapshots keeps the offsets of checkpoints not yet completed, for
 	// the group commit on completion.
