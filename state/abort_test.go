@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,7 +10,11 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 )
 
 // dirNames lists the names in dir (none if it is missing).
@@ -161,5 +166,42 @@ func TestAbortRacingUploads(t *testing.T) {
 		if latest.CheckpointID != completed || len(latest.Operators[0].Subtasks[0].Keyed.Files) != 12 {
 			t.Fatalf("round %d: latest %d with %d files", round, latest.CheckpointID, len(latest.Operators[0].Subtasks[0].Keyed.Files))
 		}
+	}
+}
+
+// A savepoint whose Complete failed after its files moved to
+// savepoint-<id> (here: copying a shared file in) is removed by Abort:
+// no incomplete savepoint directory stays behind.
+func TestAbortAfterAFailedSavepointCompletion(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	var failCopy atomic.Bool
+	st, err := NewFileStorage(dir, "job", StorageOptions{Retained: 1, FS: errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failCopy.Load() && op.Kind == errorfs.OpCreate && strings.Contains(op.Path, filepath.Join("savepoint-2", "shared")) {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))})
+	must(t, err)
+	writeCheckpoint(t, st, 1, "a.sst")
+	failCopy.Store(true)
+	w, err := st.Writer(2, "op/1", 0)
+	must(t, err)
+	ref, ok := w.HasShared("a.sst")
+	if !ok {
+		t.Fatal("a.sst not shared")
+	}
+	f, err := w.Create("state", false)
+	must(t, err)
+	io.WriteString(f, "savepoint state")
+	priv, err := f.Close()
+	must(t, err)
+	md := &Metadata{CheckpointID: 2, Savepoint: true, Operators: []OperatorSnapshot{{UID: "op/1", Subtasks: []SubtaskSnapshot{{Keyed: &Handle{Backend: "test", Files: []FileRef{priv, ref}}}}}}}
+	if err := st.Complete(ctx, md); !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("Complete = %v, want the injected error", err)
+	}
+	must(t, st.Abort(2))
+	if got := dirNames(t, filepath.Join(dir, "job")); strings.Join(got, " ") != "chk-1 shared" {
+		t.Fatalf("after the failed savepoint was aborted the job directory holds %v", got)
 	}
 }

@@ -155,6 +155,8 @@ type inflight struct {
 	// (see snapshotWriter.mkdirLocked); dirMu guards the map.
 	dirMu sync.Mutex
 	dirs  map[string]*newDir
+	// adopting marks the id Adopt is writing: no writer may join it.
+	adopting bool
 }
 
 // newDir is a directory of an in-flight checkpoint. The first writer that
@@ -214,6 +216,9 @@ func (s *dirStorage) abortedError(id int64) error {
 // newer than the newest completed one (they can never complete), get none.
 func (s *dirStorage) inflightLocked(id int64) (*inflight, error) {
 	if inf := s.pending[id]; inf != nil {
+		if inf.adopting {
+			return nil, fmt.Errorf("storage %s: checkpoint %d is being adopted", s.root, id)
+		}
 		return inf, nil
 	}
 	if s.aborted[id] {
@@ -1038,18 +1043,25 @@ func (s *dirStorage) Abort(checkpointID int64) error {
 			}
 			continue
 		}
-		if s.completed[checkpointID] != nil {
+		if s.completed[checkpointID] != nil || inf != nil && inf.adopting {
 			s.mu.Unlock()
 			if inf != nil {
 				inf.mu.Unlock()
 			}
-			return fmt.Errorf("storage %s: abort of completed checkpoint %d", s.root, checkpointID)
+			return fmt.Errorf("storage %s: abort of completed (or adopted) checkpoint %d", s.root, checkpointID)
 		}
 		errs := s.abortLocked(checkpointID, inf)
 		s.mu.Unlock()
 		// Still under inf.mu: later writers see aborted.
 		if err := s.fs.RemoveAll(filepath.Join(s.root, chkDirName(checkpointID))); err != nil {
 			errs = append(errs, err)
+		}
+		// A savepoint whose Complete failed after moving its files.
+		sp := filepath.Join(s.root, savepointDirName(checkpointID))
+		if _, err := s.fs.Stat(filepath.Join(sp, metadataFile)); errors.Is(err, fs.ErrNotExist) && s.fs.isDir(sp) {
+			if err := s.fs.RemoveAll(sp); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if inf != nil {
 			inf.mu.Unlock()
@@ -1390,28 +1402,36 @@ func (s *dirStorage) MarkCommitted(ctx context.Context, checkpointID int64) erro
 	return fail(errors.Join(errs...))
 }
 
-// highestIDLocked returns the highest checkpoint or savepoint id the
-// storage knows: on disk (complete or not), completed or in flight.
-// completeMu must be held.
-func (s *dirStorage) highestIDLocked() (int64, error) {
+// reserveAbove registers inf as checkpoint id in flight if id is above
+// every checkpoint or savepoint id the storage knows: on disk (complete or
+// not), completed or in flight. It returns the highest known id. completeMu
+// must be held.
+func (s *dirStorage) reserveAbove(id int64, inf *inflight) (top int64, ok bool, err error) {
 	names, err := s.fs.list(s.root)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	s.mu.Lock()
-	top := s.newest
-	for id := range s.pending {
-		top = max(top, id)
-	}
-	s.mu.Unlock()
 	for _, name := range names {
-		if id, ok := parseDirID(name, chkPrefix); ok {
-			top = max(top, id)
-		} else if id, ok := parseDirID(name, savepointPref); ok {
-			top = max(top, id)
+		if n, ok := parseDirID(name, chkPrefix); ok {
+			top = max(top, n)
+		} else if n, ok := parseDirID(name, savepointPref); ok {
+			top = max(top, n)
 		}
 	}
-	return top, nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	top = max(top, s.newest)
+	for n := range s.pending {
+		top = max(top, n)
+	}
+	for n := range s.aborted {
+		top = max(top, n)
+	}
+	if id <= top {
+		return top, false, nil
+	}
+	s.pending[id] = inf
+	return top, true, nil
 }
 
 func cloneOperators(ops []OperatorSnapshot) []OperatorSnapshot {
@@ -1462,11 +1482,17 @@ func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Met
 	}
 	s.completeMu.Lock()
 	defer s.completeMu.Unlock()
-	top, err := s.highestIDLocked()
+	// Register the adoption like a checkpoint in flight: the shared files
+	// it references or copies stay through a concurrent Abort, and no
+	// writer joins it.
+	adopting := newInflight()
+	adopting.adopting = true
+	uses := adopting.shared
+	top, ok, err := s.reserveAbove(newID, adopting)
 	if err != nil {
 		return fail(err)
 	}
-	if newID <= top {
+	if !ok {
 		return fail(fmt.Errorf("id %d is not above checkpoint %d, the highest in the storage", newID, top))
 	}
 	chkRel := chkDirName(newID)
@@ -1474,13 +1500,6 @@ func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Met
 	out := &Metadata{Version: MetadataVersion, Job: s.job, CheckpointID: newID, Timestamp: md.Timestamp,
 		Operators: cloneOperators(md.Operators), RestoredFrom: md.Path, Supersedes: md.Supersedes}
 
-	// Register the adoption like a checkpoint in flight: the shared files
-	// it references or copies stay through a concurrent Abort.
-	adopting := newInflight()
-	uses := adopting.shared
-	s.mu.Lock()
-	s.pending[newID] = adopting
-	s.mu.Unlock()
 	var copiedShared []string
 	done := false
 	defer func() {
