@@ -77,6 +77,14 @@ type Scope struct {
 	// been lost.
 	NewerCheckpoint int64
 	NewerEntries    [][]byte
+	// Committed says every transaction of the restored checkpoint is
+	// known to be committed: the checkpoint is a stop's savepoint, and the
+	// stop confirmed its commits before the process exited. Restore then
+	// commits none of them again and does not hold their ids: after a long
+	// stop the external system may have forgotten the ids (Kafka's
+	// transactional.id.expiration.ms, 7 days by default) and would refuse
+	// the commit as if the transaction had been lost.
+	Committed bool
 }
 
 // ErrTransactionLost marks a transaction that can no longer be committed:
@@ -348,7 +356,9 @@ func (s *Sink[T, Txn]) Drain(ctx context.Context) error {
 // every subtask's state from the restored checkpoint) assign to this
 // subtask, then aborts lingering ones. It must be called once before the
 // first Write, with nil entries for a job without a checkpoint (lingering
-// transactions of an earlier run are aborted then too).
+// transactions of an earlier run are aborted then too). With
+// Scope.Committed it commits nothing: the transactions were committed
+// before the checkpoint was marked so.
 //
 // A commit that fails with ErrTransactionLost is returned as a
 // non-recoverable error: the checkpoint already advanced past these
@@ -381,6 +391,11 @@ func (s *Sink[T, Txn]) Restore(ctx context.Context, entries [][]byte) error {
 		stillPending[k] = true
 	}
 	keep := make([]Txn, 0, len(mine))
+	if s.scope.Committed && len(mine) > 0 {
+		s.opts.Logger.Info("twophase: not committing the restored transactions again: the restored checkpoint is marked committed (a stop's savepoint)",
+			"subtask", s.scope.Subtask, "transactions", len(mine))
+		mine = nil
+	}
 	for _, p := range mine {
 		if s.scope.NewerCheckpoint != 0 {
 			k, err := s.key(p)

@@ -60,6 +60,7 @@ type memTransactor struct {
 	sys      *memSystem
 	subtask  int
 	released []int
+	kept     []memTxn // what the last AbortLingering was asked to keep
 }
 
 func (t *memTransactor) Release(txn memTxn) { t.released = append(t.released, txn.ID) }
@@ -124,6 +125,7 @@ func (t *memTransactor) Abort(_ context.Context, txn memTxn) error {
 func (t *memTransactor) AbortLingering(_ context.Context, scope Scope, keep []memTxn) error {
 	t.sys.mu.Lock()
 	defer t.sys.mu.Unlock()
+	t.kept = slices.Clone(keep)
 	for id, owner := range t.sys.owner {
 		if owner%scope.Parallelism != scope.Subtask || t.sys.committed[id] {
 			continue
@@ -371,6 +373,61 @@ func TestLostTransactionOnRecoveryIsNonRecoverableAndNamed(t *testing.T) {
 		if !strings.Contains(msg, want) {
 			t.Fatalf("error %q does not say %q", msg, want)
 		}
+	}
+}
+
+// A stop with a savepoint committed the savepoint's transactions before
+// the process exited, and the engine knows it (Scope.Committed). After a
+// long stop the external system may have forgotten their ids (Kafka's
+// transactional.id.expiration.ms) and refuse a commit as if they were
+// lost: the restore commits nothing again and holds none of them.
+func TestRestoreOfACommittedSavepointCommitsNothingAgain(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	s := newTestSink(t, sys, 0, 1, Options{})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	snapshot(t, s, 1)
+	write(t, s, "b")
+	stop := snapshot(t, s, 2) // the stop's savepoint: holds txn 2 (and 1, if not yet committed)
+	if err := s.NotifyCheckpointComplete(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	calls := sys.commitCalls[2]
+	sys.fenced[2] = true // the id expired: a commit is refused
+
+	plain := newTestSink(t, sys, 0, 1, Options{})
+	if err := plain.Restore(ctx, stop); !errors.As(err, new(*LostError)) {
+		t.Fatalf("without the committed mark, restore = %v; want the refused commit reported as lost", err)
+	}
+	calls = sys.commitCalls[2]
+
+	s2 := newTestSink(t, sys, 0, 1, Options{})
+	s2.scope.Committed = true
+	if err := s2.Restore(ctx, stop); err != nil {
+		t.Fatalf("restoring a committed savepoint whose ids expired: %v", err)
+	}
+	if sys.commitCalls[2] != calls {
+		t.Fatalf("transaction 2 committed %d more times on the restore, want none", sys.commitCalls[2]-calls)
+	}
+	if kept := s2.tx.(*memTransactor).kept; len(kept) != 0 {
+		t.Fatalf("the restore holds %v; a committed savepoint's ids need not be held", kept)
+	}
+	if got := sys.snapshotVisible(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("visible %v, want [a b] once", got)
+	}
+	write(t, s2, "c")
+	snapshot(t, s2, 3)
+	if err := s2.NotifyCheckpointComplete(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if got := sys.snapshotVisible(); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("visible %v, want [a b c]", got)
 	}
 }
 

@@ -146,7 +146,9 @@ func (s *Sink) NewWriter(ctx context.Context, scope engine.Scope, restored [][]b
 }
 
 // restore creates the subtask's Transactor and twophase.Sink and runs the
-// recovery: commit what restored holds, abort what failed attempts left.
+// recovery: commit what restored holds (nothing when the engine says the
+// restored checkpoint is committed, scope.RestoredCommitted), abort what
+// failed attempts left.
 func (s *Sink) restore(ctx context.Context, scope engine.Scope, restored [][]byte, async bool) (*twophase.Sink[*kgo.Record, Txn], *Transactor, error) {
 	tr, err := NewTransactor(ctx, scope.Subtask, TransactorOptions{
 		ClientOpts: s.opts.ClientOpts, Topic: s.opts.Topic, Prefix: s.opts.TransactionalIDPrefix,
@@ -158,7 +160,7 @@ func (s *Sink) restore(ctx context.Context, scope engine.Scope, restored [][]byt
 	}
 	tp := twophase.New[*kgo.Record, Txn](tr, state.JSONCodec[Txn]{},
 		twophase.Scope{Subtask: scope.Subtask, Parallelism: scope.Parallelism,
-			NewerCheckpoint: scope.NewerCheckpoint, NewerEntries: scope.NewerEntries},
+			NewerCheckpoint: scope.NewerCheckpoint, NewerEntries: scope.NewerEntries, Committed: scope.RestoredCommitted},
 		twophase.Options{TransactionTimeout: s.opts.TransactionTimeout, Logger: s.opts.Logger, AsyncCommit: async})
 	if err := tp.Restore(ctx, restored); err != nil {
 		tr.Close()

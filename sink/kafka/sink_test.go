@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/twophase"
 )
 
 // seqSource is a bounded in-memory source: subtask i of p emits the
@@ -346,5 +347,64 @@ func TestNewWriterCommitsTheRestoredCheckpointAndAbortsTheRest(t *testing.T) {
 	}
 	if got := committedValues(t, ctx, client); !slices.Equal(got, []string{"checkpointed"}) {
 		t.Fatalf("read_committed saw %v, want only the checkpointed record", got)
+	}
+}
+
+// A stop's savepoint is restored after the broker forgot its transactional
+// ids (the engine marks it committed, engine.Scope.RestoredCommitted):
+// NewWriter commits nothing of it again, which the broker would refuse as
+// a lost transaction, and the job writes on.
+func TestNewWriterOfACommittedSavepointCommitsNothingAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := fakeCluster(t)
+	sink, err := NewSink(SinkOptions{ClientOpts: client, Topic: topic, TransactionalIDPrefix: "stop", TransactionTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scope := engine.Scope{Subtask: 0, Parallelism: 1}
+	w1, err := sink.NewWriter(ctx, scope, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.Write(ctx, &kgo.Record{Value: []byte("before the stop")}); err != nil {
+		t.Fatal(err)
+	}
+	savepoint, err := w1.SnapshotState(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.NotifyCheckpointComplete(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The id is reused by someone else meanwhile, as an expired id would
+	// be forgotten: committing the savepoint's transaction again fails.
+	if err := fence(ctx, plainClient(t, client), testTracker(t, time.Minute), TransactionalID("stop", 0, 0), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	scope.Restored = true
+	if _, err := sink.NewWriter(ctx, scope, savepoint); !errors.Is(err, twophase.ErrTransactionLost) {
+		t.Fatalf("restoring without the committed mark: %v, want the refused commit reported as lost", err)
+	}
+	scope.RestoredCommitted = true
+	w2, err := sink.NewWriter(ctx, scope, savepoint)
+	if err != nil {
+		t.Fatalf("restoring the committed savepoint: %v", err)
+	}
+	defer w2.Close(ctx)
+	if err := w2.Write(ctx, &kgo.Record{Value: []byte("after the stop")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w2.SnapshotState(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.NotifyCheckpointComplete(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got := committedValues(t, ctx, client); !slices.Equal(got, []string{"after the stop", "before the stop"}) {
+		t.Fatalf("read_committed saw %v", got)
 	}
 }

@@ -44,7 +44,12 @@ func newSink(t *testing.T, ctx context.Context, client []kgo.Opt, prefix string)
 	return twophase.New[*kgo.Record, Txn](tr, state.JSONCodec[Txn]{}, twophase.Scope{Subtask: 0, Parallelism: 1}, twophase.Options{RetryBackoff: time.Millisecond}), tr
 }
 
-// committedValues reads the topic with read_committed isolation.
+// committedValues reads the topic with read_committed isolation, up to
+// each partition's last stable offset at the time of the call. Control
+// records (commit and abort markers) are kept so that the read position
+// is known exactly: below the last stable offset every stretch of offsets
+// ends with a committed record or a marker, both of which the reader
+// returns, so the read ends once each partition's position reaches it.
 func committedValues(t *testing.T, ctx context.Context, client []kgo.Opt) []string {
 	t.Helper()
 	adm, err := kgo.NewClient(client...)
@@ -52,30 +57,39 @@ func committedValues(t *testing.T, ctx context.Context, client []kgo.Opt) []stri
 		t.Fatal(err)
 	}
 	defer adm.Close()
-	ends, err := kadm.NewClient(adm).ListEndOffsets(ctx, topic)
+	lso, err := kadm.NewClient(adm).ListCommittedOffsets(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := map[int32]int64{}
+	lso.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			want[o.Partition] = o.Offset
+		}
+	})
 	cl, err := kgo.NewClient(append(slices.Clone(client), kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	want := int64(0)
-	ends.Each(func(o kadm.ListedOffset) { want += o.Offset })
 	var got []string
-	var seen int64
-	deadline, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	for seen < want {
-		fs := cl.PollFetches(deadline)
-		if deadline.Err() != nil {
-			break // the rest are aborted records and control markers
+	for len(want) > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("reading %s: still waiting for partitions %v", topic, want)
 		}
 		fs.EachRecord(func(r *kgo.Record) {
-			got = append(got, string(r.Value))
-			seen = max(seen, r.Offset+1)
+			end, ok := want[r.Partition]
+			if !ok || r.Offset >= end {
+				return
+			}
+			if !r.Attrs.IsControl() {
+				got = append(got, string(r.Value))
+			}
+			if r.Offset+1 >= end {
+				delete(want, r.Partition)
+			}
 		})
 	}
 	slices.Sort(got)
