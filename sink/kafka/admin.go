@@ -13,10 +13,14 @@ import (
 	"github.com/onceflow/onceflow/internal/outage"
 )
 
-// TimeoutBudget is what a transaction may have to outlive before its
-// commit: the checkpoint that pre-commits it must complete, and a restart
-// (the restart strategy's delay plus the job's start) must come back and
-// commit it.
+// TimeoutBudget is what a pre-committed transaction may have to outlive
+// before its commit. In the worst case the transaction begins right after
+// a barrier and waits for the next (the interval); its checkpoint and the
+// tolerable_failures after it time out, and only the last one the attempt
+// allows completes, carrying the transaction ((tolerable_failures + 1) ×
+// checkpoint timeout); the commit then waits out an outage of the cluster
+// for the whole outage tolerance and fails the attempt; and the restart
+// strategy waits its delay before the restore commits the transaction.
 type TimeoutBudget struct {
 	CheckpointInterval time.Duration
 	CheckpointTimeout  time.Duration
@@ -25,22 +29,42 @@ type TimeoutBudget struct {
 	TolerableFailures int
 	RestartDelay      time.Duration
 	// OutageTolerance is kafka.outage_tolerance: how long a commit may
-	// wait for an unreachable cluster.
+	// wait for an unreachable cluster (zero: outage.DefaultTolerance, what
+	// the sink waits when given no tracker).
 	OutageTolerance time.Duration
 }
 
-// comfort is how far above the budget a transaction timeout must be: the
-// restart itself, a slow broker and a second failure all take time too.
-const comfort = 2
+// Need is the time a pre-committed transaction may have to wait for its
+// commit: interval + (tolerable failures + 1) × checkpoint timeout +
+// outage tolerance + restart delay.
+func (b TimeoutBudget) Need() time.Duration {
+	tol := b.OutageTolerance
+	if tol <= 0 {
+		tol = outage.DefaultTolerance
+	}
+	return b.CheckpointInterval + time.Duration(max(b.TolerableFailures, 0)+1)*b.CheckpointTimeout + tol + b.RestartDelay
+}
+
+// The transaction timeout must be comfortNum/comfortDen (5/4) of the
+// budget. The budget already sums the worst case of every configured
+// stage; what no key bounds is the restarted attempt's own start
+// (restoring the state, connecting) and the commit's round trip, and the
+// remaining fifth of the timeout is left for them. The ratio is the
+// inverse of twophase's warning ratio (a pending transaction is logged at
+// 80% of its timeout): a job that stays within its configured worst case
+// never reaches the warning, so the warning means the job is slower than
+// its configuration allows.
+const comfortNum, comfortDen = 5, 4
 
 // CheckTransactionTimeout refuses a transaction timeout that the broker
 // would reject (above its transaction.max.timeout.ms) or that is not
-// comfortably (twice) above the time a pre-committed transaction may have
-// to wait for its commit. A transaction that outlives its timeout is
-// aborted by the broker, and for a two-phase-commit sink that loses the
-// records of a completed checkpoint.
+// comfortably (5/4 times) above the time a pre-committed transaction may
+// have to wait for its commit (TimeoutBudget). A transaction that outlives
+// its timeout is aborted by the broker, and for a two-phase-commit sink
+// that loses the records of a completed checkpoint. Reading the broker's
+// limit rides out an outage for the budget's outage tolerance.
 func CheckTransactionTimeout(ctx context.Context, cl *kgo.Client, timeout time.Duration, b TimeoutBudget) error {
-	tr, err := outage.NewTracker(outage.Options{Tolerance: b.OutageTolerance})
+	tr, err := outage.NewTracker(outage.Options{Tolerance: max(b.OutageTolerance, 0)})
 	if err != nil {
 		return err
 	}
@@ -56,10 +80,16 @@ func CheckTransactionTimeout(ctx context.Context, cl *kgo.Client, timeout time.D
 	if timeout > limit {
 		return fmt.Errorf("sink transaction timeout %s exceeds the broker's transaction.max.timeout.ms (%s): the broker would refuse every transaction; lower the timeout or raise the broker setting", timeout, limit)
 	}
-	need := b.CheckpointInterval + b.CheckpointTimeout + b.RestartDelay
-	if timeout < comfort*need {
-		return fmt.Errorf("sink transaction timeout %s is not comfortably above checkpoint interval %s + checkpoint timeout %s + restart delay %s (want at least %s): a transaction could time out before its checkpoint commits it, losing its records",
-			timeout, b.CheckpointInterval, b.CheckpointTimeout, b.RestartDelay, comfort*need)
+	need := b.Need()
+	if want := need * comfortNum / comfortDen; timeout < want {
+		tol := b.OutageTolerance
+		if tol <= 0 {
+			tol = outage.DefaultTolerance
+		}
+		return fmt.Errorf("sink transaction timeout %s is not comfortably above what a pre-committed transaction may wait for its commit: "+
+			"checkpoint interval %s + (checkpoint tolerable_failures %d + 1) × checkpoint timeout %s + kafka.outage_tolerance %s + restart delay %s = %s "+
+			"(want at least %s, a quarter more): a transaction could time out before its checkpoint commits it, losing its records",
+			timeout, b.CheckpointInterval, b.TolerableFailures, b.CheckpointTimeout, tol, b.RestartDelay, need, want)
 	}
 	return nil
 }

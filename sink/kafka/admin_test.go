@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/config"
 )
 
 func TestTransactionTimeoutGuard(t *testing.T) {
@@ -39,6 +42,20 @@ func TestTransactionTimeoutGuard(t *testing.T) {
 		if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Fatalf("timeout %s: err = %v, want %q", tc.timeout, err, tc.want)
 		}
+	}
+
+	// Five tolerable failures: a transaction may wait for six checkpoints
+	// to time out before one completes with it, then for an outage of the
+	// cluster and a restart before its commit: 10s + 6 x 1m + 1m + 20s =
+	// 7.5 minutes. A 5 minute timeout could abort it, losing its records.
+	budget = TimeoutBudget{CheckpointInterval: 10 * time.Second, CheckpointTimeout: time.Minute, TolerableFailures: 5,
+		RestartDelay: 20 * time.Second, OutageTolerance: time.Minute}
+	err = CheckTransactionTimeout(ctx, cl, 5*time.Minute, budget)
+	if err == nil || !strings.Contains(err.Error(), "not comfortably above") || !strings.Contains(err.Error(), "tolerable_failures 5") {
+		t.Fatalf("a 5m timeout with 5 tolerable failures of 1m checkpoints: err = %v, want it refused naming the tolerable failures", err)
+	}
+	if err := CheckTransactionTimeout(ctx, cl, 10*time.Minute, budget); err != nil {
+		t.Fatalf("a 10m timeout, above 7.5 minutes with a margin: %v", err)
 	}
 }
 
@@ -89,5 +106,30 @@ func TestListAndAbortOpenTransactionsOfAPrefix(t *testing.T) {
 	}
 	if left, err := ListOpenTransactions(ctx, cl, "other"); err != nil || len(left) != 1 {
 		t.Fatalf("another prefix's transaction must stay: %v %v", left, err)
+	}
+}
+
+// The defaults and the shipped examples pass the guard, with the budget
+// built from their keys as the job builder builds it, against a broker
+// with Kafka's default transaction.max.timeout.ms (15 minutes).
+func TestDefaultsAndExamplesPassTheTransactionTimeoutGuard(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := plainClient(t, fakeCluster(t, kfake.BrokerConfigs(map[string]string{"transaction.max.timeout.ms": "900000"})))
+	files, err := filepath.Glob("../../examples/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no example configs (%v)", err)
+	}
+	for _, file := range append([]string{""}, files...) {
+		cfg, err := config.Load(config.Sources{File: file, Env: []string{}, Set: []string{"source.topic=in", "sink.topic=out", "job.name=guard"}})
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		budget := TimeoutBudget{CheckpointInterval: cfg.Checkpoint.Interval, CheckpointTimeout: cfg.Checkpoint.Timeout,
+			TolerableFailures: cfg.Checkpoint.TolerableFailures, RestartDelay: cfg.Restart.MaxRestartDelay(),
+			OutageTolerance: cfg.Kafka.OutageTolerance}
+		if err := CheckTransactionTimeout(ctx, cl, cfg.Sink.TransactionTimeout, budget); err != nil {
+			t.Errorf("config %q (defaults when empty): %v", file, err)
+		}
 	}
 }
