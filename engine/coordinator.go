@@ -63,6 +63,9 @@ type coordinator struct {
 	subtasks          []*subtask // set before run
 	srcs              []*subtask // the sources among them, see sources
 
+	// cleared is closed when the job no longer runs this attempt
+	// (Job.setCoord): a savepoint request it did not take moves on.
+	cleared    chan struct{}
 	acks       chan ackMsg
 	savepoints chan savepointRequest
 	finishedCh chan struct{}
@@ -112,7 +115,7 @@ type alignMsg struct {
 
 func newCoordinator(ctx context.Context, j *Job, md *state.Metadata, log *slog.Logger) (*coordinator, error) {
 	c := &coordinator{j: j, ctx: ctx, opts: j.opts.Checkpoint, storage: j.opts.Storage, log: log, clock: j.opts.Clock, restored: md != nil,
-		acks: make(chan ackMsg, 64), savepoints: make(chan savepointRequest), finishedCh: make(chan struct{}, 64),
+		cleared: make(chan struct{}), acks: make(chan ackMsg, 64), savepoints: make(chan savepointRequest), finishedCh: make(chan struct{}, 64),
 		notifiedCh: make(chan notifiedMsg, 64), alignCh: make(chan alignMsg, 64),
 		pending: map[int64]*pendingCheckpoint{}, notifiedIDs: map[*subtask]int64{}}
 	infos, err := j.opts.Storage.List(ctx)

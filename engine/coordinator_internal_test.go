@@ -229,3 +229,46 @@ func TestWaitingStopsAreAnsweredWhenTheAttemptEnds(t *testing.T) {
 		}
 	}
 }
+
+// A savepoint asked for just as an attempt ends (its loop never took the
+// request) waits for the next attempt, as one asked while the job
+// restarts does, instead of failing because of the attempt it happened to
+// find. (It failed with "the job attempt ended before the savepoint was
+// taken".)
+func TestSavepointAskedAsAnAttemptEndsGoesToTheNextAttempt(t *testing.T) {
+	h := newCoordHarness(t, Options{}, 1)
+	j := h.j
+	j.setCoord(h.c)
+	h.cancel() // the attempt ended; its loop is gone
+	type result struct {
+		path string
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		path, err := j.TriggerSavepoint(context.Background())
+		got <- result{path, err}
+	}()
+	select {
+	case r := <-got:
+		t.Fatalf("answered %+v while the job restarts", r)
+	case <-time.After(50 * time.Millisecond):
+	}
+	j.setCoord(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	next, err := newCoordinator(ctx, j, nil, j.opts.Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.setCoord(next)
+	select {
+	case req := <-next.savepoints:
+		req.done <- savepointResult{path: "savepoint-of-the-next-attempt"}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached the next attempt")
+	}
+	if r := <-got; r.err != nil || r.path != "savepoint-of-the-next-attempt" {
+		t.Fatalf("answered %+v, want the next attempt's savepoint", r)
+	}
+}

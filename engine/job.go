@@ -491,6 +491,9 @@ func (j *Job) StopWithSavepoint(ctx context.Context) (string, error) {
 func (j *Job) setCoord(c *coordinator) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if old := j.coord; old != nil && c == nil {
+		close(old.cleared)
+	}
 	j.coord = c
 	if c != nil {
 		close(j.coordSet)
@@ -512,38 +515,53 @@ func (j *Job) ranOut() {
 }
 
 // runningCoord returns the running attempt's coordinator, waiting while
-// the job starts, restores or restarts, until ctx ends.
-func (j *Job) runningCoord(ctx context.Context) (*coordinator, error) {
+// the job starts, restores or restarts, until ctx ends. ended, when not
+// nil, is an attempt that ended before it took a request: its successor
+// is waited for.
+func (j *Job) runningCoord(ctx context.Context, ended *coordinator) (*coordinator, error) {
 	for {
 		j.mu.Lock()
 		c, set, ran, st := j.coord, j.coordSet, j.ran, j.status.State
 		j.mu.Unlock()
+		wait := set
 		switch {
-		case c != nil:
+		case c != nil && c != ended:
 			return c, nil
+		case c != nil:
+			wait = c.cleared
 		case ran:
 			return nil, fmt.Errorf("engine: the job is not running (%s)", st)
 		}
 		select {
-		case <-set:
+		case <-wait:
 		case <-ctx.Done():
 			return nil, fmt.Errorf("engine: the job did not start running: %w", ctx.Err())
 		}
 	}
 }
 
+// savepoint hands a request to the running attempt's coordinator and
+// waits for its answer. An attempt that ends before its loop took the
+// request passes it on to the next attempt (or fails it when Run
+// returns); once taken, every request is answered, whatever ends the
+// attempt (see coordinator.abortAll and end).
 func (j *Job) savepoint(ctx context.Context, stop bool) (string, error) {
-	c, err := j.runningCoord(ctx)
-	if err != nil {
-		return "", err
-	}
 	req := savepointRequest{stop: stop, done: make(chan savepointResult, 1)}
-	select {
-	case c.savepoints <- req:
-	case <-ctx.Done():
-		return "", ctx.Err()
-	case <-c.ctx.Done():
-		return "", errors.New("engine: the job attempt ended before the savepoint was taken")
+	var ended *coordinator
+	for {
+		c, err := j.runningCoord(ctx, ended)
+		if err != nil {
+			return "", err
+		}
+		select {
+		case c.savepoints <- req:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-c.ctx.Done():
+			ended = c
+			continue
+		}
+		break
 	}
 	select {
 	case r := <-req.done:
