@@ -30,6 +30,10 @@ type steadyFeeder struct {
 	topic string
 	stop  chan struct{}
 	done  chan struct{}
+	// close closes the producer (once): at the end of the feeding, or to
+	// cut a produce under way short when the test ends early (kgo waits
+	// for an answer to records in flight whatever their context says).
+	close func()
 
 	mu     sync.Mutex
 	sent   []*kgo.Record
@@ -37,19 +41,24 @@ type steadyFeeder struct {
 	stalls []string // produces that took over a second: how long, when
 }
 
-// feedWait bounds one batch's produce: a broker outage the tests cause
-// lasts far less.
+// feedWait bounds one batch's produce (its context, and the records'
+// delivery timeout, which kgo also applies to records in flight): a
+// broker outage the tests cause lasts far less.
 const feedWait = 2 * time.Minute
 
 // startSteadyFeeder produces perTick records to topic every tick until
 // stopped (by stopFeeding, or by the test's end).
 func startSteadyFeeder(t *testing.T, seeds []string, topic string, seed uint64, perTick int, tick time.Duration) *steadyFeeder {
 	t.Helper()
-	cl := kafkatest.Client(t, seeds, kgo.RequiredAcks(kgo.AllISRAcks()))
-	f := &steadyFeeder{topic: topic, stop: make(chan struct{}), done: make(chan struct{})}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.RecordDeliveryTimeout(feedWait))
+	if err != nil {
+		t.Fatalf("feeder: %v", err)
+	}
+	f := &steadyFeeder{topic: topic, stop: make(chan struct{}), done: make(chan struct{}), close: sync.OnceFunc(cl.Close)}
 	rng := rand.New(rand.NewPCG(seed, 17))
 	go func() { // owned by f; ends on stop or a failed produce
 		defer close(f.done)
+		defer f.close()
 		ticker := time.NewTicker(tick)
 		defer ticker.Stop()
 		for n := 0; ; {
@@ -85,7 +94,11 @@ func startSteadyFeeder(t *testing.T, seeds []string, topic string, seed uint64, 
 			}
 		}
 	}()
-	t.Cleanup(func() { f.halt() })
+	// A test that failed must not wait here for a broker it left down.
+	t.Cleanup(func() {
+		f.close()
+		f.halt()
+	})
 	return f
 }
 
@@ -115,7 +128,8 @@ func (f *steadyFeeder) count() int {
 	return len(f.sent)
 }
 
-// stopFeeding stops the feeder and returns every record it sent.
+// stopFeeding stops the feeder, once the produce under way (if any) got
+// its answer, and returns every record it sent.
 func (f *steadyFeeder) stopFeeding(t *testing.T) []*kgo.Record {
 	t.Helper()
 	f.halt()
@@ -252,52 +266,80 @@ func (j *troubleJob) saveLog() {
 	}
 }
 
-// jobStatus is what the tests read of GET /api/v1/job.
+// jobStatus is what the tests read of GET /api/v1/job and /healthz.
 type jobStatus struct {
 	State          string `json:"state"`
 	Restarts       int64  `json:"restarts"`
 	LastCheckpoint int64  `json:"last_checkpoint"`
+	// WaitingForCluster is /healthz's.
+	WaitingForCluster bool `json:"waiting_for_cluster"`
+	Cluster           struct {
+		Reachable          bool    `json:"reachable"`
+		UnreachableSeconds float64 `json:"unreachable_seconds"`
+		ToleranceSeconds   float64 `json:"tolerance_seconds"`
+		Outages            int64   `json:"outages"`
+	} `json:"cluster"`
+	// Code is the HTTP status of the answer.
+	Code int `json:"-"`
 }
 
 // status reads the job's API; it fails the test if the processor exited
 // or does not answer.
-func (j *troubleJob) status() jobStatus {
+func (j *troubleJob) status() jobStatus { return j.get("/api/v1/job") }
+
+// health reads the job's /healthz.
+func (j *troubleJob) health() jobStatus { return j.get("/healthz") }
+
+func (j *troubleJob) get(path string) jobStatus {
 	t := j.t
 	t.Helper()
 	j.alive()
 	hc := &http.Client{Timeout: 5 * time.Second}
-	resp, err := hc.Get("http://" + j.addr + "/api/v1/job")
+	resp, err := hc.Get("http://" + j.addr + path)
 	if err != nil {
-		t.Fatalf("%s: GET /api/v1/job: %v", j.name, err)
+		t.Fatalf("%s: GET %s: %v", j.name, path, err)
 	}
 	defer resp.Body.Close()
 	var st jobStatus
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatalf("%s: GET /api/v1/job: %v", j.name, err)
+		t.Fatalf("%s: GET %s: %v", j.name, path, err)
 	}
+	st.Code = resp.StatusCode
 	return st
 }
 
-// waitFlowing waits until the input feeder got n more records
-// acknowledged and then n more checkpoints completed: after a broker came
-// back, input flows again and the job works on it, before the next
-// trouble starts. It returns how long the input took to flow again.
-func (j *troubleJob) waitFlowing(n int, within time.Duration) time.Duration {
+// The processor's log lines for the start and the end of an outage
+// (internal/outage's Tracker).
+const (
+	outageStartLog = "the Kafka cluster does not answer; waiting for it"
+	outageEndLog   = "the Kafka cluster answers again"
+)
+
+// waitFlowing waits until the input feeder got records more records
+// acknowledged and then checkpoints more checkpoints completed: after a
+// broker came back, input flows again and the job works on it, before the
+// next trouble starts. It returns how long the input took to flow again
+// (its first batch).
+func (j *troubleJob) waitFlowing(records int, checkpoints int64, within time.Duration) time.Duration {
 	t := j.t
 	t.Helper()
 	start := time.Now()
 	from := j.feed.count()
+	var flowing time.Duration
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	if !eventually(ctx, 50*time.Millisecond, func() bool {
 		j.alive()
-		return j.feed.count() >= from+n
+		n := j.feed.count()
+		if n > from && flowing == 0 {
+			flowing = time.Since(start)
+		}
+		return n >= from+records
 	}) {
 		t.Fatalf("%s: the input feeder's producer got %d records acknowledged in %s, want %d (its produces over 1s: %v)",
-			j.name, j.feed.count()-from, within, n, j.feed.stallList())
+			j.name, j.feed.count()-from, within, records, j.feed.stallList())
 	}
-	flowing := time.Since(start)
-	j.waitCheckpoints(int64(n), within)
+	j.waitCheckpoints(checkpoints, within)
 	return flowing
 }
 

@@ -3,7 +3,9 @@ package integration
 import (
 	"context"
 	"maps"
+	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,7 +61,7 @@ func TestRollingRestartCostsNoJobRestart(t *testing.T) {
 		kafkatest.ElectPreferredLeaders(t, seeds)
 		var flowing []time.Duration
 		for _, j := range jobs {
-			flowing = append(flowing, j.waitFlowing(2, time.Minute).Round(time.Millisecond))
+			flowing = append(flowing, j.waitFlowing(50, 2, time.Minute).Round(time.Millisecond))
 			if st := j.status(); st.Restarts != 0 {
 				t.Fatalf("%s: the restart of node %d cost the job %d restart(s):\n%s", j.name, id, st.Restarts, j.proc.tail())
 			}
@@ -164,7 +166,7 @@ func TestLeaderAndCoordinatorLossIsExact(t *testing.T) {
 		}
 	}
 	for _, j := range jobs {
-		j.waitFlowing(2, time.Minute)
+		j.waitFlowing(50, 2, time.Minute)
 	}
 	degraded := time.Since(kill)
 	if err := c.Restart(context.Background(), vi); err != nil {
@@ -173,7 +175,7 @@ func TestLeaderAndCoordinatorLossIsExact(t *testing.T) {
 	kafkatest.WaitInSync(t, seeds, 2*time.Minute)
 	kafkatest.ElectPreferredLeaders(t, seeds)
 	for _, j := range jobs {
-		j.waitFlowing(2, time.Minute)
+		j.waitFlowing(50, 2, time.Minute)
 	}
 	t.Logf("node %d killed: output partitions failed over in %s, both jobs checkpointing on two nodes at %s, back and leading at %s",
 		victim, failover.Round(time.Millisecond), degraded.Round(time.Millisecond), time.Since(kill).Round(time.Millisecond))
@@ -185,10 +187,11 @@ func TestLeaderAndCoordinatorLossIsExact(t *testing.T) {
 
 // The single-node cluster is SIGKILLed twice and kept down 5 s each time
 // (then restarted, which takes 15 s more: see troubleTolerance) while a
-// copy job runs
-// with fixed-delay 3 × 1 s: the job waits for the cluster instead of
-// spending its restarts, is still RUNNING at the end, and its output is
-// exact.
+// copy job runs with fixed-delay 3 × 1 s: the job waits for the cluster
+// instead of spending its restarts, says so while it waits (/healthz 200
+// with waiting_for_cluster, /api/v1/job's cluster unreachable), logs each
+// outage once when it starts and once when it ends, is still RUNNING at
+// the end, and its output is exact.
 func TestSingleBrokerOutageJobLives(t *testing.T) {
 	c := kafkatest.Local(t, kafkatest.Kind{})
 	seeds := c.Addrs()
@@ -204,8 +207,21 @@ func TestSingleBrokerOutageJobLives(t *testing.T) {
 		if err := c.Kill(0); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(5 * time.Second)
-		j.alive()
+		// While the broker is away, the job says it waits for it and
+		// stays healthy.
+		var waiting jobStatus
+		for time.Since(kill) < 5*time.Second {
+			if h := j.health(); h.WaitingForCluster && waiting.Code == 0 {
+				waiting = h
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if waiting.Code != http.StatusOK || waiting.State != "RUNNING" {
+			t.Fatalf("%s: /healthz while the broker was away 5s: first answer saying it waits: %+v; want 200, RUNNING, waiting_for_cluster", j.name, waiting)
+		}
+		if st := j.status(); st.Cluster.Reachable || st.Cluster.UnreachableSeconds <= 0 || st.Cluster.ToleranceSeconds != troubleTolerance.Seconds() {
+			t.Fatalf("%s: /api/v1/job's cluster while the broker was away: %+v; want unreachable for some seconds, tolerance %s", j.name, st.Cluster, troubleTolerance)
+		}
 		if err := c.Restart(context.Background(), 0); err != nil {
 			t.Fatal(err)
 		}
@@ -213,13 +229,24 @@ func TestSingleBrokerOutageJobLives(t *testing.T) {
 		if down >= troubleTolerance {
 			t.Fatalf("the broker took %s to come back, beyond the job's kafka.outage_tolerance %s: the run shows nothing", down, troubleTolerance)
 		}
-		flowing := j.waitFlowing(2, time.Minute)
+		// Three seconds of input before the next outage.
+		flowing := j.waitFlowing(300, 2, time.Minute)
 		st := j.status()
 		t.Logf("outage %d: broker down %s, input flowing again %s later, job checkpointing it at %s (%d restarts so far)",
 			round, down.Round(time.Millisecond), flowing.Round(time.Millisecond), time.Since(kill).Round(time.Millisecond), st.Restarts)
 	}
-	if st := j.status(); st.State != "RUNNING" {
+	st := j.status()
+	if st.State != "RUNNING" {
 		t.Fatalf("%s: state %s after the outages, want RUNNING:\n%s", j.name, st.State, j.proc.tail())
+	}
+	// Each outage is logged once when it starts and once when it ends, not
+	// once per call. (A broker that answers some calls while it starts
+	// may split one outage in two: the counts must still agree.)
+	logs := j.proc.output.String()
+	starts, ends := strings.Count(logs, outageStartLog), strings.Count(logs, outageEndLog)
+	if !st.Cluster.Reachable || st.Cluster.Outages < 2 || int64(starts) != st.Cluster.Outages || int64(ends) != st.Cluster.Outages {
+		t.Errorf("%s: after two outages the API says %+v, and the log has %d lines %q and %d lines %q; want the cluster reachable, at least 2 outages, one start and one end line each",
+			j.name, st.Cluster, starts, outageStartLog, ends, outageEndLog)
 	}
 	j.finish()
 	t.Logf("two single-broker outages under a copy job: %s", time.Since(begin).Round(time.Second))
