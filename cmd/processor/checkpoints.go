@@ -74,6 +74,15 @@ STATUS is one of:
 				kind = "savepoint"
 			}
 			fmt.Fprintf(out, "%s %d of job %s, taken %s\n", kind, md.CheckpointID, md.Job, md.Timestamp.Format("2006-01-02T15:04:05.000Z07:00"))
+			if md.Committed {
+				fmt.Fprintln(out, "committed: its transactions are known to be committed")
+			}
+			if md.RestoredFrom != "" {
+				fmt.Fprintf(out, "restored from %s\n", md.RestoredFrom)
+			}
+			if sup := md.Supersedes; sup != nil {
+				fmt.Fprintf(out, "supersedes checkpoint %d (%s)\n", sup.CheckpointID, sup.Path)
+			}
 			w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(w, "OPERATOR\tSUBTASK\tKEYED\tKEY GROUPS\tFILES\tBYTES\tOPERATOR STATE")
 			for _, op := range md.Operators {

@@ -125,3 +125,36 @@ func TestCheckpointsListMarksDamagedAndCommitted(t *testing.T) {
 		t.Errorf("checkpoint 1 is neither committed nor damaged: %q", lines[1])
 	}
 }
+
+// processor checkpoints inspect says whether a checkpoint is committed and
+// where an adopted one came from.
+func TestCheckpointsInspectShowsCommittedAndAdopted(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := state.NewFileStorage(dir, "job", state.StorageOptions{Retained: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := storeCheckpoint(t, st, 1, true)
+	if err := st.MarkCommitted(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	src, err := st.Load(ctx, sp.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad, err := st.Adopt(ctx, src, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := execute(ctx, newRoot(), []string{"checkpoints", "inspect", ad.Path}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{"checkpoint 2 of job job", "committed:", "restored from " + sp.Path} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect output does not say %q:\n%s", want, out)
+		}
+	}
+}
