@@ -24,7 +24,8 @@
 // recovery just repeats it. The same raw request is the fallback when a
 // slot's own client cannot confirm a commit: that client is closed instead
 // of retried, since kgo re-initialises the producer id after an
-// unconfirmed EndTxn and would abort the transaction.
+// unconfirmed EndTxn and would abort the transaction. Under transaction
+// versions 0 and 1 every commit is a raw EndTxn (see Transactor.Commit).
 //
 // A bounded pool of ids. Each subtask cycles through Slots transactional
 // ids <prefix>-<subtask>-<slot>, one kgo client each. Unique ids per
@@ -98,9 +99,10 @@
 // Timeouts. The broker aborts a transaction that outlives its timeout;
 // for a pre-committed transaction of a completed checkpoint that is lost
 // output. CheckTransactionTimeout refuses a timeout above the broker's
-// transaction.max.timeout.ms or not comfortably above checkpoint interval
-// + checkpoint timeout + restart delay; twophase.Sink warns when a pending
-// transaction passes 80% of its timeout; and a recovery commit refused as
+// transaction.max.timeout.ms or not comfortably (5/4) above checkpoint
+// interval + (tolerable failures + 1) × checkpoint timeout + outage
+// tolerance + restart delay (TimeoutBudget); twophase.Sink warns when a
+// pending transaction passes 80% of its timeout; and a recovery commit refused as
 // fenced or in an invalid state is a non-recoverable error saying data may
 // be lost and naming the checkpoint and the transaction (never ignored, as
 // in Flink's FLINK-8086).

@@ -265,6 +265,17 @@ func TestAnOutageBeyondTheToleranceIsAnOrdinaryFailure(t *testing.T) {
 		produceAll(t, ctx, s, "y", "z")
 		_, err = s.SnapshotState(ctx, 1)
 		within(t, "the pre-commit", start, err)
+		// The attempt ends: closing aborts the open transaction, which
+		// waits for nothing while the cluster is away (the restore's
+		// fencing aborts it).
+		produceAll(t, ctx, s, "w")
+		start = time.Now()
+		if err := s.Close(ctx); err != nil {
+			t.Fatalf("closing while the cluster is away: %v", err)
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Fatalf("closing while the cluster is away took %s", took)
+		}
 	})
 	t.Run("at-least-once flush", func(t *testing.T) {
 		f := newFlakyCluster(t)

@@ -108,6 +108,9 @@ func (w *Writer) Flush(ctx context.Context) error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.err == nil {
+		w.outage.Succeeded() // every record reached the cluster
+	}
 	return w.err
 }
 
