@@ -265,3 +265,56 @@ func restartDownNodes(t *testing.T, c *broker.Cluster) {
 		}
 	}
 }
+
+// A job with nothing to do still waits for its cluster when the broker is
+// away: its source cannot fetch. It must say so (/healthz 200 with
+// waiting_for_cluster, /api/v1/job's cluster unreachable) as a busy job
+// does, and say the cluster answers again once the broker is back. The
+// single-broker outage test depends on the same: there, the job is idle
+// at the kill whenever its sink has nothing pending.
+func TestIdleJobSaysItWaitsForTheCluster(t *testing.T) {
+	c := kafkatest.Local(t, kafkatest.Kind{})
+	seeds := c.Addrs()
+	restartDownNodes(t, c)
+	t.Cleanup(func() { restartDownNodes(t, c) })
+	begin := time.Now()
+
+	j := newTroubleJob(t, "copy", seeds)
+	j.createTopics()
+	j.start(40)
+	sent := len(j.feed.stopFeeding(t))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if !eventually(ctx, 500*time.Millisecond, func() bool {
+		j.alive()
+		return len(kafkatest.ReadCommitted(t, seeds, j.out)) >= sent
+	}) {
+		t.Fatalf("%s: output incomplete a minute after the input stopped:\n%s", j.name, j.proc.tail())
+	}
+	j.waitCheckpoints(3, time.Minute)
+
+	kill := time.Now()
+	if err := c.Kill(0); err != nil {
+		t.Fatal(err)
+	}
+	var waiting jobStatus
+	for time.Since(kill) < 10*time.Second && waiting.Code == 0 {
+		if h := j.health(); h.WaitingForCluster {
+			waiting = h
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st := j.status()
+	if err := c.Restart(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if waiting.Code != http.StatusOK || waiting.State != "RUNNING" || st.Cluster.Reachable {
+		t.Errorf("%s: an idle job with its broker away for 10s: /healthz %+v, /api/v1/job's cluster %+v; want 200, RUNNING, waiting_for_cluster and the cluster unreachable",
+			j.name, waiting, st.Cluster)
+	}
+	if !eventually(ctx, 200*time.Millisecond, func() bool { return j.status().Cluster.Reachable }) {
+		t.Errorf("%s: the cluster is still unreachable for the job a minute after the broker came back: %+v", j.name, j.status().Cluster)
+	}
+	j.finish()
+	t.Logf("an idle job's outage: %s", time.Since(begin).Round(time.Second))
+}
