@@ -29,7 +29,10 @@
 // Local clusters stay on the broker's jars whatever the environment:
 // Local(t, Kind{...}) is for the clusters a container does not give,
 // transaction version 0 (Kind.TransactionVersion) and three nodes, and for
-// fault tests that kill and restart nodes.
+// fault tests that kill and restart nodes. Such tests find where things
+// live with Leaders and TransactionCoordinator, place a topic's leaders
+// with CreateTopicOn, wait for a restarted node to rejoin every ISR with
+// WaitInSync, and move leaders back with ElectPreferredLeaders.
 //
 // Each test binary starts at most one cluster of each kind (Bootstrap's
 // container, each Kind of local cluster), lazily, on the first test that
