@@ -510,3 +510,77 @@ func TestReadersRideOutABrokerRestart(t *testing.T) {
 		t.Fatalf("the restart logged %d outage starts and %d ends, want one each:\n%s", n, m, logs)
 	}
 }
+
+// An idle reader (nothing to read, no discovery due) still notices a
+// cluster that went away: kgo retries its fetch connections without
+// surfacing their failures, so the reader probes the cluster when it has
+// heard nothing for a second. The outage is reported while it lasts, ends
+// when the broker is back, and past the tolerance Next fails.
+func TestIdleReaderNoticesAnOutage(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sw := &outagetest.Switch{}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ListenFn(sw.Listen), kfake.SeedTopics(2, "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	client := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	produce(t, ctx, client, "in", 5, 0)
+	tr, logs := tracker(t, 4*time.Second, nil)
+	r, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"in"}, DiscoveryInterval: -1, Outage: tr}, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	readN(t, ctx, r, 5)
+
+	poll := func() error {
+		pctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		rec, ok, err := r.Next(pctx)
+		if ok {
+			t.Fatalf("an idle reader returned %v", rec)
+		}
+		return err
+	}
+	sw.Down()
+	down := time.Now()
+	for !tr.Status().Down {
+		if err := poll(); err != nil {
+			t.Fatalf("Next while the broker is away, within the tolerance: %v", err)
+		}
+		if time.Since(down) > 3*time.Second {
+			t.Fatalf("an idle reader did not notice the broker away for %s:\n%s", time.Since(down), logs)
+		}
+	}
+	if err := sw.Up(); err != nil {
+		t.Fatal(err)
+	}
+	for tr.Status().Down {
+		if err := poll(); err != nil {
+			t.Fatalf("Next once the broker is back: %v", err)
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the outage did not end once the broker was back")
+		}
+	}
+
+	sw.Down()
+	var oe *outage.Error
+	for {
+		err := poll()
+		if errors.As(err, &oe) {
+			break
+		}
+		if err != nil || ctx.Err() != nil {
+			t.Fatalf("past the tolerance Next = %v, want an *outage.Error", err)
+		}
+	}
+	if !strings.Contains(oe.Error(), "kafka source") || !strings.Contains(oe.Error(), "kafka.outage_tolerance") {
+		t.Fatalf("the outage error does not say what waited: %v", oe)
+	}
+	if err := sw.Up(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -106,7 +106,9 @@ func Owner(topic string, partition int32, parallelism int) int {
 // job attempt: opening a reader retries its listings, a failed partition
 // discovery is tried again a second later, and retriable fetch errors are
 // counted; each fails only once the outage has lasted the tracker's
-// tolerance. The Kafka client itself keeps fetching through an outage.
+// tolerance; an idle reader, which kgo's fetching would never tell of an
+// outage, probes the cluster when it has heard nothing for a second. The
+// Kafka client itself keeps fetching through an outage.
 // None of this moves a position: only a record Next returns does. Errors
 // that no wait can fix (a missing topic, data loss) fail at once.
 //
@@ -135,6 +137,11 @@ type Reader struct {
 	// snapshots keeps the offsets of checkpoints not yet completed, for
 	// the group commit on completion.
 	snapshots map[int64]map[Partition]int64
+	// heard is when (on the tracker's clock) the reader last heard from
+	// the cluster: a poll that brought records, or a probe that was
+	// answered; probed is when it last probed, and probeFailing when its
+	// probes began to fail in the ongoing outage (zero while answered).
+	heard, probed, probeFailing time.Time
 	// commitFailing is set once a group commit failed, so that the
 	// warning is not repeated at every checkpoint until one succeeds.
 	commitFailing bool
@@ -228,6 +235,7 @@ func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOption
 	}
 	cl.AddConsumePartitions(start)
 	r.lastDiscovery = opts.Now()
+	r.heard = r.tracker.Now()
 	return r, nil
 }
 
@@ -411,8 +419,13 @@ func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
 		if err := r.take(r.cl.PollFetches(ctx)); err != nil {
 			return nil, false, err
 		}
-		if len(r.buf) == 0 && ctx.Err() != nil {
-			return nil, false, nil
+		if len(r.buf) == 0 {
+			if err := r.probeIfIdle(ctx); err != nil {
+				return nil, false, err
+			}
+			if ctx.Err() != nil {
+				return nil, false, nil
+			}
 		}
 	}
 	rec := r.buf[0]
@@ -450,9 +463,58 @@ func (r *Reader) take(fs kgo.Fetches) error {
 	fs.EachRecord(func(rec *kgo.Record) { r.buf = append(r.buf, rec) })
 	if len(r.buf) > n && !away {
 		r.fetchFailing = time.Time{}
+		r.heard = r.tracker.Now()
 		r.tracker.Succeeded()
 	}
 	return nil
+}
+
+// idleProbeInterval is how long a reader that hears nothing from the
+// cluster waits before it asks whether the cluster is there.
+const idleProbeInterval = time.Second
+
+// idleProbeTimeout bounds one probe; a cluster that does not answer it in
+// time counts as away.
+const idleProbeTimeout = time.Second
+
+// probeIfIdle asks the cluster whether it answers (a broker-only metadata
+// request to any broker) when the reader has heard nothing from it for
+// idleProbeInterval and has not asked since. kgo retries the connections
+// of its fetches without surfacing their failures, so without the probe
+// an idle reader would never see an outage: the job would say the cluster
+// is reachable while it is not, and a source cut off for longer than the
+// tolerance would wait forever. A retriable failure of the probe is
+// counted by the tracker and fails the read past the tolerance; its
+// success ends only an outage the probes saw.
+func (r *Reader) probeIfIdle(ctx context.Context) error {
+	now := r.tracker.Now()
+	if now.Sub(r.heard) < idleProbeInterval || now.Sub(r.probed) < idleProbeInterval {
+		return nil
+	}
+	r.probed = now
+	// The poll's context usually ended already (a barrier cut the poll
+	// short, which is how an idle reader returns): the probe has its own
+	// short bound instead, which a barrier waits for at most.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), idleProbeTimeout)
+	err := r.cl.Ping(pctx)
+	cancel()
+	switch {
+	case err == nil:
+		r.heard = r.tracker.Now()
+		if !r.probeFailing.IsZero() {
+			// Only an outage the probes saw is ended by a probe: one a
+			// call saw that the probe does not make (a partition's leader
+			// away, a coordinator loading) ends with that call's success,
+			// instead of flapping with every probe.
+			r.probeFailing = time.Time{}
+			r.tracker.Succeeded()
+		}
+		return nil
+	case !outage.Retriable(err):
+		return fmt.Errorf("kafka source: reaching the cluster: %w", err)
+	}
+	r.probeFailing = r.failingSince(r.probeFailing)
+	return r.tracker.Failed("kafka source: reaching the cluster", err, r.probeFailing)
 }
 
 // failingSince returns when a run of failures began that one more failure
