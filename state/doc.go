@@ -17,7 +17,8 @@
 // every file it names carries its size and CRC32C, and files shared by
 // incremental checkpoints are reference-counted from the retained metadata,
 // so that removing one checkpoint never deletes a file another still uses.
-// Latest skips (and reports) incomplete or corrupt checkpoints.
+// Latest skips (and reports) incomplete or corrupt checkpoints; a corrupt
+// one whose _metadata exists is flagged Damaged.
 //
 // Savepoints (SavepointSnapshot) are written in a canonical,
 // backend-independent format that every backend restores at any
