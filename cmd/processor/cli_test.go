@@ -231,6 +231,9 @@ func TestRunSignalStopsWithSavepointAndFromResumes(t *testing.T) {
 	dir := t.TempDir()
 	cfg := jobConfig(t, dir, "")
 	m := newMemJob(400, time.Millisecond)
+	// Held at half the input until the stop, so that the stop is midway
+	// however slow the machine (the sources were once exhausted first).
+	m.src.pauseAt, m.src.release = 200, make(chan struct{})
 	r := startRun(t, m, nil, "--config", cfg)
 	waitCheckpoints(t, r.addr(), 2)
 	r.sigs <- syscall.SIGTERM
@@ -252,6 +255,7 @@ func TestRunSignalStopsWithSavepointAndFromResumes(t *testing.T) {
 	}
 
 	// Resume from the savepoint until every line is read.
+	close(m.src.release)
 	r = startRun(t, m, nil, "--config", cfg, "--from", path)
 	addr := r.addr()
 	deadline := time.Now().Add(30 * time.Second)

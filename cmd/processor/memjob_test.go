@@ -28,7 +28,12 @@ type lineSource struct {
 	gap   time.Duration
 	// fail, when set, makes every subtask fail after that many lines.
 	fail int
-	read atomic.Int64
+	// pauseAt, when set, holds every subtask at that line until release
+	// is closed (a test that stops the job midway stays midway however
+	// slow the machine).
+	pauseAt int
+	release chan struct{}
+	read    atomic.Int64
 }
 
 type linePos struct {
@@ -63,6 +68,13 @@ func (r *lineReader) Next(ctx context.Context) (string, bool, error) {
 	if r.next >= r.s.limit {
 		<-ctx.Done()
 		return "", false, nil
+	}
+	if r.s.pauseAt > 0 && r.next >= r.s.pauseAt {
+		select {
+		case <-r.s.release:
+		case <-ctx.Done():
+			return "", false, nil
+		}
 	}
 	if r.s.gap > 0 {
 		t := time.NewTimer(r.s.gap)
