@@ -171,25 +171,9 @@ func TestCrashExactlyOnce(t *testing.T) {
 
 func crashScenario(t *testing.T, kind kafkatest.Kind, job crashJob, kills int) {
 	seeds := kafkatest.Local(t, kind).Addrs()
-	in := kafkatest.Topic(t, seeds, 4)
-	out := kafkatest.Topic(t, seeds, 4)
-	dir := t.TempDir()
-	name := fmt.Sprintf("crash-%s-%d", job.typ, time.Now().UnixNano()%1e6)
-	cfg := writeConfig(t, dir, fmt.Sprintf(`
-job: {name: %s, type: %s, parallelism: 2}
-kafka: {brokers: [%q]}
-source: {topic: %s, start: earliest}
-sink: {topic: %s, delivery: exactly_once, transactional_id_prefix: %s, transaction_timeout: 2m}
-checkpoint: {interval: 100ms, timeout: 30s, retain: 3, dir: %s/checkpoints}
-state: {backend: pebble, dir: %s/state, incremental: true}
-restart: {strategy: none}
-http: {listen: "127.0.0.1:0"}
-log: {level: info}
-`, name, job.typ, seeds[0], in, out, name, dir, dir))
-	run := func(env ...string) *child {
-		return startChild(t, env, "run", "--config", cfg)
-	}
-	f := &feeder{cl: kafkatest.Client(t, seeds, kgo.RequiredAcks(kgo.AllISRAcks())), topic: in, rng: rand.New(rand.NewPCG(uint64(len(job.typ)), 11))}
+	j := newProcJob(t, seeds, "crash-"+job.typ, jobSpec{typ: job.typ, pebble: true, seed: uint64(len(job.typ))})
+	cfg, out, f := j.cfg, j.out, j.feed
+	run := func(env ...string) *child { return j.run(env) }
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 	f.produce(t, 500)
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -194,22 +193,8 @@ func replayDuplicates(in []*kgo.Record, got map[string]int, items func(*kgo.Reco
 // checkpoint before the damaged one on its own and replayed.)
 func TestDamagedCheckpointMetadataRefusesToStart(t *testing.T) {
 	seeds := kafkatest.Bootstrap(t)
-	in := kafkatest.Topic(t, seeds, 4)
-	out := kafkatest.Topic(t, seeds, 4)
-	dir := t.TempDir()
-	name := fmt.Sprintf("damaged-%d", time.Now().UnixNano()%1e6)
-	cfg := writeConfig(t, dir, fmt.Sprintf(`
-job: {name: %s, type: copy, parallelism: 2}
-kafka: {brokers: [%q]}
-source: {topic: %s, start: earliest}
-sink: {topic: %s, delivery: exactly_once, transactional_id_prefix: %s, transaction_timeout: 2m}
-checkpoint: {interval: 100ms, timeout: 30s, retain: 3, dir: %s/checkpoints}
-state: {backend: memory}
-restart: {strategy: none}
-http: {listen: "127.0.0.1:0"}
-`, name, seeds[0], in, out, name, dir))
-	jobDir := filepath.Join(dir, "checkpoints", name)
-	f := &feeder{cl: kafkatest.Client(t, seeds, kgo.RequiredAcks(kgo.AllISRAcks())), topic: in, rng: rand.New(rand.NewPCG(7, 3))}
+	j := newProcJob(t, seeds, "damaged", jobSpec{seed: 7})
+	f, cfg, out, jobDir := j.feed, j.cfg, j.out, j.jobDir
 	f.produce(t, 300)
 	killAfterCheckpoints(t, f, cfg, jobDir, 4, func() { f.produce(t, 20) })
 
@@ -249,22 +234,8 @@ http: {listen: "127.0.0.1:0"}
 // works.
 func TestDamagedCheckpointStateFileRefusesToStart(t *testing.T) {
 	seeds := kafkatest.Bootstrap(t)
-	in := kafkatest.Topic(t, seeds, 4)
-	out := kafkatest.Topic(t, seeds, 4)
-	dir := t.TempDir()
-	name := fmt.Sprintf("damaged-wc-%d", time.Now().UnixNano()%1e6)
-	cfg := writeConfig(t, dir, fmt.Sprintf(`
-job: {name: %s, type: wordcount, parallelism: 2}
-kafka: {brokers: [%q]}
-source: {topic: %s, start: earliest}
-sink: {topic: %s, delivery: exactly_once, transactional_id_prefix: %s, transaction_timeout: 2m}
-checkpoint: {interval: 200ms, timeout: 30s, retain: 3, dir: %s/checkpoints}
-state: {backend: pebble, dir: %s/state, incremental: false}
-restart: {strategy: none}
-http: {listen: "127.0.0.1:0"}
-`, name, seeds[0], in, out, name, dir, dir))
-	jobDir := filepath.Join(dir, "checkpoints", name)
-	f := &feeder{cl: kafkatest.Client(t, seeds, kgo.RequiredAcks(kgo.AllISRAcks())), topic: in, rng: rand.New(rand.NewPCG(9, 4))}
+	j := newProcJob(t, seeds, "damaged-wc", jobSpec{typ: "wordcount", pebble: true, full: true, interval: 200 * time.Millisecond, seed: 9})
+	f, cfg, in, out, jobDir := j.feed, j.cfg, j.in, j.out, j.jobDir
 	// Many distinct words: the keyed state outgrows what is kept inline
 	// in the metadata, so the checkpoints store state files.
 	uniqueLines := func(n int) {

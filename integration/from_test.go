@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -62,37 +61,13 @@ func runUntilKilled(t *testing.T, f *feeder, fpEnv, fp string, feed int, args ..
 // failed on its fenced transactions.)
 func TestRunFromSurvivesACrashRightAfterTheRestore(t *testing.T) {
 	seeds := kafkatest.Bootstrap(t)
-	in := kafkatest.Topic(t, seeds, 4)
-	out := kafkatest.Topic(t, seeds, 4)
-	dir := t.TempDir()
-	name := fmt.Sprintf("from-%d", time.Now().UnixNano()%1e6)
-	cfg := writeConfig(t, dir, fmt.Sprintf(`
-job: {name: %s, type: copy, parallelism: 2}
-kafka: {brokers: [%q]}
-source: {topic: %s, start: earliest}
-sink: {topic: %s, delivery: exactly_once, transactional_id_prefix: %s, transaction_timeout: 2m}
-checkpoint: {interval: 100ms, timeout: 30s, retain: 3, dir: %s/checkpoints}
-state: {backend: memory}
-restart: {strategy: none}
-http: {listen: "127.0.0.1:0"}
-`, name, seeds[0], in, out, name, dir))
-	jobDir := filepath.Join(dir, "checkpoints", name)
-	f := &feeder{cl: kafkatest.Client(t, seeds, kgo.RequiredAcks(kgo.AllISRAcks())), topic: in, rng: rand.New(rand.NewPCG(11, 5))}
+	j := newProcJob(t, seeds, "from", jobSpec{seed: 11})
+	f, jobDir, out, cfg := j.feed, j.jobDir, j.out, j.cfg
 
 	// 1. Run, stop with a savepoint.
 	f.produce(t, 300)
-	c := startChild(t, nil, "run", "--config", cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if !eventually(ctx, 100*time.Millisecond, func() bool {
-		if c.exited() {
-			t.Fatalf("run 1 exited with %v:\n%s", c.err, c.tail())
-		}
-		f.produce(t, 20)
-		return len(kafkatest.ReadCommitted(t, seeds, out)) >= 300 && strings.Contains(c.output.String(), "http listening")
-	}) {
-		t.Fatalf("run 1: no output after 2 minutes:\n%s", c.tail())
-	}
+	c := j.run(nil)
+	j.flowUntil(c, "run 1", 300, 20)
 	c.stop(time.Minute)
 	kafkatest.OpenTransactionsHoldNothing(t, seeds, out)
 	sp := newestSavepoint(t, jobDir)
@@ -125,7 +100,7 @@ http: {listen: "127.0.0.1:0"}
 
 	// 4. A plain run to the end of the input.
 	c = startChild(t, nil, "run", "--config", cfg)
-	ctx, cancel = context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var got []*kgo.Record
 	seqs := func() map[string]int {

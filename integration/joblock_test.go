@@ -1,9 +1,6 @@
 package integration
 
 import (
-	"context"
-	"fmt"
-	"math/rand/v2"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,38 +16,18 @@ import (
 // dies by SIGKILL, its lock is taken over and the job resumes exactly.
 func TestSecondProcessorOfAJobRefuses(t *testing.T) {
 	seeds := kafkatest.Bootstrap(t)
-	in := kafkatest.Topic(t, seeds, 2)
-	out := kafkatest.Topic(t, seeds, 2)
-	dir := t.TempDir()
-	name := fmt.Sprintf("lock-%d", time.Now().UnixNano()%1e6)
-	cfg := writeConfig(t, dir, fmt.Sprintf(`
-job: {name: %s, type: copy, parallelism: 2}
-kafka: {brokers: [%q]}
-source: {topic: %s, start: earliest}
-sink: {topic: %s, delivery: exactly_once, transactional_id_prefix: %s, transaction_timeout: 5m}
-checkpoint: {interval: 100ms, timeout: 30s, dir: %s/checkpoints}
-state: {backend: memory}
-restart: {strategy: none}
-http: {listen: "127.0.0.1:0"}
-`, name, seeds[0], in, out, name, dir))
-	f := &feeder{cl: kafkatest.Client(t, seeds), topic: in, rng: rand.New(rand.NewPCG(7, 8))}
+	j := newProcJob(t, seeds, "lock", jobSpec{partitions: 2, seed: 7})
+	f := j.feed
 	f.produce(t, 200)
+	first := j.run(nil)
+	j.flowUntil(first, "the first processor", 1, 0)
 
-	first := startChild(t, nil, "run", "--config", cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if !eventually(ctx, 100*time.Millisecond, func() bool {
-		return first.exited() || len(kafkatest.ReadCommitted(t, seeds, out)) > 0
-	}) || first.exited() {
-		t.Fatalf("the first processor did not start copying:\n%s", first.tail())
-	}
-
-	second := startChild(t, nil, "run", "--config", cfg)
+	second := j.run(nil)
 	if !second.wait(30 * time.Second) {
 		second.kill()
-		t.Fatalf("a second processor of job %s on the same checkpoint directory kept running next to the first:\n%s", name, second.tail())
+		t.Fatalf("a second processor of job %s on the same checkpoint directory kept running next to the first:\n%s", j.name, second.tail())
 	}
-	lock := filepath.Join(dir, "checkpoints", name+".lock")
+	lock := filepath.Join(j.dir, "checkpoints", j.name+".lock")
 	pid := strconv.Itoa(first.cmd.Process.Pid)
 	lines := strings.Split(strings.TrimSpace(second.output.String()), "\n")
 	last := lines[len(lines)-1]
@@ -64,14 +41,10 @@ http: {listen: "127.0.0.1:0"}
 	// A lock left by a killed process is taken over.
 	first.kill()
 	f.produce(t, 200)
-	third := startChild(t, nil, "run", "--config", cfg)
-	if !eventually(ctx, 200*time.Millisecond, func() bool {
-		return third.exited() || len(kafkatest.ReadCommitted(t, seeds, out)) >= len(f.sent)
-	}) || third.exited() {
-		t.Fatalf("the processor after the killed one did not take the lock over and finish the copy:\n%s", third.tail())
-	}
+	third := j.run(nil)
+	j.waitOutput(third, "the processor after the killed one", len(f.sent), time.Minute)
 	third.stop(time.Minute)
-	if d := checkCopy(f.sent, kafkatest.ReadCommitted(t, seeds, out)); d != "" {
+	if d := checkCopy(f.sent, j.output()); d != "" {
 		t.Fatalf("output is not exactly once: %s", d)
 	}
 }

@@ -1,9 +1,7 @@
 package integration
 
 import (
-	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/onceflow/onceflow/integration/kafkatest"
 )
@@ -46,45 +42,20 @@ func newestSavepoint(t *testing.T, jobDir string) string {
 // reused since.
 func TestRunFromAnOlderSavepointReplaysFromThere(t *testing.T) {
 	seeds := kafkatest.Bootstrap(t)
-	in := kafkatest.Topic(t, seeds, 4)
-	out := kafkatest.Topic(t, seeds, 4)
-	dir := t.TempDir()
-	name := fmt.Sprintf("resume-%d", time.Now().UnixNano()%1e6)
-	cfg := writeConfig(t, dir, fmt.Sprintf(`
-job: {name: %s, type: copy, parallelism: 2}
-kafka: {brokers: [%q]}
-source: {topic: %s, start: earliest}
-sink: {topic: %s, delivery: exactly_once, transactional_id_prefix: %s, transaction_timeout: 2m}
-checkpoint: {interval: 100ms, timeout: 30s, retain: 3, dir: %s/checkpoints}
-state: {backend: pebble, dir: %s/state}
-restart: {strategy: none}
-http: {listen: "127.0.0.1:0"}
-`, name, seeds[0], in, out, name, dir, dir))
-	jobDir := filepath.Join(dir, "checkpoints", name)
-	f := &feeder{cl: kafkatest.Client(t, seeds, kgo.RequiredAcks(kgo.AllISRAcks())), topic: in, rng: rand.New(rand.NewPCG(5, 8))}
+	j := newProcJob(t, seeds, "resume", jobSpec{pebble: true, seed: 5})
+	f, jobDir, out := j.feed, j.jobDir, j.out
 
 	// runUntil runs the processor until the output holds n records, then
 	// stops it with SIGTERM. With feed, input keeps arriving until the
 	// stop, so that the savepoint holds pre-committed transactions.
 	runUntil := func(n int, feed bool, args ...string) {
 		t.Helper()
-		c := startChild(t, nil, append([]string{"run", "--config", cfg}, args...)...)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		var got int
-		if !eventually(ctx, 100*time.Millisecond, func() bool {
-			if c.exited() {
-				t.Fatalf("processor %v exited with %v:\n%s", args, c.err, c.tail())
-			}
-			if feed {
-				f.produce(t, 30)
-			}
-			got = len(kafkatest.ReadCommitted(t, seeds, out))
-			// Stop only a process that took its signals over (it logs
-			// that it listens after that).
-			return got >= n && strings.Contains(c.output.String(), "http listening")
-		}) {
-			t.Fatalf("processor %v: %d of %d output records after 2 minutes:\n%s", args, got, n, c.tail())
+		c := j.run(nil, args...)
+		what := fmt.Sprintf("processor %v", args)
+		if feed {
+			j.flowUntil(c, what, n, 30)
+		} else {
+			j.waitOutput(c, what, n, 2*time.Minute)
 		}
 		c.stop(time.Minute)
 		kafkatest.OpenTransactionsHoldNothing(t, seeds, out)

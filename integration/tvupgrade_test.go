@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -111,21 +110,8 @@ func tvUpgradeScenario(t *testing.T, job crashJob, crash bool) {
 	began := time.Now()
 	cluster := privateCluster(t, broker.Options{TransactionVersion: broker.TV(0)})
 	seeds := cluster.Addrs()
-	in := kafkatest.Topic(t, seeds, 2)
-	out := kafkatest.Topic(t, seeds, 2)
-	dir := t.TempDir()
-	name := fmt.Sprintf("tvup-%s-%d", job.typ, time.Now().UnixNano()%1e6)
-	cfg := writeConfig(t, dir, fmt.Sprintf(`
-job: {name: %s, type: %s, parallelism: 2}
-kafka: {brokers: [%q]}
-source: {topic: %s, start: earliest}
-sink: {topic: %s, delivery: exactly_once, transactional_id_prefix: %s, transaction_timeout: 2m}
-checkpoint: {interval: 100ms, timeout: 30s, retain: 3, dir: %s/checkpoints}
-state: {backend: pebble, dir: %s/state, incremental: true}
-restart: {strategy: none}
-http: {listen: "127.0.0.1:0"}
-`, name, job.typ, seeds[0], in, out, name, dir, dir))
-	f := &feeder{cl: kafkatest.Client(t, seeds, kgo.RequiredAcks(kgo.AllISRAcks())), topic: in, rng: rand.New(rand.NewPCG(21, 7))}
+	j := newProcJob(t, seeds, "tvup-"+job.typ, jobSpec{typ: job.typ, partitions: 2, pebble: true, seed: 21})
+	f, cfg, out := j.feed, j.cfg, j.out
 	f.produce(t, 300)
 
 	// The first run, on transaction.version 0.
@@ -149,18 +135,8 @@ http: {listen: "127.0.0.1:0"}
 			t.Fatalf("the processor ended with %v, not by failpoint between-commits:\n%s", c.err, c.tail())
 		}
 	} else {
-		c := startChild(t, nil, "run", "--config", cfg)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if !eventually(ctx, 100*time.Millisecond, func() bool {
-			if c.exited() {
-				t.Fatalf("the processor exited with %v:\n%s", c.err, c.tail())
-			}
-			f.produce(t, 30)
-			return len(kafkatest.ReadCommitted(t, seeds, out)) >= 300 && strings.Contains(c.output.String(), "http listening")
-		}) {
-			t.Fatalf("no output after 2 minutes:\n%s", c.tail())
-		}
+		c := j.run(nil)
+		j.flowUntil(c, "the first run", 300, 30)
 		// Stop while records flow, so that the savepoint holds
 		// transactions.
 		f.feedDuring(t, func() { c.stop(time.Minute) })
