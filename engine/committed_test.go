@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/logbuf"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -99,7 +100,7 @@ func TestStopSavepointIsMarkedCommitted(t *testing.T) {
 // A failure to write the marker is logged, not fatal: the stop succeeds
 // (and a restore commits again, as before).
 func TestStopSurvivesAFailedCommittedMarker(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	storage := failMarkStorage{state.NewMemoryStorage("long", state.StorageOptions{Retained: 2})}
 	path := stopRun(t, storage, slog.New(slog.NewTextHandler(logs, nil)))
 	if !strings.Contains(logs.String(), "cannot write the committed marker") || !strings.Contains(logs.String(), path) {

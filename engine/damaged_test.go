@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/logbuf"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -100,7 +101,7 @@ func TestDamagedNewestCheckpointRefusesATransactionalSink(t *testing.T) {
 func TestDamagedNewestCheckpointFallsBackForOtherSinks(t *testing.T) {
 	for _, sink := range []engine.Sink[int]{&memSink[int]{}, &txnSink{transactional: false}} {
 		dir, damaged, intact := damagedStorage(t, "dmg")
-		logs := &syncBuffer{}
+		logs := &logbuf.Buffer{}
 		j := copyJob("dmg", engine.Options{Storage: newFileStorage(t, dir, "dmg"), Logger: slog.New(slog.NewTextHandler(logs, nil))},
 			&memSource[int]{parts: [][]int{seq(0, 200)}}, sink)
 		if err := runJob(t, j); err != nil {
@@ -126,7 +127,7 @@ func TestDamagedNewestCheckpointFallsBackForOtherSinks(t *testing.T) {
 func TestDamagedNewestCheckpointDoesNotBlockRestoreFrom(t *testing.T) {
 	dir, _, intact := damagedStorage(t, "dmg")
 	sink := &txnSink{transactional: true}
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	j := copyJob("dmg", engine.Options{Storage: newFileStorage(t, dir, "dmg"), RestoreFrom: intact, Logger: slog.New(slog.NewTextHandler(logs, nil))},
 		&memSource[int]{parts: [][]int{seq(0, 200)}}, sink)
 	if err := runJob(t, j); err != nil {

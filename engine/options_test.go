@@ -1,7 +1,6 @@
 package engine_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -181,24 +180,6 @@ func TestMaxConcurrentCheckpoints(t *testing.T) {
 			t.Errorf("max_concurrent=%d: checkpoints never overlapped although each takes 30ms at a 5ms interval", maxc)
 		}
 	}
-}
-
-// syncBuffer is a log destination for tests.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Stop-with-savepoint commits everything read before its barrier and

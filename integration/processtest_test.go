@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/onceflow/onceflow/internal/logbuf"
 )
 
 // processorBinary builds cmd/processor once per test binary (the tests
@@ -39,29 +40,11 @@ func processor(t *testing.T) string {
 	return bin
 }
 
-// lockedBuffer collects a child's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // child is a running processor.
 type child struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	output *lockedBuffer
+	output *logbuf.Buffer
 	done   chan struct{}
 	err    error
 }
@@ -70,7 +53,7 @@ type child struct {
 // test's environment. The child is killed if the test ends first.
 func startChild(t *testing.T, env []string, args ...string) *child {
 	t.Helper()
-	c := &child{t: t, output: &lockedBuffer{}, done: make(chan struct{})}
+	c := &child{t: t, output: &logbuf.Buffer{}, done: make(chan struct{})}
 	c.cmd = exec.Command(processor(t), args...)
 	c.cmd.Env = append(os.Environ(), env...)
 	c.cmd.Stdout, c.cmd.Stderr = c.output, c.output

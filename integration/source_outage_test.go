@@ -1,40 +1,21 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/onceflow/onceflow/integration/kafkatest"
+	"github.com/onceflow/onceflow/internal/logbuf"
 	"github.com/onceflow/onceflow/internal/outage"
 	sourcekafka "github.com/onceflow/onceflow/source/kafka"
 )
-
-// lockedLog collects a logger's lines from several goroutines.
-type lockedLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // The Kafka source rides out its broker's death on the real broker (issue
 // 14 §1): the single node of the local cluster is SIGKILLed under a
@@ -61,7 +42,7 @@ func TestSourceRidesOutABrokerKill(t *testing.T) {
 			t.Fatalf("producing records %d..%d: %v", from, from+n-1, err)
 		}
 	}
-	logs := &lockedLog{}
+	logs := &logbuf.Buffer{}
 	tr, err := outage.NewTracker(outage.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)

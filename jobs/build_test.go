@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/logbuf"
 	"github.com/onceflow/onceflow/internal/outage/outagetest"
 )
 
@@ -55,24 +54,6 @@ func testConfig(t *testing.T, dir, typ string, set ...string) *config.Config {
 		t.Fatal(err)
 	}
 	return cfg
-}
-
-// logBuffer collects a logger's output.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func produceRecords(t *testing.T, ctx context.Context, client []kgo.Opt, recs ...*kgo.Record) {
@@ -263,7 +244,7 @@ func TestAggregateSumsPerGroupAndSkipsUndecodable(t *testing.T) {
 	)
 	cfg := testConfig(t, t.TempDir(), "aggregate", "aggregate.group_by=customer", "aggregate.field=amount",
 		"aggregate.function=sum", "source.on_decode_error=skip")
-	b, err := Build(ctx, cfg, Env{ClientOpts: client, Logger: slog.New(slog.NewTextHandler(&logBuffer{}, nil))})
+	b, err := Build(ctx, cfg, Env{ClientOpts: client, Logger: slog.New(slog.NewTextHandler(&logbuf.Buffer{}, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +340,7 @@ func TestFreshSetsCheckpointsAsideAndStartsOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &logbuf.Buffer{}
 	b, err = Build(ctx, cfg, Env{ClientOpts: client, Fresh: true, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -524,7 +505,7 @@ func TestBuiltJobWaitsForTheClusterUpToTheTolerance(t *testing.T) {
 	client := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.MetadataMinAge(100 * time.Millisecond)}
 	cfg := testConfig(t, t.TempDir(), "copy", "state.backend=memory", "source.discovery_interval=50ms",
 		"kafka.outage_tolerance=3s", "restart.attempts=3", "restart.delay=100ms")
-	logs := &logBuffer{}
+	logs := &logbuf.Buffer{}
 	b, err := Build(ctx, cfg, Env{ClientOpts: client, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/internal/logbuf"
 	"github.com/onceflow/onceflow/jobs"
 )
 
@@ -56,7 +57,7 @@ func TestRunConfigErrorsExit2NamingTheKey(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &testRun{t: t, sigs: make(chan os.Signal, 1)}
-			var stdout, stderr syncBuffer
+			var stdout, stderr logbuf.Buffer
 			root := newRootDeps(testDeps(newMemJob(10, 0), r, tc.env))
 			code := execute(context.Background(), root, append([]string{"run"}, tc.args...), &stdout, &stderr)
 			msg := stderr.String()
@@ -86,7 +87,7 @@ func TestRunUnreachableBrokerExit1(t *testing.T) {
 	r := &testRun{t: t, sigs: make(chan os.Signal, 1)}
 	d := testDeps(newMemJob(10, 0), r, nil)
 	d.ping = productionDeps().ping
-	var stdout, stderr syncBuffer
+	var stdout, stderr logbuf.Buffer
 	start := time.Now()
 	// Port 1 on loopback refuses connections.
 	code := execute(context.Background(), newRootDeps(d), []string{"run", "--config", cfg, "--set", "kafka.brokers=127.0.0.1:1", "--connect-timeout", "5s"}, &stdout, &stderr)
@@ -183,7 +184,7 @@ func TestRunHTTPAPIAndStopCommand(t *testing.T) {
 	}
 
 	// processor savepoint --http
-	var out, errOut syncBuffer
+	var out, errOut logbuf.Buffer
 	if code := execute(context.Background(), newRoot(), []string{"savepoint", "--http", addr}, &out, &errOut); code != 0 {
 		t.Fatalf("processor savepoint: exit %d: %s", code, errOut.String())
 	}
@@ -192,7 +193,7 @@ func TestRunHTTPAPIAndStopCommand(t *testing.T) {
 	}
 
 	// processor stop --savepoint --http
-	out, errOut = syncBuffer{}, syncBuffer{}
+	out, errOut = logbuf.Buffer{}, logbuf.Buffer{}
 	if code := execute(context.Background(), newRoot(), []string{"stop", "--savepoint", "--http", addr}, &out, &errOut); code != 0 {
 		t.Fatalf("processor stop: exit %d: %s", code, errOut.String())
 	}
@@ -213,7 +214,7 @@ func TestRunHTTPAPIAndStopCommand(t *testing.T) {
 	}
 
 	// The listener is gone with the job.
-	errOut = syncBuffer{}
+	errOut = logbuf.Buffer{}
 	if code := execute(context.Background(), newRoot(), []string{"savepoint", "--http", addr, "--timeout", "2s"}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "job API at http://"+addr) {
 		t.Fatalf("savepoint of a stopped job: exit %d: %s", code, errOut.String())
 	}
@@ -332,7 +333,7 @@ func TestRunCancelThroughAPI(t *testing.T) {
 	m := newMemJob(1000, time.Millisecond)
 	r := startRun(t, m, nil, "--config", jobConfig(t, dir, ""))
 	addr := r.addr()
-	var out, errOut syncBuffer
+	var out, errOut logbuf.Buffer
 	if code := execute(context.Background(), newRoot(), []string{"stop", "--savepoint=false", "--http", addr}, &out, &errOut); code != 0 {
 		t.Fatalf("processor stop --savepoint=false: exit %d: %s", code, errOut.String())
 	}
@@ -417,7 +418,7 @@ func TestRunListenAddressTaken(t *testing.T) {
 	first := startRun(t, newMemJob(1000, time.Millisecond), nil, "--config", jobConfig(t, dir, ""))
 	addr := first.addr()
 	r := &testRun{t: t, sigs: make(chan os.Signal, 1)}
-	var stdout, stderr syncBuffer
+	var stdout, stderr logbuf.Buffer
 	code := execute(context.Background(), newRootDeps(testDeps(newMemJob(10, 0), r, nil)),
 		[]string{"run", "--config", jobConfig(t, t.TempDir(), ""), "--set", "http.listen=" + addr}, &stdout, &stderr)
 	if last := lastLine(stderr.String()); code != 1 || !strings.Contains(last, "http.listen") || !strings.Contains(last, addr) {

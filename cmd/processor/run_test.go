@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -19,26 +17,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/internal/logbuf"
 	"github.com/onceflow/onceflow/jobs"
 )
-
-// syncBuffer collects a command's output while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // jobConfig writes a configuration for the in-memory word count into dir.
 func jobConfig(t *testing.T, dir string, extra string) string {
@@ -65,8 +46,8 @@ log: {level: debug}
 type testRun struct {
 	t        *testing.T
 	sigs     chan os.Signal
-	stdout   *syncBuffer
-	stderr   *syncBuffer
+	stdout   *logbuf.Buffer
+	stderr   *logbuf.Buffer
 	done     chan struct{}
 	code     int
 	addrFile string
@@ -98,7 +79,7 @@ func startRun(t *testing.T, m *memJob, env []string, args ...string) *testRun {
 // startRunDeps is startRun with the test deps changed by modify.
 func startRunDeps(t *testing.T, modify func(deps) deps, m *memJob, env []string, args ...string) *testRun {
 	t.Helper()
-	r := &testRun{t: t, sigs: make(chan os.Signal, 2), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}),
+	r := &testRun{t: t, sigs: make(chan os.Signal, 2), stdout: &logbuf.Buffer{}, stderr: &logbuf.Buffer{}, done: make(chan struct{}),
 		addrFile: filepath.Join(t.TempDir(), "addr")}
 	d := testDeps(m, r, env)
 	if modify != nil {

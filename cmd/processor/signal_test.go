@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/internal/logbuf"
 )
 
 // The real-signal tests run this test binary again as a processor whose
@@ -41,7 +43,7 @@ func TestMain(m *testing.M) {
 // child is the processor running in a child process.
 type child struct {
 	cmd            *exec.Cmd
-	stdout, stderr *syncBuffer
+	stdout, stderr *logbuf.Buffer
 	done           chan struct{}
 	code           int
 }
@@ -52,7 +54,7 @@ func startChild(t *testing.T, mode, dir string) (*child, string) {
 	t.Helper()
 	addrFile := filepath.Join(dir, "addr")
 	args, _ := json.Marshal([]string{"run", "--config", jobConfig(t, dir, ""), "--addr-file", addrFile})
-	c := &child{cmd: exec.Command(os.Args[0], "-test.run=^$"), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	c := &child{cmd: exec.Command(os.Args[0], "-test.run=^$"), stdout: &logbuf.Buffer{}, stderr: &logbuf.Buffer{}, done: make(chan struct{})}
 	// The child's configuration comes from the file only.
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "ONCEFLOW_") {

@@ -8,46 +8,18 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/internal/outage/outagetest"
 )
 
-// fakeClock advances only when a call waits: After moves the time forward
-// by the pause and fires at once, so retries run without sleeping.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	now := c.now
-	c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	ch <- now
-	return ch
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-func newTracker(t *testing.T, tol time.Duration) (*Tracker, *fakeClock, *bytes.Buffer) {
+func newTracker(t *testing.T, tol time.Duration) (*Tracker, *outagetest.Clock, *bytes.Buffer) {
 	t.Helper()
-	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := outagetest.NewClock()
 	var logs bytes.Buffer
 	tr, err := NewTracker(Options{Tolerance: tol, Now: clk.Now, After: clk.After,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -117,7 +89,7 @@ func TestTheBoundIsPerOutage(t *testing.T) {
 	if err := tr.Failed("fetch", dialErr, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	clk.advance(8 * time.Second)
+	clk.Advance(8 * time.Second)
 	begin := clk.Now()
 	err := tr.Do(context.Background(), "commit", func(context.Context) error { return dialErr })
 	if err == nil {
@@ -215,7 +187,7 @@ func TestStatusCountsOutages(t *testing.T) {
 			if err := tr.Failed("fetch", dialErr, time.Time{}); err != nil {
 				t.Fatal(err)
 			}
-			clk.advance(time.Second)
+			clk.Advance(time.Second)
 		}
 		if st := tr.Status(); !st.Down || st.Outages != int64(i) || st.For != 3*time.Second || !st.Since.Equal(begin) {
 			t.Fatalf("during outage %d: %+v", i, st)
@@ -244,11 +216,11 @@ func TestGivingUpStartsTheNextBound(t *testing.T) {
 	}
 	// Attempt 1 takes 4s to stop; a call of it that has been failing
 	// since before gives up at once and starts no bound.
-	clk.advance(4 * time.Second)
+	clk.Advance(4 * time.Second)
 	if err := tr.Failed("attempt 1: fetch", dialErr, start.Add(time.Second)); !errors.As(err, &oe) {
 		t.Fatalf("a call of the failed attempt: %v, want an *Error", err)
 	}
-	clk.advance(time.Second) // the restart delay
+	clk.Advance(time.Second) // the restart delay
 	calls := 0
 	err = tr.Do(context.Background(), "attempt 2: listing topics", func(context.Context) error {
 		calls++
@@ -276,25 +248,25 @@ func TestGivingUpStartsTheNextBound(t *testing.T) {
 	if err := tr.Failed("fetch", dialErr, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	clk.advance(9 * time.Second)
+	clk.Advance(9 * time.Second)
 	if st := tr.Status(); st.Since.IsZero() || st.For != 9*time.Second {
 		t.Fatalf("status: %+v", st)
 	}
 	if err := tr.Failed("commit", dialErr, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	if err := tr.Failed("commit", dialErr, time.Time{}); !errors.As(err, &oe) || oe.For != 10*time.Second {
 		t.Fatalf("10s into the outage: %v, want an *Error", err)
 	}
-	clk.advance(2 * time.Second)
+	clk.Advance(2 * time.Second)
 	if err := tr.Failed("fetch", dialErr, time.Time{}); err != nil {
 		t.Fatalf("the first call after the give-up: %v", err)
 	}
 	if st := tr.Status(); st.For != 12*time.Second || st.Outages != 2 {
 		t.Fatalf("the status counts from the outage's start: %+v", st)
 	}
-	clk.advance(10 * time.Second)
+	clk.Advance(10 * time.Second)
 	if err := tr.Failed("fetch", dialErr, time.Time{}); !errors.As(err, &oe) || oe.For != 22*time.Second ||
 		!strings.Contains(err.Error(), "unreachable for 22s, beyond kafka.outage_tolerance 10s") {
 		t.Fatalf("at the end of the next bound: %v, want an *Error saying the outage has lasted 22s", err)

@@ -1,7 +1,6 @@
 package kafka
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/onceflow/onceflow/internal/logbuf"
 	"github.com/onceflow/onceflow/internal/outage"
 	"github.com/onceflow/onceflow/internal/outage/outagetest"
 )
@@ -28,68 +27,11 @@ import (
 // wait for it up to kafka.outage_tolerance, log it once, and never move a
 // position while they wait.
 
-// testClock is a fake clock: After moves it forward by the pause and
-// fires at once, so retries run without sleeping.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newTestClock() *testClock { return &testClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	now := c.now
-	c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	ch <- now
-	return ch
-}
-
-func (c *testClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-// syncLog collects log output written from several goroutines.
-type syncLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *syncLog) count(s string) int { return strings.Count(l.String(), s) }
-
-func (l *syncLog) reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.Reset()
-}
-
-// tracker returns a Tracker logging to a new syncLog; clk nil means the
+// tracker returns a Tracker logging to a new logbuf.Buffer; clk nil means the
 // real clock.
-func tracker(t *testing.T, tolerance time.Duration, clk *testClock) (*outage.Tracker, *syncLog) {
+func tracker(t *testing.T, tolerance time.Duration, clk *outagetest.Clock) (*outage.Tracker, *logbuf.Buffer) {
 	t.Helper()
-	logs := &syncLog{}
+	logs := &logbuf.Buffer{}
 	o := outage.Options{Tolerance: tolerance, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if clk != nil {
 		o.Now, o.After = clk.Now, clk.After
@@ -171,7 +113,7 @@ func TestOpenReaderWaitsForAClusterThatIsAway(t *testing.T) {
 	if st := tr.Status(); st.Down || st.Outages != 1 {
 		t.Fatalf("status after the outage: %+v", st)
 	}
-	if n, m := logs.count("does not answer"), logs.count("answers again"); n != 1 || m != 1 {
+	if n, m := logs.Count("does not answer"), logs.Count("answers again"); n != 1 || m != 1 {
 		t.Fatalf("outage logged %d times at its start and %d at its end, want once each:\n%s", n, m, logs)
 	}
 }
@@ -182,7 +124,7 @@ func TestOpenReaderGivesUpPastTheTolerance(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	addr, _ := closedPort(t)
-	clk := newTestClock()
+	clk := outagetest.NewClock()
 	tr, _ := tracker(t, 5*time.Second, clk)
 	start := clk.Now()
 	_, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: []kgo.Opt{kgo.SeedBrokers(addr)}, Topics: []string{"in"}, Outage: tr}, false, nil)
@@ -202,7 +144,7 @@ func TestMissingTopicIsNotWaitedFor(t *testing.T) {
 	client := fake(t, 1, "in")
 	tr, logs := tracker(t, time.Hour, nil)
 	_, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"nope"}, Outage: tr}, false, nil)
-	if err == nil || !strings.Contains(err.Error(), "topic nope") || tr.Status().Outages != 0 || logs.count("does not answer") != 0 {
+	if err == nil || !strings.Contains(err.Error(), "topic nope") || tr.Status().Outages != 0 || logs.Count("does not answer") != 0 {
 		t.Fatalf("err = %v, status %+v; want a failure naming topic nope and no outage", err, tr.Status())
 	}
 }
@@ -223,7 +165,7 @@ func TestDiscoveryRidesOutAnOutage(t *testing.T) {
 			defer c.Close()
 			// kadm answers from cached metadata younger than MetadataMinAge.
 			client := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.MetadataMinAge(10 * time.Millisecond)}
-			clk := newTestClock()
+			clk := outagetest.NewClock()
 			tr, logs := tracker(t, 10*time.Second, clk)
 			r, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"in"}, DiscoveryInterval: time.Minute,
 				Now: clk.Now, Outage: tr}, false, nil)
@@ -241,7 +183,7 @@ func TestDiscoveryRidesOutAnOutage(t *testing.T) {
 				_, _, err := r.Next(pctx)
 				return err
 			}
-			clk.advance(2 * time.Minute) // discovery is due
+			clk.Advance(2 * time.Minute) // discovery is due
 			first := clk.Now()
 			if err := next(); err != nil {
 				t.Fatalf("discovery failing while the cluster is away failed the attempt: %v", err)
@@ -250,23 +192,23 @@ func TestDiscoveryRidesOutAnOutage(t *testing.T) {
 				t.Fatalf("status after the failed discovery: %+v", st)
 			}
 			// Tried again a second later, not a discovery interval later.
-			clk.advance(500 * time.Millisecond)
+			clk.Advance(500 * time.Millisecond)
 			if err := next(); err != nil || !r.lastDiscovery.Equal(first) {
 				t.Fatalf("half a second later: err %v, last discovery %v (want none, still %v)", err, r.lastDiscovery, first)
 			}
-			clk.advance(500 * time.Millisecond)
+			clk.Advance(500 * time.Millisecond)
 			if err := next(); err != nil || !r.lastDiscovery.Equal(clk.Now()) {
 				t.Fatalf("a second later: err %v, last discovery %v (want a retry at %v)", err, r.lastDiscovery, clk.Now())
 			}
 			if recovers {
 				away.Remove()
 				time.Sleep(50 * time.Millisecond) // as above: no cached answer
-				clk.advance(time.Second)
+				clk.Advance(time.Second)
 				if err := next(); err != nil || !r.lastDiscovery.Equal(clk.Now()) {
 					t.Fatalf("discovery after the outage: err %v, last at %v (want %v)", err, r.lastDiscovery, clk.Now())
 				}
 				// Back to the discovery interval.
-				clk.advance(30 * time.Second)
+				clk.Advance(30 * time.Second)
 				last := r.lastDiscovery
 				if err := next(); err != nil || !r.lastDiscovery.Equal(last) {
 					t.Fatalf("30s after a good discovery: err %v, discovered again at %v", err, r.lastDiscovery)
@@ -283,12 +225,12 @@ func TestDiscoveryRidesOutAnOutage(t *testing.T) {
 				if st := tr.Status(); st.Down {
 					t.Fatalf("still down after a record came: %+v", st)
 				}
-				if n, m := logs.count("does not answer"), logs.count("answers again"); n != 1 || m != 1 {
+				if n, m := logs.Count("does not answer"), logs.Count("answers again"); n != 1 || m != 1 {
 					t.Fatalf("outage logged %d times at its start and %d at its end, want once each:\n%s", n, m, logs)
 				}
 				return
 			}
-			clk.advance(9 * time.Second) // 10s since the first failure
+			clk.Advance(9 * time.Second) // 10s since the first failure
 			err = next()
 			var oe *outage.Error
 			if !errors.As(err, &oe) || !strings.Contains(err.Error(), "discovering partitions of [in]") || !errors.Is(err, kerr.LeaderNotAvailable) {
@@ -312,7 +254,7 @@ func fetchWith(topic string, p int32, err error, offsets ...int64) kgo.Fetches {
 // tolerance; a poll with records ends the outage; the poll's own context
 // errors are ignored; anything else fails at once naming the partition.
 func TestFetchErrorsOfAnOutageAreCountedNotReturned(t *testing.T) {
-	clk := newTestClock()
+	clk := outagetest.NewClock()
 	tr, logs := tracker(t, 10*time.Second, clk)
 	r := &Reader{tracker: tr}
 	timeout := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("i/o timeout")} // from a listing of the client's, injected into the poll
@@ -320,7 +262,7 @@ func TestFetchErrorsOfAnOutageAreCountedNotReturned(t *testing.T) {
 		if err := r.take(fetchWith("in", 0, timeout)); err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
-		clk.advance(3 * time.Second)
+		clk.Advance(3 * time.Second)
 	}
 	if st := tr.Status(); !st.Down || st.What != "kafka source: fetching in/0" || st.For != 9*time.Second {
 		t.Fatalf("status after 9s of fetch errors: %+v", st)
@@ -328,7 +270,7 @@ func TestFetchErrorsOfAnOutageAreCountedNotReturned(t *testing.T) {
 	if err := r.take(fetchWith("in", 1, context.Canceled)); err != nil || len(r.buf) != 0 {
 		t.Fatalf("the poll's own cancellation: %v, %d records", err, len(r.buf))
 	}
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	err := r.take(fetchWith("in", 0, timeout))
 	var oe *outage.Error
 	if !errors.As(err, &oe) || !strings.Contains(err.Error(), "kafka source: fetching in/0") || !strings.Contains(err.Error(), "kafka.outage_tolerance") {
@@ -345,7 +287,7 @@ func TestFetchErrorsOfAnOutageAreCountedNotReturned(t *testing.T) {
 	if err := r.take(fetchWith("in", 0, timeout)); err != nil {
 		t.Fatalf("a new outage failed at once: %v", err)
 	}
-	if n, m := logs.count("does not answer"), logs.count("answers again"); n != 2 || m != 1 {
+	if n, m := logs.Count("does not answer"), logs.Count("answers again"); n != 2 || m != 1 {
 		t.Fatalf("logged %d outage starts and %d ends, want 2 and 1:\n%s", n, m, logs)
 	}
 
@@ -409,7 +351,7 @@ func TestGroupCommitFailuresAreLoggedOnce(t *testing.T) {
 			complete()
 		}
 		failing.Remove()
-		if w, a := logs.count(warned), logs.count(again); w != 1 || a != 0 {
+		if w, a := logs.Count(warned), logs.Count(again); w != 1 || a != 0 {
 			t.Fatalf("4 commits failing with %s: %d warnings and %d lines of recovery, want 1 and 0:\n%s", e, w, a, logs)
 		}
 		if st := tr.Status(); st.Down || st.Outages != 0 {
@@ -417,10 +359,10 @@ func TestGroupCommitFailuresAreLoggedOnce(t *testing.T) {
 		}
 		complete()
 		complete()
-		if w, a := logs.count(warned), logs.count(again); w != 1 || a != 1 || committed() != 3 {
+		if w, a := logs.Count(warned), logs.Count(again); w != 1 || a != 1 || committed() != 3 {
 			t.Fatalf("2 good commits after %s: %d warnings, %d lines of recovery (want 1 and 1), committed %d (want 3):\n%s", e, w, a, committed(), logs)
 		}
-		logs.reset()
+		logs.Reset()
 	}
 }
 
@@ -506,7 +448,7 @@ func TestReadersRideOutABrokerRestart(t *testing.T) {
 	if st := tr.Status(); st.Down || st.Outages != 1 {
 		t.Fatalf("status after the restart: %+v\n%s", st, logs)
 	}
-	if n, m := logs.count("does not answer"), logs.count("answers again"); n != 1 || m != 1 {
+	if n, m := logs.Count("does not answer"), logs.Count("answers again"); n != 1 || m != 1 {
 		t.Fatalf("the restart logged %d outage starts and %d ends, want one each:\n%s", n, m, logs)
 	}
 }
