@@ -298,15 +298,72 @@ func (j *Job) restorePoint(ctx context.Context, from string, log *slog.Logger) (
 	return md, newer, nil
 }
 
+// ErrIncompatibleCheckpoint marks the refusal to restore a checkpoint or
+// savepoint that does not fit the job as configured: the state of a keyed
+// operator was written with another max parallelism, or state of an
+// operator the job no longer has would be dropped without
+// AllowNonRestoredState. Such a refusal (errors.Is) comes from Run before
+// any subtask opens, is non-recoverable, and is fixed by changing the
+// configuration or the command line, not by retrying: the processor exits
+// with its code for bad usage.
+var ErrIncompatibleCheckpoint = errors.New("engine: the checkpoint does not fit the job's configuration")
+
+// incompatibleError is a refusal marked ErrIncompatibleCheckpoint; its
+// message is err's alone.
+type incompatibleError struct{ err error }
+
+func (e *incompatibleError) Error() string        { return e.err.Error() }
+func (e *incompatibleError) Unwrap() error        { return e.err }
+func (e *incompatibleError) Is(target error) bool { return target == ErrIncompatibleCheckpoint }
+
+// checkRestore refuses a checkpoint the job cannot restore as it is
+// configured (ErrIncompatibleCheckpoint, non-recoverable): state of
+// operators the job lacks (state.CheckRestore), or a keyed operator whose
+// state was written with another max parallelism.
+//
+// Why the max parallelism: it is the number of key groups, and a key's
+// group is its hash modulo that number. Restored entries stay under the
+// key group they were written in, so with another number a lookup hashes
+// to another group and misses them, and the groups beyond the new range
+// are not restored at all: on a word count about half the counts started
+// over, silently. Flink refuses such a restore too. Operators without
+// keyed state (sources, sinks, operator state) do not depend on it.
 func (j *Job) checkRestore(md *state.Metadata) error {
 	uids := make([]string, 0, len(j.nodes))
 	for _, n := range j.nodes {
 		uids = append(uids, n.uid)
 	}
 	if err := state.CheckRestore(md, uids, j.opts.AllowNonRestoredState); err != nil {
-		return NonRecoverable(fmt.Errorf("engine: restoring from %s: %w", md.Path, err))
+		return NonRecoverable(&incompatibleError{fmt.Errorf("engine: restoring from %s: %w", md.Path, err)})
 	}
-	return nil
+	var bad []string
+	was := 0
+	for _, n := range j.nodes {
+		op := md.Operator(n.uid)
+		if op == nil || op.MaxParallelism == 0 || op.MaxParallelism == j.opts.MaxParallelism || !(n.keyed || hasKeyedState(op)) {
+			continue
+		}
+		if was == 0 {
+			was = op.MaxParallelism
+		}
+		bad = append(bad, fmt.Sprintf("%q with max parallelism %d", n.uid, op.MaxParallelism))
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return NonRecoverable(&incompatibleError{fmt.Errorf("engine: cannot restore %s: it holds the state of keyed operator %s, the job runs with max parallelism %d; "+
+		"keyed state cannot move to another number of key groups: run with max parallelism %d again (job.max_parallelism), or start over with --fresh",
+		md.Path, strings.Join(bad, " and "), j.opts.MaxParallelism, was)})
+}
+
+// hasKeyedState reports whether a subtask of op stored keyed state.
+func hasKeyedState(op *state.OperatorSnapshot) bool {
+	for _, st := range op.Subtasks {
+		if st.Keyed != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // adopt makes the checkpoint or savepoint at from (Options.RestoreFrom)
