@@ -163,6 +163,14 @@ type Aggregate struct {
 // HTTP is the listener for health, metrics and the job API.
 type HTTP struct {
 	Listen string `mapstructure:"listen"`
+	// Token, when set, is the bearer token every POST of the job API
+	// (savepoint, stop, cancel) must carry ("Authorization: Bearer
+	// <token>"); the reads need none. Never logged.
+	Token Secret `mapstructure:"token"`
+	// AllowedHosts are host names, besides loopback names, IP addresses
+	// and the listen address's host, that requests may name in their Host
+	// header (a DNS rebinding page names its own); "*" allows any.
+	AllowedHosts []string `mapstructure:"allowed_hosts"`
 }
 
 // Log configures log/slog output.

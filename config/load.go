@@ -438,6 +438,19 @@ func (c *Config) Validate() error {
 			bad("http.listen", "%q is not host:port", c.HTTP.Listen)
 		}
 	}
+	// The token goes in a header: printable ASCII without spaces. The
+	// message never shows it.
+	for _, r := range string(c.HTTP.Token) {
+		if r <= ' ' || r > '~' {
+			bad("http.token", "must be printable ASCII without spaces (it is sent as \"Authorization: Bearer <token>\")")
+			break
+		}
+	}
+	for _, h := range c.HTTP.AllowedHosts {
+		if h != "*" && (h == "" || strings.ContainsAny(h, ":/[] ")) {
+			bad("http.allowed_hosts", "%q is not a host name (no port, no scheme; \"*\" allows any)", h)
+		}
+	}
 	oneOf("log.format", c.Log.Format, "text", "json")
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	return errors.Join(errs...)

@@ -81,6 +81,8 @@ func TestBadInputNamesTheKey(t *testing.T) {
 		{name: "below minimum", file: valid, set: []string{"checkpoint.interval=1ms"}, want: []string{"checkpoint.interval", "minimum"}},
 		{name: "too few slots", file: valid, set: []string{"checkpoint.max_concurrent=4", "sink.slots=13"}, want: []string{"sink.slots", "needs at least 14"}},
 		{name: "bad broker", file: valid, env: []string{"ONCEFLOW_KAFKA_BROKERS=localhost"}, want: []string{"kafka.brokers", "host:port"}},
+		{name: "token with a space", file: valid, env: []string{"ONCEFLOW_HTTP_TOKEN=two words"}, want: []string{"http.token", "printable ASCII"}},
+		{name: "allowed host with a port", file: valid, set: []string{"http.allowed_hosts=processor:8081"}, want: []string{"http.allowed_hosts", `"processor:8081"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(Sources{File: writeFile(t, tc.file), Env: append([]string{}, tc.env...), Set: tc.set})
@@ -138,6 +140,26 @@ func TestSecretNeverPrints(t *testing.T) {
 		if strings.Contains(s, "hunter2") {
 			t.Fatalf("password printed: %s", s)
 		}
+	}
+}
+
+// The HTTP token comes from the environment like every key, and never
+// prints, not even in the error refusing it.
+func TestHTTPTokenIsASecret(t *testing.T) {
+	cfg, err := Load(Sources{File: writeFile(t, valid), Env: []string{"ONCEFLOW_HTTP_TOKEN=s3cr3t-t0ken",
+		"ONCEFLOW_HTTP_ALLOWED_HOSTS=processor,onceflow.internal"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(cfg.HTTP.Token) != "s3cr3t-t0ken" || strings.Join(cfg.HTTP.AllowedHosts, " ") != "processor onceflow.internal" {
+		t.Fatalf("http keys not loaded: %q %v", cfg.HTTP.Token, cfg.HTTP.AllowedHosts)
+	}
+	if s := fmt.Sprintf("%v %+v %#v", cfg, cfg.HTTP, cfg.HTTP); strings.Contains(s, "s3cr3t") {
+		t.Fatalf("token printed: %s", s)
+	}
+	_, err = Load(Sources{File: writeFile(t, valid), Env: []string{"ONCEFLOW_HTTP_TOKEN=s3cr3t t0ken"}})
+	if err == nil || strings.Contains(err.Error(), "s3cr3t") {
+		t.Fatalf("refusal of a bad token: %v", err)
 	}
 }
 

@@ -2,18 +2,24 @@ package main
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/outage"
 )
@@ -24,9 +30,17 @@ type apiServer struct {
 	ctl *control
 	reg *prometheus.Registry
 	log *slog.Logger
+	// guard decides who may use the API; nil is the guard of an
+	// http section without token or allowed hosts (never no guard).
+	guard *apiGuard
 }
 
+// handler is the API behind its guard (see apiGuard).
 func (s *apiServer) handler() http.Handler {
+	guard := s.guard
+	if guard == nil {
+		guard = newAPIGuard(config.HTTP{}, s.log, nil)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}))
@@ -34,7 +48,157 @@ func (s *apiServer) handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/checkpoints", s.checkpoints)
 	mux.HandleFunc("POST /api/v1/savepoint", s.savepoint)
 	mux.HandleFunc("POST /api/v1/stop", s.stop)
-	return mux
+	return guard.wrap(mux)
+}
+
+// apiGuard decides who may use the job API. The POSTs stop, cancel and
+// savepoint the job, and the API listens on 127.0.0.1 by default, which a
+// web page in a browser on the same machine can reach. Three checks, in
+// this order, each answering a refusal itself:
+//
+//   - The Host header, on every request, against DNS rebinding: a page of
+//     the attacker's domain, re-resolved to 127.0.0.1, is same-origin with
+//     the API as far as the browser knows, may POST and read the answers,
+//     but its requests name the attacker's domain as Host. Allowed are IP
+//     addresses (a rebinding page never has one as its origin), localhost
+//     and its subdomains (resolved to loopback by the client itself), the
+//     host of http.listen, and http.allowed_hosts ("*": any). Else 403.
+//   - Cross-site POSTs, through net/http's CrossOriginProtection: a request
+//     whose Sec-Fetch-Site is not same-origin or none, or whose Origin does
+//     not match its Host, came from a page of another site (CSRF). 403.
+//     Requests without either header (curl, the processor's commands,
+//     scripts) pass: they are not a browser's.
+//   - With http.token set, every POST needs "Authorization: Bearer
+//     <token>", compared in constant time. 401. The reads (health, metrics,
+//     job status, checkpoint history) need none: they change nothing, and
+//     scrapers and probes rarely carry a token; the first two checks still
+//     keep them from pages of other sites.
+//
+// A refusal is logged at Warn, at most once a minute per kind, with how
+// many were refused since the last line, so that a page posting in a loop
+// cannot flood the log.
+type apiGuard struct {
+	token   []byte
+	hosts   []string // lower case, besides IP addresses and localhost
+	anyHost bool
+	cop     *http.CrossOriginProtection
+	log     *slog.Logger
+	now     func() time.Time
+
+	mu      sync.Mutex
+	refused map[string]*refusals // by kind: host, cross-origin, token
+}
+
+// refusals counts refused requests of one kind between log lines.
+type refusals struct {
+	logged time.Time
+	since  int
+}
+
+// refusalLogEvery is how often a kind of refusal is logged at most.
+const refusalLogEvery = time.Minute
+
+// newAPIGuard guards an API configured by c; now is the clock of the
+// refusal log (time.Now when nil).
+func newAPIGuard(c config.HTTP, log *slog.Logger, now func() time.Time) *apiGuard {
+	if now == nil {
+		now = time.Now
+	}
+	g := &apiGuard{token: []byte(c.Token), cop: http.NewCrossOriginProtection(), log: log, now: now, refused: map[string]*refusals{}}
+	names := slices.Clone(c.AllowedHosts)
+	if host, _, err := net.SplitHostPort(c.Listen); err == nil {
+		names = append(names, host)
+	}
+	for _, h := range names {
+		switch h = canonicalHost(h); h {
+		case "*":
+			g.anyHost = true
+		case "":
+		default:
+			g.hosts = append(g.hosts, h)
+		}
+	}
+	return g
+}
+
+// canonicalHost is the host of a Host header or name: without port and
+// brackets, lower case, without a trailing dot.
+func canonicalHost(hostport string) string {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	return strings.TrimSuffix(strings.ToLower(host), ".")
+}
+
+// hostAllowed says whether a request naming Host hostport may be served.
+func (g *apiGuard) hostAllowed(hostport string) bool {
+	host := canonicalHost(hostport)
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	// An empty Host is an HTTP/1.0 client's, never a browser's.
+	return host == "" || host == "localhost" || strings.HasSuffix(host, ".localhost") || g.anyHost || slices.Contains(g.hosts, host)
+}
+
+// tokenOK says whether r carries the configured bearer token (or none is
+// configured).
+func (g *apiGuard) tokenOK(r *http.Request) bool {
+	if len(g.token) == 0 {
+		return true
+	}
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	return ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), g.token) == 1
+}
+
+func (g *apiGuard) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !g.hostAllowed(r.Host) {
+			g.refuse(w, r, "host", http.StatusForbidden, fmt.Sprintf(
+				"Host %q is not allowed: this API answers to IP addresses, localhost and http.listen's host; add the name to http.allowed_hosts", r.Host))
+			return
+		}
+		if err := g.cop.Check(r); err != nil {
+			g.refuse(w, r, "cross-origin", http.StatusForbidden, "cross-origin request refused: "+err.Error())
+			return
+		}
+		safe := r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions
+		if !safe && !g.tokenOK(r) {
+			challenge := `Bearer realm="onceflow"`
+			if r.Header.Get("Authorization") != "" {
+				challenge += `, error="invalid_token"`
+			}
+			w.Header().Set("WWW-Authenticate", challenge)
+			g.refuse(w, r, "token", http.StatusUnauthorized,
+				"missing or wrong bearer token: this job's http.token is set; send \"Authorization: Bearer <token>\" (processor --token or ONCEFLOW_HTTP_TOKEN)")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// refuse answers code with msg and logs the refusal (see apiGuard).
+func (g *apiGuard) refuse(w http.ResponseWriter, r *http.Request, kind string, code int, msg string) {
+	writeJSON(w, code, errorBody{msg})
+	now := g.now()
+	g.mu.Lock()
+	c := g.refused[kind]
+	if c == nil {
+		c = &refusals{}
+		g.refused[kind] = c
+	}
+	c.since++
+	n := c.since
+	due := c.logged.IsZero() || now.Sub(c.logged) >= refusalLogEvery
+	if due {
+		c.logged, c.since = now, 0
+	}
+	g.mu.Unlock()
+	if due {
+		g.log.Warn("http: request refused", "reason", kind, "status", code, "method", r.Method, "path", r.URL.Path,
+			"host", r.Host, "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr, "refused_since_last_line", n)
+	}
 }
 
 // healthy are the states in which the job is, or will shortly be, doing

@@ -10,25 +10,49 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/onceflow/onceflow/config"
 )
+
+// tokenEnv is the environment variable the commands that call the API
+// read the token from when --token is not given (the running job reads
+// http.token from the same variable).
+const tokenEnv = config.EnvPrefix + "_HTTP_TOKEN"
+
+// clientFlags are the flags of the commands that call a running job's
+// API.
+type clientFlags struct {
+	addr    string
+	timeout time.Duration
+	token   string
+}
 
 // apiClient talks to the HTTP API of a running processor.
 type apiClient struct {
 	base    string
 	timeout time.Duration
+	// token is sent as a bearer token when not empty.
+	token config.Secret
 }
 
-func newAPIClient(addr string, timeout time.Duration) (apiClient, error) {
+// newAPIClient is a client as f says; the token is --token, else the
+// environment's ONCEFLOW_HTTP_TOKEN.
+func newAPIClient(d deps, f clientFlags) (apiClient, error) {
+	addr := f.addr
 	if addr == "" {
 		return apiClient{}, usagef("--http is required")
 	}
-	if timeout <= 0 {
+	if f.timeout <= 0 {
 		return apiClient{}, usagef("--timeout must be positive")
 	}
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
-	return apiClient{base: strings.TrimSuffix(addr, "/"), timeout: timeout}, nil
+	token := f.token
+	if token == "" {
+		token = d.getenv(tokenEnv)
+	}
+	return apiClient{base: strings.TrimSuffix(addr, "/"), timeout: f.timeout, token: config.Secret(token)}, nil
 }
 
 // post sends a POST to path and decodes a JSON answer into out; a non-2xx
@@ -40,6 +64,9 @@ func (c apiClient) post(ctx context.Context, path string, out any) error {
 	if err != nil {
 		return usagef("--http: %w", err)
 	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+string(c.token))
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("job API at %s: %w", c.base, err)
@@ -50,11 +77,19 @@ func (c apiClient) post(ctx context.Context, path string, out any) error {
 		return fmt.Errorf("job API at %s: reading the answer: %w", c.base, err)
 	}
 	if resp.StatusCode/100 != 2 {
+		msg := strings.TrimSpace(string(body))
 		var eb errorBody
 		if json.Unmarshal(body, &eb) == nil && eb.Error != "" {
-			return fmt.Errorf("job API at %s: %s: %s", c.base, resp.Status, eb.Error)
+			msg = eb.Error
 		}
-		return fmt.Errorf("job API at %s: %s: %s", c.base, resp.Status, strings.TrimSpace(string(body)))
+		if resp.StatusCode == http.StatusUnauthorized {
+			if c.token == "" {
+				msg += " (no token was sent: give it with --token or " + tokenEnv + ")"
+			} else {
+				msg += " (the token sent, from --token or " + tokenEnv + ", is not the job's http.token)"
+			}
+		}
+		return fmt.Errorf("job API at %s: %s: %s", c.base, resp.Status, msg)
 	}
 	if err := json.Unmarshal(body, out); err != nil {
 		return fmt.Errorf("job API at %s: decoding the answer: %w", c.base, err)
@@ -62,20 +97,20 @@ func (c apiClient) post(ctx context.Context, path string, out any) error {
 	return nil
 }
 
-func addClientFlags(cmd *cobra.Command, addr *string, timeout *time.Duration) {
-	cmd.Flags().StringVar(addr, "http", "127.0.0.1:8081", "the running processor's HTTP address (its http.listen)")
-	cmd.Flags().DurationVar(timeout, "timeout", 2*time.Minute, "how long to wait for the answer")
+func addClientFlags(cmd *cobra.Command, f *clientFlags) {
+	cmd.Flags().StringVar(&f.addr, "http", "127.0.0.1:8081", "the running processor's HTTP address (its http.listen)")
+	cmd.Flags().DurationVar(&f.timeout, "timeout", 2*time.Minute, "how long to wait for the answer")
+	cmd.Flags().StringVar(&f.token, "token", "", "the job's http.token, sent as a bearer token (default $"+tokenEnv+"; the variable keeps it out of the process list)")
 }
 
-func newSavepointCmd() *cobra.Command {
-	var addr string
-	var timeout time.Duration
+func newSavepointCmd(d deps) *cobra.Command {
+	var f clientFlags
 	cmd := &cobra.Command{
 		Use:   "savepoint --http ADDR",
 		Short: "Take a savepoint of a running job and print its path (the job goes on)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newAPIClient(addr, timeout)
+			c, err := newAPIClient(d, f)
 			if err != nil {
 				return err
 			}
@@ -87,20 +122,19 @@ func newSavepointCmd() *cobra.Command {
 			return nil
 		},
 	}
-	addClientFlags(cmd, &addr, &timeout)
+	addClientFlags(cmd, &f)
 	return cmd
 }
 
-func newStopCmd() *cobra.Command {
-	var addr string
-	var timeout time.Duration
+func newStopCmd(d deps) *cobra.Command {
+	var f clientFlags
 	var withSavepoint bool
 	cmd := &cobra.Command{
 		Use:   "stop --savepoint --http ADDR",
 		Short: "Stop a running job with a savepoint and print its path (--savepoint=false cancels it at once instead)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newAPIClient(addr, timeout)
+			c, err := newAPIClient(d, f)
 			if err != nil {
 				return err
 			}
@@ -122,7 +156,7 @@ func newStopCmd() *cobra.Command {
 			return nil
 		},
 	}
-	addClientFlags(cmd, &addr, &timeout)
+	addClientFlags(cmd, &f)
 	cmd.Flags().BoolVar(&withSavepoint, "savepoint", true, "stop with a savepoint; false cancels without one")
 	return cmd
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -25,6 +26,21 @@ type deps struct {
 	signals func() (<-chan os.Signal, func())
 	// env is the environment the configuration reads (nil: os.Environ()).
 	env []string
+}
+
+// getenv is the value of the environment variable name in d.env (the
+// process's environment when nil), "" when unset.
+func (d deps) getenv(name string) string {
+	if d.env == nil {
+		return os.Getenv(name)
+	}
+	val := ""
+	for _, kv := range d.env {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == name {
+			val = v // the last one wins, as in os.Getenv
+		}
+	}
+	return val
 }
 
 func productionDeps() deps {

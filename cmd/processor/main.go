@@ -71,7 +71,7 @@ func newRootDeps(d deps) *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(d), newSavepointCmd(), newStopCmd(), newVersionCmd(), newCheckpointsCmd(), newTransactionsCmd())
+	root.AddCommand(newRunCmd(d), newSavepointCmd(d), newStopCmd(d), newVersionCmd(), newCheckpointsCmd(), newTransactionsCmd())
 	markArgErrors(root)
 	return root
 }

@@ -138,6 +138,18 @@ func logStart(log *slog.Logger, cfg *config.Config, f runFlags) {
 		"restart", cfg.Restart.Strategy, "from", f.from, "fresh", f.fresh)
 }
 
+// warnOpenListener warns, once at start, of an API that listens beyond
+// loopback (all interfaces, or another address) without a token: anyone
+// who reaches it can stop, cancel or savepoint the job.
+func warnOpenListener(log *slog.Logger, bound net.Addr, c config.HTTP) {
+	tcp, ok := bound.(*net.TCPAddr)
+	if !ok || tcp.IP.IsLoopback() || c.Token != "" {
+		return
+	}
+	log.Warn("the HTTP API listens beyond loopback without a token: anyone who reaches it can stop, cancel or savepoint the job; "+
+		"set http.token (or ONCEFLOW_HTTP_TOKEN), or listen on 127.0.0.1", "addr", bound.String(), "http.listen", c.Listen)
+}
+
 // runJob is processor run: load, check, connect, build, serve, run until
 // the job ends or is stopped.
 func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) error {
@@ -206,7 +218,7 @@ func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) e
 		close(srvDone)
 	} else {
 		addr := ln.Addr().String()
-		api := &apiServer{o: o, ctl: ctl, reg: newRegistry(o, cfg.Job.Name), log: log}
+		api := &apiServer{o: o, ctl: ctl, reg: newRegistry(o, cfg.Job.Name), log: log, guard: newAPIGuard(cfg.HTTP, log, nil)}
 		srv = &http.Server{Handler: api.handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 		go func() {
 			defer close(srvDone)
@@ -214,7 +226,9 @@ func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) e
 				log.Error("http server", "err", err)
 			}
 		}()
-		log.Info("http listening", "addr", addr, "metrics", "http://"+addr+"/metrics", "api", "http://"+addr+"/api/v1/job")
+		log.Info("http listening", "addr", addr, "metrics", "http://"+addr+"/metrics", "api", "http://"+addr+"/api/v1/job",
+			"token", cfg.HTTP.Token != "")
+		warnOpenListener(log, ln.Addr(), cfg.HTTP)
 		if f.addrFile != "" {
 			if err := os.WriteFile(f.addrFile, []byte(addr+"\n"), 0o644); err != nil {
 				log.Warn("writing --addr-file", "path", f.addrFile, "err", err)
