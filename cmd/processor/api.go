@@ -33,6 +33,9 @@ type apiServer struct {
 	// guard decides who may use the API; nil is the guard of an
 	// http section without token or allowed hosts (never no guard).
 	guard *apiGuard
+	// writeTimeout is the write deadline of a read's answer, and what a
+	// POST's gets beyond the stop timeout (see httpTimeouts); 0 for none.
+	writeTimeout time.Duration
 }
 
 // handler is the API behind its guard (see apiGuard).
@@ -48,7 +51,22 @@ func (s *apiServer) handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/checkpoints", s.checkpoints)
 	mux.HandleFunc("POST /api/v1/savepoint", s.savepoint)
 	mux.HandleFunc("POST /api/v1/stop", s.stop)
-	return guard.wrap(mux)
+	return guard.wrap(s.withWriteDeadline(mux))
+}
+
+// withWriteDeadline gives each request its write deadline (see
+// httpTimeouts).
+func (s *apiServer) withWriteDeadline(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d := s.writeTimeout; d > 0 {
+			if r.Method == http.MethodPost && s.ctl != nil {
+				d += s.ctl.stopTimeout
+			}
+			// A writer without deadlines (a test's recorder) has none.
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // apiGuard decides who may use the job API. The POSTs stop, cancel and
@@ -199,6 +217,40 @@ func (g *apiGuard) refuse(w http.ResponseWriter, r *http.Request, kind string, c
 		g.log.Warn("http: request refused", "reason", kind, "status", code, "method", r.Method, "path", r.URL.Path,
 			"host", r.Host, "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr, "refused_since_last_line", n)
 	}
+}
+
+// httpTimeouts bound the API's connections, so that clients that send
+// slowly, never finish a request or keep idle connections cannot hold
+// the server's connections and goroutines. The server has no WriteTimeout:
+// a stop or a savepoint answers only once its savepoint is complete, up
+// to the stop timeout, and a server-wide write timeout would cut that
+// answer (the client would see the connection close while the job
+// stops). Each request gets its own write deadline instead: write for
+// the reads, the stop timeout plus write for the POSTs.
+type httpTimeouts struct {
+	// readHeader is http.Server.ReadHeaderTimeout, read its ReadTimeout
+	// (the whole request, body included), idle its IdleTimeout (between
+	// requests of a keep-alive connection).
+	readHeader, read, idle, write time.Duration
+}
+
+// defaultHTTPTimeouts are the API's timeouts.
+func defaultHTTPTimeouts() httpTimeouts {
+	return httpTimeouts{readHeader: 10 * time.Second, read: 30 * time.Second, idle: 2 * time.Minute, write: 30 * time.Second}
+}
+
+// orDefaults is t, or the defaults when t is zero.
+func (t httpTimeouts) orDefaults() httpTimeouts {
+	if t == (httpTimeouts{}) {
+		return defaultHTTPTimeouts()
+	}
+	return t
+}
+
+// newHTTPServer serves h with the timeouts t.
+func newHTTPServer(h http.Handler, t httpTimeouts, log *slog.Logger) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: t.readHeader, ReadTimeout: t.read, IdleTimeout: t.idle,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }
 
 // healthy are the states in which the job is, or will shortly be, doing

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -336,5 +338,89 @@ func TestGuardLogsRefusalsOncePerMinute(t *testing.T) {
 	}
 	if strings.Contains(buf.String(), "t0ken") {
 		t.Fatalf("the token is in the log:\n%s", buf.String())
+	}
+}
+
+// The API's connections are bounded: a request whose body never comes is
+// dropped after the read timeout, an idle keep-alive connection after
+// the idle timeout. (Timeouts are shortened for the test.)
+func TestAPIConnectionsTimeOut(t *testing.T) {
+	to := httpTimeouts{readHeader: 300 * time.Millisecond, read: 300 * time.Millisecond, idle: 300 * time.Millisecond, write: 300 * time.Millisecond}
+	r := startRunDeps(t, func(d deps) deps { d.httpTimeouts = to; return d }, newMemJob(100000, time.Millisecond), nil,
+		"--config", jobConfig(t, t.TempDir(), ""))
+	addr := r.addr()
+
+	// closedWithin says whether the server closes conn within d, after
+	// reading whatever it answered.
+	closedWithin := func(conn net.Conn, d time.Duration) (bool, string) {
+		_ = conn.SetReadDeadline(time.Now().Add(d))
+		b, err := io.ReadAll(conn)
+		return err == nil, string(b) // nil: EOF, the server closed it
+	}
+	t.Run("body never sent", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: %s\r\nContent-Length: 1000\r\n\r\n", addr)
+		if closed, got := closedWithin(conn, 5*time.Second); !closed {
+			t.Fatalf("the connection is still open 5s after a request whose body never came (read %q)", got)
+		}
+	})
+	t.Run("idle", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
+		closed, got := closedWithin(conn, 5*time.Second)
+		if !strings.HasPrefix(got, "HTTP/1.1 200") {
+			t.Fatalf("answer %q", got)
+		}
+		if !closed {
+			t.Fatal("an idle keep-alive connection is still open after 5s")
+		}
+	})
+}
+
+// A stop answers when its savepoint is complete, however long that takes
+// within the stop timeout: no write timeout cuts its answer.
+func TestAPIStopOutlastsTheWriteTimeout(t *testing.T) {
+	to := httpTimeouts{readHeader: 200 * time.Millisecond, read: 200 * time.Millisecond, idle: 200 * time.Millisecond, write: 200 * time.Millisecond}
+	m := newMemJob(100000, time.Millisecond)
+	m.sink.block = make(chan struct{}) // no savepoint completes until it is closed
+	r := startRunDeps(t, func(d deps) deps { d.httpTimeouts = to; return d }, m, nil,
+		"--config", jobConfig(t, t.TempDir(), ""), "--stop-timeout", "1m")
+	addr := r.addr()
+	waitFor(t, func() bool { return jobState(t, addr) == "RUNNING" })
+	type answer struct {
+		code int
+		body string
+	}
+	answered := make(chan answer, 1)
+	posted := time.Now()
+	go func() {
+		resp, err := http.Post("http://"+addr+"/api/v1/stop", "", nil)
+		if err != nil {
+			answered <- answer{-1, err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		answered <- answer{resp.StatusCode, string(b)}
+	}()
+	waitFor(t, func() bool { return strings.Contains(r.stderr.String(), "stopping the job with a savepoint") })
+	// The savepoint completes well after every timeout of the server.
+	time.Sleep(max(0, 5*to.write-time.Since(posted)))
+	close(m.sink.block)
+	a := <-answered
+	var sp savepointBody
+	if a.code != http.StatusOK || json.Unmarshal([]byte(a.body), &sp) != nil || !dirHasMetadata(sp.Path) {
+		t.Fatalf("stop answered %d %q after %s, want 200 with the savepoint", a.code, a.body, time.Since(posted))
+	}
+	if code := r.wait(20 * time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, r.stderr.String())
 	}
 }

@@ -26,6 +26,9 @@ type deps struct {
 	signals func() (<-chan os.Signal, func())
 	// env is the environment the configuration reads (nil: os.Environ()).
 	env []string
+	// httpTimeouts bound the API's connections (zero: the defaults of
+	// defaultHTTPTimeouts).
+	httpTimeouts httpTimeouts
 }
 
 // getenv is the value of the environment variable name in d.env (the

@@ -218,8 +218,10 @@ func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) e
 		close(srvDone)
 	} else {
 		addr := ln.Addr().String()
-		api := &apiServer{o: o, ctl: ctl, reg: newRegistry(o, cfg.Job.Name), log: log, guard: newAPIGuard(cfg.HTTP, log, nil)}
-		srv = &http.Server{Handler: api.handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		timeouts := d.httpTimeouts.orDefaults()
+		api := &apiServer{o: o, ctl: ctl, reg: newRegistry(o, cfg.Job.Name), log: log, guard: newAPIGuard(cfg.HTTP, log, nil),
+			writeTimeout: timeouts.write}
+		srv = newHTTPServer(api.handler(), timeouts, log)
 		go func() {
 			defer close(srvDone)
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
