@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/logbuf"
 	"github.com/onceflow/onceflow/jobs"
 )
@@ -426,5 +429,18 @@ func TestRunListenAddressTaken(t *testing.T) {
 	}
 	if r.built.Load() != 0 {
 		t.Fatal("the job was built without its listener")
+	}
+}
+
+// A checkpoint the configuration does not fit (a changed max parallelism,
+// state of a removed operator) is fixed by changing the configuration, so
+// it exits with the code of bad usage, however deeply it is wrapped.
+func TestIncompatibleCheckpointExits2(t *testing.T) {
+	refusal := engine.NonRecoverable(fmt.Errorf("engine: cannot restore x: %w", engine.ErrIncompatibleCheckpoint))
+	if code := exitCode(fmt.Errorf("run: %w", refusal)); code != 2 {
+		t.Errorf("an incompatible checkpoint exits %d, want 2", code)
+	}
+	if code := exitCode(engine.NonRecoverable(errors.New("engine: a sink failed"))); code != 1 {
+		t.Errorf("a job failure exits %d, want 1", code)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/jobs"
 )
 
@@ -49,11 +50,13 @@ func execute(ctx context.Context, root *cobra.Command, args []string, stdout, st
 }
 
 // exitCode is 2 for bad usage or configuration (a *jobs.ConfigError is
-// a configuration the cluster or the disk refused), 1 for other failures.
+// a configuration the cluster or the disk refused, and
+// engine.ErrIncompatibleCheckpoint a checkpoint the configuration does not
+// fit), 1 for other failures.
 func exitCode(err error) int {
 	var ue usageError
 	var ce *jobs.ConfigError
-	if errors.As(err, &ue) || errors.As(err, &ce) {
+	if errors.As(err, &ue) || errors.As(err, &ce) || errors.Is(err, engine.ErrIncompatibleCheckpoint) {
 		return 2
 	}
 	return 1
