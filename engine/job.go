@@ -275,6 +275,13 @@ func (j *Job) restorePoint(ctx context.Context, from string, log *slog.Logger) (
 		if err := j.checkDamaged(md, infos, log); err != nil {
 			return nil, nil, err
 		}
+		through, err := j.opts.Storage.Discarded(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("engine: reading what a cancellation deleted: %w", err)
+		}
+		if err := j.checkDiscarded(md, through, log); err != nil {
+			return nil, nil, err
+		}
 	}
 	for _, in := range infos {
 		if in.Err != nil && !in.Damaged {
@@ -411,7 +418,13 @@ func (j *Job) adopt(ctx context.Context, from string, log *slog.Logger) (*state.
 	if err != nil {
 		return nil, fmt.Errorf("engine: listing checkpoints: %w", err)
 	}
-	newID := max(j.nextID, md.CheckpointID+1)
+	through, err := st.Discarded(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("engine: reading what a cancellation deleted: %w", err)
+	}
+	// Above the checkpoints a cancellation deleted too: the adopted
+	// lineage is then the job's newest, and checkDiscarded lets it be.
+	newID := max(j.nextID, md.CheckpointID+1, through+1)
 	if latest != nil {
 		newID = max(newID, latest.CheckpointID+1)
 	}
@@ -479,6 +492,59 @@ func (j *Job) checkDamaged(md *state.Metadata, infos []state.CheckpointInfo, log
 	} else {
 		what += fmt.Sprintf("no intact checkpoint is left; start over with --fresh, knowing that it can duplicate output the transactions of %s already committed",
 			filepath.Base(newest.Path))
+	}
+	return NonRecoverable(errors.New(what))
+}
+
+// checkDiscarded decides what the job resumes from after a cancellation
+// deleted its checkpoints (CheckpointOptions.DeleteOnCancel; through is
+// the newest id deleted, Storage.Discarded, 0 when none was). md is the
+// newest point left (nil: none), usually a savepoint older than through,
+// since savepoints are never deleted.
+//
+// Why it refuses: the sinks may have committed the transactions of every
+// checkpoint up to through. Resuming from an older savepoint replays the
+// records after it into new transactions, writing that output again, and
+// starting from nothing reads the input as source.start says, which can
+// also write it again (or skip input). Flink, whose DELETE_ON_CANCELLATION
+// this is, never resumes a cancelled job on its own either: it starts
+// fresh or from a savepoint given explicitly. Keeping a restorable
+// checkpoint instead would undo what the user asked for (the checkpoints
+// gone), and a stop that times out falls back to a cancel, so this can
+// happen without anyone choosing it. So with a transactional sink a plain
+// run refuses (NonRecoverable), in one line naming the deletion, the
+// point left and the two explicit ways on: --from the savepoint,
+// accepting the duplicates, or --fresh. Without one (the output is at
+// least once anyway) it goes on from md, logged at Error level. Either way
+// the ids of the new checkpoints start above through.
+func (j *Job) checkDiscarded(md *state.Metadata, through int64, log *slog.Logger) error {
+	if through == 0 || (md != nil && md.CheckpointID >= through) {
+		return nil
+	}
+	j.nextID = max(j.nextID, through+1)
+	var sinks []string
+	for _, n := range j.nodes {
+		if n.kind == kindSink && n.transactional {
+			sinks = append(sinks, strconv.Quote(n.uid))
+		}
+	}
+	if len(sinks) == 0 {
+		resume := "none: starting from scratch"
+		if md != nil {
+			resume = md.Path
+		}
+		log.Error("the job's checkpoints were deleted when it was cancelled (checkpoint.on_cancel: delete); resuming from an older point, so output committed after it comes again (no sink is transactional)",
+			"deleted_through", through, "restoring", resume)
+		return nil
+	}
+	what := fmt.Sprintf("engine: the job's checkpoints up to %d were deleted when it was cancelled (checkpoint.on_cancel: delete) and sink %s is transactional, so the job does not resume on its own: ",
+		through, strings.Join(sinks, ", "))
+	if md != nil {
+		what += fmt.Sprintf("the newest point left, %s, is older, and its replay would write again the output those checkpoints committed; "+
+			"resume from it on purpose with --from %s, knowing that it can duplicate that output, or start over with --fresh", md.Path, md.Path)
+	} else {
+		what += "no checkpoint or savepoint is left, and starting over reads the input from source.start, which can duplicate the output they committed (or skip input); " +
+			"start over on purpose with --fresh"
 	}
 	return NonRecoverable(errors.New(what))
 }

@@ -29,12 +29,16 @@ import (
 const MetadataVersion = 1
 
 const (
-	metadataFile   = "_metadata"
-	committedFile  = "_committed"
-	sharedDir      = "shared"
-	chkPrefix      = "chk-"
-	savepointPref  = "savepoint-"
-	metadataHeader = "onceflow-metadata"
+	metadataFile  = "_metadata"
+	committedFile = "_committed"
+	// discardedFile records, in the job directory, the newest checkpoint
+	// DiscardAll removed: "<discardedHeader> <id>\n".
+	discardedFile   = "_discarded"
+	discardedHeader = "onceflow-discarded-through"
+	sharedDir       = "shared"
+	chkPrefix       = "chk-"
+	savepointPref   = "savepoint-"
+	metadataHeader  = "onceflow-metadata"
 	// tmpInfix marks a shared file being written: <name>.tmp-<random>.
 	tmpInfix = ".tmp-"
 )
@@ -1313,20 +1317,68 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 
 func (v *verifyingReader) Close() error { return v.rc.Close() }
 
-// DiscardAll implements Storage.
+// DiscardAll implements Storage. The record of what it discarded is the
+// file _discarded in the job directory, written like _metadata (temp
+// file, fsync, rename, fsync of the directory) before anything is
+// removed: a crash in between leaves the record and some checkpoints,
+// which is safe (a restore of the newest one left is exact).
 func (s *dirStorage) DiscardAll() error {
+	s.completeMu.Lock()
+	defer s.completeMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	names, err := s.fs.list(s.root)
 	if err != nil {
 		return fmt.Errorf("storage %s: %w", s.root, err)
 	}
-	var errs []error
+	through, err := s.discarded()
+	if err != nil {
+		return fmt.Errorf("storage %s: discard: %w", s.root, err)
+	}
+	through = max(through, s.newest)
 	for _, name := range names {
-		if _, ok := parseDirID(name, chkPrefix); ok {
-			if err := s.removeCheckpointDir(filepath.Join(s.root, name)); err != nil {
-				errs = append(errs, err)
-			}
+		id, ok := parseDirID(name, chkPrefix)
+		if !ok {
+			id, ok = parseDirID(name, savepointPref)
+		}
+		if !ok || id <= through {
+			continue
+		}
+		if _, err := s.fs.Stat(filepath.Join(s.root, name, metadataFile)); err == nil {
+			through = id
+		}
+	}
+	if through > 0 {
+		if err := s.writeAtomic(s.root, discardedFile, []byte(fmt.Sprintf("%s %d\n", discardedHeader, through))); err != nil {
+			return fmt.Errorf("storage %s: discard: recording the newest checkpoint (%d) before removing it: %w", s.root, through, err)
+		}
+	}
+	// Every checkpoint loses its _metadata durably before a file it names
+	// goes: a power loss in between leaves incomplete checkpoints, never
+	// a damaged one.
+	var errs []error
+	var dirs []string
+	for _, name := range names {
+		if _, ok := parseDirID(name, chkPrefix); !ok {
+			continue
+		}
+		dir := filepath.Join(s.root, name)
+		if err := s.fs.Remove(filepath.Join(dir, metadataFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		if err := s.fs.syncDir(dir); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		dirs = append(dirs, dir)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("storage %s: discard: %w", s.root, errors.Join(errs...))
+	}
+	for _, dir := range dirs {
+		if err := s.fs.RemoveAll(dir); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	// Then the files they shared.
@@ -1346,6 +1398,40 @@ func (s *dirStorage) DiscardAll() error {
 	return nil
 }
 
+// Discarded implements Storage.
+func (s *dirStorage) Discarded(ctx context.Context) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	id, err := s.discarded()
+	if err != nil {
+		return 0, fmt.Errorf("storage %s: %w", s.root, err)
+	}
+	return id, nil
+}
+
+// discarded reads the record DiscardAll leaves (0 without one).
+func (s *dirStorage) discarded() (int64, error) {
+	p := filepath.Join(s.root, discardedFile)
+	f, err := s.fs.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading %s: %w", p, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return 0, fmt.Errorf("reading %s: %w", p, err)
+	}
+	var id int64
+	if _, err := fmt.Sscanf(string(b), discardedHeader+" %d\n", &id); err != nil || id <= 0 {
+		return 0, fmt.Errorf("%s is corrupt: %q", p, b)
+	}
+	return id, nil
+}
+
 // failedStorage is returned by NewMemoryStorage when opts.FS failed its
 // setup; every call reports that error.
 type failedStorage struct{ err error }
@@ -1360,6 +1446,7 @@ func (f *failedStorage) Load(context.Context, string) (*Metadata, error) { retur
 func (f *failedStorage) List(context.Context) ([]CheckpointInfo, error)  { return nil, f.err }
 func (f *failedStorage) Open(FileRef) (io.ReadCloser, error)             { return nil, f.err }
 func (f *failedStorage) DiscardAll() error                               { return f.err }
+func (f *failedStorage) Discarded(context.Context) (int64, error)        { return 0, f.err }
 func (f *failedStorage) MarkCommitted(context.Context, int64) error      { return f.err }
 func (f *failedStorage) Adopt(context.Context, *Metadata, int64) (*Metadata, error) {
 	return nil, f.err

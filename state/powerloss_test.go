@@ -211,6 +211,7 @@ func contentJSON(t *testing.T, md *Metadata) string {
 type observed struct {
 	md    *Metadata
 	infos []CheckpointInfo
+	st    Storage // reopened on the clone
 }
 
 // checkCrashes opens a storage on every clone of every point and hands
@@ -247,7 +248,7 @@ func checkCrashes(t *testing.T, points []crashPoint, retained int, classify func
 			if md == nil {
 				t.Fatalf("%s: no checkpoint at all; infos %+v\n%s", what, infos, clone.String())
 			}
-			isNew := classify(t, observed{md, infos})
+			isNew := classify(t, observed{md: md, infos: infos, st: st})
 			if crashCfgs[j] == 0 && isNew && durable < 0 {
 				durable = i
 			}

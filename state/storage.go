@@ -131,9 +131,19 @@ type Storage interface {
 	// Open reads a stored file, verifying size and checksum as it is read to
 	// the end; a mismatch is an error naming the path.
 	Open(ref FileRef) (io.ReadCloser, error)
-	// DiscardAll removes every checkpoint of the job (delete-on-cancellation).
-	// Savepoints stay.
+	// DiscardAll removes every checkpoint of the job and the files they
+	// share (delete-on-cancellation); savepoints stay, they belong to the
+	// user. Before it removes anything it records durably the id of the
+	// newest checkpoint or savepoint whose _metadata exists (Discarded): the
+	// sinks may have committed that checkpoint's transactions, so a restore
+	// of anything older would write their output again, and whoever
+	// restores must be able to tell. A failure to record it removes
+	// nothing.
 	DiscardAll() error
+	// Discarded returns the id DiscardAll recorded, the highest if it ran
+	// several times; 0 when it never ran on this job's directory. An
+	// unreadable record is an error naming its path.
+	Discarded(ctx context.Context) (int64, error)
 	// MarkCommitted records durably that every transaction the sinks stored
 	// in completed checkpoint or savepoint checkpointID has been committed;
 	// Load, Latest and List then report it (Metadata.Committed). It is

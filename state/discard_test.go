@@ -1,0 +1,132 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+)
+
+// DiscardAll records the newest checkpoint or savepoint it found before
+// it removes the checkpoints (a damaged one counts: its transactions may
+// have committed), the record survives a reopen and a second DiscardAll
+// never lowers it; a job that never completed a checkpoint records
+// nothing.
+func TestDiscardAllRecordsTheNewestCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	open := func() Storage {
+		st, err := NewFileStorage(dir, "job", StorageOptions{Retained: 3})
+		must(t, err)
+		return st
+	}
+	st := open()
+	if id, err := st.Discarded(ctx); err != nil || id != 0 {
+		t.Fatalf("Discarded before any DiscardAll = %d, %v; want 0", id, err)
+	}
+	must(t, st.DiscardAll())
+	if id, err := st.Discarded(ctx); err != nil || id != 0 {
+		t.Fatalf("Discarded after discarding nothing = %d, %v; want 0", id, err)
+	}
+
+	writeSavepoint(t, st, 1)
+	writeCheckpoint(t, st, 2, "a.sst")
+	writeCheckpoint(t, st, 3, "b.sst")
+	// Checkpoint 4 is damaged (a state file flipped), 5 never completed.
+	md4 := writeCheckpoint(t, st, 4, "c.sst")
+	p := filepath.Join(dir, "job", md4.Operators[0].Subtasks[0].Keyed.Files[0].Path)
+	b, err := os.ReadFile(p)
+	must(t, err)
+	b[0] ^= 1
+	must(t, os.WriteFile(p, b, 0o644))
+	w, err := st.Writer(5, "op/1", 0)
+	must(t, err)
+	f, err := w.Create("private", false)
+	must(t, err)
+	_, err = f.Close()
+	must(t, err)
+
+	st = open()
+	must(t, st.DiscardAll())
+	for _, s := range []Storage{st, open()} {
+		if id, err := s.Discarded(ctx); err != nil || id != 4 {
+			t.Fatalf("Discarded = %d, %v; want 4, the newest checkpoint whose _metadata existed", id, err)
+		}
+	}
+	md, _, err := st.Latest(ctx)
+	must(t, err)
+	if md == nil || md.CheckpointID != 1 || !md.Savepoint {
+		t.Fatalf("after DiscardAll Latest = %+v, want savepoint 1 only", md)
+	}
+	// A newer savepoint raises the record, nothing lowers it.
+	writeSavepoint(t, st, 9)
+	must(t, st.DiscardAll())
+	if id, _ := st.Discarded(ctx); id != 9 {
+		t.Fatalf("Discarded after a newer savepoint = %d, want 9", id)
+	}
+	st = open()
+	must(t, st.DiscardAll())
+	if id, _ := open().Discarded(ctx); id != 9 {
+		t.Fatalf("Discarded after a DiscardAll that found less = %d, want 9", id)
+	}
+
+	must(t, os.WriteFile(filepath.Join(dir, "job", discardedFile), []byte("garbage"), 0o644))
+	if _, err := open().Discarded(ctx); err == nil || !strings.Contains(err.Error(), discardedFile) {
+		t.Fatalf("Discarded of a corrupt record = %v, want an error naming %s", err, discardedFile)
+	}
+}
+
+// If the record cannot be written, DiscardAll removes nothing: a later
+// restore finds the checkpoints as they were.
+func TestDiscardAllRemovesNothingWithoutItsRecord(t *testing.T) {
+	ctx := context.Background()
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpCreate && strings.Contains(op.Path, discardedFile) {
+			return errors.New("injected: disk full")
+		}
+		return nil
+	}))
+	st, err := NewFileStorage("/data", "job", StorageOptions{FS: fs, Retained: 2})
+	must(t, err)
+	writeCheckpoint(t, st, 1, "a.sst")
+	writeCheckpoint(t, st, 2, "a.sst")
+	if err := st.DiscardAll(); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("DiscardAll = %v, want the injected error", err)
+	}
+	md, _, err := st.Latest(ctx)
+	must(t, err)
+	if md == nil || md.CheckpointID != 2 {
+		t.Fatalf("after a failed DiscardAll Latest = %+v, want checkpoint 2", md)
+	}
+}
+
+// A power loss at any moment of DiscardAll never leaves the job with an
+// older point as its newest and no record of what was deleted: either
+// the newest checkpoint is still whole, or the record names it.
+func TestPowerLossDiscarding(t *testing.T) {
+	for seed := uint64(1); seed <= 2; seed++ {
+		rec := newCrashRecorder(seed)
+		st := crashStorage(t, rec.fs, 2)
+		for _, c := range []struct {
+			id int64
+			sp bool
+		}{{1, true}, {2, false}, {3, false}} {
+			_, err := crashCheckpoint(st, c.id, c.sp, "x.sst")
+			must(t, err)
+		}
+		points := rec.run(t, st.DiscardAll)
+		checkCrashes(t, points, 2, func(t *testing.T, o observed) bool {
+			through, err := o.st.Discarded(context.Background())
+			must(t, err)
+			if through < 3 && o.md.CheckpointID != 3 {
+				t.Fatalf("the newest point is %d and the record says %d: checkpoint 3 is gone without a word", o.md.CheckpointID, through)
+			}
+			return through >= 3
+		})
+	}
+}
