@@ -60,6 +60,15 @@ type StorageOptions struct {
 	// Logf receives problems that do not fail an operation, such as a
 	// subsumed checkpoint that could not be removed. nil discards them.
 	Logf func(format string, args ...any)
+	// ReadOnly opens an existing job directory only to read it, as the
+	// processor's checkpoints commands do (possibly on a directory they may
+	// not write, or of a job that runs): opening creates nothing (no
+	// shared/), and no method creates, removes or renames anything. List,
+	// Latest, Load, Open and Discarded work as usual; Writer, Complete,
+	// Abort, DiscardAll, MarkCommitted, Adopt and Sweep fail naming the
+	// directory. Opening fails, naming it, when the job directory does not
+	// exist.
+	ReadOnly bool
 }
 
 // NewFileStorage returns the storage of job's checkpoints under dir:
@@ -248,7 +257,19 @@ func newDirStorage(fsys vfs.FS, dir, job string, opts StorageOptions) (*dirStora
 		completed: map[int64]*Metadata{}, refs: map[string]int{},
 		sharedRefs: map[string]FileRef{}, pending: map[int64]*inflight{}, aborted: map[int64]bool{},
 	}
-	if err := s.fs.mkdirs(filepath.Join(s.root, sharedDir)); err != nil {
+	if opts.ReadOnly {
+		// Every mutating call of the filesystem fails, whichever path of
+		// the storage it comes from: the methods refuse up front, this
+		// makes sure nothing slips through.
+		s.fs = storageFS{readOnlyFS{FS: fsys, root: s.root}}
+		fi, err := fsys.Stat(s.root)
+		if err != nil {
+			return nil, fmt.Errorf("storage %s (read-only): %w", s.root, err)
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("storage %s (read-only): not a directory", s.root)
+		}
+	} else if err := s.fs.mkdirs(filepath.Join(s.root, sharedDir)); err != nil {
 		return nil, fmt.Errorf("storage %s: %w", s.root, err)
 	}
 	names, err := s.fs.list(s.root)
@@ -267,6 +288,15 @@ func newDirStorage(fsys vfs.FS, dir, job string, opts StorageOptions) (*dirStora
 		s.addCompletedLocked(id, md)
 	}
 	return s, nil
+}
+
+// readOnly refuses a writing method of a read-only storage, naming the
+// directory and what was asked; nil when the storage may write.
+func (s *dirStorage) readOnly(what string) error {
+	if !s.opts.ReadOnly {
+		return nil
+	}
+	return fmt.Errorf("storage %s: %s: %w", s.root, what, errReadOnly)
 }
 
 func (s *dirStorage) logf(format string, args ...any) {
@@ -348,6 +378,9 @@ func mapRefs(md *Metadata, fn func(FileRef) (FileRef, error)) error {
 // at the barrier): the subtask's directory is created with its first
 // private file.
 func (s *dirStorage) Writer(checkpointID int64, operatorUID string, subtask int) (SnapshotWriter, error) {
+	if err := s.readOnly(fmt.Sprintf("writer for checkpoint %d", checkpointID)); err != nil {
+		return nil, err
+	}
 	if operatorUID == "" {
 		return nil, fmt.Errorf("storage %s: checkpoint %d: empty operator uid", s.root, checkpointID)
 	}
@@ -713,6 +746,9 @@ func (s *dirStorage) Complete(ctx context.Context, md *Metadata) error {
 	if md == nil {
 		return errors.New("storage: complete: nil metadata")
 	}
+	if err := s.readOnly(fmt.Sprintf("complete checkpoint %d", md.CheckpointID)); err != nil {
+		return err
+	}
 	if md.Job != "" && md.Job != s.job {
 		return fmt.Errorf("storage %s: complete checkpoint %d of job %q", s.root, md.CheckpointID, md.Job)
 	}
@@ -1030,6 +1066,9 @@ func (s *dirStorage) pendingUsesLocked(rel string) bool {
 // Abort implements Storage. Writers of the checkpoint still running fail
 // from then on, and what they finish is removed (see inflight).
 func (s *dirStorage) Abort(checkpointID int64) error {
+	if err := s.readOnly(fmt.Sprintf("abort checkpoint %d", checkpointID)); err != nil {
+		return err
+	}
 	for {
 		s.mu.Lock()
 		inf := s.pending[checkpointID]
@@ -1323,6 +1362,9 @@ func (v *verifyingReader) Close() error { return v.rc.Close() }
 // removed: a crash in between leaves the record and some checkpoints,
 // which is safe (a restore of the newest one left is exact).
 func (s *dirStorage) DiscardAll() error {
+	if err := s.readOnly("discard"); err != nil {
+		return err
+	}
 	s.completeMu.Lock()
 	defer s.completeMu.Unlock()
 	s.mu.Lock()
@@ -1460,6 +1502,9 @@ func (s *dirStorage) MarkCommitted(ctx context.Context, checkpointID int64) erro
 	fail := func(err error) error {
 		return fmt.Errorf("storage %s: mark checkpoint %d committed: %w", s.root, checkpointID, err)
 	}
+	if err := s.readOnly(fmt.Sprintf("mark checkpoint %d committed", checkpointID)); err != nil {
+		return err
+	}
 	if err := ctx.Err(); err != nil {
 		return fail(err)
 	}
@@ -1557,6 +1602,9 @@ func cloneHandle(h *Handle) *Handle {
 func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Metadata, error) {
 	if md == nil {
 		return nil, fmt.Errorf("storage %s: adopt: nil metadata", s.root)
+	}
+	if err := s.readOnly(fmt.Sprintf("adopt %s as checkpoint %d", md.Path, newID)); err != nil {
+		return nil, err
 	}
 	fail := func(err error) (*Metadata, error) {
 		return nil, fmt.Errorf("storage %s: adopt %s as checkpoint %d: %w", s.root, md.Path, newID, err)

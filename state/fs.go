@@ -3,7 +3,9 @@ package state
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"os"
 	"sort"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -115,3 +117,39 @@ func (f storageFS) syncDirs(dirs []string) error {
 	}
 	return nil
 }
+
+// errReadOnly is wrapped by every refusal of a read-only storage
+// (StorageOptions.ReadOnly).
+var errReadOnly = errors.New("the storage is open read-only")
+
+// readOnlyFS is the filesystem of a read-only storage: reads pass, every
+// call that would create, remove, rename, lock or open for writing fails
+// naming the path, so that no code path of the storage can change the
+// directory it only reads.
+type readOnlyFS struct {
+	vfs.FS
+	root string
+}
+
+func (f readOnlyFS) refuse(op, name string) error {
+	return fmt.Errorf("storage %s: %s %s: %w", f.root, op, name, errReadOnly)
+}
+
+func (f readOnlyFS) Create(name string, _ vfs.DiskWriteCategory) (vfs.File, error) {
+	return nil, f.refuse("create", name)
+}
+func (f readOnlyFS) Link(oldname, _ string) error { return f.refuse("link", oldname) }
+func (f readOnlyFS) OpenReadWrite(name string, _ vfs.DiskWriteCategory, _ ...vfs.OpenOption) (vfs.File, error) {
+	return nil, f.refuse("open for writing", name)
+}
+func (f readOnlyFS) Remove(name string) error       { return f.refuse("remove", name) }
+func (f readOnlyFS) RemoveAll(name string) error    { return f.refuse("remove", name) }
+func (f readOnlyFS) Rename(oldname, _ string) error { return f.refuse("rename", oldname) }
+func (f readOnlyFS) ReuseForWrite(oldname, _ string, _ vfs.DiskWriteCategory) (vfs.File, error) {
+	return nil, f.refuse("reuse", oldname)
+}
+func (f readOnlyFS) MkdirAll(dir string, _ os.FileMode) error {
+	return f.refuse("create directory", dir)
+}
+func (f readOnlyFS) Lock(name string) (io.Closer, error) { return nil, f.refuse("lock", name) }
+func (f readOnlyFS) Unwrap() vfs.FS                      { return f.FS }

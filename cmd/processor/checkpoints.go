@@ -59,7 +59,7 @@ STATUS is one of:
 			return w.Flush()
 		},
 	})
-	cmd.AddCommand(&cobra.Command{
+	inspect := &cobra.Command{
 		Use:   "inspect PATH",
 		Short: "Verify a checkpoint or savepoint (chk-<n> or savepoint-<id> directory) and print its metadata",
 		Args:  cobra.ExactArgs(1),
@@ -113,8 +113,9 @@ STATUS is one of:
 			}
 			return nil
 		},
-	})
-	cmd.Commands()[1].Flags().Bool("json", false, "also print the whole metadata as JSON")
+	}
+	inspect.Flags().Bool("json", false, "also print the whole metadata as JSON")
+	cmd.AddCommand(inspect)
 	return cmd
 }
 
@@ -154,8 +155,9 @@ func checkpointStatus(ctx context.Context, st state.Storage, jobDir string, in s
 }
 
 // jobStorage opens the storage of the job whose checkpoint directory is
-// dir (<checkpoint.dir>/<job.name>), which must exist: these commands only
-// read.
+// dir (<checkpoint.dir>/<job.name>), which must exist, read-only: these
+// commands create, remove and rename nothing, so they work on a directory
+// they may not write and beside a running job.
 func jobStorage(dir string) (state.Storage, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -166,7 +168,7 @@ func jobStorage(dir string) (state.Storage, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("checkpoint directory %s is not a directory", abs)
 	}
-	return state.NewFileStorage(filepath.Dir(abs), filepath.Base(abs), state.StorageOptions{Retained: 1 << 30})
+	return state.NewFileStorage(filepath.Dir(abs), filepath.Base(abs), state.StorageOptions{ReadOnly: true})
 }
 
 // loadCheckpoint verifies and loads the checkpoint or savepoint at path (its

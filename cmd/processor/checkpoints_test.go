@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -155,6 +156,121 @@ func TestCheckpointsInspectShowsCommittedAndAdopted(t *testing.T) {
 	for _, want := range []string{"checkpoint 2 of job job", "committed:", "restored from " + sp.Path} {
 		if !strings.Contains(out, want) {
 			t.Errorf("inspect output does not say %q:\n%s", want, out)
+		}
+	}
+}
+
+// treeSnapshot lists every file and directory under root with its mode,
+// size and modification time: equal snapshots mean nothing was created,
+// removed, renamed or written (whatever the user, root included).
+func treeSnapshot(t *testing.T, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		out[p] = fmt.Sprintf("%v %d %d", fi.Mode(), fi.Size(), fi.ModTime().UnixNano())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// chmodTree makes every directory under root mode dirs and every file mode
+// files.
+func chmodTree(t *testing.T, root string, dirs, files os.FileMode) {
+	t.Helper()
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return os.Chmod(p, dirs)
+		}
+		return os.Chmod(p, files)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// processor checkpoints list and inspect only read: on a job directory
+// without shared/, made read-only, they list and inspect every checkpoint
+// and leave every file and directory as it was (compared by mode, size and
+// mtime as well, since a test run as root writes through chmod 0555).
+func TestCheckpointsListAndInspectDoNotWrite(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := state.NewFileStorage(dir, "job", state.StorageOptions{Retained: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	storeCheckpoint(t, st, 1, false)
+	storeCheckpoint(t, st, 2, true)
+	storeCheckpoint(t, st, 3, false)
+	// An incomplete checkpoint and a savepoint whose completion failed.
+	w, err := st.Writer(4, "op", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := w.Create("state", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("half"))
+	if _, err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	jobDir := filepath.Join(dir, "job")
+	if err := os.MkdirAll(filepath.Join(jobDir, "savepoint-5", "op-op", "0"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A job directory copied without its empty shared/ (or from an older
+	// layout): opening the storage must not create it.
+	if err := os.Remove(filepath.Join(jobDir, "shared")); err != nil {
+		t.Fatal(err)
+	}
+	chmodTree(t, jobDir, 0o555, 0o444)
+	t.Cleanup(func() { chmodTree(t, jobDir, 0o755, 0o644) })
+	before := treeSnapshot(t, dir)
+
+	run := func(args ...string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		if code := execute(ctx, newRoot(), args, &stdout, &stderr); code != 0 {
+			t.Fatalf("%s: exit %d: %s", strings.Join(args, " "), code, stderr.String())
+		}
+		return stdout.String()
+	}
+	out := run("checkpoints", "list", jobDir)
+	for _, want := range []string{"chk-1", "savepoint-2", "chk-3", "chk-4", "savepoint-5"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("list does not show %s:\n%s", want, out)
+		}
+	}
+	for _, p := range []string{"chk-1", "savepoint-2", filepath.Join("chk-3", "_metadata")} {
+		run("checkpoints", "inspect", filepath.Join(jobDir, p))
+		run("checkpoints", "inspect", "--json", filepath.Join(jobDir, p))
+	}
+
+	after := treeSnapshot(t, dir)
+	for p, was := range before {
+		if now, ok := after[p]; !ok {
+			t.Errorf("%s was removed", p)
+		} else if now != was {
+			t.Errorf("%s changed: %s, now %s", p, was, now)
+		}
+	}
+	for p := range after {
+		if _, ok := before[p]; !ok {
+			t.Errorf("%s was created", p)
 		}
 	}
 }
