@@ -121,6 +121,19 @@ type Checkpoint struct {
 	TolerableFailures int           `mapstructure:"tolerable_failures"`
 	// Retain is how many completed checkpoints are kept.
 	Retain int `mapstructure:"retain"`
+	// RetainSavepoints is how many savepoints are kept in the job's
+	// checkpoint directory: once a savepoint completed, the oldest beyond
+	// this many are removed, never the job's newest restore point (see
+	// state.PruneSavepoints). 0 keeps every one, as Flink does.
+	//
+	// Default 10, not Flink's "forever": a Flink savepoint goes to a
+	// directory its user chose, a onceflow savepoint into the job's own
+	// checkpoint directory, and anyone allowed to POST /api/v1/savepoint
+	// can take one, so without a bound the disk fills. Ten full copies of
+	// the state are enough to roll back across several deployments; a
+	// savepoint to keep for good is copied out of the directory (it is
+	// self-contained: --from restores the copy).
+	RetainSavepoints int `mapstructure:"retain_savepoints"`
 	// OnCancel: retain or delete.
 	OnCancel string `mapstructure:"on_cancel"`
 	Dir      string `mapstructure:"dir"`

@@ -35,7 +35,7 @@ func Default() Config {
 		Source: Source{Start: "earliest", Isolation: "read_committed", DiscoveryInterval: 30 * time.Second, OnDecodeError: "fail"},
 		Sink:   Sink{Delivery: "exactly_once", TransactionTimeout: 15 * time.Minute},
 		Checkpoint: Checkpoint{Interval: time.Second, Mode: "exactly_once", Timeout: time.Minute, MaxConcurrent: 1,
-			Retain: 3, OnCancel: "retain", Dir: "./data/checkpoints"},
+			Retain: 3, RetainSavepoints: 10, OnCancel: "retain", Dir: "./data/checkpoints"},
 		State: State{Backend: "pebble", Dir: "./data/state", Incremental: true},
 		Restart: Restart{Strategy: "exponential-delay", Attempts: 3, Delay: time.Second, MaxFailures: 3, Interval: time.Minute,
 			InitialBackoff: time.Second, MaxBackoff: time.Minute, Multiplier: 2, ResetAfter: 10 * time.Minute, Jitter: 0.1},
@@ -384,6 +384,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Checkpoint.Retain < 1 {
 		bad("checkpoint.retain", "%d; at least 1 checkpoint must be kept", c.Checkpoint.Retain)
+	}
+	if c.Checkpoint.RetainSavepoints < 0 {
+		bad("checkpoint.retain_savepoints", "%d; 0 keeps every savepoint, N > 0 the newest N", c.Checkpoint.RetainSavepoints)
 	}
 	oneOf("checkpoint.on_cancel", c.Checkpoint.OnCancel, "retain", "delete")
 	required("checkpoint.dir", c.Checkpoint.Dir)

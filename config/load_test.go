@@ -83,6 +83,7 @@ func TestBadInputNamesTheKey(t *testing.T) {
 		{name: "bad broker", file: valid, env: []string{"ONCEFLOW_KAFKA_BROKERS=localhost"}, want: []string{"kafka.brokers", "host:port"}},
 		{name: "token with a space", file: valid, env: []string{"ONCEFLOW_HTTP_TOKEN=two words"}, want: []string{"http.token", "printable ASCII"}},
 		{name: "allowed host with a port", file: valid, set: []string{"http.allowed_hosts=processor:8081"}, want: []string{"http.allowed_hosts", `"processor:8081"`}},
+		{name: "negative savepoint bound", file: valid, env: []string{"ONCEFLOW_CHECKPOINT_RETAIN_SAVEPOINTS=-1"}, want: []string{"checkpoint.retain_savepoints", "-1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(Sources{File: writeFile(t, tc.file), Env: append([]string{}, tc.env...), Set: tc.set})
@@ -228,5 +229,22 @@ func TestOutageToleranceFitsTheFailedCheckpoints(t *testing.T) {
 	d := Default()
 	if err := d.Validate(); err == nil || strings.Contains(err.Error(), "outage_tolerance") {
 		t.Fatalf("the defaults' outage tolerance is refused: %v", err)
+	}
+}
+
+// checkpoint.retain_savepoints bounds the savepoints by default (10); 0
+// keeps every one.
+func TestRetainSavepoints(t *testing.T) {
+	for _, tc := range []struct {
+		env  []string
+		want int
+	}{{nil, 10}, {[]string{"ONCEFLOW_CHECKPOINT_RETAIN_SAVEPOINTS=0"}, 0}, {[]string{"ONCEFLOW_CHECKPOINT_RETAIN_SAVEPOINTS=2"}, 2}} {
+		cfg, err := Load(Sources{File: writeFile(t, valid), Env: append([]string{}, tc.env...)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Checkpoint.RetainSavepoints != tc.want {
+			t.Errorf("with %v checkpoint.retain_savepoints = %d, want %d", tc.env, cfg.Checkpoint.RetainSavepoints, tc.want)
+		}
 	}
 }

@@ -396,6 +396,16 @@ func (c *coordinator) complete(p *pendingCheckpoint) error {
 		st.interrupt()
 	}
 	c.log.Debug("checkpoint complete", "checkpoint", p.id, "duration", done.Sub(p.triggered), "bytes", size)
+	if keep := c.j.opts.Checkpoint.RetainSavepoints; p.savepoint && keep > 0 {
+		// Before the answer: whoever asked finds the bound kept.
+		res, err := state.PruneSavepoints(c.ctx, c.storage, state.PruneOptions{Keep: keep})
+		for _, r := range res.Removed {
+			c.log.Info("removed an old savepoint beyond the retained count", "savepoint", r.ID, "path", r.Path, "retain_savepoints", keep)
+		}
+		if err != nil {
+			c.log.Warn("removing old savepoints beyond the retained count failed; they stay on disk", "retain_savepoints", keep, "err", err)
+		}
+	}
 	if p.req != nil && !p.stop {
 		p.req.done <- savepointResult{path: md.Path}
 	}

@@ -48,6 +48,12 @@ type CheckpointOptions struct {
 	// DeleteOnCancel removes the job's checkpoints when it is cancelled
 	// (Flink's DELETE_ON_CANCELLATION); otherwise they are retained.
 	DeleteOnCancel bool
+	// RetainSavepoints bounds the savepoints kept in the storage: once a
+	// savepoint completed, the oldest complete ones beyond this many are
+	// removed (state.PruneSavepoints: never the job's newest restore
+	// point), each logged; a failure to remove is logged and fails
+	// nothing. 0 keeps every savepoint, as Flink does.
+	RetainSavepoints int
 }
 
 // Options configure a Job.

@@ -374,7 +374,7 @@ func engineOptions(cfg *config.Config, env Env, log *slog.Logger) (engine.Option
 		Checkpoint: engine.CheckpointOptions{
 			Interval: ck.Interval, Mode: mode, Timeout: ck.Timeout, MinPause: ck.MinPause,
 			MaxConcurrent: ck.MaxConcurrent, TolerableFailures: ck.TolerableFailures,
-			DeleteOnCancel: ck.OnCancel == "delete",
+			DeleteOnCancel: ck.OnCancel == "delete", RetainSavepoints: ck.RetainSavepoints,
 		},
 		Restart:               restart,
 		Storage:               storage,

@@ -425,7 +425,7 @@ func TestEngineOptionsFromConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := engine.CheckpointOptions{Interval: 20 * time.Millisecond, Mode: engine.AtLeastOnce, Timeout: 10 * time.Second,
-		MinPause: 5 * time.Millisecond, MaxConcurrent: 3, TolerableFailures: 2, DeleteOnCancel: true}
+		MinPause: 5 * time.Millisecond, MaxConcurrent: 3, TolerableFailures: 2, DeleteOnCancel: true, RetainSavepoints: 10}
 	if o.Checkpoint != want {
 		t.Fatalf("checkpoint options %+v, want %+v", o.Checkpoint, want)
 	}
