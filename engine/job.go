@@ -214,6 +214,7 @@ func (j *Job) Run(ctx context.Context) error {
 		return errors.New("engine: the job has no operator")
 	}
 	log := j.opts.Logger.With("job", j.name)
+	j.sweep(ctx, log)
 	restoreFrom := j.opts.RestoreFrom
 	for attempt := 0; ; attempt++ {
 		md, newer, err := j.restorePoint(ctx, restoreFrom, log)
@@ -258,6 +259,29 @@ func (j *Job) Run(ctx context.Context) error {
 			return ctx.Err()
 		case <-j.opts.Clock.After(delay):
 		}
+	}
+}
+
+// sweep removes, once before the first attempt, the checkpoint and
+// savepoint directories without _metadata that an earlier run left
+// (Storage.Sweep): a crash mid-checkpoint, a savepoint whose completion
+// failed or was cut short. Each is logged once at Info naming its path;
+// without the sweep they were warned about at every start, and an
+// incomplete savepoint stayed forever. It runs here because nothing of the
+// job is in flight before its first attempt (in the processor the job
+// lock keeps every other process off the directory), never while a
+// checkpoint or savepoint of this job is being written. New checkpoint ids
+// stay above the removed ones. A failure to remove is only disk space:
+// logged, the job goes on (Latest skips what is left as before).
+func (j *Job) sweep(ctx context.Context, log *slog.Logger) {
+	removed, err := j.opts.Storage.Sweep(ctx)
+	for _, in := range removed {
+		j.nextID = max(j.nextID, in.ID+1)
+		log.Info("removed an incomplete checkpoint an earlier run left (no _metadata: it never completed)",
+			"path", in.Path, "checkpoint", in.ID, "savepoint", in.Savepoint)
+	}
+	if err != nil && ctx.Err() == nil {
+		log.Warn("removing incomplete checkpoints an earlier run left", "err", err)
 	}
 }
 

@@ -1287,6 +1287,54 @@ func (s *dirStorage) List(ctx context.Context) ([]CheckpointInfo, error) {
 	return infos, ctx.Err()
 }
 
+// Sweep implements Storage. It holds completeMu (no Complete or Adopt
+// runs meanwhile) and mu (no writer registers a checkpoint in flight).
+func (s *dirStorage) Sweep(ctx context.Context) ([]CheckpointInfo, error) {
+	if err := s.readOnly("sweep incomplete checkpoints"); err != nil {
+		return nil, err
+	}
+	s.completeMu.Lock()
+	defer s.completeMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cands, err := s.checkpointDirs()
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(cands, func(i, j int) bool { return cands[i].id < cands[j].id })
+	var removed []CheckpointInfo
+	var errs []error
+	for _, c := range cands {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		if s.pending[c.id] != nil {
+			continue // being written by this job
+		}
+		dir := filepath.Join(s.root, c.name)
+		meta := filepath.Join(dir, metadataFile)
+		if _, err := s.fs.Stat(meta); !errors.Is(err, fs.ErrNotExist) {
+			continue // complete, damaged, or unknown: not ours to judge
+		}
+		if err := s.fs.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("remove incomplete %s: %w", dir, err))
+			continue
+		}
+		removed = append(removed, CheckpointInfo{ID: c.id, Savepoint: c.savepoint, Path: dir,
+			Err: fmt.Errorf("checkpoint %s is incomplete: no %s", dir, metadataFile)})
+	}
+	if len(removed) > 0 {
+		if err := s.fs.syncDir(s.root); err != nil {
+			errs = append(errs, fmt.Errorf("sync %s after removing incomplete checkpoints: %w", s.root, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return removed, fmt.Errorf("storage %s: sweep: %w", s.root, err)
+	}
+	return removed, nil
+}
+
 func (s *dirStorage) resolve(rel string) (string, error) {
 	if filepath.IsAbs(rel) {
 		return filepath.Clean(rel), nil
@@ -1490,6 +1538,7 @@ func (f *failedStorage) Open(FileRef) (io.ReadCloser, error)             { retur
 func (f *failedStorage) DiscardAll() error                               { return f.err }
 func (f *failedStorage) Discarded(context.Context) (int64, error)        { return 0, f.err }
 func (f *failedStorage) MarkCommitted(context.Context, int64) error      { return f.err }
+func (f *failedStorage) Sweep(context.Context) ([]CheckpointInfo, error) { return nil, f.err }
 func (f *failedStorage) Adopt(context.Context, *Metadata, int64) (*Metadata, error) {
 	return nil, f.err
 }

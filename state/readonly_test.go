@@ -117,6 +117,7 @@ func TestReadOnlyStorageNeverWrites(t *testing.T) {
 	refusals["DiscardAll"] = ro.DiscardAll()
 	refusals["MarkCommitted"] = ro.MarkCommitted(ctx, 3)
 	_, refusals["Adopt"] = ro.Adopt(ctx, md, 8)
+	_, refusals["Sweep"] = ro.Sweep(ctx)
 	for name, err := range refusals {
 		if !errors.Is(err, errReadOnly) || !strings.Contains(err.Error(), "/data/job") {
 			t.Errorf("%s on a read-only storage: %v, want a refusal naming /data/job", name, err)

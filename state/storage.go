@@ -159,6 +159,21 @@ type Storage interface {
 	// the committed marker. Until Adopt returns nil the job's lineage is
 	// unchanged. It returns the new checkpoint's metadata (Path set).
 	Adopt(ctx context.Context, md *Metadata, newID int64) (*Metadata, error)
+	// Sweep removes what a crash or a failed completion left behind: every
+	// chk-<n> and savepoint-<id> directory without _metadata (a checkpoint
+	// that never completed, a savepoint whose completion failed or was cut
+	// short, a removal that was). A directory whose _metadata exists,
+	// intact or damaged, is never touched, so a power loss during Sweep
+	// cannot harm a complete checkpoint; the removals are durable when it
+	// returns. It is meant for the job's start, when nothing of the job is
+	// in flight: a checkpoint or savepoint being written has no _metadata
+	// yet, so Sweep leaves alone the ids this storage has in flight and
+	// keeps new ones from starting meanwhile, but it cannot see another
+	// process's, and the caller must own the job directory (the
+	// processor's job lock does). It returns what it removed, oldest
+	// first, with Err saying why each was incomplete; an error names what
+	// it could not remove, after removing what it could.
+	Sweep(ctx context.Context) ([]CheckpointInfo, error)
 }
 
 // SnapshotWriter creates the files of one subtask's snapshot.
