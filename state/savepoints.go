@@ -205,7 +205,8 @@ func ListSavepoints(ctx context.Context, st Storage) ([]SavepointInfo, error) {
 // DiscardAll take), so it may run while the job does. A removal that fails
 // ends the prune with an error naming the savepoint; what was removed
 // before it is in the result. A keep below 1 is an error, and so is a
-// storage that is not this package's. st is a storage of this package.
+// storage that is not this package's or open read-only (StorageOptions.
+// ReadOnly: only a DryRun reads one).
 func PruneSavepoints(ctx context.Context, st Storage, opts PruneOptions) (PruneResult, error) {
 	var res PruneResult
 	s, ok := st.(*dirStorage)
@@ -214,6 +215,11 @@ func PruneSavepoints(ctx context.Context, st Storage, opts PruneOptions) (PruneR
 	}
 	if opts.Keep < 1 {
 		return res, fmt.Errorf("storage %s: prune savepoints: keep %d: at least 1 savepoint must be kept (the newest may be the job's restore point)", s.root, opts.Keep)
+	}
+	if !opts.DryRun {
+		if err := s.readOnly("prune savepoints"); err != nil {
+			return res, err
+		}
 	}
 	s.completeMu.Lock()
 	defer s.completeMu.Unlock()

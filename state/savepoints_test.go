@@ -206,6 +206,26 @@ func TestPruneSavepointsRefusals(t *testing.T) {
 	wantErrContains(t, err, "failedStorage")
 	_, err = ListSavepoints(ctx, &failedStorage{})
 	wantErrContains(t, err, "failedStorage")
+
+	// A read-only storage lists and dry-runs, and refuses to remove.
+	dir := t.TempDir()
+	rw, err := NewFileStorage(dir, "job", StorageOptions{})
+	must(t, err)
+	writeSavepoint(t, rw, 1)
+	writeSavepoint(t, rw, 2)
+	ro, err := NewFileStorage(dir, "job", StorageOptions{ReadOnly: true})
+	must(t, err)
+	if list, err := ListSavepoints(ctx, ro); err != nil || len(list) != 2 {
+		t.Fatalf("read-only list: %+v %v", list, err)
+	}
+	if res, err := PruneSavepoints(ctx, ro, PruneOptions{Keep: 1, DryRun: true, Verify: true}); err != nil || len(res.Removed) != 1 {
+		t.Fatalf("read-only dry run: %+v %v", res, err)
+	}
+	_, err = PruneSavepoints(ctx, ro, PruneOptions{Keep: 1})
+	wantErrContains(t, err, "prune savepoints", "read-only")
+	if got := savepointDirs(t, dir); len(got) != 2 {
+		t.Fatalf("a read-only storage removed savepoints: %v left", got)
+	}
 }
 
 // Pruning runs while checkpoints and savepoints complete (as it does

@@ -9,6 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -422,5 +425,84 @@ func TestAPIStopOutlastsTheWriteTimeout(t *testing.T) {
 	}
 	if code := r.wait(20 * time.Second); code != 0 {
 		t.Fatalf("exit %d:\n%s", code, r.stderr.String())
+	}
+}
+
+// savepointDirsOf lists the savepoint directories of the memwc job under
+// the checkpoint directory of jobConfig(t, dir, ...).
+func savepointDirsOf(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(dir, "checkpoints", "memwc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "savepoint-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// Repeated POST /api/v1/savepoint cannot fill the disk: by default
+// (checkpoint.retain_savepoints 10) the job keeps its ten newest
+// savepoints and removes older ones as each new one completes, before it
+// answers. Every savepoint answered is whole, the one a stop answers is
+// the job's newest restore point, and a plain run resumes from it.
+// (Every savepoint stayed: twelve POSTs left twelve directories.)
+func TestRepeatedSavepointsKeepTheBound(t *testing.T) {
+	dir := t.TempDir()
+	cfg := jobConfig(t, dir, "")
+	m := newMemJob(100000, time.Millisecond)
+	r := startRun(t, m, nil, "--config", cfg)
+	addr := r.addr()
+	base := "http://" + addr
+	waitCheckpoints(t, addr, 1)
+	for i := 1; i <= 12; i++ {
+		code, _, body := call(t, http.MethodPost, base+"/api/v1/savepoint", nil)
+		var sp savepointBody
+		if code != http.StatusOK || json.Unmarshal([]byte(body), &sp) != nil {
+			t.Fatalf("POST savepoint %d: %d %s", i, code, body)
+		}
+		if _, err := loadCheckpoint(context.Background(), sp.Path); err != nil {
+			t.Fatalf("savepoint %d answered as %s: %v", i, sp.Path, err)
+		}
+		if on := savepointDirsOf(t, dir); len(on) > 10 {
+			t.Fatalf("after %d savepoints %d are on disk, want at most 10: %v", i, len(on), on)
+		}
+	}
+	if n := strings.Count(r.stderr.String(), "removed an old savepoint beyond the retained count"); n != 2 {
+		t.Fatalf("%d removals logged, want 2:\n%s", n, r.stderr.String())
+	}
+	code, _, body := call(t, http.MethodPost, base+"/api/v1/stop", nil)
+	var stop savepointBody
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &stop) != nil {
+		t.Fatalf("POST stop: %d %s", code, body)
+	}
+	if code := r.wait(20 * time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, r.stderr.String())
+	}
+	if on := savepointDirsOf(t, dir); len(on) != 10 || !slices.Contains(on, filepath.Base(stop.Path)) {
+		t.Fatalf("after the stop: %v on disk, want 10 with %s", on, stop.Path)
+	}
+	var out, errOut logbuf.Buffer
+	if code := execute(context.Background(), newRoot(), []string{"savepoints", "list", filepath.Join(dir, "checkpoints", "memwc")}, &out, &errOut); code != 0 {
+		t.Fatalf("savepoints list: exit %d: %s", code, errOut.String())
+	}
+	var restoreLine string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.Contains(l, "newest restore point") {
+			restoreLine = l
+		}
+	}
+	if !strings.Contains(restoreLine, stop.Path) {
+		t.Fatalf("savepoints list does not name %s as the newest restore point:\n%s", stop.Path, out.String())
+	}
+
+	r2 := startRun(t, m, nil, "--config", cfg)
+	waitCheckpoints(t, r2.addr(), 1)
+	if !strings.Contains(r2.stderr.String(), "path="+stop.Path) {
+		t.Fatalf("the next run did not resume from %s:\n%s", stop.Path, r2.stderr.String())
 	}
 }

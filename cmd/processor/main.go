@@ -74,7 +74,7 @@ func newRootDeps(d deps) *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(d), newSavepointCmd(d), newStopCmd(d), newVersionCmd(), newCheckpointsCmd(), newTransactionsCmd())
+	root.AddCommand(newRunCmd(d), newSavepointCmd(d), newStopCmd(d), newVersionCmd(), newCheckpointsCmd(), newSavepointsCmd(), newTransactionsCmd())
 	markArgErrors(root)
 	return root
 }

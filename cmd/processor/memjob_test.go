@@ -259,7 +259,8 @@ func (m *memJob) build(_ context.Context, cfg *config.Config, env jobs.Env) (*jo
 	restart := engine.NoRestart()
 	j := engine.NewJob(cfg.Job.Name, engine.Options{
 		Checkpoint: engine.CheckpointOptions{Interval: cfg.Checkpoint.Interval, Timeout: cfg.Checkpoint.Timeout,
-			MaxConcurrent: cfg.Checkpoint.MaxConcurrent, DeleteOnCancel: cfg.Checkpoint.OnCancel == "delete"},
+			MaxConcurrent: cfg.Checkpoint.MaxConcurrent, DeleteOnCancel: cfg.Checkpoint.OnCancel == "delete",
+			RetainSavepoints: cfg.Checkpoint.RetainSavepoints},
 		Restart:               restart,
 		Storage:               storage,
 		MaxParallelism:        cfg.Job.MaxParallelism,

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/onceflow/onceflow/internal/joblock"
+	"github.com/onceflow/onceflow/state"
+)
+
+// newSavepointsCmd is processor savepoints list|prune: the savepoints a
+// job keeps in its checkpoint directory, and the operator's way to remove
+// old ones (a running job removes those beyond
+// checkpoint.retain_savepoints itself, after each savepoint).
+func newSavepointsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "savepoints",
+		Short: "List a job's savepoints, or remove the oldest beyond a count",
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list DIR",
+		Short: "List the savepoints in a job's checkpoint directory (<checkpoint.dir>/<job.name>), oldest first",
+		Long: `List the savepoints in a job's checkpoint directory
+(<checkpoint.dir>/<job.name>), oldest first, from their metadata: when each
+was taken, the size of its state, and which one is the job's newest restore
+point (a plain run resumes from it). It writes nothing and may run while
+the job does. processor checkpoints list also verifies every state file.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := jobStorage(args[0])
+			if err != nil {
+				return err
+			}
+			infos, err := state.ListSavepoints(cmd.Context(), st)
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tTAKEN\tSIZE\tPATH\tSTATUS")
+			for _, in := range infos {
+				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", in.ID, takenAt(in.Taken), sizeOf(in), in.Path, savepointStatus(in))
+			}
+			return w.Flush()
+		},
+	})
+	var keep int
+	var dryRun bool
+	prune := &cobra.Command{
+		Use:   "prune --keep N DIR",
+		Short: "Remove the oldest savepoints of a stopped job beyond the newest N",
+		Long: `Remove the oldest complete savepoints of a job's checkpoint directory
+(<checkpoint.dir>/<job.name>) beyond the newest N (--keep, at least 1).
+Never removed: the job's newest restore point (found as a restore would
+find it, every file of the newest candidates verified), a savepoint whose
+files a kept checkpoint names, and incomplete or damaged savepoints (they
+are listed: decide yourself). Each savepoint loses its _metadata first, so
+an interrupted prune leaves an incomplete savepoint, never a damaged one.
+
+The job must not run: prune takes the job's lock (<checkpoint.dir>/<job>.lock)
+and refuses while a processor holds it. A running job removes the savepoints
+beyond checkpoint.retain_savepoints itself after each savepoint. To keep a
+savepoint for good, copy its directory out of the checkpoint directory
+first: it is self-contained, and run --from restores the copy.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("keep") {
+				return usagef("savepoints prune: --keep N is required (how many of the newest savepoints stay)")
+			}
+			if keep < 1 {
+				return usagef("savepoints prune: --keep %d: at least 1 savepoint must stay (the newest may be the job's restore point)", keep)
+			}
+			return pruneSavepoints(cmd, args[0], keep, dryRun)
+		},
+	}
+	prune.Flags().IntVar(&keep, "keep", 0, "how many of the newest complete savepoints stay (at least 1)")
+	prune.Flags().BoolVar(&dryRun, "dry-run", false, "say what would be removed, remove nothing")
+	cmd.AddCommand(prune)
+	return cmd
+}
+
+// pruneSavepoints is savepoints prune on the job directory dir.
+func pruneSavepoints(cmd *cobra.Command, dir string, keep int, dryRun bool) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(abs); err != nil {
+		return fmt.Errorf("checkpoint directory: %w", err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("checkpoint directory %s is not a directory", abs)
+	}
+	if !dryRun {
+		// The job's own lock: no processor runs the job while savepoints
+		// go, nor starts until the prune ended.
+		lock, err := joblock.Acquire(joblock.Path(filepath.Dir(abs), filepath.Base(abs)))
+		if err != nil {
+			return fmt.Errorf("savepoints prune %s: %w", abs, err)
+		}
+		defer lock.Release()
+	}
+	// Read-only for a dry run, as the listing commands open it.
+	st, err := state.NewFileStorage(filepath.Dir(abs), filepath.Base(abs), state.StorageOptions{Retained: 1 << 30, ReadOnly: dryRun})
+	if err != nil {
+		return err
+	}
+	res, err := state.PruneSavepoints(cmd.Context(), st, state.PruneOptions{Keep: keep, Verify: true, DryRun: dryRun})
+	out := cmd.OutOrStdout()
+	verb := "removed"
+	if dryRun {
+		verb = "would remove"
+	}
+	var freed int64
+	for _, in := range res.Removed {
+		freed += in.Bytes
+		fmt.Fprintf(out, "%s %s (savepoint %d, taken %s, %s)\n", verb, in.Path, in.ID, takenAt(in.Taken), sizeOf(in))
+	}
+	for _, in := range res.Kept {
+		if in.Why != "" {
+			fmt.Fprintf(out, "kept %s beyond --keep %d: %s\n", in.Path, keep, in.Why)
+		}
+	}
+	for _, in := range res.Skipped {
+		fmt.Fprintf(out, "left %s alone: %s\n", in.Path, in.Why)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%s %d savepoint(s), %s; %d kept\n", verb, len(res.Removed), formatBytes(freed), len(res.Kept))
+	return nil
+}
+
+// savepointStatus is the STATUS of a listed savepoint.
+func savepointStatus(in state.SavepointInfo) string {
+	var s string
+	switch {
+	case in.Damaged:
+		s = "DAMAGED: " + strings.ReplaceAll(in.Err.Error(), "\n", "; ")
+	case !in.Complete:
+		s = "incomplete"
+	case in.Committed:
+		s = "complete, committed"
+	default:
+		s = "complete"
+	}
+	if in.RestorePoint {
+		s += " (the job's newest restore point)"
+	}
+	return s
+}
+
+func takenAt(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02T15:04:05Z")
+}
+
+func sizeOf(in state.SavepointInfo) string {
+	if !in.Complete {
+		return "-"
+	}
+	return formatBytes(in.Bytes)
+}
+
+// formatBytes is n in B, KiB, MiB, GiB or TiB, one decimal.
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, exp := float64(n)/unit, 0
+	for v >= unit && exp < 3 {
+		v /= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGT"[exp])
+}
