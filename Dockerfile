@@ -5,6 +5,12 @@
 #
 #   docker build -t onceflow/processor .
 #   docker run --rm onceflow/processor version
+#
+# The job API listens on all of the container's interfaces (0.0.0.0:8081),
+# and its POSTs stop, cancel and savepoint the job. Publish the port on
+# loopback only (-p 127.0.0.1:8081:8081) and give the API a token
+# (-e ONCEFLOW_HTTP_TOKEN=...: processor savepoint/stop send the same
+# variable, or --token); without one the processor warns at start.
 FROM golang:1.26 AS build
 WORKDIR /src
 # Modules first, so that a source change does not fetch them again.
