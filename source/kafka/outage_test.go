@@ -259,7 +259,7 @@ func TestFetchErrorsOfAnOutageAreCountedNotReturned(t *testing.T) {
 	r := &Reader{tracker: tr}
 	timeout := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("i/o timeout")} // from a listing of the client's, injected into the poll
 	for i := range 3 {
-		if err := r.take(fetchWith("in", 0, timeout)); err != nil {
+		if err := r.take(context.Background(), fetchWith("in", 0, timeout)); err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
 		clk.Advance(3 * time.Second)
@@ -267,24 +267,24 @@ func TestFetchErrorsOfAnOutageAreCountedNotReturned(t *testing.T) {
 	if st := tr.Status(); !st.Down || st.What != "kafka source: fetching in/0" || st.For != 9*time.Second {
 		t.Fatalf("status after 9s of fetch errors: %+v", st)
 	}
-	if err := r.take(fetchWith("in", 1, context.Canceled)); err != nil || len(r.buf) != 0 {
+	if err := r.take(context.Background(), fetchWith("in", 1, context.Canceled)); err != nil || len(r.buf) != 0 {
 		t.Fatalf("the poll's own cancellation: %v, %d records", err, len(r.buf))
 	}
 	clk.Advance(time.Second)
-	err := r.take(fetchWith("in", 0, timeout))
+	err := r.take(context.Background(), fetchWith("in", 0, timeout))
 	var oe *outage.Error
 	if !errors.As(err, &oe) || !strings.Contains(err.Error(), "kafka source: fetching in/0") || !strings.Contains(err.Error(), "kafka.outage_tolerance") {
 		t.Fatalf("a fetch error 10s into the outage: %v, want the outage error", err)
 	}
 
 	// Records end the outage; the next one starts a new bound.
-	if err := r.take(fetchWith("in", 0, nil, 7, 8)); err != nil || len(r.buf) != 2 {
+	if err := r.take(context.Background(), fetchWith("in", 0, nil, 7, 8)); err != nil || len(r.buf) != 2 {
 		t.Fatalf("records: %v, %d buffered", err, len(r.buf))
 	}
 	if st := tr.Status(); st.Down || st.Outages != 1 {
 		t.Fatalf("status after records: %+v", st)
 	}
-	if err := r.take(fetchWith("in", 0, timeout)); err != nil {
+	if err := r.take(context.Background(), fetchWith("in", 0, timeout)); err != nil {
 		t.Fatalf("a new outage failed at once: %v", err)
 	}
 	if n, m := logs.Count("does not answer"), logs.Count("answers again"); n != 2 || m != 1 {
@@ -292,8 +292,9 @@ func TestFetchErrorsOfAnOutageAreCountedNotReturned(t *testing.T) {
 	}
 
 	// What no wait can fix fails at once, even in an outage.
-	for _, e := range []error{&kgo.ErrDataLoss{Topic: "in", Partition: 1, ConsumedTo: 5}, kerr.TopicAuthorizationFailed, errors.New("invalid record batch")} {
-		err := r.take(fetchWith("in", 1, e))
+	// (A position out of the log is not among them: see offsets_test.go.)
+	for _, e := range []error{kerr.TopicAuthorizationFailed, errors.New("invalid record batch")} {
+		err := r.take(context.Background(), fetchWith("in", 1, e))
 		if !errors.Is(err, e) || !strings.Contains(err.Error(), "kafka source: fetching in/1") {
 			t.Fatalf("take(%v) = %v, want it at once, naming in/1", e, err)
 		}

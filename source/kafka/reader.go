@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -32,6 +33,46 @@ const (
 	// StartTimestamp reads from the first record at or after a time.
 	StartTimestamp StartPosition = "timestamp"
 )
+
+// OnOffsetOutOfRange says what a Reader does with a position its
+// partition's log no longer holds: a checkpointed or running offset below
+// the log start (retention or DeleteRecords removed records not yet
+// read), beyond the log end or past where the log diverged from what was
+// read (the log was truncated below it: an unclean leader election, a
+// cluster restored from a backup), or of a topic that was deleted and
+// recreated since. It is the job's source.on_offset_out_of_range.
+type OnOffsetOutOfRange string
+
+const (
+	// OutOfRangeFail fails the job without restart, in one error naming
+	// the topic, partition, offset and the log's range (and the topic's
+	// old and new ids): a restart would meet the same log. Nothing is
+	// skipped and nothing read twice; the operator decides.
+	OutOfRangeFail OnOffsetOutOfRange = "fail"
+	// OutOfRangeEarliest resumes at the log start: nothing the log holds
+	// now is skipped, at the cost of reading again what was read before
+	// (duplicates downstream). The jump is logged with the range read
+	// again, or skipped because it was deleted, and counted.
+	OutOfRangeEarliest OnOffsetOutOfRange = "earliest"
+	// OutOfRangeLatest resumes at the log end: nothing is read twice, at
+	// the cost of skipping whatever the log holds (loss). The jump is
+	// logged with the range skipped, and counted.
+	OutOfRangeLatest OnOffsetOutOfRange = "latest"
+)
+
+// DefaultOnOffsetOutOfRange is the policy of a Reader, and of a job,
+// that sets none.
+const DefaultOnOffsetOutOfRange = OutOfRangeFail
+
+// ParseOnOffsetOutOfRange checks a configured policy; the error quotes the
+// value and lists the choices.
+func ParseOnOffsetOutOfRange(s string) (OnOffsetOutOfRange, error) {
+	switch p := OnOffsetOutOfRange(s); p {
+	case OutOfRangeFail, OutOfRangeEarliest, OutOfRangeLatest:
+		return p, nil
+	}
+	return "", fmt.Errorf("%q is not one of fail, earliest, latest", s)
+}
 
 // ReaderOptions configure the Reader of one source subtask.
 type ReaderOptions struct {
@@ -61,6 +102,9 @@ type ReaderOptions struct {
 	Logger *slog.Logger
 	// Now is the clock for discovery; nil means time.Now.
 	Now func() time.Time
+	// OnOutOfRange is what happens to a position the log no longer holds
+	// (empty: DefaultOnOffsetOutOfRange).
+	OnOutOfRange OnOffsetOutOfRange
 	// Outage is the job's cluster-outage tracker: every call to the
 	// cluster rides out an outage for its tolerance (nil: a tracker of the
 	// Reader's own, with outage.DefaultTolerance).
@@ -84,6 +128,18 @@ type offsetEntry struct {
 	Partition
 	// Offset is the next offset to read.
 	Offset int64 `json:"offset"`
+	// TopicID is the id (base64) of the topic the offset is of, so that a
+	// topic deleted and recreated under the same name is told apart;
+	// empty in checkpoints written before ids were stored, and on
+	// clusters without topic ids.
+	TopicID string `json:"topic_id,omitempty"`
+	// LeaderEpoch is the leader epoch of the last record read before
+	// Offset, when known: a restore asks the partition's leader where that
+	// epoch ends in its log as it is now (OffsetForLeaderEpoch, KIP-320),
+	// which finds a log truncated below Offset even after new records grew
+	// it past Offset again. Absent in checkpoints written before epochs
+	// were stored, and after a jump.
+	LeaderEpoch *int32 `json:"leader_epoch,omitempty"`
 }
 
 // Owner returns the subtask that reads partition p of topic: partitions of
@@ -110,7 +166,15 @@ func Owner(topic string, partition int32, parallelism int) int {
 // outage, probes the cluster when it has heard nothing for a second. The
 // Kafka client itself keeps fetching through an outage.
 // None of this moves a position: only a record Next returns does. Errors
-// that no wait can fix (a missing topic, data loss) fail at once.
+// that no wait can fix (a missing topic) fail at once.
+//
+// Nor does the client move a position by itself: a position its log no
+// longer holds (below the log start, past where the log ends or diverged
+// from what was read, of a topic deleted and recreated since), found at
+// the restore or while reading, is refused or jumped as
+// ReaderOptions.OnOutOfRange says, never followed silently. Each snapshot
+// stores, with each partition's offset, the topic's id and the leader
+// epoch of the last record read, so that a restore can tell.
 //
 // A Reader belongs to the subtask's goroutine; none of its methods may be
 // called concurrently.
@@ -123,7 +187,17 @@ type Reader struct {
 	tracker     *outage.Tracker
 
 	// next is the next offset to read of every assigned partition.
-	next     map[Partition]int64
+	next map[Partition]int64
+	// epochs are the leader epochs of the last records read (see
+	// offsetEntry.LeaderEpoch); a partition missing here has none known.
+	epochs map[Partition]int32
+	// unread are the restored partitions still at their checkpointed
+	// offsets: nothing read from them and no jump yet. A position of
+	// theirs out of the log is the checkpoint's.
+	unread map[Partition]bool
+	// ids are the ids of the topics as the reader found them, stored in
+	// every snapshot; a topic missing here has no id (an old cluster).
+	ids      map[string]kadm.TopicID
 	assigned map[Partition]bool
 	buf      []*kgo.Record
 
@@ -142,6 +216,8 @@ type Reader struct {
 	// answered; probed is when it last probed, and probeFailing when its
 	// probes began to fail in the ongoing outage (zero while answered).
 	heard, probed, probeFailing time.Time
+	// resets counts the jumps OnOutOfRange made.
+	resets atomic.Int64
 	// commitFailing is set once a group commit failed, so that the
 	// warning is not repeated at every checkpoint until one succeeds.
 	commitFailing bool
@@ -168,6 +244,12 @@ func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOption
 	if opts.Start == StartCommitted && opts.Group == "" {
 		return nil, errors.New("kafka source: start position committed needs a consumer group")
 	}
+	if opts.OnOutOfRange == "" {
+		opts.OnOutOfRange = DefaultOnOffsetOutOfRange
+	}
+	if _, err := ParseOnOffsetOutOfRange(string(opts.OnOutOfRange)); err != nil {
+		return nil, fmt.Errorf("kafka source: on_offset_out_of_range: %w", err)
+	}
 	if opts.DiscoveryInterval == 0 {
 		opts.DiscoveryInterval = 30 * time.Second
 	}
@@ -185,16 +267,20 @@ func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOption
 		opts.Outage = tr
 	}
 	r := &Reader{opts: opts, subtask: subtask, parallelism: parallelism, tracker: opts.Outage,
-		next: map[Partition]int64{}, assigned: map[Partition]bool{}, snapshots: map[int64]map[Partition]int64{}}
-	checkpointed := map[Partition]int64{}
+		next: map[Partition]int64{}, epochs: map[Partition]int32{}, unread: map[Partition]bool{},
+		assigned: map[Partition]bool{}, snapshots: map[int64]map[Partition]int64{}}
+	checkpointed := map[Partition]offsetEntry{}
 	for i, raw := range restored {
 		var e offsetEntry
 		if err := json.Unmarshal(raw, &e); err != nil {
 			return nil, fmt.Errorf("kafka source: offset entry %d of the restored checkpoint is malformed: %w", i, err)
 		}
-		checkpointed[e.Partition] = e.Offset
+		checkpointed[e.Partition] = e
 	}
-	copts := slices.Clone(opts.ClientOpts)
+	// The client never moves a position by itself: an offset out of
+	// range is a fetch error (see outOfLog), which the reader turns into
+	// a refusal or a logged jump.
+	copts := append(slices.Clone(opts.ClientOpts), kgo.ConsumeResetOffset(kgo.NoResetOffset()))
 	if !opts.ReadUncommitted {
 		copts = append(copts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	}
@@ -207,7 +293,7 @@ func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOption
 	what := fmt.Sprintf("kafka source: listing topics %v", opts.Topics)
 	err = r.tracker.Do(ctx, what, func(ctx context.Context) error {
 		var err error
-		owned, err = r.listOwned(ctx)
+		owned, r.ids, err = r.listOwned(ctx)
 		return err
 	})
 	if err != nil {
@@ -215,19 +301,17 @@ func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOption
 		return nil, opError(what, err)
 	}
 	start := map[string]map[int32]kgo.Offset{}
-	var fresh []Partition
+	var fresh, restoredParts []Partition
 	for _, p := range owned {
-		switch off, ok := checkpointed[p]; {
-		case ok:
-			r.setStart(start, p, kgo.NewOffset().At(off))
-			r.next[p] = off
-		case restoredJob:
-			r.setStart(start, p, kgo.NewOffset().At(0))
-			r.next[p] = 0
-			opts.Logger.Info("kafka source: partition not in the checkpoint, reading it from its start", "partition", p.String())
-		default:
+		if restoredJob {
+			restoredParts = append(restoredParts, p)
+		} else {
 			fresh = append(fresh, p)
 		}
+	}
+	if err := r.restoredOffsets(ctx, restoredParts, checkpointed, start); err != nil {
+		cl.Close()
+		return nil, err
 	}
 	if err := r.freshOffsets(ctx, fresh, start); err != nil {
 		cl.Close()
@@ -245,6 +329,299 @@ func (r *Reader) setStart(start map[string]map[int32]kgo.Offset, p Partition, o 
 	}
 	start[p.Topic][p.Partition] = o
 	r.assigned[p] = true
+}
+
+// restoredOffsets positions the partitions of a restored job: at their
+// checkpointed offsets, checked against the logs as they are now, and
+// partitions missing from the checkpoint (added since) at their log
+// start. ReaderOptions.OnOutOfRange (see resolveOutOfRange) handles at once
+// a checkpointed offset below the log start, one of a topic that was
+// deleted and recreated since (its id differs), and one past the end of
+// its leader epoch in the log as it is now (the log was truncated below
+// it, whatever was written since; see epochEnds).
+//
+// Without a checkpointed epoch, an offset beyond the listed end is left
+// to the broker: the end listed is the high watermark, which a leader
+// elected a moment ago may still have below what was read (a cleanly
+// elected leader holds every record read, only its watermark lags), while
+// a fetch is refused only past the leader's log end. The first fetch then
+// reports OFFSET_OUT_OF_RANGE, and take applies the policy to the
+// checkpointed offset, naming it as such. An offset equal to the end is in
+// range.
+func (r *Reader) restoredOffsets(ctx context.Context, ps []Partition, checkpointed map[Partition]offsetEntry, start map[string]map[int32]kgo.Offset) error {
+	if len(ps) == 0 {
+		return nil
+	}
+	ranges, err := r.listRanges(ctx, ps)
+	if err != nil {
+		return err
+	}
+	var oors []*OffsetOutOfRangeError
+	epochs := kadm.OffsetForLeaderEpochRequest{}
+	for _, p := range ps {
+		rg := ranges[p]
+		e, ok := checkpointed[p]
+		if !ok {
+			r.setStart(start, p, kgo.NewOffset().At(rg.start))
+			r.next[p] = rg.start
+			r.opts.Logger.Info("kafka source: partition not in the checkpoint, reading it from its start", "partition", p.String(), "offset", rg.start)
+			continue
+		}
+		oor := &OffsetOutOfRangeError{Partition: p, Offset: e.Offset, Start: rg.start, End: rg.end}
+		if id, ok := r.ids[p.Topic]; ok && e.TopicID != "" && e.TopicID != id.String() {
+			oor.OldTopicID, oor.NewTopicID = e.TopicID, id.String()
+		}
+		if oor.OldTopicID != "" || e.Offset < rg.start {
+			oors = append(oors, oor)
+			continue
+		}
+		r.setStart(start, p, kgo.NewOffset().At(e.Offset))
+		r.next[p] = e.Offset
+		r.unread[p] = true
+		if e.LeaderEpoch != nil && *e.LeaderEpoch >= 0 {
+			r.epochs[p] = *e.LeaderEpoch
+			epochs.Add(p.Topic, p.Partition, *e.LeaderEpoch)
+		}
+	}
+	ends, err := r.epochEnds(ctx, epochs)
+	if err != nil {
+		return err
+	}
+	for _, p := range slices.SortedFunc(maps.Keys(ends), comparePartitions) {
+		if end := ends[p]; end < r.next[p] {
+			rg := ranges[p]
+			oors = append(oors, &OffsetOutOfRangeError{Partition: p, Offset: r.next[p], Start: rg.start, End: rg.end, Diverged: &end})
+		}
+	}
+	for _, oor := range oors {
+		off, err := r.resolveOutOfRange(oor)
+		if err != nil {
+			return err
+		}
+		p := oor.Partition
+		r.setStart(start, p, kgo.NewOffset().At(off))
+		r.next[p] = off
+		delete(r.epochs, p)
+		delete(r.unread, p)
+	}
+	return nil
+}
+
+// epochEnds asks the partitions' leaders where the leader epochs of req
+// end in their logs (OffsetForLeaderEpoch), waiting out an outage: the end
+// of an epoch is the first offset of the next one, or the log end for the
+// current one. An answer without an end (the leader knows nothing of the
+// epoch) is left out: nothing is concluded from it.
+func (r *Reader) epochEnds(ctx context.Context, req kadm.OffsetForLeaderEpochRequest) (map[Partition]int64, error) {
+	out := map[Partition]int64{}
+	if len(req) == 0 {
+		return out, nil
+	}
+	var resp kadm.OffsetsForLeaderEpochs
+	what := fmt.Sprintf("kafka source: asking where the checkpointed leader epochs end (%d partitions)", len(req))
+	err := r.tracker.Do(ctx, what, func(ctx context.Context) error {
+		var err error
+		if resp, err = r.adm.OffsetForLeaderEpoch(ctx, req); err != nil {
+			return err
+		}
+		for _, ps := range resp {
+			for _, o := range ps {
+				if outage.Retriable(o.Err) {
+					return fmt.Errorf("%s/%d: %w", o.Topic, o.Partition, o.Err)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, opError(what, err)
+	}
+	for topic, ps := range req {
+		for p := range ps {
+			o, ok := resp[topic][p]
+			switch {
+			case !ok:
+				return nil, fmt.Errorf("%s: %s/%d: no answer", what, topic, p)
+			case o.Err != nil:
+				return nil, fmt.Errorf("%s: %s/%d: %w", what, topic, p, o.Err)
+			case o.EndOffset >= 0:
+				out[Partition{Topic: topic, Partition: p}] = o.EndOffset
+			}
+		}
+	}
+	return out, nil
+}
+
+// logRange is the offsets a partition's log holds: [start, end), end
+// being the high watermark.
+type logRange struct{ start, end int64 }
+
+// listRanges lists the log start and end of every partition of ps,
+// waiting out an outage.
+func (r *Reader) listRanges(ctx context.Context, ps []Partition) (map[Partition]logRange, error) {
+	var topics []string
+	for _, p := range ps {
+		if !slices.Contains(topics, p.Topic) {
+			topics = append(topics, p.Topic)
+		}
+	}
+	var starts, ends kadm.ListedOffsets
+	what := fmt.Sprintf("kafka source: listing the log start and end offsets of %v", topics)
+	err := r.tracker.Do(ctx, what, func(ctx context.Context) error {
+		var err error
+		if starts, err = r.adm.ListStartOffsets(ctx, topics...); err != nil {
+			return err
+		}
+		if ends, err = r.adm.ListEndOffsets(ctx, topics...); err != nil {
+			return err
+		}
+		// A partition whose leader is moving is listed with a retriable
+		// error: list again.
+		for _, p := range ps {
+			for _, l := range []kadm.ListedOffsets{starts, ends} {
+				if lo, ok := l.Lookup(p.Topic, p.Partition); ok && outage.Retriable(lo.Err) {
+					return fmt.Errorf("%s: %w", p, lo.Err)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, opError(what, err)
+	}
+	out := make(map[Partition]logRange, len(ps))
+	for _, p := range ps {
+		var rg logRange
+		for i, l := range []kadm.ListedOffsets{starts, ends} {
+			lo, ok := l.Lookup(p.Topic, p.Partition)
+			if !ok || lo.Err != nil {
+				err := errors.New("no offset listed")
+				if ok {
+					err = lo.Err
+				}
+				return nil, fmt.Errorf("%s: %s: %w", what, p, err)
+			}
+			if i == 0 {
+				rg.start = lo.Offset
+			} else {
+				rg.end = lo.Offset
+			}
+		}
+		out[p] = rg
+	}
+	return out, nil
+}
+
+// OffsetOutOfRangeError is a partition's position that its log no longer
+// holds, refused under OutOfRangeFail. It is non-recoverable: a restart
+// would meet the same log.
+type OffsetOutOfRangeError struct {
+	Partition Partition
+	// Offset is the position: the next offset to read, as checkpointed or
+	// (Running) as reached while reading.
+	Offset int64
+	// Start and End are the log's range when it was checked: it holds
+	// the offsets [Start, End).
+	Start, End int64
+	// OldTopicID and NewTopicID are set when the topic was deleted and
+	// recreated since Offset was taken: the offset belongs to the old
+	// topic, the range to the new one.
+	OldTopicID, NewTopicID string
+	// Diverged, when set, is where the log diverged from what was read,
+	// below Offset: the end, in the log as it is now, of the leader epoch
+	// of the last record read. The records read from there on are gone
+	// (others may have taken their offsets).
+	Diverged *int64
+	// Running says the position fell out of the log while the reader ran
+	// (Err says how the client found out), not at the restore.
+	Running bool
+	Err     error
+}
+
+func (e *OffsetOutOfRangeError) Error() string {
+	pos := fmt.Sprintf("the checkpointed offset %d", e.Offset)
+	if e.Running {
+		pos = fmt.Sprintf("offset %d (the next to read)", e.Offset)
+	}
+	var why string
+	switch {
+	case e.Diverged != nil && e.OldTopicID == "":
+		why = fmt.Sprintf("%s is past where the log diverged from what was read (offset %d; the log's range is now [%d, %d)): the log was truncated below it, and records [%d, %d) counted as read are gone (others may take their offsets)",
+			pos, *e.Diverged, e.Start, e.End, *e.Diverged, e.Offset)
+	case e.OldTopicID != "":
+		why = fmt.Sprintf("topic %s was deleted and recreated (id %s, was %s): %s belongs to the old topic; the new one holds [%d, %d)",
+			e.Partition.Topic, e.NewTopicID, e.OldTopicID, pos, e.Start, e.End)
+	case e.Offset < e.Start:
+		why = fmt.Sprintf("%s is out of the log's range [%d, %d): records [%d, %d) were deleted before they were read",
+			pos, e.Start, e.End, e.Offset, e.Start)
+	case e.Offset > e.End:
+		why = fmt.Sprintf("%s is out of the log's range [%d, %d): the log was truncated below it (records counted as read are gone, and others may take their offsets)",
+			pos, e.Start, e.End)
+	default:
+		why = fmt.Sprintf("%s was refused by the broker as out of range; the log's range is now [%d, %d)", pos, e.Start, e.End)
+	}
+	msg := fmt.Sprintf("kafka source: %s: %s; source.on_offset_out_of_range is fail (earliest or latest would jump, and log it)", e.Partition, why)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *OffsetOutOfRangeError) Unwrap() error { return e.Err }
+
+// NonRecoverable: a restart meets the same log.
+func (e *OffsetOutOfRangeError) NonRecoverable() bool { return true }
+
+// resolveOutOfRange applies OnOutOfRange to a position out of its log:
+// under OutOfRangeFail it returns e; under OutOfRangeEarliest or
+// OutOfRangeLatest it returns the log's start or end, logs the jump at
+// Warn (the partition, the offset, the log's range, where it resumes and
+// which offsets it skips, reads again, or counted as read and are gone)
+// and counts it.
+func (r *Reader) resolveOutOfRange(e *OffsetOutOfRangeError) (int64, error) {
+	if r.opts.OnOutOfRange == OutOfRangeFail {
+		return 0, e
+	}
+	to := e.Start
+	if r.opts.OnOutOfRange == OutOfRangeLatest {
+		to = e.End
+	}
+	span := func(a, b int64) string { return fmt.Sprintf("[%d,%d)", a, b) }
+	attrs := []any{"partition", e.Partition.String(), "offset", e.Offset, "log_start", e.Start, "log_end", e.End,
+		"resumed_at", to, "policy", string(r.opts.OnOutOfRange)}
+	if e.OldTopicID != "" {
+		attrs = append(attrs, "why", "topic recreated", "old_topic_id", e.OldTopicID, "new_topic_id", e.NewTopicID)
+		if to > e.Start {
+			attrs = append(attrs, "skipped", span(e.Start, to))
+		}
+	} else {
+		// unread is the first offset of the log as it is now that was not
+		// read: the position, or where the log ends or diverged below it
+		// (the records read from there on are gone).
+		unread := e.Offset
+		if e.Diverged != nil {
+			unread = min(*e.Diverged, e.End)
+		} else if e.End < e.Offset {
+			unread = e.End
+		}
+		if unread < e.Offset {
+			attrs = append(attrs, "gone", span(unread, e.Offset))
+		}
+		if to > unread {
+			attrs = append(attrs, "skipped", span(unread, to))
+		} else if to < unread {
+			attrs = append(attrs, "read_again", span(to, unread))
+		}
+	}
+	if e.Running {
+		attrs = append(attrs, "while_reading", true)
+	}
+	if e.Err != nil {
+		attrs = append(attrs, "err", e.Err)
+	}
+	r.opts.Logger.Warn("kafka source: a position out of the log's range; jumping as source.on_offset_out_of_range says", attrs...)
+	r.resets.Add(1)
+	return to, nil
 }
 
 // freshOffsets positions the partitions of a job without a checkpoint at
@@ -325,21 +702,25 @@ func opError(what string, err error) error {
 // outage.Permanent error naming it: no wait brings it back. Other errors
 // are returned as they are, for the caller to tell an outage
 // (outage.Retriable) from a refusal.
-func (r *Reader) listOwned(ctx context.Context) ([]Partition, error) {
+func (r *Reader) listOwned(ctx context.Context) ([]Partition, map[string]kadm.TopicID, error) {
 	details, err := r.adm.ListTopics(ctx, r.opts.Topics...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []Partition
+	ids := map[string]kadm.TopicID{}
 	for _, topic := range r.opts.Topics {
 		d, ok := details[topic]
 		switch {
 		case !ok:
-			return nil, outage.Permanent(fmt.Errorf("topic %s: not found", topic))
+			return nil, nil, outage.Permanent(fmt.Errorf("topic %s: not found", topic))
 		case errors.Is(d.Err, kerr.UnknownTopicOrPartition):
-			return nil, outage.Permanent(fmt.Errorf("topic %s: %w", topic, d.Err))
+			return nil, nil, outage.Permanent(fmt.Errorf("topic %s: %w", topic, d.Err))
 		case d.Err != nil:
-			return nil, fmt.Errorf("topic %s: %w", topic, d.Err)
+			return nil, nil, fmt.Errorf("topic %s: %w", topic, d.Err)
+		}
+		if d.ID != (kadm.TopicID{}) {
+			ids[topic] = d.ID
 		}
 		for _, p := range slices.Sorted(maps.Keys(d.Partitions)) {
 			if Owner(topic, p, r.parallelism) == r.subtask {
@@ -347,7 +728,7 @@ func (r *Reader) listOwned(ctx context.Context) ([]Partition, error) {
 			}
 		}
 	}
-	return out, nil
+	return out, ids, nil
 }
 
 // discover adds partitions created since the last look, read from their
@@ -370,7 +751,7 @@ func (r *Reader) discover(ctx context.Context) error {
 		return nil
 	}
 	r.lastDiscovery = r.opts.Now()
-	owned, err := r.listOwned(ctx)
+	owned, ids, err := r.listOwned(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			r.lastDiscovery = time.Time{}
@@ -386,13 +767,36 @@ func (r *Reader) discover(ctx context.Context) error {
 	// No tracker.Succeeded here: the Kafka client may have answered from
 	// its cached metadata, which proves nothing about the cluster.
 	r.discoveryFailing = time.Time{}
-	start := map[string]map[int32]kgo.Offset{}
+	for _, topic := range r.opts.Topics {
+		if err := r.checkTopicID(ctx, topic, ids); err != nil {
+			return err
+		}
+	}
+	var added []Partition
 	for _, p := range owned {
 		if !r.assigned[p] {
-			r.setStart(start, p, kgo.NewOffset().At(0))
-			r.next[p] = 0
-			r.opts.Logger.Info("kafka source: new partition discovered, reading it from its start", "partition", p.String())
+			added = append(added, p)
 		}
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	// A new partition is read from its log start, listed so that its
+	// position is exact from the first snapshot on.
+	ranges, err := r.listRanges(ctx, added)
+	if err != nil {
+		if ctx.Err() != nil {
+			r.lastDiscovery = time.Time{}
+			return nil
+		}
+		return err
+	}
+	start := map[string]map[int32]kgo.Offset{}
+	for _, p := range added {
+		off := ranges[p].start
+		r.setStart(start, p, kgo.NewOffset().At(off))
+		r.next[p] = off
+		r.opts.Logger.Info("kafka source: new partition discovered, reading it from its start", "partition", p.String(), "offset", off)
 	}
 	if len(start) > 0 {
 		r.cl.AddConsumePartitions(start)
@@ -400,6 +804,48 @@ func (r *Reader) discover(ctx context.Context) error {
 		r.cl.ForceMetadataRefresh()
 	}
 	return nil
+}
+
+// checkTopicID compares the id of topic the cluster now lists (in ids)
+// with the one the reader has read: a different id is a topic deleted and
+// recreated under the same name, which the client will not read on (it
+// fails its fetches with UNKNOWN_TOPIC_ID). Under OutOfRangeFail that is
+// an *OffsetOutOfRangeError of the topic's first assigned partition;
+// otherwise an error that fails the attempt, so that the restart applies
+// the policy to the checkpoint's positions, which name the old id.
+func (r *Reader) checkTopicID(ctx context.Context, topic string, ids map[string]kadm.TopicID) error {
+	old, had := r.ids[topic]
+	cur, has := ids[topic]
+	if !had || !has || old == cur {
+		return nil
+	}
+	var first *Partition
+	for _, p := range slices.SortedFunc(maps.Keys(r.next), comparePartitions) {
+		if p.Topic == topic {
+			first = &p
+			break
+		}
+	}
+	if r.opts.OnOutOfRange == OutOfRangeFail && first != nil {
+		e := &OffsetOutOfRangeError{Partition: *first, Offset: r.next[*first], Start: -1, End: -1,
+			OldTopicID: old.String(), NewTopicID: cur.String(), Running: true}
+		if rgs, err := r.listRanges(context.WithoutCancel(ctx), []Partition{*first}); err == nil {
+			e.Start, e.End = rgs[*first].start, rgs[*first].end
+		}
+		return e
+	}
+	return fmt.Errorf("kafka source: topic %s was deleted and recreated while it was read (id %s, was %s); "+
+		"the restart resumes from the last checkpoint, where source.on_offset_out_of_range %s applies", topic, cur, old, r.opts.OnOutOfRange)
+}
+
+func comparePartitions(a, b Partition) int {
+	if a.Topic != b.Topic {
+		if a.Topic < b.Topic {
+			return -1
+		}
+		return 1
+	}
+	return int(a.Partition - b.Partition)
 }
 
 // Next returns the next record of the subtask's partitions, or false when
@@ -416,7 +862,7 @@ func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
 		// A poll that ctx cut short may still carry what the client had
 		// buffered: its errors count as much as its records (a data loss
 		// notice must surface, not vanish with the barrier).
-		if err := r.take(r.cl.PollFetches(ctx)); err != nil {
+		if err := r.take(ctx, r.cl.PollFetches(ctx)); err != nil {
 			return nil, false, err
 		}
 		if len(r.buf) == 0 {
@@ -431,7 +877,10 @@ func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
 	rec := r.buf[0]
 	r.buf[0] = nil
 	r.buf = r.buf[1:]
-	r.next[Partition{Topic: rec.Topic, Partition: rec.Partition}] = rec.Offset + 1
+	p := Partition{Topic: rec.Topic, Partition: rec.Partition}
+	r.next[p] = rec.Offset + 1
+	r.epochs[p] = rec.LeaderEpoch
+	delete(r.unread, p)
 	return rec, true, nil
 }
 
@@ -440,14 +889,34 @@ func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
 // once the outage has lasted the tolerance), any other error is returned
 // naming its partition; the records are buffered for Next. A poll that
 // brought records and no retriable error ends an outage.
-func (r *Reader) take(fs kgo.Fetches) error {
+//
+// A partition whose position fell out of its log (outOfLog) goes to
+// offsetLost, and its records in this poll are dropped: under
+// OutOfRangeFail the read fails, otherwise the partition is moved to its
+// log start or end, and the records of the other partitions are kept. An
+// UNKNOWN_TOPIC_ID, which the client reports once it saw a topic's id
+// change, has the topic's id checked (checkTopicID) before it counts as
+// an outage.
+func (r *Reader) take(ctx context.Context, fs kgo.Fetches) error {
 	var ferr error
 	away := false
+	lost := map[Partition]error{}
 	fs.EachError(func(topic string, p int32, err error) {
 		if ferr != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return
 		}
 		what := fmt.Sprintf("kafka source: fetching %s/%d", topic, p)
+		if outOfLog(err) {
+			if _, ok := lost[Partition{topic, p}]; !ok {
+				lost[Partition{topic, p}] = err
+			}
+			return
+		}
+		if errors.Is(err, kerr.UnknownTopicID) {
+			if ferr = r.recheckTopicID(ctx, topic); ferr != nil {
+				return
+			}
+		}
 		if !outage.Retriable(err) {
 			ferr = fmt.Errorf("%s: %w", what, err)
 			return
@@ -460,13 +929,83 @@ func (r *Reader) take(fs kgo.Fetches) error {
 		return ferr
 	}
 	n := len(r.buf)
-	fs.EachRecord(func(rec *kgo.Record) { r.buf = append(r.buf, rec) })
+	fs.EachRecord(func(rec *kgo.Record) {
+		if _, ok := lost[Partition{rec.Topic, rec.Partition}]; !ok {
+			r.buf = append(r.buf, rec)
+		}
+	})
 	if len(r.buf) > n && !away {
 		r.fetchFailing = time.Time{}
 		r.heard = r.tracker.Now()
 		r.tracker.Succeeded()
 	}
+	for _, p := range slices.SortedFunc(maps.Keys(lost), comparePartitions) {
+		if err := r.offsetLost(ctx, p, lost[p]); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// outOfLog reports whether a fetch error says the partition's position
+// is no longer in its log: OFFSET_OUT_OF_RANGE (the client, with no reset
+// offset, reports it instead of moving), or a data loss the client
+// detected through leader epochs (it moved to where the log diverged).
+func outOfLog(err error) bool {
+	if errors.Is(err, kerr.OffsetOutOfRange) {
+		return true
+	}
+	_, ok := errors.AsType[*kgo.ErrDataLoss](err)
+	return ok
+}
+
+// offsetLost handles partition p, whose position fell out of its log
+// (the client said so with cause, at the first fetch of a restored
+// position or while the reader ran): it lists the log's range now and
+// applies OnOutOfRange to the position (the offset after the last record
+// Next returned, or the checkpointed one). A jump moves the client's
+// position of p, dropping whatever it had fetched of p, and forgets p's
+// leader epoch.
+//
+// The listing waits out an outage, also while ctx is cancelled by a
+// barrier: the jump must not be lost with the poll.
+func (r *Reader) offsetLost(ctx context.Context, p Partition, cause error) error {
+	ranges, err := r.listRanges(context.WithoutCancel(ctx), []Partition{p})
+	if err != nil {
+		return fmt.Errorf("kafka source: fetching %s: %w; listing its log's range: %w", p, cause, err)
+	}
+	rg := ranges[p]
+	e := &OffsetOutOfRangeError{Partition: p, Offset: r.next[p], Start: rg.start, End: rg.end, Running: !r.unread[p], Err: cause}
+	// The client located where the log diverged through leader epochs
+	// (and moved there).
+	if dl, ok := errors.AsType[*kgo.ErrDataLoss](cause); ok && dl.ResetTo >= 0 && dl.ResetTo < e.Offset {
+		e.Diverged = &dl.ResetTo
+	}
+	to, err := r.resolveOutOfRange(e)
+	if err != nil {
+		return err
+	}
+	r.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{p.Topic: {p.Partition: {Epoch: -1, Offset: to}}})
+	r.next[p] = to
+	delete(r.epochs, p)
+	delete(r.unread, p)
+	return nil
+}
+
+// recheckTopicID lists topic afresh and compares its id (checkTopicID).
+// A listing that fails leaves the fetch error to the outage handling.
+func (r *Reader) recheckTopicID(ctx context.Context, topic string) error {
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), idleProbeTimeout)
+	defer cancel()
+	details, err := r.adm.ListTopics(lctx, topic)
+	if err != nil {
+		return nil
+	}
+	d, ok := details[topic]
+	if !ok || d.Err != nil || d.ID == (kadm.TopicID{}) {
+		return nil
+	}
+	return r.checkTopicID(ctx, topic, map[string]kadm.TopicID{topic: d.ID})
 }
 
 // idleProbeInterval is how long a reader that hears nothing from the
@@ -533,16 +1072,15 @@ func (r *Reader) SnapshotState(checkpointID int64) ([][]byte, error) {
 	snap := maps.Clone(r.next)
 	r.snapshots[checkpointID] = snap
 	out := make([][]byte, 0, len(snap))
-	for _, p := range slices.SortedFunc(maps.Keys(snap), func(a, b Partition) int {
-		if a.Topic != b.Topic {
-			if a.Topic < b.Topic {
-				return -1
-			}
-			return 1
+	for _, p := range slices.SortedFunc(maps.Keys(snap), comparePartitions) {
+		e := offsetEntry{Partition: p, Offset: snap[p]}
+		if id, ok := r.ids[p.Topic]; ok {
+			e.TopicID = id.String()
 		}
-		return int(a.Partition - b.Partition)
-	}) {
-		b, err := json.Marshal(offsetEntry{Partition: p, Offset: snap[p]})
+		if ep, ok := r.epochs[p]; ok && ep >= 0 {
+			e.LeaderEpoch = &ep
+		}
+		b, err := json.Marshal(e)
 		if err != nil {
 			return nil, fmt.Errorf("kafka source: encoding the offset of %s: %w", p, err)
 		}
@@ -593,6 +1131,10 @@ func (r *Reader) NotifyCheckpointComplete(ctx context.Context, checkpointID int6
 			"group", r.opts.Group, "checkpoint", checkpointID, "err", err)
 	}
 }
+
+// OffsetResets counts the jumps the reader made under OutOfRangeEarliest
+// or OutOfRangeLatest; safe for concurrent use.
+func (r *Reader) OffsetResets() int64 { return r.resets.Load() }
 
 // NotifyCheckpointAborted forgets the offsets of an aborted checkpoint.
 func (r *Reader) NotifyCheckpointAborted(checkpointID int64) { delete(r.snapshots, checkpointID) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -305,118 +306,41 @@ func TestDiscoveryCutShortByABarrierIsNotAnError(t *testing.T) {
 	}
 }
 
-// cutAtPoll cancels the context of the poll in progress when the client
-// hands out a record (on the polling goroutine, before PollFetches
-// returns): the barrier arrives just as a poll came back with data.
-type cutAtPoll struct {
-	cancel atomic.Pointer[context.CancelFunc]
-}
-
-func (h *cutAtPoll) OnFetchRecordUnbuffered(_ *kgo.Record, polled bool) {
-	if c := h.cancel.Swap(nil); polled && c != nil {
-		(*c)()
-	}
-}
-
-// rereadBuffered signals once the client has buffered a record below
-// offset `below` again: a reset moved the partition back.
-type rereadBuffered struct {
-	below int64
-	armed atomic.Bool
-	seen  chan struct{}
-}
-
-func (h *rereadBuffered) OnFetchRecordBuffered(r *kgo.Record) {
-	if h.armed.Load() && r.Offset < h.below && h.armed.CompareAndSwap(true, false) {
-		close(h.seen)
-	}
-}
-
-// A fetch error delivered in the same poll as records is not dropped when
-// a barrier cuts the poll short. Here the broker answers the fetch after
-// offset 5 with OFFSET_OUT_OF_RANGE; the client resets (by its default
-// policy, to before what was read), reports an ErrDataLoss and fetches the
-// records 0..4 again. The poll that returns the error and the re-fetched
-// records is cut short by a barrier: Next must fail with the data loss,
-// never hand out record 0 a second time.
+// A fetch error is not dropped when a barrier cuts the poll short, nor
+// are the records of other partitions in the same poll: here the poll
+// carries its own context's cancellation, OFFSET_OUT_OF_RANGE for in/0
+// (which the client, having no reset offset, hands over instead of
+// moving) and two records of in/1. Under fail take returns the refusal
+// naming in/0; under earliest it moves in/0 to its log start, counts the
+// jump and keeps in/1's records. The listing of in/0's range is not cut
+// short by the cancelled context.
 func TestFetchErrorOfAPollCutShortByABarrierSurfaces(t *testing.T) {
-	// The client marks the re-fetched records buffered (the hook) a moment
-	// before it offers them to the poll; a poll in that moment returns the
-	// data loss alone, uncut, which is not the case under test. Such a run
-	// is set up again (it is rare: about one in forty under -race).
-	for attempt := 1; ; attempt++ {
-		rec, ok, cut, err := dataLossInACutPoll(t)
-		if !cut {
-			if attempt == 5 {
-				t.Fatal("in 5 runs the poll carrying the data loss never also carried records")
+	for _, policy := range []OnOffsetOutOfRange{OutOfRangeFail, OutOfRangeEarliest} {
+		t.Run(string(policy), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			client := fake(t, 2, "in")
+			r, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"in"}, DiscoveryInterval: -1,
+				OnOutOfRange: policy, Logger: slog.New(slog.DiscardHandler)}, false, nil)
+			if err != nil {
+				t.Fatal(err)
 			}
-			continue
-		}
-		var dl *kgo.ErrDataLoss
-		if err == nil || !errors.As(err, &dl) || !strings.Contains(err.Error(), "in/0") {
-			var at any = "none"
-			if ok {
-				at = rec.Offset
-			}
-			t.Fatalf("Next cut short by a barrier = record at %v, %v, err %v; want the data loss naming in/0", at, ok, err)
-		}
-		if ok {
-			t.Fatalf("Next returned record %d with the error", rec.Offset)
-		}
-		return
-	}
-}
-
-// dataLossInACutPoll sets up the case of TestFetchErrorOfAPollCutShortByABarrierSurfaces
-// and returns what Next returned, and whether the barrier did cut its
-// poll short.
-func dataLossInACutPoll(t *testing.T) (rec *kgo.Record, ok, cut bool, err error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	client := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
-	produce(t, ctx, client, "in", 5, 0)
-	fault := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Topic: "in", Partitions: []int32{0}, Err: kerr.OffsetOutOfRange,
-		When: func(kr kmsg.Request) bool {
-			for _, t := range kr.(*kmsg.FetchRequest).Topics {
-				for _, p := range t.Partitions {
-					if p.FetchOffset == 5 {
-						return true
-					}
+			defer r.Close()
+			barrier, inject := context.WithCancel(ctx)
+			inject()
+			poll := append(fetchWith("", -1, context.Canceled), fetchWith("in", 0, kerr.OffsetOutOfRange)...)
+			poll = append(poll, fetchWith("in", 1, nil, 0, 1)...)
+			err = r.take(barrier, poll)
+			if policy == OutOfRangeFail {
+				if !isNonRecoverable(err) || !errors.Is(err, kerr.OffsetOutOfRange) || !strings.Contains(err.Error(), "in/0") {
+					t.Fatalf("take of a poll cut short by a barrier: %v; want the non-recoverable refusal naming in/0", err)
 				}
+				return
 			}
-			return false
-		}})
-	cutter := &cutAtPoll{}
-	reread := &rereadBuffered{below: 5, seen: make(chan struct{})}
-	r, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: append(slices.Clone(client), kgo.WithHooks(cutter, reread)),
-		Topics: []string{"in"}, DiscoveryInterval: -1}, false, nil)
-	if err != nil {
-		t.Fatal(err)
+			if err != nil || len(r.buf) != 2 || r.buf[0].Partition != 1 || r.OffsetResets() != 1 || r.next[Partition{"in", 0}] != 0 {
+				t.Fatalf("take under earliest: err %v, %d records buffered, %d resets, in/0 at %d; want no error, in/1's 2 records, 1 reset, in/0 at 0",
+					err, len(r.buf), r.OffsetResets(), r.next[Partition{"in", 0}])
+			}
+		})
 	}
-	defer r.Close()
-	if got := readN(t, ctx, r, 5); len(got) != 5 {
-		t.Fatalf("read %v, want 5 records", got)
-	}
-	reread.armed.Store(true)
-	if err := fault.Wait(ctx, 1); err != nil {
-		t.Fatalf("the fetch at offset 5 never came: %v", err)
-	}
-	select {
-	case <-reread.seen:
-	case <-ctx.Done():
-		t.Fatal("the client did not fetch the partition again from before offset 5")
-	}
-	// The data loss notice and the re-fetched records wait in the client;
-	// the next poll returns both, and the barrier cuts it short.
-	barrier, inject := context.WithCancel(ctx)
-	defer inject()
-	cutter.cancel.Store(&inject)
-	rec, ok, err = r.Next(barrier)
-	return rec, ok, barrier.Err() != nil, err
 }

@@ -71,6 +71,10 @@ type SourceStats struct {
 	DecodeSkipped int64
 	// DeadLettered counts records written to the dead-letter topic.
 	DeadLettered int64
+	// OffsetResets counts the jumps of positions out of their logs under
+	// the earliest and latest on_offset_out_of_range policies (each one is
+	// logged with what it skipped or reads again).
+	OffsetResets int64
 	// ConsumerLag is how many records the running subtasks have yet to
 	// read (end offset, or last stable offset under read_committed, minus
 	// the next offset to read, summed over partitions), as of each
@@ -169,6 +173,7 @@ func (s *Source[T]) Stats() SourceStats {
 		st.RecordsRead += c.RecordsRead
 		st.DecodeSkipped += c.DecodeSkipped
 		st.DeadLettered += c.DeadLettered
+		st.OffsetResets += c.OffsetResets
 		if lag := r.lag.Load(); lag < 0 || st.ConsumerLag < 0 {
 			st.ConsumerLag = -1
 		} else {
@@ -198,7 +203,8 @@ type sourceReader[T any] struct {
 
 func (sr *sourceReader[T]) counters() SourceStats {
 	skipped, dead := sr.d.Skipped(), sr.d.DeadLettered()
-	return SourceStats{RecordsRead: sr.emitted.Load() + skipped + dead, DecodeSkipped: skipped, DeadLettered: dead}
+	return SourceStats{RecordsRead: sr.emitted.Load() + skipped + dead, DecodeSkipped: skipped, DeadLettered: dead,
+		OffsetResets: sr.r.OffsetResets()}
 }
 
 // Next returns the next decoded record; see Decoding.Next.
@@ -249,6 +255,7 @@ func (sr *sourceReader[T]) Close() error {
 	s.done.RecordsRead += c.RecordsRead
 	s.done.DecodeSkipped += c.DecodeSkipped
 	s.done.DeadLettered += c.DeadLettered
+	s.done.OffsetResets += c.OffsetResets
 	delete(s.live, sr)
 	s.mu.Unlock()
 	if sr.dlq != nil {
