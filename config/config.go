@@ -97,6 +97,17 @@ type Source struct {
 	// OnDecodeError: fail, skip or dead_letter.
 	OnDecodeError   string `mapstructure:"on_decode_error"`
 	DeadLetterTopic string `mapstructure:"dead_letter_topic"`
+	// OnOffsetOutOfRange: fail, earliest or latest. What the source does
+	// with a checkpointed or running position its partition's log no
+	// longer holds (records deleted by retention or DeleteRecords before
+	// they were read, a log truncated below it, a topic deleted and
+	// recreated): fail stops the job for good, naming the topic,
+	// partition, offset and the log's range; earliest resumes at the log
+	// start (what was read before is read again: duplicates), latest at
+	// its end (what the log holds is skipped: loss); both log each jump
+	// with the offsets it skipped or reads again, and count it in
+	// onceflow_source_offset_resets_total.
+	OnOffsetOutOfRange string `mapstructure:"on_offset_out_of_range"`
 }
 
 // Sink is the output topic.

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/onceflow/onceflow/internal/outage"
+	sourcekafka "github.com/onceflow/onceflow/source/kafka"
 )
 
 // EnvPrefix starts every environment variable that sets a key: the key
@@ -30,10 +31,11 @@ var envNotKeys = []string{"ONCEFLOW_FAILPOINTS", "ONCEFLOW_CACHE_DIR", "ONCEFLOW
 // Default returns the configuration every key falls back to.
 func Default() Config {
 	return Config{
-		Job:    Job{Type: "wordcount", Parallelism: 1, MaxParallelism: 128, OperatorChaining: true},
-		Kafka:  Kafka{Brokers: []string{"127.0.0.1:9092"}, OutageTolerance: outage.DefaultTolerance},
-		Source: Source{Start: "earliest", Isolation: "read_committed", DiscoveryInterval: 30 * time.Second, OnDecodeError: "fail"},
-		Sink:   Sink{Delivery: "exactly_once", TransactionTimeout: 15 * time.Minute},
+		Job:   Job{Type: "wordcount", Parallelism: 1, MaxParallelism: 128, OperatorChaining: true},
+		Kafka: Kafka{Brokers: []string{"127.0.0.1:9092"}, OutageTolerance: outage.DefaultTolerance},
+		Source: Source{Start: "earliest", Isolation: "read_committed", DiscoveryInterval: 30 * time.Second, OnDecodeError: "fail",
+			OnOffsetOutOfRange: string(sourcekafka.DefaultOnOffsetOutOfRange)},
+		Sink: Sink{Delivery: "exactly_once", TransactionTimeout: 15 * time.Minute},
 		Checkpoint: Checkpoint{Interval: time.Second, Mode: "exactly_once", Timeout: time.Minute, MaxConcurrent: 1,
 			Retain: 3, RetainSavepoints: 10, OnCancel: "retain", Dir: "./data/checkpoints"},
 		State: State{Backend: "pebble", Dir: "./data/state", Incremental: true},
@@ -336,6 +338,9 @@ func (c *Config) Validate() error {
 	oneOf("source.on_decode_error", c.Source.OnDecodeError, "fail", "skip", "dead_letter")
 	if c.Source.OnDecodeError == "dead_letter" && c.Source.DeadLetterTopic == "" {
 		bad("source.dead_letter_topic", "required with source.on_decode_error dead_letter")
+	}
+	if _, err := sourcekafka.ParseOnOffsetOutOfRange(c.Source.OnOffsetOutOfRange); err != nil {
+		bad("source.on_offset_out_of_range", "%v", err)
 	}
 
 	required("sink.topic", c.Sink.Topic)

@@ -83,6 +83,8 @@ func TestBadInputNamesTheKey(t *testing.T) {
 		{name: "bad broker", file: valid, env: []string{"ONCEFLOW_KAFKA_BROKERS=localhost"}, want: []string{"kafka.brokers", "host:port"}},
 		{name: "token with a space", file: valid, env: []string{"ONCEFLOW_HTTP_TOKEN=two words"}, want: []string{"http.token", "printable ASCII"}},
 		{name: "allowed host with a port", file: valid, set: []string{"http.allowed_hosts=processor:8081"}, want: []string{"http.allowed_hosts", `"processor:8081"`}},
+		{name: "bad out-of-range policy", file: valid, set: []string{"source.on_offset_out_of_range=skip"},
+			want: []string{"source.on_offset_out_of_range", `"skip"`, "fail, earliest, latest"}},
 		{name: "negative savepoint bound", file: valid, env: []string{"ONCEFLOW_CHECKPOINT_RETAIN_SAVEPOINTS=-1"}, want: []string{"checkpoint.retain_savepoints", "-1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -99,6 +101,30 @@ func TestBadInputNamesTheKey(t *testing.T) {
 				t.Fatalf("error spans several lines: %q", err)
 			}
 		})
+	}
+}
+
+// source.on_offset_out_of_range is fail unless set, and set like any key
+// (the file, ONCEFLOW_SOURCE_ON_OFFSET_OUT_OF_RANGE, --set).
+func TestOnOffsetOutOfRange(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		env  []string
+		set  []string
+		want string
+	}{
+		{file: valid, want: "fail"},
+		{file: strings.Replace(valid, "start: earliest", "start: earliest, on_offset_out_of_range: latest", 1), want: "latest"},
+		{file: valid, env: []string{"ONCEFLOW_SOURCE_ON_OFFSET_OUT_OF_RANGE=earliest"}, want: "earliest"},
+		{file: valid, env: []string{"ONCEFLOW_SOURCE_ON_OFFSET_OUT_OF_RANGE=earliest"}, set: []string{"source.on_offset_out_of_range=fail"}, want: "fail"},
+	} {
+		cfg, err := Load(Sources{File: writeFile(t, tc.file), Env: append([]string{}, tc.env...), Set: tc.set})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.Source.OnOffsetOutOfRange; got != tc.want {
+			t.Errorf("env %v set %v: source.on_offset_out_of_range = %q, want %q", tc.env, tc.set, got, tc.want)
+		}
 	}
 }
 

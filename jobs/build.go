@@ -37,6 +37,9 @@ type Env struct {
 	// AllowNonRestoredState lets a restore drop the state of operators the
 	// job no longer has.
 	AllowNonRestoredState bool
+	// Version is the running binary's version, recorded in every
+	// checkpoint (engine.Options.Version; "" takes the engine's default).
+	Version string
 }
 
 // Built is a job ready to Run, with its connectors' statistics for
@@ -60,6 +63,10 @@ type Stats struct {
 	// the records the decode-error policy skipped or sent to the
 	// dead-letter topic. All three only grow.
 	RecordsRead, DecodeSkipped, DeadLettered int64
+	// OffsetResets counts the source's jumps of positions out of their
+	// logs under source.on_offset_out_of_range earliest or latest; it only
+	// grows.
+	OffsetResets int64
 	// ConsumerLag is how many records the source has yet to read; -1 when
 	// unknown.
 	ConsumerLag int64
@@ -222,7 +229,7 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 		ss, ks := stats(), sink.Stats()
 		return Stats{PendingTransactions: ks.PendingTransactions, OldestPending: ks.OldestPending,
 			RecordsRead: ss.RecordsRead, DecodeSkipped: ss.DecodeSkipped, DeadLettered: ss.DeadLettered, ConsumerLag: ss.ConsumerLag,
-			Cluster: tracker.Status()}
+			OffsetResets: ss.OffsetResets, Cluster: tracker.Status()}
 	}}, nil
 }
 
@@ -312,12 +319,16 @@ func connectors(cfg *config.Config, env Env, log *slog.Logger, tracker *outage.T
 	if err != nil {
 		return sourceConfig{}, nil, &ConfigError{Key: "source.on_decode_error", Err: err}
 	}
+	outOfRange, err := sourcekafka.ParseOnOffsetOutOfRange(cfg.Source.OnOffsetOutOfRange)
+	if err != nil {
+		return sourceConfig{}, nil, &ConfigError{Key: "source.on_offset_out_of_range", Err: err}
+	}
 	src := sourceConfig{
 		reader: sourcekafka.ReaderOptions{
 			ClientOpts: env.ClientOpts, Topics: []string{cfg.Source.Topic},
 			Start: sourcekafka.StartPosition(cfg.Source.Start), StartTime: cfg.Source.StartTimestamp,
 			Group: cfg.Source.Group, ReadUncommitted: cfg.Source.Isolation == "read_uncommitted",
-			DiscoveryInterval: cfg.Source.DiscoveryInterval, Logger: log, Outage: tracker,
+			DiscoveryInterval: cfg.Source.DiscoveryInterval, OnOutOfRange: outOfRange, Logger: log, Outage: tracker,
 		},
 		policy: policy, dlq: cfg.Source.DeadLetterTopic,
 	}
@@ -383,6 +394,7 @@ func engineOptions(cfg *config.Config, env Env, log *slog.Logger) (engine.Option
 		DisableChaining:       !cfg.Job.OperatorChaining,
 		RestoreFrom:           env.RestoreFrom,
 		AllowNonRestoredState: env.AllowNonRestoredState,
+		Version:               env.Version,
 		Logger:                log,
 	}, nil
 }

@@ -618,3 +618,90 @@ func TestBuildNamesTheBrokersOfAClusterThatDoesNotAnswer(t *testing.T) {
 		t.Fatalf("Build took %s to give up", d)
 	}
 }
+
+// source.on_offset_out_of_range reaches the source: after a stop, the
+// records written since are deleted (DeleteRecords up to the end of every
+// partition) and more are written. The default, fail, ends the run for
+// good, naming the key and writing nothing; earliest skips what was
+// deleted, reads what came after once, and counts each partition's jump
+// in Stats.OffsetResets.
+func TestOnOffsetOutOfRangeFromConfig(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client := fakeCluster(t, kfake.BrokerConfigs(map[string]string{"transaction.max.timeout.ms": strconv.Itoa(int(4 * time.Hour / time.Millisecond))}))
+	cl, err := kgo.NewClient(client...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	produce := func(from, to int) {
+		var recs []*kgo.Record
+		for i := from; i < to; i++ {
+			recs = append(recs, &kgo.Record{Value: []byte("v" + strconv.Itoa(i))})
+		}
+		produceRecords(t, ctx, client, recs...)
+	}
+	ends := func() kadm.ListedOffsets {
+		l, err := adm.ListEndOffsets(ctx, "in")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	dir := t.TempDir()
+	set := []string{"checkpoint.interval=1h", "sink.transaction_timeout=3h", "state.backend=memory"}
+	cfg := testConfig(t, dir, "copy", set...)
+	produce(0, 10)
+	b, err := Build(ctx, cfg, Env{ClientOpts: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := runThenStop(t, ctx, b, client, "10 records read", func() bool { return b.Stats().RecordsRead >= 10 }); len(out) != 10 {
+		t.Fatalf("the first run committed %d records, want 10", len(out))
+	}
+	atStop := ends()
+	produce(10, 20)
+	del, jumps := kadm.Offsets{}, 0
+	ends().Each(func(l kadm.ListedOffset) {
+		del.AddOffset(l.Topic, l.Partition, l.Offset, -1)
+		if o, _ := atStop.Lookup(l.Topic, l.Partition); l.Offset > o.Offset {
+			jumps++
+		}
+	})
+	if resp, err := adm.DeleteRecords(ctx, del); err != nil || resp.Error() != nil {
+		t.Fatalf("deleting the records written after the stop: %v %v", err, resp.Error())
+	}
+	produce(20, 25)
+
+	b, err = Build(ctx, cfg, Env{ClientOpts: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.Job.Run(ctx)
+	if !engine.IsNonRecoverable(err) || !strings.Contains(err.Error(), "source.on_offset_out_of_range is fail") || !strings.Contains(err.Error(), "were deleted before they were read") {
+		t.Fatalf("the run under the default policy returned %v; want a non-recoverable refusal naming the policy", err)
+	}
+	if out := readCommitted(t, ctx, client); len(out) != 10 {
+		t.Fatalf("the refused run left %d records committed, want the first run's 10", len(out))
+	}
+
+	cfg = testConfig(t, dir, "copy", append(set, "source.on_offset_out_of_range=earliest")...)
+	b, err = Build(ctx, cfg, Env{ClientOpts: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := runThenStop(t, ctx, b, client, "the 5 records after the deletion read", func() bool { return b.Stats().RecordsRead >= 5 })
+	var got []string
+	for _, r := range out {
+		got = append(got, string(r.Value))
+	}
+	slices.SortFunc(got, func(a, b string) int { x, _ := strconv.Atoi(a[1:]); y, _ := strconv.Atoi(b[1:]); return x - y })
+	want := []string{"v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v20", "v21", "v22", "v23", "v24"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("after the jump the output is %v, want %v", got, want)
+	}
+	if n := b.Stats().OffsetResets; n != int64(jumps) || jumps == 0 {
+		t.Fatalf("Stats.OffsetResets = %d, want %d (the partitions with deleted records)", n, jumps)
+	}
+}
