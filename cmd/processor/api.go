@@ -332,6 +332,7 @@ type sourceBody struct {
 	RecordsRead   int64 `json:"records_read"`
 	DecodeSkipped int64 `json:"decode_skipped"`
 	DeadLettered  int64 `json:"dead_lettered"`
+	OffsetResets  int64 `json:"offset_resets"`
 	// ConsumerLag is null when unknown.
 	ConsumerLag *int64 `json:"consumer_lag"`
 }
@@ -346,7 +347,7 @@ func (s *apiServer) jobStatus(w http.ResponseWriter, _ *http.Request) {
 	st, stats := v.status, v.stats
 	body := jobBody{Name: st.Name, State: displayState(st.State), Restarts: st.Restarts, LastCheckpoint: st.LastCheckpoint,
 		Operators: []operatorBody{},
-		Source:    sourceBody{RecordsRead: stats.RecordsRead, DecodeSkipped: stats.DecodeSkipped, DeadLettered: stats.DeadLettered},
+		Source:    sourceBody{RecordsRead: stats.RecordsRead, DecodeSkipped: stats.DecodeSkipped, DeadLettered: stats.DeadLettered, OffsetResets: stats.OffsetResets},
 		Sink:      sinkBody{PendingTransactions: stats.PendingTransactions, OldestPendingSeconds: stats.OldestPending.Seconds()},
 		Cluster:   toClusterBody(stats.Cluster),
 	}

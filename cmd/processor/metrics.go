@@ -23,7 +23,7 @@ type jobCollector struct {
 	completed, failed, subsumed, inProgress          *prometheus.Desc
 	lastID, lastDuration, lastSize, lastAlign, lastT *prometheus.Desc
 	pending, oldestPending                           *prometheus.Desc
-	lag, read, skipped, deadLettered                 *prometheus.Desc
+	lag, read, skipped, deadLettered, offsetResets   *prometheus.Desc
 	unreachable, outages                             *prometheus.Desc
 }
 
@@ -53,6 +53,7 @@ func newJobCollector(o *observer, jobName string) *jobCollector {
 		read:          d("source_records_read_total", "Records the source read from Kafka."),
 		skipped:       d("source_decode_skipped_total", "Records skipped because they could not be decoded."),
 		deadLettered:  d("source_dead_lettered_total", "Records sent to the dead-letter topic because they could not be decoded."),
+		offsetResets:  d("source_offset_resets_total", "Jumps of source positions their partitions' logs no longer held (records deleted before they were read, a log truncated, a topic recreated) to the log start or end, as source.on_offset_out_of_range earliest or latest says; each is logged with the offsets it skipped or reads again."),
 		unreachable:   d("cluster_unreachable_seconds", "How long the job has been waiting for the Kafka cluster (0 while it answers); past kafka.outage_tolerance the attempt fails."),
 		outages:       d("cluster_outages_total", "Outages of the Kafka cluster the job has waited out or is waiting out."),
 	}
@@ -61,7 +62,7 @@ func newJobCollector(o *observer, jobName string) *jobCollector {
 func (c *jobCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.state, c.restarts, c.recordsIn, c.recordsOut, c.completed, c.failed, c.subsumed,
 		c.inProgress, c.lastID, c.lastDuration, c.lastSize, c.lastAlign, c.lastT, c.pending, c.oldestPending,
-		c.lag, c.read, c.skipped, c.deadLettered, c.unreachable, c.outages} {
+		c.lag, c.read, c.skipped, c.deadLettered, c.offsetResets, c.unreachable, c.outages} {
 		ch <- d
 	}
 }
@@ -107,6 +108,7 @@ func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.read, float64(stats.RecordsRead))
 	counter(c.skipped, float64(stats.DecodeSkipped))
 	counter(c.deadLettered, float64(stats.DeadLettered))
+	counter(c.offsetResets, float64(stats.OffsetResets))
 	away := 0.0
 	if stats.Cluster.Down {
 		away = stats.Cluster.For.Seconds()

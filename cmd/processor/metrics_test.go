@@ -127,7 +127,7 @@ func TestMetricsOfRunningJob(t *testing.T) {
 		paths = append(paths, p)
 	}
 
-	stats := jobs.Stats{PendingTransactions: 3, OldestPending: 2500 * time.Millisecond, RecordsRead: 1000, DecodeSkipped: 7, DeadLettered: 2, ConsumerLag: 42}
+	stats := jobs.Stats{PendingTransactions: 3, OldestPending: 2500 * time.Millisecond, RecordsRead: 1000, DecodeSkipped: 7, DeadLettered: 2, OffsetResets: 4, ConsumerLag: 42}
 	o := &observer{job: built.Job, stats: func() jobs.Stats { return stats }}
 	api := &apiServer{o: o, reg: newRegistry(o, "memwc"), log: slog.New(slog.DiscardHandler)}
 	fams := scrape(t, api.handler())
@@ -165,6 +165,7 @@ func TestMetricsOfRunningJob(t *testing.T) {
 	mustValue(t, fams, "onceflow_source_records_read_total", nil, 1000)
 	mustValue(t, fams, "onceflow_source_decode_skipped_total", nil, 7)
 	mustValue(t, fams, "onceflow_source_dead_lettered_total", nil, 2)
+	mustValue(t, fams, "onceflow_source_offset_resets_total", nil, 4)
 	if _, ok := fams["go_goroutines"]; !ok {
 		t.Fatal("no Go runtime metrics")
 	}
@@ -185,6 +186,12 @@ func TestMetricsOfRunningJob(t *testing.T) {
 	if cb.Counts.Completed != 3 || len(cb.History) != 3 || cb.Latest.Savepoint == nil || cb.Latest.Savepoint.Path != paths[2] ||
 		cb.History[0].StateSize != last.Size || cb.History[0].DurationMS != last.Duration.Milliseconds() {
 		t.Fatalf("checkpoints API: %+v", cb)
+	}
+	// So does the job API's source section.
+	var jb jobBody
+	getJSON(t, srv.URL+"/api/v1/job", &jb)
+	if jb.Source.RecordsRead != 1000 || jb.Source.OffsetResets != 4 {
+		t.Fatalf("job API source section: %+v", jb.Source)
 	}
 }
 
