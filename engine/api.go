@@ -40,6 +40,11 @@ type Scope struct {
 	// drained): a transactional sink must not commit them again, which
 	// fails once the broker has expired their transactional ids.
 	RestoredCommitted bool
+	// RestoredStateFormat is the format version the restored entries were
+	// written in (state.OperatorSnapshot.StateFormat): 0 when the
+	// checkpoint recorded none. It is never above the connector's own
+	// StateFormatVersion: the engine refuses such a restore.
+	RestoredStateFormat int
 }
 
 // SourceReader is one source subtask's reader. The subtask's goroutine
@@ -85,6 +90,22 @@ type Drainer interface {
 // returning false, keeps the fallback, logged at Error level.
 type TransactionalSink interface {
 	Transactional() bool
+}
+
+// StateFormatVersioner is implemented by a Source or Sink whose operator
+// state (the entries its SnapshotState returns) has a versioned format.
+// The engine records the version with the operator in every checkpoint
+// (state.OperatorSnapshot.StateFormat) and refuses, before any subtask
+// opens, to restore a checkpoint whose recorded version is newer than the
+// one the operator declares (ErrIncompatibleCheckpoint, non-recoverable),
+// naming the checkpoint, the operator, both versions and the binary that
+// wrote it: an older binary must not misread state a newer one wrote.
+// Older or unrecorded versions restore, and Scope.RestoredStateFormat
+// tells the connector which one it got. Bump the version whenever a
+// binary of the previous version could misread the new entries. Without
+// the method the version is 0.
+type StateFormatVersioner interface {
+	StateFormatVersion() int
 }
 
 // Sink is an output, in the terms of one job. NewWriter is called once per
@@ -134,6 +155,9 @@ type KeyedStream[K, T any] struct {
 // FromSource adds a source operator.
 func FromSource[T any](j *Job, uid string, parallelism int, src Source[T]) Stream[T] {
 	n := j.addNode(uid, parallelism, kindSource)
+	if v, ok := any(src).(StateFormatVersioner); ok {
+		n.stateFormat = v.StateFormatVersion()
+	}
 	n.newSource = func(ctx context.Context, s Scope, restored [][]byte) (sourceRunner, error) {
 		r, err := src.NewReader(ctx, s, restored)
 		if err != nil {
@@ -358,6 +382,9 @@ func SinkTo[T any](s Stream[T], uid string, p int, sink Sink[T]) {
 	j.connect(s.node, n, 0, nil)
 	if ts, ok := any(sink).(TransactionalSink); ok {
 		n.transactional = ts.Transactional()
+	}
+	if v, ok := any(sink).(StateFormatVersioner); ok {
+		n.stateFormat = v.StateFormatVersion()
 	}
 	n.newSink = func(ctx context.Context, sc Scope, restored [][]byte) (sinkRunner, error) {
 		w, err := sink.NewWriter(ctx, sc, restored)

@@ -245,6 +245,9 @@ func (st *subtask) open(ctx context.Context) error {
 	}
 	st.opStore = store
 	scope := Scope{Job: j.name, UID: n.uid, Subtask: st.index, Parallelism: n.parallelism, Restored: st.c.restored}
+	if st.restore != nil {
+		scope.RestoredStateFormat = st.restore.StateFormat
+	}
 	switch n.kind {
 	case kindSource:
 		entries, err := st.entries(state.Union)

@@ -348,12 +348,14 @@ func (c *coordinator) onAck(a ackMsg) error {
 }
 
 func (c *coordinator) complete(p *pendingCheckpoint) error {
-	md := &state.Metadata{Version: state.MetadataVersion, Job: c.j.name, CheckpointID: p.id, Savepoint: p.savepoint, Timestamp: p.triggered}
+	md := &state.Metadata{Version: state.MetadataVersion, Job: c.j.name, CheckpointID: p.id, Savepoint: p.savepoint, Timestamp: p.triggered,
+		WriterVersion: c.j.opts.Version}
 	var size int64
 	var cur *state.OperatorSnapshot
 	for _, a := range sortedAcks(p.acks) {
 		if cur == nil || cur.UID != a.st.n.uid {
-			md.Operators = append(md.Operators, state.OperatorSnapshot{UID: a.st.n.uid, Parallelism: a.st.n.parallelism, MaxParallelism: c.j.opts.MaxParallelism})
+			md.Operators = append(md.Operators, state.OperatorSnapshot{UID: a.st.n.uid, Parallelism: a.st.n.parallelism, MaxParallelism: c.j.opts.MaxParallelism,
+				StateFormat: a.st.n.stateFormat})
 			cur = &md.Operators[len(md.Operators)-1]
 		}
 		cur.Subtasks = append(cur.Subtasks, state.SubtaskSnapshot{Subtask: a.st.index, Keyed: a.keyed, Operator: a.operator})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,8 +83,24 @@ type Options struct {
 	// AllowNonRestoredState lets a restore drop the state of operators the
 	// job no longer has.
 	AllowNonRestoredState bool
-	Logger                *slog.Logger
-	Clock                 Clock
+	// Version is the version of the binary running the job (the
+	// processor passes what processor version prints). Every checkpoint
+	// records it (state.Metadata.WriterVersion), and a checkpoint refused
+	// for its state formats names it. Default: the main module's version
+	// from the build info, or "unknown".
+	Version string
+	Logger  *slog.Logger
+	Clock   Clock
+}
+
+// defaultVersion is the main module's version from the binary's build
+// information ("(devel)" for a build of a working tree without version
+// control information), or "unknown" when there is none.
+func defaultVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "unknown"
 }
 
 type nodeKind int
@@ -102,8 +119,11 @@ type node struct {
 	// transactional: a sink whose Sink implements TransactionalSink and
 	// says true.
 	transactional bool
-	in            []*edge
-	out           []*edge
+	// stateFormat is the format version of the operator state, declared
+	// by a Source or Sink implementing StateFormatVersioner (0: none).
+	stateFormat int
+	in          []*edge
+	out         []*edge
 
 	newSource   func(context.Context, Scope, [][]byte) (sourceRunner, error)
 	newSink     func(context.Context, Scope, [][]byte) (sinkRunner, error)
@@ -170,6 +190,9 @@ func NewJob(name string, opts Options) *Job {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Version == "" {
+		opts.Version = defaultVersion()
 	}
 	if opts.Clock == nil {
 		opts.Clock = realClock{}
@@ -337,9 +360,10 @@ func (j *Job) restorePoint(ctx context.Context, from string, log *slog.Logger) (
 
 // ErrIncompatibleCheckpoint marks the refusal to restore a checkpoint or
 // savepoint that does not fit the job as configured: the state of a keyed
-// operator was written with another max parallelism, or state of an
+// operator was written with another max parallelism, state of an
 // operator the job no longer has would be dropped without
-// AllowNonRestoredState. Such a refusal (errors.Is) comes from Run before
+// AllowNonRestoredState, or an operator's state is in a format newer than
+// the operator reads (StateFormatVersioner: a newer binary wrote it). Such a refusal (errors.Is) comes from Run before
 // any subtask opens, is non-recoverable, and is fixed by changing the
 // configuration or the command line, not by retrying: the processor exits
 // with its code for bad usage.
@@ -355,8 +379,9 @@ func (e *incompatibleError) Is(target error) bool { return target == ErrIncompat
 
 // checkRestore refuses a checkpoint the job cannot restore as it is
 // configured (ErrIncompatibleCheckpoint, non-recoverable): state of
-// operators the job lacks (state.CheckRestore), or a keyed operator whose
-// state was written with another max parallelism.
+// operators the job lacks (state.CheckRestore), operator state in a
+// format newer than its operator reads (checkStateFormats), or a keyed
+// operator whose state was written with another max parallelism.
 //
 // Why the max parallelism: it is the number of key groups, and a key's
 // group is its hash modulo that number. Restored entries stay under the
@@ -372,6 +397,9 @@ func (j *Job) checkRestore(md *state.Metadata) error {
 	}
 	if err := state.CheckRestore(md, uids, j.opts.AllowNonRestoredState); err != nil {
 		return NonRecoverable(&incompatibleError{fmt.Errorf("engine: restoring from %s: %w", md.Path, err)})
+	}
+	if err := j.checkStateFormats(md); err != nil {
+		return err
 	}
 	var bad []string
 	was := 0
@@ -391,6 +419,47 @@ func (j *Job) checkRestore(md *state.Metadata) error {
 	return NonRecoverable(&incompatibleError{fmt.Errorf("engine: cannot restore %s: it holds the state of keyed operator %s, the job runs with max parallelism %d; "+
 		"keyed state cannot move to another number of key groups: run with max parallelism %d again (job.max_parallelism), or start over with --fresh",
 		md.Path, strings.Join(bad, " and "), j.opts.MaxParallelism, was)})
+}
+
+// checkStateFormats refuses (ErrIncompatibleCheckpoint, non-recoverable) a
+// checkpoint holding operator state in a format newer than its operator
+// declares it reads (StateFormatVersioner), in md itself or in the newer
+// checkpoint md supersedes (whose sink state the sinks read too): an older
+// binary restoring state a newer one wrote could misread it, silently
+// reading from the wrong offsets or dropping transactions to commit. The
+// refusal names the checkpoint, every such operator, both versions and
+// the binary that wrote it. Older formats, and checkpoints that recorded
+// none, restore.
+func (j *Job) checkStateFormats(md *state.Metadata) error {
+	check := func(where, writer string, ops []state.OperatorSnapshot) []string {
+		var bad []string
+		for _, n := range j.nodes {
+			for i := range ops {
+				if op := &ops[i]; op.UID == n.uid && op.StateFormat > n.stateFormat {
+					bad = append(bad, fmt.Sprintf("%soperator %q stored its state in format %d, written by version %s, and this binary (version %s) reads format %d at most",
+						where, n.uid, op.StateFormat, orUnrecorded(writer), j.opts.Version, n.stateFormat))
+				}
+			}
+		}
+		return bad
+	}
+	bad := check("", md.WriterVersion, md.Operators)
+	if s := md.Supersedes; s != nil {
+		bad = append(bad, check(fmt.Sprintf("in the newer checkpoint %s it supersedes, ", s.Path), s.WriterVersion, s.Operators)...)
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return NonRecoverable(&incompatibleError{fmt.Errorf("engine: cannot restore %s: %s; "+
+		"restore it with the version that wrote it or a newer one, or start over with --fresh",
+		md.Path, strings.Join(bad, "; "))})
+}
+
+func orUnrecorded(version string) string {
+	if version == "" {
+		return "unrecorded"
+	}
+	return version
 }
 
 // hasKeyedState reports whether a subtask of op stored keyed state.
@@ -436,13 +505,18 @@ func (j *Job) adopt(ctx context.Context, from string, log *slog.Logger) (*state.
 	}
 	if latest != nil && latest.CheckpointID > md.CheckpointID &&
 		(md.Supersedes == nil || md.Supersedes.CheckpointID < latest.CheckpointID) {
-		sup := &state.Superseded{CheckpointID: latest.CheckpointID, Path: latest.Path}
+		sup := &state.Superseded{CheckpointID: latest.CheckpointID, Path: latest.Path, WriterVersion: latest.WriterVersion}
 		for _, n := range j.nodes {
 			if op := latest.Operator(n.uid); n.kind == kindSink && op != nil {
 				sup.Operators = append(sup.Operators, *op)
 			}
 		}
 		md.Supersedes = sup
+		// The sinks read the newer checkpoint's state too: refuse before
+		// adopting what they cannot read.
+		if err := j.checkStateFormats(md); err != nil {
+			return nil, err
+		}
 	}
 	infos, err := st.List(ctx)
 	if err != nil {

@@ -37,6 +37,9 @@ type Env struct {
 	// AllowNonRestoredState lets a restore drop the state of operators the
 	// job no longer has.
 	AllowNonRestoredState bool
+	// Version is the running binary's version, recorded in every
+	// checkpoint (engine.Options.Version; "" takes the engine's default).
+	Version string
 }
 
 // Built is a job ready to Run, with its connectors' statistics for
@@ -391,6 +394,7 @@ func engineOptions(cfg *config.Config, env Env, log *slog.Logger) (engine.Option
 		DisableChaining:       !cfg.Job.OperatorChaining,
 		RestoreFrom:           env.RestoreFrom,
 		AllowNonRestoredState: env.AllowNonRestoredState,
+		Version:               env.Version,
 		Logger:                log,
 	}, nil
 }

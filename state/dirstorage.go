@@ -25,7 +25,10 @@ import (
 )
 
 // MetadataVersion is the version of the _metadata format written by this
-// package.
+// package. Fields added since version 1 (Metadata.WriterVersion,
+// OperatorSnapshot.StateFormat) are optional: files without them load
+// (as empty and 0), and older readers ignore them, so the version did not
+// change.
 const MetadataVersion = 1
 
 const (
@@ -1682,7 +1685,7 @@ func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Met
 	chkRel := chkDirName(newID)
 	dir := filepath.Join(s.root, chkRel)
 	out := &Metadata{Version: MetadataVersion, Job: s.job, CheckpointID: newID, Timestamp: md.Timestamp,
-		Operators: cloneOperators(md.Operators), RestoredFrom: md.Path, Supersedes: md.Supersedes}
+		Operators: cloneOperators(md.Operators), RestoredFrom: md.Path, Supersedes: md.Supersedes, WriterVersion: md.WriterVersion}
 
 	var copiedShared []string
 	done := false

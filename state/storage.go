@@ -30,6 +30,11 @@ type Metadata struct {
 	// Supersedes is set on a checkpoint adopted from an older one while
 	// the job had a newer complete checkpoint: see Superseded.
 	Supersedes *Superseded `json:"supersedes,omitempty"`
+	// WriterVersion is the version of the binary that wrote the
+	// checkpoint's state (for the processor, what processor version
+	// prints), named when a restore refuses it. An adopted checkpoint keeps
+	// its original's. Empty in checkpoints written before it was recorded.
+	WriterVersion string `json:"writer_version,omitempty"`
 }
 
 // Superseded records, in a checkpoint adopted from an older one (a run
@@ -43,15 +48,24 @@ type Superseded struct {
 	CheckpointID int64              `json:"checkpoint_id"`
 	Path         string             `json:"path"`
 	Operators    []OperatorSnapshot `json:"operators"`
+	// WriterVersion is the newer checkpoint's Metadata.WriterVersion.
+	WriterVersion string `json:"writer_version,omitempty"`
 }
 
 // OperatorSnapshot is one operator's part of a checkpoint, matched to the
 // job's operators by UID on restore.
 type OperatorSnapshot struct {
-	UID            string            `json:"uid"`
-	Parallelism    int               `json:"parallelism"`
-	MaxParallelism int               `json:"max_parallelism"`
-	Subtasks       []SubtaskSnapshot `json:"subtasks"`
+	UID            string `json:"uid"`
+	Parallelism    int    `json:"parallelism"`
+	MaxParallelism int    `json:"max_parallelism"`
+	// StateFormat is the version of the format of the operator's
+	// operator state (SubtaskSnapshot.Operator: a source's offsets, a
+	// sink's transactions) as the operator declared it when the
+	// checkpoint was taken; 0 when it declared none, or in a checkpoint
+	// written before formats were recorded. A restore into an operator
+	// that understands only older formats is refused (see the engine).
+	StateFormat int               `json:"state_format,omitempty"`
+	Subtasks    []SubtaskSnapshot `json:"subtasks"`
 }
 
 // SubtaskSnapshot is what one subtask acked with.

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -62,7 +63,15 @@ STATUS is one of:
 	inspect := &cobra.Command{
 		Use:   "inspect PATH",
 		Short: "Verify a checkpoint or savepoint (chk-<n> or savepoint-<id> directory) and print its metadata",
-		Args:  cobra.ExactArgs(1),
+		Long: `Verify a checkpoint or savepoint (chk-<n> or savepoint-<id> directory, or
+its _metadata file) and print its metadata: the version of the binary that
+wrote it, whether it is committed, where an adopted one came from, and per
+operator subtask its keyed state, files, bytes, operator state and the
+format version of that operator state (FORMAT; "-" when none was recorded:
+the operator declares none, or the checkpoint predates recorded formats).
+A binary refuses to restore a checkpoint whose operator state format is
+newer than its operator reads.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			md, err := loadCheckpoint(cmd.Context(), args[0])
 			if err != nil {
@@ -74,6 +83,11 @@ STATUS is one of:
 				kind = "savepoint"
 			}
 			fmt.Fprintf(out, "%s %d of job %s, taken %s\n", kind, md.CheckpointID, md.Job, md.Timestamp.Format("2006-01-02T15:04:05.000Z07:00"))
+			if md.WriterVersion != "" {
+				fmt.Fprintf(out, "written by version %s\n", md.WriterVersion)
+			} else {
+				fmt.Fprintln(out, "written by an unrecorded version (before versions were recorded)")
+			}
 			if md.Committed {
 				fmt.Fprintln(out, "committed: its transactions are known to be committed")
 			}
@@ -84,7 +98,7 @@ STATUS is one of:
 				fmt.Fprintf(out, "supersedes checkpoint %d (%s)\n", sup.CheckpointID, sup.Path)
 			}
 			w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "OPERATOR\tSUBTASK\tKEYED\tKEY GROUPS\tFILES\tBYTES\tOPERATOR STATE")
+			fmt.Fprintln(w, "OPERATOR\tSUBTASK\tKEYED\tKEY GROUPS\tFILES\tBYTES\tOPERATOR STATE\tFORMAT")
 			for _, op := range md.Operators {
 				for _, sub := range op.Subtasks {
 					keyed, kgs, files, bytes := "-", "-", 0, int64(0)
@@ -100,7 +114,11 @@ STATUS is one of:
 					if h := sub.Operator; h != nil {
 						opState = fmt.Sprintf("%d bytes", len(h.Inline))
 					}
-					fmt.Fprintf(w, "%s\t%d/%d\t%s\t%s\t%d\t%d\t%s\n", op.UID, sub.Subtask, op.Parallelism, keyed, kgs, files, bytes, opState)
+					format := "-"
+					if op.StateFormat != 0 {
+						format = strconv.Itoa(op.StateFormat)
+					}
+					fmt.Fprintf(w, "%s\t%d/%d\t%s\t%s\t%d\t%d\t%s\t%s\n", op.UID, sub.Subtask, op.Parallelism, keyed, kgs, files, bytes, opState, format)
 				}
 			}
 			if err := w.Flush(); err != nil {

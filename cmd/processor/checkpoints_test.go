@@ -3,14 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/jobs"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -272,5 +277,60 @@ func TestCheckpointsListAndInspectDoNotWrite(t *testing.T) {
 		if _, ok := before[p]; !ok {
 			t.Errorf("%s was created", p)
 		}
+	}
+}
+
+// processor checkpoints inspect shows the version of the binary that wrote
+// a checkpoint and each operator's state format; a checkpoint from before
+// they were recorded says so.
+func TestCheckpointsInspectShowsVersionAndFormats(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := state.NewFileStorage(dir, "job", state.StorageOptions{Retained: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opState := &state.Handle{Backend: "operator", Inline: []byte(`{"offset":1}`)}
+	md := &state.Metadata{CheckpointID: 1, WriterVersion: "v3.1.4", Operators: []state.OperatorSnapshot{
+		{UID: "source", Parallelism: 1, StateFormat: 2, Subtasks: []state.SubtaskSnapshot{{Operator: opState}}},
+		{UID: "count", Parallelism: 1, Subtasks: []state.SubtaskSnapshot{{Operator: opState}}}}}
+	if err := st.Complete(ctx, md); err != nil {
+		t.Fatal(err)
+	}
+	old := storeCheckpoint(t, st, 2, false)
+	inspect := func(path string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		if code := execute(ctx, newRoot(), []string{"checkpoints", "inspect", path}, &stdout, &stderr); code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr.String())
+		}
+		return stdout.String()
+	}
+	out := inspect(md.Path)
+	t.Logf("\n%s", out)
+	for _, re := range []string{`(?m)^written by version v3\.1\.4$`, `(?m)\sFORMAT$`, `(?m)^source\s.*\s2$`, `(?m)^count\s.*\s-$`} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("inspect output does not match %s:\n%s", re, out)
+		}
+	}
+	if out := inspect(old.Path); !strings.Contains(out, "written by an unrecorded version") {
+		t.Errorf("inspect of a checkpoint without a version:\n%s", out)
+	}
+}
+
+// processor run hands its version (what processor version prints) to the
+// job, which records it in every checkpoint as the writer's version.
+func TestRunPassesItsVersionToTheJob(t *testing.T) {
+	var got atomic.Value
+	r := startRunDeps(t, func(d deps) deps {
+		d.build = func(_ context.Context, _ *config.Config, env jobs.Env) (*jobs.Built, error) {
+			got.Store(env.Version)
+			return nil, errors.New("stop here")
+		}
+		return d
+	}, newMemJob(10, time.Millisecond), nil, "--config", jobConfig(t, t.TempDir(), ""))
+	r.wait(30 * time.Second)
+	if v, _ := got.Load().(string); v != version || v == "" {
+		t.Fatalf("the job was built with version %q, processor version says %q", v, version)
 	}
 }

@@ -198,7 +198,7 @@ func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) e
 	jobCtx, cancelJob := context.WithCancelCause(ctx)
 	defer cancelJob(nil)
 	built, err := d.build(jobCtx, cfg, jobs.Env{ClientOpts: opts, Logger: log, RestoreFrom: f.from, Fresh: f.fresh,
-		AllowNonRestoredState: f.allowNonRestoredState})
+		AllowNonRestoredState: f.allowNonRestoredState, Version: version})
 	if err != nil {
 		return fmt.Errorf("building job %s: %w", cfg.Job.Name, err)
 	}
