@@ -363,10 +363,11 @@ func (j *Job) restorePoint(ctx context.Context, from string, log *slog.Logger) (
 // operator was written with another max parallelism, state of an
 // operator the job no longer has would be dropped without
 // AllowNonRestoredState, or an operator's state is in a format newer than
-// the operator reads (StateFormatVersioner: a newer binary wrote it). Such a refusal (errors.Is) comes from Run before
-// any subtask opens, is non-recoverable, and is fixed by changing the
-// configuration or the command line, not by retrying: the processor exits
-// with its code for bad usage.
+// the operator reads (StateFormatVersioner: a newer binary wrote it). Such
+// a refusal (errors.Is) comes from Run before any subtask opens, is
+// non-recoverable, and is fixed by changing the configuration, the command
+// line or the binary, not by retrying: the processor exits with its code
+// for bad usage.
 var ErrIncompatibleCheckpoint = errors.New("engine: the checkpoint does not fit the job's configuration")
 
 // incompatibleError is a refusal marked ErrIncompatibleCheckpoint; its
