@@ -605,7 +605,7 @@ func (j *Job) checkDamaged(md *state.Metadata, infos []state.CheckpointInfo, log
 // deleted its checkpoints (CheckpointOptions.DeleteOnCancel; through is
 // the newest id deleted, Storage.Discarded, 0 when none was). md is the
 // newest point left (nil: none), usually a savepoint older than through,
-// since savepoints are never deleted.
+// since a cancellation keeps the savepoints.
 //
 // Why it refuses: the sinks may have committed the transactions of every
 // checkpoint up to through. Resuming from an older savepoint replays the
