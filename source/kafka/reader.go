@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -128,9 +129,9 @@ type offsetEntry struct {
 	Partition
 	// Offset is the next offset to read.
 	Offset int64 `json:"offset"`
-	// TopicID is the id (base64) of the topic the offset is of, so that a
-	// topic deleted and recreated under the same name is told apart;
-	// empty in checkpoints written before ids were stored, and on
+	// TopicID is the id of the topic the offset is of (topicIDString), so
+	// that a topic deleted and recreated under the same name is told
+	// apart; empty in checkpoints written before ids were stored, and on
 	// clusters without topic ids.
 	TopicID string `json:"topic_id,omitempty"`
 	// LeaderEpoch is the leader epoch of the last record read before
@@ -141,6 +142,10 @@ type offsetEntry struct {
 	// were stored, and after a jump.
 	LeaderEpoch *int32 `json:"leader_epoch,omitempty"`
 }
+
+// topicIDString prints a topic id as Kafka does (kafka-topics.sh
+// --describe): URL-safe base64 without padding.
+func topicIDString(id kadm.TopicID) string { return base64.RawURLEncoding.EncodeToString(id[:]) }
 
 // Owner returns the subtask that reads partition p of topic: partitions of
 // a topic are dealt out round-robin, starting at a subtask chosen by the
@@ -368,8 +373,8 @@ func (r *Reader) restoredOffsets(ctx context.Context, ps []Partition, checkpoint
 			continue
 		}
 		oor := &OffsetOutOfRangeError{Partition: p, Offset: e.Offset, Start: rg.start, End: rg.end}
-		if id, ok := r.ids[p.Topic]; ok && e.TopicID != "" && e.TopicID != id.String() {
-			oor.OldTopicID, oor.NewTopicID = e.TopicID, id.String()
+		if id, ok := r.ids[p.Topic]; ok && e.TopicID != "" && e.TopicID != topicIDString(id) {
+			oor.OldTopicID, oor.NewTopicID = e.TopicID, topicIDString(id)
 		}
 		if oor.OldTopicID != "" || e.Offset < rg.start {
 			oors = append(oors, oor)
@@ -828,14 +833,14 @@ func (r *Reader) checkTopicID(ctx context.Context, topic string, ids map[string]
 	}
 	if r.opts.OnOutOfRange == OutOfRangeFail && first != nil {
 		e := &OffsetOutOfRangeError{Partition: *first, Offset: r.next[*first], Start: -1, End: -1,
-			OldTopicID: old.String(), NewTopicID: cur.String(), Running: true}
+			OldTopicID: topicIDString(old), NewTopicID: topicIDString(cur), Running: !r.unread[*first]}
 		if rgs, err := r.listRanges(context.WithoutCancel(ctx), []Partition{*first}); err == nil {
 			e.Start, e.End = rgs[*first].start, rgs[*first].end
 		}
 		return e
 	}
 	return fmt.Errorf("kafka source: topic %s was deleted and recreated while it was read (id %s, was %s); "+
-		"the restart resumes from the last checkpoint, where source.on_offset_out_of_range %s applies", topic, cur, old, r.opts.OnOutOfRange)
+		"the restart resumes from the last checkpoint, where source.on_offset_out_of_range %s applies", topic, topicIDString(cur), topicIDString(old), r.opts.OnOutOfRange)
 }
 
 func comparePartitions(a, b Partition) int {
@@ -1075,7 +1080,7 @@ func (r *Reader) SnapshotState(checkpointID int64) ([][]byte, error) {
 	for _, p := range slices.SortedFunc(maps.Keys(snap), comparePartitions) {
 		e := offsetEntry{Partition: p, Offset: snap[p]}
 		if id, ok := r.ids[p.Topic]; ok {
-			e.TopicID = id.String()
+			e.TopicID = topicIDString(id)
 		}
 		if ep, ok := r.epochs[p]; ok && ep >= 0 {
 			e.LeaderEpoch = &ep
