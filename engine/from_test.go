@@ -34,6 +34,11 @@ type fenceSink struct {
 	// commit); held receives that checkpoint's id.
 	hold atomic.Bool
 	held chan int64
+	// reuseIDs makes a commit of a transaction that was committed already
+	// fail as Kafka's does once the transactional id served a newer
+	// transaction (the sink's ids come from a small pool): PRODUCER_FENCED,
+	// reported as DATA MAY BE LOST.
+	reuseIDs bool
 }
 
 type fenceTxn struct {
@@ -61,6 +66,18 @@ func (s *fenceSink) commitLocked(key string) error {
 	case t.state == "open":
 		t.state = "committed"
 		s.committed = append(s.committed, t.records...)
+	case t.state == "committed" && s.reuseIDs:
+		var sub int
+		var id int64
+		fmt.Sscanf(key, "%d/%d", &sub, &id)
+		for k := range s.txns {
+			var ks int
+			var kid int64
+			fmt.Sscanf(k, "%d/%d", &ks, &kid)
+			if ks == sub && kid > id {
+				return engine.NonRecoverable(fmt.Errorf("DATA MAY BE LOST: transaction %s: its id served transaction %s since (PRODUCER_FENCED)", key, k))
+			}
+		}
 	}
 	return nil
 }

@@ -328,11 +328,11 @@ func (j *Job) restorePoint(ctx context.Context, from string, log *slog.Logger) (
 		if err := j.checkDamaged(md, infos, log); err != nil {
 			return nil, nil, err
 		}
-		through, err := j.opts.Storage.Discarded(ctx)
+		disc, err := j.opts.Storage.Discarded(ctx)
 		if err != nil {
 			return nil, nil, fmt.Errorf("engine: reading what a cancellation deleted: %w", err)
 		}
-		if err := j.checkDiscarded(md, through, log); err != nil {
+		if err := j.checkDiscarded(md, disc.Through, log); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -490,7 +490,9 @@ func hasKeyedState(op *state.OperatorSnapshot) bool {
 // the sinks' operator state, which is inline), and every restore of the
 // adopted lineage hands it to the sinks (Scope.NewerCheckpoint), which
 // tell the restored transactions committed since from those to commit,
-// even once the newer checkpoint's directory is gone.
+// even once the newer checkpoint's directory is gone. A newer checkpoint
+// a cancellation deleted (checkpoint.on_cancel delete) counts too: the
+// deletion recorded its operator state (state.Discard).
 func (j *Job) adopt(ctx context.Context, from string, log *slog.Logger) (*state.Metadata, error) {
 	st := j.opts.Storage
 	md, err := st.Load(ctx, from)
@@ -504,12 +506,29 @@ func (j *Job) adopt(ctx context.Context, from string, log *slog.Logger) (*state.
 	if err != nil {
 		return nil, fmt.Errorf("engine: finding the latest checkpoint: %w", err)
 	}
-	if latest != nil && latest.CheckpointID > md.CheckpointID &&
-		(md.Supersedes == nil || md.Supersedes.CheckpointID < latest.CheckpointID) {
-		sup := &state.Superseded{CheckpointID: latest.CheckpointID, Path: latest.Path, WriterVersion: latest.WriterVersion}
+	disc, err := st.Discarded(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("engine: reading what a cancellation deleted: %w", err)
+	}
+	// The newest complete checkpoint the job had: the latest one on disk,
+	// or the one a cancellation deleted (checkpoint.on_cancel delete),
+	// whose operator state the deletion recorded.
+	var newest *state.Superseded
+	if latest != nil {
+		newest = &state.Superseded{CheckpointID: latest.CheckpointID, Path: latest.Path, WriterVersion: latest.WriterVersion,
+			Operators: latest.Operators}
+	}
+	if d := disc.Newest; d != nil && (newest == nil || d.CheckpointID > newest.CheckpointID) {
+		newest = d
+	}
+	if newest != nil && newest.CheckpointID > md.CheckpointID &&
+		(md.Supersedes == nil || md.Supersedes.CheckpointID < newest.CheckpointID) {
+		sup := &state.Superseded{CheckpointID: newest.CheckpointID, Path: newest.Path, WriterVersion: newest.WriterVersion}
 		for _, n := range j.nodes {
-			if op := latest.Operator(n.uid); n.kind == kindSink && op != nil {
-				sup.Operators = append(sup.Operators, *op)
+			for _, op := range newest.Operators {
+				if n.kind == kindSink && op.UID == n.uid {
+					sup.Operators = append(sup.Operators, op)
+				}
 			}
 		}
 		md.Supersedes = sup
@@ -523,13 +542,9 @@ func (j *Job) adopt(ctx context.Context, from string, log *slog.Logger) (*state.
 	if err != nil {
 		return nil, fmt.Errorf("engine: listing checkpoints: %w", err)
 	}
-	through, err := st.Discarded(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("engine: reading what a cancellation deleted: %w", err)
-	}
 	// Above the checkpoints a cancellation deleted too: the adopted
 	// lineage is then the job's newest, and checkDiscarded lets it be.
-	newID := max(j.nextID, md.CheckpointID+1, through+1)
+	newID := max(j.nextID, md.CheckpointID+1, disc.Through+1)
 	if latest != nil {
 		newID = max(newID, latest.CheckpointID+1)
 	}

@@ -34,10 +34,10 @@ const MetadataVersion = 1
 const (
 	metadataFile  = "_metadata"
 	committedFile = "_committed"
-	// discardedFile records, in the job directory, the newest checkpoint
-	// DiscardAll removed: "<discardedHeader> <id>\n".
+	// discardedFile records, in the job directory, what DiscardAll
+	// removed: "<discardedHeader>\n" and the Discard as JSON.
 	discardedFile   = "_discarded"
-	discardedHeader = "onceflow-discarded-through"
+	discardedHeader = "onceflow-discarded"
 	sharedDir       = "shared"
 	chkPrefix       = "chk-"
 	savepointPref   = "savepoint-"
@@ -1424,11 +1424,12 @@ func (s *dirStorage) DiscardAll() error {
 	if err != nil {
 		return fmt.Errorf("storage %s: %w", s.root, err)
 	}
-	through, err := s.discarded()
+	rec, err := s.discarded()
 	if err != nil {
 		return fmt.Errorf("storage %s: discard: %w", s.root, err)
 	}
-	through = max(through, s.newest)
+	through := rec.Through
+	var newestDir string
 	for _, name := range names {
 		id, ok := parseDirID(name, chkPrefix)
 		if !ok {
@@ -1438,11 +1439,26 @@ func (s *dirStorage) DiscardAll() error {
 			continue
 		}
 		if _, err := s.fs.Stat(filepath.Join(s.root, name, metadataFile)); err == nil {
-			through = id
+			through, newestDir = id, name
+		}
+	}
+	if through > rec.Through {
+		rec = Discard{Through: through}
+		if _, ok := parseDirID(newestDir, chkPrefix); ok {
+			// Its operator state, for a restore of an older savepoint to
+			// tell the transactions committed since; a damaged one records
+			// only its id.
+			if md, err := s.readMetadata(filepath.Join(s.root, newestDir)); err == nil {
+				rec.Newest = operatorStateOf(md)
+			}
 		}
 	}
 	if through > 0 {
-		if err := s.writeAtomic(s.root, discardedFile, []byte(fmt.Sprintf("%s %d\n", discardedHeader, through))); err != nil {
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return fmt.Errorf("storage %s: discard: encoding what it discards: %w", s.root, err)
+		}
+		if err := s.writeAtomic(s.root, discardedFile, append([]byte(discardedHeader+"\n"), append(b, '\n')...)); err != nil {
 			return fmt.Errorf("storage %s: discard: recording the newest checkpoint (%d) before removing it: %w", s.root, through, err)
 		}
 	}
@@ -1492,37 +1508,52 @@ func (s *dirStorage) DiscardAll() error {
 }
 
 // Discarded implements Storage.
-func (s *dirStorage) Discarded(ctx context.Context) (int64, error) {
+func (s *dirStorage) Discarded(ctx context.Context) (Discard, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return Discard{}, err
 	}
-	id, err := s.discarded()
+	rec, err := s.discarded()
 	if err != nil {
-		return 0, fmt.Errorf("storage %s: %w", s.root, err)
+		return Discard{}, fmt.Errorf("storage %s: %w", s.root, err)
 	}
-	return id, nil
+	return rec, nil
 }
 
-// discarded reads the record DiscardAll leaves (0 without one).
-func (s *dirStorage) discarded() (int64, error) {
+// discarded reads the record DiscardAll leaves (the zero Discard without
+// one).
+func (s *dirStorage) discarded() (Discard, error) {
 	p := filepath.Join(s.root, discardedFile)
 	f, err := s.fs.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
+		return Discard{}, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("reading %s: %w", p, err)
+		return Discard{}, fmt.Errorf("reading %s: %w", p, err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(f)
 	if err != nil {
-		return 0, fmt.Errorf("reading %s: %w", p, err)
+		return Discard{}, fmt.Errorf("reading %s: %w", p, err)
 	}
-	var id int64
-	if _, err := fmt.Sscanf(string(b), discardedHeader+" %d\n", &id); err != nil || id <= 0 {
-		return 0, fmt.Errorf("%s is corrupt: %q", p, b)
+	var rec Discard
+	body, ok := bytes.CutPrefix(b, []byte(discardedHeader+"\n"))
+	if !ok || json.Unmarshal(body, &rec) != nil || rec.Through <= 0 {
+		return Discard{}, fmt.Errorf("%s is corrupt: %q", p, b)
 	}
-	return id, nil
+	return rec, nil
+}
+
+// operatorStateOf is md as a Superseded: its id, path and every
+// operator with its operator state only (keyed state dropped).
+func operatorStateOf(md *Metadata) *Superseded {
+	sup := &Superseded{CheckpointID: md.CheckpointID, Path: md.Path, WriterVersion: md.WriterVersion}
+	for _, op := range cloneOperators(md.Operators) {
+		for i := range op.Subtasks {
+			op.Subtasks[i].Keyed = nil
+		}
+		sup.Operators = append(sup.Operators, op)
+	}
+	return sup
 }
 
 // failedStorage is returned by NewMemoryStorage when opts.FS failed its
@@ -1539,7 +1570,7 @@ func (f *failedStorage) Load(context.Context, string) (*Metadata, error) { retur
 func (f *failedStorage) List(context.Context) ([]CheckpointInfo, error)  { return nil, f.err }
 func (f *failedStorage) Open(FileRef) (io.ReadCloser, error)             { return nil, f.err }
 func (f *failedStorage) DiscardAll() error                               { return f.err }
-func (f *failedStorage) Discarded(context.Context) (int64, error)        { return 0, f.err }
+func (f *failedStorage) Discarded(context.Context) (Discard, error)      { return Discard{}, f.err }
 func (f *failedStorage) MarkCommitted(context.Context, int64) error      { return f.err }
 func (f *failedStorage) Sweep(context.Context) ([]CheckpointInfo, error) { return nil, f.err }
 func (f *failedStorage) Adopt(context.Context, *Metadata, int64) (*Metadata, error) {

@@ -26,12 +26,12 @@ func TestDiscardAllRecordsTheNewestCheckpoint(t *testing.T) {
 		return st
 	}
 	st := open()
-	if id, err := st.Discarded(ctx); err != nil || id != 0 {
-		t.Fatalf("Discarded before any DiscardAll = %d, %v; want 0", id, err)
+	if d, err := st.Discarded(ctx); err != nil || d.Through != 0 || d.Newest != nil {
+		t.Fatalf("Discarded before any DiscardAll = %+v, %v; want nothing", d, err)
 	}
 	must(t, st.DiscardAll())
-	if id, err := st.Discarded(ctx); err != nil || id != 0 {
-		t.Fatalf("Discarded after discarding nothing = %d, %v; want 0", id, err)
+	if d, err := st.Discarded(ctx); err != nil || d.Through != 0 {
+		t.Fatalf("Discarded after discarding nothing = %+v, %v; want nothing", d, err)
 	}
 
 	writeSavepoint(t, st, 1)
@@ -54,8 +54,10 @@ func TestDiscardAllRecordsTheNewestCheckpoint(t *testing.T) {
 	st = open()
 	must(t, st.DiscardAll())
 	for _, s := range []Storage{st, open()} {
-		if id, err := s.Discarded(ctx); err != nil || id != 4 {
-			t.Fatalf("Discarded = %d, %v; want 4, the newest checkpoint whose _metadata existed", id, err)
+		// (Its _metadata is intact, only a keyed state file is flipped:
+		// the operator state in it is recorded.)
+		if d, err := s.Discarded(ctx); err != nil || d.Through != 4 || d.Newest == nil || d.Newest.CheckpointID != 4 {
+			t.Fatalf("Discarded = %+v, %v; want 4, the newest checkpoint whose _metadata existed", d, err)
 		}
 	}
 	md, _, err := st.Latest(ctx)
@@ -66,18 +68,58 @@ func TestDiscardAllRecordsTheNewestCheckpoint(t *testing.T) {
 	// A newer savepoint raises the record, nothing lowers it.
 	writeSavepoint(t, st, 9)
 	must(t, st.DiscardAll())
-	if id, _ := st.Discarded(ctx); id != 9 {
-		t.Fatalf("Discarded after a newer savepoint = %d, want 9", id)
+	if d, _ := st.Discarded(ctx); d.Through != 9 || d.Newest != nil {
+		t.Fatalf("Discarded after a newer savepoint = %+v, want 9 (a savepoint: it stays, no state recorded)", d)
 	}
 	st = open()
 	must(t, st.DiscardAll())
-	if id, _ := open().Discarded(ctx); id != 9 {
-		t.Fatalf("Discarded after a DiscardAll that found less = %d, want 9", id)
+	if d, _ := open().Discarded(ctx); d.Through != 9 {
+		t.Fatalf("Discarded after a DiscardAll that found less = %+v, want 9", d)
 	}
 
 	must(t, os.WriteFile(filepath.Join(dir, "job", discardedFile), []byte("garbage"), 0o644))
 	if _, err := open().Discarded(ctx); err == nil || !strings.Contains(err.Error(), discardedFile) {
 		t.Fatalf("Discarded of a corrupt record = %v, want an error naming %s", err, discardedFile)
+	}
+}
+
+// When the newest point is an intact checkpoint, DiscardAll records its
+// operator state (a sink's pending transactions), without the keyed
+// state, which goes with the checkpoint: a later --from an older
+// savepoint tells from it which transactions were committed since.
+func TestDiscardAllRecordsTheNewestCheckpointsOperatorState(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := NewFileStorage(dir, "job", StorageOptions{Retained: 3})
+	must(t, err)
+	writeSavepoint(t, st, 1)
+	writeCheckpoint(t, st, 2, "a.sst")
+	w, err := st.Writer(3, "op/1", 0)
+	must(t, err)
+	f, err := w.Create("private", false)
+	must(t, err)
+	ref, err := f.Close()
+	must(t, err)
+	sinkState := &Handle{Backend: "operator", Inline: []byte(`{"entries":["txn-3"]}`)}
+	md := &Metadata{CheckpointID: 3, WriterVersion: "v9", Operators: []OperatorSnapshot{
+		{UID: "op/1", Parallelism: 1, MaxParallelism: 128, Subtasks: []SubtaskSnapshot{{Subtask: 0, Keyed: &Handle{Backend: "test", Files: []FileRef{ref}}}}},
+		{UID: "sink", Parallelism: 1, MaxParallelism: 128, StateFormat: 1, Subtasks: []SubtaskSnapshot{{Subtask: 0, Operator: sinkState}}},
+	}}
+	must(t, st.Complete(ctx, md))
+	must(t, st.DiscardAll())
+	reopened, err := NewFileStorage(dir, "job", StorageOptions{Retained: 3})
+	must(t, err)
+	d, err := reopened.Discarded(ctx)
+	must(t, err)
+	n := d.Newest
+	if d.Through != 3 || n == nil || n.CheckpointID != 3 || n.Path != md.Path || n.WriterVersion != "v9" || len(n.Operators) != 2 {
+		t.Fatalf("Discarded = %+v (newest %+v), want checkpoint 3 with its two operators", d, n)
+	}
+	if n.Operators[0].Subtasks[0].Keyed != nil {
+		t.Errorf("the record keeps keyed state, whose files are gone: %+v", n.Operators[0].Subtasks[0].Keyed)
+	}
+	if op := n.Operators[1]; op.UID != "sink" || op.StateFormat != 1 || string(op.Subtasks[0].Operator.Inline) != string(sinkState.Inline) {
+		t.Errorf("the sink's operator state recorded as %+v, want %s", op, sinkState.Inline)
 	}
 }
 
@@ -121,8 +163,9 @@ func TestPowerLossDiscarding(t *testing.T) {
 		}
 		points := rec.run(t, st.DiscardAll)
 		checkCrashes(t, points, 2, func(t *testing.T, o observed) bool {
-			through, err := o.st.Discarded(context.Background())
+			d, err := o.st.Discarded(context.Background())
 			must(t, err)
+			through := d.Through
 			if through < 3 && o.md.CheckpointID != 3 {
 				t.Fatalf("the newest point is %d and the record says %d: checkpoint 3 is gone without a word", o.md.CheckpointID, through)
 			}

@@ -52,6 +52,20 @@ type Superseded struct {
 	WriterVersion string `json:"writer_version,omitempty"`
 }
 
+// Discard is what Storage.DiscardAll recorded before it removed a job's
+// checkpoints.
+type Discard struct {
+	// Through is the id of the newest checkpoint or savepoint whose
+	// _metadata existed (0: DiscardAll never found one).
+	Through int64 `json:"through"`
+	// Newest is, when Through was an intact checkpoint, its id, path and
+	// operators with their operator state only (inline; the keyed state
+	// went with the checkpoint), in the form an adopted checkpoint records
+	// a newer one it supersedes. Nil when Through was a savepoint (it is
+	// kept, so nothing is lost) or damaged.
+	Newest *Superseded `json:"newest,omitempty"`
+}
+
 // OperatorSnapshot is one operator's part of a checkpoint, matched to the
 // job's operators by UID on restore.
 type OperatorSnapshot struct {
@@ -147,17 +161,20 @@ type Storage interface {
 	Open(ref FileRef) (io.ReadCloser, error)
 	// DiscardAll removes every checkpoint of the job and the files they
 	// share (delete-on-cancellation); savepoints stay, they belong to the
-	// user. Before it removes anything it records durably the id of the
-	// newest checkpoint or savepoint whose _metadata exists (Discarded): the
-	// sinks may have committed that checkpoint's transactions, so a restore
-	// of anything older would write their output again, and whoever
-	// restores must be able to tell. A failure to record it removes
-	// nothing.
+	// user. Before it removes anything it records durably what it
+	// discards (Discarded): the id of the newest checkpoint or savepoint
+	// whose _metadata exists and, when that one is an intact checkpoint,
+	// its operator state. The sinks may have committed that checkpoint's
+	// transactions, so a restore of anything older writes their output
+	// again, and whoever restores must be able to tell; a restore of an
+	// older savepoint on purpose needs the sinks' state to tell which of
+	// its transactions were committed since (see Superseded). A failure to
+	// record it removes nothing.
 	DiscardAll() error
-	// Discarded returns the id DiscardAll recorded, the highest if it ran
-	// several times; 0 when it never ran on this job's directory. An
-	// unreadable record is an error naming its path.
-	Discarded(ctx context.Context) (int64, error)
+	// Discarded returns what DiscardAll recorded, the newest if it ran
+	// several times; the zero Discard when it never ran on this job's
+	// directory. An unreadable record is an error naming its path.
+	Discarded(ctx context.Context) (Discard, error)
 	// MarkCommitted records durably that every transaction the sinks stored
 	// in completed checkpoint or savepoint checkpointID has been committed;
 	// Load, Latest and List then report it (Metadata.Committed). It is
