@@ -2,16 +2,20 @@
 # fresh machine with Go, Java 17 and Maven: they fetch what they need.
 GO        ?= go
 KAFKALOCAL = $(GO) run ./integration/cmd/kafkalocal
+S3LOCAL    = $(GO) run ./integration/cmd/s3local
 BROKER_ADDR_FILE ?= /tmp/onceflow-broker.addr
 
-.PHONY: all deps fmt vet build test test-short bench bench-go bench-compare bench-quick demo broker broker3 broker-stop clean
+.PHONY: all deps fmt vet build test test-short bench bench-go bench-compare bench-quick demo broker broker3 broker-stop s3 clean
 
 all: vet build test
 
-# Go modules and the Kafka broker's jars (cached in ~/.cache/onceflow).
+# Go modules, the Kafka broker's jars and the versitygw S3 server (built
+# once from the Go module proxy, a few minutes on 2 cores; all cached in
+# ~/.cache/onceflow or $ONCEFLOW_CACHE_DIR).
 deps:
 	$(GO) mod download
 	$(KAFKALOCAL) -fetch-only
+	$(S3LOCAL) -build-only
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -57,6 +61,11 @@ broker3:
 
 broker-stop:
 	-pkill -INT -f 'kafkalocal -addr-file $(BROKER_ADDR_FILE)'
+
+# A local S3-compatible server (versitygw, posix backend) until Ctrl-C;
+# prints the endpoint and credentials as shell exports.
+s3:
+	$(S3LOCAL)
 
 demo: deps build
 	./scripts/demo.sh
