@@ -148,7 +148,11 @@ func (s *scenario) start(ctx context.Context) *run {
 	b, err := jobs.Build(ctx, s.cfg, jobs.Env{ClientOpts: []kgo.Opt{kgo.SeedBrokers(s.seeds...)},
 		Logger: slog.New(slog.NewTextHandler(s.logs, nil))})
 	if err != nil {
-		s.t.Fatalf("Build: %v", err)
+		left := "no deadline"
+		if d, ok := ctx.Deadline(); ok {
+			left = time.Until(d).Round(time.Millisecond).String() + " left"
+		}
+		s.t.Fatalf("Build (%s): %v", left, err)
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	r := &run{b: b, done: make(chan error, 1), stop: cancel}
@@ -334,6 +338,7 @@ func TestExactlyOnceJobs(t *testing.T) {
 	} {
 		for _, typ := range []string{"copy", "wordcount"} {
 			t.Run(k.name+"/"+typ, func(t *testing.T) {
+				began := time.Now()
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 				defer cancel()
 				s := newScenario(t, k.kind, typ, "exactly_once")
@@ -352,7 +357,10 @@ func TestExactlyOnceJobs(t *testing.T) {
 				if read == 0 {
 					t.Fatal("the source read nothing in 20s")
 				}
+				cancelled := time.Now()
 				s.cancel(r)
+				// (Where the subtest's two minutes go, should they run out.)
+				t.Logf("the cancel took %s, %s into the subtest", time.Since(cancelled).Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
 				open, err := sinkkafka.ListOpenTransactions(ctx, kafkatest.Client(t, s.seeds), s.cfg.Sink.TransactionalIDPrefix)
 				if err != nil {
 					t.Fatal(err)
