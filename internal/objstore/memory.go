@@ -62,7 +62,7 @@ func (m *Memory) Put(ctx context.Context, key string, body io.ReadSeeker, opts P
 		return Info{}, fmt.Errorf("objstore: put %s: %w", m.loc(key), err)
 	}
 	if err := ctx.Err(); err != nil {
-		return Info{}, fmt.Errorf("objstore: put %s%s: %w", m.loc(key), opts.condition(), err)
+		return Info{}, fmt.Errorf("objstore: put %s%s: %w", m.loc(key), opts.Condition(), err)
 	}
 	data, err := io.ReadAll(body)
 	if err != nil {
@@ -75,15 +75,15 @@ func (m *Memory) Put(ctx context.Context, key string, body io.ReadSeeker, opts P
 	cur, exists := m.objs[key]
 	switch {
 	case opts.IfNoneMatch && exists:
-		return Info{}, fmt.Errorf("objstore: put %s%s: %w (ETag %s)", m.loc(key), opts.condition(), ErrExists, cur.etag)
+		return Info{}, fmt.Errorf("objstore: put %s%s: %w (ETag %s)", m.loc(key), opts.Condition(), ErrExists, cur.etag)
 	case opts.IfMatch != "" && !exists:
-		return Info{}, fmt.Errorf("objstore: put %s%s: %w: the object does not exist", m.loc(key), opts.condition(), ErrPreconditionFailed)
+		return Info{}, fmt.Errorf("objstore: put %s%s: %w: the object does not exist", m.loc(key), opts.Condition(), ErrPreconditionFailed)
 	case opts.IfMatch != "" && quoteETag(opts.IfMatch) != cur.etag:
-		return Info{}, fmt.Errorf("objstore: put %s%s: %w: the object's ETag is %s", m.loc(key), opts.condition(), ErrPreconditionFailed, cur.etag)
+		return Info{}, fmt.Errorf("objstore: put %s%s: %w: the object's ETag is %s", m.loc(key), opts.Condition(), ErrPreconditionFailed, cur.etag)
 	}
 	if !exists {
 		if err := m.conflict(key); err != nil {
-			return Info{}, fmt.Errorf("objstore: put %s%s: %w", m.loc(key), opts.condition(), err)
+			return Info{}, fmt.Errorf("objstore: put %s%s: %w", m.loc(key), opts.Condition(), err)
 		}
 		for d := range parents(key) {
 			m.dirs[d]++

@@ -225,8 +225,9 @@ func validateGet(key string, opts GetOptions) error {
 	return nil
 }
 
-// condition describes a put's condition for error messages.
-func (o PutOptions) condition() string {
+// Condition describes the put's condition for messages: " (create
+// only)", " (if-match <etag>)" or "" for an unconditional put.
+func (o PutOptions) Condition() string {
 	switch {
 	case o.IfNoneMatch:
 		return " (create only)"

@@ -479,7 +479,7 @@ func (s *S3) loc(key string) string { return "s3://" + s.opts.Bucket + "/" + key
 
 // Put implements Store.
 func (s *S3) Put(ctx context.Context, key string, body io.ReadSeeker, opts PutOptions) (Info, error) {
-	loc := s.loc(key) + opts.condition()
+	loc := s.loc(key) + opts.Condition()
 	if err := validatePut(key, opts); err != nil {
 		return Info{}, fmt.Errorf("objstore: put %s: %w", loc, err)
 	}

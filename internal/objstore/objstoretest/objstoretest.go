@@ -415,13 +415,13 @@ func testKeyConflict(t *testing.T, e *env) {
 		for _, opts := range []objstore.PutOptions{{}, {IfNoneMatch: true}} {
 			_, err := e.st.Put(e.ctx, second, strings.NewReader("second"), opts)
 			if err == nil {
-				t.Logf("put %s%s beside %s: stored (this store allows it)", second, condition(opts), first)
+				t.Logf("put %s%s beside %s: stored (this store allows it)", second, opts.Condition(), first)
 				if err := e.st.Delete(e.ctx, second); err != nil {
 					t.Fatalf("delete %s: %v", second, err)
 				}
 				continue
 			}
-			wantErr(t, fmt.Sprintf("put %s%s beside %s", second, condition(opts), first), err, objstore.ErrKeyConflict, second)
+			wantErr(t, fmt.Sprintf("put %s%s beside %s", second, opts.Condition(), first), err, objstore.ErrKeyConflict, second)
 			if errors.Is(err, objstore.ErrPreconditionFailed) {
 				t.Fatalf("a key conflict is reported as a precondition failure: %v", err)
 			}
@@ -436,16 +436,6 @@ func testKeyConflict(t *testing.T, e *env) {
 		si := e.put(second, "second", objstore.PutOptions{IfNoneMatch: true})
 		e.wantBody(second, "second", si.ETag, "deleting the conflicting object")
 	}
-}
-
-func condition(o objstore.PutOptions) string {
-	switch {
-	case o.IfNoneMatch:
-		return " (create only)"
-	case o.IfMatch != "":
-		return " (if-match " + o.IfMatch + ")"
-	}
-	return ""
 }
 
 // A ranged read returns the range and the whole object's size; a range
