@@ -1,0 +1,418 @@
+package s3store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"strings"
+
+	"github.com/onceflow/onceflow/internal/objstore"
+	"github.com/onceflow/onceflow/state"
+)
+
+// Complete implements state.Storage: see the package doc for the protocol.
+// Until it returns nil the checkpoint does not exist; after a failure the
+// previous checkpoints are untouched. A nil error with a fence noticed
+// after the publication is possible (the checkpoint exists); the fence is
+// logged and refuses the next writer.
+func (s *Storage) Complete(ctx context.Context, md *state.Metadata) error {
+	if md == nil {
+		return s.errorf("complete: nil metadata")
+	}
+	id := md.CheckpointID
+	if md.Job != "" && md.Job != s.job {
+		return s.errorf("complete checkpoint %d of job %q", id, md.Job)
+	}
+	md.Job = s.job
+	if md.Version == 0 {
+		md.Version = state.MetadataVersion
+	}
+	fail := func(err error) error {
+		return fmt.Errorf("s3 checkpoint storage %s: complete checkpoint %d: %w", s.root, id, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(err)
+	}
+	s.completeMu.Lock()
+	defer s.completeMu.Unlock()
+	s.mu.Lock()
+	if s.fenced != nil {
+		s.mu.Unlock()
+		return fail(s.fenced)
+	}
+	if s.aborted[id] {
+		s.mu.Unlock()
+		return fail(errors.New("it was aborted"))
+	}
+	inf := s.pending[id]
+	s.mu.Unlock()
+	fence, err := s.refresh(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	if fence != nil {
+		return fail(fence)
+	}
+	s.mu.Lock()
+	newest := s.newest
+	s.mu.Unlock()
+	if id <= newest {
+		return fail(fmt.Errorf("not newer than checkpoint or savepoint %d", newest))
+	}
+	// Every object md names must be stored in full before the manifest
+	// makes the checkpoint exist.
+	var missing error
+	forEachRef(md, func(r state.FileRef) {
+		if missing != nil {
+			return
+		}
+		key, err := s.resolve(r.Path)
+		if err == nil {
+			var in objstore.Info
+			in, err = s.st.Stat(ctx, key)
+			if err == nil && in.Size != r.Size {
+				err = fmt.Errorf("%s is %d bytes, the metadata says %d", key, in.Size, r.Size)
+			}
+		}
+		if err != nil {
+			missing = fmt.Errorf("names %s: %w", r.Path, err)
+		}
+	})
+	if missing != nil {
+		return fail(missing)
+	}
+	name := chkName(id)
+	if md.Savepoint {
+		name = savepointName(id)
+		if err := s.copyToSavepoint(ctx, md); err != nil {
+			return fail(err)
+		}
+	}
+	m, err := s.publish(ctx, name, md)
+	if err != nil {
+		return fail(err)
+	}
+	md.Path = m.key
+	s.mu.Lock()
+	s.manifests[name] = m
+	delete(s.pending, id)
+	for a := range s.aborted {
+		if a < id {
+			delete(s.aborted, a)
+		}
+	}
+	s.rebuildLocked()
+	s.mu.Unlock()
+	if md.Savepoint {
+		// The checkpoint's private originals: the savepoint has copies.
+		s.deleteWritten(ctx, inf, func(key string) bool { return !strings.HasPrefix(key, s.root+sharedDir) })
+		return nil
+	}
+	s.collect(ctx)
+	return nil
+}
+
+// publish puts manifest name create-only and settles a refusal or an
+// unknown outcome by reading it back.
+func (s *Storage) publish(ctx context.Context, name string, md *state.Metadata) (*manifest, error) {
+	id, sp, _ := parseName(name)
+	b, err := encodeManifest(md, s.opts.Epoch)
+	if err != nil {
+		return nil, err
+	}
+	key := s.root + manifestDir + name
+	m := &manifest{name: name, id: id, savepoint: sp, key: key, epoch: s.opts.Epoch, md: md, raw: b}
+	_, perr := s.st.Put(ctx, key, bytes.NewReader(b), objstore.PutOptions{IfNoneMatch: true})
+	if perr == nil {
+		return m, nil
+	}
+	// Refused, or the outcome is unknown: who holds the name?
+	got, rerr := s.readAll(ctx, key)
+	if rerr != nil {
+		if errors.Is(perr, objstore.ErrExists) {
+			return nil, fmt.Errorf("%w; reading it back: %v", perr, rerr)
+		}
+		return nil, perr // not applied, or unknown: not published either way
+	}
+	if bytes.Equal(got, b) {
+		return m, nil // ours: the response was lost
+	}
+	epoch, _, derr := decodeManifest(got)
+	if epoch > s.opts.Epoch {
+		f := &FencedError{Key: key, Epoch: s.opts.Epoch, Newer: epoch}
+		s.mu.Lock()
+		s.fenced = f
+		s.mu.Unlock()
+		s.logf("%v", f)
+		return nil, f
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("%s exists and is unreadable (%v); put: %w", key, derr, perr)
+	}
+	return nil, fmt.Errorf("%s already exists, written at epoch %d (this writer's is %d) with other content: %w", key, epoch, s.opts.Epoch, perr)
+}
+
+// copyToSavepoint copies every stored file md names into the savepoint's
+// own objects and rewrites md's references to them.
+func (s *Storage) copyToSavepoint(ctx context.Context, md *state.Metadata) error {
+	base := dataDir + savepointName(md.CheckpointID) + "/" + s.token + "/"
+	chkBase := dataDir + chkName(md.CheckpointID) + "/"
+	return mapRefs(md, func(r state.FileRef) (state.FileRef, error) {
+		if r.Inline {
+			return r, nil
+		}
+		var rel string
+		if r.Shared {
+			rel = base + "shared/" + sharedBase(r.Path)
+		} else if rest, ok := strings.CutPrefix(r.Path, chkBase); ok {
+			_, after, _ := strings.Cut(rest, "/") // past the token
+			rel = base + after
+		} else {
+			rel = base + "other/" + sharedBase(r.Path)
+		}
+		rc, err := s.Open(r)
+		if err != nil {
+			return r, err
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			return r, err
+		}
+		if _, err := s.st.Put(ctx, s.root+rel, bytes.NewReader(data), objstore.PutOptions{IfNoneMatch: true}); err != nil {
+			return r, fmt.Errorf("copy %s for savepoint %d: %w", r.Path, md.CheckpointID, err)
+		}
+		r.Path, r.Shared = rel, false
+		return r, nil
+	})
+}
+
+// deleteWritten deletes the objects inf's writers put that keep accepts.
+func (s *Storage) deleteWritten(ctx context.Context, inf *inflight, keep func(string) bool) []error {
+	if inf == nil {
+		return nil
+	}
+	s.mu.Lock()
+	var keys []string
+	for k := range inf.written {
+		if keep(k) {
+			keys = append(keys, k)
+		}
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, k := range keys {
+		if err := s.st.Delete(ctx, k); err != nil {
+			errs = append(errs, err)
+			s.logf("s3 checkpoint storage: %v", err)
+		}
+	}
+	return errs
+}
+
+// collect deletes what no retained manifest names: the subsumed
+// checkpoints (manifest and marker first), then their objects, then
+// orphans older than the grace period. It does nothing once fenced.
+// Failures are logged; the next completion tries again.
+func (s *Storage) collect(ctx context.Context) {
+	fence, err := s.refresh(ctx)
+	if err != nil {
+		s.logf("s3 checkpoint storage %s: deletions skipped: %v", s.root, err)
+		return
+	}
+	if fence != nil {
+		return
+	}
+	s.mu.Lock()
+	var subsumed []*manifest
+	referenced := map[string]bool{}
+	damaged := map[string]bool{} // data/<name>/ of damaged manifests
+	anyDamaged := false
+	for _, m := range s.manifests {
+		switch {
+		case m.md == nil:
+			anyDamaged = true
+			damaged[s.root+dataDir+m.name+"/"] = true
+		case m.savepoint || s.retained[m.id] != nil:
+			forEachRef(m.md, func(r state.FileRef) { referenced[s.root+r.Path] = true })
+		default:
+			subsumed = append(subsumed, m)
+		}
+	}
+	inUse := map[string]bool{}
+	for _, inf := range s.pending {
+		for k := range inf.written {
+			inUse[k] = true
+		}
+		for p := range inf.reused {
+			inUse[s.root+p] = true
+		}
+	}
+	s.mu.Unlock()
+	gone := map[string]bool{}
+	for _, m := range subsumed {
+		if err := s.st.Delete(ctx, m.key+committedSuf); err != nil {
+			s.logf("s3 checkpoint storage %s: remove subsumed checkpoint %d: %v", s.root, m.id, err)
+			continue
+		}
+		if err := s.st.Delete(ctx, m.key); err != nil {
+			s.logf("s3 checkpoint storage %s: remove subsumed checkpoint %d: %v", s.root, m.id, err)
+			continue
+		}
+		s.mu.Lock()
+		delete(s.manifests, m.name)
+		s.mu.Unlock()
+		forEachRef(m.md, func(r state.FileRef) {
+			if k := s.root + r.Path; !referenced[k] && !inUse[k] {
+				gone[k] = true
+			}
+		})
+	}
+	for k := range gone {
+		if err := s.st.Delete(ctx, k); err != nil {
+			s.logf("s3 checkpoint storage %s: remove subsumed object: %v", s.root, err)
+		}
+	}
+	// Orphans: data no manifest names, older than the grace period.
+	cutoff := s.opts.Now().Add(-s.opts.OrphanGrace)
+	for _, dir := range []string{dataDir, sharedDir} {
+		if dir == sharedDir && anyDamaged {
+			continue
+		}
+		infos, err := s.st.List(ctx, s.root+dir)
+		if err != nil {
+			s.logf("s3 checkpoint storage %s: orphans not removed: %v", s.root, err)
+			return
+		}
+		for _, in := range infos {
+			if referenced[in.Key] || inUse[in.Key] || gone[in.Key] || !in.LastModified.Before(cutoff) || s.underDamaged(in.Key, damaged) {
+				continue
+			}
+			if s.inflightData(in.Key) {
+				continue
+			}
+			if err := s.st.Delete(ctx, in.Key); err != nil {
+				s.logf("s3 checkpoint storage %s: remove orphan: %v", s.root, err)
+			}
+		}
+	}
+}
+
+func (s *Storage) underDamaged(key string, damaged map[string]bool) bool {
+	for p := range damaged {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// inflightData reports whether key is under the data of a checkpoint in
+// flight in this process (its objects are not recorded before Close).
+func (s *Storage) inflightData(key string) bool {
+	rest, ok := strings.CutPrefix(key, s.root+dataDir)
+	if !ok {
+		return false
+	}
+	name, _, _ := strings.Cut(rest, "/")
+	id, _, ok := parseName(name)
+	if !ok {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending[id] != nil
+}
+
+// Abort implements state.Storage: the objects the checkpoint's writers
+// put are deleted, and writers still running fail and delete theirs.
+func (s *Storage) Abort(checkpointID int64) error {
+	s.completeMu.Lock()
+	defer s.completeMu.Unlock()
+	s.mu.Lock()
+	if m := s.manifests[chkName(checkpointID)]; m != nil {
+		s.mu.Unlock()
+		return s.errorf("abort of completed checkpoint %d", checkpointID)
+	}
+	if m := s.manifests[savepointName(checkpointID)]; m != nil {
+		s.mu.Unlock()
+		return s.errorf("abort of completed savepoint %d", checkpointID)
+	}
+	inf := s.pending[checkpointID]
+	delete(s.pending, checkpointID)
+	s.aborted[checkpointID] = true
+	if inf != nil {
+		inf.aborted = true
+	}
+	s.mu.Unlock()
+	errs := s.deleteWritten(context.Background(), inf, func(string) bool { return true })
+	if err := errors.Join(errs...); err != nil {
+		return s.errorf("abort checkpoint %d: %w", checkpointID, err)
+	}
+	return nil
+}
+
+// resolve returns the object key of a file reference's path.
+func (s *Storage) resolve(rel string) (string, error) {
+	if err := objstore.ValidateKey(rel); err != nil || !(strings.HasPrefix(rel, dataDir) || strings.HasPrefix(rel, sharedDir)) {
+		return "", s.errorf("file path %q is not an object of this storage", rel)
+	}
+	return s.root + rel, nil
+}
+
+// Open implements state.Storage: size and CRC32C are verified as the file
+// is read to its end.
+func (s *Storage) Open(ref state.FileRef) (io.ReadCloser, error) {
+	if ref.Inline {
+		if int64(len(ref.Data)) != ref.Size || crc32.Checksum(ref.Data, castagnoli) != ref.CRC32C {
+			return nil, fmt.Errorf("inline state file %s: %d bytes with CRC32C %08x, expected %d with %08x",
+				ref.Path, len(ref.Data), crc32.Checksum(ref.Data, castagnoli), ref.Size, ref.CRC32C)
+		}
+		return io.NopCloser(bytes.NewReader(ref.Data)), nil
+	}
+	key, err := s.resolve(ref.Path)
+	if err != nil {
+		return nil, err
+	}
+	rc, in, err := s.st.Get(context.Background(), key, objstore.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("state file %s: %w", key, err)
+	}
+	if in.Size != ref.Size {
+		rc.Close()
+		return nil, fmt.Errorf("state file %s is %d bytes, expected %d (truncated or overwritten)", key, in.Size, ref.Size)
+	}
+	return &verifyingReader{rc: rc, key: key, ref: ref, crc: crc32.New(castagnoli)}, nil
+}
+
+type verifyingReader struct {
+	rc  io.ReadCloser
+	key string
+	ref state.FileRef
+	crc hash.Hash32
+	n   int64
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	n, err := v.rc.Read(p)
+	v.crc.Write(p[:n])
+	v.n += int64(n)
+	if v.n > v.ref.Size {
+		return n, fmt.Errorf("state file %s is longer than the %d bytes recorded", v.key, v.ref.Size)
+	}
+	if err == io.EOF {
+		if v.n != v.ref.Size {
+			return n, fmt.Errorf("state file %s: read %d bytes, expected %d (truncated)", v.key, v.n, v.ref.Size)
+		}
+		if got := v.crc.Sum32(); got != v.ref.CRC32C {
+			return n, fmt.Errorf("state file %s: checksum %08x, expected %08x (corrupt)", v.key, got, v.ref.CRC32C)
+		}
+	}
+	return n, err
+}
+
+func (v *verifyingReader) Close() error { return v.rc.Close() }

@@ -1,0 +1,91 @@
+// Package s3store keeps a job's checkpoints in an S3-compatible object
+// store (internal/objstore): an implementation of state.Storage for issue
+// 16 §4 and §5, not yet wired into the configuration or the engine.
+//
+// # Object layout
+//
+// Every object of a job lives under one root, <Options.Prefix>/<job>/:
+//
+//	manifest/chk-<n>                     the manifest of checkpoint n
+//	manifest/savepoint-<id>              the manifest of savepoint id
+//	manifest/chk-<n>.committed           the marker of MarkCommitted
+//	data/chk-<n>/<token>/op-<uid>/<subtask>/<file>        private files
+//	data/savepoint-<id>/<token>/op-<uid>/<subtask>/<file> a savepoint's copies
+//	data/savepoint-<id>/<token>/shared/<file>             ... of shared files
+//	shared/<token>/<file>                files incremental checkpoints share
+//
+// <token> is e<epoch>-<random hex>, drawn once per opened Storage, so every
+// data object a writer puts has a name no other writer uses: a zombie's
+// uploads land beside the new owner's and never overwrite them, and data
+// objects are put create-only besides. No key is another key's "directory"
+// (a prefix followed by "/"), which file-backed servers such as versitygw's
+// posix backend refuse: manifests and markers are leaves of manifest/, and
+// data keys end in a file name under a token. FileRef.Path is a key
+// relative to the root. Listing manifest/ alone finds every checkpoint,
+// savepoint and marker, without listing the data.
+//
+// # Publishing a checkpoint
+//
+// A checkpoint or savepoint exists once its manifest exists, and not
+// before. Complete first checks that every object the metadata names is
+// stored with the recorded size, then puts the manifest create-only
+// (If-None-Match: *). The manifest is a header line
+//
+//	onceflow-s3-manifest v1 epoch=<e> crc32c=<crc of the body> len=<n>
+//
+// followed by the state.Metadata as JSON. The epoch is Options.Epoch, the
+// writer's ownership epoch (the claim protocol that hands out epochs is a
+// later step). When the create-only put is refused, or fails in a way that
+// leaves its outcome unknown, Complete reads the manifest back: the same
+// bytes are success (a lost response); a manifest of a higher epoch is
+// ErrFenced, naming the key and both epochs; anything else is an error
+// naming the key. Before it puts the manifest, Complete also lists
+// manifest/ and refuses with ErrFenced when any manifest carries a higher
+// epoch, so a writer that fell behind an owner who has published stops
+// even when its own id is still free. A fenced Storage refuses every later
+// Writer, Complete and MarkCommitted, and deletes nothing but the objects
+// of its own checkpoints that never completed (Abort): no manifest names
+// those, so no other writer can use them.
+//
+// Until the claim protocol makes the new owner publish the next id before
+// it runs, a zombie that has not yet seen a manifest of the new epoch can
+// still publish an id the new owner never uses; fencing is complete only
+// with that protocol.
+//
+// # Retention and deletion
+//
+// The newest Options.Retained checkpoints (by id, intact manifests of any
+// epoch) are retained; savepoints are never removed by this package. The
+// references (which checkpoints name which shared object) are never
+// stored: they are rebuilt from the retained manifests when the Storage
+// opens and whenever a checkpoint completes, so a crash between a
+// publication and the deletions it allows leaves only extra objects. After
+// a checkpoint completes (and only when no manifest of a higher epoch
+// exists), a subsumed checkpoint's manifest and marker are deleted first,
+// then its private objects and the shared objects no retained manifest and
+// no checkpoint in flight in this process names. Objects no manifest names
+// at all (a failed checkpoint's, a crashed or fenced writer's) are deleted
+// once they are older than Options.OrphanGrace, so that a checkpoint another
+// process is still uploading is not touched. While a damaged manifest is
+// present, no shared object is deleted as an orphan and nothing under that
+// checkpoint's data/ is deleted (its references are unknown). Deletion
+// failures are logged and retried by the next completion.
+//
+// # Savepoints
+//
+// A savepoint is self-contained, as in the directory backend: Complete
+// copies (reading through the CRC32C check) every file it names into
+// data/savepoint-<id>/<token>/, writes manifest/savepoint-<id> naming the
+// copies, and then deletes the checkpoint's private originals. Removing
+// checkpoints never touches a savepoint.
+//
+// # Limits of this first slice
+//
+//   - A file being written is buffered in memory until Close puts it.
+//   - DiscardAll, Adopt and Sweep return ErrNotSupported; Discarded
+//     returns the zero Discard (this backend never discards).
+//   - Load reads checkpoints of this Storage's root only.
+//   - List and Latest see manifests only: a checkpoint without a manifest
+//     (never completed) is not listed as incomplete, and its objects are
+//     orphans, deleted after the grace period.
+package s3store

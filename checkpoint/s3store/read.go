@@ -1,0 +1,214 @@
+package s3store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/onceflow/onceflow/internal/objstore"
+	"github.com/onceflow/onceflow/state"
+)
+
+// info describes a cached manifest for List and Latest.
+func (m *manifest) info() state.CheckpointInfo {
+	return state.CheckpointInfo{ID: m.id, Savepoint: m.savepoint, Path: m.key, Complete: m.md != nil,
+		Damaged: m.md == nil, Committed: m.committed, Err: m.err}
+}
+
+// snapshot refreshes the cache and returns the manifests, oldest first.
+func (s *Storage) snapshot(ctx context.Context) ([]*manifest, error) {
+	if _, err := s.refresh(ctx); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sortedLocked(), nil
+}
+
+// cloneMetadata returns a deep copy of md (through JSON, as stored), so
+// that callers never share the cache's.
+func cloneMetadata(m *manifest) (*state.Metadata, error) {
+	_, md, err := decodeManifest(m.raw)
+	if err != nil {
+		return nil, err
+	}
+	md.Path = m.key
+	md.Committed = m.committed
+	return md, nil
+}
+
+// List implements state.Storage: every manifest found, oldest first. It
+// reads the manifests, not the state files (Load and Latest verify those),
+// and lists no checkpoint that never completed (see the package doc).
+func (s *Storage) List(ctx context.Context) ([]state.CheckpointInfo, error) {
+	ms, err := s.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]state.CheckpointInfo, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, m.info())
+	}
+	return out, ctx.Err()
+}
+
+// Latest implements state.Storage: the newest intact checkpoint or
+// savepoint, every file of it read through its size and CRC32C check;
+// the damaged ones it skipped are reported in the infos.
+func (s *Storage) Latest(ctx context.Context) (*state.Metadata, []state.CheckpointInfo, error) {
+	ms, err := s.snapshot(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	var infos []state.CheckpointInfo
+	for i := len(ms) - 1; i >= 0; i-- {
+		if err := ctx.Err(); err != nil {
+			return nil, infos, err
+		}
+		m := ms[i]
+		info := m.info()
+		if m.md == nil {
+			infos = append(infos, info)
+			continue
+		}
+		md, err := cloneMetadata(m)
+		if err == nil {
+			err = s.verifyFiles(ctx, md)
+		}
+		if err != nil {
+			info.Damaged, info.Err = true, err
+			infos = append(infos, info)
+			continue
+		}
+		infos = append(infos, info)
+		return md, infos, nil
+	}
+	return nil, infos, nil
+}
+
+// verifyFiles reads every file md names to its end.
+func (s *Storage) verifyFiles(ctx context.Context, md *state.Metadata) error {
+	var first error
+	forEachRef(md, func(r state.FileRef) {
+		if first != nil {
+			return
+		}
+		if err := ctx.Err(); err != nil {
+			first = err
+			return
+		}
+		rc, err := s.Open(r)
+		if err == nil {
+			_, err = io.Copy(io.Discard, rc)
+			rc.Close()
+		}
+		if err != nil {
+			first = fmt.Errorf("checkpoint %s: %w", md.Path, err)
+		}
+	})
+	return first
+}
+
+// nameOf turns what Load accepts into a manifest name: chk-<n> or
+// savepoint-<id>, optionally under manifest/ and the root, or the Path
+// of a Metadata or CheckpointInfo of this Storage.
+func (s *Storage) nameOf(path string) (string, error) {
+	p := strings.TrimPrefix(path, s.root)
+	p = strings.TrimPrefix(p, manifestDir)
+	p = strings.TrimSuffix(p, "/_metadata")
+	if _, _, ok := parseName(p); !ok {
+		return "", s.errorf("load %q: not a checkpoint or savepoint of this storage (chk-<n>, savepoint-<id> or %s%s<name>)", path, s.root, manifestDir)
+	}
+	return p, nil
+}
+
+// Load implements state.Storage. path names a checkpoint or savepoint of
+// this Storage (see nameOf); its files are verified like Latest's.
+func (s *Storage) Load(ctx context.Context, path string) (*state.Metadata, error) {
+	name, err := s.nameOf(path)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.readManifest(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", path, err)
+	}
+	if m.err != nil {
+		return nil, fmt.Errorf("load %s: %w", path, m.err)
+	}
+	if _, err := s.st.Stat(ctx, m.key+committedSuf); err == nil {
+		m.committed = true
+		m.md.Committed = true
+	} else if !errors.Is(err, objstore.ErrNotFound) {
+		return nil, fmt.Errorf("load %s: %w", path, err)
+	}
+	if err := s.verifyFiles(ctx, m.md); err != nil {
+		return nil, fmt.Errorf("load %s: %w", path, err)
+	}
+	return m.md, nil
+}
+
+// MarkCommitted implements state.Storage: it puts the marker
+// manifest/<name>.committed beside the manifest.
+func (s *Storage) MarkCommitted(ctx context.Context, checkpointID int64) error {
+	fail := func(err error) error {
+		return fmt.Errorf("s3 checkpoint storage %s: mark checkpoint %d committed: %w", s.root, checkpointID, err)
+	}
+	s.completeMu.Lock()
+	defer s.completeMu.Unlock()
+	fence, err := s.refresh(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	if fence != nil {
+		return fail(fence)
+	}
+	s.mu.Lock()
+	var m *manifest
+	for _, name := range []string{savepointName(checkpointID), chkName(checkpointID)} {
+		if c := s.manifests[name]; c != nil && (m == nil || m.md == nil) {
+			m = c
+		}
+	}
+	s.mu.Unlock()
+	if m == nil {
+		return fail(fmt.Errorf("no checkpoint or savepoint %d in %s", checkpointID, s.root+manifestDir))
+	}
+	if m.md == nil {
+		return fail(m.err)
+	}
+	body := fmt.Sprintf("committed %d epoch=%d\n", checkpointID, s.opts.Epoch)
+	if _, err := s.st.Put(ctx, m.key+committedSuf, bytes.NewReader([]byte(body)), objstore.PutOptions{}); err != nil {
+		return fail(err)
+	}
+	s.mu.Lock()
+	m.committed = true
+	m.md.Committed = true
+	s.mu.Unlock()
+	return nil
+}
+
+// DiscardAll is not supported by the S3 backend yet: it fails with
+// ErrNotSupported and removes nothing.
+func (s *Storage) DiscardAll() error {
+	return s.errorf("discard all checkpoints: %w", ErrNotSupported)
+}
+
+// Discarded returns the zero Discard: this backend never discards.
+func (s *Storage) Discarded(context.Context) (state.Discard, error) { return state.Discard{}, nil }
+
+// Adopt is not supported by the S3 backend yet: it fails with
+// ErrNotSupported and writes nothing.
+func (s *Storage) Adopt(_ context.Context, md *state.Metadata, newID int64) (*state.Metadata, error) {
+	return nil, s.errorf("adopt %s as checkpoint %d: %w", md.Path, newID, ErrNotSupported)
+}
+
+// Sweep is not supported by the S3 backend yet: it fails with
+// ErrNotSupported and removes nothing (orphans are deleted after the grace
+// period by Complete instead).
+func (s *Storage) Sweep(context.Context) ([]state.CheckpointInfo, error) {
+	return nil, s.errorf("sweep incomplete checkpoints: %w", ErrNotSupported)
+}

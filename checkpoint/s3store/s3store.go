@@ -1,0 +1,595 @@
+package s3store
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/onceflow/onceflow/internal/objstore"
+	"github.com/onceflow/onceflow/state"
+)
+
+// ErrFenced is matched (errors.Is) by the error of a writer that found a
+// manifest of a higher epoch than its own: another owner took the job over,
+// and this writer must give it up. The error is a *FencedError.
+var ErrFenced = errors.New("fenced by a newer owner")
+
+// ErrNotSupported is matched by the error of a Storage method the S3
+// backend does not implement yet.
+var ErrNotSupported = errors.New("not supported by the S3 checkpoint storage yet")
+
+// FencedError says which manifest fenced a writer and both epochs.
+type FencedError struct {
+	// Key is the object key of the manifest of the higher epoch.
+	Key string
+	// Epoch is the writer's own epoch; Newer the manifest's.
+	Epoch, Newer int64
+}
+
+func (e *FencedError) Error() string {
+	return fmt.Sprintf("s3 checkpoint storage: %s carries epoch %d, newer than this writer's epoch %d: %v", e.Key, e.Newer, e.Epoch, ErrFenced)
+}
+
+// Is makes errors.Is(err, ErrFenced) hold.
+func (e *FencedError) Is(target error) bool { return target == ErrFenced }
+
+// Options configure a Storage.
+type Options struct {
+	// Prefix is the key prefix of the storage's jobs, without a trailing
+	// "/" (may be empty); the job's objects live under <Prefix>/<job>/.
+	Prefix string
+	// Job is the job's name, a single key segment (required).
+	Job string
+	// Epoch is the writer's ownership epoch, written into every manifest
+	// it publishes (required, > 0). A manifest of a higher epoch fences it.
+	Epoch int64
+	// Retained is how many completed checkpoints are kept; 0 means 1.
+	Retained int
+	// OrphanGrace is how old an object no manifest names must be before it
+	// is deleted (default DefaultOrphanGrace).
+	OrphanGrace time.Duration
+	// Now is the clock OrphanGrace is measured with (nil: time.Now); it
+	// must agree with the store's LastModified.
+	Now func() time.Time
+	// Logf receives problems that fail no operation (a deletion that
+	// failed, a fence noticed after a publication). nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// DefaultOrphanGrace is Options.OrphanGrace's default.
+const DefaultOrphanGrace = time.Hour
+
+const (
+	manifestDir    = "manifest/"
+	dataDir        = "data/"
+	sharedDir      = "shared/"
+	chkPrefix      = "chk-"
+	savepointPref  = "savepoint-"
+	committedSuf   = ".committed"
+	manifestHeader = "onceflow-s3-manifest"
+	manifestFormat = 1
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Storage implements state.Storage over an objstore.Store. It is safe for
+// concurrent use.
+type Storage struct {
+	st    objstore.Store
+	root  string // <prefix>/<job>/
+	job   string
+	opts  Options
+	token string
+
+	// completeMu serializes Complete, MarkCommitted and the deletions, so
+	// that the check of the ids and epochs and the publication are one step.
+	completeMu sync.Mutex
+
+	mu sync.Mutex
+	// manifests caches every manifest read, by name (chk-<n>,
+	// savepoint-<id>); manifests are immutable until deleted.
+	manifests map[string]*manifest
+	// retained are the intact checkpoints kept, by id; sharedByName maps a
+	// shared file's name to a retained checkpoint's reference to it.
+	retained     map[int64]*manifest
+	sharedByName map[string]state.FileRef
+	newest       int64
+	pending      map[int64]*inflight
+	aborted      map[int64]bool
+	fenced       error
+}
+
+// manifest is one listed manifest.
+type manifest struct {
+	name      string
+	id        int64
+	savepoint bool
+	key       string
+	epoch     int64
+	md        *state.Metadata // nil when damaged
+	raw       []byte
+	err       error // why it is damaged
+	committed bool
+}
+
+// inflight is a checkpoint being written in this process.
+type inflight struct {
+	// written holds the keys of the objects its writers put; reused the
+	// shared paths HasShared handed out. Guarded by Storage.mu.
+	written map[string]bool
+	reused  map[string]bool
+	aborted bool
+}
+
+var _ state.Storage = (*Storage)(nil)
+
+// New opens the checkpoints of opts.Job in st. It lists the manifests and
+// rebuilds the retained checkpoints and their shared-file references from
+// them.
+func New(ctx context.Context, st objstore.Store, opts Options) (*Storage, error) {
+	if st == nil {
+		return nil, errors.New("s3 checkpoint storage: nil object store")
+	}
+	if opts.Job == "" || strings.ContainsAny(opts.Job, "/") || opts.Job == "." || opts.Job == ".." {
+		return nil, fmt.Errorf("s3 checkpoint storage: invalid job name %q: must be a non-empty single key segment", opts.Job)
+	}
+	if opts.Epoch <= 0 {
+		return nil, fmt.Errorf("s3 checkpoint storage: job %s: epoch %d must be above 0", opts.Job, opts.Epoch)
+	}
+	if strings.HasSuffix(opts.Prefix, "/") || strings.HasPrefix(opts.Prefix, "/") {
+		return nil, fmt.Errorf("s3 checkpoint storage: prefix %q must not start or end with /", opts.Prefix)
+	}
+	if opts.Retained <= 0 {
+		opts.Retained = 1
+	}
+	if opts.OrphanGrace <= 0 {
+		opts.OrphanGrace = DefaultOrphanGrace
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	root := opts.Job + "/"
+	if opts.Prefix != "" {
+		root = opts.Prefix + "/" + root
+	}
+	if err := objstore.ValidateKey(root + manifestDir + "x"); err != nil {
+		return nil, fmt.Errorf("s3 checkpoint storage: prefix %q, job %q: %w", opts.Prefix, opts.Job, err)
+	}
+	var rnd [6]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, fmt.Errorf("s3 checkpoint storage: %w", err)
+	}
+	s := &Storage{
+		st: st, root: root, job: opts.Job, opts: opts,
+		token:     "e" + strconv.FormatInt(opts.Epoch, 10) + "-" + hex.EncodeToString(rnd[:]),
+		manifests: map[string]*manifest{}, retained: map[int64]*manifest{},
+		sharedByName: map[string]state.FileRef{}, pending: map[int64]*inflight{}, aborted: map[int64]bool{},
+	}
+	if _, err := s.refresh(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Root is the key prefix of the job's objects, ending in "/".
+func (s *Storage) Root() string { return s.root }
+
+func (s *Storage) logf(format string, args ...any) {
+	if s.opts.Logf != nil {
+		s.opts.Logf(format, args...)
+	}
+}
+
+func (s *Storage) errorf(format string, args ...any) error {
+	return fmt.Errorf("s3 checkpoint storage %s: "+format, append([]any{s.root}, args...)...)
+}
+
+func chkName(id int64) string       { return chkPrefix + strconv.FormatInt(id, 10) }
+func savepointName(id int64) string { return savepointPref + strconv.FormatInt(id, 10) }
+
+// parseName parses chk-<n> or savepoint-<id>.
+func parseName(name string) (id int64, savepoint, ok bool) {
+	rest, isChk := strings.CutPrefix(name, chkPrefix)
+	if !isChk {
+		if rest, ok = strings.CutPrefix(name, savepointPref); !ok {
+			return 0, false, false
+		}
+		savepoint = true
+	}
+	id, err := strconv.ParseInt(rest, 10, 64)
+	if err != nil || id < 0 || strconv.FormatInt(id, 10) != rest {
+		return 0, false, false
+	}
+	return id, savepoint, true
+}
+
+// encodeManifest renders md with the writer's epoch.
+func encodeManifest(md *state.Metadata, epoch int64) ([]byte, error) {
+	body, err := json.MarshalIndent(md, "", " ")
+	if err != nil {
+		return nil, err
+	}
+	head := fmt.Sprintf("%s v%d epoch=%d crc32c=%08x len=%d\n", manifestHeader, manifestFormat, epoch, crc32.Checksum(body, castagnoli), len(body))
+	return append([]byte(head), body...), nil
+}
+
+// decodeManifest returns the epoch and metadata of a manifest. A manifest
+// whose header is readable but whose body is not still returns its epoch
+// (epoch >= 0) with the error.
+func decodeManifest(b []byte) (int64, *state.Metadata, error) {
+	nl := bytes.IndexByte(b, '\n')
+	if nl < 0 {
+		return -1, nil, errors.New("no header line")
+	}
+	var version, n int
+	var epoch int64
+	var sum uint32
+	if _, err := fmt.Sscanf(string(b[:nl]), manifestHeader+" v%d epoch=%d crc32c=%x len=%d", &version, &epoch, &sum, &n); err != nil {
+		return -1, nil, fmt.Errorf("bad header %q: %w", b[:nl], err)
+	}
+	if version != manifestFormat {
+		return -1, nil, fmt.Errorf("unsupported manifest version %d", version)
+	}
+	body := b[nl+1:]
+	if len(body) != n {
+		return epoch, nil, fmt.Errorf("body is %d bytes, header says %d (truncated?)", len(body), n)
+	}
+	if got := crc32.Checksum(body, castagnoli); got != sum {
+		return epoch, nil, fmt.Errorf("checksum mismatch: header %08x, body %08x", sum, got)
+	}
+	var md state.Metadata
+	if err := json.Unmarshal(body, &md); err != nil {
+		return epoch, nil, fmt.Errorf("decode: %w", err)
+	}
+	return epoch, &md, nil
+}
+
+// readAll gets the whole object key.
+func (s *Storage) readAll(ctx context.Context, key string) ([]byte, error) {
+	rc, _, err := s.st.Get(ctx, key, objstore.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
+}
+
+// readManifest reads and decodes manifest name. A missing one is an error
+// wrapping objstore.ErrNotFound; an unreadable or corrupt one is returned
+// with m.err set (damaged).
+func (s *Storage) readManifest(ctx context.Context, name string) (*manifest, error) {
+	id, sp, ok := parseName(name)
+	if !ok {
+		return nil, s.errorf("%q names no checkpoint or savepoint (chk-<n>, savepoint-<id>)", name)
+	}
+	key := s.root + manifestDir + name
+	m := &manifest{name: name, id: id, savepoint: sp, key: key, epoch: -1}
+	b, err := s.readAll(ctx, key)
+	if err != nil {
+		if errors.Is(err, objstore.ErrNotFound) || ctx.Err() != nil {
+			return nil, fmt.Errorf("checkpoint manifest %s: %w", key, err)
+		}
+		m.err = fmt.Errorf("checkpoint manifest %s is unreadable: %w", key, err)
+		return m, nil
+	}
+	m.raw = b
+	m.epoch, m.md, err = decodeManifest(b)
+	if err == nil && m.md.CheckpointID != id {
+		err = fmt.Errorf("holds checkpoint id %d", m.md.CheckpointID)
+	}
+	if err == nil && m.md.Savepoint != sp {
+		err = fmt.Errorf("savepoint flag %t does not match its name", m.md.Savepoint)
+	}
+	if err != nil {
+		m.md = nil
+		m.err = fmt.Errorf("checkpoint manifest %s is corrupt: %w", key, err)
+		return m, nil
+	}
+	m.md.Path = key
+	return m, nil
+}
+
+// refresh lists manifest/, reads the manifests not cached yet, drops the
+// ones gone, and recomputes the retained checkpoints and shared references.
+// It returns the fence, if a manifest of a higher epoch exists (also
+// recorded in s.fenced). The caller must not hold s.mu.
+func (s *Storage) refresh(ctx context.Context) (fence, err error) {
+	infos, err := s.st.List(ctx, s.root+manifestDir)
+	if err != nil {
+		return nil, s.errorf("list manifests: %w", err)
+	}
+	names := map[string]bool{}
+	committed := map[string]bool{}
+	for _, in := range infos {
+		name := strings.TrimPrefix(in.Key, s.root+manifestDir)
+		if base, ok := strings.CutSuffix(name, committedSuf); ok {
+			committed[base] = true
+			continue
+		}
+		if _, _, ok := parseName(name); ok {
+			names[name] = true
+		}
+	}
+	s.mu.Lock()
+	var toRead []string
+	for name := range names {
+		if m := s.manifests[name]; m == nil || m.err != nil {
+			toRead = append(toRead, name)
+		}
+	}
+	s.mu.Unlock()
+	read := map[string]*manifest{}
+	for _, name := range toRead {
+		m, err := s.readManifest(ctx, name)
+		if err != nil {
+			if errors.Is(err, objstore.ErrNotFound) {
+				delete(names, name) // deleted since the listing
+				continue
+			}
+			return nil, s.errorf("%w", err)
+		}
+		read[name] = m
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name := range s.manifests {
+		if !names[name] {
+			delete(s.manifests, name)
+		}
+	}
+	for name, m := range read {
+		s.manifests[name] = m
+	}
+	for name, m := range s.manifests {
+		m.committed = committed[name]
+		if m.md != nil {
+			m.md.Committed = m.committed
+		}
+	}
+	s.rebuildLocked()
+	return s.fenceLocked(), nil
+}
+
+// fenceLocked returns (and records) the fence of a manifest of a higher
+// epoch than the writer's, or nil.
+func (s *Storage) fenceLocked() error {
+	if s.fenced != nil {
+		return s.fenced
+	}
+	for _, m := range s.sortedLocked() {
+		if m.epoch > s.opts.Epoch {
+			s.fenced = &FencedError{Key: m.key, Epoch: s.opts.Epoch, Newer: m.epoch}
+			s.logf("%v", s.fenced)
+			return s.fenced
+		}
+	}
+	return nil
+}
+
+// sortedLocked returns the cached manifests by id, then checkpoint before
+// savepoint.
+func (s *Storage) sortedLocked() []*manifest {
+	out := make([]*manifest, 0, len(s.manifests))
+	for _, m := range s.manifests {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].id != out[j].id {
+			return out[i].id < out[j].id
+		}
+		return !out[i].savepoint && out[j].savepoint
+	})
+	return out
+}
+
+// rebuildLocked recomputes the retained checkpoints (the newest
+// opts.Retained intact ones), the shared references HasShared answers from,
+// and the newest id.
+func (s *Storage) rebuildLocked() {
+	s.retained = map[int64]*manifest{}
+	s.sharedByName = map[string]state.FileRef{}
+	all := s.sortedLocked()
+	for i := len(all) - 1; i >= 0; i-- {
+		m := all[i]
+		s.newest = max(s.newest, m.id)
+		if m.savepoint || m.md == nil || len(s.retained) >= s.opts.Retained {
+			continue
+		}
+		s.retained[m.id] = m
+		forEachRef(m.md, func(r state.FileRef) {
+			if r.Shared {
+				s.sharedByName[sharedBase(r.Path)] = r
+			}
+		})
+	}
+}
+
+// sharedBase is the file name of a shared object's key.
+func sharedBase(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
+
+// forEachRef calls fn with every stored (not inline) file md names.
+func forEachRef(md *state.Metadata, fn func(state.FileRef)) {
+	_ = mapRefs(md, func(r state.FileRef) (state.FileRef, error) {
+		if !r.Inline {
+			fn(r)
+		}
+		return r, nil
+	})
+}
+
+// mapRefs replaces every file reference of md (inline ones too) with fn's.
+func mapRefs(md *state.Metadata, fn func(state.FileRef) (state.FileRef, error)) error {
+	for i := range md.Operators {
+		for j := range md.Operators[i].Subtasks {
+			st := &md.Operators[i].Subtasks[j]
+			for _, h := range []*state.Handle{st.Keyed, st.Operator} {
+				if h == nil {
+					continue
+				}
+				for k, r := range h.Files {
+					nr, err := fn(r)
+					if err != nil {
+						return err
+					}
+					h.Files[k] = nr
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// inflightLocked returns checkpoint id's in-flight record, creating it for
+// the first writer.
+func (s *Storage) inflightLocked(id int64) (*inflight, error) {
+	if s.fenced != nil {
+		return nil, s.fenced
+	}
+	if inf := s.pending[id]; inf != nil {
+		return inf, nil
+	}
+	if s.aborted[id] {
+		return nil, s.errorf("checkpoint %d was aborted", id)
+	}
+	if id <= s.newest {
+		return nil, s.errorf("checkpoint %d is not newer than checkpoint or savepoint %d", id, s.newest)
+	}
+	inf := &inflight{written: map[string]bool{}, reused: map[string]bool{}}
+	s.pending[id] = inf
+	return inf, nil
+}
+
+// Writer implements state.Storage. It does no I/O.
+func (s *Storage) Writer(checkpointID int64, operatorUID string, subtask int) (state.SnapshotWriter, error) {
+	if operatorUID == "" {
+		return nil, s.errorf("checkpoint %d: empty operator uid", checkpointID)
+	}
+	s.mu.Lock()
+	inf, err := s.inflightLocked(checkpointID)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("writer for %s/%d: %w", operatorUID, subtask, err)
+	}
+	rel := dataDir + chkName(checkpointID) + "/" + s.token + "/op-" + url.PathEscape(operatorUID) + "/" + strconv.Itoa(subtask) + "/"
+	return &snapshotWriter{s: s, id: checkpointID, rel: rel, inf: inf}, nil
+}
+
+type snapshotWriter struct {
+	s   *Storage
+	id  int64
+	rel string
+	inf *inflight
+}
+
+func validFileName(name string) error {
+	if name == "" || strings.ContainsAny(name, `/\`) || name == "." || name == ".." {
+		return fmt.Errorf("invalid snapshot file name %q", name)
+	}
+	return nil
+}
+
+// Create implements state.SnapshotWriter. The file is buffered in memory
+// and put, create-only, by Close.
+func (w *snapshotWriter) Create(name string, shared bool) (state.FileWriter, error) {
+	if err := validFileName(name); err != nil {
+		return nil, w.s.errorf("checkpoint %d: %v", w.id, err)
+	}
+	rel := w.rel + name
+	if shared {
+		rel = sharedDir + w.s.token + "/" + name
+	}
+	if err := objstore.ValidateKey(w.s.root + rel); err != nil {
+		return nil, w.s.errorf("checkpoint %d: %v", w.id, err)
+	}
+	w.s.mu.Lock()
+	aborted := w.inf.aborted
+	w.s.mu.Unlock()
+	if aborted {
+		return nil, w.s.errorf("create %s: checkpoint %d was aborted", rel, w.id)
+	}
+	return &fileWriter{w: w, ref: state.FileRef{Path: rel, Shared: shared}}, nil
+}
+
+// HasShared implements state.SnapshotWriter: a shared file of that name a
+// retained checkpoint names.
+func (w *snapshotWriter) HasShared(name string) (state.FileRef, bool) {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	r, ok := w.s.sharedByName[name]
+	if ok {
+		w.inf.reused[r.Path] = true
+	}
+	return r, ok
+}
+
+type fileWriter struct {
+	w    *snapshotWriter
+	ref  state.FileRef
+	buf  bytes.Buffer
+	done bool
+}
+
+func (f *fileWriter) Write(p []byte) (int, error) {
+	if f.done {
+		return 0, f.w.s.errorf("write %s: closed", f.ref.Path)
+	}
+	return f.buf.Write(p)
+}
+
+// Close implements state.FileWriter: it puts the file create-only and
+// returns its reference, or fails when the checkpoint was aborted (the
+// object is then deleted).
+func (f *fileWriter) Close() (state.FileRef, error) {
+	s := f.w.s
+	if f.done {
+		return state.FileRef{}, s.errorf("%s closed twice", f.ref.Path)
+	}
+	f.done = true
+	key := s.root + f.ref.Path
+	data := f.buf.Bytes()
+	s.mu.Lock()
+	aborted := f.w.inf.aborted
+	s.mu.Unlock()
+	if aborted {
+		return state.FileRef{}, s.errorf("put %s: checkpoint %d was aborted", key, f.w.id)
+	}
+	// A failed put may have been applied (a lost response): recorded
+	// before, so that Abort deletes it either way.
+	s.mu.Lock()
+	f.w.inf.written[key] = true
+	s.mu.Unlock()
+	if _, err := s.st.Put(context.Background(), key, bytes.NewReader(data), objstore.PutOptions{IfNoneMatch: true}); err != nil {
+		return state.FileRef{}, fmt.Errorf("checkpoint %d: %w", f.w.id, err)
+	}
+	s.mu.Lock()
+	aborted = f.w.inf.aborted
+	s.mu.Unlock()
+	if aborted {
+		if err := s.st.Delete(context.Background(), key); err != nil {
+			s.logf("s3 checkpoint storage: delete %s of aborted checkpoint %d: %v", key, f.w.id, err)
+		}
+		return state.FileRef{}, s.errorf("put %s: checkpoint %d was aborted; the object is deleted", key, f.w.id)
+	}
+	f.ref.Size = int64(len(data))
+	f.ref.CRC32C = crc32.Checksum(data, castagnoli)
+	f.buf = bytes.Buffer{}
+	return f.ref, nil
+}
+
+// Abort implements state.FileWriter: nothing was put yet.
+func (f *fileWriter) Abort() {
+	f.done = true
+	f.buf = bytes.Buffer{}
+}

@@ -1,0 +1,569 @@
+package s3store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/onceflow/onceflow/checkpoint/s3store"
+	"github.com/onceflow/onceflow/integration/s3test"
+	"github.com/onceflow/onceflow/internal/objstore"
+	"github.com/onceflow/onceflow/state"
+)
+
+func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// fakeClock is a settable clock shared by a Memory store and a Storage.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func newClock() *fakeClock { return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
+
+func open(t *testing.T, st objstore.Store, epoch int64, retained int, clk *fakeClock) *s3store.Storage {
+	t.Helper()
+	o := s3store.Options{Prefix: "ckpt", Job: "wc", Epoch: epoch, Retained: retained, Logf: t.Logf}
+	if clk != nil {
+		o.Now = clk.Now
+	}
+	s, err := s3store.New(ctxT(t), st, o)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return s
+}
+
+// chk describes a checkpoint to write: private files, new shared files,
+// and shared files reused through HasShared.
+type chk struct {
+	id        int64
+	savepoint bool
+	private   map[string]string
+	shared    map[string]string
+	reuse     []string
+}
+
+// write writes c's files through s and returns its metadata, not yet
+// completed.
+func write(t *testing.T, s state.Storage, c chk) *state.Metadata {
+	t.Helper()
+	w, err := s.Writer(c.id, "op/1", 0)
+	if err != nil {
+		t.Fatalf("Writer(%d): %v", c.id, err)
+	}
+	var refs []state.FileRef
+	put := func(name, data string, shared bool) {
+		fw, err := w.Create(name, shared)
+		if err != nil {
+			t.Fatalf("Create(%s): %v", name, err)
+		}
+		if _, err := io.WriteString(fw, data); err != nil {
+			t.Fatal(err)
+		}
+		r, err := fw.Close()
+		if err != nil {
+			t.Fatalf("Close(%s): %v", name, err)
+		}
+		refs = append(refs, r)
+	}
+	for _, n := range sortedKeys(c.private) {
+		put(n, c.private[n], false)
+	}
+	for _, n := range sortedKeys(c.shared) {
+		put(n, c.shared[n], true)
+	}
+	for _, n := range c.reuse {
+		r, ok := w.HasShared(n)
+		if !ok {
+			t.Fatalf("checkpoint %d: HasShared(%s) = false, want a retained file", c.id, n)
+		}
+		refs = append(refs, r)
+	}
+	return &state.Metadata{CheckpointID: c.id, Savepoint: c.savepoint, Timestamp: time.Unix(c.id, 0).UTC(),
+		Operators: []state.OperatorSnapshot{{UID: "op/1", Parallelism: 1, MaxParallelism: 128,
+			Subtasks: []state.SubtaskSnapshot{{Subtask: 0, Keyed: &state.Handle{Backend: "pebble", Files: refs},
+				Operator: &state.Handle{Backend: state.BackendOperator, Inline: []byte("offsets")}}}}}}
+}
+
+func sortedKeys(m map[string]string) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+func complete(t *testing.T, s state.Storage, c chk) *state.Metadata {
+	t.Helper()
+	md := write(t, s, c)
+	if err := s.Complete(ctxT(t), md); err != nil {
+		t.Fatalf("Complete(%d): %v", c.id, err)
+	}
+	return md
+}
+
+// restore reads every file of md back and returns name -> content.
+func restore(t *testing.T, s state.Storage, md *state.Metadata) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, r := range md.Operators[0].Subtasks[0].Keyed.Files {
+		rc, err := s.Open(r)
+		if err != nil {
+			t.Fatalf("Open(%s): %v", r.Path, err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatalf("read %s: %v", r.Path, err)
+		}
+		out[r.Path[strings.LastIndexByte(r.Path, '/')+1:]] = string(b)
+	}
+	return out
+}
+
+func latestID(t *testing.T, s state.Storage) int64 {
+	t.Helper()
+	md, _, err := s.Latest(ctxT(t))
+	if err != nil {
+		t.Fatalf("Latest: %v", err)
+	}
+	if md == nil {
+		return 0
+	}
+	return md.CheckpointID
+}
+
+func keys(t *testing.T, st objstore.Store, prefix string) []string {
+	t.Helper()
+	infos, err := st.List(ctxT(t), prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, in := range infos {
+		out = append(out, in.Key)
+	}
+	return out
+}
+
+func TestCompleteLatestRestoreAndReopen(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	s := open(t, mem, 1, 2, nil)
+	if md, infos, err := s.Latest(ctxT(t)); md != nil || len(infos) != 0 || err != nil {
+		t.Fatalf("Latest of an empty store = %v, %v, %v", md, infos, err)
+	}
+	complete(t, s, chk{id: 1, private: map[string]string{"MANIFEST": "m1"}, shared: map[string]string{"r-1.sst": "sst one"}})
+	complete(t, s, chk{id: 2, private: map[string]string{"MANIFEST": "m2"}, shared: map[string]string{"r-2.sst": "sst two"}, reuse: []string{"r-1.sst"}})
+
+	for _, st := range []*s3store.Storage{s, open(t, mem, 1, 2, nil)} {
+		md, _, err := st.Latest(ctxT(t))
+		if err != nil || md == nil || md.CheckpointID != 2 {
+			t.Fatalf("Latest = %v, %v; want checkpoint 2", md, err)
+		}
+		got := restore(t, st, md)
+		want := map[string]string{"MANIFEST": "m2", "r-1.sst": "sst one", "r-2.sst": "sst two"}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("restored %v, want %v", got, want)
+		}
+		w, _ := st.Writer(3, "op/1", 0)
+		if _, ok := w.HasShared("r-1.sst"); !ok {
+			t.Fatal("HasShared(r-1.sst) after reopening = false")
+		}
+		_ = st.Abort(3)
+	}
+	// Load by the path Latest gives and by name.
+	for _, p := range []string{"chk-2", "ckpt/wc/manifest/chk-2"} {
+		md, err := s.Load(ctxT(t), p)
+		if err != nil || md.CheckpointID != 2 {
+			t.Fatalf("Load(%s) = %v, %v", p, md, err)
+		}
+	}
+	if _, err := s.Load(ctxT(t), "chk-9"); err == nil || !strings.Contains(err.Error(), "chk-9") || !errors.Is(err, objstore.ErrNotFound) {
+		t.Fatalf("Load(chk-9) = %v; want not found naming it", err)
+	}
+	// Ids are refused at or below the newest.
+	if _, err := s.Writer(2, "op/1", 0); err == nil {
+		t.Fatal("Writer(2) after checkpoint 2 completed succeeded")
+	}
+}
+
+func TestRetentionDeletesOnlyUnreferencedObjects(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	s := open(t, mem, 1, 2, nil)
+	complete(t, s, chk{id: 1, private: map[string]string{"p": "1"}, shared: map[string]string{"a": "A", "b": "B"}})
+	complete(t, s, chk{id: 2, private: map[string]string{"p": "2"}, shared: map[string]string{"c": "C"}, reuse: []string{"a"}})
+	// Reopen: the references come from the manifests alone.
+	s = open(t, mem, 1, 2, nil)
+	complete(t, s, chk{id: 3, private: map[string]string{"p": "3"}, reuse: []string{"c"}})
+	// chk-1 is subsumed: b goes, a stays (chk-2 names it).
+	shared := strings.Join(keys(t, mem, "ckpt/wc/shared/"), " ")
+	if strings.Contains(shared, "/b") || !strings.Contains(shared, "/a") || !strings.Contains(shared, "/c") {
+		t.Fatalf("after checkpoint 3, shared objects are %s; want a and c, not b", shared)
+	}
+	if got := keys(t, mem, "ckpt/wc/data/chk-1/"); len(got) != 0 {
+		t.Fatalf("subsumed checkpoint 1 left %v", got)
+	}
+	if got := keys(t, mem, "ckpt/wc/manifest/chk-1"); len(got) != 0 {
+		t.Fatalf("subsumed checkpoint 1's manifest stays: %v", got)
+	}
+	complete(t, s, chk{id: 4, private: map[string]string{"p": "4"}, reuse: []string{"c"}})
+	shared = strings.Join(keys(t, mem, "ckpt/wc/shared/"), " ")
+	if strings.Contains(shared, "/a") || !strings.Contains(shared, "/c") {
+		t.Fatalf("after checkpoint 4, shared objects are %s; want c only", shared)
+	}
+	infos, err := s.List(ctxT(t))
+	if err != nil || len(infos) != 2 || infos[0].ID != 3 || infos[1].ID != 4 {
+		t.Fatalf("List = %+v, %v; want checkpoints 3 and 4", infos, err)
+	}
+	for _, id := range []int64{3, 4} {
+		md, err := s.Load(ctxT(t), fmt.Sprintf("chk-%d", id))
+		if err != nil {
+			t.Fatalf("Load(chk-%d): %v", id, err)
+		}
+		if got := restore(t, s, md); got["c"] != "C" || got["p"] != fmt.Sprint(id) {
+			t.Fatalf("checkpoint %d restores %v", id, got)
+		}
+	}
+}
+
+func TestAbortDeletesWhatWasWritten(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	s := open(t, mem, 1, 1, nil)
+	complete(t, s, chk{id: 1, shared: map[string]string{"a": "A"}})
+	w, err := s.Writer(2, "op/1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw, _ := w.Create("p", false)
+	io.WriteString(fw, "private")
+	if _, err := fw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sw, _ := w.Create("s", true)
+	io.WriteString(sw, "shared")
+	if _, err := sw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	late, _ := w.Create("late", false) // still uploading at the abort
+	io.WriteString(late, "late")
+	if err := s.Abort(2); err != nil {
+		t.Fatalf("Abort: %v", err)
+	}
+	if _, err := late.Close(); err == nil || !strings.Contains(err.Error(), "aborted") {
+		t.Fatalf("Close after Abort = %v; want a refusal saying aborted", err)
+	}
+	if got := keys(t, mem, "ckpt/wc/data/chk-2"); len(got) != 0 {
+		t.Fatalf("aborted checkpoint left %v", got)
+	}
+	if got := keys(t, mem, "ckpt/wc/shared/"); len(got) != 1 {
+		t.Fatalf("shared objects after the abort: %v; want only checkpoint 1's", got)
+	}
+	if _, err := s.Writer(2, "op/1", 0); err == nil {
+		t.Fatal("Writer of an aborted checkpoint succeeded")
+	}
+	if err := s.Complete(ctxT(t), &state.Metadata{CheckpointID: 2}); err == nil || !strings.Contains(err.Error(), "aborted") {
+		t.Fatalf("Complete of an aborted checkpoint = %v", err)
+	}
+	if err := s.Abort(1); err == nil {
+		t.Fatal("Abort of a completed checkpoint succeeded")
+	}
+}
+
+// A failure at any step of Complete leaves the previous checkpoint whole:
+// Complete fails and checkpoint 1 is the latest, or Complete succeeds and
+// checkpoint 2 is; each restores in full.
+func TestFailureAtEachStepOfComplete(t *testing.T) {
+	for _, op := range []objstore.Op{objstore.OpList, objstore.OpGet, objstore.OpStat, objstore.OpPut, objstore.OpDelete} {
+		for _, applied := range []bool{false, true} {
+			for nth := 1; ; nth++ {
+				mem := objstore.NewMemory(objstore.MemoryOptions{})
+				f := objstore.NewFaulty(mem)
+				s := open(t, f, 1, 1, nil)
+				complete(t, s, chk{id: 1, private: map[string]string{"p": "1"}, shared: map[string]string{"a": "A"}})
+				md := write(t, s, chk{id: 2, private: map[string]string{"p": "2"}, shared: map[string]string{"b": "B"}, reuse: []string{"a"}})
+				before := f.Calls(op)
+				f.Inject(objstore.Fault{Op: op, Nth: nth, Applied: applied})
+				err := s.Complete(ctxT(t), md)
+				fired := f.Calls(op)-before >= nth
+				f.Clear()
+				if !fired {
+					break
+				}
+				r := open(t, mem, 1, 1, nil)
+				want := int64(2)
+				if err != nil {
+					want = 1
+				}
+				got, _, lerr := r.Latest(ctxT(t))
+				if lerr != nil || got == nil || got.CheckpointID != want {
+					t.Fatalf("%s #%d (applied %t): Complete = %v; then Latest = %v, %v; want checkpoint %d", op, nth, applied, err, got, lerr, want)
+				}
+				files := restore(t, r, got)
+				if files["a"] != "A" || files["p"] != fmt.Sprint(want) {
+					t.Fatalf("%s #%d: checkpoint %d restores %v", op, nth, want, files)
+				}
+				if err != nil {
+					t.Logf("%s #%d (applied %t): %v", op, nth, applied, err)
+				}
+			}
+		}
+	}
+}
+
+// hookStore runs before before every put of a manifest.
+type hookStore struct {
+	objstore.Store
+	before func(key string)
+}
+
+func (h *hookStore) Put(ctx context.Context, key string, body io.ReadSeeker, opts objstore.PutOptions) (objstore.Info, error) {
+	if strings.Contains(key, "/manifest/") && h.before != nil {
+		h.before(key)
+	}
+	return h.Store.Put(ctx, key, body, opts)
+}
+
+func TestLowerEpochIsFenced(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	hook := &hookStore{Store: mem}
+	old := open(t, hook, 1, 2, nil)
+	complete(t, old, chk{id: 1, shared: map[string]string{"a": "A"}})
+	md := write(t, old, chk{id: 2, private: map[string]string{"p": "old"}, reuse: []string{"a"}})
+	// Another writer of epoch 1, already writing an id the new owner will
+	// not use.
+	zombie := open(t, mem, 1, 2, nil)
+	zmd := write(t, zombie, chk{id: 5, private: map[string]string{"p": "zombie"}})
+
+	// The new owner publishes checkpoint 2 between the old one's checks
+	// and its put: the create-only put is refused, and the re-read finds
+	// epoch 2.
+	newer := open(t, mem, 2, 2, nil)
+	hook.before = func(string) {
+		hook.before = nil
+		complete(t, newer, chk{id: 2, private: map[string]string{"p": "new"}, reuse: []string{"a"}})
+	}
+	err := old.Complete(ctxT(t), md)
+	var fe *s3store.FencedError
+	if !errors.Is(err, s3store.ErrFenced) || !errors.As(err, &fe) || fe.Epoch != 1 || fe.Newer != 2 ||
+		!strings.Contains(err.Error(), "ckpt/wc/manifest/chk-2") || !strings.Contains(err.Error(), "epoch 2") || !strings.Contains(err.Error(), "epoch 1") {
+		t.Fatalf("old owner's Complete = %v; want ErrFenced naming the manifest and both epochs", err)
+	}
+	if _, err := old.Writer(3, "op/1", 0); !errors.Is(err, s3store.ErrFenced) {
+		t.Fatalf("Writer after the fence = %v; want ErrFenced", err)
+	}
+	if got := restore(t, newer, mustLatest(t, newer)); got["p"] != "new" {
+		t.Fatalf("checkpoint 2 restores %v; want the new owner's", got)
+	}
+
+	// A writer of a lower epoch whose id is still free is fenced too, by
+	// the manifests it lists first; it publishes nothing. A Storage opened
+	// after the new owner published refuses even its writers.
+	if _, err := open(t, mem, 1, 2, nil).Writer(6, "op/1", 0); !errors.Is(err, s3store.ErrFenced) {
+		t.Fatalf("Writer of a Storage opened at a lower epoch = %v; want ErrFenced", err)
+	}
+	if err := zombie.Complete(ctxT(t), zmd); !errors.Is(err, s3store.ErrFenced) {
+		t.Fatalf("zombie's Complete of a free id = %v; want ErrFenced", err)
+	}
+	if got := keys(t, mem, "ckpt/wc/manifest/chk-5"); len(got) != 0 {
+		t.Fatalf("the zombie published %v", got)
+	}
+	if err := zombie.MarkCommitted(ctxT(t), 2); !errors.Is(err, s3store.ErrFenced) {
+		t.Fatalf("zombie's MarkCommitted = %v; want ErrFenced", err)
+	}
+	if id := latestID(t, newer); id != 2 {
+		t.Fatalf("Latest = %d, want 2", id)
+	}
+}
+
+func mustLatest(t *testing.T, s state.Storage) *state.Metadata {
+	t.Helper()
+	md, _, err := s.Latest(ctxT(t))
+	if err != nil || md == nil {
+		t.Fatalf("Latest = %v, %v", md, err)
+	}
+	return md
+}
+
+// A put of the manifest whose response was lost is settled by reading it
+// back: the same bytes are success.
+func TestLostManifestResponseIsSuccess(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	f := objstore.NewFaulty(mem)
+	s := open(t, f, 1, 1, nil)
+	md := write(t, s, chk{id: 1, private: map[string]string{"p": "1"}})
+	f.Inject(objstore.Fault{Op: objstore.OpPut, Key: "ckpt/wc/manifest/chk-1", Nth: 1, Applied: true})
+	if err := s.Complete(ctxT(t), md); err != nil {
+		t.Fatalf("Complete with the manifest's response lost = %v", err)
+	}
+	if id := latestID(t, open(t, mem, 1, 1, nil)); id != 1 {
+		t.Fatalf("Latest = %d", id)
+	}
+}
+
+func TestSavepointIsSelfContained(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	s := open(t, mem, 1, 1, nil)
+	complete(t, s, chk{id: 1, private: map[string]string{"p": "1"}, shared: map[string]string{"a": "A"}})
+	sp := complete(t, s, chk{id: 2, savepoint: true, private: map[string]string{"p": "sp"}, reuse: []string{"a"}})
+	if !strings.HasSuffix(sp.Path, "manifest/savepoint-2") {
+		t.Fatalf("savepoint path %s", sp.Path)
+	}
+	for _, r := range sp.Operators[0].Subtasks[0].Keyed.Files {
+		if !strings.HasPrefix(r.Path, "data/savepoint-2/") || r.Shared {
+			t.Fatalf("savepoint names %+v, not its own copy", r)
+		}
+	}
+	if got := keys(t, mem, "ckpt/wc/data/chk-2/"); len(got) != 0 {
+		t.Fatalf("the savepoint's originals stay: %v", got)
+	}
+	if id := latestID(t, s); id != 2 {
+		t.Fatalf("Latest = %d; want the savepoint", id)
+	}
+	complete(t, s, chk{id: 3, private: map[string]string{"p": "3"}, shared: map[string]string{"b": "B"}})
+	complete(t, s, chk{id: 4, private: map[string]string{"p": "4"}, shared: map[string]string{"c": "C"}})
+	if got := keys(t, mem, "ckpt/wc/shared/"); len(got) != 1 {
+		t.Fatalf("shared objects %v; want checkpoint 4's only", got)
+	}
+	md, err := s.Load(ctxT(t), "savepoint-2")
+	if err != nil {
+		t.Fatalf("Load(savepoint-2) after its checkpoint's objects went: %v", err)
+	}
+	if got := restore(t, s, md); got["a"] != "A" || got["p"] != "sp" {
+		t.Fatalf("savepoint restores %v", got)
+	}
+}
+
+func TestDamagedManifestsAndFiles(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	s := open(t, mem, 1, 3, nil)
+	complete(t, s, chk{id: 1, private: map[string]string{"p": "1"}})
+	md2 := complete(t, s, chk{id: 2, private: map[string]string{"p": "2"}})
+	// chk-2's file corrupted; chk-3's manifest garbage.
+	ref := md2.Operators[0].Subtasks[0].Keyed.Files[0]
+	if _, err := mem.Put(ctxT(t), "ckpt/wc/"+ref.Path, strings.NewReader("X"), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mem.Put(ctxT(t), "ckpt/wc/manifest/chk-3", strings.NewReader("garbage"), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r := open(t, mem, 1, 3, nil)
+	infos, err := r.List(ctxT(t))
+	if err != nil || len(infos) != 3 || !infos[2].Damaged || infos[2].Complete || infos[1].Damaged {
+		t.Fatalf("List = %+v, %v; want 1, 2 intact (List reads no state files) and 3 damaged", infos, err)
+	}
+	md, skipped, err := r.Latest(ctxT(t))
+	if err != nil || md == nil || md.CheckpointID != 1 {
+		t.Fatalf("Latest = %v, %v; want checkpoint 1", md, err)
+	}
+	if len(skipped) != 3 || !skipped[0].Damaged || !skipped[1].Damaged || skipped[1].Err == nil ||
+		!strings.Contains(skipped[1].Err.Error(), ref.Path) || !strings.Contains(skipped[0].Err.Error(), "manifest/chk-3") {
+		t.Fatalf("Latest reported %+v; want 3 and 2 damaged, naming the manifest and the file", skipped)
+	}
+	if _, err := r.Load(ctxT(t), "chk-2"); err == nil || !strings.Contains(err.Error(), "expected") {
+		t.Fatalf("Load of a checkpoint with a bad file = %v", err)
+	}
+}
+
+func TestMarkCommitted(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	s := open(t, mem, 1, 1, nil)
+	complete(t, s, chk{id: 1, private: map[string]string{"p": "1"}})
+	complete(t, s, chk{id: 2, savepoint: true, private: map[string]string{"p": "2"}})
+	if err := s.MarkCommitted(ctxT(t), 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkCommitted(ctxT(t), 7); err == nil || !strings.Contains(err.Error(), "7") {
+		t.Fatalf("MarkCommitted(7) = %v", err)
+	}
+	r := open(t, mem, 1, 1, nil)
+	md, err := r.Load(ctxT(t), "savepoint-2")
+	if err != nil || !md.Committed {
+		t.Fatalf("Load = %+v, %v; want committed", md, err)
+	}
+	if l := mustLatest(t, r); !l.Committed {
+		t.Fatal("Latest not committed")
+	}
+	infos, _ := r.List(ctxT(t))
+	if len(infos) != 2 || infos[0].Committed || !infos[1].Committed {
+		t.Fatalf("List = %+v", infos)
+	}
+	// The marker goes with its checkpoint when it is subsumed.
+	if err := r.MarkCommitted(ctxT(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	complete(t, r, chk{id: 3, private: map[string]string{"p": "3"}})
+	if got := keys(t, mem, "ckpt/wc/manifest/chk-1"); len(got) != 0 {
+		t.Fatalf("subsumed checkpoint's manifest or marker stays: %v", got)
+	}
+}
+
+// Objects no manifest names (a crashed writer's) are deleted only once
+// they are older than the grace period.
+func TestOrphansGoAfterTheGracePeriod(t *testing.T) {
+	clk := newClock()
+	mem := objstore.NewMemory(objstore.MemoryOptions{Now: clk.Now})
+	crashed := open(t, mem, 1, 1, clk)
+	write(t, crashed, chk{id: 5, private: map[string]string{"p": "lost"}, shared: map[string]string{"x": "X"}})
+	s := open(t, mem, 2, 1, clk)
+	complete(t, s, chk{id: 6, private: map[string]string{"p": "6"}})
+	if got := keys(t, mem, "ckpt/wc/data/chk-5/"); len(got) != 1 {
+		t.Fatalf("a young orphan was deleted: %v", got)
+	}
+	clk.Advance(s3store.DefaultOrphanGrace + time.Second)
+	complete(t, s, chk{id: 7, private: map[string]string{"p": "7"}})
+	if got := append(keys(t, mem, "ckpt/wc/data/chk-5/"), keys(t, mem, "ckpt/wc/shared/")...); len(got) != 0 {
+		t.Fatalf("orphans older than the grace period stay: %v", got)
+	}
+	if got := restore(t, s, mustLatest(t, s)); got["p"] != "7" {
+		t.Fatalf("restores %v", got)
+	}
+}
+
+func TestUnsupportedMethodsSaySo(t *testing.T) {
+	s := open(t, objstore.NewMemory(objstore.MemoryOptions{}), 1, 1, nil)
+	if err := s.DiscardAll(); !errors.Is(err, s3store.ErrNotSupported) {
+		t.Fatalf("DiscardAll = %v", err)
+	}
+	if _, err := s.Adopt(ctxT(t), &state.Metadata{Path: "x"}, 5); !errors.Is(err, s3store.ErrNotSupported) {
+		t.Fatalf("Adopt = %v", err)
+	}
+	if _, err := s.Sweep(ctxT(t)); !errors.Is(err, s3store.ErrNotSupported) {
+		t.Fatalf("Sweep = %v", err)
+	}
+}
+
+func TestOptionsAreChecked(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	for _, o := range []s3store.Options{{Job: "wc"}, {Job: "a/b", Epoch: 1}, {Job: "wc", Epoch: 1, Prefix: "p/"}} {
+		if _, err := s3store.New(ctxT(t), mem, o); err == nil {
+			t.Fatalf("New(%+v) succeeded", o)
+		}
+	}
+}
