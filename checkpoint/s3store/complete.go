@@ -143,7 +143,7 @@ func (s *Storage) publish(ctx context.Context, name string, md *state.Metadata) 
 	}
 	epoch, _, derr := decodeManifest(got)
 	if epoch > s.opts.Epoch {
-		f := &FencedError{Key: key, Epoch: s.opts.Epoch, Newer: epoch}
+		f := &FencedError{Key: key, Epoch: s.opts.Epoch, Newer: epoch, Err: perr}
 		s.mu.Lock()
 		s.fenced = f
 		s.mu.Unlock()

@@ -21,7 +21,7 @@ func (m *manifest) info() state.CheckpointInfo {
 // snapshot refreshes the cache and returns the manifests, oldest first.
 func (s *Storage) snapshot(ctx context.Context) ([]*manifest, error) {
 	if _, err := s.refresh(ctx); err != nil {
-		return nil, err
+		return nil, s.errorf("%w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

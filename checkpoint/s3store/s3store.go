@@ -36,14 +36,25 @@ type FencedError struct {
 	Key string
 	// Epoch is the writer's own epoch; Newer the manifest's.
 	Epoch, Newer int64
+	// Err is the refusal of the writer's create-only put of Key (wrapping
+	// objstore.ErrExists), or nil when the manifest was found by listing
+	// before the put.
+	Err error
 }
 
 func (e *FencedError) Error() string {
-	return fmt.Sprintf("s3 checkpoint storage: %s carries epoch %d, newer than this writer's epoch %d: %v", e.Key, e.Newer, e.Epoch, ErrFenced)
+	msg := fmt.Sprintf("s3 checkpoint storage: %s carries epoch %d, newer than this writer's epoch %d: %v", e.Key, e.Newer, e.Epoch, ErrFenced)
+	if e.Err != nil {
+		msg += " (" + e.Err.Error() + ")"
+	}
+	return msg
 }
 
 // Is makes errors.Is(err, ErrFenced) hold.
 func (e *FencedError) Is(target error) bool { return target == ErrFenced }
+
+// Unwrap returns the refused put's error, if any.
+func (e *FencedError) Unwrap() error { return e.Err }
 
 // Options configure a Storage.
 type Options struct {
@@ -178,7 +189,7 @@ func New(ctx context.Context, st objstore.Store, opts Options) (*Storage, error)
 		sharedByName: map[string]state.FileRef{}, pending: map[int64]*inflight{}, aborted: map[int64]bool{},
 	}
 	if _, err := s.refresh(ctx); err != nil {
-		return nil, err
+		return nil, s.errorf("open: %w", err)
 	}
 	return s, nil
 }
@@ -304,11 +315,12 @@ func (s *Storage) readManifest(ctx context.Context, name string) (*manifest, err
 // refresh lists manifest/, reads the manifests not cached yet, drops the
 // ones gone, and recomputes the retained checkpoints and shared references.
 // It returns the fence, if a manifest of a higher epoch exists (also
-// recorded in s.fenced). The caller must not hold s.mu.
+// recorded in s.fenced). Its errors do not name the storage (callers
+// do). The caller must not hold s.mu.
 func (s *Storage) refresh(ctx context.Context) (fence, err error) {
 	infos, err := s.st.List(ctx, s.root+manifestDir)
 	if err != nil {
-		return nil, s.errorf("list manifests: %w", err)
+		return nil, fmt.Errorf("list manifests: %w", err)
 	}
 	names := map[string]bool{}
 	committed := map[string]bool{}
@@ -338,7 +350,7 @@ func (s *Storage) refresh(ctx context.Context) (fence, err error) {
 				delete(names, name) // deleted since the listing
 				continue
 			}
-			return nil, s.errorf("%w", err)
+			return nil, err
 		}
 		read[name] = m
 	}

@@ -371,7 +371,7 @@ func TestLowerEpochIsFenced(t *testing.T) {
 	}
 	err := old.Complete(ctxT(t), md)
 	var fe *s3store.FencedError
-	if !errors.Is(err, s3store.ErrFenced) || !errors.As(err, &fe) || fe.Epoch != 1 || fe.Newer != 2 ||
+	if !errors.Is(err, s3store.ErrFenced) || !errors.Is(err, objstore.ErrExists) || !errors.As(err, &fe) || fe.Epoch != 1 || fe.Newer != 2 ||
 		!strings.Contains(err.Error(), "ckpt/wc/manifest/chk-2") || !strings.Contains(err.Error(), "epoch 2") || !strings.Contains(err.Error(), "epoch 1") {
 		t.Fatalf("old owner's Complete = %v; want ErrFenced naming the manifest and both epochs", err)
 	}
