@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/onceflow/onceflow/internal/objstore"
 	"github.com/onceflow/onceflow/state"
@@ -330,6 +331,10 @@ func (s *Storage) inflightData(key string) bool {
 
 // Abort implements state.Storage: the objects the checkpoint's writers
 // put are deleted, and writers still running fail and delete theirs.
+// Because a Complete whose outcome was unknown (a lost response it could
+// not read back) may have published the manifest, Abort first asks the
+// store: when the manifest exists, or the store cannot say, it deletes
+// nothing and fails naming the manifest.
 func (s *Storage) Abort(checkpointID int64) error {
 	s.completeMu.Lock()
 	defer s.completeMu.Unlock()
@@ -343,12 +348,36 @@ func (s *Storage) Abort(checkpointID int64) error {
 		return s.errorf("abort of completed savepoint %d", checkpointID)
 	}
 	inf := s.pending[checkpointID]
+	s.mu.Unlock()
+	// Only a checkpoint some writer wrote for has objects to delete.
+	var keep error
+	if inf != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, name := range []string{chkName(checkpointID), savepointName(checkpointID)} {
+			key := s.root + manifestDir + name
+			_, err := s.st.Stat(ctx, key)
+			if err == nil {
+				s.mu.Lock()
+				delete(s.pending, checkpointID)
+				s.mu.Unlock()
+				return s.errorf("abort of checkpoint %d: its manifest %s exists (an earlier Complete was applied); nothing deleted", checkpointID, key)
+			}
+			if !errors.Is(err, objstore.ErrNotFound) && keep == nil {
+				keep = fmt.Errorf("cannot tell whether %s was published, so its objects are kept (deleted after the orphan grace period if it was not): %w", key, err)
+			}
+		}
+	}
+	s.mu.Lock()
 	delete(s.pending, checkpointID)
 	s.aborted[checkpointID] = true
 	if inf != nil {
 		inf.aborted = true
 	}
 	s.mu.Unlock()
+	if keep != nil {
+		return s.errorf("abort checkpoint %d: %w", checkpointID, keep)
+	}
 	errs := s.deleteWritten(context.Background(), inf, func(string) bool { return true })
 	if err := errors.Join(errs...); err != nil {
 		return s.errorf("abort checkpoint %d: %w", checkpointID, err)

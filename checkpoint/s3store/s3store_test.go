@@ -316,6 +316,12 @@ func TestFailureAtEachStepOfComplete(t *testing.T) {
 				if !fired {
 					break
 				}
+				if err != nil {
+					// What the engine does with a checkpoint that failed.
+					if aerr := s.Abort(2); aerr != nil {
+						t.Logf("%s #%d (applied %t): Abort: %v", op, nth, applied, aerr)
+					}
+				}
 				r := open(t, mem, 1, 1, nil)
 				want := int64(2)
 				if err != nil {
@@ -565,5 +571,29 @@ func TestOptionsAreChecked(t *testing.T) {
 		if _, err := s3store.New(ctxT(t), mem, o); err == nil {
 			t.Fatalf("New(%+v) succeeded", o)
 		}
+	}
+}
+
+// A Complete whose manifest put was applied but whose response was lost,
+// and whose read-back failed too, returns an error although the checkpoint
+// exists; the Abort that follows must not delete its objects.
+func TestAbortAfterAnUnsettledCompleteKeepsAPublishedCheckpoint(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	f := objstore.NewFaulty(mem)
+	s := open(t, f, 1, 1, nil)
+	complete(t, s, chk{id: 1, private: map[string]string{"p": "1"}, shared: map[string]string{"a": "A"}})
+	md := write(t, s, chk{id: 2, private: map[string]string{"p": "2"}, shared: map[string]string{"b": "B"}, reuse: []string{"a"}})
+	f.Inject(objstore.Fault{Op: objstore.OpPut, Key: "ckpt/wc/manifest/chk-2", Nth: 1, Applied: true})
+	f.Inject(objstore.Fault{Op: objstore.OpGet, Key: "ckpt/wc/manifest/chk-2", Nth: 1})
+	if err := s.Complete(ctxT(t), md); err == nil {
+		t.Fatal("Complete with the response lost and the read-back failed succeeded")
+	}
+	if err := s.Abort(2); err == nil || !strings.Contains(err.Error(), "manifest/chk-2 exists") {
+		t.Fatalf("Abort after an applied Complete = %v; want a refusal naming the manifest", err)
+	}
+	r := open(t, mem, 1, 1, nil)
+	got := restore(t, r, mustLatest(t, r))
+	if got["p"] != "2" || got["a"] != "A" || got["b"] != "B" {
+		t.Fatalf("checkpoint 2 restores %v", got)
 	}
 }
