@@ -126,7 +126,13 @@ func (s *Storage) publish(ctx context.Context, name string, md *state.Metadata) 
 		return nil, err
 	}
 	key := s.root + manifestDir + name
-	m := &manifest{name: name, id: id, savepoint: sp, key: key, epoch: s.opts.Epoch, md: md, raw: b}
+	// The cache holds its own copy: the caller may change md later.
+	_, cp, err := decodeManifest(b)
+	if err != nil {
+		return nil, err
+	}
+	cp.Path = key
+	m := &manifest{name: name, id: id, savepoint: sp, key: key, epoch: s.opts.Epoch, md: cp, raw: b}
 	_, perr := s.st.Put(ctx, key, bytes.NewReader(b), objstore.PutOptions{IfNoneMatch: true})
 	if perr == nil {
 		return m, nil

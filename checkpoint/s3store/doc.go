@@ -45,7 +45,10 @@
 // even when its own id is still free. A fenced Storage refuses every later
 // Writer, Complete and MarkCommitted, and deletes nothing but the objects
 // of its own checkpoints that never completed (Abort): no manifest names
-// those, so no other writer can use them.
+// those, so no other writer can use them. Abort deletes only after the
+// store confirmed that no manifest of the id exists: a Complete whose put
+// was applied but whose response and read-back were lost returned an
+// error, and its checkpoint must survive the Abort that follows.
 //
 // Until the claim protocol makes the new owner publish the next id before
 // it runs, a zombie that has not yet seen a manifest of the new epoch can
@@ -82,8 +85,16 @@
 // # Limits of this first slice
 //
 //   - A file being written is buffered in memory until Close puts it.
-//   - DiscardAll, Adopt and Sweep return ErrNotSupported; Discarded
-//     returns the zero Discard (this backend never discards).
+//   - DiscardAll and Adopt return ErrNotSupported and change nothing;
+//     Discarded returns the zero Discard (this backend never discards).
+//   - Sweep deletes the data of checkpoints without a manifest, except
+//     the ids in flight here and objects of a writer of a higher epoch
+//     (their token says it: Sweep then fails with ErrFenced); it cannot
+//     see another process of the same epoch writing.
+//   - Without the claim protocol, a zombie that completes a checkpoint
+//     before it sees the new owner's first manifest also deletes what
+//     its retention subsumes, possibly the checkpoint the new owner
+//     restored from; Options.Retained >= 2 narrows that window.
 //   - Load reads checkpoints of this Storage's root only.
 //   - List and Latest see manifests only: a checkpoint without a manifest
 //     (never completed) is not listed as incomplete, and its objects are

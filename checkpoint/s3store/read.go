@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/onceflow/onceflow/internal/objstore"
@@ -206,9 +208,88 @@ func (s *Storage) Adopt(_ context.Context, md *state.Metadata, newID int64) (*st
 	return nil, s.errorf("adopt %s as checkpoint %d: %w", md.Path, newID, ErrNotSupported)
 }
 
-// Sweep is not supported by the S3 backend yet: it fails with
-// ErrNotSupported and removes nothing (orphans are deleted after the grace
-// period by Complete instead).
-func (s *Storage) Sweep(context.Context) ([]state.CheckpointInfo, error) {
-	return nil, s.errorf("sweep incomplete checkpoints: %w", ErrNotSupported)
+// Sweep implements state.Storage: it deletes the data objects of every
+// checkpoint and savepoint without a manifest (one that never completed,
+// a savepoint whose completion failed), never those of one whose manifest
+// exists, intact or damaged, nor those of the ids in flight in this
+// Storage, which it keeps from starting meanwhile. Objects a writer of a
+// higher epoch put are not touched: Sweep then fails with ErrFenced after
+// deleting the rest. Like the directory backend's it is meant for the
+// job's start: it cannot see another process of the same epoch writing.
+// Later ids stay above the ones it removed. It returns what it removed,
+// oldest first; an error names what it could not delete, after deleting
+// what it could.
+func (s *Storage) Sweep(ctx context.Context) ([]state.CheckpointInfo, error) {
+	s.completeMu.Lock()
+	defer s.completeMu.Unlock()
+	fence, err := s.refresh(ctx)
+	if err != nil {
+		return nil, s.errorf("sweep: %w", err)
+	}
+	if fence != nil {
+		return nil, s.errorf("sweep: %w", fence)
+	}
+	infos, err := s.st.List(ctx, s.root+dataDir)
+	if err != nil {
+		return nil, s.errorf("sweep: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	byName := map[string][]string{}
+	var errs []error
+	for _, in := range infos {
+		rest := strings.TrimPrefix(in.Key, s.root+dataDir)
+		name, after, _ := strings.Cut(rest, "/")
+		id, _, ok := parseName(name)
+		if !ok || s.manifests[name] != nil || s.pending[id] != nil {
+			continue
+		}
+		token, _, _ := strings.Cut(after, "/")
+		if e, ok := tokenEpoch(token); ok && e > s.opts.Epoch {
+			errs = append(errs, &FencedError{Key: in.Key, Epoch: s.opts.Epoch, Newer: e})
+			byName[name] = nil // not this one: a newer writer's
+			continue
+		}
+		if keys, seen := byName[name]; !seen || keys != nil {
+			byName[name] = append(keys, in.Key)
+		}
+	}
+	var removed []state.CheckpointInfo
+	for name, keys := range byName {
+		if keys == nil {
+			continue
+		}
+		id, sp, _ := parseName(name)
+		failed := false
+		for _, k := range keys {
+			if err := s.st.Delete(ctx, k); err != nil {
+				errs = append(errs, fmt.Errorf("delete incomplete %s: %w", k, err))
+				failed = true
+			}
+		}
+		s.newest = max(s.newest, id)
+		if !failed {
+			removed = append(removed, state.CheckpointInfo{ID: id, Savepoint: sp, Path: s.root + dataDir + name,
+				Err: fmt.Errorf("checkpoint %s%s is incomplete: no manifest %s%s%s", s.root, dataDir+name, s.root, manifestDir, name)})
+		}
+	}
+	sort.Slice(removed, func(i, j int) bool { return removed[i].ID < removed[j].ID })
+	if err := errors.Join(errs...); err != nil {
+		return removed, s.errorf("sweep: %w", err)
+	}
+	return removed, nil
+}
+
+// tokenEpoch returns the epoch of a writer token e<epoch>-<hex>.
+func tokenEpoch(token string) (int64, bool) {
+	rest, ok := strings.CutPrefix(token, "e")
+	if !ok {
+		return 0, false
+	}
+	num, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	e, err := strconv.ParseInt(num, 10, 64)
+	return e, err == nil
 }

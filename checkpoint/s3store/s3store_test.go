@@ -560,9 +560,6 @@ func TestUnsupportedMethodsSaySo(t *testing.T) {
 	if _, err := s.Adopt(ctxT(t), &state.Metadata{Path: "x"}, 5); !errors.Is(err, s3store.ErrNotSupported) {
 		t.Fatalf("Adopt = %v", err)
 	}
-	if _, err := s.Sweep(ctxT(t)); !errors.Is(err, s3store.ErrNotSupported) {
-		t.Fatalf("Sweep = %v", err)
-	}
 }
 
 func TestOptionsAreChecked(t *testing.T) {
@@ -595,5 +592,51 @@ func TestAbortAfterAnUnsettledCompleteKeepsAPublishedCheckpoint(t *testing.T) {
 	got := restore(t, r, mustLatest(t, r))
 	if got["p"] != "2" || got["a"] != "A" || got["b"] != "B" {
 		t.Fatalf("checkpoint 2 restores %v", got)
+	}
+}
+
+// Sweep deletes the objects of checkpoints and savepoints without a
+// manifest, never those of a complete or damaged one, of one in flight
+// here, or of a writer of a higher epoch.
+func TestSweepRemovesIncompleteCheckpointsOnly(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	crashed := open(t, mem, 1, 3, nil)
+	complete(t, crashed, chk{id: 1, private: map[string]string{"p": "1"}})
+	complete(t, crashed, chk{id: 2, private: map[string]string{"p": "2"}})
+	write(t, crashed, chk{id: 3, private: map[string]string{"p": "3", "q": "3"}})
+	write(t, crashed, chk{id: 4, savepoint: true, private: map[string]string{"p": "4"}})
+	// Checkpoint 2's manifest damaged: its objects are not the sweep's.
+	if _, err := mem.Put(ctxT(t), "ckpt/wc/manifest/chk-2", strings.NewReader("garbage"), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, mem, 1, 3, nil)
+	write(t, s, chk{id: 6, private: map[string]string{"p": "6"}}) // in flight here
+	removed, err := s.Sweep(ctxT(t))
+	if err != nil {
+		t.Fatalf("Sweep: %v", err)
+	}
+	if len(removed) != 2 || removed[0].ID != 3 || removed[1].ID != 4 || removed[0].Err == nil || !strings.Contains(removed[0].Err.Error(), "no manifest") {
+		t.Fatalf("Sweep removed %+v; want 3 and 4, saying why", removed)
+	}
+	for prefix, want := range map[string]int{"ckpt/wc/data/chk-1/": 1, "ckpt/wc/data/chk-2/": 1, "ckpt/wc/data/chk-3/": 0, "ckpt/wc/data/chk-4/": 0, "ckpt/wc/data/chk-6/": 1} {
+		if got := keys(t, mem, prefix); len(got) != want {
+			t.Fatalf("after Sweep %s holds %v; want %d objects", prefix, got, want)
+		}
+	}
+	if _, err := s.Writer(4, "op/1", 0); err == nil {
+		t.Fatal("Writer(4) after Sweep removed 4 succeeded: ids must stay above the removed ones")
+	}
+	// A newer epoch's writer in flight: its objects stay, and Sweep says
+	// it is fenced.
+	newer := open(t, mem, 2, 3, nil)
+	write(t, newer, chk{id: 9, private: map[string]string{"p": "9"}})
+	if _, err := open(t, mem, 1, 3, nil).Sweep(ctxT(t)); !errors.Is(err, s3store.ErrFenced) {
+		t.Fatalf("Sweep by epoch 1 with an epoch-2 writer's objects = %v; want ErrFenced", err)
+	}
+	if got := keys(t, mem, "ckpt/wc/data/chk-9/"); len(got) != 1 {
+		t.Fatalf("the newer writer's objects: %v", got)
+	}
+	if _, err := newer.Sweep(ctxT(t)); err != nil {
+		t.Fatalf("Sweep by the newer owner: %v", err)
 	}
 }
