@@ -13,6 +13,7 @@
 //	data/savepoint-<id>/<token>/op-<uid>/<subtask>/<file> a savepoint's copies
 //	data/savepoint-<id>/<token>/shared/<file>             ... of shared files
 //	shared/<token>/<file>                files incremental checkpoints share
+//	discarded                            what DiscardAll discarded (state.Discard)
 //
 // <token> is e<epoch>-<random hex>, drawn once per opened Storage, so every
 // data object a writer puts has a name no other writer uses: a zombie's
@@ -74,6 +75,10 @@
 // checkpoint's data/ is deleted (its references are unknown). Deletion
 // failures are logged and retried by the next completion.
 //
+// DiscardAll records state.Discard in <root>discarded (a failure to record
+// deletes nothing), then deletes every checkpoint's manifest and marker,
+// then their data and the shared objects; savepoints stay.
+//
 // # Savepoints
 //
 // A savepoint is self-contained, as in the directory backend: Complete
@@ -85,8 +90,7 @@
 // # Limits of this first slice
 //
 //   - A file being written is buffered in memory until Close puts it.
-//   - DiscardAll and Adopt return ErrNotSupported and change nothing;
-//     Discarded returns the zero Discard (this backend never discards).
+//   - Adopt returns ErrNotSupported and changes nothing.
 //   - Sweep deletes the data of checkpoints without a manifest, except
 //     the ids in flight here and objects of a writer of a higher epoch
 //     (their token says it: Sweep then fails with ErrFenced); it cannot

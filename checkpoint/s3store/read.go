@@ -3,12 +3,14 @@ package s3store
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/onceflow/onceflow/internal/objstore"
 	"github.com/onceflow/onceflow/state"
@@ -193,14 +195,126 @@ func (s *Storage) MarkCommitted(ctx context.Context, checkpointID int64) error {
 	return nil
 }
 
-// DiscardAll is not supported by the S3 backend yet: it fails with
-// ErrNotSupported and removes nothing.
+// discardedKey (under the root) records what DiscardAll discarded:
+// "<discardedHeader>\n" and the state.Discard as JSON.
+const (
+	discardedKey    = "discarded"
+	discardedHeader = "onceflow-discarded"
+)
+
+// DiscardAll implements state.Storage: it records what it discards in
+// <root>discarded, then deletes every checkpoint's manifest and marker,
+// then their data and the shared objects; savepoints stay. A failure to
+// record deletes nothing. A fenced writer discards nothing.
 func (s *Storage) DiscardAll() error {
-	return s.errorf("discard all checkpoints: %w", ErrNotSupported)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	fail := func(err error) error { return s.errorf("discard: %w", err) }
+	s.completeMu.Lock()
+	defer s.completeMu.Unlock()
+	fence, err := s.refresh(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	if fence != nil {
+		return fail(fence)
+	}
+	rec, err := s.discarded(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	s.mu.Lock()
+	all := s.sortedLocked()
+	s.mu.Unlock()
+	if n := len(all); n > 0 && all[n-1].id > rec.Through {
+		newest := all[n-1]
+		rec = state.Discard{Through: newest.id}
+		if !newest.savepoint && newest.md != nil {
+			if md, err := cloneMetadata(newest); err == nil {
+				sup := &state.Superseded{CheckpointID: md.CheckpointID, Path: md.Path, WriterVersion: md.WriterVersion}
+				for _, op := range md.Operators {
+					for i := range op.Subtasks {
+						op.Subtasks[i].Keyed = nil
+					}
+					sup.Operators = append(sup.Operators, op)
+				}
+				rec.Newest = sup
+			}
+		}
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return fail(fmt.Errorf("encoding what it discards: %w", err))
+		}
+		body := append([]byte(discardedHeader+"\n"), append(b, '\n')...)
+		if _, err := s.st.Put(ctx, s.root+discardedKey, bytes.NewReader(body), objstore.PutOptions{}); err != nil {
+			return fail(fmt.Errorf("recording the newest checkpoint (%d) before deleting it: %w", rec.Through, err))
+		}
+	}
+	// Every manifest and marker before any object it names.
+	var errs []error
+	for _, m := range all {
+		if m.savepoint {
+			continue
+		}
+		for _, k := range []string{m.key + committedSuf, m.key} {
+			if err := s.st.Delete(ctx, k); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fail(errors.Join(errs...))
+	}
+	for _, prefix := range []string{s.root + dataDir + chkPrefix, s.root + sharedDir} {
+		infos, err := s.st.List(ctx, prefix)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, in := range infos {
+			if err := s.st.Delete(ctx, in.Key); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	s.mu.Lock()
+	s.newest = 0
+	s.mu.Unlock()
+	if _, err := s.refresh(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fail(err)
+	}
+	return nil
 }
 
-// Discarded returns the zero Discard: this backend never discards.
-func (s *Storage) Discarded(context.Context) (state.Discard, error) { return state.Discard{}, nil }
+// Discarded implements state.Storage.
+func (s *Storage) Discarded(ctx context.Context) (state.Discard, error) {
+	rec, err := s.discarded(ctx)
+	if err != nil {
+		return state.Discard{}, s.errorf("%w", err)
+	}
+	return rec, nil
+}
+
+// discarded reads DiscardAll's record (the zero Discard without one).
+func (s *Storage) discarded(ctx context.Context) (state.Discard, error) {
+	key := s.root + discardedKey
+	b, err := s.readAll(ctx, key)
+	if errors.Is(err, objstore.ErrNotFound) {
+		return state.Discard{}, nil
+	}
+	if err != nil {
+		return state.Discard{}, fmt.Errorf("reading %s: %w", key, err)
+	}
+	var rec state.Discard
+	body, ok := bytes.CutPrefix(b, []byte(discardedHeader+"\n"))
+	if !ok || json.Unmarshal(body, &rec) != nil || rec.Through <= 0 {
+		return state.Discard{}, fmt.Errorf("%s is corrupt: %q", key, b)
+	}
+	return rec, nil
+}
 
 // Adopt is not supported by the S3 backend yet: it fails with
 // ErrNotSupported and writes nothing.

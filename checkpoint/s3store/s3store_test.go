@@ -554,9 +554,6 @@ func TestOrphansGoAfterTheGracePeriod(t *testing.T) {
 
 func TestUnsupportedMethodsSaySo(t *testing.T) {
 	s := open(t, objstore.NewMemory(objstore.MemoryOptions{}), 1, 1, nil)
-	if err := s.DiscardAll(); !errors.Is(err, s3store.ErrNotSupported) {
-		t.Fatalf("DiscardAll = %v", err)
-	}
 	if _, err := s.Adopt(ctxT(t), &state.Metadata{Path: "x"}, 5); !errors.Is(err, s3store.ErrNotSupported) {
 		t.Fatalf("Adopt = %v", err)
 	}
@@ -638,5 +635,57 @@ func TestSweepRemovesIncompleteCheckpointsOnly(t *testing.T) {
 	}
 	if _, err := newer.Sweep(ctxT(t)); err != nil {
 		t.Fatalf("Sweep by the newer owner: %v", err)
+	}
+}
+
+// DiscardAll records the newest checkpoint's operator state, then deletes
+// every checkpoint and shared object; savepoints stay. A failure to
+// record deletes nothing.
+func TestDiscardAll(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	f := objstore.NewFaulty(mem)
+	s := open(t, f, 1, 2, nil)
+	if rec, err := s.Discarded(ctxT(t)); err != nil || rec.Through != 0 {
+		t.Fatalf("Discarded before any = %+v, %v", rec, err)
+	}
+	complete(t, s, chk{id: 1, private: map[string]string{"p": "1"}, shared: map[string]string{"a": "A"}})
+	complete(t, s, chk{id: 2, savepoint: true, private: map[string]string{"p": "2"}, reuse: []string{"a"}})
+	complete(t, s, chk{id: 3, private: map[string]string{"p": "3"}, reuse: []string{"a"}})
+
+	f.Inject(objstore.Fault{Op: objstore.OpPut, Key: "ckpt/wc/discarded", Nth: 1})
+	if err := s.DiscardAll(); err == nil || !strings.Contains(err.Error(), "recording") {
+		t.Fatalf("DiscardAll with the record failing = %v", err)
+	}
+	if id := latestID(t, open(t, mem, 1, 2, nil)); id != 3 {
+		t.Fatalf("after a failed record, Latest = %d; want 3 untouched", id)
+	}
+
+	if err := s.DiscardAll(); err != nil {
+		t.Fatalf("DiscardAll: %v", err)
+	}
+	r := open(t, mem, 1, 2, nil)
+	rec, err := r.Discarded(ctxT(t))
+	if err != nil || rec.Through != 3 || rec.Newest == nil || rec.Newest.CheckpointID != 3 ||
+		len(rec.Newest.Operators) != 1 || rec.Newest.Operators[0].Subtasks[0].Keyed != nil ||
+		string(rec.Newest.Operators[0].Subtasks[0].Operator.Inline) != "offsets" {
+		t.Fatalf("Discarded = %+v, %v; want checkpoint 3's operator state only", rec, err)
+	}
+	if got := append(keys(t, mem, "ckpt/wc/data/chk-"), keys(t, mem, "ckpt/wc/shared/")...); len(got) != 0 {
+		t.Fatalf("after DiscardAll: %v", got)
+	}
+	infos, err := r.List(ctxT(t))
+	if err != nil || len(infos) != 1 || !infos[0].Savepoint || infos[0].ID != 2 {
+		t.Fatalf("List after DiscardAll = %+v, %v; want savepoint 2 only", infos, err)
+	}
+	md := mustLatest(t, r)
+	if got := restore(t, r, md); got["a"] != "A" || got["p"] != "2" {
+		t.Fatalf("savepoint 2 restores %v", got)
+	}
+	// A second discard with nothing newer keeps the record.
+	if err := r.DiscardAll(); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _ := r.Discarded(ctxT(t)); rec.Through != 3 || rec.Newest == nil {
+		t.Fatalf("record after a second discard: %+v", rec)
 	}
 }
