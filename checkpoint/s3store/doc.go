@@ -90,7 +90,9 @@
 // # Limits of this first slice
 //
 //   - A file being written is buffered in memory until Close puts it.
-//   - Adopt returns ErrNotSupported and changes nothing.
+//   - Load and Adopt take checkpoints of this Storage's root only: Adopt
+//     of another location's (a directory's, another job's) fails with
+//     ErrNotSupported and changes nothing.
 //   - Sweep deletes the data of checkpoints without a manifest, except
 //     the ids in flight here and objects of a writer of a higher epoch
 //     (their token says it: Sweep then fails with ErrFenced); it cannot
@@ -99,7 +101,6 @@
 //     before it sees the new owner's first manifest also deletes what
 //     its retention subsumes, possibly the checkpoint the new owner
 //     restored from; Options.Retained >= 2 narrows that window.
-//   - Load reads checkpoints of this Storage's root only.
 //   - List and Latest see manifests only: a checkpoint without a manifest
 //     (never completed) is not listed as incomplete, and its objects are
 //     orphans, deleted after the grace period.

@@ -316,10 +316,141 @@ func (s *Storage) discarded(ctx context.Context) (state.Discard, error) {
 	return rec, nil
 }
 
-// Adopt is not supported by the S3 backend yet: it fails with
-// ErrNotSupported and writes nothing.
-func (s *Storage) Adopt(_ context.Context, md *state.Metadata, newID int64) (*state.Metadata, error) {
-	return nil, s.errorf("adopt %s as checkpoint %d: %w", md.Path, newID, ErrNotSupported)
+// Adopt implements state.Storage for checkpoints and savepoints of this
+// Storage (md as Load returned it; another location's fails naming its
+// path). Private files are copied under data/chk-<newID>/; shared objects
+// are referenced where they are (the new manifest's reference keeps them).
+// The committed marker, when md was committed, is put before the manifest,
+// which is put create-only like Complete's (a higher epoch fences). On a
+// failure the copies are deleted, unless the manifest's fate is unknown.
+func (s *Storage) Adopt(ctx context.Context, md *state.Metadata, newID int64) (*state.Metadata, error) {
+	if md == nil {
+		return nil, s.errorf("adopt: nil metadata")
+	}
+	fail := func(err error) (*state.Metadata, error) {
+		return nil, s.errorf("adopt %s as checkpoint %d: %w", md.Path, newID, err)
+	}
+	srcName, err := s.nameOf(md.Path)
+	if err != nil || md.Path == "" {
+		return fail(fmt.Errorf("not a checkpoint or savepoint of this storage (as Load returns it): %w", ErrNotSupported))
+	}
+	s.completeMu.Lock()
+	defer s.completeMu.Unlock()
+	fence, err := s.refresh(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	if fence != nil {
+		return fail(fence)
+	}
+	s.mu.Lock()
+	if newID <= s.newest || s.pending[newID] != nil || s.aborted[newID] {
+		top := s.newest
+		s.mu.Unlock()
+		return fail(fmt.Errorf("id %d is not above %d, the highest in the storage, or is in flight", newID, top))
+	}
+	inf := &inflight{written: map[string]bool{}, reused: map[string]bool{}, adopting: true}
+	s.pending[newID] = inf
+	s.mu.Unlock()
+	done := false
+	defer func() {
+		s.mu.Lock()
+		delete(s.pending, newID)
+		s.mu.Unlock()
+		if !done {
+			s.deleteWritten(context.Background(), inf, func(string) bool { return true })
+		}
+	}()
+	raw, err := json.Marshal(md)
+	if err != nil {
+		return fail(err)
+	}
+	var out state.Metadata
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return fail(err)
+	}
+	out.Version, out.Job, out.CheckpointID, out.Savepoint = state.MetadataVersion, s.job, newID, false
+	out.RestoredFrom, out.Supersedes, out.WriterVersion = md.Path, md.Supersedes, md.WriterVersion
+	srcData := dataDir + srcName + "/"
+	dst := dataDir + chkName(newID) + "/" + s.token + "/"
+	err = mapRefs(&out, func(r state.FileRef) (state.FileRef, error) {
+		if r.Inline {
+			return r, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return r, err
+		}
+		key, err := s.resolve(r.Path)
+		if err != nil {
+			return r, err
+		}
+		if r.Shared {
+			in, err := s.st.Stat(ctx, key)
+			if err == nil && in.Size != r.Size {
+				err = fmt.Errorf("%s is %d bytes, the metadata says %d", key, in.Size, r.Size)
+			}
+			if err != nil {
+				return r, fmt.Errorf("shared file %s: %w", r.Path, err)
+			}
+			s.mu.Lock()
+			inf.reused[r.Path] = true
+			s.mu.Unlock()
+			return r, nil
+		}
+		rest, ok := strings.CutPrefix(r.Path, srcData)
+		if _, after, cut := strings.Cut(rest, "/"); ok && cut { // past the token
+			rest = after
+		} else {
+			return r, fmt.Errorf("state file %s is not under %s<token>/", r.Path, srcData)
+		}
+		rc, err := s.Open(r)
+		if err != nil {
+			return r, err
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			return r, err
+		}
+		s.mu.Lock()
+		inf.written[s.root+dst+rest] = true
+		s.mu.Unlock()
+		if _, err := s.st.Put(ctx, s.root+dst+rest, bytes.NewReader(data), objstore.PutOptions{IfNoneMatch: true}); err != nil {
+			return r, err
+		}
+		return state.FileRef{Path: dst + rest, Size: r.Size, CRC32C: r.CRC32C}, nil
+	})
+	if err != nil {
+		return fail(err)
+	}
+	name := chkName(newID)
+	if md.Committed {
+		key := s.root + manifestDir + name + committedSuf
+		s.mu.Lock()
+		inf.written[key] = true
+		s.mu.Unlock()
+		body := fmt.Sprintf("committed %d (adopted from %s) epoch=%d\n", newID, md.Path, s.opts.Epoch)
+		if _, err := s.st.Put(ctx, key, bytes.NewReader([]byte(body)), objstore.PutOptions{}); err != nil {
+			return fail(err)
+		}
+	}
+	m, err := s.publish(ctx, name, &out)
+	if err != nil {
+		if _, serr := s.st.Stat(ctx, s.root+manifestDir+name); !errors.Is(serr, objstore.ErrNotFound) {
+			done = true // published, or cannot tell: keep the copies
+		}
+		return fail(err)
+	}
+	done = true
+	m.committed = md.Committed
+	m.md.Committed = md.Committed
+	out.Path, out.Committed = m.key, md.Committed
+	s.mu.Lock()
+	s.manifests[name] = m
+	s.rebuildLocked()
+	s.mu.Unlock()
+	s.collect(ctx)
+	return &out, nil
 }
 
 // Sweep implements state.Storage: it deletes the data objects of every

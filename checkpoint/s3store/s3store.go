@@ -142,6 +142,8 @@ type inflight struct {
 	written map[string]bool
 	reused  map[string]bool
 	aborted bool
+	// adopting marks the id Adopt is writing: no writer may join it.
+	adopting bool
 }
 
 var _ state.Storage = (*Storage)(nil)
@@ -470,6 +472,9 @@ func (s *Storage) inflightLocked(id int64) (*inflight, error) {
 		return nil, s.fenced
 	}
 	if inf := s.pending[id]; inf != nil {
+		if inf.adopting {
+			return nil, s.errorf("checkpoint %d is being adopted", id)
+		}
 		return inf, nil
 	}
 	if s.aborted[id] {

@@ -552,10 +552,10 @@ func TestOrphansGoAfterTheGracePeriod(t *testing.T) {
 	}
 }
 
-func TestUnsupportedMethodsSaySo(t *testing.T) {
+func TestAdoptFromElsewhereIsNotSupported(t *testing.T) {
 	s := open(t, objstore.NewMemory(objstore.MemoryOptions{}), 1, 1, nil)
-	if _, err := s.Adopt(ctxT(t), &state.Metadata{Path: "x"}, 5); !errors.Is(err, s3store.ErrNotSupported) {
-		t.Fatalf("Adopt = %v", err)
+	if _, err := s.Adopt(ctxT(t), &state.Metadata{Path: "/var/ckpt/wc/chk-3"}, 5); !errors.Is(err, s3store.ErrNotSupported) || !strings.Contains(err.Error(), "/var/ckpt/wc/chk-3") {
+		t.Fatalf("Adopt of another location's checkpoint = %v; want ErrNotSupported naming it", err)
 	}
 }
 
@@ -687,5 +687,66 @@ func TestDiscardAll(t *testing.T) {
 	}
 	if rec, _ := r.Discarded(ctxT(t)); rec.Through != 3 || rec.Newest == nil {
 		t.Fatalf("record after a second discard: %+v", rec)
+	}
+}
+
+// Adopt makes an older savepoint or checkpoint the newest checkpoint: its
+// private files copied, its shared ones referenced, RestoredFrom and the
+// committed marker recorded; the copy outlives its original's removal.
+func TestAdopt(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	s := open(t, mem, 1, 2, nil)
+	complete(t, s, chk{id: 1, private: map[string]string{"p": "1"}, shared: map[string]string{"a": "A"}})
+	complete(t, s, chk{id: 2, savepoint: true, private: map[string]string{"p": "sp"}, reuse: []string{"a"}})
+	complete(t, s, chk{id: 3, private: map[string]string{"p": "3"}, reuse: []string{"a"}})
+	if err := s.MarkCommitted(ctxT(t), 2); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := s.Load(ctxT(t), "savepoint-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Adopt(ctxT(t), sp, 3); err == nil {
+		t.Fatal("Adopt as id 3, not above the newest, succeeded")
+	}
+	md, err := s.Adopt(ctxT(t), sp, 4)
+	if err != nil {
+		t.Fatalf("Adopt: %v", err)
+	}
+	if md.CheckpointID != 4 || md.Savepoint || md.RestoredFrom != sp.Path || !md.Committed || !strings.HasSuffix(md.Path, "manifest/chk-4") {
+		t.Fatalf("adopted %+v", md)
+	}
+	r := open(t, mem, 1, 2, nil)
+	latest := mustLatest(t, r)
+	if latest.CheckpointID != 4 || !latest.Committed || latest.RestoredFrom != sp.Path {
+		t.Fatalf("Latest after Adopt = %+v", latest)
+	}
+	if got := restore(t, r, latest); got["p"] != "sp" || got["a"] != "A" {
+		t.Fatalf("adopted checkpoint restores %v", got)
+	}
+	// Adopt checkpoint 3 (shared a referenced, not copied) as 5; then 3
+	// and 4 are subsumed, and 5 still restores.
+	c3, err := r.Load(ctxT(t), "chk-3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Adopt(ctxT(t), c3, 5); err != nil {
+		t.Fatalf("Adopt(chk-3): %v", err)
+	}
+	complete(t, r, chk{id: 6, private: map[string]string{"p": "6"}})
+	infos, _ := r.List(ctxT(t))
+	var ids []int64
+	for _, in := range infos {
+		ids = append(ids, in.ID)
+	}
+	if fmt.Sprint(ids) != "[2 5 6]" {
+		t.Fatalf("after checkpoint 6, the storage holds %v; want [2 5 6]", ids)
+	}
+	c5, err := r.Load(ctxT(t), "chk-5")
+	if err != nil {
+		t.Fatalf("Load(chk-5) after its original went: %v", err)
+	}
+	if got := restore(t, r, c5); got["p"] != "3" || got["a"] != "A" {
+		t.Fatalf("checkpoint 5 restores %v", got)
 	}
 }
