@@ -12,13 +12,16 @@
 //	data/chk-<n>/<token>/op-<uid>/<subtask>/<file>        private files
 //	data/savepoint-<id>/<token>/op-<uid>/<subtask>/<file> a savepoint's copies
 //	data/savepoint-<id>/<token>/shared/<file>             ... of shared files
-//	shared/<token>/<file>                files incremental checkpoints share
+//	shared/<token>-<n>/<file>            files incremental checkpoints share
 //	discarded                            what DiscardAll discarded (state.Discard)
 //
 // <token> is e<epoch>-<random hex>, drawn once per opened Storage, so every
 // data object a writer puts has a name no other writer uses: a zombie's
 // uploads land beside the new owner's and never overwrite them, and data
-// objects are put create-only besides. No key is another key's "directory"
+// objects are put create-only besides. A shared file's key carries the
+// id of the checkpoint that wrote it too, so two checkpoints in flight
+// that write a file of the same name (same content) write two objects,
+// and the Abort of one never deletes the other's. No key is another key's "directory"
 // (a prefix followed by "/"), which file-backed servers such as versitygw's
 // posix backend refuse: manifests and markers are leaves of manifest/, and
 // data keys end in a file name under a token. FileRef.Path is a key

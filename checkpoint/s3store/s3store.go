@@ -525,7 +525,9 @@ func (w *snapshotWriter) Create(name string, shared bool) (state.FileWriter, err
 	}
 	rel := w.rel + name
 	if shared {
-		rel = sharedDir + w.s.token + "/" + name
+		// Per checkpoint: two checkpoints in flight may both write a
+		// file of the same name, and an Abort of one deletes its own.
+		rel = sharedDir + w.s.token + "-" + strconv.FormatInt(w.id, 10) + "/" + name
 	}
 	if err := objstore.ValidateKey(w.s.root + rel); err != nil {
 		return nil, w.s.errorf("checkpoint %d: %v", w.id, err)

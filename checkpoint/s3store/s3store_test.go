@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"slices"
@@ -748,5 +749,81 @@ func TestAdopt(t *testing.T) {
 	}
 	if got := restore(t, r, c5); got["p"] != "3" || got["a"] != "A" {
 		t.Fatalf("checkpoint 5 restores %v", got)
+	}
+}
+
+// Two checkpoints in flight write a shared file of the same name; aborting
+// one keeps the other's. Complete refuses metadata naming a missing file,
+// a file of another size, a path outside the storage, and an id that is
+// not newer than the newest.
+func TestConcurrentCheckpointsShareFilesSafely(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	s := open(t, mem, 1, 1, nil)
+	put := func(id int64, name string) state.FileRef {
+		w, err := s.Writer(id, "op", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := w.Create(name, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(f, "same content")
+		ref, err := f.Close()
+		if err != nil {
+			t.Fatalf("Close of %s for checkpoint %d: %v", name, id, err)
+		}
+		return ref
+	}
+	md := func(id int64, refs ...state.FileRef) *state.Metadata {
+		return &state.Metadata{CheckpointID: id, Operators: []state.OperatorSnapshot{{UID: "op", Subtasks: []state.SubtaskSnapshot{{Keyed: &state.Handle{Backend: "test", Files: refs}}}}}}
+	}
+	put(2, "x.sst")
+	b := put(3, "x.sst")
+	if err := s.Abort(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Complete(ctxT(t), md(3, b)); err != nil {
+		t.Fatalf("Complete(3) after Abort(2): %v", err)
+	}
+	for _, c := range []struct {
+		md   *state.Metadata
+		want string
+	}{
+		{md(4, state.FileRef{Path: "shared/nope.sst", Size: 3, Shared: true}), "nope.sst"},
+		{md(5, state.FileRef{Path: b.Path, Size: b.Size + 1, CRC32C: b.CRC32C, Shared: true}), "bytes"},
+		{md(6, state.FileRef{Path: "../other/x", Size: 1}), "../other/x"},
+		{md(3, b), "not newer"},
+	} {
+		if err := s.Complete(ctxT(t), c.md); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("Complete(%d) = %v; want an error saying %q", c.md.CheckpointID, err, c.want)
+		}
+	}
+	r := open(t, mem, 1, 1, nil)
+	if got := restore(t, r, mustLatest(t, r)); got["x.sst"] != "same content" {
+		t.Fatalf("checkpoint 3 restores %v", got)
+	}
+}
+
+// Inline files travel in the manifest and are checked on Open.
+func TestInlineFilesRoundTripAndAreChecked(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	s := open(t, mem, 1, 1, nil)
+	data := []byte("tiny")
+	in := state.FileRef{Path: "OPTIONS", Size: 4, CRC32C: crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)), Inline: true, Data: data}
+	empty := state.FileRef{Path: "EMPTY", Inline: true, Data: []byte{}}
+	md := &state.Metadata{CheckpointID: 1, Operators: []state.OperatorSnapshot{{UID: "op", Subtasks: []state.SubtaskSnapshot{{Keyed: &state.Handle{Backend: "pebble", Files: []state.FileRef{in, empty}}}}}}}
+	if err := s.Complete(ctxT(t), md); err != nil {
+		t.Fatal(err)
+	}
+	r := open(t, mem, 1, 1, nil)
+	got := restore(t, r, mustLatest(t, r))
+	if got["OPTIONS"] != "tiny" || got["EMPTY"] != "" || len(got) != 2 {
+		t.Fatalf("inline files restore as %q", got)
+	}
+	bad := in
+	bad.Data = []byte("tinY")
+	if _, err := r.Open(bad); err == nil || !strings.Contains(err.Error(), "OPTIONS") {
+		t.Fatalf("Open of a damaged inline file = %v", err)
 	}
 }
