@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -825,5 +826,56 @@ func TestInlineFilesRoundTripAndAreChecked(t *testing.T) {
 	bad.Data = []byte("tinY")
 	if _, err := r.Open(bad); err == nil || !strings.Contains(err.Error(), "OPTIONS") {
 		t.Fatalf("Open of a damaged inline file = %v", err)
+	}
+}
+
+// Aborts racing with uploads (four subtasks writing private and shared
+// files) leave no object of the aborted checkpoint behind, and the next
+// checkpoint completes and restores.
+func TestAbortRacingUploads(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	s := open(t, mem, 1, 1, nil)
+	for round := range 20 {
+		id := int64(2*round + 1)
+		var wg sync.WaitGroup
+		for sub := range 4 {
+			w, err := s.Writer(id, "op", sub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 5 {
+					f, err := w.Create(fmt.Sprintf("f%d-%d", sub, i), i%2 == 0)
+					if err != nil {
+						return // aborted
+					}
+					io.WriteString(f, "data")
+					if _, err := f.Close(); err != nil {
+						return
+					}
+				}
+			}()
+		}
+		if round%2 == 0 {
+			runtime.Gosched() // let the uploads start before the abort
+		}
+		if err := s.Abort(id); err != nil {
+			t.Fatalf("Abort(%d): %v", id, err)
+		}
+		wg.Wait()
+		for _, prefix := range []string{fmt.Sprintf("ckpt/wc/data/chk-%d/", id), "ckpt/wc/shared/"} {
+			for _, k := range keys(t, mem, prefix) {
+				if strings.HasSuffix(k[:strings.LastIndexByte(k, '/')], fmt.Sprintf("-%d", id)) || strings.Contains(k, fmt.Sprintf("/chk-%d/", id)) {
+					t.Fatalf("round %d: aborted checkpoint %d left %s", round, id, k)
+				}
+			}
+		}
+		complete(t, s, chk{id: id + 1, private: map[string]string{"p": fmt.Sprint(id + 1)}, shared: map[string]string{fmt.Sprintf("s%d", id+1): "S"}})
+	}
+	r := open(t, mem, 1, 1, nil)
+	if got := restore(t, r, mustLatest(t, r)); got["p"] != "40" {
+		t.Fatalf("restores %v", got)
 	}
 }
