@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/internal/objstore"
 	"github.com/onceflow/onceflow/state"
 )
@@ -15,8 +16,15 @@ import (
 // second checkpoint shares SSTs with the first, the first is subsumed, and
 // a backend restored from a reopened storage holds every value.
 func TestPebbleIncrementalCheckpointsRoundTrip(t *testing.T) {
+	pebbleRoundTrip(t, objstore.NewMemory(objstore.MemoryOptions{}), "ckpt")
+}
+
+// pebbleRoundTrip runs the test on store under prefix.
+func pebbleRoundTrip(t *testing.T, mem objstore.Store, prefix string) {
 	ctx := ctxT(t)
-	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	open := func(t *testing.T, st objstore.Store, epoch int64, retained int, _ *fakeClock) *s3store.Storage {
+		return openPrefix(t, st, prefix, epoch, retained, nil)
+	}
 	st := open(t, mem, 1, 1, nil)
 	f := state.NewPebbleBackendFactory(state.PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 4 << 20, CacheSize: 16 << 20})
 	b, err := f.CreateKeyedBackend(ctx, state.KeyedBackendOptions{OperatorUID: "op", MaxParallelism: state.DefaultMaxParallelism,

@@ -11,6 +11,90 @@ import (
 	"github.com/onceflow/onceflow/internal/objstore"
 )
 
+// s3Store returns a store on the test binary's S3 server and a key prefix
+// unique to the test (without the trailing "/").
+func s3Store(t *testing.T) (func() objstore.Store, string) {
+	t.Helper()
+	ep := s3test.Bootstrap(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the server's log ends with:\n%s", s3test.ServerLog(30))
+		}
+	})
+	newStore := func() objstore.Store {
+		st, err := objstore.New(ctxT(t), objstore.Options{Bucket: ep.Bucket, Endpoint: ep.URL, Region: ep.Region,
+			PathStyle: true, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey})
+		if err != nil {
+			t.Fatalf("objstore.New: %v", err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		return st
+	}
+	return newStore, strings.TrimSuffix(s3test.Prefix(t), "/")
+}
+
+// The Pebble backend's incremental checkpoints through a real server.
+func TestS3PebbleRoundTripOnARealServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs an S3 server")
+	}
+	start := time.Now()
+	newStore, prefix := s3Store(t)
+	pebbleRoundTrip(t, newStore(), prefix)
+	t.Logf("took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// Markers, Adopt, Sweep and DiscardAll on a real server.
+func TestS3LifecycleOnARealServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs an S3 server")
+	}
+	start := time.Now()
+	newStore, prefix := s3Store(t)
+	st := newStore()
+	s := openPrefix(t, st, prefix, 1, 2, nil)
+	root := prefix + "/wc/"
+	complete(t, s, chk{id: 1, private: map[string]string{"p": "1"}, shared: map[string]string{"a": "A"}})
+	complete(t, s, chk{id: 2, savepoint: true, private: map[string]string{"p": "sp"}, reuse: []string{"a"}})
+	if err := s.MarkCommitted(ctxT(t), 2); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, chk{id: 3, private: map[string]string{"p": "lost"}}) // never completed
+	r := openPrefix(t, newStore(), prefix, 1, 2, nil)
+	removed, err := r.Sweep(ctxT(t))
+	if err != nil || len(removed) != 1 || removed[0].ID != 3 {
+		t.Fatalf("Sweep = %+v, %v; want checkpoint 3", removed, err)
+	}
+	sp, err := r.Load(ctxT(t), "savepoint-2")
+	if err != nil || !sp.Committed {
+		t.Fatalf("Load(savepoint-2) = %+v, %v; want committed", sp, err)
+	}
+	md, err := r.Adopt(ctxT(t), sp, 4)
+	if err != nil {
+		t.Fatalf("Adopt: %v", err)
+	}
+	if l := mustLatest(t, openPrefix(t, newStore(), prefix, 1, 2, nil)); l.CheckpointID != 4 || !l.Committed || l.RestoredFrom != sp.Path {
+		t.Fatalf("Latest after Adopt = %+v", l)
+	}
+	if got := restore(t, r, md); got["p"] != "sp" || got["a"] != "A" {
+		t.Fatalf("adopted checkpoint restores %v", got)
+	}
+	if err := r.DiscardAll(); err != nil {
+		t.Fatalf("DiscardAll: %v", err)
+	}
+	rec, err := openPrefix(t, newStore(), prefix, 1, 2, nil).Discarded(ctxT(t))
+	if err != nil || rec.Through != 4 || rec.Newest == nil {
+		t.Fatalf("Discarded = %+v, %v", rec, err)
+	}
+	if got := append(keys(t, st, root+"data/chk-"), keys(t, st, root+"shared/")...); len(got) != 0 {
+		t.Fatalf("after DiscardAll: %v", got)
+	}
+	if l := mustLatest(t, r); l.CheckpointID != 2 || !l.Savepoint {
+		t.Fatalf("Latest after DiscardAll = %+v; want savepoint 2", l)
+	}
+	t.Logf("took %s", time.Since(start).Round(time.Millisecond))
+}
+
 // On a real S3 server (versitygw, or ONCEFLOW_S3_ENDPOINT's): checkpoints
 // with shared files are written, subsumed, reopened and restored; a writer
 // of a lower epoch is refused by the server's create-only put when the new
@@ -21,23 +105,8 @@ func TestS3CheckpointsOnARealServer(t *testing.T) {
 		t.Skip("needs an S3 server")
 	}
 	start := time.Now()
-	ep := s3test.Bootstrap(t)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("the server's log ends with:\n%s", s3test.ServerLog(30))
-		}
-	})
+	newStore, prefix := s3Store(t)
 	t.Logf("server ready after %s", time.Since(start).Round(time.Millisecond))
-	newStore := func() objstore.Store {
-		st, err := objstore.New(ctxT(t), objstore.Options{Bucket: ep.Bucket, Endpoint: ep.URL, Region: ep.Region,
-			PathStyle: true, AccessKeyID: ep.AccessKeyID, SecretAccessKey: ep.SecretAccessKey})
-		if err != nil {
-			t.Fatalf("objstore.New: %v", err)
-		}
-		t.Cleanup(func() { _ = st.Close() })
-		return st
-	}
-	prefix := strings.TrimSuffix(s3test.Prefix(t), "/")
 	openOn := func(st objstore.Store, epoch int64) *s3store.Storage {
 		s, err := s3store.New(ctxT(t), st, s3store.Options{Prefix: prefix, Job: "wc", Epoch: epoch, Retained: 2, Logf: t.Logf})
 		if err != nil {

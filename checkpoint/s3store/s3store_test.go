@@ -50,7 +50,12 @@ func newClock() *fakeClock { return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 
 
 func open(t *testing.T, st objstore.Store, epoch int64, retained int, clk *fakeClock) *s3store.Storage {
 	t.Helper()
-	o := s3store.Options{Prefix: "ckpt", Job: "wc", Epoch: epoch, Retained: retained, Logf: t.Logf}
+	return openPrefix(t, st, "ckpt", epoch, retained, clk)
+}
+
+func openPrefix(t *testing.T, st objstore.Store, prefix string, epoch int64, retained int, clk *fakeClock) *s3store.Storage {
+	t.Helper()
+	o := s3store.Options{Prefix: prefix, Job: "wc", Epoch: epoch, Retained: retained, Logf: t.Logf}
 	if clk != nil {
 		o.Now = clk.Now
 	}
