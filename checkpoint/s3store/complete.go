@@ -89,7 +89,7 @@ func (s *Storage) Complete(ctx context.Context, md *state.Metadata) error {
 	name := chkName(id)
 	if md.Savepoint {
 		name = savepointName(id)
-		if err := s.copyToSavepoint(ctx, md); err != nil {
+		if err := s.copyToSavepoint(ctx, md, inf); err != nil {
 			return fail(err)
 		}
 	}
@@ -109,8 +109,11 @@ func (s *Storage) Complete(ctx context.Context, md *state.Metadata) error {
 	s.rebuildLocked()
 	s.mu.Unlock()
 	if md.Savepoint {
-		// The checkpoint's private originals: the savepoint has copies.
-		s.deleteWritten(ctx, inf, func(key string) bool { return !strings.HasPrefix(key, s.root+sharedDir) })
+		// The checkpoint's private originals and shared files: the
+		// savepoint has copies.
+		s.deleteWritten(ctx, inf, func(key string) bool {
+			return !strings.HasPrefix(key, s.root+dataDir+name+"/")
+		})
 		return nil
 	}
 	s.collect(ctx)
@@ -164,8 +167,10 @@ func (s *Storage) publish(ctx context.Context, name string, md *state.Metadata) 
 }
 
 // copyToSavepoint copies every stored file md names into the savepoint's
-// own objects and rewrites md's references to them.
-func (s *Storage) copyToSavepoint(ctx context.Context, md *state.Metadata) error {
+// own objects and rewrites md's references to them. The copies are
+// recorded in inf (when a writer wrote for the savepoint), so that an
+// Abort after a failed completion deletes them too.
+func (s *Storage) copyToSavepoint(ctx context.Context, md *state.Metadata, inf *inflight) error {
 	base := dataDir + savepointName(md.CheckpointID) + "/" + s.token + "/"
 	chkBase := dataDir + chkName(md.CheckpointID) + "/"
 	return mapRefs(md, func(r state.FileRef) (state.FileRef, error) {
@@ -189,6 +194,11 @@ func (s *Storage) copyToSavepoint(ctx context.Context, md *state.Metadata) error
 		rc.Close()
 		if err != nil {
 			return r, err
+		}
+		if inf != nil {
+			s.mu.Lock()
+			inf.written[s.root+rel] = true
+			s.mu.Unlock()
 		}
 		if _, err := s.st.Put(ctx, s.root+rel, bytes.NewReader(data), objstore.PutOptions{IfNoneMatch: true}); err != nil {
 			return r, fmt.Errorf("copy %s for savepoint %d: %w", r.Path, md.CheckpointID, err)

@@ -884,3 +884,37 @@ func TestAbortRacingUploads(t *testing.T) {
 		t.Fatalf("restores %v", got)
 	}
 }
+
+// A savepoint whose completion failed after its copies were made leaves
+// nothing once aborted; a completed one leaves only its own objects.
+func TestSavepointObjectsAfterFailureAndSuccess(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	f := objstore.NewFaulty(mem)
+	s := open(t, f, 1, 1, nil)
+	complete(t, s, chk{id: 1, private: map[string]string{"p": "1"}, shared: map[string]string{"a": "A"}})
+	md := write(t, s, chk{id: 2, savepoint: true, private: map[string]string{"p": "sp"}, shared: map[string]string{"b": "B"}, reuse: []string{"a"}})
+	f.Inject(objstore.Fault{Op: objstore.OpPut, Key: "ckpt/wc/manifest/savepoint-2", Nth: 1})
+	if err := s.Complete(ctxT(t), md); err == nil {
+		t.Fatal("Complete with the manifest put failing succeeded")
+	}
+	if err := s.Abort(2); err != nil {
+		t.Fatalf("Abort: %v", err)
+	}
+	for _, prefix := range []string{"ckpt/wc/data/savepoint-2/", "ckpt/wc/data/chk-2/", "ckpt/wc/shared/e"} {
+		for _, k := range keys(t, mem, prefix) {
+			if strings.Contains(k, "savepoint-2") || strings.Contains(k, "chk-2") || strings.Contains(k, "-2/") {
+				t.Fatalf("the failed savepoint left %s", k)
+			}
+		}
+	}
+	complete(t, s, chk{id: 3, savepoint: true, private: map[string]string{"p": "sp3"}, shared: map[string]string{"c": "C"}, reuse: []string{"a"}})
+	for _, k := range append(keys(t, mem, "ckpt/wc/data/chk-3/"), keys(t, mem, "ckpt/wc/shared/")...) {
+		if strings.Contains(k, "-3/") || strings.Contains(k, "chk-3") {
+			t.Fatalf("savepoint 3's originals stay: %s", k)
+		}
+	}
+	r := open(t, mem, 1, 1, nil)
+	if got := restore(t, r, mustLatest(t, r)); got["p"] != "sp3" || got["a"] != "A" || got["c"] != "C" {
+		t.Fatalf("savepoint 3 restores %v", got)
+	}
+}
