@@ -92,7 +92,10 @@
 //
 // # Limits of this first slice
 //
-//   - A file being written is buffered in memory until Close puts it.
+//   - A file being written is buffered in memory up to
+//     Options.SpoolThreshold, then in a local spool file, until Close puts
+//     it in one request (no multipart upload: a service's single-put limit,
+//     5 GiB on AWS, bounds a file).
 //   - Load and Adopt take checkpoints of this Storage's root only: Adopt
 //     of another location's (a directory's, another job's) fails with
 //     ErrNotSupported and changes nothing.

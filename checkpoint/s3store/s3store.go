@@ -8,9 +8,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -77,10 +79,20 @@ type Options struct {
 	// Logf receives problems that fail no operation (a deletion that
 	// failed, a fence noticed after a publication). nil discards them.
 	Logf func(format string, args ...any)
+	// SpoolDir is where a file being written goes once it outgrows
+	// SpoolThreshold, until Close puts it (default os.TempDir()); the
+	// spool file is removed by Close or Abort.
+	SpoolDir string
+	// SpoolThreshold is how many bytes of a file being written are kept
+	// in memory (default DefaultSpoolThreshold).
+	SpoolThreshold int
 }
 
 // DefaultOrphanGrace is Options.OrphanGrace's default.
 const DefaultOrphanGrace = time.Hour
+
+// DefaultSpoolThreshold is Options.SpoolThreshold's default.
+const DefaultSpoolThreshold = 4 << 20
 
 const (
 	manifestDir    = "manifest/"
@@ -172,6 +184,12 @@ func New(ctx context.Context, st objstore.Store, opts Options) (*Storage, error)
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.SpoolThreshold <= 0 {
+		opts.SpoolThreshold = DefaultSpoolThreshold
+	}
+	if opts.SpoolDir == "" {
+		opts.SpoolDir = os.TempDir()
 	}
 	root := opts.Job + "/"
 	if opts.Prefix != "" {
@@ -538,7 +556,7 @@ func (w *snapshotWriter) Create(name string, shared bool) (state.FileWriter, err
 	if aborted {
 		return nil, w.s.errorf("create %s: checkpoint %d was aborted", rel, w.id)
 	}
-	return &fileWriter{w: w, ref: state.FileRef{Path: rel, Shared: shared}}, nil
+	return &fileWriter{w: w, ref: state.FileRef{Path: rel, Shared: shared}, crc: crc32.New(castagnoli)}, nil
 }
 
 // HasShared implements state.SnapshotWriter: a shared file of that name a
@@ -554,17 +572,75 @@ func (w *snapshotWriter) HasShared(name string) (state.FileRef, bool) {
 }
 
 type fileWriter struct {
-	w    *snapshotWriter
-	ref  state.FileRef
-	buf  bytes.Buffer
-	done bool
+	w   *snapshotWriter
+	ref state.FileRef
+	buf bytes.Buffer
+	// spool holds the file once it outgrew Options.SpoolThreshold.
+	spool *os.File
+	size  int64
+	crc   hash.Hash32
+	err   error
+	done  bool
 }
 
 func (f *fileWriter) Write(p []byte) (int, error) {
 	if f.done {
 		return 0, f.w.s.errorf("write %s: closed", f.ref.Path)
 	}
-	return f.buf.Write(p)
+	if f.err != nil {
+		return 0, f.err
+	}
+	if f.spool == nil && f.buf.Len()+len(p) > f.w.s.opts.SpoolThreshold {
+		sp, err := os.CreateTemp(f.w.s.opts.SpoolDir, "onceflow-s3-spool-*")
+		if err == nil {
+			_, err = sp.Write(f.buf.Bytes())
+			if err != nil {
+				sp.Close()
+				os.Remove(sp.Name())
+			}
+		}
+		if err != nil {
+			f.err = f.w.s.errorf("write %s: spooling to %s: %w", f.ref.Path, f.w.s.opts.SpoolDir, err)
+			return 0, f.err
+		}
+		f.spool = sp
+		f.buf = bytes.Buffer{}
+	}
+	var n int
+	var err error
+	if f.spool != nil {
+		n, err = f.spool.Write(p)
+	} else {
+		n, err = f.buf.Write(p)
+	}
+	f.crc.Write(p[:n])
+	f.size += int64(n)
+	if err != nil {
+		f.err = f.w.s.errorf("write %s: %w", f.ref.Path, err)
+		return n, f.err
+	}
+	return n, nil
+}
+
+// body returns what Close puts.
+func (f *fileWriter) body() (io.ReadSeeker, error) {
+	if f.spool == nil {
+		return bytes.NewReader(f.buf.Bytes()), nil
+	}
+	if _, err := f.spool.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return f.spool, nil
+}
+
+// release drops the buffer and removes the spool file.
+func (f *fileWriter) release() {
+	f.buf = bytes.Buffer{}
+	if f.spool != nil {
+		f.spool.Close()
+		os.Remove(f.spool.Name())
+		f.spool = nil
+	}
 }
 
 // Close implements state.FileWriter: it puts the file create-only and
@@ -576,8 +652,15 @@ func (f *fileWriter) Close() (state.FileRef, error) {
 		return state.FileRef{}, s.errorf("%s closed twice", f.ref.Path)
 	}
 	f.done = true
+	defer f.release()
+	if f.err != nil {
+		return state.FileRef{}, f.err
+	}
 	key := s.root + f.ref.Path
-	data := f.buf.Bytes()
+	data, err := f.body()
+	if err != nil {
+		return state.FileRef{}, s.errorf("put %s: %w", key, err)
+	}
 	s.mu.Lock()
 	aborted := f.w.inf.aborted
 	s.mu.Unlock()
@@ -589,7 +672,7 @@ func (f *fileWriter) Close() (state.FileRef, error) {
 	s.mu.Lock()
 	f.w.inf.written[key] = true
 	s.mu.Unlock()
-	if _, err := s.st.Put(context.Background(), key, bytes.NewReader(data), objstore.PutOptions{IfNoneMatch: true}); err != nil {
+	if _, err := s.st.Put(context.Background(), key, data, objstore.PutOptions{IfNoneMatch: true}); err != nil {
 		return state.FileRef{}, fmt.Errorf("checkpoint %d: %w", f.w.id, err)
 	}
 	s.mu.Lock()
@@ -601,14 +684,14 @@ func (f *fileWriter) Close() (state.FileRef, error) {
 		}
 		return state.FileRef{}, s.errorf("put %s: checkpoint %d was aborted; the object is deleted", key, f.w.id)
 	}
-	f.ref.Size = int64(len(data))
-	f.ref.CRC32C = crc32.Checksum(data, castagnoli)
-	f.buf = bytes.Buffer{}
+	f.ref.Size = f.size
+	f.ref.CRC32C = f.crc.Sum32()
 	return f.ref, nil
 }
 
-// Abort implements state.FileWriter: nothing was put yet.
+// Abort implements state.FileWriter: nothing was put yet; the buffer and
+// the spool file go.
 func (f *fileWriter) Abort() {
 	f.done = true
-	f.buf = bytes.Buffer{}
+	f.release()
 }

@@ -1,6 +1,7 @@
 package s3store_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -916,5 +917,51 @@ func TestSavepointObjectsAfterFailureAndSuccess(t *testing.T) {
 	r := open(t, mem, 1, 1, nil)
 	if got := restore(t, r, mustLatest(t, r)); got["p"] != "sp3" || got["a"] != "A" || got["c"] != "C" {
 		t.Fatalf("savepoint 3 restores %v", got)
+	}
+}
+
+// A file larger than the spool threshold goes through a spool file, which
+// Close and Abort remove; its reference and content are those of the
+// bytes written.
+func TestLargeFilesAreSpooled(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	spool := t.TempDir()
+	s, err := s3store.New(ctxT(t), mem, s3store.Options{Prefix: "ckpt", Job: "wc", Epoch: 1, SpoolDir: spool, SpoolThreshold: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.Writer(1, "op", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte("0123456789"), 1000)
+	f, _ := w.Create("big.sst", true)
+	for i := 0; i < len(big); i += 300 {
+		if _, err := f.Write(big[i:min(i+300, len(big))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ents, _ := os.ReadDir(spool); len(ents) != 1 {
+		t.Fatalf("spool dir holds %d files while writing; want 1", len(ents))
+	}
+	ref, err := f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := w.Create("aborted", false)
+	g.Write(big)
+	g.Abort()
+	if ents, _ := os.ReadDir(spool); len(ents) != 0 {
+		t.Fatalf("spool files stay after Close and Abort: %v", ents)
+	}
+	if ref.Size != int64(len(big)) || ref.CRC32C != crc32.Checksum(big, crc32.MakeTable(crc32.Castagnoli)) {
+		t.Fatalf("ref %+v", ref)
+	}
+	md := &state.Metadata{CheckpointID: 1, Operators: []state.OperatorSnapshot{{UID: "op", Subtasks: []state.SubtaskSnapshot{{Keyed: &state.Handle{Backend: "pebble", Files: []state.FileRef{ref}}}}}}}
+	if err := s.Complete(ctxT(t), md); err != nil {
+		t.Fatal(err)
+	}
+	if got := restore(t, s, mustLatest(t, s)); got["big.sst"] != string(big) {
+		t.Fatalf("restored %d bytes", len(got["big.sst"]))
 	}
 }
