@@ -8,6 +8,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -186,26 +187,53 @@ func (s *Storage) copyToSavepoint(ctx context.Context, md *state.Metadata, inf *
 		} else {
 			rel = base + "other/" + sharedBase(r.Path)
 		}
-		rc, err := s.Open(r)
-		if err != nil {
-			return r, err
-		}
-		data, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			return r, err
-		}
-		if inf != nil {
-			s.mu.Lock()
-			inf.written[s.root+rel] = true
-			s.mu.Unlock()
-		}
-		if _, err := s.st.Put(ctx, s.root+rel, bytes.NewReader(data), objstore.PutOptions{IfNoneMatch: true}); err != nil {
+		if err := s.copyObject(ctx, r, s.root+rel, inf); err != nil {
 			return r, fmt.Errorf("copy %s for savepoint %d: %w", r.Path, md.CheckpointID, err)
 		}
 		r.Path, r.Shared = rel, false
 		return r, nil
 	})
+}
+
+// copyObject copies the stored file r to key (create-only), reading it
+// through its size and CRC32C check, in memory up to the spool threshold
+// and through a spool file beyond. key is recorded in inf, when set,
+// before the put.
+func (s *Storage) copyObject(ctx context.Context, r state.FileRef, key string, inf *inflight) error {
+	rc, err := s.Open(r)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	var body io.ReadSeeker
+	if r.Size <= int64(s.opts.SpoolThreshold) {
+		data, err := io.ReadAll(rc)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(data)
+	} else {
+		sp, err := os.CreateTemp(s.opts.SpoolDir, "onceflow-s3-spool-*")
+		if err != nil {
+			return fmt.Errorf("spooling %s to %s: %w", r.Path, s.opts.SpoolDir, err)
+		}
+		defer os.Remove(sp.Name())
+		defer sp.Close()
+		if _, err := io.Copy(sp, rc); err != nil {
+			return err
+		}
+		if _, err := sp.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		body = sp
+	}
+	if inf != nil {
+		s.mu.Lock()
+		inf.written[key] = true
+		s.mu.Unlock()
+	}
+	_, err = s.st.Put(ctx, key, body, objstore.PutOptions{IfNoneMatch: true})
+	return err
 }
 
 // deleteWritten deletes the objects inf's writers put that keep accepts.

@@ -403,19 +403,7 @@ func (s *Storage) Adopt(ctx context.Context, md *state.Metadata, newID int64) (*
 		} else {
 			return r, fmt.Errorf("state file %s is not under %s<token>/", r.Path, srcData)
 		}
-		rc, err := s.Open(r)
-		if err != nil {
-			return r, err
-		}
-		data, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			return r, err
-		}
-		s.mu.Lock()
-		inf.written[s.root+dst+rest] = true
-		s.mu.Unlock()
-		if _, err := s.st.Put(ctx, s.root+dst+rest, bytes.NewReader(data), objstore.PutOptions{IfNoneMatch: true}); err != nil {
+		if err := s.copyObject(ctx, r, s.root+dst+rest, inf); err != nil {
 			return r, err
 		}
 		return state.FileRef{Path: dst + rest, Size: r.Size, CRC32C: r.CRC32C}, nil

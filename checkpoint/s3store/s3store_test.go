@@ -964,4 +964,30 @@ func TestLargeFilesAreSpooled(t *testing.T) {
 	if got := restore(t, s, mustLatest(t, s)); got["big.sst"] != string(big) {
 		t.Fatalf("restored %d bytes", len(got["big.sst"]))
 	}
+	// A savepoint copies it, and an Adopt of the savepoint copies the copy,
+	// both through spool files.
+	w, err = s.Writer(2, "op", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, ok := w.HasShared("big.sst")
+	if !ok {
+		t.Fatal("HasShared(big.sst) = false")
+	}
+	sp := &state.Metadata{CheckpointID: 2, Savepoint: true, Operators: []state.OperatorSnapshot{{UID: "op", Subtasks: []state.SubtaskSnapshot{{Keyed: &state.Handle{Backend: "pebble", Files: []state.FileRef{shared}}}}}}}
+	if err := s.Complete(ctxT(t), sp); err != nil {
+		t.Fatal(err)
+	}
+	adopted, err := s.Adopt(ctxT(t), sp, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, md := range []*state.Metadata{sp, adopted} {
+		if got := restore(t, s, md); got["big.sst"] != string(big) {
+			t.Fatalf("%s restores %d bytes", md.Path, len(got["big.sst"]))
+		}
+	}
+	if ents, _ := os.ReadDir(spool); len(ents) != 0 {
+		t.Fatalf("spool files stay after the copies: %v", ents)
+	}
 }
