@@ -457,7 +457,7 @@ func (s *Storage) Open(ref state.FileRef) (io.ReadCloser, error) {
 	}
 	if in.Size != ref.Size {
 		rc.Close()
-		return nil, fmt.Errorf("state file %s is %d bytes, expected %d (truncated or overwritten)", key, in.Size, ref.Size)
+		return nil, &integrityError{fmt.Errorf("state file %s is %d bytes, expected %d (truncated or overwritten)", key, in.Size, ref.Size)}
 	}
 	return &verifyingReader{rc: rc, key: key, ref: ref, crc: crc32.New(castagnoli)}, nil
 }
@@ -475,17 +475,32 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 	v.crc.Write(p[:n])
 	v.n += int64(n)
 	if v.n > v.ref.Size {
-		return n, fmt.Errorf("state file %s is longer than the %d bytes recorded", v.key, v.ref.Size)
+		return n, &integrityError{fmt.Errorf("state file %s is longer than the %d bytes recorded", v.key, v.ref.Size)}
 	}
 	if err == io.EOF {
 		if v.n != v.ref.Size {
-			return n, fmt.Errorf("state file %s: read %d bytes, expected %d (truncated)", v.key, v.n, v.ref.Size)
+			return n, &integrityError{fmt.Errorf("state file %s: read %d bytes, expected %d (truncated)", v.key, v.n, v.ref.Size)}
 		}
 		if got := v.crc.Sum32(); got != v.ref.CRC32C {
-			return n, fmt.Errorf("state file %s: checksum %08x, expected %08x (corrupt)", v.key, got, v.ref.CRC32C)
+			return n, &integrityError{fmt.Errorf("state file %s: checksum %08x, expected %08x (corrupt)", v.key, got, v.ref.CRC32C)}
 		}
 	}
 	return n, err
+}
+
+// integrityError is a stored file that is not what its reference
+// records: the wrong size or checksum. With a missing object it is what
+// makes a checkpoint damaged; other read errors are the store failing.
+type integrityError struct{ err error }
+
+func (e *integrityError) Error() string { return e.err.Error() }
+func (e *integrityError) Unwrap() error { return e.err }
+
+// isDamage reports whether a read error shows the checkpoint damaged (a
+// missing object, a wrong size or checksum) rather than the store failing.
+func isDamage(err error) bool {
+	var ie *integrityError
+	return errors.As(err, &ie) || errors.Is(err, objstore.ErrNotFound)
 }
 
 func (v *verifyingReader) Close() error { return v.rc.Close() }

@@ -59,6 +59,16 @@
 // still publish an id the new owner never uses; fencing is complete only
 // with that protocol.
 //
+// # Damage
+//
+// A checkpoint is damaged (state.CheckpointInfo.Damaged) when its manifest
+// is corrupt (header, checksum, JSON, or an id or kind not matching its
+// name) or, for Latest and Load, when an object it names is missing or
+// not of the recorded size and CRC32C. A read the store fails (it does not
+// answer, refuses, times out) is an error of the call, never damage:
+// Latest taking the newest checkpoint for damaged would fall back to an
+// older one and replay what the newer one's transactions committed.
+//
 // # Retention and deletion
 //
 // The newest Options.Retained checkpoints (by id, intact manifests of any

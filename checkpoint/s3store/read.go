@@ -82,6 +82,11 @@ func (s *Storage) Latest(ctx context.Context) (*state.Metadata, []state.Checkpoi
 		if err == nil {
 			err = s.verifyFiles(ctx, md)
 		}
+		if err != nil && !isDamage(err) {
+			// The store failing is not damage: falling back to an older
+			// checkpoint would replay what this one committed.
+			return nil, infos, s.errorf("latest: reading %s: %w", m.key, err)
+		}
 		if err != nil {
 			info.Damaged, info.Err = true, err
 			infos = append(infos, info)
@@ -93,7 +98,8 @@ func (s *Storage) Latest(ctx context.Context) (*state.Metadata, []state.Checkpoi
 	return nil, infos, nil
 }
 
-// verifyFiles reads every file md names to its end.
+// verifyFiles reads every file md names to its end. An error for which
+// isDamage holds shows the checkpoint damaged; any other is the store's.
 func (s *Storage) verifyFiles(ctx context.Context, md *state.Metadata) error {
 	var first error
 	forEachRef(md, func(r state.FileRef) {

@@ -298,8 +298,10 @@ func (s *Storage) readAll(ctx context.Context, key string) ([]byte, error) {
 }
 
 // readManifest reads and decodes manifest name. A missing one is an error
-// wrapping objstore.ErrNotFound; an unreadable or corrupt one is returned
-// with m.err set (damaged).
+// wrapping objstore.ErrNotFound, and so is a read that failed: the store
+// not answering is not damage (a checkpoint taken for damaged would make
+// Latest fall back to an older one). A corrupt one is returned with m.err
+// set (damaged).
 func (s *Storage) readManifest(ctx context.Context, name string) (*manifest, error) {
 	id, sp, ok := parseName(name)
 	if !ok {
@@ -309,11 +311,7 @@ func (s *Storage) readManifest(ctx context.Context, name string) (*manifest, err
 	m := &manifest{name: name, id: id, savepoint: sp, key: key, epoch: -1}
 	b, err := s.readAll(ctx, key)
 	if err != nil {
-		if errors.Is(err, objstore.ErrNotFound) || ctx.Err() != nil {
-			return nil, fmt.Errorf("checkpoint manifest %s: %w", key, err)
-		}
-		m.err = fmt.Errorf("checkpoint manifest %s is unreadable: %w", key, err)
-		return m, nil
+		return nil, fmt.Errorf("checkpoint manifest %s: %w", key, err)
 	}
 	m.raw = b
 	m.epoch, m.md, err = decodeManifest(b)

@@ -991,3 +991,32 @@ func TestLargeFilesAreSpooled(t *testing.T) {
 		t.Fatalf("spool files stay after the copies: %v", ents)
 	}
 }
+
+// A read that fails (the store does not answer) is not damage: Latest
+// fails instead of falling back to an older checkpoint, whose restore
+// would replay what the newer one's transactions committed.
+func TestLatestFailsOnAReadErrorRatherThanFallingBack(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	s := open(t, mem, 1, 2, nil)
+	complete(t, s, chk{id: 1, private: map[string]string{"p": "1"}})
+	md2 := complete(t, s, chk{id: 2, private: map[string]string{"p": "2"}})
+	file := "ckpt/wc/" + md2.Operators[0].Subtasks[0].Keyed.Files[0].Path
+	for _, key := range []string{"ckpt/wc/manifest/chk-2", file} {
+		f := objstore.NewFaulty(mem)
+		f.Inject(objstore.Fault{Op: objstore.OpGet, Key: key})
+		r, err := s3store.New(ctxT(t), f, s3store.Options{Prefix: "ckpt", Job: "wc", Epoch: 1, Retained: 2})
+		if err != nil {
+			if strings.Contains(err.Error(), key) {
+				continue // refusing to open is fine too
+			}
+			t.Fatalf("New with %s unreadable: %v", key, err)
+		}
+		md, infos, err := r.Latest(ctxT(t))
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Fatalf("Latest with %s unreadable = checkpoint %v, %+v, %v; want an error naming it", key, md, infos, err)
+		}
+		if md != nil {
+			t.Fatalf("Latest with %s unreadable returned checkpoint %d", key, md.CheckpointID)
+		}
+	}
+}
