@@ -18,13 +18,13 @@
 // <token> is e<epoch>-<random hex>, drawn once per opened Storage, so every
 // data object a writer puts has a name no other writer uses: a zombie's
 // uploads land beside the new owner's and never overwrite them, and data
-// objects are put create-only besides. A shared file's key carries the
-// id of the checkpoint that wrote it too, so two checkpoints in flight
-// that write a file of the same name (same content) write two objects,
-// and the Abort of one never deletes the other's. No key is another key's "directory"
-// (a prefix followed by "/"), which file-backed servers such as versitygw's
-// posix backend refuse: manifests and markers are leaves of manifest/, and
-// data keys end in a file name under a token. FileRef.Path is a key
+// objects are put create-only besides. A shared file's key carries the id
+// of the checkpoint that wrote it too, so two checkpoints in flight that
+// write a file of the same name (same content) write two objects, and the
+// Abort of one never deletes the other's. No key is another key's
+// "directory" (a prefix followed by "/"), which file-backed servers such
+// as versitygw's posix backend refuse: manifests and markers are leaves of
+// manifest/, and data keys end in a file name under a token. FileRef.Path is a key
 // relative to the root. Listing manifest/ alone finds every checkpoint,
 // savepoint and marker, without listing the data.
 //
@@ -46,8 +46,10 @@
 // naming the key. Before it puts the manifest, Complete also lists
 // manifest/ and refuses with ErrFenced when any manifest carries a higher
 // epoch, so a writer that fell behind an owner who has published stops
-// even when its own id is still free. A fenced Storage refuses every later
-// Writer, Complete and MarkCommitted, and deletes nothing but the objects
+// even when its own id is still free. A fenced Storage (a higher epoch
+// seen at open, Complete, MarkCommitted, Adopt, Sweep or DiscardAll)
+// refuses every later Writer, Complete, MarkCommitted, Adopt, Sweep and
+// DiscardAll with ErrFenced, and deletes nothing but the objects
 // of its own checkpoints that never completed (Abort): no manifest names
 // those, so no other writer can use them. Abort deletes only after the
 // store confirmed that no manifest of the id exists: a Complete whose put
@@ -56,8 +58,9 @@
 //
 // Until the claim protocol makes the new owner publish the next id before
 // it runs, a zombie that has not yet seen a manifest of the new epoch can
-// still publish an id the new owner never uses; fencing is complete only
-// with that protocol.
+// still publish an id the new owner never uses (and a new owner then
+// finds a lower-epoch manifest above the checkpoint it restored); fencing
+// is complete only with that protocol.
 //
 // # Damage
 //
