@@ -411,6 +411,22 @@ func TestLowerEpochIsFenced(t *testing.T) {
 	if err := zombie.MarkCommitted(ctxT(t), 2); !errors.Is(err, s3store.ErrFenced) {
 		t.Fatalf("zombie's MarkCommitted = %v; want ErrFenced", err)
 	}
+	if err := zombie.DiscardAll(); !errors.Is(err, s3store.ErrFenced) {
+		t.Fatalf("zombie's DiscardAll = %v; want ErrFenced", err)
+	}
+	if _, err := zombie.Sweep(ctxT(t)); !errors.Is(err, s3store.ErrFenced) {
+		t.Fatalf("zombie's Sweep = %v; want ErrFenced", err)
+	}
+	c1, err := newer.Load(ctxT(t), "chk-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := zombie.Adopt(ctxT(t), c1, 10); !errors.Is(err, s3store.ErrFenced) {
+		t.Fatalf("zombie's Adopt = %v; want ErrFenced", err)
+	}
+	if got := keys(t, mem, "ckpt/wc/manifest/"); len(got) != 2 {
+		t.Fatalf("manifests after the zombie's attempts: %v; want chk-1 and chk-2", got)
+	}
 	if id := latestID(t, newer); id != 2 {
 		t.Fatalf("Latest = %d, want 2", id)
 	}
