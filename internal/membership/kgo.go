@@ -1,0 +1,235 @@
+package membership
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// ProtocolName is the balancer's name in the group's JoinGroup protocols.
+// Members of one job must all offer it; the coordinator refuses a member
+// that offers no protocol in common with the group (INCONSISTENT_GROUP_PROTOCOL).
+const ProtocolName = "onceflow-partition-groups-v1"
+
+// userDataVersion prefixes the user data this package puts in the member
+// metadata and in the assignments.
+const userDataVersion = 1
+
+// GroupBalancer returns Balancer{Groups: G} as a franz-go balancer for the
+// classic consumer group protocol (kgo.Balancers). It speaks the standard
+// "consumer" embedded protocol (kmsg.ConsumerMemberMetadata and
+// kmsg.ConsumerMemberAssignment), so kadm and Kafka's tools can describe
+// the group and its lag; the user data of both carries G and the member's
+// groups.
+//
+// It is cooperative (IsCooperative): franz-go then revokes only what a member
+// loses, after the sync that tells it, and rejoins once the revoke callback
+// has returned. A member's metadata claims the groups of its last
+// assignment, and the balancer never gives a group to one member while
+// another claims it (Balancer.Assign withholds it), so the new owner's
+// assign callback runs only after the old owner's revoke callback returned.
+//
+// Balancing fails, with the reason in the leader's group error, when the
+// members' topics differ, their G differs from this one, or Balancer.Assign
+// refuses the topics.
+func GroupBalancer(G int) kgo.GroupBalancer { return groupBalancer{g: G} }
+
+type groupBalancer struct{ g int }
+
+func (groupBalancer) ProtocolName() string { return ProtocolName }
+func (groupBalancer) IsCooperative() bool  { return true }
+
+// JoinGroupMetadata claims the groups of currentAssignment (franz-go's
+// last assignment, which for a cooperative member no longer holds what it
+// revoked: the rejoin follows the revoke callback).
+func (b groupBalancer) JoinGroupMetadata(topics []string, current map[string][]int32, generation int32) []byte {
+	meta := kmsg.NewConsumerMemberMetadata()
+	meta.Version = 3
+	meta.Topics = topics
+	meta.Generation = generation
+	names := make([]string, 0, len(current))
+	for t := range current {
+		names = append(names, t)
+	}
+	sort.Strings(names)
+	for _, t := range names {
+		owned := kmsg.NewConsumerMemberMetadataOwnedPartition()
+		owned.Topic = t
+		owned.Partitions = slices.Sorted(slices.Values(current[t]))
+		meta.OwnedPartitions = append(meta.OwnedPartitions, owned)
+	}
+	meta.UserData = encodeGroups(b.g, GroupsOf(current, b.g))
+	return meta.AppendTo(nil)
+}
+
+func (groupBalancer) ParseSyncAssignment(assignment []byte) (map[string][]int32, error) {
+	return kgo.ParseConsumerSyncAssignment(assignment)
+}
+
+func (b groupBalancer) MemberBalancer(members []kmsg.JoinGroupResponseMember) (kgo.GroupMemberBalancer, map[string]struct{}, error) {
+	mb := &memberBalancer{g: b.g, topics: map[string]struct{}{}}
+	for _, m := range members {
+		var meta kmsg.ConsumerMemberMetadata
+		meta.Default()
+		if err := meta.ReadFrom(m.ProtocolMetadata); err != nil {
+			return nil, nil, fmt.Errorf("partition groups: member %s: unreadable join metadata: %w", m.MemberID, err)
+		}
+		G, groups, err := decodeGroups(meta.UserData)
+		if err != nil {
+			return nil, nil, fmt.Errorf("partition groups: member %s: %w", m.MemberID, err)
+		}
+		// Claims: the user data's groups and those of the owned
+		// partitions (the same set when both come from this package;
+		// the union is the safe side otherwise).
+		for _, g := range GroupsOf(ownedMap(meta.OwnedPartitions), b.g) {
+			if !slices.Contains(groups, g) {
+				groups = append(groups, g)
+			}
+		}
+		topics := slices.Sorted(slices.Values(meta.Topics))
+		for _, t := range topics {
+			mb.topics[t] = struct{}{}
+		}
+		mb.members = append(mb.members, memberMeta{
+			state:  MemberState{ID: m.MemberID, Generation: meta.Generation, Groups: groups},
+			topics: topics,
+			g:      G,
+		})
+	}
+	return mb, mb.topics, nil
+}
+
+type memberMeta struct {
+	state  MemberState
+	topics []string
+	g      int
+}
+
+type memberBalancer struct {
+	g       int
+	members []memberMeta
+	topics  map[string]struct{}
+}
+
+// Balance is required by kgo.GroupMemberBalancer; franz-go calls
+// BalanceOrError instead. On an error it returns an empty assignment.
+func (b *memberBalancer) Balance(topics map[string]int32) kgo.IntoSyncAssignment {
+	into, err := b.BalanceOrError(topics)
+	if err != nil {
+		return syncAssignment(nil)
+	}
+	return into
+}
+
+func (b *memberBalancer) BalanceOrError(counts map[string]int32) (kgo.IntoSyncAssignment, error) {
+	var states []MemberState
+	var byTopics, byG []string
+	for _, m := range b.members {
+		states = append(states, m.state)
+		byTopics = append(byTopics, fmt.Sprintf("%s %v", m.state.ID, m.topics))
+		byG = append(byG, fmt.Sprintf("%s G=%d", m.state.ID, m.g))
+	}
+	for _, m := range b.members {
+		if !slices.Equal(m.topics, b.members[0].topics) {
+			return nil, fmt.Errorf("partition groups: the members do not read the same input topics (%s)", strings.Join(byTopics, "; "))
+		}
+		if m.g != b.g {
+			return nil, fmt.Errorf("partition groups: the members do not agree on the number of partition groups: the leader has G=%d (%s)", b.g, strings.Join(byG, "; "))
+		}
+	}
+	partitions := make(map[string]int32, len(b.topics))
+	for t := range b.topics {
+		n, ok := counts[t]
+		if !ok {
+			return nil, fmt.Errorf("partition groups: the leader has no partition count for input topic %s (missing from its metadata)", t)
+		}
+		partitions[t] = n
+	}
+	plan, err := Balancer{Groups: b.g}.Assign(states, partitions)
+	if err != nil {
+		return nil, err
+	}
+	out := make(syncAssignment, 0, len(plan.Groups))
+	for _, m := range b.members {
+		id := m.state.ID
+		var assn kmsg.ConsumerMemberAssignment
+		assn.Default()
+		for _, t := range slices.Sorted(maps.Keys(plan.Partitions[id])) {
+			at := kmsg.NewConsumerMemberAssignmentTopic()
+			at.Topic = t
+			at.Partitions = plan.Partitions[id][t]
+			assn.Topics = append(assn.Topics, at)
+		}
+		assn.UserData = encodeGroups(b.g, plan.Groups[id])
+		sa := kmsg.NewSyncGroupRequestGroupAssignment()
+		sa.MemberID = id
+		sa.MemberAssignment = assn.AppendTo(nil)
+		out = append(out, sa)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].MemberID < out[j].MemberID })
+	return out, nil
+}
+
+type syncAssignment []kmsg.SyncGroupRequestGroupAssignment
+
+func (s syncAssignment) IntoSyncAssignment() []kmsg.SyncGroupRequestGroupAssignment { return s }
+
+func ownedMap(owned []kmsg.ConsumerMemberMetadataOwnedPartition) map[string][]int32 {
+	m := make(map[string][]int32, len(owned))
+	for _, o := range owned {
+		m[o.Topic] = append(m[o.Topic], o.Partitions...)
+	}
+	return m
+}
+
+// encodeGroups is the user data: version, G, count, groups (uvarints).
+func encodeGroups(G int, groups []int) []byte {
+	b := []byte{userDataVersion}
+	b = binary.AppendUvarint(b, uint64(G))
+	b = binary.AppendUvarint(b, uint64(len(groups)))
+	for _, g := range groups {
+		b = binary.AppendUvarint(b, uint64(g))
+	}
+	return b
+}
+
+func decodeGroups(b []byte) (G int, groups []int, err error) {
+	if len(b) == 0 {
+		return 0, nil, errors.New("no partition-group user data in its join metadata (not an onceflow member?)")
+	}
+	if b[0] != userDataVersion {
+		return 0, nil, fmt.Errorf("partition-group user data of version %d, this build reads %d", b[0], userDataVersion)
+	}
+	b = b[1:]
+	next := func() (int, bool) {
+		v, n := binary.Uvarint(b)
+		if n <= 0 || v > 1<<31 {
+			return 0, false
+		}
+		b = b[n:]
+		return int(v), true
+	}
+	var ok bool
+	if G, ok = next(); !ok {
+		return 0, nil, errors.New("truncated partition-group user data")
+	}
+	count, ok := next()
+	if !ok || count > G {
+		return 0, nil, errors.New("truncated partition-group user data")
+	}
+	for range count {
+		g, ok := next()
+		if !ok {
+			return 0, nil, errors.New("truncated partition-group user data")
+		}
+		groups = append(groups, g)
+	}
+	return G, groups, nil
+}
