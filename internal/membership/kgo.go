@@ -162,6 +162,9 @@ func (b *memberBalancer) BalanceOrError(counts map[string]int32) (kgo.IntoSyncAs
 		var assn kmsg.ConsumerMemberAssignment
 		assn.Default()
 		for _, t := range slices.Sorted(maps.Keys(plan.Partitions[id])) {
+			if len(plan.Partitions[id][t]) == 0 {
+				continue
+			}
 			at := kmsg.NewConsumerMemberAssignmentTopic()
 			at.Topic = t
 			at.Partitions = plan.Partitions[id][t]

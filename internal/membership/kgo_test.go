@@ -1,0 +1,219 @@
+package membership
+
+import (
+	"context"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func TestUserDataRoundTrip(t *testing.T) {
+	for _, groups := range [][]int{nil, {0}, {1, 5, 300}} {
+		G, got, err := decodeGroups(encodeGroups(400, groups))
+		if err != nil || G != 400 || !slices.Equal(got, groups) {
+			t.Fatalf("%v: decoded G=%d %v, %v", groups, G, got, err)
+		}
+	}
+	for _, bad := range [][]byte{nil, {9}, {1}, {1, 8, 3, 0}} {
+		if _, _, err := decodeGroups(bad); err == nil {
+			t.Fatalf("%v decoded", bad)
+		}
+	}
+}
+
+// joinMember is what the coordinator hands the leader for a member whose
+// balancer has G groups and last held current.
+func joinMember(id string, G int, topics []string, current map[string][]int32, gen int32) kmsg.JoinGroupResponseMember {
+	m := kmsg.NewJoinGroupResponseMember()
+	m.MemberID = id
+	m.ProtocolMetadata = GroupBalancer(G).JoinGroupMetadata(topics, current, gen)
+	return m
+}
+
+// The adapter end to end without a broker: metadata in, assignments out
+// that parse back into whole groups, withheld groups assigned to nobody.
+func TestGroupBalancerAssignments(t *testing.T) {
+	gb := GroupBalancer(4)
+	mb, topics, err := gb.MemberBalancer([]kmsg.JoinGroupResponseMember{
+		joinMember("a", 4, []string{"l", "r"}, map[string][]int32{"l": {0, 1, 2, 3, 4, 5, 6, 7}, "r": {0, 1, 2, 3, 4, 5, 6, 7}}, 2),
+		joinMember("b", 4, []string{"l", "r"}, nil, -1),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(topics, map[string]struct{}{"l": {}, "r": {}}) {
+		t.Fatalf("topics %v", topics)
+	}
+	into, err := mb.(kgo.GroupMemberBalancerOrError).BalanceOrError(map[string]int32{"l": 8, "r": 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]map[string][]int32{}
+	for _, sa := range into.IntoSyncAssignment() {
+		parts, err := gb.ParseSyncAssignment(sa.MemberAssignment)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[sa.MemberID] = parts
+		var assn kmsg.ConsumerMemberAssignment
+		if err := assn.ReadFrom(sa.MemberAssignment); err != nil {
+			t.Fatal(err)
+		}
+		if _, groups, err := decodeGroups(assn.UserData); err != nil || !slices.Equal(groups, GroupsOf(parts, 4)) {
+			t.Fatalf("%s: user data groups %v (%v), partitions say %v", sa.MemberID, groups, err, GroupsOf(parts, 4))
+		}
+	}
+	// a keeps groups 0 and 1; 2 and 3 move to b in the next round.
+	want := map[string]map[string][]int32{
+		"a": {"l": {0, 1, 4, 5}, "r": {0, 1, 4, 5}},
+		"b": {},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("assignments %v, want %v", got, want)
+	}
+}
+
+func TestGroupBalancerRefuses(t *testing.T) {
+	tests := []struct {
+		name    string
+		members []kmsg.JoinGroupResponseMember
+		counts  map[string]int32
+		want    string
+	}{
+		{"different G", []kmsg.JoinGroupResponseMember{joinMember("a", 4, []string{"in"}, nil, 1), joinMember("b", 8, []string{"in"}, nil, 1)},
+			map[string]int32{"in": 8}, "the leader has G=4 (a G=4; b G=8)"},
+		{"different topics", []kmsg.JoinGroupResponseMember{joinMember("a", 4, []string{"in"}, nil, 1), joinMember("b", 4, []string{"in", "x"}, nil, 1)},
+			map[string]int32{"in": 8, "x": 8}, "do not read the same input topics (a [in]; b [in x])"},
+		{"no count", []kmsg.JoinGroupResponseMember{joinMember("a", 4, []string{"in"}, nil, 1)},
+			map[string]int32{}, "no partition count for input topic in"},
+		{"not co-partitioned", []kmsg.JoinGroupResponseMember{joinMember("a", 4, []string{"in", "x"}, nil, 1)},
+			map[string]int32{"in": 8, "x": 4}, "in has 8, x has 4"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			mb, _, err := GroupBalancer(4).MemberBalancer(tc.members)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = mb.(kgo.GroupMemberBalancerOrError).BalanceOrError(tc.counts)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one saying %q", err, tc.want)
+			}
+		})
+	}
+	// A member of another kind (the plain consumer protocol's metadata).
+	m := kmsg.NewJoinGroupResponseMember()
+	m.MemberID = "stranger"
+	m.ProtocolMetadata = kgo.CooperativeStickyBalancer().JoinGroupMetadata([]string{"in"}, nil, 1)
+	if _, _, err := GroupBalancer(4).MemberBalancer([]kmsg.JoinGroupResponseMember{m}); err == nil || !strings.Contains(err.Error(), "member stranger") {
+		t.Fatalf("error %v, want one naming member stranger", err)
+	}
+}
+
+func TestConfigRefuses(t *testing.T) {
+	ok := Config{Brokers: []string{"x:9092"}, Job: "j", Topics: []string{"in"}, Groups: 2, Handler: recorder{}}
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"no brokers", func(c *Config) { c.Brokers = nil }, "no seed brokers"},
+		{"no job", func(c *Config) { c.Job = "" }, "no job name"},
+		{"no topics", func(c *Config) { c.Topics = nil }, "group onceflow-j: no input topics"},
+		{"no groups", func(c *Config) { c.Groups = 0 }, "at least 1, got 0"},
+		{"no handler", func(c *Config) { c.Handler = nil }, "no Handler"},
+		{"revoke too long", func(c *Config) { c.RevokeTimeout = time.Minute }, "revoke timeout 1m0s must be below the rebalance timeout 1m0s"},
+		{"heartbeat too slow", func(c *Config) { c.SessionTimeout, c.HeartbeatInterval = 6*time.Second, 6*time.Second }, "heartbeat interval 6s must be below the session timeout 6s"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok
+			tc.edit(&c)
+			if _, err := New(c); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one saying %q", err, tc.want)
+			}
+		})
+	}
+	m, err := New(ok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.GroupID() != "onceflow-j" || m.cfg.SessionTimeout != 10*time.Second || m.cfg.HeartbeatInterval != 3*time.Second {
+		t.Fatalf("defaults: group %s, session %s, heartbeat %s", m.GroupID(), m.cfg.SessionTimeout, m.cfg.HeartbeatInterval)
+	}
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatalf("Close before Join: %v", err)
+	}
+}
+
+// On franz-go's fake cluster (no broker): Join refuses what the balancer
+// would, two members share the groups, Close hands them over.
+func TestMemberOnFakeCluster(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, "in", "in2"), kfake.SeedTopics(6, "six"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	seeds := c.ListenAddrs()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	for _, tc := range []struct {
+		topics []string
+		groups int
+		want   string
+	}{
+		{[]string{"in", "six"}, 2, "not co-partitioned (in has 8, six has 6 partitions)"},
+		{[]string{"in", "missing"}, 2, "input topic missing"},
+		{[]string{"six"}, 8, "G = 8 exceeds the 6 partitions of input topics six"},
+	} {
+		cfg := testConfig(seeds, "refused", tc.topics[0], recorder{})
+		cfg.Topics, cfg.Groups = tc.topics, tc.groups
+		m, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Join(ctx); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("Join(%v, G=%d) = %v, want an error saying %q", tc.topics, tc.groups, err, tc.want)
+		}
+		_ = m.Close(ctx)
+	}
+
+	tr := newTracker()
+	t.Cleanup(func() {
+		if bad := tr.overlaps(); len(bad) > 0 {
+			t.Errorf("groups had two owners:\n%s", strings.Join(bad, "\n"))
+		}
+	})
+	var ms []*Member
+	for _, name := range []string{"a", "b"} {
+		cfg := testConfig(seeds, "job", "in", recorder{name, tr})
+		cfg.Topics = []string{"in", "in2"}
+		m, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close(ctx)
+		if err := m.Join(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	tr.waitLayout(t, []string{"a", "b"}, []int{4, 4}, 30*time.Second)
+	if err := ms[0].Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tr.waitLayout(t, []string{"b"}, []int{8}, 30*time.Second)
+	if got := ms[0].Owned(); len(got) != 0 {
+		t.Fatalf("a owns %v after Close", got)
+	}
+	if got := ms[1].Owned(); len(got) != 8 {
+		t.Fatalf("b owns %v", got)
+	}
+}
