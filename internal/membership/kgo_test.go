@@ -217,3 +217,137 @@ func TestMemberOnFakeCluster(t *testing.T) {
 		t.Fatalf("b owns %v", got)
 	}
 }
+
+// slowStop is a Handler whose pipelines take hang to stop, whatever ctx
+// says; it reports whether ctx had ended by then.
+type slowStop struct {
+	recorder
+	hang     time.Duration
+	ctxEnded chan bool
+}
+
+func (s slowStop) Revoked(ctx context.Context, groups []int) {
+	time.Sleep(s.hang)
+	s.ctxEnded <- ctx.Err() != nil
+	s.recorder.Revoked(ctx, groups)
+}
+
+// A revoke that outlasts RevokeTimeout: its ctx ends at the timeout, the
+// Member keeps waiting for it, and the groups reach their new owner only
+// after it returned (no rebalance was pending, so nobody was removed).
+func TestRevokePastTimeout(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tr := newTracker()
+	a := slowStop{recorder: recorder{"a", tr}, hang: 1500 * time.Millisecond, ctxEnded: make(chan bool, 8)}
+	cfg := testConfig(c.ListenAddrs(), "job", "in", a)
+	cfg.RevokeTimeout = 500 * time.Millisecond
+	ma, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ma.Close(ctx)
+	if err := ma.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mb, err := New(testConfig(c.ListenAddrs(), "job", "in", recorder{"b", tr}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close(ctx)
+	if err := mb.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tr.waitLayout(t, []string{"a", "b"}, []int{4, 4}, 30*time.Second)
+	if !<-a.ctxEnded {
+		t.Fatal("Revoked's ctx had not ended after running past RevokeTimeout")
+	}
+	if bad := tr.overlaps(); len(bad) > 0 {
+		t.Fatalf("groups had two owners:\n%s", strings.Join(bad, "\n"))
+	}
+	var revokedAt, assignedAt int64
+	for _, e := range tr.events {
+		switch {
+		case e.member == "a" && e.kind == "revoked":
+			revokedAt = e.at
+		case e.member == "b" && e.kind == "assigned":
+			assignedAt = e.at
+		}
+	}
+	if revokedAt == 0 || assignedAt < revokedAt {
+		t.Fatalf("b assigned at %d, a's revoke returned at %d", assignedAt, revokedAt)
+	}
+	t.Logf("b got the groups %s after a's slow revoke returned", time.Duration(assignedAt-revokedAt))
+}
+
+// The documented limit: a revoke still running when a rebalance has waited
+// RebalanceTimeout for the member. The coordinator removes the member and
+// its groups move while its pipelines may still run (fencing's case, issue
+// 16 §5); the member learns it afterwards.
+func TestRevokePastRebalanceTimeout(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tr := newTracker()
+	a := slowStop{recorder: recorder{"a", tr}, hang: 6 * time.Second, ctxEnded: make(chan bool, 8)}
+	cfgA := testConfig(c.ListenAddrs(), "job", "in", a)
+	cfgA.RevokeTimeout, cfgA.RebalanceTimeout = 500*time.Millisecond, 2*time.Second
+	ma, err := New(cfgA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ma.Close(ctx)
+	if err := ma.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	join := func(name string) *Member {
+		cfg := testConfig(c.ListenAddrs(), "job", "in", recorder{name, tr})
+		cfg.RevokeTimeout, cfg.RebalanceTimeout = 500*time.Millisecond, 2*time.Second
+		m, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Join(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	mb := join("b") // a starts its 6 s revoke of 4 groups
+	defer mb.Close(ctx)
+	mc := join("c") // a rebalance that waits for a
+	defer mc.Close(ctx)
+	tr.waitLayout(t, []string{"a", "b", "c"}, []int{2, 3, 3}, 30*time.Second)
+	tr.mu.Lock()
+	var aLost []int
+	for _, e := range tr.events {
+		t.Logf("%s %s %v", time.Unix(0, e.at).Format("05.000"), e.member+" "+e.kind, e.groups)
+		if e.member == "a" && e.kind == "lost" {
+			aLost = append(aLost, e.groups...)
+		}
+	}
+	tr.mu.Unlock()
+	// a was removed while revoking 4 of its 8 groups: b and c got all 8
+	// while a ran them (the overlaps), and a hears of the 4 it kept only
+	// once it rejoined under a new member id: as lost.
+	bad := tr.overlaps()
+	if len(bad) == 0 {
+		t.Fatal("no overlap: the member was not removed while revoking (the test's premise)")
+	}
+	for _, o := range bad {
+		if !strings.Contains(o, "while a still ran it") {
+			t.Fatalf("an overlap not caused by the removed member: %s", o)
+		}
+	}
+	if len(aLost) != 4 {
+		t.Fatalf("a lost %v, want the 4 groups it still held when it was removed", aLost)
+	}
+}

@@ -29,10 +29,13 @@ type Handler interface {
 	// only once nothing of theirs runs: the new owner is assigned a group
 	// only after this returns. ctx ends after Config.RevokeTimeout.
 	Revoked(ctx context.Context, groups []int)
-	// Lost: the member learned it is no longer in the group (it missed
-	// its session timeout or a rebalance timeout, or a join failed): the
-	// groups may already run elsewhere. Stop them at once without a final
-	// checkpoint. ctx ends after Config.RevokeTimeout.
+	// Lost: the groups may already run elsewhere, because the member was
+	// removed from the group while alive: it missed its session timeout,
+	// or it did not rejoin within a rebalance's timeout (a revoke running
+	// too long), or a join or sync failed. The Member also delivers as
+	// Lost what franz-go revokes after such a removal (see onRevoked).
+	// Stop them at once without a final checkpoint: the new owner's
+	// fencing refuses it anyway. ctx ends after Config.RevokeTimeout.
 	Lost(ctx context.Context, groups []int)
 }
 
@@ -162,7 +165,8 @@ func (c *Config) defaults() error {
 // What membership alone cannot prevent: a member removed while alive (a
 // process paused or cut off past SessionTimeout, or one whose revoke runs
 // past RebalanceTimeout after a rebalance started). Its groups go to others
-// while it may still run them; it learns only later (Handler.Lost). Fencing
+// while it may still run them; it learns only later (Handler.Lost, or a
+// Handler.Revoked already running when it was removed). Fencing
 // (issue 16 §5: the new owner's epoch-conditional manifest and its producer
 // fencing of the group's transactional ids) keeps such a zombie's writes
 // out.
@@ -192,8 +196,8 @@ type Member struct {
 	ctx    context.Context // Assigned's ctx; ends at Close
 	cancel context.CancelFunc
 
-	cbMu  sync.Mutex // one callback at a time; guards owned
-	owned map[int]bool
+	cbMu  sync.Mutex     // one callback at a time; guards owned
+	owned map[int]string // group -> the member id it was assigned under
 
 	closeOnce sync.Once
 	closeErr  error
@@ -212,7 +216,7 @@ func New(cfg Config) (*Member, error) {
 		firstSet: make(chan struct{}),
 		ctx:      ctx,
 		cancel:   cancel,
-		owned:    map[int]bool{},
+		owned:    map[int]string{},
 	}, nil
 }
 
@@ -356,7 +360,7 @@ func (m *Member) groupsOf(partitions map[string][]int32) []int {
 	return GroupsOf(partitions, m.cfg.Groups)
 }
 
-func (m *Member) onAssigned(_ context.Context, _ *kgo.Client, partitions map[string][]int32) {
+func (m *Member) onAssigned(_ context.Context, cl *kgo.Client, partitions map[string][]int32) {
 	defer m.once.Do(func() { close(m.firstSet) })
 	groups := m.groupsOf(partitions)
 	if len(groups) == 0 {
@@ -364,26 +368,52 @@ func (m *Member) onAssigned(_ context.Context, _ *kgo.Client, partitions map[str
 	}
 	m.cbMu.Lock()
 	defer m.cbMu.Unlock()
+	id, _ := cl.GroupMetadata()
 	for _, g := range groups {
-		if m.owned[g] {
+		if _, ok := m.owned[g]; ok {
 			m.log.Error("partition group assigned again while owned", "partition_group", g)
 		}
-		m.owned[g] = true
+		m.owned[g] = id
 	}
 	m.log.Info("partition groups assigned", "partition_groups", groups, "owned", sortedKeys(m.owned))
 	m.cfg.Handler.Assigned(m.ctx, groups)
 }
 
-func (m *Member) onRevoked(_ context.Context, _ *kgo.Client, partitions map[string][]int32) {
-	m.giveUp("revoked", partitions, m.cfg.Handler.Revoked)
+// onRevoked delivers the groups this member was assigned under its
+// current member id as Revoked, and the rest as Lost: franz-go handles a
+// JoinGroup answered UNKNOWN_MEMBER_ID (the coordinator removed the member,
+// e.g. after a revoke that outlasted a rebalance's timeout) by rejoining
+// under a new id, still claiming its old partitions, and then revokes
+// them at the next sync; it does not call OnPartitionsLost. Those groups
+// have already moved.
+func (m *Member) onRevoked(_ context.Context, cl *kgo.Client, partitions map[string][]int32) {
+	groups := m.groupsOf(partitions)
+	if len(groups) == 0 {
+		return
+	}
+	id, _ := cl.GroupMetadata()
+	var revoked, lost []int
+	m.cbMu.Lock()
+	for _, g := range groups {
+		if was, ok := m.owned[g]; ok && was != id {
+			lost = append(lost, g)
+		} else {
+			revoked = append(revoked, g)
+		}
+	}
+	m.cbMu.Unlock()
+	if len(lost) > 0 {
+		m.log.Warn("partition groups revoked after this member was removed from the group and rejoined under a new member id: they have moved already; delivering them as lost", "partition_groups", lost, "member_id", id)
+		m.giveUp("lost", lost, m.cfg.Handler.Lost)
+	}
+	m.giveUp("revoked", revoked, m.cfg.Handler.Revoked)
 }
 
 func (m *Member) onLost(_ context.Context, _ *kgo.Client, partitions map[string][]int32) {
-	m.giveUp("lost", partitions, m.cfg.Handler.Lost)
+	m.giveUp("lost", m.groupsOf(partitions), m.cfg.Handler.Lost)
 }
 
-func (m *Member) giveUp(how string, partitions map[string][]int32, call func(context.Context, []int)) {
-	groups := m.groupsOf(partitions)
+func (m *Member) giveUp(how string, groups []int, call func(context.Context, []int)) {
 	if len(groups) == 0 {
 		return
 	}
@@ -407,7 +437,7 @@ func (m *Member) giveUp(how string, partitions map[string][]int32, call func(con
 	m.log.Info("partition groups stopped", "how", how, "partition_groups", groups, "took", time.Since(start).Round(time.Millisecond))
 }
 
-func sortedKeys(s map[int]bool) []int { return slices.Sorted(maps.Keys(s)) }
+func sortedKeys(s map[int]string) []int { return slices.Sorted(maps.Keys(s)) }
 
 // manageErrHook records the error that ended a group session.
 type manageErrHook struct{ m *Member }
