@@ -147,7 +147,40 @@ type Checkpoint struct {
 	RetainSavepoints int `mapstructure:"retain_savepoints"`
 	// OnCancel: retain or delete.
 	OnCancel string `mapstructure:"on_cancel"`
-	Dir      string `mapstructure:"dir"`
+	// Dir is where the job's checkpoints live: a local directory (the
+	// job's are under <dir>/<job.name>), or s3://<bucket>/<prefix> for an
+	// S3-compatible object store (under <prefix>/<job.name>/ in the
+	// bucket; see S3 and ParseS3Dir).
+	Dir string `mapstructure:"dir"`
+	// S3 reaches the object store of an s3:// Dir; setting any of it with
+	// a directory Dir is refused.
+	S3 S3 `mapstructure:"s3"`
+}
+
+// S3 configures the S3-compatible object store of an s3:// checkpoint
+// directory. Credentials are AccessKeyID and SecretAccessKey (both or
+// neither; ONCEFLOW_CHECKPOINT_S3_ACCESS_KEY_ID and
+// ONCEFLOW_CHECKPOINT_S3_SECRET_ACCESS_KEY in the environment) or, when
+// both are unset, the AWS SDK's default chain: AWS_ACCESS_KEY_ID,
+// AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, AWS_PROFILE's shared
+// configuration, web identity, the instance or task role. The secret is
+// never logged.
+type S3 struct {
+	// Endpoint is the service's base URL (http:// or https://); empty
+	// means AWS S3 in Region.
+	Endpoint string `mapstructure:"endpoint"`
+	// Region signs the requests.
+	Region string `mapstructure:"region"`
+	// PathStyle addresses objects as <endpoint>/<bucket>/<key>, which
+	// most S3-compatible servers (MinIO, versitygw, Ceph) need.
+	PathStyle bool `mapstructure:"path_style"`
+	// CAFile is a PEM file of authorities trusted for an https endpoint,
+	// besides the system's.
+	CAFile string `mapstructure:"ca_file"`
+	// InsecureSkipVerify accepts any certificate (testing only).
+	InsecureSkipVerify bool   `mapstructure:"insecure_skip_verify"`
+	AccessKeyID        string `mapstructure:"access_key_id"`
+	SecretAccessKey    Secret `mapstructure:"secret_access_key"`
 }
 
 // State selects the keyed state backend.

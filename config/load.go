@@ -13,6 +13,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 
+	"github.com/onceflow/onceflow/internal/objstore"
 	"github.com/onceflow/onceflow/internal/outage"
 	sourcekafka "github.com/onceflow/onceflow/source/kafka"
 )
@@ -26,7 +27,9 @@ const EnvPrefix = "ONCEFLOW"
 // the failpoints, and the knobs of the test kit, the local broker and the
 // crash tests, which a developer's shell may export while running jobs.
 var envNotKeys = []string{"ONCEFLOW_FAILPOINTS", "ONCEFLOW_CACHE_DIR", "ONCEFLOW_KAFKA_VERSION",
-	"ONCEFLOW_KAFKA", "ONCEFLOW_CRASH_KILLS", "ONCEFLOW_BENCH_STATE_MB"}
+	"ONCEFLOW_KAFKA", "ONCEFLOW_CRASH_KILLS", "ONCEFLOW_BENCH_STATE_MB",
+	// the S3 test kit's (integration/s3test)
+	"ONCEFLOW_S3_ENDPOINT", "ONCEFLOW_S3_ACCESS_KEY_ID", "ONCEFLOW_S3_SECRET_ACCESS_KEY", "ONCEFLOW_S3_BUCKET", "ONCEFLOW_S3_REGION"}
 
 // Default returns the configuration every key falls back to.
 func Default() Config {
@@ -37,7 +40,8 @@ func Default() Config {
 			OnOffsetOutOfRange: string(sourcekafka.DefaultOnOffsetOutOfRange)},
 		Sink: Sink{Delivery: "exactly_once", TransactionTimeout: 15 * time.Minute},
 		Checkpoint: Checkpoint{Interval: time.Second, Mode: "exactly_once", Timeout: time.Minute, MaxConcurrent: 1,
-			Retain: 3, RetainSavepoints: 10, OnCancel: "retain", Dir: "./data/checkpoints"},
+			Retain: 3, RetainSavepoints: 10, OnCancel: "retain", Dir: "./data/checkpoints",
+			S3: S3{Region: objstore.DefaultRegion}},
 		State: State{Backend: "pebble", Dir: "./data/state", Incremental: true},
 		Restart: Restart{Strategy: "exponential-delay", Attempts: 3, Delay: time.Second, MaxFailures: 3, Interval: time.Minute,
 			InitialBackoff: time.Second, MaxBackoff: time.Minute, Multiplier: 2, ResetAfter: 10 * time.Minute, Jitter: 0.1},
@@ -395,6 +399,7 @@ func (c *Config) Validate() error {
 	}
 	oneOf("checkpoint.on_cancel", c.Checkpoint.OnCancel, "retain", "delete")
 	required("checkpoint.dir", c.Checkpoint.Dir)
+	c.validateS3(bad)
 
 	oneOf("state.backend", c.State.Backend, "memory", "pebble")
 	if c.State.Backend == "pebble" {
