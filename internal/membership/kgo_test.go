@@ -218,6 +218,16 @@ func TestMemberOnFakeCluster(t *testing.T) {
 	}
 }
 
+// fakeSession is the session timeout of the kfake tests of slow revokes,
+// shorter than a real broker allows.
+const fakeSession = 2 * time.Second
+
+func fakeConfig(seeds []string, h Handler) Config {
+	cfg := testConfig(seeds, "job", "in", h)
+	cfg.SessionTimeout, cfg.HeartbeatInterval = fakeSession, 300*time.Millisecond
+	return cfg
+}
+
 // slowStop is a Handler whose pipelines take hang to stop, whatever ctx
 // says; it reports whether ctx had ended by then.
 type slowStop struct {
@@ -232,11 +242,13 @@ func (s slowStop) Revoked(ctx context.Context, groups []int) {
 	s.recorder.Revoked(ctx, groups)
 }
 
-// A revoke that outlasts RevokeTimeout: its ctx ends at the timeout, the
-// Member keeps waiting for it, and the groups reach their new owner only
-// after it returned (no rebalance was pending, so nobody was removed).
+// A revoke that outlasts RevokeTimeout, and the session timeout too: its
+// ctx ends at the timeout, the Member keeps waiting for it, franz-go keeps
+// heartbeating meanwhile (the member is not removed), and the groups reach
+// their new owner only after it returned (no rebalance was pending, so the
+// rebalance timeout did not apply).
 func TestRevokePastTimeout(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, "in"))
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(time.Second), kfake.SeedTopics(8, "in"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,8 +256,8 @@ func TestRevokePastTimeout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	tr := newTracker()
-	a := slowStop{recorder: recorder{"a", tr}, hang: 1500 * time.Millisecond, ctxEnded: make(chan bool, 8)}
-	cfg := testConfig(c.ListenAddrs(), "job", "in", a)
+	a := slowStop{recorder: recorder{"a", tr}, hang: fakeSession + time.Second, ctxEnded: make(chan bool, 8)}
+	cfg := fakeConfig(c.ListenAddrs(), a)
 	cfg.RevokeTimeout = 500 * time.Millisecond
 	ma, err := New(cfg)
 	if err != nil {
@@ -255,7 +267,7 @@ func TestRevokePastTimeout(t *testing.T) {
 	if err := ma.Join(ctx); err != nil {
 		t.Fatal(err)
 	}
-	mb, err := New(testConfig(c.ListenAddrs(), "job", "in", recorder{"b", tr}))
+	mb, err := New(fakeConfig(c.ListenAddrs(), recorder{"b", tr}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,6 +289,11 @@ func TestRevokePastTimeout(t *testing.T) {
 			revokedAt = e.at
 		case e.member == "b" && e.kind == "assigned":
 			assignedAt = e.at
+		}
+	}
+	for _, e := range tr.events {
+		if e.kind == "lost" {
+			t.Fatalf("%s lost %v: removed from the group during a revoke longer than the session timeout", e.member, e.groups)
 		}
 	}
 	if revokedAt == 0 || assignedAt < revokedAt {
