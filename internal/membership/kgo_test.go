@@ -2,15 +2,19 @@ package membership
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/onceflow/onceflow/integration/kafkatest"
 )
 
 func TestUserDataRoundTrip(t *testing.T) {
@@ -205,7 +209,44 @@ func TestMemberOnFakeCluster(t *testing.T) {
 		}
 		ms = append(ms, m)
 	}
-	tr.waitLayout(t, []string{"a", "b"}, []int{4, 4}, 30*time.Second)
+	by := tr.waitLayout(t, []string{"a", "b"}, []int{4, 4}, 30*time.Second)
+
+	// Offsets for lag monitoring: a commits its own partitions; one of
+	// b's is refused before it reaches the coordinator.
+	mine := map[string]map[int32]int64{"in": {}, "in2": {}}
+	for _, p := range PartitionsOf(by["a"], 8, map[string]int32{"in": 8}, 8)["in"] {
+		mine["in"][p], mine["in2"][p] = int64(10+p), int64(20+p)
+	}
+	if err := ms[0].CommitOffsets(ctx, mine); err != nil {
+		t.Fatal(err)
+	}
+	theirs := int32(by["b"][0])
+	err = ms[0].CommitOffsets(ctx, map[string]map[int32]int64{"in": {theirs: 5}})
+	if want := fmt.Sprintf("in[%d] offset 5: partition group %d is not owned by this member", theirs, theirs); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("committing b's partition: %v, want an error saying %q", err, want)
+	}
+	if err := ms[0].CommitOffsets(ctx, map[string]map[int32]int64{"other": {0: 1}}); err == nil || !strings.Contains(err.Error(), "other is not an input topic") {
+		t.Fatalf("committing another topic: %v", err)
+	}
+	committed, err := kadm.NewClient(kafkatest.Client(t, seeds)).FetchOffsets(ctx, "job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tp, ps := range mine {
+		for p, o := range ps {
+			if got, ok := committed.Lookup(tp, p); !ok || got.At != o {
+				t.Fatalf("committed %s[%d] = %+v, want %d", tp, p, got, o)
+			}
+		}
+	}
+	n := 0
+	for _, ps := range committed.Offsets() {
+		n += len(ps)
+	}
+	if n != 8 {
+		t.Fatalf("%d offsets committed, want a's 8", n)
+	}
+
 	if err := ms[0].Close(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Handler receives the partition groups a Member gains and gives up. Its
@@ -126,8 +128,9 @@ func (c *Config) defaults() error {
 //
 // The per-group pipelines read their partitions with their own clients, so
 // the Member's client fetches nothing: Join pauses fetching of the input
-// topics (kgo.Client.PauseFetchTopics) and nobody polls it. It still
-// commits nothing itself; auto-commit is off. Polling is not needed to stay
+// topics (kgo.Client.PauseFetchTopics) and nobody polls it. Auto-commit is
+// off; the offsets that lag monitoring reads are committed through
+// CommitOffsets by the member owning the partitions (issue 16 §2). Polling is not needed to stay
 // in the group: franz-go's classic group consumer heartbeats from its own
 // group-management goroutine (every HeartbeatInterval, also while a revoke
 // callback runs), not from PollFetches, and without kgo.BlockRebalanceOnPoll
@@ -161,6 +164,10 @@ func (c *Config) defaults() error {
 // A member that leaves (Close) revokes everything, and sends LeaveGroup
 // after the revoke returned; a member that dies is removed only after its
 // session timeout, when nothing of it runs.
+//
+// Any other failed join or sync (the coordinator unreachable, say) makes
+// franz-go call OnPartitionsLost for everything and rejoin claiming
+// nothing: the member stops its groups and may get them back.
 //
 // What membership alone cannot prevent: a member removed while alive (a
 // process paused or cut off past SessionTimeout, or one whose revoke runs
@@ -261,6 +268,12 @@ func (m *Member) Join(ctx context.Context) error {
 	}
 	cl.PauseFetchTopics(m.cfg.Topics...)
 	m.mu.Lock()
+	if m.closed { // Close ran while we checked the topics
+		m.mu.Unlock()
+		cl.Close()
+		m.cancel()
+		return fmt.Errorf("membership: group %s: closed while joining", m.cfg.GroupID)
+	}
 	m.cl = cl
 	m.mu.Unlock()
 
@@ -337,6 +350,58 @@ func (m *Member) Close(ctx context.Context) error {
 		m.closeClient()
 	})
 	return m.closeErr
+}
+
+// CommitOffsets commits offsets (topic -> partition -> next offset to read)
+// to the job's consumer group, for lag monitoring, with this member's id and
+// generation: the coordinator refuses them (ILLEGAL_GENERATION,
+// UNKNOWN_MEMBER_ID) from a member that is no longer in the current
+// generation. A partition of a group this member does not own is refused
+// here, naming the topic, partition and group; so are topics that are not
+// inputs. It returns the first partition error the coordinator answered.
+func (m *Member) CommitOffsets(ctx context.Context, offsets map[string]map[int32]int64) error {
+	m.mu.Lock()
+	cl := m.cl
+	m.mu.Unlock()
+	if cl == nil {
+		return fmt.Errorf("membership: group %s: commit: not joined", m.cfg.GroupID)
+	}
+	commit := make(map[string]map[int32]kgo.EpochOffset, len(offsets))
+	m.cbMu.Lock()
+	for t, ps := range offsets {
+		if !slices.Contains(m.cfg.Topics, t) {
+			m.cbMu.Unlock()
+			return fmt.Errorf("membership: group %s: commit: %s is not an input topic (%s)", m.cfg.GroupID, t, strings.Join(m.cfg.Topics, ", "))
+		}
+		commit[t] = make(map[int32]kgo.EpochOffset, len(ps))
+		for p, o := range ps {
+			g := int(p) % m.cfg.Groups
+			if _, ok := m.owned[g]; !ok {
+				m.cbMu.Unlock()
+				return fmt.Errorf("membership: group %s: commit: %s[%d] offset %d: partition group %d is not owned by this member", m.cfg.GroupID, t, p, o, g)
+			}
+			commit[t][p] = kgo.EpochOffset{Epoch: -1, Offset: o}
+		}
+	}
+	m.cbMu.Unlock()
+	var err error
+	cl.CommitOffsetsSync(ctx, commit, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, cerr error) {
+		if cerr != nil {
+			err = cerr
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil && err == nil {
+					err = fmt.Errorf("%s[%d]: %w", t.Topic, p.Partition, perr)
+				}
+			}
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("membership: group %s: commit: %w", m.cfg.GroupID, err)
+	}
+	return nil
 }
 
 func (m *Member) closeClient() {
