@@ -13,10 +13,17 @@ import (
 
 	"github.com/onceflow/onceflow/integration/broker"
 	"github.com/onceflow/onceflow/integration/kafkatest"
+	"github.com/onceflow/onceflow/integration/s3test"
 	sinkkafka "github.com/onceflow/onceflow/sink/kafka"
 )
 
-func TestMain(m *testing.M) { os.Exit(kafkatest.Main(m)) }
+// TestMain stops the local Kafka cluster and, if a test started one, the
+// local S3 server after the tests.
+func TestMain(m *testing.M) {
+	code := kafkatest.Main(m)
+	s3test.Shutdown()
+	os.Exit(code)
+}
 
 func values(rs []*kgo.Record) []string {
 	var out []string

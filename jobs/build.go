@@ -151,7 +151,7 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 			return nil, err
 		}
 	}
-	opts, err := engineOptions(cfg, env, log)
+	opts, err := engineOptions(ctx, cfg, env, log)
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +348,7 @@ func connectors(cfg *config.Config, env Env, log *slog.Logger, tracker *outage.T
 }
 
 // engineOptions maps the checkpoint, state and restart sections.
-func engineOptions(cfg *config.Config, env Env, log *slog.Logger) (engine.Options, error) {
+func engineOptions(ctx context.Context, cfg *config.Config, env Env, log *slog.Logger) (engine.Options, error) {
 	ck := cfg.Checkpoint
 	mode := engine.ExactlyOnce
 	if ck.Mode == "at_least_once" {
@@ -358,12 +358,9 @@ func engineOptions(cfg *config.Config, env Env, log *slog.Logger) (engine.Option
 	if err != nil {
 		return engine.Options{}, err
 	}
-	storage, err := state.NewFileStorage(ck.Dir, cfg.Job.Name, state.StorageOptions{
-		Retained: ck.Retain,
-		Logf:     func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) },
-	})
+	storage, err := newStorage(ctx, cfg, log)
 	if err != nil {
-		return engine.Options{}, &ConfigError{Key: "checkpoint.dir", Err: err}
+		return engine.Options{}, err
 	}
 	var backend state.KeyedBackendFactory
 	switch cfg.State.Backend {

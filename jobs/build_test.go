@@ -420,7 +420,7 @@ func TestEngineOptionsFromConfig(t *testing.T) {
 	cfg := testConfig(t, dir, "wordcount", "checkpoint.mode=at_least_once", "checkpoint.min_pause=5ms",
 		"checkpoint.max_concurrent=3", "checkpoint.tolerable_failures=2", "checkpoint.on_cancel=delete", "job.max_parallelism=64",
 		"job.operator_chaining=false")
-	o, err := engineOptions(cfg, Env{RestoreFrom: "/some/chk-3", AllowNonRestoredState: true}, slog.Default())
+	o, err := engineOptions(context.Background(), cfg, Env{RestoreFrom: "/some/chk-3", AllowNonRestoredState: true}, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -214,6 +214,20 @@ func New(ctx context.Context, st objstore.Store, opts Options) (*Storage, error)
 	return s, nil
 }
 
+// NewestEpoch is the highest epoch among the manifests read when the
+// Storage opened or last listed them (0 when there were none, or only
+// corrupt ones). A process taking the job over opens its own Storage with
+// an epoch above it, so that its first manifest fences this one's writer.
+func (s *Storage) NewestEpoch() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var e int64
+	for _, m := range s.manifests {
+		e = max(e, m.epoch)
+	}
+	return e
+}
+
 // Root is the key prefix of the job's objects, ending in "/".
 func (s *Storage) Root() string { return s.root }
 

@@ -109,6 +109,20 @@ func loadRunConfig(d deps, f runFlags) (*config.Config, error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
+	if cfg.State.Backend == "pebble" {
+		if err := checkWritableDir("state.dir", cfg.State.Dir); err != nil {
+			return nil, err
+		}
+	}
+	if s3dir, isS3, _ := config.ParseS3Dir(cfg.Checkpoint.Dir); isS3 {
+		// The S3 storage checks the bucket when the job is built, and
+		// resolves --from among the job's own checkpoints there.
+		if f.fresh {
+			return nil, usagef("--fresh is not supported with S3 checkpoints (checkpoint.dir %s) yet: nothing can be set aside there; "+
+				"start the job under another checkpoint.dir prefix or job.name instead", s3dir)
+		}
+		return cfg, nil
+	}
 	if f.from != "" {
 		if _, err := os.Stat(f.from); err != nil {
 			return nil, usagef("--from: %w", err)
@@ -117,12 +131,50 @@ func loadRunConfig(d deps, f runFlags) (*config.Config, error) {
 	if err := checkWritableDir("checkpoint.dir", cfg.Checkpoint.Dir); err != nil {
 		return nil, err
 	}
-	if cfg.State.Backend == "pebble" {
-		if err := checkWritableDir("state.dir", cfg.State.Dir); err != nil {
-			return nil, err
-		}
-	}
 	return cfg, nil
+}
+
+// acquireJobLock takes the local job lock. With checkpoints in a
+// directory it is <checkpoint.dir>/<job>.lock: one process per job and
+// directory. With checkpoints in S3 it is <state.dir>/<job>.lock, whatever
+// the state backend: a guard on this machine only (it also keeps a second
+// process from cleaning the first one's Pebble directory). Nothing local
+// can reach another machine: there the S3 storage's epoch stops the older
+// process at its next checkpoint (see jobs.newStorage), which does not
+// make two processes of one job safe; docs/operations.md says why.
+func acquireJobLock(cfg *config.Config) (*joblock.Lock, error) {
+	if !config.IsS3Dir(cfg.Checkpoint.Dir) {
+		return joblock.Acquire(joblock.Path(cfg.Checkpoint.Dir, cfg.Job.Name))
+	}
+	lock, err := joblock.Acquire(joblock.Path(cfg.State.Dir, cfg.Job.Name))
+	if err != nil {
+		return nil, fmt.Errorf("state.dir (the local lock of a job with S3 checkpoints): %w", err)
+	}
+	return lock, nil
+}
+
+// checkpointLocation names where the job's checkpoints live, for logs.
+func checkpointLocation(cfg *config.Config) string {
+	if d, isS3, err := config.ParseS3Dir(cfg.Checkpoint.Dir); isS3 && err == nil {
+		return d.Job(cfg.Job.Name)
+	}
+	return filepath.Join(cfg.Checkpoint.Dir, cfg.Job.Name)
+}
+
+// restoreFrom is --from as the job's storage takes it: with S3 checkpoints
+// an s3://<bucket>/<key> of the configured bucket becomes the key (a
+// checkpoint's name, chk-<n> or savepoint-<id>, or its key, is taken as
+// it is).
+func restoreFrom(cfg *config.Config, from string) (string, error) {
+	d, isS3, err := config.ParseS3Dir(cfg.Checkpoint.Dir)
+	if !isS3 || err != nil || !strings.HasPrefix(from, config.S3Scheme) {
+		return from, nil
+	}
+	key, ok := strings.CutPrefix(from, config.S3Scheme+d.Bucket+"/")
+	if !ok {
+		return "", usagef("--from %s: not in the bucket of checkpoint.dir %s", from, d)
+	}
+	return key, nil
 }
 
 // logStart logs what the job runs with; no secret is among these keys.
@@ -134,7 +186,7 @@ func logStart(log *slog.Logger, cfg *config.Config, f runFlags) {
 		"sasl", cfg.Kafka.SASL.Mechanism,
 		"source", cfg.Source.Topic, "sink", cfg.Sink.Topic, "delivery", cfg.Sink.Delivery,
 		"checkpoint_interval", cfg.Checkpoint.Interval, "checkpoint_mode", cfg.Checkpoint.Mode,
-		"checkpoint_dir", filepath.Join(cfg.Checkpoint.Dir, cfg.Job.Name), "state_backend", cfg.State.Backend,
+		"checkpoint_dir", checkpointLocation(cfg), "state_backend", cfg.State.Backend,
 		"restart", cfg.Restart.Strategy, "from", f.from, "fresh", f.fresh)
 }
 
@@ -165,7 +217,7 @@ func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) e
 	}
 	// One process per job and checkpoint directory, before anything of
 	// the job is touched; the kernel drops the lock when this process dies.
-	lock, err := joblock.Acquire(joblock.Path(cfg.Checkpoint.Dir, cfg.Job.Name))
+	lock, err := acquireJobLock(cfg)
 	if err != nil {
 		return err
 	}
@@ -197,7 +249,11 @@ func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) e
 
 	jobCtx, cancelJob := context.WithCancelCause(ctx)
 	defer cancelJob(nil)
-	built, err := d.build(jobCtx, cfg, jobs.Env{ClientOpts: opts, Logger: log, RestoreFrom: f.from, Fresh: f.fresh,
+	from, err := restoreFrom(cfg, f.from)
+	if err != nil {
+		return err
+	}
+	built, err := d.build(jobCtx, cfg, jobs.Env{ClientOpts: opts, Logger: log, RestoreFrom: from, Fresh: f.fresh,
 		AllowNonRestoredState: f.allowNonRestoredState, Version: version})
 	if err != nil {
 		return fmt.Errorf("building job %s: %w", cfg.Job.Name, err)

@@ -1,0 +1,209 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/integration/kafkatest"
+	"github.com/onceflow/onceflow/integration/s3test"
+)
+
+// s3Job is a procJob whose checkpoints live in the test's S3 service
+// (s3test.Bootstrap: versitygw on 127.0.0.1, or ONCEFLOW_S3_ENDPOINT),
+// under a prefix of its own; env is what points the processor there.
+type s3Job struct {
+	*procJob
+	ep     s3test.Endpoint
+	prefix string // without the trailing "/"
+	env    []string
+}
+
+func newS3Job(t *testing.T, seeds []string, name string, s jobSpec) *s3Job {
+	t.Helper()
+	ep := s3test.Bootstrap(t)
+	j := &s3Job{procJob: newProcJob(t, seeds, name, s), ep: ep, prefix: strings.TrimSuffix(s3test.Prefix(t), "/")}
+	j.env = []string{
+		"ONCEFLOW_CHECKPOINT_DIR=s3://" + ep.Bucket + "/" + j.prefix,
+		"ONCEFLOW_CHECKPOINT_S3_ENDPOINT=" + ep.URL,
+		"ONCEFLOW_CHECKPOINT_S3_REGION=" + ep.Region,
+		"ONCEFLOW_CHECKPOINT_S3_PATH_STYLE=true",
+		"ONCEFLOW_CHECKPOINT_S3_ACCESS_KEY_ID=" + ep.AccessKeyID,
+		"ONCEFLOW_CHECKPOINT_S3_SECRET_ACCESS_KEY=" + ep.SecretAccessKey,
+		// the local job lock's directory (and Pebble's, as the kit sets it)
+		"ONCEFLOW_STATE_DIR=" + filepath.Join(j.dir, "state"),
+	}
+	return j
+}
+
+// manifests lists the job's manifest keys (checkpoints, savepoints and
+// their committed markers) relative to manifest/.
+func (j *s3Job) manifests() []string {
+	j.t.Helper()
+	root := j.prefix + "/" + j.name + "/manifest/"
+	out, err := s3test.Client(j.t, j.ep).ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{
+		Bucket: aws.String(j.ep.Bucket), Prefix: aws.String(root)})
+	if err != nil {
+		j.t.Fatalf("listing %s: %v", root, err)
+	}
+	var names []string
+	for _, o := range out.Contents {
+		names = append(names, strings.TrimPrefix(aws.ToString(o.Key), root))
+	}
+	return names
+}
+
+// noLocalCheckpoints fails the test if the checkpoint directory of the
+// job's file configuration was created: with S3 nothing goes there.
+func (j *s3Job) noLocalCheckpoints() {
+	j.t.Helper()
+	if _, err := os.Stat(filepath.Dir(j.jobDir)); err == nil {
+		j.t.Fatalf("the local checkpoint directory %s exists, though checkpoint.dir is s3://", filepath.Dir(j.jobDir))
+	}
+}
+
+func wordsIn(in []*kgo.Record) int {
+	n := 0
+	for _, r := range in {
+		n += len(strings.Fields(string(r.Value)))
+	}
+	return n
+}
+
+// The built processor with checkpoints in S3 (versitygw) on the real
+// broker: a word count with incremental Pebble checkpoints killed with
+// SIGKILL twice mid-stream and restarted plainly resumes from its newest
+// S3 checkpoint; then a stop with a savepoint (SIGTERM) and a plain run
+// that resumes from it, which must replay nothing. The output is exactly
+// the counts of the input and no transaction is left open.
+func TestS3CheckpointsKillRestartAndSavepoint(t *testing.T) {
+	start := time.Now()
+	seeds := kafkatest.Bootstrap(t)
+	j := newS3Job(t, seeds, "s3chk", jobSpec{typ: "wordcount", pebble: true, seed: 16})
+	f := j.feed
+
+	f.produce(t, 200)
+	for kill := range 2 {
+		c := j.run(j.env)
+		what := fmt.Sprintf("run %d", kill+1)
+		j.flowUntil(c, what, len(j.output())+300, 20)
+		// Let a few checkpoints complete past the output seen.
+		time.Sleep(500 * time.Millisecond)
+		if kill == 0 && !strings.Contains(c.output.String(), "checkpoints in S3") {
+			t.Fatalf("%s: the processor did not say it keeps checkpoints in S3:\n%s", what, c.tail())
+		}
+		c.kill()
+		t.Logf("%s: killed with SIGKILL; manifests %v", what, j.manifests())
+	}
+
+	// A plain restart finishes the input; SIGTERM stops it with a savepoint.
+	f.produce(t, 100)
+	c := j.run(j.env)
+	j.waitOutput(c, "run after the kills", wordsIn(f.sent), 2*time.Minute)
+	c.stop(time.Minute)
+	saved := strings.TrimSpace(c.output.String()[strings.LastIndex(strings.TrimSpace(c.output.String()), "\n")+1:])
+	if !strings.Contains(saved, j.name+"/manifest/savepoint-") {
+		t.Fatalf("the stop printed %q, not the S3 key of a savepoint of job %s:\n%s", saved, j.name, c.tail())
+	}
+	kafkatest.OpenTransactionsHoldNothing(t, seeds, j.out)
+	if d := checkWordCount(f.sent, j.output()); d != "" {
+		t.Fatalf("after two SIGKILLs and a stop, the output is not exactly the counts of the input: %s", d)
+	}
+
+	// A plain run resumes from the savepoint: only new input is counted.
+	f.produce(t, 100)
+	c = j.run(j.env)
+	j.waitOutput(c, "run after the savepoint", wordsIn(f.sent), 2*time.Minute)
+	if out := c.output.String(); !strings.Contains(out, "msg=restoring") || !strings.Contains(out, "path="+saved) {
+		t.Fatalf("the run after the stop did not restore the savepoint %s:\n%s", saved, c.tail())
+	}
+	c.stop(time.Minute)
+	kafkatest.OpenTransactionsHoldNothing(t, seeds, j.out)
+	got := j.output()
+	if d := checkWordCount(f.sent, got); d != "" {
+		t.Fatalf("after resuming from the savepoint, the output is not exactly the counts of the input: %s", d)
+	}
+	j.noLocalCheckpoints()
+	t.Logf("%d input records, %d output records, exact; manifests %v; %s", len(f.sent), len(got), j.manifests(), time.Since(start).Round(time.Millisecond))
+}
+
+// A second processor started on the same job on the same machine is
+// refused by the local lock in the state directory (S3 checkpoints have
+// no local checkpoint directory to lock), naming the lock, with exit 1;
+// the first one runs on and its output is exact.
+func TestS3CheckpointsSecondProcessorOnTheSameMachineIsRefused(t *testing.T) {
+	start := time.Now()
+	seeds := kafkatest.Bootstrap(t)
+	j := newS3Job(t, seeds, "s3lock", jobSpec{typ: "wordcount", seed: 17})
+	f := j.feed
+	f.produce(t, 100)
+	first := j.run(j.env)
+	j.flowUntil(first, "first processor", 200, 20)
+
+	second := j.run(j.env)
+	if !second.wait(time.Minute) {
+		second.kill()
+		t.Fatalf("the second processor still runs a minute after starting beside the first:\n%s", second.tail())
+	}
+	out := strings.TrimSpace(second.output.String())
+	if code := second.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(out, "state.dir") || !strings.Contains(out, "job lock") ||
+		!strings.Contains(out, j.name+".lock") || strings.Contains(out, "msg=restoring") {
+		t.Fatalf("the second processor: exit %d; want 1, refused by the job lock in state.dir before restoring anything:\n%s", code, out)
+	}
+	f.produce(t, 50)
+	j.waitOutput(first, "first processor", wordsIn(f.sent), 2*time.Minute)
+	first.stop(time.Minute)
+	kafkatest.OpenTransactionsHoldNothing(t, seeds, j.out)
+	if d := checkWordCount(f.sent, j.output()); d != "" {
+		t.Fatalf("the output is not exactly the counts of the input: %s", d)
+	}
+	t.Logf("second processor refused: %s; %s", out[strings.LastIndex(out, "\n")+1:], time.Since(start).Round(time.Millisecond))
+}
+
+// A start against an S3 endpoint where nothing listens is refused at once,
+// in one line naming the endpoint and the bucket, with exit code 1 (the
+// service may come back, as an unreachable broker may).
+func TestS3CheckpointsClosedPortRefusesToStart(t *testing.T) {
+	start := time.Now()
+	seeds := kafkatest.Bootstrap(t)
+	j := newS3Job(t, seeds, "s3closed", jobSpec{})
+	closed := "http://" + closedAddr(t)
+	env := append(append([]string{}, j.env...), "ONCEFLOW_CHECKPOINT_S3_ENDPOINT="+closed)
+	c := startChild(t, env, "run", "--config", j.cfg)
+	if !c.wait(2 * time.Minute) {
+		c.kill()
+		t.Fatalf("the processor still runs 2 minutes after starting against %s:\n%s", closed, c.tail())
+	}
+	out := strings.TrimSpace(c.output.String())
+	last := out[strings.LastIndex(out, "\n")+1:]
+	if code := c.cmd.ProcessState.ExitCode(); code != 1 || !strings.HasPrefix(last, "processor: ") ||
+		!strings.Contains(last, closed) || !strings.Contains(last, j.ep.Bucket) {
+		t.Fatalf("exit %d; want 1 and a last line naming %s and bucket %s:\n%s", code, closed, j.ep.Bucket, out)
+	}
+	if strings.Contains(out, j.ep.SecretAccessKey) {
+		t.Fatalf("the output shows the secret access key:\n%s", out)
+	}
+	t.Logf("refused in %s: %s", time.Since(start).Round(time.Millisecond), last)
+}
+
+// closedAddr is a loopback address where nothing listens (a port just
+// released).
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}

@@ -1,0 +1,143 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/onceflow/onceflow/checkpoint/s3store"
+	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/objstore"
+	"github.com/onceflow/onceflow/state"
+)
+
+// newStorage opens the job's checkpoint storage: a directory under
+// checkpoint.dir, or, for an s3:// checkpoint.dir, the S3 storage
+// (checkpoint/s3store) of the job under <prefix>/<job.name>/ in the bucket.
+//
+// For S3 it first checks the bucket (objstore.New): an endpoint that does
+// not answer, refused credentials or a missing bucket is an error naming
+// the endpoint and the bucket, not a *ConfigError (the service may come
+// back, as a broker may); options the object store cannot use are a
+// *ConfigError naming checkpoint.s3.
+//
+// The epoch: a single instance opens the job's storage once to read the
+// manifests and takes the newest manifest's epoch + 1 as its own (see
+// s3store.Options.Epoch), so each start has a higher epoch than any
+// process before it. When a second processor is started on the same job
+// (on another machine: on one machine the local lock refuses it), the
+// first one's next checkpoint after the second one's first is refused with
+// s3store.ErrFenced, and the first processor's job fails for good (no
+// restart: see fencedStop) instead of restarting into the second one.
+// This does not make two processes of one job safe: before that fence,
+// the second one's producers take the transactional ids over and may
+// abort a transaction of a checkpoint the first one completed meanwhile,
+// whose records are then lost (the processor reports it: DATA MAY BE
+// LOST). Two processes opening at the same moment may also draw the same
+// epoch. The claim protocol of distributed mode closes both gaps; until
+// then one instance per job must be ensured by the deployment.
+func newStorage(ctx context.Context, cfg *config.Config, log *slog.Logger) (state.Storage, error) {
+	ck := cfg.Checkpoint
+	logf := func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) }
+	dir, isS3, err := config.ParseS3Dir(ck.Dir)
+	if err != nil {
+		return nil, &ConfigError{Key: "checkpoint.dir", Err: err}
+	}
+	if !isS3 {
+		st, err := state.NewFileStorage(ck.Dir, cfg.Job.Name, state.StorageOptions{Retained: ck.Retain, Logf: logf})
+		if err != nil {
+			return nil, &ConfigError{Key: "checkpoint.dir", Err: err}
+		}
+		return st, nil
+	}
+	store, err := OpenObjectStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts := s3store.Options{Prefix: dir.Prefix, Job: cfg.Job.Name, Epoch: 1, Retained: ck.Retain, Logf: logf}
+	probe, err := s3store.New(ctx, store, opts)
+	if err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("checkpoint.dir %s: %w", dir.Job(cfg.Job.Name), err)
+	}
+	opts.Epoch = probe.NewestEpoch() + 1
+	st, err := s3store.New(ctx, store, opts)
+	if err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("checkpoint.dir %s: %w", dir.Job(cfg.Job.Name), err)
+	}
+	log.Info("checkpoints in S3", "location", dir.Job(cfg.Job.Name), "endpoint", endpointName(ck.S3), "epoch", opts.Epoch)
+	return fencedStop{st}, nil
+}
+
+// OpenObjectStore connects to the object store of an s3:// checkpoint.dir
+// and checks its bucket (see newStorage for the errors). The caller closes
+// it.
+func OpenObjectStore(ctx context.Context, cfg *config.Config) (*objstore.S3, error) {
+	dir, _, err := config.ParseS3Dir(cfg.Checkpoint.Dir)
+	if err != nil {
+		return nil, &ConfigError{Key: "checkpoint.dir", Err: err}
+	}
+	s := cfg.Checkpoint.S3
+	o := objstore.Options{Bucket: dir.Bucket, Endpoint: s.Endpoint, Region: s.Region, PathStyle: s.PathStyle,
+		CAFile: s.CAFile, InsecureSkipVerify: s.InsecureSkipVerify,
+		AccessKeyID: s.AccessKeyID, SecretAccessKey: string(s.SecretAccessKey)}
+	if err := o.Validate(); err != nil {
+		return nil, &ConfigError{Key: "checkpoint.s3", Err: err}
+	}
+	ctx, cancel := context.WithTimeout(ctx, guardTimeout)
+	defer cancel()
+	store, err := objstore.New(ctx, o)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint.dir %s (checkpoint.s3.endpoint %s): %w", dir, endpointName(s), err)
+	}
+	return store, nil
+}
+
+func endpointName(s config.S3) string {
+	if s.Endpoint == "" {
+		return "AWS S3 in " + s.Region
+	}
+	return s.Endpoint
+}
+
+// fencedStop is the S3 storage with its fencing made final: an error
+// matching s3store.ErrFenced (a newer process published a checkpoint of
+// the job) is marked engine.NonRecoverable, so the job fails without a
+// restart once the failed checkpoints exceed the tolerated ones, instead
+// of restarting and fencing the newer process's transactions in turn.
+type fencedStop struct{ state.Storage }
+
+func final(err error) error {
+	if errors.Is(err, s3store.ErrFenced) {
+		return engine.NonRecoverable(fmt.Errorf("another processor took this job over (started later, it opened the job's S3 checkpoints with a higher epoch); stopping this one: %w", err))
+	}
+	return err
+}
+
+func (f fencedStop) Writer(id int64, uid string, subtask int) (state.SnapshotWriter, error) {
+	w, err := f.Storage.Writer(id, uid, subtask)
+	return w, final(err)
+}
+
+func (f fencedStop) Complete(ctx context.Context, md *state.Metadata) error {
+	return final(f.Storage.Complete(ctx, md))
+}
+
+func (f fencedStop) MarkCommitted(ctx context.Context, id int64) error {
+	return final(f.Storage.MarkCommitted(ctx, id))
+}
+
+func (f fencedStop) Adopt(ctx context.Context, md *state.Metadata, newID int64) (*state.Metadata, error) {
+	out, err := f.Storage.Adopt(ctx, md, newID)
+	return out, final(err)
+}
+
+func (f fencedStop) Sweep(ctx context.Context) ([]state.CheckpointInfo, error) {
+	out, err := f.Storage.Sweep(ctx)
+	return out, final(err)
+}
+
+func (f fencedStop) DiscardAll() error { return final(f.Storage.DiscardAll()) }
