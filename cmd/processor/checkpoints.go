@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -177,6 +178,9 @@ func checkpointStatus(ctx context.Context, st state.Storage, jobDir string, in s
 // commands create, remove and rename nothing, so they work on a directory
 // they may not write and beside a running job.
 func jobStorage(dir string) (state.Storage, error) {
+	if err := refuseS3(dir); err != nil {
+		return nil, err
+	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
@@ -192,6 +196,9 @@ func jobStorage(dir string) (state.Storage, error) {
 // loadCheckpoint verifies and loads the checkpoint or savepoint at path (its
 // directory or its _metadata file).
 func loadCheckpoint(ctx context.Context, path string) (*state.Metadata, error) {
+	if err := refuseS3(path); err != nil {
+		return nil, err
+	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
@@ -204,4 +211,16 @@ func loadCheckpoint(ctx context.Context, path string) (*state.Metadata, error) {
 		return nil, err
 	}
 	return st.Load(ctx, abs)
+}
+
+// refuseS3 refuses an s3:// location: the checkpoints and savepoints
+// commands read checkpoint directories only, so far. A usage error (exit
+// 2) saying where the S3 checkpoints are and how to see them meanwhile.
+func refuseS3(arg string) error {
+	if !config.IsS3Dir(arg) {
+		return nil
+	}
+	return usagef("%s: checkpoints in S3 are not supported by this command yet (it reads checkpoint directories only); "+
+		"a job's S3 checkpoints and savepoints are the objects under <prefix>/<job.name>/manifest/ in the bucket "+
+		"(list them with an S3 client), and processor run resumes from the newest by itself", arg)
 }

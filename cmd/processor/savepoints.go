@@ -86,6 +86,9 @@ first: it is self-contained, and run --from restores the copy.`,
 
 // pruneSavepoints is savepoints prune on the job directory dir.
 func pruneSavepoints(cmd *cobra.Command, dir string, keep int, dryRun bool) error {
+	if err := refuseS3(dir); err != nil {
+		return err
+	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
