@@ -36,12 +36,21 @@ const userDataVersion = 1
 // another claims it (Balancer.Assign withholds it), so the new owner's
 // assign callback runs only after the old owner's revoke callback returned.
 //
-// Balancing fails, with the reason in the leader's group error, when the
-// members' topics differ, their G differs from this one, or Balancer.Assign
-// refuses the topics.
+// A member whose G or input topics differ from the leader's (a
+// misconfigured instance) is assigned nothing, and its assignment carries
+// the reason, which Member.Join returns; the others are balanced as if it
+// were absent. Balancing fails, with the reason in the leader's group error
+// (franz-go then calls OnPartitionsLost on the leader and retries), only
+// when Balancer.Assign refuses the topics themselves: not co-partitioned,
+// fewer partitions than G.
 func GroupBalancer(G int) kgo.GroupBalancer { return groupBalancer{g: G} }
 
-type groupBalancer struct{ g int }
+type groupBalancer struct {
+	g int
+	// onRefused, when set, hears the leader's reason for assigning this
+	// member nothing (ParseSyncAssignment).
+	onRefused func(reason string)
+}
 
 func (groupBalancer) ProtocolName() string { return ProtocolName }
 func (groupBalancer) IsCooperative() bool  { return true }
@@ -65,12 +74,22 @@ func (b groupBalancer) JoinGroupMetadata(topics []string, current map[string][]i
 		owned.Partitions = slices.Sorted(slices.Values(current[t]))
 		meta.OwnedPartitions = append(meta.OwnedPartitions, owned)
 	}
-	meta.UserData = encodeGroups(b.g, GroupsOf(current, b.g))
+	meta.UserData = encodeUserData(b.g, GroupsOf(current, b.g), "")
 	return meta.AppendTo(nil)
 }
 
-func (groupBalancer) ParseSyncAssignment(assignment []byte) (map[string][]int32, error) {
-	return kgo.ParseConsumerSyncAssignment(assignment)
+func (b groupBalancer) ParseSyncAssignment(assignment []byte) (map[string][]int32, error) {
+	parts, err := kgo.ParseConsumerSyncAssignment(assignment)
+	if err != nil || b.onRefused == nil {
+		return parts, err
+	}
+	var assn kmsg.ConsumerMemberAssignment
+	if assn.ReadFrom(assignment) == nil {
+		if _, _, reason, err := decodeUserData(assn.UserData); err == nil && reason != "" {
+			b.onRefused(reason)
+		}
+	}
+	return parts, nil
 }
 
 func (b groupBalancer) MemberBalancer(members []kmsg.JoinGroupResponseMember) (kgo.GroupMemberBalancer, map[string]struct{}, error) {
@@ -81,7 +100,7 @@ func (b groupBalancer) MemberBalancer(members []kmsg.JoinGroupResponseMember) (k
 		if err := meta.ReadFrom(m.ProtocolMetadata); err != nil {
 			return nil, nil, fmt.Errorf("partition groups: member %s: unreadable join metadata: %w", m.MemberID, err)
 		}
-		G, groups, err := decodeGroups(meta.UserData)
+		G, groups, _, err := decodeUserData(meta.UserData)
 		if err != nil {
 			return nil, nil, fmt.Errorf("partition groups: member %s: %w", m.MemberID, err)
 		}
@@ -114,6 +133,7 @@ type memberMeta struct {
 
 type memberBalancer struct {
 	g       int
+	leader  string
 	members []memberMeta
 	topics  map[string]struct{}
 }
@@ -128,24 +148,33 @@ func (b *memberBalancer) Balance(topics map[string]int32) kgo.IntoSyncAssignment
 	return into
 }
 
+// SetBalanceInfo (kgo.GroupMemberBalancerInfo) tells which member is the
+// leader: its topics are the job's.
+func (b *memberBalancer) SetBalanceInfo(info kgo.BalanceInfo) { b.leader = info.LeaderID }
+
 func (b *memberBalancer) BalanceOrError(counts map[string]int32) (kgo.IntoSyncAssignment, error) {
+	// The leader's topics (and G, b.g) are the job's; a member that
+	// differs is refused: assigned nothing, told why.
+	ref := b.members[0].topics
+	for _, m := range b.members {
+		if m.state.ID == b.leader {
+			ref = m.topics
+		}
+	}
+	refused := map[string]string{}
 	var states []MemberState
-	var byTopics, byG []string
 	for _, m := range b.members {
-		states = append(states, m.state)
-		byTopics = append(byTopics, fmt.Sprintf("%s %v", m.state.ID, m.topics))
-		byG = append(byG, fmt.Sprintf("%s G=%d", m.state.ID, m.g))
-	}
-	for _, m := range b.members {
-		if !slices.Equal(m.topics, b.members[0].topics) {
-			return nil, fmt.Errorf("partition groups: the members do not read the same input topics (%s)", strings.Join(byTopics, "; "))
-		}
-		if m.g != b.g {
-			return nil, fmt.Errorf("partition groups: the members do not agree on the number of partition groups: the leader has G=%d (%s)", b.g, strings.Join(byG, "; "))
+		switch {
+		case m.g != b.g:
+			refused[m.state.ID] = fmt.Sprintf("partition groups: the group's leader refused member %s: it has G=%d partition groups, the group runs G=%d", m.state.ID, m.g, b.g)
+		case !slices.Equal(m.topics, ref):
+			refused[m.state.ID] = fmt.Sprintf("partition groups: the group's leader refused member %s: it reads input topics [%s], the group reads [%s]", m.state.ID, strings.Join(m.topics, " "), strings.Join(ref, " "))
+		default:
+			states = append(states, m.state)
 		}
 	}
-	partitions := make(map[string]int32, len(b.topics))
-	for t := range b.topics {
+	partitions := make(map[string]int32, len(ref))
+	for _, t := range ref {
 		n, ok := counts[t]
 		if !ok {
 			return nil, fmt.Errorf("partition groups: the leader has no partition count for input topic %s (missing from its metadata)", t)
@@ -156,7 +185,7 @@ func (b *memberBalancer) BalanceOrError(counts map[string]int32) (kgo.IntoSyncAs
 	if err != nil {
 		return nil, err
 	}
-	out := make(syncAssignment, 0, len(plan.Groups))
+	out := make(syncAssignment, 0, len(b.members))
 	for _, m := range b.members {
 		id := m.state.ID
 		var assn kmsg.ConsumerMemberAssignment
@@ -170,7 +199,7 @@ func (b *memberBalancer) BalanceOrError(counts map[string]int32) (kgo.IntoSyncAs
 			at.Partitions = plan.Partitions[id][t]
 			assn.Topics = append(assn.Topics, at)
 		}
-		assn.UserData = encodeGroups(b.g, plan.Groups[id])
+		assn.UserData = encodeUserData(b.g, plan.Groups[id], refused[id])
 		sa := kmsg.NewSyncGroupRequestGroupAssignment()
 		sa.MemberID = id
 		sa.MemberAssignment = assn.AppendTo(nil)
@@ -192,25 +221,30 @@ func ownedMap(owned []kmsg.ConsumerMemberMetadataOwnedPartition) map[string][]in
 	return m
 }
 
-// encodeGroups is the user data: version, G, count, groups (uvarints).
-func encodeGroups(G int, groups []int) []byte {
+// encodeUserData is the user data of join metadata and assignments:
+// version, G, count, groups (uvarints), then the length and bytes of the
+// leader's reason for refusing the member (assignments only; empty when
+// none).
+func encodeUserData(G int, groups []int, refused string) []byte {
 	b := []byte{userDataVersion}
 	b = binary.AppendUvarint(b, uint64(G))
 	b = binary.AppendUvarint(b, uint64(len(groups)))
 	for _, g := range groups {
 		b = binary.AppendUvarint(b, uint64(g))
 	}
-	return b
+	b = binary.AppendUvarint(b, uint64(len(refused)))
+	return append(b, refused...)
 }
 
-func decodeGroups(b []byte) (G int, groups []int, err error) {
+func decodeUserData(b []byte) (G int, groups []int, refused string, err error) {
 	if len(b) == 0 {
-		return 0, nil, errors.New("no partition-group user data in its join metadata (not an onceflow member?)")
+		return 0, nil, "", errors.New("no partition-group user data in its join metadata (not an onceflow member?)")
 	}
 	if b[0] != userDataVersion {
-		return 0, nil, fmt.Errorf("partition-group user data of version %d, this build reads %d", b[0], userDataVersion)
+		return 0, nil, "", fmt.Errorf("partition-group user data of version %d, this build reads %d", b[0], userDataVersion)
 	}
 	b = b[1:]
+	truncated := errors.New("truncated partition-group user data")
 	next := func() (int, bool) {
 		v, n := binary.Uvarint(b)
 		if n <= 0 || v > 1<<31 {
@@ -221,18 +255,22 @@ func decodeGroups(b []byte) (G int, groups []int, err error) {
 	}
 	var ok bool
 	if G, ok = next(); !ok {
-		return 0, nil, errors.New("truncated partition-group user data")
+		return 0, nil, "", truncated
 	}
 	count, ok := next()
 	if !ok || count > G {
-		return 0, nil, errors.New("truncated partition-group user data")
+		return 0, nil, "", truncated
 	}
 	for range count {
 		g, ok := next()
 		if !ok {
-			return 0, nil, errors.New("truncated partition-group user data")
+			return 0, nil, "", truncated
 		}
 		groups = append(groups, g)
 	}
-	return G, groups, nil
+	n, ok := next()
+	if !ok || n > len(b) {
+		return 0, nil, "", truncated
+	}
+	return G, groups, string(b[:n]), nil
 }

@@ -19,13 +19,15 @@ import (
 
 func TestUserDataRoundTrip(t *testing.T) {
 	for _, groups := range [][]int{nil, {0}, {1, 5, 300}} {
-		G, got, err := decodeGroups(encodeGroups(400, groups))
-		if err != nil || G != 400 || !slices.Equal(got, groups) {
-			t.Fatalf("%v: decoded G=%d %v, %v", groups, G, got, err)
+		for _, refused := range []string{"", "because"} {
+			G, got, why, err := decodeUserData(encodeUserData(400, groups, refused))
+			if err != nil || G != 400 || !slices.Equal(got, groups) || why != refused {
+				t.Fatalf("%v %q: decoded G=%d %v %q, %v", groups, refused, G, got, why, err)
+			}
 		}
 	}
-	for _, bad := range [][]byte{nil, {9}, {1}, {1, 8, 3, 0}} {
-		if _, _, err := decodeGroups(bad); err == nil {
+	for _, bad := range [][]byte{nil, {9}, {1}, {1, 8, 3, 0}, {1, 8, 0}, {1, 8, 0, 4, 'a'}} {
+		if _, _, _, err := decodeUserData(bad); err == nil {
 			t.Fatalf("%v decoded", bad)
 		}
 	}
@@ -69,7 +71,7 @@ func TestGroupBalancerAssignments(t *testing.T) {
 		if err := assn.ReadFrom(sa.MemberAssignment); err != nil {
 			t.Fatal(err)
 		}
-		if _, groups, err := decodeGroups(assn.UserData); err != nil || !slices.Equal(groups, GroupsOf(parts, 4)) {
+		if _, groups, _, err := decodeUserData(assn.UserData); err != nil || !slices.Equal(groups, GroupsOf(parts, 4)) {
 			t.Fatalf("%s: user data groups %v (%v), partitions say %v", sa.MemberID, groups, err, GroupsOf(parts, 4))
 		}
 	}
@@ -83,6 +85,46 @@ func TestGroupBalancerAssignments(t *testing.T) {
 	}
 }
 
+// Members whose G or topics differ from the leader's are assigned nothing,
+// with the reason; the others are balanced without them.
+func TestGroupBalancerRefusesMembers(t *testing.T) {
+	var refused []string
+	gb := groupBalancer{g: 4, onRefused: func(r string) { refused = append(refused, r) }}
+	members := []kmsg.JoinGroupResponseMember{
+		joinMember("a", 4, []string{"in"}, nil, 1),
+		joinMember("b", 8, []string{"in"}, nil, 1),
+		joinMember("c", 4, []string{"in", "x"}, nil, 1),
+		joinMember("d", 4, []string{"in"}, nil, 1),
+	}
+	mb, _, err := gb.MemberBalancer(members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb.(kgo.GroupMemberBalancerInfo).SetBalanceInfo(kgo.BalanceInfo{LeaderID: "d"})
+	into, err := mb.(kgo.GroupMemberBalancerOrError).BalanceOrError(map[string]int32{"in": 8, "x": 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]int{}
+	for _, sa := range into.IntoSyncAssignment() {
+		parts, err := gb.ParseSyncAssignment(sa.MemberAssignment)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[sa.MemberID] = GroupsOf(parts, 4)
+	}
+	if want := map[string][]int{"a": {0, 1}, "b": nil, "c": nil, "d": {2, 3}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("groups %v, want %v", got, want)
+	}
+	want := []string{
+		"the group's leader refused member b: it has G=8 partition groups, the group runs G=4",
+		"the group's leader refused member c: it reads input topics [in x], the group reads [in]",
+	}
+	if len(refused) != 2 || !strings.Contains(refused[0], want[0]) || !strings.Contains(refused[1], want[1]) {
+		t.Fatalf("refusals %q, want %q", refused, want)
+	}
+}
+
 func TestGroupBalancerRefuses(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -90,10 +132,6 @@ func TestGroupBalancerRefuses(t *testing.T) {
 		counts  map[string]int32
 		want    string
 	}{
-		{"different G", []kmsg.JoinGroupResponseMember{joinMember("a", 4, []string{"in"}, nil, 1), joinMember("b", 8, []string{"in"}, nil, 1)},
-			map[string]int32{"in": 8}, "the leader has G=4 (a G=4; b G=8)"},
-		{"different topics", []kmsg.JoinGroupResponseMember{joinMember("a", 4, []string{"in"}, nil, 1), joinMember("b", 4, []string{"in", "x"}, nil, 1)},
-			map[string]int32{"in": 8, "x": 8}, "do not read the same input topics (a [in]; b [in x])"},
 		{"no count", []kmsg.JoinGroupResponseMember{joinMember("a", 4, []string{"in"}, nil, 1)},
 			map[string]int32{}, "no partition count for input topic in"},
 		{"not co-partitioned", []kmsg.JoinGroupResponseMember{joinMember("a", 4, []string{"in", "x"}, nil, 1)},
@@ -407,5 +445,44 @@ func TestRevokePastRebalanceTimeout(t *testing.T) {
 	}
 	if len(aLost) != 4 {
 		t.Fatalf("a lost %v, want the 4 groups it still held when it was removed", aLost)
+	}
+}
+
+// A misconfigured instance (another G) joining a running job: its Join
+// fails with the leader's reason, and the running member keeps its groups
+// throughout.
+func TestMemberRefusedByLeader(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tr := newTracker()
+	a, err := New(testConfig(c.ListenAddrs(), "job", "in", recorder{"a", tr}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(ctx)
+	if err := a.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(c.ListenAddrs(), "job", "in", recorder{"b", tr})
+	cfg.Groups = 4
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	want := "the group's leader refused member"
+	if err := b.Join(ctx); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "it has G=4 partition groups, the group runs G=8") {
+		t.Fatalf("Join with G=4 = %v, want the leader's refusal", err)
+	}
+	tr.waitLayout(t, []string{"a"}, []int{8}, 30*time.Second)
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.events) != 1 {
+		t.Fatalf("the running member saw %d callbacks, want only its first assignment: %+v", len(tr.events), tr.events)
 	}
 }

@@ -197,6 +197,7 @@ type Member struct {
 	started  bool
 	closed   bool
 	lastErr  error
+	refusal  error         // the leader's reason for assigning this member nothing
 	firstSet chan struct{} // closed at the first assignment (empty or not)
 	once     sync.Once
 
@@ -233,7 +234,9 @@ func (m *Member) GroupID() string { return m.cfg.GroupID }
 // Join checks that the input topics exist and are co-partitioned with at
 // least G partitions, joins the group, and returns once the member received
 // its first assignment (possibly empty; Handler.Assigned has returned for a
-// non-empty one). On an error or when ctx ends first, it closes the client
+// non-empty one). When the group's leader refused the member (its G or
+// input topics differ from the leader's), Join leaves and returns the
+// leader's reason. On an error or when ctx ends first, it closes the client
 // and returns why, with the last group-management error if any. A Member
 // joins once; Close it and make a new one to join again.
 func (m *Member) Join(ctx context.Context) error {
@@ -252,7 +255,7 @@ func (m *Member) Join(ctx context.Context) error {
 		kgo.SeedBrokers(m.cfg.Brokers...),
 		kgo.ConsumerGroup(m.cfg.GroupID),
 		kgo.ConsumeTopics(m.cfg.Topics...),
-		kgo.Balancers(GroupBalancer(m.cfg.Groups)),
+		kgo.Balancers(groupBalancer{g: m.cfg.Groups, onRefused: m.refused}),
 		kgo.SessionTimeout(m.cfg.SessionTimeout),
 		kgo.HeartbeatInterval(m.cfg.HeartbeatInterval),
 		kgo.RebalanceTimeout(m.cfg.RebalanceTimeout),
@@ -279,7 +282,14 @@ func (m *Member) Join(ctx context.Context) error {
 
 	select {
 	case <-m.firstSet:
-		return nil
+		m.mu.Lock()
+		refusal := m.refusal
+		m.mu.Unlock()
+		if refusal == nil {
+			return nil
+		}
+		m.closeClient()
+		return fmt.Errorf("membership: group %s: %w", m.cfg.GroupID, refusal)
 	case <-ctx.Done():
 	}
 	err = fmt.Errorf("membership: group %s: no assignment yet: %w", m.cfg.GroupID, ctx.Err())
@@ -503,6 +513,16 @@ func (m *Member) giveUp(how string, groups []int, call func(context.Context, []i
 }
 
 func sortedKeys(s map[int]string) []int { return slices.Sorted(maps.Keys(s)) }
+
+// refused records the leader's reason for assigning this member nothing
+// (its G or input topics differ from the leader's).
+func (m *Member) refused(reason string) {
+	m.mu.Lock()
+	m.refusal = errors.New(reason)
+	m.lastErr = m.refusal
+	m.mu.Unlock()
+	m.log.Error("this member is assigned nothing: " + reason)
+}
 
 // manageErrHook records the error that ended a group session.
 type manageErrHook struct{ m *Member }
