@@ -171,28 +171,39 @@ func TestS3CheckpointsSecondProcessorOnTheSameMachineIsRefused(t *testing.T) {
 
 // A start against an S3 endpoint where nothing listens is refused at once,
 // in one line naming the endpoint and the bucket, with exit code 1 (the
-// service may come back, as an unreachable broker may).
+// service may come back, as an unreachable broker may); so are a wrong
+// secret and a missing bucket, saying which. No secret is printed.
 func TestS3CheckpointsClosedPortRefusesToStart(t *testing.T) {
-	start := time.Now()
 	seeds := kafkatest.Bootstrap(t)
-	j := newS3Job(t, seeds, "s3closed", jobSpec{})
+	j := newS3Job(t, seeds, "s3refused", jobSpec{})
 	closed := "http://" + closedAddr(t)
-	env := append(append([]string{}, j.env...), "ONCEFLOW_CHECKPOINT_S3_ENDPOINT="+closed)
-	c := startChild(t, env, "run", "--config", j.cfg)
-	if !c.wait(2 * time.Minute) {
-		c.kill()
-		t.Fatalf("the processor still runs 2 minutes after starting against %s:\n%s", closed, c.tail())
+	const wrongSecret = "not-the-secret-4711"
+	for _, tc := range []struct {
+		name, endpoint, bucket, why string
+		env                         []string
+	}{
+		{"closed port", closed, j.ep.Bucket, "unreachable", []string{"ONCEFLOW_CHECKPOINT_S3_ENDPOINT=" + closed}},
+		{"wrong secret", j.ep.URL, j.ep.Bucket, "refused the credentials", []string{"ONCEFLOW_CHECKPOINT_S3_SECRET_ACCESS_KEY=" + wrongSecret}},
+		{"missing bucket", j.ep.URL, "onceflow-missing", "does not exist", []string{"ONCEFLOW_CHECKPOINT_DIR=s3://onceflow-missing/" + j.prefix}},
+	} {
+		start := time.Now()
+		env := append(append([]string{}, j.env...), tc.env...)
+		c := startChild(t, env, "run", "--config", j.cfg)
+		if !c.wait(2 * time.Minute) {
+			c.kill()
+			t.Fatalf("%s: the processor still runs 2 minutes after starting:\n%s", tc.name, c.tail())
+		}
+		out := strings.TrimSpace(c.output.String())
+		last := out[strings.LastIndex(out, "\n")+1:]
+		if code := c.cmd.ProcessState.ExitCode(); code != 1 || !strings.HasPrefix(last, "processor: ") ||
+			!strings.Contains(last, tc.endpoint) || !strings.Contains(last, "bucket "+tc.bucket) || !strings.Contains(last, tc.why) {
+			t.Fatalf("%s: exit %d; want 1 and a last line naming %s, bucket %s and %q:\n%s", tc.name, code, tc.endpoint, tc.bucket, tc.why, out)
+		}
+		if strings.Contains(out, j.ep.SecretAccessKey) || strings.Contains(out, wrongSecret) {
+			t.Fatalf("%s: the output shows a secret access key:\n%s", tc.name, out)
+		}
+		t.Logf("%s: refused in %s: %s", tc.name, time.Since(start).Round(time.Millisecond), last)
 	}
-	out := strings.TrimSpace(c.output.String())
-	last := out[strings.LastIndex(out, "\n")+1:]
-	if code := c.cmd.ProcessState.ExitCode(); code != 1 || !strings.HasPrefix(last, "processor: ") ||
-		!strings.Contains(last, closed) || !strings.Contains(last, j.ep.Bucket) {
-		t.Fatalf("exit %d; want 1 and a last line naming %s and bucket %s:\n%s", code, closed, j.ep.Bucket, out)
-	}
-	if strings.Contains(out, j.ep.SecretAccessKey) {
-		t.Fatalf("the output shows the secret access key:\n%s", out)
-	}
-	t.Logf("refused in %s: %s", time.Since(start).Round(time.Millisecond), last)
 }
 
 // closedAddr is a loopback address where nothing listens (a port just
