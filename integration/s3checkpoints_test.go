@@ -133,6 +133,21 @@ func TestS3CheckpointsKillRestartAndSavepoint(t *testing.T) {
 		t.Fatalf("after resuming from the savepoint, the output is not exactly the counts of the input: %s", d)
 	}
 	j.noLocalCheckpoints()
+
+	// The checkpoints commands read the job's S3 checkpoints (keys from
+	// the environment, as the run took them).
+	loc := "s3://" + j.ep.Bucket + "/" + j.prefix + "/" + j.name
+	list := startChild(t, j.env, "checkpoints", "list", loc)
+	if !list.wait(time.Minute) || list.err != nil || !strings.Contains(list.output.String(), saved) ||
+		!strings.Contains(list.output.String(), "complete, committed") || strings.Contains(list.output.String(), "DAMAGED") {
+		t.Fatalf("checkpoints list %s: %v; want the savepoint %s complete and committed, nothing damaged:\n%s", loc, list.err, saved, list.tail())
+	}
+	inspect := startChild(t, j.env, "checkpoints", "inspect", "s3://"+j.ep.Bucket+"/"+saved)
+	if !inspect.wait(time.Minute) || inspect.err != nil || !strings.Contains(inspect.output.String(), "savepoint ") ||
+		!strings.Contains(inspect.output.String(), "committed: its transactions are known to be committed") {
+		t.Fatalf("checkpoints inspect %s: %v:\n%s", saved, inspect.err, inspect.tail())
+	}
+	t.Logf("checkpoints list:\n%s", list.output.String())
 	t.Logf("%d input records, %d output records, exact; manifests %v; %s", len(f.sent), len(got), j.manifests(), time.Since(start).Round(time.Millisecond))
 }
 

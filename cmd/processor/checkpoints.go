@@ -8,21 +8,34 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/jobs"
 	"github.com/onceflow/onceflow/state"
 )
 
 func newCheckpointsCmd() *cobra.Command {
+	var s3f s3Flags
 	cmd := &cobra.Command{
 		Use:   "checkpoints",
 		Short: "List and inspect a job's checkpoints and savepoints",
+		Long: `List and inspect a job's checkpoints and savepoints, in its checkpoint
+directory (<checkpoint.dir>/<job.name>) or, read-only, in S3:
+s3://<bucket>/<prefix>/<job.name> for list, and a checkpoint's or
+savepoint's s3://<bucket>/<prefix>/<job.name>/manifest/<name> for inspect.
+For S3 the checkpoint.s3 keys (endpoint, region, credentials) come from the
+job's configuration file (--config), ONCEFLOW_CHECKPOINT_S3_* variables or
+--set; with neither static key set, from the AWS default chain.`,
 	}
+	cmd.PersistentFlags().StringVarP(&s3f.config, "config", "c", "", "the job's YAML configuration file, for the checkpoint.s3 keys of an s3:// location")
+	cmd.PersistentFlags().StringArrayVar(&s3f.set, "set", nil, "set a configuration key for an s3:// location (key=value; repeatable)")
 	cmd.AddCommand(&cobra.Command{
 		Use:   "list DIR",
 		Short: "List the checkpoints and savepoints in a job's checkpoint directory (<checkpoint.dir>/<job.name>), verifying each complete one's files",
@@ -37,15 +50,25 @@ STATUS is one of:
                        or corrupt: a restore cannot use it`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := jobStorage(args[0])
-			if err != nil {
-				return err
+			var st state.Storage
+			var jobDir string
+			if config.IsS3Dir(args[0]) {
+				s3, closeStore, err := openS3Job(cmd.Context(), args[0], s3f)
+				if err != nil {
+					return err
+				}
+				defer closeStore()
+				st, jobDir = s3, strings.TrimSuffix(s3.Root(), "/")
+			} else {
+				var err error
+				if st, err = jobStorage(args[0]); err != nil {
+					return err
+				}
+				if jobDir, err = filepath.Abs(args[0]); err != nil {
+					return err
+				}
 			}
 			infos, err := st.List(cmd.Context())
-			if err != nil {
-				return err
-			}
-			jobDir, err := filepath.Abs(args[0])
 			if err != nil {
 				return err
 			}
@@ -74,7 +97,13 @@ A binary refuses to restore a checkpoint whose operator state format is
 newer than its operator reads.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			md, err := loadCheckpoint(cmd.Context(), args[0])
+			var md *state.Metadata
+			var err error
+			if config.IsS3Dir(args[0]) {
+				md, err = loadS3Checkpoint(cmd.Context(), args[0], s3f)
+			} else {
+				md, err = loadCheckpoint(cmd.Context(), args[0])
+			}
 			if err != nil {
 				return err
 			}
@@ -161,6 +190,14 @@ func checkpointStatus(ctx context.Context, st state.Storage, jobDir string, in s
 		if ctx.Err() != nil {
 			return "unknown: " + reason(err)
 		}
+		if _, isS3 := st.(*s3store.Storage); isS3 {
+			// A running job's retention removed it after List when it is
+			// no longer listed.
+			if infos, lerr := st.List(ctx); lerr == nil && !slices.ContainsFunc(infos, func(i state.CheckpointInfo) bool { return i.Path == in.Path }) {
+				return "removed while listing"
+			}
+			return "DAMAGED: " + reason(err)
+		}
 		if _, serr := os.Stat(in.Path); errors.Is(serr, fs.ErrNotExist) {
 			// A running job's retention removed it after List.
 			return "removed while listing"
@@ -213,14 +250,75 @@ func loadCheckpoint(ctx context.Context, path string) (*state.Metadata, error) {
 	return st.Load(ctx, abs)
 }
 
-// refuseS3 refuses an s3:// location: the checkpoints and savepoints
-// commands read checkpoint directories only, so far. A usage error (exit
-// 2) saying where the S3 checkpoints are and how to see them meanwhile.
+// refuseS3 refuses an s3:// location in the commands that read checkpoint
+// directories only (savepoints list and prune, so far): a usage error
+// (exit 2) saying where the S3 savepoints are and how to see them.
 func refuseS3(arg string) error {
 	if !config.IsS3Dir(arg) {
 		return nil
 	}
 	return usagef("%s: checkpoints in S3 are not supported by this command yet (it reads checkpoint directories only); "+
-		"a job's S3 checkpoints and savepoints are the objects under <prefix>/<job.name>/manifest/ in the bucket "+
-		"(list them with an S3 client), and processor run resumes from the newest by itself", arg)
+		"processor checkpoints list s3://<bucket>/<prefix>/<job.name> --config <the job's file> lists a job's S3 checkpoints and savepoints, "+
+		"and processor run resumes from the newest by itself", arg)
+}
+
+// s3Flags are the checkpoints commands' way to the checkpoint.s3 keys.
+type s3Flags struct {
+	config string
+	set    []string
+}
+
+// openS3Job opens, read-only, the S3 checkpoints of the job at loc,
+// s3://<bucket>/<prefix>/<job.name>. The service is reached with the
+// checkpoint.s3 keys of the job's configuration (f.config, the
+// environment, f.set), checkpoint.dir taken from loc; the bucket is
+// checked as a run checks it. The Storage only lists and reads (its epoch,
+// 1, never writes anything: nothing here calls a method that writes).
+// The returned func closes the connection.
+func openS3Job(ctx context.Context, loc string, f s3Flags) (*s3store.Storage, func(), error) {
+	d, _, err := config.ParseS3Dir(loc)
+	if err != nil {
+		return nil, nil, usagef("%v", err)
+	}
+	prefix, job := "", d.Prefix
+	if i := strings.LastIndexByte(d.Prefix, '/'); i >= 0 {
+		prefix, job = d.Prefix[:i], d.Prefix[i+1:]
+	}
+	if job == "" {
+		return nil, nil, usagef("%s: name the job: s3://<bucket>/<prefix>/<job.name>", loc)
+	}
+	dir := config.S3Dir{Bucket: d.Bucket, Prefix: prefix}
+	// Only checkpoint.s3 matters here: the keys a job requires get
+	// stand-ins, so that the S3 keys alone (in the environment or --set)
+	// suffice; --set beats them.
+	set := append([]string{"checkpoint.dir=" + dir.String(), "job.name=" + job, "source.topic=" + job + "-in", "sink.topic=" + job + "-out"}, f.set...)
+	cfg, err := config.Load(config.Sources{File: f.config, Set: set})
+	if err != nil {
+		return nil, nil, usagef("%s: the checkpoint.s3 keys come from the job's configuration (--config, ONCEFLOW_* variables, --set): %w", loc, err)
+	}
+	store, err := jobs.OpenObjectStore(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := s3store.New(ctx, store, s3store.Options{Prefix: prefix, Job: job, Epoch: 1})
+	if err != nil {
+		_ = store.Close()
+		return nil, nil, fmt.Errorf("%s: %w", loc, err)
+	}
+	return st, func() { _ = store.Close() }, nil
+}
+
+// loadS3Checkpoint verifies and loads the checkpoint or savepoint at
+// s3://<bucket>/<prefix>/<job.name>/manifest/<name>.
+func loadS3Checkpoint(ctx context.Context, loc string, f s3Flags) (*state.Metadata, error) {
+	jobLoc, name, ok := strings.Cut(loc, "/manifest/")
+	if !ok || name == "" || strings.Contains(name, "/") {
+		return nil, usagef("%s: name a checkpoint or savepoint: s3://<bucket>/<prefix>/<job.name>/manifest/<chk-<n> or savepoint-<id>>", loc)
+	}
+	st, closeStore, err := openS3Job(ctx, jobLoc, f)
+	if err != nil {
+		return nil, err
+	}
+	defer closeStore()
+	return st.Load(ctx, name)
 }

@@ -1,23 +1,52 @@
 package main
 
 import (
+	"net"
 	"strings"
 	"testing"
 
 	"github.com/onceflow/onceflow/config"
 )
 
-func TestCheckpointCommandsRefuseS3Locations(t *testing.T) {
+func TestSavepointCommandsRefuseS3Locations(t *testing.T) {
 	const loc = "s3://bucket/prefix/job"
 	for _, args := range [][]string{
-		{"checkpoints", "list", loc},
-		{"checkpoints", "inspect", loc + "/manifest/chk-3"},
 		{"savepoints", "list", loc},
 		{"savepoints", "prune", "--keep", "1", loc},
 	} {
 		code, _, errOut := runCLI(args...)
-		if code != 2 || !strings.Contains(errOut, "checkpoints in S3 are not supported by this command yet") || !strings.Contains(errOut, "s3://bucket/prefix/job") {
+		if code != 2 || !strings.Contains(errOut, "checkpoints in S3 are not supported by this command yet") || !strings.Contains(errOut, loc) {
 			t.Errorf("%v: exit %d %q; want 2 and a refusal of the S3 location", args, code, errOut)
+		}
+	}
+}
+
+func TestCheckpointCommandsOnS3Refusals(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String()
+	ln.Close()
+	keys := []string{"--set", "checkpoint.s3.endpoint=" + closed, "--set", "checkpoint.s3.path_style=true",
+		"--set", "checkpoint.s3.access_key_id=AKID", "--set", "checkpoint.s3.secret_access_key=s3cr3t"}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want []string
+	}{
+		{append([]string{"checkpoints", "list", "s3://bucket/prefix/job"}, keys...), 1, []string{closed, "bucket", "unreachable"}},
+		{append([]string{"checkpoints", "inspect", "s3://bucket/prefix/job/manifest/chk-3"}, keys...), 1, []string{closed, "unreachable"}},
+		{append([]string{"checkpoints", "inspect", "s3://bucket/prefix/job/chk-3"}, keys...), 2, []string{"name a checkpoint or savepoint: s3://<bucket>/<prefix>/<job.name>/manifest/"}},
+		{[]string{"checkpoints", "list", "s3://bucket/prefix/job", "--set", "checkpoint.s3.endpoint=ftp://x"}, 2, []string{"checkpoint.s3.endpoint", "ftp://x"}},
+	} {
+		code, _, errOut := runCLI(tc.args...)
+		ok := code == tc.code && !strings.Contains(errOut, "s3cr3t")
+		for _, w := range tc.want {
+			ok = ok && strings.Contains(errOut, w)
+		}
+		if !ok {
+			t.Errorf("%v: exit %d %q; want %d with %q", tc.args, code, errOut, tc.code, tc.want)
 		}
 	}
 }
