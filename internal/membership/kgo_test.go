@@ -486,3 +486,68 @@ func TestMemberRefusedByLeader(t *testing.T) {
 		t.Fatalf("the running member saw %d callbacks, want only its first assignment: %+v", len(tr.events), tr.events)
 	}
 }
+
+// committer is a Handler that commits the offsets of the groups it gives
+// up from inside Revoked, as a final checkpoint would.
+type committer struct {
+	recorder
+	m *Member
+}
+
+func (c *committer) Revoked(ctx context.Context, groups []int) {
+	offsets := map[string]map[int32]int64{"in": {}}
+	for _, p := range PartitionsOf(groups, 8, map[string]int32{"in": 8}, 8)["in"] {
+		offsets["in"][p] = 100 + int64(p)
+	}
+	owned := c.m.Owned()
+	for _, g := range groups {
+		if !slices.Contains(owned, g) {
+			panic(fmt.Sprintf("Owned() in Revoked(%v) = %v: the groups being revoked are still owned", groups, owned))
+		}
+	}
+	if err := c.m.CommitOffsets(ctx, offsets); err != nil {
+		panic(err)
+	}
+	c.recorder.Revoked(ctx, groups)
+}
+
+// The Handler may call Owned and CommitOffsets from its callbacks: the
+// final offsets of revoked groups are committed while still owned.
+func TestCommitInRevoke(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tr := newTracker()
+	h := &committer{recorder: recorder{"a", tr}}
+	a, err := New(testConfig(c.ListenAddrs(), "job", "in", h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.m = a
+	defer a.Close(ctx)
+	if err := a.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(testConfig(c.ListenAddrs(), "job", "in", recorder{"b", tr}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	if err := b.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	by := tr.waitLayout(t, []string{"a", "b"}, []int{4, 4}, 30*time.Second)
+	committed, err := kadm.NewClient(kafkatest.Client(t, c.ListenAddrs())).FetchOffsets(ctx, "job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range PartitionsOf(by["b"], 8, map[string]int32{"in": 8}, 8)["in"] {
+		if got, ok := committed.Lookup("in", p); !ok || got.At != 100+int64(p) {
+			t.Fatalf("committed in[%d] = %+v, want %d (committed in a's Revoked)", p, got, 100+p)
+		}
+	}
+}

@@ -192,7 +192,7 @@ type Member struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex // guards cl, joined, closed, lastErr
+	mu       sync.Mutex // guards cl, started, closed, lastErr, refusal, owned
 	cl       *kgo.Client
 	started  bool
 	closed   bool
@@ -204,7 +204,9 @@ type Member struct {
 	ctx    context.Context // Assigned's ctx; ends at Close
 	cancel context.CancelFunc
 
-	cbMu  sync.Mutex     // one callback at a time; guards owned
+	// cbMu makes the Handler's calls one at a time. Owned and
+	// CommitOffsets do not take it, so the Handler may call them.
+	cbMu  sync.Mutex
 	owned map[int]string // group -> the member id it was assigned under
 
 	closeOnce sync.Once
@@ -334,8 +336,8 @@ func (m *Member) checkTopics(ctx context.Context) error {
 // Owned returns the groups the member owns now, ascending: assigned and not
 // yet revoked or lost.
 func (m *Member) Owned() []int {
-	m.cbMu.Lock()
-	defer m.cbMu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	return sortedKeys(m.owned)
 }
 
@@ -370,30 +372,28 @@ func (m *Member) Close(ctx context.Context) error {
 // here, naming the topic, partition and group; so are topics that are not
 // inputs. It returns the first partition error the coordinator answered.
 func (m *Member) CommitOffsets(ctx context.Context, offsets map[string]map[int32]int64) error {
+	commit := make(map[string]map[int32]kgo.EpochOffset, len(offsets))
 	m.mu.Lock()
 	cl := m.cl
-	m.mu.Unlock()
-	if cl == nil {
-		return fmt.Errorf("membership: group %s: commit: not joined", m.cfg.GroupID)
-	}
-	commit := make(map[string]map[int32]kgo.EpochOffset, len(offsets))
-	m.cbMu.Lock()
 	for t, ps := range offsets {
 		if !slices.Contains(m.cfg.Topics, t) {
-			m.cbMu.Unlock()
+			m.mu.Unlock()
 			return fmt.Errorf("membership: group %s: commit: %s is not an input topic (%s)", m.cfg.GroupID, t, strings.Join(m.cfg.Topics, ", "))
 		}
 		commit[t] = make(map[int32]kgo.EpochOffset, len(ps))
 		for p, o := range ps {
 			g := int(p) % m.cfg.Groups
 			if _, ok := m.owned[g]; !ok {
-				m.cbMu.Unlock()
+				m.mu.Unlock()
 				return fmt.Errorf("membership: group %s: commit: %s[%d] offset %d: partition group %d is not owned by this member", m.cfg.GroupID, t, p, o, g)
 			}
 			commit[t][p] = kgo.EpochOffset{Epoch: -1, Offset: o}
 		}
 	}
-	m.cbMu.Unlock()
+	m.mu.Unlock()
+	if cl == nil {
+		return fmt.Errorf("membership: group %s: commit: not joined", m.cfg.GroupID)
+	}
 	var err error
 	cl.CommitOffsetsSync(ctx, commit, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, cerr error) {
 		if cerr != nil {
@@ -444,13 +444,16 @@ func (m *Member) onAssigned(_ context.Context, cl *kgo.Client, partitions map[st
 	m.cbMu.Lock()
 	defer m.cbMu.Unlock()
 	id, _ := cl.GroupMetadata()
+	m.mu.Lock()
 	for _, g := range groups {
 		if _, ok := m.owned[g]; ok {
 			m.log.Error("partition group assigned again while owned", "partition_group", g)
 		}
 		m.owned[g] = id
 	}
-	m.log.Info("partition groups assigned", "partition_groups", groups, "owned", sortedKeys(m.owned))
+	owned := sortedKeys(m.owned)
+	m.mu.Unlock()
+	m.log.Info("partition groups assigned", "partition_groups", groups, "owned", owned)
 	m.cfg.Handler.Assigned(m.ctx, groups)
 }
 
@@ -468,7 +471,7 @@ func (m *Member) onRevoked(_ context.Context, cl *kgo.Client, partitions map[str
 	}
 	id, _ := cl.GroupMetadata()
 	var revoked, lost []int
-	m.cbMu.Lock()
+	m.mu.Lock()
 	for _, g := range groups {
 		if was, ok := m.owned[g]; ok && was != id {
 			lost = append(lost, g)
@@ -476,7 +479,7 @@ func (m *Member) onRevoked(_ context.Context, cl *kgo.Client, partitions map[str
 			revoked = append(revoked, g)
 		}
 	}
-	m.cbMu.Unlock()
+	m.mu.Unlock()
 	if len(lost) > 0 {
 		m.log.Warn("partition groups revoked after this member was removed from the group and rejoined under a new member id: they have moved already; delivering them as lost", "partition_groups", lost, "member_id", id)
 		m.giveUp("lost", lost, m.cfg.Handler.Lost)
@@ -506,9 +509,11 @@ func (m *Member) giveUp(how string, groups []int, call func(context.Context, []i
 	call(ctx, groups)
 	stop()
 	cancel()
+	m.mu.Lock()
 	for _, g := range groups {
 		delete(m.owned, g)
 	}
+	m.mu.Unlock()
 	m.log.Info("partition groups stopped", "how", how, "partition_groups", groups, "took", time.Since(start).Round(time.Millisecond))
 }
 
