@@ -127,10 +127,26 @@ func TestS3CheckpointsKillRestartAndSavepoint(t *testing.T) {
 		t.Fatalf("the run after the stop did not restore the savepoint %s:\n%s", saved, c.tail())
 	}
 	c.stop(time.Minute)
+	out := strings.TrimSpace(c.output.String())
+	saved2 := out[strings.LastIndex(out, "\n")+1:]
+	kafkatest.OpenTransactionsHoldNothing(t, seeds, j.out)
+	if d := checkWordCount(f.sent, j.output()); d != "" {
+		t.Fatalf("after resuming from the savepoint, the output is not exactly the counts of the input: %s", d)
+	}
+
+	// run --from s3://<bucket>/<key> of the newest savepoint: adopted,
+	// restored, and nothing replayed.
+	f.produce(t, 50)
+	c = j.run(j.env, "--from", "s3://"+j.ep.Bucket+"/"+saved2)
+	j.waitOutput(c, "run --from the second savepoint", wordsIn(f.sent), 2*time.Minute)
+	if out := c.output.String(); !strings.Contains(out, "restored_from="+saved2) {
+		t.Fatalf("run --from s3://%s/%s did not restore an adopted copy of it:\n%s", j.ep.Bucket, saved2, c.tail())
+	}
+	c.stop(time.Minute)
 	kafkatest.OpenTransactionsHoldNothing(t, seeds, j.out)
 	got := j.output()
 	if d := checkWordCount(f.sent, got); d != "" {
-		t.Fatalf("after resuming from the savepoint, the output is not exactly the counts of the input: %s", d)
+		t.Fatalf("after run --from the newest savepoint, the output is not exactly the counts of the input: %s", d)
 	}
 	j.noLocalCheckpoints()
 
