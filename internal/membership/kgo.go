@@ -106,8 +106,13 @@ func (b groupBalancer) MemberBalancer(members []kmsg.JoinGroupResponseMember) (k
 		}
 		// Claims: the user data's groups and those of the owned
 		// partitions (the same set when both come from this package;
-		// the union is the safe side otherwise).
-		for _, g := range GroupsOf(ownedMap(meta.OwnedPartitions), b.g) {
+		// the union is the safe side otherwise). A member of another G
+		// numbers its groups differently: only its partitions count.
+		byParts := GroupsOf(ownedMap(meta.OwnedPartitions), b.g)
+		if G != b.g {
+			groups = nil
+		}
+		for _, g := range byParts {
 			if !slices.Contains(groups, g) {
 				groups = append(groups, g)
 			}
@@ -184,6 +189,21 @@ func (b *memberBalancer) BalanceOrError(counts map[string]int32) (kgo.IntoSyncAs
 	plan, err := Balancer{Groups: b.g}.Assign(states, partitions)
 	if err != nil {
 		return nil, err
+	}
+	// A refused member may still run groups it claims (it was assigned
+	// them under another leader): nobody gets them until it gave them up.
+	for _, m := range b.members {
+		if _, ok := refused[m.state.ID]; !ok {
+			continue
+		}
+		for _, g := range m.state.Groups {
+			for id, gs := range plan.Groups {
+				if i := slices.Index(gs, g); i >= 0 {
+					plan.Groups[id] = slices.Delete(gs, i, i+1)
+					plan.Partitions[id] = PartitionsOf(plan.Groups[id], b.g, partitions, partitions[ref[0]])
+				}
+			}
+		}
 	}
 	out := make(syncAssignment, 0, len(b.members))
 	for _, m := range b.members {
