@@ -163,7 +163,12 @@ func TestS3CheckpointsKillRestartAndSavepoint(t *testing.T) {
 		!strings.Contains(inspect.output.String(), "committed: its transactions are known to be committed") {
 		t.Fatalf("checkpoints inspect %s: %v:\n%s", saved, inspect.err, inspect.tail())
 	}
-	t.Logf("checkpoints list:\n%s", list.output.String())
+	sps := startChild(t, j.env, "savepoints", "list", loc)
+	if !sps.wait(time.Minute) || sps.err != nil || !strings.Contains(sps.output.String(), saved) ||
+		!strings.Contains(sps.output.String(), "complete, committed") || strings.Contains(sps.output.String(), "DAMAGED") {
+		t.Fatalf("savepoints list %s: %v; want the savepoint %s complete and committed, nothing damaged:\n%s", loc, sps.err, saved, sps.tail())
+	}
+	t.Logf("checkpoints list:\n%s\nsavepoints list:\n%s", list.output.String(), sps.output.String())
 	t.Logf("%d input records, %d output records, exact; manifests %v; %s", len(f.sent), len(got), j.manifests(), time.Since(start).Round(time.Millisecond))
 }
 

@@ -251,14 +251,14 @@ func loadCheckpoint(ctx context.Context, path string) (*state.Metadata, error) {
 }
 
 // refuseS3 refuses an s3:// location in the commands that read checkpoint
-// directories only (savepoints list and prune, so far): a usage error
-// (exit 2) saying where the S3 savepoints are and how to see them.
+// directories only (savepoints prune, so far): a usage error (exit 2)
+// saying how to see the S3 checkpoints instead.
 func refuseS3(arg string) error {
 	if !config.IsS3Dir(arg) {
 		return nil
 	}
 	return usagef("%s: checkpoints in S3 are not supported by this command yet (it reads checkpoint directories only); "+
-		"processor checkpoints list s3://<bucket>/<prefix>/<job.name> --config <the job's file> lists a job's S3 checkpoints and savepoints, "+
+		"processor checkpoints list and savepoints list s3://<bucket>/<prefix>/<job.name> --config <the job's file> list a job's S3 checkpoints and savepoints, "+
 		"and processor run resumes from the newest by itself", arg)
 }
 

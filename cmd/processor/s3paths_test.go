@@ -8,10 +8,9 @@ import (
 	"github.com/onceflow/onceflow/config"
 )
 
-func TestSavepointCommandsRefuseS3Locations(t *testing.T) {
+func TestSavepointsPruneRefusesS3Locations(t *testing.T) {
 	const loc = "s3://bucket/prefix/job"
 	for _, args := range [][]string{
-		{"savepoints", "list", loc},
 		{"savepoints", "prune", "--keep", "1", loc},
 	} {
 		code, _, errOut := runCLI(args...)
@@ -37,6 +36,7 @@ func TestCheckpointCommandsOnS3Refusals(t *testing.T) {
 	}{
 		{append([]string{"checkpoints", "list", "s3://bucket/prefix/job"}, keys...), 1, []string{closed, "bucket", "unreachable"}},
 		{append([]string{"checkpoints", "inspect", "s3://bucket/prefix/job/manifest/chk-3"}, keys...), 1, []string{closed, "unreachable"}},
+		{append([]string{"savepoints", "list", "s3://bucket/prefix/job"}, keys...), 1, []string{closed, "bucket", "unreachable"}},
 		{append([]string{"checkpoints", "inspect", "s3://bucket/prefix/job/chk-3"}, keys...), 2, []string{"name a checkpoint or savepoint: s3://<bucket>/<prefix>/<job.name>/manifest/"}},
 		{[]string{"checkpoints", "list", "s3://bucket/prefix/job", "--set", "checkpoint.s3.endpoint=ftp://x"}, 2, []string{"checkpoint.s3.endpoint", "ftp://x"}},
 	} {

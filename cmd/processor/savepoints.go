@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/onceflow/onceflow/checkpoint/s3store"
+	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/internal/joblock"
 	"github.com/onceflow/onceflow/state"
 )
@@ -23,23 +26,39 @@ func newSavepointsCmd() *cobra.Command {
 		Use:   "savepoints",
 		Short: "List a job's savepoints, or remove the oldest beyond a count",
 	}
-	cmd.AddCommand(&cobra.Command{
+	var s3f s3Flags
+	list := &cobra.Command{
 		Use:   "list DIR",
 		Short: "List the savepoints in a job's checkpoint directory (<checkpoint.dir>/<job.name>), oldest first",
 		Long: `List the savepoints in a job's checkpoint directory
 (<checkpoint.dir>/<job.name>), oldest first, from their metadata: when each
 was taken, the size of its state, and which one is the job's newest restore
 point (a plain run resumes from it). It writes nothing and may run while
-the job does. processor checkpoints list also verifies every state file.`,
+the job does. processor checkpoints list also verifies every state file.
+
+DIR may be a job's S3 location, s3://<bucket>/<prefix>/<job.name>, read with
+the checkpoint.s3 keys of --config, ONCEFLOW_CHECKPOINT_S3_* or --set; there
+each savepoint's metadata is read through a load, which verifies its files.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := jobStorage(args[0])
-			if err != nil {
-				return err
-			}
-			infos, err := state.ListSavepoints(cmd.Context(), st)
-			if err != nil {
-				return err
+			var infos []state.SavepointInfo
+			if config.IsS3Dir(args[0]) {
+				st, closeStore, err := openS3Job(cmd.Context(), args[0], s3f)
+				if err != nil {
+					return err
+				}
+				defer closeStore()
+				if infos, err = s3Savepoints(cmd.Context(), st); err != nil {
+					return err
+				}
+			} else {
+				st, err := jobStorage(args[0])
+				if err != nil {
+					return err
+				}
+				if infos, err = state.ListSavepoints(cmd.Context(), st); err != nil {
+					return err
+				}
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tTAKEN\tSIZE\tPATH\tSTATUS")
@@ -48,7 +67,10 @@ the job does. processor checkpoints list also verifies every state file.`,
 			}
 			return w.Flush()
 		},
-	})
+	}
+	list.Flags().StringVarP(&s3f.config, "config", "c", "", "the job's YAML configuration file, for the checkpoint.s3 keys of an s3:// location")
+	list.Flags().StringArrayVar(&s3f.set, "set", nil, "set a configuration key for an s3:// location (key=value; repeatable)")
+	cmd.AddCommand(list)
 	var keep int
 	var dryRun bool
 	prune := &cobra.Command{
@@ -183,4 +205,55 @@ func formatBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", v, "KMGT"[exp])
+}
+
+// s3Savepoints lists the savepoints of an S3 storage as state.ListSavepoints
+// lists a directory's: oldest first, the newest intact checkpoint or
+// savepoint marked as the restore point. Each complete savepoint is loaded
+// (its files verified) for its time and size; one that fails to load is
+// listed as damaged with the reason.
+func s3Savepoints(ctx context.Context, st *s3store.Storage) ([]state.SavepointInfo, error) {
+	infos, err := st.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var restore int64 = -1
+	for _, in := range infos {
+		if in.Complete && !in.Damaged {
+			restore = max(restore, in.ID)
+		}
+	}
+	var out []state.SavepointInfo
+	for _, in := range infos {
+		if !in.Savepoint {
+			continue
+		}
+		sp := state.SavepointInfo{CheckpointInfo: in, RestorePoint: in.ID == restore && in.Complete && !in.Damaged}
+		if in.Complete && !in.Damaged {
+			md, err := st.Load(ctx, in.Path)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, err
+				}
+				sp.Damaged, sp.Err, sp.RestorePoint = true, err, false
+			} else {
+				sp.Taken, sp.Committed = md.Timestamp, md.Committed
+				for _, op := range md.Operators {
+					for _, sub := range op.Subtasks {
+						for _, h := range []*state.Handle{sub.Keyed, sub.Operator} {
+							if h == nil {
+								continue
+							}
+							sp.Bytes += int64(len(h.Inline))
+							for _, f := range h.Files {
+								sp.Bytes += f.Size
+							}
+						}
+					}
+				}
+			}
+		}
+		out = append(out, sp)
+	}
+	return out, nil
 }
