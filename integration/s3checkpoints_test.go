@@ -98,8 +98,11 @@ func TestS3CheckpointsKillRestartAndSavepoint(t *testing.T) {
 		j.flowUntil(c, what, len(j.output())+300, 20)
 		// Let a few checkpoints complete past the output seen.
 		time.Sleep(500 * time.Millisecond)
-		if kill == 0 && !strings.Contains(c.output.String(), "checkpoints in S3") {
-			t.Fatalf("%s: the processor did not say it keeps checkpoints in S3:\n%s", what, c.tail())
+		if !strings.Contains(c.output.String(), fmt.Sprintf("msg=\"checkpoints in S3\" location=s3://%s/%s/%s", j.ep.Bucket, j.prefix, j.name)) {
+			t.Fatalf("%s: the processor did not say where in S3 it keeps checkpoints:\n%s", what, c.tail())
+		}
+		if strings.Contains(c.output.String(), "fenced") {
+			t.Fatalf("%s: a single processor logged a fence:\n%s", what, c.tail())
 		}
 		c.kill()
 		t.Logf("%s: killed with SIGKILL; manifests %v", what, j.manifests())
@@ -110,6 +113,9 @@ func TestS3CheckpointsKillRestartAndSavepoint(t *testing.T) {
 	c := j.run(j.env)
 	j.waitOutput(c, "run after the kills", wordsIn(f.sent), 2*time.Minute)
 	c.stop(time.Minute)
+	if strings.Contains(c.output.String(), "fenced") {
+		t.Fatalf("run after the kills: a single processor logged a fence:\n%s", c.tail())
+	}
 	saved := strings.TrimSpace(c.output.String()[strings.LastIndex(strings.TrimSpace(c.output.String()), "\n")+1:])
 	if !strings.Contains(saved, j.name+"/manifest/savepoint-") {
 		t.Fatalf("the stop printed %q, not the S3 key of a savepoint of job %s:\n%s", saved, j.name, c.tail())

@@ -56,13 +56,14 @@ func newStorage(ctx context.Context, cfg *config.Config, log *slog.Logger) (stat
 	if err != nil {
 		return nil, err
 	}
-	opts := s3store.Options{Prefix: dir.Prefix, Job: cfg.Job.Name, Epoch: 1, Retained: ck.Retain, Logf: logf}
+	// The probe only reads the epochs: it would log itself fenced by them.
+	opts := s3store.Options{Prefix: dir.Prefix, Job: cfg.Job.Name, Epoch: 1, Retained: ck.Retain}
 	probe, err := s3store.New(ctx, store, opts)
 	if err != nil {
 		_ = store.Close()
 		return nil, fmt.Errorf("checkpoint.dir %s: %w", dir.Job(cfg.Job.Name), err)
 	}
-	opts.Epoch = probe.NewestEpoch() + 1
+	opts.Epoch, opts.Logf = probe.NewestEpoch()+1, logf
 	st, err := s3store.New(ctx, store, opts)
 	if err != nil {
 		_ = store.Close()
