@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
+
+	"github.com/onceflow/onceflow/internal/objstore"
 )
 
 // S3Scheme starts a checkpoint.dir that selects S3 storage.
@@ -55,7 +57,7 @@ func ParseS3Dir(dir string) (d S3Dir, ok bool, err error) {
 		return S3Dir{}, true, fmt.Errorf("%q: an s3:// checkpoint.dir is s3://<bucket>/<prefix>, without credentials, query, fragment, backslashes or spaces", dir)
 	}
 	bucket, prefix, _ := strings.Cut(rest, "/")
-	if err := checkBucket(bucket); err != nil {
+	if err := objstore.ValidBucket(bucket); err != nil {
 		return S3Dir{}, true, fmt.Errorf("%q: bucket %q: %v", dir, bucket, err)
 	}
 	prefix = strings.TrimSuffix(prefix, "/")
@@ -67,24 +69,6 @@ func ParseS3Dir(dir string) (d S3Dir, ok bool, err error) {
 		}
 	}
 	return S3Dir{Bucket: bucket, Prefix: prefix}, true, nil
-}
-
-// checkBucket applies S3's bucket naming rules.
-func checkBucket(b string) error {
-	if len(b) < 3 || len(b) > 63 {
-		return fmt.Errorf("a bucket name has 3 to 63 characters")
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
-		if !alnum && c != '.' && c != '-' {
-			return fmt.Errorf("a bucket name holds lowercase letters, digits, '.' and '-', not %q", c)
-		}
-		if !alnum && (i == 0 || i == len(b)-1) {
-			return fmt.Errorf("a bucket name starts and ends with a letter or digit")
-		}
-	}
-	return nil
 }
 
 // validateS3 checks checkpoint.dir and checkpoint.s3.*: with an s3://

@@ -136,7 +136,7 @@ func (o Options) withDefaults() Options {
 // holds no certificate, half of the static credentials, and negative or
 // out-of-range numbers. It makes no request.
 func (o Options) Validate() error {
-	if err := validBucket(o.Bucket); err != nil {
+	if err := ValidBucket(o.Bucket); err != nil {
 		return fmt.Errorf("objstore: Options.Bucket %q: %w", o.Bucket, err)
 	}
 	if o.Endpoint != "" {
@@ -172,10 +172,10 @@ func (o Options) Validate() error {
 	return nil
 }
 
-// validBucket applies S3's bucket naming rules: 3 to 63 characters of
+// ValidBucket applies S3's bucket naming rules: 3 to 63 characters of
 // lowercase letters, digits, '.' and '-', starting and ending with a letter
-// or digit.
-func validBucket(b string) error {
+// or digit. The error says which rule b breaks.
+func ValidBucket(b string) error {
 	if len(b) < 3 || len(b) > 63 {
 		return errors.New("a bucket name has 3 to 63 characters")
 	}
