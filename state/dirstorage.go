@@ -355,27 +355,6 @@ func forEachRef(md *Metadata, fn func(FileRef)) {
 	}
 }
 
-func mapRefs(md *Metadata, fn func(FileRef) (FileRef, error)) error {
-	for i := range md.Operators {
-		for j := range md.Operators[i].Subtasks {
-			st := &md.Operators[i].Subtasks[j]
-			for _, h := range []*Handle{st.Keyed, st.Operator} {
-				if h == nil {
-					continue
-				}
-				for k, r := range h.Files {
-					nr, err := fn(r)
-					if err != nil {
-						return err
-					}
-					h.Files[k] = nr
-				}
-			}
-		}
-	}
-	return nil
-}
-
 // Writer implements Storage. It fails for a checkpoint that was aborted
 // or is not newer than the newest completed one. It does no I/O (it runs
 // at the barrier): the subtask's directory is created with its first
@@ -928,7 +907,7 @@ func (s *dirStorage) moveToSavepoint(md *Metadata, chkRel, spRel string) error {
 	}
 	syncs = append(syncs, parents...)
 	copied := false
-	err = mapRefs(md, func(r FileRef) (FileRef, error) {
+	err = md.MapFileRefs(func(r FileRef) (FileRef, error) {
 		if rest, ok := strings.CutPrefix(r.Path, chkRel+string(filepath.Separator)); ok {
 			r.Path = filepath.Join(spRel, rest)
 			return r, nil
@@ -1253,7 +1232,7 @@ func (s *dirStorage) Load(ctx context.Context, path string) (*Metadata, error) {
 		return nil, fmt.Errorf("load %s: %w", path, err)
 	}
 	if jobRoot := filepath.Dir(p); jobRoot != s.root {
-		_ = mapRefs(md, func(r FileRef) (FileRef, error) {
+		_ = md.MapFileRefs(func(r FileRef) (FileRef, error) {
 			if !filepath.IsAbs(r.Path) {
 				r.Path = filepath.Join(jobRoot, r.Path)
 			}
@@ -1741,7 +1720,7 @@ func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Met
 	// copies created (in their parents) and those the copies are in. They
 	// are synced after the copies' fsyncs, which commit most of them.
 	var syncs []string
-	err = mapRefs(out, func(r FileRef) (FileRef, error) {
+	err = out.MapFileRefs(func(r FileRef) (FileRef, error) {
 		if r.Inline {
 			return r, nil
 		}

@@ -227,3 +227,27 @@ type FileWriter interface {
 	// Abort removes the partial file.
 	Abort()
 }
+
+// MapFileRefs replaces every file reference of md's snapshots (keyed and
+// operator state, inline files too) with fn's answer; the first error of
+// fn stops it and is returned, with the references before it replaced.
+func (md *Metadata) MapFileRefs(fn func(FileRef) (FileRef, error)) error {
+	for i := range md.Operators {
+		for j := range md.Operators[i].Subtasks {
+			st := &md.Operators[i].Subtasks[j]
+			for _, h := range []*Handle{st.Keyed, st.Operator} {
+				if h == nil {
+					continue
+				}
+				for k, r := range h.Files {
+					nr, err := fn(r)
+					if err != nil {
+						return err
+					}
+					h.Files[k] = nr
+				}
+			}
+		}
+	}
+	return nil
+}

@@ -174,7 +174,7 @@ func (s *Storage) publish(ctx context.Context, name string, md *state.Metadata) 
 func (s *Storage) copyToSavepoint(ctx context.Context, md *state.Metadata, inf *inflight) error {
 	base := dataDir + savepointName(md.CheckpointID) + "/" + s.token + "/"
 	chkBase := dataDir + chkName(md.CheckpointID) + "/"
-	return mapRefs(md, func(r state.FileRef) (state.FileRef, error) {
+	return md.MapFileRefs(func(r state.FileRef) (state.FileRef, error) {
 		if r.Inline {
 			return r, nil
 		}

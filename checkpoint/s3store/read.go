@@ -379,7 +379,7 @@ func (s *Storage) Adopt(ctx context.Context, md *state.Metadata, newID int64) (*
 	out.RestoredFrom, out.Supersedes, out.WriterVersion = md.Path, md.Supersedes, md.WriterVersion
 	srcData := dataDir + srcName + "/"
 	dst := dataDir + chkName(newID) + "/" + s.token + "/"
-	err = mapRefs(&out, func(r state.FileRef) (state.FileRef, error) {
+	err = out.MapFileRefs(func(r state.FileRef) (state.FileRef, error) {
 		if r.Inline {
 			return r, nil
 		}

@@ -465,34 +465,12 @@ func sharedBase(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
 
 // forEachRef calls fn with every stored (not inline) file md names.
 func forEachRef(md *state.Metadata, fn func(state.FileRef)) {
-	_ = mapRefs(md, func(r state.FileRef) (state.FileRef, error) {
+	_ = md.MapFileRefs(func(r state.FileRef) (state.FileRef, error) {
 		if !r.Inline {
 			fn(r)
 		}
 		return r, nil
 	})
-}
-
-// mapRefs replaces every file reference of md (inline ones too) with fn's.
-func mapRefs(md *state.Metadata, fn func(state.FileRef) (state.FileRef, error)) error {
-	for i := range md.Operators {
-		for j := range md.Operators[i].Subtasks {
-			st := &md.Operators[i].Subtasks[j]
-			for _, h := range []*state.Handle{st.Keyed, st.Operator} {
-				if h == nil {
-					continue
-				}
-				for k, r := range h.Files {
-					nr, err := fn(r)
-					if err != nil {
-						return err
-					}
-					h.Files[k] = nr
-				}
-			}
-		}
-	}
-	return nil
 }
 
 // inflightLocked returns checkpoint id's in-flight record, creating it for
