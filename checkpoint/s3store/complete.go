@@ -52,12 +52,8 @@ func (s *Storage) Complete(ctx context.Context, md *state.Metadata) error {
 	}
 	inf := s.pending[id]
 	s.mu.Unlock()
-	fence, err := s.refresh(ctx)
-	if err != nil {
+	if err := s.current(ctx); err != nil {
 		return fail(err)
-	}
-	if fence != nil {
-		return fail(fence)
 	}
 	s.mu.Lock()
 	newest := s.newest

@@ -169,12 +169,8 @@ func (s *Storage) MarkCommitted(ctx context.Context, checkpointID int64) error {
 	}
 	s.completeMu.Lock()
 	defer s.completeMu.Unlock()
-	fence, err := s.refresh(ctx)
-	if err != nil {
+	if err := s.current(ctx); err != nil {
 		return fail(err)
-	}
-	if fence != nil {
-		return fail(fence)
 	}
 	s.mu.Lock()
 	var m *manifest
@@ -218,12 +214,8 @@ func (s *Storage) DiscardAll() error {
 	fail := func(err error) error { return s.errorf("discard: %w", err) }
 	s.completeMu.Lock()
 	defer s.completeMu.Unlock()
-	fence, err := s.refresh(ctx)
-	if err != nil {
+	if err := s.current(ctx); err != nil {
 		return fail(err)
-	}
-	if fence != nil {
-		return fail(fence)
 	}
 	rec, err := s.discarded(ctx)
 	if err != nil {
@@ -342,12 +334,8 @@ func (s *Storage) Adopt(ctx context.Context, md *state.Metadata, newID int64) (*
 	}
 	s.completeMu.Lock()
 	defer s.completeMu.Unlock()
-	fence, err := s.refresh(ctx)
-	if err != nil {
+	if err := s.current(ctx); err != nil {
 		return fail(err)
-	}
-	if fence != nil {
-		return fail(fence)
 	}
 	s.mu.Lock()
 	if newID <= s.newest || s.pending[newID] != nil || s.aborted[newID] {

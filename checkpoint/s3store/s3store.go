@@ -344,6 +344,17 @@ func (s *Storage) readManifest(ctx context.Context, name string) (*manifest, err
 	return m, nil
 }
 
+// current brings the view of the manifests up to date (refresh) before
+// a write: it returns the refresh's failure or, when a newer owner wrote,
+// the fence.
+func (s *Storage) current(ctx context.Context) error {
+	fence, err := s.refresh(ctx)
+	if err != nil {
+		return err
+	}
+	return fence
+}
+
 // refresh lists manifest/, reads the manifests not cached yet, drops the
 // ones gone, and recomputes the retained checkpoints and shared references.
 // It returns the fence, if a manifest of a higher epoch exists (also
