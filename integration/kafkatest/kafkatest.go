@@ -277,6 +277,16 @@ func sanitize(name string) string {
 // ReadCommitted reads every record of topic visible to read_committed
 // readers, up to each partition's last stable offset at the time of the
 // call, in partition and offset order.
+//
+// It reads read_uncommitted up to the high watermark and decides each
+// transactional record by its producer's next marker, rather than reading
+// read_committed up to the last stable offset: a read_committed reader
+// drops aborted data, so when the record just below the last stable offset
+// belongs to a transaction aborted after the open one began (two
+// producers, interleaved), it would never learn that it reached the end.
+// Every transaction with data below the last stable offset has its marker
+// below the high watermark listed after it, since the broker holds the
+// last stable offset back until a marker is replicated.
 func ReadCommitted(t testing.TB, seeds []string, topic string) []*kgo.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -286,33 +296,60 @@ func ReadCommitted(t testing.TB, seeds []string, topic string) []*kgo.Record {
 	if err != nil {
 		t.Fatalf("kafkatest: last stable offsets of %s: %v", topic, err)
 	}
+	hwm, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatalf("kafkatest: high watermarks of %s: %v", topic, err)
+	}
 	want := map[int32]int64{}
-	lso.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
+	hwm.Each(func(o kadm.ListedOffset) {
+		if lsoOf(lso, topic, o.Partition) > 0 {
 			want[o.Partition] = o.Offset
 		}
 	})
-	// Control records (transaction markers) are kept so that the read
-	// position is known exactly: a partition is done once the position
-	// reaches its last stable offset, markers included.
-	cl := Client(t, seeds, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	cl := Client(t, seeds, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadUncommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
 	var out []*kgo.Record
+	// open holds each partition's transactional records per producer id
+	// until that producer's next marker decides them.
+	open := map[int32]map[int64][]*kgo.Record{}
 	for len(want) > 0 {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatalf("kafkatest: reading %s: still waiting for partitions %v", topic, want)
+			t.Fatalf("kafkatest: reading %s: still waiting for partitions (at their high watermark) %v", topic, want)
 		}
 		fs.EachError(func(_ string, p int32, err error) { t.Fatalf("kafkatest: fetching %s/%d: %v", topic, p, err) })
 		fs.EachRecord(func(r *kgo.Record) {
-			if end, ok := want[r.Partition]; ok && r.Offset+1 >= end {
+			end, reading := want[r.Partition]
+			if !reading {
+				return
+			}
+			if r.Offset+1 >= end {
 				delete(want, r.Partition)
 			}
-			if !r.Attrs.IsControl() && r.Offset < lsoOf(lso, topic, r.Partition) {
+			if r.Offset >= end {
+				return
+			}
+			byProducer := open[r.Partition]
+			if byProducer == nil {
+				byProducer = map[int64][]*kgo.Record{}
+				open[r.Partition] = byProducer
+			}
+			switch {
+			case r.Attrs.IsControl():
+				// The key of a transaction marker is a version and a
+				// type, both int16: type 1 commits, 0 aborts.
+				if len(r.Key) >= 4 && r.Key[3] == 1 {
+					out = append(out, byProducer[r.ProducerID]...)
+				}
+				delete(byProducer, r.ProducerID)
+			case r.Attrs.IsTransactional():
+				byProducer[r.ProducerID] = append(byProducer[r.ProducerID], r)
+			default:
 				out = append(out, r)
 			}
 		})
 	}
+	out = slices.DeleteFunc(out, func(r *kgo.Record) bool { return r.Offset >= lsoOf(lso, topic, r.Partition) })
 	slices.SortFunc(out, func(a, b *kgo.Record) int {
 		if a.Partition != b.Partition {
 			return int(a.Partition - b.Partition)
