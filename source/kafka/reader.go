@@ -110,6 +110,42 @@ type ReaderOptions struct {
 	// cluster rides out an outage for its tolerance (nil: a tracker of the
 	// Reader's own, with outage.DefaultTolerance).
 	Outage *outage.Tracker
+	// PartitionGroup restricts the Reader to one partition group of the
+	// topics (a distributed job's unit of ownership); the zero value reads
+	// every partition.
+	PartitionGroup PartitionGroup
+	// CommitOffsets, when set, commits the checkpointed offsets in place
+	// of the Reader's own commit to Group (which needs a group without
+	// members): a distributed job commits them as the group member that
+	// owns the partitions. Its failures are handled as the Reader's own.
+	CommitOffsets func(ctx context.Context, offsets kadm.Offsets) error
+}
+
+// PartitionGroup is group Index of Count: partition p of every topic
+// belongs to group p mod Count, so co-partitioned topics share groups.
+// Count 0 or 1 is the one group of every partition.
+type PartitionGroup struct {
+	Index, Count int
+}
+
+// Contains reports whether partition p belongs to the group.
+func (g PartitionGroup) Contains(p int32) bool { return g.Count <= 1 || int(p)%g.Count == g.Index }
+
+// rank is p's position among the group's partitions (p itself for the
+// group of every partition): the subtasks deal out ranks, so that the
+// group's partitions spread over them.
+func (g PartitionGroup) rank(p int32) int32 {
+	if g.Count <= 1 {
+		return p
+	}
+	return p / int32(g.Count)
+}
+
+func (g PartitionGroup) validate() error {
+	if g.Count < 0 || g.Count > 0 && (g.Index < 0 || g.Index >= g.Count) {
+		return fmt.Errorf("kafka source: partition group %d of %d does not exist", g.Index, g.Count)
+	}
+	return nil
 }
 
 // discoveryRetry is how soon a partition discovery that failed because
@@ -248,6 +284,9 @@ func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOption
 	}
 	if opts.Start == StartCommitted && opts.Group == "" {
 		return nil, errors.New("kafka source: start position committed needs a consumer group")
+	}
+	if err := opts.PartitionGroup.validate(); err != nil {
+		return nil, err
 	}
 	if opts.OnOutOfRange == "" {
 		opts.OnOutOfRange = DefaultOnOffsetOutOfRange
@@ -703,7 +742,7 @@ func opError(what string, err error) error {
 }
 
 // listOwned asks the cluster once for the partitions of the topics and
-// returns those this subtask owns. A topic that does not exist is an
+// returns those of the partition group this subtask owns. A topic that does not exist is an
 // outage.Permanent error naming it: no wait brings it back. Other errors
 // are returned as they are, for the caller to tell an outage
 // (outage.Retriable) from a refusal.
@@ -728,7 +767,7 @@ func (r *Reader) listOwned(ctx context.Context) ([]Partition, map[string]kadm.To
 			ids[topic] = d.ID
 		}
 		for _, p := range slices.Sorted(maps.Keys(d.Partitions)) {
-			if Owner(topic, p, r.parallelism) == r.subtask {
+			if g := r.opts.PartitionGroup; g.Contains(p) && Owner(topic, g.rank(p), r.parallelism) == r.subtask {
 				out = append(out, Partition{Topic: topic, Partition: p})
 			}
 		}
@@ -1109,16 +1148,22 @@ func (r *Reader) NotifyCheckpointComplete(ctx context.Context, checkpointID int6
 			delete(r.snapshots, id)
 		}
 	}
-	if !ok || r.opts.Group == "" || len(snap) == 0 {
+	if !ok || r.opts.Group == "" && r.opts.CommitOffsets == nil || len(snap) == 0 {
 		return
 	}
 	offs := kadm.Offsets{}
 	for p, o := range snap {
 		offs.AddOffset(p.Topic, p.Partition, o, -1)
 	}
-	resp, err := r.adm.CommitOffsets(ctx, r.opts.Group, offs)
-	if err == nil {
-		err = resp.Error()
+	var err error
+	if r.opts.CommitOffsets != nil {
+		err = r.opts.CommitOffsets(ctx, offs)
+	} else {
+		var resp kadm.OffsetResponses
+		resp, err = r.adm.CommitOffsets(ctx, r.opts.Group, offs)
+		if err == nil {
+			err = resp.Error()
+		}
 	}
 	const msg = "kafka source: committing checkpointed offsets to the group failed (lag monitoring only)"
 	switch {
