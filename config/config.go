@@ -24,8 +24,10 @@ type Config struct {
 	State      State      `mapstructure:"state"`
 	Restart    Restart    `mapstructure:"restart"`
 	Aggregate  Aggregate  `mapstructure:"aggregate"`
-	HTTP       HTTP       `mapstructure:"http"`
-	Log        Log        `mapstructure:"log"`
+	// Distributed tunes the group membership of job.mode distributed.
+	Distributed Distributed `mapstructure:"distributed"`
+	HTTP        HTTP        `mapstructure:"http"`
+	Log         Log         `mapstructure:"log"`
 }
 
 // Job names the job and says what it computes.
@@ -40,6 +42,15 @@ type Job struct {
 	// upstream's goroutine (Flink's operator chaining); false gives every
 	// subtask its own goroutine.
 	OperatorChaining bool `mapstructure:"operator_chaining"`
+	// Mode is single (one process runs the whole job) or distributed
+	// (processes of one job.name share its partition groups through
+	// Kafka's group protocol; see docs/distributed.md).
+	Mode string `mapstructure:"mode"`
+	// PartitionGroups is G, the number of partition groups of a
+	// distributed job: input partition p belongs to group p mod G. 0 takes
+	// the input topic's partition count. Changing it changes which
+	// checkpoints hold which partitions: a job keeps its G.
+	PartitionGroups int `mapstructure:"partition_groups"`
 }
 
 // Kafka is how to reach the cluster.
@@ -234,4 +245,20 @@ type HTTP struct {
 type Log struct {
 	Format string `mapstructure:"format"` // text | json
 	Level  string `mapstructure:"level"`  // debug | info | warn | error
+}
+
+// Distributed tunes how the instances of a distributed job share its
+// partition groups (internal/membership).
+type Distributed struct {
+	// SessionTimeout: how long Kafka's group coordinator waits for a
+	// silent instance (crashed, paused, cut off) before it hands that
+	// instance's groups to the others.
+	SessionTimeout time.Duration `mapstructure:"session_timeout"`
+	// RebalanceTimeout: how long a rebalance waits for every instance to
+	// rejoin; one still stopping its groups past it is removed.
+	RebalanceTimeout time.Duration `mapstructure:"rebalance_timeout"`
+	// RevokeTimeout bounds the final checkpoint of a group that moves
+	// away; past it the group is cancelled instead. Below
+	// RebalanceTimeout.
+	RevokeTimeout time.Duration `mapstructure:"revoke_timeout"`
 }

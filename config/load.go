@@ -34,7 +34,7 @@ var envNotKeys = []string{"ONCEFLOW_FAILPOINTS", "ONCEFLOW_CACHE_DIR", "ONCEFLOW
 // Default returns the configuration every key falls back to.
 func Default() Config {
 	return Config{
-		Job:   Job{Type: "wordcount", Parallelism: 1, MaxParallelism: 128, OperatorChaining: true},
+		Job:   Job{Type: "wordcount", Parallelism: 1, MaxParallelism: 128, OperatorChaining: true, Mode: "single"},
 		Kafka: Kafka{Brokers: []string{"127.0.0.1:9092"}, OutageTolerance: outage.DefaultTolerance},
 		Source: Source{Start: "earliest", Isolation: "read_committed", DiscoveryInterval: 30 * time.Second, OnDecodeError: "fail",
 			OnOffsetOutOfRange: string(sourcekafka.DefaultOnOffsetOutOfRange)},
@@ -45,9 +45,10 @@ func Default() Config {
 		State: State{Backend: "pebble", Dir: "./data/state", Incremental: true},
 		Restart: Restart{Strategy: "exponential-delay", Attempts: 3, Delay: time.Second, MaxFailures: 3, Interval: time.Minute,
 			InitialBackoff: time.Second, MaxBackoff: time.Minute, Multiplier: 2, ResetAfter: 10 * time.Minute, Jitter: 0.1},
-		Aggregate: Aggregate{Function: "count"},
-		HTTP:      HTTP{Listen: "127.0.0.1:8081"},
-		Log:       Log{Format: "text", Level: "info"},
+		Aggregate:   Aggregate{Function: "count"},
+		Distributed: Distributed{SessionTimeout: 10 * time.Second, RebalanceTimeout: time.Minute, RevokeTimeout: 30 * time.Second},
+		HTTP:        HTTP{Listen: "127.0.0.1:8081"},
+		Log:         Log{Format: "text", Level: "info"},
 	}
 }
 
@@ -312,6 +313,23 @@ func (c *Config) Validate() error {
 	}
 	if c.Job.Parallelism < 1 || c.Job.Parallelism > c.Job.MaxParallelism {
 		bad("job.parallelism", "%d is outside 1..job.max_parallelism (%d)", c.Job.Parallelism, c.Job.MaxParallelism)
+	}
+
+	oneOf("job.mode", c.Job.Mode, "single", "distributed")
+	if c.Job.PartitionGroups < 0 {
+		bad("job.partition_groups", "%d is negative (0 takes the input topic's partition count)", c.Job.PartitionGroups)
+	}
+	if c.Job.Mode == "distributed" {
+		if _, isS3, _ := ParseS3Dir(c.Checkpoint.Dir); !isS3 {
+			bad("checkpoint.dir", "job.mode distributed needs s3://bucket/prefix: the instances must share the checkpoints, and %q is a local directory", c.Checkpoint.Dir)
+		}
+		d := c.Distributed
+		if d.SessionTimeout < time.Second {
+			bad("distributed.session_timeout", "%s is below 1s", d.SessionTimeout)
+		}
+		if d.RevokeTimeout <= 0 || d.RevokeTimeout >= d.RebalanceTimeout {
+			bad("distributed.revoke_timeout", "%s must be positive and below distributed.rebalance_timeout (%s): past it the coordinator removes an instance still stopping its groups", d.RevokeTimeout, d.RebalanceTimeout)
+		}
 	}
 
 	if len(c.Kafka.Brokers) == 0 {

@@ -85,6 +85,11 @@ func TestBadInputNamesTheKey(t *testing.T) {
 		{name: "allowed host with a port", file: valid, set: []string{"http.allowed_hosts=processor:8081"}, want: []string{"http.allowed_hosts", `"processor:8081"`}},
 		{name: "bad out-of-range policy", file: valid, set: []string{"source.on_offset_out_of_range=skip"},
 			want: []string{"source.on_offset_out_of_range", `"skip"`, "fail, earliest, latest"}},
+		{name: "bad job mode", file: valid, set: []string{"job.mode=cluster"}, want: []string{"job.mode", `"cluster"`, "single, distributed"}},
+		{name: "distributed on a local directory", file: valid, set: []string{"job.mode=distributed"}, want: []string{"checkpoint.dir", "job.mode distributed needs s3://"}},
+		{name: "revoke past the rebalance", file: valid, set: []string{"job.mode=distributed", "checkpoint.dir=s3://bucket/p", "distributed.revoke_timeout=2m"},
+			want: []string{"distributed.revoke_timeout", "below distributed.rebalance_timeout (1m0s)"}},
+		{name: "negative partition groups", file: valid, set: []string{"job.partition_groups=-2"}, want: []string{"job.partition_groups", "-2"}},
 		{name: "negative savepoint bound", file: valid, env: []string{"ONCEFLOW_CHECKPOINT_RETAIN_SAVEPOINTS=-1"}, want: []string{"checkpoint.retain_savepoints", "-1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
