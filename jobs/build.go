@@ -40,6 +40,10 @@ type Env struct {
 	// Version is the running binary's version, recorded in every
 	// checkpoint (engine.Options.Version; "" takes the engine's default).
 	Version string
+	// Group builds one partition group of a distributed job (see Group);
+	// nil builds the whole job. A group needs S3 checkpoints, and neither
+	// RestoreFrom nor Fresh.
+	Group *Group
 }
 
 // Built is a job ready to Run, with its connectors' statistics for
@@ -143,6 +147,16 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 	if env.Fresh && env.RestoreFrom != "" {
 		return nil, errors.New("jobs: --fresh and --from exclude each other")
 	}
+	if g := env.Group; g != nil {
+		if err := g.validate(); err != nil {
+			return nil, err
+		}
+		if env.Fresh || env.RestoreFrom != "" {
+			return nil, errors.New("jobs: a partition group resumes from its own latest checkpoint: no --fresh or --from")
+		}
+		cfg = g.scoped(cfg)
+		log = log.With("group", g.Index)
+	}
 	if err := checkCluster(ctx, cfg, env.ClientOpts); err != nil {
 		return nil, err
 	}
@@ -166,7 +180,7 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 	if cfg.Checkpoint.Mode == "at_least_once" && cfg.Sink.Delivery == "exactly_once" {
 		log.Warn("checkpoint.mode at_least_once does not align barriers: the exactly_once sink may commit records twice after a restore (at-least-once output)")
 	}
-	j := engine.NewJob(cfg.Job.Name, opts)
+	j := engine.NewJob(jobName(cfg, env.Group), opts)
 	p := cfg.Job.Parallelism
 	var stats func() sourcekafka.SourceStats
 	switch cfg.Job.Type {
@@ -329,8 +343,12 @@ func connectors(cfg *config.Config, env Env, log *slog.Logger, tracker *outage.T
 			Start: sourcekafka.StartPosition(cfg.Source.Start), StartTime: cfg.Source.StartTimestamp,
 			Group: cfg.Source.Group, ReadUncommitted: cfg.Source.Isolation == "read_uncommitted",
 			DiscoveryInterval: cfg.Source.DiscoveryInterval, OnOutOfRange: outOfRange, Logger: log, Outage: tracker,
+			PartitionGroup: partitionGroup(env.Group),
 		},
 		policy: policy, dlq: cfg.Source.DeadLetterTopic,
+	}
+	if env.Group != nil {
+		src.reader.CommitOffsets = env.Group.CommitOffsets
 	}
 	delivery, err := sinkkafka.ParseDelivery(cfg.Sink.Delivery)
 	if err != nil {
@@ -358,7 +376,7 @@ func engineOptions(ctx context.Context, cfg *config.Config, env Env, log *slog.L
 	if err != nil {
 		return engine.Options{}, err
 	}
-	storage, err := newStorage(ctx, cfg, log)
+	storage, err := newStorage(ctx, cfg, env.Group, log)
 	if err != nil {
 		return engine.Options{}, err
 	}
@@ -374,7 +392,7 @@ func engineOptions(ctx context.Context, cfg *config.Config, env Env, log *slog.L
 	case "memory":
 		backend = state.NewMemoryBackendFactory()
 	case "pebble":
-		dir := filepath.Join(cfg.State.Dir, cfg.Job.Name)
+		dir := stateDir(cfg, env.Group)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return engine.Options{}, &ConfigError{Key: "state.dir", Err: err}
 		}

@@ -38,12 +38,19 @@ import (
 // LOST). Two processes opening at the same moment may also draw the same
 // epoch. The claim protocol of distributed mode closes both gaps; until
 // then one instance per job must be ensured by the deployment.
-func newStorage(ctx context.Context, cfg *config.Config, log *slog.Logger) (state.Storage, error) {
+//
+// A partition group's storage (g not nil) is the S3 storage of job
+// <job.name>/pg-<g>, opened with the newest epoch + 1 like a single
+// instance's, and then claimed (see claimGroup) before Build returns.
+func newStorage(ctx context.Context, cfg *config.Config, g *Group, log *slog.Logger) (state.Storage, error) {
 	ck := cfg.Checkpoint
 	logf := func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) }
 	dir, isS3, err := config.ParseS3Dir(ck.Dir)
 	if err != nil {
 		return nil, &ConfigError{Key: "checkpoint.dir", Err: err}
+	}
+	if !isS3 && g != nil {
+		return nil, &ConfigError{Key: "checkpoint.dir", Err: fmt.Errorf("a partition group needs s3:// checkpoints, not the local directory %q", ck.Dir)}
 	}
 	if !isS3 {
 		st, err := state.NewFileStorage(ck.Dir, cfg.Job.Name, state.StorageOptions{Retained: ck.Retain, Logf: logf})
@@ -57,19 +64,20 @@ func newStorage(ctx context.Context, cfg *config.Config, log *slog.Logger) (stat
 		return nil, err
 	}
 	// The probe only reads the epochs: it would log itself fenced by them.
-	opts := s3store.Options{Prefix: dir.Prefix, Job: cfg.Job.Name, Epoch: 1, Retained: ck.Retain}
+	name := jobName(cfg, g)
+	opts := s3store.Options{Prefix: dir.Prefix, Job: name, Epoch: 1, Retained: ck.Retain}
 	probe, err := s3store.New(ctx, store, opts)
 	if err != nil {
 		_ = store.Close()
-		return nil, fmt.Errorf("checkpoint.dir %s: %w", dir.Job(cfg.Job.Name), err)
+		return nil, fmt.Errorf("checkpoint.dir %s: %w", dir.Job(name), err)
 	}
 	opts.Epoch, opts.Logf = probe.NewestEpoch()+1, logf
 	st, err := s3store.New(ctx, store, opts)
 	if err != nil {
 		_ = store.Close()
-		return nil, fmt.Errorf("checkpoint.dir %s: %w", dir.Job(cfg.Job.Name), err)
+		return nil, fmt.Errorf("checkpoint.dir %s: %w", dir.Job(name), err)
 	}
-	log.Info("checkpoints in S3", "location", dir.Job(cfg.Job.Name), "endpoint", endpointName(ck.S3), "epoch", opts.Epoch)
+	log.Info("checkpoints in S3", "location", dir.Job(name), "endpoint", endpointName(ck.S3), "epoch", opts.Epoch)
 	return fencedStop{st}, nil
 }
 

@@ -63,7 +63,8 @@ type Options struct {
 	// Prefix is the key prefix of the storage's jobs, without a trailing
 	// "/" (may be empty); the job's objects live under <Prefix>/<job>/.
 	Prefix string
-	// Job is the job's name, a single key segment (required).
+	// Job is the job's name (required): key segments joined by /, as
+	// "<job>/pg-<g>" for a partition group of a distributed job.
 	Job string
 	// Epoch is the writer's ownership epoch, written into every manifest
 	// it publishes (required, > 0). A manifest of a higher epoch fences it.
@@ -167,8 +168,10 @@ func New(ctx context.Context, st objstore.Store, opts Options) (*Storage, error)
 	if st == nil {
 		return nil, errors.New("s3 checkpoint storage: nil object store")
 	}
-	if opts.Job == "" || strings.ContainsAny(opts.Job, "/") || opts.Job == "." || opts.Job == ".." {
-		return nil, fmt.Errorf("s3 checkpoint storage: invalid job name %q: must be a non-empty single key segment", opts.Job)
+	for _, seg := range strings.Split(opts.Job, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return nil, fmt.Errorf("s3 checkpoint storage: invalid job name %q: must be key segments joined by /, none empty, . or ..", opts.Job)
+		}
 	}
 	if opts.Epoch <= 0 {
 		return nil, fmt.Errorf("s3 checkpoint storage: job %s: epoch %d must be above 0", opts.Job, opts.Epoch)
