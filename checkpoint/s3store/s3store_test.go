@@ -585,7 +585,7 @@ func TestAdoptFromElsewhereIsNotSupported(t *testing.T) {
 
 func TestOptionsAreChecked(t *testing.T) {
 	mem := objstore.NewMemory(objstore.MemoryOptions{})
-	for _, o := range []s3store.Options{{Job: "wc"}, {Job: "a/b", Epoch: 1}, {Job: "wc", Epoch: 1, Prefix: "p/"}} {
+	for _, o := range []s3store.Options{{Job: "wc"}, {Job: "a//b", Epoch: 1}, {Job: "a/../b", Epoch: 1}, {Job: "wc/", Epoch: 1}, {Job: "wc", Epoch: 1, Prefix: "p/"}} {
 		if _, err := s3store.New(ctxT(t), mem, o); err == nil {
 			t.Fatalf("New(%+v) succeeded", o)
 		}
