@@ -1,12 +1,17 @@
 package config
 
 import (
+	"bytes"
+	"errors"
+	"io"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 const valid = `
@@ -276,6 +281,48 @@ func TestRetainSavepoints(t *testing.T) {
 		}
 		if cfg.Checkpoint.RetainSavepoints != tc.want {
 			t.Errorf("with %v checkpoint.retain_savepoints = %d, want %d", tc.env, cfg.Checkpoint.RetainSavepoints, tc.want)
+		}
+	}
+}
+
+// The job configuration inside the Kubernetes example's ConfigMap loads
+// too, as a distributed job with S3 checkpoints.
+func TestKubernetesExampleJobLoads(t *testing.T) {
+	files, _ := filepath.Glob("../examples/kubernetes/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no Kubernetes example")
+	}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		found := false
+		for {
+			var doc struct {
+				Kind string            `yaml:"kind"`
+				Data map[string]string `yaml:"data"`
+			}
+			if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			if doc.Kind != "ConfigMap" || doc.Data["job.yaml"] == "" {
+				continue
+			}
+			found = true
+			cfg, err := Load(Sources{File: writeFile(t, doc.Data["job.yaml"]), Env: []string{}})
+			if err != nil {
+				t.Fatalf("%s: job.yaml: %v", f, err)
+			}
+			if cfg.Job.Mode != "distributed" || !IsS3Dir(cfg.Checkpoint.Dir) {
+				t.Fatalf("%s: job.yaml runs mode %s with checkpoint.dir %s; want a distributed job on S3", f, cfg.Job.Mode, cfg.Checkpoint.Dir)
+			}
+		}
+		if !found {
+			t.Fatalf("%s: no ConfigMap with a job.yaml", f)
 		}
 	}
 }
