@@ -35,6 +35,13 @@ type Metadata struct {
 	// prints), named when a restore refuses it. An adopted checkpoint keeps
 	// its original's. Empty in checkpoints written before it was recorded.
 	WriterVersion string `json:"writer_version,omitempty"`
+	// Claim marks an empty checkpoint (no operators) that a new owner of
+	// a partition group published to take a group that had no checkpoint
+	// (the S3 storage's Storage.Claim, docs/distributed.md): it holds no
+	// state and no transactions, so a restore of it is a fresh start whose
+	// checkpoint ids are above it. Otherwise it is retained and removed
+	// like any checkpoint. The directory storage never writes one.
+	Claim bool `json:"claim,omitempty"`
 }
 
 // Superseded records, in a checkpoint adopted from an older one (a run

@@ -186,3 +186,54 @@ func TestS3CheckpointsOnARealServer(t *testing.T) {
 	}
 	t.Logf("fencing and savepoint shown in %s; whole test %s", time.Since(phase).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 }
+
+// Claim on a real server: the new owner publishes the next id, adopting
+// the newest checkpoint, between the old writer's listing and its put;
+// the server refuses the old writer's create-only put of that id, and it
+// is fenced. A job without checkpoints is claimed empty.
+func TestS3ClaimOnARealServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs an S3 server")
+	}
+	start := time.Now()
+	newStore, prefix := s3Store(t)
+	root := prefix + "/wc/"
+	hook := &hookStore{Store: newStore()}
+	old := openPrefix(t, hook, prefix, 1, 2, nil)
+	complete(t, old, chk{id: 1, private: map[string]string{"p": "1"}, shared: map[string]string{"a": "A"}})
+	if err := old.MarkCommitted(ctxT(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	zmd := write(t, old, chk{id: 2, private: map[string]string{"p": "zombie"}, reuse: []string{"a"}})
+	probe := openPrefix(t, newStore(), prefix, 1, 2, nil)
+	owner := openPrefix(t, newStore(), prefix, probe.NewestEpoch()+1, 2, nil)
+	var res *s3store.ClaimResult
+	hook.before = func(string) {
+		hook.before = nil
+		var err error
+		if res, err = owner.Claim(ctxT(t)); err != nil {
+			t.Fatalf("Claim: %v", err)
+		}
+	}
+	err := old.Complete(ctxT(t), zmd)
+	var fe *s3store.FencedError
+	if !errors.As(err, &fe) || !errors.Is(err, objstore.ErrExists) || fe.Epoch != 1 || fe.Newer != 2 || !strings.Contains(err.Error(), root+"manifest/chk-2") {
+		t.Fatalf("the old writer's Complete of checkpoint 2 after the claim = %v; want ErrFenced by the server's refusal", err)
+	}
+	if res == nil || res.Empty() || res.From.CheckpointID != 1 || res.Metadata.CheckpointID != 2 || !res.Metadata.Committed {
+		t.Fatalf("claim = %+v", res)
+	}
+	l := mustLatest(t, openPrefix(t, newStore(), prefix, 2, 2, nil))
+	if got := restore(t, owner, l); l.CheckpointID != 2 || !l.Committed || got["p"] != "1" || got["a"] != "A" {
+		t.Fatalf("Latest after the claim: checkpoint %d (committed %t) restores %v; want checkpoint 1's state as committed 2", l.CheckpointID, l.Committed, got)
+	}
+
+	empty := openPrefix(t, newStore(), prefix+"-empty", 1, 2, nil)
+	if res, err := empty.Claim(ctxT(t)); err != nil || !res.Empty() || res.Metadata.CheckpointID != 1 {
+		t.Fatalf("Claim of a job without checkpoints = %+v, %v", res, err)
+	}
+	if l := mustLatest(t, openPrefix(t, newStore(), prefix+"-empty", 1, 2, nil)); !l.Claim || l.CheckpointID != 1 {
+		t.Fatalf("Latest after an empty claim = %+v", l)
+	}
+	t.Logf("took %s", time.Since(start).Round(time.Millisecond))
+}
