@@ -314,12 +314,26 @@ func (j *Job) sweep(ctx context.Context, log *slog.Logger) {
 // checkDamaged says). When the checkpoint records a newer one it
 // superseded (state.Metadata.Supersedes), that one is returned as newer:
 // sinks learn from it which restored transactions were committed since.
+// An empty claim (state.Metadata.Claim) restores nothing: md is nil, and
+// the attempt's checkpoint ids start above the claim's.
 func (j *Job) restorePoint(ctx context.Context, from string, log *slog.Logger) (md, newer *state.Metadata, err error) {
 	var infos []state.CheckpointInfo
+	// An empty claim (state.Metadata.Claim: a new owner took a job that
+	// had no checkpoint) holds no state: the attempt starts fresh, with
+	// checkpoint ids above it, and nothing checks it as a restore.
+	unclaimed := func(md *state.Metadata) *state.Metadata {
+		if md == nil || !md.Claim {
+			return md
+		}
+		j.nextID = max(j.nextID, md.CheckpointID+1)
+		log.Info("the newest checkpoint is an empty claim: starting fresh, with checkpoint ids above it", "checkpoint", md.CheckpointID, "path", md.Path)
+		return nil
+	}
 	if from != "" {
 		if md, err = j.adopt(ctx, from, log); err != nil {
 			return nil, nil, err
 		}
+		md = unclaimed(md)
 	} else {
 		md, infos, err = j.opts.Storage.Latest(ctx)
 		if err != nil {
@@ -328,6 +342,7 @@ func (j *Job) restorePoint(ctx context.Context, from string, log *slog.Logger) (
 		if err := j.checkDamaged(md, infos, log); err != nil {
 			return nil, nil, err
 		}
+		md = unclaimed(md)
 		disc, err := j.opts.Storage.Discarded(ctx)
 		if err != nil {
 			return nil, nil, fmt.Errorf("engine: reading what a cancellation deleted: %w", err)
