@@ -1,6 +1,6 @@
 // Package s3store keeps a job's checkpoints in an S3-compatible object
 // store (internal/objstore): an implementation of state.Storage for issue
-// 16 §4 and §5, not yet wired into the configuration or the engine.
+// 16 §4 and §5, selected by an s3:// checkpoint.dir (package jobs).
 //
 // # Object layout
 //
@@ -38,8 +38,9 @@
 //	onceflow-s3-manifest v1 epoch=<e> crc32c=<crc of the body> len=<n>
 //
 // followed by the state.Metadata as JSON. The epoch is Options.Epoch, the
-// writer's ownership epoch (the claim protocol that hands out epochs is a
-// later step). When the create-only put is refused, or fails in a way that
+// writer's ownership epoch: a new owner opens the storage above the newest
+// manifest's epoch and claims the job before it runs (see Claiming a job).
+// When the create-only put is refused, or fails in a way that
 // leaves its outcome unknown, Complete reads the manifest back: the same
 // bytes are success (a lost response); a manifest of a higher epoch is
 // ErrFenced, naming the key and both epochs; anything else is an error
@@ -56,11 +57,30 @@
 // was applied but whose response and read-back were lost returned an
 // error, and its checkpoint must survive the Abort that follows.
 //
-// Until the claim protocol makes the new owner publish the next id before
-// it runs, a zombie that has not yet seen a manifest of the new epoch can
-// still publish an id the new owner never uses (and a new owner then
-// finds a lower-epoch manifest above the checkpoint it restored); fencing
-// is complete only with that protocol.
+// # Claiming a job
+//
+// A new owner (of a partition group, docs/distributed.md) opens the
+// Storage with an epoch above NewestEpoch and calls Claim before it runs
+// anything: Claim publishes the next id, create-only, under that epoch,
+// as a copy of the checkpoint Latest would restore (Adopt's copy, the
+// committed marker first when it was committed) or, when the job has
+// none, as an empty checkpoint (state.Metadata.Claim, which the engine
+// restores as a fresh start with ids above it). From then on every writer
+// of a lower epoch is fenced: its next Complete lists the claim, or finds
+// its own id taken by it and reads it back, and its uploads stay orphans.
+// A zombie that publishes the id first, not having seen the claim, has
+// published a complete checkpoint whose transactions are still open:
+// Claim deletes what it wrote for that id (its copies, and the committed
+// marker it put beside the zombie's manifest, which would make a restore
+// skip committing them) and claims the zombie's checkpoint at the next
+// id, a bounded number of times. A committed marker that says "adopted"
+// under another epoch than its manifest's is such a leftover (a claim
+// that crashed after losing its id): the next Claim deletes it and does
+// not believe it. Claim refuses (ErrNotClaimable) to publish above a
+// damaged newest checkpoint or above checkpoints DiscardAll deleted,
+// which would hide them from the engine's refusals to replay past them.
+// Two claimers of the same epoch are told apart by the create-only put:
+// the second fails naming the first's manifest.
 //
 // # Damage
 //
@@ -116,10 +136,14 @@
 //     the ids in flight here and objects of a writer of a higher epoch
 //     (their token says it: Sweep then fails with ErrFenced); it cannot
 //     see another process of the same epoch writing.
-//   - Without the claim protocol, a zombie that completes a checkpoint
-//     before it sees the new owner's first manifest also deletes what
-//     its retention subsumes, possibly the checkpoint the new owner
-//     restored from; Options.Retained >= 2 narrows that window.
+//   - A zombie that completes a checkpoint before it sees the claim also
+//     deletes what its retention subsumes, possibly the checkpoint Claim
+//     is copying: the copy then fails, and Claim, finding the zombie's
+//     newer checkpoint, claims that one instead. A collection the zombie
+//     starts after the claim is published deletes nothing (it stops at
+//     the fence).
+//   - Claim reads the whole checkpoint it claims (Latest verifies every
+//     file, Adopt copies the private ones), and the restore reads it again.
 //   - List and Latest see manifests only: a checkpoint without a manifest
 //     (never completed) is not listed as incomplete, and its objects are
 //     orphans, deleted after the grace period.
