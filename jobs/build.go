@@ -42,8 +42,12 @@ type Env struct {
 	Version string
 	// Group builds one partition group of a distributed job (see Group);
 	// nil builds the whole job. A group needs S3 checkpoints, and neither
-	// RestoreFrom nor Fresh.
+	// RestoreFrom nor Fresh. A group of a wordcount or aggregate job has
+	// two stages: build it with BuildGroup.
 	Group *Group
+
+	// stage is the part of a two-stage group BuildGroup asks for.
+	stage stageRole
 }
 
 // Built is a job ready to Run, with its connectors' statistics for
@@ -154,6 +158,9 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 		if env.Fresh || env.RestoreFrom != "" {
 			return nil, errors.New("jobs: a partition group resumes from its own latest checkpoint: no --fresh or --from")
 		}
+		if env.stage == wholeJob && keyedUID(cfg.Job.Type) != "" {
+			return nil, fmt.Errorf("jobs: a partition group of a %s job runs in two stages joined by a repartition topic: build it with BuildGroup", cfg.Job.Type)
+		}
 		cfg = g.scoped(cfg)
 		log = log.With("group", g.Index)
 	}
@@ -183,8 +190,12 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 	j := engine.NewJob(jobName(cfg, env.Group), opts)
 	p := cfg.Job.Parallelism
 	var stats func() sourcekafka.SourceStats
-	switch cfg.Job.Type {
-	case "copy":
+	switch {
+	case env.stage != wholeJob:
+		if stats, err = stageGraph(j, cfg, env, src, sink); err != nil {
+			return nil, err
+		}
+	case cfg.Job.Type == "copy":
 		s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[*kgo.Record]{
 			Reader: src.reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq, Decode: copyRecord})
 		if err != nil {
@@ -193,7 +204,7 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 		stats = s.Stats
 		in := engine.FromSource(j, UIDSource, p, s)
 		engine.SinkTo(in, UIDSink, p, sink)
-	case "wordcount":
+	case cfg.Job.Type == "wordcount":
 		s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[string]{
 			Reader: src.reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq,
 			Decode: func(r *kgo.Record) (string, error) { return string(r.Value), nil }})
@@ -208,13 +219,8 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 			}
 			return nil
 		})
-		keyed := engine.KeyBy(words, func(w string) string { return w }, state.StringCodec{})
-		counts := engine.Process(keyed, UIDCount, p, func() engine.KeyedProcessFunction[string, string, wordCount] { return &countWords{} })
-		out := engine.Map(counts, UIDFormat, func(c wordCount) (*kgo.Record, error) {
-			return &kgo.Record{Key: []byte(c.word), Value: strconv.AppendInt(nil, c.n, 10)}, nil
-		})
-		engine.SinkTo(out, UIDSink, p, sink)
-	case "aggregate":
+		countTo(words, p, sink)
+	case cfg.Job.Type == "aggregate":
 		a := cfg.Aggregate
 		fn := Function(a.Function)
 		s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[observation]{
@@ -228,14 +234,7 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 		}
 		stats = s.Stats
 		obs := engine.FromSource(j, UIDSource, p, s)
-		keyed := engine.KeyBy(obs, func(o observation) string { return o.group }, state.StringCodec{})
-		aggs := engine.Process(keyed, UIDAggregate, p, func() engine.KeyedProcessFunction[string, observation, groupAcc] {
-			return &aggregateFn{fn: fn}
-		})
-		out := engine.Map(aggs, UIDFormat, func(g groupAcc) (*kgo.Record, error) {
-			return &kgo.Record{Key: []byte(g.group), Value: []byte(Format(g.acc.Value))}, nil
-		})
-		engine.SinkTo(out, UIDSink, p, sink)
+		aggregateTo(obs, fn, p, sink)
 	default:
 		return nil, &ConfigError{Key: "job.type", Err: fmt.Errorf("%q is not one of copy, wordcount, aggregate", cfg.Job.Type)}
 	}
@@ -251,6 +250,30 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 // key, value and headers (and the time of writing as its timestamp).
 func copyRecord(r *kgo.Record) (*kgo.Record, error) {
 	return &kgo.Record{Key: r.Key, Value: r.Value, Headers: r.Headers}, nil
+}
+
+// countTo is the word count after the words: KeyBy the word, count,
+// format, sink.
+func countTo(words engine.Stream[string], p int, sink *sinkkafka.Sink) {
+	keyed := engine.KeyBy(words, func(w string) string { return w }, keyCodec{})
+	counts := engine.Process(keyed, UIDCount, p, func() engine.KeyedProcessFunction[string, string, wordCount] { return &countWords{} })
+	out := engine.Map(counts, UIDFormat, func(c wordCount) (*kgo.Record, error) {
+		return &kgo.Record{Key: []byte(c.word), Value: strconv.AppendInt(nil, c.n, 10)}, nil
+	})
+	engine.SinkTo(out, UIDSink, p, sink)
+}
+
+// aggregateTo is the aggregate job after the observations: KeyBy the
+// group, fold, format, sink.
+func aggregateTo(obs engine.Stream[observation], fn Function, p int, sink *sinkkafka.Sink) {
+	keyed := engine.KeyBy(obs, func(o observation) string { return o.group }, keyCodec{})
+	aggs := engine.Process(keyed, UIDAggregate, p, func() engine.KeyedProcessFunction[string, observation, groupAcc] {
+		return &aggregateFn{fn: fn}
+	})
+	out := engine.Map(aggs, UIDFormat, func(g groupAcc) (*kgo.Record, error) {
+		return &kgo.Record{Key: []byte(g.group), Value: []byte(Format(g.acc.Value))}, nil
+	})
+	engine.SinkTo(out, UIDSink, p, sink)
 }
 
 // wordCount is a word and how often it has been seen so far.
