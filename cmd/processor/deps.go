@@ -11,6 +11,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/internal/groups"
+	"github.com/onceflow/onceflow/internal/membership"
 	"github.com/onceflow/onceflow/jobs"
 )
 
@@ -29,6 +31,11 @@ type deps struct {
 	// httpTimeouts bound the API's connections (zero: the defaults of
 	// defaultHTTPTimeouts).
 	httpTimeouts httpTimeouts
+	// member creates the group membership of job.mode distributed (nil:
+	// membership.New); partitions counts the input topic's partitions
+	// (nil: asks the cluster; 0 when the topic does not exist).
+	member     func(membership.Config) (groups.Member, error)
+	partitions func(ctx context.Context, opts []kgo.Opt, topic string) (int, error)
 }
 
 // getenv is the value of the environment variable name in d.env (the

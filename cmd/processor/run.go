@@ -44,7 +44,12 @@ ONCEFLOW_* environment variables (ONCEFLOW_CHECKPOINT_INTERVAL=500ms) and
 
 SIGTERM or SIGINT stops the job with a savepoint (every pending transaction
 committed, none left open) and prints the savepoint's path; a second signal
-cancels at once. Health, metrics and the job API are served on http.listen.`,
+cancels at once. Health, metrics and the job API are served on http.listen.
+
+With job.mode distributed the process is one instance of the job: it runs
+the partition groups Kafka assigns it, and SIGTERM or SIGINT stops them with
+final savepoints and leaves, so that the other instances take them over
+(exit 0); --from and --fresh are refused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runJob(cmd.Context(), d, f, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -108,6 +113,9 @@ func loadRunConfig(d deps, f runFlags) (*config.Config, error) {
 	cfg, err := config.Load(config.Sources{File: f.config, Env: d.env, Set: f.set})
 	if err != nil {
 		return nil, usageError{err}
+	}
+	if err := checkDistributedFlags(cfg, f); err != nil {
+		return nil, err
 	}
 	if cfg.State.Backend == "pebble" {
 		if err := checkWritableDir("state.dir", cfg.State.Dir); err != nil {
@@ -214,6 +222,9 @@ func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) e
 	cfg, err := loadRunConfig(d, f)
 	if err != nil {
 		return err
+	}
+	if cfg.Job.Mode == "distributed" {
+		return runDistributed(ctx, d, f, cfg, sigs, stderr)
 	}
 	// One process per job and checkpoint directory, before anything of
 	// the job is touched; the kernel drops the lock when this process dies.
