@@ -31,9 +31,11 @@ type deps struct {
 	// httpTimeouts bound the API's connections (zero: the defaults of
 	// defaultHTTPTimeouts).
 	httpTimeouts httpTimeouts
-	// member creates the group membership of job.mode distributed (nil:
+	// buildGroup builds one partition group of job.mode distributed (nil:
+	// jobs.BuildGroup); member creates the group membership (nil:
 	// membership.New); partitions counts the input topic's partitions
 	// (nil: asks the cluster; 0 when the topic does not exist).
+	buildGroup func(ctx context.Context, cfg *config.Config, env jobs.Env) (groups.Pipeline, error)
 	member     func(membership.Config) (groups.Member, error)
 	partitions func(ctx context.Context, opts []kgo.Opt, topic string) (int, error)
 }

@@ -53,6 +53,9 @@ func checkDistributedFlags(cfg *config.Config, f runFlags) error {
 //   - G is job.partition_groups, or the input topic's partition count; a
 //     missing input topic or G above its partition count is refused
 //     (exit 2) naming the key.
+//   - Each group is built by jobs.BuildGroup (one stage for copy, two
+//     joined by a repartition topic for wordcount and aggregate), its
+//     input offsets committed through the member.
 //   - SIGTERM or SIGINT leaves: every group stops with a final savepoint
 //     (bounded by distributed.revoke_timeout, else cancelled) and the
 //     member leaves the group so that the other instances take the groups
@@ -101,6 +104,16 @@ func runDistributed(ctx context.Context, d deps, f runFlags, cfg *config.Config,
 	}
 	G := cfg.Job.PartitionGroups
 
+	buildGroup := d.buildGroup
+	if buildGroup == nil {
+		buildGroup = func(ctx context.Context, cfg *config.Config, env jobs.Env) (groups.Pipeline, error) {
+			p, err := jobs.BuildGroup(ctx, cfg, env)
+			if err != nil {
+				return nil, err // not a nil *GroupPipeline in an interface
+			}
+			return p, nil
+		}
+	}
 	runCtx, cancelRun := context.WithCancelCause(ctx)
 	defer cancelRun(nil)
 	d2 := cfg.Distributed
@@ -111,12 +124,8 @@ func runDistributed(ctx context.Context, d deps, f runFlags, cfg *config.Config,
 	runner, err = groups.New(groups.Options{
 		G: G,
 		Build: func(ctx context.Context, g int) (groups.Pipeline, error) {
-			built, err := d.build(ctx, cfg, jobs.Env{ClientOpts: opts, Logger: log, AllowNonRestoredState: f.allowNonRestoredState,
+			return buildGroup(ctx, cfg, jobs.Env{ClientOpts: opts, Logger: log, AllowNonRestoredState: f.allowNonRestoredState,
 				Version: version, Group: &jobs.Group{Index: g, Count: G, CommitOffsets: commit}})
-			if err != nil {
-				return nil, err
-			}
-			return built.Job, nil
 		},
 		Membership: membership.Config{Brokers: cfg.Kafka.Brokers, Job: cfg.Job.Name, GroupID: cfg.Source.Group,
 			Topics: []string{cfg.Source.Topic}, SessionTimeout: d2.SessionTimeout, RebalanceTimeout: d2.RebalanceTimeout,

@@ -79,7 +79,7 @@ func startDistributed(t *testing.T, partitions int, failBuild map[int]error, blo
 			dr.member.cfg = c
 			return dr.member, nil
 		}
-		d.build = func(ctx context.Context, cfg *config.Config, env jobs.Env) (*jobs.Built, error) {
+		d.buildGroup = func(ctx context.Context, cfg *config.Config, env jobs.Env) (groups.Pipeline, error) {
 			if env.Group == nil {
 				return nil, errors.New("a distributed run built the whole job")
 			}
@@ -94,7 +94,14 @@ func startDistributed(t *testing.T, partitions int, failBuild map[int]error, blo
 			c := *cfg
 			c.Checkpoint.Dir = dir
 			c.Job.Name = fmt.Sprintf("%s-pg%d", cfg.Job.Name, g)
-			return m.build(ctx, &c, env)
+			built, err := m.build(ctx, &c, env)
+			if err != nil {
+				return nil, err
+			}
+			return built.Job, nil
+		}
+		d.build = func(context.Context, *config.Config, jobs.Env) (*jobs.Built, error) {
+			return nil, errors.New("a distributed run built the whole job")
 		}
 		return d
 	}
