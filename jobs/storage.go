@@ -78,6 +78,12 @@ func newStorage(ctx context.Context, cfg *config.Config, g *Group, log *slog.Log
 		return nil, fmt.Errorf("checkpoint.dir %s: %w", dir.Job(name), err)
 	}
 	log.Info("checkpoints in S3", "location", dir.Job(name), "endpoint", endpointName(ck.S3), "epoch", opts.Epoch)
+	if g != nil {
+		if err := claimGroup(ctx, st, log); err != nil {
+			_ = store.Close()
+			return nil, final(fmt.Errorf("checkpoint.dir %s: %w", dir.Job(name), err))
+		}
+	}
 	return fencedStop{st}, nil
 }
 
@@ -150,3 +156,24 @@ func (f fencedStop) Sweep(ctx context.Context) ([]state.CheckpointInfo, error) {
 }
 
 func (f fencedStop) DiscardAll() error { return final(f.Storage.DiscardAll()) }
+
+// claimGroup publishes the group's next checkpoint id under this
+// owner's epoch before anything of the group runs (s3store.Storage.Claim,
+// docs/distributed.md "Who runs a group"): a former owner still running
+// (a zombie) can then publish nothing more, and the restore that follows
+// commits what the claimed checkpoint holds before the sink fences the
+// group's transactional ids. A claim that meets a newer epoch fails with
+// s3store.ErrFenced: another instance owns the group now.
+func claimGroup(ctx context.Context, st *s3store.Storage, log *slog.Logger) error {
+	c, err := st.Claim(ctx)
+	if err != nil {
+		return fmt.Errorf("claiming the group: %w", err)
+	}
+	if c.Empty() {
+		log.Info("claimed the group, which has no checkpoint yet: starting fresh", "claim", c.Metadata.CheckpointID)
+		return nil
+	}
+	log.Info("claimed the group's newest checkpoint", "from", c.From.CheckpointID, "from_savepoint", c.From.Savepoint,
+		"as", c.Metadata.CheckpointID, "lost_to_older_owner", c.Lost)
+	return nil
+}
