@@ -15,6 +15,7 @@ import (
 	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/membership"
+	"github.com/onceflow/onceflow/jobs"
 )
 
 // Pipeline is one partition group's checkpointed job: *engine.Job
@@ -56,6 +57,32 @@ type Options struct {
 	NewMember func(membership.Config) (Member, error)
 	// Logger receives the Runner's events (nil: slog.Default()).
 	Logger *slog.Logger
+	// BuildAttempts bounds the tries of a group's Build that fails with
+	// an error a later try may not meet, such as an S3 service or a Kafka
+	// cluster briefly away during the claim (default
+	// DefaultBuildAttempts). A build error that no retry fixes
+	// (PermanentBuildError) or a fence is not retried.
+	BuildAttempts int
+	// BuildBackoff is the wait before try n+1 (n from 1); nil is
+	// DefaultBuildBackoff.
+	BuildBackoff func(n int) time.Duration
+}
+
+// DefaultBuildAttempts is Options.BuildAttempts' default: with
+// DefaultBuildBackoff a group's build is retried for about 15 seconds.
+const DefaultBuildAttempts = 5
+
+// DefaultBuildBackoff waits 1s, 2s, 4s, 8s ... between tries, at most 15s.
+func DefaultBuildBackoff(n int) time.Duration { return min(time.Second<<min(n-1, 4), 15*time.Second) }
+
+// PermanentBuildError reports whether a group's build failed in a way
+// that no retry fixes: a configuration the cluster or the storage
+// refuses (*jobs.ConfigError), a checkpoint the job cannot restore
+// (engine.ErrIncompatibleCheckpoint) or one that cannot be claimed
+// without an operator's decision (s3store.ErrNotClaimable).
+func PermanentBuildError(err error) bool {
+	var ce *jobs.ConfigError
+	return errors.As(err, &ce) || errors.Is(err, engine.ErrIncompatibleCheckpoint) || errors.Is(err, s3store.ErrNotClaimable)
 }
 
 // The states of a group (GroupStatus.State).
@@ -176,6 +203,12 @@ func New(o Options) (*Runner, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.BuildAttempts <= 0 {
+		o.BuildAttempts = DefaultBuildAttempts
+	}
+	if o.BuildBackoff == nil {
+		o.BuildBackoff = DefaultBuildBackoff
 	}
 	if o.NewMember == nil {
 		o.NewMember = func(c membership.Config) (Member, error) { return membership.New(c) }
@@ -480,10 +513,7 @@ func (r *Runner) runGroup(gr *group) {
 var errGivenUp = errors.New("given up while claiming")
 
 func (r *Runner) buildAndRun(gr *group) error {
-	p, err := r.opts.Build(gr.ctx, gr.index)
-	if err == nil && p == nil {
-		err = errors.New("the build returned no pipeline")
-	}
+	p, err := r.build(gr)
 	if err != nil {
 		return fmt.Errorf("claiming and building: %w", err)
 	}
@@ -496,6 +526,31 @@ func (r *Runner) buildAndRun(gr *group) error {
 	r.mu.Unlock()
 	r.log.Info("partition group running", "partition_group", gr.index)
 	return p.Run(gr.ctx)
+}
+
+// build builds gr's pipeline, retrying up to Options.BuildAttempts tries
+// while the group is still held: a fence, a PermanentBuildError and the
+// group's end are not retried.
+func (r *Runner) build(gr *group) (Pipeline, error) {
+	for n := 1; ; n++ {
+		p, err := r.opts.Build(gr.ctx, gr.index)
+		if err == nil && p == nil {
+			err = errors.New("the build returned no pipeline")
+		}
+		if err == nil || gr.ctx.Err() != nil || IsFenced(err) || PermanentBuildError(err) || n >= r.opts.BuildAttempts {
+			return p, err
+		}
+		wait := r.opts.BuildBackoff(n)
+		r.log.Warn("claiming and building the partition group failed; trying again", "partition_group", gr.index,
+			"attempt", n, "of", r.opts.BuildAttempts, "retry_in", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-gr.ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
 }
 
 // groupEnded forgets gr and decides what its end means (see the package

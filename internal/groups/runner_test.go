@@ -16,6 +16,7 @@ import (
 	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/membership"
+	"github.com/onceflow/onceflow/jobs"
 )
 
 // The tests drive the Runner's Handler methods as the Member would, with
@@ -156,6 +157,8 @@ type harness struct {
 	ready    chan int                // g, when Build returned its pipeline
 	gates    map[int]chan struct{}   // Build of g waits for its gate
 	buildErr map[int]error           // Build of g fails with it
+	failures map[int]int             // Build of g fails that many more times (buildErr)
+	builds   map[int]int             // Build calls per group
 	hang     map[int]bool            // g's pipeline does not stop in time
 	built    map[int]context.Context // Build's ctx
 }
@@ -164,14 +167,16 @@ type setup struct {
 	joinBlocks bool
 	gates      []int // groups whose Build waits for release
 	buildErr   map[int]error
-	hang       []int
+	// failures: Build of g fails with buildErr[g] only that many times.
+	failures map[int]int
+	hang     []int
 }
 
 func start(t *testing.T, s setup) *harness {
 	t.Helper()
 	h := &harness{t: t, logs: make(chan string, 10000), runErr: make(chan error, 1), pipes: map[int]*fakePipeline{},
 		building: make(chan int, 100), ready: make(chan int, 100), gates: map[int]chan struct{}{}, buildErr: s.buildErr, hang: map[int]bool{},
-		built: map[int]context.Context{}}
+		built: map[int]context.Context{}, failures: s.failures, builds: map[int]int{}}
 	for _, g := range s.gates {
 		h.gates[g] = make(chan struct{})
 	}
@@ -187,7 +192,8 @@ func start(t *testing.T, s setup) *harness {
 			h.m.cfg = c
 			return h.m, nil
 		},
-		Logger: slog.New(logTap{h.logs}),
+		Logger:       slog.New(logTap{h.logs}),
+		BuildBackoff: func(int) time.Duration { return 0 },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -212,6 +218,8 @@ func (h *harness) build(ctx context.Context, g int) (Pipeline, error) {
 	h.mu.Lock()
 	gate := h.gates[g]
 	h.built[g] = ctx
+	h.builds[g]++
+	failing := h.failures == nil || h.failures[g] >= h.builds[g]
 	h.mu.Unlock()
 	h.building <- g
 	if gate != nil {
@@ -221,7 +229,7 @@ func (h *harness) build(ctx context.Context, g int) (Pipeline, error) {
 			return nil, fmt.Errorf("claim of group %d: %w", g, ctx.Err())
 		}
 	}
-	if err := h.buildErr[g]; err != nil {
+	if err := h.buildErr[g]; err != nil && failing {
 		return nil, err
 	}
 	p := newFakePipeline(g)
@@ -613,5 +621,41 @@ func TestIsFenced(t *testing.T) {
 		if IsFenced(err) {
 			t.Errorf("%v: fenced", err)
 		}
+	}
+}
+
+// A build that fails while the cluster or the S3 service is briefly away
+// is tried again; the group then runs and the process goes on.
+func TestATransientBuildFailureIsRetried(t *testing.T) {
+	away := errors.New("checkpoint.dir s3://b/p/wc/pg-2: claiming the group: connection refused")
+	h := start(t, setup{buildErr: map[int]error{2: away}, failures: map[int]int{2: 2}})
+	h.r.Assigned(context.Background(), []int{2})
+	h.waitReady(2)
+	h.mu.Lock()
+	n := h.builds[2]
+	h.mu.Unlock()
+	if n != 3 {
+		t.Fatalf("Build of group 2 called %d times, want 3 (two failures, then success)", n)
+	}
+	h.waitLog("trying again")
+	select {
+	case err := <-h.runErr:
+		t.Fatalf("Run returned %v after a retried build", err)
+	default:
+	}
+}
+
+// A build refused for a reason no retry fixes ends Run at the first try.
+func TestAPermanentBuildFailureIsNotRetried(t *testing.T) {
+	refused := &jobs.ConfigError{Key: "sink.transaction_timeout", Err: errors.New("above the broker's transaction.max.timeout.ms")}
+	h := start(t, setup{buildErr: map[int]error{5: refused}})
+	h.r.Assigned(context.Background(), []int{5})
+	if err := h.waitRun(); !errors.As(err, new(*jobs.ConfigError)) {
+		t.Fatalf("Run returned %v, want the configuration refusal", err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.builds[5] != 1 {
+		t.Fatalf("Build of group 5 called %d times, want 1", h.builds[5])
 	}
 }
