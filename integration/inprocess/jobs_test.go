@@ -29,11 +29,16 @@ import (
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/integration/broker"
 	"github.com/onceflow/onceflow/integration/kafkatest"
+	"github.com/onceflow/onceflow/integration/s3test"
 	"github.com/onceflow/onceflow/jobs"
 	sinkkafka "github.com/onceflow/onceflow/sink/kafka"
 )
 
-func TestMain(m *testing.M) { os.Exit(kafkatest.Main(m)) }
+func TestMain(m *testing.M) {
+	code := kafkatest.Main(m)
+	s3test.Shutdown()
+	os.Exit(code)
+}
 
 // logBuffer collects the job's logs; a failed test prints their tail.
 type logBuffer struct {
