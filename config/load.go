@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -276,6 +277,10 @@ func (c *Config) fillDerived(explicit map[string]bool) {
 	}
 }
 
+// groupSuffix matches the end of the transactional id prefix of a
+// distributed job's partition group, <prefix>-pg<g> (jobs.Group).
+var groupSuffix = regexp.MustCompile(`-pg[0-9]+$`)
+
 // MinSlots is how many transactional ids an exactly-once sink subtask
 // needs with c = maxConcurrent checkpoints in flight: one for the open
 // transaction, c pre-committed ones of checkpoints in flight, c of
@@ -372,6 +377,10 @@ func (c *Config) Validate() error {
 	oneOf("sink.delivery", c.Sink.Delivery, "none", "at_least_once", "exactly_once")
 	if c.Sink.Delivery == "exactly_once" {
 		required("sink.transactional_id_prefix", c.Sink.TransactionalIDPrefix)
+		if m := groupSuffix.FindString(c.Sink.TransactionalIDPrefix); m != "" {
+			bad("sink.transactional_id_prefix", "%q ends in %q, like the transactional ids of partition group %s of a distributed job with prefix %q: "+
+				"the two jobs would fence each other; choose a prefix without it", c.Sink.TransactionalIDPrefix, m, m[3:], strings.TrimSuffix(c.Sink.TransactionalIDPrefix, m))
+		}
 		if need := MinSlots(c.Checkpoint.MaxConcurrent); c.Sink.Slots < need {
 			bad("sink.slots", "%d; exactly_once with checkpoint.max_concurrent %d needs at least %d (leave it unset for that)",
 				c.Sink.Slots, c.Checkpoint.MaxConcurrent, need)

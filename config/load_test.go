@@ -90,6 +90,8 @@ func TestBadInputNamesTheKey(t *testing.T) {
 		{name: "allowed host with a port", file: valid, set: []string{"http.allowed_hosts=processor:8081"}, want: []string{"http.allowed_hosts", `"processor:8081"`}},
 		{name: "bad out-of-range policy", file: valid, set: []string{"source.on_offset_out_of_range=skip"},
 			want: []string{"source.on_offset_out_of_range", `"skip"`, "fail, earliest, latest"}},
+		{name: "a partition group's prefix", file: valid, set: []string{"sink.transactional_id_prefix=wc-pg12"},
+			want: []string{"sink.transactional_id_prefix", `"wc-pg12"`, "partition group 12", `prefix "wc"`}},
 		{name: "bad job mode", file: valid, set: []string{"job.mode=cluster"}, want: []string{"job.mode", `"cluster"`, "single, distributed"}},
 		{name: "distributed on a local directory", file: valid, set: []string{"job.mode=distributed"}, want: []string{"checkpoint.dir", "job.mode distributed needs s3://"}},
 		{name: "revoke past the rebalance", file: valid, set: []string{"job.mode=distributed", "checkpoint.dir=s3://bucket/p", "distributed.revoke_timeout=2m"},
