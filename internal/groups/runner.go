@@ -438,7 +438,22 @@ func (r *Runner) Revoked(ctx context.Context, gs []int) {
 func (r *Runner) Lost(ctx context.Context, gs []int) {
 	r.mu.Lock()
 	r.counts.lost++
+	var held []int
+	for _, g := range gs {
+		if r.groups[g] != nil {
+			held = append(held, g)
+		}
+	}
 	r.mu.Unlock()
+	if len(held) > 0 {
+		// The zombie's notice: a process paused or cut off past its
+		// session timeout hears first from the coordinator, before any
+		// write of its groups is refused.
+		r.log.Warn("fenced out: the group coordinator no longer counts this instance as the owner of these partition groups "+
+			"(it was removed from the group: its session timed out, say because the process was paused, or a rejoin failed); "+
+			"they may run on another instance already, so they stop here without a final checkpoint, and whatever they still "+
+			"write is refused by the new owner's claim and producer fencing", "partition_groups", held)
+	}
 	r.stopGroups(ctx, gs, false)
 }
 

@@ -468,6 +468,9 @@ func TestLostCancelsWithoutASavepoint(t *testing.T) {
 	if st := h.r.Status(); len(st.Groups) != 0 || st.Losses != 1 {
 		t.Fatalf("status: %+v", st)
 	}
+	// A zombie learns of its removal from the coordinator first: the
+	// loss is its notice, logged once for the groups it held.
+	h.waitLog("fenced out")
 	h.lose(0) // unknown now: no-op
 }
 
