@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -255,8 +256,8 @@ type GroupPipeline struct {
 // is stage 1's (the input's offsets); stage 2 commits its offsets of the
 // repartition topic to <source.group>/<uid>, a group without members.
 //
-// Each stage is built by Build, with its refusals. Build starts nothing;
-// a stage built before a later one failed is dropped.
+// Each stage is built by Build, with its refusals, both at once. Build
+// starts nothing; a stage built while the other one failed is dropped.
 func BuildGroup(ctx context.Context, cfg *config.Config, env Env) (*GroupPipeline, error) {
 	g := env.Group
 	if g == nil {
@@ -280,18 +281,25 @@ func BuildGroup(ctx context.Context, cfg *config.Config, env Env) (*GroupPipelin
 	upEnv := env
 	upEnv.stage = upstream
 	upEnv.ClientOpts = append(slices.Clone(env.ClientOpts), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	up, err := Build(ctx, upCfg, upEnv)
-	if err != nil {
-		return nil, fmt.Errorf("jobs: stage 1 of partition group %d (into %s): %w", g.Index, upCfg.Sink.Topic, err)
-	}
 	downEnv := env
 	downEnv.stage = downstream
 	downGroup := *g
 	downGroup.CommitOffsets = nil
 	downEnv.Group = &downGroup
-	down, err := Build(ctx, downCfg, downEnv)
-	if err != nil {
-		return nil, fmt.Errorf("jobs: stage 2 of partition group %d (from %s): %w", g.Index, downCfg.Source.Topic, err)
+	// The stages' builds (each a claim of its own checkpoints, a restore
+	// read, the cluster checks) are independent: built side by side, a
+	// moved group runs sooner.
+	var up, down *Built
+	var upErr, downErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { up, upErr = Build(ctx, upCfg, upEnv) })
+	wg.Go(func() { down, downErr = Build(ctx, downCfg, downEnv) })
+	wg.Wait()
+	if upErr != nil {
+		return nil, fmt.Errorf("jobs: stage 1 of partition group %d (into %s): %w", g.Index, upCfg.Sink.Topic, upErr)
+	}
+	if downErr != nil {
+		return nil, fmt.Errorf("jobs: stage 2 of partition group %d (from %s): %w", g.Index, downCfg.Source.Topic, downErr)
 	}
 	return &GroupPipeline{Index: g.Index, Stages: []*Built{up, down}}, nil
 }
