@@ -146,7 +146,7 @@ type Checkpoint struct {
 	// RetainSavepoints is how many savepoints are kept in the job's
 	// checkpoint directory: once a savepoint completed, the oldest beyond
 	// this many are removed, never the job's newest restore point (see
-	// state.PruneSavepoints). 0 keeps every one, as Flink does.
+	// dirstore.PruneSavepoints). 0 keeps every one, as Flink does.
 	//
 	// Default 10, not Flink's "forever": a Flink savepoint goes to a
 	// directory its user chose, a onceflow savepoint into the job's own

@@ -35,13 +35,13 @@ type Scope struct {
 	NewerCheckpoint int64
 	NewerEntries    [][]byte
 	// RestoredCommitted is true when every transaction in the restored
-	// entries is known to be committed (state.Metadata.Committed: the
+	// entries is known to be committed (checkpoint.Metadata.Committed: the
 	// checkpoint was a stop with a savepoint, whose commits the stop
 	// drained): a transactional sink must not commit them again, which
 	// fails once the broker has expired their transactional ids.
 	RestoredCommitted bool
 	// RestoredStateFormat is the format version the restored entries were
-	// written in (state.OperatorSnapshot.StateFormat): 0 when the
+	// written in (checkpoint.OperatorSnapshot.StateFormat): 0 when the
 	// checkpoint recorded none. It is never above the connector's own
 	// StateFormatVersion: the engine refuses such a restore.
 	RestoredStateFormat int
@@ -95,7 +95,7 @@ type TransactionalSink interface {
 // StateFormatVersioner is implemented by a Source or Sink whose operator
 // state (the entries its SnapshotState returns) has a versioned format.
 // The engine records the version with the operator in every checkpoint
-// (state.OperatorSnapshot.StateFormat) and refuses, before any subtask
+// (checkpoint.OperatorSnapshot.StateFormat) and refuses, before any subtask
 // opens, to restore a checkpoint whose recorded version is newer than the
 // one the operator declares (ErrIncompatibleCheckpoint, non-recoverable),
 // naming the checkpoint, the operator, both versions and the binary that

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -61,10 +62,10 @@ type subtask struct {
 
 	backend state.KeyedBackend
 	opStore *state.OperatorStateStore
-	restore *state.OperatorSnapshot
+	restore *checkpoint.OperatorSnapshot
 	// newer is the operator's snapshot in newerID, the latest complete
 	// checkpoint, when restore comes from an older one (RestoreFrom).
-	newer   *state.OperatorSnapshot
+	newer   *checkpoint.OperatorSnapshot
 	newerID int64
 	// stopID is the id of a stop-with-savepoint barrier a sink subtask
 	// snapshotted: its notification waits for the sink's commits.
@@ -96,7 +97,7 @@ type attemptResult struct {
 
 // runAttempt runs one attempt of the job from md (nil: from scratch) until
 // it finishes, stops, fails or ctx ends.
-func (j *Job) runAttempt(parent context.Context, attempt int, md, newer *state.Metadata, log *slog.Logger) attemptResult {
+func (j *Job) runAttempt(parent context.Context, attempt int, md, newer *checkpoint.Metadata, log *slog.Logger) attemptResult {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	c, err := newCoordinator(ctx, j, md, log)
@@ -170,7 +171,7 @@ func (j *Job) runAttempt(parent context.Context, attempt int, md, newer *state.M
 }
 
 // build creates every subtask, its channels, state and operator.
-func (j *Job) build(c *coordinator, md, newer *state.Metadata, log *slog.Logger) ([]*subtask, error) {
+func (j *Job) build(c *coordinator, md, newer *checkpoint.Metadata, log *slog.Logger) ([]*subtask, error) {
 	byNode := map[*node][]*subtask{}
 	var all []*subtask
 	for _, n := range j.nodes {
@@ -235,9 +236,9 @@ func (j *Job) newTriggerQueue() chan barrier {
 // commits) run in parallel.
 func (st *subtask) open(ctx context.Context) error {
 	j, n := st.j, st.n
-	var opHandles []*state.Handle
+	var opHandles []*checkpoint.Handle
 	if st.restore != nil {
-		opHandles = state.OperatorHandles(st.restore)
+		opHandles = checkpoint.OperatorHandles(st.restore)
 	}
 	store, err := state.NewOperatorStateStore(st.index, n.parallelism, opHandles)
 	if err != nil {
@@ -275,9 +276,9 @@ func (st *subtask) open(ctx context.Context) error {
 	default:
 		if n.keyed {
 			kgs := state.KeyGroupRangeForSubtask(st.index, n.parallelism, j.opts.MaxParallelism)
-			var restore []*state.Handle
+			var restore []*checkpoint.Handle
 			if st.restore != nil {
-				restore = state.KeyedHandlesFor(st.restore, kgs)
+				restore = checkpoint.KeyedHandlesFor(st.restore, kgs)
 			}
 			st.backend, err = j.opts.Backend.CreateKeyedBackend(ctx, state.KeyedBackendOptions{
 				Job: j.name, OperatorUID: n.uid, Subtask: st.index, Parallelism: n.parallelism,
@@ -317,7 +318,7 @@ func (st *subtask) newerEntries() ([][]byte, error) {
 	if st.newer == nil {
 		return nil, nil
 	}
-	store, err := state.NewOperatorStateStore(st.index, st.n.parallelism, state.OperatorHandles(st.newer))
+	store, err := state.NewOperatorStateStore(st.index, st.n.parallelism, checkpoint.OperatorHandles(st.newer))
 	if err != nil {
 		return nil, fmt.Errorf("reading operator state of the newer checkpoint %d: %w", st.newerID, err)
 	}
@@ -731,7 +732,7 @@ func (st *subtask) checkpoint(ctx context.Context, b barrier) error {
 	if err != nil {
 		return fmt.Errorf("snapshotting for checkpoint %d: %w", b.id, err)
 	}
-	var opHandle *state.Handle
+	var opHandle *checkpoint.Handle
 	if hasOp {
 		l, err := st.opStore.ListState("entries", mode)
 		if err != nil {
@@ -763,7 +764,7 @@ func (st *subtask) checkpoint(ctx context.Context, b barrier) error {
 	go func() { // owned by the subtask: waited for before the attempt ends
 		defer st.async.Done()
 		asyncStart := time.Now()
-		var kh *state.Handle
+		var kh *checkpoint.Handle
 		err := kerr
 		if err == nil && async != nil {
 			kh, err = async(ctx)

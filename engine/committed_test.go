@@ -9,9 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/logbuf"
-	"github.com/onceflow/onceflow/state"
 )
 
 // scopeSink is a memSink that records the Scope of every writer it opens.
@@ -35,7 +36,7 @@ func (s *scopeSink) opened() []engine.Scope {
 }
 
 // failMarkStorage fails MarkCommitted.
-type failMarkStorage struct{ state.Storage }
+type failMarkStorage struct{ checkpoint.Storage }
 
 func (failMarkStorage) MarkCommitted(context.Context, int64) error {
 	return errors.New("injected: cannot write the committed marker")
@@ -43,7 +44,7 @@ func (failMarkStorage) MarkCommitted(context.Context, int64) error {
 
 // stopRun runs a copy job on storage until a stop with a savepoint and
 // returns the savepoint's path.
-func stopRun(t *testing.T, storage state.Storage, logger *slog.Logger) string {
+func stopRun(t *testing.T, storage checkpoint.Storage, logger *slog.Logger) string {
 	t.Helper()
 	opts := engine.Options{Checkpoint: engine.CheckpointOptions{Interval: 10 * time.Millisecond}, Storage: storage, Logger: logger}
 	j := copyJob("long", opts, &memSource[int]{parts: [][]int{seq(0, 100)}, pauseEvery: 1, pause: time.Millisecond, unbounded: true}, &memSink[int]{})
@@ -66,7 +67,7 @@ func stopRun(t *testing.T, storage state.Storage, logger *slog.Logger) string {
 // restore from an ordinary checkpoint does not. (Nothing marked the
 // savepoint: every restore committed again.)
 func TestStopSavepointIsMarkedCommitted(t *testing.T) {
-	storage := state.NewMemoryStorage("long", state.StorageOptions{Retained: 2})
+	storage := dirstore.NewMemoryStorage("long", dirstore.StorageOptions{Retained: 2})
 	path := stopRun(t, storage, nil)
 	md, err := storage.Load(context.Background(), path)
 	if err != nil {
@@ -101,7 +102,7 @@ func TestStopSavepointIsMarkedCommitted(t *testing.T) {
 // (and a restore commits again, as before).
 func TestStopSurvivesAFailedCommittedMarker(t *testing.T) {
 	logs := &logbuf.Buffer{}
-	storage := failMarkStorage{state.NewMemoryStorage("long", state.StorageOptions{Retained: 2})}
+	storage := failMarkStorage{dirstore.NewMemoryStorage("long", dirstore.StorageOptions{Retained: 2})}
 	path := stopRun(t, storage, slog.New(slog.NewTextHandler(logs, nil)))
 	if !strings.Contains(logs.String(), "cannot write the committed marker") || !strings.Contains(logs.String(), path) {
 		t.Fatalf("the failed marker is not logged with the savepoint's path:\n%s", logs)

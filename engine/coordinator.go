@@ -9,14 +9,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/onceflow/onceflow/state"
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 )
 
 type ackMsg struct {
 	id       int64
 	st       *subtask
-	keyed    *state.Handle
-	operator *state.Handle
+	keyed    *checkpoint.Handle
+	operator *checkpoint.Handle
 	err      error
 	// sync and async are how long the subtask's synchronous and
 	// asynchronous snapshot parts took; at is when it acked.
@@ -52,12 +53,12 @@ type coordinator struct {
 	j        *Job
 	ctx      context.Context
 	opts     CheckpointOptions
-	storage  state.Storage
+	storage  checkpoint.Storage
 	log      *slog.Logger
 	clock    Clock
 	restored bool
 	// restoredCommitted: every transaction of the restored checkpoint is
-	// known to be committed (state.Metadata.Committed).
+	// known to be committed (checkpoint.Metadata.Committed).
 	restoredCommitted bool
 	fail              func(error)
 	subtasks          []*subtask // set before run
@@ -113,7 +114,7 @@ type alignMsg struct {
 	d  time.Duration
 }
 
-func newCoordinator(ctx context.Context, j *Job, md *state.Metadata, log *slog.Logger) (*coordinator, error) {
+func newCoordinator(ctx context.Context, j *Job, md *checkpoint.Metadata, log *slog.Logger) (*coordinator, error) {
 	c := &coordinator{j: j, ctx: ctx, opts: j.opts.Checkpoint, storage: j.opts.Storage, log: log, clock: j.opts.Clock, restored: md != nil,
 		cleared: make(chan struct{}), acks: make(chan ackMsg, 64), savepoints: make(chan savepointRequest), finishedCh: make(chan struct{}, 64),
 		notifiedCh: make(chan notifiedMsg, 64), alignCh: make(chan alignMsg, 64),
@@ -348,17 +349,17 @@ func (c *coordinator) onAck(a ackMsg) error {
 }
 
 func (c *coordinator) complete(p *pendingCheckpoint) error {
-	md := &state.Metadata{Version: state.MetadataVersion, Job: c.j.name, CheckpointID: p.id, Savepoint: p.savepoint, Timestamp: p.triggered,
+	md := &checkpoint.Metadata{Version: checkpoint.MetadataVersion, Job: c.j.name, CheckpointID: p.id, Savepoint: p.savepoint, Timestamp: p.triggered,
 		WriterVersion: c.j.opts.Version}
 	var size int64
-	var cur *state.OperatorSnapshot
+	var cur *checkpoint.OperatorSnapshot
 	for _, a := range sortedAcks(p.acks) {
 		if cur == nil || cur.UID != a.st.n.uid {
-			md.Operators = append(md.Operators, state.OperatorSnapshot{UID: a.st.n.uid, Parallelism: a.st.n.parallelism, MaxParallelism: c.j.opts.MaxParallelism,
+			md.Operators = append(md.Operators, checkpoint.OperatorSnapshot{UID: a.st.n.uid, Parallelism: a.st.n.parallelism, MaxParallelism: c.j.opts.MaxParallelism,
 				StateFormat: a.st.n.stateFormat})
 			cur = &md.Operators[len(md.Operators)-1]
 		}
-		cur.Subtasks = append(cur.Subtasks, state.SubtaskSnapshot{Subtask: a.st.index, Keyed: a.keyed, Operator: a.operator})
+		cur.Subtasks = append(cur.Subtasks, checkpoint.SubtaskSnapshot{Subtask: a.st.index, Keyed: a.keyed, Operator: a.operator})
 		size += handleSize(a.keyed) + handleSize(a.operator)
 	}
 	persistStart := time.Now()
@@ -400,7 +401,7 @@ func (c *coordinator) complete(p *pendingCheckpoint) error {
 	c.log.Debug("checkpoint complete", "checkpoint", p.id, "duration", done.Sub(p.triggered), "bytes", size)
 	if keep := c.j.opts.Checkpoint.RetainSavepoints; p.savepoint && keep > 0 {
 		// Before the answer: whoever asked finds the bound kept.
-		res, err := state.PruneSavepoints(c.ctx, c.storage, state.PruneOptions{Keep: keep})
+		res, err := dirstore.PruneSavepoints(c.ctx, c.storage, dirstore.PruneOptions{Keep: keep})
 		for _, r := range res.Removed {
 			c.log.Info("removed an old savepoint beyond the retained count", "savepoint", r.ID, "path", r.Path, "retain_savepoints", keep)
 		}
@@ -420,7 +421,7 @@ func (c *coordinator) complete(p *pendingCheckpoint) error {
 	return nil
 }
 
-func handleSize(h *state.Handle) int64 {
+func handleSize(h *checkpoint.Handle) int64 {
 	if h == nil {
 		return 0
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onceflow/onceflow/state"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 )
 
 // coordHarness is a coordinator of one attempt with fake source subtasks
@@ -30,7 +30,7 @@ func newCoordHarness(t testing.TB, opts Options, sources int) *coordHarness {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Storage == nil {
-		opts.Storage = state.NewMemoryStorage("coord", state.StorageOptions{})
+		opts.Storage = dirstore.NewMemoryStorage("coord", dirstore.StorageOptions{})
 	}
 	j := NewJob("coord", opts)
 	ctx, cancel := context.WithCancel(context.Background())

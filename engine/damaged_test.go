@@ -9,9 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/logbuf"
-	"github.com/onceflow/onceflow/state"
 )
 
 // txnSink is a memSink that says it is transactional
@@ -62,9 +63,9 @@ func damagedStorage(t *testing.T, job string) (dir, damaged, intact string) {
 	return dir, damaged, prev.Path
 }
 
-func newFileStorage(t *testing.T, dir, job string) state.Storage {
+func newFileStorage(t *testing.T, dir, job string) checkpoint.Storage {
 	t.Helper()
-	st, err := state.NewFileStorage(dir, job, state.StorageOptions{Retained: 3})
+	st, err := dirstore.NewFileStorage(dir, job, dirstore.StorageOptions{Retained: 3})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,7 +66,7 @@
 // keyed state) on a goroutine owned by the subtask, which then
 // acknowledges with its state handles. Checkpoint n completes when every
 // subtask acknowledged and the metadata naming all handles is durable in
-// the state.Storage; only then are subtasks notified, and a
+// the checkpoint.Storage; only then are subtasks notified, and a
 // transactional sink commits what it pre-committed for n (and for any
 // earlier checkpoint whose notification it missed). A checkpoint that
 // fails or passes its timeout is aborted and the subtasks are told;

@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/engine"
-	"github.com/onceflow/onceflow/state"
 )
 
 // fmtSource is a memSource that declares the format version of its
@@ -44,7 +45,7 @@ func (s *fmtSink) Transactional() bool     { return true }
 // they do not implement StateFormatVersioner) run by a binary of version.
 func fmtJob(t *testing.T, dir, version, from string, srcFormat, sinkFormat int) (*engine.Job, *fmtSource, *memSink[int]) {
 	t.Helper()
-	st, err := state.NewFileStorage(dir, "fmt", state.StorageOptions{Retained: 10})
+	st, err := dirstore.NewFileStorage(dir, "fmt", dirstore.StorageOptions{Retained: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,9 +63,9 @@ func fmtJob(t *testing.T, dir, version, from string, srcFormat, sinkFormat int) 
 	return j, src, out
 }
 
-func latestOf(t *testing.T, dir string) *state.Metadata {
+func latestOf(t *testing.T, dir string) *checkpoint.Metadata {
 	t.Helper()
-	st, err := state.NewFileStorage(dir, "fmt", state.StorageOptions{Retained: 10})
+	st, err := dirstore.NewFileStorage(dir, "fmt", dirstore.StorageOptions{Retained: 10})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/engine"
-	"github.com/onceflow/onceflow/state"
 )
 
 // fenceSink models the Kafka sink and its broker closely enough for
@@ -196,8 +197,8 @@ func (w *fenceWriter) Close(context.Context) error                          { re
 // (Run 2 left the storage as it was: run 3 restored C and failed.)
 func TestRestoreFromIsDurable(t *testing.T) {
 	dir := t.TempDir()
-	storage := func() state.Storage {
-		st, err := state.NewFileStorage(dir, "from", state.StorageOptions{Retained: 3})
+	storage := func() checkpoint.Storage {
+		st, err := dirstore.NewFileStorage(dir, "from", dirstore.StorageOptions{Retained: 3})
 		if err != nil {
 			t.Fatal(err)
 		}

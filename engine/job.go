@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -51,7 +53,7 @@ type CheckpointOptions struct {
 	DeleteOnCancel bool
 	// RetainSavepoints bounds the savepoints kept in the storage: once a
 	// savepoint completed, the oldest complete ones beyond this many are
-	// removed (state.PruneSavepoints: never the job's newest restore
+	// removed (dirstore.PruneSavepoints: never the job's newest restore
 	// point), each logged; a failure to remove is logged and fails
 	// nothing. 0 keeps every savepoint, as Flink does.
 	RetainSavepoints int
@@ -64,7 +66,7 @@ type Options struct {
 	Restart RestartStrategy
 	// Storage keeps checkpoints (default an in-memory storage, lost with
 	// the process).
-	Storage state.Storage
+	Storage checkpoint.Storage
 	// Backend creates keyed state backends (default memory).
 	Backend state.KeyedBackendFactory
 	// MaxParallelism is the number of key groups (default 128).
@@ -85,7 +87,7 @@ type Options struct {
 	AllowNonRestoredState bool
 	// Version is the version of the binary running the job (the
 	// processor passes what processor version prints). Every checkpoint
-	// records it (state.Metadata.WriterVersion), and a checkpoint refused
+	// records it (checkpoint.Metadata.WriterVersion), and a checkpoint refused
 	// for its state formats names it. Default: the main module's version
 	// from the build info, or "unknown".
 	Version string
@@ -171,7 +173,7 @@ func NewJob(name string, opts Options) *Job {
 		opts.Restart = NoRestart()
 	}
 	if opts.Storage == nil {
-		opts.Storage = state.NewMemoryStorage(name, state.StorageOptions{})
+		opts.Storage = dirstore.NewMemoryStorage(name, dirstore.StorageOptions{})
 	}
 	if opts.Backend == nil {
 		opts.Backend = state.NewMemoryBackendFactory()
@@ -312,16 +314,16 @@ func (j *Job) sweep(ctx context.Context, log *slog.Logger) {
 // for (from, adopted first: see adopt), else the latest complete one,
 // skipping incomplete ones with a warning (and a damaged newest one as
 // checkDamaged says). When the checkpoint records a newer one it
-// superseded (state.Metadata.Supersedes), that one is returned as newer:
+// superseded (checkpoint.Metadata.Supersedes), that one is returned as newer:
 // sinks learn from it which restored transactions were committed since.
-// An empty claim (state.Metadata.Claim) restores nothing: md is nil, and
+// An empty claim (checkpoint.Metadata.Claim) restores nothing: md is nil, and
 // the attempt's checkpoint ids start above the claim's.
-func (j *Job) restorePoint(ctx context.Context, from string, log *slog.Logger) (md, newer *state.Metadata, err error) {
-	var infos []state.CheckpointInfo
-	// An empty claim (state.Metadata.Claim: a new owner took a job that
+func (j *Job) restorePoint(ctx context.Context, from string, log *slog.Logger) (md, newer *checkpoint.Metadata, err error) {
+	var infos []checkpoint.CheckpointInfo
+	// An empty claim (checkpoint.Metadata.Claim: a new owner took a job that
 	// had no checkpoint) holds no state: the attempt starts fresh, with
 	// checkpoint ids above it, and nothing checks it as a restore.
-	unclaimed := func(md *state.Metadata) *state.Metadata {
+	unclaimed := func(md *checkpoint.Metadata) *checkpoint.Metadata {
 		if md == nil || !md.Claim {
 			return md
 		}
@@ -363,7 +365,7 @@ func (j *Job) restorePoint(ctx context.Context, from string, log *slog.Logger) (
 		return nil, nil, err
 	}
 	if s := md.Supersedes; s != nil {
-		newer = &state.Metadata{Job: j.name, CheckpointID: s.CheckpointID, Path: s.Path, Operators: s.Operators}
+		newer = &checkpoint.Metadata{Job: j.name, CheckpointID: s.CheckpointID, Path: s.Path, Operators: s.Operators}
 		log.Info("restoring", "checkpoint", md.CheckpointID, "path", md.Path, "savepoint", md.Savepoint, "committed", md.Committed,
 			"restored_from", md.RestoredFrom, "newer_checkpoint", newer.CheckpointID, "newer_path", newer.Path)
 	} else {
@@ -395,7 +397,7 @@ func (e *incompatibleError) Is(target error) bool { return target == ErrIncompat
 
 // checkRestore refuses a checkpoint the job cannot restore as it is
 // configured (ErrIncompatibleCheckpoint, non-recoverable): state of
-// operators the job lacks (state.CheckRestore), operator state in a
+// operators the job lacks (checkpoint.CheckRestore), operator state in a
 // format newer than its operator reads (checkStateFormats), or a keyed
 // operator whose state was written with another max parallelism.
 //
@@ -406,12 +408,12 @@ func (e *incompatibleError) Is(target error) bool { return target == ErrIncompat
 // are not restored at all: on a word count about half the counts started
 // over, silently. Flink refuses such a restore too. Operators without
 // keyed state (sources, sinks, operator state) do not depend on it.
-func (j *Job) checkRestore(md *state.Metadata) error {
+func (j *Job) checkRestore(md *checkpoint.Metadata) error {
 	uids := make([]string, 0, len(j.nodes))
 	for _, n := range j.nodes {
 		uids = append(uids, n.uid)
 	}
-	if err := state.CheckRestore(md, uids, j.opts.AllowNonRestoredState); err != nil {
+	if err := checkpoint.CheckRestore(md, uids, j.opts.AllowNonRestoredState); err != nil {
 		return NonRecoverable(&incompatibleError{fmt.Errorf("engine: restoring from %s: %w", md.Path, err)})
 	}
 	if err := j.checkStateFormats(md); err != nil {
@@ -446,8 +448,8 @@ func (j *Job) checkRestore(md *state.Metadata) error {
 // refusal names the checkpoint, every such operator, both versions and
 // the binary that wrote it. Older formats, and checkpoints that recorded
 // none, restore.
-func (j *Job) checkStateFormats(md *state.Metadata) error {
-	check := func(where, writer string, ops []state.OperatorSnapshot) []string {
+func (j *Job) checkStateFormats(md *checkpoint.Metadata) error {
+	check := func(where, writer string, ops []checkpoint.OperatorSnapshot) []string {
 		var bad []string
 		for _, n := range j.nodes {
 			for i := range ops {
@@ -479,7 +481,7 @@ func orUnrecorded(version string) string {
 }
 
 // hasKeyedState reports whether a subtask of op stored keyed state.
-func hasKeyedState(op *state.OperatorSnapshot) bool {
+func hasKeyedState(op *checkpoint.OperatorSnapshot) bool {
 	for _, st := range op.Subtasks {
 		if st.Keyed != nil {
 			return true
@@ -507,8 +509,8 @@ func hasKeyedState(op *state.OperatorSnapshot) bool {
 // tell the restored transactions committed since from those to commit,
 // even once the newer checkpoint's directory is gone. A newer checkpoint
 // a cancellation deleted (checkpoint.on_cancel delete) counts too: the
-// deletion recorded its operator state (state.Discard).
-func (j *Job) adopt(ctx context.Context, from string, log *slog.Logger) (*state.Metadata, error) {
+// deletion recorded its operator state (checkpoint.Discard).
+func (j *Job) adopt(ctx context.Context, from string, log *slog.Logger) (*checkpoint.Metadata, error) {
 	st := j.opts.Storage
 	md, err := st.Load(ctx, from)
 	if err != nil {
@@ -528,9 +530,9 @@ func (j *Job) adopt(ctx context.Context, from string, log *slog.Logger) (*state.
 	// The newest complete checkpoint the job had: the latest one on disk,
 	// or the one a cancellation deleted (checkpoint.on_cancel delete),
 	// whose operator state the deletion recorded.
-	var newest *state.Superseded
+	var newest *checkpoint.Superseded
 	if latest != nil {
-		newest = &state.Superseded{CheckpointID: latest.CheckpointID, Path: latest.Path, WriterVersion: latest.WriterVersion,
+		newest = &checkpoint.Superseded{CheckpointID: latest.CheckpointID, Path: latest.Path, WriterVersion: latest.WriterVersion,
 			Operators: latest.Operators}
 	}
 	if d := disc.Newest; d != nil && (newest == nil || d.CheckpointID > newest.CheckpointID) {
@@ -538,7 +540,7 @@ func (j *Job) adopt(ctx context.Context, from string, log *slog.Logger) (*state.
 	}
 	if newest != nil && newest.CheckpointID > md.CheckpointID &&
 		(md.Supersedes == nil || md.Supersedes.CheckpointID < newest.CheckpointID) {
-		sup := &state.Superseded{CheckpointID: newest.CheckpointID, Path: newest.Path, WriterVersion: newest.WriterVersion}
+		sup := &checkpoint.Superseded{CheckpointID: newest.CheckpointID, Path: newest.Path, WriterVersion: newest.WriterVersion}
 		for _, n := range j.nodes {
 			for _, op := range newest.Operators {
 				if n.kind == kindSink && op.UID == n.uid {
@@ -589,8 +591,8 @@ func (j *Job) adopt(ctx context.Context, from string, log *slog.Logger) (*state.
 // checkpoint and the way out (--from the newest intact one, accepting
 // those duplicates). Without one, the fallback to md proceeds, logged at
 // Error level naming both.
-func (j *Job) checkDamaged(md *state.Metadata, infos []state.CheckpointInfo, log *slog.Logger) error {
-	var newest *state.CheckpointInfo
+func (j *Job) checkDamaged(md *checkpoint.Metadata, infos []checkpoint.CheckpointInfo, log *slog.Logger) error {
+	var newest *checkpoint.CheckpointInfo
 	for i := range infos {
 		in := &infos[i]
 		if (in.Complete || in.Damaged) && (newest == nil || in.ID > newest.ID) {
@@ -652,7 +654,7 @@ func (j *Job) checkDamaged(md *state.Metadata, infos []state.CheckpointInfo, log
 // accepting the duplicates, or --fresh. Without one (the output is at
 // least once anyway) it goes on from md, logged at Error level. Either way
 // the ids of the new checkpoints start above through.
-func (j *Job) checkDiscarded(md *state.Metadata, through int64, log *slog.Logger) error {
+func (j *Job) checkDiscarded(md *checkpoint.Metadata, through int64, log *slog.Logger) error {
 	if through == 0 || (md != nil && md.CheckpointID >= through) {
 		return nil
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/state"
 )
@@ -16,7 +17,7 @@ import (
 // keyedCountJob is source → map to (k<v%97>, 1) → keyBy.sum "count" →
 // sink, with max parallelism maxP (0: the default).
 func keyedCountJob(name string, dir string, maxP int, from string, backend state.KeyedBackendFactory, src *memSource[int], sink *memSink[wordCount]) *engine.Job {
-	st, err := state.NewFileStorage(dir, name, state.StorageOptions{Retained: 2})
+	st, err := dirstore.NewFileStorage(dir, name, dirstore.StorageOptions{Retained: 2})
 	if err != nil {
 		panic(err)
 	}
@@ -68,7 +69,7 @@ func TestChangedMaxParallelismIsRefused(t *testing.T) {
 			if err := runJob(t, first); err != nil {
 				t.Fatal(err)
 			}
-			st, err := state.NewFileStorage(dir, "mp", state.StorageOptions{})
+			st, err := dirstore.NewFileStorage(dir, "mp", dirstore.StorageOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -130,7 +131,7 @@ func TestChangedMaxParallelismWithoutKeyedStateRestores(t *testing.T) {
 	dir := t.TempDir()
 	sink := &memSink[int]{}
 	run := func(maxP int, input []int) error {
-		st, err := state.NewFileStorage(dir, "copy", state.StorageOptions{})
+		st, err := dirstore.NewFileStorage(dir, "copy", dirstore.StorageOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

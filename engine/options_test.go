@@ -15,6 +15,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/state"
 )
@@ -188,8 +190,8 @@ func TestMaxConcurrentCheckpoints(t *testing.T) {
 // from 2 to 3 subtasks.
 func TestStopWithSavepointAndResume(t *testing.T) {
 	dir := t.TempDir()
-	storage := func() state.Storage {
-		st, err := state.NewFileStorage(dir, "sp", state.StorageOptions{Retained: 2})
+	storage := func() checkpoint.Storage {
+		st, err := dirstore.NewFileStorage(dir, "sp", dirstore.StorageOptions{Retained: 2})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -304,7 +306,7 @@ func TestStopAskedBeforeTheJobRunsWaitsForIt(t *testing.T) {
 // Cancellation keeps the checkpoints unless DeleteOnCancel says otherwise.
 func TestCancelRetention(t *testing.T) {
 	for _, del := range []bool{false, true} {
-		st := state.NewMemoryStorage("cancel", state.StorageOptions{Retained: 3})
+		st := dirstore.NewMemoryStorage("cancel", dirstore.StorageOptions{Retained: 3})
 		j := copyJob("cancel", engine.Options{
 			Checkpoint: engine.CheckpointOptions{Interval: 10 * time.Millisecond, DeleteOnCancel: del},
 			Storage:    st,
@@ -342,7 +344,7 @@ func TestStorageFaultFailsTheCheckpointNotTheJob(t *testing.T) {
 		}
 		return nil
 	}))
-	st, err := state.NewFileStorage(t.TempDir(), "fault", state.StorageOptions{Retained: 2, FS: fs})
+	st, err := dirstore.NewFileStorage(t.TempDir(), "fault", dirstore.StorageOptions{Retained: 2, FS: fs})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/engine"
-	"github.com/onceflow/onceflow/state"
 )
 
 // counterSource emits 0, 1, 2, ... from one subtask, one every
@@ -115,7 +115,7 @@ func (w *commitWriter) Close(context.Context) error                          { r
 func TestFailoverAfterASavepointResumesFromIt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	storage := state.NewMemoryStorage("sp", state.StorageOptions{Retained: 2})
+	storage := dirstore.NewMemoryStorage("sp", dirstore.StorageOptions{Retained: 2})
 	j := engine.NewJob("sp", engine.Options{Storage: storage, Restart: engine.FixedDelay(1, time.Millisecond),
 		Checkpoint: engine.CheckpointOptions{Interval: time.Hour}})
 	src, sink := &counterSource{}, &commitSink{}

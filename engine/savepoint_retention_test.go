@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/logbuf"
-	"github.com/onceflow/onceflow/state"
 )
 
 // savepointsOnDisk lists the savepoint directories of job under dir.
@@ -93,7 +93,7 @@ func TestSavepointsBeyondTheRetainedCountAreRemoved(t *testing.T) {
 	if len(got) != len(input) {
 		t.Fatalf("%d distinct records, want %d", len(got), len(input))
 	}
-	if infos, err := state.ListSavepoints(ctx, opts.Storage); err != nil || len(infos) > 3 {
+	if infos, err := dirstore.ListSavepoints(ctx, opts.Storage); err != nil || len(infos) > 3 {
 		t.Fatalf("savepoints at the end: %+v (%v)", infos, err)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/state"
 )
@@ -90,17 +92,17 @@ func TestWordCountExactUnderFailures(t *testing.T) {
 	cases := []struct {
 		name      string
 		backend   func(t *testing.T) state.KeyedBackendFactory
-		storage   func(t *testing.T) state.Storage
+		storage   func(t *testing.T) checkpoint.Storage
 		unchained bool
 	}{
 		{"memory", func(*testing.T) state.KeyedBackendFactory { return state.NewMemoryBackendFactory() },
-			func(*testing.T) state.Storage { return state.NewMemoryStorage("wc", state.StorageOptions{}) }, false},
+			func(*testing.T) checkpoint.Storage { return dirstore.NewMemoryStorage("wc", dirstore.StorageOptions{}) }, false},
 		{"memory-unchained", func(*testing.T) state.KeyedBackendFactory { return state.NewMemoryBackendFactory() },
-			func(*testing.T) state.Storage { return state.NewMemoryStorage("wc", state.StorageOptions{}) }, true},
+			func(*testing.T) checkpoint.Storage { return dirstore.NewMemoryStorage("wc", dirstore.StorageOptions{}) }, true},
 		{"pebble-incremental-files", func(t *testing.T) state.KeyedBackendFactory {
 			return state.NewPebbleBackendFactory(state.PebbleOptions{Dir: t.TempDir(), Incremental: true})
-		}, func(t *testing.T) state.Storage {
-			st, err := state.NewFileStorage(t.TempDir(), "wc", state.StorageOptions{Retained: 2})
+		}, func(t *testing.T) checkpoint.Storage {
+			st, err := dirstore.NewFileStorage(t.TempDir(), "wc", dirstore.StorageOptions{Retained: 2})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/outage"
@@ -405,7 +406,7 @@ func engineOptions(ctx context.Context, cfg *config.Config, env Env, log *slog.L
 	}
 	retainSavepoints := ck.RetainSavepoints
 	if _, isS3 := storage.(fencedStop); isS3 && retainSavepoints > 0 {
-		// state.PruneSavepoints removes savepoints from directories only.
+		// dirstore.PruneSavepoints removes savepoints from directories only.
 		log.Warn("checkpoint.retain_savepoints is not applied to S3 checkpoints yet: every savepoint stays in the bucket until removed there",
 			"retain_savepoints", retainSavepoints)
 		retainSavepoints = 0
@@ -523,7 +524,7 @@ func setAside(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	} else if err != nil {
 		return &ConfigError{Key: "checkpoint.dir", Err: err}
 	}
-	storage, err := state.NewFileStorage(cfg.Checkpoint.Dir, cfg.Job.Name, state.StorageOptions{Retained: cfg.Checkpoint.Retain})
+	storage, err := dirstore.NewFileStorage(cfg.Checkpoint.Dir, cfg.Job.Name, dirstore.StorageOptions{Retained: cfg.Checkpoint.Retain})
 	if err != nil {
 		return &ConfigError{Key: "checkpoint.dir", Err: err}
 	}

@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint"
 	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/integration/s3test"
-	"github.com/onceflow/onceflow/state"
 )
 
 func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }
@@ -48,7 +48,7 @@ func TestGroupStorageClaimsAndFencesTheFormerOwner(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	open := func(g int) state.Storage {
+	open := func(g int) checkpoint.Storage {
 		t.Helper()
 		st, err := newStorage(ctx, cfg, &Group{Index: g, Count: 4}, log)
 		if err != nil {
@@ -67,11 +67,11 @@ func TestGroupStorageClaimsAndFencesTheFormerOwner(t *testing.T) {
 	}
 	// The next owner claims id 2; the former one's checkpoint 2 is refused.
 	_ = open(3)
-	err = old.Complete(ctx, &state.Metadata{CheckpointID: 2, Timestamp: time.Now()})
+	err = old.Complete(ctx, &checkpoint.Metadata{CheckpointID: 2, Timestamp: time.Now()})
 	if !errors.Is(err, s3store.ErrFenced) || !engine.IsNonRecoverable(err) {
 		t.Fatalf("the former owner's Complete after the claim = %v; want a non-recoverable ErrFenced", err)
 	}
-	if err := other.Complete(ctx, &state.Metadata{CheckpointID: 2, Timestamp: time.Now()}); err != nil {
+	if err := other.Complete(ctx, &checkpoint.Metadata{CheckpointID: 2, Timestamp: time.Now()}); err != nil {
 		t.Fatalf("group 1's checkpoint after group 3 changed hands: %v", err)
 	}
 }

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/objstore"
-	"github.com/onceflow/onceflow/state"
 )
 
 // newStorage opens the job's checkpoint storage: a directory under
@@ -42,7 +43,7 @@ import (
 // A partition group's storage (g not nil) is the S3 storage of job
 // <job.name>/pg-<g>, opened with the newest epoch + 1 like a single
 // instance's, and then claimed (see claimGroup) before Build returns.
-func newStorage(ctx context.Context, cfg *config.Config, g *Group, log *slog.Logger) (state.Storage, error) {
+func newStorage(ctx context.Context, cfg *config.Config, g *Group, log *slog.Logger) (checkpoint.Storage, error) {
 	ck := cfg.Checkpoint
 	logf := func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) }
 	dir, isS3, err := config.ParseS3Dir(ck.Dir)
@@ -53,7 +54,7 @@ func newStorage(ctx context.Context, cfg *config.Config, g *Group, log *slog.Log
 		return nil, &ConfigError{Key: "checkpoint.dir", Err: fmt.Errorf("a partition group needs s3:// checkpoints, not the local directory %q", ck.Dir)}
 	}
 	if !isS3 {
-		st, err := state.NewFileStorage(ck.Dir, cfg.Job.Name, state.StorageOptions{Retained: ck.Retain, Logf: logf})
+		st, err := dirstore.NewFileStorage(ck.Dir, cfg.Job.Name, dirstore.StorageOptions{Retained: ck.Retain, Logf: logf})
 		if err != nil {
 			return nil, &ConfigError{Key: "checkpoint.dir", Err: err}
 		}
@@ -123,7 +124,7 @@ func endpointName(s config.S3) string {
 // the job) is marked engine.NonRecoverable, so the job fails without a
 // restart once the failed checkpoints exceed the tolerated ones, instead
 // of restarting and fencing the newer process's transactions in turn.
-type fencedStop struct{ state.Storage }
+type fencedStop struct{ checkpoint.Storage }
 
 func final(err error) error {
 	if errors.Is(err, s3store.ErrFenced) {
@@ -132,12 +133,12 @@ func final(err error) error {
 	return err
 }
 
-func (f fencedStop) Writer(id int64, uid string, subtask int) (state.SnapshotWriter, error) {
+func (f fencedStop) Writer(id int64, uid string, subtask int) (checkpoint.SnapshotWriter, error) {
 	w, err := f.Storage.Writer(id, uid, subtask)
 	return w, final(err)
 }
 
-func (f fencedStop) Complete(ctx context.Context, md *state.Metadata) error {
+func (f fencedStop) Complete(ctx context.Context, md *checkpoint.Metadata) error {
 	return final(f.Storage.Complete(ctx, md))
 }
 
@@ -145,12 +146,12 @@ func (f fencedStop) MarkCommitted(ctx context.Context, id int64) error {
 	return final(f.Storage.MarkCommitted(ctx, id))
 }
 
-func (f fencedStop) Adopt(ctx context.Context, md *state.Metadata, newID int64) (*state.Metadata, error) {
+func (f fencedStop) Adopt(ctx context.Context, md *checkpoint.Metadata, newID int64) (*checkpoint.Metadata, error) {
 	out, err := f.Storage.Adopt(ctx, md, newID)
 	return out, final(err)
 }
 
-func (f fencedStop) Sweep(ctx context.Context) ([]state.CheckpointInfo, error) {
+func (f fencedStop) Sweep(ctx context.Context) ([]checkpoint.CheckpointInfo, error) {
 	out, err := f.Storage.Sweep(ctx)
 	return out, final(err)
 }

@@ -5,26 +5,26 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/onceflow/onceflow/checkpoint"
 	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/engine"
-	"github.com/onceflow/onceflow/state"
 )
 
 // fencingStorage fails every write with a fence, as an S3 storage does
 // once a newer process published a checkpoint of the job.
-type fencingStorage struct{ state.Storage }
+type fencingStorage struct{ checkpoint.Storage }
 
 var errFence = &s3store.FencedError{Key: "p/job/manifest/chk-9", Epoch: 1, Newer: 2}
 
-func (fencingStorage) Complete(context.Context, *state.Metadata) error { return errFence }
-func (fencingStorage) Writer(int64, string, int) (state.SnapshotWriter, error) {
+func (fencingStorage) Complete(context.Context, *checkpoint.Metadata) error { return errFence }
+func (fencingStorage) Writer(int64, string, int) (checkpoint.SnapshotWriter, error) {
 	return nil, errFence
 }
 func (fencingStorage) Abort(int64) error { return errors.New("abort failed") }
 
 func TestFencedS3StorageFailsTheJobWithoutRestart(t *testing.T) {
 	st := fencedStop{fencingStorage{}}
-	err := st.Complete(context.Background(), &state.Metadata{})
+	err := st.Complete(context.Background(), &checkpoint.Metadata{})
 	if !errors.Is(err, s3store.ErrFenced) || !engine.IsNonRecoverable(err) {
 		t.Fatalf("Complete of a fenced storage: %v (fenced %t, non-recoverable %t); want both", err, errors.Is(err, s3store.ErrFenced), engine.IsNonRecoverable(err))
 	}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 )
 
 // The AsyncSnapshot runs in another goroutine while the owner goroutine
@@ -13,7 +16,7 @@ import (
 func TestAsyncSnapshotRunsWhileProcessing(t *testing.T) {
 	for _, f := range []KeyedBackendFactory{NewMemoryBackendFactory(), pebbleFactory_(t, false), pebbleFactory_(t, true)} {
 		for _, savepoint := range []bool{false, true} {
-			st := NewMemoryStorage("job", StorageOptions{})
+			st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{})
 			b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op"})
 			w := newWorkload(t, b)
 			w.apply(t, b, 2000, 0)
@@ -28,7 +31,7 @@ func TestAsyncSnapshotRunsWhileProcessing(t *testing.T) {
 			}
 			must(t, err)
 			type result struct {
-				h   *Handle
+				h   *checkpoint.Handle
 				err error
 			}
 			done := make(chan result, 1)
@@ -43,7 +46,7 @@ func TestAsyncSnapshotRunsWhileProcessing(t *testing.T) {
 			res := <-done
 			cancel()
 			must(t, res.err)
-			r := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: []*Handle{res.h}, Storage: st})
+			r := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{res.h}, Storage: st})
 			newWorkload(t, r)
 			if d := diffDumps(atBarrier, dumpBackend(t, r)); d != "" {
 				t.Fatalf("%s savepoint=%v: snapshot is not the state at the barrier: %s", f.Name(), savepoint, d)
@@ -56,7 +59,7 @@ func TestAsyncSnapshotRunsWhileProcessing(t *testing.T) {
 // cleanly instead of touching a closed database.
 func TestPebbleCloseAndPendingSnapshots(t *testing.T) {
 	f := pebbleFactory_(t, true)
-	st := NewMemoryStorage("job", StorageOptions{})
+	st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{})
 	b, err := f.CreateKeyedBackend(context.Background(), KeyedBackendOptions{OperatorUID: "op"})
 	must(t, err)
 	w := newWorkload(t, b)

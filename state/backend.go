@@ -3,28 +3,9 @@ package state
 import (
 	"context"
 	"time"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
-
-// Kind says how a registered state is laid out.
-type Kind string
-
-const (
-	KindValue       Kind = "value"
-	KindList        Kind = "list"
-	KindMap         Kind = "map"
-	KindReducing    Kind = "reducing"
-	KindAggregating Kind = "aggregating"
-)
-
-// StateMeta describes one registered state. It is recorded in every snapshot
-// so that a restore can check the job still declares the state the same way.
-type StateMeta struct {
-	Name         string        `json:"name"`
-	Kind         Kind          `json:"kind"`
-	ValueCodec   string        `json:"value_codec"`
-	UserKeyCodec string        `json:"user_key_codec,omitempty"` // map state only
-	TTL          time.Duration `json:"ttl,omitempty"`
-}
 
 // KeyedBackendOptions is what the engine tells a backend about the subtask
 // it serves.
@@ -36,13 +17,13 @@ type KeyedBackendOptions struct {
 	MaxParallelism int
 	// KeyGroups is the range this subtask owns; keys outside it are a bug in
 	// the caller's routing.
-	KeyGroups KeyGroupRange
+	KeyGroups checkpoint.KeyGroupRange
 	// Restore holds the keyed snapshots of the previous run whose key-group
 	// ranges intersect KeyGroups (several when the parallelism changed).
 	// Entries of key groups outside KeyGroups must be dropped.
-	Restore []*Handle
+	Restore []*checkpoint.Handle
 	// Storage is where restored files are read from.
-	Storage Storage
+	Storage checkpoint.Storage
 	// Now is the clock for TTL; nil means time.Now.
 	Now func() time.Time
 }
@@ -64,18 +45,18 @@ type KeyedBackend interface {
 	// CurrentKey returns the key set last.
 	CurrentKey() []byte
 	// KeyGroups is the range this backend owns.
-	KeyGroups() KeyGroupRange
+	KeyGroups() checkpoint.KeyGroupRange
 	// Register declares a state, or returns the one declared earlier under
 	// that name. Declaring a name again with another kind or codec, or with a
 	// codec different from the restored snapshot's, is an error naming the
 	// state.
-	Register(meta StateMeta) (RawState, error)
+	Register(meta checkpoint.StateMeta) (RawState, error)
 	// Snapshot is called at the barrier of checkpoint id, after every record
 	// before the barrier was processed and before any record after it. It
 	// captures the state synchronously (cheaply: a Pebble flush and
 	// checkpoint, a copy-on-write of maps) and returns the slow part, which
 	// the engine runs in another goroutine while processing continues.
-	Snapshot(checkpointID int64, w SnapshotWriter) (AsyncSnapshot, error)
+	Snapshot(checkpointID int64, w checkpoint.SnapshotWriter) (AsyncSnapshot, error)
 	// NotifyCheckpointComplete tells the backend checkpoint id is durable:
 	// incremental backends may base later checkpoints on its files.
 	NotifyCheckpointComplete(checkpointID int64)
@@ -90,7 +71,7 @@ type KeyedBackend interface {
 // and returns the handle the subtask acks with. It may run concurrently with
 // processing on the backend that created it. An error fails the checkpoint,
 // not the job.
-type AsyncSnapshot func(ctx context.Context) (*Handle, error)
+type AsyncSnapshot func(ctx context.Context) (*checkpoint.Handle, error)
 
 // RawState is the byte-level access a typed state builds on. All calls are
 // scoped to the backend's current key. userKey is nil except for map state.
@@ -105,36 +86,4 @@ type RawState interface {
 	Iterate(fn func(userKey, value []byte) bool) error
 	// Clear removes every entry of the current key.
 	Clear() error
-}
-
-// Handle describes one subtask's snapshot of one operator: the files it
-// consists of, or the bytes themselves when they are small. It is stored in
-// the checkpoint metadata.
-type Handle struct {
-	// Backend is the name of the backend that wrote it, or "canonical" for
-	// savepoints, which every backend can read.
-	Backend   string        `json:"backend"`
-	KeyGroups KeyGroupRange `json:"key_groups"`
-	States    []StateMeta   `json:"states,omitempty"`
-	Files     []FileRef     `json:"files,omitempty"`
-	// Inline holds a snapshot small enough to keep in the metadata.
-	Inline []byte `json:"inline,omitempty"`
-}
-
-// FileRef names one stored file and how to check it.
-type FileRef struct {
-	// Path is relative to the job's checkpoint directory, e.g.
-	// "chk-7/op-1/0/state" or "shared/<restore-id>-000012.sst".
-	Path   string `json:"path"`
-	Size   int64  `json:"size"`
-	CRC32C uint32 `json:"crc32c"`
-	// Shared files may be referenced by several checkpoints and are deleted
-	// only when no retained checkpoint refers to them.
-	Shared bool `json:"shared,omitempty"`
-	// Inline files are not stored on their own: Data, in the metadata,
-	// holds their bytes (like Flink's state.storage.fs.memory-threshold),
-	// which spares a small file its create, fsync and rename. Path is then
-	// only the file's name.
-	Inline bool   `json:"inline,omitempty"`
-	Data   []byte `json:"data,omitempty"`
 }

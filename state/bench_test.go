@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 )
 
 // BenchmarkStateReadModifyWrite measures a ValueState read-modify-write (the
@@ -97,7 +99,7 @@ func BenchmarkCheckpoint(b *testing.B) {
 					mode = "incremental"
 				}
 				b.Run(fmt.Sprintf("state=%dMB/churn=%g%%/%s", mb, churn*100, mode), func(b *testing.B) {
-					st, err := NewFileStorage(b.TempDir(), "bench", StorageOptions{Retained: 1})
+					st, err := dirstore.NewFileStorage(b.TempDir(), "bench", dirstore.StorageOptions{Retained: 1})
 					must(b, err)
 					be := newBackend(b, NewPebbleBackendFactory(PebbleOptions{Dir: b.TempDir(), Incremental: incremental}), KeyedBackendOptions{OperatorUID: "op"})
 					v, err := NewValueState(be, "v", BytesCodec{})
@@ -161,7 +163,7 @@ func BenchmarkBarrierPause(b *testing.B) {
 				v, err := NewValueState(be, "v", BytesCodec{})
 				must(b, err)
 				putValues(b, be, v, 0, keys, 'a', 100)
-				st := NewMemoryStorage("bench", StorageOptions{})
+				st := dirstore.NewMemoryStorage("bench", dirstore.StorageOptions{})
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
 					b.StopTimer()

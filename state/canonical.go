@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
 // The canonical keyed-state format is a backend-independent stream of
-// entries, used by savepoints (Handle.Backend "canonical") and by the memory
-// backend's checkpoints (Handle.Backend "memory"). Every backend restores it.
+// entries, used by savepoints (checkpoint.Handle.Backend "canonical") and
+// by the memory backend's checkpoints (Backend "memory"). Every backend
+// restores it.
 //
 //	magic "onceflow-kv\x00v1\n"
 //	entries, each: 0x01 uvarint(keyGroup) uvarint(stateIndex)
@@ -19,19 +22,20 @@ import (
 //	               uvarint(len value) value
 //	trailer: 0x00 uvarint(number of entries)
 //
-// stateIndex points into Handle.States. Entries are written in key-group
-// order, so a reader after a rescale can drop what it does not own. The file
-// checksum lives in the FileRef; the trailer catches truncation on its own.
+// stateIndex points into checkpoint.Handle.States. Entries are written in
+// key-group order, so a reader after a rescale can drop what it does not
+// own. The file checksum lives in the checkpoint.FileRef; the trailer
+// catches truncation on its own.
 const canonicalMagic = "onceflow-kv\x00v1\n"
 
 const (
-	// BackendCanonical is Handle.Backend of a savepoint snapshot.
+	// BackendCanonical is checkpoint.Handle.Backend of a savepoint snapshot.
 	BackendCanonical = "canonical"
-	// BackendMemory is Handle.Backend of a memory backend checkpoint.
+	// BackendMemory is checkpoint.Handle.Backend of a memory backend checkpoint.
 	BackendMemory = "memory"
-	// BackendOperator is Handle.Backend of operator state.
+	// BackendOperator is checkpoint.Handle.Backend of operator state.
 	BackendOperator = "operator"
-	// BackendPebble is Handle.Backend of a Pebble backend checkpoint.
+	// BackendPebble is checkpoint.Handle.Backend of a Pebble backend checkpoint.
 	BackendPebble = "pebble"
 )
 
@@ -163,7 +167,7 @@ func noEOF(err error) error {
 // openHandleData calls fn with a reader over every data stream of a
 // canonical or memory handle (its inline bytes or its files, verified by
 // the storage).
-func openHandleData(h *Handle, st Storage, fn func(name string, r io.Reader) error) error {
+func openHandleData(h *checkpoint.Handle, st checkpoint.Storage, fn func(name string, r io.Reader) error) error {
 	if len(h.Inline) > 0 {
 		if err := fn("inline snapshot", bytes.NewReader(h.Inline)); err != nil {
 			return err
@@ -193,7 +197,7 @@ func openHandleData(h *Handle, st Storage, fn func(name string, r io.Reader) err
 // compatible reports whether a state declared as want can use data written
 // as have: same kind and codecs, and TTL on or off in both (the TTL header
 // is part of every stored value).
-func compatible(have, want StateMeta) error {
+func compatible(have, want checkpoint.StateMeta) error {
 	switch {
 	case have.Kind != want.Kind:
 		return fmt.Errorf("state %q: declared as %s, but stored as %s", want.Name, want.Kind, have.Kind)

@@ -17,6 +17,9 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 )
 
 const (
@@ -60,7 +63,7 @@ func TestCrashChild(t *testing.T) {
 		}
 		return nil
 	})
-	st, err := NewFileStorage(dir, "job", StorageOptions{Retained: 2, FS: errorfs.Wrap(vfs.Default, stall)})
+	st, err := dirstore.NewFileStorage(dir, "job", dirstore.StorageOptions{Retained: 2, FS: errorfs.Wrap(vfs.Default, stall)})
 	must(t, err)
 	f := NewPebbleBackendFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 1 << 20})
 	b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op"})
@@ -113,7 +116,7 @@ func TestKillDuringCheckpoint(t *testing.T) {
 				t.Fatalf("child did not die by SIGKILL: %v (last completed %d)", werr, lastCompleted)
 			}
 
-			st, err := NewFileStorage(dir, "job", StorageOptions{Retained: 2})
+			st, err := dirstore.NewFileStorage(dir, "job", dirstore.StorageOptions{Retained: 2})
 			must(t, err)
 			md, infos, err := st.Latest(context.Background())
 			must(t, err)
@@ -146,7 +149,7 @@ func TestKillDuringCheckpoint(t *testing.T) {
 			}
 			// Restore it and compare with the workload replayed to that round.
 			f := NewPebbleBackendFactory(PebbleOptions{Dir: t.TempDir()})
-			r := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: KeyedHandlesFor(md.Operator("op"), KeyGroupRange{0, 128}), Storage: st})
+			r := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: checkpoint.KeyedHandlesFor(md.Operator("op"), checkpoint.KeyGroupRange{Start: 0, End: 128}), Storage: st})
 			newWorkload(t, r)
 			ref := newBackend(t, NewMemoryBackendFactory(), KeyedBackendOptions{})
 			w := newWorkload(t, ref)
@@ -166,8 +169,8 @@ func TestKillDuringCheckpoint(t *testing.T) {
 			}
 			ents, err := os.ReadDir(filepath.Join(dir, "job", "shared"))
 			must(t, err)
-			var prev *Metadata
-			if prev, err = st.Load(context.Background(), filepath.Join(dir, "job", chkDirName(md.CheckpointID))); err != nil {
+			var prev *checkpoint.Metadata
+			if prev, err = st.Load(context.Background(), filepath.Join(dir, "job", fmt.Sprintf("chk-%d", md.CheckpointID))); err != nil {
 				t.Fatal(err)
 			}
 			for _, f := range prev.Operators[0].Subtasks[0].Keyed.Files {

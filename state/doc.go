@@ -1,5 +1,5 @@
-// Package state holds the state of onceflow operators and the checkpoints
-// that make it durable.
+// Package state holds the state of onceflow operators: keyed state and its
+// backends, operator state, and the codecs typed state is stored with.
 //
 // Keyed state (value, list, map, reducing, aggregating; optional TTL) is
 // scoped to the key of the record being processed and lives in a
@@ -7,18 +7,16 @@
 // tests, or Pebble (NewPebbleBackendFactory), laid out like RocksDB state in
 // Flink: [key group, 2 bytes big-endian][state id][length-prefixed key]
 // [user key]. Keys are assigned to key groups by KeyGroupOf, and each
-// subtask owns one contiguous KeyGroupRange, so state can be split and
-// merged when an operator's parallelism changes. Operator (non-keyed) state
-// is an OperatorStateStore of named lists, redistributed split or union.
+// subtask owns one contiguous checkpoint.KeyGroupRange
+// (KeyGroupRangeForSubtask), so state can be split and merged when an
+// operator's parallelism changes. Operator (non-keyed) state is an
+// OperatorStateStore of named lists, redistributed split or union.
 //
-// Storage (NewFileStorage, NewMemoryStorage) keeps checkpoints and
-// savepoints in a directory laid out like Flink's. A checkpoint exists once
-// its _metadata is durable (written last, atomically, with a checksum);
-// every file it names carries its size and CRC32C, and files shared by
-// incremental checkpoints are reference-counted from the retained metadata,
-// so that removing one checkpoint never deletes a file another still uses.
-// Latest skips (and reports) incomplete or corrupt checkpoints; a corrupt
-// one whose _metadata exists is flagged Damaged.
+// A backend's snapshot at a checkpoint barrier is written through a
+// checkpoint.SnapshotWriter and described by a checkpoint.Handle; a restore
+// reads the files back through checkpoint.Storage. Where and how
+// checkpoints are stored is package checkpoint's (and its dirstore and
+// s3store backends'), not this package's.
 //
 // Savepoints (SavepointSnapshot) are written in a canonical,
 // backend-independent format that every backend restores at any

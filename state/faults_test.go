@@ -9,6 +9,9 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 )
 
 // Injected I/O errors in Pebble's filesystem (via vfs/errorfs) and in the
@@ -29,7 +32,7 @@ func TestInjectedIOErrorsFailOnlyTheCheckpoint(t *testing.T) {
 	})
 	var storageFault atomic.Bool
 	errDisk := errors.New("injected storage error")
-	st, err := NewFileStorage(t.TempDir(), "job", StorageOptions{Retained: 1, FS: errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+	st, err := dirstore.NewFileStorage(t.TempDir(), "job", dirstore.StorageOptions{Retained: 1, FS: errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
 		if storageFault.Load() && op.Kind == errorfs.OpFileWrite && strings.Contains(op.Path, "shared") {
 			return errDisk
 		}
@@ -41,7 +44,7 @@ func TestInjectedIOErrorsFailOnlyTheCheckpoint(t *testing.T) {
 	w := newWorkload(t, b)
 
 	id := int64(0)
-	attempt := func(round int) (*Handle, error) {
+	attempt := func(round int) (*checkpoint.Handle, error) {
 		w.apply(t, b, 1000, round)
 		id++
 		wr, err := st.Writer(id, "op", 0)
@@ -89,7 +92,7 @@ func TestInjectedIOErrorsFailOnlyTheCheckpoint(t *testing.T) {
 			t.Fatalf("%s: next checkpoint failed: %v", c.name, err)
 		}
 		// The good checkpoint restores to the backend's current contents.
-		r := newBackend(t, NewPebbleBackendFactory(PebbleOptions{Dir: t.TempDir()}), KeyedBackendOptions{OperatorUID: "op", Restore: []*Handle{h}, Storage: st})
+		r := newBackend(t, NewPebbleBackendFactory(PebbleOptions{Dir: t.TempDir()}), KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
 		newWorkload(t, r)
 		if d := diffDumps(dumpBackend(t, b), dumpBackend(t, r)); d != "" {
 			t.Fatalf("%s: restore of the next checkpoint differs: %s", c.name, d)

@@ -8,10 +8,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 )
 
 // runSnapshot snapshots b as checkpoint id into st and returns the handle.
-func runSnapshot(t testing.TB, b KeyedBackend, st Storage, uid string, subtask int, id int64, savepoint bool) *Handle {
+func runSnapshot(t testing.TB, b KeyedBackend, st checkpoint.Storage, uid string, subtask int, id int64, savepoint bool) *checkpoint.Handle {
 	t.Helper()
 	w, err := st.Writer(id, uid, subtask)
 	if err != nil {
@@ -37,12 +40,12 @@ func runSnapshot(t testing.TB, b KeyedBackend, st Storage, uid string, subtask i
 
 // completeOne completes a checkpoint holding the given keyed handles of one
 // operator.
-func completeOne(t testing.TB, st Storage, uid string, id int64, savepoint bool, parallelism int, handles ...*Handle) *Metadata {
+func completeOne(t testing.TB, st checkpoint.Storage, uid string, id int64, savepoint bool, parallelism int, handles ...*checkpoint.Handle) *checkpoint.Metadata {
 	t.Helper()
-	md := &Metadata{CheckpointID: id, Savepoint: savepoint, Timestamp: time.Unix(id, 0).UTC()}
-	op := OperatorSnapshot{UID: uid, Parallelism: parallelism, MaxParallelism: DefaultMaxParallelism}
+	md := &checkpoint.Metadata{CheckpointID: id, Savepoint: savepoint, Timestamp: time.Unix(id, 0).UTC()}
+	op := checkpoint.OperatorSnapshot{UID: uid, Parallelism: parallelism, MaxParallelism: DefaultMaxParallelism}
 	for i, h := range handles {
-		op.Subtasks = append(op.Subtasks, SubtaskSnapshot{Subtask: i, Keyed: h})
+		op.Subtasks = append(op.Subtasks, checkpoint.SubtaskSnapshot{Subtask: i, Keyed: h})
 	}
 	md.Operators = append(md.Operators, op)
 	if err := st.Complete(context.Background(), md); err != nil {
@@ -55,12 +58,12 @@ func completeOne(t testing.TB, st Storage, uid string, id int64, savepoint bool,
 // scratch storage) as sorted "state|key|userKey=value" lines.
 func dumpBackend(t testing.TB, b KeyedBackend) []string {
 	t.Helper()
-	st := NewMemoryStorage("dump", StorageOptions{})
+	st := dirstore.NewMemoryStorage("dump", dirstore.StorageOptions{})
 	h := runSnapshot(t, b, st, "dump", 0, 1, true)
 	return dumpHandles(t, st, h)
 }
 
-func dumpHandles(t testing.TB, st Storage, hs ...*Handle) []string {
+func dumpHandles(t testing.TB, st checkpoint.Storage, hs ...*checkpoint.Handle) []string {
 	t.Helper()
 	var out []string
 	for _, h := range hs {

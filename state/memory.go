@@ -7,6 +7,8 @@ import (
 	"maps"
 	"sort"
 	"time"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
 // normalizeOptions fills in defaults and validates the key-group range.
@@ -17,11 +19,11 @@ func normalizeOptions(o *KeyedBackendOptions) error {
 	if o.MaxParallelism > 1<<15 {
 		return fmt.Errorf("max parallelism %d exceeds %d", o.MaxParallelism, 1<<15)
 	}
-	if o.KeyGroups == (KeyGroupRange{}) {
+	if o.KeyGroups == (checkpoint.KeyGroupRange{}) {
 		if o.Parallelism > 0 {
 			o.KeyGroups = KeyGroupRangeForSubtask(o.Subtask, o.Parallelism, o.MaxParallelism)
 		} else {
-			o.KeyGroups = KeyGroupRange{Start: 0, End: o.MaxParallelism}
+			o.KeyGroups = checkpoint.KeyGroupRange{Start: 0, End: o.MaxParallelism}
 		}
 	}
 	if o.KeyGroups.Start < 0 || o.KeyGroups.End > o.MaxParallelism || o.KeyGroups.End < o.KeyGroups.Start {
@@ -33,16 +35,16 @@ func normalizeOptions(o *KeyedBackendOptions) error {
 	return nil
 }
 
-func validateMeta(meta StateMeta) error {
+func validateMeta(meta checkpoint.StateMeta) error {
 	if meta.Name == "" {
 		return fmt.Errorf("register state: empty name")
 	}
 	switch meta.Kind {
-	case KindValue, KindList, KindReducing, KindAggregating:
+	case checkpoint.KindValue, checkpoint.KindList, checkpoint.KindReducing, checkpoint.KindAggregating:
 		if meta.UserKeyCodec != "" {
 			return fmt.Errorf("state %q: %s state has no user key codec", meta.Name, meta.Kind)
 		}
-	case KindMap:
+	case checkpoint.KindMap:
 		if meta.UserKeyCodec == "" {
 			return fmt.Errorf("state %q: map state needs a user key codec", meta.Name)
 		}
@@ -60,17 +62,17 @@ type entryFunc func(kg, stateIdx int, key, userKey, value []byte) error
 // and returns the states and an iteration over a consistent view, which may
 // run later in another goroutine (in key-group, state, key, user-key order).
 type entrySource interface {
-	captureEntries() (states []StateMeta, iterate func(ctx context.Context, fn entryFunc) error, release func(), err error)
-	KeyGroups() KeyGroupRange
+	captureEntries() (states []checkpoint.StateMeta, iterate func(ctx context.Context, fn entryFunc) error, release func(), err error)
+	KeyGroups() checkpoint.KeyGroupRange
 }
 
 // SavepointSnapshot begins a savepoint of b: a snapshot in the canonical,
-// backend-independent format (Handle.Backend "canonical") that every
-// backend restores, at any parallelism. Call it where Snapshot would be
+// backend-independent format (checkpoint.Handle.Backend "canonical") that
+// every backend restores, at any parallelism. Call it where Snapshot would be
 // called (on the owner goroutine, at the barrier) and run the returned
 // AsyncSnapshot like a checkpoint's; then Complete the metadata with
 // Savepoint set.
-func SavepointSnapshot(b KeyedBackend, checkpointID int64, w SnapshotWriter) (AsyncSnapshot, error) {
+func SavepointSnapshot(b KeyedBackend, checkpointID int64, w checkpoint.SnapshotWriter) (AsyncSnapshot, error) {
 	src, ok := b.(entrySource)
 	if !ok {
 		return nil, fmt.Errorf("savepoint %d: backend %T cannot write the canonical format", checkpointID, b)
@@ -78,13 +80,13 @@ func SavepointSnapshot(b KeyedBackend, checkpointID int64, w SnapshotWriter) (As
 	return canonicalSnapshot(src, BackendCanonical, checkpointID, w)
 }
 
-func canonicalSnapshot(src entrySource, backend string, checkpointID int64, w SnapshotWriter) (AsyncSnapshot, error) {
+func canonicalSnapshot(src entrySource, backend string, checkpointID int64, w checkpoint.SnapshotWriter) (AsyncSnapshot, error) {
 	states, iterate, release, err := src.captureEntries()
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %d: %w", checkpointID, err)
 	}
 	kgs := src.KeyGroups()
-	return func(ctx context.Context) (h *Handle, err error) {
+	return func(ctx context.Context) (h *checkpoint.Handle, err error) {
 		defer release()
 		f, err := w.Create("keyed-"+backend, false)
 		if err != nil {
@@ -109,7 +111,7 @@ func canonicalSnapshot(src entrySource, backend string, checkpointID int64, w Sn
 		if err != nil {
 			return nil, fmt.Errorf("snapshot %d: %w", checkpointID, err)
 		}
-		return &Handle{Backend: backend, KeyGroups: kgs, States: states, Files: []FileRef{ref}}, nil
+		return &checkpoint.Handle{Backend: backend, KeyGroups: kgs, States: states, Files: []checkpoint.FileRef{ref}}, nil
 	}, nil
 }
 
@@ -167,7 +169,7 @@ type memEntry struct {
 
 type memState struct {
 	b          *memBackend
-	meta       StateMeta
+	meta       checkpoint.StateMeta
 	registered bool
 	// groups[kg-start] is the map of key group kg; owner[kg-start] the
 	// generation that may modify it.
@@ -175,7 +177,7 @@ type memState struct {
 	owner  []uint64
 }
 
-func (b *memBackend) newState(meta StateMeta) *memState {
+func (b *memBackend) newState(meta checkpoint.StateMeta) *memState {
 	n := b.opts.KeyGroups.Len()
 	s := &memState{b: b, meta: meta, groups: make([]memGroup, n), owner: make([]uint64, n)}
 	for i := range s.groups {
@@ -186,7 +188,7 @@ func (b *memBackend) newState(meta StateMeta) *memState {
 	return s
 }
 
-func (b *memBackend) restore(h *Handle) error {
+func (b *memBackend) restore(h *checkpoint.Handle) error {
 	if h == nil {
 		return nil
 	}
@@ -237,10 +239,10 @@ func (b *memBackend) SetCurrentKey(key []byte) {
 	b.kg = kg - b.opts.KeyGroups.Start
 }
 
-func (b *memBackend) CurrentKey() []byte       { return b.key }
-func (b *memBackend) KeyGroups() KeyGroupRange { return b.opts.KeyGroups }
+func (b *memBackend) CurrentKey() []byte                  { return b.key }
+func (b *memBackend) KeyGroups() checkpoint.KeyGroupRange { return b.opts.KeyGroups }
 
-func (b *memBackend) Register(meta StateMeta) (RawState, error) {
+func (b *memBackend) Register(meta checkpoint.StateMeta) (RawState, error) {
 	if err := validateMeta(meta); err != nil {
 		return nil, err
 	}
@@ -378,13 +380,13 @@ func (s *memState) Clear() error {
 
 // captureEntries records the current maps and starts a new copy-on-write
 // generation, so that processing can go on while they are written.
-func (b *memBackend) captureEntries() ([]StateMeta, func(context.Context, entryFunc) error, func(), error) {
+func (b *memBackend) captureEntries() ([]checkpoint.StateMeta, func(context.Context, entryFunc) error, func(), error) {
 	names := make([]string, 0, len(b.states))
 	for n := range b.states {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	metas := make([]StateMeta, len(names))
+	metas := make([]checkpoint.StateMeta, len(names))
 	captured := make([][]memGroup, len(names))
 	for i, n := range names {
 		s := b.states[n]
@@ -425,7 +427,7 @@ func (b *memBackend) captureEntries() ([]StateMeta, func(context.Context, entryF
 	return metas, iterate, func() {}, nil
 }
 
-func (b *memBackend) Snapshot(checkpointID int64, w SnapshotWriter) (AsyncSnapshot, error) {
+func (b *memBackend) Snapshot(checkpointID int64, w checkpoint.SnapshotWriter) (AsyncSnapshot, error) {
 	return canonicalSnapshot(b, BackendMemory, checkpointID, w)
 }
 

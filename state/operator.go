@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
 // Redistribution says how an operator list state is spread over the
@@ -63,7 +65,7 @@ type OperatorListState struct {
 // subtasks). restore holds the operator handles of ALL subtasks of the
 // previous run of this operator (nil entries are skipped); each list is
 // redistributed when ListState asks for it.
-func NewOperatorStateStore(subtask, parallelism int, restore []*Handle) (*OperatorStateStore, error) {
+func NewOperatorStateStore(subtask, parallelism int, restore []*checkpoint.Handle) (*OperatorStateStore, error) {
 	if parallelism <= 0 || subtask < 0 || subtask >= parallelism {
 		return nil, fmt.Errorf("operator state: subtask %d of parallelism %d", subtask, parallelism)
 	}
@@ -136,7 +138,7 @@ func (s *OperatorStateStore) ListState(name string, mode Redistribution) (*Opera
 // the entries this subtask would get, so they survive a restore that does
 // not use them; a union list is carried by subtask 0 only, so that it is not
 // multiplied by the parallelism.
-func (s *OperatorStateStore) Snapshot() (*Handle, error) {
+func (s *OperatorStateStore) Snapshot() (*checkpoint.Handle, error) {
 	for _, snap := range s.restored {
 		for _, st := range snap.States {
 			if _, ok := s.states[st.Name]; ok {
@@ -168,7 +170,7 @@ func (s *OperatorStateStore) Snapshot() (*Handle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("operator state snapshot: %w", err)
 	}
-	return &Handle{Backend: BackendOperator, Inline: b}, nil
+	return &checkpoint.Handle{Backend: BackendOperator, Inline: b}, nil
 }
 
 // Get returns a copy of the entries.

@@ -5,11 +5,13 @@ import (
 	"slices"
 	"sort"
 	"testing"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
-func snapOps(t *testing.T, parallelism int, entries func(sub int) [][]byte, mode Redistribution) []*Handle {
+func snapOps(t *testing.T, parallelism int, entries func(sub int) [][]byte, mode Redistribution) []*checkpoint.Handle {
 	t.Helper()
-	var hs []*Handle
+	var hs []*checkpoint.Handle
 	for s := 0; s < parallelism; s++ {
 		st, err := NewOperatorStateStore(s, parallelism, nil)
 		must(t, err)
@@ -23,7 +25,7 @@ func snapOps(t *testing.T, parallelism int, entries func(sub int) [][]byte, mode
 	return hs
 }
 
-func restoredEntries(t *testing.T, hs []*Handle, parallelism int, mode Redistribution) [][]string {
+func restoredEntries(t *testing.T, hs []*checkpoint.Handle, parallelism int, mode Redistribution) [][]string {
 	t.Helper()
 	var out [][]string
 	for s := 0; s < parallelism; s++ {
@@ -91,20 +93,20 @@ func TestOperatorStateRedistribution(t *testing.T) {
 }
 
 func TestCheckRestore(t *testing.T) {
-	md := &Metadata{Path: "/x/chk-3", Operators: []OperatorSnapshot{
-		{UID: "source", Subtasks: []SubtaskSnapshot{{Operator: &Handle{Backend: BackendOperator}}}},
-		{UID: "counter", Subtasks: []SubtaskSnapshot{{Keyed: &Handle{Backend: BackendMemory}}}},
-		{UID: "stateless", Subtasks: []SubtaskSnapshot{{}}},
+	md := &checkpoint.Metadata{Path: "/x/chk-3", Operators: []checkpoint.OperatorSnapshot{
+		{UID: "source", Subtasks: []checkpoint.SubtaskSnapshot{{Operator: &checkpoint.Handle{Backend: BackendOperator}}}},
+		{UID: "counter", Subtasks: []checkpoint.SubtaskSnapshot{{Keyed: &checkpoint.Handle{Backend: BackendMemory}}}},
+		{UID: "stateless", Subtasks: []checkpoint.SubtaskSnapshot{{}}},
 	}}
-	must(t, CheckRestore(md, []string{"source", "counter"}, false))
-	wantErrContains(t, CheckRestore(md, []string{"source"}, false), `"counter"`, "/x/chk-3")
-	must(t, CheckRestore(md, []string{"source"}, true))
+	must(t, checkpoint.CheckRestore(md, []string{"source", "counter"}, false))
+	wantErrContains(t, checkpoint.CheckRestore(md, []string{"source"}, false), `"counter"`, "/x/chk-3")
+	must(t, checkpoint.CheckRestore(md, []string{"source"}, true))
 }
 
 // Lists a restored run does not ask for survive its snapshots, neither lost
 // nor multiplied by the parallelism.
 func TestOperatorStateCarriesUnusedLists(t *testing.T) {
-	var hs []*Handle
+	var hs []*checkpoint.Handle
 	for sub := 0; sub < 3; sub++ {
 		st, err := NewOperatorStateStore(sub, 3, nil)
 		must(t, err)
@@ -119,7 +121,7 @@ func TestOperatorStateCarriesUnusedLists(t *testing.T) {
 		hs = append(hs, h)
 	}
 	// A run at parallelism 2 that uses neither list.
-	var carried []*Handle
+	var carried []*checkpoint.Handle
 	for sub := 0; sub < 2; sub++ {
 		st, err := NewOperatorStateStore(sub, 2, hs)
 		must(t, err)

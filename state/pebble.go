@@ -22,6 +22,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
 // PebbleOptions configures the Pebble keyed backend.
@@ -60,7 +62,7 @@ type PebbleOptions struct {
 // The length prefix makes the serialized key self-delimiting, so a map user
 // key can never make two (key, user key) pairs collide, and a key's entries
 // are one contiguous range. Key group 0xFFFF holds the state catalogue (name
-// -> id and StateMeta), so a restored database knows its own ids.
+// -> id and checkpoint.StateMeta), so a restored database knows its own ids.
 //
 // Checkpoints: the database runs without WAL and never fsyncs (its
 // directory is scratch: a restore starts from the stored files). At
@@ -75,9 +77,10 @@ type PebbleOptions struct {
 // numbers repeat across databases restored from the same checkpoint. A file
 // is not uploaded again when the last checkpoint confirmed complete
 // (NotifyCheckpointComplete) contains it and the storage still has it
-// (SnapshotWriter.HasShared). MANIFEST, OPTIONS and marker files are always
-// stored privately. Files up to inlineLimit bytes are not stored at all
-// but kept in the checkpoint metadata (FileRef.Inline).
+// (checkpoint.SnapshotWriter.HasShared). MANIFEST, OPTIONS and marker
+// files are always stored privately. Files up to inlineLimit bytes are not
+// stored at all but kept in the checkpoint metadata
+// (checkpoint.FileRef.Inline).
 //
 // Restore: a single Pebble handle covering exactly this subtask's key groups
 // is downloaded into an empty directory and opened, and its SST files
@@ -167,8 +170,8 @@ func (f *pebbleFactory) release() {
 var catalogPrefix = []byte{0xFF, 0xFF}
 
 type catalogEntry struct {
-	ID   uint16    `json:"id"`
-	Meta StateMeta `json:"meta"`
+	ID   uint16               `json:"id"`
+	Meta checkpoint.StateMeta `json:"meta"`
 }
 
 type pebbleBackend struct {
@@ -209,9 +212,9 @@ type pebbleBackend struct {
 	mu      sync.Mutex
 	closed  bool
 	running sync.WaitGroup
-	pending map[int64]map[string]FileRef // checkpoint -> local SST name -> stored ref
-	base    map[string]FileRef           // SSTs of the last completed checkpoint
-	snaps   map[*pebble.Snapshot]bool    // captured, not yet released
+	pending map[int64]map[string]checkpoint.FileRef // checkpoint -> local SST name -> stored ref
+	base    map[string]checkpoint.FileRef           // SSTs of the last completed checkpoint
+	snaps   map[*pebble.Snapshot]bool               // captured, not yet released
 }
 
 // dirtyEntry is a buffered write: a value, or a deletion.
@@ -302,7 +305,7 @@ func (b *pebbleBackend) forget(prefix []byte) {
 type pebbleState struct {
 	b          *pebbleBackend
 	id         uint16
-	meta       StateMeta
+	meta       checkpoint.StateMeta
 	registered bool
 }
 
@@ -322,7 +325,7 @@ func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts KeyedBacken
 	b := &pebbleBackend{
 		f: f, opts: opts, fs: f.opts.FS, instance: randomID(),
 		states: map[string]*pebbleState{}, byID: map[uint16]*pebbleState{}, nextID: 1, dirty: map[string]dirtyEntry{}, clean: map[string]dirtyEntry{},
-		pending: map[int64]map[string]FileRef{}, base: map[string]FileRef{}, snaps: map[*pebble.Snapshot]bool{},
+		pending: map[int64]map[string]checkpoint.FileRef{}, base: map[string]checkpoint.FileRef{}, snaps: map[*pebble.Snapshot]bool{},
 	}
 	b.dir = b.fs.PathJoin(f.opts.Dir, fmt.Sprintf("%s-%d-%s", url.PathEscape(opts.OperatorUID), opts.Subtask, b.instance))
 	errorf := func(format string, args ...any) error {
@@ -380,14 +383,14 @@ func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts KeyedBacken
 
 // download copies the files of a Pebble handle into the empty directory
 // dir and returns the stored refs of its SST files by local name.
-func (b *pebbleBackend) download(ctx context.Context, h *Handle, dir string) (map[string]FileRef, error) {
+func (b *pebbleBackend) download(ctx context.Context, h *checkpoint.Handle, dir string) (map[string]checkpoint.FileRef, error) {
 	if b.opts.Storage == nil {
 		return nil, errors.New("no storage to read the snapshot from")
 	}
 	if err := b.fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	ssts := map[string]FileRef{}
+	ssts := map[string]checkpoint.FileRef{}
 	for _, ref := range h.Files {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -406,7 +409,7 @@ func (b *pebbleBackend) download(ctx context.Context, h *Handle, dir string) (ma
 	return ssts, nil
 }
 
-func (b *pebbleBackend) downloadFile(ctx context.Context, ref FileRef, dst string) error {
+func (b *pebbleBackend) downloadFile(ctx context.Context, ref checkpoint.FileRef, dst string) error {
 	rc, err := b.opts.Storage.Open(ref)
 	if err != nil {
 		return err
@@ -429,7 +432,7 @@ func (b *pebbleBackend) downloadFile(ctx context.Context, ref FileRef, dst strin
 
 // localFileName is the name a stored file has in the database directory:
 // shared files carry "<instance id>-" in front of it.
-func localFileName(ref FileRef) string {
+func localFileName(ref checkpoint.FileRef) string {
 	name := ref.Path
 	if i := strings.LastIndexAny(name, `/\`); i >= 0 {
 		name = name[i+1:]
@@ -456,12 +459,12 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-func readCatalog(r pebble.Reader) (map[uint16]StateMeta, error) {
+func readCatalog(r pebble.Reader) (map[uint16]checkpoint.StateMeta, error) {
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: catalogPrefix})
 	if err != nil {
 		return nil, err
 	}
-	out := map[uint16]StateMeta{}
+	out := map[uint16]checkpoint.StateMeta{}
 	for ok := it.First(); ok; ok = it.Next() {
 		var e catalogEntry
 		if err := json.Unmarshal(it.Value(), &e); err != nil {
@@ -493,7 +496,7 @@ func (b *pebbleBackend) loadCatalog() error {
 	return nil
 }
 
-func (b *pebbleBackend) checkHandleStates(h *Handle) error {
+func (b *pebbleBackend) checkHandleStates(h *checkpoint.Handle) error {
 	for _, meta := range h.States {
 		s, ok := b.states[meta.Name]
 		if !ok {
@@ -517,7 +520,7 @@ func (b *pebbleBackend) writeCatalog(s *pebbleState) error {
 
 // ensureState returns the state named meta.Name, creating it (not yet
 // registered) when the database does not know it.
-func (b *pebbleBackend) ensureState(meta StateMeta) (*pebbleState, error) {
+func (b *pebbleBackend) ensureState(meta checkpoint.StateMeta) (*pebbleState, error) {
 	if s, ok := b.states[meta.Name]; ok {
 		if err := compatible(s.meta, meta); err != nil {
 			return nil, err
@@ -570,7 +573,7 @@ func kgBytes(kg int) []byte { return []byte{byte(kg >> 8), byte(kg)} }
 
 // restoreEntries writes the entries of h that fall in this backend's key
 // groups.
-func (b *pebbleBackend) restoreEntries(ctx context.Context, h *Handle, n int) error {
+func (b *pebbleBackend) restoreEntries(ctx context.Context, h *checkpoint.Handle, n int) error {
 	kgs := b.opts.KeyGroups
 	bw := &batchWriter{db: b.db}
 	switch h.Backend {
@@ -690,9 +693,9 @@ func decodeEntryKey(k []byte) (kg int, id uint16, key, userKey []byte, err error
 	return kg, id, rest[:n], rest[n:], nil
 }
 
-func (b *pebbleBackend) Now() time.Time           { return b.opts.Now() }
-func (b *pebbleBackend) CurrentKey() []byte       { return b.key }
-func (b *pebbleBackend) KeyGroups() KeyGroupRange { return b.opts.KeyGroups }
+func (b *pebbleBackend) Now() time.Time                      { return b.opts.Now() }
+func (b *pebbleBackend) CurrentKey() []byte                  { return b.key }
+func (b *pebbleBackend) KeyGroups() checkpoint.KeyGroupRange { return b.opts.KeyGroups }
 
 func (b *pebbleBackend) SetCurrentKey(key []byte) {
 	b.key = append(b.key[:0], key...)
@@ -707,7 +710,7 @@ func (b *pebbleBackend) SetCurrentKey(key []byte) {
 	b.keyPart = append(b.keyPart, key...)
 }
 
-func (b *pebbleBackend) Register(meta StateMeta) (RawState, error) {
+func (b *pebbleBackend) Register(meta checkpoint.StateMeta) (RawState, error) {
 	if err := validateMeta(meta); err != nil {
 		return nil, err
 	}
@@ -831,7 +834,7 @@ func (s *pebbleState) Clear() error {
 	if err := s.b.flushDirty(); err != nil {
 		return err
 	}
-	if s.meta.Kind != KindMap {
+	if s.meta.Kind != checkpoint.KindMap {
 		s.b.remember(string(prefix), dirtyEntry{del: true})
 		return s.b.db.Delete(prefix, pebble.NoSync)
 	}
@@ -851,8 +854,8 @@ func successor(p []byte) []byte {
 	return nil
 }
 
-func (b *pebbleBackend) metas() []StateMeta {
-	out := make([]StateMeta, 0, len(b.states))
+func (b *pebbleBackend) metas() []checkpoint.StateMeta {
+	out := make([]checkpoint.StateMeta, 0, len(b.states))
 	for _, s := range b.states {
 		out = append(out, s.meta)
 	}
@@ -872,7 +875,7 @@ func (b *pebbleBackend) enter() error {
 	return nil
 }
 
-func (b *pebbleBackend) Snapshot(checkpointID int64, w SnapshotWriter) (AsyncSnapshot, error) {
+func (b *pebbleBackend) Snapshot(checkpointID int64, w checkpoint.SnapshotWriter) (AsyncSnapshot, error) {
 	if err := b.enter(); err != nil {
 		return nil, err
 	}
@@ -891,7 +894,7 @@ func (b *pebbleBackend) Snapshot(checkpointID int64, w SnapshotWriter) (AsyncSna
 	}
 	states := b.metas()
 	incremental := b.f.opts.Incremental
-	return func(ctx context.Context) (*Handle, error) {
+	return func(ctx context.Context) (*checkpoint.Handle, error) {
 		if err := b.enter(); err != nil {
 			return nil, fmt.Errorf("checkpoint %d: %w", checkpointID, err)
 		}
@@ -914,11 +917,14 @@ func isImmutableTable(name string) bool {
 }
 
 // inlineLimit is the size up to which a file of a snapshot is kept in the
-// checkpoint metadata instead of being stored (FileRef.Inline): MANIFEST,
-// OPTIONS, markers and the small SST of a quiet interval. In a checkpoint
-// of little state they were most of the files, and every stored one waits
-// for two fsyncs.
+// checkpoint metadata instead of being stored (checkpoint.FileRef.Inline):
+// MANIFEST, OPTIONS, markers and the small SST of a quiet interval. In a
+// checkpoint of little state they were most of the files, and every stored
+// one waits for two fsyncs.
 const inlineLimit = 16 << 10
+
+// castagnoli is the CRC32C table of the checksums in inline FileRefs.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // uploadParallelism is how many files of one snapshot are copied to the
 // storage at once: each ends with an fsync of the file and its directory,
@@ -927,7 +933,7 @@ const uploadParallelism = 4
 
 // upload stores the files of the local checkpoint directory, several at a
 // time. The handle lists them in name order whatever order they finish in.
-func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w SnapshotWriter, incremental bool) (*Handle, map[string]FileRef, error) {
+func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w checkpoint.SnapshotWriter, incremental bool) (*checkpoint.Handle, map[string]checkpoint.FileRef, error) {
 	names, err := b.fs.List(local)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list %s: %w", local, err)
@@ -936,7 +942,7 @@ func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w Sn
 	b.mu.Lock()
 	base := b.base
 	b.mu.Unlock()
-	refs := make([]FileRef, len(names))
+	refs := make([]checkpoint.FileRef, len(names))
 	shared := make([]bool, len(names))
 	var todo []int
 	for i, name := range names {
@@ -962,7 +968,7 @@ func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w Sn
 			if err != nil {
 				return nil, nil, err
 			}
-			refs[i] = FileRef{Path: name, Size: int64(len(data)), CRC32C: crc32.Checksum(data, castagnoli), Inline: true, Data: data}
+			refs[i] = checkpoint.FileRef{Path: name, Size: int64(len(data)), CRC32C: crc32.Checksum(data, castagnoli), Inline: true, Data: data}
 			continue
 		}
 		todo = append(todo, i)
@@ -1007,8 +1013,8 @@ func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w Sn
 	if first != nil {
 		return nil, nil, first
 	}
-	h := &Handle{Backend: BackendPebble, KeyGroups: b.opts.KeyGroups, Files: refs}
-	ssts := map[string]FileRef{}
+	h := &checkpoint.Handle{Backend: BackendPebble, KeyGroups: b.opts.KeyGroups, Files: refs}
+	ssts := map[string]checkpoint.FileRef{}
 	for i, name := range names {
 		if shared[i] {
 			ssts[name] = refs[i]
@@ -1041,19 +1047,19 @@ func (b *pebbleBackend) readLocal(p string) ([]byte, error) {
 	return data, nil
 }
 
-func (b *pebbleBackend) copyOut(ctx context.Context, src, name string, shared bool, w SnapshotWriter) (FileRef, error) {
+func (b *pebbleBackend) copyOut(ctx context.Context, src, name string, shared bool, w checkpoint.SnapshotWriter) (checkpoint.FileRef, error) {
 	in, err := b.fs.Open(src)
 	if err != nil {
-		return FileRef{}, fmt.Errorf("open %s: %w", src, err)
+		return checkpoint.FileRef{}, fmt.Errorf("open %s: %w", src, err)
 	}
 	defer in.Close()
 	out, err := w.Create(name, shared)
 	if err != nil {
-		return FileRef{}, err
+		return checkpoint.FileRef{}, err
 	}
 	if _, err := io.Copy(out, ctxReader{ctx, in}); err != nil {
 		out.Abort()
-		return FileRef{}, fmt.Errorf("copy %s: %w", src, err)
+		return checkpoint.FileRef{}, fmt.Errorf("copy %s: %w", src, err)
 	}
 	return out.Close()
 }
@@ -1079,7 +1085,7 @@ func (b *pebbleBackend) NotifyCheckpointAborted(id int64) {
 
 // captureEntries takes a Pebble snapshot for a canonical (savepoint)
 // snapshot; the iteration reads it in key order.
-func (b *pebbleBackend) captureEntries() ([]StateMeta, func(context.Context, entryFunc) error, func(), error) {
+func (b *pebbleBackend) captureEntries() ([]checkpoint.StateMeta, func(context.Context, entryFunc) error, func(), error) {
 	if err := b.enter(); err != nil {
 		return nil, nil, nil, err
 	}

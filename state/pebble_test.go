@@ -13,6 +13,9 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 )
 
 func pebbleFactory_(t testing.TB, incremental bool) KeyedBackendFactory {
@@ -28,12 +31,12 @@ func TestSameStateThroughEverySnapshotKind(t *testing.T) {
 	mem := NewMemoryBackendFactory()
 	full := pebbleFactory_(t, false)
 	incr := pebbleFactory_(t, true)
-	st := NewMemoryStorage("job", StorageOptions{Retained: 10})
+	st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{Retained: 10})
 
 	var want []string
 	type snap struct {
 		name string
-		h    *Handle
+		h    *checkpoint.Handle
 	}
 	var snaps []snap
 	id := int64(0)
@@ -71,7 +74,7 @@ func TestSameStateThroughEverySnapshotKind(t *testing.T) {
 		// Writes after the snapshots must not show up in the restores.
 		w.apply(t, b, keys, 9)
 	}
-	if !slicesContainsFunc(snaps[4].h.Files, func(f FileRef) bool { return f.Shared }) {
+	if !slicesContainsFunc(snaps[4].h.Files, func(f checkpoint.FileRef) bool { return f.Shared }) {
 		t.Fatalf("incremental checkpoint stored no shared files: %+v", snaps[4].h.Files)
 	}
 	for _, s := range snaps {
@@ -80,7 +83,7 @@ func TestSameStateThroughEverySnapshotKind(t *testing.T) {
 			targets = []KeyedBackendFactory{full, incr}
 		}
 		for _, f := range targets {
-			r, err := f.CreateKeyedBackend(ctx, KeyedBackendOptions{OperatorUID: "op", Restore: []*Handle{s.h}, Storage: st})
+			r, err := f.CreateKeyedBackend(ctx, KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{s.h}, Storage: st})
 			if err != nil {
 				t.Fatalf("restore %s into %s: %v", s.name, f.Name(), err)
 			}
@@ -95,17 +98,17 @@ func TestSameStateThroughEverySnapshotKind(t *testing.T) {
 		}
 	}
 	// A Pebble checkpoint cannot be read by the memory backend: clear error.
-	_, err := mem.CreateKeyedBackend(ctx, KeyedBackendOptions{Restore: []*Handle{snaps[2].h}, Storage: st})
+	_, err := mem.CreateKeyedBackend(ctx, KeyedBackendOptions{Restore: []*checkpoint.Handle{snaps[2].h}, Storage: st})
 	wantErrContains(t, err, "pebble", "savepoint")
 }
 
 // countingWriter counts the bytes a snapshot writes.
 type countingWriter struct {
-	SnapshotWriter
+	checkpoint.SnapshotWriter
 	n *atomic.Int64
 }
 
-func (c countingWriter) Create(name string, shared bool) (FileWriter, error) {
+func (c countingWriter) Create(name string, shared bool) (checkpoint.FileWriter, error) {
 	f, err := c.SnapshotWriter.Create(name, shared)
 	if err != nil {
 		return nil, err
@@ -114,7 +117,7 @@ func (c countingWriter) Create(name string, shared bool) (FileWriter, error) {
 }
 
 type countingFile struct {
-	FileWriter
+	checkpoint.FileWriter
 	n *atomic.Int64
 }
 
@@ -124,7 +127,7 @@ func (c countingFile) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func handleSize(h *Handle) (total int64) {
+func handleSize(h *checkpoint.Handle) (total int64) {
 	for _, f := range h.Files {
 		total += f.Size
 	}
@@ -133,7 +136,7 @@ func handleSize(h *Handle) (total int64) {
 
 // checkpointCounted runs checkpoint id of b into st and returns the handle
 // and the bytes it wrote.
-func checkpointCounted(t testing.TB, b KeyedBackend, st Storage, id int64) (*Handle, int64) {
+func checkpointCounted(t testing.TB, b KeyedBackend, st checkpoint.Storage, id int64) (*checkpoint.Handle, int64) {
 	t.Helper()
 	w, err := st.Writer(id, "op", 0)
 	must(t, err)
@@ -162,7 +165,7 @@ func putValues(t testing.TB, b KeyedBackend, v *ValueState[[]byte], from, to int
 func TestIncrementalCheckpointWritesOnlyNewFilesAndKeepsSharedOnes(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := NewFileStorage(dir, "job", StorageOptions{Retained: 1})
+	st, err := dirstore.NewFileStorage(dir, "job", dirstore.StorageOptions{Retained: 1})
 	must(t, err)
 	f := NewPebbleBackendFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 8 << 20})
 	b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op"})
@@ -219,14 +222,14 @@ func TestIncrementalCheckpointWritesOnlyNewFilesAndKeepsSharedOnes(t *testing.T)
 	}
 	// Restore checkpoint 2 (from a fresh storage instance, which rebuilds
 	// reference counts from the metadata) after checkpoint 1 is gone.
-	st2, err := NewFileStorage(dir, "job", StorageOptions{Retained: 1})
+	st2, err := dirstore.NewFileStorage(dir, "job", dirstore.StorageOptions{Retained: 1})
 	must(t, err)
 	md, _, err := st2.Latest(ctx)
 	must(t, err)
 	if md == nil || md.CheckpointID != 2 {
 		t.Fatalf("latest = %+v", md)
 	}
-	r := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: KeyedHandlesFor(md.Operator("op"), KeyGroupRange{0, 128}), Storage: st2})
+	r := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: checkpoint.KeyedHandlesFor(md.Operator("op"), checkpoint.KeyGroupRange{Start: 0, End: 128}), Storage: st2})
 	rv, err := NewValueState(r, "v", BytesCodec{})
 	must(t, err)
 	for _, i := range []int{0, keys/100 - 1, keys / 100, keys - 1} {
@@ -247,7 +250,7 @@ func TestIncrementalCheckpointWritesOnlyNewFilesAndKeepsSharedOnes(t *testing.T)
 	// The restored backend's first checkpoint reuses every restored SST
 	// that still exists (a compaction after opening may have replaced some;
 	// RocksDB in Flink behaves the same), and the next increment is small.
-	stored := map[string]FileRef{}
+	stored := map[string]checkpoint.FileRef{}
 	for _, f := range h2.Files {
 		if f.Shared {
 			stored[localFileName(f)] = f
@@ -290,10 +293,10 @@ func TestRescaleThroughSavepoints(t *testing.T) {
 	}{{NewMemoryBackendFactory(), true}, {pebbleFactory_(t, true), true}, {pebbleFactory_(t, true), false}} {
 		f, savepoint := tc.f, tc.savepoint
 		t.Run(fmt.Sprintf("%s/savepoint=%v", f.Name(), savepoint), func(t *testing.T) {
-			st := NewMemoryStorage("job", StorageOptions{Retained: 3})
+			st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{Retained: 3})
 			ref := newBackend(t, NewMemoryBackendFactory(), KeyedBackendOptions{})
 			rw := newWorkload(t, ref)
-			var handles []*Handle
+			var handles []*checkpoint.Handle
 			for s := 0; s < 2; s++ {
 				b := newBackend(t, f, KeyedBackendOptions{Subtask: s, Parallelism: 2})
 				w := newWorkload(t, b)
@@ -311,11 +314,11 @@ func TestRescaleThroughSavepoints(t *testing.T) {
 			for _, p := range []int{3, 1} {
 				id++
 				op := md.Operator("op")
-				var next []*Handle
+				var next []*checkpoint.Handle
 				var got []string
 				for s := 0; s < p; s++ {
 					kgs := KeyGroupRangeForSubtask(s, p, DefaultMaxParallelism)
-					b := newBackend(t, f, KeyedBackendOptions{Subtask: s, Parallelism: p, Restore: KeyedHandlesFor(op, kgs), Storage: st})
+					b := newBackend(t, f, KeyedBackendOptions{Subtask: s, Parallelism: p, Restore: checkpoint.KeyedHandlesFor(op, kgs), Storage: st})
 					newWorkload(t, b)
 					h := runSnapshot(t, b, st, "op", s, id, savepoint)
 					got = append(got, dumpBackend(t, b)...)
@@ -358,7 +361,7 @@ func slicesContainsFunc[T any](s []T, f func(T) bool) bool {
 }
 
 func TestPebbleCodecMismatchOnRestoreNamesTheState(t *testing.T) {
-	st := NewMemoryStorage("job", StorageOptions{})
+	st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{})
 	f := pebbleFactory_(t, false)
 	b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op"})
 	v, err := NewValueState(b, "clicks", Int64Codec{})
@@ -367,7 +370,7 @@ func TestPebbleCodecMismatchOnRestoreNamesTheState(t *testing.T) {
 	must(t, v.Update(3))
 	for _, savepoint := range []bool{false, true} {
 		h := runSnapshot(t, b, st, "op", 0, map[bool]int64{false: 1, true: 2}[savepoint], savepoint)
-		r := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: []*Handle{h}, Storage: st})
+		r := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
 		_, err = NewValueState(r, "clicks", JSONCodec[int64]{})
 		wantErrContains(t, err, `"clicks"`, "codec")
 		_, err = NewListState(r, "clicks", Int64Codec{})
@@ -445,7 +448,7 @@ func TestCleanPebbleDirRemovesOnlyDeadInstances(t *testing.T) {
 // limit flush them, and a snapshot holds every write made before it.
 func TestPebbleWriteBufferIsInvisibleToReaders(t *testing.T) {
 	ctx := context.Background()
-	st := NewMemoryStorage("job", StorageOptions{})
+	st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{})
 	f := pebbleFactory_(t, true)
 	b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Storage: st})
 	v, err := NewValueState(b, "v", Int64Codec{})
@@ -493,7 +496,7 @@ func TestPebbleWriteBufferIsInvisibleToReaders(t *testing.T) {
 	b.SetCurrentKey([]byte("k"))
 	must(t, v.Update(42))
 	h, _ := checkpointCounted(t, b, st, 1)
-	r, err := f.CreateKeyedBackend(ctx, KeyedBackendOptions{OperatorUID: "op", Restore: []*Handle{h}, Storage: st})
+	r, err := f.CreateKeyedBackend(ctx, KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
 	must(t, err)
 	defer r.Close()
 	rv, err := NewValueState(r, "v", Int64Codec{})
@@ -509,7 +512,7 @@ func TestPebbleWriteBufferIsInvisibleToReaders(t *testing.T) {
 // absent, and across a snapshot and restore; and it stays within its bound.
 func TestPebbleReadCacheFollowsPebble(t *testing.T) {
 	ctx := context.Background()
-	st := NewMemoryStorage("job", StorageOptions{})
+	st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{})
 	f := pebbleFactory_(t, true)
 	b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Storage: st})
 	pb := b.(*pebbleBackend)
@@ -545,7 +548,7 @@ func TestPebbleReadCacheFollowsPebble(t *testing.T) {
 		t.Fatalf("value written over a cached absence: %d %v %v", got, ok, err)
 	}
 	h, _ := checkpointCounted(t, b, st, 1)
-	r, err := f.CreateKeyedBackend(ctx, KeyedBackendOptions{OperatorUID: "op", Restore: []*Handle{h}, Storage: st})
+	r, err := f.CreateKeyedBackend(ctx, KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
 	must(t, err)
 	defer r.Close()
 	if d := diffDumps(dumpBackend(t, b), dumpBackend(t, r)); d != "" {

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
 // StateOption configures a typed state.
@@ -39,7 +41,7 @@ type typedBase struct {
 	now  func() time.Time
 }
 
-func newTypedBase(b KeyedBackend, meta StateMeta, opts []StateOption) (typedBase, error) {
+func newTypedBase(b KeyedBackend, meta checkpoint.StateMeta, opts []StateOption) (typedBase, error) {
 	var cfg stateConfig
 	for _, o := range opts {
 		o(&cfg)
@@ -93,7 +95,7 @@ type ValueState[T any] struct {
 
 // NewValueState registers (or re-opens) a value state named name on b.
 func NewValueState[T any](b KeyedBackend, name string, c Codec[T], opts ...StateOption) (*ValueState[T], error) {
-	base, err := newTypedBase(b, StateMeta{Name: name, Kind: KindValue, ValueCodec: c.Name()}, opts)
+	base, err := newTypedBase(b, checkpoint.StateMeta{Name: name, Kind: checkpoint.KindValue, ValueCodec: c.Name()}, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +159,7 @@ type ListState[T any] struct {
 
 // NewListState registers (or re-opens) a list state named name on b.
 func NewListState[T any](b KeyedBackend, name string, c Codec[T], opts ...StateOption) (*ListState[T], error) {
-	base, err := newTypedBase(b, StateMeta{Name: name, Kind: KindList, ValueCodec: c.Name()}, opts)
+	base, err := newTypedBase(b, checkpoint.StateMeta{Name: name, Kind: checkpoint.KindList, ValueCodec: c.Name()}, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -279,7 +281,7 @@ type MapState[K, V any] struct {
 
 // NewMapState registers (or re-opens) a map state named name on b.
 func NewMapState[K, V any](b KeyedBackend, name string, kc Codec[K], vc Codec[V], opts ...StateOption) (*MapState[K, V], error) {
-	base, err := newTypedBase(b, StateMeta{Name: name, Kind: KindMap, ValueCodec: vc.Name(), UserKeyCodec: kc.Name()}, opts)
+	base, err := newTypedBase(b, checkpoint.StateMeta{Name: name, Kind: checkpoint.KindMap, ValueCodec: vc.Name(), UserKeyCodec: kc.Name()}, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -423,7 +425,7 @@ type ReducingState[T any] struct {
 // reduce must be deterministic: it is applied again on replay after a
 // restore.
 func NewReducingState[T any](b KeyedBackend, name string, c Codec[T], reduce func(acc, v T) (T, error), opts ...StateOption) (*ReducingState[T], error) {
-	base, err := newTypedBase(b, StateMeta{Name: name, Kind: KindReducing, ValueCodec: c.Name()}, opts)
+	base, err := newTypedBase(b, checkpoint.StateMeta{Name: name, Kind: checkpoint.KindReducing, ValueCodec: c.Name()}, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -470,7 +472,7 @@ func NewAggregatingState[IN, ACC, OUT any](b KeyedBackend, name string, accCodec
 	if agg.Create == nil || agg.Add == nil || agg.Result == nil {
 		return nil, fmt.Errorf("state %q: AggregateFunc needs Create, Add and Result", name)
 	}
-	base, err := newTypedBase(b, StateMeta{Name: name, Kind: KindAggregating, ValueCodec: accCodec.Name()}, opts)
+	base, err := newTypedBase(b, checkpoint.StateMeta{Name: name, Kind: checkpoint.KindAggregating, ValueCodec: accCodec.Name()}, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,9 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 )
 
 func TestTypedStatesOnMemoryBackend(t *testing.T) {
@@ -110,7 +113,7 @@ func testTTL(t *testing.T, f KeyedBackendFactory) {
 		t.Fatalf("map after expiry = %v", ks)
 	}
 	// Expired entries are physically removed on access.
-	raw, _ := b.Register(StateMeta{Name: "m", Kind: KindMap, ValueCodec: "string", UserKeyCodec: "string", TTL: time.Minute})
+	raw, _ := b.Register(checkpoint.StateMeta{Name: "m", Kind: checkpoint.KindMap, ValueCodec: "string", UserKeyCodec: "string", TTL: time.Minute})
 	if _, ok, _ := raw.Get([]byte("old")); ok {
 		t.Fatal("expired map entry still stored")
 	}
@@ -118,7 +121,7 @@ func testTTL(t *testing.T, f KeyedBackendFactory) {
 
 func TestMemorySnapshotRestoreAndCodecMismatch(t *testing.T) {
 	ctx := context.Background()
-	st := NewMemoryStorage("job", StorageOptions{})
+	st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{})
 	f := NewMemoryBackendFactory()
 	b := newBackend(t, f, KeyedBackendOptions{})
 	w := newWorkload(t, b)
@@ -136,14 +139,14 @@ func TestMemorySnapshotRestoreAndCodecMismatch(t *testing.T) {
 
 	md, _, err := st.Latest(ctx)
 	must(t, err)
-	r := newBackend(t, f, KeyedBackendOptions{Restore: KeyedHandlesFor(md.Operator("op"), KeyGroupRange{0, 128}), Storage: st})
+	r := newBackend(t, f, KeyedBackendOptions{Restore: checkpoint.KeyedHandlesFor(md.Operator("op"), checkpoint.KeyGroupRange{Start: 0, End: 128}), Storage: st})
 	newWorkload(t, r)
 	if d := diffDumps(want, dumpBackend(t, r)); d != "" {
 		t.Fatalf("restored state differs: %s", d)
 	}
 
 	// A restore into a subtask owning half the key groups keeps only those.
-	half := newBackend(t, f, KeyedBackendOptions{Parallelism: 2, Subtask: 1, Restore: []*Handle{h}, Storage: st})
+	half := newBackend(t, f, KeyedBackendOptions{Parallelism: 2, Subtask: 1, Restore: []*checkpoint.Handle{h}, Storage: st})
 	newWorkload(t, half)
 	var wantHalf []string
 	for _, line := range dumpBackend(t, r) {
@@ -155,7 +158,7 @@ func TestMemorySnapshotRestoreAndCodecMismatch(t *testing.T) {
 	}
 
 	// Declaring a restored state with another codec fails naming it.
-	c := newBackend(t, f, KeyedBackendOptions{Restore: []*Handle{h}, Storage: st})
+	c := newBackend(t, f, KeyedBackendOptions{Restore: []*checkpoint.Handle{h}, Storage: st})
 	_, err = NewValueState(c, "value", StringCodec{})
 	wantErrContains(t, err, `"value"`, "int64")
 	_, err = NewMapState(c, "map", Int64Codec{}, Int64Codec{})
@@ -165,7 +168,7 @@ func TestMemorySnapshotRestoreAndCodecMismatch(t *testing.T) {
 }
 
 func TestKeyOutsideRangeIsAnError(t *testing.T) {
-	b := newBackend(t, NewMemoryBackendFactory(), KeyedBackendOptions{KeyGroups: KeyGroupRange{0, 1}})
+	b := newBackend(t, NewMemoryBackendFactory(), KeyedBackendOptions{KeyGroups: checkpoint.KeyGroupRange{Start: 0, End: 1}})
 	v, err := NewValueState(b, "v", Int64Codec{})
 	must(t, err)
 	b.SetCurrentKey([]byte("laowang")) // key group 25

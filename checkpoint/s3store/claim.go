@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/onceflow/onceflow/checkpoint"
 	"github.com/onceflow/onceflow/internal/objstore"
-	"github.com/onceflow/onceflow/state"
 )
 
 // ErrNotClaimable is matched (errors.Is) by Claim's refusal of a job
@@ -35,12 +35,12 @@ type ClaimResult struct {
 	// Latest now returns it (Path is its manifest's key; Committed is its
 	// source's). When the job had no checkpoint it is empty: Claim is set
 	// and it has no operators.
-	Metadata *state.Metadata
+	Metadata *checkpoint.Metadata
 	// From is the checkpoint or savepoint claimed, as Latest returned it
 	// before the claim (its original id, Path and Committed); nil when
 	// the job had none (or only an empty claim), so that the claim is
 	// empty.
-	From *state.Metadata
+	From *checkpoint.Metadata
 	// Lost counts the ids writers of a lower epoch published between
 	// Claim's listing and its put; each such checkpoint was complete, and
 	// the next try claimed it in turn.
@@ -57,7 +57,7 @@ func (r *ClaimResult) Empty() bool { return r.Metadata.Claim }
 // Claim publishes the next checkpoint id, create-only, under that epoch:
 // the checkpoint Latest would restore, copied as Adopt copies it (the
 // committed marker first when it was committed), or, when there is none,
-// an empty checkpoint (state.Metadata.Claim). Every writer of a lower
+// an empty checkpoint (checkpoint.Metadata.Claim). Every writer of a lower
 // epoch is fenced from then on: its next Complete finds a manifest of a
 // higher epoch by listing, or finds its own id taken and reads it back,
 // and fails with ErrFenced, so it never publishes again and its uploads
@@ -111,7 +111,7 @@ func (s *Storage) Claim(ctx context.Context) (*ClaimResult, error) {
 		s.mu.Lock()
 		id := s.newest + 1
 		s.mu.Unlock()
-		var md *state.Metadata
+		var md *checkpoint.Metadata
 		if latest == nil || latest.Claim {
 			md, err = s.publishClaim(ctx, id)
 		} else {
@@ -147,7 +147,7 @@ func (s *Storage) Claim(ctx context.Context) (*ClaimResult, error) {
 // claimable refuses (ErrNotClaimable) to claim latest when Latest skipped
 // a damaged checkpoint newer than it (infos), or when DiscardAll deleted
 // checkpoints newer than it.
-func (s *Storage) claimable(ctx context.Context, latest *state.Metadata, infos []state.CheckpointInfo) error {
+func (s *Storage) claimable(ctx context.Context, latest *checkpoint.Metadata, infos []checkpoint.CheckpointInfo) error {
 	instead := "an empty checkpoint"
 	if latest != nil {
 		instead = latest.Path
@@ -171,8 +171,8 @@ func (s *Storage) claimable(ctx context.Context, latest *state.Metadata, infos [
 
 // publishClaim publishes an empty claim at id (create-only, as Complete
 // publishes), above every checkpoint and savepoint.
-func (s *Storage) publishClaim(ctx context.Context, id int64) (*state.Metadata, error) {
-	fail := func(err error) (*state.Metadata, error) {
+func (s *Storage) publishClaim(ctx context.Context, id int64) (*checkpoint.Metadata, error) {
+	fail := func(err error) (*checkpoint.Metadata, error) {
 		return nil, s.errorf("publish an empty claim as checkpoint %d: %w", id, err)
 	}
 	s.completeMu.Lock()
@@ -188,8 +188,8 @@ func (s *Storage) publishClaim(ctx context.Context, id int64) (*state.Metadata, 
 	}
 	s.mu.Unlock()
 	name := chkName(id)
-	md := &state.Metadata{Version: state.MetadataVersion, Job: s.job, CheckpointID: id, Timestamp: s.opts.Now().UTC(),
-		Operators: []state.OperatorSnapshot{}, Claim: true}
+	md := &checkpoint.Metadata{Version: checkpoint.MetadataVersion, Job: s.job, CheckpointID: id, Timestamp: s.opts.Now().UTC(),
+		Operators: []checkpoint.OperatorSnapshot{}, Claim: true}
 	m, err := s.publish(ctx, name, md)
 	if err != nil {
 		return fail(err)

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/onceflow/onceflow/checkpoint"
 	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/internal/objstore"
-	"github.com/onceflow/onceflow/state"
 )
 
 // claimer opens the storage of a new owner as the processor does: a
@@ -28,7 +28,7 @@ func mustClaim(t *testing.T, s *s3store.Storage) *s3store.ClaimResult {
 	return res
 }
 
-func inlineOperatorState(t *testing.T, md *state.Metadata) string {
+func inlineOperatorState(t *testing.T, md *checkpoint.Metadata) string {
 	t.Helper()
 	if len(md.Operators) != 1 || md.Operators[0].Subtasks[0].Operator == nil {
 		t.Fatalf("checkpoint %d has operators %+v", md.CheckpointID, md.Operators)
@@ -92,7 +92,7 @@ func TestClaimAdoptsTheNewestCheckpointAndFencesAZombie(t *testing.T) {
 	if got := keys(t, mem, "ckpt/wc/manifest/"); strings.Join(got, " ") != "ckpt/wc/manifest/chk-2 ckpt/wc/manifest/chk-2.committed ckpt/wc/manifest/chk-3 ckpt/wc/manifest/chk-3.committed" {
 		t.Fatalf("manifests: %v", got)
 	}
-	_ = latest.MapFileRefs(func(f state.FileRef) (state.FileRef, error) {
+	_ = latest.MapFileRefs(func(f checkpoint.FileRef) (checkpoint.FileRef, error) {
 		if strings.HasPrefix(f.Path, "data/chk-3/e1-") || strings.HasPrefix(f.Path, "shared/e1-") && strings.HasSuffix(f.Path, "-3/z") {
 			t.Errorf("the claim names the zombie's %s", f.Path)
 		}

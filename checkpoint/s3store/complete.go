@@ -12,16 +12,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint"
 	"github.com/onceflow/onceflow/internal/objstore"
-	"github.com/onceflow/onceflow/state"
 )
 
-// Complete implements state.Storage: see the package doc for the protocol.
+// Complete implements checkpoint.Storage: see the package doc for the protocol.
 // Until it returns nil the checkpoint does not exist; after a failure the
 // previous checkpoints are untouched. A nil error with a fence noticed
 // after the publication is possible (the checkpoint exists); the fence is
 // logged and refuses the next writer.
-func (s *Storage) Complete(ctx context.Context, md *state.Metadata) error {
+func (s *Storage) Complete(ctx context.Context, md *checkpoint.Metadata) error {
 	if md == nil {
 		return s.errorf("complete: nil metadata")
 	}
@@ -31,7 +31,7 @@ func (s *Storage) Complete(ctx context.Context, md *state.Metadata) error {
 	}
 	md.Job = s.job
 	if md.Version == 0 {
-		md.Version = state.MetadataVersion
+		md.Version = checkpoint.MetadataVersion
 	}
 	fail := func(err error) error {
 		return fmt.Errorf("s3 checkpoint storage %s: complete checkpoint %d: %w", s.root, id, err)
@@ -64,7 +64,7 @@ func (s *Storage) Complete(ctx context.Context, md *state.Metadata) error {
 	// Every object md names must be stored in full before the manifest
 	// makes the checkpoint exist.
 	var missing error
-	forEachRef(md, func(r state.FileRef) {
+	forEachRef(md, func(r checkpoint.FileRef) {
 		if missing != nil {
 			return
 		}
@@ -119,7 +119,7 @@ func (s *Storage) Complete(ctx context.Context, md *state.Metadata) error {
 
 // publish puts manifest name create-only and settles a refusal or an
 // unknown outcome by reading it back.
-func (s *Storage) publish(ctx context.Context, name string, md *state.Metadata) (*manifest, error) {
+func (s *Storage) publish(ctx context.Context, name string, md *checkpoint.Metadata) (*manifest, error) {
 	id, sp, _ := parseName(name)
 	b, err := encodeManifest(md, s.opts.Epoch)
 	if err != nil {
@@ -167,10 +167,10 @@ func (s *Storage) publish(ctx context.Context, name string, md *state.Metadata) 
 // own objects and rewrites md's references to them. The copies are
 // recorded in inf (when a writer wrote for the savepoint), so that an
 // Abort after a failed completion deletes them too.
-func (s *Storage) copyToSavepoint(ctx context.Context, md *state.Metadata, inf *inflight) error {
+func (s *Storage) copyToSavepoint(ctx context.Context, md *checkpoint.Metadata, inf *inflight) error {
 	base := dataDir + savepointName(md.CheckpointID) + "/" + s.token + "/"
 	chkBase := dataDir + chkName(md.CheckpointID) + "/"
-	return md.MapFileRefs(func(r state.FileRef) (state.FileRef, error) {
+	return md.MapFileRefs(func(r checkpoint.FileRef) (checkpoint.FileRef, error) {
 		if r.Inline {
 			return r, nil
 		}
@@ -195,7 +195,7 @@ func (s *Storage) copyToSavepoint(ctx context.Context, md *state.Metadata, inf *
 // through its size and CRC32C check, in memory up to the spool threshold
 // and through a spool file beyond. key is recorded in inf, when set,
 // before the put.
-func (s *Storage) copyObject(ctx context.Context, r state.FileRef, key string, inf *inflight) error {
+func (s *Storage) copyObject(ctx context.Context, r checkpoint.FileRef, key string, inf *inflight) error {
 	rc, err := s.Open(r)
 	if err != nil {
 		return err
@@ -279,7 +279,7 @@ func (s *Storage) collect(ctx context.Context) {
 			anyDamaged = true
 			damaged[s.root+dataDir+m.name+"/"] = true
 		case m.savepoint || s.retained[m.id] != nil:
-			forEachRef(m.md, func(r state.FileRef) { referenced[s.root+r.Path] = true })
+			forEachRef(m.md, func(r checkpoint.FileRef) { referenced[s.root+r.Path] = true })
 		default:
 			subsumed = append(subsumed, m)
 		}
@@ -307,7 +307,7 @@ func (s *Storage) collect(ctx context.Context) {
 		s.mu.Lock()
 		delete(s.manifests, m.name)
 		s.mu.Unlock()
-		forEachRef(m.md, func(r state.FileRef) {
+		forEachRef(m.md, func(r checkpoint.FileRef) {
 			if k := s.root + r.Path; !referenced[k] && !inUse[k] {
 				gone[k] = true
 			}
@@ -369,7 +369,7 @@ func (s *Storage) inflightData(key string) bool {
 	return s.pending[id] != nil
 }
 
-// Abort implements state.Storage: the objects the checkpoint's writers
+// Abort implements checkpoint.Storage: the objects the checkpoint's writers
 // put are deleted, and writers still running fail and delete theirs.
 // Because a Complete whose outcome was unknown (a lost response it could
 // not read back) may have published the manifest, Abort first asks the
@@ -433,9 +433,9 @@ func (s *Storage) resolve(rel string) (string, error) {
 	return s.root + rel, nil
 }
 
-// Open implements state.Storage: size and CRC32C are verified as the file
+// Open implements checkpoint.Storage: size and CRC32C are verified as the file
 // is read to its end.
-func (s *Storage) Open(ref state.FileRef) (io.ReadCloser, error) {
+func (s *Storage) Open(ref checkpoint.FileRef) (io.ReadCloser, error) {
 	if ref.Inline {
 		if int64(len(ref.Data)) != ref.Size || crc32.Checksum(ref.Data, castagnoli) != ref.CRC32C {
 			return nil, fmt.Errorf("inline state file %s: %d bytes with CRC32C %08x, expected %d with %08x",
@@ -461,7 +461,7 @@ func (s *Storage) Open(ref state.FileRef) (io.ReadCloser, error) {
 type verifyingReader struct {
 	rc  io.ReadCloser
 	key string
-	ref state.FileRef
+	ref checkpoint.FileRef
 	crc hash.Hash32
 	n   int64
 }

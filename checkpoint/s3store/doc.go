@@ -1,5 +1,5 @@
 // Package s3store keeps a job's checkpoints in an S3-compatible object
-// store (internal/objstore): an implementation of state.Storage for issue
+// store (internal/objstore): an implementation of checkpoint.Storage for issue
 // 16 §4 and §5, selected by an s3:// checkpoint.dir (package jobs).
 //
 // # Object layout
@@ -13,7 +13,7 @@
 //	data/savepoint-<id>/<token>/op-<uid>/<subtask>/<file> a savepoint's copies
 //	data/savepoint-<id>/<token>/shared/<file>             ... of shared files
 //	shared/<token>-<n>/<file>            files incremental checkpoints share
-//	discarded                            what DiscardAll discarded (state.Discard)
+//	discarded                            what DiscardAll discarded (checkpoint.Discard)
 //
 // <token> is e<epoch>-<random hex>, drawn once per opened Storage, so every
 // data object a writer puts has a name no other writer uses: a zombie's
@@ -37,7 +37,7 @@
 //
 //	onceflow-s3-manifest v1 epoch=<e> crc32c=<crc of the body> len=<n>
 //
-// followed by the state.Metadata as JSON. The epoch is Options.Epoch, the
+// followed by the checkpoint.Metadata as JSON. The epoch is Options.Epoch, the
 // writer's ownership epoch: a new owner opens the storage above the newest
 // manifest's epoch and claims the job before it runs (see Claiming a job).
 // When the create-only put is refused, or fails in a way that
@@ -64,7 +64,7 @@
 // anything: Claim publishes the next id, create-only, under that epoch,
 // as a copy of the checkpoint Latest would restore (Adopt's copy, the
 // committed marker first when it was committed) or, when the job has
-// none, as an empty checkpoint (state.Metadata.Claim, which the engine
+// none, as an empty checkpoint (checkpoint.Metadata.Claim, which the engine
 // restores as a fresh start with ids above it). From then on every writer
 // of a lower epoch is fenced: its next Complete lists the claim, or finds
 // its own id taken by it and reads it back, and its uploads stay orphans.
@@ -84,7 +84,7 @@
 //
 // # Damage
 //
-// A checkpoint is damaged (state.CheckpointInfo.Damaged) when its manifest
+// A checkpoint is damaged (checkpoint.CheckpointInfo.Damaged) when its manifest
 // is corrupt (header, checksum, JSON, or an id or kind not matching its
 // name) or, for Latest and Load, when an object it names is missing or
 // not of the recorded size and CRC32C. A read the store fails (it does not
@@ -111,7 +111,7 @@
 // checkpoint's data/ is deleted (its references are unknown). Deletion
 // failures are logged and retried by the next completion.
 //
-// DiscardAll records state.Discard in <root>discarded (a failure to record
+// DiscardAll records checkpoint.Discard in <root>discarded (a failure to record
 // deletes nothing), then deletes every checkpoint's manifest and marker,
 // then their data and the shared objects; savepoints stay.
 //

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint"
 	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/internal/objstore"
 	"github.com/onceflow/onceflow/state"
@@ -28,7 +29,7 @@ func pebbleRoundTrip(t *testing.T, mem objstore.Store, prefix string) {
 	st := open(t, mem, 1, 1, nil)
 	f := state.NewPebbleBackendFactory(state.PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 4 << 20, CacheSize: 16 << 20})
 	b, err := f.CreateKeyedBackend(ctx, state.KeyedBackendOptions{OperatorUID: "op", MaxParallelism: state.DefaultMaxParallelism,
-		Parallelism: 1, KeyGroups: state.KeyGroupRange{Start: 0, End: state.DefaultMaxParallelism}})
+		Parallelism: 1, KeyGroups: checkpoint.KeyGroupRange{Start: 0, End: state.DefaultMaxParallelism}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func pebbleRoundTrip(t *testing.T, mem objstore.Store, prefix string) {
 			}
 		}
 	}
-	checkpoint := func(id int64) *state.Metadata {
+	takeCheckpoint := func(id int64) *checkpoint.Metadata {
 		w, err := st.Writer(id, "op", 0)
 		if err != nil {
 			t.Fatal(err)
@@ -63,9 +64,9 @@ func pebbleRoundTrip(t *testing.T, mem objstore.Store, prefix string) {
 		if err != nil {
 			t.Fatalf("snapshot %d: %v", id, err)
 		}
-		md := &state.Metadata{CheckpointID: id, Timestamp: time.Unix(id, 0).UTC(), Operators: []state.OperatorSnapshot{{
+		md := &checkpoint.Metadata{CheckpointID: id, Timestamp: time.Unix(id, 0).UTC(), Operators: []checkpoint.OperatorSnapshot{{
 			UID: "op", Parallelism: 1, MaxParallelism: state.DefaultMaxParallelism,
-			Subtasks: []state.SubtaskSnapshot{{Subtask: 0, Keyed: h}}}}}
+			Subtasks: []checkpoint.SubtaskSnapshot{{Subtask: 0, Keyed: h}}}}}
 		if err := st.Complete(ctx, md); err != nil {
 			t.Fatalf("Complete(%d): %v", id, err)
 		}
@@ -73,9 +74,9 @@ func pebbleRoundTrip(t *testing.T, mem objstore.Store, prefix string) {
 		return md
 	}
 	put(0, n, 'a')
-	md1 := checkpoint(1)
+	md1 := takeCheckpoint(1)
 	put(0, n/100, 'b')
-	md2 := checkpoint(2)
+	md2 := takeCheckpoint(2)
 	shared1 := map[string]bool{}
 	for _, r := range md1.Operators[0].Subtasks[0].Keyed.Files {
 		if r.Shared {
@@ -97,9 +98,9 @@ func pebbleRoundTrip(t *testing.T, mem objstore.Store, prefix string) {
 	if err != nil || md == nil || md.CheckpointID != 2 {
 		t.Fatalf("Latest = %v, %v", md, err)
 	}
-	kgs := state.KeyGroupRange{Start: 0, End: state.DefaultMaxParallelism}
+	kgs := checkpoint.KeyGroupRange{Start: 0, End: state.DefaultMaxParallelism}
 	r, err := f.CreateKeyedBackend(ctx, state.KeyedBackendOptions{OperatorUID: "op", MaxParallelism: state.DefaultMaxParallelism,
-		Parallelism: 1, KeyGroups: kgs, Restore: state.KeyedHandlesFor(md.Operator("op"), kgs), Storage: re})
+		Parallelism: 1, KeyGroups: kgs, Restore: checkpoint.KeyedHandlesFor(md.Operator("op"), kgs), Storage: re})
 	if err != nil {
 		t.Fatalf("restore: %v", err)
 	}

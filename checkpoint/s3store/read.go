@@ -12,13 +12,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint"
 	"github.com/onceflow/onceflow/internal/objstore"
-	"github.com/onceflow/onceflow/state"
 )
 
 // info describes a cached manifest for List and Latest.
-func (m *manifest) info() state.CheckpointInfo {
-	return state.CheckpointInfo{ID: m.id, Savepoint: m.savepoint, Path: m.key, Complete: m.md != nil,
+func (m *manifest) info() checkpoint.CheckpointInfo {
+	return checkpoint.CheckpointInfo{ID: m.id, Savepoint: m.savepoint, Path: m.key, Complete: m.md != nil,
 		Damaged: m.md == nil, Committed: m.committed, Err: m.err}
 }
 
@@ -34,7 +34,7 @@ func (s *Storage) snapshot(ctx context.Context) ([]*manifest, error) {
 
 // cloneMetadata returns a deep copy of md (through JSON, as stored), so
 // that callers never share the cache's.
-func cloneMetadata(m *manifest) (*state.Metadata, error) {
+func cloneMetadata(m *manifest) (*checkpoint.Metadata, error) {
 	_, md, err := decodeManifest(m.raw)
 	if err != nil {
 		return nil, err
@@ -44,30 +44,30 @@ func cloneMetadata(m *manifest) (*state.Metadata, error) {
 	return md, nil
 }
 
-// List implements state.Storage: every manifest found, oldest first. It
+// List implements checkpoint.Storage: every manifest found, oldest first. It
 // reads the manifests, not the state files (Load and Latest verify those),
 // and lists no checkpoint that never completed (see the package doc).
-func (s *Storage) List(ctx context.Context) ([]state.CheckpointInfo, error) {
+func (s *Storage) List(ctx context.Context) ([]checkpoint.CheckpointInfo, error) {
 	ms, err := s.snapshot(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]state.CheckpointInfo, 0, len(ms))
+	out := make([]checkpoint.CheckpointInfo, 0, len(ms))
 	for _, m := range ms {
 		out = append(out, m.info())
 	}
 	return out, ctx.Err()
 }
 
-// Latest implements state.Storage: the newest intact checkpoint or
+// Latest implements checkpoint.Storage: the newest intact checkpoint or
 // savepoint, every file of it read through its size and CRC32C check;
 // the damaged ones it skipped are reported in the infos.
-func (s *Storage) Latest(ctx context.Context) (*state.Metadata, []state.CheckpointInfo, error) {
+func (s *Storage) Latest(ctx context.Context) (*checkpoint.Metadata, []checkpoint.CheckpointInfo, error) {
 	ms, err := s.snapshot(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	var infos []state.CheckpointInfo
+	var infos []checkpoint.CheckpointInfo
 	for i := len(ms) - 1; i >= 0; i-- {
 		if err := ctx.Err(); err != nil {
 			return nil, infos, err
@@ -100,9 +100,9 @@ func (s *Storage) Latest(ctx context.Context) (*state.Metadata, []state.Checkpoi
 
 // verifyFiles reads every file md names to its end. An error for which
 // isDamage holds shows the checkpoint damaged; any other is the store's.
-func (s *Storage) verifyFiles(ctx context.Context, md *state.Metadata) error {
+func (s *Storage) verifyFiles(ctx context.Context, md *checkpoint.Metadata) error {
 	var first error
-	forEachRef(md, func(r state.FileRef) {
+	forEachRef(md, func(r checkpoint.FileRef) {
 		if first != nil {
 			return
 		}
@@ -135,9 +135,9 @@ func (s *Storage) nameOf(path string) (string, error) {
 	return p, nil
 }
 
-// Load implements state.Storage. path names a checkpoint or savepoint of
+// Load implements checkpoint.Storage. path names a checkpoint or savepoint of
 // this Storage (see nameOf); its files are verified like Latest's.
-func (s *Storage) Load(ctx context.Context, path string) (*state.Metadata, error) {
+func (s *Storage) Load(ctx context.Context, path string) (*checkpoint.Metadata, error) {
 	name, err := s.nameOf(path)
 	if err != nil {
 		return nil, err
@@ -161,7 +161,7 @@ func (s *Storage) Load(ctx context.Context, path string) (*state.Metadata, error
 	return m.md, nil
 }
 
-// MarkCommitted implements state.Storage: it puts the marker
+// MarkCommitted implements checkpoint.Storage: it puts the marker
 // manifest/<name>.committed beside the manifest.
 func (s *Storage) MarkCommitted(ctx context.Context, checkpointID int64) error {
 	fail := func(err error) error {
@@ -198,13 +198,13 @@ func (s *Storage) MarkCommitted(ctx context.Context, checkpointID int64) error {
 }
 
 // discardedKey (under the root) records what DiscardAll discarded:
-// "<discardedHeader>\n" and the state.Discard as JSON.
+// "<discardedHeader>\n" and the checkpoint.Discard as JSON.
 const (
 	discardedKey    = "discarded"
 	discardedHeader = "onceflow-discarded"
 )
 
-// DiscardAll implements state.Storage: it records what it discards in
+// DiscardAll implements checkpoint.Storage: it records what it discards in
 // <root>discarded, then deletes every checkpoint's manifest and marker,
 // then their data and the shared objects; savepoints stay. A failure to
 // record deletes nothing. A fenced writer discards nothing.
@@ -226,10 +226,10 @@ func (s *Storage) DiscardAll() error {
 	s.mu.Unlock()
 	if n := len(all); n > 0 && all[n-1].id > rec.Through {
 		newest := all[n-1]
-		rec = state.Discard{Through: newest.id}
+		rec = checkpoint.Discard{Through: newest.id}
 		if !newest.savepoint && newest.md != nil {
 			if md, err := cloneMetadata(newest); err == nil {
-				sup := &state.Superseded{CheckpointID: md.CheckpointID, Path: md.Path, WriterVersion: md.WriterVersion}
+				sup := &checkpoint.Superseded{CheckpointID: md.CheckpointID, Path: md.Path, WriterVersion: md.WriterVersion}
 				for _, op := range md.Operators {
 					for i := range op.Subtasks {
 						op.Subtasks[i].Keyed = nil
@@ -287,45 +287,45 @@ func (s *Storage) DiscardAll() error {
 	return nil
 }
 
-// Discarded implements state.Storage.
-func (s *Storage) Discarded(ctx context.Context) (state.Discard, error) {
+// Discarded implements checkpoint.Storage.
+func (s *Storage) Discarded(ctx context.Context) (checkpoint.Discard, error) {
 	rec, err := s.discarded(ctx)
 	if err != nil {
-		return state.Discard{}, s.errorf("%w", err)
+		return checkpoint.Discard{}, s.errorf("%w", err)
 	}
 	return rec, nil
 }
 
 // discarded reads DiscardAll's record (the zero Discard without one).
-func (s *Storage) discarded(ctx context.Context) (state.Discard, error) {
+func (s *Storage) discarded(ctx context.Context) (checkpoint.Discard, error) {
 	key := s.root + discardedKey
 	b, err := s.readAll(ctx, key)
 	if errors.Is(err, objstore.ErrNotFound) {
-		return state.Discard{}, nil
+		return checkpoint.Discard{}, nil
 	}
 	if err != nil {
-		return state.Discard{}, fmt.Errorf("reading %s: %w", key, err)
+		return checkpoint.Discard{}, fmt.Errorf("reading %s: %w", key, err)
 	}
-	var rec state.Discard
+	var rec checkpoint.Discard
 	body, ok := bytes.CutPrefix(b, []byte(discardedHeader+"\n"))
 	if !ok || json.Unmarshal(body, &rec) != nil || rec.Through <= 0 {
-		return state.Discard{}, fmt.Errorf("%s is corrupt: %q", key, b)
+		return checkpoint.Discard{}, fmt.Errorf("%s is corrupt: %q", key, b)
 	}
 	return rec, nil
 }
 
-// Adopt implements state.Storage for checkpoints and savepoints of this
+// Adopt implements checkpoint.Storage for checkpoints and savepoints of this
 // Storage (md as Load returned it; another location's fails naming its
 // path). Private files are copied under data/chk-<newID>/; shared objects
 // are referenced where they are (the new manifest's reference keeps them).
 // The committed marker, when md was committed, is put before the manifest,
 // which is put create-only like Complete's (a higher epoch fences). On a
 // failure the copies are deleted, unless the manifest's fate is unknown.
-func (s *Storage) Adopt(ctx context.Context, md *state.Metadata, newID int64) (*state.Metadata, error) {
+func (s *Storage) Adopt(ctx context.Context, md *checkpoint.Metadata, newID int64) (*checkpoint.Metadata, error) {
 	if md == nil {
 		return nil, s.errorf("adopt: nil metadata")
 	}
-	fail := func(err error) (*state.Metadata, error) {
+	fail := func(err error) (*checkpoint.Metadata, error) {
 		return nil, s.errorf("adopt %s as checkpoint %d: %w", md.Path, newID, err)
 	}
 	srcName, err := s.nameOf(md.Path)
@@ -359,15 +359,15 @@ func (s *Storage) Adopt(ctx context.Context, md *state.Metadata, newID int64) (*
 	if err != nil {
 		return fail(err)
 	}
-	var out state.Metadata
+	var out checkpoint.Metadata
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return fail(err)
 	}
-	out.Version, out.Job, out.CheckpointID, out.Savepoint = state.MetadataVersion, s.job, newID, false
+	out.Version, out.Job, out.CheckpointID, out.Savepoint = checkpoint.MetadataVersion, s.job, newID, false
 	out.RestoredFrom, out.Supersedes, out.WriterVersion = md.Path, md.Supersedes, md.WriterVersion
 	srcData := dataDir + srcName + "/"
 	dst := dataDir + chkName(newID) + "/" + s.token + "/"
-	err = out.MapFileRefs(func(r state.FileRef) (state.FileRef, error) {
+	err = out.MapFileRefs(func(r checkpoint.FileRef) (checkpoint.FileRef, error) {
 		if r.Inline {
 			return r, nil
 		}
@@ -400,7 +400,7 @@ func (s *Storage) Adopt(ctx context.Context, md *state.Metadata, newID int64) (*
 		if err := s.copyObject(ctx, r, s.root+dst+rest, inf); err != nil {
 			return r, err
 		}
-		return state.FileRef{Path: dst + rest, Size: r.Size, CRC32C: r.CRC32C}, nil
+		return checkpoint.FileRef{Path: dst + rest, Size: r.Size, CRC32C: r.CRC32C}, nil
 	})
 	if err != nil {
 		return fail(err)
@@ -435,7 +435,7 @@ func (s *Storage) Adopt(ctx context.Context, md *state.Metadata, newID int64) (*
 	return &out, nil
 }
 
-// Sweep implements state.Storage: it deletes the data objects of every
+// Sweep implements checkpoint.Storage: it deletes the data objects of every
 // checkpoint and savepoint without a manifest (one that never completed,
 // a savepoint whose completion failed), never those of one whose manifest
 // exists, intact or damaged, nor those of the ids in flight in this
@@ -446,7 +446,7 @@ func (s *Storage) Adopt(ctx context.Context, md *state.Metadata, newID int64) (*
 // Later ids stay above the ones it removed. It returns what it removed,
 // oldest first; an error names what it could not delete, after deleting
 // what it could.
-func (s *Storage) Sweep(ctx context.Context) ([]state.CheckpointInfo, error) {
+func (s *Storage) Sweep(ctx context.Context) ([]checkpoint.CheckpointInfo, error) {
 	s.completeMu.Lock()
 	defer s.completeMu.Unlock()
 	fence, err := s.refresh(ctx)
@@ -481,7 +481,7 @@ func (s *Storage) Sweep(ctx context.Context) ([]state.CheckpointInfo, error) {
 			byName[name] = append(keys, in.Key)
 		}
 	}
-	var removed []state.CheckpointInfo
+	var removed []checkpoint.CheckpointInfo
 	for name, keys := range byName {
 		if keys == nil {
 			continue
@@ -496,7 +496,7 @@ func (s *Storage) Sweep(ctx context.Context) ([]state.CheckpointInfo, error) {
 		}
 		s.newest = max(s.newest, id)
 		if !failed {
-			removed = append(removed, state.CheckpointInfo{ID: id, Savepoint: sp, Path: s.root + dataDir + name,
+			removed = append(removed, checkpoint.CheckpointInfo{ID: id, Savepoint: sp, Path: s.root + dataDir + name,
 				Err: fmt.Errorf("checkpoint %s%s is incomplete: no manifest %s%s%s", s.root, dataDir+name, s.root, manifestDir, name)})
 		}
 	}

@@ -19,8 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint"
 	"github.com/onceflow/onceflow/internal/objstore"
-	"github.com/onceflow/onceflow/state"
 )
 
 // ErrFenced is matched (errors.Is) by the error of a writer that found a
@@ -108,7 +108,7 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Storage implements state.Storage over an objstore.Store. It is safe for
+// Storage implements checkpoint.Storage over an objstore.Store. It is safe for
 // concurrent use.
 type Storage struct {
 	st    objstore.Store
@@ -128,7 +128,7 @@ type Storage struct {
 	// retained are the intact checkpoints kept, by id; sharedByName maps a
 	// shared file's name to a retained checkpoint's reference to it.
 	retained     map[int64]*manifest
-	sharedByName map[string]state.FileRef
+	sharedByName map[string]checkpoint.FileRef
 	newest       int64
 	pending      map[int64]*inflight
 	aborted      map[int64]bool
@@ -142,7 +142,7 @@ type manifest struct {
 	savepoint bool
 	key       string
 	epoch     int64
-	md        *state.Metadata // nil when damaged
+	md        *checkpoint.Metadata // nil when damaged
 	raw       []byte
 	err       error // why it is damaged
 	committed bool
@@ -159,7 +159,7 @@ type inflight struct {
 	adopting bool
 }
 
-var _ state.Storage = (*Storage)(nil)
+var _ checkpoint.Storage = (*Storage)(nil)
 
 // New opens the checkpoints of opts.Job in st. It lists the manifests and
 // rebuilds the retained checkpoints and their shared-file references from
@@ -209,7 +209,7 @@ func New(ctx context.Context, st objstore.Store, opts Options) (*Storage, error)
 		st: st, root: root, job: opts.Job, opts: opts,
 		token:     "e" + strconv.FormatInt(opts.Epoch, 10) + "-" + hex.EncodeToString(rnd[:]),
 		manifests: map[string]*manifest{}, retained: map[int64]*manifest{},
-		sharedByName: map[string]state.FileRef{}, pending: map[int64]*inflight{}, aborted: map[int64]bool{},
+		sharedByName: map[string]checkpoint.FileRef{}, pending: map[int64]*inflight{}, aborted: map[int64]bool{},
 	}
 	if _, err := s.refresh(ctx); err != nil {
 		return nil, s.errorf("open: %w", err)
@@ -264,7 +264,7 @@ func parseName(name string) (id int64, savepoint, ok bool) {
 }
 
 // encodeManifest renders md with the writer's epoch.
-func encodeManifest(md *state.Metadata, epoch int64) ([]byte, error) {
+func encodeManifest(md *checkpoint.Metadata, epoch int64) ([]byte, error) {
 	body, err := json.MarshalIndent(md, "", " ")
 	if err != nil {
 		return nil, err
@@ -276,7 +276,7 @@ func encodeManifest(md *state.Metadata, epoch int64) ([]byte, error) {
 // decodeManifest returns the epoch and metadata of a manifest. A manifest
 // whose header is readable but whose body is not still returns its epoch
 // (epoch >= 0) with the error.
-func decodeManifest(b []byte) (int64, *state.Metadata, error) {
+func decodeManifest(b []byte) (int64, *checkpoint.Metadata, error) {
 	nl := bytes.IndexByte(b, '\n')
 	if nl < 0 {
 		return -1, nil, errors.New("no header line")
@@ -297,7 +297,7 @@ func decodeManifest(b []byte) (int64, *state.Metadata, error) {
 	if got := crc32.Checksum(body, castagnoli); got != sum {
 		return epoch, nil, fmt.Errorf("checksum mismatch: header %08x, body %08x", sum, got)
 	}
-	var md state.Metadata
+	var md checkpoint.Metadata
 	if err := json.Unmarshal(body, &md); err != nil {
 		return epoch, nil, fmt.Errorf("decode: %w", err)
 	}
@@ -457,7 +457,7 @@ func (s *Storage) sortedLocked() []*manifest {
 // and the newest id.
 func (s *Storage) rebuildLocked() {
 	s.retained = map[int64]*manifest{}
-	s.sharedByName = map[string]state.FileRef{}
+	s.sharedByName = map[string]checkpoint.FileRef{}
 	all := s.sortedLocked()
 	for i := len(all) - 1; i >= 0; i-- {
 		m := all[i]
@@ -466,7 +466,7 @@ func (s *Storage) rebuildLocked() {
 			continue
 		}
 		s.retained[m.id] = m
-		forEachRef(m.md, func(r state.FileRef) {
+		forEachRef(m.md, func(r checkpoint.FileRef) {
 			if r.Shared {
 				s.sharedByName[sharedBase(r.Path)] = r
 			}
@@ -478,8 +478,8 @@ func (s *Storage) rebuildLocked() {
 func sharedBase(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
 
 // forEachRef calls fn with every stored (not inline) file md names.
-func forEachRef(md *state.Metadata, fn func(state.FileRef)) {
-	_ = md.MapFileRefs(func(r state.FileRef) (state.FileRef, error) {
+func forEachRef(md *checkpoint.Metadata, fn func(checkpoint.FileRef)) {
+	_ = md.MapFileRefs(func(r checkpoint.FileRef) (checkpoint.FileRef, error) {
 		if !r.Inline {
 			fn(r)
 		}
@@ -510,8 +510,8 @@ func (s *Storage) inflightLocked(id int64) (*inflight, error) {
 	return inf, nil
 }
 
-// Writer implements state.Storage. It does no I/O.
-func (s *Storage) Writer(checkpointID int64, operatorUID string, subtask int) (state.SnapshotWriter, error) {
+// Writer implements checkpoint.Storage. It does no I/O.
+func (s *Storage) Writer(checkpointID int64, operatorUID string, subtask int) (checkpoint.SnapshotWriter, error) {
 	if operatorUID == "" {
 		return nil, s.errorf("checkpoint %d: empty operator uid", checkpointID)
 	}
@@ -539,9 +539,9 @@ func validFileName(name string) error {
 	return nil
 }
 
-// Create implements state.SnapshotWriter. The file is buffered in memory
+// Create implements checkpoint.SnapshotWriter. The file is buffered in memory
 // and put, create-only, by Close.
-func (w *snapshotWriter) Create(name string, shared bool) (state.FileWriter, error) {
+func (w *snapshotWriter) Create(name string, shared bool) (checkpoint.FileWriter, error) {
 	if err := validFileName(name); err != nil {
 		return nil, w.s.errorf("checkpoint %d: %v", w.id, err)
 	}
@@ -560,12 +560,12 @@ func (w *snapshotWriter) Create(name string, shared bool) (state.FileWriter, err
 	if aborted {
 		return nil, w.s.errorf("create %s: checkpoint %d was aborted", rel, w.id)
 	}
-	return &fileWriter{w: w, ref: state.FileRef{Path: rel, Shared: shared}, crc: crc32.New(castagnoli)}, nil
+	return &fileWriter{w: w, ref: checkpoint.FileRef{Path: rel, Shared: shared}, crc: crc32.New(castagnoli)}, nil
 }
 
-// HasShared implements state.SnapshotWriter: a shared file of that name a
+// HasShared implements checkpoint.SnapshotWriter: a shared file of that name a
 // retained checkpoint names.
-func (w *snapshotWriter) HasShared(name string) (state.FileRef, bool) {
+func (w *snapshotWriter) HasShared(name string) (checkpoint.FileRef, bool) {
 	w.s.mu.Lock()
 	defer w.s.mu.Unlock()
 	r, ok := w.s.sharedByName[name]
@@ -577,7 +577,7 @@ func (w *snapshotWriter) HasShared(name string) (state.FileRef, bool) {
 
 type fileWriter struct {
 	w   *snapshotWriter
-	ref state.FileRef
+	ref checkpoint.FileRef
 	buf bytes.Buffer
 	// spool holds the file once it outgrew Options.SpoolThreshold.
 	spool *os.File
@@ -647,29 +647,29 @@ func (f *fileWriter) release() {
 	}
 }
 
-// Close implements state.FileWriter: it puts the file create-only and
+// Close implements checkpoint.FileWriter: it puts the file create-only and
 // returns its reference, or fails when the checkpoint was aborted (the
 // object is then deleted).
-func (f *fileWriter) Close() (state.FileRef, error) {
+func (f *fileWriter) Close() (checkpoint.FileRef, error) {
 	s := f.w.s
 	if f.done {
-		return state.FileRef{}, s.errorf("%s closed twice", f.ref.Path)
+		return checkpoint.FileRef{}, s.errorf("%s closed twice", f.ref.Path)
 	}
 	f.done = true
 	defer f.release()
 	if f.err != nil {
-		return state.FileRef{}, f.err
+		return checkpoint.FileRef{}, f.err
 	}
 	key := s.root + f.ref.Path
 	data, err := f.body()
 	if err != nil {
-		return state.FileRef{}, s.errorf("put %s: %w", key, err)
+		return checkpoint.FileRef{}, s.errorf("put %s: %w", key, err)
 	}
 	s.mu.Lock()
 	aborted := f.w.inf.aborted
 	s.mu.Unlock()
 	if aborted {
-		return state.FileRef{}, s.errorf("put %s: checkpoint %d was aborted", key, f.w.id)
+		return checkpoint.FileRef{}, s.errorf("put %s: checkpoint %d was aborted", key, f.w.id)
 	}
 	// A failed put may have been applied (a lost response): recorded
 	// before, so that Abort deletes it either way.
@@ -677,7 +677,7 @@ func (f *fileWriter) Close() (state.FileRef, error) {
 	f.w.inf.written[key] = true
 	s.mu.Unlock()
 	if _, err := s.st.Put(context.Background(), key, data, objstore.PutOptions{IfNoneMatch: true}); err != nil {
-		return state.FileRef{}, fmt.Errorf("checkpoint %d: %w", f.w.id, err)
+		return checkpoint.FileRef{}, fmt.Errorf("checkpoint %d: %w", f.w.id, err)
 	}
 	s.mu.Lock()
 	aborted = f.w.inf.aborted
@@ -686,14 +686,14 @@ func (f *fileWriter) Close() (state.FileRef, error) {
 		if err := s.st.Delete(context.Background(), key); err != nil {
 			s.logf("s3 checkpoint storage: delete %s of aborted checkpoint %d: %v", key, f.w.id, err)
 		}
-		return state.FileRef{}, s.errorf("put %s: checkpoint %d was aborted; the object is deleted", key, f.w.id)
+		return checkpoint.FileRef{}, s.errorf("put %s: checkpoint %d was aborted; the object is deleted", key, f.w.id)
 	}
 	f.ref.Size = f.size
 	f.ref.CRC32C = f.crc.Sum32()
 	return f.ref, nil
 }
 
-// Abort implements state.FileWriter: nothing was put yet; the buffer and
+// Abort implements checkpoint.FileWriter: nothing was put yet; the buffer and
 // the spool file go.
 func (f *fileWriter) Abort() {
 	f.done = true

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint"
 	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/integration/s3test"
 	"github.com/onceflow/onceflow/internal/objstore"
@@ -79,13 +80,13 @@ type chk struct {
 
 // write writes c's files through s and returns its metadata, not yet
 // completed.
-func write(t *testing.T, s state.Storage, c chk) *state.Metadata {
+func write(t *testing.T, s checkpoint.Storage, c chk) *checkpoint.Metadata {
 	t.Helper()
 	w, err := s.Writer(c.id, "op/1", 0)
 	if err != nil {
 		t.Fatalf("Writer(%d): %v", c.id, err)
 	}
-	var refs []state.FileRef
+	var refs []checkpoint.FileRef
 	put := func(name, data string, shared bool) {
 		fw, err := w.Create(name, shared)
 		if err != nil {
@@ -113,10 +114,10 @@ func write(t *testing.T, s state.Storage, c chk) *state.Metadata {
 		}
 		refs = append(refs, r)
 	}
-	return &state.Metadata{CheckpointID: c.id, Savepoint: c.savepoint, Timestamp: time.Unix(c.id, 0).UTC(),
-		Operators: []state.OperatorSnapshot{{UID: "op/1", Parallelism: 1, MaxParallelism: 128,
-			Subtasks: []state.SubtaskSnapshot{{Subtask: 0, Keyed: &state.Handle{Backend: "pebble", Files: refs},
-				Operator: &state.Handle{Backend: state.BackendOperator, Inline: []byte("offsets")}}}}}}
+	return &checkpoint.Metadata{CheckpointID: c.id, Savepoint: c.savepoint, Timestamp: time.Unix(c.id, 0).UTC(),
+		Operators: []checkpoint.OperatorSnapshot{{UID: "op/1", Parallelism: 1, MaxParallelism: 128,
+			Subtasks: []checkpoint.SubtaskSnapshot{{Subtask: 0, Keyed: &checkpoint.Handle{Backend: "pebble", Files: refs},
+				Operator: &checkpoint.Handle{Backend: state.BackendOperator, Inline: []byte("offsets")}}}}}}
 }
 
 func sortedKeys(m map[string]string) []string {
@@ -128,7 +129,7 @@ func sortedKeys(m map[string]string) []string {
 	return ks
 }
 
-func complete(t *testing.T, s state.Storage, c chk) *state.Metadata {
+func complete(t *testing.T, s checkpoint.Storage, c chk) *checkpoint.Metadata {
 	t.Helper()
 	md := write(t, s, c)
 	if err := s.Complete(ctxT(t), md); err != nil {
@@ -138,7 +139,7 @@ func complete(t *testing.T, s state.Storage, c chk) *state.Metadata {
 }
 
 // restore reads every file of md back and returns name -> content.
-func restore(t *testing.T, s state.Storage, md *state.Metadata) map[string]string {
+func restore(t *testing.T, s checkpoint.Storage, md *checkpoint.Metadata) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, r := range md.Operators[0].Subtasks[0].Keyed.Files {
@@ -156,7 +157,7 @@ func restore(t *testing.T, s state.Storage, md *state.Metadata) map[string]strin
 	return out
 }
 
-func latestID(t *testing.T, s state.Storage) int64 {
+func latestID(t *testing.T, s checkpoint.Storage) int64 {
 	t.Helper()
 	md, _, err := s.Latest(ctxT(t))
 	if err != nil {
@@ -296,7 +297,7 @@ func TestAbortDeletesWhatWasWritten(t *testing.T) {
 	if _, err := s.Writer(2, "op/1", 0); err == nil {
 		t.Fatal("Writer of an aborted checkpoint succeeded")
 	}
-	if err := s.Complete(ctxT(t), &state.Metadata{CheckpointID: 2}); err == nil || !strings.Contains(err.Error(), "aborted") {
+	if err := s.Complete(ctxT(t), &checkpoint.Metadata{CheckpointID: 2}); err == nil || !strings.Contains(err.Error(), "aborted") {
 		t.Fatalf("Complete of an aborted checkpoint = %v", err)
 	}
 	if err := s.Abort(1); err == nil {
@@ -432,7 +433,7 @@ func TestLowerEpochIsFenced(t *testing.T) {
 	}
 }
 
-func mustLatest(t *testing.T, s state.Storage) *state.Metadata {
+func mustLatest(t *testing.T, s checkpoint.Storage) *checkpoint.Metadata {
 	t.Helper()
 	md, _, err := s.Latest(ctxT(t))
 	if err != nil || md == nil {
@@ -578,7 +579,7 @@ func TestOrphansGoAfterTheGracePeriod(t *testing.T) {
 
 func TestAdoptFromElsewhereIsNotSupported(t *testing.T) {
 	s := open(t, objstore.NewMemory(objstore.MemoryOptions{}), 1, 1, nil)
-	if _, err := s.Adopt(ctxT(t), &state.Metadata{Path: "/var/ckpt/wc/chk-3"}, 5); !errors.Is(err, s3store.ErrNotSupported) || !strings.Contains(err.Error(), "/var/ckpt/wc/chk-3") {
+	if _, err := s.Adopt(ctxT(t), &checkpoint.Metadata{Path: "/var/ckpt/wc/chk-3"}, 5); !errors.Is(err, s3store.ErrNotSupported) || !strings.Contains(err.Error(), "/var/ckpt/wc/chk-3") {
 		t.Fatalf("Adopt of another location's checkpoint = %v; want ErrNotSupported naming it", err)
 	}
 }
@@ -782,7 +783,7 @@ func TestAdopt(t *testing.T) {
 func TestConcurrentCheckpointsShareFilesSafely(t *testing.T) {
 	mem := objstore.NewMemory(objstore.MemoryOptions{})
 	s := open(t, mem, 1, 1, nil)
-	put := func(id int64, name string) state.FileRef {
+	put := func(id int64, name string) checkpoint.FileRef {
 		w, err := s.Writer(id, "op", 0)
 		if err != nil {
 			t.Fatal(err)
@@ -798,8 +799,8 @@ func TestConcurrentCheckpointsShareFilesSafely(t *testing.T) {
 		}
 		return ref
 	}
-	md := func(id int64, refs ...state.FileRef) *state.Metadata {
-		return &state.Metadata{CheckpointID: id, Operators: []state.OperatorSnapshot{{UID: "op", Subtasks: []state.SubtaskSnapshot{{Keyed: &state.Handle{Backend: "test", Files: refs}}}}}}
+	md := func(id int64, refs ...checkpoint.FileRef) *checkpoint.Metadata {
+		return &checkpoint.Metadata{CheckpointID: id, Operators: []checkpoint.OperatorSnapshot{{UID: "op", Subtasks: []checkpoint.SubtaskSnapshot{{Keyed: &checkpoint.Handle{Backend: "test", Files: refs}}}}}}
 	}
 	put(2, "x.sst")
 	b := put(3, "x.sst")
@@ -810,12 +811,12 @@ func TestConcurrentCheckpointsShareFilesSafely(t *testing.T) {
 		t.Fatalf("Complete(3) after Abort(2): %v", err)
 	}
 	for _, c := range []struct {
-		md   *state.Metadata
+		md   *checkpoint.Metadata
 		want string
 	}{
-		{md(4, state.FileRef{Path: "shared/nope.sst", Size: 3, Shared: true}), "nope.sst"},
-		{md(5, state.FileRef{Path: b.Path, Size: b.Size + 1, CRC32C: b.CRC32C, Shared: true}), "bytes"},
-		{md(6, state.FileRef{Path: "../other/x", Size: 1}), "../other/x"},
+		{md(4, checkpoint.FileRef{Path: "shared/nope.sst", Size: 3, Shared: true}), "nope.sst"},
+		{md(5, checkpoint.FileRef{Path: b.Path, Size: b.Size + 1, CRC32C: b.CRC32C, Shared: true}), "bytes"},
+		{md(6, checkpoint.FileRef{Path: "../other/x", Size: 1}), "../other/x"},
 		{md(3, b), "not newer"},
 	} {
 		if err := s.Complete(ctxT(t), c.md); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -833,9 +834,9 @@ func TestInlineFilesRoundTripAndAreChecked(t *testing.T) {
 	mem := objstore.NewMemory(objstore.MemoryOptions{})
 	s := open(t, mem, 1, 1, nil)
 	data := []byte("tiny")
-	in := state.FileRef{Path: "OPTIONS", Size: 4, CRC32C: crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)), Inline: true, Data: data}
-	empty := state.FileRef{Path: "EMPTY", Inline: true, Data: []byte{}}
-	md := &state.Metadata{CheckpointID: 1, Operators: []state.OperatorSnapshot{{UID: "op", Subtasks: []state.SubtaskSnapshot{{Keyed: &state.Handle{Backend: "pebble", Files: []state.FileRef{in, empty}}}}}}}
+	in := checkpoint.FileRef{Path: "OPTIONS", Size: 4, CRC32C: crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)), Inline: true, Data: data}
+	empty := checkpoint.FileRef{Path: "EMPTY", Inline: true, Data: []byte{}}
+	md := &checkpoint.Metadata{CheckpointID: 1, Operators: []checkpoint.OperatorSnapshot{{UID: "op", Subtasks: []checkpoint.SubtaskSnapshot{{Keyed: &checkpoint.Handle{Backend: "pebble", Files: []checkpoint.FileRef{in, empty}}}}}}}
 	if err := s.Complete(ctxT(t), md); err != nil {
 		t.Fatal(err)
 	}
@@ -973,7 +974,7 @@ func TestLargeFilesAreSpooled(t *testing.T) {
 	if ref.Size != int64(len(big)) || ref.CRC32C != crc32.Checksum(big, crc32.MakeTable(crc32.Castagnoli)) {
 		t.Fatalf("ref %+v", ref)
 	}
-	md := &state.Metadata{CheckpointID: 1, Operators: []state.OperatorSnapshot{{UID: "op", Subtasks: []state.SubtaskSnapshot{{Keyed: &state.Handle{Backend: "pebble", Files: []state.FileRef{ref}}}}}}}
+	md := &checkpoint.Metadata{CheckpointID: 1, Operators: []checkpoint.OperatorSnapshot{{UID: "op", Subtasks: []checkpoint.SubtaskSnapshot{{Keyed: &checkpoint.Handle{Backend: "pebble", Files: []checkpoint.FileRef{ref}}}}}}}
 	if err := s.Complete(ctxT(t), md); err != nil {
 		t.Fatal(err)
 	}
@@ -990,7 +991,7 @@ func TestLargeFilesAreSpooled(t *testing.T) {
 	if !ok {
 		t.Fatal("HasShared(big.sst) = false")
 	}
-	sp := &state.Metadata{CheckpointID: 2, Savepoint: true, Operators: []state.OperatorSnapshot{{UID: "op", Subtasks: []state.SubtaskSnapshot{{Keyed: &state.Handle{Backend: "pebble", Files: []state.FileRef{shared}}}}}}}
+	sp := &checkpoint.Metadata{CheckpointID: 2, Savepoint: true, Operators: []checkpoint.OperatorSnapshot{{UID: "op", Subtasks: []checkpoint.SubtaskSnapshot{{Keyed: &checkpoint.Handle{Backend: "pebble", Files: []checkpoint.FileRef{shared}}}}}}}
 	if err := s.Complete(ctxT(t), sp); err != nil {
 		t.Fatal(err)
 	}
@@ -998,7 +999,7 @@ func TestLargeFilesAreSpooled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, md := range []*state.Metadata{sp, adopted} {
+	for _, md := range []*checkpoint.Metadata{sp, adopted} {
 		if got := restore(t, s, md); got["big.sst"] != string(big) {
 			t.Fatalf("%s restores %d bytes", md.Path, len(got["big.sst"]))
 		}

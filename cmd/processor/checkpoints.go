@@ -15,10 +15,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/jobs"
-	"github.com/onceflow/onceflow/state"
 )
 
 func newCheckpointsCmd() *cobra.Command {
@@ -50,7 +51,7 @@ STATUS is one of:
                        or corrupt: a restore cannot use it`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var st state.Storage
+			var st checkpoint.Storage
 			var jobDir string
 			if config.IsS3Dir(args[0]) {
 				s3, closeStore, err := openS3Job(cmd.Context(), args[0], s3f)
@@ -97,7 +98,7 @@ A binary refuses to restore a checkpoint whose operator state format is
 newer than its operator reads.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var md *state.Metadata
+			var md *checkpoint.Metadata
 			var err error
 			if config.IsS3Dir(args[0]) {
 				md, err = loadS3Checkpoint(cmd.Context(), args[0], s3f)
@@ -170,7 +171,7 @@ newer than its operator reads.`,
 // checkpointStatus is the STATUS of one listed checkpoint: a complete one
 // is loaded, which verifies every file it names. Reasons name files
 // relative to the job directory jobDir.
-func checkpointStatus(ctx context.Context, st state.Storage, jobDir string, in state.CheckpointInfo) string {
+func checkpointStatus(ctx context.Context, st checkpoint.Storage, jobDir string, in checkpoint.CheckpointInfo) string {
 	reason := func(err error) string {
 		msg := strings.ReplaceAll(err.Error(), "\n", "; ")
 		// The PATH column names the checkpoint already.
@@ -193,7 +194,7 @@ func checkpointStatus(ctx context.Context, st state.Storage, jobDir string, in s
 		if _, isS3 := st.(*s3store.Storage); isS3 {
 			// A running job's retention removed it after List when it is
 			// no longer listed.
-			if infos, lerr := st.List(ctx); lerr == nil && !slices.ContainsFunc(infos, func(i state.CheckpointInfo) bool { return i.Path == in.Path }) {
+			if infos, lerr := st.List(ctx); lerr == nil && !slices.ContainsFunc(infos, func(i checkpoint.CheckpointInfo) bool { return i.Path == in.Path }) {
 				return "removed while listing"
 			}
 			return "DAMAGED: " + reason(err)
@@ -214,7 +215,7 @@ func checkpointStatus(ctx context.Context, st state.Storage, jobDir string, in s
 // dir (<checkpoint.dir>/<job.name>), which must exist, read-only: these
 // commands create, remove and rename nothing, so they work on a directory
 // they may not write and beside a running job.
-func jobStorage(dir string) (state.Storage, error) {
+func jobStorage(dir string) (checkpoint.Storage, error) {
 	if err := refuseS3(dir); err != nil {
 		return nil, err
 	}
@@ -227,12 +228,12 @@ func jobStorage(dir string) (state.Storage, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("checkpoint directory %s is not a directory", abs)
 	}
-	return state.NewFileStorage(filepath.Dir(abs), filepath.Base(abs), state.StorageOptions{ReadOnly: true})
+	return dirstore.NewFileStorage(filepath.Dir(abs), filepath.Base(abs), dirstore.StorageOptions{ReadOnly: true})
 }
 
 // loadCheckpoint verifies and loads the checkpoint or savepoint at path (its
 // directory or its _metadata file).
-func loadCheckpoint(ctx context.Context, path string) (*state.Metadata, error) {
+func loadCheckpoint(ctx context.Context, path string) (*checkpoint.Metadata, error) {
 	if err := refuseS3(path); err != nil {
 		return nil, err
 	}
@@ -310,7 +311,7 @@ func openS3Job(ctx context.Context, loc string, f s3Flags) (*s3store.Storage, fu
 
 // loadS3Checkpoint verifies and loads the checkpoint or savepoint at
 // s3://<bucket>/<prefix>/<job.name>/manifest/<name>.
-func loadS3Checkpoint(ctx context.Context, loc string, f s3Flags) (*state.Metadata, error) {
+func loadS3Checkpoint(ctx context.Context, loc string, f s3Flags) (*checkpoint.Metadata, error) {
 	jobLoc, name, ok := strings.Cut(loc, "/manifest/")
 	if !ok || name == "" || strings.Contains(name, "/") {
 		return nil, usagef("%s: name a checkpoint or savepoint: s3://<bucket>/<prefix>/<job.name>/manifest/<chk-<n> or savepoint-<id>>", loc)

@@ -14,14 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/jobs"
-	"github.com/onceflow/onceflow/state"
 )
 
 // storeCheckpoint completes checkpoint (or savepoint) id with one private
 // state file.
-func storeCheckpoint(t *testing.T, st state.Storage, id int64, savepoint bool) *state.Metadata {
+func storeCheckpoint(t *testing.T, st checkpoint.Storage, id int64, savepoint bool) *checkpoint.Metadata {
 	t.Helper()
 	w, err := st.Writer(id, "op", 0)
 	if err != nil {
@@ -36,8 +37,8 @@ func storeCheckpoint(t *testing.T, st state.Storage, id int64, savepoint bool) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	md := &state.Metadata{CheckpointID: id, Savepoint: savepoint, Operators: []state.OperatorSnapshot{{UID: "op", Parallelism: 1,
-		Subtasks: []state.SubtaskSnapshot{{Keyed: &state.Handle{Backend: "test", Files: []state.FileRef{ref}}}}}}}
+	md := &checkpoint.Metadata{CheckpointID: id, Savepoint: savepoint, Operators: []checkpoint.OperatorSnapshot{{UID: "op", Parallelism: 1,
+		Subtasks: []checkpoint.SubtaskSnapshot{{Keyed: &checkpoint.Handle{Backend: "test", Files: []checkpoint.FileRef{ref}}}}}}}
 	if err := st.Complete(context.Background(), md); err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +66,7 @@ func flipFileByte(t *testing.T, path string, at int) {
 func TestCheckpointsListMarksDamagedAndCommitted(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := state.NewFileStorage(dir, "job", state.StorageOptions{Retained: 10})
+	st, err := dirstore.NewFileStorage(dir, "job", dirstore.StorageOptions{Retained: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +138,7 @@ func TestCheckpointsListMarksDamagedAndCommitted(t *testing.T) {
 func TestCheckpointsInspectShowsCommittedAndAdopted(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := state.NewFileStorage(dir, "job", state.StorageOptions{Retained: 10})
+	st, err := dirstore.NewFileStorage(dir, "job", dirstore.StorageOptions{Retained: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +214,7 @@ func chmodTree(t *testing.T, root string, dirs, files os.FileMode) {
 func TestCheckpointsListAndInspectDoNotWrite(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := state.NewFileStorage(dir, "job", state.StorageOptions{Retained: 10})
+	st, err := dirstore.NewFileStorage(dir, "job", dirstore.StorageOptions{Retained: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,14 +287,14 @@ func TestCheckpointsListAndInspectDoNotWrite(t *testing.T) {
 func TestCheckpointsInspectShowsVersionAndFormats(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := state.NewFileStorage(dir, "job", state.StorageOptions{Retained: 10})
+	st, err := dirstore.NewFileStorage(dir, "job", dirstore.StorageOptions{Retained: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
-	opState := &state.Handle{Backend: "operator", Inline: []byte(`{"offset":1}`)}
-	md := &state.Metadata{CheckpointID: 1, WriterVersion: "v3.1.4", Operators: []state.OperatorSnapshot{
-		{UID: "source", Parallelism: 1, StateFormat: 2, Subtasks: []state.SubtaskSnapshot{{Operator: opState}}},
-		{UID: "count", Parallelism: 1, Subtasks: []state.SubtaskSnapshot{{Operator: opState}}}}}
+	opState := &checkpoint.Handle{Backend: "operator", Inline: []byte(`{"offset":1}`)}
+	md := &checkpoint.Metadata{CheckpointID: 1, WriterVersion: "v3.1.4", Operators: []checkpoint.OperatorSnapshot{
+		{UID: "source", Parallelism: 1, StateFormat: 2, Subtasks: []checkpoint.SubtaskSnapshot{{Operator: opState}}},
+		{UID: "count", Parallelism: 1, Subtasks: []checkpoint.SubtaskSnapshot{{Operator: opState}}}}}
 	if err := st.Complete(ctx, md); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/jobs"
@@ -247,7 +248,7 @@ type memJob struct {
 }
 
 func (m *memJob) build(_ context.Context, cfg *config.Config, env jobs.Env) (*jobs.Built, error) {
-	storage, err := state.NewFileStorage(cfg.Checkpoint.Dir, cfg.Job.Name, state.StorageOptions{Retained: cfg.Checkpoint.Retain})
+	storage, err := dirstore.NewFileStorage(cfg.Checkpoint.Dir, cfg.Job.Name, dirstore.StorageOptions{Retained: cfg.Checkpoint.Retain})
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint.dir: %w", err)
 	}

@@ -11,10 +11,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/internal/joblock"
-	"github.com/onceflow/onceflow/state"
 )
 
 // newSavepointsCmd is processor savepoints list|prune: the savepoints a
@@ -41,7 +42,7 @@ the checkpoint.s3 keys of --config, ONCEFLOW_CHECKPOINT_S3_* or --set; there
 each savepoint's metadata is read through a load, which verifies its files.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var infos []state.SavepointInfo
+			var infos []dirstore.SavepointInfo
 			if config.IsS3Dir(args[0]) {
 				st, closeStore, err := openS3Job(cmd.Context(), args[0], s3f)
 				if err != nil {
@@ -56,7 +57,7 @@ each savepoint's metadata is read through a load, which verifies its files.`,
 				if err != nil {
 					return err
 				}
-				if infos, err = state.ListSavepoints(cmd.Context(), st); err != nil {
+				if infos, err = dirstore.ListSavepoints(cmd.Context(), st); err != nil {
 					return err
 				}
 			}
@@ -130,11 +131,11 @@ func pruneSavepoints(cmd *cobra.Command, dir string, keep int, dryRun bool) erro
 		defer lock.Release()
 	}
 	// Read-only for a dry run, as the listing commands open it.
-	st, err := state.NewFileStorage(filepath.Dir(abs), filepath.Base(abs), state.StorageOptions{Retained: 1 << 30, ReadOnly: dryRun})
+	st, err := dirstore.NewFileStorage(filepath.Dir(abs), filepath.Base(abs), dirstore.StorageOptions{Retained: 1 << 30, ReadOnly: dryRun})
 	if err != nil {
 		return err
 	}
-	res, err := state.PruneSavepoints(cmd.Context(), st, state.PruneOptions{Keep: keep, Verify: true, DryRun: dryRun})
+	res, err := dirstore.PruneSavepoints(cmd.Context(), st, dirstore.PruneOptions{Keep: keep, Verify: true, DryRun: dryRun})
 	out := cmd.OutOrStdout()
 	verb := "removed"
 	if dryRun {
@@ -161,7 +162,7 @@ func pruneSavepoints(cmd *cobra.Command, dir string, keep int, dryRun bool) erro
 }
 
 // savepointStatus is the STATUS of a listed savepoint.
-func savepointStatus(in state.SavepointInfo) string {
+func savepointStatus(in dirstore.SavepointInfo) string {
 	var s string
 	switch {
 	case in.Damaged:
@@ -186,7 +187,7 @@ func takenAt(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05Z")
 }
 
-func sizeOf(in state.SavepointInfo) string {
+func sizeOf(in dirstore.SavepointInfo) string {
 	if !in.Complete {
 		return "-"
 	}
@@ -207,12 +208,12 @@ func formatBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", v, "KMGT"[exp])
 }
 
-// s3Savepoints lists the savepoints of an S3 storage as state.ListSavepoints
+// s3Savepoints lists the savepoints of an S3 storage as dirstore.ListSavepoints
 // lists a directory's: oldest first, the newest intact checkpoint or
 // savepoint marked as the restore point. Each complete savepoint is loaded
 // (its files verified) for its time and size; one that fails to load is
 // listed as damaged with the reason.
-func s3Savepoints(ctx context.Context, st *s3store.Storage) ([]state.SavepointInfo, error) {
+func s3Savepoints(ctx context.Context, st *s3store.Storage) ([]dirstore.SavepointInfo, error) {
 	infos, err := st.List(ctx)
 	if err != nil {
 		return nil, err
@@ -223,12 +224,12 @@ func s3Savepoints(ctx context.Context, st *s3store.Storage) ([]state.SavepointIn
 			restore = max(restore, in.ID)
 		}
 	}
-	var out []state.SavepointInfo
+	var out []dirstore.SavepointInfo
 	for _, in := range infos {
 		if !in.Savepoint {
 			continue
 		}
-		sp := state.SavepointInfo{CheckpointInfo: in, RestorePoint: in.ID == restore && in.Complete && !in.Damaged}
+		sp := dirstore.SavepointInfo{CheckpointInfo: in, RestorePoint: in.ID == restore && in.Complete && !in.Damaged}
 		if in.Complete && !in.Damaged {
 			md, err := st.Load(ctx, in.Path)
 			if err != nil {
@@ -240,7 +241,7 @@ func s3Savepoints(ctx context.Context, st *s3store.Storage) ([]state.SavepointIn
 				sp.Taken, sp.Committed = md.Timestamp, md.Committed
 				for _, op := range md.Operators {
 					for _, sub := range op.Subtasks {
-						for _, h := range []*state.Handle{sub.Keyed, sub.Operator} {
+						for _, h := range []*checkpoint.Handle{sub.Keyed, sub.Operator} {
 							if h == nil {
 								continue
 							}

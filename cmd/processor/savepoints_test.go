@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/internal/logbuf"
-	"github.com/onceflow/onceflow/state"
 )
 
 // runCLI runs the processor command line args and returns the exit code,
@@ -43,7 +43,7 @@ func savepointNames(t *testing.T, jobDir string) []string {
 // run only says so) and tells what it removed, kept and left alone.
 func TestSavepointsListAndPrune(t *testing.T) {
 	dir := t.TempDir()
-	st, err := state.NewFileStorage(dir, "job", state.StorageOptions{Retained: 10})
+	st, err := dirstore.NewFileStorage(dir, "job", dirstore.StorageOptions{Retained: 10})
 	if err != nil {
 		t.Fatal(err)
 	}

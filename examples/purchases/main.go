@@ -32,6 +32,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/engine"
 	sinkkafka "github.com/onceflow/onceflow/sink/kafka"
 	sourcekafka "github.com/onceflow/onceflow/source/kafka"
@@ -102,7 +103,7 @@ type Options struct {
 // JSON → exactly-once sink. Operator uids are fixed: they name the state
 // in every checkpoint.
 func BuildJob(o Options) (*engine.Job, error) {
-	storage, err := state.NewFileStorage(filepath.Join(o.Dir, "checkpoints"), "purchases", state.StorageOptions{Retained: 3})
+	storage, err := dirstore.NewFileStorage(filepath.Join(o.Dir, "checkpoints"), "purchases", dirstore.StorageOptions{Retained: 3})
 	if err != nil {
 		return nil, err
 	}

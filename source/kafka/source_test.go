@@ -13,8 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/engine"
-	"github.com/onceflow/onceflow/state"
 )
 
 // collectSink keeps every value its writers receive, in memory.
@@ -83,7 +83,7 @@ func TestSourceInAJobResumesExactlyAtTheSavepoint(t *testing.T) {
 	defer cancel()
 	client := fake(t, 3, "in")
 	produce(t, ctx, client, "in", 30, 0)
-	storage := state.NewMemoryStorage("copy", state.StorageOptions{Retained: 2})
+	storage := dirstore.NewMemoryStorage("copy", dirstore.StorageOptions{Retained: 2})
 	src, err := NewSource(SourceOptions[string]{
 		Reader: ReaderOptions{ClientOpts: client, Topics: []string{"in"}, Group: "g"},
 		Decode: valueDecoder, LagInterval: time.Millisecond,

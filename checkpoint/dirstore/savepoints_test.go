@@ -1,4 +1,4 @@
-package state
+package dirstore
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
 // savepointIDs are the ids of infos.
@@ -174,7 +176,7 @@ func TestPruneSavepointsKeepsWhatIsReferenced(t *testing.T) {
 	sp6 := writeSavepoint(t, st, 6)
 	writeSavepoint(t, st, 7)
 	ref := sp6.Operators[0].Subtasks[0].Keyed.Files[0]
-	chk := &Metadata{CheckpointID: 8, Operators: []OperatorSnapshot{{UID: "op/1", Subtasks: []SubtaskSnapshot{{Keyed: &Handle{Backend: "test", Files: []FileRef{ref}}}}}}}
+	chk := &checkpoint.Metadata{CheckpointID: 8, Operators: []checkpoint.OperatorSnapshot{{UID: "op/1", Subtasks: []checkpoint.SubtaskSnapshot{{Keyed: &checkpoint.Handle{Backend: "test", Files: []checkpoint.FileRef{ref}}}}}}}
 	must(t, st.Complete(ctx, chk))
 	writeSavepoint(t, st, 9)
 	res, err = PruneSavepoints(ctx, st, PruneOptions{Keep: 1})

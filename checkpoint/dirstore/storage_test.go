@@ -1,4 +1,4 @@
-package state
+package dirstore
 
 import (
 	"bytes"
@@ -17,11 +17,13 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
 // writeCheckpoint stores a small checkpoint with one private and the given
 // shared files for operator "op".
-func writeCheckpoint(t *testing.T, st Storage, id int64, shared ...string) *Metadata {
+func writeCheckpoint(t *testing.T, st checkpoint.Storage, id int64, shared ...string) *checkpoint.Metadata {
 	t.Helper()
 	md, err := tryCheckpoint(st, id, shared...)
 	if err != nil {
@@ -30,12 +32,12 @@ func writeCheckpoint(t *testing.T, st Storage, id int64, shared ...string) *Meta
 	return md
 }
 
-func tryCheckpoint(st Storage, id int64, shared ...string) (*Metadata, error) {
+func tryCheckpoint(st checkpoint.Storage, id int64, shared ...string) (*checkpoint.Metadata, error) {
 	w, err := st.Writer(id, "op/1", 0)
 	if err != nil {
 		return nil, err
 	}
-	h := &Handle{Backend: "test"}
+	h := &checkpoint.Handle{Backend: "test"}
 	write := func(name string, sh bool, body string) error {
 		if sh {
 			if ref, ok := w.HasShared(name); ok {
@@ -66,12 +68,12 @@ func tryCheckpoint(st Storage, id int64, shared ...string) (*Metadata, error) {
 			return nil, err
 		}
 	}
-	md := &Metadata{CheckpointID: id, Operators: []OperatorSnapshot{{UID: "op/1", Parallelism: 1, MaxParallelism: 128,
-		Subtasks: []SubtaskSnapshot{{Subtask: 0, Keyed: h}}}}}
+	md := &checkpoint.Metadata{CheckpointID: id, Operators: []checkpoint.OperatorSnapshot{{UID: "op/1", Parallelism: 1, MaxParallelism: 128,
+		Subtasks: []checkpoint.SubtaskSnapshot{{Subtask: 0, Keyed: h}}}}}
 	return md, st.Complete(context.Background(), md)
 }
 
-func readAll(t *testing.T, st Storage, ref FileRef) string {
+func readAll(t *testing.T, st checkpoint.Storage, ref checkpoint.FileRef) string {
 	t.Helper()
 	rc, err := st.Open(ref)
 	must(t, err)
@@ -83,13 +85,13 @@ func readAll(t *testing.T, st Storage, ref FileRef) string {
 
 // forBothStorages runs fn on the file storage (open reopens it) and on the
 // memory storage (open returns the same one).
-func forBothStorages(t *testing.T, fn func(t *testing.T, open func(opts StorageOptions) Storage)) {
+func forBothStorages(t *testing.T, fn func(t *testing.T, open func(opts StorageOptions) checkpoint.Storage)) {
 	forBothStoragesInjected(t, nil, fn)
 }
 
 // forBothStoragesInjected is forBothStorages with the storages' filesystem
 // wrapped by errorfs with inj (when not nil).
-func forBothStoragesInjected(t *testing.T, inj errorfs.Injector, fn func(t *testing.T, open func(opts StorageOptions) Storage)) {
+func forBothStoragesInjected(t *testing.T, inj errorfs.Injector, fn func(t *testing.T, open func(opts StorageOptions) checkpoint.Storage)) {
 	wrap := func(fs vfs.FS) vfs.FS {
 		if inj == nil {
 			return fs
@@ -99,7 +101,7 @@ func forBothStoragesInjected(t *testing.T, inj errorfs.Injector, fn func(t *test
 	t.Run("file", func(t *testing.T) {
 		dir := t.TempDir()
 		fs := wrap(vfs.Default)
-		fn(t, func(opts StorageOptions) Storage {
+		fn(t, func(opts StorageOptions) checkpoint.Storage {
 			opts.FS = fs
 			st, err := NewFileStorage(dir, "job", opts)
 			must(t, err)
@@ -107,9 +109,9 @@ func forBothStoragesInjected(t *testing.T, inj errorfs.Injector, fn func(t *test
 		})
 	})
 	t.Run("memory", func(t *testing.T) {
-		var st Storage
+		var st checkpoint.Storage
 		fs := wrap(vfs.NewMem())
-		fn(t, func(opts StorageOptions) Storage {
+		fn(t, func(opts StorageOptions) checkpoint.Storage {
 			if st == nil {
 				opts.FS = fs
 				st = NewMemoryStorage("job", opts)
@@ -120,7 +122,7 @@ func forBothStoragesInjected(t *testing.T, inj errorfs.Injector, fn func(t *test
 }
 
 func TestStorageRetainsAndRefcountsSharedFiles(t *testing.T) {
-	forBothStorages(t, func(t *testing.T, open func(StorageOptions) Storage) {
+	forBothStorages(t, func(t *testing.T, open func(StorageOptions) checkpoint.Storage) {
 		ctx := context.Background()
 		st := open(StorageOptions{Retained: 2})
 		writeCheckpoint(t, st, 1, "a.sst", "b.sst")
@@ -189,11 +191,11 @@ func TestStorageRetainsAndRefcountsSharedFiles(t *testing.T) {
 	})
 }
 
-func writeSavepoint(t *testing.T, st Storage, id int64, shared ...string) *Metadata {
+func writeSavepoint(t *testing.T, st checkpoint.Storage, id int64, shared ...string) *checkpoint.Metadata {
 	t.Helper()
 	w, err := st.Writer(id, "op/1", 0)
 	must(t, err)
-	h := &Handle{Backend: "test"}
+	h := &checkpoint.Handle{Backend: "test"}
 	for _, s := range shared {
 		ref, ok := w.HasShared(s)
 		if !ok {
@@ -207,7 +209,7 @@ func writeSavepoint(t *testing.T, st Storage, id int64, shared ...string) *Metad
 	ref, err := f.Close()
 	must(t, err)
 	h.Files = append(h.Files, ref)
-	md := &Metadata{CheckpointID: id, Savepoint: true, Operators: []OperatorSnapshot{{UID: "op/1", Subtasks: []SubtaskSnapshot{{Keyed: h}}}}}
+	md := &checkpoint.Metadata{CheckpointID: id, Savepoint: true, Operators: []checkpoint.OperatorSnapshot{{UID: "op/1", Subtasks: []checkpoint.SubtaskSnapshot{{Keyed: h}}}}}
 	must(t, st.Complete(context.Background(), md))
 	return md
 }
@@ -216,35 +218,35 @@ func TestLatestSkipsCorruptCheckpoints(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name    string
-		corrupt func(t *testing.T, chkDir string, md *Metadata)
+		corrupt func(t *testing.T, chkDir string, md *checkpoint.Metadata)
 		wantErr string
 		// damaged: Latest reports it as damaged (not incomplete);
 		// listDamaged: so does List, which reads only the metadata.
 		damaged, listDamaged bool
 	}{
-		{"no metadata", func(t *testing.T, dir string, _ *Metadata) {
+		{"no metadata", func(t *testing.T, dir string, _ *checkpoint.Metadata) {
 			must(t, os.Remove(filepath.Join(dir, "_metadata")))
 		}, "incomplete", false, false},
-		{"metadata bit flip", func(t *testing.T, dir string, _ *Metadata) {
+		{"metadata bit flip", func(t *testing.T, dir string, _ *checkpoint.Metadata) {
 			flipByte(t, filepath.Join(dir, "_metadata"), -5)
 		}, "checksum", true, true},
-		{"metadata truncated", func(t *testing.T, dir string, _ *Metadata) {
+		{"metadata truncated", func(t *testing.T, dir string, _ *checkpoint.Metadata) {
 			truncate(t, filepath.Join(dir, "_metadata"))
 		}, "truncated", true, true},
-		{"metadata unreadable", func(t *testing.T, dir string, _ *Metadata) {
+		{"metadata unreadable", func(t *testing.T, dir string, _ *checkpoint.Metadata) {
 			// A directory where the file should be: it exists, and reading
 			// it fails.
 			p := filepath.Join(dir, "_metadata")
 			must(t, os.Remove(p))
 			must(t, os.Mkdir(p, 0o755))
 		}, "unreadable", true, true},
-		{"state file bit flip", func(t *testing.T, dir string, md *Metadata) {
+		{"state file bit flip", func(t *testing.T, dir string, md *checkpoint.Metadata) {
 			flipByte(t, filepath.Join(filepath.Dir(dir), md.Operators[0].Subtasks[0].Keyed.Files[0].Path), 3)
 		}, "corrupt", true, false},
-		{"state file truncated", func(t *testing.T, dir string, md *Metadata) {
+		{"state file truncated", func(t *testing.T, dir string, md *checkpoint.Metadata) {
 			truncate(t, filepath.Join(filepath.Dir(dir), md.Operators[0].Subtasks[0].Keyed.Files[0].Path))
 		}, "private", true, false},
-		{"shared file missing", func(t *testing.T, dir string, md *Metadata) {
+		{"shared file missing", func(t *testing.T, dir string, md *checkpoint.Metadata) {
 			must(t, os.Remove(filepath.Join(filepath.Dir(dir), "shared", "b.sst")))
 		}, "b.sst", true, false},
 	} {
@@ -256,7 +258,7 @@ func TestLatestSkipsCorruptCheckpoints(t *testing.T) {
 			md2 := writeCheckpoint(t, st, 2, "a.sst", "b.sst")
 			chk2 := filepath.Join(dir, "job", "chk-2")
 			tc.corrupt(t, chk2, md2)
-			for _, s := range []Storage{st, reopen(t, dir)} {
+			for _, s := range []checkpoint.Storage{st, reopen(t, dir)} {
 				md, infos, err := s.Latest(ctx)
 				must(t, err)
 				if md == nil || md.CheckpointID != 1 {
@@ -305,7 +307,7 @@ func TestLoadNamesMissingCheckpoint(t *testing.T) {
 	readAll(t, other, md.Operators[0].Subtasks[0].Keyed.Files[0])
 }
 
-func reopen(t *testing.T, dir string) Storage {
+func reopen(t *testing.T, dir string) checkpoint.Storage {
 	st, err := NewFileStorage(dir, "job", StorageOptions{Retained: 2})
 	must(t, err)
 	return st
@@ -340,7 +342,7 @@ func TestStorageFaultsFailTheCheckpointNotTheProcess(t *testing.T) {
 		}
 		return nil
 	})
-	forBothStoragesInjected(t, inj, func(t *testing.T, open func(StorageOptions) Storage) {
+	forBothStoragesInjected(t, inj, func(t *testing.T, open func(StorageOptions) checkpoint.Storage) {
 		st := open(StorageOptions{})
 		writeCheckpoint(t, st, 1, "a.sst")
 		id := int64(2)
@@ -376,10 +378,10 @@ func TestStorageFaultsFailTheCheckpointNotTheProcess(t *testing.T) {
 // the file for the other. Complete refuses metadata naming a missing or
 // different file, and an id that is not newer than the newest completed.
 func TestConcurrentCheckpointsShareFilesSafely(t *testing.T) {
-	forBothStorages(t, func(t *testing.T, open func(StorageOptions) Storage) {
+	forBothStorages(t, func(t *testing.T, open func(StorageOptions) checkpoint.Storage) {
 		ctx := context.Background()
 		st := open(StorageOptions{})
-		write := func(id int64, name string, shared bool) FileRef {
+		write := func(id int64, name string, shared bool) checkpoint.FileRef {
 			w, err := st.Writer(id, "op", 0)
 			must(t, err)
 			f, err := w.Create(name, shared)
@@ -389,8 +391,8 @@ func TestConcurrentCheckpointsShareFilesSafely(t *testing.T) {
 			must(t, err)
 			return ref
 		}
-		md := func(id int64, refs ...FileRef) *Metadata {
-			return &Metadata{CheckpointID: id, Operators: []OperatorSnapshot{{UID: "op", Subtasks: []SubtaskSnapshot{{Keyed: &Handle{Backend: "test", Files: refs}}}}}}
+		md := func(id int64, refs ...checkpoint.FileRef) *checkpoint.Metadata {
+			return &checkpoint.Metadata{CheckpointID: id, Operators: []checkpoint.OperatorSnapshot{{UID: "op", Subtasks: []checkpoint.SubtaskSnapshot{{Keyed: &checkpoint.Handle{Backend: "test", Files: refs}}}}}}
 		}
 		a := write(2, "x.sst", true)
 		b := write(3, "x.sst", true)
@@ -402,13 +404,13 @@ func TestConcurrentCheckpointsShareFilesSafely(t *testing.T) {
 		must(t, st.Complete(ctx, md(3, b)))
 		readAll(t, st, b)
 
-		missing := FileRef{Path: "shared/nope.sst", Size: 3, Shared: true}
+		missing := checkpoint.FileRef{Path: "shared/nope.sst", Size: 3, Shared: true}
 		wantErrContains(t, st.Complete(ctx, md(4, missing)), "nope.sst")
 		wrongSize := b
 		wrongSize.Size++
 		wantErrContains(t, st.Complete(ctx, md(5, wrongSize)), "x.sst", "bytes")
 		wantErrContains(t, st.Complete(ctx, md(3, b)), "not newer")
-		escaping := FileRef{Path: "../other/x", Size: 1}
+		escaping := checkpoint.FileRef{Path: "../other/x", Size: 1}
 		wantErrContains(t, st.Complete(ctx, md(6, escaping)), "escapes")
 		got, _, err := st.Latest(ctx)
 		must(t, err)
@@ -429,7 +431,7 @@ func TestLatestConsidersSavepoints(t *testing.T) {
 	}
 	complete := func(id int64, savepoint bool) {
 		t.Helper()
-		md := &Metadata{Version: MetadataVersion, Job: "j", CheckpointID: id, Savepoint: savepoint, Timestamp: time.Now()}
+		md := &checkpoint.Metadata{Version: checkpoint.MetadataVersion, Job: "j", CheckpointID: id, Savepoint: savepoint, Timestamp: time.Now()}
 		if err := inner.Complete(ctx, md); err != nil {
 			t.Fatal(err)
 		}
@@ -488,12 +490,12 @@ func TestInlineFilesRoundTripAndAreChecked(t *testing.T) {
 	st, err := NewFileStorage(dir, "job", StorageOptions{Retained: 2})
 	must(t, err)
 	files := map[string][]byte{"MANIFEST-000001": []byte("manifest \x00\xff bytes"), "marker": {}}
-	var refs []FileRef
+	var refs []checkpoint.FileRef
 	for _, name := range []string{"MANIFEST-000001", "marker"} {
 		data := files[name]
-		refs = append(refs, FileRef{Path: name, Size: int64(len(data)), CRC32C: crc32.Checksum(data, castagnoli), Inline: true, Data: data})
+		refs = append(refs, checkpoint.FileRef{Path: name, Size: int64(len(data)), CRC32C: crc32.Checksum(data, castagnoli), Inline: true, Data: data})
 	}
-	completeOne(t, st, "op", 1, false, 1, &Handle{Backend: "test", Files: refs})
+	completeOne(t, st, "op", 1, false, 1, &checkpoint.Handle{Backend: "test", Files: refs})
 	st2, err := NewFileStorage(dir, "job", StorageOptions{Retained: 2})
 	must(t, err)
 	md, _, err := st2.Latest(ctx)

@@ -1,4 +1,4 @@
-package state
+package dirstore
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
 // Sweep removes every chk-<n> and savepoint-<id> directory without
@@ -65,8 +67,8 @@ func TestSweepRemovesOnlyIncompletePoints(t *testing.T) {
 	if names := strings.Join(dirNames(t, root), " "); names != "chk-1 chk-10 chk-2 chk-3 shared" {
 		t.Fatalf("after Sweep the job directory holds %s", names)
 	}
-	md := &Metadata{CheckpointID: 10, Savepoint: true, Operators: []OperatorSnapshot{{UID: "op/1", Parallelism: 1, MaxParallelism: 128,
-		Subtasks: []SubtaskSnapshot{{Keyed: &Handle{Backend: "test", Files: []FileRef{priv}}}}}}}
+	md := &checkpoint.Metadata{CheckpointID: 10, Savepoint: true, Operators: []checkpoint.OperatorSnapshot{{UID: "op/1", Parallelism: 1, MaxParallelism: 128,
+		Subtasks: []checkpoint.SubtaskSnapshot{{Keyed: &checkpoint.Handle{Backend: "test", Files: []checkpoint.FileRef{priv}}}}}}}
 	must(t, st.Complete(ctx, md))
 	if _, err := st.Load(ctx, "savepoint-10"); err != nil {
 		t.Fatalf("the savepoint in flight during Sweep: %v", err)

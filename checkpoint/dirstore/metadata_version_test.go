@@ -1,4 +1,4 @@
-package state
+package dirstore
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
 // A _metadata written before the writer version and the state formats
@@ -54,9 +56,9 @@ func TestMetadataVersionFields(t *testing.T) {
 		t.Fatalf("old metadata loaded as %+v", md)
 	}
 
-	md = &Metadata{CheckpointID: 2, WriterVersion: "v3.1.4", Operators: []OperatorSnapshot{
+	md = &checkpoint.Metadata{CheckpointID: 2, WriterVersion: "v3.1.4", Operators: []checkpoint.OperatorSnapshot{
 		{UID: "source", Parallelism: 1, MaxParallelism: 128, StateFormat: 2,
-			Subtasks: []SubtaskSnapshot{{Operator: &Handle{Backend: "operator", Inline: []byte("x")}}}},
+			Subtasks: []checkpoint.SubtaskSnapshot{{Operator: &checkpoint.Handle{Backend: "operator", Inline: []byte("x")}}}},
 		{UID: "map", Parallelism: 1, MaxParallelism: 128}}}
 	must(t, st.Complete(ctx, md))
 	got, err := st.Load(ctx, "chk-2")

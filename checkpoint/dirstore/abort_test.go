@@ -1,4 +1,4 @@
-package state
+package dirstore
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
 // dirNames lists the names in dir (none if it is missing).
@@ -68,7 +70,7 @@ func TestAbortedUploadLeavesNothing(t *testing.T) {
 	}
 	_, err = st.Writer(2, "op", 1)
 	wantErrContains(t, err, "checkpoint 2", "aborted")
-	wantErrContains(t, st.Complete(ctx, &Metadata{CheckpointID: 2}), "checkpoint 2", "aborted")
+	wantErrContains(t, st.Complete(ctx, &checkpoint.Metadata{CheckpointID: 2}), "checkpoint 2", "aborted")
 
 	if got := dirNames(t, jobDir); strings.Join(got, " ") != "chk-1 shared" {
 		t.Fatalf("job directory holds %v after the aborted upload finished, want chk-1 and shared", got)
@@ -96,7 +98,7 @@ func TestAbortRacingUploads(t *testing.T) {
 	must(t, err)
 	jobDir := filepath.Join(dir, "job")
 	body := strings.Repeat("0123456789", 1000)
-	upload := func(id int64, sub int, refs chan<- FileRef) {
+	upload := func(id int64, sub int, refs chan<- checkpoint.FileRef) {
 		w, err := st.Writer(id, "op", sub)
 		if err != nil {
 			return
@@ -126,8 +128,8 @@ func TestAbortRacingUploads(t *testing.T) {
 	for round := int64(1); round <= 15; round++ {
 		aborted, completed := 2*round, 2*round+1
 		var wg sync.WaitGroup
-		refs := make(chan FileRef, 100)
-		okRefs := make(chan FileRef, 100)
+		refs := make(chan checkpoint.FileRef, 100)
+		okRefs := make(chan checkpoint.FileRef, 100)
 		for sub := 0; sub < 4; sub++ {
 			wg.Add(2)
 			go func() { defer wg.Done(); upload(aborted, sub, refs) }()
@@ -142,11 +144,11 @@ func TestAbortRacingUploads(t *testing.T) {
 		}()
 		wg.Wait()
 		close(okRefs)
-		h := &Handle{Backend: "test"}
+		h := &checkpoint.Handle{Backend: "test"}
 		for r := range okRefs {
 			h.Files = append(h.Files, r)
 		}
-		must(t, st.Complete(ctx, &Metadata{CheckpointID: completed, Operators: []OperatorSnapshot{{UID: "op", Subtasks: []SubtaskSnapshot{{Keyed: h}}}}}))
+		must(t, st.Complete(ctx, &checkpoint.Metadata{CheckpointID: completed, Operators: []checkpoint.OperatorSnapshot{{UID: "op", Subtasks: []checkpoint.SubtaskSnapshot{{Keyed: h}}}}}))
 		if _, err := os.Stat(filepath.Join(jobDir, chkDirName(aborted))); err == nil {
 			t.Fatalf("round %d: aborted %s exists after its uploads finished", round, chkDirName(aborted))
 		}
@@ -196,7 +198,7 @@ func TestAbortAfterAFailedSavepointCompletion(t *testing.T) {
 	io.WriteString(f, "savepoint state")
 	priv, err := f.Close()
 	must(t, err)
-	md := &Metadata{CheckpointID: 2, Savepoint: true, Operators: []OperatorSnapshot{{UID: "op/1", Subtasks: []SubtaskSnapshot{{Keyed: &Handle{Backend: "test", Files: []FileRef{priv, ref}}}}}}}
+	md := &checkpoint.Metadata{CheckpointID: 2, Savepoint: true, Operators: []checkpoint.OperatorSnapshot{{UID: "op/1", Subtasks: []checkpoint.SubtaskSnapshot{{Keyed: &checkpoint.Handle{Backend: "test", Files: []checkpoint.FileRef{priv, ref}}}}}}}
 	if err := st.Complete(ctx, md); !errors.Is(err, errorfs.ErrInjected) {
 		t.Fatalf("Complete = %v, want the injected error", err)
 	}

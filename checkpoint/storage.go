@@ -1,10 +1,17 @@
-package state
+package checkpoint
 
 import (
 	"context"
 	"io"
 	"time"
 )
+
+// MetadataVersion is the version of the Metadata format that every storage
+// of this module writes (Metadata.Version). Fields added since version 1
+// (Metadata.WriterVersion, OperatorSnapshot.StateFormat, Metadata.Claim)
+// are optional: metadata without them loads (as empty, 0 and false), and
+// older readers ignore them, so the version did not change.
+const MetadataVersion = 1
 
 // Metadata is the _metadata of one completed checkpoint or savepoint: which
 // snapshot every operator subtask acked with. A checkpoint exists once its
@@ -119,37 +126,51 @@ type CheckpointInfo struct {
 	Err error
 }
 
-// Storage keeps the checkpoints of one job, laid out like Flink's:
-// <dir>/<job>/chk-<n>/_metadata plus the files of its snapshots,
-// <dir>/<job>/shared/ for files incremental checkpoints share, and
-// <dir>/<job>/savepoint-<id>/ for savepoints. Implementations must be safe for
-// concurrent use by the coordinator and the subtasks.
+// Storage keeps the checkpoints and savepoints of one job: their metadata,
+// the files of their snapshots, and the files incremental checkpoints
+// share. The package doc states the contract every implementation keeps;
+// package dirstore keeps them in a directory laid out like Flink's
+// (chk-<n>/_metadata, shared/, savepoint-<id>/), package s3store in an
+// S3 bucket. Implementations must be safe for concurrent use by the
+// coordinator and the subtasks. Every error names the checkpoint, path or
+// object it refuses.
 type Storage interface {
 	// Writer returns where a subtask writes the files of its snapshot of
-	// checkpoint id. It fails, naming the checkpoint, for an id that was
-	// aborted or is not newer than the newest completed checkpoint: such a
-	// checkpoint can never complete, and checkpoint ids are never reused
-	// (a job's next attempt continues above the ids its last one used).
+	// checkpoint id. It does no I/O. It fails, naming the
+	// checkpoint, for an id that was aborted or is not newer than the
+	// newest completed checkpoint: such a checkpoint can never complete,
+	// and checkpoint ids are never reused (a job's next attempt continues
+	// above the ids its last one used).
 	Writer(checkpointID int64, operatorUID string, subtask int) (SnapshotWriter, error)
-	// Complete makes the checkpoint durable: it writes md atomically (temp
-	// file, fsync, rename, fsync of the directory) with a checksum, takes a
-	// reference on every shared file it names, and then removes the oldest
-	// completed checkpoints beyond the retained count. Until Complete
-	// returns nil the checkpoint does not exist. Every file and directory
-	// md names is durable (fsynced, and its entry fsynced in its parent)
-	// before md is written, so that a power loss leaves the previous
-	// checkpoint or this one whole, never a damaged one.
+	// Complete makes the checkpoint durable: it checks that every file md
+	// names is stored with its recorded size, publishes md atomically with
+	// a checksum (the directory storage: temp file, fsync, rename, fsync of
+	// the directory; the S3 storage: a create-only put of its manifest),
+	// takes a reference on every shared file it names, and then removes the
+	// oldest completed checkpoints beyond the retained count. Until
+	// Complete returns nil the checkpoint does not exist; a failed Complete
+	// leaves the previous checkpoint the newest, and a power loss or crash
+	// leaves the previous checkpoint or this one whole, never a damaged
+	// one (every file md names is durable before md is). It fails for an
+	// id that was aborted or is not newer than the newest completed one.
+	// Retention failures after the publication do not fail it: they are
+	// logged, and the next completion retries them.
 	Complete(ctx context.Context, md *Metadata) error
 	// Abort removes what was written for a checkpoint that will not
 	// complete. Shared files still referenced elsewhere stay. Its uploads
 	// may still be running: from then on their Create and Close fail
 	// naming the checkpoint, and what they finish is removed, so nothing
-	// of it is left once they end. Complete of an aborted id fails.
+	// of it is left once they end. Complete of an aborted id fails. An
+	// error names what could not be removed; the id stays aborted.
 	Abort(checkpointID int64) error
 	// Latest returns the newest complete, intact checkpoint or savepoint
 	// (the highest id: ids are unique and increasing across both),
-	// skipping (and reporting through the returned infos) incomplete or
-	// corrupt ones. It returns nil metadata when there is none.
+	// verifying every file it names and skipping (and reporting through
+	// the returned infos) incomplete or corrupt ones. It returns nil
+	// metadata when there is none, and an error (no metadata) when it
+	// cannot list the job's checkpoints. The S3 storage also fails the
+	// call, rather than skip the checkpoint, when a read does not get an
+	// answer (see package s3store).
 	//
 	// Savepoints count because their transactions were committed when they
 	// completed: resuming from an older checkpoint would replay the records
@@ -157,11 +178,13 @@ type Storage interface {
 	// stop with a savepoint and a plain restart, or a failure following a
 	// savepoint), as Flink's failover also considers savepoints.
 	Latest(ctx context.Context) (*Metadata, []CheckpointInfo, error)
-	// Load reads the checkpoint or savepoint at path (a chk-<n> or
+	// Load reads the checkpoint or savepoint at path (as Metadata.Path and
+	// CheckpointInfo.Path name it: for the directory storage a chk-<n> or
 	// savepoint-<id> directory or its _metadata file) and verifies it; a
 	// missing or corrupt one is an error naming the path.
 	Load(ctx context.Context, path string) (*Metadata, error)
-	// List returns every checkpoint and savepoint found, oldest first.
+	// List returns every checkpoint and savepoint found, oldest first,
+	// from their metadata only (it cannot see damaged state files).
 	List(ctx context.Context) ([]CheckpointInfo, error)
 	// Open reads a stored file, verifying size and checksum as it is read to
 	// the end; a mismatch is an error naming the path.
@@ -170,7 +193,7 @@ type Storage interface {
 	// share (delete-on-cancellation); savepoints stay, they belong to the
 	// user. Before it removes anything it records durably what it
 	// discards (Discarded): the id of the newest checkpoint or savepoint
-	// whose _metadata exists and, when that one is an intact checkpoint,
+	// whose metadata exists and, when that one is an intact checkpoint,
 	// its operator state. The sinks may have committed that checkpoint's
 	// transactions, so a restore of anything older writes their output
 	// again, and whoever restores must be able to tell; a restore of an
@@ -180,45 +203,51 @@ type Storage interface {
 	DiscardAll() error
 	// Discarded returns what DiscardAll recorded, the newest if it ran
 	// several times; the zero Discard when it never ran on this job's
-	// directory. An unreadable record is an error naming its path.
+	// storage. An unreadable record is an error naming its path.
 	Discarded(ctx context.Context) (Discard, error)
 	// MarkCommitted records durably that every transaction the sinks stored
 	// in completed checkpoint or savepoint checkpointID has been committed;
 	// Load, Latest and List then report it (Metadata.Committed). It is
 	// called after a stop with a savepoint once every sink drained its
-	// commits. Marking a checkpoint that does not exist is an error.
+	// commits. Marking a checkpoint that does not exist, or a damaged one,
+	// is an error.
 	MarkCommitted(ctx context.Context, checkpointID int64) error
 	// Adopt makes md (a checkpoint or savepoint returned by Load, of this
 	// job's storage or another) the job's newest complete checkpoint, under
 	// id newID, which must be above every id in the storage: its state
 	// files are copied (or shared ones referenced) so that removing the
-	// original never touches the copy, and the new _metadata records
+	// original never touches the copy, and the new metadata records
 	// RestoredFrom (md's path), md.Supersedes and, when md was committed,
 	// the committed marker. Until Adopt returns nil the job's lineage is
-	// unchanged. It returns the new checkpoint's metadata (Path set).
+	// unchanged. It returns the new checkpoint's metadata (Path set). An
+	// implementation may refuse, changing nothing, a checkpoint of a
+	// location it cannot read (the S3 storage adopts only its own).
 	Adopt(ctx context.Context, md *Metadata, newID int64) (*Metadata, error)
-	// Sweep removes what a crash or a failed completion left behind: every
-	// chk-<n> and savepoint-<id> directory without _metadata (a checkpoint
-	// that never completed, a savepoint whose completion failed or was cut
-	// short, a removal that was). A directory whose _metadata exists,
-	// intact or damaged, is never touched, so a power loss during Sweep
-	// cannot harm a complete checkpoint; the removals are durable when it
-	// returns. It is meant for the job's start, when nothing of the job is
-	// in flight: a checkpoint or savepoint being written has no _metadata
-	// yet, so Sweep leaves alone the ids this storage has in flight and
-	// keeps new ones from starting meanwhile, but it cannot see another
-	// process's, and the caller must own the job directory (the
-	// processor's job lock does). It returns what it removed, oldest
-	// first, with Err saying why each was incomplete; an error names what
-	// it could not remove, after removing what it could.
+	// Sweep removes what a crash or a failed completion left behind: the
+	// files of every checkpoint and savepoint whose metadata was never
+	// published (a checkpoint that never completed, a savepoint whose
+	// completion failed or was cut short, a removal that was). A
+	// checkpoint whose metadata exists, intact or damaged, is never
+	// touched, so a power loss during Sweep cannot harm a complete
+	// checkpoint; the removals are durable when it returns. It is meant
+	// for the job's start, when nothing of the job is in flight: a
+	// checkpoint or savepoint being written has no metadata yet, so Sweep
+	// leaves alone the ids this storage has in flight and keeps new ones
+	// from starting meanwhile, but it cannot see another process's, and
+	// the caller must own the job (the processor's job lock, or the S3
+	// storage's epoch). It returns what it removed, oldest first, with Err
+	// saying why each was incomplete; an error names what it could not
+	// remove, after removing what it could.
 	Sweep(ctx context.Context) ([]CheckpointInfo, error)
 }
 
 // SnapshotWriter creates the files of one subtask's snapshot.
 type SnapshotWriter interface {
-	// Create opens a new file. A private file is stored under the
-	// checkpoint's own directory; a shared one under shared/, where name
+	// Create opens a new file. A private file is stored with the
+	// checkpoint (the directory storage: under its chk-<n> directory); a
+	// shared one with the files checkpoints share (shared/), where name
 	// must be unique for the job (carry a restore id or content hash).
+	// After the checkpoint was aborted it fails naming the checkpoint.
 	Create(name string, shared bool) (FileWriter, error)
 	// HasShared reports whether a shared file of that name is already stored
 	// and referenced by a retained checkpoint, so it need not be written
@@ -226,8 +255,9 @@ type SnapshotWriter interface {
 	HasShared(name string) (FileRef, bool)
 }
 
-// FileWriter is a file being written. Close makes it durable (fsync) and
-// returns its reference; a write or close error fails the snapshot.
+// FileWriter is a file being written. Close makes it durable (an fsync, a
+// completed upload) and returns its reference; a write or close error
+// fails the snapshot, not the job.
 type FileWriter interface {
 	io.Writer
 	Close() (FileRef, error)

@@ -1,4 +1,4 @@
-package state
+package dirstore
 
 import (
 	"context"
@@ -14,6 +14,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
 // Power-loss tests: a storage step (writing a checkpoint, a savepoint,
@@ -106,7 +108,7 @@ func (r *crashRecorder) run(t *testing.T, step func() error) []crashPoint {
 
 const crashRoot = "/data"
 
-func crashStorage(t *testing.T, fs vfs.FS, retained int) Storage {
+func crashStorage(t *testing.T, fs vfs.FS, retained int) checkpoint.Storage {
 	t.Helper()
 	st, err := NewFileStorage(crashRoot, "job", StorageOptions{Retained: retained, FS: fs})
 	must(t, err)
@@ -123,25 +125,25 @@ func crashBody(tag string) string {
 // subtasks) and "b" (one): each subtask a private file, an inline one,
 // and the shared files named (reusing those the storage holds), then
 // completes it.
-func crashCheckpoint(st Storage, id int64, savepoint bool, shared ...string) (*Metadata, error) {
+func crashCheckpoint(st checkpoint.Storage, id int64, savepoint bool, shared ...string) (*checkpoint.Metadata, error) {
 	return crashCheckpointFiles(st, id, savepoint, true, shared...)
 }
 
 // crashCheckpointFiles is crashCheckpoint, without the private files
 // unless private.
-func crashCheckpointFiles(st Storage, id int64, savepoint, private bool, shared ...string) (*Metadata, error) {
-	md := &Metadata{CheckpointID: id, Savepoint: savepoint}
+func crashCheckpointFiles(st checkpoint.Storage, id int64, savepoint, private bool, shared ...string) (*checkpoint.Metadata, error) {
+	md := &checkpoint.Metadata{CheckpointID: id, Savepoint: savepoint}
 	for _, op := range []struct {
 		uid  string
 		subs int
 	}{{"a", 2}, {"b", 1}} {
-		o := OperatorSnapshot{UID: op.uid, Parallelism: op.subs, MaxParallelism: DefaultMaxParallelism}
+		o := checkpoint.OperatorSnapshot{UID: op.uid, Parallelism: op.subs, MaxParallelism: maxParallelism}
 		for sub := 0; sub < op.subs; sub++ {
 			w, err := st.Writer(id, op.uid, sub)
 			if err != nil {
 				return nil, err
 			}
-			h := &Handle{Backend: "test"}
+			h := &checkpoint.Handle{Backend: "test"}
 			put := func(name string, sh bool) error {
 				if sh {
 					if ref, ok := w.HasShared(name); ok {
@@ -175,8 +177,8 @@ func crashCheckpointFiles(st Storage, id int64, savepoint, private bool, shared 
 				}
 			}
 			inline := []byte(fmt.Sprintf("inline %s/%d/%d", op.uid, sub, id))
-			h.Files = append(h.Files, FileRef{Path: "MANIFEST", Size: int64(len(inline)), CRC32C: crcOf(inline), Inline: true, Data: inline})
-			o.Subtasks = append(o.Subtasks, SubtaskSnapshot{Subtask: sub, Keyed: h})
+			h.Files = append(h.Files, checkpoint.FileRef{Path: "MANIFEST", Size: int64(len(inline)), CRC32C: crcOf(inline), Inline: true, Data: inline})
+			o.Subtasks = append(o.Subtasks, checkpoint.SubtaskSnapshot{Subtask: sub, Keyed: h})
 		}
 		md.Operators = append(md.Operators, o)
 	}
@@ -185,7 +187,7 @@ func crashCheckpointFiles(st Storage, id int64, savepoint, private bool, shared 
 
 func crcOf(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
-func operatorsJSON(t *testing.T, md *Metadata) string {
+func operatorsJSON(t *testing.T, md *checkpoint.Metadata) string {
 	t.Helper()
 	b, err := json.Marshal(md.Operators)
 	must(t, err)
@@ -194,7 +196,7 @@ func operatorsJSON(t *testing.T, md *Metadata) string {
 
 // contentJSON is the size and checksum of every file of md, in order:
 // equal for a checkpoint and its adopted copy.
-func contentJSON(t *testing.T, md *Metadata) string {
+func contentJSON(t *testing.T, md *checkpoint.Metadata) string {
 	t.Helper()
 	var out []string
 	for _, op := range md.Operators {
@@ -209,9 +211,9 @@ func contentJSON(t *testing.T, md *Metadata) string {
 
 // observed is what a storage reopened after a crash shows.
 type observed struct {
-	md    *Metadata
-	infos []CheckpointInfo
-	st    Storage // reopened on the clone
+	md    *checkpoint.Metadata
+	infos []checkpoint.CheckpointInfo
+	st    checkpoint.Storage // reopened on the clone
 }
 
 // checkCrashes opens a storage on every clone of every point and hands
@@ -295,7 +297,7 @@ func TestPowerLossWritingACheckpoint(t *testing.T) {
 			st := crashStorage(t, rec.fs, 1)
 			old, err := crashCheckpoint(st, 1, false, "x.sst", "y.sst")
 			must(t, err)
-			var md *Metadata
+			var md *checkpoint.Metadata
 			points := rec.run(t, func() (err error) {
 				// Reuses x.sst, writes z.sst, subsumes 1 (and y.sst).
 				md, err = crashCheckpointFiles(st, 2, false, tc.private, "x.sst", "z.sst")
@@ -322,7 +324,7 @@ func TestPowerLossWritingASavepoint(t *testing.T) {
 			st := crashStorage(t, rec.fs, 1)
 			old, err := crashCheckpoint(st, 1, false, "x.sst")
 			must(t, err)
-			var sp *Metadata
+			var sp *checkpoint.Metadata
 			points := rec.run(t, func() (err error) {
 				// Its private files move from chk-2 to savepoint-2; x.sst,
 				// reused, is copied in.
@@ -369,7 +371,7 @@ func TestPowerLossMarkingCommitted(t *testing.T) {
 func TestPowerLossAdopting(t *testing.T) {
 	// The storage holds 1 and 2 (retained 2), savepoint 3 (committed) and
 	// 4; another job's directory holds checkpoint 7.
-	setup := func(t *testing.T, fs vfs.FS) (Storage, map[string]*Metadata) {
+	setup := func(t *testing.T, fs vfs.FS) (checkpoint.Storage, map[string]*checkpoint.Metadata) {
 		ctx := context.Background()
 		other, err := NewFileStorage("/other", "old", StorageOptions{FS: fs})
 		must(t, err)
@@ -385,7 +387,7 @@ func TestPowerLossAdopting(t *testing.T) {
 			must(t, err)
 		}
 		must(t, st.MarkCommitted(ctx, 3))
-		srcs := map[string]*Metadata{}
+		srcs := map[string]*checkpoint.Metadata{}
 		for name, path := range map[string]string{"own checkpoint": "chk-2", "committed savepoint": "savepoint-3", "other job's checkpoint": "/other/old/chk-7"} {
 			md, err := st.Load(ctx, path)
 			must(t, err)
@@ -400,7 +402,7 @@ func TestPowerLossAdopting(t *testing.T) {
 			src := srcs[name]
 			old, _, err := st.Latest(context.Background())
 			must(t, err)
-			var ad *Metadata
+			var ad *checkpoint.Metadata
 			points := rec.run(t, func() (err error) {
 				ad, err = st.Adopt(context.Background(), src, 5)
 				return err

@@ -1,4 +1,4 @@
-package state
+package dirstore
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
 // DiscardAll records the newest checkpoint or savepoint it found before
@@ -20,7 +22,7 @@ import (
 func TestDiscardAllRecordsTheNewestCheckpoint(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	open := func() Storage {
+	open := func() checkpoint.Storage {
 		st, err := NewFileStorage(dir, "job", StorageOptions{Retained: 3})
 		must(t, err)
 		return st
@@ -53,7 +55,7 @@ func TestDiscardAllRecordsTheNewestCheckpoint(t *testing.T) {
 
 	st = open()
 	must(t, st.DiscardAll())
-	for _, s := range []Storage{st, open()} {
+	for _, s := range []checkpoint.Storage{st, open()} {
 		// (Its _metadata is intact, only a keyed state file is flipped:
 		// the operator state in it is recorded.)
 		if d, err := s.Discarded(ctx); err != nil || d.Through != 4 || d.Newest == nil || d.Newest.CheckpointID != 4 {
@@ -100,10 +102,10 @@ func TestDiscardAllRecordsTheNewestCheckpointsOperatorState(t *testing.T) {
 	must(t, err)
 	ref, err := f.Close()
 	must(t, err)
-	sinkState := &Handle{Backend: "operator", Inline: []byte(`{"entries":["txn-3"]}`)}
-	md := &Metadata{CheckpointID: 3, WriterVersion: "v9", Operators: []OperatorSnapshot{
-		{UID: "op/1", Parallelism: 1, MaxParallelism: 128, Subtasks: []SubtaskSnapshot{{Subtask: 0, Keyed: &Handle{Backend: "test", Files: []FileRef{ref}}}}},
-		{UID: "sink", Parallelism: 1, MaxParallelism: 128, StateFormat: 1, Subtasks: []SubtaskSnapshot{{Subtask: 0, Operator: sinkState}}},
+	sinkState := &checkpoint.Handle{Backend: "operator", Inline: []byte(`{"entries":["txn-3"]}`)}
+	md := &checkpoint.Metadata{CheckpointID: 3, WriterVersion: "v9", Operators: []checkpoint.OperatorSnapshot{
+		{UID: "op/1", Parallelism: 1, MaxParallelism: 128, Subtasks: []checkpoint.SubtaskSnapshot{{Subtask: 0, Keyed: &checkpoint.Handle{Backend: "test", Files: []checkpoint.FileRef{ref}}}}},
+		{UID: "sink", Parallelism: 1, MaxParallelism: 128, StateFormat: 1, Subtasks: []checkpoint.SubtaskSnapshot{{Subtask: 0, Operator: sinkState}}},
 	}}
 	must(t, st.Complete(ctx, md))
 	must(t, st.DiscardAll())

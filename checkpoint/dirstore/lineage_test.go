@@ -1,4 +1,4 @@
-package state
+package dirstore
 
 import (
 	"context"
@@ -6,10 +6,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
 // committedFlags returns, by id, the Committed flag List reports.
-func committedFlags(t *testing.T, st Storage) map[int64]bool {
+func committedFlags(t *testing.T, st checkpoint.Storage) map[int64]bool {
 	t.Helper()
 	infos, err := st.List(context.Background())
 	must(t, err)
@@ -24,7 +26,7 @@ func committedFlags(t *testing.T, st Storage) map[int64]bool {
 // on checkpoints and savepoints, across a reopen; it refuses ids that are
 // not a completed checkpoint or savepoint, naming the id.
 func TestMarkCommitted(t *testing.T) {
-	forBothStorages(t, func(t *testing.T, open func(StorageOptions) Storage) {
+	forBothStorages(t, func(t *testing.T, open func(StorageOptions) checkpoint.Storage) {
 		ctx := context.Background()
 		st := open(StorageOptions{Retained: 2})
 		writeCheckpoint(t, st, 1, "a.sst")
@@ -91,10 +93,10 @@ func TestMarkCommittedRefusesDamaged(t *testing.T) {
 }
 
 // fileContents reads every stored file of md through st.
-func fileContents(t *testing.T, st Storage, md *Metadata) []string {
+func fileContents(t *testing.T, st checkpoint.Storage, md *checkpoint.Metadata) []string {
 	t.Helper()
 	var out []string
-	forEachRef(md, func(r FileRef) { out = append(out, readAll(t, st, r)) })
+	forEachRef(md, func(r checkpoint.FileRef) { out = append(out, readAll(t, st, r)) })
 	return out
 }
 
@@ -102,7 +104,7 @@ func fileContents(t *testing.T, st Storage, md *Metadata) []string {
 // private files and references on the shared ones: removing the original
 // and retention never break it, and the next checkpoints go on from it.
 func TestAdoptOlderCheckpoint(t *testing.T) {
-	forBothStorages(t, func(t *testing.T, open func(StorageOptions) Storage) {
+	forBothStorages(t, func(t *testing.T, open func(StorageOptions) checkpoint.Storage) {
 		ctx := context.Background()
 		st := open(StorageOptions{Retained: 2})
 		writeCheckpoint(t, st, 1, "a.sst", "b.sst")
@@ -116,7 +118,7 @@ func TestAdoptOlderCheckpoint(t *testing.T) {
 			_, err := st.Adopt(ctx, src, id)
 			wantErrContains(t, err, "not above checkpoint 3")
 		}
-		sup := &Superseded{CheckpointID: 3, Path: "/somewhere/chk-3", Operators: []OperatorSnapshot{{UID: "sink"}}}
+		sup := &checkpoint.Superseded{CheckpointID: 3, Path: "/somewhere/chk-3", Operators: []checkpoint.OperatorSnapshot{{UID: "sink"}}}
 		src.Supersedes = sup
 		ad, err := st.Adopt(ctx, src, 4)
 		must(t, err)
@@ -136,7 +138,7 @@ func TestAdoptOlderCheckpoint(t *testing.T) {
 
 		// Retention (2) removed 2 (the original) at the adoption; remove
 		// what else is old and check 4 after every step.
-		check := func(st Storage, what string) {
+		check := func(st checkpoint.Storage, what string) {
 			t.Helper()
 			latest, infos, err := st.Latest(ctx)
 			must(t, err)
@@ -167,13 +169,13 @@ func TestAdoptOlderCheckpoint(t *testing.T) {
 		md, err := st.Load(ctx, filepath.Join(filepath.Dir(md2.Path), "chk-4"))
 		must(t, err)
 		fileContents(t, st, md)
-		wantErrContains(t, st.Complete(ctx, &Metadata{CheckpointID: 5}), "not newer")
+		wantErrContains(t, st.Complete(ctx, &checkpoint.Metadata{CheckpointID: 5}), "not newer")
 	})
 }
 
 // A committed savepoint adopted stays committed; its files are copies.
 func TestAdoptCommittedSavepoint(t *testing.T) {
-	forBothStorages(t, func(t *testing.T, open func(StorageOptions) Storage) {
+	forBothStorages(t, func(t *testing.T, open func(StorageOptions) checkpoint.Storage) {
 		ctx := context.Background()
 		st := open(StorageOptions{Retained: 1})
 		writeCheckpoint(t, st, 1, "a.sst")
@@ -230,8 +232,8 @@ func TestAdoptFromAnotherStorage(t *testing.T) {
 	f.Write([]byte("other content"))
 	ref, err := f.Close()
 	must(t, err)
-	must(t, st.Complete(ctx, &Metadata{CheckpointID: 1, Operators: []OperatorSnapshot{{UID: "op",
-		Subtasks: []SubtaskSnapshot{{Keyed: &Handle{Backend: "test", Files: []FileRef{ref}}}}}}}))
+	must(t, st.Complete(ctx, &checkpoint.Metadata{CheckpointID: 1, Operators: []checkpoint.OperatorSnapshot{{UID: "op",
+		Subtasks: []checkpoint.SubtaskSnapshot{{Keyed: &checkpoint.Handle{Backend: "test", Files: []checkpoint.FileRef{ref}}}}}}}))
 	src, err := st.Load(ctx, filepath.Join(otherDir, "old", "chk-7"))
 	must(t, err)
 	want := fileContents(t, st, src)
@@ -282,7 +284,7 @@ func TestAdoptRefusesBadInput(t *testing.T) {
 	ctx := context.Background()
 	st := NewMemoryStorage("job", StorageOptions{})
 	md := writeCheckpoint(t, st, 1)
-	if _, err := st.Adopt(ctx, &Metadata{CheckpointID: 1}, 5); err == nil || !strings.Contains(err.Error(), "path") {
+	if _, err := st.Adopt(ctx, &checkpoint.Metadata{CheckpointID: 1}, 5); err == nil || !strings.Contains(err.Error(), "path") {
 		t.Fatalf("Adopt of metadata without a path = %v", err)
 	}
 	w, err := st.Writer(6, "op", 0)
@@ -293,54 +295,4 @@ func TestAdoptRefusesBadInput(t *testing.T) {
 	must(t, err)
 	_, err = st.Adopt(ctx, md, 6)
 	wantErrContains(t, err, "not above checkpoint 6")
-}
-
-// An incremental Pebble checkpoint of another job directory, adopted,
-// restores to the same contents, and the restored backend checkpoints on.
-func TestAdoptPebbleCheckpointRestores(t *testing.T) {
-	ctx := context.Background()
-	otherDir := t.TempDir()
-	other, err := NewFileStorage(otherDir, "old", StorageOptions{})
-	must(t, err)
-	f := NewPebbleBackendFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 1 << 20})
-	b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op"})
-	w := newWorkload(t, b)
-	for r := int64(1); r <= 2; r++ {
-		w.apply(t, b, 2000, int(r))
-		completeOne(t, other, "op", r, false, 1, runSnapshot(t, b, other, "op", 0, r, false))
-		b.NotifyCheckpointComplete(r)
-	}
-	want := dumpBackend(t, b)
-
-	st, err := NewFileStorage(t.TempDir(), "job", StorageOptions{Retained: 1})
-	must(t, err)
-	src, err := st.Load(ctx, filepath.Join(otherDir, "old", "chk-2"))
-	must(t, err)
-	ad, err := st.Adopt(ctx, src, 3)
-	must(t, err)
-	must(t, os.RemoveAll(otherDir))
-	shared := 0
-	for _, r := range ad.Operators[0].Subtasks[0].Keyed.Files {
-		if r.Shared {
-			shared++
-		}
-	}
-	if shared == 0 {
-		t.Fatal("the incremental checkpoint has no shared files: the test proves nothing")
-	}
-	r := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: KeyedHandlesFor(ad.Operator("op"), KeyGroupRange{0, 128}), Storage: st})
-	wr := newWorkload(t, r)
-	if d := diffDumps(want, dumpBackend(t, r)); d != "" {
-		t.Fatalf("adopted checkpoint restores differently: %s", d)
-	}
-	// The job goes on checkpointing from the adopted checkpoint.
-	wr.apply(t, r, 2000, 3)
-	completeOne(t, st, "op", 4, false, 1, runSnapshot(t, r, st, "op", 0, 4, false))
-	latest, _, err := st.Latest(ctx)
-	must(t, err)
-	r2 := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: KeyedHandlesFor(latest.Operator("op"), KeyGroupRange{0, 128}), Storage: st})
-	newWorkload(t, r2)
-	if d := diffDumps(dumpBackend(t, r), dumpBackend(t, r2)); d != "" {
-		t.Fatalf("checkpoint 4 restores differently: %s", d)
-	}
 }

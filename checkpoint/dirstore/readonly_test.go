@@ -1,4 +1,4 @@
-package state
+package dirstore
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
 // writeRecorder wraps a filesystem and records, while armed, every call
@@ -100,7 +102,7 @@ func TestReadOnlyStorageNeverWrites(t *testing.T) {
 		md, err := ro.Load(ctx, in.Path)
 		if in.Complete && !in.Damaged {
 			must(t, err)
-			forEachRef(md, func(r FileRef) { readAll(t, ro, r) })
+			forEachRef(md, func(r checkpoint.FileRef) { readAll(t, ro, r) })
 		} else if err == nil {
 			t.Errorf("Load of %s (incomplete or damaged) succeeded", in.Path)
 		}
@@ -112,7 +114,7 @@ func TestReadOnlyStorageNeverWrites(t *testing.T) {
 	// Every writing method is refused, up front, naming the directory.
 	refusals := map[string]error{}
 	_, refusals["Writer"] = ro.Writer(7, "a", 0)
-	refusals["Complete"] = ro.Complete(ctx, &Metadata{CheckpointID: 7})
+	refusals["Complete"] = ro.Complete(ctx, &checkpoint.Metadata{CheckpointID: 7})
 	refusals["Abort"] = ro.Abort(5)
 	refusals["DiscardAll"] = ro.DiscardAll()
 	refusals["MarkCommitted"] = ro.MarkCommitted(ctx, 3)

@@ -1,4 +1,4 @@
-package state
+package dirstore
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
 // Savepoint retention.
@@ -45,7 +47,7 @@ import (
 // SavepointInfo describes one savepoint of a job's storage, read from its
 // metadata (its state files are not read).
 type SavepointInfo struct {
-	CheckpointInfo
+	checkpoint.CheckpointInfo
 	// Taken is when the savepoint was triggered (zero when its metadata
 	// is unreadable).
 	Taken time.Time
@@ -88,7 +90,7 @@ type PruneResult struct {
 
 // errNoSavepointFiles is the error of a storage that is not the package's
 // own.
-func errNoSavepointFiles(st Storage) error {
+func errNoSavepointFiles(st checkpoint.Storage) error {
 	return fmt.Errorf("storage %T keeps no savepoint directories this package can list or prune", st)
 }
 
@@ -96,7 +98,7 @@ func errNoSavepointFiles(st Storage) error {
 // metadata (nil with err when incomplete or damaged).
 type savepointPoint struct {
 	dir checkpointDir
-	md  *Metadata
+	md  *checkpoint.Metadata
 	err error
 }
 
@@ -121,7 +123,7 @@ func (s *dirStorage) readPoints(ctx context.Context) ([]savepointPoint, error) {
 
 // savepointInfo describes p, a savepoint.
 func (s *dirStorage) savepointInfo(p savepointPoint) SavepointInfo {
-	in := SavepointInfo{CheckpointInfo: CheckpointInfo{ID: p.dir.id, Savepoint: true, Path: filepath.Join(s.root, p.dir.name),
+	in := SavepointInfo{CheckpointInfo: checkpoint.CheckpointInfo{ID: p.dir.id, Savepoint: true, Path: filepath.Join(s.root, p.dir.name),
 		Complete: p.err == nil, Damaged: isDamaged(p.err), Err: p.err}}
 	if p.md != nil {
 		in.Committed = p.md.Committed
@@ -138,11 +140,11 @@ func (s *dirStorage) savepointInfo(p savepointPoint) SavepointInfo {
 }
 
 // metadataBytes is the size of md's state: its files and inline state.
-func metadataBytes(md *Metadata) int64 {
+func metadataBytes(md *checkpoint.Metadata) int64 {
 	var n int64
 	for _, op := range md.Operators {
 		for _, st := range op.Subtasks {
-			for _, h := range []*Handle{st.Keyed, st.Operator} {
+			for _, h := range []*checkpoint.Handle{st.Keyed, st.Operator} {
 				if h == nil {
 					continue
 				}
@@ -176,7 +178,7 @@ func newestComplete(points []savepointPoint) int64 {
 // metadata: it does not read their state files (Load verifies them). It
 // writes nothing. st must be a storage of this package (NewFileStorage or
 // NewMemoryStorage).
-func ListSavepoints(ctx context.Context, st Storage) ([]SavepointInfo, error) {
+func ListSavepoints(ctx context.Context, st checkpoint.Storage) ([]SavepointInfo, error) {
 	s, ok := st.(*dirStorage)
 	if !ok {
 		return nil, errNoSavepointFiles(st)
@@ -207,7 +209,7 @@ func ListSavepoints(ctx context.Context, st Storage) ([]SavepointInfo, error) {
 // before it is in the result. A keep below 1 is an error, and so is a
 // storage that is not this package's or open read-only (StorageOptions.
 // ReadOnly: only a DryRun reads one).
-func PruneSavepoints(ctx context.Context, st Storage, opts PruneOptions) (PruneResult, error) {
+func PruneSavepoints(ctx context.Context, st checkpoint.Storage, opts PruneOptions) (PruneResult, error) {
 	var res PruneResult
 	s, ok := st.(*dirStorage)
 	if !ok {
@@ -276,7 +278,7 @@ func PruneSavepoints(ctx context.Context, st Storage, opts PruneOptions) (PruneR
 			if p.md == nil || remove[p.dir.id] && p.dir.savepoint {
 				continue
 			}
-			forEachRef(p.md, func(r FileRef) {
+			forEachRef(p.md, func(r checkpoint.FileRef) {
 				id, ok := byDir[s.topDir(r.Path)]
 				if ok && id != p.dir.id && remove[id] {
 					delete(remove, id)

@@ -1,4 +1,4 @@
-package state
+package dirstore
 
 import (
 	"bufio"
@@ -22,14 +22,9 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-)
 
-// MetadataVersion is the version of the _metadata format written by this
-// package. Fields added since version 1 (Metadata.WriterVersion,
-// OperatorSnapshot.StateFormat) are optional: files without them load
-// (as empty and 0), and older readers ignore them, so the version did not
-// change.
-const MetadataVersion = 1
+	"github.com/onceflow/onceflow/checkpoint"
+)
 
 const (
 	metadataFile  = "_metadata"
@@ -80,7 +75,7 @@ type StorageOptions struct {
 // every intact checkpoint it finds (counts are never trusted across
 // restarts), so a crash between a checkpoint's completion and the removal of
 // the ones it subsumed only leaves extra files, never a dangling reference.
-func NewFileStorage(dir, job string, opts StorageOptions) (Storage, error) {
+func NewFileStorage(dir, job string, opts StorageOptions) (checkpoint.Storage, error) {
 	if dir == "" {
 		return nil, errors.New("file storage: empty directory")
 	}
@@ -99,7 +94,7 @@ func NewFileStorage(dir, job string, opts StorageOptions) (Storage, error) {
 // the same layout, checksums and reference counting as the file storage. It
 // is lost with the process: for tests and jobs that need no recovery across
 // restarts.
-func NewMemoryStorage(job string, opts StorageOptions) Storage {
+func NewMemoryStorage(job string, opts StorageOptions) checkpoint.Storage {
 	fsys := opts.FS
 	if fsys == nil {
 		fsys = vfs.NewMem()
@@ -133,11 +128,11 @@ type dirStorage struct {
 	mu         sync.Mutex
 	// completed maps the id of every intact completed checkpoint (not
 	// savepoint) still on disk to its metadata.
-	completed map[int64]*Metadata
+	completed map[int64]*checkpoint.Metadata
 	// refs counts, per shared file name, the completed checkpoints that
 	// reference it; sharedRefs holds one reference for HasShared.
 	refs       map[string]int
-	sharedRefs map[string]FileRef
+	sharedRefs map[string]checkpoint.FileRef
 	// pending maps every checkpoint in flight (from its first Writer to
 	// Complete or Abort) to what its writers created.
 	pending map[int64]*inflight
@@ -257,8 +252,8 @@ func newDirStorage(fsys vfs.FS, dir, job string, opts StorageOptions) (*dirStora
 	}
 	s := &dirStorage{
 		fs: storageFS{fsys}, root: filepath.Join(dir, job), job: job, opts: opts,
-		completed: map[int64]*Metadata{}, refs: map[string]int{},
-		sharedRefs: map[string]FileRef{}, pending: map[int64]*inflight{}, aborted: map[int64]bool{},
+		completed: map[int64]*checkpoint.Metadata{}, refs: map[string]int{},
+		sharedRefs: map[string]checkpoint.FileRef{}, pending: map[int64]*inflight{}, aborted: map[int64]bool{},
 	}
 	if opts.ReadOnly {
 		// Every mutating call of the filesystem fails, whichever path of
@@ -322,12 +317,12 @@ func savepointDirName(id int64) string { return savepointPref + strconv.FormatIn
 
 // addCompletedLocked records md as a completed checkpoint and takes its
 // shared-file references.
-func (s *dirStorage) addCompletedLocked(id int64, md *Metadata) {
+func (s *dirStorage) addCompletedLocked(id int64, md *checkpoint.Metadata) {
 	if _, ok := s.completed[id]; ok {
 		return
 	}
 	s.completed[id] = md
-	forEachRef(md, func(r FileRef) {
+	forEachRef(md, func(r checkpoint.FileRef) {
 		if r.Shared {
 			s.refs[r.Path]++
 			s.sharedRefs[r.Path] = r
@@ -338,10 +333,10 @@ func (s *dirStorage) addCompletedLocked(id int64, md *Metadata) {
 
 // forEachRef calls fn with every stored file md names (not the inline
 // ones: they live in md itself).
-func forEachRef(md *Metadata, fn func(FileRef)) {
+func forEachRef(md *checkpoint.Metadata, fn func(checkpoint.FileRef)) {
 	for _, op := range md.Operators {
 		for _, st := range op.Subtasks {
-			for _, h := range []*Handle{st.Keyed, st.Operator} {
+			for _, h := range []*checkpoint.Handle{st.Keyed, st.Operator} {
 				if h == nil {
 					continue
 				}
@@ -359,7 +354,7 @@ func forEachRef(md *Metadata, fn func(FileRef)) {
 // or is not newer than the newest completed one. It does no I/O (it runs
 // at the barrier): the subtask's directory is created with its first
 // private file.
-func (s *dirStorage) Writer(checkpointID int64, operatorUID string, subtask int) (SnapshotWriter, error) {
+func (s *dirStorage) Writer(checkpointID int64, operatorUID string, subtask int) (checkpoint.SnapshotWriter, error) {
 	if err := s.readOnly(fmt.Sprintf("writer for checkpoint %d", checkpointID)); err != nil {
 		return nil, err
 	}
@@ -449,7 +444,7 @@ func validFileName(name string) error {
 
 // Create implements SnapshotWriter. It fails once the checkpoint was
 // aborted.
-func (w *snapshotWriter) Create(name string, shared bool) (FileWriter, error) {
+func (w *snapshotWriter) Create(name string, shared bool) (checkpoint.FileWriter, error) {
 	if err := validFileName(name); err != nil {
 		return nil, err
 	}
@@ -486,7 +481,7 @@ func (w *snapshotWriter) Create(name string, shared bool) (FileWriter, error) {
 		w.s.forgetTmp(w.inf, tmp)
 		return nil, fmt.Errorf("storage: create %s: %w", final, err)
 	}
-	return &fileWriter{s: w.s, w: w, id: w.id, inf: w.inf, f: f, tmp: tmp, final: final, ref: FileRef{Path: rel, Shared: shared}, crc: crc32.New(castagnoli)}, nil
+	return &fileWriter{s: w.s, w: w, id: w.id, inf: w.inf, f: f, tmp: tmp, final: final, ref: checkpoint.FileRef{Path: rel, Shared: shared}, crc: crc32.New(castagnoli)}, nil
 }
 
 // forgetTmp drops a temporary name from inf once it is renamed or removed.
@@ -496,14 +491,14 @@ func (s *dirStorage) forgetTmp(inf *inflight, tmp string) {
 	s.mu.Unlock()
 }
 
-func (w *snapshotWriter) HasShared(name string) (FileRef, bool) {
+func (w *snapshotWriter) HasShared(name string) (checkpoint.FileRef, bool) {
 	rel := filepath.Join(sharedDir, name)
 	w.s.mu.Lock()
 	defer w.s.mu.Unlock()
 	if w.s.refs[rel] > 0 {
 		return w.s.sharedRefs[rel], true
 	}
-	return FileRef{}, false
+	return checkpoint.FileRef{}, false
 }
 
 type fileWriter struct {
@@ -513,7 +508,7 @@ type fileWriter struct {
 	inf        *inflight
 	f          vfs.File
 	tmp, final string
-	ref        FileRef
+	ref        checkpoint.FileRef
 	crc        hash.Hash32
 	err        error
 	done       bool
@@ -557,9 +552,9 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 // Close implements FileWriter: the file is fsynced, a shared one renamed
 // to its name, and its directory fsynced, unless the checkpoint was
 // aborted meanwhile (then the file is removed and Close fails saying so).
-func (w *fileWriter) Close() (FileRef, error) {
+func (w *fileWriter) Close() (checkpoint.FileRef, error) {
 	if w.done {
-		return FileRef{}, fmt.Errorf("storage: %s closed twice", w.final)
+		return checkpoint.FileRef{}, fmt.Errorf("storage: %s closed twice", w.final)
 	}
 	w.done = true
 	err := w.err
@@ -581,7 +576,7 @@ func (w *fileWriter) Close() (FileRef, error) {
 		w.s.forgetTmp(w.inf, w.tmp)
 	}
 	if err != nil {
-		return FileRef{}, err
+		return checkpoint.FileRef{}, err
 	}
 	w.ref.CRC32C = w.crc.Sum32()
 	return w.ref, nil
@@ -625,16 +620,16 @@ func (w *fileWriter) Abort() {
 
 // encodeMetadata renders md as a header line carrying the CRC32C and length
 // of the JSON body that follows it.
-func encodeMetadata(md *Metadata) ([]byte, error) {
+func encodeMetadata(md *checkpoint.Metadata) ([]byte, error) {
 	body, err := json.MarshalIndent(md, "", " ")
 	if err != nil {
 		return nil, err
 	}
-	head := fmt.Sprintf("%s v%d crc32c=%08x len=%d\n", metadataHeader, MetadataVersion, crc32.Checksum(body, castagnoli), len(body))
+	head := fmt.Sprintf("%s v%d crc32c=%08x len=%d\n", metadataHeader, checkpoint.MetadataVersion, crc32.Checksum(body, castagnoli), len(body))
 	return append([]byte(head), body...), nil
 }
 
-func decodeMetadata(b []byte) (*Metadata, error) {
+func decodeMetadata(b []byte) (*checkpoint.Metadata, error) {
 	nl := bytes.IndexByte(b, '\n')
 	if nl < 0 {
 		return nil, errors.New("no header line")
@@ -645,7 +640,7 @@ func decodeMetadata(b []byte) (*Metadata, error) {
 	if _, err := fmt.Sscanf(string(b[:nl]), metadataHeader+" v%d crc32c=%x len=%d", &version, &sum, &n); err != nil {
 		return nil, fmt.Errorf("bad header %q: %w", b[:nl], err)
 	}
-	if version != MetadataVersion {
+	if version != checkpoint.MetadataVersion {
 		return nil, fmt.Errorf("unsupported metadata version %d", version)
 	}
 	body := b[nl+1:]
@@ -655,7 +650,7 @@ func decodeMetadata(b []byte) (*Metadata, error) {
 	if got := crc32.Checksum(body, castagnoli); got != sum {
 		return nil, fmt.Errorf("checksum mismatch: header %08x, body %08x", sum, got)
 	}
-	var md Metadata
+	var md checkpoint.Metadata
 	if err := json.Unmarshal(body, &md); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
@@ -691,7 +686,7 @@ func isDamaged(err error) bool {
 // missing _metadata is an incomplete (or missing) checkpoint; an existing
 // one that cannot be read or decoded is a *damagedError. md.Committed
 // tells whether the committed marker is present.
-func (s *dirStorage) readMetadata(dir string) (*Metadata, error) {
+func (s *dirStorage) readMetadata(dir string) (*checkpoint.Metadata, error) {
 	p := filepath.Join(dir, metadataFile)
 	r, err := s.fs.Open(p)
 	if err != nil {
@@ -724,7 +719,7 @@ func (s *dirStorage) hasMarker(dir string) bool {
 }
 
 // Complete implements Storage.
-func (s *dirStorage) Complete(ctx context.Context, md *Metadata) error {
+func (s *dirStorage) Complete(ctx context.Context, md *checkpoint.Metadata) error {
 	if md == nil {
 		return errors.New("storage: complete: nil metadata")
 	}
@@ -736,7 +731,7 @@ func (s *dirStorage) Complete(ctx context.Context, md *Metadata) error {
 	}
 	md.Job = s.job
 	if md.Version == 0 {
-		md.Version = MetadataVersion
+		md.Version = checkpoint.MetadataVersion
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("storage: complete checkpoint %d: %w", md.CheckpointID, err)
@@ -785,7 +780,7 @@ func (s *dirStorage) Complete(ctx context.Context, md *Metadata) error {
 	// Every file the metadata names must be there in full before the
 	// metadata makes the checkpoint exist.
 	var missing error
-	forEachRef(md, func(r FileRef) {
+	forEachRef(md, func(r checkpoint.FileRef) {
 		if missing != nil {
 			return
 		}
@@ -833,7 +828,7 @@ func (s *dirStorage) Complete(ctx context.Context, md *Metadata) error {
 // if no writer did; then a new dir is synced in its parent. Until then a
 // power loss can take the whole directory back (the checkpoint does not
 // exist before the caller returns), never part of it.
-func (s *dirStorage) writeMetadata(dir string, md *Metadata) error {
+func (s *dirStorage) writeMetadata(dir string, md *checkpoint.Metadata) error {
 	b, err := encodeMetadata(md)
 	if err != nil {
 		return err
@@ -886,7 +881,7 @@ func (s *dirStorage) writeAtomic(dir, name string, data []byte) error {
 // copies are durable (their directories fsynced) when it returns: a
 // durable _metadata of the savepoint never names a file a power loss can
 // take back.
-func (s *dirStorage) moveToSavepoint(md *Metadata, chkRel, spRel string) error {
+func (s *dirStorage) moveToSavepoint(md *checkpoint.Metadata, chkRel, spRel string) error {
 	src, dst := filepath.Join(s.root, chkRel), filepath.Join(s.root, spRel)
 	fail := func(err error) error {
 		return fmt.Errorf("storage %s: savepoint %d: %w", s.root, md.CheckpointID, err)
@@ -907,7 +902,7 @@ func (s *dirStorage) moveToSavepoint(md *Metadata, chkRel, spRel string) error {
 	}
 	syncs = append(syncs, parents...)
 	copied := false
-	err = md.MapFileRefs(func(r FileRef) (FileRef, error) {
+	err = md.MapFileRefs(func(r checkpoint.FileRef) (checkpoint.FileRef, error) {
 		if rest, ok := strings.CutPrefix(r.Path, chkRel+string(filepath.Separator)); ok {
 			r.Path = filepath.Join(spRel, rest)
 			return r, nil
@@ -962,7 +957,7 @@ func (s *dirStorage) subsumeLocked() {
 		md := s.completed[id]
 		delete(s.completed, id)
 		var drop []string
-		forEachRef(md, func(r FileRef) {
+		forEachRef(md, func(r checkpoint.FileRef) {
 			if !r.Shared {
 				return
 			}
@@ -1160,19 +1155,19 @@ func (s *dirStorage) checkpointDirs() ([]checkpointDir, error) {
 // candidates like checkpoints (ids are unique across both). It verifies
 // the metadata and the size and checksum of every file of a candidate
 // before returning it.
-func (s *dirStorage) Latest(ctx context.Context) (*Metadata, []CheckpointInfo, error) {
+func (s *dirStorage) Latest(ctx context.Context) (*checkpoint.Metadata, []checkpoint.CheckpointInfo, error) {
 	cands, err := s.checkpointDirs()
 	if err != nil {
 		return nil, nil, err
 	}
 	sort.SliceStable(cands, func(i, j int) bool { return cands[i].id > cands[j].id })
-	var infos []CheckpointInfo
+	var infos []checkpoint.CheckpointInfo
 	for _, c := range cands {
 		if err := ctx.Err(); err != nil {
 			return nil, infos, err
 		}
 		dir := filepath.Join(s.root, c.name)
-		info := CheckpointInfo{ID: c.id, Path: dir, Savepoint: c.savepoint}
+		info := checkpoint.CheckpointInfo{ID: c.id, Path: dir, Savepoint: c.savepoint}
 		md, err := s.readMetadata(dir)
 		if err == nil {
 			info.Complete = true
@@ -1191,9 +1186,9 @@ func (s *dirStorage) Latest(ctx context.Context) (*Metadata, []CheckpointInfo, e
 
 // verifyFiles reads every file md names to the end, checking size and
 // checksum. A failure is a *damagedError naming the checkpoint and the file.
-func (s *dirStorage) verifyFiles(md *Metadata) error {
+func (s *dirStorage) verifyFiles(md *checkpoint.Metadata) error {
 	var errs []error
-	forEachRef(md, func(r FileRef) {
+	forEachRef(md, func(r checkpoint.FileRef) {
 		if len(errs) > 0 {
 			return
 		}
@@ -1216,7 +1211,7 @@ func (s *dirStorage) verifyFiles(md *Metadata) error {
 // (absolute, or relative to the job directory) or its _metadata file. Its
 // files are verified like Latest's; a checkpoint of another storage
 // location gets absolute file paths so that Open finds them.
-func (s *dirStorage) Load(ctx context.Context, path string) (*Metadata, error) {
+func (s *dirStorage) Load(ctx context.Context, path string) (*checkpoint.Metadata, error) {
 	if path == "" {
 		return nil, errors.New("storage: load: empty path")
 	}
@@ -1232,7 +1227,7 @@ func (s *dirStorage) Load(ctx context.Context, path string) (*Metadata, error) {
 		return nil, fmt.Errorf("load %s: %w", path, err)
 	}
 	if jobRoot := filepath.Dir(p); jobRoot != s.root {
-		_ = md.MapFileRefs(func(r FileRef) (FileRef, error) {
+		_ = md.MapFileRefs(func(r checkpoint.FileRef) (checkpoint.FileRef, error) {
 			if !filepath.IsAbs(r.Path) {
 				r.Path = filepath.Join(jobRoot, r.Path)
 			}
@@ -1250,16 +1245,16 @@ func (s *dirStorage) Load(ctx context.Context, path string) (*Metadata, error) {
 
 // List implements Storage. It checks metadata, not state files: a
 // checkpoint whose state files are damaged lists as complete (Load tells).
-func (s *dirStorage) List(ctx context.Context) ([]CheckpointInfo, error) {
+func (s *dirStorage) List(ctx context.Context) ([]checkpoint.CheckpointInfo, error) {
 	cands, err := s.checkpointDirs()
 	if err != nil {
 		return nil, err
 	}
-	var infos []CheckpointInfo
+	var infos []checkpoint.CheckpointInfo
 	for _, c := range cands {
 		dir := filepath.Join(s.root, c.name)
 		md, err := s.readMetadata(dir)
-		info := CheckpointInfo{ID: c.id, Savepoint: c.savepoint, Path: dir, Complete: err == nil, Err: err, Damaged: isDamaged(err)}
+		info := checkpoint.CheckpointInfo{ID: c.id, Savepoint: c.savepoint, Path: dir, Complete: err == nil, Err: err, Damaged: isDamaged(err)}
 		if md != nil {
 			info.Committed = md.Committed
 		}
@@ -1271,7 +1266,7 @@ func (s *dirStorage) List(ctx context.Context) ([]CheckpointInfo, error) {
 
 // Sweep implements Storage. It holds completeMu (no Complete or Adopt
 // runs meanwhile) and mu (no writer registers a checkpoint in flight).
-func (s *dirStorage) Sweep(ctx context.Context) ([]CheckpointInfo, error) {
+func (s *dirStorage) Sweep(ctx context.Context) ([]checkpoint.CheckpointInfo, error) {
 	if err := s.readOnly("sweep incomplete checkpoints"); err != nil {
 		return nil, err
 	}
@@ -1284,7 +1279,7 @@ func (s *dirStorage) Sweep(ctx context.Context) ([]CheckpointInfo, error) {
 		return nil, err
 	}
 	sort.SliceStable(cands, func(i, j int) bool { return cands[i].id < cands[j].id })
-	var removed []CheckpointInfo
+	var removed []checkpoint.CheckpointInfo
 	var errs []error
 	for _, c := range cands {
 		if err := ctx.Err(); err != nil {
@@ -1303,7 +1298,7 @@ func (s *dirStorage) Sweep(ctx context.Context) ([]CheckpointInfo, error) {
 			errs = append(errs, fmt.Errorf("remove incomplete %s: %w", dir, err))
 			continue
 		}
-		removed = append(removed, CheckpointInfo{ID: c.id, Savepoint: c.savepoint, Path: dir,
+		removed = append(removed, checkpoint.CheckpointInfo{ID: c.id, Savepoint: c.savepoint, Path: dir,
 			Err: fmt.Errorf("checkpoint %s is incomplete: no %s", dir, metadataFile)})
 	}
 	if len(removed) > 0 {
@@ -1328,7 +1323,7 @@ func (s *dirStorage) resolve(rel string) (string, error) {
 }
 
 // Open implements Storage.
-func (s *dirStorage) Open(ref FileRef) (io.ReadCloser, error) {
+func (s *dirStorage) Open(ref checkpoint.FileRef) (io.ReadCloser, error) {
 	if ref.Inline {
 		if int64(len(ref.Data)) != ref.Size || crc32.Checksum(ref.Data, castagnoli) != ref.CRC32C {
 			return nil, fmt.Errorf("inline state file %s: %d bytes with CRC32C %08x, expected %d with %08x",
@@ -1359,7 +1354,7 @@ type verifyingReader struct {
 	rc   io.ReadCloser
 	br   *bufio.Reader
 	path string
-	ref  FileRef
+	ref  checkpoint.FileRef
 	crc  hash.Hash32
 	n    int64
 }
@@ -1422,7 +1417,7 @@ func (s *dirStorage) DiscardAll() error {
 		}
 	}
 	if through > rec.Through {
-		rec = Discard{Through: through}
+		rec = checkpoint.Discard{Through: through}
 		if _, ok := parseDirID(newestDir, chkPrefix); ok {
 			// Its operator state, for a restore of an older savepoint to
 			// tell the transactions committed since; a damaged one records
@@ -1473,10 +1468,10 @@ func (s *dirStorage) DiscardAll() error {
 	if err := s.fs.RemoveAll(filepath.Join(s.root, sharedDir)); err != nil {
 		errs = append(errs, err)
 	}
-	s.completed = map[int64]*Metadata{}
+	s.completed = map[int64]*checkpoint.Metadata{}
 	s.newest = 0
 	s.refs = map[string]int{}
-	s.sharedRefs = map[string]FileRef{}
+	s.sharedRefs = map[string]checkpoint.FileRef{}
 	if err := s.fs.mkdirs(filepath.Join(s.root, sharedDir)); err != nil {
 		errs = append(errs, err)
 	}
@@ -1487,45 +1482,45 @@ func (s *dirStorage) DiscardAll() error {
 }
 
 // Discarded implements Storage.
-func (s *dirStorage) Discarded(ctx context.Context) (Discard, error) {
+func (s *dirStorage) Discarded(ctx context.Context) (checkpoint.Discard, error) {
 	if err := ctx.Err(); err != nil {
-		return Discard{}, err
+		return checkpoint.Discard{}, err
 	}
 	rec, err := s.discarded()
 	if err != nil {
-		return Discard{}, fmt.Errorf("storage %s: %w", s.root, err)
+		return checkpoint.Discard{}, fmt.Errorf("storage %s: %w", s.root, err)
 	}
 	return rec, nil
 }
 
 // discarded reads the record DiscardAll leaves (the zero Discard without
 // one).
-func (s *dirStorage) discarded() (Discard, error) {
+func (s *dirStorage) discarded() (checkpoint.Discard, error) {
 	p := filepath.Join(s.root, discardedFile)
 	f, err := s.fs.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return Discard{}, nil
+		return checkpoint.Discard{}, nil
 	}
 	if err != nil {
-		return Discard{}, fmt.Errorf("reading %s: %w", p, err)
+		return checkpoint.Discard{}, fmt.Errorf("reading %s: %w", p, err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(f)
 	if err != nil {
-		return Discard{}, fmt.Errorf("reading %s: %w", p, err)
+		return checkpoint.Discard{}, fmt.Errorf("reading %s: %w", p, err)
 	}
-	var rec Discard
+	var rec checkpoint.Discard
 	body, ok := bytes.CutPrefix(b, []byte(discardedHeader+"\n"))
 	if !ok || json.Unmarshal(body, &rec) != nil || rec.Through <= 0 {
-		return Discard{}, fmt.Errorf("%s is corrupt: %q", p, b)
+		return checkpoint.Discard{}, fmt.Errorf("%s is corrupt: %q", p, b)
 	}
 	return rec, nil
 }
 
 // operatorStateOf is md as a Superseded: its id, path and every
 // operator with its operator state only (keyed state dropped).
-func operatorStateOf(md *Metadata) *Superseded {
-	sup := &Superseded{CheckpointID: md.CheckpointID, Path: md.Path, WriterVersion: md.WriterVersion}
+func operatorStateOf(md *checkpoint.Metadata) *checkpoint.Superseded {
+	sup := &checkpoint.Superseded{CheckpointID: md.CheckpointID, Path: md.Path, WriterVersion: md.WriterVersion}
 	for _, op := range cloneOperators(md.Operators) {
 		for i := range op.Subtasks {
 			op.Subtasks[i].Keyed = nil
@@ -1539,20 +1534,28 @@ func operatorStateOf(md *Metadata) *Superseded {
 // setup; every call reports that error.
 type failedStorage struct{ err error }
 
-func (f *failedStorage) Writer(int64, string, int) (SnapshotWriter, error) { return nil, f.err }
-func (f *failedStorage) Complete(context.Context, *Metadata) error         { return f.err }
-func (f *failedStorage) Abort(int64) error                                 { return f.err }
-func (f *failedStorage) Latest(context.Context) (*Metadata, []CheckpointInfo, error) {
+func (f *failedStorage) Writer(int64, string, int) (checkpoint.SnapshotWriter, error) {
+	return nil, f.err
+}
+func (f *failedStorage) Complete(context.Context, *checkpoint.Metadata) error { return f.err }
+func (f *failedStorage) Abort(int64) error                                    { return f.err }
+func (f *failedStorage) Latest(context.Context) (*checkpoint.Metadata, []checkpoint.CheckpointInfo, error) {
 	return nil, nil, f.err
 }
-func (f *failedStorage) Load(context.Context, string) (*Metadata, error) { return nil, f.err }
-func (f *failedStorage) List(context.Context) ([]CheckpointInfo, error)  { return nil, f.err }
-func (f *failedStorage) Open(FileRef) (io.ReadCloser, error)             { return nil, f.err }
-func (f *failedStorage) DiscardAll() error                               { return f.err }
-func (f *failedStorage) Discarded(context.Context) (Discard, error)      { return Discard{}, f.err }
-func (f *failedStorage) MarkCommitted(context.Context, int64) error      { return f.err }
-func (f *failedStorage) Sweep(context.Context) ([]CheckpointInfo, error) { return nil, f.err }
-func (f *failedStorage) Adopt(context.Context, *Metadata, int64) (*Metadata, error) {
+func (f *failedStorage) Load(context.Context, string) (*checkpoint.Metadata, error) {
+	return nil, f.err
+}
+func (f *failedStorage) List(context.Context) ([]checkpoint.CheckpointInfo, error) { return nil, f.err }
+func (f *failedStorage) Open(checkpoint.FileRef) (io.ReadCloser, error)            { return nil, f.err }
+func (f *failedStorage) DiscardAll() error                                         { return f.err }
+func (f *failedStorage) Discarded(context.Context) (checkpoint.Discard, error) {
+	return checkpoint.Discard{}, f.err
+}
+func (f *failedStorage) MarkCommitted(context.Context, int64) error { return f.err }
+func (f *failedStorage) Sweep(context.Context) ([]checkpoint.CheckpointInfo, error) {
+	return nil, f.err
+}
+func (f *failedStorage) Adopt(context.Context, *checkpoint.Metadata, int64) (*checkpoint.Metadata, error) {
 	return nil, f.err
 }
 
@@ -1628,10 +1631,10 @@ func (s *dirStorage) reserveAbove(id int64, inf *inflight) (top int64, ok bool, 
 	return top, true, nil
 }
 
-func cloneOperators(ops []OperatorSnapshot) []OperatorSnapshot {
-	out := make([]OperatorSnapshot, len(ops))
+func cloneOperators(ops []checkpoint.OperatorSnapshot) []checkpoint.OperatorSnapshot {
+	out := make([]checkpoint.OperatorSnapshot, len(ops))
 	for i, op := range ops {
-		op.Subtasks = append([]SubtaskSnapshot(nil), op.Subtasks...)
+		op.Subtasks = append([]checkpoint.SubtaskSnapshot(nil), op.Subtasks...)
 		for j := range op.Subtasks {
 			st := &op.Subtasks[j]
 			st.Keyed, st.Operator = cloneHandle(st.Keyed), cloneHandle(st.Operator)
@@ -1641,12 +1644,12 @@ func cloneOperators(ops []OperatorSnapshot) []OperatorSnapshot {
 	return out
 }
 
-func cloneHandle(h *Handle) *Handle {
+func cloneHandle(h *checkpoint.Handle) *checkpoint.Handle {
 	if h == nil {
 		return nil
 	}
 	c := *h
-	c.Files = append([]FileRef(nil), h.Files...)
+	c.Files = append([]checkpoint.FileRef(nil), h.Files...)
 	return &c
 }
 
@@ -1661,14 +1664,14 @@ func cloneHandle(h *Handle) *Handle {
 // FileRef as it is read. The committed marker, then _metadata, are
 // written last, so a crash leaves at most an incomplete chk-<newID> that
 // the next completion sweeps away.
-func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Metadata, error) {
+func (s *dirStorage) Adopt(ctx context.Context, md *checkpoint.Metadata, newID int64) (*checkpoint.Metadata, error) {
 	if md == nil {
 		return nil, fmt.Errorf("storage %s: adopt: nil metadata", s.root)
 	}
 	if err := s.readOnly(fmt.Sprintf("adopt %s as checkpoint %d", md.Path, newID)); err != nil {
 		return nil, err
 	}
-	fail := func(err error) (*Metadata, error) {
+	fail := func(err error) (*checkpoint.Metadata, error) {
 		return nil, fmt.Errorf("storage %s: adopt %s as checkpoint %d: %w", s.root, md.Path, newID, err)
 	}
 	if md.Path == "" || !filepath.IsAbs(md.Path) {
@@ -1694,7 +1697,7 @@ func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Met
 	}
 	chkRel := chkDirName(newID)
 	dir := filepath.Join(s.root, chkRel)
-	out := &Metadata{Version: MetadataVersion, Job: s.job, CheckpointID: newID, Timestamp: md.Timestamp,
+	out := &checkpoint.Metadata{Version: checkpoint.MetadataVersion, Job: s.job, CheckpointID: newID, Timestamp: md.Timestamp,
 		Operators: cloneOperators(md.Operators), RestoredFrom: md.Path, Supersedes: md.Supersedes, WriterVersion: md.WriterVersion}
 
 	var copiedShared []string
@@ -1720,7 +1723,7 @@ func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Met
 	// copies created (in their parents) and those the copies are in. They
 	// are synced after the copies' fsyncs, which commit most of them.
 	var syncs []string
-	err = out.MapFileRefs(func(r FileRef) (FileRef, error) {
+	err = out.MapFileRefs(func(r checkpoint.FileRef) (checkpoint.FileRef, error) {
 		if r.Inline {
 			return r, nil
 		}
@@ -1747,7 +1750,7 @@ func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Met
 				if size != r.Size {
 					return r, fmt.Errorf("shared file %s is %d bytes, expected %d", src, size, r.Size)
 				}
-				return FileRef{Path: rel, Size: r.Size, CRC32C: r.CRC32C, Shared: true}, nil
+				return checkpoint.FileRef{Path: rel, Size: r.Size, CRC32C: r.CRC32C, Shared: true}, nil
 			}
 			if isHeld {
 				if held.Size != r.Size || held.CRC32C != r.CRC32C {
@@ -1815,7 +1818,7 @@ func (s *dirStorage) Adopt(ctx context.Context, md *Metadata, newID int64) (*Met
 // another) to rel in this storage, verifying size and checksum as it
 // reads, and fsyncs the copy. A shared copy is written under a temporary
 // name and renamed, like a shared file a writer creates.
-func (s *dirStorage) copyIn(r FileRef, rel string, shared bool) (FileRef, error) {
+func (s *dirStorage) copyIn(r checkpoint.FileRef, rel string, shared bool) (checkpoint.FileRef, error) {
 	in, err := s.Open(r)
 	if err != nil {
 		return r, err
@@ -1850,7 +1853,7 @@ func (s *dirStorage) copyIn(r FileRef, rel string, shared bool) (FileRef, error)
 			return r, fmt.Errorf("rename %s: %w", final, err)
 		}
 	}
-	return FileRef{Path: rel, Size: r.Size, CRC32C: r.CRC32C, Shared: shared}, nil
+	return checkpoint.FileRef{Path: rel, Size: r.Size, CRC32C: r.CRC32C, Shared: shared}, nil
 }
 
 func randomSuffix() string {

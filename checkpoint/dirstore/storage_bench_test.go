@@ -1,4 +1,4 @@
-package state
+package dirstore
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/onceflow/onceflow/checkpoint"
 )
 
 // BenchmarkStorageCheckpoint measures what the file storage costs one
@@ -26,14 +28,14 @@ func BenchmarkStorageCheckpoint(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		id := int64(i + 1)
-		md := &Metadata{CheckpointID: id, Timestamp: time.Unix(id, 0)}
+		md := &checkpoint.Metadata{CheckpointID: id, Timestamp: time.Unix(id, 0)}
 		for op := 0; op < 2; op++ {
 			uid := fmt.Sprintf("op-%d", op)
-			o := OperatorSnapshot{UID: uid, Parallelism: 2, MaxParallelism: DefaultMaxParallelism}
+			o := checkpoint.OperatorSnapshot{UID: uid, Parallelism: 2, MaxParallelism: maxParallelism}
 			for sub := 0; sub < 2; sub++ {
 				w, err := st.Writer(id, uid, sub)
 				must(b, err)
-				h := &Handle{Backend: "bench"}
+				h := &checkpoint.Handle{Backend: "bench"}
 				for _, shared := range []bool{false, true} {
 					name := "private"
 					if shared {
@@ -48,7 +50,7 @@ func BenchmarkStorageCheckpoint(b *testing.B) {
 					must(b, err)
 					h.Files = append(h.Files, ref)
 				}
-				o.Subtasks = append(o.Subtasks, SubtaskSnapshot{Subtask: sub, Keyed: h})
+				o.Subtasks = append(o.Subtasks, checkpoint.SubtaskSnapshot{Subtask: sub, Keyed: h})
 			}
 			md.Operators = append(md.Operators, o)
 		}
