@@ -228,8 +228,17 @@ func (s *Storage) copyObject(ctx context.Context, r checkpoint.FileRef, key stri
 		inf.written[key] = true
 		s.mu.Unlock()
 	}
-	_, err = s.st.Put(ctx, key, body, objstore.PutOptions{IfNoneMatch: true})
-	return err
+	if _, err = s.st.Put(ctx, key, body, objstore.PutOptions{IfNoneMatch: true}); err != nil {
+		return err
+	}
+	// Both were read in full through the size and CRC32C check (Open):
+	// the original, and the copy's bytes.
+	dst := r
+	dst.Path = strings.TrimPrefix(key, s.root)
+	s.mu.Lock()
+	s.verified[verifiedKey(r)], s.verified[verifiedKey(dst)] = true, true
+	s.mu.Unlock()
+	return nil
 }
 
 // deleteWritten deletes the objects inf's writers put that keep accepts.

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/onceflow/onceflow/checkpoint"
@@ -100,26 +101,70 @@ func (s *Storage) Latest(ctx context.Context) (*checkpoint.Metadata, []checkpoin
 
 // verifyFiles reads every file md names to its end. An error for which
 // isDamage holds shows the checkpoint damaged; any other is the store's.
+//
+// Files are read verifyParallelism at a time, and a file this Storage has
+// read in full once (same key, size and checksum) is not read again:
+// objects are put create-only under names no other writer uses, so a
+// verified object only changes by being deleted, which the restore's own
+// reads (Open checks the size and CRC32C too) would still find. A claim
+// verifies the checkpoint it adopts and the restore that follows verifies
+// the claim: without the memory every file was read twice on a handover.
 func (s *Storage) verifyFiles(ctx context.Context, md *checkpoint.Metadata) error {
-	var first error
+	var todo []checkpoint.FileRef
+	s.mu.Lock()
 	forEachRef(md, func(r checkpoint.FileRef) {
-		if first != nil {
-			return
-		}
-		if err := ctx.Err(); err != nil {
-			first = err
-			return
-		}
-		rc, err := s.Open(r)
-		if err == nil {
-			_, err = io.Copy(io.Discard, rc)
-			rc.Close()
-		}
-		if err != nil {
-			first = fmt.Errorf("checkpoint %s: %w", md.Path, err)
+		if !s.verified[verifiedKey(r)] {
+			todo = append(todo, r)
 		}
 	})
+	s.mu.Unlock()
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, verifyParallelism)
+	)
+	for _, r := range todo {
+		sem <- struct{}{}
+		mu.Lock()
+		failed := first != nil
+		mu.Unlock()
+		if failed {
+			<-sem
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			err := ctx.Err()
+			if err == nil {
+				var rc io.ReadCloser
+				if rc, err = s.Open(r); err == nil {
+					_, err = io.Copy(io.Discard, rc)
+					rc.Close()
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if first == nil {
+					first = fmt.Errorf("checkpoint %s: %w", md.Path, err)
+				}
+				return
+			}
+			s.mu.Lock()
+			s.verified[verifiedKey(r)] = true
+			s.mu.Unlock()
+		})
+	}
+	wg.Wait()
 	return first
+}
+
+// verifyParallelism bounds the reads of one verifyFiles.
+const verifyParallelism = 8
+
+func verifiedKey(r checkpoint.FileRef) string {
+	return fmt.Sprintf("%s|%d|%x", r.Path, r.Size, r.CRC32C)
 }
 
 // nameOf turns what Load accepts into a manifest name: chk-<n> or

@@ -132,7 +132,9 @@ type Storage struct {
 	newest       int64
 	pending      map[int64]*inflight
 	aborted      map[int64]bool
-	fenced       error
+	// verified are the files read in full and found intact (verifyFiles).
+	verified map[string]bool
+	fenced   error
 }
 
 // manifest is one listed manifest.
@@ -210,6 +212,7 @@ func New(ctx context.Context, st objstore.Store, opts Options) (*Storage, error)
 		token:     "e" + strconv.FormatInt(opts.Epoch, 10) + "-" + hex.EncodeToString(rnd[:]),
 		manifests: map[string]*manifest{}, retained: map[int64]*manifest{},
 		sharedByName: map[string]checkpoint.FileRef{}, pending: map[int64]*inflight{}, aborted: map[int64]bool{},
+		verified: map[string]bool{},
 	}
 	if _, err := s.refresh(ctx); err != nil {
 		return nil, s.errorf("open: %w", err)
