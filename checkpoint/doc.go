@@ -43,7 +43,10 @@
 // across restarts), so removing a checkpoint never deletes a file another
 // retained one uses. Savepoints are self-contained (their files are copied
 // when they complete) and are never removed by retention: they belong to
-// the user (dirstore.PruneSavepoints bounds them on request).
+// the user. A storage that implements SavepointPruner (both of this
+// module's do) removes the oldest beyond a bound on request, never the
+// job's newest restore point nor a file retained metadata names (see
+// SavepointPruner).
 //
 // Lineage. MarkCommitted records that a checkpoint's transactions were all
 // committed (Metadata.Committed). Adopt copies a loaded checkpoint or

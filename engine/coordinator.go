@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/onceflow/onceflow/checkpoint"
-	"github.com/onceflow/onceflow/checkpoint/dirstore"
 )
 
 type ackMsg struct {
@@ -399,14 +398,18 @@ func (c *coordinator) complete(p *pendingCheckpoint) error {
 		st.interrupt()
 	}
 	c.log.Debug("checkpoint complete", "checkpoint", p.id, "duration", done.Sub(p.triggered), "bytes", size)
-	if keep := c.j.opts.Checkpoint.RetainSavepoints; p.savepoint && keep > 0 {
+	if pr, ok := c.storage.(checkpoint.SavepointPruner); ok && p.savepoint && c.j.opts.Checkpoint.RetainSavepoints > 0 {
 		// Before the answer: whoever asked finds the bound kept.
-		res, err := dirstore.PruneSavepoints(c.ctx, c.storage, dirstore.PruneOptions{Keep: keep})
+		keep := c.j.opts.Checkpoint.RetainSavepoints
+		res, err := pr.PruneSavepoints(c.ctx, checkpoint.PruneOptions{Keep: keep})
 		for _, r := range res.Removed {
 			c.log.Info("removed an old savepoint beyond the retained count", "savepoint", r.ID, "path", r.Path, "retain_savepoints", keep)
 		}
+		for _, r := range res.Skipped {
+			c.log.Debug("a savepoint is not counted towards the retained count", "savepoint", r.ID, "path", r.Path, "why", r.Why)
+		}
 		if err != nil {
-			c.log.Warn("removing old savepoints beyond the retained count failed; they stay on disk", "retain_savepoints", keep, "err", err)
+			c.log.Warn("removing old savepoints beyond the retained count failed; they stay in the checkpoint storage", "retain_savepoints", keep, "err", err)
 		}
 	}
 	if p.req != nil && !p.stop {

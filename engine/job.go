@@ -53,9 +53,11 @@ type CheckpointOptions struct {
 	DeleteOnCancel bool
 	// RetainSavepoints bounds the savepoints kept in the storage: once a
 	// savepoint completed, the oldest complete ones beyond this many are
-	// removed (dirstore.PruneSavepoints: never the job's newest restore
-	// point), each logged; a failure to remove is logged and fails
-	// nothing. 0 keeps every savepoint, as Flink does.
+	// removed (checkpoint.SavepointPruner, which both storages of this
+	// module implement: never the job's newest restore point), each
+	// logged; a failure to remove is logged and fails nothing. A storage
+	// that does not implement SavepointPruner keeps every savepoint, and
+	// Run says so once. 0 keeps every savepoint, as Flink does.
 	RetainSavepoints int
 }
 
@@ -239,6 +241,10 @@ func (j *Job) Run(ctx context.Context) error {
 		return errors.New("engine: the job has no operator")
 	}
 	log := j.opts.Logger.With("job", j.name)
+	if _, ok := j.opts.Storage.(checkpoint.SavepointPruner); !ok && j.opts.Checkpoint.RetainSavepoints > 0 {
+		log.Warn("the checkpoint storage cannot remove savepoints: every savepoint stays, beyond the retained count",
+			"storage", fmt.Sprintf("%T", j.opts.Storage), "retain_savepoints", j.opts.Checkpoint.RetainSavepoints)
+	}
 	j.sweep(ctx, log)
 	restoreFrom := j.opts.RestoreFrom
 	for attempt := 0; ; attempt++ {

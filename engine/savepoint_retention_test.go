@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint"
 	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/logbuf"
@@ -95,5 +96,35 @@ func TestSavepointsBeyondTheRetainedCountAreRemoved(t *testing.T) {
 	}
 	if infos, err := dirstore.ListSavepoints(ctx, opts.Storage); err != nil || len(infos) > 3 {
 		t.Fatalf("savepoints at the end: %+v (%v)", infos, err)
+	}
+}
+
+// noPruneStorage hides its storage's PruneSavepoints.
+type noPruneStorage struct{ checkpoint.Storage }
+
+// A storage that cannot prune savepoints keeps them all, and the job
+// says so once, naming the storage, instead of failing or warning at
+// every savepoint.
+func TestRetainSavepointsWithAStorageThatCannotPrune(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	logs := &logbuf.Buffer{}
+	opts := engine.Options{Storage: noPruneStorage{newFileStorage(t, dir, "np")}, Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		Checkpoint: engine.CheckpointOptions{RetainSavepoints: 1}}
+	src := &memSource[int]{parts: [][]int{seq(0, 4000)}, pauseEvery: 1, pause: 200 * time.Microsecond, unbounded: true}
+	j := copyJob("np", opts, src, &txnSink{transactional: true})
+	cancel, wait := startJob(t, j)
+	for i := 1; i <= 3; i++ {
+		if _, err := j.TriggerSavepoint(ctx); err != nil {
+			t.Fatalf("savepoint %d: %v", i, err)
+		}
+	}
+	cancel()
+	_ = wait()
+	if got := savepointsOnDisk(t, dir, "np"); len(got) != 3 {
+		t.Fatalf("savepoints on disk %v, want all 3", got)
+	}
+	if n := strings.Count(logs.String(), "the checkpoint storage cannot remove savepoints"); n != 1 || !strings.Contains(logs.String(), "noPruneStorage") {
+		t.Fatalf("%d warnings naming the storage, want 1:\n%s", n, logs.String())
 	}
 }

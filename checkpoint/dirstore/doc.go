@@ -19,6 +19,7 @@
 //
 // Savepoints are moved into their own directory when they complete
 // (private files moved, shared ones copied), so that no checkpoint's
-// removal touches them. ListSavepoints lists them and PruneSavepoints
-// bounds how many stay, never removing the job's restore point.
+// removal touches them. ListSavepoints lists them, and the storage's
+// PruneSavepoints (checkpoint.SavepointPruner) bounds how many stay,
+// never removing the job's restore point.
 package dirstore

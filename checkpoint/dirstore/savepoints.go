@@ -8,85 +8,25 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/onceflow/onceflow/checkpoint"
 )
 
-// Savepoint retention.
-//
-// Flink never removes a savepoint: it lives where the user asked it to be
-// written, and belongs to the user. A onceflow savepoint lives in the
-// job's checkpoint directory (<dir>/<job>/savepoint-<id>), and anyone who
-// may POST /api/v1/savepoint can take one, so without a bound repeated
-// savepoints fill the disk. PruneSavepoints removes the oldest savepoints
-// beyond a bound, the way retained checkpoints are bounded, under rules
-// that never remove a point a restore needs:
-//
-//   - Only complete savepoints (intact _metadata) count towards the bound
-//     and only they are removed. An incomplete or damaged one is neither
-//     counted nor touched: it is reported, and the operator decides.
-//   - The newest Keep complete savepoints stay.
-//   - The job's newest restore point stays, whatever the bound: the newest
-//     complete checkpoint or savepoint, the one a plain run resumes from
-//     (Storage.Latest), verified file by file with PruneOptions.Verify.
-//   - A savepoint whose files a kept checkpoint or savepoint names stays.
-//     None does today: a savepoint is self-contained (its private files are
-//     moved into its directory and the shared ones copied there when it
-//     completes), and Adopt copies every file of a savepoint it adopts, so
-//     a lineage started with --from never depends on the savepoint's
-//     directory. Its RestoredFrom (and a Superseded's Path) are provenance
-//     for logs and inspection, not references: the superseded sinks' state
-//     is inline. The check stays, so that a future format that shares
-//     files with a savepoint cannot make pruning lose them.
-//
-// A savepoint is removed _metadata first, durably, then its directory: an
-// interruption leaves an incomplete savepoint, never one that looks
-// complete and misses files.
+// Savepoint retention: PruneSavepoints keeps checkpoint.SavepointPruner's
+// rules. A onceflow savepoint lives in the job's checkpoint directory
+// (<dir>/<job>/savepoint-<id>), self-contained: its private files are
+// moved into its directory and the shared ones copied there when it
+// completes, and Adopt copies every file of a savepoint it adopts, so a
+// lineage started with --from never depends on the savepoint's directory.
+// Its RestoredFrom (and a Superseded's Path) are provenance for logs and
+// inspection, not references: the superseded sinks' state is inline. The
+// check of the files kept metadata names stays, so that a future format
+// that shares files with a savepoint cannot make pruning lose them. A
+// savepoint is removed _metadata first, durably, then its directory: an
+// interruption leaves an incomplete savepoint (Sweep removes it at the
+// job's start), never one that looks complete and misses files.
 
-// SavepointInfo describes one savepoint of a job's storage, read from its
-// metadata (its state files are not read).
-type SavepointInfo struct {
-	checkpoint.CheckpointInfo
-	// Taken is when the savepoint was triggered (zero when its metadata
-	// is unreadable).
-	Taken time.Time
-	// Bytes is the size of its state: its files and the state kept inline
-	// in its metadata.
-	Bytes int64
-	// RestorePoint is true for the job's newest complete checkpoint or
-	// savepoint, the one a plain run resumes from.
-	RestorePoint bool
-	// Why says why a savepoint beyond the bound was kept, or why an
-	// incomplete or damaged one is not counted; empty otherwise.
-	Why string
-}
-
-// PruneOptions says what PruneSavepoints keeps.
-type PruneOptions struct {
-	// Keep is how many of the newest complete savepoints stay; at least 1.
-	Keep int
-	// Verify finds the newest restore point with Storage.Latest, which
-	// reads every file of the newest candidates (a damaged newest point is
-	// skipped, as a restore would skip it), instead of from metadata only.
-	// For an operator's prune; a prune right after a savepoint completed
-	// skips it, since that savepoint was just written whole.
-	Verify bool
-	// DryRun removes nothing: the result says what would go.
-	DryRun bool
-}
-
-// PruneResult says what PruneSavepoints kept and removed, oldest first.
-type PruneResult struct {
-	// Kept are the complete savepoints that stay; those beyond the bound
-	// say why (SavepointInfo.Why).
-	Kept []SavepointInfo
-	// Removed are the savepoints removed (or, with DryRun, to remove).
-	Removed []SavepointInfo
-	// Skipped are incomplete or damaged savepoint directories: neither
-	// counted nor removed.
-	Skipped []SavepointInfo
-}
+var _ checkpoint.SavepointPruner = (*dirStorage)(nil)
 
 // errNoSavepointFiles is the error of a storage that is not the package's
 // own.
@@ -122,13 +62,13 @@ func (s *dirStorage) readPoints(ctx context.Context) ([]savepointPoint, error) {
 }
 
 // savepointInfo describes p, a savepoint.
-func (s *dirStorage) savepointInfo(p savepointPoint) SavepointInfo {
-	in := SavepointInfo{CheckpointInfo: checkpoint.CheckpointInfo{ID: p.dir.id, Savepoint: true, Path: filepath.Join(s.root, p.dir.name),
+func (s *dirStorage) savepointInfo(p savepointPoint) checkpoint.SavepointInfo {
+	in := checkpoint.SavepointInfo{CheckpointInfo: checkpoint.CheckpointInfo{ID: p.dir.id, Savepoint: true, Path: filepath.Join(s.root, p.dir.name),
 		Complete: p.err == nil, Damaged: isDamaged(p.err), Err: p.err}}
 	if p.md != nil {
 		in.Committed = p.md.Committed
 		in.Taken = p.md.Timestamp
-		in.Bytes = metadataBytes(p.md)
+		in.Bytes = p.md.StateBytes()
 	}
 	switch {
 	case in.Damaged:
@@ -137,29 +77,6 @@ func (s *dirStorage) savepointInfo(p savepointPoint) SavepointInfo {
 		in.Why = "incomplete: " + p.err.Error()
 	}
 	return in
-}
-
-// metadataBytes is the size of md's state: its files and inline state.
-func metadataBytes(md *checkpoint.Metadata) int64 {
-	var n int64
-	for _, op := range md.Operators {
-		for _, st := range op.Subtasks {
-			for _, h := range []*checkpoint.Handle{st.Keyed, st.Operator} {
-				if h == nil {
-					continue
-				}
-				n += int64(len(h.Inline))
-				for _, r := range h.Files {
-					if r.Inline {
-						n += int64(len(r.Data))
-					} else {
-						n += r.Size
-					}
-				}
-			}
-		}
-	}
-	return n
 }
 
 // newestComplete is the id of the newest point of points whose metadata
@@ -178,7 +95,7 @@ func newestComplete(points []savepointPoint) int64 {
 // metadata: it does not read their state files (Load verifies them). It
 // writes nothing. st must be a storage of this package (NewFileStorage or
 // NewMemoryStorage).
-func ListSavepoints(ctx context.Context, st checkpoint.Storage) ([]SavepointInfo, error) {
+func ListSavepoints(ctx context.Context, st checkpoint.Storage) ([]checkpoint.SavepointInfo, error) {
 	s, ok := st.(*dirStorage)
 	if !ok {
 		return nil, errNoSavepointFiles(st)
@@ -188,7 +105,7 @@ func ListSavepoints(ctx context.Context, st checkpoint.Storage) ([]SavepointInfo
 		return nil, err
 	}
 	restore := newestComplete(points)
-	var out []SavepointInfo
+	var out []checkpoint.SavepointInfo
 	for _, p := range points {
 		if !p.dir.savepoint {
 			continue
@@ -200,21 +117,18 @@ func ListSavepoints(ctx context.Context, st checkpoint.Storage) ([]SavepointInfo
 	return out, nil
 }
 
-// PruneSavepoints removes the oldest complete savepoints of st beyond
-// opts.Keep, except those a restore may need (see the rules above), and
-// returns what it kept, removed and skipped. It runs between checkpoint
-// completions (it holds the lock Complete, MarkCommitted, Adopt and
-// DiscardAll take), so it may run while the job does. A removal that fails
-// ends the prune with an error naming the savepoint; what was removed
-// before it is in the result. A keep below 1 is an error, and so is a
-// storage that is not this package's or open read-only (StorageOptions.
+// PruneSavepoints implements checkpoint.SavepointPruner: it removes the
+// oldest complete savepoints beyond opts.Keep, except those a restore may
+// need (see checkpoint.SavepointPruner), and returns what it kept,
+// removed and skipped (incomplete and damaged savepoint directories). It
+// runs between checkpoint completions (it holds the lock Complete,
+// MarkCommitted, Adopt and DiscardAll take), so it may run while the job
+// does. A removal that fails ends the prune with an error naming the
+// savepoint; what was removed before it is in the result. A keep below 1
+// is an error, and so is a storage open read-only (StorageOptions.
 // ReadOnly: only a DryRun reads one).
-func PruneSavepoints(ctx context.Context, st checkpoint.Storage, opts PruneOptions) (PruneResult, error) {
-	var res PruneResult
-	s, ok := st.(*dirStorage)
-	if !ok {
-		return res, errNoSavepointFiles(st)
-	}
+func (s *dirStorage) PruneSavepoints(ctx context.Context, opts checkpoint.PruneOptions) (checkpoint.PruneResult, error) {
+	var res checkpoint.PruneResult
 	if opts.Keep < 1 {
 		return res, fmt.Errorf("storage %s: prune savepoints: keep %d: at least 1 savepoint must be kept (the newest may be the job's restore point)", s.root, opts.Keep)
 	}
@@ -250,7 +164,7 @@ func PruneSavepoints(ctx context.Context, st checkpoint.Storage, opts PruneOptio
 			continue
 		}
 		if p.md == nil {
-			res.Skipped = append([]SavepointInfo{s.savepointInfo(p)}, res.Skipped...)
+			res.Skipped = append([]checkpoint.SavepointInfo{s.savepointInfo(p)}, res.Skipped...)
 			continue
 		}
 		complete = append(complete, p)

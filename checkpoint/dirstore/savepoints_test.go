@@ -2,6 +2,7 @@ package dirstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +15,7 @@ import (
 )
 
 // savepointIDs are the ids of infos.
-func savepointIDs(infos []SavepointInfo) []int64 {
+func savepointIDs(infos []checkpoint.SavepointInfo) []int64 {
 	var ids []int64
 	for _, in := range infos {
 		ids = append(ids, in.ID)
@@ -63,7 +64,7 @@ func TestPruneSavepointsKeepsTheNewest(t *testing.T) {
 		t.Fatalf("savepoint 2 listed without size: %+v", list[0])
 	}
 
-	dry, err := PruneSavepoints(ctx, st, PruneOptions{Keep: 2, DryRun: true})
+	dry, err := checkpoint.PruneSavepoints(ctx, st, checkpoint.PruneOptions{Keep: 2, DryRun: true})
 	must(t, err)
 	if got := savepointIDs(dry.Removed); !slices.Equal(got, []int64{2, 4, 5}) {
 		t.Fatalf("dry run would remove %v, want [2 4 5]", got)
@@ -72,7 +73,7 @@ func TestPruneSavepointsKeepsTheNewest(t *testing.T) {
 		t.Fatalf("a dry run removed savepoints: %v left", got)
 	}
 
-	res, err := PruneSavepoints(ctx, st, PruneOptions{Keep: 2, Verify: true})
+	res, err := checkpoint.PruneSavepoints(ctx, st, checkpoint.PruneOptions{Keep: 2, Verify: true})
 	must(t, err)
 	if got, kept := savepointIDs(res.Removed), savepointIDs(res.Kept); !slices.Equal(got, []int64{2, 4, 5}) || !slices.Equal(kept, []int64{6, 8}) {
 		t.Fatalf("removed %v kept %v, want [2 4 5] and [6 8]", got, kept)
@@ -91,7 +92,7 @@ func TestPruneSavepointsKeepsTheNewest(t *testing.T) {
 		}
 	}
 	// Again: nothing beyond the bound.
-	res, err = PruneSavepoints(ctx, st, PruneOptions{Keep: 2})
+	res, err = checkpoint.PruneSavepoints(ctx, st, checkpoint.PruneOptions{Keep: 2})
 	must(t, err)
 	if len(res.Removed) != 0 || len(res.Kept) != 2 {
 		t.Fatalf("second prune: %+v", res)
@@ -116,7 +117,7 @@ func TestPruneSavepointsKeepsTheRestorePoint(t *testing.T) {
 		must(t, err)
 		flipByte(t, filepath.Join(dir, "job", md.Operators[0].Subtasks[0].Keyed.Files[0].Path), 2)
 	}
-	res, err := PruneSavepoints(ctx, st, PruneOptions{Keep: 2, Verify: true, DryRun: true})
+	res, err := checkpoint.PruneSavepoints(ctx, st, checkpoint.PruneOptions{Keep: 2, Verify: true, DryRun: true})
 	must(t, err)
 	if got := savepointIDs(res.Removed); !slices.Equal(got, []int64{1}) {
 		t.Fatalf("a verified prune would remove %v, want [1]: savepoint 2 is the newest restore point", got)
@@ -130,7 +131,7 @@ func TestPruneSavepointsKeepsTheRestorePoint(t *testing.T) {
 	writeSavepoint(t, st, 6)
 	must(t, os.Remove(filepath.Join(dir, "job", "savepoint-5", "_metadata")))
 	flipByte(t, filepath.Join(dir, "job", "savepoint-6", "_metadata"), -5)
-	res, err = PruneSavepoints(ctx, st, PruneOptions{Keep: 1})
+	res, err = checkpoint.PruneSavepoints(ctx, st, checkpoint.PruneOptions{Keep: 1})
 	must(t, err)
 	if got := savepointIDs(res.Skipped); !slices.Equal(got, []int64{5, 6}) || !strings.Contains(res.Skipped[0].Why, "incomplete") ||
 		!strings.Contains(res.Skipped[1].Why, "damaged") {
@@ -160,7 +161,7 @@ func TestPruneSavepointsKeepsWhatIsReferenced(t *testing.T) {
 	adopted, err := st.Adopt(ctx, loaded, 4)
 	must(t, err)
 	writeSavepoint(t, st, 5)
-	res, err := PruneSavepoints(ctx, st, PruneOptions{Keep: 1})
+	res, err := checkpoint.PruneSavepoints(ctx, st, checkpoint.PruneOptions{Keep: 1})
 	must(t, err)
 	if got := savepointIDs(res.Removed); !slices.Equal(got, []int64{2, 3}) {
 		t.Fatalf("removed %v, want [2 3]", got)
@@ -179,12 +180,12 @@ func TestPruneSavepointsKeepsWhatIsReferenced(t *testing.T) {
 	chk := &checkpoint.Metadata{CheckpointID: 8, Operators: []checkpoint.OperatorSnapshot{{UID: "op/1", Subtasks: []checkpoint.SubtaskSnapshot{{Keyed: &checkpoint.Handle{Backend: "test", Files: []checkpoint.FileRef{ref}}}}}}}
 	must(t, st.Complete(ctx, chk))
 	writeSavepoint(t, st, 9)
-	res, err = PruneSavepoints(ctx, st, PruneOptions{Keep: 1})
+	res, err = checkpoint.PruneSavepoints(ctx, st, checkpoint.PruneOptions{Keep: 1})
 	must(t, err)
 	if got := savepointIDs(res.Removed); !slices.Equal(got, []int64{5, 7}) {
 		t.Fatalf("removed %v, want [5 7]", got)
 	}
-	var kept6 *SavepointInfo
+	var kept6 *checkpoint.SavepointInfo
 	for i := range res.Kept {
 		if res.Kept[i].ID == 6 {
 			kept6 = &res.Kept[i]
@@ -202,10 +203,13 @@ func TestPruneSavepointsRefusals(t *testing.T) {
 	ctx := context.Background()
 	st := NewMemoryStorage("job", StorageOptions{})
 	writeSavepoint(t, st, 1)
-	_, err := PruneSavepoints(ctx, st, PruneOptions{Keep: 0})
+	_, err := checkpoint.PruneSavepoints(ctx, st, checkpoint.PruneOptions{Keep: 0})
 	wantErrContains(t, err, "keep 0", "at least 1")
-	_, err = PruneSavepoints(ctx, &failedStorage{}, PruneOptions{Keep: 1})
+	_, err = checkpoint.PruneSavepoints(ctx, &failedStorage{}, checkpoint.PruneOptions{Keep: 1})
 	wantErrContains(t, err, "failedStorage")
+	if !errors.Is(err, checkpoint.ErrPruneNotSupported) {
+		t.Fatalf("prune of a storage without PruneSavepoints: %v; want ErrPruneNotSupported", err)
+	}
 	_, err = ListSavepoints(ctx, &failedStorage{})
 	wantErrContains(t, err, "failedStorage")
 
@@ -220,10 +224,10 @@ func TestPruneSavepointsRefusals(t *testing.T) {
 	if list, err := ListSavepoints(ctx, ro); err != nil || len(list) != 2 {
 		t.Fatalf("read-only list: %+v %v", list, err)
 	}
-	if res, err := PruneSavepoints(ctx, ro, PruneOptions{Keep: 1, DryRun: true, Verify: true}); err != nil || len(res.Removed) != 1 {
+	if res, err := checkpoint.PruneSavepoints(ctx, ro, checkpoint.PruneOptions{Keep: 1, DryRun: true, Verify: true}); err != nil || len(res.Removed) != 1 {
 		t.Fatalf("read-only dry run: %+v %v", res, err)
 	}
-	_, err = PruneSavepoints(ctx, ro, PruneOptions{Keep: 1})
+	_, err = checkpoint.PruneSavepoints(ctx, ro, checkpoint.PruneOptions{Keep: 1})
 	wantErrContains(t, err, "prune savepoints", "read-only")
 	if got := savepointDirs(t, dir); len(got) != 2 {
 		t.Fatalf("a read-only storage removed savepoints: %v left", got)
@@ -256,7 +260,7 @@ func TestPruneSavepointsWhileCheckpointing(t *testing.T) {
 	for id := int64(1); id <= 30; id++ {
 		if id%3 == 0 {
 			writeSavepoint(t, st, id)
-			if _, err := PruneSavepoints(ctx, st, PruneOptions{Keep: 2}); err != nil {
+			if _, err := checkpoint.PruneSavepoints(ctx, st, checkpoint.PruneOptions{Keep: 2}); err != nil {
 				t.Fatal(err)
 			}
 			md, _, err := st.Latest(ctx)

@@ -42,7 +42,7 @@ the checkpoint.s3 keys of --config, ONCEFLOW_CHECKPOINT_S3_* or --set; there
 each savepoint's metadata is read through a load, which verifies its files.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var infos []dirstore.SavepointInfo
+			var infos []checkpoint.SavepointInfo
 			if config.IsS3Dir(args[0]) {
 				st, closeStore, err := openS3Job(cmd.Context(), args[0], s3f)
 				if err != nil {
@@ -135,7 +135,7 @@ func pruneSavepoints(cmd *cobra.Command, dir string, keep int, dryRun bool) erro
 	if err != nil {
 		return err
 	}
-	res, err := dirstore.PruneSavepoints(cmd.Context(), st, dirstore.PruneOptions{Keep: keep, Verify: true, DryRun: dryRun})
+	res, err := checkpoint.PruneSavepoints(cmd.Context(), st, checkpoint.PruneOptions{Keep: keep, Verify: true, DryRun: dryRun})
 	out := cmd.OutOrStdout()
 	verb := "removed"
 	if dryRun {
@@ -162,7 +162,7 @@ func pruneSavepoints(cmd *cobra.Command, dir string, keep int, dryRun bool) erro
 }
 
 // savepointStatus is the STATUS of a listed savepoint.
-func savepointStatus(in dirstore.SavepointInfo) string {
+func savepointStatus(in checkpoint.SavepointInfo) string {
 	var s string
 	switch {
 	case in.Damaged:
@@ -187,7 +187,7 @@ func takenAt(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05Z")
 }
 
-func sizeOf(in dirstore.SavepointInfo) string {
+func sizeOf(in checkpoint.SavepointInfo) string {
 	if !in.Complete {
 		return "-"
 	}
@@ -213,7 +213,7 @@ func formatBytes(n int64) string {
 // savepoint marked as the restore point. Each complete savepoint is loaded
 // (its files verified) for its time and size; one that fails to load is
 // listed as damaged with the reason.
-func s3Savepoints(ctx context.Context, st *s3store.Storage) ([]dirstore.SavepointInfo, error) {
+func s3Savepoints(ctx context.Context, st *s3store.Storage) ([]checkpoint.SavepointInfo, error) {
 	infos, err := st.List(ctx)
 	if err != nil {
 		return nil, err
@@ -224,12 +224,12 @@ func s3Savepoints(ctx context.Context, st *s3store.Storage) ([]dirstore.Savepoin
 			restore = max(restore, in.ID)
 		}
 	}
-	var out []dirstore.SavepointInfo
+	var out []checkpoint.SavepointInfo
 	for _, in := range infos {
 		if !in.Savepoint {
 			continue
 		}
-		sp := dirstore.SavepointInfo{CheckpointInfo: in, RestorePoint: in.ID == restore && in.Complete && !in.Damaged}
+		sp := checkpoint.SavepointInfo{CheckpointInfo: in, RestorePoint: in.ID == restore && in.Complete && !in.Damaged}
 		if in.Complete && !in.Damaged {
 			md, err := st.Load(ctx, in.Path)
 			if err != nil {
