@@ -23,14 +23,21 @@ func (m *manifest) info() checkpoint.CheckpointInfo {
 		Damaged: m.md == nil, Committed: m.committed, Err: m.err}
 }
 
-// snapshot refreshes the cache and returns the manifests, oldest first.
+// snapshot refreshes the cache and returns copies of the manifests,
+// oldest first: a refresh or MarkCommitted meanwhile updates the cached
+// ones (their committed flag) under s.mu, which the caller does not hold.
 func (s *Storage) snapshot(ctx context.Context) ([]*manifest, error) {
 	if _, err := s.refresh(ctx); err != nil {
 		return nil, s.errorf("%w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sortedLocked(), nil
+	ms := s.sortedLocked()
+	for i, m := range ms {
+		cp := *m
+		ms[i] = &cp
+	}
+	return ms, nil
 }
 
 // cloneMetadata returns a deep copy of md (through JSON, as stored), so
