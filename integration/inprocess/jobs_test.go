@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -52,6 +54,12 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+func (l *logBuffer) contains(sub string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Contains(l.b.Bytes(), []byte(sub))
+}
+
 func (l *logBuffer) tail(n int) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -71,9 +79,29 @@ type scenario struct {
 	feeder *kgo.Client
 	rng    *rand.Rand
 	sent   []*kgo.Record
+	// s3 is the test kit's S3 service and s3Prefix the key prefix (no
+	// trailing "/") of a scenario whose checkpoints are kept there.
+	s3       *s3test.Endpoint
+	s3Prefix string
+	localDir string // checkpoint.dir of a scenario on disk
 }
 
-func newScenario(t *testing.T, kind kafkatest.Kind, typ, delivery string) *scenario {
+// storage is where a scenario keeps its checkpoints.
+type storage int
+
+const (
+	// onDisk: checkpoint.dir is a directory in the test's temporary
+	// folder.
+	onDisk storage = iota
+	// onS3: checkpoint.dir is s3://<bucket>/<prefix> on the test kit's S3
+	// service (s3test.Bootstrap: versitygw on 127.0.0.1, or
+	// ONCEFLOW_S3_ENDPOINT).
+	onS3
+)
+
+// newScenario is a job of type typ with the given delivery on a cluster
+// of kind, its checkpoints kept where store says.
+func newScenario(t *testing.T, kind kafkatest.Kind, store storage, typ, delivery string) *scenario {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("needs a Kafka broker")
@@ -84,16 +112,25 @@ func newScenario(t *testing.T, kind kafkatest.Kind, typ, delivery string) *scena
 		rng: rand.New(rand.NewPCG(uint64(len(typ)), uint64(len(delivery))))}
 	s.feeder = kafkatest.Client(t, seeds, kgo.DefaultProduceTopic(s.in))
 	dir := t.TempDir()
+	s.localDir = filepath.Join(dir, "checkpoints")
+	checkpointDir := []string{"checkpoint.dir=" + s.localDir}
+	if store == onS3 {
+		ep := s3test.Bootstrap(t)
+		s.s3, s.s3Prefix = &ep, strings.TrimSuffix(s3test.Prefix(t), "/")
+		checkpointDir = []string{"checkpoint.dir=s3://" + ep.Bucket + "/" + s.s3Prefix,
+			"checkpoint.s3.endpoint=" + ep.URL, "checkpoint.s3.region=" + ep.Region, "checkpoint.s3.path_style=true",
+			"checkpoint.s3.access_key_id=" + ep.AccessKeyID, "checkpoint.s3.secret_access_key=" + ep.SecretAccessKey}
+	}
 	name := fmt.Sprintf("%s-%d", typ, time.Now().UnixNano())
-	cfg, err := config.Load(config.Sources{Env: []string{}, Set: []string{
+	cfg, err := config.Load(config.Sources{Env: []string{}, Set: append([]string{
 		"job.name=" + name, "job.type=" + typ, "job.parallelism=2",
 		"kafka.brokers=" + strings.Join(seeds, ","),
 		"source.topic=" + s.in, "sink.topic=" + s.out, "sink.delivery=" + delivery,
 		"sink.transactional_id_prefix=" + name, "sink.transaction_timeout=2m",
-		"checkpoint.interval=100ms", "checkpoint.timeout=30s", "checkpoint.dir=" + filepath.Join(dir, "checkpoints"),
+		"checkpoint.interval=100ms", "checkpoint.timeout=30s",
 		"state.backend=pebble", "state.dir=" + filepath.Join(dir, "state"),
 		"restart.strategy=fixed-delay", "restart.attempts=3", "restart.delay=100ms",
-	}})
+	}, checkpointDir...)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,6 +315,38 @@ func (s *scenario) groupCaughtUp(ctx context.Context) {
 	})
 }
 
+// checkpointsInS3 checks that a scenario on S3 kept its checkpoints
+// there and nowhere else: the job said where (jobs logs "checkpoints in
+// S3" with the location), its manifests are listed under
+// <prefix>/<job>/manifest/, and the directory checkpoint.dir would have
+// named on disk was never created.
+func (s *scenario) checkpointsInS3(ctx context.Context) {
+	s.t.Helper()
+	loc := "s3://" + s.s3.Bucket + "/" + s.s3Prefix + "/" + s.cfg.Job.Name
+	if !s.logs.contains(`msg="checkpoints in S3" location=` + loc + " ") {
+		s.t.Fatalf("the job never logged that it keeps its checkpoints in S3 at %s", loc)
+	}
+	root := s.s3Prefix + "/" + s.cfg.Job.Name + "/manifest/"
+	out, err := s3test.Client(s.t, *s.s3).ListObjectsV2(ctx, &s3.ListObjectsV2Input{
+		Bucket: aws.String(s.s3.Bucket), Prefix: aws.String(root)})
+	if err != nil {
+		s.t.Fatalf("listing s3://%s/%s: %v", s.s3.Bucket, root, err)
+	}
+	var savepoints int
+	for _, o := range out.Contents {
+		if strings.HasPrefix(strings.TrimPrefix(aws.ToString(o.Key), root), "savepoint-") {
+			savepoints++
+		}
+	}
+	if savepoints == 0 {
+		s.t.Fatalf("no savepoint manifest under s3://%s/%s after two stops with a savepoint (%d objects there)", s.s3.Bucket, root, len(out.Contents))
+	}
+	if _, err := os.Stat(s.localDir); err == nil {
+		s.t.Fatalf("the local checkpoint directory %s exists, though checkpoint.dir is %s", s.localDir, loc)
+	}
+	s.t.Logf("%d manifest objects under %s, %d of them of savepoints", len(out.Contents), loc, savepoints)
+}
+
 // copyIDs counts the records by key, value and headers.
 func copyIDs(rs []*kgo.Record) map[string]int {
 	out := map[string]int{}
@@ -328,25 +397,31 @@ func countOutputs(t *testing.T, rs []*kgo.Record, exact bool) map[string]int {
 }
 
 // An exactly_once copy and running word count, 4 input partitions,
-// parallelism 2, in both transaction versions: the job is cancelled while
-// input arrives (transactions left open and pending), resumed from its
-// latest checkpoint, stopped with a savepoint, fed more and resumed from
-// the savepoint. After each stop the output read with read_committed is
-// exact and no transaction holds an output partition.
+// parallelism 2, in both transaction versions, with checkpoints in a
+// directory and in S3 (subtests s3/...; versitygw from the test kit): the
+// job is cancelled while input arrives (transactions left open and
+// pending), resumed from its latest checkpoint, stopped with a savepoint,
+// fed more and resumed from the savepoint. After each stop the output
+// read with read_committed is exact and no transaction holds an output
+// partition; on S3 the checkpoints and savepoints are there and not on
+// disk.
 func TestExactlyOnceJobs(t *testing.T) {
 	for _, k := range []struct {
-		name string
-		kind kafkatest.Kind
+		name  string
+		kind  kafkatest.Kind
+		store storage
 	}{
-		{"tv2", kafkatest.Kind{}},
-		{"tv0", kafkatest.Kind{TransactionVersion: broker.TV(0)}},
+		{"tv2", kafkatest.Kind{}, onDisk},
+		{"tv0", kafkatest.Kind{TransactionVersion: broker.TV(0)}, onDisk},
+		{"s3/tv2", kafkatest.Kind{}, onS3},
+		{"s3/tv0", kafkatest.Kind{TransactionVersion: broker.TV(0)}, onS3},
 	} {
 		for _, typ := range []string{"copy", "wordcount"} {
 			t.Run(k.name+"/"+typ, func(t *testing.T) {
 				began := time.Now()
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 				defer cancel()
-				s := newScenario(t, k.kind, typ, "exactly_once")
+				s := newScenario(t, k.kind, k.store, typ, "exactly_once")
 				s.feed(ctx, 300)
 
 				// 1. Input keeps arriving; the job is cancelled mid-stream.
@@ -396,6 +471,9 @@ func TestExactlyOnceJobs(t *testing.T) {
 					t.Fatalf("the last run restarted %d times", n)
 				}
 				s.groupCaughtUp(ctx)
+				if k.store == onS3 {
+					s.checkpointsInS3(ctx)
+				}
 			})
 		}
 	}
@@ -408,7 +486,7 @@ func TestAtLeastOnceLosesNothing(t *testing.T) {
 		t.Run(typ, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			s := newScenario(t, kafkatest.Kind{}, typ, "at_least_once")
+			s := newScenario(t, kafkatest.Kind{}, onDisk, typ, "at_least_once")
 			s.feed(ctx, 300)
 			r := s.start(ctx)
 			for range 6 {
