@@ -147,7 +147,11 @@ func (f *feeder) produce(t *testing.T, n int) {
 // two-phase-commit protocol and at random moments, restarted each time,
 // while input keeps arriving. After a final graceful stop, the output read
 // with read_committed is exact (no duplicate, no loss) and no transaction
-// is left open. Both transaction versions of Kafka 4.
+// is left open. Both transaction versions of Kafka 4 with checkpoints in a
+// directory; and the word count (incremental Pebble checkpoints) in
+// transaction version 2 with checkpoints in S3 (subtest s3/tv2/wordcount,
+// versitygw from the test kit), with fewer random kills (s3Kills) since
+// the failpoints already kill it at every step of the protocol.
 func TestCrashExactlyOnce(t *testing.T) {
 	kinds := []struct {
 		name string
@@ -156,24 +160,39 @@ func TestCrashExactlyOnce(t *testing.T) {
 		{"tv2", kafkatest.Kind{}},
 		{"tv0", kafkatest.Kind{TransactionVersion: broker.TV(0)}},
 	}
-	kills := 10
+	kills, s3Kills := 10, 3
 	if v, err := strconv.Atoi(os.Getenv("ONCEFLOW_CRASH_KILLS")); err == nil && v > 0 {
-		kills = v
+		kills, s3Kills = v, v
 	}
 	for _, k := range kinds {
 		for _, job := range crashJobs {
 			t.Run(k.name+"/"+job.typ, func(t *testing.T) {
-				crashScenario(t, k.kind, job, kills)
+				crashScenario(t, k.kind, job, kills, false)
 			})
 		}
 	}
+	t.Run("s3/tv2/wordcount", func(t *testing.T) {
+		crashScenario(t, kafkatest.Kind{}, crashJobs[1], s3Kills, true)
+	})
 }
 
-func crashScenario(t *testing.T, kind kafkatest.Kind, job crashJob, kills int) {
+// crashScenario runs the crash test of job on a cluster of kind with
+// kills random kills; onS3 keeps the checkpoints in the test kit's S3
+// service (as newS3Job does) instead of the job's directory.
+func crashScenario(t *testing.T, kind kafkatest.Kind, job crashJob, kills int, onS3 bool) {
 	seeds := kafkatest.Local(t, kind).Addrs()
-	j := newProcJob(t, seeds, "crash-"+job.typ, jobSpec{typ: job.typ, pebble: true, seed: uint64(len(job.typ))})
+	spec := jobSpec{typ: job.typ, pebble: true, seed: uint64(len(job.typ))}
+	var j *procJob
+	var s3j *s3Job
+	var env []string // added to every child's environment
+	if onS3 {
+		s3j = newS3Job(t, seeds, "crash-s3-"+job.typ, spec)
+		j, env = s3j.procJob, s3j.env
+	} else {
+		j = newProcJob(t, seeds, "crash-"+job.typ, spec)
+	}
 	cfg, out, f := j.cfg, j.out, j.feed
-	run := func(env ...string) *child { return j.run(env) }
+	run := func() *child { return j.run(env) }
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 	f.produce(t, 500)
 
@@ -192,7 +211,7 @@ func crashScenario(t *testing.T, kind kafkatest.Kind, job crashJob, kills int) {
 			arm = failpoint.AfterPreCommit + "~1500ms@3," + fp + "@1"
 			args = []string{"run", "--config", cfg, "--set", "checkpoint.timeout=500ms", "--set", "checkpoint.tolerable_failures=50"}
 		}
-		c := startChild(t, []string{failpoint.Env + "=" + arm}, args...)
+		c := startChild(t, append([]string{failpoint.Env + "=" + arm}, env...), args...)
 		limit := 45 * time.Second
 		deadline := time.Now().Add(limit)
 		for !c.exited() && time.Now().Before(deadline) {
@@ -253,6 +272,15 @@ func crashScenario(t *testing.T, kind kafkatest.Kind, job crashJob, kills int) {
 			len(failpoint.Names), kills, len(f.sent), len(got), d)
 	}
 	kafkatest.OpenTransactionsHoldNothing(t, seeds, out)
+	if onS3 {
+		// The runs kept their checkpoints in S3, not in the directory of
+		// the job's file configuration.
+		if !strings.Contains(c.output.String(), fmt.Sprintf("msg=\"checkpoints in S3\" location=s3://%s/%s/%s ", s3j.ep.Bucket, s3j.prefix, j.name)) {
+			t.Fatalf("the last run did not say it keeps its checkpoints in S3:\n%s", c.tail())
+		}
+		s3j.noLocalCheckpoints()
+		t.Logf("manifests in S3: %v", s3j.manifests())
+	}
 	t.Logf("%d input records, %d output records, exact after %d failpoints and %d kills", len(f.sent), len(got), len(failpoint.Names), kills)
 }
 
