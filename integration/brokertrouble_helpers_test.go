@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/onceflow/onceflow/integration/kafkatest"
+	"github.com/onceflow/onceflow/integration/s3test"
 )
 
 // steadyFeeder produces the input of a job at a steady pace from its own
@@ -149,6 +150,10 @@ type troubleJob struct {
 	cfg      string
 	addrFile string
 	check    func(in, out []*kgo.Record) string
+	// env is added to the processor's environment (onS3 sets it).
+	env []string
+	// s3Location is s3://<bucket>/<prefix>/<job> of a job onS3 put in S3.
+	s3Location string
 
 	proc *child
 	feed *steadyFeeder
@@ -206,6 +211,17 @@ func newTroubleJob(t *testing.T, typ string, seeds []string) *troubleJob {
 	return j
 }
 
+// onS3 makes the job keep its checkpoints in the test kit's S3 service
+// (s3test.Bootstrap), under a prefix of its own, instead of its
+// directory. Call it before start.
+func (j *troubleJob) onS3() {
+	j.t.Helper()
+	ep := s3test.Bootstrap(j.t)
+	prefix := strings.TrimSuffix(s3test.Prefix(j.t), "/")
+	j.env = s3CheckpointEnv(ep, prefix, filepath.Join(j.dir, "state"))
+	j.s3Location = "s3://" + ep.Bucket + "/" + prefix + "/" + j.name
+}
+
 // createTopics creates the input and output topics with two partitions,
 // placed by the cluster.
 func (j *troubleJob) createTopics() {
@@ -220,7 +236,7 @@ func (j *troubleJob) start(seed uint64) {
 	t := j.t
 	t.Helper()
 	j.feed = startSteadyFeeder(t, j.seeds, j.in, seed, 10, 100*time.Millisecond)
-	j.proc = startChild(t, nil, "run", "--config", j.cfg, "--addr-file", j.addrFile)
+	j.proc = startChild(t, j.env, "run", "--config", j.cfg, "--addr-file", j.addrFile)
 	t.Cleanup(func() {
 		if t.Failed() {
 			j.saveLog()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"maps"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -192,7 +194,15 @@ func TestLeaderAndCoordinatorLossIsExact(t *testing.T) {
 // with waiting_for_cluster, /api/v1/job's cluster unreachable), logs each
 // outage once when it starts and once when it ends, is still RUNNING at
 // the end, and its output is exact.
-func TestSingleBrokerOutageJobLives(t *testing.T) {
+func TestSingleBrokerOutageJobLives(t *testing.T) { singleBrokerOutage(t, false) }
+
+// TestSingleBrokerOutageJobLives with the job's checkpoints in S3
+// (versitygw from the test kit), which stays up while the broker is away:
+// the checkpoints that fail during the outages leave nothing the job's
+// next checkpoints, its savepoint at SIGTERM or its output depend on.
+func TestSingleBrokerOutageJobLivesS3(t *testing.T) { singleBrokerOutage(t, true) }
+
+func singleBrokerOutage(t *testing.T, onS3 bool) {
 	c := kafkatest.Local(t, kafkatest.Kind{})
 	seeds := c.Addrs()
 	restartDownNodes(t, c)
@@ -200,8 +210,14 @@ func TestSingleBrokerOutageJobLives(t *testing.T) {
 	begin := time.Now()
 
 	j := newTroubleJob(t, "copy", seeds)
+	if onS3 {
+		j.onS3()
+	}
 	j.createTopics()
 	j.start(20)
+	if onS3 && !strings.Contains(j.proc.output.String(), `msg="checkpoints in S3" location=`+j.s3Location+" ") {
+		t.Fatalf("%s: the processor did not say it keeps its checkpoints in S3 at %s:\n%s", j.name, j.s3Location, j.proc.tail())
+	}
 	for round := 1; round <= 2; round++ {
 		kill := time.Now()
 		if err := c.Kill(0); err != nil {
@@ -249,6 +265,11 @@ func TestSingleBrokerOutageJobLives(t *testing.T) {
 			j.name, st.Cluster, starts, outageStartLog, ends, outageEndLog)
 	}
 	j.finish()
+	if onS3 {
+		if _, err := os.Stat(filepath.Join(j.dir, "checkpoints")); err == nil {
+			t.Fatalf("%s: the local checkpoint directory %s exists, though the checkpoints are in %s", j.name, filepath.Join(j.dir, "checkpoints"), j.s3Location)
+		}
+	}
 	t.Logf("two single-broker outages under a copy job: %s", time.Since(begin).Round(time.Second))
 }
 

@@ -32,17 +32,24 @@ func newS3Job(t *testing.T, seeds []string, name string, s jobSpec) *s3Job {
 	t.Helper()
 	ep := s3test.Bootstrap(t)
 	j := &s3Job{procJob: newProcJob(t, seeds, name, s), ep: ep, prefix: strings.TrimSuffix(s3test.Prefix(t), "/")}
-	j.env = []string{
-		"ONCEFLOW_CHECKPOINT_DIR=s3://" + ep.Bucket + "/" + j.prefix,
+	// the local job lock's directory (and Pebble's, as the kit sets it)
+	j.env = s3CheckpointEnv(ep, j.prefix, filepath.Join(j.dir, "state"))
+	return j
+}
+
+// s3CheckpointEnv is the environment that makes the processor keep its
+// checkpoints in ep's bucket under prefix (no trailing "/"), whatever its
+// configuration file says, with stateDir as its state.dir.
+func s3CheckpointEnv(ep s3test.Endpoint, prefix, stateDir string) []string {
+	return []string{
+		"ONCEFLOW_CHECKPOINT_DIR=s3://" + ep.Bucket + "/" + prefix,
 		"ONCEFLOW_CHECKPOINT_S3_ENDPOINT=" + ep.URL,
 		"ONCEFLOW_CHECKPOINT_S3_REGION=" + ep.Region,
 		"ONCEFLOW_CHECKPOINT_S3_PATH_STYLE=true",
 		"ONCEFLOW_CHECKPOINT_S3_ACCESS_KEY_ID=" + ep.AccessKeyID,
 		"ONCEFLOW_CHECKPOINT_S3_SECRET_ACCESS_KEY=" + ep.SecretAccessKey,
-		// the local job lock's directory (and Pebble's, as the kit sets it)
-		"ONCEFLOW_STATE_DIR=" + filepath.Join(j.dir, "state"),
+		"ONCEFLOW_STATE_DIR=" + stateDir,
 	}
-	return j
 }
 
 // manifests lists the job's manifest keys (checkpoints, savepoints and
