@@ -243,8 +243,9 @@ func (s *Storage) MarkCommitted(ctx context.Context, checkpointID int64) error {
 		return fail(err)
 	}
 	s.mu.Lock()
-	m.committed = true
-	m.md.Committed = true
+	if cur := s.manifests[m.name]; cur != nil && cur.key == m.key && cur.md != nil {
+		s.manifests[m.name] = cur.withCommitted(true)
+	}
 	s.mu.Unlock()
 	return nil
 }

@@ -363,10 +363,22 @@ func (s *Storage) current(ctx context.Context) error {
 
 // refresh lists manifest/, reads the manifests not cached yet, drops the
 // ones gone, and recomputes the retained checkpoints and shared references.
+// It applies its listing only to the cache entries it saw before listing:
+// a refresh running beside a completion (a List while the job
+// checkpoints) must not drop the checkpoint published after its listing.
 // It returns the fence, if a manifest of a higher epoch exists (also
 // recorded in s.fenced). Its errors do not name the storage (callers
 // do). The caller must not hold s.mu.
 func (s *Storage) refresh(ctx context.Context) (fence, err error) {
+	// The cache as the listing begins: an entry put or changed since
+	// (a publication, a marker, a concurrent refresh's newer listing) is
+	// not this listing's to judge.
+	s.mu.Lock()
+	before := make(map[string]*manifest, len(s.manifests))
+	for name, m := range s.manifests {
+		before[name] = m
+	}
+	s.mu.Unlock()
 	infos, err := s.st.List(ctx, s.root+manifestDir)
 	if err != nil {
 		return nil, fmt.Errorf("list manifests: %w", err)
@@ -405,22 +417,36 @@ func (s *Storage) refresh(ctx context.Context) (fence, err error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for name := range s.manifests {
-		if !names[name] {
+	for name, m := range s.manifests {
+		switch {
+		case before[name] != m:
+		case !names[name]:
 			delete(s.manifests, name)
+		case m.committed != committed[name]:
+			s.manifests[name] = m.withCommitted(committed[name])
 		}
 	}
 	for name, m := range read {
-		s.manifests[name] = m
-	}
-	for name, m := range s.manifests {
-		m.committed = committed[name]
-		if m.md != nil {
-			m.md.Committed = m.committed
+		if s.manifests[name] == before[name] {
+			s.manifests[name] = m.withCommitted(committed[name])
 		}
 	}
 	s.rebuildLocked()
 	return s.fenceLocked(), nil
+}
+
+// withCommitted returns a copy of m with its committed flag set to c.
+// Cached manifests are never changed in place: List, Latest and the
+// deletions read them without holding s.mu.
+func (m *manifest) withCommitted(c bool) *manifest {
+	cp := *m
+	cp.committed = c
+	if m.md != nil {
+		md := *m.md
+		md.Committed = c
+		cp.md = &md
+	}
+	return &cp
 }
 
 // fenceLocked returns (and records) the fence of a manifest of a higher
