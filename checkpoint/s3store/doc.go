@@ -95,7 +95,7 @@
 // # Retention and deletion
 //
 // The newest Options.Retained checkpoints (by id, intact manifests of any
-// epoch) are retained; savepoints are never removed by this package. The
+// epoch) are retained; savepoints are removed only by PruneSavepoints. The
 // references (which checkpoints name which shared object) are never
 // stored: they are rebuilt from the retained manifests when the Storage
 // opens and whenever a checkpoint completes, so a crash between a
@@ -121,7 +121,20 @@
 // copies (reading through the CRC32C check) every file it names into
 // data/savepoint-<id>/<token>/, writes manifest/savepoint-<id> naming the
 // copies, and then deletes the checkpoint's private originals. Removing
-// checkpoints never touches a savepoint.
+// checkpoints never touches a savepoint, and Adopt (so Claim) copies the
+// objects of a savepoint it adopts: no checkpoint names a savepoint's
+// objects.
+//
+// PruneSavepoints (checkpoint.SavepointPruner: the engine calls it after
+// each savepoint of a job with checkpoint.retain_savepoints, the processor's
+// savepoints prune on request) removes the oldest complete savepoints
+// beyond a bound: manifest first, then its committed marker, then the
+// objects it names under data/savepoint-<id>/. It never removes the job's
+// newest restore point, nor a savepoint an object of which any intact
+// manifest that stays names; a savepoint whose manifest is corrupt is
+// skipped with everything under its data/savepoint-<id>/, and so are
+// objects there without a manifest (left to Sweep and the collection of
+// orphans). A fenced Storage prunes nothing (ErrFenced).
 //
 // # Limits of this first slice
 //
