@@ -144,9 +144,10 @@ type Checkpoint struct {
 	// Retain is how many completed checkpoints are kept.
 	Retain int `mapstructure:"retain"`
 	// RetainSavepoints is how many savepoints are kept in the job's
-	// checkpoint directory: once a savepoint completed, the oldest beyond
-	// this many are removed, never the job's newest restore point (see
-	// dirstore.PruneSavepoints). 0 keeps every one, as Flink does.
+	// checkpoint storage (its directory, or its S3 prefix): once a
+	// savepoint completed, the oldest beyond this many are removed, never
+	// the job's newest restore point (see checkpoint.SavepointPruner). 0
+	// keeps every one, as Flink does.
 	//
 	// Default 10, not Flink's "forever": a Flink savepoint goes to a
 	// directory its user chose, a onceflow savepoint into the job's own

@@ -404,13 +404,6 @@ func engineOptions(ctx context.Context, cfg *config.Config, env Env, log *slog.L
 	if err != nil {
 		return engine.Options{}, err
 	}
-	retainSavepoints := ck.RetainSavepoints
-	if _, isS3 := storage.(fencedStop); isS3 && retainSavepoints > 0 {
-		// dirstore.PruneSavepoints removes savepoints from directories only.
-		log.Warn("checkpoint.retain_savepoints is not applied to S3 checkpoints yet: every savepoint stays in the bucket until removed there",
-			"retain_savepoints", retainSavepoints)
-		retainSavepoints = 0
-	}
 	var backend state.KeyedBackendFactory
 	switch cfg.State.Backend {
 	case "memory":
@@ -431,7 +424,7 @@ func engineOptions(ctx context.Context, cfg *config.Config, env Env, log *slog.L
 		Checkpoint: engine.CheckpointOptions{
 			Interval: ck.Interval, Mode: mode, Timeout: ck.Timeout, MinPause: ck.MinPause,
 			MaxConcurrent: ck.MaxConcurrent, TolerableFailures: ck.TolerableFailures,
-			DeleteOnCancel: ck.OnCancel == "delete", RetainSavepoints: retainSavepoints,
+			DeleteOnCancel: ck.OnCancel == "delete", RetainSavepoints: ck.RetainSavepoints,
 		},
 		Restart:               restart,
 		Storage:               storage,

@@ -158,6 +158,13 @@ func (f fencedStop) Sweep(ctx context.Context) ([]checkpoint.CheckpointInfo, err
 
 func (f fencedStop) DiscardAll() error { return final(f.Storage.DiscardAll()) }
 
+// PruneSavepoints forwards to the S3 storage's (checkpoint.SavepointPruner),
+// which the embedded interface would hide from the engine.
+func (f fencedStop) PruneSavepoints(ctx context.Context, opts checkpoint.PruneOptions) (checkpoint.PruneResult, error) {
+	res, err := checkpoint.PruneSavepoints(ctx, f.Storage, opts)
+	return res, final(err)
+}
+
 // claimGroup publishes the group's next checkpoint id under this
 // owner's epoch before anything of the group runs (s3store.Storage.Claim,
 // docs/distributed.md "Who runs a group"): a former owner still running
