@@ -251,9 +251,10 @@ func loadCheckpoint(ctx context.Context, path string) (*checkpoint.Metadata, err
 	return st.Load(ctx, abs)
 }
 
-// refuseS3 refuses an s3:// location in the commands that read checkpoint
-// directories only (savepoints prune, so far): a usage error (exit 2)
-// saying how to see the S3 checkpoints instead.
+// refuseS3 refuses an s3:// location where only a checkpoint directory
+// can be (the directory branches of the checkpoints and savepoints
+// commands): a usage error (exit 2) saying how to see the S3 checkpoints
+// instead.
 func refuseS3(arg string) error {
 	if !config.IsS3Dir(arg) {
 		return nil
@@ -277,6 +278,14 @@ type s3Flags struct {
 // 1, never writes anything: nothing here calls a method that writes).
 // The returned func closes the connection.
 func openS3Job(ctx context.Context, loc string, f s3Flags) (*s3store.Storage, func(), error) {
+	return openS3JobAt(ctx, loc, f, false)
+}
+
+// openS3JobAt is openS3Job; with owner it opens the Storage at the epoch
+// of the newest manifest (1 when there is none), as the job's current
+// owner writes, so that its deletions are not fenced by the manifests
+// already there. It never claims the job: a newer owner still fences it.
+func openS3JobAt(ctx context.Context, loc string, f s3Flags, owner bool) (*s3store.Storage, func(), error) {
 	d, _, err := config.ParseS3Dir(loc)
 	if err != nil {
 		return nil, nil, usagef("%v", err)
@@ -301,7 +310,12 @@ func openS3Job(ctx context.Context, loc string, f s3Flags) (*s3store.Storage, fu
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := s3store.New(ctx, store, s3store.Options{Prefix: prefix, Job: job, Epoch: 1})
+	opts := s3store.Options{Prefix: prefix, Job: job, Epoch: 1}
+	st, err := s3store.New(ctx, store, opts)
+	if err == nil && owner && st.NewestEpoch() > 1 {
+		opts.Epoch = st.NewestEpoch()
+		st, err = s3store.New(ctx, store, opts)
+	}
 	if err != nil {
 		_ = store.Close()
 		return nil, nil, fmt.Errorf("%s: %w", loc, err)

@@ -8,18 +8,6 @@ import (
 	"github.com/onceflow/onceflow/config"
 )
 
-func TestSavepointsPruneRefusesS3Locations(t *testing.T) {
-	const loc = "s3://bucket/prefix/job"
-	for _, args := range [][]string{
-		{"savepoints", "prune", "--keep", "1", loc},
-	} {
-		code, _, errOut := runCLI(args...)
-		if code != 2 || !strings.Contains(errOut, "checkpoints in S3 are not supported by this command yet") || !strings.Contains(errOut, loc) {
-			t.Errorf("%v: exit %d %q; want 2 and a refusal of the S3 location", args, code, errOut)
-		}
-	}
-}
-
 func TestCheckpointCommandsOnS3Refusals(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -37,6 +25,9 @@ func TestCheckpointCommandsOnS3Refusals(t *testing.T) {
 		{append([]string{"checkpoints", "list", "s3://bucket/prefix/job"}, keys...), 1, []string{closed, "bucket", "unreachable"}},
 		{append([]string{"checkpoints", "inspect", "s3://bucket/prefix/job/manifest/chk-3"}, keys...), 1, []string{closed, "unreachable"}},
 		{append([]string{"savepoints", "list", "s3://bucket/prefix/job"}, keys...), 1, []string{closed, "bucket", "unreachable"}},
+		{append([]string{"savepoints", "prune", "--keep", "1", "s3://bucket/prefix/job"}, keys...), 1, []string{closed, "bucket", "unreachable"}},
+		{append([]string{"savepoints", "prune", "--keep", "1", "--dry-run", "s3://bucket/prefix/job"}, keys...), 1, []string{closed, "bucket", "unreachable"}},
+		{[]string{"savepoints", "prune", "--keep", "1", "s3://bucket"}, 2, []string{"name the job"}},
 		{append([]string{"checkpoints", "inspect", "s3://bucket/prefix/job/chk-3"}, keys...), 2, []string{"name a checkpoint or savepoint: s3://<bucket>/<prefix>/<job.name>/manifest/"}},
 		{[]string{"checkpoints", "list", "s3://bucket/prefix/job", "--set", "checkpoint.s3.endpoint=ftp://x"}, 2, []string{"checkpoint.s3.endpoint", "ftp://x"}},
 	} {

@@ -19,8 +19,8 @@ import (
 )
 
 // newSavepointsCmd is processor savepoints list|prune: the savepoints a
-// job keeps in its checkpoint directory, and the operator's way to remove
-// old ones (a running job removes those beyond
+// job keeps in its checkpoint directory or S3 prefix, and the operator's
+// way to remove old ones (a running job removes those beyond
 // checkpoint.retain_savepoints itself, after each savepoint).
 func newSavepointsCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -74,9 +74,10 @@ each savepoint's metadata is read through a load, which verifies its files.`,
 	cmd.AddCommand(list)
 	var keep int
 	var dryRun bool
+	var pruneS3 s3Flags
 	prune := &cobra.Command{
 		Use:   "prune --keep N DIR",
-		Short: "Remove the oldest savepoints of a stopped job beyond the newest N",
+		Short: "Remove the oldest savepoints of a job beyond the newest N",
 		Long: `Remove the oldest complete savepoints of a job's checkpoint directory
 (<checkpoint.dir>/<job.name>) beyond the newest N (--keep, at least 1).
 Never removed: the job's newest restore point (found as a restore would
@@ -89,7 +90,15 @@ The job must not run: prune takes the job's lock (<checkpoint.dir>/<job>.lock)
 and refuses while a processor holds it. A running job removes the savepoints
 beyond checkpoint.retain_savepoints itself after each savepoint. To keep a
 savepoint for good, copy its directory out of the checkpoint directory
-first: it is self-contained, and run --from restores the copy.`,
+first: it is self-contained, and run --from restores the copy.
+
+DIR may be a job's S3 location, s3://<bucket>/<prefix>/<job.name> (a
+partition group's: .../<job.name>/pg-<g>), read with the checkpoint.s3 keys
+of --config, ONCEFLOW_CHECKPOINT_S3_* or --set. The same rules hold; each
+savepoint loses its manifest first, then its objects. There is no lock to
+take, and the job may run meanwhile: it only adds savepoints newer than
+those removed. prune works at the epoch of the job's newest checkpoint and
+refuses, removing nothing, once a newer owner took the job over (fenced).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("keep") {
@@ -98,19 +107,31 @@ first: it is self-contained, and run --from restores the copy.`,
 			if keep < 1 {
 				return usagef("savepoints prune: --keep %d: at least 1 savepoint must stay (the newest may be the job's restore point)", keep)
 			}
-			return pruneSavepoints(cmd, args[0], keep, dryRun)
+			return pruneSavepoints(cmd, args[0], keep, dryRun, pruneS3)
 		},
 	}
 	prune.Flags().IntVar(&keep, "keep", 0, "how many of the newest complete savepoints stay (at least 1)")
 	prune.Flags().BoolVar(&dryRun, "dry-run", false, "say what would be removed, remove nothing")
+	prune.Flags().StringVarP(&pruneS3.config, "config", "c", "", "the job's YAML configuration file, for the checkpoint.s3 keys of an s3:// location")
+	prune.Flags().StringArrayVar(&pruneS3.set, "set", nil, "set a configuration key for an s3:// location (key=value; repeatable)")
 	cmd.AddCommand(prune)
 	return cmd
 }
 
-// pruneSavepoints is savepoints prune on the job directory dir.
-func pruneSavepoints(cmd *cobra.Command, dir string, keep int, dryRun bool) error {
-	if err := refuseS3(dir); err != nil {
-		return err
+// pruneSavepoints is savepoints prune on the job directory or S3
+// location dir.
+func pruneSavepoints(cmd *cobra.Command, dir string, keep int, dryRun bool, s3f s3Flags) error {
+	opts := checkpoint.PruneOptions{Keep: keep, Verify: true, DryRun: dryRun}
+	if config.IsS3Dir(dir) {
+		// A dry run reads only; a prune deletes as the job's current
+		// owner (its newest epoch), fenced if a newer one comes.
+		st, closeStore, err := openS3JobAt(cmd.Context(), dir, s3f, !dryRun)
+		if err != nil {
+			return err
+		}
+		defer closeStore()
+		res, err := st.PruneSavepoints(cmd.Context(), opts)
+		return printPrune(cmd, res, err, keep, dryRun)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -135,7 +156,13 @@ func pruneSavepoints(cmd *cobra.Command, dir string, keep int, dryRun bool) erro
 	if err != nil {
 		return err
 	}
-	res, err := checkpoint.PruneSavepoints(cmd.Context(), st, checkpoint.PruneOptions{Keep: keep, Verify: true, DryRun: dryRun})
+	res, err := checkpoint.PruneSavepoints(cmd.Context(), st, opts)
+	return printPrune(cmd, res, err, keep, dryRun)
+}
+
+// printPrune prints what a prune removed (or, dryRun, would remove), kept
+// beyond --keep and left alone, then returns err or a summary.
+func printPrune(cmd *cobra.Command, res checkpoint.PruneResult, err error, keep int, dryRun bool) error {
 	out := cmd.OutOrStdout()
 	verb := "removed"
 	if dryRun {
@@ -238,20 +265,7 @@ func s3Savepoints(ctx context.Context, st *s3store.Storage) ([]checkpoint.Savepo
 				}
 				sp.Damaged, sp.Err, sp.RestorePoint = true, err, false
 			} else {
-				sp.Taken, sp.Committed = md.Timestamp, md.Committed
-				for _, op := range md.Operators {
-					for _, sub := range op.Subtasks {
-						for _, h := range []*checkpoint.Handle{sub.Keyed, sub.Operator} {
-							if h == nil {
-								continue
-							}
-							sp.Bytes += int64(len(h.Inline))
-							for _, f := range h.Files {
-								sp.Bytes += f.Size
-							}
-						}
-					}
-				}
+				sp.Taken, sp.Committed, sp.Bytes = md.Timestamp, md.Committed, md.StateBytes()
 			}
 		}
 		out = append(out, sp)
