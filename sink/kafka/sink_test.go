@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -404,7 +405,36 @@ func TestNewWriterOfACommittedSavepointCommitsNothingAgain(t *testing.T) {
 	if err := w2.NotifyCheckpointComplete(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
+	// The commit runs on the writer's own goroutine: read once it is done.
+	if err := w2.(engine.Drainer).Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if got := committedValues(t, ctx, client); !slices.Equal(got, []string{"after the stop", "before the stop"}) {
-		t.Fatalf("read_committed saw %v", got)
+		t.Fatalf("read_committed saw %v; the log holds:\n%s", got, dumpLog(t, ctx, client))
+	}
+}
+
+// dumpLog prints every record and marker of the test topic, for failure
+// messages.
+func dumpLog(t *testing.T, ctx context.Context, client []kgo.Opt) string {
+	t.Helper()
+	cl, err := kgo.NewClient(append(slices.Clone(client), kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadUncommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())...)
+	if err != nil {
+		return err.Error()
+	}
+	defer cl.Close()
+	var b strings.Builder
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for {
+		fs := cl.PollFetches(pctx)
+		if pctx.Err() != nil {
+			return b.String()
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			fmt.Fprintf(&b, "p%d@%d pid=%d epoch=%d control=%t txn=%t key=%x value=%q\n", r.Partition, r.Offset, r.ProducerID, r.ProducerEpoch,
+				r.Attrs.IsControl(), r.Attrs.IsTransactional(), r.Key, r.Value)
+		})
 	}
 }
