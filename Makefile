@@ -5,7 +5,7 @@ KAFKALOCAL = $(GO) run ./integration/cmd/kafkalocal
 S3LOCAL    = $(GO) run ./integration/cmd/s3local
 BROKER_ADDR_FILE ?= /tmp/onceflow-broker.addr
 
-.PHONY: all deps fmt vet build test test-short bench bench-go bench-compare bench-quick demo broker broker3 broker-stop s3 clean
+.PHONY: all deps fmt vet build test test-short bench bench-go bench-compare bench-quick bench-distributed demo broker broker3 broker-stop s3 clean
 
 all: vet build test
 
@@ -51,6 +51,12 @@ bench-compare: deps
 # The comparison on a small input (a few minutes), into bench/results/quick/.
 bench-quick: deps
 	$(GO) run ./bench/cmd/compare -quick $(BENCH_FLAGS)
+
+# Distributed mode (issue 16): 1, 2 and 3 instances of one job.mode
+# distributed job against single mode, with a local S3 server, medians of
+# 3 runs, into bench/results/distributed/ (BENCH_FLAGS=-quick: smaller).
+bench-distributed: deps
+	$(GO) run ./bench/cmd/compare -distributed $(BENCH_FLAGS)
 
 # A local single-node broker until Ctrl-C (or make broker-stop).
 broker:

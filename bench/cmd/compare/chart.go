@@ -23,6 +23,11 @@ var palette = map[string]color.RGBA{
 	"kstreams":  {255, 127, 14, 255},
 	"flink":     {148, 103, 189, 255},
 	"onceflow":  {214, 39, 40, 255},
+	// The distributed contenders, when chosen with -contenders.
+	"onceflow-s3":    {227, 119, 194, 255},
+	"onceflow-dist1": {44, 160, 44, 255},
+	"onceflow-dist2": {140, 86, 75, 255},
+	"onceflow-dist3": {23, 190, 207, 255},
 }
 
 type canvas struct{ img *image.RGBA }

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/onceflow/onceflow/integration/s3server"
 )
 
 // contender is one program under test.
@@ -40,7 +42,19 @@ type contender struct {
 	// scrape, if set, reads the contender's own figures (onceflow's
 	// checkpoint durations) while it runs.
 	scrape func(s spec) (*ckStats, error)
+	// instances is how many processes one run of it starts (0 is 1): the
+	// instances of one distributed job, each with its own state.dir and
+	// HTTP port, started together, stopped together, their CPU time
+	// summed.
+	instances int
+	// distributed: job.mode distributed (its instances share the
+	// partition groups of one job); s3: its checkpoints go to the run's S3
+	// server. Distributed implies s3.
+	distributed, s3 bool
 }
+
+// count is the number of processes of one run.
+func (c *contender) count() int { return max(1, c.instances) }
 
 // spec is one run of a contender.
 type spec struct {
@@ -50,7 +64,23 @@ type spec struct {
 	ID       string // consumer group, application id, transactional id prefix
 	Interval time.Duration
 	Dir      string // state, checkpoints, logs
-	HTTPPort int
+	HTTPPort int    // this instance's
+	// Ports are the HTTP ports of every instance (one per process of the
+	// contender); Instance is this process's index in them.
+	Ports    []int
+	Instance int
+	// S3 is the run's S3 server (nil when none was started).
+	S3 *s3server.Endpoint
+}
+
+// newSpec is a spec with a free HTTP port for each of c's instances.
+func newSpec(c *contender, s spec) spec {
+	s.Ports = make([]int, c.count())
+	for i := range s.Ports {
+		s.Ports[i] = freePort()
+	}
+	s.HTTPPort = s.Ports[0]
+	return s
 }
 
 var contenders = []*contender{
@@ -87,9 +117,37 @@ var contenders = []*contender{
 		jobs:         map[string]bool{"copy": true, "wordcount": true},
 		usesInterval: true, restartable: true,
 		build:   buildOnceflow,
-		command: onceflowCmd,
+		command: onceflowCmd(false, false),
 		scrape:  onceflowScrape,
 	},
+	// The distributed measurements (-distributed, issue 16): single mode
+	// with its checkpoints in S3 (what distributed mode costs beyond the
+	// storage), and 1, 2 and 3 instances of one job.mode distributed job.
+	{
+		name: "onceflow-s3", label: "onceflow processor run, checkpoints in S3",
+		jobs:         map[string]bool{"copy": true, "wordcount": true},
+		usesInterval: true, restartable: true, s3: true,
+		build:   buildOnceflow,
+		command: onceflowCmd(true, false),
+		scrape:  onceflowScrape,
+	},
+	distContender(1),
+	distContender(2),
+	distContender(3),
+}
+
+// distContender is n instances of one distributed onceflow job.
+func distContender(n int) *contender {
+	return &contender{
+		name: fmt.Sprintf("onceflow-dist%d", n), label: fmt.Sprintf("onceflow job.mode distributed, %d instance%s", n, map[bool]string{true: "s", false: ""}[n > 1]),
+		jobs:         map[string]bool{"copy": true, "wordcount": true},
+		usesInterval: true, instances: n, distributed: true, s3: true,
+		// Recovery of a distributed job is a group moving to another
+		// instance (the integration tests time it), not a restart.
+		restartable: false,
+		build:       buildOnceflow,
+		command:     onceflowCmd(true, true),
+	}
 }
 
 func findContender(name string) *contender {
@@ -264,28 +322,73 @@ func buildOnceflow(ctx context.Context, o *options) error {
 	return nil
 }
 
-func onceflowCmd(o *options, s spec) (*exec.Cmd, error) {
+// distGroups is G of the distributed contenders: one partition group per
+// input partition (issue 16: 8 input partitions, G = 8).
+const distGroups = 8
+
+// onceflowCmd writes the configuration of one onceflow process and returns
+// its command. Distributed contenders run job.mode distributed with G =
+// distGroups and parallelism 1 (a group reads one partition: a second
+// source subtask would idle), each instance with a state.dir of its own;
+// they and onceflow-s3 keep their checkpoints under s3://<bucket>/<id>
+// on the run's S3 server, signed in through the environment.
+func onceflowCmd(useS3, distributed bool) func(o *options, s spec) (*exec.Cmd, error) {
+	return func(o *options, s spec) (*exec.Cmd, error) {
+		return onceflowProcess(o, s, useS3, distributed)
+	}
+}
+
+func onceflowProcess(o *options, s spec, useS3, distributed bool) (*exec.Cmd, error) {
 	backend := "memory"
 	if s.Job == "wordcount" {
 		backend = "pebble"
 	}
+	par, mode, ckDir, s3cfg := o.parallelism, "single", filepath.Join(s.Dir, "checkpoints"), ""
+	var env []string
+	if useS3 || distributed {
+		if s.S3 == nil {
+			return nil, errors.New("checkpoints in S3 need the run's S3 server, and none was started")
+		}
+		ckDir = "s3://" + s.S3.Bucket + "/" + s.ID
+		s3cfg = fmt.Sprintf(", s3: {endpoint: %q, region: %q, path_style: true}", s.S3.URL, s.S3.Region)
+		env = []string{"ONCEFLOW_CHECKPOINT_S3_ACCESS_KEY_ID=" + s.S3.AccessKeyID,
+			"ONCEFLOW_CHECKPOINT_S3_SECRET_ACCESS_KEY=" + s.S3.SecretAccessKey}
+	}
+	groups := ""
+	if distributed {
+		par, mode = 1, "distributed"
+		groups = fmt.Sprintf(", partition_groups: %d", distGroups)
+	}
 	cfg := fmt.Sprintf(`# written by bench/cmd/compare
-job: {name: %q, type: %s, parallelism: %d}
+job: {name: %q, type: %s, parallelism: %d, mode: %s%s}
 kafka: {brokers: [%s]}
 source: {topic: %q, start: earliest}
 sink: {topic: %q, delivery: exactly_once, transactional_id_prefix: %q}
-checkpoint: {interval: %s, dir: %q}
+checkpoint: {interval: %s, dir: %q%s}
 state: {backend: %s, dir: %q}
 restart: {strategy: none}
 http: {listen: "127.0.0.1:%d"}
 log: {level: %s}
-`, s.ID, s.Job, o.parallelism, quoteList(s.Brokers), s.In, s.Out, s.ID, s.Interval, filepath.Join(s.Dir, "checkpoints"),
-		backend, filepath.Join(s.Dir, "state"), s.HTTPPort, o.onceflowLog)
-	path := filepath.Join(s.Dir, "onceflow.yaml")
+`, s.ID, s.Job, par, mode, groups, quoteList(s.Brokers), s.In, s.Out, s.ID, s.Interval, ckDir, s3cfg,
+		backend, filepath.Join(s.Dir, instanceName("state", s)), s.HTTPPort, o.onceflowLog)
+	path := filepath.Join(s.Dir, instanceName("onceflow", s)+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	return exec.Command(o.onceflowBin, "run", "--config", path), nil
+	cmd := exec.Command(o.onceflowBin, "run", "--config", path)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	return cmd, nil
+}
+
+// instanceName is base for a one-process contender, base-<i> for
+// instance i of several.
+func instanceName(base string, s spec) string {
+	if len(s.Ports) <= 1 {
+		return base
+	}
+	return fmt.Sprintf("%s-%d", base, s.Instance)
 }
 
 func quoteList(ss []string) string {
@@ -378,84 +481,154 @@ func freePort() int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// proc is a running contender process.
+// proc is a running contender: one process, or the instances of a
+// multi-process contender, started together and stopped together.
 type proc struct {
+	kids []*child
+}
+
+// child is one process of a contender.
+type child struct {
 	cmd  *exec.Cmd
 	log  string
 	done chan struct{}
 	err  error
 }
 
+// startProc starts every process of c (c.count(); instance i gets
+// s.Ports[i] and logs to <tag>-<i>.log when there are several). The
+// commands are all made first and then started in a row, so that the
+// instances of a distributed job join its consumer group together. If one
+// fails to start, those started are killed.
 func startProc(o *options, c *contender, s spec, tag string) (*proc, error) {
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	cmd, err := c.command(o, s)
-	if err != nil {
-		return nil, err
+	if len(s.Ports) != c.count() {
+		s = newSpec(c, s)
 	}
-	logPath := filepath.Join(s.Dir, tag+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
+	var cmds []*exec.Cmd
+	var logs []string
+	for i := range c.count() {
+		si := s
+		si.Instance, si.HTTPPort = i, s.Ports[i]
+		cmd, err := c.command(o, si)
+		if err != nil {
+			return nil, err
+		}
+		logPath := filepath.Join(s.Dir, instanceName(tag, si)+".log")
+		f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		fmt.Fprintf(f, "# %s\n", strings.Join(cmd.Args, " "))
+		cmd.Stdout, cmd.Stderr = f, f
+		cmd.Dir = s.Dir
+		// Own process group, and killed if the harness dies: a crashed
+		// harness never leaves a contender behind.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		cmds, logs = append(cmds, cmd), append(logs, logPath)
 	}
-	defer f.Close()
-	fmt.Fprintf(f, "# %s\n", strings.Join(cmd.Args, " "))
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Dir = s.Dir
-	// Own process group, and killed if the harness dies: a crashed
-	// harness never leaves a contender behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", c.name, err)
+	p := &proc{}
+	for i, cmd := range cmds {
+		if err := cmd.Start(); err != nil {
+			p.kill()
+			return nil, fmt.Errorf("starting %s (process %d of %d): %w", c.name, i+1, len(cmds), err)
+		}
+		k := &child{cmd: cmd, log: logs[i], done: make(chan struct{})}
+		go func() {
+			k.err = cmd.Wait()
+			close(k.done)
+		}()
+		p.kids = append(p.kids, k)
 	}
-	p := &proc{cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 	return p, nil
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+// pid is the first process's.
+func (p *proc) pid() int { return p.kids[0].pid() }
 
-func (p *proc) exited() bool {
+// pids are every process's.
+func (p *proc) pids() []int {
+	out := make([]int, len(p.kids))
+	for i, k := range p.kids {
+		out[i] = k.pid()
+	}
+	return out
+}
+
+func (k *child) pid() int { return k.cmd.Process.Pid }
+
+func (k *child) exited() bool {
 	select {
-	case <-p.done:
+	case <-k.done:
 		return true
 	default:
 		return false
 	}
 }
 
-// kill is SIGKILL to the whole process group, waiting until it is gone.
+// exited reports whether any of the processes exited.
+func (p *proc) exited() bool {
+	for _, k := range p.kids {
+		if k.exited() {
+			return true
+		}
+	}
+	return false
+}
+
+// kill is SIGKILL to every process group, waiting until they are gone.
 func (p *proc) kill() {
-	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
+	for _, k := range p.kids {
+		_ = syscall.Kill(-k.pid(), syscall.SIGKILL)
+	}
+	for _, k := range p.kids {
+		select {
+		case <-k.done:
+		case <-time.After(30 * time.Second):
+		}
 	}
 }
 
-// stop asks the process to stop (SIGTERM), and kills it after grace.
+// stop asks every process to stop (SIGTERM, all at once), and kills those
+// still running after grace.
 func (p *proc) stop(grace time.Duration) {
-	if p.exited() {
-		return
+	for _, k := range p.kids {
+		if !k.exited() {
+			_ = syscall.Kill(-k.pid(), syscall.SIGTERM)
+		}
 	}
-	_ = syscall.Kill(-p.pid(), syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		p.kill()
+	deadline := time.After(grace)
+	for _, k := range p.kids {
+		select {
+		case <-k.done:
+		case <-deadline:
+			p.kill()
+			return
+		}
 	}
 }
 
-// failure describes an exited process: its last log line first (the
-// report keeps the first line of an error), then the tail of its log.
+// failure describes the first process that exited: its last log line
+// first (the report keeps the first line of an error), then the tail of
+// its log.
 func (p *proc) failure() error {
-	b, _ := os.ReadFile(p.log)
+	k := p.kids[0]
+	for _, x := range p.kids {
+		if x.exited() {
+			k = x
+			break
+		}
+	}
+	b, _ := os.ReadFile(k.log)
 	last := strings.TrimSpace(tailLines(string(b), 1))
-	return fmt.Errorf("the contender exited (%v): %s\n%s ends with:\n%s", p.err, last, p.log, tailLines(string(b), 15))
+	which := ""
+	if len(p.kids) > 1 {
+		which = fmt.Sprintf(" (one of %d instances)", len(p.kids))
+	}
+	return fmt.Errorf("the contender exited%s (%v): %s\n%s ends with:\n%s", which, k.err, last, k.log, tailLines(string(b), 15))
 }
 
 func tailLines(s string, n int) string {
@@ -464,4 +637,43 @@ func tailLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// distGroupsSeen is what the instances of a distributed contender say of
+// their partition groups at the end of a backlog run.
+type distGroupsSeen struct {
+	// assignment is the number of groups each instance owns, e.g. "3+3+2".
+	assignment string
+	// revocations count the rebalances in which an instance gave groups
+	// back or lost them, summed over the instances: 0 when every instance
+	// joined the first generation and kept its groups.
+	revocations int64
+}
+
+// distScrape reads /api/v1/job of every instance of s.
+func distScrape(s spec) (distGroupsSeen, error) {
+	var seen distGroupsSeen
+	var owned []string
+	for _, port := range s.Ports {
+		resp, err := httpClient().Get(fmt.Sprintf("http://127.0.0.1:%d/api/v1/job", port))
+		if err != nil {
+			return seen, err
+		}
+		var body struct {
+			Groups     []json.RawMessage `json:"groups"`
+			Rebalances struct {
+				Revoked int64 `json:"revoked"`
+				Lost    int64 `json:"lost"`
+			} `json:"rebalances"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil {
+			return seen, fmt.Errorf("127.0.0.1:%d/api/v1/job: %w", port, err)
+		}
+		owned = append(owned, strconv.Itoa(len(body.Groups)))
+		seen.revocations += body.Rebalances.Revoked + body.Rebalances.Lost
+	}
+	seen.assignment = strings.Join(owned, "+")
+	return seen, nil
 }

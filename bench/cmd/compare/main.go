@@ -24,6 +24,17 @@
 //
 // Results go to bench/results/ (results.md, results.json, chart.png), with
 // ratios onceflow/limit and onceflow/peer computed from the same run.
+//
+// With -distributed (make bench-distributed) it measures issue 16's
+// distributed mode instead, into bench/results/distributed/: onceflow in
+// single mode (the baseline; with file and with S3 checkpoints) and 1, 2
+// and 3 instances of one job.mode distributed job (G = 8 partition
+// groups), on the copy and the word count (which distributed mode runs as
+// two stages joined by a repartition topic). It starts a local S3 server
+// (versitygw, integration/s3server) for the run, with a bucket of the
+// run's own, and repeats every measurement -runs times (3 by default),
+// interleaved, reporting medians: throughput, CPU seconds per million
+// records summed over the instances, p50/p99 latency, peak RSS.
 package main
 
 import (
@@ -40,6 +51,7 @@ import (
 	"time"
 
 	"github.com/onceflow/onceflow/integration/broker"
+	"github.com/onceflow/onceflow/integration/s3server"
 )
 
 // options are the harness's settings.
@@ -70,7 +82,23 @@ type options struct {
 	onceflowLog  string
 	profile      string
 	loadBefore   string
+	loadAfter    string
+	// distributed: the distributed measurements (-distributed).
+	distributed bool
+	// runs is how many times every measurement is made (medians).
+	runs int
+	// s3 is the run's S3 server, started when a contender needs it.
+	s3 *s3server.Endpoint
+	// infraPIDs are the broker's and the S3 server's processes (children
+	// of the harness), whose CPU time each backlog run also records;
+	// infraNames their command names.
+	infraPIDs  []int
+	infraNames []string
 }
+
+// distributedContenders are the contenders of -distributed: the baseline
+// first.
+const distributedContenders = "onceflow,onceflow-s3,onceflow-dist1,onceflow-dist2,onceflow-dist3"
 
 func main() {
 	if err := run(); err != nil {
@@ -104,8 +132,43 @@ func run() error {
 	flag.StringVar(&o.profile, "profile", "", "record a CPU profile of this contender's backlog runs with perf (cpu-clock), into the results folder")
 	flag.StringVar(&o.onceflowLog, "processor-log", "warn", "onceflow's log level (info logs slow commits; with -keep the logs stay in the work dir)")
 	flag.StringVar(&o.onceflowBin, "processor", "", "onceflow processor binary (default: built from ./cmd/processor)")
+	flag.BoolVar(&o.distributed, "distributed", false, "the distributed measurements instead (issue 16): contenders "+distributedContenders+
+		", interval 1s, 3 runs, no recovery unless these flags say otherwise; an S3 server for the run; results to bench/results/distributed")
+	flag.IntVar(&o.runs, "runs", 0, "measure every contender, workload and interval this many times, interleaved, and report medians (default 1; 3 with -distributed)")
+	renderDir := flag.String("render", "", "measure nothing: write results.md (and chart.png) of this results folder again from its results.json")
 	flag.Parse()
-
+	if *renderDir != "" {
+		return render(*renderDir)
+	}
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.distributed {
+		// One checkpoint interval, several runs; recovery of a distributed
+		// job is a group moving (the integration tests time it). Quick
+		// inputs are larger than -quick's own: the copy's 200,000 records
+		// take less than one 1 s checkpoint in single mode.
+		if !set["contenders"] {
+			contenders = distributedContenders
+		}
+		if !set["intervals"] {
+			intervals = "1s"
+		}
+		if !set["recovery"] {
+			o.recovery = false
+		}
+		if o.runs == 0 {
+			o.runs = 3
+		}
+		if o.copyRecords == 0 && o.quick {
+			o.copyRecords = 1_000_000
+		}
+		if o.wcLines == 0 && o.quick {
+			o.wcLines = 100_000
+		}
+	}
+	if o.runs <= 0 {
+		o.runs = 1
+	}
 	if o.copyRecords == 0 {
 		o.copyRecords = pick(o.quick, 200_000, 5_000_000)
 	}
@@ -141,7 +204,10 @@ func run() error {
 	}
 	if o.resultsDir == "" {
 		o.resultsDir = "bench/results"
-		if o.quick {
+		switch {
+		case o.distributed:
+			o.resultsDir = "bench/results/distributed"
+		case o.quick:
 			o.resultsDir = "bench/results/quick"
 		}
 	}
@@ -190,7 +256,11 @@ func run() error {
 		o.brokers = strings.Split(env, ",")
 		logf("using the cluster at %s", env)
 	} else {
-		c, err := broker.Start(ctx, broker.Options{Logf: logf, ServerJVM: broker.ProductionJVM, Props: benchBrokerProps})
+		props := benchBrokerProps
+		if o.distributed {
+			props = append(slices.Clone(props), distributedBrokerProps...)
+		}
+		c, err := broker.Start(ctx, broker.Options{Logf: logf, ServerJVM: broker.ProductionJVM, Props: props})
 		if err != nil {
 			return err
 		}
@@ -209,6 +279,23 @@ func run() error {
 	defer k.close()
 	runID := fmt.Sprintf("b%d", time.Now().Unix()%1_000_000)
 
+	if slices.ContainsFunc(o.contenders, func(n string) bool { return findContender(n).s3 }) {
+		srv, err := s3server.Start(ctx, s3server.Options{Bucket: "onceflow-bench-" + runID, Logf: logf})
+		if err != nil {
+			return fmt.Errorf("starting the S3 server: %w", err)
+		}
+		defer func() {
+			if err := srv.Stop(); err != nil {
+				logf("stopping the S3 server: %v", err)
+			}
+		}()
+		ep := srv.Endpoint()
+		o.s3 = &ep
+		logf("S3 server: %s", ep)
+	}
+	o.infraPIDs, o.infraNames = infraProcs()
+	logf("broker and S3 server processes (their CPU time is recorded too): %v %v", o.infraNames, o.infraPIDs)
+
 	inputs := map[string]*input{}
 	for _, w := range o.workloads {
 		t := time.Now()
@@ -224,37 +311,49 @@ func run() error {
 		warmUp(ctx, k, &o, built, inputs["copy"], runID)
 	}
 
+	// Every run measures every contender once, so that several runs
+	// spread the machine's changing load over all of them, and each run
+	// starts one contender further on, so that a load that rises or falls
+	// during a run does not favour the same contender every time.
 	var results []*result
 	seq := 0
-	for _, w := range o.workloads {
-		for _, name := range o.contenders {
-			c := findContender(name)
-			if !c.jobs[w] {
-				continue
-			}
-			ivs := o.intervals
-			if !c.usesInterval {
-				ivs = []time.Duration{0}
-			}
-			for _, iv := range ivs {
-				if ctx.Err() != nil {
-					break
-				}
-				seq++
-				r := &result{Contender: name, Workload: w, IntervalMS: iv.Milliseconds(), RecoveryS: -1}
-				results = append(results, r)
-				if err := built[name]; err != nil {
-					r.Err = "build: " + firstLine(err.Error())
+	for run := 1; run <= o.runs; run++ {
+		shift := (run - 1) % len(o.contenders)
+		order := append(slices.Clone(o.contenders[shift:]), o.contenders[:shift]...)
+		for _, w := range o.workloads {
+			for _, name := range order {
+				c := findContender(name)
+				if !c.jobs[w] {
 					continue
 				}
-				id := fmt.Sprintf("%s-%d-%s-%s", runID, seq, name, w)
-				logf("=== %s %s interval %s", name, w, ivName(iv))
-				t := time.Now()
-				runOne(ctx, k, &o, c, inputs[w], id, iv, r)
-				logf("%s %s %s: %s (%s)", name, w, ivName(iv), r.summary(), time.Since(t).Round(time.Second))
+				ivs := o.intervals
+				if !c.usesInterval {
+					ivs = []time.Duration{0}
+				}
+				for _, iv := range ivs {
+					if ctx.Err() != nil {
+						break
+					}
+					seq++
+					r := &result{Contender: name, Workload: w, IntervalMS: iv.Milliseconds(), RecoveryS: -1}
+					if o.runs > 1 {
+						r.Run = run
+					}
+					results = append(results, r)
+					if err := built[name]; err != nil {
+						r.Err = "build: " + firstLine(err.Error())
+						continue
+					}
+					id := fmt.Sprintf("%s-%d-%s-%s", runID, seq, name, w)
+					logf("=== %s %s interval %s%s", name, w, ivName(iv), runName(run, o.runs))
+					t := time.Now()
+					runOne(ctx, k, &o, c, inputs[w], id, iv, r)
+					logf("%s %s %s%s: %s (%s)", name, w, ivName(iv), runName(run, o.runs), r.summary(), time.Since(t).Round(time.Second))
+				}
 			}
 		}
 	}
+	o.loadAfter = loadAvg()
 	interrupted := ctx.Err()
 	if interrupted != nil {
 		// Keep what was measured; the unfinished run is marked.
@@ -271,11 +370,14 @@ func run() error {
 		Brokers:    strings.Join(o.brokers, ","),
 		Machine:    machine(),
 		Inputs:     inputs,
-		Results:    results,
+		Results:    medians(results),
 		Intervals:  o.intervals,
 		Options:    &o,
 		Workloads:  o.workloads,
 		Contenders: o.contenders,
+	}
+	if o.runs > 1 {
+		rep.Runs = results
 	}
 	if err := rep.write(o.resultsDir); err != nil {
 		return err
@@ -343,6 +445,21 @@ func warmUp(ctx context.Context, k *kafka, o *options, built map[string]error, i
 // files after 1 s instead of 60 s, so that the topics of one measurement
 // are gone before the next starts rather than removed in its middle.
 var benchBrokerProps = []string{"num.io.threads=8", "num.network.threads=3", "file.delete.delay.ms=1000"}
+
+// distributedBrokerProps: with -distributed the coordinator waits 3 s
+// (Kafka's default; the test broker's is 0) before the first generation
+// of an empty consumer group, so that the instances of a distributed
+// contender, started together, all get their groups in it, instead of
+// the first taking all 8 and handing them over as the others join, in the
+// middle of the measurement.
+var distributedBrokerProps = []string{"group.initial.rebalance.delay.ms=3000"}
+
+func runName(run, runs int) string {
+	if runs <= 1 {
+		return ""
+	}
+	return fmt.Sprintf(" (run %d of %d)", run, runs)
+}
 
 func pick(quick bool, small, full int) int {
 	if quick {

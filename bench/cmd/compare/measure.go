@@ -291,19 +291,23 @@ func (r *outputReader) commitCadence(from, to time.Time) (time.Duration, bool) {
 	return deltas[len(deltas)/2], true
 }
 
-// rssSampler follows a process's resident memory in /proc.
+// rssSampler follows the resident memory of a contender's processes in
+// /proc. With several processes (the instances of a distributed job) the
+// figures are per process, the largest of them, and peakSum is the sum of
+// their peaks.
 type rssSampler struct {
-	pid  int
+	pids []int
 	stop chan struct{}
 	done chan struct{}
 
 	mu      sync.Mutex
-	current float64 // MiB
-	peak    float64 // MiB, VmHWM
+	current map[int]float64 // MiB
+	peak    map[int]float64 // MiB, VmHWM
 }
 
-func sampleRSS(pid int) *rssSampler {
-	s := &rssSampler{pid: pid, stop: make(chan struct{}), done: make(chan struct{})}
+func sampleRSS(pids ...int) *rssSampler {
+	s := &rssSampler{pids: pids, stop: make(chan struct{}), done: make(chan struct{}),
+		current: map[int]float64{}, peak: map[int]float64{}}
 	go func() {
 		defer close(s.done)
 		t := time.NewTicker(200 * time.Millisecond)
@@ -321,7 +325,13 @@ func sampleRSS(pid int) *rssSampler {
 }
 
 func (s *rssSampler) read() {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", s.pid))
+	for _, pid := range s.pids {
+		s.readPID(pid)
+	}
+}
+
+func (s *rssSampler) readPID(pid int) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return
 	}
@@ -343,25 +353,199 @@ func (s *rssSampler) read() {
 			}
 			s.mu.Lock()
 			if field == "VmRSS:" {
-				s.current = kb / 1024
-			} else if kb/1024 > s.peak {
-				s.peak = kb / 1024
+				s.current[pid] = kb / 1024
+			} else if kb/1024 > s.peak[pid] {
+				s.peak[pid] = kb / 1024
 			}
 			s.mu.Unlock()
 		}
 	}
 }
 
+// now reads again and returns the largest current RSS and the largest
+// peak of one process.
 func (s *rssSampler) now() (current, peak float64) {
 	s.read()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.current, s.peak
+	for _, v := range s.current {
+		current = max(current, v)
+	}
+	for _, v := range s.peak {
+		peak = max(peak, v)
+	}
+	return current, peak
+}
+
+// peakSum is the sum of the processes' peaks.
+func (s *rssSampler) peakSum() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sum := 0.0
+	for _, v := range s.peak {
+		sum += v
+	}
+	return sum
 }
 
 func (s *rssSampler) close() {
 	close(s.stop)
 	<-s.done
+}
+
+// clockTicks is the unit of /proc/<pid>/stat's times (USER_HZ), from
+// getconf; 100, Linux's value on every common architecture, if that fails.
+var clockTicks = sync.OnceValue(func() float64 {
+	out, err := exec.Command("getconf", "CLK_TCK").Output()
+	if err != nil {
+		return 100
+	}
+	n, err := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
+	if err != nil || n <= 0 {
+		return 100
+	}
+	return n
+})
+
+// cpuSeconds is the user plus system CPU time the processes have used so
+// far (utime + stime of /proc/<pid>/stat); a process that is gone counts
+// 0.
+func cpuSeconds(pids []int) float64 {
+	total := 0.0
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// The command name (field 2) may hold spaces: count from its ')'.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		u, err1 := strconv.ParseFloat(f[11], 64)
+		st, err2 := strconv.ParseFloat(f[12], 64)
+		if err1 == nil && err2 == nil {
+			total += (u + st) / clockTicks()
+		}
+	}
+	return total
+}
+
+// cpuSample is the CPU seconds of a contender's processes (cpu) and of
+// the broker and S3 server (infra) at a time.
+type cpuSample struct {
+	at         time.Time
+	cpu, infra float64
+}
+
+// firstWritten is when the contender first wrote a record to any of its
+// topics (those named prefix-…: the output, a repartition topic): the
+// earliest producer timestamp of the first record of each of their
+// partitions, read uncommitted, so records of transactions not yet
+// committed (or aborted) count. Timestamps outside [from, to] (a contender
+// that copies the input's timestamps) are refused.
+func (k *kafka) firstWritten(ctx context.Context, prefix string, from, to time.Time) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tds, err := k.adm.ListTopics(ctx)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("first write: listing topics: %w", err)
+	}
+	var names []string
+	for _, n := range tds.Names() {
+		if strings.HasPrefix(n, prefix+"-") {
+			names = append(names, n)
+		}
+	}
+	starts, err := k.adm.ListStartOffsets(ctx, names...)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("first write: start offsets of %v: %w", names, err)
+	}
+	ends, err := k.adm.ListEndOffsets(ctx, names...)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("first write: end offsets of %v: %w", names, err)
+	}
+	want := map[string]map[int32]kgo.Offset{}
+	n := 0
+	starts.Each(func(o kadm.ListedOffset) {
+		if e, ok := ends.Lookup(o.Topic, o.Partition); o.Err == nil && ok && e.Err == nil && e.Offset > o.Offset {
+			if want[o.Topic] == nil {
+				want[o.Topic] = map[int32]kgo.Offset{}
+			}
+			want[o.Topic][o.Partition] = kgo.NewOffset().At(o.Offset)
+			n++
+		}
+	})
+	if n == 0 {
+		return time.Time{}, fmt.Errorf("first write: no records in %v", names)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.brokers...), kgo.ConsumePartitions(want),
+		kgo.FetchIsolationLevel(kgo.ReadUncommitted()), kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer cl.Close()
+	seen := map[string]bool{}
+	var first time.Time
+	for len(seen) < n {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return time.Time{}, fmt.Errorf("first write: the first record of %d of %d partitions of %v not read within 30 s", n-len(seen), n, names)
+		}
+		fs.EachRecord(func(rec *kgo.Record) {
+			key := fmt.Sprintf("%s/%d", rec.Topic, rec.Partition)
+			if seen[key] {
+				return
+			}
+			seen[key] = true
+			if first.IsZero() || rec.Timestamp.Before(first) {
+				first = rec.Timestamp
+			}
+		})
+	}
+	// Producer timestamps have millisecond precision.
+	if first.Before(from.Add(-time.Millisecond)) || first.After(to) {
+		return time.Time{}, fmt.Errorf("first write: the earliest record of %v is stamped %s, outside the run (%s to %s): the contender does not stamp its records when it writes them",
+			names, first.Format(time.RFC3339Nano), from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano))
+	}
+	return first, nil
+}
+
+// infraProcs are the harness's children that serve every contender (the
+// local broker's JVM, the S3 server), found by their parent process id
+// before any contender starts, with their command names.
+func infraProcs() (pids []int, names []string) {
+	self := os.Getpid()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, nil
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		lp, rp := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+		if lp < 0 || rp < lp {
+			continue
+		}
+		f := strings.Fields(string(b[rp+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		if ppid, err := strconv.Atoi(f[1]); err == nil && ppid == self {
+			pids, names = append(pids, pid), append(names, string(b[lp+1:rp]))
+		}
+	}
+	return pids, names
 }
 
 // backlogRun: the whole seeded input is waiting when the contender starts.
@@ -372,7 +556,7 @@ func backlogRun(ctx context.Context, k *kafka, o *options, c *contender, in *inp
 	if err := k.createTopic(ctx, out, o.partitions); err != nil {
 		return err
 	}
-	s := spec{Brokers: k.brokers, Job: in.Workload, In: in.Topic, Out: out, ID: id, Interval: iv, Dir: dir, HTTPPort: freePort()}
+	s := newSpec(c, spec{Brokers: k.brokers, Job: in.Workload, In: in.Topic, Out: out, ID: id, Interval: iv, Dir: dir, S3: o.s3})
 
 	var (
 		mu         sync.Mutex
@@ -415,13 +599,16 @@ func backlogRun(ctx context.Context, k *kafka, o *options, c *contender, in *inp
 	}
 	defer reader.close()
 
+	// The processes' and the broker's and S3 server's CPU seconds, every
+	// tick of the wait below.
+	samples := []cpuSample{{at: time.Now(), infra: cpuSeconds(o.infraPIDs)}}
 	started := time.Now()
 	p, err := startProc(o, c, s, "backlog")
 	if err != nil {
 		return err
 	}
 	defer p.stop(30 * time.Second)
-	rss := sampleRSS(p.pid())
+	rss := sampleRSS(p.pids()...)
 	defer rss.close()
 	var prof *profiler
 	if o.profile == c.name {
@@ -449,6 +636,7 @@ wait:
 			if p.exited() {
 				return p.failure()
 			}
+			samples = append(samples, cpuSample{at: time.Now(), cpu: cpuSeconds(p.pids()), infra: cpuSeconds(o.infraPIDs)})
 			mu.Lock()
 			n := count
 			mu.Unlock()
@@ -457,7 +645,9 @@ wait:
 			}
 		}
 	}
+	end := cpuSample{cpu: cpuSeconds(p.pids()), infra: cpuSeconds(o.infraPIDs), at: time.Now()}
 	endRSS, peak := rss.now()
+	r.PeakRSSSumMB = rss.peakSum()
 	if prof != nil {
 		name := fmt.Sprintf("profile-%s-%s-%dms.txt", c.name, in.Workload, iv.Milliseconds())
 		if err := prof.report(filepath.Join(o.resultsDir, name)); err != nil {
@@ -474,7 +664,32 @@ wait:
 			r.CheckpointBacklog = m
 		}
 	}
+	if c.distributed {
+		if g, err := distScrape(s); err == nil {
+			r.Groups, r.Revocations = g.assignment, g.revocations
+		} else {
+			logf("%s: reading the instances' groups: %v", id, err)
+		}
+	}
 	p.stop(30 * time.Second)
+
+	// With -distributed, throughput counts from the contender's first
+	// write to any of its topics (read uncommitted) instead of from the
+	// first visible output less one commit gap: a distributed word count's
+	// first output comes after two commits, with the second stage's work
+	// piled up, and its output partitions carry the commit markers of 8
+	// producers at staggered times, so the marker gap is not the commit
+	// interval either.
+	var firstWrite time.Time
+	if o.distributed {
+		mu.Lock()
+		to := lastAt
+		mu.Unlock()
+		var err error
+		if firstWrite, err = k.firstWritten(ctx, id, started, to); err != nil {
+			logf("%s: %v; throughput counts from the first visible output less one commit gap", id, err)
+		}
+	}
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -490,8 +705,31 @@ wait:
 	if gap == 0 && iv > 0 {
 		gap = iv.Seconds()
 	}
-	if span := lastAt.Sub(firstAt).Seconds() + gap; span > 0 {
+	from := firstAt.Add(-time.Duration(gap * float64(time.Second)))
+	if !firstWrite.IsZero() {
+		from = firstWrite
+		r.FirstWriteS = firstWrite.Sub(started).Seconds()
+	}
+	if span := lastAt.Sub(from).Seconds(); span > 0 {
 		r.Throughput = float64(in.Expected) / span
+	}
+	// CPU: the whole run's, per million output records; until the start
+	// of the span (start-up); and per second of the span (cores busy),
+	// from the last sample at or before its start.
+	r.Instances = c.count()
+	r.CPUS = end.cpu
+	r.CPUPerM = end.cpu / float64(in.Expected) * 1e6
+	at := samples[0]
+	for _, x := range samples {
+		if x.at.After(from) {
+			break
+		}
+		at = x
+	}
+	r.CPUStartS = at.cpu
+	if span := end.at.Sub(at.at).Seconds(); span >= 0.5 {
+		r.Cores = (end.cpu - at.cpu) / span
+		r.InfraCores = (end.infra - at.infra) / span
 	}
 	r.StartupS = firstAt.Sub(started).Seconds()
 	r.WallS = lastAt.Sub(started).Seconds()
@@ -544,7 +782,7 @@ func pacedRun(ctx context.Context, k *kafka, o *options, c *contender, workload,
 			return err
 		}
 	}
-	s := spec{Brokers: k.brokers, Job: workload, In: in, Out: out, ID: id, Interval: iv, Dir: dir, HTTPPort: freePort()}
+	s := newSpec(c, spec{Brokers: k.brokers, Job: workload, In: in, Out: out, ID: id, Interval: iv, Dir: dir, S3: o.s3})
 
 	// Every paced record carries its sequence number: the value of a copy
 	// record, the (only) word of a word-count line and so the output key.
@@ -613,7 +851,7 @@ func pacedRun(ctx context.Context, k *kafka, o *options, c *contender, workload,
 		return err
 	}
 	defer func() { p.stop(30 * time.Second) }()
-	rss := sampleRSS(p.pid())
+	rss := sampleRSS(p.pids()...)
 
 	// Warm up: a marker every 250 ms, to the input partitions in turn,
 	// until one from every partition has come out (JVM start, group join,

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/onceflow/onceflow/integration/s3server"
 )
 
 // result holds every figure of one contender, workload and interval.
@@ -15,11 +18,23 @@ type result struct {
 	Workload   string `json:"workload"`
 	IntervalMS int64  `json:"interval_ms"` // 0: the contender has none
 	Err        string `json:"error,omitempty"`
+	// Run is the run's number when every measurement was made several
+	// times (-runs); a median over them has Run 0, Runs the number of
+	// runs it is the median of, and Failed the runs that failed.
+	Run    int    `json:"run,omitempty"`
+	Runs   int    `json:"runs,omitempty"`
+	Failed string `json:"failed_runs,omitempty"`
+	// ThroughputMin and ThroughputMax are the range over the runs.
+	ThroughputMin float64 `json:"throughput_min_rps,omitempty"`
+	ThroughputMax float64 `json:"throughput_max_rps,omitempty"`
 
-	// Backlog run.
+	// Backlog run. FirstWriteS (-distributed only, where throughput
+	// counts from it): from the start to the contender's first write to
+	// any of its topics.
 	Records           int      `json:"records"`
 	Throughput        float64  `json:"throughput_rps"`
 	StartupS          float64  `json:"startup_s"`
+	FirstWriteS       float64  `json:"first_write_s,omitempty"`
 	WallS             float64  `json:"wall_s"`
 	CommitLoadMS      float64  `json:"commit_cadence_load_ms"`
 	PeakRSSMB         float64  `json:"peak_rss_mib"`
@@ -27,6 +42,29 @@ type result struct {
 	EndRSSMB          float64  `json:"rss_at_end_mib"`
 	Check             string   `json:"output_check"`
 	CheckpointBacklog *ckStats `json:"checkpoints_backlog,omitempty"`
+	// Instances is the number of processes; PeakRSSMB and the RSS at half
+	// and end are the largest of one process, PeakRSSSumMB the sum of
+	// their peaks.
+	Instances    int     `json:"instances"`
+	PeakRSSSumMB float64 `json:"peak_rss_sum_mib"`
+	// CPUS is the CPU time (user + system) of the contender's processes,
+	// summed, from their start until the output was complete; CPUStartS
+	// the part of it before the throughput's span (start-up; sampled
+	// every 100 ms); CPUPerM is CPUS per million output records.
+	CPUS      float64 `json:"cpu_s"`
+	CPUStartS float64 `json:"cpu_s_startup"`
+	CPUPerM   float64 `json:"cpu_s_per_million"`
+	// Cores is the CPU time of the contender's processes per second of
+	// the throughput's span, until the output was complete: how many
+	// cores they kept busy. InfraCores is the same of the broker and the
+	// S3 server, when the harness started them.
+	Cores      float64 `json:"cores_busy"`
+	InfraCores float64 `json:"broker_s3_cores_busy"`
+	// Groups is the number of partition groups each instance of a
+	// distributed contender owned at the end ("3+3+2"); Revocations the
+	// rebalances in which one of them gave groups back or lost them.
+	Groups      string `json:"groups_per_instance,omitempty"`
+	Revocations int64  `json:"revocations"`
 
 	// Paced run.
 	LatencyN        int      `json:"latency_samples"`
@@ -41,8 +79,11 @@ type result struct {
 }
 
 func (r *result) summary() string {
-	s := fmt.Sprintf("%.0f rec/s, p50 %.0f ms, p99 %.0f ms, peak RSS %.0f MiB, recovery %s, output %s",
-		r.Throughput, r.P50MS, r.P99MS, r.PeakRSSMB, secs(r.RecoveryS), r.Check)
+	s := fmt.Sprintf("%.0f rec/s, p50 %.0f ms, p99 %.0f ms, peak RSS %.0f MiB, CPU %.2f s/M records, recovery %s, output %s",
+		r.Throughput, r.P50MS, r.P99MS, r.PeakRSSMB, r.CPUPerM, secs(r.RecoveryS), r.Check)
+	if r.Groups != "" {
+		s += fmt.Sprintf(", groups %s, revocations %d", r.Groups, r.Revocations)
+	}
 	if r.Err != "" {
 		s += ", error: " + r.Err
 	}
@@ -62,7 +103,166 @@ type report struct {
 	Contenders []string          `json:"contenders"`
 	Options    *options          `json:"-"`
 	Labels     map[string]string `json:"labels"`
-	Targets    []targetCheck     `json:"targets"`
+	Targets    []targetCheck     `json:"targets,omitempty"`
+	// Runs are every run's figures when each measurement was made several
+	// times; Results are then their medians.
+	Runs []*result `json:"runs,omitempty"`
+	// Distributed: the -distributed measurements, with the S3 server and
+	// the load averages before and after the run.
+	Distributed bool   `json:"distributed,omitempty"`
+	S3          string `json:"s3,omitempty"`
+	LoadBefore  string `json:"load_before,omitempty"`
+	LoadAfter   string `json:"load_after,omitempty"`
+	// Settings are the options the pages name, so that -render can
+	// write them again from results.json.
+	Settings *settings `json:"settings,omitempty"`
+}
+
+// settings are the options of a run that its pages show.
+type settings struct {
+	Runs        int           `json:"runs"`
+	Parallelism int           `json:"parallelism"`
+	PaceRate    int           `json:"pace_rate"`
+	PaceFor     time.Duration `json:"pace_for_ns"`
+	Warmup      bool          `json:"warmup"`
+}
+
+// render writes results.md (and chart.png, but for -distributed) again
+// from results.json in dir, with this version's text: for a change of the
+// page, without measuring again.
+func render(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return err
+	}
+	var rep report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(dir, "results.json"), err)
+	}
+	st := rep.Settings
+	if st == nil {
+		return fmt.Errorf("%s has no settings (written before -render existed): measure again", filepath.Join(dir, "results.json"))
+	}
+	rep.Options = &options{runs: st.Runs, parallelism: st.Parallelism, paceRate: st.PaceRate, paceFor: st.PaceFor, warmup: st.Warmup,
+		distributed: rep.Distributed, loadBefore: rep.LoadBefore, loadAfter: rep.LoadAfter, quick: rep.Quick, intervals: rep.Intervals}
+	return rep.write(dir)
+}
+
+// medians merges the runs of each contender, workload and interval into
+// one result, in the order of their first run: every figure is the median
+// over the runs that measured it (throughput and the backlog figures over
+// the runs whose backlog run completed, latencies over those whose paced
+// run saw every record). A merged result fails only if every run did; the
+// failures of the others are in Failed. One run is returned as it is.
+func medians(results []*result) []*result {
+	type key struct {
+		c, w string
+		iv   int64
+	}
+	var order []key
+	groups := map[key][]*result{}
+	for _, r := range results {
+		k := key{r.Contender, r.Workload, r.IntervalMS}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	out := make([]*result, 0, len(order))
+	for _, k := range order {
+		out = append(out, median(groups[k]))
+	}
+	return out
+}
+
+func median(rs []*result) *result {
+	if len(rs) == 1 && rs[0].Run == 0 {
+		return rs[0]
+	}
+	backlog := func(r *result) bool { return r.Throughput > 0 }
+	paced := func(r *result) bool { return r.LatencyN > 0 && r.LatencyMissing == 0 }
+	recovered := func(r *result) bool { return r.RecoveryS >= 0 }
+	fields := []struct {
+		ok   func(*result) bool
+		f    func(*result) *float64
+		none float64 // when no run measured it
+	}{
+		{backlog, func(r *result) *float64 { return &r.Throughput }, 0},
+		{backlog, func(r *result) *float64 { return &r.StartupS }, 0},
+		{backlog, func(r *result) *float64 { return &r.FirstWriteS }, 0},
+		{backlog, func(r *result) *float64 { return &r.WallS }, 0},
+		{backlog, func(r *result) *float64 { return &r.CommitLoadMS }, 0},
+		{backlog, func(r *result) *float64 { return &r.PeakRSSMB }, 0},
+		{backlog, func(r *result) *float64 { return &r.HalfRSSMB }, 0},
+		{backlog, func(r *result) *float64 { return &r.EndRSSMB }, 0},
+		{backlog, func(r *result) *float64 { return &r.PeakRSSSumMB }, 0},
+		{backlog, func(r *result) *float64 { return &r.CPUS }, 0},
+		{backlog, func(r *result) *float64 { return &r.CPUStartS }, 0},
+		{backlog, func(r *result) *float64 { return &r.CPUPerM }, 0},
+		{backlog, func(r *result) *float64 { return &r.Cores }, 0},
+		{backlog, func(r *result) *float64 { return &r.InfraCores }, 0},
+		{paced, func(r *result) *float64 { return &r.P50MS }, 0},
+		{paced, func(r *result) *float64 { return &r.P99MS }, 0},
+		{paced, func(r *result) *float64 { return &r.MaxMS }, 0},
+		{paced, func(r *result) *float64 { return &r.CommitPacedMS }, 0},
+		{paced, func(r *result) *float64 { return &r.PacedPeakRSSMB }, 0},
+		{recovered, func(r *result) *float64 { return &r.RecoveryS }, -1},
+	}
+	m := *rs[0]
+	m.Run, m.Err, m.Failed, m.Revocations = 0, "", "", 0
+	m.Runs, m.LatencyN, m.LatencyMissing = 0, 0, 0
+	m.ThroughputMin, m.ThroughputMax = 0, 0
+	for _, fd := range fields {
+		var vs []float64
+		for _, r := range rs {
+			if fd.ok(r) {
+				vs = append(vs, *fd.f(r))
+			}
+		}
+		v := fd.none
+		if len(vs) > 0 {
+			// The lower median of an even count, so that every figure
+			// is one a run measured.
+			slices.Sort(vs)
+			v = vs[(len(vs)-1)/2]
+		}
+		*fd.f(&m) = v
+	}
+	var failed, checks, groups []string
+	ok := 0
+	for _, r := range rs {
+		if r.Err == "" {
+			ok++
+		} else {
+			failed = append(failed, fmt.Sprintf("run %d: %s", r.Run, r.Err))
+		}
+		if paced(r) && m.LatencyN == 0 {
+			m.LatencyN = r.LatencyN
+		}
+		if !backlog(r) {
+			continue
+		}
+		m.Runs++
+		if !slices.Contains(checks, r.Check) {
+			checks = append(checks, r.Check)
+		}
+		if r.Groups != "" && !slices.Contains(groups, r.Groups) {
+			groups = append(groups, r.Groups)
+		}
+		m.Revocations += r.Revocations
+		if m.ThroughputMin == 0 || r.Throughput < m.ThroughputMin {
+			m.ThroughputMin = r.Throughput
+		}
+		m.ThroughputMax = max(m.ThroughputMax, r.Throughput)
+	}
+	m.Check = strings.Join(checks, "; ")
+	m.Groups = strings.Join(groups, ", ")
+	if ok == 0 {
+		m.Err = strings.Join(failed, "; ")
+	} else if len(failed) > 0 {
+		m.Failed = fmt.Sprintf("%d of %d runs failed: %s", len(failed), len(rs), strings.Join(failed, "; "))
+	}
+	return &m
 }
 
 type targetCheck struct {
@@ -88,13 +288,27 @@ func (rep *report) write(dir string) error {
 	for _, c := range contenders {
 		rep.Labels[c.name] = c.label
 	}
-	rep.Targets = rep.targets()
+	o := rep.Options
+	rep.Settings = &settings{Runs: o.runs, Parallelism: o.parallelism, PaceRate: o.paceRate, PaceFor: o.paceFor, Warmup: o.warmup}
+	rep.LoadBefore, rep.LoadAfter = o.loadBefore, o.loadAfter
+	if rep.Options.distributed {
+		rep.Distributed = true
+		if ep := rep.Options.s3; ep != nil {
+			rep.S3 = fmt.Sprintf("versitygw %s (integration/s3server, posix backend) at %s, bucket %s", s3server.Version, ep.URL, ep.Bucket)
+		}
+	} else {
+		rep.Targets = rep.targets()
+	}
 	b, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
 		return err
+	}
+	if rep.Distributed {
+		// One interval: the chart's axis would hold a single point.
+		return os.WriteFile(filepath.Join(dir, "results.md"), []byte(rep.distributedMarkdown()), 0o644)
 	}
 	if err := writeChart(filepath.Join(dir, "chart.png"), rep); err != nil {
 		return fmt.Errorf("chart: %w", err)
@@ -288,11 +502,22 @@ Contender settings:
 }
 
 var contenderNotes = map[string]string{
-	"limit":     "bench/cmd/gopipe -mode plain: one franz-go client consumes in a group and produces asynchronously, auto-committed offsets, no transactions; the word count keeps counts in a Go map. What a Go program gets from Kafka with no guarantee: the ceiling.",
-	"franz-txn": "bench/cmd/gopipe -mode txn: kgo.GroupTransactSession, read_committed, a transaction (records + consumed offsets) committed every interval.",
-	"kstreams":  "bench/streams: processing.guarantee=exactly_once_v2, commit.interval.ms = interval, num.stream.threads = parallelism, statestore.cache.max.bytes=0 so the count emits every update like the others (RocksDB store with changelog, groupBy through a repartition topic).",
-	"flink":     "bench/flink: Flink 2.0.0 local mini cluster in one JVM, flink-connector-kafka 4.0.0-2.0 (kafka-clients 3.9), KafkaSource → keyBy/ValueState (heap) → KafkaSink EXACTLY_ONCE, aligned checkpoints every interval written to files (retained), object reuse on; a restarted process resumes from the newest retained checkpoint.",
-	"onceflow":  "`processor run --config` with the built-in copy / wordcount job, exactly_once sink, aligned checkpoints every interval, memory state for the copy and Pebble for the word count, restart strategy none (the harness restarts the process).",
+	"limit":          "bench/cmd/gopipe -mode plain: one franz-go client consumes in a group and produces asynchronously, auto-committed offsets, no transactions; the word count keeps counts in a Go map. What a Go program gets from Kafka with no guarantee: the ceiling.",
+	"franz-txn":      "bench/cmd/gopipe -mode txn: kgo.GroupTransactSession, read_committed, a transaction (records + consumed offsets) committed every interval.",
+	"kstreams":       "bench/streams: processing.guarantee=exactly_once_v2, commit.interval.ms = interval, num.stream.threads = parallelism, statestore.cache.max.bytes=0 so the count emits every update like the others (RocksDB store with changelog, groupBy through a repartition topic).",
+	"flink":          "bench/flink: Flink 2.0.0 local mini cluster in one JVM, flink-connector-kafka 4.0.0-2.0 (kafka-clients 3.9), KafkaSource → keyBy/ValueState (heap) → KafkaSink EXACTLY_ONCE, aligned checkpoints every interval written to files (retained), object reuse on; a restarted process resumes from the newest retained checkpoint.",
+	"onceflow":       "`processor run --config` with the built-in copy / wordcount job, exactly_once sink, aligned checkpoints every interval, memory state for the copy and Pebble for the word count, restart strategy none (the harness restarts the process).",
+	"onceflow-s3":    "as onceflow (job.mode single, parallelism as every contender), with checkpoint.dir s3://<bucket>/<run id> on the run's S3 server: what the checkpoint storage alone costs.",
+	"onceflow-dist1": distNote(1),
+	"onceflow-dist2": distNote(2),
+	"onceflow-dist3": distNote(3),
+}
+
+func distNote(n int) string {
+	return fmt.Sprintf("%d `processor run` process%s of one job, job.mode distributed, job.partition_groups 8 (one group per input partition), parallelism 1 per group, "+
+		"checkpoints in S3, each instance its own state.dir and HTTP port; started together, so that they join the job's consumer group in one generation. "+
+		"Each group is its own pipeline with its own transactions and checkpoints; the word count runs two stages per group joined by the repartition topic <job>-<uid>-repartition (8 partitions).",
+		n, map[bool]string{true: "es", false: ""}[n > 1])
 }
 
 func num(f float64) string {
