@@ -69,25 +69,12 @@ func checkDistributedFlags(cfg *config.Config, f runFlags) error {
 // job's POST endpoints are refused: there is no single job to stop or
 // savepoint.
 func runDistributed(ctx context.Context, d deps, f runFlags, cfg *config.Config, sigs <-chan os.Signal, stderr io.Writer) error {
-	lock, err := acquireJobLock(cfg)
+	st, err := takeRun(cfg, f, stderr)
 	if err != nil {
 		return err
 	}
-	defer lock.Release()
-	log := newLogger(cfg.Log, stderr)
-	logStart(log, cfg, f)
-
-	opts, err := clientOpts(cfg.Kafka)
-	if err != nil {
-		return err
-	}
-	var ln net.Listener
-	if cfg.HTTP.Listen != "" {
-		if ln, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
-			return fmt.Errorf("http.listen: %w", err)
-		}
-		defer ln.Close() // when serving never started; Serve closes it too
-	}
+	defer st.close()
+	log, opts, ln := st.log, st.opts, st.ln
 	pingCtx, cancelPing := context.WithTimeout(ctx, f.connectTimeout)
 	err = d.ping(pingCtx, opts, cfg.Kafka.Brokers)
 	if err == nil {
@@ -249,33 +236,9 @@ func offsetsOf(o kadm.Offsets) map[string]map[int32]int64 {
 // serveDistributed serves the distributed API on ln until the returned
 // stop is called.
 func serveDistributed(ln net.Listener, d deps, f runFlags, cfg *config.Config, r *groups.Runner, log *slog.Logger) (stop func()) {
-	addr := ln.Addr().String()
 	timeouts := d.httpTimeouts.orDefaults()
 	api := &distributedAPI{r: r, job: cfg.Job.Name, reg: newDistributedRegistry(r, cfg.Job.Name), log: log, writeTimeout: timeouts.write}
-	srv := newHTTPServer(newAPIGuard(cfg.HTTP, log, nil).wrap(api.handler()), timeouts, log)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "err", err)
-		}
-	}()
-	log.Info("http listening", "addr", addr, "metrics", "http://"+addr+"/metrics", "api", "http://"+addr+"/api/v1/job",
-		"token", cfg.HTTP.Token != "")
-	warnOpenListener(log, ln.Addr(), cfg.HTTP)
-	if f.addrFile != "" {
-		if err := os.WriteFile(f.addrFile, []byte(addr+"\n"), 0o644); err != nil {
-			log.Warn("writing --addr-file", "path", f.addrFile, "err", err)
-		}
-	}
-	return func() {
-		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(shutCtx); err != nil {
-			srv.Close()
-		}
-		<-done
-	}
+	return serveAPI(ln, newAPIGuard(cfg.HTTP, log, nil).wrap(api.handler()), timeouts, f.addrFile, cfg.HTTP, log)
 }
 
 // distributedAPI serves the health, metrics and status of one instance

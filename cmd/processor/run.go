@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
@@ -161,6 +162,81 @@ func acquireJobLock(cfg *config.Config) (*joblock.Lock, error) {
 	return lock, nil
 }
 
+// started is what both run paths (single and distributed) hold before
+// they touch the cluster: the local job lock, the logger, the Kafka client
+// options and the HTTP listener (nil without http.listen).
+type started struct {
+	lock *joblock.Lock
+	log  *slog.Logger
+	opts []kgo.Opt
+	ln   net.Listener
+}
+
+// takeRun takes the job lock first (one process per job and checkpoint
+// directory, before anything of the job is touched; the kernel drops the
+// lock when this process dies), logs the start, and listens before
+// anything else is touched, so that a taken port fails early. On error it
+// releases what it took.
+func takeRun(cfg *config.Config, f runFlags, stderr io.Writer) (*started, error) {
+	lock, err := acquireJobLock(cfg)
+	if err != nil {
+		return nil, err
+	}
+	st := &started{lock: lock, log: newLogger(cfg.Log, stderr)}
+	logStart(st.log, cfg, f)
+	if st.opts, err = clientOpts(cfg.Kafka); err != nil {
+		st.close()
+		return nil, err
+	}
+	if cfg.HTTP.Listen != "" {
+		if st.ln, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+			st.close()
+			return nil, fmt.Errorf("http.listen: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// close closes the listener (when serving never started; Serve closes it
+// too) and releases the lock.
+func (s *started) close() {
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	s.lock.Release()
+}
+
+// serveAPI serves h on ln, logs where, warns of an open listener without a
+// token and writes --addr-file; the returned stop shuts the server down
+// (5s, then closes it) and waits for it.
+func serveAPI(ln net.Listener, h http.Handler, timeouts httpTimeouts, addrFile string, c config.HTTP, log *slog.Logger) (stop func()) {
+	addr := ln.Addr().String()
+	srv := newHTTPServer(h, timeouts, log)
+	done := make(chan struct{})
+	go func() { // owned by stop, which waits for it
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+		}
+	}()
+	log.Info("http listening", "addr", addr, "metrics", "http://"+addr+"/metrics", "api", "http://"+addr+"/api/v1/job",
+		"token", c.Token != "")
+	warnOpenListener(log, ln.Addr(), c)
+	if addrFile != "" {
+		if err := os.WriteFile(addrFile, []byte(addr+"\n"), 0o644); err != nil {
+			log.Warn("writing --addr-file", "path", addrFile, "err", err)
+		}
+	}
+	return func() {
+		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(shutCtx); err != nil {
+			srv.Close()
+		}
+		<-done
+	}
+}
+
 // checkpointLocation names where the job's checkpoints live, for logs.
 func checkpointLocation(cfg *config.Config) string {
 	if d, isS3, err := config.ParseS3Dir(cfg.Checkpoint.Dir); isS3 && err == nil {
@@ -226,28 +302,12 @@ func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) e
 	if cfg.Job.Mode == "distributed" {
 		return runDistributed(ctx, d, f, cfg, sigs, stderr)
 	}
-	// One process per job and checkpoint directory, before anything of
-	// the job is touched; the kernel drops the lock when this process dies.
-	lock, err := acquireJobLock(cfg)
+	st, err := takeRun(cfg, f, stderr)
 	if err != nil {
 		return err
 	}
-	defer lock.Release()
-	log := newLogger(cfg.Log, stderr)
-	logStart(log, cfg, f)
-
-	opts, err := clientOpts(cfg.Kafka)
-	if err != nil {
-		return err
-	}
-	// Listen first: a taken port fails before anything else is touched.
-	var ln net.Listener
-	if cfg.HTTP.Listen != "" {
-		if ln, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
-			return fmt.Errorf("http.listen: %w", err)
-		}
-		defer ln.Close() // when serving never started; Serve closes it too
-	}
+	defer st.close()
+	log, opts, ln := st.log, st.opts, st.ln
 	pingCtx, cancelPing := context.WithTimeout(ctx, f.connectTimeout)
 	err = d.ping(pingCtx, opts, cfg.Kafka.Brokers)
 	cancelPing()
@@ -279,41 +339,12 @@ func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) e
 	ctl := &control{job: built.Job, cancelJob: cancelJob, ended: ended, stopTimeout: stopTimeout, log: log}
 	o := &observer{job: built.Job, stats: built.Stats}
 
-	var srv *http.Server
-	srvDone := make(chan struct{})
-	if ln == nil {
-		close(srvDone)
-	} else {
-		addr := ln.Addr().String()
+	if ln != nil {
 		timeouts := d.httpTimeouts.orDefaults()
 		api := &apiServer{o: o, ctl: ctl, reg: newRegistry(o, cfg.Job.Name), log: log, guard: newAPIGuard(cfg.HTTP, log, nil),
 			writeTimeout: timeouts.write}
-		srv = newHTTPServer(api.handler(), timeouts, log)
-		go func() {
-			defer close(srvDone)
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("http server", "err", err)
-			}
-		}()
-		log.Info("http listening", "addr", addr, "metrics", "http://"+addr+"/metrics", "api", "http://"+addr+"/api/v1/job",
-			"token", cfg.HTTP.Token != "")
-		warnOpenListener(log, ln.Addr(), cfg.HTTP)
-		if f.addrFile != "" {
-			if err := os.WriteFile(f.addrFile, []byte(addr+"\n"), 0o644); err != nil {
-				log.Warn("writing --addr-file", "path", f.addrFile, "err", err)
-			}
-		}
+		defer serveAPI(ln, api.handler(), timeouts, f.addrFile, cfg.HTTP, log)()
 	}
-	defer func() {
-		if srv != nil {
-			shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(shutCtx); err != nil {
-				srv.Close()
-			}
-		}
-		<-srvDone
-	}()
 
 	runDone := make(chan error, 1)
 	go func() { runDone <- built.Job.Run(jobCtx) }()
