@@ -1325,11 +1325,7 @@ func (s *dirStorage) resolve(rel string) (string, error) {
 // Open implements Storage.
 func (s *dirStorage) Open(ref checkpoint.FileRef) (io.ReadCloser, error) {
 	if ref.Inline {
-		if int64(len(ref.Data)) != ref.Size || crc32.Checksum(ref.Data, castagnoli) != ref.CRC32C {
-			return nil, fmt.Errorf("inline state file %s: %d bytes with CRC32C %08x, expected %d with %08x",
-				ref.Path, len(ref.Data), crc32.Checksum(ref.Data, castagnoli), ref.Size, ref.CRC32C)
-		}
-		return io.NopCloser(bytes.NewReader(ref.Data)), nil
+		return checkpoint.OpenInline(ref)
 	}
 	p, err := s.resolve(ref.Path)
 	if err != nil {
@@ -1346,40 +1342,8 @@ func (s *dirStorage) Open(ref checkpoint.FileRef) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state file %s: %w", p, err)
 	}
-	return &verifyingReader{rc: rc, br: bufio.NewReaderSize(rc, 256<<10), path: p, ref: ref, crc: crc32.New(castagnoli)}, nil
+	return checkpoint.VerifyReader(bufio.NewReaderSize(rc, 256<<10), rc, p, ref, true), nil
 }
-
-// verifyingReader checks size and CRC32C when the file is read to the end.
-type verifyingReader struct {
-	rc   io.ReadCloser
-	br   *bufio.Reader
-	path string
-	ref  checkpoint.FileRef
-	crc  hash.Hash32
-	n    int64
-}
-
-func (v *verifyingReader) Read(p []byte) (int, error) {
-	n, err := v.br.Read(p)
-	v.crc.Write(p[:n])
-	v.n += int64(n)
-	if v.n > v.ref.Size {
-		return n, fmt.Errorf("state file %s is longer than the %d bytes recorded", v.path, v.ref.Size)
-	}
-	if err == io.EOF {
-		if v.n != v.ref.Size {
-			return n, fmt.Errorf("state file %s: read %d bytes, expected %d (truncated)", v.path, v.n, v.ref.Size)
-		}
-		if got := v.crc.Sum32(); got != v.ref.CRC32C {
-			return n, fmt.Errorf("state file %s: checksum %08x, expected %08x (corrupt)", v.path, got, v.ref.CRC32C)
-		}
-	} else if err != nil {
-		err = fmt.Errorf("state file %s: %w", v.path, err)
-	}
-	return n, err
-}
-
-func (v *verifyingReader) Close() error { return v.rc.Close() }
 
 // DiscardAll implements Storage. The record of what it discarded is the
 // file _discarded in the job directory, written like _metadata (temp

@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
-	"hash/crc32"
 	"io"
 	"os"
 	"strings"
@@ -446,11 +444,7 @@ func (s *Storage) resolve(rel string) (string, error) {
 // is read to its end.
 func (s *Storage) Open(ref checkpoint.FileRef) (io.ReadCloser, error) {
 	if ref.Inline {
-		if int64(len(ref.Data)) != ref.Size || crc32.Checksum(ref.Data, castagnoli) != ref.CRC32C {
-			return nil, fmt.Errorf("inline state file %s: %d bytes with CRC32C %08x, expected %d with %08x",
-				ref.Path, len(ref.Data), crc32.Checksum(ref.Data, castagnoli), ref.Size, ref.CRC32C)
-		}
-		return io.NopCloser(bytes.NewReader(ref.Data)), nil
+		return checkpoint.OpenInline(ref)
 	}
 	key, err := s.resolve(ref.Path)
 	if err != nil {
@@ -462,50 +456,13 @@ func (s *Storage) Open(ref checkpoint.FileRef) (io.ReadCloser, error) {
 	}
 	if in.Size != ref.Size {
 		rc.Close()
-		return nil, &integrityError{fmt.Errorf("state file %s is %d bytes, expected %d (truncated or overwritten)", key, in.Size, ref.Size)}
+		return nil, checkpoint.Integrityf("state file %s is %d bytes, expected %d (truncated or overwritten)", key, in.Size, ref.Size)
 	}
-	return &verifyingReader{rc: rc, key: key, ref: ref, crc: crc32.New(castagnoli)}, nil
+	return checkpoint.VerifyReader(rc, rc, key, ref, false), nil
 }
-
-type verifyingReader struct {
-	rc  io.ReadCloser
-	key string
-	ref checkpoint.FileRef
-	crc hash.Hash32
-	n   int64
-}
-
-func (v *verifyingReader) Read(p []byte) (int, error) {
-	n, err := v.rc.Read(p)
-	v.crc.Write(p[:n])
-	v.n += int64(n)
-	if v.n > v.ref.Size {
-		return n, &integrityError{fmt.Errorf("state file %s is longer than the %d bytes recorded", v.key, v.ref.Size)}
-	}
-	if err == io.EOF {
-		if v.n != v.ref.Size {
-			return n, &integrityError{fmt.Errorf("state file %s: read %d bytes, expected %d (truncated)", v.key, v.n, v.ref.Size)}
-		}
-		if got := v.crc.Sum32(); got != v.ref.CRC32C {
-			return n, &integrityError{fmt.Errorf("state file %s: checksum %08x, expected %08x (corrupt)", v.key, got, v.ref.CRC32C)}
-		}
-	}
-	return n, err
-}
-
-// integrityError is a stored file that is not what its reference
-// records: the wrong size or checksum. With a missing object it is what
-// makes a checkpoint damaged; other read errors are the store failing.
-type integrityError struct{ err error }
-
-func (e *integrityError) Error() string { return e.err.Error() }
-func (e *integrityError) Unwrap() error { return e.err }
 
 // isDamage reports whether a read error shows the checkpoint damaged (a
 // missing object, a wrong size or checksum) rather than the store failing.
 func isDamage(err error) bool {
-	var ie *integrityError
-	return errors.As(err, &ie) || errors.Is(err, objstore.ErrNotFound)
+	return errors.Is(err, checkpoint.ErrIntegrity) || errors.Is(err, objstore.ErrNotFound)
 }
-
-func (v *verifyingReader) Close() error { return v.rc.Close() }
