@@ -579,6 +579,20 @@ func (c *coordinator) operatorStats() []OperatorStats {
 	return out
 }
 
+// LastCompleted returns the newest completed checkpoint or savepoint of a
+// checkpoint history (Status.Checkpoints): the highest id, and of equal
+// ids the one triggered last; false when none completed.
+func LastCompleted(hist []CheckpointStats) (CheckpointStats, bool) {
+	var best CheckpointStats
+	found := false
+	for _, cs := range hist {
+		if cs.Status == "COMPLETED" && (!found || cs.ID > best.ID || cs.ID == best.ID && cs.Triggered.After(best.Triggered)) {
+			best, found = cs, true
+		}
+	}
+	return best, found
+}
+
 // CheckpointStats is one line of the checkpoint history, like Flink's
 // checkpoint statistics.
 type CheckpointStats struct {

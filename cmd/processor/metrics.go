@@ -3,6 +3,8 @@ package main
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/onceflow/onceflow/engine"
 )
 
 // jobStates are the values of onceflow_job_state's state label ("CREATED"
@@ -94,7 +96,7 @@ func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.subsumed, float64(v.counts.Subsumed))
 	gauge(c.inProgress, float64(v.counts.InProgress))
 	gauge(c.lastID, float64(st.LastCheckpoint))
-	if last, ok := lastCompleted(st.Checkpoints); ok {
+	if last, ok := engine.LastCompleted(st.Checkpoints); ok {
 		gauge(c.lastDuration, last.Duration.Seconds())
 		gauge(c.lastSize, float64(last.Size))
 		gauge(c.lastAlign, last.Alignment.Seconds())

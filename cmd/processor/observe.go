@@ -105,16 +105,3 @@ func (t *checkpointTally) observe(hist []engine.CheckpointStats) checkpointCount
 	c.InProgress = inProgress
 	return c
 }
-
-// lastCompleted is the newest completed checkpoint or savepoint of the
-// history.
-func lastCompleted(hist []engine.CheckpointStats) (engine.CheckpointStats, bool) {
-	var best engine.CheckpointStats
-	found := false
-	for _, cs := range hist {
-		if cs.Status == "COMPLETED" && (!found || cs.ID > best.ID || cs.ID == best.ID && cs.Triggered.After(best.Triggered)) {
-			best, found = cs, true
-		}
-	}
-	return best, found
-}

@@ -635,7 +635,7 @@ func (r *Runner) Status() Status {
 			if gs.PipelineState == "" {
 				gs.PipelineState = "CREATED"
 			}
-			if last, ok := lastCompleted(es.Checkpoints); ok {
+			if last, ok := engine.LastCompleted(es.Checkpoints); ok {
 				gs.LastCheckpoint = last.ID
 				gs.LastCheckpointTime = last.Triggered.Add(last.Duration)
 			}
@@ -643,16 +643,4 @@ func (r *Runner) Status() Status {
 		st.Groups = append(st.Groups, gs)
 	}
 	return st
-}
-
-// lastCompleted is the newest completed checkpoint or savepoint of hist.
-func lastCompleted(hist []engine.CheckpointStats) (engine.CheckpointStats, bool) {
-	var best engine.CheckpointStats
-	found := false
-	for _, cs := range hist {
-		if cs.Status == "COMPLETED" && (!found || cs.ID > best.ID || cs.ID == best.ID && cs.Triggered.After(best.Triggered)) {
-			best, found = cs, true
-		}
-	}
-	return best, found
 }
