@@ -134,32 +134,19 @@ func runDistributed(ctx context.Context, d deps, f runFlags, cfg *config.Config,
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	signalled := false
-	var runErr error
-wait:
-	for {
-		select {
-		case runErr = <-runDone:
-			break wait
-		case sig := <-sigs:
-			if signalled {
-				cancelRun(fmt.Errorf("cancelled by a second signal (%s)", sig))
-				continue
+	runErr := untilDone(runDone, sigs, func(sig os.Signal) {
+		log.Info("leaving: this instance's partition groups stop with final savepoints and move to the other instances; a second signal cancels at once",
+			"signal", sig.String(), "revoke_timeout", d2.RevokeTimeout)
+		wg.Go(func() {
+			// Revoking is bounded by the revoke timeout; the rest is
+			// the LeaveGroup request.
+			leaveCtx, cancel := context.WithTimeout(runCtx, d2.RevokeTimeout+30*time.Second)
+			defer cancel()
+			if err := runner.Leave(leaveCtx); err != nil {
+				log.Warn("leaving the job's consumer group", "err", err)
 			}
-			signalled = true
-			log.Info("leaving: this instance's partition groups stop with final savepoints and move to the other instances; a second signal cancels at once",
-				"signal", sig.String(), "revoke_timeout", d2.RevokeTimeout)
-			wg.Go(func() {
-				// Revoking is bounded by the revoke timeout; the rest is
-				// the LeaveGroup request.
-				leaveCtx, cancel := context.WithTimeout(runCtx, d2.RevokeTimeout+30*time.Second)
-				defer cancel()
-				if err := runner.Leave(leaveCtx); err != nil {
-					log.Warn("leaving the job's consumer group", "err", err)
-				}
-			})
-		}
-	}
+		})
+	}, func(sig os.Signal) { cancelRun(fmt.Errorf("cancelled by a second signal (%s)", sig)) })
 	switch {
 	case runErr == nil:
 		log.Info("left the job's consumer group", "job", cfg.Job.Name, "consumer_group", cfg.Source.Group)

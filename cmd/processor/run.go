@@ -237,6 +237,26 @@ func serveAPI(ln net.Listener, h http.Handler, timeouts httpTimeouts, addrFile s
 	}
 }
 
+// untilDone waits for the run's end on runDone and returns it; the first
+// signal on sigs calls first (a stop that ends the run), every later one
+// calls again (a cancellation).
+func untilDone(runDone <-chan error, sigs <-chan os.Signal, first, again func(os.Signal)) error {
+	signalled := false
+	for {
+		select {
+		case err := <-runDone:
+			return err
+		case sig := <-sigs:
+			if signalled {
+				again(sig)
+				continue
+			}
+			signalled = true
+			first(sig)
+		}
+	}
+}
+
 // checkpointLocation names where the job's checkpoints live, for logs.
 func checkpointLocation(cfg *config.Config) string {
 	if d, isS3, err := config.ParseS3Dir(cfg.Checkpoint.Dir); isS3 && err == nil {
@@ -365,32 +385,19 @@ func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) e
 		}
 	})
 
-	signalled := false
-	var runErr error
-wait:
-	for {
-		select {
-		case runErr = <-runDone:
-			break wait
-		case sig := <-sigs:
-			if signalled {
-				ctl.cancel(fmt.Errorf("cancelled by a second signal (%s)", sig))
-				continue
+	runErr := untilDone(runDone, sigs, func(sig os.Signal) {
+		log.Info("stopping with a savepoint; a second signal cancels at once", "signal", sig.String())
+		wg.Go(func() {
+			_, err := ctl.stopWithSavepoint(context.Background())
+			switch {
+			case err == nil:
+			case errors.Is(err, errAlreadyStopping):
+				log.Info("a stop is already in progress")
+			default:
+				ctl.cancel(fmt.Errorf("%w; cancelled instead", err))
 			}
-			signalled = true
-			log.Info("stopping with a savepoint; a second signal cancels at once", "signal", sig.String())
-			wg.Go(func() {
-				_, err := ctl.stopWithSavepoint(context.Background())
-				switch {
-				case err == nil:
-				case errors.Is(err, errAlreadyStopping):
-					log.Info("a stop is already in progress")
-				default:
-					ctl.cancel(fmt.Errorf("%w; cancelled instead", err))
-				}
-			})
-		}
-	}
+		})
+	}, func(sig os.Signal) { ctl.cancel(fmt.Errorf("cancelled by a second signal (%s)", sig)) })
 	markEnded()
 	wg.Wait()
 
