@@ -209,19 +209,26 @@ func (s *scenario) committed() []*kgo.Record { return kafkatest.ReadCommitted(s.
 // implies.
 func (s *scenario) waitComplete(r *run) {
 	s.t.Helper()
-	deadline := time.Now().Add(45 * time.Second)
+	s.waitOutput(r.done, "the job", 45*time.Second)
+}
+
+// waitOutput waits up to d until the output holds every record the input
+// implies; a value on done (what ended, named by who) fails the test.
+func (s *scenario) waitOutput(done <-chan error, who string, d time.Duration) {
+	s.t.Helper()
+	deadline := time.Now().Add(d)
 	for {
 		missing := len(s.diff(s.committed(), false).missing)
 		if missing == 0 {
 			return
 		}
 		select {
-		case err := <-r.done:
-			s.t.Fatalf("the job ended with %v before its output was complete (%d outputs missing)", err, missing)
+		case err := <-done:
+			s.t.Fatalf("%s ended with %v before the output was complete (%d outputs missing)", who, err, missing)
 		default:
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("output incomplete after 45s: %d outputs missing", missing)
+			s.t.Fatalf("output incomplete after %s: %d outputs missing", d, missing)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -98,22 +98,7 @@ func (s *scenario) startGroups(ctx context.Context) *groupsRun {
 // implies; a group that ends first fails the test.
 func (s *scenario) waitGroupsComplete(r *groupsRun) {
 	s.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		missing := len(s.diff(s.committed(), false).missing)
-		if missing == 0 {
-			return
-		}
-		select {
-		case err := <-r.done:
-			s.t.Fatalf("a group ended with %v before the output was complete (%d outputs missing)", err, missing)
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("output incomplete after 60s: %d outputs missing", missing)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	s.waitOutput(r.done, "a group", 60*time.Second)
 }
 
 // stopGroups stops every group with savepoints, concurrently as
