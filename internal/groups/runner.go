@@ -271,7 +271,11 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 		cancelJoin()
 	}
 	if joinErr == nil {
-		r.setState(StateRunning)
+		r.mu.Lock()
+		if r.state == StateJoining {
+			r.state = StateRunning
+		}
+		r.mu.Unlock()
 		r.log.Info("joined the job's consumer group", "consumer_group", m.GroupID(), "partition_groups", r.opts.G)
 		select {
 		case <-ctx.Done():
@@ -403,6 +407,11 @@ func (r *Runner) Assigned(_ context.Context, gs []int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.counts.assigned++
+	if r.state == StateJoining {
+		// An assignment is the end of the join, whether or not Join
+		// has returned to Run yet.
+		r.state = StateRunning
+	}
 	for _, g := range gs {
 		switch {
 		case r.closed:
