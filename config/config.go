@@ -34,7 +34,9 @@ type Config struct {
 type Job struct {
 	// Name identifies the job: its checkpoint directory and metrics.
 	Name string `mapstructure:"name"`
-	// Type is a built-in job: copy, wordcount or aggregate.
+	// Type is a built-in job (copy, wordcount or aggregate) or go: the
+	// dataflow a Go program built on package runner compiles in (its
+	// default there; the processor binary refuses it).
 	Type           string `mapstructure:"type"`
 	Parallelism    int    `mapstructure:"parallelism"`
 	MaxParallelism int    `mapstructure:"max_parallelism"`

@@ -61,6 +61,11 @@ type Sources struct {
 	Env []string
 	// Set holds key=value overrides from flags (highest precedence).
 	Set []string
+	// Defaults replace Default()'s value of the keys they name (a Go
+	// job's runner makes job.type go and job.name the program's job name
+	// its defaults); File, Env and Set still override them. An unknown
+	// key is an error.
+	Defaults map[string]any
 }
 
 // Load builds the configuration from defaults, File, Env and Set, decodes
@@ -71,6 +76,13 @@ func Load(src Sources) (*Config, error) {
 	v := viper.New()
 	defaults := map[string]any{}
 	flatten("", reflect.ValueOf(Default()), defaults)
+	for k, val := range src.Defaults {
+		k = strings.ToLower(k)
+		if _, ok := defaults[k]; !ok {
+			return nil, fmt.Errorf("default for unknown key %q%s", k, suggest(k, keys))
+		}
+		defaults[k] = val
+	}
 	for k, val := range defaults {
 		v.SetDefault(k, val)
 	}
@@ -312,7 +324,7 @@ func (c *Config) Validate() error {
 	if strings.ContainsAny(c.Job.Name, "/\\ ") {
 		bad("job.name", "%q must not contain slashes or spaces (it names the checkpoint directory)", c.Job.Name)
 	}
-	oneOf("job.type", c.Job.Type, "copy", "wordcount", "aggregate")
+	oneOf("job.type", c.Job.Type, "copy", "wordcount", "aggregate", "go")
 	if c.Job.MaxParallelism < 1 || c.Job.MaxParallelism > 32768 {
 		bad("job.max_parallelism", "%d is outside 1..32768", c.Job.MaxParallelism)
 	}

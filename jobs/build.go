@@ -47,6 +47,10 @@ type Env struct {
 	// two stages: build it with BuildGroup.
 	Group *Group
 
+	// Dataflow is a Go job's graph (job.type go); nil for the built-in
+	// job types.
+	Dataflow Dataflow
+
 	// stage is the part of a two-stage group BuildGroup asks for.
 	stage stageRole
 }

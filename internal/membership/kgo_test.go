@@ -188,7 +188,7 @@ func TestConfigRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.GroupID() != "onceflow-j" || m.cfg.SessionTimeout != 10*time.Second || m.cfg.HeartbeatInterval != 3*time.Second {
+	if m.GroupID() != "onceflow-j" || m.cfg.SessionTimeout != 10*time.Second || m.cfg.HeartbeatInterval != time.Second {
 		t.Fatalf("defaults: group %s, session %s, heartbeat %s", m.GroupID(), m.cfg.SessionTimeout, m.cfg.HeartbeatInterval)
 	}
 	if err := m.Close(context.Background()); err != nil {
