@@ -18,7 +18,7 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/processor ./cmd/processor \
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/onceflow/onceflow/runner.version=${VERSION}" -o /out/processor ./cmd/processor \
  && mkdir -p /out/data/checkpoints /out/data/state
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -157,7 +157,7 @@ func (in *instance) resume() {
 }
 
 // groupStatus is what the tests read of one entry of /api/v1/job's
-// "groups" in distributed mode (cmd/processor's groupBody).
+// "groups" in distributed mode (package runner's groupBody).
 type groupStatus struct {
 	Group int `json:"group"`
 	// State is the group's in the instance: claiming, running, stopping.
