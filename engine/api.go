@@ -168,6 +168,9 @@ func FromSource[T any](j *Job, uid string, parallelism int, src Source[T]) Strea
 	return Stream[T]{job: j, node: n}
 }
 
+// Job is the job s belongs to.
+func (s Stream[T]) Job() *Job { return s.job }
+
 // Parallelism overrides the parallelism of the next operator created from
 // s (by default the upstream's).
 func (s Stream[T]) Parallelism() int { return s.node.parallelism }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -149,6 +150,115 @@ const guardTimeout = 30 * time.Second
 // cluster that does not answer it is an error naming kafka.brokers, as at
 // the run's start. Build starts nothing: the caller runs Built.Job.
 func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
+	if err := checkType(cfg, env); err != nil {
+		return nil, err
+	}
+	if env.Dataflow != nil && env.stage == wholeJob {
+		if env.Group != nil {
+			return nil, errors.New("jobs: a partition group of a Go job may run in stages joined by repartition topics: build it with BuildGroup")
+		}
+		stages, err := buildDataflow(ctx, cfg, env)
+		if err != nil {
+			return nil, err
+		}
+		return stages[0], nil
+	}
+	st, err := prepare(ctx, cfg, env)
+	if err != nil {
+		return nil, err
+	}
+	sink, err := st.newSink(st.cfg.Sink, nil)
+	if err != nil {
+		return nil, err
+	}
+	st.sink = sink
+	cfg, j, src := st.cfg, st.job, st.src
+	p := cfg.Job.Parallelism
+	switch {
+	case env.stage != wholeJob:
+		if st.stats, err = stageGraph(j, cfg, env, src, sink); err != nil {
+			return nil, err
+		}
+	case cfg.Job.Type == "copy":
+		s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[*kgo.Record]{
+			Reader: src.reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq, Decode: copyRecord})
+		if err != nil {
+			return nil, err
+		}
+		st.stats = s.Stats
+		in := engine.FromSource(j, UIDSource, p, s)
+		engine.SinkTo(in, UIDSink, p, sink)
+	case cfg.Job.Type == "wordcount":
+		s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[string]{
+			Reader: src.reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq,
+			Decode: func(r *kgo.Record) (string, error) { return string(r.Value), nil }})
+		if err != nil {
+			return nil, err
+		}
+		st.stats = s.Stats
+		lines := engine.FromSource(j, UIDSource, p, s)
+		words := engine.FlatMap(lines, UIDSplit, func(line string, out func(string)) error {
+			for _, w := range Words([]byte(line)) {
+				out(w)
+			}
+			return nil
+		})
+		countTo(words, p, sink)
+	case cfg.Job.Type == "aggregate":
+		a := cfg.Aggregate
+		fn := Function(a.Function)
+		s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[observation]{
+			Reader: src.reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq,
+			Decode: func(r *kgo.Record) (observation, error) {
+				g, x, err := Extract(r.Value, a.GroupBy, a.Field, fn)
+				return observation{group: g, x: x}, err
+			}})
+		if err != nil {
+			return nil, err
+		}
+		st.stats = s.Stats
+		obs := engine.FromSource(j, UIDSource, p, s)
+		aggregateTo(obs, fn, p, sink)
+	default:
+		return nil, &ConfigError{Key: "job.type", Err: fmt.Errorf("%q is not one of copy, wordcount, aggregate", cfg.Job.Type)}
+	}
+	return st.built(), nil
+}
+
+// checkType refuses a job.type that does not fit env.Dataflow: go names a
+// Go program's dataflow, which only such a program supplies.
+func checkType(cfg *config.Config, env Env) error {
+	switch {
+	case env.Dataflow == nil && cfg.Job.Type == "go":
+		return &ConfigError{Key: "job.type", Err: errors.New("go runs a Go dataflow compiled into a program built on package runner; processor runs copy, wordcount and aggregate")}
+	case env.Dataflow != nil && cfg.Job.Type != "go":
+		return &ConfigError{Key: "job.type", Err: fmt.Errorf("%q names a built-in job, and this program runs its own Go dataflow: leave job.type unset (go)", cfg.Job.Type)}
+	}
+	return nil
+}
+
+// stage is one engine job of a job being built (the whole job, or one
+// stage of a partition group), made by prepare: its configuration as the
+// stage sees it (a group's transactional id prefix), its source's
+// settings and, once the graph is built, its sink and source statistics.
+type stage struct {
+	cfg     *config.Config
+	env     Env
+	log     *slog.Logger
+	job     *engine.Job
+	src     sourceConfig
+	tracker *outage.Tracker
+	// sink is the stage's one sink; stats its source's statistics (nil:
+	// none yet).
+	sink  *sinkkafka.Sink
+	stats func() sourcekafka.SourceStats
+}
+
+// prepare does everything Build does before the graph: the checks of the
+// configuration and the cluster, --fresh, the engine options (the
+// storage, claimed for a partition group), the outage tracker, the
+// source's settings, and the engine job itself.
+func prepare(ctx context.Context, cfg *config.Config, env Env) (*stage, error) {
 	log := env.Logger
 	if log == nil {
 		log = slog.Default()
@@ -185,70 +295,32 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 	if err != nil {
 		return nil, &ConfigError{Key: "kafka.outage_tolerance", Err: err}
 	}
-	src, sink, err := connectors(cfg, env, log, tracker)
+	src, err := sourceSettings(cfg, env, log, tracker)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.Checkpoint.Mode == "at_least_once" && cfg.Sink.Delivery == "exactly_once" {
 		log.Warn("checkpoint.mode at_least_once does not align barriers: the exactly_once sink may commit records twice after a restore (at-least-once output)")
 	}
-	j := engine.NewJob(jobName(cfg, env.Group), opts)
-	p := cfg.Job.Parallelism
-	var stats func() sourcekafka.SourceStats
-	switch {
-	case env.stage != wholeJob:
-		if stats, err = stageGraph(j, cfg, env, src, sink); err != nil {
-			return nil, err
+	return &stage{cfg: cfg, env: env, log: log, job: engine.NewJob(jobName(cfg, env.Group), opts), src: src, tracker: tracker}, nil
+}
+
+// built is the stage as Build returns it.
+func (st *stage) built() *Built {
+	stats, sink, tracker := st.stats, st.sink, st.tracker
+	return &Built{Job: st.job, Stats: func() Stats {
+		var ss sourcekafka.SourceStats
+		if stats != nil {
+			ss = stats()
 		}
-	case cfg.Job.Type == "copy":
-		s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[*kgo.Record]{
-			Reader: src.reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq, Decode: copyRecord})
-		if err != nil {
-			return nil, err
-		}
-		stats = s.Stats
-		in := engine.FromSource(j, UIDSource, p, s)
-		engine.SinkTo(in, UIDSink, p, sink)
-	case cfg.Job.Type == "wordcount":
-		s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[string]{
-			Reader: src.reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq,
-			Decode: func(r *kgo.Record) (string, error) { return string(r.Value), nil }})
-		if err != nil {
-			return nil, err
-		}
-		stats = s.Stats
-		lines := engine.FromSource(j, UIDSource, p, s)
-		words := engine.FlatMap(lines, UIDSplit, func(line string, out func(string)) error {
-			for _, w := range Words([]byte(line)) {
-				out(w)
-			}
-			return nil
-		})
-		countTo(words, p, sink)
-	case cfg.Job.Type == "aggregate":
-		a := cfg.Aggregate
-		fn := Function(a.Function)
-		s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[observation]{
-			Reader: src.reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq,
-			Decode: func(r *kgo.Record) (observation, error) {
-				g, x, err := Extract(r.Value, a.GroupBy, a.Field, fn)
-				return observation{group: g, x: x}, err
-			}})
-		if err != nil {
-			return nil, err
-		}
-		stats = s.Stats
-		obs := engine.FromSource(j, UIDSource, p, s)
-		aggregateTo(obs, fn, p, sink)
-	default:
-		return nil, &ConfigError{Key: "job.type", Err: fmt.Errorf("%q is not one of copy, wordcount, aggregate", cfg.Job.Type)}
-	}
-	return &Built{Job: j, Stats: func() Stats {
-		ss, ks := stats(), sink.Stats()
-		return Stats{PendingTransactions: ks.PendingTransactions, OldestPending: ks.OldestPending,
-			RecordsRead: ss.RecordsRead, DecodeSkipped: ss.DecodeSkipped, DeadLettered: ss.DeadLettered, ConsumerLag: ss.ConsumerLag,
+		out := Stats{RecordsRead: ss.RecordsRead, DecodeSkipped: ss.DecodeSkipped, DeadLettered: ss.DeadLettered, ConsumerLag: ss.ConsumerLag,
 			OffsetResets: ss.OffsetResets, Cluster: tracker.Status()}
-	}}, nil
+		if sink != nil {
+			ks := sink.Stats()
+			out.PendingTransactions, out.OldestPending = ks.PendingTransactions, ks.OldestPending
+		}
+		return out
+	}}
 }
 
 // copyRecord is the copy job's decoder: the output record has the input's
@@ -354,16 +426,16 @@ type sourceConfig struct {
 	dlq    string
 }
 
-// connectors configures the source and the sink, both waiting out an
-// outage through tracker.
-func connectors(cfg *config.Config, env Env, log *slog.Logger, tracker *outage.Tracker) (sourceConfig, *sinkkafka.Sink, error) {
+// sourceSettings configures the source, waiting out an outage through
+// tracker.
+func sourceSettings(cfg *config.Config, env Env, log *slog.Logger, tracker *outage.Tracker) (sourceConfig, error) {
 	policy, err := sourcekafka.ParseOnDecodeError(cfg.Source.OnDecodeError)
 	if err != nil {
-		return sourceConfig{}, nil, &ConfigError{Key: "source.on_decode_error", Err: err}
+		return sourceConfig{}, &ConfigError{Key: "source.on_decode_error", Err: err}
 	}
 	outOfRange, err := sourcekafka.ParseOnOffsetOutOfRange(cfg.Source.OnOffsetOutOfRange)
 	if err != nil {
-		return sourceConfig{}, nil, &ConfigError{Key: "source.on_offset_out_of_range", Err: err}
+		return sourceConfig{}, &ConfigError{Key: "source.on_offset_out_of_range", Err: err}
 	}
 	src := sourceConfig{
 		reader: sourcekafka.ReaderOptions{
@@ -378,19 +450,30 @@ func connectors(cfg *config.Config, env Env, log *slog.Logger, tracker *outage.T
 	if env.Group != nil {
 		src.reader.CommitOffsets = env.Group.CommitOffsets
 	}
-	delivery, err := sinkkafka.ParseDelivery(cfg.Sink.Delivery)
+	return src, nil
+}
+
+// newSink configures a sink of the stage as c says (the job's sink
+// section, or a repartition topic's), with the stage's transactional id
+// prefix and outage tracker, and extra client options (a partitioner).
+func (st *stage) newSink(c config.Sink, extra []kgo.Opt) (*sinkkafka.Sink, error) {
+	delivery, err := sinkkafka.ParseDelivery(c.Delivery)
 	if err != nil {
-		return sourceConfig{}, nil, &ConfigError{Key: "sink.delivery", Err: err}
+		return nil, &ConfigError{Key: "sink.delivery", Err: err}
+	}
+	opts := st.env.ClientOpts
+	if len(extra) > 0 {
+		opts = append(slices.Clone(opts), extra...)
 	}
 	sink, err := sinkkafka.NewSink(sinkkafka.SinkOptions{
-		ClientOpts: env.ClientOpts, Topic: cfg.Sink.Topic, Delivery: delivery,
-		TransactionalIDPrefix: cfg.Sink.TransactionalIDPrefix, Slots: cfg.Sink.Slots,
-		TransactionTimeout: cfg.Sink.TransactionTimeout, Logger: log, Outage: tracker,
+		ClientOpts: opts, Topic: c.Topic, Delivery: delivery,
+		TransactionalIDPrefix: st.cfg.Sink.TransactionalIDPrefix, Slots: c.Slots,
+		TransactionTimeout: c.TransactionTimeout, Logger: st.log, Outage: st.tracker,
 	})
 	if err != nil {
-		return sourceConfig{}, nil, &ConfigError{Key: "sink.transactional_id_prefix", Err: err}
+		return nil, &ConfigError{Key: "sink.transactional_id_prefix", Err: err}
 	}
-	return src, sink, nil
+	return sink, nil
 }
 
 // engineOptions maps the checkpoint, state and restart sections.

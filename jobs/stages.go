@@ -88,6 +88,12 @@ func RepartitionTopic(cfg *config.Config) string {
 	if uid == "" {
 		return ""
 	}
+	return repartitionTopicOf(cfg, uid)
+}
+
+// repartitionTopicOf is the repartition topic of the cut at the keyed
+// operator uid: <job.name>-<uid>-repartition.
+func repartitionTopicOf(cfg *config.Config, uid string) string {
 	return cfg.Job.Name + "-" + uid + "-repartition"
 }
 
@@ -132,7 +138,7 @@ func partitionOfKeyGroup(kg, groups int) int32 { return int32(kg % groups) }
 // its start, every decode error failing the job (the records are
 // stage 1's own).
 func stageConfigs(cfg *config.Config, uid string) (up, down *config.Config) {
-	topic := RepartitionTopic(cfg)
+	topic := repartitionTopicOf(cfg, uid)
 	u := *cfg
 	u.Sink.Topic = topic
 	u.Sink.Delivery = string(sinkkafka.DeliveryExactlyOnce)
@@ -265,6 +271,16 @@ func BuildGroup(ctx context.Context, cfg *config.Config, env Env) (*GroupPipelin
 	}
 	if err := g.validate(); err != nil {
 		return nil, err
+	}
+	if env.Dataflow != nil {
+		if err := checkType(cfg, env); err != nil {
+			return nil, err
+		}
+		stages, err := buildDataflow(ctx, cfg, env)
+		if err != nil {
+			return nil, err
+		}
+		return &GroupPipeline{Index: g.Index, Stages: stages}, nil
 	}
 	uid := keyedUID(cfg.Job.Type)
 	if uid == "" {
@@ -448,7 +464,12 @@ const leaderWait = 100 * time.Millisecond
 // partition would hold no key group). A cluster that does not answer is an
 // error naming kafka.brokers.
 func EnsureRepartitionTopics(ctx context.Context, cfg *config.Config, clientOpts []kgo.Opt, groups int) error {
-	topics := RepartitionTopics(cfg)
+	return ensureTopics(ctx, cfg, clientOpts, groups, RepartitionTopics(cfg))
+}
+
+// ensureTopics is EnsureRepartitionTopics for the given topics (a Go
+// job's, known once its Dataflow is built).
+func ensureTopics(ctx context.Context, cfg *config.Config, clientOpts []kgo.Opt, groups int, topics []string) error {
 	if len(topics) == 0 {
 		return nil
 	}
