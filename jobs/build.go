@@ -450,6 +450,11 @@ func sourceSettings(cfg *config.Config, env Env, log *slog.Logger, tracker *outa
 	if env.Group != nil {
 		src.reader.CommitOffsets = env.Group.CommitOffsets
 	}
+	if env.stage == downstream {
+		// The repartition topic is the job's own: what a completed
+		// checkpoint of the stage reading it consumed is deleted.
+		src.reader.PurgeInterval = repartitionPurgeInterval
+	}
 	return src, nil
 }
 

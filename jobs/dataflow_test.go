@@ -277,4 +277,14 @@ func TestDataflowGroupsCutAtKeyBy(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("running totals of the groups %v, want %v (keys %v)", got, want, slices.Sorted(maps.Keys(want)))
 	}
+	// Stage 2 purged what its checkpoints consumed of the repartition topic.
+	starts, err := kadm.NewClient(adm).ListStartOffsets(ctx, "totals-totals-repartition")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var purged []int64
+	starts.Each(func(o kadm.ListedOffset) { purged = append(purged, o.Offset) })
+	if len(purged) != groups || slices.Contains(purged, 0) {
+		t.Fatalf("repartition topic starts at %v, want every partition purged past 0", purged)
+	}
 }

@@ -49,6 +49,13 @@ import (
 //   - consumer group of its checkpointed offsets (lag monitoring only, a
 //     group without members): <source.group>/<uid>.
 
+// repartitionPurgeInterval is how often a stage reading a repartition
+// topic deletes the records its completed checkpoints consumed
+// (sourcekafka.ReaderOptions.PurgeInterval), as Kafka Streams purges its
+// repartition topics (repartition.purge.interval.ms, 30 s by default):
+// without it the topic keeps every record for the cluster's retention.
+const repartitionPurgeInterval = 30 * time.Second
+
 // stageRole is the part of a job a Build makes.
 type stageRole int
 

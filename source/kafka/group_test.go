@@ -94,3 +94,66 @@ func TestPartitionGroupValidation(t *testing.T) {
 		}
 	}
 }
+
+// With PurgeInterval, a completed checkpoint deletes the records below its
+// offsets, at most once per interval on the reader's clock; without it,
+// nothing is deleted.
+func TestReaderPurgesWhatACheckpointConsumed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := fake(t, 1, "rep")
+	produce(t, ctx, client, "rep", 10, 0)
+	now := time.Unix(1000, 0)
+	open := func(purge time.Duration) *Reader {
+		r, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"rep"}, Start: StartEarliest,
+			PurgeInterval: purge, Now: func() time.Time { return now }}, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.Close)
+		return r
+	}
+	logStart := func(r *Reader) int64 {
+		t.Helper()
+		o, err := kadm.NewClient(r.cl).ListStartOffsets(ctx, "rep")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, _ := o.Lookup("rep", 0)
+		return l.Offset
+	}
+	checkpointAfter := func(r *Reader, n int, id int64) {
+		t.Helper()
+		readN(t, ctx, r, n)
+		if _, err := r.SnapshotState(id); err != nil {
+			t.Fatal(err)
+		}
+		r.NotifyCheckpointComplete(ctx, id)
+	}
+
+	keep := open(0)
+	checkpointAfter(keep, 3, 1)
+	if got := logStart(keep); got != 0 {
+		t.Fatalf("without PurgeInterval the log starts at %d after a checkpoint, want 0", got)
+	}
+	keep.Close()
+
+	r := open(time.Minute)
+	// A checkpoint before anything was read deletes nothing and does not
+	// use the interval up.
+	checkpointAfter(r, 0, 1)
+	checkpointAfter(r, 4, 2)
+	if got := logStart(r); got != 4 {
+		t.Fatalf("after checkpoint 2 at offset 4 the log starts at %d, want 4", got)
+	}
+	now = now.Add(30 * time.Second)
+	checkpointAfter(r, 2, 3)
+	if got := logStart(r); got != 4 {
+		t.Fatalf("30s later (interval 1m) the log starts at %d, want still 4", got)
+	}
+	now = now.Add(31 * time.Second)
+	checkpointAfter(r, 1, 4)
+	if got := logStart(r); got != 7 {
+		t.Fatalf("after the interval the log starts at %d, want 7 (checkpoint 4's offset)", got)
+	}
+}

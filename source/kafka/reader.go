@@ -119,6 +119,14 @@ type ReaderOptions struct {
 	// members): a distributed job commits them as the group member that
 	// owns the partitions. Its failures are handled as the Reader's own.
 	CommitOffsets func(ctx context.Context, offsets kadm.Offsets) error
+	// PurgeInterval, when positive, deletes the records below the offsets
+	// of a completed checkpoint (Kafka's DeleteRecords), at most once per
+	// interval: for an internal topic only this job reads, such as a
+	// distributed job's repartition topic, whose records a completed
+	// checkpoint has consumed for good (a restore resumes at the latest
+	// checkpoint's offsets, never below them). A failed purge is logged
+	// and tried again at a later checkpoint. Zero keeps every record.
+	PurgeInterval time.Duration
 }
 
 // PartitionGroup is group Index of Count: partition p of every topic
@@ -259,6 +267,11 @@ type Reader struct {
 	heard, probed, probeFailing time.Time
 	// resets counts the jumps OnOutOfRange made.
 	resets atomic.Int64
+	// purged is when (on opts.Now) the records below a checkpoint's
+	// offsets were last deleted (PurgeInterval), and purgedTo below
+	// which offset of each partition.
+	purged   time.Time
+	purgedTo map[Partition]int64
 	// commitFailing is set once a group commit failed, so that the
 	// warning is not repeated at every checkpoint until one succeeds.
 	commitFailing bool
@@ -1148,12 +1161,16 @@ func (r *Reader) NotifyCheckpointComplete(ctx context.Context, checkpointID int6
 			delete(r.snapshots, id)
 		}
 	}
-	if !ok || r.opts.Group == "" && r.opts.CommitOffsets == nil || len(snap) == 0 {
+	if !ok || len(snap) == 0 {
 		return
 	}
 	offs := kadm.Offsets{}
 	for p, o := range snap {
 		offs.AddOffset(p.Topic, p.Partition, o, -1)
+	}
+	r.purge(ctx, checkpointID, snap)
+	if r.opts.Group == "" && r.opts.CommitOffsets == nil {
+		return
 	}
 	var err error
 	if r.opts.CommitOffsets != nil {
@@ -1180,6 +1197,42 @@ func (r *Reader) NotifyCheckpointComplete(ctx context.Context, checkpointID int6
 		r.opts.Logger.Warn(msg+"; not logged again until a commit succeeds",
 			"group", r.opts.Group, "checkpoint", checkpointID, "err", err)
 	}
+}
+
+// purge deletes the records below the offsets of completed checkpoint id
+// when PurgeInterval says it is time and a partition moved past what was
+// deleted before.
+func (r *Reader) purge(ctx context.Context, id int64, snap map[Partition]int64) {
+	if r.opts.PurgeInterval <= 0 {
+		return
+	}
+	now := r.opts.Now()
+	if !r.purged.IsZero() && now.Sub(r.purged) < r.opts.PurgeInterval {
+		return
+	}
+	offs := kadm.Offsets{}
+	for p, o := range snap {
+		if o > r.purgedTo[p] {
+			offs.AddOffset(p.Topic, p.Partition, o, -1)
+		}
+	}
+	if len(offs) == 0 {
+		return
+	}
+	resp, err := r.adm.DeleteRecords(ctx, offs)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		r.opts.Logger.Warn("kafka source: deleting the records a checkpoint consumed failed; tried again at a later checkpoint",
+			"topics", r.opts.Topics, "checkpoint", id, "err", err)
+		return
+	}
+	if r.purgedTo == nil {
+		r.purgedTo = map[Partition]int64{}
+	}
+	offs.Each(func(o kadm.Offset) { r.purgedTo[Partition{o.Topic, o.Partition}] = o.At })
+	r.purged = now
 }
 
 // OffsetResets counts the jumps the reader made under OutOfRangeEarliest
