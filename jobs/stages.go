@@ -366,26 +366,26 @@ func (p *GroupPipeline) Run(ctx context.Context) error {
 	return nil
 }
 
-// StopWithSavepoint stops every stage with a savepoint, upstream first
+// StopWithSavepoint stops every stage with a savepoint, all at once
 // (engine.Job.StopWithSavepoint: each stage's sink commits its
 // savepoint's transactions before it stops), and returns the savepoints'
-// paths joined by ", ". A stage that fails to stop does not keep the next
-// from being stopped; the first failure is returned, naming its stage.
+// paths, upstream first, joined by ", ". The stages need no order: what
+// stage 1 commits after stage 2's savepoint stays in the repartition
+// topic, above the offsets that savepoint resumes stage 2 at. A stage
+// that fails to stop does not keep the others from being stopped; the
+// first failure, upstream first, is returned, naming its stage.
 func (p *GroupPipeline) StopWithSavepoint(ctx context.Context) (string, error) {
-	var paths []string
-	var first error
-	for _, s := range p.Stages {
-		path, err := s.Job.StopWithSavepoint(ctx)
-		if err != nil {
-			if first == nil {
-				first = fmt.Errorf("jobs: stopping stage %s with a savepoint: %w", s.Job.Status().Name, err)
-			}
-			continue
-		}
-		paths = append(paths, path)
+	paths := make([]string, len(p.Stages))
+	errs := make([]error, len(p.Stages))
+	var wg sync.WaitGroup
+	for i, s := range p.Stages {
+		wg.Go(func() { paths[i], errs[i] = s.Job.StopWithSavepoint(ctx) })
 	}
-	if first != nil {
-		return "", first
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return "", fmt.Errorf("jobs: stopping stage %s with a savepoint: %w", p.Stages[i].Job.Status().Name, err)
+		}
 	}
 	return strings.Join(paths, ", "), nil
 }

@@ -341,8 +341,8 @@ func TestGroupPipelineFirstFailureCancelsTheOthers(t *testing.T) {
 	}
 }
 
-// StopWithSavepoint stops both stages, upstream first, and returns both
-// savepoints; Run then returns ErrStopped.
+// StopWithSavepoint stops both stages and returns both savepoints; Run
+// then returns ErrStopped.
 func TestGroupPipelineStopsEveryStage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -365,6 +365,55 @@ func TestGroupPipelineStopsEveryStage(t *testing.T) {
 	}
 	if _, err := p.StopWithSavepoint(ctx); err == nil || !strings.Contains(err.Error(), "stage stage-1") {
 		t.Fatalf("a second stop returned %v, want an error naming stage stage-1", err)
+	}
+}
+
+// gatedSink is discardSink whose snapshots wait for release.
+type gatedSink struct {
+	discardSink
+	release chan struct{}
+}
+
+func (g gatedSink) NewWriter(context.Context, engine.Scope, [][]byte) (engine.SinkWriter[int], error) {
+	return g, nil
+}
+
+func (g gatedSink) SnapshotState(ctx context.Context, _ int64) ([][]byte, error) {
+	select {
+	case <-g.release:
+		return nil, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// The stages stop side by side: stage 2 is stopped while stage 1's
+// savepoint still waits (a revoked group moves sooner).
+func TestGroupPipelineStopsStagesSideBySide(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, _ := twoStages()
+	release := make(chan struct{})
+	slow := engine.NewJob("stage-1", engine.Options{})
+	engine.SinkTo(engine.FromSource(slow, UIDSource, 1, idleSource{make(chan error)}), UIDSink, 1, gatedSink{release: release})
+	p.Stages[0] = &Built{Job: slow, Stats: func() Stats { return Stats{} }}
+	done := runInBackground(ctx, p)
+	stopped := make(chan error, 1)
+	go func() { _, err := p.StopWithSavepoint(ctx); stopped <- err }()
+	deadline := time.Now().Add(10 * time.Second)
+	for p.StageStatus()[1].State != "STOPPED" {
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("stage 2 is %s 10s into the stop while stage 1's savepoint waits, want STOPPED", p.StageStatus()[1].State)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, engine.ErrStopped) {
+		t.Fatalf("Run returned %v, want ErrStopped", err)
 	}
 }
 
