@@ -54,8 +54,9 @@ func checkDistributedFlags(cfg *config.Config, f runFlags) error {
 //     missing input topic or G above its partition count is refused
 //     (exit 2) naming the key.
 //   - Each group is built by jobs.BuildGroup (one stage for copy, two
-//     joined by a repartition topic for wordcount and aggregate), its
-//     input offsets committed through the member.
+//     joined by a repartition topic for wordcount and aggregate, the
+//     stages a Go job's dataflow cuts it into), its input offsets
+//     committed through the member.
 //   - SIGTERM or SIGINT leaves: every group stops with a final savepoint
 //     (bounded by distributed.revoke_timeout, else cancelled) and the
 //     member leaves the group so that the other instances take the groups
@@ -68,7 +69,7 @@ func checkDistributedFlags(cfg *config.Config, f runFlags) error {
 // HTTP serves /healthz, /metrics and /api/v1/job (distributedAPI); the
 // job's POST endpoints are refused: there is no single job to stop or
 // savepoint.
-func runDistributed(ctx context.Context, d deps, f runFlags, cfg *config.Config, sigs <-chan os.Signal, stderr io.Writer) error {
+func runDistributed(ctx context.Context, d deps, dataflow jobs.Dataflow, f runFlags, cfg *config.Config, sigs <-chan os.Signal, stderr io.Writer) error {
 	st, err := takeRun(cfg, f, stderr)
 	if err != nil {
 		return err
@@ -112,7 +113,7 @@ func runDistributed(ctx context.Context, d deps, f runFlags, cfg *config.Config,
 		G: G,
 		Build: func(ctx context.Context, g int) (groups.Pipeline, error) {
 			return buildGroup(ctx, cfg, jobs.Env{ClientOpts: opts, Logger: log, AllowNonRestoredState: f.allowNonRestoredState,
-				Version: version, Group: &jobs.Group{Index: g, Count: G, CommitOffsets: commit}})
+				Version: version, Group: &jobs.Group{Index: g, Count: G, CommitOffsets: commit}, Dataflow: dataflow})
 		},
 		Membership: membership.Config{Brokers: cfg.Kafka.Brokers, Job: cfg.Job.Name, GroupID: cfg.Source.Group,
 			Topics: []string{cfg.Source.Topic}, SessionTimeout: d2.SessionTimeout, RebalanceTimeout: d2.RebalanceTimeout,

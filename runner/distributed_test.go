@@ -72,6 +72,13 @@ type distributedRun struct {
 func startDistributed(t *testing.T, partitions int, failBuild map[int]error, block chan struct{}, args ...string) *distributedRun {
 	t.Helper()
 	dir := t.TempDir()
+	return startDistributedProgram(t, Job{}, processorName, dir, jobConfig(t, dir, ""), partitions, failBuild, block, args...)
+}
+
+// startDistributedProgram is startDistributed for the program of j,
+// called name, with the configuration file cfg in dir.
+func startDistributedProgram(t *testing.T, j Job, name, dir, cfg string, partitions int, failBuild map[int]error, block chan struct{}, args ...string) *distributedRun {
+	t.Helper()
 	dr := &distributedRun{member: &testMember{assign: []int{0, 1}, closed: make(chan struct{})}, jobs: map[int]*memJob{}, envs: map[int]jobs.Env{}}
 	modify := func(d deps) deps {
 		d.partitions = func(context.Context, []kgo.Opt, string) (int, error) { return partitions, nil }
@@ -105,10 +112,9 @@ func startDistributed(t *testing.T, partitions int, failBuild map[int]error, blo
 		}
 		return d
 	}
-	cfg := jobConfig(t, dir, "")
 	args = append([]string{"--config", cfg, "--set", "job.mode=distributed", "--set", "checkpoint.dir=s3://bucket/prefix",
 		"--set", "state.dir=" + dir + "/state"}, args...)
-	dr.testRun = startRunDeps(t, modify, nil, []string{}, args...)
+	dr.testRun = startProgramRun(t, j, name, modify, nil, []string{}, args...)
 	return dr
 }
 

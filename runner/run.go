@@ -34,7 +34,7 @@ type runFlags struct {
 	addrFile              string
 }
 
-func newRunCmd(d deps) *cobra.Command {
+func newRunCmd(d deps, j Job) *cobra.Command {
 	var f runFlags
 	cmd := &cobra.Command{
 		Use:   "run --config FILE",
@@ -53,7 +53,7 @@ final savepoints and leaves, so that the other instances take them over
 (exit 0); --from and --fresh are refused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runJob(cmd.Context(), d, f, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return runJob(cmd.Context(), d, j, f, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	fl := cmd.Flags()
@@ -99,9 +99,10 @@ func checkWritableDir(key, dir string) error {
 	return nil
 }
 
-// loadRunConfig loads and checks everything a run needs before it touches
-// the cluster: every error here is bad usage or configuration.
-func loadRunConfig(d deps, f runFlags) (*config.Config, error) {
+// loadRunConfig loads and checks everything a run of j needs before it
+// touches the cluster: every error here is bad usage or configuration.
+// With j.Dataflow, job.type defaults to go and job.name to j.Name.
+func loadRunConfig(d deps, j Job, f runFlags) (*config.Config, error) {
 	if f.from != "" && f.fresh {
 		return nil, usagef("--from and --fresh exclude each other")
 	}
@@ -111,9 +112,12 @@ func loadRunConfig(d deps, f runFlags) (*config.Config, error) {
 	if f.stopTimeout < 0 {
 		return nil, usagef("--stop-timeout must not be negative")
 	}
-	cfg, err := config.Load(config.Sources{File: f.config, Env: d.env, Set: f.set})
+	cfg, err := config.Load(config.Sources{File: f.config, Env: d.env, Set: f.set, Defaults: configDefaults(j)})
 	if err != nil {
 		return nil, usageError{err}
+	}
+	if err := checkJobType(cfg, j); err != nil {
+		return nil, err
 	}
 	if err := checkDistributedFlags(cfg, f); err != nil {
 		return nil, err
@@ -141,6 +145,33 @@ func loadRunConfig(d deps, f runFlags) (*config.Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// configDefaults are the defaults j's program gives the configuration:
+// none for the processor; job.type go and, when j names it, job.name for a
+// Go job.
+func configDefaults(j Job) map[string]any {
+	if j.Dataflow == nil {
+		return nil
+	}
+	defaults := map[string]any{"job.type": "go"}
+	if j.Name != "" {
+		defaults["job.name"] = j.Name
+	}
+	return defaults
+}
+
+// checkJobType refuses a job.type the program cannot run: go without a
+// Dataflow (the processor), or a built-in type in a Go job's program.
+func checkJobType(cfg *config.Config, j Job) error {
+	switch {
+	case j.Dataflow == nil && cfg.Job.Type == "go":
+		return usagef("config: job.type: go runs a Go dataflow compiled into a program built on package runner; processor runs copy, wordcount and aggregate")
+	case j.Dataflow != nil && cfg.Job.Type != "go":
+		return usagef("config: job.type: %q names a built-in job, and this program runs its own Go dataflow: leave job.type unset (go), or run %s with processor",
+			cfg.Job.Type, cfg.Job.Type)
+	}
+	return nil
 }
 
 // acquireJobLock takes the local job lock. With checkpoints in a
@@ -306,21 +337,21 @@ func warnOpenListener(log *slog.Logger, bound net.Addr, c config.HTTP) {
 		"set http.token (or ONCEFLOW_HTTP_TOKEN), or listen on 127.0.0.1", "addr", bound.String(), "http.listen", c.Listen)
 }
 
-// runJob is processor run: load, check, connect, build, serve, run until
-// the job ends or is stopped.
-func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) error {
+// runJob is processor run of j: load, check, connect, build, serve, run
+// until the job ends or is stopped.
+func runJob(ctx context.Context, d deps, j Job, f runFlags, stdout, stderr io.Writer) error {
 	// Take SIGTERM and SIGINT over first: one that arrives while the job
 	// starts (connecting, recovering) stops it with a savepoint once it
 	// runs, instead of killing the process.
 	sigs, stopSignals := d.signals()
 	defer stopSignals()
 
-	cfg, err := loadRunConfig(d, f)
+	cfg, err := loadRunConfig(d, j, f)
 	if err != nil {
 		return err
 	}
 	if cfg.Job.Mode == "distributed" {
-		return runDistributed(ctx, d, f, cfg, sigs, stderr)
+		return runDistributed(ctx, d, j.Dataflow, f, cfg, sigs, stderr)
 	}
 	st, err := takeRun(cfg, f, stderr)
 	if err != nil {
@@ -345,7 +376,7 @@ func runJob(ctx context.Context, d deps, f runFlags, stdout, stderr io.Writer) e
 		return err
 	}
 	built, err := d.build(jobCtx, cfg, jobs.Env{ClientOpts: opts, Logger: log, RestoreFrom: from, Fresh: f.fresh,
-		AllowNonRestoredState: f.allowNonRestoredState, Version: version})
+		AllowNonRestoredState: f.allowNonRestoredState, Version: version, Dataflow: j.Dataflow})
 	if err != nil {
 		return fmt.Errorf("building job %s: %w", cfg.Job.Name, err)
 	}

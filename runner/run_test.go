@@ -79,13 +79,19 @@ func startRun(t *testing.T, m *memJob, env []string, args ...string) *testRun {
 // startRunDeps is startRun with the test deps changed by modify.
 func startRunDeps(t *testing.T, modify func(deps) deps, m *memJob, env []string, args ...string) *testRun {
 	t.Helper()
+	return startProgramRun(t, Job{}, processorName, modify, m, env, args...)
+}
+
+// startProgramRun is startRunDeps for the program of j, called name.
+func startProgramRun(t *testing.T, j Job, name string, modify func(deps) deps, m *memJob, env []string, args ...string) *testRun {
+	t.Helper()
 	r := &testRun{t: t, sigs: make(chan os.Signal, 2), stdout: &logbuf.Buffer{}, stderr: &logbuf.Buffer{}, done: make(chan struct{}),
 		addrFile: filepath.Join(t.TempDir(), "addr")}
 	d := testDeps(m, r, env)
 	if modify != nil {
 		d = modify(d)
 	}
-	root := newRootDeps(d)
+	root := newProgramRoot(j, name, d)
 	args = append([]string{"run", "--addr-file", r.addrFile}, args...)
 	go func() {
 		defer close(r.done)
