@@ -43,16 +43,26 @@ type distJob struct {
 	feed  *steadyFeeder
 	insts []*instance
 	adm   *kadm.Client // made at its first use
+	// bin is the program every instance runs (the processor, or a Go
+	// job's).
+	bin string
 }
 
-// newDistJob creates a job of type typ (copy or wordcount) on 8 input and
-// output partitions with S3 checkpoints, every instance of it distributed
-// over 8 partition groups with a 6 s session timeout. The input is not fed
-// yet (startFeeding).
+// newDistJob creates a job of type typ (copy or wordcount, or go-wordcount:
+// examples/gowordcount, the word count as a Go job on package runner,
+// checked as the built-in one) on 8 input and output partitions with S3
+// checkpoints, every instance of it distributed over 8 partition groups
+// with a 6 s session timeout. The input is not fed yet (startFeeding).
 func newDistJob(t *testing.T, typ string) *distJob {
 	t.Helper()
 	seeds := kafkatest.Bootstrap(t)
-	j := &distJob{typ: typ, s3Job: newS3Job(t, seeds, "dist-"+typ, jobSpec{typ: typ, partitions: distGroups,
+	if typ == "go-wordcount" {
+		j := newDistJob(t, "wordcount")
+		j.bin = program(t, "../examples/gowordcount")
+		j.env = append(j.env, "ONCEFLOW_JOB_TYPE=go")
+		return j
+	}
+	j := &distJob{typ: typ, bin: processor(t), s3Job: newS3Job(t, seeds, "dist-"+typ, jobSpec{typ: typ, partitions: distGroups,
 		pebble: typ == "wordcount", interval: distInterval})}
 	for _, cj := range crashJobs {
 		if cj.typ == typ {
@@ -101,7 +111,7 @@ func (j *distJob) start(name string) *instance {
 	t.Helper()
 	in := &instance{j: j, name: name, addrFile: filepath.Join(j.dir, "addr-"+name)}
 	env := append(append([]string{}, j.env...), "ONCEFLOW_STATE_DIR="+filepath.Join(j.dir, "state-"+name))
-	in.proc = startChild(t, env, "run", "--config", j.cfg, "--addr-file", in.addrFile)
+	in.proc = startProgram(t, j.bin, env, "run", "--config", j.cfg, "--addr-file", in.addrFile)
 	j.insts = append(j.insts, in)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -64,8 +64,11 @@ func everyoneRuns(own map[int][]string, ins []*instance) bool {
 // certainly written by the new owner), and to each moved group's first
 // completed checkpoint on its new owner (the APIs). Target: the session
 // timeout plus less than 2 s.
+//
+// It runs a Go job too: examples/gowordcount, the word count written on
+// package runner, cut at its jobs.KeyBy as the built-in one is.
 func TestDistributedKillOneOfThree(t *testing.T) {
-	for _, typ := range distJobTypes {
+	for _, typ := range append(slices.Clone(distJobTypes), "go-wordcount") {
 		t.Run(typ, func(t *testing.T) {
 			begin := time.Now()
 			j := newDistJob(t, typ)

@@ -31,6 +31,40 @@ var processorBinary = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
+// programBinaries builds a Go job's program (a package path relative to
+// this directory, such as ../examples/gowordcount) once per test binary.
+var programBinaries = struct {
+	sync.Mutex
+	built map[string]func() (string, error)
+}{built: map[string]func() (string, error){}}
+
+// program is the built binary of the Go job's program pkg.
+func program(t *testing.T, pkg string) string {
+	t.Helper()
+	programBinaries.Lock()
+	build, ok := programBinaries.built[pkg]
+	if !ok {
+		build = sync.OnceValues(func() (string, error) {
+			dir, err := os.MkdirTemp("", "onceflow-program-")
+			if err != nil {
+				return "", err
+			}
+			bin := filepath.Join(dir, filepath.Base(pkg))
+			if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+				return "", fmt.Errorf("building %s: %v\n%s", pkg, err, out)
+			}
+			return bin, nil
+		})
+		programBinaries.built[pkg] = build
+	}
+	programBinaries.Unlock()
+	bin, err := build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
 func processor(t *testing.T) string {
 	t.Helper()
 	bin, err := processorBinary()
@@ -53,8 +87,15 @@ type child struct {
 // test's environment. The child is killed if the test ends first.
 func startChild(t *testing.T, env []string, args ...string) *child {
 	t.Helper()
+	return startProgram(t, processor(t), env, args...)
+}
+
+// startProgram is startChild for the program bin (the processor, or a Go
+// job's program built by program).
+func startProgram(t *testing.T, bin string, env []string, args ...string) *child {
+	t.Helper()
 	c := &child{t: t, output: &logbuf.Buffer{}, done: make(chan struct{})}
-	c.cmd = exec.Command(processor(t), args...)
+	c.cmd = exec.Command(bin, args...)
 	c.cmd.Env = append(os.Environ(), env...)
 	c.cmd.Stdout, c.cmd.Stderr = c.output, c.output
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

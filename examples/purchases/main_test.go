@@ -1,25 +1,28 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/runner"
 )
 
-// The example job on kfake: refunds are dropped, every purchase yields the
-// customer's new running total, and a stop with a savepoint followed by a
-// run from it continues the totals where they were.
-func TestPurchasesKeepsRunningTotals(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+// The example program on kfake, run through the runner as its main does:
+// refunds are dropped, every purchase yields the customer's new running
+// total, `purchases stop` (the HTTP API) stops it with a savepoint, and the
+// next run resumes from it, continuing the totals where they were.
+func TestPurchasesStopsAndResumes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "purchases", "totals"))
 	if err != nil {
@@ -41,8 +44,13 @@ func TestPurchasesKeepsRunningTotals(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	opts := Options{Brokers: c.ListenAddrs(), In: "purchases", Out: "totals", Dir: dir, Parallelism: 2,
-		Interval: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}
+	job := runner.Job{Name: "purchases", Dataflow: Dataflow}
+	addrFile := filepath.Join(dir, "addr")
+	args := []string{"purchases", "run", "--config", "purchases.yaml", "--addr-file", addrFile,
+		"--set", "kafka.brokers=" + strings.Join(c.ListenAddrs(), ","),
+		"--set", "checkpoint.dir=" + filepath.Join(dir, "checkpoints"), "--set", "state.dir=" + filepath.Join(dir, "state"),
+		"--set", "checkpoint.interval=20ms", "--set", "checkpoint.timeout=10s", "--set", "sink.transaction_timeout=1m",
+		"--set", "restart.strategy=fixed-delay", "--set", "restart.delay=10ms", "--set", "http.listen=127.0.0.1:0"}
 
 	reader, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics("totals"),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
@@ -52,20 +60,18 @@ func TestPurchasesKeepsRunningTotals(t *testing.T) {
 	defer reader.Close()
 	last := map[string]Total{}
 	var outputs int
-	// runUntil runs the job until n more totals are visible, then stops it
-	// with a savepoint.
-	runUntil := func(n int) {
+	// runUntil runs the program until n more totals are visible, then
+	// stops it with `purchases stop` and returns the savepoint it printed.
+	runUntil := func(n int) string {
 		t.Helper()
-		j, err := BuildJob(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- j.Run(ctx) }()
+		os.Remove(addrFile)
+		var stdout, stderr bytes.Buffer
+		done := make(chan int, 1)
+		go func() { done <- runner.Execute(ctx, job, args, &stdout, &stderr) }()
 		for want := outputs + n; outputs < want; {
 			fs := reader.PollFetches(ctx)
 			if err := ctx.Err(); err != nil {
-				t.Fatalf("%d of %d totals: %v", outputs, want, err)
+				t.Fatalf("%d of %d totals: %v\n%s", outputs, want, err, stderr.String())
 			}
 			fs.EachRecord(func(r *kgo.Record) {
 				var tot Total
@@ -76,16 +82,25 @@ func TestPurchasesKeepsRunningTotals(t *testing.T) {
 				outputs++
 			})
 		}
-		if _, err := j.StopWithSavepoint(ctx); err != nil {
-			t.Fatal(err)
+		addr, err := os.ReadFile(addrFile)
+		if err != nil {
+			t.Fatalf("the HTTP address: %v", err)
 		}
-		if err := <-done; !errors.Is(err, engine.ErrStopped) {
-			t.Fatalf("Run: %v", err)
+		var out, errOut bytes.Buffer
+		if code := runner.Execute(ctx, job, []string{"purchases", "stop", "--http", strings.TrimSpace(string(addr))}, &out, &errOut); code != 0 {
+			t.Fatalf("purchases stop: exit %d: %s", code, errOut.String())
 		}
+		if code := <-done; code != 0 {
+			t.Fatalf("purchases run: exit %d after the stop:\n%s", code, stderr.String())
+		}
+		return strings.TrimSpace(stdout.String())
 	}
 
 	produce(Purchase{"ana", 1000}, Purchase{"bo", 500}, Purchase{"ana", -1000}, Purchase{"ana", 250})
-	runUntil(3)
+	first := runUntil(3)
+	if !strings.Contains(first, filepath.Join(dir, "checkpoints", "purchases", "savepoint-")) {
+		t.Fatalf("the first run printed %q, want its savepoint under the checkpoint dir", first)
+	}
 	produce(Purchase{"bo", 700}, Purchase{"cy", 99})
 	runUntil(2)
 	want := map[string]Total{
