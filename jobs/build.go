@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/outage"
@@ -596,37 +594,5 @@ func checkCluster(ctx context.Context, cfg *config.Config, clientOpts []kgo.Opt)
 	if err := sinkkafka.CheckTransactionTimeout(ctx, cl, cfg.Sink.TransactionTimeout, budget); err != nil {
 		return &ConfigError{Key: "sink.transaction_timeout", Err: err}
 	}
-	return nil
-}
-
-// setAside renames the job's checkpoint directory so that a fresh run
-// starts without checkpoints, and logs what it held.
-func setAside(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	root := filepath.Join(cfg.Checkpoint.Dir, cfg.Job.Name)
-	if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
-		log.Info("fresh start: the job has no checkpoint directory yet", "dir", root)
-		return nil
-	} else if err != nil {
-		return &ConfigError{Key: "checkpoint.dir", Err: err}
-	}
-	storage, err := dirstore.NewFileStorage(cfg.Checkpoint.Dir, cfg.Job.Name, dirstore.StorageOptions{Retained: cfg.Checkpoint.Retain})
-	if err != nil {
-		return &ConfigError{Key: "checkpoint.dir", Err: err}
-	}
-	infos, err := storage.List(ctx)
-	if err != nil {
-		return &ConfigError{Key: "checkpoint.dir", Err: fmt.Errorf("listing the checkpoints of %s: %w", root, err)}
-	}
-	aside := fmt.Sprintf("%s.set-aside-%s", root, time.Now().UTC().Format("20060102T150405.000000000Z"))
-	if err := os.Rename(root, aside); err != nil {
-		return &ConfigError{Key: "checkpoint.dir", Err: fmt.Errorf("setting the checkpoints of %s aside: %w", root, err)}
-	}
-	var ignored []string
-	for _, in := range infos {
-		ignored = append(ignored, filepath.Base(in.Path))
-	}
-	log.Warn("fresh start: the job's retained checkpoints and savepoints are ignored and set aside (not deleted); "+
-		"transactions they still held will be aborted, and the source starts at source.start",
-		"moved_from", root, "moved_to", aside, "ignored", ignored)
 	return nil
 }
