@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -266,4 +267,49 @@ func closedAddr(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// processor run --fresh with S3 checkpoints: the job's objects are set
+// aside under <job>.set-aside-<time>/ (the savepoint of the stop among
+// them), and the new run starts over from source.start: every input is
+// copied once more, exactly once.
+func TestS3FreshSetsAsideAndStartsOver(t *testing.T) {
+	seeds := kafkatest.Bootstrap(t)
+	j := newS3Job(t, seeds, "s3fresh", jobSpec{seed: 17})
+	j.feed.produce(t, 100)
+	c := j.run(j.env)
+	j.waitOutput(c, "first run", 100, 2*time.Minute)
+	c.stop(time.Minute)
+	before := j.manifests()
+
+	c = j.run(j.env, "--fresh")
+	j.waitOutput(c, "run --fresh", 200, 2*time.Minute)
+	// A few checkpoints past the output, then a stop that must not add any.
+	time.Sleep(300 * time.Millisecond)
+	c.stop(time.Minute)
+	if out := c.output.String(); !strings.Contains(out, "fresh start: the job's retained checkpoints and savepoints are ignored and set aside") ||
+		!strings.Contains(out, "moved_to=s3://"+j.ep.Bucket+"/"+j.prefix+"/"+j.name+".set-aside-") {
+		t.Fatalf("run --fresh did not log where it set the checkpoints aside:\n%s", c.tail())
+	}
+	listed, err := s3test.Client(t, j.ep).ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{
+		Bucket: aws.String(j.ep.Bucket), Prefix: aws.String(j.prefix + "/" + j.name + ".set-aside-")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var aside []string
+	for _, o := range listed.Contents {
+		if k := aws.ToString(o.Key); strings.Contains(k, "/manifest/") {
+			aside = append(aside, k[strings.Index(k, "/manifest/")+len("/manifest/"):])
+		}
+	}
+	slices.Sort(aside)
+	slices.Sort(before)
+	if !slices.Equal(aside, before) {
+		t.Fatalf("set aside: manifests %v, want the first run's %v", aside, before)
+	}
+	if got := len(j.output()); got != 200 {
+		t.Fatalf("after run --fresh the output holds %d records, want 200 (every input once per run)", got)
+	}
+	kafkatest.OpenTransactionsHoldNothing(t, seeds, j.out)
+	t.Logf("set aside %d manifests; the fresh run's: %v", len(aside), j.manifests())
 }

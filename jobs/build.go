@@ -130,10 +130,11 @@ const guardTimeout = 30 * time.Second
 // checkpoint or, when newer, the latest savepoint (a savepoint's
 // transactions are committed, so resuming before it would write its
 // records twice); a failed attempt restarts from the same choice. With
-// Fresh, that directory, savepoints included, is renamed
-// to <job.name>.set-aside-<UTC time> next to it (and logged with what it
-// held) so that the new run starts with no checkpoint and its ids start
-// at 1; nothing is deleted. Fresh and RestoreFrom exclude each other.
+// Fresh, the job's checkpoints, savepoints included, are set aside under
+// <job.name>.set-aside-<UTC time> next to them (a directory renamed, or S3
+// objects copied then deleted; see setAside) and logged with what they
+// held, so that the new run starts with no checkpoint and its ids start
+// at 1; nothing is lost. Fresh and RestoreFrom exclude each other.
 // Pending transactions of a set-aside checkpoint are not committed: the
 // first writer of the new run aborts them with every other transaction
 // of the prefix.

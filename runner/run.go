@@ -60,7 +60,7 @@ final savepoints and leaves, so that the other instances take them over
 	fl.StringVarP(&f.config, "config", "c", "", "the job's YAML configuration file (without one, keys come from the environment and --set)")
 	fl.StringArrayVar(&f.set, "set", nil, "set a configuration key, overriding the file and the environment (key=value; repeatable)")
 	fl.StringVar(&f.from, "from", "", "resume from this checkpoint or savepoint directory instead of the latest retained checkpoint")
-	fl.BoolVar(&f.fresh, "fresh", false, "start over: ignore the job's retained checkpoints (they are kept on disk)")
+	fl.BoolVar(&f.fresh, "fresh", false, "start over: set the job's retained checkpoints and savepoints aside under <job.name>.set-aside-<UTC time> (not deleted)")
 	fl.BoolVar(&f.allowNonRestoredState, "allow-non-restored-state", false, "let a restore drop the state of operators the job no longer has")
 	fl.DurationVar(&f.connectTimeout, "connect-timeout", 15*time.Second, "how long to wait for the Kafka cluster to answer at start")
 	fl.DurationVar(&f.stopTimeout, "stop-timeout", 0, "how long a stop with a savepoint may take before the job is cancelled (default checkpoint.timeout)")
@@ -127,13 +127,10 @@ func loadRunConfig(d deps, j Job, f runFlags) (*config.Config, error) {
 			return nil, err
 		}
 	}
-	if s3dir, isS3, _ := config.ParseS3Dir(cfg.Checkpoint.Dir); isS3 {
-		// The S3 storage checks the bucket when the job is built, and
-		// resolves --from among the job's own checkpoints there.
-		if f.fresh {
-			return nil, usagef("--fresh is not supported with S3 checkpoints (checkpoint.dir %s) yet: nothing can be set aside there; "+
-				"start the job under another checkpoint.dir prefix or job.name instead", s3dir)
-		}
+	if _, isS3, _ := config.ParseS3Dir(cfg.Checkpoint.Dir); isS3 {
+		// The S3 storage checks the bucket when the job is built,
+		// resolves --from among the job's own checkpoints there, and sets
+		// them aside for --fresh (jobs' setAside).
 		return cfg, nil
 	}
 	if f.from != "" {

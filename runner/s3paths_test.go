@@ -1,11 +1,16 @@
 package runner
 
 import (
+	"context"
+	"errors"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/jobs"
 )
 
 func TestCheckpointCommandsOnS3Refusals(t *testing.T) {
@@ -42,11 +47,20 @@ func TestCheckpointCommandsOnS3Refusals(t *testing.T) {
 	}
 }
 
-func TestRunRefusesFreshWithS3Checkpoints(t *testing.T) {
-	cfg := jobConfig(t, t.TempDir(), "")
-	code, _, errOut := runCLI("run", "--config", cfg, "--fresh", "--set", "checkpoint.dir=s3://bucket/prefix")
-	if code != 2 || !strings.Contains(errOut, "--fresh is not supported with S3 checkpoints (checkpoint.dir s3://bucket/prefix)") {
-		t.Fatalf("run --fresh with S3 checkpoints: exit %d %q; want 2 and a refusal", code, errOut)
+// run --fresh with S3 checkpoints reaches the build with Fresh set (jobs
+// sets the job's objects aside there).
+func TestRunPassesFreshWithS3Checkpoints(t *testing.T) {
+	var fresh atomic.Bool
+	r := startRunDeps(t, func(d deps) deps {
+		d.build = func(_ context.Context, cfg *config.Config, env jobs.Env) (*jobs.Built, error) {
+			fresh.Store(env.Fresh && strings.HasPrefix(cfg.Checkpoint.Dir, "s3://"))
+			return nil, errors.New("stop here")
+		}
+		return d
+	}, newMemJob(10, time.Millisecond), nil, "--config", jobConfig(t, t.TempDir(), ""), "--fresh", "--set", "checkpoint.dir=s3://bucket/prefix")
+	r.wait(30 * time.Second)
+	if !fresh.Load() {
+		t.Fatal("run --fresh with S3 checkpoints did not reach the build with Fresh and the s3:// checkpoint.dir")
 	}
 }
 
