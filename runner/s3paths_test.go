@@ -57,7 +57,8 @@ func TestRunPassesFreshWithS3Checkpoints(t *testing.T) {
 			return nil, errors.New("stop here")
 		}
 		return d
-	}, newMemJob(10, time.Millisecond), nil, "--config", jobConfig(t, t.TempDir(), ""), "--fresh", "--set", "checkpoint.dir=s3://bucket/prefix")
+	}, newMemJob(10, time.Millisecond), nil, "--config", jobConfig(t, t.TempDir(), ""), "--fresh", "--set", "checkpoint.dir=s3://bucket/prefix",
+		"--set", "state.dir="+t.TempDir())
 	r.wait(30 * time.Second)
 	if !fresh.Load() {
 		t.Fatal("run --fresh with S3 checkpoints did not reach the build with Fresh and the s3:// checkpoint.dir")
