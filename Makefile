@@ -73,7 +73,11 @@ broker-stop:
 s3:
 	$(S3LOCAL)
 
-demo: deps build
+# The demo needs the Go modules and the broker's jars, not versitygw;
+# scripts/demo.sh builds bin/processor itself.
+demo:
+	$(GO) mod download
+	$(KAFKALOCAL) -fetch-only
 	./scripts/demo.sh
 
 clean:

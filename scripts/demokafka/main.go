@@ -1,27 +1,31 @@
-// Command demokafka is the Kafka side of make demo (scripts/demo.sh):
-// create the topics, feed text into the input topic, read the word
-// counts back under read_committed, and print the job's checkpoint
-// history from its HTTP API. It needs no Kafka command-line tools.
+// Command demokafka is the Kafka side of make demo (scripts/demo.sh): it
+// creates the topics, feeds text into the input topic while the word count
+// runs (and while it is killed), reads the counts back under
+// read_committed, computes the reference count directly from the input
+// topic, compares the two, and checks which of the job's transactions are
+// open. It needs no Kafka command-line tools. Every command prints what it
+// found in plain words and exits 1 when it cannot say, or when what it
+// found is not what exactly-once promises.
 //
 //	demokafka create -brokers B -partitions 2 TOPIC...
-//	demokafka produce -brokers B -topic T < text        (one record per line)
-//	demokafka counts -brokers B -topic T -want N         (waits for N records)
+//	demokafka feed -brokers B -topic T -lines N -over D [-hold FILE]   (paced; prints a summary at the end)
+//	demokafka first -brokers B -topic OUT -input IN -lines N -http ADDR
+//	demokafka left-open -brokers B -prefix P -save FILE
+//	demokafka closed -brokers B -from FILE
+//	demokafka caught-up -brokers B -input IN -topic OUT
+//	demokafka verify -brokers B -input IN -topic OUT [-top 12]
+//	demokafka none-open -brokers B -prefix P -topic OUT
 //	demokafka checkpoints -http ADDR
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
+	"io"
 	"os"
-	"sort"
-	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -31,31 +35,49 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: demokafka create|produce|counts|checkpoints [flags]")
+		fmt.Fprintln(os.Stderr, "usage: demokafka create|feed|first|left-open|closed|caught-up|verify|none-open|checkpoints [flags]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	brokers := fs.String("brokers", "127.0.0.1:9092", "seed brokers, comma-separated")
-	topic := fs.String("topic", "", "topic")
-	partitions := fs.Int("partitions", 2, "partitions of created topics")
-	want := fs.Int("want", 0, "counts: wait until the topic holds this many committed records")
+	topic := fs.String("topic", "", "the topic written (feed) or the output topic read (first, caught-up, verify, none-open)")
+	input := fs.String("input", "", "the input topic the reference count is made from")
+	partitions := fs.Int("partitions", 2, "create: partitions of the topics")
+	lines := fs.Int("lines", 40000, "feed: lines to write; first: lines the feeder writes in all")
+	over := fs.Duration("over", 5*time.Second, "feed: spread the lines over this long")
+	hold := fs.String("hold", "", "feed: write the last quarter of the lines only once this file exists")
+	prefix := fs.String("prefix", "", "the job's sink.transactional_id_prefix")
+	save := fs.String("save", "", "left-open: save the open transactions to this file")
+	from := fs.String("from", "", "closed: the file left-open saved")
+	top := fs.Int("top", 12, "verify: words shown side by side")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
-	addr := fs.String("http", "127.0.0.1:8081", "checkpoints: the processor's HTTP address")
+	addr := fs.String("http", "127.0.0.1:8081", "the processor's HTTP address")
 	_ = fs.Parse(os.Args[2:])
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	seeds := strings.Split(*brokers, ",")
+	out := os.Stdout
 
 	var err error
 	switch os.Args[1] {
 	case "create":
 		err = create(ctx, seeds, int32(*partitions), fs.Args())
-	case "produce":
-		err = produce(ctx, seeds, *topic)
-	case "counts":
-		err = counts(ctx, seeds, *topic, *want)
+	case "feed":
+		err = feed(ctx, seeds, *topic, *lines, *over, *hold, out)
+	case "first":
+		err = first(ctx, seeds, *topic, *input, *lines, *addr, out)
+	case "left-open":
+		err = leftOpen(ctx, seeds, *prefix, *save, out)
+	case "closed":
+		err = closed(ctx, seeds, *from, out)
+	case "caught-up":
+		err = caughtUp(ctx, seeds, *input, *topic, out)
+	case "verify":
+		err = verify(ctx, seeds, *input, *topic, *top, out)
+	case "none-open":
+		err = noneOpen(ctx, seeds, *prefix, *topic, out)
 	case "checkpoints":
-		err = checkpoints(ctx, *addr)
+		err = checkpoints(ctx, *addr, out)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -105,117 +127,165 @@ func create(ctx context.Context, seeds []string, partitions int32, topics []stri
 	}
 }
 
-func produce(ctx context.Context, seeds []string, topic string) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+// sampleText is the demo's input, fed line by line over and over.
+const sampleText = `a stream of lines flows in from the words topic
+every line is split into words and every word is counted
+the count of a word is state kept per key and checkpointed
+a checkpoint is a barrier that flows with the records
+the sink writes counts inside a kafka transaction
+the transaction commits when the checkpoint completes
+so every word is counted exactly once even after a crash
+stop the job with a savepoint and nothing is left open`
+
+// feed writes n lines of sampleText into topic, evenly spread over the
+// given duration (in steps of 50 ms), and prints how many lines and words
+// it wrote. With hold set, it writes the last quarter of the lines only
+// once that file exists: the demo creates it when the restarted processor
+// is up, so that lines still arrive after the restart on a machine too
+// busy to kill and restart within the duration. The producer is
+// idempotent: a retried batch is written once. It fails on the first
+// record the broker refuses, naming the topic.
+func feed(ctx context.Context, seeds []string, topic string, n int, over time.Duration, hold string, out io.Writer) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()), kgo.ProducerLinger(5*time.Millisecond))
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	var recs []*kgo.Record
-	sc := bufio.NewScanner(os.Stdin)
-	for sc.Scan() {
-		if line := strings.TrimSpace(sc.Text()); line != "" {
-			recs = append(recs, kgo.StringRecord(line))
+	sample := strings.Split(sampleText, "\n")
+	errc := make(chan error, 1)
+	done := func(_ *kgo.Record, err error) {
+		if err != nil {
+			select {
+			case errc <- err:
+			default:
+			}
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return err
+	start := time.Now()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	sent, words := 0, 0
+	for sent < n {
+		due := n
+		if over > 0 {
+			due = min(n, int(float64(n)*float64(time.Since(start))/float64(over))+1)
+		}
+		if hold != "" && due > n*3/4 {
+			if _, err := os.Stat(hold); err != nil {
+				due = n * 3 / 4
+			} else {
+				hold = ""
+			}
+		}
+		for ; sent < due; sent++ {
+			line := sample[sent%len(sample)]
+			words += len(strings.Fields(line))
+			cl.Produce(ctx, kgo.StringRecord(line), done)
+		}
+		if sent == n {
+			break
+		}
+		select {
+		case err := <-errc:
+			return fmt.Errorf("producing to %s: %w", topic, err)
+		case <-ctx.Done():
+			return fmt.Errorf("feeding %s: %d of %d lines written: %w", topic, sent, n, ctx.Err())
+		case <-tick.C:
+		}
 	}
-	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+	if err := cl.Flush(ctx); err != nil {
 		return fmt.Errorf("producing to %s: %w", topic, err)
 	}
-	fmt.Printf("demo: %d lines into topic %s\n", len(recs), topic)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("producing to %s: %w", topic, err)
+	default:
+	}
+	fmt.Fprintf(out, "demo: the feeder has written all %s lines (%s words) into topic %s, over %.1fs.\n",
+		grouped(int64(n)), grouped(int64(words)), topic, time.Since(start).Seconds())
 	return nil
 }
 
-// counts reads the topic under read_committed until it holds want
-// records, then prints every word's final count, the most frequent first.
-func counts(ctx context.Context, seeds []string, topic string, want int) error {
+// first waits until the output topic holds a committed record, then says
+// how far the job and the feeder are: the job's last completed checkpoint
+// and lines read (from its HTTP API) and the lines still to come into the
+// input topic.
+func first(ctx context.Context, seeds []string, topic, input string, lines int, addr string, out io.Writer) error {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumeTopics(topic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	final := map[string]int64{}
-	n := 0
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return fmt.Errorf("no committed record in %s: %w", topic, ctx.Err())
+		}
+		if fs.NumRecords() > 0 {
+			break
+		}
+	}
+	st, err := jobStatus(ctx, addr)
+	if err != nil {
+		return err
+	}
+	end, err := kadm.NewClient(cl).ListEndOffsets(ctx, input)
+	if err != nil {
+		return fmt.Errorf("listing the end offsets of %s: %w", input, err)
+	}
+	var written int64
+	end.Each(func(o kadm.ListedOffset) { written += o.Offset })
+	fmt.Fprintf(out, "demo: the first counts are committed (the job's last completed checkpoint: %d); the job has read %s lines,\n",
+		st.LastCheckpoint, grouped(st.Source.RecordsRead))
+	fmt.Fprintf(out, "demo: and the feeder has written %s of its %s lines: %s are still to come.\n",
+		grouped(written), grouped(int64(lines)), grouped(max(0, int64(lines)-written)))
+	return nil
+}
+
+// caughtUp waits until the output topic holds as many committed records as
+// the input topic has words: the job has counted every word once (or has
+// counted some twice: verify tells which).
+func caughtUp(ctx context.Context, seeds []string, input, topic string, out io.Writer) error {
+	in, err := readInput(ctx, seeds, input)
+	if err != nil {
+		return err
+	}
+	want := in.words
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var n int64
 	for n < want {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			return fmt.Errorf("only %d of %d committed records in %s: %w", n, want, topic, ctx.Err())
+			return fmt.Errorf("only %d committed records in %s for the %d words of %s: %w", n, topic, want, input, ctx.Err())
 		}
-		fs.EachRecord(func(r *kgo.Record) {
-			n++
-			c, err := strconv.ParseInt(string(r.Value), 10, 64)
-			if err == nil && c > final[string(r.Key)] {
-				final[string(r.Key)] = c
-			}
-		})
+		n += int64(fs.NumRecords())
 	}
-	words := make([]string, 0, len(final))
-	for w := range final {
-		words = append(words, w)
-	}
-	sort.Slice(words, func(i, j int) bool {
-		if final[words[i]] != final[words[j]] {
-			return final[words[i]] > final[words[j]]
-		}
-		return words[i] < words[j]
-	})
-	fmt.Printf("demo: %d committed records in %s (read_committed), %d distinct words; the most frequent:\n", n, topic, len(words))
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "  WORD\tCOUNT")
-	for _, word := range words[:min(len(words), 12)] {
-		fmt.Fprintf(w, "  %s\t%d\n", word, final[word])
-	}
-	return w.Flush()
+	fmt.Fprintf(out, "demo: the job has caught up: %s committed counts in topic %s, for the %s words in topic %s.\n",
+		grouped(n), topic, grouped(want), input)
+	return nil
 }
 
-// checkpointsBody is the part of GET /api/v1/checkpoints printed here.
-type checkpointsBody struct {
-	Counts struct {
-		Completed  int64 `json:"completed"`
-		Failed     int64 `json:"failed"`
-		InProgress int64 `json:"in_progress"`
-	} `json:"counts"`
-	History []struct {
-		ID          int64     `json:"id"`
-		Savepoint   bool      `json:"savepoint"`
-		Status      string    `json:"status"`
-		TriggerTime time.Time `json:"trigger_time"`
-		DurationMS  int64     `json:"duration_ms"`
-		StateSize   int64     `json:"state_size"`
-		AlignmentMS int64     `json:"alignment_ms"`
-	} `json:"history"`
-}
-
-func checkpoints(ctx context.Context, addr string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/api/v1/checkpoints", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /api/v1/checkpoints: %s", resp.Status)
-	}
-	var cb checkpointsBody
-	if err := json.NewDecoder(resp.Body).Decode(&cb); err != nil {
-		return err
-	}
-	fmt.Printf("demo: checkpoints completed %d, failed %d, in progress %d; the latest (GET /api/v1/checkpoints):\n",
-		cb.Counts.Completed, cb.Counts.Failed, cb.Counts.InProgress)
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "  ID\tKIND\tSTATUS\tTRIGGERED\tDURATION\tSTATE SIZE\tALIGNMENT")
-	for _, c := range cb.History[:min(len(cb.History), 8)] {
-		kind := "checkpoint"
-		if c.Savepoint {
-			kind = "savepoint"
+// grouped writes n with a space between groups of three digits.
+func grouped(n int64) string {
+	s := fmt.Sprint(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(' ')
 		}
-		fmt.Fprintf(w, "  %d\t%s\t%s\t%s\t%dms\t%d B\t%dms\n", c.ID, kind, c.Status, c.TriggerTime.Format("15:04:05.000"), c.DurationMS, c.StateSize, c.AlignmentMS)
+		b.WriteRune(c)
 	}
-	return w.Flush()
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
 }
