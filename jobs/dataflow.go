@@ -136,8 +136,10 @@ func Source[T any](b *Builder, uid string, decode func(*kgo.Record) (T, error)) 
 
 // Sink writes s to the job's output, sink.topic, as the sink section says
 // (delivery, transactional id prefix, transaction timeout), with
-// parallelism job.parallelism and operator uid uid. A record's Topic is
-// ignored; its Partition is kept when set. A stream whose stage already
+// parallelism job.parallelism and operator uid uid. A record whose Topic
+// is set goes to that topic instead, in the same transactions (a late-data
+// or dead-letter topic); its Partition is kept when the client's
+// partitioner keeps it. A stream whose stage already
 // has its sink (another Sink, or a KeyBy's repartition topic in the same
 // stage) is an error.
 func Sink(b *Builder, s engine.Stream[*kgo.Record], uid string) {
