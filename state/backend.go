@@ -35,10 +35,12 @@ type KeyedBackendFactory interface {
 	CreateKeyedBackend(ctx context.Context, opts KeyedBackendOptions) (KeyedBackend, error)
 }
 
-// KeyedBackend holds the keyed state of one operator subtask. It is owned by
-// the subtask's goroutine: every method but the AsyncSnapshot it returns is
-// called from that goroutine only.
+// KeyedBackend holds the keyed state of one operator subtask, its keyed
+// timers included (Timers). It is owned by the subtask's goroutine: every
+// method but the AsyncSnapshot it returns is called from that goroutine
+// only.
 type KeyedBackend interface {
+	Timers
 	// SetCurrentKey scopes every following state access to key (the
 	// serialized key the record was routed by).
 	SetCurrentKey(key []byte)

@@ -17,15 +17,27 @@ import (
 // restores it.
 //
 //	magic "onceflow-kv\x00v1\n"
-//	entries, each: 0x01 uvarint(keyGroup) uvarint(stateIndex)
+//	entries, each either a state entry:
+//	               0x01 uvarint(keyGroup) uvarint(stateIndex)
 //	               uvarint(len key) key uvarint(len userKey) userKey
 //	               uvarint(len value) value
-//	trailer: 0x00 uvarint(number of entries)
+//	         or a timer:
+//	               0x02 uvarint(keyGroup) uvarint(domain) varint(ts)
+//	               uvarint(len key) key
+//	trailer: 0x00 uvarint(number of entries, timers included)
 //
-// stateIndex points into checkpoint.Handle.States. Entries are written in
-// key-group order, so a reader after a rescale can drop what it does not
-// own. The file checksum lives in the checkpoint.FileRef; the trailer
-// catches truncation on its own.
+// stateIndex points into checkpoint.Handle.States; domain is a TimeDomain
+// (1 event time, 2 processing time) and ts its time in epoch milliseconds
+// (zig-zag varint). Entries are written in key-group order, so a reader
+// after a rescale can drop what it does not own; within a key group,
+// timers and state entries may come in either order. The file checksum
+// lives in the checkpoint.FileRef; the trailer catches truncation on its
+// own.
+//
+// Timer entries were added without changing the magic: streams written
+// before timers existed hold none and read as before, and a binary from
+// before timers refuses a stream holding timers at its first timer entry
+// ("bad tag 0x2") rather than dropping them.
 const canonicalMagic = "onceflow-kv\x00v1\n"
 
 const (
@@ -74,6 +86,28 @@ func (c *canonicalWriter) add(kg, stateIdx int, key, userKey, value []byte) erro
 	return nil
 }
 
+func (c *canonicalWriter) addTimer(kg int, d TimeDomain, ts int64, key []byte) error {
+	b := c.buf[:0]
+	b = append(b, 2)
+	b = binary.AppendUvarint(b, uint64(kg))
+	b = binary.AppendUvarint(b, uint64(d))
+	b = binary.AppendVarint(b, ts)
+	b = binary.AppendUvarint(b, uint64(len(key)))
+	c.buf = b
+	if _, err := c.w.Write(b); err != nil {
+		return err
+	}
+	if _, err := c.w.Write(key); err != nil {
+		return err
+	}
+	c.n++
+	return nil
+}
+
+func (c *canonicalWriter) sink() entrySink {
+	return entrySink{state: c.add, timer: c.addTimer}
+}
+
 func (c *canonicalWriter) finish() error {
 	b := binary.AppendUvarint([]byte{0}, c.n)
 	if _, err := c.w.Write(b); err != nil {
@@ -82,9 +116,16 @@ func (c *canonicalWriter) finish() error {
 	return c.w.Flush()
 }
 
-// readCanonical calls fn for every entry of a canonical stream. The slices
-// passed to fn are fresh and may be kept.
-func readCanonical(r io.Reader, name string, fn func(kg, stateIdx int, key, userKey, value []byte) error) error {
+// entrySink receives the contents of a keyed snapshot: state entries and
+// timers.
+type entrySink struct {
+	state func(kg, stateIdx int, key, userKey, value []byte) error
+	timer func(kg int, d TimeDomain, ts int64, key []byte) error
+}
+
+// readCanonical hands every entry of a canonical stream to sink. The slices
+// passed to it are fresh and may be kept.
+func readCanonical(r io.Reader, name string, sink entrySink) error {
 	br := bufio.NewReaderSize(r, 256<<10)
 	magic := make([]byte, len(canonicalMagic))
 	if _, err := io.ReadFull(br, magic); err != nil {
@@ -124,6 +165,13 @@ func readCanonical(r io.Reader, name string, fn func(kg, stateIdx int, key, user
 			}
 			return nil
 		}
+		if tag == 2 {
+			if err := readTimer(br, name, count, readBytes, sink.timer); err != nil {
+				return err
+			}
+			count++
+			continue
+		}
 		if tag != 1 {
 			return fmt.Errorf("%s: entry %d: bad tag %#x", name, count, tag)
 		}
@@ -150,11 +198,42 @@ func readCanonical(r io.Reader, name string, fn func(kg, stateIdx int, key, user
 		if kg > 1<<16 || si > 1<<20 {
 			return fmt.Errorf("%s: entry %d: key group %d / state %d out of range", name, count, kg, si)
 		}
-		if err := fn(int(kg), int(si), key, uk, val); err != nil {
+		if err := sink.state(int(kg), int(si), key, uk, val); err != nil {
 			return err
 		}
 		count++
 	}
+}
+
+// readTimer reads the rest of timer entry number n (after its tag) and
+// hands it to fn.
+func readTimer(br *bufio.Reader, name string, n uint64, readBytes func() ([]byte, error), fn func(kg int, d TimeDomain, ts int64, key []byte) error) error {
+	kg, err := binary.ReadUvarint(br)
+	if err != nil {
+		return fmt.Errorf("%s: entry %d (timer): %w", name, n, noEOF(err))
+	}
+	d, err := binary.ReadUvarint(br)
+	if err != nil {
+		return fmt.Errorf("%s: entry %d (timer): %w", name, n, noEOF(err))
+	}
+	ts, err := binary.ReadVarint(br)
+	if err != nil {
+		return fmt.Errorf("%s: entry %d (timer): %w", name, n, noEOF(err))
+	}
+	key, err := readBytes()
+	if err != nil {
+		return fmt.Errorf("%s: entry %d (timer) key: %w", name, n, noEOF(err))
+	}
+	if kg > 1<<16 {
+		return fmt.Errorf("%s: entry %d (timer): key group %d out of range", name, n, kg)
+	}
+	if d > 255 {
+		return fmt.Errorf("%s: entry %d (timer): unknown time domain %d", name, n, d)
+	}
+	if _, err := TimeDomain(d).index(); err != nil {
+		return fmt.Errorf("%s: entry %d (timer): %w", name, n, err)
+	}
+	return fn(int(kg), TimeDomain(d), ts, key)
 }
 
 func noEOF(err error) error {

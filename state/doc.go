@@ -9,8 +9,11 @@
 // [user key]. Keys are assigned to key groups by KeyGroupOf, and each
 // subtask owns one contiguous checkpoint.KeyGroupRange
 // (KeyGroupRangeForSubtask), so state can be split and merged when an
-// operator's parallelism changes. Operator (non-keyed) state is an
-// OperatorStateStore of named lists, redistributed split or union.
+// operator's parallelism changes. Keyed timers (Timers, event time and
+// processing time) are keyed state too: every backend stores them by key
+// group, snapshots, restores and rescales them with the rest. Operator
+// (non-keyed) state is an OperatorStateStore of named lists, redistributed
+// split or union.
 //
 // A backend's snapshot at a checkpoint barrier is written through a
 // checkpoint.SnapshotWriter and described by a checkpoint.Handle; a restore

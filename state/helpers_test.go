@@ -55,7 +55,8 @@ func completeOne(t testing.TB, st checkpoint.Storage, uid string, id int64, save
 }
 
 // dumpBackend lists every entry of b (through a canonical snapshot into a
-// scratch storage) as sorted "state|key|userKey=value" lines.
+// scratch storage) as sorted "state|key|userKey=value" lines, and every
+// timer as a "timer domain|key|ts" line.
 func dumpBackend(t testing.TB, b KeyedBackend) []string {
 	t.Helper()
 	st := dirstore.NewMemoryStorage("dump", dirstore.StorageOptions{})
@@ -68,12 +69,21 @@ func dumpHandles(t testing.TB, st checkpoint.Storage, hs ...*checkpoint.Handle) 
 	var out []string
 	for _, h := range hs {
 		err := openHandleData(h, st, func(name string, r io.Reader) error {
-			return readCanonical(r, name, func(kg, si int, key, uk, val []byte) error {
-				if want := KeyGroupOf(key, DefaultMaxParallelism); want != kg {
-					return fmt.Errorf("key %q stored in key group %d, belongs to %d", key, kg, want)
-				}
-				out = append(out, fmt.Sprintf("%s|%q|%q=%x", h.States[si].Name, key, uk, val))
-				return nil
+			return readCanonical(r, name, entrySink{
+				state: func(kg, si int, key, uk, val []byte) error {
+					if want := KeyGroupOf(key, DefaultMaxParallelism); want != kg {
+						return fmt.Errorf("key %q stored in key group %d, belongs to %d", key, kg, want)
+					}
+					out = append(out, fmt.Sprintf("%s|%q|%q=%x", h.States[si].Name, key, uk, val))
+					return nil
+				},
+				timer: func(kg int, d TimeDomain, ts int64, key []byte) error {
+					if want := KeyGroupOf(key, DefaultMaxParallelism); want != kg {
+						return fmt.Errorf("timer of key %q stored in key group %d, belongs to %d", key, kg, want)
+					}
+					out = append(out, fmt.Sprintf("timer %s|%q|%d", d, key, ts))
+					return nil
+				},
 			})
 		})
 		if err != nil {

@@ -54,15 +54,13 @@ func validateMeta(meta checkpoint.StateMeta) error {
 	return nil
 }
 
-// entryFunc receives one entry of a keyed snapshot.
-type entryFunc func(kg, stateIdx int, key, userKey, value []byte) error
-
 // entrySource is implemented by backends that can stream their contents in
 // the canonical format: capture runs on the owner goroutine at the barrier
 // and returns the states and an iteration over a consistent view, which may
-// run later in another goroutine (in key-group, state, key, user-key order).
+// run later in another goroutine (in key-group order; within a key group,
+// state entries in state, key, user-key order, and timers).
 type entrySource interface {
-	captureEntries() (states []checkpoint.StateMeta, iterate func(ctx context.Context, fn entryFunc) error, release func(), err error)
+	captureEntries() (states []checkpoint.StateMeta, iterate func(ctx context.Context, sink entrySink) error, release func(), err error)
 	KeyGroups() checkpoint.KeyGroupRange
 }
 
@@ -101,7 +99,7 @@ func canonicalSnapshot(src entrySource, backend string, checkpointID int64, w ch
 		if err != nil {
 			return nil, fmt.Errorf("snapshot %d: %w", checkpointID, err)
 		}
-		if err := iterate(ctx, cw.add); err != nil {
+		if err := iterate(ctx, cw.sink()); err != nil {
 			return nil, fmt.Errorf("snapshot %d: %w", checkpointID, err)
 		}
 		if err := cw.finish(); err != nil {
@@ -121,9 +119,11 @@ func canonicalSnapshot(src entrySource, backend string, checkpointID int64, w ch
 // key groups)) and starts a new generation; the first write after it to a
 // key group copies that group's map of keys (shallowly), and the first write
 // to a key copies that key's entries, so the maps the AsyncSnapshot reads
-// are never modified. Values are never modified in place. The
-// AsyncSnapshot writes the captured maps in the canonical format. It
-// restores memory and canonical handles, keeping only its own key groups.
+// are never modified. Values are never modified in place. Timers are kept
+// per domain and key group in a min-heap with a set for de-duplication,
+// copy-on-write in the same way (see timers_memory.go). The AsyncSnapshot
+// writes the captured maps and timers in the canonical format. It restores
+// memory and canonical handles, keeping only its own key groups.
 func NewMemoryBackendFactory() KeyedBackendFactory { return memoryFactory{} }
 
 type memoryFactory struct{}
@@ -134,7 +134,7 @@ func (memoryFactory) CreateKeyedBackend(ctx context.Context, opts KeyedBackendOp
 	if err := normalizeOptions(&opts); err != nil {
 		return nil, fmt.Errorf("memory backend %s/%d: %w", opts.OperatorUID, opts.Subtask, err)
 	}
-	b := &memBackend{opts: opts, states: map[string]*memState{}, gen: 1}
+	b := &memBackend{opts: opts, states: map[string]*memState{}, gen: 1, timers: newMemTimers(opts.KeyGroups.Len())}
 	for _, h := range opts.Restore {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -155,6 +155,11 @@ type memBackend struct {
 	key    []byte
 	kg     int // index into groups, valid when keyErr is nil
 	keyErr error
+	// timers[d-1][kg-start] holds the timers of domain d and key group
+	// kg (nil when there never were any).
+	timers [numTimeDomains][]*memTimerGroup
+	// firing is the FireTimers call in progress, nil outside one.
+	firing *timerFiring
 }
 
 // memGroup maps a serialized key to its entries.
@@ -207,21 +212,32 @@ func (b *memBackend) restore(h *checkpoint.Handle) error {
 	}
 	kgs := b.opts.KeyGroups
 	return openHandleData(h, b.opts.Storage, func(name string, r io.Reader) error {
-		return readCanonical(r, name, func(kg, si int, key, uk, val []byte) error {
-			if si >= len(targets) {
-				return fmt.Errorf("%s: entry names state %d of %d", name, si, len(targets))
-			}
-			if !kgs.Contains(kg) {
+		return readCanonical(r, name, entrySink{
+			state: func(kg, si int, key, uk, val []byte) error {
+				if si >= len(targets) {
+					return fmt.Errorf("%s: entry names state %d of %d", name, si, len(targets))
+				}
+				if !kgs.Contains(kg) {
+					return nil
+				}
+				g := targets[si].groups[kg-kgs.Start]
+				e := g[string(key)]
+				if e == nil {
+					e = &memEntry{gen: b.gen, vals: map[string][]byte{}}
+					g[string(key)] = e
+				}
+				e.vals[string(uk)] = val
 				return nil
-			}
-			g := targets[si].groups[kg-kgs.Start]
-			e := g[string(key)]
-			if e == nil {
-				e = &memEntry{gen: b.gen, vals: map[string][]byte{}}
-				g[string(key)] = e
-			}
-			e.vals[string(uk)] = val
-			return nil
+			},
+			timer: func(kg int, d TimeDomain, ts int64, key []byte) error {
+				if !kgs.Contains(kg) {
+					return nil
+				}
+				if err := b.restoreTimer(kg, d, ts, key); err != nil {
+					return fmt.Errorf("%s: key group %d: %w", name, kg, err)
+				}
+				return nil
+			},
 		})
 	})
 }
@@ -378,9 +394,10 @@ func (s *memState) Clear() error {
 	return nil
 }
 
-// captureEntries records the current maps and starts a new copy-on-write
-// generation, so that processing can go on while they are written.
-func (b *memBackend) captureEntries() ([]checkpoint.StateMeta, func(context.Context, entryFunc) error, func(), error) {
+// captureEntries records the current maps and timers and starts a new
+// copy-on-write generation, so that processing can go on while they are
+// written.
+func (b *memBackend) captureEntries() ([]checkpoint.StateMeta, func(context.Context, entrySink) error, func(), error) {
 	names := make([]string, 0, len(b.states))
 	for n := range b.states {
 		names = append(names, n)
@@ -393,9 +410,13 @@ func (b *memBackend) captureEntries() ([]checkpoint.StateMeta, func(context.Cont
 		metas[i] = s.meta
 		captured[i] = append([]memGroup(nil), s.groups...)
 	}
+	var timers [numTimeDomains][]*memTimerGroup
+	for di := range timers {
+		timers[di] = append([]*memTimerGroup(nil), b.timers[di]...)
+	}
 	b.gen++
 	start := b.opts.KeyGroups.Start
-	iterate := func(ctx context.Context, fn entryFunc) error {
+	iterate := func(ctx context.Context, sink entrySink) error {
 		for gi := 0; gi < b.opts.KeyGroups.Len(); gi++ {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -415,9 +436,20 @@ func (b *memBackend) captureEntries() ([]checkpoint.StateMeta, func(context.Cont
 					}
 					sort.Strings(uks)
 					for _, uk := range uks {
-						if err := fn(start+gi, si, []byte(k), []byte(uk), vals[uk]); err != nil {
+						if err := sink.state(start+gi, si, []byte(k), []byte(uk), vals[uk]); err != nil {
 							return err
 						}
+					}
+				}
+			}
+			for di := range timers {
+				g := timers[di][gi]
+				if g == nil {
+					continue
+				}
+				for _, id := range g.sorted() {
+					if err := sink.timer(start+gi, TimeDomain(di+1), id.ts, []byte(id.key)); err != nil {
+						return err
 					}
 				}
 			}

@@ -63,6 +63,9 @@ type PebbleOptions struct {
 // key can never make two (key, user key) pairs collide, and a key's entries
 // are one contiguous range. Key group 0xFFFF holds the state catalogue (name
 // -> id and checkpoint.StateMeta), so a restored database knows its own ids.
+// State id 0 is reserved for timers (see timers_pebble.go):
+//
+//	[key group][0x0000][domain][ts XOR 1<<63, uint64 BE][serialized key]
 //
 // Checkpoints: the database runs without WAL and never fsyncs (its
 // directory is scratch: a restore starts from the stored files). At
@@ -208,6 +211,15 @@ type pebbleBackend struct {
 	clean      map[string]dirtyEntry
 	cleanBytes int
 
+	// Timers (timers_pebble.go), owner goroutine only: what is known of
+	// the earliest timer per domain, timers known to be stored, the
+	// FireTimers call in progress (nil outside one), and what timer
+	// iterators did.
+	timerHints [numTimeDomains]timerHint
+	timerKnown map[string]struct{}
+	firing     *timerFiring
+	timerIters timerIterCounts
+
 	// mu guards what the AsyncSnapshots share with the owner goroutine.
 	mu      sync.Mutex
 	closed  bool
@@ -325,7 +337,7 @@ func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts KeyedBacken
 	b := &pebbleBackend{
 		f: f, opts: opts, fs: f.opts.FS, instance: randomID(),
 		states: map[string]*pebbleState{}, byID: map[uint16]*pebbleState{}, nextID: 1, dirty: map[string]dirtyEntry{}, clean: map[string]dirtyEntry{},
-		pending: map[int64]map[string]checkpoint.FileRef{}, base: map[string]checkpoint.FileRef{}, snaps: map[*pebble.Snapshot]bool{},
+		timerKnown: map[string]struct{}{}, pending: map[int64]map[string]checkpoint.FileRef{}, base: map[string]checkpoint.FileRef{}, snaps: map[*pebble.Snapshot]bool{},
 	}
 	b.dir = b.fs.PathJoin(f.opts.Dir, fmt.Sprintf("%s-%d-%s", url.PathEscape(opts.OperatorUID), opts.Subtask, b.instance))
 	errorf := func(format string, args ...any) error {
@@ -369,12 +381,21 @@ func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts KeyedBacken
 			return nil, errorf("restore: %w", err)
 		}
 	} else {
+		restored := false
 		for i, h := range opts.Restore {
 			if h == nil {
 				continue
 			}
+			restored = true
 			if err := b.restoreEntries(ctx, h, i); err != nil {
 				return nil, errorf("restore handle %d: %w", i, err)
+			}
+		}
+		if !restored {
+			// A new, empty database: no timers (a restored one's are
+			// found by the first NextTimer or FireTimers).
+			for i := range b.timerHints {
+				b.timerHints[i] = timerHint{kind: hintNone}
 			}
 		}
 	}
@@ -587,14 +608,22 @@ func (b *pebbleBackend) restoreEntries(ctx context.Context, h *checkpoint.Handle
 			ids[i] = s.id
 		}
 		err := openHandleData(h, b.opts.Storage, func(name string, r io.Reader) error {
-			return readCanonical(ctxReader{ctx, r}, name, func(kg, si int, key, uk, val []byte) error {
-				if si >= len(ids) {
-					return fmt.Errorf("%s: entry names state %d of %d", name, si, len(ids))
-				}
-				if !kgs.Contains(kg) {
-					return nil
-				}
-				return bw.set(encodeEntryKey(nil, kg, ids[si], key, uk), val)
+			return readCanonical(ctxReader{ctx, r}, name, entrySink{
+				state: func(kg, si int, key, uk, val []byte) error {
+					if si >= len(ids) {
+						return fmt.Errorf("%s: entry names state %d of %d", name, si, len(ids))
+					}
+					if !kgs.Contains(kg) {
+						return nil
+					}
+					return bw.set(encodeEntryKey(nil, kg, ids[si], key, uk), val)
+				},
+				timer: func(kg int, d TimeDomain, ts int64, key []byte) error {
+					if !kgs.Contains(kg) {
+						return nil
+					}
+					return bw.set(encodeTimerKey(nil, kg, d, ts, key), nil)
+				},
 			})
 		})
 		if err != nil {
@@ -646,6 +675,15 @@ func (b *pebbleBackend) restoreEntries(ctx context.Context, h *checkpoint.Handle
 			if len(k) < 4 {
 				it.Close()
 				return fmt.Errorf("%s: malformed key %x", tmp, k)
+			}
+			if isTimerKey(k) {
+				// Timers are keyed by key group like state: copied as
+				// they are.
+				if err := bw.set(k, it.Value()); err != nil {
+					it.Close()
+					return err
+				}
+				continue
 			}
 			newID, ok := idMap[binary.BigEndian.Uint16(k[2:4])]
 			if !ok {
@@ -1085,7 +1123,7 @@ func (b *pebbleBackend) NotifyCheckpointAborted(id int64) {
 
 // captureEntries takes a Pebble snapshot for a canonical (savepoint)
 // snapshot; the iteration reads it in key order.
-func (b *pebbleBackend) captureEntries() ([]checkpoint.StateMeta, func(context.Context, entryFunc) error, func(), error) {
+func (b *pebbleBackend) captureEntries() ([]checkpoint.StateMeta, func(context.Context, entrySink) error, func(), error) {
 	if err := b.enter(); err != nil {
 		return nil, nil, nil, err
 	}
@@ -1111,7 +1149,7 @@ func (b *pebbleBackend) captureEntries() ([]checkpoint.StateMeta, func(context.C
 			_ = snap.Close()
 		}
 	}
-	iterate := func(ctx context.Context, fn entryFunc) error {
+	iterate := func(ctx context.Context, sink entrySink) error {
 		if err := b.enter(); err != nil {
 			return err
 		}
@@ -1131,6 +1169,16 @@ func (b *pebbleBackend) captureEntries() ([]checkpoint.StateMeta, func(context.C
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			if isTimerKey(it.Key()) {
+				kg, d, ts, key, err := decodeTimerKey(it.Key())
+				if err != nil {
+					return err
+				}
+				if err := sink.timer(kg, d, ts, key); err != nil {
+					return err
+				}
+				continue
+			}
 			kg, id, key, uk, err := decodeEntryKey(it.Key())
 			if err != nil {
 				return err
@@ -1139,7 +1187,7 @@ func (b *pebbleBackend) captureEntries() ([]checkpoint.StateMeta, func(context.C
 			if !ok {
 				return fmt.Errorf("key %x names unknown state id %d", it.Key(), id)
 			}
-			if err := fn(kg, si, key, uk, it.Value()); err != nil {
+			if err := sink.state(kg, si, key, uk, it.Value()); err != nil {
 				return err
 			}
 		}
