@@ -70,6 +70,7 @@ func TestCrashChild(t *testing.T) {
 	w := newWorkload(t, b)
 	for r := int64(1); ; r++ {
 		w.apply(t, b, crashKeys, int(r))
+		applyTimerRound(t, b, crashKeys/10, int(r))
 		current.Store(r)
 		h := runSnapshot(t, b, st, "op", 0, r, false)
 		completeOne(t, st, "op", r, false, 1, h)
@@ -155,6 +156,7 @@ func TestKillDuringCheckpoint(t *testing.T) {
 			w := newWorkload(t, ref)
 			for round := 1; round <= int(md.CheckpointID); round++ {
 				w.apply(t, ref, crashKeys, round)
+				applyTimerRound(t, ref, crashKeys/10, round)
 			}
 			if d := diffDumps(dumpBackend(t, ref), dumpBackend(t, r)); d != "" {
 				t.Fatalf("restored checkpoint %d differs from the workload: %s", md.CheckpointID, d)

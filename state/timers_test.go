@@ -582,3 +582,23 @@ func TestCanonicalStreamWithoutTimersStillRestores(t *testing.T) {
 		}
 	}
 }
+
+// applyTimerRound is the timer part of a workload round (the crash test's):
+// it registers event-time timers of this round and processing-time ones,
+// deletes some of the last round's, and fires what the round's watermark
+// passed, all deterministically for the owned keys among 0..n-1.
+func applyTimerRound(t testing.TB, b KeyedBackend, n, round int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		k := string(testKey(i))
+		if !b.KeyGroups().Contains(KeyGroupOf([]byte(k), DefaultMaxParallelism)) {
+			continue
+		}
+		register(t, b, nil, EventTime, k, int64(round*10+i%10))
+		if i%7 == round%7 {
+			deleteTimer(t, b, nil, EventTime, k, int64((round-1)*10+i%10))
+		}
+		register(t, b, nil, ProcessingTime, k, int64(i%3-round))
+	}
+	fireAll(t, b, EventTime, int64(round*10-5))
+}
