@@ -163,7 +163,9 @@ func FromSource[T any](j *Job, uid string, parallelism int, src Source[T]) Strea
 		if err != nil {
 			return nil, err
 		}
-		return typedSource[T]{r}, nil
+		t := typedSource[T]{r: r}
+		t.tr, _ = r.(TimestampedReader[T])
+		return t, nil
 	}
 	return Stream[T]{job: j, node: n}
 }
@@ -253,6 +255,18 @@ func (c *KeyedContext) Backend() state.KeyedBackend { return c.st.backend }
 
 // Subtask is the index of the subtask running the function.
 func (c *KeyedContext) Subtask() int { return c.st.index }
+
+// Timestamp is the event timestamp of the record being processed, in
+// milliseconds since the Unix epoch (NoTimestamp when its source supplies
+// none). What Process emits carries this timestamp.
+func (c *KeyedContext) Timestamp() int64 { return c.st.ts }
+
+// CurrentWatermark is the operator subtask's watermark: the minimum of
+// its upstream subtasks' watermarks, leaving out idle ones, never going
+// back (NoWatermark before any came, and after every restore: watermarks
+// are not checkpointed). A record whose timestamp is at or below it is
+// late.
+func (c *KeyedContext) CurrentWatermark() int64 { return c.st.valve.current().time }
 
 // KeyedProcessFunction processes the records of a keyed stream with keyed
 // state.
@@ -400,16 +414,36 @@ func SinkTo[T any](s Stream[T], uid string, p int, sink Sink[T]) {
 
 // sourceRunner and sinkRunner erase the record type for the runtime.
 type sourceRunner interface {
-	next(ctx context.Context) (any, bool, error)
+	// next returns a record and its timestamp (NoTimestamp when the
+	// reader supplies none).
+	next(ctx context.Context) (any, int64, bool, error)
+	// watermarks is the reader when it generates watermarks, else nil.
+	watermarks() WatermarkReader
 	SnapshotState(int64) ([][]byte, error)
 	NotifyCheckpointComplete(context.Context, int64) error
 	Close() error
 }
 
-type typedSource[T any] struct{ r SourceReader[T] }
+type typedSource[T any] struct {
+	r SourceReader[T]
+	// tr is r when it supplies timestamps.
+	tr TimestampedReader[T]
+}
 
-func (t typedSource[T]) next(ctx context.Context) (any, bool, error) { return t.r.Next(ctx) }
-func (t typedSource[T]) SnapshotState(id int64) ([][]byte, error)    { return t.r.SnapshotState(id) }
+func (t typedSource[T]) next(ctx context.Context) (any, int64, bool, error) {
+	if t.tr != nil {
+		return t.tr.NextTimestamped(ctx)
+	}
+	v, ok, err := t.r.Next(ctx)
+	return v, NoTimestamp, ok, err
+}
+
+func (t typedSource[T]) watermarks() WatermarkReader {
+	w, _ := t.r.(WatermarkReader)
+	return w
+}
+
+func (t typedSource[T]) SnapshotState(id int64) ([][]byte, error) { return t.r.SnapshotState(id) }
 func (t typedSource[T]) NotifyCheckpointComplete(ctx context.Context, id int64) error {
 	return t.r.NotifyCheckpointComplete(ctx, id)
 }

@@ -16,12 +16,15 @@ import (
 	"github.com/onceflow/onceflow/state"
 )
 
-// element is what flows on a channel: a record or a barrier.
+// element is what flows on a channel: a record (value, its key on a
+// keyed edge, and its event timestamp), a barrier or a watermark.
 type element struct {
 	value    any
 	key      any
 	keyBytes []byte
+	ts       int64
 	barrier  *barrier
+	wm       *watermark
 }
 
 type barrier struct {
@@ -88,6 +91,24 @@ type subtask struct {
 
 	recordsIn, recordsOut atomic.Int64
 	async                 sync.WaitGroup
+
+	// valve combines the watermarks of the inputs (see valve); wmTime
+	// and wmIdle mirror its output for Status. wmr is a source's reader
+	// when it generates watermarks, and wmDue says the source loop is to
+	// ask it (set by tickWatermarks).
+	valve  *valve
+	wmTime atomic.Int64
+	wmIdle atomic.Bool
+	wmr    WatermarkReader
+	wmDue  atomic.Bool
+	// ts is the timestamp of the record being processed
+	// (KeyedContext.Timestamp), and of what the operator emits for it
+	// through out (emitOut, with emitCtx; emitErr is the first emit
+	// failure of the call).
+	ts      int64
+	out     func(any)
+	emitCtx context.Context
+	emitErr error
 }
 
 type attemptResult struct {
@@ -220,6 +241,9 @@ func (j *Job) build(c *coordinator, md, newer *checkpoint.Metadata, log *slog.Lo
 				up.outputs = append(up.outputs, out)
 			}
 		}
+	}
+	for _, st := range all {
+		st.initWatermarks()
 	}
 	return all, nil
 }
@@ -408,6 +432,13 @@ func (st *subtask) runSource(ctx context.Context) error {
 	var pollCtx context.Context
 	stopPoll := context.CancelFunc(func() {})
 	defer func() { stopPoll() }()
+	if st.wmr = st.src.watermarks(); st.wmr != nil {
+		// Asked once before the first record (a subtask with nothing to
+		// read is idle from the start), then every interval.
+		st.wmDue.Store(true)
+		st.async.Add(1)
+		go st.tickWatermarks(ctx, st.j.opts.WatermarkInterval)
+	}
 	for {
 		// Control first: notifications (commits, aborts) before barriers,
 		// and a pending barrier goes out before the next record.
@@ -450,6 +481,11 @@ func (st *subtask) runSource(ctx context.Context) error {
 			}
 			continue
 		}
+		if st.wmDue.Load() && st.wmDue.Swap(false) {
+			if err := st.sourceWatermark(ctx); err != nil {
+				return err
+			}
+		}
 		// One poll context serves every Next until interrupt cancels it:
 		// a context per record cost more than the rest of the loop.
 		if pollCtx == nil || pollCtx.Err() != nil {
@@ -458,15 +494,21 @@ func (st *subtask) runSource(ctx context.Context) error {
 			st.pollStop = stopPoll
 			st.pollMu.Unlock()
 		}
-		// Checked after the context is installed: a trigger or wake-up
-		// sent before is seen here, one sent after cancels the context.
-		if len(st.triggers) > 0 || len(st.wake) > 0 {
+		// Checked after the context is installed: a trigger, wake-up or
+		// watermark tick sent before is seen here, one sent after cancels
+		// the context.
+		if len(st.triggers) > 0 || len(st.wake) > 0 || st.wmDue.Load() {
 			continue
 		}
-		v, ok, err := st.src.next(pollCtx)
+		v, ts, ok, err := st.src.next(pollCtx)
 		switch {
 		case errors.Is(err, io.EOF):
 			finished = true
+			// No record follows: every event-time timer downstream may
+			// fire, before the final checkpoint's barrier.
+			if err := st.onWatermark(ctx, 0, watermark{time: MaxWatermark}); err != nil {
+				return err
+			}
 			st.c.sourceFinished()
 			continue
 		case err != nil && ctx.Err() == nil:
@@ -475,7 +517,7 @@ func (st *subtask) runSource(ctx context.Context) error {
 			continue
 		}
 		st.recordsOut.Add(1)
-		if err := st.emit(ctx, v); err != nil {
+		if err := st.emit(ctx, v, ts); err != nil {
 			return err
 		}
 	}
@@ -486,6 +528,9 @@ func (st *subtask) runSource(ctx context.Context) error {
 // EXACTLY_ONCE mode, counts in AT_LEAST_ONCE mode; see aligner).
 func (st *subtask) runInputs(ctx context.Context) error {
 	n := len(st.inputs)
+	if st.valve == nil {
+		st.initWatermarks()
+	}
 	var al *aligner
 	if n > 1 {
 		al = newAligner(n, st.j.opts.Checkpoint.Mode)
@@ -589,6 +634,14 @@ func (st *subtask) runInputs(ctx context.Context) error {
 			}
 			continue
 		}
+		if el.wm != nil {
+			// A blocked input's watermarks wait in its channel with its
+			// records: they are read once alignment releases it.
+			if err := st.onWatermark(ctx, ch, *el.wm); err != nil {
+				return err
+			}
+			continue
+		}
 		if b := el.barrier; b != nil {
 			if al == nil {
 				if err := st.checkpoint(ctx, *b); err != nil {
@@ -637,24 +690,32 @@ func (st *subtask) process(ctx context.Context, in int, el element) error {
 	if st.backend != nil {
 		st.backend.SetCurrentKey(el.keyBytes)
 	}
-	var emitErr error
-	err := st.op.process(in, el, func(v any) {
-		if emitErr == nil {
-			st.recordsOut.Add(1)
-			emitErr = st.emit(ctx, v)
-		}
-	})
-	if err != nil {
+	st.ts, st.emitCtx, st.emitErr = el.ts, ctx, nil
+	if st.out == nil {
+		st.out = st.emitOut // one method value per subtask, not a closure per record
+	}
+	if err := st.op.process(in, el, st.out); err != nil {
 		return err
 	}
-	return emitErr
+	return st.emitErr
 }
 
-// emit routes a record to every output: by key group on keyed edges,
-// one-to-one on forward edges, round-robin otherwise.
-func (st *subtask) emit(ctx context.Context, v any) error {
+// emitOut is the out function operators get: it emits v with the
+// timestamp of the record being processed, once no emit of this call has
+// failed (the failure is returned by process).
+func (st *subtask) emitOut(v any) {
+	if st.emitErr == nil {
+		st.recordsOut.Add(1)
+		st.emitErr = st.emit(st.emitCtx, v, st.ts)
+	}
+}
+
+// emit routes a record with event timestamp ts to every output: by key
+// group on keyed edges, one-to-one on forward edges, round-robin
+// otherwise.
+func (st *subtask) emit(ctx context.Context, v any, ts int64) error {
 	for _, o := range st.outputs {
-		el := element{value: v}
+		el := element{value: v, ts: ts}
 		target := 0
 		switch {
 		case o.e.keyOf != nil:

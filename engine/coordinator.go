@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -566,15 +567,30 @@ func (c *coordinator) discardLeftovers() {
 func (c *coordinator) operatorStats() []OperatorStats {
 	var out []OperatorStats
 	idx := map[string]int{}
+	// low is the lowest watermark of every subtask of an operator (idle
+	// or not), for an operator whose subtasks are all idle.
+	var low []int64
 	for _, st := range c.subtasks {
 		i, ok := idx[st.n.uid]
 		if !ok {
 			i = len(out)
 			idx[st.n.uid] = i
-			out = append(out, OperatorStats{UID: st.n.uid})
+			out = append(out, OperatorStats{UID: st.n.uid, Watermark: math.MaxInt64, WatermarkIdle: true})
+			low = append(low, math.MaxInt64)
 		}
 		out[i].RecordsIn += st.recordsIn.Load()
 		out[i].RecordsOut += st.recordsOut.Load()
+		wm := st.wmTime.Load()
+		low[i] = min(low[i], wm)
+		if !st.wmIdle.Load() {
+			out[i].WatermarkIdle = false
+			out[i].Watermark = min(out[i].Watermark, wm)
+		}
+	}
+	for i := range out {
+		if out[i].WatermarkIdle {
+			out[i].Watermark = low[i]
+		}
 	}
 	return out
 }

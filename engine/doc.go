@@ -73,6 +73,56 @@
 // consecutive failures beyond CheckpointOptions.TolerableFailures fail
 // the attempt.
 //
+// # Event time
+//
+// Every record carries an event timestamp (milliseconds since the Unix
+// epoch): its source's reader sets it (TimestampedReader; NoTimestamp
+// otherwise), and Map, Filter, FlatMap, Process and the others emit what
+// they produce for a record with that record's timestamp, as Flink does.
+// KeyedContext.Timestamp reads it.
+//
+// Watermarks say how far event time has come: a watermark W promises that
+// no record with a timestamp at or below W follows, except late ones. A
+// source whose reader generates them (WatermarkReader; the Kafka source
+// makes one per partition and takes the minimum) is asked for its
+// watermark every Options.WatermarkInterval, 200ms by default, and sends
+// it downstream when it advanced. Watermarks are periodic rather than sent
+// at every advance because with records in order nearly every record
+// advances the watermark: sending each would put a watermark after nearly
+// every record on every channel, and a keyed edge broadcasts each to all
+// its downstream subtasks, so every record would cost as many extra
+// elements and combining steps as the next operator has subtasks.
+// Idleness, being a matter of time passing without records, needs a
+// periodic look anyway. The price is that event time downstream lags by up
+// to the interval, which is small next to window sizes and out-of-order
+// bounds; Flink makes the same choice (autoWatermarkInterval).
+//
+// Watermarks flow in band, on the same channels as records and barriers,
+// so one never overtakes a record sent before it; on a chained edge the
+// upstream hands it over by a call. A channel that alignment blocks holds
+// its watermarks with its records. Keyed and rebalancing edges send every
+// watermark to every downstream subtask. Each subtask combines the
+// watermarks of its input channels, as Flink's StatusWatermarkValve does:
+// its watermark is the minimum over the inputs that are not idle, it
+// never goes back, and it is sent on whenever it advances. An upstream subtask can declare itself
+// idle (a source subtask that owns no partition does so from the start,
+// one whose partitions have been silent for the idle timeout once they
+// are): it is then left out of the minimum until it sends a watermark
+// again, and a subtask all of whose inputs are idle is idle itself and
+// says so downstream. An input that becomes active again below the
+// combined watermark holds it where it is until it catches up. A source
+// whose input ends sends MaxWatermark before the final checkpoint's
+// barrier; a stop with a savepoint sends none (what is still open stays
+// open in the savepoint). Status reports each operator's watermark
+// (OperatorStats.Watermark).
+//
+// # Watermarks across a restore
+//
+// Watermarks are not checkpointed: after a restore every operator starts
+// again at NoWatermark, as in Flink, and follows the watermarks the
+// sources derive from the replayed records. Timers stay in state and fire
+// once the watermark passes them again.
+//
 // # Failures
 //
 // Any subtask error fails the attempt: every subtask is cancelled

@@ -81,6 +81,13 @@ type Options struct {
 	// only input) is chained to its upstream, as in Flink: the upstream's
 	// goroutine calls it directly, with no channel in between.
 	DisableChaining bool
+	// WatermarkInterval is how often a source subtask whose reader
+	// generates watermarks (WatermarkReader) asks it for its watermark and
+	// sends it downstream when it advanced (default
+	// DefaultWatermarkInterval, 200ms, as Flink's autoWatermarkInterval).
+	// Event time downstream lags by up to this much; see the package
+	// documentation for why watermarks are periodic.
+	WatermarkInterval time.Duration
 	// RestoreFrom starts the job from that checkpoint or savepoint instead
 	// of the latest completed checkpoint (like flink run -s).
 	RestoreFrom string
@@ -185,6 +192,9 @@ func NewJob(name string, opts Options) *Job {
 	}
 	if opts.ChannelCapacity <= 0 {
 		opts.ChannelCapacity = 256
+	}
+	if opts.WatermarkInterval <= 0 {
+		opts.WatermarkInterval = DefaultWatermarkInterval
 	}
 	if opts.Checkpoint.Timeout <= 0 {
 		opts.Checkpoint.Timeout = 10 * time.Minute
@@ -703,11 +713,20 @@ type Status struct {
 	Operators      []OperatorStats
 }
 
-// OperatorStats counts the records of one operator, summed over subtasks.
+// OperatorStats counts the records of one operator, summed over subtasks,
+// and tells its event-time progress.
 type OperatorStats struct {
 	UID        string
 	RecordsIn  int64
 	RecordsOut int64
+	// Watermark is the operator's watermark: the lowest of its subtasks'
+	// that are not idle (what a downstream operator combining them all
+	// would have), in milliseconds since the Unix epoch. NoWatermark
+	// before any came (and for operators whose sources generate none);
+	// MaxWatermark once the input is exhausted. When every subtask is
+	// idle, WatermarkIdle is true and Watermark is the lowest of all.
+	Watermark     int64
+	WatermarkIdle bool
 }
 
 func (j *Job) setState(s string) {

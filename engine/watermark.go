@@ -1,0 +1,210 @@
+package engine
+
+import (
+	"context"
+	"math"
+	"time"
+)
+
+// NoTimestamp is the event timestamp of a record whose source supplies
+// none (its reader does not implement TimestampedReader).
+const NoTimestamp int64 = math.MinInt64
+
+// NoWatermark is the watermark of an operator before any came: nothing is
+// known about event time yet (Flink's Long.MIN_VALUE).
+const NoWatermark int64 = math.MinInt64
+
+// MaxWatermark is the watermark a source subtask sends when its input is
+// exhausted (io.EOF): no record follows, so every event-time timer and
+// window may fire.
+const MaxWatermark int64 = math.MaxInt64
+
+// DefaultWatermarkInterval is how often a source subtask asks its reader
+// for its watermark when Options.WatermarkInterval is not set (Flink's
+// autoWatermarkInterval).
+const DefaultWatermarkInterval = 200 * time.Millisecond
+
+// TimestampedReader is implemented by a SourceReader whose records carry
+// event timestamps. The engine calls NextTimestamped instead of Next (same
+// contract) and keeps the timestamp with the record through every
+// operator: Map, Filter, FlatMap, Process and the rest emit their output
+// with the timestamp of the input they were called for. ts is in
+// milliseconds since the Unix epoch.
+type TimestampedReader[T any] interface {
+	SourceReader[T]
+	NextTimestamped(ctx context.Context) (v T, ts int64, ok bool, err error)
+}
+
+// WatermarkReader is implemented by a SourceReader that generates
+// watermarks. A watermark W is the reader's promise that no record it
+// returns later has a timestamp <= W, except late ones (records its
+// generator declared late: with bounded out-of-orderness, those more than
+// the bound behind the newest). idle says the reader has nothing to read
+// for now (a subtask that owns no partition, partitions silent for the
+// idle timeout): downstream operators then leave this subtask out of
+// their minimum until it reports a watermark again.
+//
+// The engine calls CurrentWatermark on the subtask's goroutine, between
+// records: once before the first record, then every
+// Options.WatermarkInterval (interrupting a Next that waits for records),
+// and sends the result downstream when the subtask's watermark advanced
+// or its idleness changed. A watermark lower than one the subtask already
+// sent does not move it back. Once Next returned io.EOF the engine sends
+// MaxWatermark and asks no more.
+type WatermarkReader interface {
+	CurrentWatermark() (wm int64, idle bool)
+}
+
+// watermark is what flows on a channel, in band with records and
+// barriers, from an upstream subtask: its watermark, or its idleness
+// (Flink's Watermark and WatermarkStatus in one element). A watermark
+// that is not idle also says the subtask is active.
+type watermark struct {
+	time int64
+	idle bool
+}
+
+// valve combines the watermarks of a subtask's input channels into the
+// subtask's own, in the manner of Flink's StatusWatermarkValve. It is a
+// plain state machine driven by the subtask's goroutine.
+//
+//   - Every input starts active at NoWatermark.
+//   - An input's watermark never goes back: a lower one is ignored (the
+//     input stays at its higher one, and a lower one that makes an idle
+//     input active again makes it active at its old watermark).
+//   - The output is the minimum over the inputs that are not idle, and it
+//     never goes back either: an input that becomes active again below
+//     the output holds the output where it is until it catches up (it is
+//     not left out, as Flink leaves out an unaligned input: its records
+//     above the output are not late, so the output must not run past
+//     them).
+//   - When every input is idle the output is idle (at its last watermark),
+//     and it becomes active again with the first input that does.
+//
+// A valve of one input clamps a single stream (a source's generator, a
+// chained operator): monotonic, with its idleness passed on.
+type valve struct {
+	in  []watermark
+	out watermark
+}
+
+func newValve(inputs int) *valve {
+	v := &valve{in: make([]watermark, inputs), out: watermark{time: NoWatermark}}
+	for i := range v.in {
+		v.in[i].time = NoWatermark
+	}
+	return v
+}
+
+// current is the output: the subtask's watermark and whether it is idle.
+func (v *valve) current() watermark { return v.out }
+
+// onInput handles w from input i and returns the output, and whether it
+// changed (so must be sent downstream).
+func (v *valve) onInput(i int, w watermark) (watermark, bool) {
+	in := &v.in[i]
+	if w.idle {
+		in.idle = true
+	} else {
+		in.idle = false
+		in.time = max(in.time, w.time)
+	}
+	low, active := int64(math.MaxInt64), false
+	for _, c := range v.in {
+		if !c.idle {
+			active = true
+			low = min(low, c.time)
+		}
+	}
+	next := watermark{time: v.out.time, idle: true}
+	if active {
+		next = watermark{time: max(v.out.time, low)}
+	}
+	if next == v.out {
+		return v.out, false
+	}
+	v.out = next
+	return v.out, true
+}
+
+// initWatermarks gives the subtask a valve over its input channels (one
+// for a source or a chained operator, whose single stream it clamps).
+func (st *subtask) initWatermarks() {
+	st.valve = newValve(max(1, len(st.inputs)))
+	st.wmTime.Store(NoWatermark)
+}
+
+// onWatermark handles w from input channel in (0 for a chained operator):
+// when the subtask's watermark advances or its idleness changes, it is
+// recorded for Status and sent on to every downstream subtask.
+//
+// Event-time timers fire here, once they exist: after the valve moved the
+// output and before it is forwarded, so that what they emit precedes the
+// watermark downstream.
+func (st *subtask) onWatermark(ctx context.Context, in int, w watermark) error {
+	out, changed := st.valve.onInput(in, w)
+	if !changed {
+		return nil
+	}
+	return st.forwardWatermark(ctx, out)
+}
+
+// forwardWatermark records w as the subtask's watermark and sends it on
+// every output: to every channel (keyed and rebalancing edges broadcast
+// it: each downstream subtask combines all its upstreams), or by a call to
+// a chained operator. Records sent before it stay before it.
+func (st *subtask) forwardWatermark(ctx context.Context, w watermark) error {
+	st.wmTime.Store(w.time)
+	st.wmIdle.Store(w.idle)
+	if len(st.outputs) == 0 {
+		return nil
+	}
+	el := element{wm: &w}
+	for _, o := range st.outputs {
+		if o.direct != nil {
+			if err := o.direct.onWatermark(ctx, 0, w); err != nil {
+				return o.direct.failure(err)
+			}
+			continue
+		}
+		for _, ch := range o.chans {
+			select {
+			case ch <- el:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
+}
+
+// sourceWatermark asks the source's reader for its watermark and sends it
+// on when it advanced or its idleness changed.
+func (st *subtask) sourceWatermark(ctx context.Context) error {
+	if st.wmr == nil {
+		return nil
+	}
+	t, idle := st.wmr.CurrentWatermark()
+	return st.onWatermark(ctx, 0, watermark{time: t, idle: idle})
+}
+
+// tickWatermarks asks the source loop for a watermark every interval of
+// the job's clock, until ctx ends: it marks one due and cuts a Next that
+// waits for records short. It runs on a goroutine owned by the source
+// subtask (counted in async).
+func (st *subtask) tickWatermarks(ctx context.Context, interval time.Duration) {
+	defer st.async.Done()
+	for {
+		select {
+		case <-st.j.opts.Clock.After(interval):
+		case <-ctx.Done():
+			return
+		}
+		st.wmDue.Store(true)
+		st.pollMu.Lock()
+		if st.pollStop != nil {
+			st.pollStop()
+		}
+		st.pollMu.Unlock()
+	}
+}
