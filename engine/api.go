@@ -263,10 +263,11 @@ func (c *KeyedContext) Timestamp() int64 { return c.st.ts }
 
 // CurrentWatermark is the operator subtask's watermark: the minimum of
 // its upstream subtasks' watermarks, leaving out idle ones, never going
-// back (NoWatermark before any came, and after every restore: watermarks
-// are not checkpointed). A record whose timestamp is at or below it is
-// late.
-func (c *KeyedContext) CurrentWatermark() int64 { return c.st.valve.current().time }
+// back; NoWatermark before any came. After a restore it starts where the
+// checkpoint left it for the current key's key group (see the package
+// documentation, "Event time"). A record whose timestamp is at or below it
+// is late.
+func (c *KeyedContext) CurrentWatermark() int64 { return c.st.keyedWatermark() }
 
 // KeyedProcessFunction processes the records of a keyed stream with keyed
 // state.

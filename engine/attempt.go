@@ -109,6 +109,10 @@ type subtask struct {
 	out     func(any)
 	emitCtx context.Context
 	emitErr error
+	// floors are the restored watermarks of a keyed operator's key
+	// groups, from floorsStart, when they differ (restoreWatermark).
+	floors      []int64
+	floorsStart int
 }
 
 type attemptResult struct {
@@ -310,6 +314,9 @@ func (st *subtask) open(ctx context.Context) error {
 			})
 			if err != nil {
 				return fmt.Errorf("creating the keyed state backend: %w", err)
+			}
+			if err := st.restoreWatermark(kgs); err != nil {
+				return err
 			}
 		}
 		if st.op, err = n.newOperator(st); err != nil {
@@ -794,12 +801,19 @@ func (st *subtask) checkpoint(ctx context.Context, b barrier) error {
 		return fmt.Errorf("snapshotting for checkpoint %d: %w", b.id, err)
 	}
 	var opHandle *checkpoint.Handle
-	if hasOp {
-		l, err := st.opStore.ListState("entries", mode)
-		if err != nil {
-			return err
+	if hasOp || st.backend != nil {
+		if hasOp {
+			l, err := st.opStore.ListState("entries", mode)
+			if err != nil {
+				return err
+			}
+			l.Update(entries)
 		}
-		l.Update(entries)
+		if st.backend != nil {
+			if err := st.snapshotWatermark(); err != nil {
+				return err
+			}
+		}
 		if opHandle, err = st.opStore.Snapshot(); err != nil {
 			return fmt.Errorf("snapshotting operator state for checkpoint %d: %w", b.id, err)
 		}

@@ -118,10 +118,29 @@
 //
 // # Watermarks across a restore
 //
-// Watermarks are not checkpointed: after a restore every operator starts
-// again at NoWatermark, as in Flink, and follows the watermarks the
-// sources derive from the replayed records. Timers stay in state and fire
-// once the watermark passes them again.
+// Sources and operators without keys start from scratch after a restore,
+// at NoWatermark: a source's watermark is derived from what it reads and
+// from how long its partitions were silent, which says nothing about the
+// replay, where every silent partition may have a backlog, and partitions
+// may have moved to other subtasks. Keyed operators, which are where
+// lateness is judged (timers, windows), resume instead at the watermark
+// they had at the checkpoint's barrier: each keyed subtask stores its
+// watermark with its key groups in every checkpoint, and after the restore
+// each key group starts at the watermark of the subtask that owned it
+// (KeyedContext.CurrentWatermark applies it to the current key; the
+// subtask's own watermark starts at the lowest of its key groups' and
+// moves on once its inputs pass it). Flink starts every operator from
+// Long.MIN_VALUE instead, and that is the subject of long-standing bug
+// reports (FLINK-5601; FLINK-24501 and FLINK-36663 store window progress
+// in state to work around it): a record that came after a window fired
+// was late before the crash, but is on time in the replay, so the window
+// that fired and was purged before the checkpoint is opened again and
+// fires a second time, which exactly-once output cannot allow. With the
+// watermark restored, the replay judges every record exactly as a run
+// that had gone on from the barrier could have. Timers stay in state and
+// fire once the watermark passes them, as in Flink. Checkpoints that hold
+// no watermark (written before this, or an operator new to the job)
+// start those key groups at NoWatermark.
 //
 // # Failures
 //

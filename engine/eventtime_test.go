@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/state"
 )
@@ -440,10 +443,11 @@ func TestIdleSourceSubtaskDoesNotHoldTheWatermarkBack(t *testing.T) {
 	checkSeen(t, p.records())
 }
 
-// Watermarks are not checkpointed: after a restore every operator starts
-// again from NoWatermark, whatever it had reached, and follows the
-// sources' watermarks of the replayed records from there.
-func TestWatermarkRestartsFromScratchAfterARestore(t *testing.T) {
+// After a failure the keyed operator resumes at the watermark of the
+// checkpoint it restores (not at NoWatermark, not above what the first
+// attempt reached), the sources start theirs from scratch, and the
+// replay is exact.
+func TestKeyedWatermarkResumesAfterAFailure(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	const bound = 20
 	src := &eventSource{bound: bound, pauseEvery: 50, pause: time.Millisecond}
@@ -474,27 +478,9 @@ func TestWatermarkRestartsFromScratchAfterARestore(t *testing.T) {
 	ss := p.records()
 	checkSeen(t, ss)
 	reached := engine.NoWatermark
-	first := map[int]observed{}
 	for _, s := range ss {
-		switch s.attempt {
-		case 1:
+		if s.attempt == 1 {
 			reached = max(reached, s.wm)
-		case 2:
-			if _, ok := first[s.subtask]; !ok {
-				first[s.subtask] = s
-			}
-		}
-	}
-	if reached <= 1_000 {
-		t.Fatalf("the first attempt reached watermark %d only", reached)
-	}
-	if len(first) != 2 {
-		t.Fatalf("records of the second attempt reached probe subtasks %v, want both", first)
-	}
-	for sub, s := range first {
-		if s.wm != engine.NoWatermark {
-			t.Errorf("probe subtask %d: the first record after the restore (%d/%d) came at watermark %d, want NoWatermark (the first attempt had reached %d)",
-				sub, s.e.Sub, s.e.Seq, s.wm, reached)
 		}
 	}
 	p.mu.Lock()
@@ -503,9 +489,14 @@ func TestWatermarkRestartsFromScratchAfterARestore(t *testing.T) {
 	if len(opened) != 4 {
 		t.Fatalf("the probe opened %d times, want 4 (2 subtasks, 2 attempts)", len(opened))
 	}
-	for i, wm := range opened {
+	for i, wm := range opened[:2] {
 		if wm != engine.NoWatermark {
-			t.Errorf("Open %d saw watermark %d, want NoWatermark", i, wm)
+			t.Errorf("Open %d of the first attempt saw watermark %d, want NoWatermark", i, wm)
+		}
+	}
+	for i, wm := range opened[2:] {
+		if wm == engine.NoWatermark || wm > reached {
+			t.Errorf("Open %d of the second attempt saw watermark %d, want the restored checkpoint's (above NoWatermark, at most %d)", i, wm, reached)
 		}
 	}
 	// The restore replays exactly: every event reached the sink once.
@@ -517,5 +508,109 @@ func TestWatermarkRestartsFromScratchAfterARestore(t *testing.T) {
 	}
 	if d := diffCounts(counts(sink.output()), want); d != "" {
 		t.Fatalf("output not exact after the restore: %s", d)
+	}
+}
+
+// A job stopped with a savepoint once its watermark reached W, restored
+// with the keyed operator rescaled from 2 to 3 subtasks: every subtask
+// opens at W, and records at or below W that come after the restore are
+// late there, as they would have been had the job gone on (a window that
+// fired before the savepoint is not opened again by them). The sources
+// start from scratch: without the savepoint the same records are not
+// late.
+func TestKeyedWatermarkResumesFromASavepointRescaled(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	const bound = 10
+	first := [][]event{events(0, 300, 10_000, 5, 5, bound, 0, 0, rng), events(1, 300, 10_000, 5, 5, bound, 0, 0, rng)}
+	w := min(sourceWatermark(first[0], bound), sourceWatermark(first[1], bound))
+	// After the savepoint: 50 events per subtask below W (from 1000
+	// below it), then 50 above, in order.
+	later := func(sub int) []event {
+		var out []event
+		for i := range 100 {
+			ts := w - 1000 + int64(i)*20
+			if i >= 50 {
+				ts = w + 1 + int64(i-50)*20
+			}
+			out = append(out, event{Sub: sub, Seq: 300 + i, TS: ts})
+		}
+		return out
+	}
+	job := func(src *eventSource, p *probe, storage checkpoint.Storage, from string) *engine.Job {
+		j := engine.NewJob("rescale", engine.Options{WatermarkInterval: time.Millisecond, Storage: storage, RestoreFrom: from,
+			Checkpoint: engine.CheckpointOptions{Interval: 10 * time.Millisecond}})
+		s := engine.FromSource(j, "source", 2, src)
+		probed := engine.Process(engine.KeyBy(s, eventKey, state.StringCodec{}), "probe", p.parallelism, p.newFn)
+		engine.SinkTo(probed, "sink", 1, &memSink[event]{})
+		return j
+	}
+
+	storage := dirstore.NewMemoryStorage("rescale", dirstore.StorageOptions{})
+	p1 := &probe{parallelism: 2}
+	j1 := job(&eventSource{bound: bound, unbounded: true, parts: first}, p1, storage, "")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- j1.Run(ctx) }()
+	waitWatermarks(t, j1, done, map[string]int64{"probe": w})
+	path, err := j1.StopWithSavepoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, engine.ErrStopped) {
+		t.Fatalf("Run = %v, want ErrStopped", err)
+	}
+
+	for _, restored := range []bool{true, false} {
+		t.Run(fmt.Sprintf("restored=%v", restored), func(t *testing.T) {
+			p2 := &probe{parallelism: 3}
+			var j2 *engine.Job
+			if restored {
+				// The savepoint's positions: the later events follow.
+				src := &eventSource{bound: bound, parts: [][]event{append(slices.Clone(first[0]), later(0)...),
+					append(slices.Clone(first[1]), later(1)...)}}
+				j2 = job(src, p2, storage, path)
+			} else {
+				src := &eventSource{bound: bound, parts: [][]event{later(0), later(1)}}
+				j2 = job(src, p2, dirstore.NewMemoryStorage("rescale", dirstore.StorageOptions{}), "")
+			}
+			if err := runJob(t, j2); err != nil {
+				t.Fatal(err)
+			}
+			p2.mu.Lock()
+			opened := p2.opened
+			p2.mu.Unlock()
+			wantOpen := engine.NoWatermark
+			if restored {
+				wantOpen = w
+			}
+			if len(opened) != 3 {
+				t.Fatalf("the probe opened %d times, want 3", len(opened))
+			}
+			for i, got := range opened {
+				if got != wantOpen {
+					t.Errorf("Open %d saw watermark %d, want %d", i, got, wantOpen)
+				}
+			}
+			ss := p2.records()
+			if len(ss) != 200 {
+				t.Fatalf("the probe saw %d records, want the 200 after the savepoint", len(ss))
+			}
+			late := 0
+			for _, s := range ss {
+				if s.ts <= w && s.ts <= s.wm {
+					late++
+				}
+				if s.ts > w && s.ts <= s.wm {
+					t.Fatalf("record %+v above the savepoint's watermark came late, at watermark %d", s.e, s.wm)
+				}
+			}
+			switch {
+			case restored && late != 100:
+				t.Fatalf("%d of the 100 records at or below the savepoint's watermark %d came late, want all", late, w)
+			case !restored && late != 0:
+				t.Fatalf("a fresh job saw %d records late, want none (its watermark starts from scratch)", late)
+			}
+		})
 	}
 }

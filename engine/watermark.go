@@ -2,8 +2,13 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"math"
 	"time"
+
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/state"
 )
 
 // NoTimestamp is the event timestamp of a record whose source supplies
@@ -207,4 +212,107 @@ func (st *subtask) tickWatermarks(ctx context.Context, interval time.Duration) {
 		}
 		st.pollMu.Unlock()
 	}
+}
+
+// watermarkState names the union list of operator state in which a keyed
+// operator subtask stores, at every barrier, its watermark with the key
+// groups it owns (one watermarkEntry).
+const watermarkState = "watermark"
+
+// watermarkEntry is a keyed operator subtask's watermark at a barrier,
+// with its key groups [Start, End).
+type watermarkEntry struct {
+	Start     int   `json:"start"`
+	End       int   `json:"end"`
+	Watermark int64 `json:"watermark"`
+}
+
+// snapshotWatermark stores the keyed operator subtask's watermark in its
+// operator state for the checkpoint being taken.
+func (st *subtask) snapshotWatermark() error {
+	l, err := st.opStore.ListState(watermarkState, state.Union)
+	if err != nil {
+		return fmt.Errorf("snapshotting the watermark: %w", err)
+	}
+	kgs := st.backend.KeyGroups()
+	b, err := json.Marshal(watermarkEntry{Start: kgs.Start, End: kgs.End, Watermark: st.valve.current().time})
+	if err != nil {
+		return fmt.Errorf("snapshotting the watermark: %w", err)
+	}
+	l.Update([][]byte{b})
+	return nil
+}
+
+// restoreWatermark starts a keyed operator subtask at the watermarks the
+// restored checkpoint holds for its key groups (see the package
+// documentation, "Event time"): its own watermark at the lowest of them,
+// and, when they differ (a rescale merged key groups of subtasks that were
+// at different watermarks), each key group's kept in floors, which
+// KeyedContext.CurrentWatermark applies to the current key. A key group
+// the checkpoint holds none for (an older checkpoint, a new operator)
+// starts at NoWatermark.
+func (st *subtask) restoreWatermark(kgs checkpoint.KeyGroupRange) error {
+	l, err := st.opStore.ListState(watermarkState, state.Union)
+	if err != nil {
+		return fmt.Errorf("restoring the watermark: %w", err)
+	}
+	low, floors, err := watermarkFloors(l.Get(), kgs)
+	if err != nil {
+		return fmt.Errorf("restoring the watermark: %w", err)
+	}
+	st.valve.out.time = low
+	st.wmTime.Store(low)
+	st.floors, st.floorsStart = floors, kgs.Start
+	return nil
+}
+
+// watermarkFloors returns the watermark each key group of kgs had in the
+// entries of a checkpoint: the lowest, and all of them (indexed from
+// kgs.Start) when they differ, nil when they are all the lowest.
+func watermarkFloors(entries [][]byte, kgs checkpoint.KeyGroupRange) (int64, []int64, error) {
+	floors := make([]int64, kgs.Len())
+	for i := range floors {
+		floors[i] = NoWatermark
+	}
+	for i, raw := range entries {
+		var e watermarkEntry
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return 0, nil, fmt.Errorf("entry %d is malformed: %w", i, err)
+		}
+		r := kgs.Intersect(checkpoint.KeyGroupRange{Start: e.Start, End: e.End})
+		for kg := r.Start; kg < r.End; kg++ {
+			floors[kg-kgs.Start] = max(floors[kg-kgs.Start], e.Watermark)
+		}
+	}
+	low := int64(math.MaxInt64)
+	for _, f := range floors {
+		low = min(low, f)
+	}
+	if len(floors) == 0 {
+		low = NoWatermark
+	}
+	for _, f := range floors {
+		if f != low {
+			return low, floors, nil
+		}
+	}
+	return low, nil, nil
+}
+
+// keyedWatermark is KeyedContext.CurrentWatermark: the subtask's watermark,
+// or the restored one of the current key's group when that is higher.
+func (st *subtask) keyedWatermark() int64 {
+	w := st.valve.current().time
+	if st.floors == nil {
+		return w
+	}
+	key := st.backend.CurrentKey()
+	if key == nil {
+		return w
+	}
+	kg := state.KeyGroupOf(key, st.j.opts.MaxParallelism) - st.floorsStart
+	if kg < 0 || kg >= len(st.floors) {
+		return w
+	}
+	return max(w, st.floors[kg])
 }

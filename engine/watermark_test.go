@@ -1,8 +1,15 @@
 package engine
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
+	"strconv"
 	"testing"
+
+	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/state"
 )
 
 // valveTest drives a valve step by step and checks every step.
@@ -147,4 +154,137 @@ func TestValveInputActiveAgainBelowTheOutput(t *testing.T) {
 	vt.step(0, wmAt(120), wmAt(100), false)
 	vt.step(1, wmAt(95), wmAt(100), false)
 	vt.step(1, wmAt(130), wmAt(120), true)
+}
+
+func wmEntry(t *testing.T, start, end int, w int64) []byte {
+	t.Helper()
+	b, err := json.Marshal(watermarkEntry{Start: start, End: end, Watermark: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// A keyed operator rescaled from 2 to 3 subtasks (128 key groups) whose
+// old subtasks were at different watermarks: each new subtask starts at
+// the lowest of its key groups', and keeps each key group's where they
+// differ. Key groups the checkpoint holds nothing for start at
+// NoWatermark.
+func TestWatermarkFloorsAfterARescale(t *testing.T) {
+	old := [][]byte{wmEntry(t, 0, 64, 100), wmEntry(t, 64, 128, 200)}
+	for _, tc := range []struct {
+		entries [][]byte
+		kgs     checkpoint.KeyGroupRange
+		low     int64
+		floors  map[int]int64 // key group -> floor; nil: uniform
+	}{
+		{old, state.KeyGroupRangeForSubtask(0, 3, 128), 100, nil},
+		{old, state.KeyGroupRangeForSubtask(1, 3, 128), 100, map[int]int64{43: 100, 63: 100, 64: 200, 85: 200}},
+		{old, state.KeyGroupRangeForSubtask(2, 3, 128), 200, nil},
+		{old, state.KeyGroupRangeForSubtask(0, 1, 128), 100, map[int]int64{0: 100, 127: 200}},
+		{nil, state.KeyGroupRangeForSubtask(1, 3, 128), NoWatermark, nil},
+		{old[:1], state.KeyGroupRangeForSubtask(1, 3, 128), NoWatermark, map[int]int64{43: 100, 64: NoWatermark}},
+	} {
+		low, floors, err := watermarkFloors(tc.entries, tc.kgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if low != tc.low || (floors == nil) != (tc.floors == nil) {
+			t.Fatalf("%d entries, key groups %v: lowest %d, floors %v; want %d, floors %v", len(tc.entries), tc.kgs, low, floors != nil, tc.low, tc.floors != nil)
+		}
+		for kg, want := range tc.floors {
+			if got := floors[kg-tc.kgs.Start]; got != want {
+				t.Errorf("key groups %v: key group %d at %d, want %d", tc.kgs, kg, got, want)
+			}
+		}
+	}
+	if _, _, err := watermarkFloors([][]byte{[]byte("{")}, state.KeyGroupRangeForSubtask(0, 1, 128)); err == nil {
+		t.Fatal("a malformed entry was accepted")
+	}
+}
+
+// KeyedContext.CurrentWatermark after such a restore: the current key's
+// key group's watermark while the operator's own is below it, the
+// operator's once it passed it.
+func TestKeyedWatermarkAppliesTheKeyGroupsFloor(t *testing.T) {
+	kgs := state.KeyGroupRangeForSubtask(1, 3, 128) // [43, 86)
+	b, err := state.NewMemoryBackendFactory().CreateKeyedBackend(context.Background(), state.KeyedBackendOptions{
+		Job: "j", OperatorUID: "op", Subtask: 1, Parallelism: 3, MaxParallelism: 128, KeyGroups: kgs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	h := newCoordHarness(t, Options{}, 0)
+	store, err := state.NewOperatorStateStore(1, 3, []*checkpoint.Handle{opHandle(t, 0, 2, wmEntry(t, 0, 64, 100)), opHandle(t, 1, 2, wmEntry(t, 64, 128, 200))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &subtask{j: h.j, c: h.c, n: &node{uid: "op", parallelism: 3, keyed: true}, index: 1, backend: b, opStore: store}
+	st.initWatermarks()
+	if err := st.restoreWatermark(kgs); err != nil {
+		t.Fatal(err)
+	}
+	keyIn := func(lo, hi int) []byte {
+		for i := 0; ; i++ {
+			k := []byte("k" + strconv.Itoa(i))
+			if kg := state.KeyGroupOf(k, 128); kg >= lo && kg < hi {
+				return k
+			}
+		}
+	}
+	low, high := keyIn(43, 64), keyIn(64, 86)
+	if got := st.keyedWatermark(); got != 100 {
+		t.Fatalf("without a current key: %d, want the operator's 100", got)
+	}
+	check := func(key []byte, want int64) {
+		t.Helper()
+		b.SetCurrentKey(key)
+		if got := st.keyedWatermark(); got != want {
+			t.Fatalf("key %s (key group %d): watermark %d, want %d", key, state.KeyGroupOf(key, 128), got, want)
+		}
+	}
+	check(low, 100)
+	check(high, 200)
+	if err := st.onWatermark(context.Background(), 0, watermark{time: 150}); err != nil {
+		t.Fatal(err)
+	}
+	check(low, 150)
+	check(high, 200)
+	if err := st.onWatermark(context.Background(), 0, watermark{time: 250}); err != nil {
+		t.Fatal(err)
+	}
+	check(low, 250)
+	check(high, 250)
+
+	// The operator snapshots its own watermark with its key groups.
+	if err := st.snapshotWatermark(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := store.ListState(watermarkState, state.Union)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := l.Get(), [][]byte{wmEntry(t, 43, 86, 250)}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("snapshot %q, want %q", got, want)
+	}
+}
+
+// opHandle is the operator state handle of subtask of parallelism with one
+// watermark entry.
+func opHandle(t *testing.T, subtask, parallelism int, entry []byte) *checkpoint.Handle {
+	t.Helper()
+	s, err := state.NewOperatorStateStore(subtask, parallelism, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.ListState(watermarkState, state.Union)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Update([][]byte{entry})
+	h, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
