@@ -37,12 +37,38 @@ type SourceOptions[T any] struct {
 	// and is logged at debug level only (an outage is reported by the
 	// tracker); a good one ends an outage.
 	LagInterval time.Duration
+	// Timestamp returns a record's event time, given the record and its
+	// decoded value (nil: the Kafka record's timestamp, CreateTime or
+	// LogAppendTime as the topic says). A failure is handled as a record
+	// that cannot be decoded, under OnDecodeError (the DecodeError names
+	// the record's topic, partition and offset).
+	Timestamp func(r *kgo.Record, v T) (time.Time, error)
+	// MaxOutOfOrderness is how far behind the newest record of its
+	// partition a record may come without being late: each partition's
+	// watermark is its highest timestamp minus MaxOutOfOrderness minus 1
+	// ms (Flink's bounded out-of-orderness), and a subtask's is the
+	// minimum over its partitions. Rounded down to milliseconds; 0 for
+	// partitions in timestamp order.
+	MaxOutOfOrderness time.Duration
+	// IdleTimeout leaves a partition out of its subtask's watermark once
+	// it has produced nothing for that long, until it produces again, so
+	// that a silent partition does not stall event time for the whole
+	// job. Records it brings after that may be late. 0: partitions never
+	// go idle, so an empty partition holds the watermark back until it
+	// produces. A subtask that owns no partition is idle from the start
+	// whatever this says. Measured on ReaderOptions.Now, checked every
+	// engine.Options.WatermarkInterval.
+	IdleTimeout time.Duration
 }
 
 // Source is the Kafka source of a job (engine.Source): every subtask
 // reads the partitions Owner assigns it through a Reader, decodes them
 // under the configured policy, and stores the next offset of each of its
-// partitions in every checkpoint. A completed checkpoint's offsets are
+// partitions in every checkpoint. Its records carry event timestamps
+// (SourceOptions.Timestamp), and its readers generate watermarks per
+// partition (engine.WatermarkReader; see MaxOutOfOrderness and
+// IdleTimeout). Watermarks are not checkpointed: after a restore each
+// partition's starts again from its first record read. A completed checkpoint's offsets are
 // committed to the consumer group, for lag monitoring only: a restore
 // resumes at the checkpoint's offsets, never at the group's.
 //
@@ -105,6 +131,12 @@ func NewSource[T any](opts SourceOptions[T]) (*Source[T], error) {
 	if opts.LagInterval == 0 {
 		opts.LagInterval = 5 * time.Second
 	}
+	if opts.MaxOutOfOrderness < 0 {
+		return nil, fmt.Errorf("kafka source: max_out_of_orderness %s is negative", opts.MaxOutOfOrderness)
+	}
+	if opts.IdleTimeout < 0 {
+		return nil, fmt.Errorf("kafka source: idle_timeout %s is negative", opts.IdleTimeout)
+	}
 	if opts.Reader.Logger == nil {
 		opts.Reader.Logger = slog.Default()
 	}
@@ -135,7 +167,8 @@ func (s *Source[T]) NewReader(ctx context.Context, scope engine.Scope, restored 
 			return nil, fmt.Errorf("kafka source: creating the dead-letter producer for %s: %w", s.opts.DeadLetterTopic, err)
 		}
 	}
-	d, err := NewDecoding(r, s.opts.Decode, s.opts.OnDecodeError, dlq, s.opts.DeadLetterTopic)
+	sr := &sourceReader[T]{src: s, r: r, dlq: dlq, wms: newPartitionWatermarks(s.opts.MaxOutOfOrderness, s.opts.IdleTimeout)}
+	d, err := NewDecoding(r, sr.decode, s.opts.OnDecodeError, dlq, s.opts.DeadLetterTopic)
 	if err != nil {
 		r.Close()
 		if dlq != nil {
@@ -143,7 +176,7 @@ func (s *Source[T]) NewReader(ctx context.Context, scope engine.Scope, restored 
 		}
 		return nil, err
 	}
-	sr := &sourceReader[T]{src: s, r: r, d: d, dlq: dlq}
+	sr.d = d
 	sr.lag.Store(-1)
 	if s.opts.LagInterval > 0 {
 		lctx, stop := context.WithCancel(context.Background())
@@ -183,13 +216,20 @@ func (s *Source[T]) Stats() SourceStats {
 	return st
 }
 
-// sourceReader is one subtask's engine.SourceReader. Its methods run on
-// the subtask's goroutine; its counters and lag are atomics read by Stats.
+// sourceReader is one subtask's engine.SourceReader, TimestampedReader
+// and WatermarkReader. Its methods run on the subtask's goroutine; its
+// counters and lag are atomics read by Stats.
 type sourceReader[T any] struct {
 	src *Source[T]
 	r   *Reader
 	d   *Decoding[T]
 	dlq *kgo.Client
+
+	// wms generates the watermarks; ts and part are the timestamp and
+	// partition of the record decode accepted last (the one Next returns).
+	wms  *partitionWatermarks
+	ts   int64
+	part Partition
 
 	emitted atomic.Int64
 	lag     atomic.Int64
@@ -209,11 +249,53 @@ func (sr *sourceReader[T]) counters() SourceStats {
 
 // Next returns the next decoded record; see Decoding.Next.
 func (sr *sourceReader[T]) Next(ctx context.Context) (T, bool, error) {
-	v, ok, err := sr.d.Next(ctx)
-	if ok {
-		sr.emitted.Add(1)
-	}
+	v, _, ok, err := sr.NextTimestamped(ctx)
 	return v, ok, err
+}
+
+// NextTimestamped returns the next decoded record and its event
+// timestamp (engine.TimestampedReader), which its partition's watermark
+// takes in.
+func (sr *sourceReader[T]) NextTimestamped(ctx context.Context) (T, int64, bool, error) {
+	v, ok, err := sr.d.Next(ctx)
+	if !ok {
+		return v, engine.NoTimestamp, ok, err
+	}
+	sr.emitted.Add(1)
+	sr.wms.record(sr.part, sr.ts)
+	return v, sr.ts, ok, err
+}
+
+// decode is the Decoder of the subtask's Decoding: the configured one,
+// then the record's event timestamp, kept with its partition for
+// NextTimestamped. A failure of either is a decode failure.
+func (sr *sourceReader[T]) decode(rec *kgo.Record) (T, error) {
+	v, err := sr.src.opts.Decode(rec)
+	if err != nil {
+		return v, err
+	}
+	ts := rec.Timestamp.UnixMilli()
+	if f := sr.src.opts.Timestamp; f != nil {
+		t, err := f(rec, v)
+		if err != nil {
+			var zero T
+			return zero, fmt.Errorf("event timestamp: %w", err)
+		}
+		ts = t.UnixMilli()
+	}
+	sr.ts, sr.part = ts, Partition{Topic: rec.Topic, Partition: rec.Partition}
+	return v, nil
+}
+
+// CurrentWatermark returns the subtask's watermark
+// (engine.WatermarkReader): the minimum over its partitions that are not
+// idle, on ReaderOptions.Now; idle when all are, or there are none.
+func (sr *sourceReader[T]) CurrentWatermark() (int64, bool) {
+	now := sr.r.opts.Now()
+	for p := range sr.r.next {
+		sr.wms.assign(p, now)
+	}
+	return sr.wms.current(now)
 }
 
 // SnapshotState returns the next offset of every partition of the

@@ -1,0 +1,108 @@
+package kafka
+
+import (
+	"math"
+	"time"
+
+	"github.com/onceflow/onceflow/engine"
+)
+
+// partitionWatermarks generates the watermark of one source subtask from
+// the partitions it reads, as Flink's Kafka source does with a
+// bounded-out-of-orderness strategy with idleness:
+//
+//   - A partition's watermark is the highest timestamp read from it minus
+//     the bound minus 1 ms (engine.NoWatermark before its first record): a
+//     record of it that comes later with a timestamp at or below that is
+//     late, one within the bound of the highest is not.
+//   - The subtask's watermark is the minimum over its partitions that are
+//     not idle.
+//   - With an idle timeout, a partition that has produced nothing for that
+//     long (since its last record, or since it was assigned) is idle, left
+//     out of the minimum until it produces again. Time is measured at the
+//     calls of current: a record counts as produced at the first call
+//     after it was read, so a partition goes idle at most one call late,
+//     never early.
+//   - The subtask is idle when every partition is, and when it has none
+//     (whatever the timeout): it then holds nobody's watermark back.
+//
+// The watermark it returns can go back (a partition that produces again
+// after being idle, one assigned later); the engine never lets a
+// subtask's watermark go back downstream. It belongs to the subtask's
+// goroutine.
+type partitionWatermarks struct {
+	bound       int64 // ms
+	idleTimeout time.Duration
+	parts       map[Partition]*partitionWatermark
+	// last is the partition of the last record, which the next one most
+	// likely shares (a fetch brings runs of one partition).
+	lastP Partition
+	last  *partitionWatermark
+}
+
+type partitionWatermark struct {
+	maxTS int64
+	// produced says a record was read since the last call of current;
+	// active is, as of those calls, when the partition last produced or
+	// was assigned.
+	produced bool
+	active   time.Time
+}
+
+// newPartitionWatermarks returns a generator with bound (rounded down to
+// milliseconds) and idleTimeout (0: partitions never go idle).
+func newPartitionWatermarks(bound, idleTimeout time.Duration) *partitionWatermarks {
+	return &partitionWatermarks{bound: bound.Milliseconds(), idleTimeout: idleTimeout, parts: map[Partition]*partitionWatermark{}}
+}
+
+// assign adds partition p at now, if it is new: it holds the watermark at
+// engine.NoWatermark until it produces or goes idle.
+func (w *partitionWatermarks) assign(p Partition, now time.Time) {
+	if _, ok := w.parts[p]; !ok {
+		w.parts[p] = &partitionWatermark{maxTS: engine.NoTimestamp, active: now}
+	}
+}
+
+// record notes a record of p with timestamp ts (ms); an unknown p is
+// assigned at the next call of current.
+func (w *partitionWatermarks) record(p Partition, ts int64) {
+	pw := w.last
+	if pw == nil || p != w.lastP {
+		if pw = w.parts[p]; pw == nil {
+			pw = &partitionWatermark{maxTS: engine.NoTimestamp}
+			w.parts[p] = pw
+		}
+		w.lastP, w.last = p, pw
+	}
+	pw.produced = true
+	pw.maxTS = max(pw.maxTS, ts)
+}
+
+// current returns the subtask's watermark at now, and whether it is idle.
+func (w *partitionWatermarks) current(now time.Time) (int64, bool) {
+	low, active := int64(math.MaxInt64), false
+	for _, pw := range w.parts {
+		if pw.produced {
+			pw.produced, pw.active = false, now
+		}
+		if w.idleTimeout > 0 && now.Sub(pw.active) >= w.idleTimeout {
+			continue
+		}
+		active = true
+		low = min(low, pw.watermark(w.bound))
+	}
+	if !active {
+		return engine.NoWatermark, true
+	}
+	return low, false
+}
+
+// watermark is the partition's own: its highest timestamp minus bound
+// minus 1, engine.NoWatermark before a record or where that would
+// overflow.
+func (pw *partitionWatermark) watermark(bound int64) int64 {
+	if pw.maxTS < math.MinInt64+bound+1 {
+		return engine.NoWatermark
+	}
+	return pw.maxTS - bound - 1
+}

@@ -1,0 +1,132 @@
+package kafka
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/onceflow/onceflow/engine"
+)
+
+// wmTest drives a partitionWatermarks step by step on a clock of its own.
+type wmTest struct {
+	t   *testing.T
+	w   *partitionWatermarks
+	now time.Time
+}
+
+func newWMTest(t *testing.T, bound, idle time.Duration) *wmTest {
+	return &wmTest{t: t, w: newPartitionWatermarks(bound, idle), now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+func (wt *wmTest) advance(d time.Duration) { wt.now = wt.now.Add(d) }
+
+// check calls current and compares.
+func (wt *wmTest) check(what string, want int64, wantIdle bool) {
+	wt.t.Helper()
+	got, idle := wt.w.current(wt.now)
+	if got != want || idle != wantIdle {
+		wt.t.Fatalf("%s: watermark %d (idle %v), want %d (idle %v)", what, got, idle, want, wantIdle)
+	}
+}
+
+func part(p int32) Partition { return Partition{Topic: "t", Partition: p} }
+
+// A partition's watermark is its highest timestamp minus the bound minus
+// 1 ms; the subtask's is the minimum over its partitions, NoWatermark
+// until each has produced. Out-of-order records within the bound do not
+// move it back.
+func TestPartitionWatermarksTakeTheMinimum(t *testing.T) {
+	wt := newWMTest(t, 100*time.Millisecond, 0)
+	wt.w.assign(part(0), wt.now)
+	wt.w.assign(part(1), wt.now)
+	wt.check("two partitions, no record", engine.NoWatermark, false)
+	wt.w.record(part(0), 1000)
+	wt.check("only partition 0 produced", engine.NoWatermark, false)
+	wt.w.record(part(1), 700)
+	wt.check("both produced", 599, false)
+	wt.w.record(part(1), 650) // out of order, within the bound
+	wt.check("an older record", 599, false)
+	wt.w.record(part(1), 1500)
+	wt.check("partition 1 ahead", 899, false)
+	wt.w.record(part(0), 2000)
+	wt.w.record(part(0), 1950)
+	wt.check("partition 0 ahead again", 1399, false)
+	wt.w.assign(part(0), wt.now) // assigned again: no change
+	wt.check("assigned twice", 1399, false)
+	wt.w.assign(part(2), wt.now) // discovered later
+	wt.check("a new partition without records", engine.NoWatermark, false)
+	wt.w.record(part(2), 5000)
+	wt.check("the new partition produced", 1399, false)
+}
+
+// Without an idle timeout a silent partition holds the watermark back
+// for ever; with one it is left out once it has produced nothing for the
+// timeout, until it produces again. Every partition idle: the subtask is.
+func TestPartitionWatermarksLeaveIdlePartitionsOut(t *testing.T) {
+	never := newWMTest(t, 0, 0)
+	never.w.assign(part(0), never.now)
+	never.w.assign(part(1), never.now)
+	never.w.record(part(0), 100)
+	never.advance(time.Hour)
+	never.check("no timeout: partition 1 never idle", engine.NoWatermark, false)
+
+	wt := newWMTest(t, 10*time.Millisecond, 5*time.Second)
+	for p := range int32(3) {
+		wt.w.assign(part(p), wt.now)
+	}
+	wt.w.record(part(0), 1000)
+	wt.w.record(part(1), 2000)
+	wt.check("partition 2 silent, not yet idle", engine.NoWatermark, false)
+	wt.advance(4 * time.Second)
+	wt.w.record(part(0), 1100)
+	wt.w.record(part(1), 2100)
+	wt.check("4s: partition 2 still counted", engine.NoWatermark, false)
+	wt.advance(time.Second)
+	wt.check("5s: partition 2 idle since its assignment", 1089, false)
+	wt.advance(3 * time.Second)
+	wt.w.record(part(1), 2200)
+	wt.check("8s: partition 0 silent for 4s", 1089, false)
+	wt.advance(time.Second)
+	wt.check("9s: partition 0 idle too", 2189, false)
+	wt.w.record(part(2), 500)
+	wt.check("partition 2 produces again, far behind", 489, false)
+	wt.w.record(part(0), 3000)
+	wt.check("partition 0 back", 489, false)
+	wt.advance(5 * time.Second)
+	wt.check("every partition silent for 5s", engine.NoWatermark, true)
+	wt.w.record(part(1), 2300)
+	wt.check("partition 1 produces: active", 2289, false)
+}
+
+// A subtask that owns no partition is idle from the start, with or
+// without an idle timeout, until a partition is assigned to it.
+func TestPartitionWatermarksWithoutPartitionsAreIdle(t *testing.T) {
+	for _, idle := range []time.Duration{0, time.Second} {
+		wt := newWMTest(t, 0, idle)
+		wt.check("no partition", engine.NoWatermark, true)
+		wt.advance(time.Minute)
+		wt.check("no partition, a minute later", engine.NoWatermark, true)
+		wt.w.assign(part(7), wt.now)
+		wt.check("a partition discovered", engine.NoWatermark, false)
+		wt.w.record(part(7), 42)
+		wt.check("its first record", 41, false)
+	}
+}
+
+// A record of a partition not assigned yet counts from the next call; the
+// subtraction of the bound does not overflow.
+func TestPartitionWatermarksEdges(t *testing.T) {
+	wt := newWMTest(t, time.Second, time.Second)
+	wt.w.record(part(3), 10_000)
+	wt.check("record before assign", 8999, false)
+	wt.advance(time.Second)
+	wt.check("silent for the timeout", engine.NoWatermark, true)
+
+	low := newWMTest(t, time.Second, 0)
+	low.w.assign(part(0), low.now)
+	low.w.record(part(0), math.MinInt64+5)
+	low.check("a timestamp near the minimum", engine.NoWatermark, false)
+	low.w.record(part(0), math.MinInt64+2000)
+	low.check("a timestamp just above the bound", math.MinInt64+999, false)
+}
