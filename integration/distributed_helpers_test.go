@@ -570,3 +570,149 @@ func fenceNotices(logs string) []string {
 	}
 	return out
 }
+
+// logLine is one line of an instance's log (log.format text): its time,
+// its message and its attributes.
+type logLine struct {
+	at    time.Time
+	msg   string
+	attrs map[string]string
+}
+
+var logAttr = regexp.MustCompile(`([a-z_]+)=("(?:[^"\\]|\\.)*"|\S*)`)
+
+// parseLog reads the lines of logs that carry a time and a message.
+func parseLog(logs string) []logLine {
+	var out []logLine
+	for line := range strings.Lines(logs) {
+		l := logLine{attrs: map[string]string{}}
+		for _, m := range logAttr.FindAllStringSubmatch(line, -1) {
+			v := m[2]
+			if u, err := strconv.Unquote(v); err == nil {
+				v = u
+			}
+			if _, dup := l.attrs[m[1]]; !dup {
+				l.attrs[m[1]] = v
+			}
+		}
+		at, err := time.Parse(time.RFC3339Nano, l.attrs["time"])
+		if err != nil || l.attrs["msg"] == "" {
+			continue
+		}
+		l.at, l.msg = at, l.attrs["msg"]
+		out = append(out, l)
+	}
+	return out
+}
+
+// inGroups reports whether a partition_groups attribute ("[3 4 5]")
+// holds g.
+func inGroups(list string, g int) bool {
+	return slices.Contains(strings.Fields(strings.Trim(list, "[]")), strconv.Itoa(g))
+}
+
+// takeoverPhases describes, from the log of group g's new owner since the
+// kill (lines), each step of the takeover as its time after the kill: the
+// member's view of the rebalance (its client's log lines, at log.level
+// debug), the assignment, then for each stage its checkpoint storage
+// opened, the claims, the group running (built), each stage's restore
+// point read, its sink's fencing and recovery, and its first completed
+// checkpoint, in the order they happened. jobs are the group's engine
+// jobs (engineJobs): a name holding "/<uid>/" or "/<uid>-" of stage 2's
+// keyed operator is stage 2's. It also returns when the group was
+// assigned, after the kill (0: not seen).
+func takeoverPhases(lines []logLine, g int, jobs []string, killedAt time.Time) (string, time.Duration) {
+	type step struct {
+		at   time.Time
+		what string
+	}
+	var steps []step
+	add := func(at time.Time, what string) { steps = append(steps, step{at, what}) }
+	stage2 := ""
+	if len(jobs) > 1 {
+		// <job>/<uid>/pg-<g>: the uid names stage 2's storage, engine
+		// job and transactional ids.
+		parts := strings.Split(jobs[1], "/")
+		stage2 = parts[len(parts)-2]
+	}
+	stageOf := func(name string) string {
+		if stage2 != "" && (strings.Contains(name, "/"+stage2+"/") || strings.Contains(name, "/"+stage2+"-")) {
+			return "stage 2"
+		}
+		return "stage 1"
+	}
+	seen := map[string]bool{}
+	first := func(key string) bool {
+		if seen[key] {
+			return false
+		}
+		seen[key] = true
+		return true
+	}
+	var assigned, running time.Time
+	group := strconv.Itoa(g)
+	for _, l := range lines {
+		a := l.attrs
+		mine := a["group"] == group || a["partition_group"] == group
+		switch {
+		case assigned.IsZero() && strings.HasPrefix(l.msg, "kafka group client: "):
+			// The group protocol's steps, as the member's client logs them.
+			step := map[string]string{
+				"heartbeat errored":       "rebalance noticed",
+				"joining group":           "joining",
+				"joined":                  "joined",
+				"joined, balancing group": "joined (leader)",
+				"synced":                  "synced",
+			}[strings.TrimPrefix(l.msg, "kafka group client: ")]
+			if step == "rebalance noticed" && !strings.Contains(a["err"], "REBALANCE_IN_PROGRESS") {
+				step = "heartbeat failed: " + a["err"]
+			}
+			if step != "" && first(step) {
+				add(l.at, step)
+			}
+		case assigned.IsZero():
+			if l.msg == "partition groups assigned" && inGroups(a["partition_groups"], g) {
+				assigned = l.at
+				add(l.at, "assigned")
+			}
+		case !mine:
+		case l.msg == "checkpoints in S3":
+			add(l.at, stageOf(a["location"])+" storage opened")
+		case strings.HasPrefix(l.msg, "claimed the group"):
+			add(l.at, "a stage claimed")
+		case l.msg == "partition group running" && running.IsZero():
+			running = l.at
+			add(l.at, "running (built in "+a["built_in"]+")")
+		case l.msg == "restoring" || strings.HasPrefix(l.msg, "the newest checkpoint is an empty claim"):
+			add(l.at, stageOf(a["job"])+" restore point read")
+		case strings.HasPrefix(l.msg, "kafka sink: lingering transactions aborted"):
+			add(l.at, fmt.Sprintf("%s sink %s fenced %s ids (%s)", stageOf(a["prefix"]), a["subtask"], a["fenced"], durations(a)))
+		case strings.HasPrefix(l.msg, "kafka sink: subtask recovered"):
+			add(l.at, fmt.Sprintf("%s sink %s recovered (%s)", stageOf(a["job"]), a["subtask"], durations(a)))
+		case l.msg == "checkpoint complete" && !running.IsZero() && first("checkpoint "+a["job"]):
+			add(l.at, stageOf(a["job"])+" first checkpoint "+a["checkpoint"])
+		}
+	}
+	slices.SortStableFunc(steps, func(x, y step) int { return x.at.Compare(y.at) })
+	var out []string
+	for _, s := range steps {
+		out = append(out, fmt.Sprintf("%s +%s", s.what, s.at.Sub(killedAt).Round(time.Millisecond)))
+	}
+	if assigned.IsZero() {
+		return strings.Join(out, ", "), 0
+	}
+	return strings.Join(out, ", "), assigned.Sub(killedAt)
+}
+
+// durations lists the attributes of a log line that are durations
+// ("took=1.2s listing=80ms"), sorted by name.
+func durations(attrs map[string]string) string {
+	var out []string
+	for k, v := range attrs {
+		if _, err := time.ParseDuration(v); err == nil && strings.TrimLeft(v, "0123456789.") != "" {
+			out = append(out, k+" "+v)
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, ", ")
+}

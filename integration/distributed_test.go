@@ -72,6 +72,9 @@ func TestDistributedKillOneOfThree(t *testing.T) {
 		t.Run(typ, func(t *testing.T) {
 			begin := time.Now()
 			j := newDistJob(t, typ)
+			// The takeover's steps are dated by debug lines: the member's
+			// group client, the sinks' recovery, the checkpoints.
+			j.env = append(j.env, "ONCEFLOW_LOG_LEVEL=debug")
 			var tail *outputTail
 			if typ == "copy" {
 				tail = startOutputTail(t, j.seeds, j.out)
@@ -84,6 +87,10 @@ func TestDistributedKillOneOfThree(t *testing.T) {
 			moved := map[int]int64{} // group -> its last checkpoint on the victim
 			for _, g := range before.Groups {
 				moved[g.Group] = g.lastCheckpoint()
+			}
+			marks := map[string]int{}
+			for _, in := range rest {
+				marks[in.name] = len(in.proc.output.String())
 			}
 			killedAt := time.Now()
 			victim.proc.kill()
@@ -116,6 +123,19 @@ func TestDistributedKillOneOfThree(t *testing.T) {
 			t.Logf("TAKEOVER (API): kill -> first completed checkpoint of a moved group on its new owner %s, of every moved group %s; by group %v, new owners %v (target: session timeout %s + < 2s = %s)",
 				firstCheckpoint.Round(time.Millisecond), slices.Max(slices.Collect(maps.Values(checkpointed))).Round(time.Millisecond),
 				roundAll(checkpointed), newOwner, distSession, distSession+2*time.Second)
+			// Where the time went, from the new owners' logs: Kafka's part
+			// (the session expiry, counted from the killed member's last
+			// heartbeat, then the join and sync once every survivor's
+			// heartbeat heard of the rebalance) and the new owner's (build:
+			// storage, claims; restore; the sinks' recovery; the first
+			// checkpoint).
+			for _, g := range slices.Sorted(maps.Keys(checkpointed)) {
+				owner := rest[slices.IndexFunc(rest, func(in *instance) bool { return in.name == newOwner[g] })]
+				steps, assigned := takeoverPhases(parseLog(owner.proc.output.String()[marks[owner.name]:]), g, j.engineJobs(g), killedAt)
+				t.Logf("takeover of group %d by %s: kill -> assigned %s (Kafka), assigned -> first checkpoint in the API %s (the new owner); steps from the kill: %s, first checkpoint seen in the API +%s",
+					g, owner.name, assigned.Round(time.Millisecond), (checkpointed[g] - assigned).Round(time.Millisecond), steps,
+					checkpointed[g].Round(time.Millisecond))
+			}
 
 			if tail != nil {
 				var first time.Time

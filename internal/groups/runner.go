@@ -537,6 +537,7 @@ func (r *Runner) runGroup(gr *group) {
 var errGivenUp = errors.New("given up while claiming")
 
 func (r *Runner) buildAndRun(gr *group) error {
+	start := time.Now()
 	p, err := r.build(gr)
 	if err != nil {
 		return fmt.Errorf("claiming and building: %w", err)
@@ -548,7 +549,7 @@ func (r *Runner) buildAndRun(gr *group) error {
 	}
 	gr.pipeline, gr.state, gr.since = p, GroupRunning, time.Now()
 	r.mu.Unlock()
-	r.log.Info("partition group running", "partition_group", gr.index)
+	r.log.Info("partition group running", "partition_group", gr.index, "built_in", time.Since(start).Round(time.Millisecond))
 	return p.Run(gr.ctx)
 }
 

@@ -270,6 +270,7 @@ func (m *Member) Join(ctx context.Context) error {
 		kgo.OnPartitionsRevoked(m.onRevoked),
 		kgo.OnPartitionsLost(m.onLost),
 		kgo.WithHooks(manageErrHook{m}),
+		kgo.WithLogger(clientLogger{m.log}),
 	}
 	cl, err := kgo.NewClient(append(opts, m.cfg.ClientOpts...)...)
 	if err != nil {
