@@ -42,9 +42,12 @@
 // may therefore run concurrently with Begin, Write and PreCommit; the
 // Transactor's mutex guards the slot flags and clients they share.
 //
-// Warm start. NewWriter creates the clients of the free slots and
-// initialises their producer ids in parallel after the recovery, so that
-// no transaction in the first seconds waits for that round trip.
+// Warm start. The recovery fences each free slot's id by creating the
+// slot's own client and initialising its producer id, all slots at once
+// and beside the listing of transactions (Transactor.AbortLingering), and
+// keeps those clients: a group taken over runs after one such round trip
+// instead of one per id and then one more per slot, and no transaction in
+// the first seconds waits for it.
 //
 // When an id may be used again. A committed transaction is still named by
 // the latest completed checkpoint until a later checkpoint, taken after the

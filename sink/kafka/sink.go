@@ -132,11 +132,13 @@ func (s *Sink) NewWriter(ctx context.Context, scope engine.Scope, restored [][]b
 		}
 		return plainWriter{w}, nil
 	}
+	start := time.Now()
 	tp, tr, err := s.restore(ctx, scope, restored, s.opts.AsyncCommit)
 	if err != nil {
 		return nil, err
 	}
-	tr.Warm(ctx)
+	s.opts.Logger.Debug("kafka sink: subtask recovered", "job", scope.Job, "subtask", scope.Subtask,
+		"prefix", s.opts.TransactionalIDPrefix, "restored_entries", len(restored), "took", time.Since(start).Round(time.Millisecond))
 	w := &txnWriter{sink: s, tp: tp, tr: tr}
 	w.publish()
 	s.mu.Lock()

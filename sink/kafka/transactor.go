@@ -333,51 +333,6 @@ func (t *Transactor) newClient(s *slot) (*kgo.Client, error) {
 	return cl, nil
 }
 
-// Warm creates the clients of the free slots and initialises their
-// producer ids, in parallel, so that the first transactions of each slot
-// do not wait for that round trip (a stall of the whole pipeline on a
-// busy broker). Held slots are left alone: initialising their id would
-// fence the transaction a restore may still commit. Each slot rides out an
-// outage for the tracker's tolerance; a slot that fails to warm is left
-// for Begin to try again, and Warm returns nothing to fail on. Call it
-// after AbortLingering and before the first Begin.
-func (t *Transactor) Warm(ctx context.Context) {
-	var wg sync.WaitGroup
-	t.mu.Lock()
-	free := make([]*slot, 0, len(t.slots))
-	for _, s := range t.slots {
-		if !s.busy && !s.held && s.client == nil {
-			free = append(free, s)
-		}
-	}
-	t.mu.Unlock()
-	for _, s := range free {
-		wg.Go(func() {
-			var cl *kgo.Client
-			err := t.outage.Do(ctx, "initialising the producer id of "+s.id, func(ctx context.Context) error {
-				c, err := t.newClient(s)
-				if err != nil {
-					return err
-				}
-				if _, _, err := c.ProducerID(ctx); err != nil {
-					c.Close()
-					return err
-				}
-				cl = c
-				return nil
-			})
-			if err != nil {
-				t.opts.Logger.Warn("kafka sink: warming a transactional id failed; its first transaction will retry", "id", s.id, "err", err)
-				return
-			}
-			t.mu.Lock()
-			s.client = cl
-			t.mu.Unlock()
-		})
-	}
-	wg.Wait()
-}
-
 // grow adds slots up to n in all (t.mu held) and returns the last one.
 func (t *Transactor) grow(n int) *slot {
 	for len(t.slots) < n {
@@ -583,18 +538,27 @@ func (t *Transactor) Abort(ctx context.Context, txn Txn) error {
 // just committed by recovery, are not fenced but held: the restored
 // checkpoint still holds their transactions, and committing them again
 // after another crash must succeed. No later transaction can be open on
-// them, because an id is only reused after its release. The listing and
-// every fence ride out an outage for the tracker's tolerance.
+// them, because an id is only reused after its release.
+//
+// The recovery is on the path of every start and every takeover of a
+// partition group, so its round trips run side by side: each free slot
+// is fenced by creating its own client and initialising its producer id
+// (the InitProducerID that fences), all slots at once and beside the
+// listing, and the client is kept for the slot's first transaction,
+// which so does not wait for that round trip again (one broker
+// connection serves one request at a time: the slots' own connections
+// are what lets the fences run at once). The other ids found by the
+// listing are fenced through the side client. Every fence and the
+// listing ride out an outage for the tracker's tolerance; a fence that
+// fails then, or for good, fails AbortLingering, naming the id (the
+// clients created so far are released by Close).
 func (t *Transactor) AbortLingering(ctx context.Context, scope twophase.Scope, keep []Txn) error {
-	ids := make(map[string]bool)
 	for _, s := range t.slots {
 		if s.client != nil || s.busy {
 			return fmt.Errorf("kafka sink: AbortLingering after %s was used", s.id)
 		}
-		ids[s.id] = true
 	}
 	for _, k := range keep {
-		delete(ids, k.TransactionalID)
 		// A kept id of this subtask beyond the pool (an earlier run had a
 		// bigger one) joins it, held, so that growth never reuses it early.
 		if sub, n, ok := parseTransactionalID(t.opts.Prefix, k.TransactionalID); ok && sub == t.subtask && n >= len(t.slots) {
@@ -606,35 +570,113 @@ func (t *Transactor) AbortLingering(ctx context.Context, scope twophase.Scope, k
 			s.held = true
 		}
 	}
-	var listed kadm.ListedTransactions
-	err := t.outage.Do(ctx, "listing transactions", func(ctx context.Context) error {
-		var err error
-		listed, err = kadm.NewClient(t.side).ListTransactions(ctx, nil, nil)
-		return err
+	kept := func(id string) bool {
+		return slices.ContainsFunc(keep, func(k Txn) bool { return k.TransactionalID == id })
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu      sync.Mutex
+		first   error
+		fenced  int
+		listing time.Duration
+		wg      sync.WaitGroup
+	)
+	done := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err == nil {
+			fenced++
+			return
+		}
+		if first == nil {
+			first = err
+			cancel()
+		}
+	}
+	start := time.Now()
+	t.mu.Lock()
+	own := make(map[string]bool, len(t.slots))
+	var free []*slot
+	for _, s := range t.slots {
+		own[s.id] = true
+		if !s.held {
+			free = append(free, s)
+		}
+	}
+	t.mu.Unlock()
+	for _, s := range free {
+		wg.Go(func() { done(t.fenceSlot(ctx, s)) })
+	}
+	wg.Go(func() {
+		var listed kadm.ListedTransactions
+		err := t.outage.Do(ctx, "listing transactions", func(ctx context.Context) error {
+			var err error
+			listed, err = kadm.NewClient(t.side).ListTransactions(ctx, nil, nil)
+			return err
+		})
+		mu.Lock()
+		listing = time.Since(start)
+		mu.Unlock()
+		if err != nil {
+			done(fmt.Errorf("kafka sink: listing transactions to find ids of prefix %s: %w", t.opts.Prefix, err))
+			return
+		}
+		var others []string
+		for id := range listed {
+			sub, _, ok := parseTransactionalID(t.opts.Prefix, id)
+			if ok && !own[id] && !kept(id) && sub%scope.Parallelism == scope.Subtask && (sub >= scope.Parallelism || sub == scope.Subtask) {
+				others = append(others, id)
+			}
+		}
+		slices.Sort(others)
+		for _, id := range others { // one connection: one request at a time anyway
+			if err := fence(ctx, t.side, t.outage, id, t.opts.TransactionTimeout); err != nil {
+				done(fmt.Errorf("kafka sink: %w", err))
+				return
+			}
+			done(nil)
+		}
+	})
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	t.opts.Logger.Debug("kafka sink: lingering transactions aborted", "prefix", t.opts.Prefix, "subtask", t.subtask,
+		"fenced", fenced, "kept", len(keep), "listing", listing.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// fenceSlot fences the id of the free slot s by initialising the
+// producer id of a new client of it, and keeps that client for the
+// slot's first transaction. CONCURRENT_TRANSACTIONS (the coordinator
+// still aborting what the id left open) is repeated by the client for up
+// to concurrentWait, then handed to the outage tracker like any error of
+// a cluster in trouble; a client whose initialisation failed is closed
+// and the next try makes a new one.
+func (t *Transactor) fenceSlot(ctx context.Context, s *slot) error {
+	what := "fencing transactional id " + s.id
+	var cl *kgo.Client
+	err := t.outage.Do(ctx, what, func(ctx context.Context) error {
+		c, err := t.newClient(s)
+		if err != nil {
+			return err
+		}
+		ictx, cancel := context.WithTimeout(ctx, concurrentWait)
+		defer cancel()
+		if _, _, err := c.ProducerID(ictx); err != nil {
+			c.Close()
+			return fmt.Errorf("%s: initialising its producer id: %w", what, err)
+		}
+		cl = c
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("kafka sink: listing transactions to find ids of prefix %s: %w", t.opts.Prefix, err)
+		return fmt.Errorf("kafka sink: %w", err)
 	}
-	for id := range listed {
-		sub, _, ok := parseTransactionalID(t.opts.Prefix, id)
-		if !ok {
-			continue
-		}
-		kept := slices.ContainsFunc(keep, func(k Txn) bool { return k.TransactionalID == id })
-		if !kept && sub%scope.Parallelism == scope.Subtask && (sub >= scope.Parallelism || sub == scope.Subtask) {
-			ids[id] = true
-		}
-	}
-	sorted := make([]string, 0, len(ids))
-	for id := range ids {
-		sorted = append(sorted, id)
-	}
-	slices.Sort(sorted)
-	for _, id := range sorted {
-		if err := fence(ctx, t.side, t.outage, id, t.opts.TransactionTimeout); err != nil {
-			return fmt.Errorf("kafka sink: %w", err)
-		}
-	}
+	t.mu.Lock()
+	s.client = cl
+	t.mu.Unlock()
 	return nil
 }
 

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/onceflow/onceflow/state"
@@ -325,5 +327,79 @@ func TestPoolGrowsUpToMaxSlots(t *testing.T) {
 	}
 	if _, err := tr2.Begin(ctx); err == nil {
 		t.Fatal("Begin beyond MaxSlots succeeded")
+	}
+}
+
+// A moved partition group runs nothing before its sinks' recovery ends
+// (issue 16's takeover), so the recovery's round trips to the cluster are
+// on the takeover's path. AbortLingering fences the free slots of the
+// pool at once, each through its own client, and leaves that client's
+// producer id initialised for the slot's first transaction: the fake
+// coordinator holds every InitProducerID until the whole pool's have
+// arrived (one at a time they never would; each is then held for
+// holdAtMost), and the first transaction needs no further one.
+func TestAbortLingeringFencesThePoolAtOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const slots = 4
+	const holdAtMost = 2 * time.Second
+	var mu sync.Mutex
+	inits, inFlight, most := 0, 0, 0
+	all := make(chan struct{})
+	c.ControlKey(int16(kmsg.InitProducerID), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		mu.Lock()
+		inits++
+		n := inits
+		inFlight++
+		most = max(most, inFlight)
+		mu.Unlock()
+		if n == slots {
+			close(all)
+		}
+		if n <= slots {
+			c.SleepControl(func() {
+				select {
+				case <-all:
+				case <-time.After(holdAtMost):
+				}
+			})
+		}
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		return nil, nil, false
+	})
+	client := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	tr, err := NewTransactor(ctx, 0, TransactorOptions{ClientOpts: client, Topic: topic, Prefix: "at-once", Slots: slots, TransactionTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	start := time.Now()
+	if err := tr.AbortLingering(ctx, twophase.Scope{Subtask: 0, Parallelism: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	mu.Lock()
+	fenced, atOnce := inits, most
+	mu.Unlock()
+	if fenced != slots || atOnce != slots {
+		t.Fatalf("AbortLingering sent %d InitProducerID requests, at most %d in flight at once (took %s), want the pool's %d at once",
+			fenced, atOnce, took.Round(time.Millisecond), slots)
+	}
+	if _, err := tr.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	after := inits
+	mu.Unlock()
+	if after != fenced {
+		t.Fatalf("the first transaction after AbortLingering sent %d more InitProducerID requests, want none (its slot's producer id is initialised by the fence)", after-fenced)
 	}
 }
