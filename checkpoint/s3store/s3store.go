@@ -403,17 +403,12 @@ func (s *Storage) refresh(ctx context.Context) (fence, err error) {
 		}
 	}
 	s.mu.Unlock()
-	read := map[string]*manifest{}
-	for _, name := range toRead {
-		m, err := s.readManifest(ctx, name)
-		if err != nil {
-			if errors.Is(err, objstore.ErrNotFound) {
-				delete(names, name) // deleted since the listing
-				continue
-			}
-			return nil, err
-		}
-		read[name] = m
+	read, gone, err := s.readManifests(ctx, toRead)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range gone {
+		delete(names, name) // deleted since the listing
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -434,6 +429,56 @@ func (s *Storage) refresh(ctx context.Context) (fence, err error) {
 	s.rebuildLocked()
 	return s.fenceLocked(), nil
 }
+
+// readManifests reads the manifests names, readParallelism at a time: a
+// new owner opening a job reads every retained checkpoint's and
+// savepoint's, and one after another they added up on the path of every
+// takeover. It returns those read (damaged ones included, with their
+// error set) and those gone since the listing; any other failure is
+// returned, the first one met.
+func (s *Storage) readManifests(ctx context.Context, names []string) (read map[string]*manifest, gone []string, err error) {
+	read = make(map[string]*manifest, len(names))
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, readParallelism)
+	)
+	for _, name := range names {
+		sem <- struct{}{}
+		mu.Lock()
+		failed := first != nil
+		mu.Unlock()
+		if failed {
+			<-sem
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			m, err := s.readManifest(ctx, name)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, objstore.ErrNotFound):
+				gone = append(gone, name)
+			case err != nil:
+				if first == nil {
+					first = err
+				}
+			default:
+				read[name] = m
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return nil, nil, first
+	}
+	return read, gone, nil
+}
+
+// readParallelism bounds the manifest reads of one refresh.
+const readParallelism = 8
 
 // withCommitted returns a copy of m with its committed flag set to c.
 // Cached manifests are never changed in place: List, Latest and the

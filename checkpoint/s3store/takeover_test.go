@@ -1,0 +1,80 @@
+package s3store_test
+
+import (
+	"context"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/onceflow/onceflow/internal/objstore"
+)
+
+// A moved partition group runs nothing before its new owner opened the
+// group's storage (twice: a probe for the epoch, then the owner's),
+// claimed it, and the engine read its restore point; every round trip to
+// the store on that path delays the takeover (issue 16). These tests pin
+// the round trips down.
+
+// gatedStore holds every read of a manifest until want of them are in
+// flight at once (or holdAtMost passed, when they never are), and
+// records the most it saw at once.
+type gatedStore struct {
+	objstore.Store
+	want int
+
+	mu             sync.Mutex
+	inFlight, most int
+	once           sync.Once
+	all            chan struct{}
+}
+
+const holdAtMost = 2 * time.Second
+
+func (g *gatedStore) Get(ctx context.Context, key string, opts objstore.GetOptions) (io.ReadCloser, objstore.Info, error) {
+	if strings.Contains(key, "/manifest/") {
+		g.mu.Lock()
+		g.inFlight++
+		g.most = max(g.most, g.inFlight)
+		if g.inFlight == g.want {
+			g.once.Do(func() { close(g.all) })
+		}
+		g.mu.Unlock()
+		select {
+		case <-g.all:
+		case <-time.After(holdAtMost):
+		case <-ctx.Done():
+		}
+		g.mu.Lock()
+		g.inFlight--
+		g.mu.Unlock()
+	}
+	return g.Store.Get(ctx, key, opts)
+}
+
+// Opening a job's storage reads its manifests side by side: the store
+// holds each read until all four are in flight (one at a time they never
+// are, and each waits holdAtMost).
+func TestOpenReadsTheManifestsSideBySide(t *testing.T) {
+	mem := objstore.NewMemory(objstore.MemoryOptions{})
+	s := open(t, mem, 1, 3, nil)
+	for id := int64(1); id <= 4; id++ {
+		complete(t, s, chk{id: id, private: map[string]string{"p": "x"}})
+	}
+	complete(t, s, chk{id: 5, savepoint: true, private: map[string]string{"p": "sp"}})
+	// chk-2, chk-3, chk-4 (three retained) and savepoint-5.
+	gated := &gatedStore{Store: mem, want: 4, all: make(chan struct{})}
+	start := time.Now()
+	r := open(t, gated, 2, 3, nil)
+	took := time.Since(start)
+	gated.mu.Lock()
+	most := gated.most
+	gated.mu.Unlock()
+	if most != 4 {
+		t.Fatalf("opening read its 4 manifests at most %d at a time (took %s), want all 4 at once", most, took.Round(time.Millisecond))
+	}
+	if md := mustLatest(t, r); md.CheckpointID != 5 || !md.Savepoint {
+		t.Fatalf("Latest after opening = %d (savepoint %t), want savepoint 5", md.CheckpointID, md.Savepoint)
+	}
+}
