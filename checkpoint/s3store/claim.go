@@ -81,6 +81,10 @@ func (r *ClaimResult) Empty() bool { return r.Metadata.Claim }
 // epoch) published the id first, Claim fails naming its manifest: only
 // one of them claims, and the other may open a new Storage above
 // NewestEpoch and claim again.
+// A claim lists the manifests once per id it tries (and once more to
+// learn who took an id it lost) and deletes nothing of what it
+// supersedes: it is on the path of every takeover, and the owner's first
+// Complete collects what retention no longer keeps anyway.
 // A damaged newest checkpoint, or checkpoints deleted by DiscardAll above
 // the newest one left, fail it with ErrNotClaimable, changing nothing.
 // Any other failure (the store not answering) is returned as it is; the
@@ -89,10 +93,13 @@ func (s *Storage) Claim(ctx context.Context) (*ClaimResult, error) {
 	lost := 0
 	var lastLost string
 	for range claimTries {
+		// One listing per try: the restore point, the id and the
+		// publication below all work from it (the put is create-only,
+		// so an id taken since is refused, not overwritten).
 		if err := s.current(ctx); err != nil {
 			return nil, s.errorf("claim: %w", err)
 		}
-		latest, infos, err := s.Latest(ctx)
+		latest, infos, err := s.latestOf(ctx, s.cached())
 		if err != nil {
 			return nil, fmt.Errorf("claim: %w", err)
 		}
@@ -115,7 +122,7 @@ func (s *Storage) Claim(ctx context.Context) (*ClaimResult, error) {
 		if latest == nil || latest.Claim {
 			md, err = s.publishClaim(ctx, id)
 		} else {
-			md, err = s.Adopt(ctx, latest, id)
+			md, err = s.adopt(ctx, latest, id, false)
 		}
 		if err == nil {
 			if latest != nil && latest.Claim {
@@ -170,16 +177,14 @@ func (s *Storage) claimable(ctx context.Context, latest *checkpoint.Metadata, in
 }
 
 // publishClaim publishes an empty claim at id (create-only, as Complete
-// publishes), above every checkpoint and savepoint.
+// publishes), above every checkpoint and savepoint, from the view of the
+// manifests Claim has just listed.
 func (s *Storage) publishClaim(ctx context.Context, id int64) (*checkpoint.Metadata, error) {
 	fail := func(err error) (*checkpoint.Metadata, error) {
 		return nil, s.errorf("publish an empty claim as checkpoint %d: %w", id, err)
 	}
 	s.completeMu.Lock()
 	defer s.completeMu.Unlock()
-	if err := s.current(ctx); err != nil {
-		return fail(err)
-	}
 	s.mu.Lock()
 	if id <= s.newest || s.pending[id] != nil || s.aborted[id] {
 		top := s.newest
@@ -198,7 +203,6 @@ func (s *Storage) publishClaim(ctx context.Context, id int64) (*checkpoint.Metad
 	s.manifests[name] = m
 	s.rebuildLocked()
 	s.mu.Unlock()
-	s.collect(ctx)
 	return cloneMetadata(m)
 }
 

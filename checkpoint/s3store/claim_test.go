@@ -89,7 +89,9 @@ func TestClaimAdoptsTheNewestCheckpointAndFencesAZombie(t *testing.T) {
 	if _, err := old.Writer(4, "op/1", 0); !errors.Is(err, s3store.ErrFenced) {
 		t.Fatalf("the zombie's Writer after the fence = %v", err)
 	}
-	if got := keys(t, mem, "ckpt/wc/manifest/"); strings.Join(got, " ") != "ckpt/wc/manifest/chk-2 ckpt/wc/manifest/chk-2.committed ckpt/wc/manifest/chk-3 ckpt/wc/manifest/chk-3.committed" {
+	// Checkpoint 1, beyond the 2 retained, goes at the owner's first
+	// completion (a claim deletes nothing).
+	if got := keys(t, mem, "ckpt/wc/manifest/"); strings.Join(got, " ") != "ckpt/wc/manifest/chk-1 ckpt/wc/manifest/chk-2 ckpt/wc/manifest/chk-2.committed ckpt/wc/manifest/chk-3 ckpt/wc/manifest/chk-3.committed" {
 		t.Fatalf("manifests: %v", got)
 	}
 	_ = latest.MapFileRefs(func(f checkpoint.FileRef) (checkpoint.FileRef, error) {
@@ -101,6 +103,9 @@ func TestClaimAdoptsTheNewestCheckpointAndFencesAZombie(t *testing.T) {
 	// Its uploads are orphans: gone after the grace period.
 	clk.Advance(s3store.DefaultOrphanGrace + 1)
 	complete(t, owner, chk{id: 4, private: map[string]string{"p": "4"}, reuse: []string{"a"}})
+	if got := keys(t, mem, "ckpt/wc/manifest/"); strings.Join(got, " ") != "ckpt/wc/manifest/chk-3 ckpt/wc/manifest/chk-3.committed ckpt/wc/manifest/chk-4" {
+		t.Fatalf("manifests after the owner's first completion: %v", got)
+	}
 	for _, k := range append(keys(t, mem, "ckpt/wc/data/"), keys(t, mem, "ckpt/wc/shared/")...) {
 		if strings.Contains(k, "/e1-") && (strings.Contains(k, "data/chk-3/") || strings.HasSuffix(k, "/z")) {
 			t.Errorf("the zombie's %s stays after the grace period", k)

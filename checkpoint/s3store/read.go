@@ -30,6 +30,12 @@ func (s *Storage) snapshot(ctx context.Context) ([]*manifest, error) {
 	if _, err := s.refresh(ctx); err != nil {
 		return nil, s.errorf("%w", err)
 	}
+	return s.cached(), nil
+}
+
+// cached returns copies of the cached manifests, oldest first, as they
+// are (snapshot without the refresh).
+func (s *Storage) cached() []*manifest {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ms := s.sortedLocked()
@@ -37,7 +43,7 @@ func (s *Storage) snapshot(ctx context.Context) ([]*manifest, error) {
 		cp := *m
 		ms[i] = &cp
 	}
-	return ms, nil
+	return ms
 }
 
 // cloneMetadata returns a deep copy of md (through JSON, as stored), so
@@ -75,6 +81,12 @@ func (s *Storage) Latest(ctx context.Context) (*checkpoint.Metadata, []checkpoin
 	if err != nil {
 		return nil, nil, err
 	}
+	return s.latestOf(ctx, ms)
+}
+
+// latestOf is Latest over the manifests ms (oldest first, copies: see
+// snapshot).
+func (s *Storage) latestOf(ctx context.Context, ms []*manifest) (*checkpoint.Metadata, []checkpoint.CheckpointInfo, error) {
 	var infos []checkpoint.CheckpointInfo
 	for i := len(ms) - 1; i >= 0; i-- {
 		if err := ctx.Err(); err != nil {
@@ -375,6 +387,14 @@ func (s *Storage) discarded(ctx context.Context) (checkpoint.Discard, error) {
 // which is put create-only like Complete's (a higher epoch fences). On a
 // failure the copies are deleted, unless the manifest's fate is unknown.
 func (s *Storage) Adopt(ctx context.Context, md *checkpoint.Metadata, newID int64) (*checkpoint.Metadata, error) {
+	return s.adopt(ctx, md, newID, true)
+}
+
+// adopt is Adopt. Claim, which has just listed the manifests, calls it
+// with standalone false: then it neither lists them again before the
+// create-only put (which refuses an id taken meanwhile anyway) nor
+// collects after it (the next completion does).
+func (s *Storage) adopt(ctx context.Context, md *checkpoint.Metadata, newID int64, standalone bool) (*checkpoint.Metadata, error) {
 	if md == nil {
 		return nil, s.errorf("adopt: nil metadata")
 	}
@@ -387,8 +407,10 @@ func (s *Storage) Adopt(ctx context.Context, md *checkpoint.Metadata, newID int6
 	}
 	s.completeMu.Lock()
 	defer s.completeMu.Unlock()
-	if err := s.current(ctx); err != nil {
-		return fail(err)
+	if standalone {
+		if err := s.current(ctx); err != nil {
+			return fail(err)
+		}
 	}
 	s.mu.Lock()
 	if newID <= s.newest || s.pending[newID] != nil || s.aborted[newID] {
@@ -484,7 +506,9 @@ func (s *Storage) Adopt(ctx context.Context, md *checkpoint.Metadata, newID int6
 	s.manifests[name] = m
 	s.rebuildLocked()
 	s.mu.Unlock()
-	s.collect(ctx)
+	if standalone {
+		s.collect(ctx)
+	}
 	return &out, nil
 }
 

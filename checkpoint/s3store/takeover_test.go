@@ -78,3 +78,39 @@ func TestOpenReadsTheManifestsSideBySide(t *testing.T) {
 		t.Fatalf("Latest after opening = %d (savepoint %t), want savepoint 5", md.CheckpointID, md.Savepoint)
 	}
 }
+
+// A claim lists the job's manifests once and deletes nothing: what it
+// supersedes goes at the owner's first completion, whose collection
+// would list and delete anyway. The claim itself is whole: Latest
+// returns it, and the next completion leaves only the retained.
+func TestClaimListsOnceAndDeletesNothing(t *testing.T) {
+	clk := newClock()
+	mem := objstore.NewMemory(objstore.MemoryOptions{Now: clk.Now})
+	old := open(t, mem, 1, 1, clk)
+	complete(t, old, chk{id: 1, private: map[string]string{"p": "1"}, shared: map[string]string{"a": "A"}})
+	complete(t, old, chk{id: 2, private: map[string]string{"p": "2"}, reuse: []string{"a"}})
+
+	faulty := objstore.NewFaulty(mem)
+	owner := claimer(t, faulty, 1, clk)
+	lists, deletes := faulty.Calls(objstore.OpList), faulty.Calls(objstore.OpDelete)
+	res := mustClaim(t, owner)
+	if n, d := faulty.Calls(objstore.OpList)-lists, faulty.Calls(objstore.OpDelete)-deletes; n != 1 || d != 0 {
+		t.Fatalf("the claim listed %d times and deleted %d objects, want one listing and no deletion", n, d)
+	}
+	if res.Metadata.CheckpointID != 3 || res.From == nil || res.From.CheckpointID != 2 {
+		t.Fatalf("claimed %d from %+v, want checkpoint 2 as 3", res.Metadata.CheckpointID, res.From)
+	}
+	if got := restore(t, owner, mustLatest(t, owner)); got["p"] != "2" || got["a"] != "A" {
+		t.Fatalf("the claim restores %v", got)
+	}
+	if got := keys(t, mem, "ckpt/wc/manifest/"); strings.Join(got, " ") != "ckpt/wc/manifest/chk-2 ckpt/wc/manifest/chk-3" {
+		t.Fatalf("manifests after the claim: %v, want chk-2 (superseded, not deleted yet) and chk-3", got)
+	}
+	complete(t, owner, chk{id: 4, private: map[string]string{"p": "4"}, reuse: []string{"a"}})
+	if got := keys(t, mem, "ckpt/wc/manifest/"); strings.Join(got, " ") != "ckpt/wc/manifest/chk-4" {
+		t.Fatalf("manifests after the owner's first completion: %v, want chk-4 only (1 retained)", got)
+	}
+	if got := keys(t, mem, "ckpt/wc/data/chk-2/"); len(got) != 0 {
+		t.Fatalf("checkpoint 2's objects after the owner's first completion: %v, want none", got)
+	}
+}
