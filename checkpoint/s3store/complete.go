@@ -263,9 +263,11 @@ func (s *Storage) deleteWritten(ctx context.Context, inf *inflight, keep func(st
 }
 
 // collect deletes what no retained manifest names: the subsumed
-// checkpoints (manifest and marker first), then their objects, then
-// orphans older than the grace period. It does nothing once fenced.
-// Failures are logged; the next completion tries again.
+// checkpoints (manifest and marker first), then their objects, then,
+// when a quarter of the grace period passed since it last looked for
+// them (or since New), orphans older than the grace period. It does
+// nothing once fenced. Failures are logged; the next completion tries
+// again. The caller holds completeMu.
 func (s *Storage) collect(ctx context.Context) {
 	fence, err := s.refresh(ctx)
 	if err != nil {
@@ -325,8 +327,15 @@ func (s *Storage) collect(ctx context.Context) {
 			s.logf("s3 checkpoint storage %s: remove subsumed object: %v", s.root, err)
 		}
 	}
-	// Orphans: data no manifest names, older than the grace period.
-	cutoff := s.opts.Now().Add(-s.opts.OrphanGrace)
+	// Orphans: data no manifest names, older than the grace period. Two
+	// listings of everything the job stores, to find objects at least
+	// that old: not at every completion.
+	now := s.opts.Now()
+	if now.Sub(s.orphansSought) < s.opts.OrphanGrace/4 {
+		return
+	}
+	s.orphansSought = now
+	cutoff := now.Add(-s.opts.OrphanGrace)
 	for _, dir := range []string{dataDir, sharedDir} {
 		if dir == sharedDir && anyDamaged {
 			continue

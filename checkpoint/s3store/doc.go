@@ -106,7 +106,9 @@
 // no checkpoint in flight in this process names. Objects no manifest names
 // at all (a failed checkpoint's, a crashed or fenced writer's) are deleted
 // once they are older than Options.OrphanGrace, so that a checkpoint another
-// process is still uploading is not touched. While a damaged manifest is
+// process is still uploading is not touched; completions look for them
+// at most once per quarter of that period (two listings of all the job's
+// data), the first time a quarter of it after the Storage opened. While a damaged manifest is
 // present, no shared object is deleted as an orphan and nothing under that
 // checkpoint's data/ is deleted (its references are unknown). Deletion
 // failures are logged and retried by the next completion.

@@ -72,7 +72,9 @@ type Options struct {
 	// Retained is how many completed checkpoints are kept; 0 means 1.
 	Retained int
 	// OrphanGrace is how old an object no manifest names must be before it
-	// is deleted (default DefaultOrphanGrace).
+	// is deleted (default DefaultOrphanGrace). Completions look for such
+	// objects at most once per quarter of it, the first time a quarter of
+	// it after New.
 	OrphanGrace time.Duration
 	// Now is the clock OrphanGrace is measured with (nil: time.Now); it
 	// must agree with the store's LastModified.
@@ -135,6 +137,10 @@ type Storage struct {
 	// verified are the files read in full and found intact (verifyFiles).
 	verified map[string]bool
 	fenced   error
+
+	// orphansSought is when collect last listed data/ and shared/ for
+	// orphans (New's time before the first); guarded by completeMu.
+	orphansSought time.Time
 }
 
 // manifest is one listed manifest.
@@ -212,7 +218,7 @@ func New(ctx context.Context, st objstore.Store, opts Options) (*Storage, error)
 		token:     "e" + strconv.FormatInt(opts.Epoch, 10) + "-" + hex.EncodeToString(rnd[:]),
 		manifests: map[string]*manifest{}, retained: map[int64]*manifest{},
 		sharedByName: map[string]checkpoint.FileRef{}, pending: map[int64]*inflight{}, aborted: map[int64]bool{},
-		verified: map[string]bool{},
+		verified: map[string]bool{}, orphansSought: opts.Now(),
 	}
 	if _, err := s.refresh(ctx); err != nil {
 		return nil, s.errorf("open: %w", err)
