@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -278,17 +279,34 @@ func prepare(ctx context.Context, cfg *config.Config, env Env) (*stage, error) {
 		cfg = g.scoped(cfg)
 		log = log.With("group", g.Index)
 	}
-	if err := checkCluster(ctx, cfg, env.ClientOpts); err != nil {
-		return nil, err
-	}
 	if env.Fresh {
+		// Set aside only what a job the cluster accepts would have left.
+		if err := checkCluster(ctx, cfg, env.ClientOpts); err != nil {
+			return nil, err
+		}
 		if err := setAside(ctx, cfg, log); err != nil {
 			return nil, err
 		}
 	}
-	opts, err := engineOptions(ctx, cfg, env, log)
-	if err != nil {
-		return nil, err
+	// The cluster check (a client, a listing, the transaction timeout)
+	// and the storage (its open and, for a partition group, its claim)
+	// ask different services: side by side, a moved group runs sooner. A
+	// refused check wins over the storage's error; a group claimed by a
+	// build the check then refuses stays claimed, which only fences a
+	// former owner that lost the group anyway.
+	var opts engine.Options
+	var checkErr, optsErr error
+	var wg sync.WaitGroup
+	if !env.Fresh {
+		wg.Go(func() { checkErr = checkCluster(ctx, cfg, env.ClientOpts) })
+	}
+	opts, optsErr = engineOptions(ctx, cfg, env, log)
+	wg.Wait()
+	if checkErr != nil {
+		return nil, checkErr
+	}
+	if optsErr != nil {
+		return nil, optsErr
 	}
 	tracker, err := outage.NewTracker(outage.Options{Tolerance: cfg.Kafka.OutageTolerance, Logger: log})
 	if err != nil {
