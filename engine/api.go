@@ -258,8 +258,47 @@ func (c *KeyedContext) Subtask() int { return c.st.index }
 
 // Timestamp is the event timestamp of the record being processed, in
 // milliseconds since the Unix epoch (NoTimestamp when its source supplies
-// none). What Process emits carries this timestamp.
+// none), or in OnTimer the timer's time. What Process emits carries the
+// record's timestamp, what OnTimer emits for an event-time timer the
+// timer's time, and for a processing-time timer NoTimestamp.
 func (c *KeyedContext) Timestamp() int64 { return c.st.ts }
+
+// RegisterEventTimeTimer sets a timer for the current key at ts (epoch
+// ms): OnTimer is called with it once the operator's watermark reaches
+// ts (at once at the next watermark when it already has). A key has at
+// most one timer per time and domain: registering it again does nothing.
+// Timers are keyed state, kept in checkpoints and savepoints. It fails
+// when the function has no OnTimer method (KeyedTimerFunction) or no key
+// is current (in Open).
+func (c *KeyedContext) RegisterEventTimeTimer(ts int64) error {
+	return c.st.registerTimer(state.EventTime, ts)
+}
+
+// DeleteEventTimeTimer removes the current key's event-time timer at ts,
+// if it has one.
+func (c *KeyedContext) DeleteEventTimeTimer(ts int64) error {
+	return c.st.deleteTimer(state.EventTime, ts)
+}
+
+// RegisterProcessingTimeTimer sets a timer for the current key at ts
+// (epoch ms on the job's Options.Clock): OnTimer is called with it once
+// the clock reaches ts, between records. See RegisterEventTimeTimer.
+func (c *KeyedContext) RegisterProcessingTimeTimer(ts int64) error {
+	return c.st.registerTimer(state.ProcessingTime, ts)
+}
+
+// DeleteProcessingTimeTimer removes the current key's processing-time
+// timer at ts, if it has one.
+func (c *KeyedContext) DeleteProcessingTimeTimer(ts int64) error {
+	return c.st.deleteTimer(state.ProcessingTime, ts)
+}
+
+// CurrentProcessingTime is the job's clock (Options.Clock) in epoch ms.
+func (c *KeyedContext) CurrentProcessingTime() int64 { return c.st.j.opts.Clock.Now().UnixMilli() }
+
+// TimeDomain is, in OnTimer, the domain of the timer being fired
+// (state.EventTime or state.ProcessingTime); 0 in Process.
+func (c *KeyedContext) TimeDomain() state.TimeDomain { return c.st.timerDomain }
 
 // CurrentWatermark is the operator subtask's watermark: the minimum of
 // its upstream subtasks' watermarks, leaving out idle ones, never going
@@ -279,9 +318,22 @@ type KeyedProcessFunction[K, T, U any] interface {
 	Process(ctx *KeyedContext, key K, v T, out func(U)) error
 }
 
+// KeyedTimerFunction is implemented by a KeyedProcessFunction that
+// receives the timers it registers (KeyedContext.RegisterEventTimeTimer
+// and friends).
+type KeyedTimerFunction[K, U any] interface {
+	// OnTimer handles the timer of key at ts: state accesses are scoped to
+	// key, ctx.TimeDomain says which clock reached it, and it may emit,
+	// register and delete timers as Process does. It is called on the
+	// subtask's goroutine between records, never while Process runs; an
+	// error fails the job attempt like one of Process.
+	OnTimer(ctx *KeyedContext, key K, ts int64, out func(U)) error
+}
+
 // Process runs a keyed process function with parallelism p. newFn is
 // called once per subtask and attempt: every subtask has its own function
-// value and states.
+// value and states. A function that also implements KeyedTimerFunction
+// gets its timers.
 func Process[K, T, U any](ks KeyedStream[K, T], uid string, p int, newFn func() KeyedProcessFunction[K, T, U]) Stream[U] {
 	j := ks.s.job
 	n := j.addNode(uid, p, kindOperator)
@@ -300,9 +352,19 @@ func Process[K, T, U any](ks KeyedStream[K, T], uid string, p int, newFn func() 
 		if err := fn.Open(kc); err != nil {
 			return nil, err
 		}
-		return &funcOperator{process: func(_ int, e element, out func(any)) error {
+		op := &funcOperator{process: func(_ int, e element, out func(any)) error {
 			return fn.Process(kc, e.key.(K), e.value.(T), func(u U) { out(u) })
-		}}, nil
+		}}
+		if tf, ok := fn.(KeyedTimerFunction[K, U]); ok {
+			op.onTimer = func(key []byte, ts int64, out func(any)) error {
+				k, err := ks.codec.Decode(key)
+				if err != nil {
+					return fmt.Errorf("decoding the key of a timer of %s: %w", uid, err)
+				}
+				return tf.OnTimer(kc, k, ts, func(u U) { out(u) })
+			}
+		}
+		return op, nil
 	}
 	return Stream[U]{job: j, node: n}
 }
@@ -474,4 +536,7 @@ func (t typedSink[T]) write(ctx context.Context, v any) error { return t.Write(c
 type funcOperator struct {
 	process  func(input int, e element, out func(any)) error
 	stateful Stateful
+	// onTimer, set for a keyed function with timers, handles the timer
+	// of key (serialized) at ts.
+	onTimer func(key []byte, ts int64, out func(any)) error
 }

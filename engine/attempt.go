@@ -101,14 +101,21 @@ type subtask struct {
 	wmIdle atomic.Bool
 	wmr    WatermarkReader
 	wmDue  atomic.Bool
-	// ts is the timestamp of the record being processed
-	// (KeyedContext.Timestamp), and of what the operator emits for it
-	// through out (emitOut, with emitCtx; emitErr is the first emit
+	// ts is the timestamp of the record being processed, or of the timer
+	// firing (KeyedContext.Timestamp); emitTS that of what the operator
+	// emits through out (emitOut, with emitCtx; emitErr is the first emit
 	// failure of the call).
 	ts      int64
+	emitTS  int64
 	out     func(any)
 	emitCtx context.Context
 	emitErr error
+	// timerDomain is the domain of the timer OnTimer runs for (0 outside
+	// OnTimer); ptC fires at ptAt (epoch ms) for the earliest
+	// processing-time timer (nil: none armed). See timers.go.
+	timerDomain state.TimeDomain
+	ptC         <-chan time.Time
+	ptAt        int64
 	// floors are the restored watermarks of a keyed operator's key
 	// groups, from floorsStart, when they differ (restoreWatermark).
 	floors      []int64
@@ -321,6 +328,9 @@ func (st *subtask) open(ctx context.Context) error {
 		}
 		if st.op, err = n.newOperator(st); err != nil {
 			return fmt.Errorf("opening the operator: %w", err)
+		}
+		if err := st.armNextProcessingTime(); err != nil {
+			return fmt.Errorf("reading the processing-time timers: %w", err)
 		}
 		if st.op.stateful != nil {
 			entries, err := st.entries(state.SplitEvenly)
@@ -544,12 +554,13 @@ func (st *subtask) runInputs(ctx context.Context) error {
 	}
 	var cases []reflect.SelectCase
 	if n > 2 {
-		cases = make([]reflect.SelectCase, n+2)
+		cases = make([]reflect.SelectCase, n+3)
 		for i, in := range st.inputs {
 			cases[i] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(in.ch)}
 		}
 		cases[n] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(st.wake)}
 		cases[n+1] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())}
+		cases[n+2] = reflect.SelectCase{Dir: reflect.SelectRecv}
 	}
 	// open are the inputs read now: nil while one is blocked by alignment.
 	open := make([]chan element, max(n, 2))
@@ -591,10 +602,12 @@ func (st *subtask) runInputs(ctx context.Context) error {
 		}
 		return nil
 	}
+	// casesPT is the processing-time wake-up cases holds.
+	var casesPT <-chan time.Time
 	for {
 		var el element
 		ch := 0
-		woke := false
+		woke, timers := false, false
 		if len(st.wake) > 0 {
 			// Notifications first, then the inputs; only this goroutine
 			// receives from wake, so this cannot block.
@@ -609,6 +622,8 @@ func (st *subtask) runInputs(ctx context.Context) error {
 			case el = <-st.inputs[0].ch:
 			case <-st.wake:
 				woke = true
+			case <-st.ptC:
+				timers = true
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -621,19 +636,35 @@ func (st *subtask) runInputs(ctx context.Context) error {
 				ch = 1
 			case <-st.wake:
 				woke = true
+			case <-st.ptC:
+				timers = true
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		default:
+			if casesPT != st.ptC {
+				casesPT, cases[n+2].Chan = st.ptC, reflect.Value{}
+				if st.ptC != nil {
+					cases[n+2].Chan = reflect.ValueOf(st.ptC)
+				}
+			}
 			i, v, _ := reflect.Select(cases)
 			switch {
 			case i < n:
 				el, ch = v.Interface().(element), i
 			case i == n:
 				woke = true
+			case i == n+2:
+				timers = true
 			default:
 				return ctx.Err()
 			}
+		}
+		if timers {
+			if err := st.onProcessingTime(ctx); err != nil {
+				return err
+			}
+			continue
 		}
 		if woke {
 			if err := notifications(); err != nil {
@@ -697,23 +728,29 @@ func (st *subtask) process(ctx context.Context, in int, el element) error {
 	if st.backend != nil {
 		st.backend.SetCurrentKey(el.keyBytes)
 	}
-	st.ts, st.emitCtx, st.emitErr = el.ts, ctx, nil
-	if st.out == nil {
-		st.out = st.emitOut // one method value per subtask, not a closure per record
-	}
-	if err := st.op.process(in, el, st.out); err != nil {
+	st.ts, st.emitTS, st.emitCtx, st.emitErr = el.ts, el.ts, ctx, nil
+	if err := st.op.process(in, el, st.outFunc()); err != nil {
 		return err
 	}
 	return st.emitErr
 }
 
-// emitOut is the out function operators get: it emits v with the
-// timestamp of the record being processed, once no emit of this call has
-// failed (the failure is returned by process).
+// outFunc is the out function operators get: one method value per
+// subtask, not a closure per record.
+func (st *subtask) outFunc() func(any) {
+	if st.out == nil {
+		st.out = st.emitOut
+	}
+	return st.out
+}
+
+// emitOut emits v with emitTS (the timestamp of the record being
+// processed, or of the timer firing), once no emit of this call has
+// failed (the failure is returned by process or fireTimers).
 func (st *subtask) emitOut(v any) {
 	if st.emitErr == nil {
 		st.recordsOut.Add(1)
-		st.emitErr = st.emit(st.emitCtx, v, st.ts)
+		st.emitErr = st.emit(st.emitCtx, v, st.emitTS)
 	}
 }
 

@@ -116,6 +116,16 @@
 // open in the savepoint). Status reports each operator's watermark
 // (OperatorStats.Watermark).
 //
+// A keyed process function that implements KeyedTimerFunction may
+// register timers for its current key (KeyedContext.RegisterEventTimeTimer
+// and friends). They are keyed state (state.Timers): in every checkpoint
+// and savepoint, restored and rescaled with their key group. Event-time
+// timers fire when the subtask's watermark reaches them, before that
+// watermark is forwarded, so that what OnTimer emits (stamped with the
+// timer's time) precedes it; processing-time timers fire when the job's
+// Clock reaches them. OnTimer runs on the subtask's goroutine between
+// records, never at the same time as Process.
+//
 // # Watermarks across a restore
 //
 // Sources and operators without keys start from scratch after a restore,

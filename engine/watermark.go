@@ -143,13 +143,17 @@ func (st *subtask) initWatermarks() {
 // when the subtask's watermark advances or its idleness changes, it is
 // recorded for Status and sent on to every downstream subtask.
 //
-// Event-time timers fire here, once they exist: after the valve moved the
-// output and before it is forwarded, so that what they emit precedes the
-// watermark downstream.
+// Event-time timers at or before the new watermark fire here, before it
+// is forwarded, so that what they emit precedes it downstream.
 func (st *subtask) onWatermark(ctx context.Context, in int, w watermark) error {
 	out, changed := st.valve.onInput(in, w)
 	if !changed {
 		return nil
+	}
+	if !out.idle {
+		if err := st.fireTimers(ctx, state.EventTime, out.time); err != nil {
+			return err
+		}
 	}
 	return st.forwardWatermark(ctx, out)
 }
