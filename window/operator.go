@@ -1,0 +1,345 @@
+package window
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/state"
+)
+
+// The window operator (Aggregate) is a keyed process function on the
+// engine's public API: each key's windows are a map state from Window to
+// accumulator, and each window has a timer at its last timestamp (when it
+// fires) and, with allowed lateness, one at its cleanup time (when its
+// state goes). It follows Flink's WindowOperator with the default
+// triggers:
+//
+//   - a record is added to every window its timestamp is in that is not
+//     late (Window.Late against the operator's watermark); a record for
+//     which every such window is late goes to the late output, counted;
+//   - a window fires once, when the watermark (or the processing-time
+//     clock) reaches its last timestamp;
+//   - a record added to a window that has fired already (possible only
+//     within the allowed lateness) fires it again at once, with the
+//     updated result;
+//   - session windows merge: a record's [ts, ts+gap) absorbs every session
+//     of its key it intersects, their accumulators merged.
+//
+// Every emitted result and late record goes through the engine, so a
+// transactional sink writes each one exactly once. The watermark a
+// restored operator resumes at is its key groups' checkpointed one (the
+// engine's choice), so a window that fired and was purged before a crash
+// is not reopened by the replay.
+
+// Aggregator folds a window's records into one accumulator, so a window
+// keeps one value and not every record.
+type Aggregator[T, A, R any] interface {
+	// New is an empty accumulator.
+	New() A
+	// Add folds v into acc and returns the result.
+	Add(acc A, v T) (A, error)
+	// Merge folds two accumulators (merging session windows).
+	Merge(a, b A) (A, error)
+	// Result is what a window with accumulator acc emits.
+	Result(acc A) (R, error)
+}
+
+// TimeKind is the clock windows follow.
+type TimeKind uint8
+
+const (
+	// EventTime windows follow the records' timestamps and the watermark.
+	EventTime TimeKind = iota
+	// ProcessingTime windows follow the job's clock: a record is in the
+	// windows of its arrival time, and a window fires when the clock
+	// reaches its end. Nothing is late.
+	ProcessingTime
+)
+
+// Spec says how a keyed stream is windowed.
+type Spec struct {
+	// Assigner puts records in windows (Tumbling, Sliding, Session).
+	Assigner Assigner
+	// Time is EventTime (the default) or ProcessingTime.
+	Time TimeKind
+	// AllowedLateness keeps an event-time window's state this long past
+	// its end: a record within it updates the window, which fires again.
+	AllowedLateness time.Duration
+	// Late, when set, counts the records sent to the late output. It is
+	// shared by every subtask and safe to read at any time.
+	Late *atomic.Int64
+}
+
+func (s Spec) validate(uid string) error {
+	switch {
+	case s.Assigner == nil:
+		return fmt.Errorf("window %s: no assigner", uid)
+	case s.Time != EventTime && s.Time != ProcessingTime:
+		return fmt.Errorf("window %s: time kind %d is neither EventTime nor ProcessingTime", uid, s.Time)
+	case s.AllowedLateness < 0:
+		return fmt.Errorf("window %s: allowed lateness %s is negative", uid, s.AllowedLateness)
+	case s.Time == ProcessingTime && s.AllowedLateness > 0:
+		return fmt.Errorf("window %s: allowed lateness %s in processing time, where nothing is late", uid, s.AllowedLateness)
+	}
+	return nil
+}
+
+// Output is one record of the window operator: a window's result, or a
+// record too late for any window.
+type Output[K, T, R any] struct {
+	// Key is the record's key.
+	Key K
+	// Late marks a late record: Record holds it, and Window and Value are
+	// zero.
+	Late   bool
+	Record T
+	// Window and Value are a firing's window and result.
+	Window Window
+	Value  R
+}
+
+// Aggregate windows ks as spec says and folds each window with agg, with
+// parallelism p and operator uid uid. accCodec stores accumulators in
+// keyed state (and checkpoints). A result carries its window's last
+// timestamp as its event time; a late record its own. An invalid spec
+// panics, as a graph error does: validate configuration first (the
+// assigners' constructors do).
+func Aggregate[K, T, A, R any](ks engine.KeyedStream[K, T], uid string, p int, spec Spec, agg Aggregator[T, A, R], accCodec state.Codec[A]) engine.Stream[Output[K, T, R]] {
+	if err := spec.validate(uid); err != nil {
+		panic(err)
+	}
+	return engine.Process(ks, uid, p, func() engine.KeyedProcessFunction[K, T, Output[K, T, R]] {
+		return &operator[K, T, A, R]{spec: spec, agg: agg, accCodec: accCodec}
+	})
+}
+
+// operator is one subtask's window function.
+type operator[K, T, A, R any] struct {
+	spec     Spec
+	agg      Aggregator[T, A, R]
+	accCodec state.Codec[A]
+	accs     *state.MapState[Window, A]
+	buf      []Window
+}
+
+// windowCodec stores a Window as 16 big-endian bytes.
+type windowCodec struct{}
+
+func (windowCodec) Name() string { return "window-v1" }
+func (windowCodec) Encode(w Window) ([]byte, error) {
+	b := make([]byte, 16)
+	binary.BigEndian.PutUint64(b, uint64(w.Start))
+	binary.BigEndian.PutUint64(b[8:], uint64(w.End))
+	return b, nil
+}
+func (windowCodec) Decode(b []byte) (Window, error) {
+	if len(b) != 16 {
+		return Window{}, fmt.Errorf("a window is 16 bytes, got %d", len(b))
+	}
+	return Window{Start: int64(binary.BigEndian.Uint64(b)), End: int64(binary.BigEndian.Uint64(b[8:]))}, nil
+}
+
+// Open creates the map state of the key's windows.
+func (o *operator[K, T, A, R]) Open(ctx *engine.KeyedContext) error {
+	var err error
+	o.accs, err = state.NewMapState(ctx.Backend(), "windows", windowCodec{}, o.accCodec)
+	return err
+}
+
+func (o *operator[K, T, A, R]) eventTime() bool { return o.spec.Time == EventTime }
+
+// now is the record's time in the spec's clock.
+func (o *operator[K, T, A, R]) now(ctx *engine.KeyedContext) (int64, error) {
+	if !o.eventTime() {
+		return ctx.CurrentProcessingTime(), nil
+	}
+	ts := ctx.Timestamp()
+	if ts == engine.NoTimestamp {
+		return 0, errors.New("an event-time window got a record without a timestamp (its source supplies none)")
+	}
+	return ts, nil
+}
+
+// late reports whether w is past its cleanup time.
+func (o *operator[K, T, A, R]) late(ctx *engine.KeyedContext, w Window) bool {
+	return o.eventTime() && w.Late(ctx.CurrentWatermark(), o.spec.AllowedLateness)
+}
+
+// fired reports whether the watermark passed w's end already: an
+// event-time window within its allowed lateness. A processing-time window
+// always waits for its timer, which the engine fires at its next look at
+// the clock, past or not.
+func (o *operator[K, T, A, R]) fired(ctx *engine.KeyedContext, w Window) bool {
+	return o.eventTime() && w.MaxTimestamp() <= ctx.CurrentWatermark()
+}
+
+// register sets w's timers: the firing one unless w has fired already
+// (the caller fires it at once; a timer at or below the watermark would
+// fire it a second time), and with allowed lateness the cleanup one.
+func (o *operator[K, T, A, R]) register(ctx *engine.KeyedContext, w Window) error {
+	if !o.eventTime() {
+		return ctx.RegisterProcessingTimeTimer(w.MaxTimestamp())
+	}
+	if !o.fired(ctx, w) {
+		if err := ctx.RegisterEventTimeTimer(w.MaxTimestamp()); err != nil {
+			return err
+		}
+	}
+	if o.spec.AllowedLateness > 0 {
+		return ctx.RegisterEventTimeTimer(w.CleanupTime(o.spec.AllowedLateness))
+	}
+	return nil
+}
+
+func (o *operator[K, T, A, R]) unregister(ctx *engine.KeyedContext, w Window) error {
+	if !o.eventTime() {
+		return ctx.DeleteProcessingTimeTimer(w.MaxTimestamp())
+	}
+	if err := ctx.DeleteEventTimeTimer(w.MaxTimestamp()); err != nil {
+		return err
+	}
+	if o.spec.AllowedLateness > 0 {
+		return ctx.DeleteEventTimeTimer(w.CleanupTime(o.spec.AllowedLateness))
+	}
+	return nil
+}
+
+// emit sends w's result.
+func (o *operator[K, T, A, R]) emit(key K, w Window, acc A, out func(Output[K, T, R])) error {
+	r, err := o.agg.Result(acc)
+	if err != nil {
+		return fmt.Errorf("the result of window %v of key %v: %w", w, key, err)
+	}
+	out(Output[K, T, R]{Key: key, Window: w, Value: r})
+	return nil
+}
+
+// Process adds v to its windows (see the comment at the top of this file).
+func (o *operator[K, T, A, R]) Process(ctx *engine.KeyedContext, key K, v T, out func(Output[K, T, R])) error {
+	ts, err := o.now(ctx)
+	if err != nil {
+		return err
+	}
+	o.buf = o.spec.Assigner.Assign(o.buf[:0], ts)
+	if o.spec.Assigner.Merging() {
+		return o.processSession(ctx, key, v, o.buf[0], out)
+	}
+	added := false
+	for _, w := range o.buf {
+		if o.late(ctx, w) {
+			continue
+		}
+		added = true
+		acc, ok, err := o.accs.Get(w)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			acc = o.agg.New()
+		}
+		if acc, err = o.agg.Add(acc, v); err != nil {
+			return fmt.Errorf("adding a record of key %v to window %v: %w", key, w, err)
+		}
+		if err := o.accs.Put(w, acc); err != nil {
+			return err
+		}
+		if err := o.register(ctx, w); err != nil {
+			return err
+		}
+		if o.fired(ctx, w) {
+			if err := o.emit(key, w, acc, out); err != nil {
+				return err
+			}
+		}
+	}
+	if !added {
+		o.lateRecord(key, v, out)
+	}
+	return nil
+}
+
+// processSession merges v's session w with the key's sessions it
+// intersects.
+func (o *operator[K, T, A, R]) processSession(ctx *engine.KeyedContext, key K, v T, w Window, out func(Output[K, T, R])) error {
+	var sessions []Window
+	if err := o.accs.All(func(s Window, _ A) bool { sessions = append(sessions, s); return true }); err != nil {
+		return err
+	}
+	merged, absorbed := MergeSessions(sessions, w)
+	if o.late(ctx, merged) {
+		o.lateRecord(key, v, out)
+		return nil
+	}
+	acc := o.agg.New()
+	for _, s := range absorbed {
+		a, _, err := o.accs.Get(s)
+		if err != nil {
+			return err
+		}
+		if acc, err = o.agg.Merge(acc, a); err != nil {
+			return fmt.Errorf("merging session %v of key %v: %w", s, key, err)
+		}
+		if err := o.accs.Remove(s); err != nil {
+			return err
+		}
+		if err := o.unregister(ctx, s); err != nil {
+			return err
+		}
+	}
+	acc, err := o.agg.Add(acc, v)
+	if err != nil {
+		return fmt.Errorf("adding a record of key %v to session %v: %w", key, merged, err)
+	}
+	if err := o.accs.Put(merged, acc); err != nil {
+		return err
+	}
+	if err := o.register(ctx, merged); err != nil {
+		return err
+	}
+	if o.fired(ctx, merged) {
+		return o.emit(key, merged, acc, out)
+	}
+	return nil
+}
+
+func (o *operator[K, T, A, R]) lateRecord(key K, v T, out func(Output[K, T, R])) {
+	if o.spec.Late != nil {
+		o.spec.Late.Add(1)
+	}
+	out(Output[K, T, R]{Key: key, Late: true, Record: v})
+}
+
+// OnTimer fires the key's windows whose last timestamp is ts, and drops
+// the state of those whose cleanup time is ts.
+func (o *operator[K, T, A, R]) OnTimer(ctx *engine.KeyedContext, key K, ts int64, out func(Output[K, T, R])) error {
+	type entry struct {
+		w   Window
+		acc A
+	}
+	var due []entry
+	if err := o.accs.All(func(w Window, acc A) bool {
+		if w.MaxTimestamp() == ts || (o.eventTime() && w.CleanupTime(o.spec.AllowedLateness) == ts) {
+			due = append(due, entry{w, acc})
+		}
+		return true
+	}); err != nil {
+		return err
+	}
+	for _, e := range due {
+		if e.w.MaxTimestamp() == ts {
+			if err := o.emit(key, e.w, e.acc, out); err != nil {
+				return err
+			}
+		}
+		if !o.eventTime() || e.w.CleanupTime(o.spec.AllowedLateness) == ts {
+			if err := o.accs.Remove(e.w); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,285 @@
+package window
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/onceflow/onceflow/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/state"
+)
+
+// event is one test input: a key, a value and its event time.
+type event struct {
+	key string
+	n   int64
+	ts  int64
+}
+
+// phasedSource reads its phases in order, each followed by a watermark:
+// after a phase's last record, Next returns nothing until the engine has
+// asked for the watermark (at the next WatermarkInterval), so a phase's
+// records always precede the watermark that ends it, and the next phase's
+// follow it. The watermark is the newest timestamp read minus bound,
+// minus 1ms (bounded out-of-orderness). After the last phase, io.EOF.
+type phasedSource struct {
+	phases [][]event
+	bound  int64
+}
+
+func (s phasedSource) NewReader(context.Context, engine.Scope, [][]byte) (engine.SourceReader[event], error) {
+	return &phasedReader{src: s, maxTS: engine.NoTimestamp}, nil
+}
+
+type phasedReader struct {
+	src          phasedSource
+	phase, next  int
+	maxTS        int64
+	waitingPoll  bool
+	polledAfter  bool
+	watermarkLog []int64
+}
+
+func (r *phasedReader) Next(ctx context.Context) (event, bool, error) {
+	v, _, ok, err := r.NextTimestamped(ctx)
+	return v, ok, err
+}
+
+func (r *phasedReader) NextTimestamped(ctx context.Context) (event, int64, bool, error) {
+	for r.phase < len(r.src.phases) && r.next == len(r.src.phases[r.phase]) {
+		if !r.polledAfter {
+			r.waitingPoll = true
+			<-ctx.Done() // the engine interrupts Next to ask for the watermark
+			return event{}, 0, false, nil
+		}
+		r.phase, r.next, r.polledAfter = r.phase+1, 0, false
+	}
+	if r.phase == len(r.src.phases) {
+		return event{}, 0, false, io.EOF
+	}
+	e := r.src.phases[r.phase][r.next]
+	r.next++
+	r.maxTS = max(r.maxTS, e.ts)
+	return e, e.ts, true, nil
+}
+
+func (r *phasedReader) CurrentWatermark() (int64, bool) {
+	if r.waitingPoll {
+		r.waitingPoll, r.polledAfter = false, true
+	}
+	if r.maxTS == engine.NoTimestamp {
+		return engine.NoWatermark, false
+	}
+	wm := r.maxTS - r.src.bound - 1
+	r.watermarkLog = append(r.watermarkLog, wm)
+	return wm, false
+}
+
+func (r *phasedReader) SnapshotState(int64) ([][]byte, error)                 { return nil, nil }
+func (r *phasedReader) NotifyCheckpointComplete(context.Context, int64) error { return nil }
+func (r *phasedReader) Close() error                                          { return nil }
+
+// collect gathers what reaches the sink.
+type collect[T any] struct {
+	mu  sync.Mutex
+	got []T
+}
+
+func (c *collect[T]) NewWriter(context.Context, engine.Scope, [][]byte) (engine.SinkWriter[T], error) {
+	return c, nil
+}
+func (c *collect[T]) Write(_ context.Context, v T) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.got = append(c.got, v)
+	return nil
+}
+func (c *collect[T]) SnapshotState(context.Context, int64) ([][]byte, error) { return nil, nil }
+func (c *collect[T]) NotifyCheckpointComplete(context.Context, int64) error  { return nil }
+func (c *collect[T]) NotifyCheckpointAborted(context.Context, int64) error   { return nil }
+func (c *collect[T]) Close(context.Context) error                            { return nil }
+
+// sumAgg counts and sums n.
+type sumAgg struct{}
+
+type countSum struct{ Count, Sum int64 }
+
+func (sumAgg) New() countSum { return countSum{} }
+func (sumAgg) Add(a countSum, e event) (countSum, error) {
+	return countSum{a.Count + 1, a.Sum + e.n}, nil
+}
+func (sumAgg) Merge(a, b countSum) (countSum, error) {
+	return countSum{a.Count + b.Count, a.Sum + b.Sum}, nil
+}
+func (sumAgg) Result(a countSum) (countSum, error) { return a, nil }
+
+// runWindows runs phases through a window operator with spec and returns
+// its outputs, one line each ("key [start, end) count/sum" or "late key
+// ts"), sorted.
+func runWindows(t *testing.T, backend state.KeyedBackendFactory, spec Spec, bound int64, phases ...[]event) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	storage, err := dirstore.NewFileStorage(t.TempDir(), "windows", dirstore.StorageOptions{Retained: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := engine.NewJob("windows", engine.Options{Storage: storage, Backend: backend, WatermarkInterval: 2 * time.Millisecond,
+		Checkpoint: engine.CheckpointOptions{Interval: time.Hour, Mode: engine.ExactlyOnce, Timeout: time.Minute}})
+	in := engine.FromSource(j, "source", 1, phasedSource{phases: phases, bound: bound})
+	keyed := engine.KeyBy(in, func(e event) string { return e.key }, state.StringCodec{})
+	out := Aggregate(keyed, "windows", 2, spec, sumAgg{}, state.JSONCodec[countSum]{})
+	sink := &collect[Output[string, event, countSum]]{}
+	engine.SinkTo(out, "sink", 1, sink)
+	if err := j.Run(ctx); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	var lines []string
+	for _, o := range sink.got {
+		if o.Late {
+			lines = append(lines, fmt.Sprintf("late %s %d", o.Key, o.Record.ts))
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("%s %v %d/%d", o.Key, o.Window, o.Value.Count, o.Value.Sum))
+	}
+	sort.Strings(lines)
+	return lines
+}
+
+func backends(t *testing.T) map[string]state.KeyedBackendFactory {
+	return map[string]state.KeyedBackendFactory{
+		"memory": state.NewMemoryBackendFactory(),
+		"pebble": state.NewPebbleBackendFactory(state.PebbleOptions{Dir: t.TempDir()}),
+	}
+}
+
+// reference is the tumbling count/sum per key of events, computed
+// directly.
+func reference(size int64, events ...[]event) []string {
+	type kw struct {
+		key   string
+		start int64
+	}
+	acc := map[kw]countSum{}
+	for _, phase := range events {
+		for _, e := range phase {
+			start := e.ts - ((e.ts%size)+size)%size
+			c := acc[kw{e.key, start}]
+			acc[kw{e.key, start}] = countSum{c.Count + 1, c.Sum + e.n}
+		}
+	}
+	var lines []string
+	for _, k := range slices.Collect(maps.Keys(acc)) {
+		c := acc[k]
+		lines = append(lines, fmt.Sprintf("%s %v %d/%d", k.key, Window{k.start, k.start + size}, c.Count, c.Sum))
+	}
+	sort.Strings(lines)
+	return lines
+}
+
+// Tumbling event-time windows over out-of-order input within the bound:
+// each window fires once, with the count and sum of its records, equal to
+// a direct computation.
+func TestTumblingCountsEqualAReference(t *testing.T) {
+	var phases [][]event
+	for p := range 5 {
+		var ph []event
+		for i := range 40 {
+			ts := int64(p*1000 + (i*37)%1000 - 150) // out of order by up to ~1s within a phase
+			ph = append(ph, event{key: fmt.Sprintf("k%d", i%3), n: int64(i), ts: max(ts, int64(p*1000))})
+		}
+		phases = append(phases, ph)
+	}
+	for name, b := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			tw, _ := NewTumbling(500*time.Millisecond, 0)
+			got := runWindows(t, b, Spec{Assigner: tw}, 1000, phases...)
+			if want := reference(500, phases...); !slices.Equal(got, want) {
+				t.Fatalf("tumbling results:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
+
+// A record whose windows are all past their cleanup time goes to the late
+// output (counted); one within the allowed lateness updates its window,
+// which fires again.
+func TestLateRecords(t *testing.T) {
+	tw, _ := NewTumbling(10*time.Millisecond, 0)
+	phases := [][]event{
+		{{"a", 1, 1}, {"a", 2, 5}, {"b", 3, 12}},
+		{{"a", 4, 30}},  // watermark 29: [0,10) and [10,20) fire
+		{{"a", 5, 7}},   // [0,10): cleanup 9+15=24 <= 29: late
+		{{"b", 6, 19}},  // [10,20): cleanup 19+15=34 > 29: fires again, updated
+		{{"b", 7, 100}}, // watermark 99
+		{{"b", 8, 15}},  // late now
+	}
+	for name, b := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			var late atomic.Int64
+			got := runWindows(t, b, Spec{Assigner: tw, AllowedLateness: 15 * time.Millisecond, Late: &late}, 0, phases...)
+			want := []string{
+				"a [0, 10) 2/3",
+				"a [30, 40) 1/4",
+				"b [10, 20) 1/3",
+				"b [10, 20) 2/9",
+				"b [100, 110) 1/7",
+				"late a 7",
+				"late b 15",
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("outputs:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if late.Load() != 2 {
+				t.Fatalf("late counter %d, want 2", late.Load())
+			}
+		})
+	}
+}
+
+// Session windows merge as records arrive, also out of order, and each
+// session fires once with all its records.
+func TestSessionsMerge(t *testing.T) {
+	s, _ := NewSession(10 * time.Millisecond)
+	phases := [][]event{
+		{{"a", 1, 100}, {"a", 2, 130}, {"a", 3, 105}, {"b", 4, 100}},
+		{{"a", 5, 118}}, // [118,128) touches neither [100,115) nor [130,140)
+		{{"a", 6, 125}}, // [125,135) reaches [118,128) and [130,140)
+		{{"b", 7, 200}, {"a", 8, 300}},
+	}
+	for name, b := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			got := runWindows(t, b, Spec{Assigner: s}, 50, phases...)
+			want := []string{
+				"a [100, 115) 2/4",
+				"a [118, 140) 3/13",
+				"a [300, 310) 1/8",
+				"b [100, 110) 1/4",
+				"b [200, 210) 1/7",
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("sessions:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
+
+// Sliding windows: a record counts in every window that holds it.
+func TestSlidingWindows(t *testing.T) {
+	sw, _ := NewSliding(10*time.Millisecond, 5*time.Millisecond, 0)
+	got := runWindows(t, state.NewMemoryBackendFactory(), Spec{Assigner: sw}, 100,
+		[]event{{"a", 1, 3}, {"a", 2, 7}, {"a", 4, 12}})
+	want := []string{"a [-5, 5) 1/1", "a [0, 10) 2/3", "a [10, 20) 1/4", "a [5, 15) 2/6"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("sliding:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
