@@ -24,6 +24,8 @@ type Config struct {
 	State      State      `mapstructure:"state"`
 	Restart    Restart    `mapstructure:"restart"`
 	Aggregate  Aggregate  `mapstructure:"aggregate"`
+	// Window configures the window job.
+	Window Window `mapstructure:"window"`
 	// Distributed tunes the group membership of job.mode distributed.
 	Distributed Distributed `mapstructure:"distributed"`
 	HTTP        HTTP        `mapstructure:"http"`
@@ -34,7 +36,7 @@ type Config struct {
 type Job struct {
 	// Name identifies the job: its checkpoint directory and metrics.
 	Name string `mapstructure:"name"`
-	// Type is a built-in job (copy, wordcount or aggregate) or go: the
+	// Type is a built-in job (copy, wordcount, aggregate or window) or go: the
 	// dataflow a Go program built on package runner compiles in (its
 	// default there; the processor binary refuses it).
 	Type           string `mapstructure:"type"`
@@ -229,6 +231,44 @@ type Aggregate struct {
 	GroupBy  string `mapstructure:"group_by"`
 	Field    string `mapstructure:"field"`
 	Function string `mapstructure:"function"` // count | sum | min | max
+}
+
+// Window configures the window job: Aggregate of the JSON field Field
+// per key (the JSON field Key) and per window of Kind, in event time.
+type Window struct {
+	Key       string `mapstructure:"key"`
+	Aggregate string `mapstructure:"aggregate"` // count | sum | min | max | avg
+	Field     string `mapstructure:"field"`
+	// Time says where a record's event time comes from: a JSON field in
+	// Format (epoch_millis or rfc3339), or the Kafka record's timestamp
+	// when Field is empty.
+	Time WindowTime `mapstructure:"time"`
+	// Kind is tumbling (Size), sliding (Size every Slide) or session (Gap).
+	Kind  string        `mapstructure:"kind"`
+	Size  time.Duration `mapstructure:"size"`
+	Slide time.Duration `mapstructure:"slide"`
+	Gap   time.Duration `mapstructure:"gap"`
+	// MaxOutOfOrderness is how far behind the newest timestamp of a
+	// partition a record may be without being late: a partition's
+	// watermark is its newest timestamp minus this, minus 1ms.
+	MaxOutOfOrderness time.Duration `mapstructure:"max_out_of_orderness"`
+	// IdleTimeout leaves a partition that produced nothing for this long
+	// out of the watermark until it produces again (0: never), so that an
+	// idle partition does not hold every window back.
+	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	// AllowedLateness keeps a window's state this long past its end: a
+	// late record within it updates the window and emits its result
+	// again.
+	AllowedLateness time.Duration `mapstructure:"allowed_lateness"`
+	// LateTopic receives, in the job's transactions, the records later
+	// than AllowedLateness ("" : they are counted and logged, not written).
+	LateTopic string `mapstructure:"late_topic"`
+}
+
+// WindowTime is where a window job's record takes its event time from.
+type WindowTime struct {
+	Field  string `mapstructure:"field"`
+	Format string `mapstructure:"format"` // epoch_millis | rfc3339
 }
 
 // HTTP is the listener for health, metrics and the job API.

@@ -46,7 +46,9 @@ func Default() Config {
 		State: State{Backend: "pebble", Dir: "./data/state", Incremental: true},
 		Restart: Restart{Strategy: "exponential-delay", Attempts: 3, Delay: time.Second, MaxFailures: 3, Interval: time.Minute,
 			InitialBackoff: time.Second, MaxBackoff: time.Minute, Multiplier: 2, ResetAfter: 10 * time.Minute, Jitter: 0.1},
-		Aggregate:   Aggregate{Function: "count"},
+		Aggregate: Aggregate{Function: "count"},
+		Window: Window{Aggregate: "count", Kind: "tumbling", Time: WindowTime{Format: "epoch_millis"},
+			IdleTimeout: 30 * time.Second},
 		Distributed: Distributed{SessionTimeout: 10 * time.Second, RebalanceTimeout: time.Minute, RevokeTimeout: 30 * time.Second},
 		HTTP:        HTTP{Listen: "127.0.0.1:8081"},
 		Log:         Log{Format: "text", Level: "info"},
@@ -324,7 +326,7 @@ func (c *Config) Validate() error {
 	if strings.ContainsAny(c.Job.Name, "/\\ ") {
 		bad("job.name", "%q must not contain slashes or spaces (it names the checkpoint directory)", c.Job.Name)
 	}
-	oneOf("job.type", c.Job.Type, "copy", "wordcount", "aggregate", "go")
+	oneOf("job.type", c.Job.Type, "copy", "wordcount", "aggregate", "window", "go")
 	if c.Job.MaxParallelism < 1 || c.Job.MaxParallelism > 32768 {
 		bad("job.max_parallelism", "%d is outside 1..32768", c.Job.MaxParallelism)
 	}
@@ -477,6 +479,44 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if c.Job.Type == "window" {
+		w := c.Window
+		required("window.key", w.Key)
+		oneOf("window.aggregate", w.Aggregate, "count", "sum", "min", "max", "avg")
+		if w.Aggregate != "count" {
+			required("window.field", w.Field)
+		}
+		oneOf("window.time.format", w.Time.Format, "epoch_millis", "rfc3339")
+		oneOf("window.kind", w.Kind, "tumbling", "sliding", "session")
+		positive := func(key string, d time.Duration) {
+			if d < time.Millisecond || d%time.Millisecond != 0 {
+				bad(key, "%s must be a positive whole number of milliseconds", d)
+			}
+		}
+		switch w.Kind {
+		case "tumbling":
+			positive("window.size", w.Size)
+		case "sliding":
+			positive("window.size", w.Size)
+			positive("window.slide", w.Slide)
+			if w.Slide > w.Size {
+				bad("window.slide", "%s is above window.size %s: records between windows would belong to none", w.Slide, w.Size)
+			}
+		case "session":
+			positive("window.gap", w.Gap)
+		}
+		for _, d := range []struct {
+			key string
+			d   time.Duration
+		}{{"window.max_out_of_orderness", w.MaxOutOfOrderness}, {"window.idle_timeout", w.IdleTimeout}, {"window.allowed_lateness", w.AllowedLateness}} {
+			if d.d < 0 {
+				bad(d.key, "%s is negative", d.d)
+			}
+		}
+		if w.LateTopic != "" && w.LateTopic == c.Sink.Topic {
+			bad("window.late_topic", "%q is sink.topic: late records would mix with the results", w.LateTopic)
+		}
+	}
 	if c.Job.Type == "aggregate" {
 		required("aggregate.group_by", c.Aggregate.GroupBy)
 		oneOf("aggregate.function", c.Aggregate.Function, "count", "sum", "min", "max")

@@ -97,6 +97,16 @@ func TestBadInputNamesTheKey(t *testing.T) {
 		{name: "revoke past the rebalance", file: valid, set: []string{"job.mode=distributed", "checkpoint.dir=s3://bucket/p", "distributed.revoke_timeout=2m"},
 			want: []string{"distributed.revoke_timeout", "below distributed.rebalance_timeout (1m0s)"}},
 		{name: "negative partition groups", file: valid, set: []string{"job.partition_groups=-2"}, want: []string{"job.partition_groups", "-2"}},
+		{name: "window without a key", file: valid, set: []string{"job.type=window", "window.size=10s"}, want: []string{"window.key: required"}},
+		{name: "window kind", file: valid, set: []string{"job.type=window", "window.key=user", "window.kind=hopping"}, want: []string{"window.kind", `"hopping"`, "tumbling, sliding, session"}},
+		{name: "window slide above size", file: valid, set: []string{"job.type=window", "window.key=u", "window.kind=sliding", "window.size=2s", "window.slide=5s"},
+			want: []string{"window.slide", "above window.size 2s"}},
+		{name: "session without a gap", file: valid, set: []string{"job.type=window", "window.key=u", "window.kind=session"}, want: []string{"window.gap", "positive"}},
+		{name: "window sum without a field", file: valid, set: []string{"job.type=window", "window.key=u", "window.size=1s", "window.aggregate=avg"}, want: []string{"window.field: required"}},
+		{name: "negative lateness", file: valid, set: []string{"job.type=window", "window.key=u", "window.size=1s", "window.allowed_lateness=-1s"}, want: []string{"window.allowed_lateness", "negative"}},
+		{name: "late topic is the sink's", file: valid, set: []string{"job.type=window", "window.key=u", "window.size=1s", "window.late_topic=counts"},
+			want: []string{"window.late_topic", "is sink.topic"}},
+		{name: "bad time format", file: valid, set: []string{"job.type=window", "window.key=u", "window.size=1s", "window.time.format=unix"}, want: []string{"window.time.format", `"unix"`}},
 		{name: "negative savepoint bound", file: valid, env: []string{"ONCEFLOW_CHECKPOINT_RETAIN_SAVEPOINTS=-1"}, want: []string{"checkpoint.retain_savepoints", "-1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -80,6 +81,9 @@ type Stats struct {
 	// logs under source.on_offset_out_of_range earliest or latest; it only
 	// grows.
 	OffsetResets int64
+	// LateRecords counts the records the window job found too late for
+	// every window (sent to window.late_topic when set); it only grows.
+	LateRecords int64
 	// ConsumerLag is how many records the source has yet to read; -1 when
 	// unknown.
 	ConsumerLag int64
@@ -219,8 +223,15 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 		st.stats = s.Stats
 		obs := engine.FromSource(j, UIDSource, p, s)
 		aggregateTo(obs, fn, p, sink)
+	case cfg.Job.Type == "window":
+		if env.Group != nil {
+			return nil, &ConfigError{Key: "job.mode", Err: errors.New("job.type window runs in job.mode single for now: a repartition topic does not carry event time and watermarks yet")}
+		}
+		if st.stats, st.late, err = windowGraph(j, cfg, src, sink); err != nil {
+			return nil, err
+		}
 	default:
-		return nil, &ConfigError{Key: "job.type", Err: fmt.Errorf("%q is not one of copy, wordcount, aggregate", cfg.Job.Type)}
+		return nil, &ConfigError{Key: "job.type", Err: fmt.Errorf("%q is not one of copy, wordcount, aggregate, window", cfg.Job.Type)}
 	}
 	return st.built(), nil
 }
@@ -249,9 +260,10 @@ type stage struct {
 	src     sourceConfig
 	tracker *outage.Tracker
 	// sink is the stage's one sink; stats its source's statistics (nil:
-	// none yet).
+	// none yet); late the window job's late-record counter (nil: none).
 	sink  *sinkkafka.Sink
 	stats func() sourcekafka.SourceStats
+	late  *atomic.Int64
 }
 
 // prepare does everything Build does before the graph: the checks of the
@@ -324,7 +336,7 @@ func prepare(ctx context.Context, cfg *config.Config, env Env) (*stage, error) {
 
 // built is the stage as Build returns it.
 func (st *stage) built() *Built {
-	stats, sink, tracker := st.stats, st.sink, st.tracker
+	stats, sink, tracker, late := st.stats, st.sink, st.tracker, st.late
 	return &Built{Job: st.job, Stats: func() Stats {
 		var ss sourcekafka.SourceStats
 		if stats != nil {
@@ -332,6 +344,9 @@ func (st *stage) built() *Built {
 		}
 		out := Stats{RecordsRead: ss.RecordsRead, DecodeSkipped: ss.DecodeSkipped, DeadLettered: ss.DeadLettered, ConsumerLag: ss.ConsumerLag,
 			OffsetResets: ss.OffsetResets, Cluster: tracker.Status()}
+		if late != nil {
+			out.LateRecords = late.Load()
+		}
 		if sink != nil {
 			ks := sink.Stats()
 			out.PendingTransactions, out.OldestPending = ks.PendingTransactions, ks.OldestPending

@@ -26,6 +26,7 @@ type jobCollector struct {
 	lastID, lastDuration, lastSize, lastAlign, lastT *prometheus.Desc
 	pending, oldestPending                           *prometheus.Desc
 	lag, read, skipped, deadLettered, offsetResets   *prometheus.Desc
+	lateRecords                                      *prometheus.Desc
 	unreachable, outages                             *prometheus.Desc
 }
 
@@ -55,6 +56,7 @@ func newJobCollector(o *observer, jobName string) *jobCollector {
 		read:          d("source_records_read_total", "Records the source read from Kafka."),
 		skipped:       d("source_decode_skipped_total", "Records skipped because they could not be decoded."),
 		deadLettered:  d("source_dead_lettered_total", "Records sent to the dead-letter topic because they could not be decoded."),
+		lateRecords:   d("window_late_records_total", "Records the window job found too late for every window (past window.allowed_lateness): written to window.late_topic when set, else only counted."),
 		offsetResets:  d("source_offset_resets_total", "Jumps of source positions their partitions' logs no longer held (records deleted before they were read, a log truncated, a topic recreated) to the log start or end, as source.on_offset_out_of_range earliest or latest says; each is logged with the offsets it skipped or reads again."),
 		unreachable:   d("cluster_unreachable_seconds", "How long the job has been waiting for the Kafka cluster (0 while it answers); past kafka.outage_tolerance the attempt fails."),
 		outages:       d("cluster_outages_total", "Outages of the Kafka cluster the job has waited out or is waiting out."),
@@ -64,7 +66,7 @@ func newJobCollector(o *observer, jobName string) *jobCollector {
 func (c *jobCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.state, c.restarts, c.recordsIn, c.recordsOut, c.completed, c.failed, c.subsumed,
 		c.inProgress, c.lastID, c.lastDuration, c.lastSize, c.lastAlign, c.lastT, c.pending, c.oldestPending,
-		c.lag, c.read, c.skipped, c.deadLettered, c.offsetResets, c.unreachable, c.outages} {
+		c.lag, c.read, c.skipped, c.deadLettered, c.offsetResets, c.lateRecords, c.unreachable, c.outages} {
 		ch <- d
 	}
 }
@@ -111,6 +113,7 @@ func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.skipped, float64(stats.DecodeSkipped))
 	counter(c.deadLettered, float64(stats.DeadLettered))
 	counter(c.offsetResets, float64(stats.OffsetResets))
+	counter(c.lateRecords, float64(stats.LateRecords))
 	away := 0.0
 	if stats.Cluster.Down {
 		away = stats.Cluster.For.Seconds()
