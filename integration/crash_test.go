@@ -22,11 +22,18 @@ type crashJob struct {
 	typ string
 	// check compares the committed output with the input; "" when exact.
 	check func(in, out []*kgo.Record) string
+	// outputs is how many output records the input calls for (nil: one
+	// per input record).
+	outputs func(in []*kgo.Record) int
+	// finish, when set, runs after the last input: the window job's flush
+	// of the last windows.
+	finish func(t *testing.T, seeds []string, topic string)
 }
 
 var crashJobs = []crashJob{
-	{"copy", checkCopy},
-	{"wordcount", checkWordCount},
+	{typ: "copy", check: checkCopy},
+	{typ: "wordcount", check: checkWordCount, outputs: wordsIn},
+	{typ: "window", check: checkWindows, outputs: func(in []*kgo.Record) int { return len(windowReference(in)) }, finish: flushWindows},
 }
 
 // inputLine is the i-th input record: a unique line of words with a key
@@ -124,6 +131,8 @@ type feeder struct {
 	topic string
 	rng   *rand.Rand
 	sent  []*kgo.Record
+	// line makes the i-th input record (nil: inputLine).
+	line func(rng *rand.Rand, i int) *kgo.Record
 }
 
 func (f *feeder) produce(t *testing.T, n int) {
@@ -131,8 +140,12 @@ func (f *feeder) produce(t *testing.T, n int) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	batch := make([]*kgo.Record, 0, n)
+	line := f.line
+	if line == nil {
+		line = inputLine
+	}
 	for range n {
-		r := inputLine(f.rng, len(f.sent)+len(batch))
+		r := line(f.rng, len(f.sent)+len(batch))
 		r.Topic = f.topic
 		batch = append(batch, r)
 	}
@@ -245,13 +258,13 @@ func crashScenario(t *testing.T, kind kafkatest.Kind, job crashJob, kills int, o
 
 	// A last run until the output is complete, then a graceful stop.
 	f.produce(t, 300)
+	if job.finish != nil {
+		job.finish(t, seeds, j.in)
+	}
 	c := run()
 	wantOut := len(f.sent)
-	if job.typ == "wordcount" {
-		wantOut = 0
-		for _, r := range f.sent {
-			wantOut += len(strings.Fields(string(r.Value)))
-		}
+	if job.outputs != nil {
+		wantOut = job.outputs(f.sent)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -20,7 +20,7 @@ import (
 // strategy (a failure ends the process, which the test sees), an HTTP
 // listener on a free port.
 type jobSpec struct {
-	// typ is copy (default) or wordcount.
+	// typ is copy (default), wordcount or window (windowSection).
 	typ string
 	// partitions of the input and output topics (default 4).
 	partitions int32
@@ -65,6 +65,10 @@ func newProcJob(t *testing.T, seeds []string, prefix string, s jobSpec) *procJob
 	j := &procJob{t: t, seeds: seeds, dir: t.TempDir(),
 		name: fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano()%1e6),
 		in:   kafkatest.Topic(t, seeds, s.partitions), out: kafkatest.Topic(t, seeds, s.partitions)}
+	extra := ""
+	if s.typ == "window" {
+		extra = windowSection
+	}
 	stateLine := "{backend: memory}"
 	if s.pebble {
 		stateLine = fmt.Sprintf("{backend: pebble, dir: %s/state, incremental: %t}", j.dir, !s.full)
@@ -78,10 +82,13 @@ checkpoint: {interval: %s, timeout: 30s, retain: 3, dir: %s/checkpoints}
 state: %s
 restart: {strategy: none}
 http: {listen: "127.0.0.1:0"}
-`, j.name, s.typ, seeds[0], j.in, j.out, j.name, s.interval, j.dir, stateLine))
+%s`, j.name, s.typ, seeds[0], j.in, j.out, j.name, s.interval, j.dir, stateLine, extra))
 	j.jobDir = filepath.Join(j.dir, "checkpoints", j.name)
 	j.feed = &feeder{cl: kafkatest.Client(t, seeds, kgo.RequiredAcks(kgo.AllISRAcks())), topic: j.in,
 		rng: rand.New(rand.NewPCG(s.seed, uint64(len(prefix))))}
+	if s.typ == "window" {
+		j.feed.line = windowLine
+	}
 	return j
 }
 

@@ -97,8 +97,8 @@ func TestResumeAfterTransactionVersionUpgrade(t *testing.T) {
 		job   crashJob
 		crash bool
 	}{
-		{"savepoint/copy", crashJob{"copy", checkCopy}, false},
-		{"kill-between-commits/wordcount", crashJob{"wordcount", checkWordCount}, true},
+		{"savepoint/copy", crashJobs[0], false},
+		{"kill-between-commits/wordcount", crashJobs[1], true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tvUpgradeScenario(t, tc.job, tc.crash)
