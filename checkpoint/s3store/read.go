@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/onceflow/onceflow/checkpoint"
@@ -137,46 +136,23 @@ func (s *Storage) verifyFiles(ctx context.Context, md *checkpoint.Metadata) erro
 		}
 	})
 	s.mu.Unlock()
-	var (
-		mu    sync.Mutex
-		first error
-		wg    sync.WaitGroup
-		sem   = make(chan struct{}, verifyParallelism)
-	)
-	for _, r := range todo {
-		sem <- struct{}{}
-		mu.Lock()
-		failed := first != nil
-		mu.Unlock()
-		if failed {
-			<-sem
-			break
+	return parallel(ctx, todo, verifyParallelism, func(ctx context.Context, r checkpoint.FileRef) error {
+		err := ctx.Err()
+		if err == nil {
+			var rc io.ReadCloser
+			if rc, err = s.Open(r); err == nil {
+				_, err = io.Copy(io.Discard, rc)
+				rc.Close()
+			}
 		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			err := ctx.Err()
-			if err == nil {
-				var rc io.ReadCloser
-				if rc, err = s.Open(r); err == nil {
-					_, err = io.Copy(io.Discard, rc)
-					rc.Close()
-				}
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if first == nil {
-					first = fmt.Errorf("checkpoint %s: %w", md.Path, err)
-				}
-				return
-			}
-			s.mu.Lock()
-			s.verified[verifiedKey(r)] = true
-			s.mu.Unlock()
-		})
-	}
-	wg.Wait()
-	return first
+		if err != nil {
+			return fmt.Errorf("checkpoint %s: %w", md.Path, err)
+		}
+		s.mu.Lock()
+		s.verified[verifiedKey(r)] = true
+		s.mu.Unlock()
+		return nil
+	})
 }
 
 // verifyParallelism bounds the reads of one verifyFiles.

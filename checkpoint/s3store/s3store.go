@@ -444,43 +444,73 @@ func (s *Storage) refresh(ctx context.Context) (fence, err error) {
 // returned, the first one met.
 func (s *Storage) readManifests(ctx context.Context, names []string) (read map[string]*manifest, gone []string, err error) {
 	read = make(map[string]*manifest, len(names))
+	var mu sync.Mutex
+	err = parallel(ctx, names, readParallelism, func(ctx context.Context, name string) error {
+		m, err := s.readManifest(ctx, name)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case errors.Is(err, objstore.ErrNotFound):
+			gone = append(gone, name)
+		case err != nil:
+			return err
+		default:
+			read[name] = m
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return read, gone, nil
+}
+
+// parallel calls fn for every item, n at a time, until the first
+// failure: the calls in flight then see their context cancelled and
+// finish, no other starts, and the first failure is returned (or ctx's
+// error when it ended before every item was handed out).
+func parallel[T any](ctx context.Context, items []T, n int, fn func(context.Context, T) error) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var (
 		mu    sync.Mutex
 		first error
 		wg    sync.WaitGroup
-		sem   = make(chan struct{}, readParallelism)
 	)
-	for _, name := range names {
-		sem <- struct{}{}
-		mu.Lock()
-		failed := first != nil
-		mu.Unlock()
-		if failed {
-			<-sem
-			break
-		}
+	next := make(chan T)
+	for range min(n, len(items)) {
 		wg.Go(func() {
-			defer func() { <-sem }()
-			m, err := s.readManifest(ctx, name)
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case errors.Is(err, objstore.ErrNotFound):
-				gone = append(gone, name)
-			case err != nil:
-				if first == nil {
-					first = err
+			for it := range next {
+				if err := fn(wctx, it); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					cancel()
 				}
-			default:
-				read[name] = m
 			}
 		})
 	}
+	fed := 0
+feed:
+	for _, it := range items {
+		select {
+		case next <- it:
+			fed++
+		case <-wctx.Done():
+			break feed
+		}
+	}
+	close(next)
 	wg.Wait()
 	if first != nil {
-		return nil, nil, first
+		return first
 	}
-	return read, gone, nil
+	if fed < len(items) {
+		return ctx.Err()
+	}
+	return nil
 }
 
 // readParallelism bounds the manifest reads of one refresh.

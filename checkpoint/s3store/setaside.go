@@ -103,7 +103,7 @@ func SetAside(ctx context.Context, st objstore.Store, from, to string) (SetAside
 	}
 	res.Checkpoints = checkpointNames(res.Keys)
 
-	err = forEach(ctx, infos, func(ctx context.Context, in objstore.Info) error {
+	err = parallel(ctx, infos, setAsideWorkers, func(ctx context.Context, in objstore.Info) error {
 		return copyAside(ctx, st, in, to+"/"+strings.TrimPrefix(in.Key, from+"/"))
 	})
 	if err != nil {
@@ -131,7 +131,7 @@ func SetAside(ctx context.Context, st objstore.Store, from, to string) (SetAside
 		}
 	}
 	if err == nil {
-		err = forEach(ctx, data, del)
+		err = parallel(ctx, data, setAsideWorkers, del)
 	}
 	for _, in := range last {
 		if err != nil {
@@ -144,54 +144,6 @@ func SetAside(ctx context.Context, st objstore.Store, from, to string) (SetAside
 			from, to, to, deleted, len(infos), err)
 	}
 	return res, nil
-}
-
-// forEach calls fn for every info, setAsideWorkers at a time, until the
-// first failure: the calls in flight then see their context cancelled and
-// finish, no other starts, and the first failure is returned (or the
-// context's error when it ended before every info was handed out).
-func forEach(ctx context.Context, infos []objstore.Info, fn func(context.Context, objstore.Info) error) error {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		mu    sync.Mutex
-		first error
-		wg    sync.WaitGroup
-	)
-	next := make(chan objstore.Info)
-	for range min(setAsideWorkers, len(infos)) {
-		wg.Go(func() {
-			for in := range next {
-				if err := fn(wctx, in); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-					cancel()
-				}
-			}
-		})
-	}
-	fed := 0
-feed:
-	for _, in := range infos {
-		select {
-		case next <- in:
-			fed++
-		case <-wctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if first != nil {
-		return first
-	}
-	if fed < len(infos) {
-		return ctx.Err()
-	}
-	return nil
 }
 
 // copyAside copies the object in to key, create-only, checking that it
