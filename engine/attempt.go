@@ -791,10 +791,16 @@ func (st *subtask) emit(ctx context.Context, v any, ts int64) error {
 }
 
 func (st *subtask) broadcast(ctx context.Context, b barrier) error {
-	el := element{barrier: &b}
+	return st.sendToAll(ctx, element{barrier: &b}, func(d *subtask) error { return d.checkpoint(ctx, b) })
+}
+
+// sendToAll sends el (a barrier or a watermark) to every downstream
+// subtask: on every channel of every output, and to a chained operator by
+// direct, a call on this goroutine.
+func (st *subtask) sendToAll(ctx context.Context, el element, direct func(*subtask) error) error {
 	for _, o := range st.outputs {
 		if o.direct != nil {
-			if err := o.direct.checkpoint(ctx, b); err != nil {
+			if err := direct(o.direct); err != nil {
 				return o.direct.failure(err)
 			}
 			continue

@@ -168,23 +168,7 @@ func (st *subtask) forwardWatermark(ctx context.Context, w watermark) error {
 	if len(st.outputs) == 0 {
 		return nil
 	}
-	el := element{wm: &w}
-	for _, o := range st.outputs {
-		if o.direct != nil {
-			if err := o.direct.onWatermark(ctx, 0, w); err != nil {
-				return o.direct.failure(err)
-			}
-			continue
-		}
-		for _, ch := range o.chans {
-			select {
-			case ch <- el:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-	}
-	return nil
+	return st.sendToAll(ctx, element{wm: &w}, func(d *subtask) error { return d.onWatermark(ctx, 0, w) })
 }
 
 // sourceWatermark asks the source's reader for its watermark and sends it
