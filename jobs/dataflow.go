@@ -70,7 +70,11 @@ type Builder struct {
 	cuts []string
 	// sourced: Source was called.
 	sourced bool
-	err     error
+	// conns replaces the Kafka connectors (BuildWithConnectors); nil in
+	// every job Build builds. sunk: Sink was called on them.
+	conns Connectors
+	sunk  bool
+	err   error
 }
 
 // Config is the job's configuration. The Dataflow must not change it.
@@ -124,6 +128,16 @@ func Source[T any](b *Builder, uid string, decode func(*kgo.Record) (T, error)) 
 		b.fail(fmt.Errorf("jobs: dataflow: Source %q: no decode function", uid))
 		decode = func(*kgo.Record) (T, error) { var zero T; return zero, errors.New("no decode function") }
 	}
+	if b.conns != nil {
+		raw := engine.FromSource(st.job, uid, b.cfg.Job.Parallelism, b.conns.Source(uid))
+		return engine.Map(raw, uid+"-decode", func(r *kgo.Record) (T, error) {
+			v, err := decode(r)
+			if err != nil {
+				return v, fmt.Errorf("decoding the record of %s partition %d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
+			}
+			return v, nil
+		})
+	}
 	s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[T]{
 		Reader: st.src.reader, OnDecodeError: st.src.policy, DeadLetterTopic: st.src.dlq, Decode: decode})
 	if err != nil {
@@ -149,6 +163,15 @@ func Sink(b *Builder, s engine.Stream[*kgo.Record], uid string) {
 		return
 	}
 	st := b.stages[i]
+	if b.conns != nil {
+		if b.sunk {
+			b.fail(fmt.Errorf("jobs: dataflow: Sink %q: %s already has its sink", uid, st.job.Status().Name))
+			return
+		}
+		b.sunk = true
+		engine.SinkTo(s, uid, b.cfg.Job.Parallelism, b.conns.Sink(uid))
+		return
+	}
 	if st.sink != nil {
 		b.fail(fmt.Errorf("jobs: dataflow: Sink %q: %s already has its sink (one per stage: a KeyBy before it in the stage, or another Sink)", uid, st.job.Status().Name))
 		return
@@ -228,6 +251,44 @@ func KeyBy[K, T any](b *Builder, s engine.Stream[T], uid string, key func(T) K, 
 	}
 	next.stats = src.Stats
 	return engine.KeyBy(engine.FromSource(next.job, UIDSource, p, src), key, keyCodec)
+}
+
+// Connectors stand in for the Kafka source and sink of a Dataflow built
+// by BuildWithConnectors (package testdriver's in-memory ones). Each
+// method is called once per build, with the uid the Dataflow gave
+// Source or Sink.
+type Connectors interface {
+	Source(uid string) engine.Source[*kgo.Record]
+	Sink(uid string) engine.Sink[*kgo.Record]
+}
+
+// BuildWithConnectors builds df on j in job.mode single with conns in
+// place of Kafka: Source reads conns.Source(uid) and decodes each record
+// in an operator of its own, uid "<uid>-decode" (a decode error fails the
+// job attempt, naming the record's partition and offset: no
+// source.on_decode_error policy applies); Sink writes to conns.Sink(uid).
+// KeyBy is engine.KeyBy. cfg is what Builder.Config returns (its
+// job.parallelism is every connector's); nothing else of it is read, and
+// nothing contacts a cluster. The rules of a Dataflow hold (one Source,
+// one Sink): a broken one, or an error df returns, is returned and j must
+// not run.
+func BuildWithConnectors(ctx context.Context, j *engine.Job, cfg *config.Config, conns Connectors, df Dataflow) error {
+	if conns == nil || df == nil {
+		return errors.New("jobs: BuildWithConnectors needs connectors and a dataflow")
+	}
+	b := &Builder{ctx: ctx, cfg: cfg, conns: conns, stages: []*stage{{cfg: cfg, job: j}}}
+	if err := df(b); err != nil {
+		return fmt.Errorf("jobs: dataflow of job %s: %w", cfg.Job.Name, err)
+	}
+	switch {
+	case b.err != nil:
+		return b.err
+	case !b.sourced:
+		return fmt.Errorf("jobs: dataflow of job %s: no Source: a Go job reads its input through jobs.Source", cfg.Job.Name)
+	case !b.sunk:
+		return fmt.Errorf("jobs: dataflow of job %s: no sink: end it with jobs.Sink", cfg.Job.Name)
+	}
+	return nil
 }
 
 // cut ends stage up in the repartition topic of uid and prepares the
