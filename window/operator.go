@@ -343,3 +343,58 @@ func (o *operator[K, T, A, R]) OnTimer(ctx *engine.KeyedContext, key K, ts int64
 	}
 	return nil
 }
+
+// Apply windows ks as Aggregate does, but hands fn every record of a
+// window when it fires, in arrival order, for computations no accumulator
+// can fold (a median, the records themselves): the window keeps all its
+// records in keyed state, encoded by codec, so its state grows with them.
+// An error of fn fails the job attempt like one of Process.
+func Apply[K, T, R any](ks engine.KeyedStream[K, T], uid string, p int, spec Spec, codec state.Codec[T], fn func(records []T) (R, error)) engine.Stream[Output[K, T, R]] {
+	return Aggregate(ks, uid, p, spec, allRecords[T, R]{fn: fn}, listCodec[T]{codec})
+}
+
+// allRecords is the Aggregator of Apply: its accumulator is the records.
+type allRecords[T, R any] struct{ fn func([]T) (R, error) }
+
+func (allRecords[T, R]) New() []T                      { return nil }
+func (allRecords[T, R]) Add(acc []T, v T) ([]T, error) { return append(acc, v), nil }
+func (allRecords[T, R]) Merge(a, b []T) ([]T, error) {
+	return append(append([]T(nil), a...), b...), nil
+}
+func (a allRecords[T, R]) Result(acc []T) (R, error) { return a.fn(acc) }
+
+// listCodec stores a list of T as each element's encoding behind its
+// length (uvarint).
+type listCodec[T any] struct{ c state.Codec[T] }
+
+func (l listCodec[T]) Name() string { return "list(" + l.c.Name() + ")" }
+
+func (l listCodec[T]) Encode(vs []T) ([]byte, error) {
+	var out []byte
+	for _, v := range vs {
+		b, err := l.c.Encode(v)
+		if err != nil {
+			return nil, err
+		}
+		out = binary.AppendUvarint(out, uint64(len(b)))
+		out = append(out, b...)
+	}
+	return out, nil
+}
+
+func (l listCodec[T]) Decode(b []byte) ([]T, error) {
+	var out []T
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k) < n {
+			return nil, fmt.Errorf("a list of %s is cut short", l.c.Name())
+		}
+		v, err := l.c.Decode(b[k : k+int(n)])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+		b = b[k+int(n):]
+	}
+	return out, nil
+}

@@ -2,6 +2,7 @@ package window
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -281,5 +282,215 @@ func TestSlidingWindows(t *testing.T) {
 	want := []string{"a [-5, 5) 1/1", "a [0, 10) 2/3", "a [10, 20) 1/4", "a [5, 15) 2/6"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("sliding:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// eventCodec stores a test event as JSON.
+type eventJSON struct {
+	Key string `json:"k"`
+	N   int64  `json:"n"`
+	TS  int64  `json:"t"`
+}
+
+type eventCodec struct{}
+
+func (eventCodec) Name() string { return "test-event" }
+func (eventCodec) Encode(e event) ([]byte, error) {
+	return json.Marshal(eventJSON{e.key, e.n, e.ts})
+}
+func (eventCodec) Decode(b []byte) (event, error) {
+	var j eventJSON
+	err := json.Unmarshal(b, &j)
+	return event{j.Key, j.N, j.TS}, err
+}
+
+// Apply hands the window function every record of a window, in arrival
+// order, from state (both backends; sessions merge their record lists).
+func TestApplySeesEveryRecord(t *testing.T) {
+	s, _ := NewSession(10 * time.Millisecond)
+	for name, b := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			storage, err := dirstore.NewFileStorage(t.TempDir(), "apply", dirstore.StorageOptions{Retained: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			j := engine.NewJob("apply", engine.Options{Storage: storage, Backend: b, WatermarkInterval: 2 * time.Millisecond,
+				Checkpoint: engine.CheckpointOptions{Interval: time.Hour, Mode: engine.ExactlyOnce, Timeout: time.Minute}})
+			in := engine.FromSource(j, "source", 1, phasedSource{phases: [][]event{
+				{{"a", 1, 100}, {"a", 2, 130}, {"a", 3, 105}},
+				{{"a", 4, 118}, {"a", 5, 125}},
+			}, bound: 100})
+			keyed := engine.KeyBy(in, func(e event) string { return e.key }, state.StringCodec{})
+			out := Apply(keyed, "apply", 1, Spec{Assigner: s}, eventCodec{}, func(es []event) (string, error) {
+				var ns []string
+				for _, e := range es {
+					ns = append(ns, fmt.Sprint(e.n))
+				}
+				return strings.Join(ns, ","), nil
+			})
+			sink := &collect[Output[string, event, string]]{}
+			engine.SinkTo(out, "sink", 1, sink)
+			if err := j.Run(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, o := range sink.got {
+				got = append(got, fmt.Sprintf("%v %s", o.Window, o.Value))
+			}
+			sort.Strings(got)
+			// [100,115) holds 1 and 3; 5's [125,135) merged the sessions
+			// of 4 ([118,128)) and 2 ([130,140)): their lists in the order
+			// of their starts, then 5.
+			if want := []string{"[100, 115) 1,3", "[118, 140) 4,2,5"}; !slices.Equal(got, want) {
+				t.Fatalf("windows %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// manualClock is the job's processing-time clock in the test: it moves
+// only when Advance says.
+type manualClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	waiters []clockWaiter
+}
+
+type clockWaiter struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *manualClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	at := c.now.Add(d)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.waiters = append(c.waiters, clockWaiter{at, ch})
+	return ch
+}
+
+func (c *manualClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		if !w.at.After(c.now) {
+			w.ch <- c.now
+			continue
+		}
+		kept = append(kept, w)
+	}
+	c.waiters = kept
+}
+
+// chanSource reads events from a channel until it is closed.
+type chanSource chan event
+
+func (s chanSource) NewReader(context.Context, engine.Scope, [][]byte) (engine.SourceReader[event], error) {
+	return s, nil
+}
+
+func (s chanSource) Next(ctx context.Context) (event, bool, error) {
+	select {
+	case e, ok := <-s:
+		if !ok {
+			return event{}, false, io.EOF
+		}
+		return e, true, nil
+	case <-ctx.Done():
+		return event{}, false, nil
+	}
+}
+func (chanSource) SnapshotState(int64) ([][]byte, error)                 { return nil, nil }
+func (chanSource) NotifyCheckpointComplete(context.Context, int64) error { return nil }
+func (chanSource) Close() error                                          { return nil }
+
+// Processing-time windows follow the job's clock: records are in the
+// window of their arrival, and a window fires when the clock passes its
+// end, not before; nothing is late.
+func TestProcessingTimeWindowsFollowTheClock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	clock := &manualClock{now: time.UnixMilli(10_000)}
+	storage, err := dirstore.NewFileStorage(t.TempDir(), "proc", dirstore.StorageOptions{Retained: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := engine.NewJob("proc", engine.Options{Storage: storage, Backend: state.NewMemoryBackendFactory(), Clock: clock,
+		Checkpoint: engine.CheckpointOptions{Interval: time.Hour, Mode: engine.ExactlyOnce, Timeout: time.Minute}})
+	src := make(chanSource)
+	in := engine.FromSource(j, "source", 1, src)
+	keyed := engine.KeyBy(in, func(e event) string { return e.key }, state.StringCodec{})
+	tw, _ := NewTumbling(time.Second, 0)
+	out := Aggregate(keyed, "windows", 1, Spec{Assigner: tw, Time: ProcessingTime}, sumAgg{}, state.JSONCodec[countSum]{})
+	sink := &collect[Output[string, event, countSum]]{}
+	engine.SinkTo(out, "sink", 1, sink)
+	done := make(chan error, 1)
+	go func() { done <- j.Run(ctx) }()
+	results := func() []string {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		var lines []string
+		for _, o := range sink.got {
+			lines = append(lines, fmt.Sprintf("%s %v %d/%d", o.Key, o.Window, o.Value.Count, o.Value.Sum))
+		}
+		sort.Strings(lines)
+		return lines
+	}
+	// processed returns once every record sent so far went through the
+	// window operator (a savepoint's barrier follows them).
+	processed := func() {
+		t.Helper()
+		if _, err := j.TriggerSavepoint(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, e := range []event{{"a", 1, 0}, {"a", 2, 0}, {"b", 5, 0}} {
+		src <- e
+	}
+	processed()
+	clock.Advance(900 * time.Millisecond) // 10.9 s: [10 s, 11 s) is still open
+	src <- event{"a", 4, 0}
+	processed()
+	if got := results(); len(got) != 0 {
+		t.Fatalf("windows fired before the clock reached their end: %v", got)
+	}
+	clock.Advance(200 * time.Millisecond) // 11.1 s
+	src <- event{"a", 8, 0}               // in [11 s, 12 s)
+	want := []string{"a [10000, 11000) 3/7", "b [10000, 11000) 1/5"}
+	deadline := time.Now().Add(30 * time.Second)
+	for !slices.Equal(results(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the clock passed 11 s: %v, want %v", results(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	processed()
+	clock.Advance(time.Second) // 12.1 s
+	want = append(want, "a [11000, 12000) 1/8")
+	slices.Sort(want)
+	for !slices.Equal(results(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the clock passed 12 s: %v, want %v", results(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(src)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
