@@ -258,7 +258,10 @@ func KeyBy[K, T any](b *Builder, s engine.Stream[T], uid string, key func(T) K, 
 // method is called once per build, with the uid the Dataflow gave
 // Source or Sink.
 type Connectors interface {
+	// Source is the input jobs.Source reads, records as a Kafka consumer
+	// would see them (topic, partition, offset, key, value, timestamp).
 	Source(uid string) engine.Source[*kgo.Record]
+	// Sink is the output jobs.Sink writes to.
 	Sink(uid string) engine.Sink[*kgo.Record]
 }
 

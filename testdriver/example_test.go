@@ -87,3 +87,45 @@ func Example() {
 	// before the checkpoint: 6 committed
 	// be=3 quick=1
 }
+
+// A job that keeps what it needs outside keyed state (here a count in a
+// Go map) is right until it crashes: the restored job starts the map
+// over while the committed counts go on. CheckExactlyOnce compares the
+// committed output with a reference computed from the input, and finds
+// it.
+func ExampleDriver_CheckExactlyOnce() {
+	reference := func(in []*kgo.Record) []*kgo.Record {
+		n := map[string]int{}
+		var out []*kgo.Record
+		for _, r := range in {
+			for _, w := range strings.Fields(string(r.Value)) {
+				n[w]++
+				out = append(out, &kgo.Record{Key: []byte(w), Value: []byte(strconv.Itoa(n[w]))})
+			}
+		}
+		return out
+	}
+	for _, job := range []struct {
+		name string
+		df   jobs.Dataflow
+	}{
+		{"keyed state", wordCount},
+		{"Go map", counting(func() engine.KeyedProcessFunction[string, string, *kgo.Record] { return &mapCounter{} })},
+	} {
+		d := testdriver.New(nil, job.df, testdriver.Options{})
+		d.Pipe(line("a b a"))
+		d.Checkpoint()
+		d.Pipe(line("a b"))
+		d.Crash()
+		d.Pipe(line("b"))
+		if err := d.CheckExactlyOnce(reference); err != nil {
+			fmt.Printf("%s: %v\n", job.name, err)
+		} else {
+			fmt.Printf("%s: exactly once\n", job.name)
+		}
+		d.Close()
+	}
+	// Output:
+	// keyed state: exactly once
+	// Go map: testdriver: job test is not exactly-once: 6 committed records, 6 expected; missing [output "a"="3" (×1), output "b"="3" (×1)]; extra [output "a"="1" (×1), output "b"="1" (×1)]
+}
