@@ -42,10 +42,18 @@ type FileRef struct {
 type Kind string
 
 const (
-	KindValue       Kind = "value"
-	KindList        Kind = "list"
-	KindMap         Kind = "map"
-	KindReducing    Kind = "reducing"
+	// KindValue is a value state: one encoded value per key.
+	KindValue Kind = "value"
+	// KindList is a list state: one value per key holding the whole list
+	// as length-prefixed elements.
+	KindList Kind = "list"
+	// KindMap is a map state: one entry per key and user key, encoded
+	// with the state's user key codec.
+	KindMap Kind = "map"
+	// KindReducing is a reducing state: one value per key, the fold of
+	// every value added to it.
+	KindReducing Kind = "reducing"
+	// KindAggregating is an aggregating state: one accumulator per key.
 	KindAggregating Kind = "aggregating"
 )
 
@@ -84,4 +92,5 @@ func (r KeyGroupRange) Intersect(o KeyGroupRange) KeyGroupRange {
 	return KeyGroupRange{Start: s, End: e}
 }
 
+// String renders r as the half-open interval "[Start,End)".
 func (r KeyGroupRange) String() string { return fmt.Sprintf("[%d,%d)", r.Start, r.End) }

@@ -93,7 +93,12 @@ type SASL struct {
 // Secret is a string that prints as "***".
 type Secret string
 
-func (Secret) String() string   { return "***" }
+// String returns "***" whatever the secret, so that printing a
+// configuration with %s or %v never shows it.
+func (Secret) String() string { return "***" }
+
+// GoString returns "***" whatever the secret, so that printing a
+// configuration with %#v never shows it.
 func (Secret) GoString() string { return "***" }
 
 // Source is the input topic.

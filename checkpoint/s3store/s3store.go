@@ -44,6 +44,8 @@ type FencedError struct {
 	Err error
 }
 
+// Error names the manifest key, both epochs and ErrFenced, followed by
+// the refusal of the put when there was one.
 func (e *FencedError) Error() string {
 	msg := fmt.Sprintf("s3 checkpoint storage: %s carries epoch %d, newer than this writer's epoch %d: %v", e.Key, e.Newer, e.Epoch, ErrFenced)
 	if e.Err != nil {
