@@ -683,11 +683,14 @@ type LostError struct {
 	Err          error
 }
 
+// Error says DATA MAY BE LOST and names the transaction, its checkpoint,
+// its age and why it can no longer be committed.
 func (e *LostError) Error() string {
 	return fmt.Sprintf("twophase: DATA MAY BE LOST: transaction %s of completed checkpoint %d (age %s) can no longer be committed: %v",
 		e.Txn, e.CheckpointID, e.Age.Round(time.Millisecond), e.Err)
 }
 
+// Unwrap returns the error that refused the commit.
 func (e *LostError) Unwrap() error { return e.Err }
 
 // NonRecoverable marks the error so that the engine fails the job instead of

@@ -30,6 +30,8 @@ type Txn struct {
 	TransactionVersion int16 `json:"transaction_version"`
 }
 
+// String names the transactional id, producer id, epoch and transaction
+// version, as logs and errors show the transaction.
 func (t Txn) String() string {
 	return fmt.Sprintf("%s(producer %d, epoch %d, tv%d)", t.TransactionalID, t.ProducerID, t.ProducerEpoch, t.TransactionVersion)
 }

@@ -48,10 +48,13 @@ type DecodeError struct {
 	Err       error
 }
 
+// Error names the record's topic, partition and offset and the decoder's
+// error.
 func (e *DecodeError) Error() string {
 	return fmt.Sprintf("kafka source: record %s/%d@%d cannot be decoded: %v", e.Topic, e.Partition, e.Offset, e.Err)
 }
 
+// Unwrap returns the decoder's error.
 func (e *DecodeError) Unwrap() error { return e.Err }
 
 // NonRecoverable: restarting replays the same record into the same error.

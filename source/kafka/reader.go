@@ -166,6 +166,7 @@ type Partition struct {
 	Partition int32  `json:"partition"`
 }
 
+// String renders p as "topic/partition", as errors and logs name it.
 func (p Partition) String() string { return fmt.Sprintf("%s/%d", p.Topic, p.Partition) }
 
 // offsetEntry is how one partition's position is stored in a checkpoint.
@@ -595,6 +596,10 @@ type OffsetOutOfRangeError struct {
 	Err     error
 }
 
+// Error names the partition and the offset, says how the log moved away
+// from it (records deleted before they were read, the log truncated below
+// it, the topic recreated) with the log's current range, and that
+// source.on_offset_out_of_range is fail; the client's error follows.
 func (e *OffsetOutOfRangeError) Error() string {
 	pos := fmt.Sprintf("the checkpointed offset %d", e.Offset)
 	if e.Running {
@@ -624,6 +629,9 @@ func (e *OffsetOutOfRangeError) Error() string {
 	return msg
 }
 
+// Unwrap returns the client's error that reported the position out of
+// range, or nil when it was found out of range by comparing it with the
+// log's range.
 func (e *OffsetOutOfRangeError) Unwrap() error { return e.Err }
 
 // NonRecoverable: a restart meets the same log.
