@@ -21,6 +21,8 @@ const (
 	Union
 )
 
+// String returns "split" or "union", or "Redistribution(n)" for a value
+// that is neither.
 func (r Redistribution) String() string {
 	switch r {
 	case SplitEvenly:

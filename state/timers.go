@@ -27,6 +27,8 @@ const (
 // timer entry) and must never change.
 const numTimeDomains = 2
 
+// String returns "event-time" or "processing-time", or "time domain n"
+// for a value that is neither.
 func (d TimeDomain) String() string {
 	switch d {
 	case EventTime:
