@@ -12,10 +12,14 @@ import (
 type Function string
 
 const (
+	// Count counts the records of a group; it reads no numeric field.
 	Count Function = "count"
-	Sum   Function = "sum"
-	Min   Function = "min"
-	Max   Function = "max"
+	// Sum adds up the numeric field over the records of a group.
+	Sum Function = "sum"
+	// Min keeps the smallest value of the numeric field in a group.
+	Min Function = "min"
+	// Max keeps the largest value of the numeric field in a group.
+	Max Function = "max"
 )
 
 // Acc is the running aggregate of one group, kept in keyed state.

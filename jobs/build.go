@@ -100,7 +100,10 @@ type ConfigError struct {
 	Err error
 }
 
+// Error returns "config: <key>: <refusal>".
 func (e *ConfigError) Error() string { return fmt.Sprintf("config: %s: %v", e.Key, e.Err) }
+
+// Unwrap returns the refusal of the cluster or the disk.
 func (e *ConfigError) Unwrap() error { return e.Err }
 
 // The uids of the built-in jobs' operators. They name the operators'

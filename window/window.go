@@ -40,6 +40,8 @@ func (w Window) Cover(o Window) Window {
 	return Window{Start: min(w.Start, o.Start), End: max(w.End, o.End)}
 }
 
+// String renders w as the half-open interval "[Start, End)" in epoch
+// milliseconds.
 func (w Window) String() string { return fmt.Sprintf("[%d, %d)", w.Start, w.End) }
 
 // CleanupTime is when the window's state may go: its last timestamp plus
