@@ -5,7 +5,7 @@ KAFKALOCAL = $(GO) run ./integration/cmd/kafkalocal
 S3LOCAL    = $(GO) run ./integration/cmd/s3local
 BROKER_ADDR_FILE ?= /tmp/onceflow-broker.addr
 
-.PHONY: all deps fmt vet build test test-short bench bench-go bench-compare bench-quick bench-distributed demo broker broker3 broker-stop s3 clean
+.PHONY: all deps fmt vet build test test-short bench bench-go bench-compare bench-quick bench-distributed bench-windows demo broker broker3 broker-stop s3 clean
 
 all: vet build test
 
@@ -57,6 +57,13 @@ bench-quick: deps
 # 3 runs, into bench/results/distributed/ (BENCH_FLAGS=-quick: smaller).
 bench-distributed: deps
 	$(GO) run ./bench/cmd/compare -distributed $(BENCH_FLAGS)
+
+# Windows (issue 17): Nexmark q5-like and q11-like windowed counts,
+# onceflow's window job against Flink and Kafka Streams, exactly once at
+# 100 ms and 1 s, medians of 3 runs, into bench/results/windows/
+# (BENCH_FLAGS=-quick: smaller, into bench/results/windows/quick/).
+bench-windows: deps
+	$(GO) run ./bench/cmd/compare -windows $(BENCH_FLAGS)
 
 # A local single-node broker until Ctrl-C (or make broker-stop).
 broker:

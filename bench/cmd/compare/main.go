@@ -25,6 +25,9 @@
 // Results go to bench/results/ (results.md, results.json, chart.png), with
 // ratios onceflow/limit and onceflow/peer computed from the same run.
 //
+// With -windows (make bench-windows) it runs issue 17's windowed
+// comparison instead (windows.go), into bench/results/windows/.
+//
 // With -distributed (make bench-distributed) it measures issue 16's
 // distributed mode instead, into bench/results/distributed/: onceflow in
 // single mode (the baseline; with file and with S3 checkpoints) and 1, 2
@@ -135,6 +138,7 @@ func run() error {
 	flag.BoolVar(&o.distributed, "distributed", false, "the distributed measurements instead (issue 16): contenders "+distributedContenders+
 		", interval 1s, 3 runs, no recovery unless these flags say otherwise; an S3 server for the run; results to bench/results/distributed")
 	flag.IntVar(&o.runs, "runs", 0, "measure every contender, workload and interval this many times, interleaved, and report medians (default 1; 3 with -distributed)")
+	wo := windowFlags()
 	renderDir := flag.String("render", "", "measure nothing: write results.md (and chart.png) of this results folder again from its results.json")
 	flag.Parse()
 	if *renderDir != "" {
@@ -201,6 +205,9 @@ func run() error {
 	var err error
 	if o.repoDir, err = repoRoot(); err != nil {
 		return err
+	}
+	if wo.on {
+		return runWindows(&o, wo, set)
 	}
 	if o.resultsDir == "" {
 		o.resultsDir = "bench/results"
