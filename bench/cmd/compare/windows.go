@@ -79,7 +79,7 @@ func windowFlags() *winOptions {
 	w := &winOptions{}
 	flag.BoolVar(&w.on, "windows", false, "the windowed comparison instead (issue 17): Nexmark q5-like and q11-like windows, onceflow's window job against Flink and Kafka Streams, 3 runs; results to bench/results/windows")
 	flag.StringVar(&w.queries, "queries", "q5,q11", "-windows: the queries (q5: bids per auction, sliding 10s every 2s; q11: bids per bidder, sessions with a 10s gap)")
-	flag.IntVar(&w.bids, "bids", 0, "-windows: bids in the backlog input (default 2,000,000; 200,000 with -quick)")
+	flag.IntVar(&w.bids, "bids", 0, "-windows: bids in the backlog input (default 2,000,000; 100,000 with -quick)")
 	flag.Int64Var(&w.boundMS, "bound-ms", 2000, "-windows: the out-of-orderness bound, the generator's largest delay and every contender's bound or grace")
 	flag.Float64Var(&w.delayFrac, "delayed", 0.1, "-windows: the fraction of bids delayed (by 1..bound ms)")
 	flag.Float64Var(&w.eventRate, "event-rate", 0, "-windows: events per second of event time in the backlog input (persons and auctions included; default the -pace-rate's)")
@@ -124,11 +124,15 @@ func runWindows(o *options, w *winOptions, set map[string]bool) error {
 	if !set["runs"] {
 		o.runs = 3
 	}
+	if !set["run-timeout"] {
+		// A backlog that stalls costs one measurement, not the run.
+		o.runTimeout = time.Duration(pick(o.quick, 2, 5)) * time.Minute
+	}
 	if w.bids == 0 {
-		w.bids = pick(o.quick, 200_000, 2_000_000)
+		w.bids = pick(o.quick, 100_000, 2_000_000)
 	}
 	if !set["pace-for"] {
-		o.paceFor = time.Duration(pick(o.quick, 10, 30)) * time.Second
+		o.paceFor = time.Duration(pick(o.quick, 5, 30)) * time.Second
 	}
 	if w.eventRate == 0 {
 		w.eventRate = float64(o.paceRate)
@@ -383,9 +387,9 @@ func winCommand(name string, q winQuery, w *winOptions) func(o *options, s spec)
 // onceflowWindowProcess writes the window job's configuration for q and
 // returns the processor's command.
 func onceflowWindowProcess(o *options, s spec, q winQuery, w *winOptions) (*exec.Cmd, error) {
-	shape := fmt.Sprintf("kind: sliding, size: %s, slide: %s", q.Size, q.Slide)
+	shape := fmt.Sprintf("kind: sliding\n  size: %s\n  slide: %s", q.Size, q.Slide)
 	if q.Kind == "session" {
-		shape = fmt.Sprintf("kind: session, gap: %s", q.Gap)
+		shape = fmt.Sprintf("kind: session\n  gap: %s", q.Gap)
 	}
 	cfg := fmt.Sprintf(`# written by bench/cmd/compare -windows (%s)
 job: {name: %q, type: window, parallelism: %d}

@@ -142,7 +142,7 @@ func winBacklog(ctx context.Context, k *kafka, o *options, w *winOptions, c *con
 	if err != nil {
 		return err
 	}
-	defer p.stop(30 * time.Second)
+	defer p.stop(5 * time.Second)
 	rss := sampleRSS(p.pids()...)
 	defer rss.close()
 	timeout := time.After(o.runTimeout)
@@ -168,7 +168,7 @@ wait:
 	// Anything more that shows up now is a duplicate or a window not in
 	// the reference.
 	time.Sleep(time.Second + iv)
-	p.stop(30 * time.Second)
+	p.stop(5 * time.Second)
 	seen.mu.Lock()
 	first, last := seen.firstAt, seen.lastAt
 	seen.mu.Unlock()
@@ -261,7 +261,7 @@ func winPaced(ctx context.Context, k *kafka, o *options, w *winOptions, c *conte
 	if err != nil {
 		return err
 	}
-	defer func() { p.stop(30 * time.Second) }()
+	defer func() { p.stop(5 * time.Second) }()
 	// Warm-up: until the first result is visible, and a settling time.
 	warmDeadline := time.Now().Add(3 * time.Minute)
 	for {
