@@ -84,7 +84,9 @@ func windowFlags() *winOptions {
 	flag.Float64Var(&w.delayFrac, "delayed", 0.1, "-windows: the fraction of bids delayed (by 1..bound ms)")
 	flag.Float64Var(&w.eventRate, "event-rate", 0, "-windows: events per second of event time in the backlog input (persons and auctions included; default the -pace-rate's)")
 	flag.StringVar(&w.backend, "window-backend", "pebble", "-windows: onceflow's state backend (pebble | memory)")
-	flag.DurationVar(&w.idleTimout, "window-idle", 5*time.Second, "-windows: onceflow's window.idle_timeout")
+	// Flink's job declares no idleness and Kafka Streams has none, so
+	// onceflow's window job is run without it too by default.
+	flag.DurationVar(&w.idleTimout, "window-idle", 0, "-windows: onceflow's window.idle_timeout (0: never, as the Flink job, which declares no idleness)")
 	return w
 }
 

@@ -32,6 +32,8 @@ type winSeen struct {
 	matched int
 	lastAt  time.Time
 	done    chan struct{}
+	// newestAt is when the newest new window appeared.
+	newestAt time.Time
 }
 
 func newWinSeen(ref map[winKey]int64) *winSeen {
@@ -62,6 +64,7 @@ func (w *winSeen) add(rs []*kgo.Record, at time.Time) {
 			w.firstAt = at
 		}
 		w.at[k], w.count[k] = at, n
+		w.newestAt = at
 		if w.ref != nil {
 			if want, ok := w.ref[k]; ok && want == n {
 				w.matched++
@@ -160,6 +163,19 @@ wait:
 		case <-tick.C:
 			if p.exited() {
 				return p.failure()
+			}
+			// A contender whose output will never match the reference
+			// (windows missing or miscounted) ends when its output has
+			// been quiet for 5 s and two intervals after the flush could
+			// have closed every window; the check says what is wrong.
+			seen.mu.Lock()
+			quiet := !seen.newestAt.IsZero() && time.Since(seen.newestAt) > 5*time.Second+2*iv
+			if quiet {
+				seen.lastAt = seen.newestAt
+			}
+			seen.mu.Unlock()
+			if quiet {
+				break wait
 			}
 		}
 	}
