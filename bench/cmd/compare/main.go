@@ -141,6 +141,9 @@ func run() error {
 	wo := windowFlags()
 	renderDir := flag.String("render", "", "measure nothing: write results.md (and chart.png) of this results folder again from its results.json")
 	flag.Parse()
+	if *renderDir != "" && wo.on {
+		return renderWindows(*renderDir)
+	}
 	if *renderDir != "" {
 		return render(*renderDir)
 	}

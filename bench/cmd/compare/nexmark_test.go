@@ -2,6 +2,9 @@ package main
 
 import (
 	"math"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -110,5 +113,41 @@ func TestParseWinResult(t *testing.T) {
 		if _, _, err := parseWinResult([]byte(bad)); err == nil {
 			t.Errorf("parse %s: no error", bad)
 		}
+	}
+}
+
+// The windowed report takes every ratio against onceflow in the same
+// run, on both throughput figures, and survives its own results.json.
+func TestWinReport(t *testing.T) {
+	rep := &winReport{
+		Inputs:      map[string]*winInput{"q5": {Query: "q5", Bids: 1000, FirstAt: 100}},
+		Queries:     []string{"q5"},
+		Contenders:  []string{"onceflow", "flink", "kstreams"},
+		IntervalsMS: []int64{100},
+		RunsN:       3,
+		Results: []*result{
+			{Contender: "onceflow", Workload: "q5", IntervalMS: 100, Throughput: 300, WallS: 2, P99MS: 100, Check: "ok"},
+			{Contender: "flink", Workload: "q5", IntervalMS: 100, Throughput: 100, WallS: 4, P99MS: 200, Check: "ok"},
+			{Contender: "kstreams", Workload: "q5", IntervalMS: 100, Err: "backlog run: exited"},
+		},
+	}
+	ts := rep.targets()
+	if len(ts) != 2 || ts[0].Met != "yes / yes" || !strings.Contains(ts[0].Measured, "3.00 × after the first window") ||
+		!strings.Contains(ts[0].Measured, "2.00 × over the wall time") || ts[1].Met != "?" {
+		t.Errorf("targets %+v", ts)
+	}
+	dir := t.TempDir()
+	if err := rep.write(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := renderWindows(dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md := string(b); !strings.Contains(md, "closest built-in equivalents") || !strings.Contains(md, "| flink | 100ms | 100 |") {
+		t.Errorf("results.md:\n%s", md)
 	}
 }

@@ -76,14 +76,40 @@ func (rep *winReport) targets() []targetCheck {
 					tc.Measured, tc.Met = "not measured", "?"
 				} else {
 					x := base.Throughput / other.Throughput
-					tc.Measured = fmt.Sprintf("%.2f × (%s vs %s bids/s)", x, num(base.Throughput), num(other.Throughput))
-					tc.Met = map[bool]string{true: "yes", false: "no"}[x >= t.want]
+					wx := rep.wallRate(base) / rep.wallRate(other)
+					tc.Measured = fmt.Sprintf("%.2f × after the first window (%s vs %s bids/s); %.2f × over the wall time (%s vs %s bids/s)",
+						x, num(base.Throughput), num(other.Throughput), wx, num(rep.wallRate(base)), num(rep.wallRate(other)))
+					tc.Met = fmt.Sprintf("%s / %s", map[bool]string{true: "yes", false: "no"}[x >= t.want], map[bool]string{true: "yes", false: "no"}[wx >= t.want])
 				}
 				out = append(out, tc)
 			}
 		}
 	}
 	return out
+}
+
+// renderWindows writes results.md of a -windows results folder again
+// from its results.json.
+func renderWindows(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return err
+	}
+	var rep winReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(dir, "results.json"), err)
+	}
+	return rep.write(dir)
+}
+
+// wallRate is the bids per second from the contender's start to its last
+// result, start-up included.
+func (rep *winReport) wallRate(r *result) float64 {
+	in := rep.Inputs[r.Workload]
+	if in == nil || r.WallS <= 0 || r.Throughput == 0 {
+		return 0
+	}
+	return float64(in.Bids) / r.WallS
 }
 
 func (rep *winReport) write(dir string) error {
@@ -130,17 +156,17 @@ func (rep *winReport) markdown() string {
 		}
 	}
 	p("\n## How it is measured\n\n")
-	p("- **Throughput** (input bids/s): the backlog waits in the topic, followed by one flush bid per partition an hour later in event time (key -1, its windows never close), so that every real window closes. Results are read under read_committed until every window of a reference computed by the harness has appeared with its count. A window fires only when the watermark passes its end, so the first result shows once bid n0 (the first at the first window's end + the bound) has been read: throughput = (bids − n0) / (last result − first result + one interval).\n")
+	p("- **Throughput** (input bids/s): the backlog waits in the topic, followed by one flush bid per partition an hour later in event time (key -1, its windows never close), so that every real window closes. Results are read under read_committed until every window of a reference computed by the harness has appeared with its count. A window fires only when the watermark passes its end, so the first result shows once bid n0 (the first at the first window's end + the bound) has been read: throughput = (bids − n0) / (last result − first result + one interval). This figure assumes that a contender has read about n0 bids when its first result shows; a contender that reads some partitions far ahead of others (the watermark is their minimum) has read more by then, which inflates it. That is mild for q5, whose windows close all along the input, and severe for q11: most sessions stay open until the flush (a bidder bids within the gap while among the 1,000 active people), n0 is about 46%% of the input and nearly every result shows at once, so q11's figure after the first window is not a throughput. The second figure, bids / (last result − the contender's start), counts start-up too (a JVM's few seconds weigh heavily on a small input) but not that artefact. Both are printed; neither is clean on -quick's input.\n")
 	p("- **Latency** (ms): bids are produced at %d per second for %s after a warm-up (until the first result, then 2 s or two intervals), each stamped with its production's wall-clock time (a delayed one that much earlier). A window [start, end) can fire once a bid stamped end + bound has been produced, at wall-clock end + bound; a result's latency is its read_committed visibility minus that moment. Every window ready within the measured phase must appear with the reference's count.\n", rep.PaceRate, rep.PaceFor)
 	p("- **Output**: every result compared with the reference: missing windows, wrong counts, windows not in the reference, duplicates.\n\n")
-	p("## Targets\n\n| target | measured | met |\n|---|---|---|\n")
+	p("## Targets\n\nIssue 17's targets, on both throughput figures (met after the first window / over the wall time):\n\n| target | measured | met |\n|---|---|---|\n")
 	for _, t := range rep.Targets {
 		p("| %s | %s | %s |\n", t.Target, t.Measured, t.Met)
 	}
 	for _, q := range rep.Queries {
 		p("\n## %s\n\n", q)
-		p("| contender | interval | throughput (bids/s) | range over runs | × onceflow | p50 ms | p99 ms | max ms | p99 × onceflow | windows timed | CPU s / M bids | peak RSS MiB | startup s | runs | output |\n")
-		p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		p("| contender | interval | throughput after the first window (bids/s) | range over runs | × onceflow | bids/s over the wall time | × onceflow | p50 ms | p99 ms | max ms | p99 × onceflow | windows timed | CPU s / M bids | peak RSS MiB | first result s | runs | output |\n")
+		p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, c := range rep.Contenders {
 			for _, iv := range rep.IntervalsMS {
 				r := rep.find(c, q, iv)
@@ -148,9 +174,10 @@ func (rep *winReport) markdown() string {
 					continue
 				}
 				base := rep.find(winBaseline, q, iv)
-				x, px := "", ""
+				x, wx, px := "", "", ""
 				if base != nil && base.Throughput > 0 && r.Throughput > 0 {
 					x = fmt.Sprintf("%.2f", r.Throughput/base.Throughput)
+					wx = fmt.Sprintf("%.2f", rep.wallRate(r)/rep.wallRate(base))
 				}
 				if base != nil && base.P99MS > 0 && r.P99MS > 0 {
 					px = fmt.Sprintf("%.2f", r.P99MS/base.P99MS)
@@ -161,8 +188,8 @@ func (rep *winReport) markdown() string {
 				} else if r.Failed != "" {
 					out += "; " + r.Failed
 				}
-				p("| %s | %s | %s | %s–%s | %s | %s | %s | %s | %s | %d | %.2f | %.0f | %.1f | %d | %s |\n", c, ivName(time.Duration(iv)*time.Millisecond),
-					num(r.Throughput), num(r.ThroughputMin), num(r.ThroughputMax), x, msOrDash(r.P50MS), msOrDash(r.P99MS), msOrDash(r.MaxMS), px,
+				p("| %s | %s | %s | %s–%s | %s | %s | %s | %s | %s | %s | %s | %d | %.2f | %.0f | %.1f | %d | %s |\n", c, ivName(time.Duration(iv)*time.Millisecond),
+					num(r.Throughput), num(r.ThroughputMin), num(r.ThroughputMax), x, num(rep.wallRate(r)), wx, msOrDash(r.P50MS), msOrDash(r.P99MS), msOrDash(r.MaxMS), px,
 					r.LatencyN, r.CPUPerM, r.PeakRSSMB, r.StartupS, r.Runs, mdEscape(out))
 			}
 		}
