@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/onceflow/onceflow/integration/kafkatest"
+	"github.com/onceflow/onceflow/state"
 )
 
 // completeCheckpoints returns the checkpoint and savepoint directories of
@@ -149,33 +150,47 @@ func resumeFrom(t *testing.T, seeds []string, cfg, out, path string, complete fu
 // an older checkpoint: every input item comes once or twice, and the items
 // that come twice are, in each input partition, one run of consecutive
 // records (those between the older checkpoint's position and what the
-// damaged one had committed). id names an item of a record; items
-// returns the items a record yields.
+// damaged one had committed). items returns the items a record yields.
 func replayDuplicates(in []*kgo.Record, got map[string]int, items func(*kgo.Record) []string) (dups int, problem string) {
+	return replayDuplicatesByLane(in, got, items, func(string) int { return 0 })
+}
+
+// replayDuplicatesByLane is replayDuplicates for output written by
+// several sink subtasks: lane names the sink subtask that writes an item.
+// The newest checkpoint's transactions are committed one per sink
+// subtask, so a kill between those commits leaves some subtasks' share of
+// it committed and others' not: the items that come twice then form one
+// run of consecutive records in each input partition and lane, not in the
+// partition as a whole.
+func replayDuplicatesByLane(in []*kgo.Record, got map[string]int, items func(*kgo.Record) []string, lane func(item string) int) (dups int, problem string) {
 	byPart := map[int32][]*kgo.Record{}
 	for _, r := range in {
 		byPart[r.Partition] = append(byPart[r.Partition], r)
 	}
 	for p, rs := range byPart {
-		state := 0 // 0 before the duplicated run, 1 in it, 2 after it
+		state := map[int]int{} // per lane: 0 before the duplicated run, 1 in it, 2 after it
 		for _, r := range rs {
-			n := 0
+			n := map[int]int{}
 			for _, it := range items(r) {
 				c := got[it]
 				if c < 1 || c > 2 {
 					return dups, fmt.Sprintf("input partition %d offset %d: item %q appears %d times, want once, or twice if replayed", p, r.Offset, it, c)
 				}
-				n = max(n, c)
+				n[lane(it)] = max(n[lane(it)], c)
 			}
-			switch {
-			case n == 2 && state == 0:
-				state = 1
-			case n == 1 && state == 1:
-				state = 2
-			case n == 2 && state == 2:
-				return dups, fmt.Sprintf("input partition %d offset %d: a duplicate after the replayed run of records ended", p, r.Offset)
+			twice := false
+			for l, c := range n {
+				switch {
+				case c == 2 && state[l] == 0:
+					state[l] = 1
+				case c == 1 && state[l] == 1:
+					state[l] = 2
+				case c == 2 && state[l] == 2:
+					return dups, fmt.Sprintf("input partition %d offset %d: a duplicate after the replayed run of records ended (sink subtask %d)", p, r.Offset, l)
+				}
+				twice = twice || c == 2
 			}
-			if n == 2 {
+			if twice {
 				dups++
 			}
 		}
@@ -292,7 +307,13 @@ func TestDamagedCheckpointStateFileRefusesToStart(t *testing.T) {
 	// Each line's own words occur once in the input: (word, 1) belongs to
 	// that line, once or, replayed, twice. The shared word is counted on:
 	// every count up to its number of lines, once or twice.
-	dups, problem := replayDuplicates(f.sent, counts, func(r *kgo.Record) []string {
+	// The count, format and sink of subtask i are chained: a word's
+	// output is written by the sink subtask owning its key group.
+	sinkOf := func(item string) int {
+		word, _, _ := strings.Cut(item, "=")
+		return state.SubtaskForKeyGroup(state.KeyGroupOf([]byte(word), state.DefaultMaxParallelism), 2, state.DefaultMaxParallelism)
+	}
+	dups, problem := replayDuplicatesByLane(f.sent, counts, func(r *kgo.Record) []string {
 		var out []string
 		for _, w := range strings.Fields(string(r.Value)) {
 			if w != "kafka" {
@@ -300,7 +321,7 @@ func TestDamagedCheckpointStateFileRefusesToStart(t *testing.T) {
 			}
 		}
 		return out
-	})
+	}, sinkOf)
 	for n := 1; n <= len(f.sent) && problem == ""; n++ {
 		if c := counts["kafka="+strconv.Itoa(n)]; c < 1 || c > 2 {
 			problem = fmt.Sprintf("(kafka, %d) appears %d times, want once or twice", n, c)
@@ -310,4 +331,45 @@ func TestDamagedCheckpointStateFileRefusesToStart(t *testing.T) {
 		t.Fatalf("after --from %s: %s", intact, problem)
 	}
 	t.Logf("%d input lines; after --from %s, %d output records, %d lines replayed twice", len(f.sent), filepath.Base(intact), len(got), dups)
+}
+
+// The replay check per sink subtask. The newest checkpoint covered
+// offsets 2..5 and only lane a's transaction of it was committed before
+// the kill: line 3, whose only item is in lane b, comes once inside the
+// replayed run. That is no duplicate after the run (the whole-partition
+// check took it for one); a lane whose run really resumes after a gap
+// still is reported.
+func TestReplayDuplicatesByLane(t *testing.T) {
+	var in []*kgo.Record
+	for i := range 8 {
+		v := fmt.Sprintf("a%d b%d", i, i)
+		if i == 3 {
+			v = "b3"
+		}
+		in = append(in, &kgo.Record{Partition: 0, Offset: int64(i), Value: []byte(v)})
+	}
+	items := func(r *kgo.Record) []string { return strings.Fields(string(r.Value)) }
+	lane := func(it string) int { return int(it[0] - 'a') }
+	counts := func(twiceA ...int) map[string]int {
+		got := map[string]int{}
+		for _, r := range in {
+			for _, it := range items(r) {
+				got[it] = 1
+			}
+		}
+		for _, i := range twiceA {
+			got[fmt.Sprintf("a%d", i)] = 2
+		}
+		return got
+	}
+	partial := counts(2, 4, 5)
+	if _, p := replayDuplicates(in, partial, items); !strings.Contains(p, "offset 4: a duplicate after the replayed run") {
+		t.Fatalf("whole-partition check of a partly committed checkpoint: %q, want the (false) duplicate at offset 4", p)
+	}
+	if dups, p := replayDuplicatesByLane(in, partial, items, lane); p != "" || dups != 3 {
+		t.Fatalf("per-lane check of a partly committed checkpoint: %d lines twice, %q; want 3 and no problem", dups, p)
+	}
+	if _, p := replayDuplicatesByLane(in, counts(2, 5), items, lane); !strings.Contains(p, "offset 5: a duplicate after the replayed run of records ended (sink subtask 0)") {
+		t.Fatalf("lane a twice at 2 and 5, once at 4: %q, want a duplicate after the run at offset 5", p)
+	}
 }
