@@ -1243,6 +1243,26 @@ func (r *Reader) purge(ctx context.Context, id int64, snap map[Partition]int64) 
 	r.purged = now
 }
 
+// pending returns the partitions with records fetched and not returned by
+// Next yet (nil when none): the partitions a backlog keeps waiting. It
+// reads the whole buffer; the watermark calls it every interval, not per
+// record.
+func (r *Reader) pending() map[Partition]bool {
+	if len(r.buf) == 0 {
+		return nil
+	}
+	out := map[Partition]bool{}
+	var last Partition
+	for i, rec := range r.buf {
+		if i > 0 && rec.Partition == last.Partition && rec.Topic == last.Topic {
+			continue
+		}
+		last = Partition{Topic: rec.Topic, Partition: rec.Partition}
+		out[last] = true
+	}
+	return out
+}
+
 // OffsetResets counts the jumps the reader made under OutOfRangeEarliest
 // or OutOfRangeLatest; safe for concurrent use.
 func (r *Reader) OffsetResets() int64 { return r.resets.Load() }

@@ -295,7 +295,7 @@ func (sr *sourceReader[T]) CurrentWatermark() (int64, bool) {
 	for p := range sr.r.next {
 		sr.wms.assign(p, now)
 	}
-	return sr.wms.current(now)
+	return sr.wms.current(now, sr.r.pending())
 }
 
 // SnapshotState returns the next offset of every partition of the

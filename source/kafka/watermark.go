@@ -22,7 +22,12 @@ import (
 //     out of the minimum until it produces again. Time is measured at the
 //     calls of current: a record counts as produced at the first call
 //     after it was read, so a partition goes idle at most one call late,
-//     never early.
+//     never early. A partition with records fetched and not read yet
+//     (pending) is producing, however long they wait behind other
+//     partitions' records: while a backlog is read, a partition that is
+//     merely behind in the reader's buffer must not go idle, or its
+//     records would come late once the others moved the watermark on
+//     (Flink's idleness has that flaw on backlogs).
 //   - The subtask is idle when every partition is, and when it has none
 //     (whatever the timeout): it then holds nobody's watermark back.
 //
@@ -79,10 +84,12 @@ func (w *partitionWatermarks) record(p Partition, ts int64) {
 }
 
 // current returns the subtask's watermark at now, and whether it is idle.
-func (w *partitionWatermarks) current(now time.Time) (int64, bool) {
+// pending (nil: none) says which partitions have records fetched and not
+// read yet.
+func (w *partitionWatermarks) current(now time.Time, pending map[Partition]bool) (int64, bool) {
 	low, active := int64(math.MaxInt64), false
-	for _, pw := range w.parts {
-		if pw.produced {
+	for p, pw := range w.parts {
+		if pw.produced || pending[p] {
 			pw.produced, pw.active = false, now
 		}
 		if w.idleTimeout > 0 && now.Sub(pw.active) >= w.idleTimeout {

@@ -13,6 +13,8 @@ type wmTest struct {
 	t   *testing.T
 	w   *partitionWatermarks
 	now time.Time
+	// pending are the partitions with records fetched and not read yet.
+	pending map[Partition]bool
 }
 
 func newWMTest(t *testing.T, bound, idle time.Duration) *wmTest {
@@ -24,7 +26,7 @@ func (wt *wmTest) advance(d time.Duration) { wt.now = wt.now.Add(d) }
 // check calls current and compares.
 func (wt *wmTest) check(what string, want int64, wantIdle bool) {
 	wt.t.Helper()
-	got, idle := wt.w.current(wt.now)
+	got, idle := wt.w.current(wt.now, wt.pending)
 	if got != want || idle != wantIdle {
 		wt.t.Fatalf("%s: watermark %d (idle %v), want %d (idle %v)", what, got, idle, want, wantIdle)
 	}
@@ -97,6 +99,30 @@ func TestPartitionWatermarksLeaveIdlePartitionsOut(t *testing.T) {
 	wt.check("every partition silent for 5s", engine.NoWatermark, true)
 	wt.w.record(part(1), 2300)
 	wt.check("partition 1 produces: active", 2289, false)
+}
+
+// A partition whose records wait in the reader's buffer behind other
+// partitions' (a backlog) is not idle, however long they wait; once they
+// are read and it is silent for the timeout, it is.
+func TestPartitionWatermarksBufferedPartitionIsNotIdle(t *testing.T) {
+	wt := newWMTest(t, 0, time.Second)
+	wt.w.assign(part(0), wt.now)
+	wt.w.assign(part(1), wt.now)
+	wt.w.record(part(0), 1000)
+	wt.w.record(part(1), 100)
+	wt.check("both produced", 99, false)
+	wt.pending = map[Partition]bool{part(1): true}
+	for range 5 {
+		wt.advance(time.Second)
+		wt.w.record(part(0), 1000+wt.now.UnixMilli()%100000)
+		wt.check("partition 1 waits in the buffer", 99, false)
+	}
+	wt.pending = nil
+	wt.w.record(part(1), 200)
+	wt.check("partition 1 read", 199, false)
+	wt.advance(time.Second)
+	wt.w.record(part(0), 9000)
+	wt.check("partition 1 silent for the timeout, nothing buffered", 8999, false)
 }
 
 // A subtask that owns no partition is idle from the start, with or
