@@ -165,7 +165,7 @@ func (rep *winReport) markdown() string {
 	}
 	for _, q := range rep.Queries {
 		p("\n## %s\n\n", q)
-		p("| contender | interval | throughput after the first window (bids/s) | range over runs | × onceflow | bids/s over the wall time | × onceflow | p50 ms | p99 ms | max ms | p99 × onceflow | windows timed | CPU s / M bids | peak RSS MiB | first result s | runs | output |\n")
+		p("| contender | interval | throughput after the first window (bids/s) | range over runs | this ÷ onceflow | bids/s over the wall time | this ÷ onceflow | p50 ms | p99 ms | max ms | p99 this ÷ onceflow | windows timed | CPU s / M bids | peak RSS MiB | first result s | runs | output |\n")
 		p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, c := range rep.Contenders {
 			for _, iv := range rep.IntervalsMS {
