@@ -21,7 +21,7 @@ import (
 // end). Partitions carry their records in timestamp order (windowLine),
 // so nothing is late.
 const windowSection = `window: {key: user, aggregate: sum, field: n, time: {field: ts, format: epoch_millis}, kind: tumbling, size: 1s,
-  max_out_of_orderness: 100ms, idle_timeout: 0s, allowed_lateness: 0s}
+  max_out_of_orderness: 100ms, idle_timeout: 1s, allowed_lateness: 0s}
 `
 
 // windowUsers spread the window job's input over the partitions.
