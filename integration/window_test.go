@@ -16,10 +16,11 @@ import (
 )
 
 // windowSection configures the window job of the crash test: 1 s tumbling
-// sums per user, event time from the ts field, no lateness, no idleness
-// (flushWindows moves every partition's watermark past the input at the
-// end). Partitions carry their records in timestamp order (windowLine),
-// so nothing is late.
+// sums per user, event time from the ts field, no lateness. A partition
+// no user hashes to goes idle after 1 s (without idleness it would hold
+// every window back until flushWindows, and the failpoints after a
+// pre-commit would never be reached). Partitions carry their records in
+// timestamp order (windowLine), so nothing is late.
 const windowSection = `window: {key: user, aggregate: sum, field: n, time: {field: ts, format: epoch_millis}, kind: tumbling, size: 1s,
   max_out_of_orderness: 100ms, idle_timeout: 1s, allowed_lateness: 0s}
 `
