@@ -29,7 +29,7 @@ const EnvPrefix = "ONCEFLOW"
 // crash tests, which a developer's shell may export while running jobs.
 var envNotKeys = []string{"ONCEFLOW_FAILPOINTS", "ONCEFLOW_CACHE_DIR", "ONCEFLOW_KAFKA_VERSION",
 	"ONCEFLOW_KAFKA", "ONCEFLOW_CRASH_KILLS", "ONCEFLOW_BENCH_STATE_MB",
-	// the S3 test kit's (integration/s3test)
+	// the S3 test kit's (internal/testkit/s3test)
 	"ONCEFLOW_S3_ENDPOINT", "ONCEFLOW_S3_ACCESS_KEY_ID", "ONCEFLOW_S3_SECRET_ACCESS_KEY", "ONCEFLOW_S3_BUCKET", "ONCEFLOW_S3_REGION"}
 
 // Default returns the configuration every key falls back to.

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/checkpoint/s3store"
 	"github.com/onceflow/onceflow/internal/logbuf"
 	"github.com/onceflow/onceflow/internal/objstore"
 )

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onceflow/onceflow/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
 )
 
 // coordHarness is a coordinator of one attempt with fake source subtasks

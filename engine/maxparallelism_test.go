@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/state"
 )
 

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
 )
 
 // counterSource emits 0, 1, 2, ... from one subtask, one every

@@ -7,7 +7,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint"
 	"github.com/onceflow/onceflow/state"
 )
 

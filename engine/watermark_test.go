@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint"
 	"github.com/onceflow/onceflow/state"
 )
 

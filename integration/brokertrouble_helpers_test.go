@@ -17,8 +17,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/onceflow/onceflow/integration/kafkatest"
-	"github.com/onceflow/onceflow/integration/s3test"
+	"github.com/onceflow/onceflow/internal/testkit/kafkatest"
+	"github.com/onceflow/onceflow/internal/testkit/s3test"
 )
 
 // steadyFeeder produces the input of a job at a steady pace from its own

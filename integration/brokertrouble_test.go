@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onceflow/onceflow/integration/broker"
-	"github.com/onceflow/onceflow/integration/kafkatest"
+	"github.com/onceflow/onceflow/internal/testkit/broker"
+	"github.com/onceflow/onceflow/internal/testkit/kafkatest"
 	sinkkafka "github.com/onceflow/onceflow/sink/kafka"
 )
 

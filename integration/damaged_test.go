@@ -13,7 +13,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/onceflow/onceflow/integration/kafkatest"
+	"github.com/onceflow/onceflow/internal/testkit/kafkatest"
 	"github.com/onceflow/onceflow/state"
 )
 

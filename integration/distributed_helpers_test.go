@@ -19,7 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/onceflow/onceflow/integration/kafkatest"
+	"github.com/onceflow/onceflow/internal/testkit/kafkatest"
 )
 
 // The shape of every distributed test job (issue 16's "Must show"): G = 8

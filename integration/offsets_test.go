@@ -17,8 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/onceflow/onceflow/integration/broker"
-	"github.com/onceflow/onceflow/integration/kafkatest"
+	"github.com/onceflow/onceflow/internal/testkit/broker"
+	"github.com/onceflow/onceflow/internal/testkit/kafkatest"
 )
 
 // Issue 15 §2 on the built processor: a checkpointed position that the

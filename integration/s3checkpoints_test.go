@@ -15,8 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/onceflow/onceflow/integration/kafkatest"
-	"github.com/onceflow/onceflow/integration/s3test"
+	"github.com/onceflow/onceflow/internal/testkit/kafkatest"
+	"github.com/onceflow/onceflow/internal/testkit/s3test"
 )
 
 // s3Job is a procJob whose checkpoints live in the test's S3 service

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onceflow/onceflow/checkpoint"
-	"github.com/onceflow/onceflow/checkpoint/s3store"
-	"github.com/onceflow/onceflow/integration/s3test"
+	"github.com/onceflow/onceflow/internal/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint/s3store"
 	"github.com/onceflow/onceflow/internal/objstore"
+	"github.com/onceflow/onceflow/internal/testkit/s3test"
 )
 
 // The built processor's savepoints prune on a job's S3 location

@@ -11,9 +11,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/onceflow/onceflow/integration/broker"
-	"github.com/onceflow/onceflow/integration/kafkatest"
-	"github.com/onceflow/onceflow/integration/s3test"
+	"github.com/onceflow/onceflow/internal/testkit/broker"
+	"github.com/onceflow/onceflow/internal/testkit/kafkatest"
+	"github.com/onceflow/onceflow/internal/testkit/s3test"
 	sinkkafka "github.com/onceflow/onceflow/sink/kafka"
 )
 

@@ -11,9 +11,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/onceflow/onceflow/integration/kafkatest"
 	"github.com/onceflow/onceflow/internal/logbuf"
 	"github.com/onceflow/onceflow/internal/outage"
+	"github.com/onceflow/onceflow/internal/testkit/kafkatest"
 	sourcekafka "github.com/onceflow/onceflow/source/kafka"
 )
 

@@ -9,9 +9,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/onceflow/onceflow/checkpoint/dirstore"
-	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/checkpoint/s3store"
 )
 
 // setAsideStamp is the UTC time in the name of a set-aside location.

@@ -12,9 +12,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/onceflow/onceflow/integration/s3test"
 	"github.com/onceflow/onceflow/internal/logbuf"
 	"github.com/onceflow/onceflow/internal/objstore"
+	"github.com/onceflow/onceflow/internal/testkit/s3test"
 )
 
 // storedKeys lists the keys under prefix, relative to it.

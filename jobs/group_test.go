@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onceflow/onceflow/checkpoint"
-	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
-	"github.com/onceflow/onceflow/integration/s3test"
+	"github.com/onceflow/onceflow/internal/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint/s3store"
+	"github.com/onceflow/onceflow/internal/testkit/s3test"
 )
 
 func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }

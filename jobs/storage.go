@@ -6,17 +6,17 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/onceflow/onceflow/checkpoint"
-	"github.com/onceflow/onceflow/checkpoint/dirstore"
-	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/checkpoint/s3store"
 	"github.com/onceflow/onceflow/internal/objstore"
 )
 
 // newStorage opens the job's checkpoint storage: a directory under
 // checkpoint.dir, or, for an s3:// checkpoint.dir, the S3 storage
-// (checkpoint/s3store) of the job under <prefix>/<job.name>/ in the bucket.
+// (internal/checkpoint/s3store) of the job under <prefix>/<job.name>/ in the bucket.
 //
 // For S3 it first checks the bucket (objstore.New): an endpoint that does
 // not answer, refused credentials or a missing bucket is an error naming

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/onceflow/onceflow/checkpoint"
-	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint/s3store"
 )
 
 // fencingStorage fails every write with a fence, as an S3 storage does

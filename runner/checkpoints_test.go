@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onceflow/onceflow/checkpoint"
-	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/internal/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/jobs"
 )
 

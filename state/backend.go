@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint"
 )
 
 // KeyedBackendOptions is what the engine tells a backend about the subtask

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint"
 )
 
 // The canonical keyed-state format is a backend-independent stream of

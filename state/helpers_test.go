@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onceflow/onceflow/checkpoint"
-	"github.com/onceflow/onceflow/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
 )
 
 // runSnapshot snapshots b as checkpoint id into st and returns the handle.

@@ -1,6 +1,6 @@
 package state
 
-import "github.com/onceflow/onceflow/checkpoint"
+import "github.com/onceflow/onceflow/internal/checkpoint"
 
 // DefaultMaxParallelism is the number of key groups a job has when its
 // configuration does not say otherwise. It bounds how far an operator can

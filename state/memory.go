@@ -8,7 +8,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint"
 )
 
 // normalizeOptions fills in defaults and validates the key-group range.

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint"
 )
 
 // Redistribution says how an operator list state is spread over the

@@ -6,7 +6,7 @@ import (
 	"sort"
 	"testing"
 
-	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint"
 )
 
 func snapOps(t *testing.T, parallelism int, entries func(sub int) [][]byte, mode Redistribution) []*checkpoint.Handle {

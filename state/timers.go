@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/onceflow/onceflow/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint"
 )
 
 // TimeDomain says which clock a timer follows: the watermark (EventTime)

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/onceflow/onceflow/checkpoint"
-	"github.com/onceflow/onceflow/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
 )
 
 // timerFactories are the backends every timer test runs on.

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onceflow/onceflow/checkpoint"
-	"github.com/onceflow/onceflow/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
 )
 
 func TestTypedStatesOnMemoryBackend(t *testing.T) {

@@ -16,9 +16,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/onceflow/onceflow/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/jobs"
 	"github.com/onceflow/onceflow/state"
 )
@@ -66,7 +66,7 @@ type Options struct {
 // Driver runs one Go job (a jobs.Dataflow) on the engine in memory,
 // without Kafka: an in-memory input topic in place of jobs.Source, an
 // in-memory two-phase-commit sink in place of jobs.Sink, checkpoints in a
-// temporary directory (checkpoint/dirstore). Periodic checkpoints are
+// temporary directory (internal/checkpoint/dirstore). Periodic checkpoints are
 // off: the test triggers them with Checkpoint.
 //
 // Every method must be called from the test's goroutine (the one that

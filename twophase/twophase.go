@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/onceflow/onceflow/failpoint"
+	"github.com/onceflow/onceflow/internal/failpoint"
 	"github.com/onceflow/onceflow/internal/outage"
 	"github.com/onceflow/onceflow/state"
 )

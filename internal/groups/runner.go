@@ -12,8 +12,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
-	"github.com/onceflow/onceflow/checkpoint/s3store"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/checkpoint/s3store"
 	"github.com/onceflow/onceflow/internal/membership"
 	"github.com/onceflow/onceflow/jobs"
 )

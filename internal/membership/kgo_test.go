@@ -14,7 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/onceflow/onceflow/integration/kafkatest"
+	"github.com/onceflow/onceflow/internal/testkit/kafkatest"
 )
 
 func TestUserDataRoundTrip(t *testing.T) {

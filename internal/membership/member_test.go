@@ -19,7 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/onceflow/onceflow/integration/kafkatest"
+	"github.com/onceflow/onceflow/internal/testkit/kafkatest"
 )
 
 // childEnv makes the test binary a member process (runChild) instead of

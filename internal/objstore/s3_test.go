@@ -18,9 +18,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/onceflow/onceflow/integration/s3test"
 	"github.com/onceflow/onceflow/internal/objstore"
 	"github.com/onceflow/onceflow/internal/objstore/objstoretest"
+	"github.com/onceflow/onceflow/internal/testkit/s3test"
 )
 
 func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }

@@ -5,7 +5,7 @@
 //	go run ./bench/cmd/compare            # full run (minutes on 2 cores)
 //	go run ./bench/cmd/compare -quick     # a small input, to check the setup
 //
-// It starts the local broker from Maven jars (integration/broker), or uses
+// It starts the local broker from Maven jars (internal/testkit/broker), or uses
 // $KAFKA_BOOTSTRAP, seeds two input topics of 8 partitions (small records
 // for the copy, lines of words for the word count), and for every
 // contender, workload and checkpoint/commit interval:
@@ -34,7 +34,7 @@
 // and 3 instances of one job.mode distributed job (G = 8 partition
 // groups), on the copy and the word count (which distributed mode runs as
 // two stages joined by a repartition topic). It starts a local S3 server
-// (versitygw, integration/s3server) for the run, with a bucket of the
+// (versitygw, internal/testkit/s3server) for the run, with a bucket of the
 // run's own, and repeats every measurement -runs times (3 by default),
 // interleaved, reporting medians: throughput, CPU seconds per million
 // records summed over the instances, p50/p99 latency, peak RSS.
@@ -53,8 +53,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/onceflow/onceflow/integration/broker"
-	"github.com/onceflow/onceflow/integration/s3server"
+	"github.com/onceflow/onceflow/internal/testkit/broker"
+	"github.com/onceflow/onceflow/internal/testkit/s3server"
 )
 
 // options are the harness's settings.

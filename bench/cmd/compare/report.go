@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/onceflow/onceflow/integration/s3server"
+	"github.com/onceflow/onceflow/internal/testkit/s3server"
 )
 
 // result holds every figure of one contender, workload and interval.
@@ -294,7 +294,7 @@ func (rep *report) write(dir string) error {
 	if rep.Options.distributed {
 		rep.Distributed = true
 		if ep := rep.Options.s3; ep != nil {
-			rep.S3 = fmt.Sprintf("versitygw %s (integration/s3server, posix backend) at %s, bucket %s", s3server.Version, ep.URL, ep.Bucket)
+			rep.S3 = fmt.Sprintf("versitygw %s (internal/testkit/s3server, posix backend) at %s, bucket %s", s3server.Version, ep.URL, ep.Bucket)
 		}
 	} else {
 		rep.Targets = rep.targets()

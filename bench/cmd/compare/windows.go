@@ -18,7 +18,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/onceflow/onceflow/integration/broker"
+	"github.com/onceflow/onceflow/internal/testkit/broker"
 )
 
 // The windowed comparison (-windows, make bench-windows; issue 17): the

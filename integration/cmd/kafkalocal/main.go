@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/onceflow/onceflow/integration/broker"
+	"github.com/onceflow/onceflow/internal/testkit/broker"
 )
 
 func main() {

@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/onceflow/onceflow/integration/s3server"
+	"github.com/onceflow/onceflow/internal/testkit/s3server"
 )
 
 func main() {
