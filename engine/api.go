@@ -281,7 +281,7 @@ func (c *KeyedContext) DeleteEventTimeTimer(ts int64) error {
 }
 
 // RegisterProcessingTimeTimer sets a timer for the current key at ts
-// (epoch ms on the job's Options.Clock): OnTimer is called with it once
+// (epoch ms on the job's Options.ProcessingClock): OnTimer is called with it once
 // the clock reaches ts, between records. See RegisterEventTimeTimer.
 func (c *KeyedContext) RegisterProcessingTimeTimer(ts int64) error {
 	return c.st.registerTimer(state.ProcessingTime, ts)
@@ -293,8 +293,11 @@ func (c *KeyedContext) DeleteProcessingTimeTimer(ts int64) error {
 	return c.st.deleteTimer(state.ProcessingTime, ts)
 }
 
-// CurrentProcessingTime is the job's clock (Options.Clock) in epoch ms.
-func (c *KeyedContext) CurrentProcessingTime() int64 { return c.st.j.opts.Clock.Now().UnixMilli() }
+// CurrentProcessingTime is the job's processing time
+// (Options.ProcessingClock) in epoch ms.
+func (c *KeyedContext) CurrentProcessingTime() int64 {
+	return c.st.j.opts.ProcessingClock.Now().UnixMilli()
+}
 
 // TimeDomain is, in OnTimer, the domain of the timer being fired
 // (state.EventTime or state.ProcessingTime); 0 in Process.

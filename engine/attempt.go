@@ -616,6 +616,19 @@ func (st *subtask) runInputs(ctx context.Context) error {
 				return err
 			}
 		}
+		if st.ptC != nil {
+			// Due processing-time timers fire before the next input: an
+			// input that arrived after the wake-up (a barrier, say) cannot
+			// overtake them, which a select between both would allow.
+			select {
+			case <-st.ptC:
+				if err := st.onProcessingTime(ctx); err != nil {
+					return err
+				}
+				continue
+			default:
+			}
+		}
 		switch n {
 		case 1:
 			select {

@@ -123,7 +123,8 @@
 // timers fire when the subtask's watermark reaches them, before that
 // watermark is forwarded, so that what OnTimer emits (stamped with the
 // timer's time) precedes it; processing-time timers fire when the job's
-// Clock reaches them. OnTimer runs on the subtask's goroutine between
+// ProcessingClock (by default its Clock) reaches them, before the
+// subtask reads its next input. OnTimer runs on the subtask's goroutine between
 // records, never at the same time as Process.
 //
 // # Watermarks across a restore

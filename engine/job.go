@@ -101,7 +101,15 @@ type Options struct {
 	// from the build info, or "unknown".
 	Version string
 	Logger  *slog.Logger
-	Clock   Clock
+	// Clock is the time of restart pauses, the checkpoint coordinator's
+	// timers and the sources' watermark interval (default the real one).
+	Clock Clock
+	// ProcessingClock is the processing time of keyed functions: their
+	// processing-time timers fire when it reaches them and
+	// KeyedContext.CurrentProcessingTime reads it (default Clock). A test
+	// that moves it by hand (package testdriver) fires those timers
+	// without moving the rest of the job's time.
+	ProcessingClock Clock
 }
 
 // defaultVersion is the main module's version from the binary's build
@@ -210,6 +218,9 @@ func NewJob(name string, opts Options) *Job {
 	}
 	if opts.Clock == nil {
 		opts.Clock = realClock{}
+	}
+	if opts.ProcessingClock == nil {
+		opts.ProcessingClock = opts.Clock
 	}
 	return &Job{name: name, opts: opts, uids: map[string]bool{}, history: newHistory(100), coordSet: make(chan struct{})}
 }

@@ -17,10 +17,12 @@ import (
 //     (onWatermark, before the watermark is forwarded, so what OnTimer
 //     emits precedes it downstream), in (time, key group, key) order. What
 //     OnTimer emits carries the timer's time as its timestamp.
-//   - Processing-time timers fire when the job's Clock reaches them: the
-//     input loop waits on a Clock.After armed for the earliest one
-//     (re-armed when an earlier one is registered, and after each firing
-//     for the next). What OnTimer emits carries NoTimestamp, as in Flink.
+//   - Processing-time timers fire when the job's ProcessingClock reaches
+//     them: the input loop waits on a ProcessingClock.After armed for the
+//     earliest one (re-armed when an earlier one is registered, and after
+//     each firing for the next), and fires them before it reads its next
+//     input once that wake-up was delivered. What OnTimer emits carries
+//     NoTimestamp, as in Flink.
 
 // hasTimers reports whether the subtask's function receives timers.
 func (st *subtask) hasTimers() bool {
@@ -79,7 +81,7 @@ func (st *subtask) armProcessingTime(ts int64) {
 	if st.ptC != nil && st.ptAt <= ts {
 		return
 	}
-	clock := st.j.opts.Clock
+	clock := st.j.opts.ProcessingClock
 	st.ptAt, st.ptC = ts, clock.After(time.UnixMilli(ts).Sub(clock.Now()))
 }
 
@@ -87,7 +89,7 @@ func (st *subtask) armProcessingTime(ts int64) {
 // wake-up for the next one.
 func (st *subtask) onProcessingTime(ctx context.Context) error {
 	st.ptC = nil
-	if err := st.fireTimers(ctx, state.ProcessingTime, st.j.opts.Clock.Now().UnixMilli()); err != nil {
+	if err := st.fireTimers(ctx, state.ProcessingTime, st.j.opts.ProcessingClock.Now().UnixMilli()); err != nil {
 		return err
 	}
 	return st.armNextProcessingTime()

@@ -35,5 +35,6 @@
 // Differences from a job on Kafka: a record the Dataflow's decode function
 // refuses fails the job (no source.on_decode_error policy), jobs.KeyBy is
 // always engine.KeyBy (job.mode single), and the engine's processing-time
-// clock is the real one.
+// clock is the real one unless Options.ManualProcessingTime hands it to
+// the test, which moves it with AdvanceProcessingTime.
 package testdriver

@@ -61,6 +61,18 @@ type Options struct {
 	StepTimeout time.Duration
 	// Logger receives the engine's logs (default: discarded).
 	Logger *slog.Logger
+	// ManualProcessingTime gives the job a processing-time clock that
+	// moves only when the test calls AdvanceProcessingTime: the job's
+	// processing-time timers (KeyedContext.RegisterProcessingTimeTimer)
+	// fire then, and KeyedContext.CurrentProcessingTime reads it. Without
+	// it the job's processing time is the real clock's and
+	// AdvanceProcessingTime fails the test.
+	ManualProcessingTime bool
+	// ProcessingTimeStart is where the manual processing-time clock starts
+	// (default: the real time when New is called, to the millisecond).
+	// It keeps its time across Crash, as a restarted process's clock
+	// would.
+	ProcessingTimeStart time.Time
 }
 
 // Driver runs one Go job (a jobs.Dataflow) on the engine in memory,
@@ -81,6 +93,8 @@ type Driver struct {
 	dir  string
 	rm   bool // dir is the driver's own (a nil t): Close removes it
 	w    *world
+
+	clock *manualClock // Options.ManualProcessingTime, else nil
 
 	job    *engine.Job
 	cancel context.CancelFunc
@@ -121,6 +135,13 @@ func New(t TB, df jobs.Dataflow, opts Options) *Driver {
 	cfg.Job.Type, cfg.Job.Name, cfg.Job.Parallelism = "go", opts.Name, opts.Parallelism
 	cfg.Source.Topic, cfg.Sink.Topic = opts.Topic, opts.SinkTopic
 	d := &Driver{t: t, df: df, opts: opts, cfg: &cfg, w: newWorld(opts.Topic, opts.SinkTopic, opts.Partitions)}
+	if opts.ManualProcessingTime {
+		start := opts.ProcessingTimeStart
+		if start.IsZero() {
+			start = time.Now().Truncate(time.Millisecond)
+		}
+		d.clock = newManualClock(start)
+	}
 	if t != nil {
 		d.dir = t.TempDir()
 		t.Cleanup(d.Close)
@@ -164,7 +185,7 @@ func (d *Driver) start() error {
 	if d.opts.Pebble {
 		backend = state.NewPebbleBackendFactory(state.PebbleOptions{Dir: filepath.Join(d.dir, "state", "job-"+strconv.Itoa(gen))})
 	}
-	j := engine.NewJob(d.opts.Name, engine.Options{
+	opts := engine.Options{
 		Checkpoint:        engine.CheckpointOptions{RetainSavepoints: 2},
 		Restart:           engine.NoRestart(),
 		Storage:           storage,
@@ -172,7 +193,12 @@ func (d *Driver) start() error {
 		MaxParallelism:    d.cfg.Job.MaxParallelism,
 		WatermarkInterval: 2 * time.Millisecond,
 		Logger:            d.opts.Logger,
-	})
+	}
+	if d.clock != nil {
+		d.clock.forget() // the previous job's wake-ups, if any
+		opts.ProcessingClock = d.clock
+	}
+	j := engine.NewJob(d.opts.Name, opts)
 	if err := jobs.BuildWithConnectors(context.Background(), j, d.cfg, connectors{d.w}, d.df); err != nil {
 		return err
 	}
@@ -352,6 +378,45 @@ func (d *Driver) AdvanceWatermark(ts int64) {
 			d.fatalf("AdvanceWatermark(%d): operator %q did not reach it within %s (Options.StepTimeout)", ts, behind, d.opts.StepTimeout)
 		}
 	}
+}
+
+// AdvanceProcessingTime moves the job's processing-time clock on by dur
+// (Options.ManualProcessingTime) and returns once every processing-time
+// timer it reached has fired and what those timers emitted is committed.
+// To keep the order of records and timers deterministic it takes a
+// checkpoint before moving the clock (as Checkpoint does: every record
+// piped so far is processed and its output committed first) and another
+// after the timers fired. A timer whose time the clock passed fires once,
+// with its own time as ts; a timer registered later for a time already
+// passed fires at once. The clock keeps its time across Crash: timers
+// restored from the checkpoint that the clock has passed fire when the
+// job starts again. A driver without Options.ManualProcessingTime, a
+// negative dur, or a checkpoint that fails fails the test.
+func (d *Driver) AdvanceProcessingTime(dur time.Duration) {
+	d.helper()
+	d.live("AdvanceProcessingTime")
+	if d.clock == nil {
+		d.fatalf("AdvanceProcessingTime(%s): the driver's processing time is the real clock's; set Options.ManualProcessingTime to move it", dur)
+	}
+	if dur < 0 {
+		d.fatalf("AdvanceProcessingTime(%s): processing time does not go back", dur)
+	}
+	if err := d.checkpoint(); err != nil {
+		d.fatalf("AdvanceProcessingTime(%s): the checkpoint before moving the clock: %v", dur, err)
+	}
+	d.clock.advance(dur)
+	if err := d.checkpoint(); err != nil {
+		d.fatalf("AdvanceProcessingTime(%s): the checkpoint after the timers fired: %v", dur, err)
+	}
+}
+
+// ProcessingTime is the job's processing time: the manual clock's with
+// Options.ManualProcessingTime, else the real one.
+func (d *Driver) ProcessingTime() time.Time {
+	if d.clock == nil {
+		return time.Now()
+	}
+	return d.clock.Now()
 }
 
 // Committed returns what the sink committed so far, in commit order: the
