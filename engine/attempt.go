@@ -90,7 +90,10 @@ type subtask struct {
 	stoppedAt int64
 
 	recordsIn, recordsOut atomic.Int64
-	async                 sync.WaitGroup
+	// bp is the time this subtask waited for room on full channels to
+	// downstream subtasks (send).
+	bp    backpressure
+	async sync.WaitGroup
 
 	// valve combines the watermarks of the inputs (see valve); wmTime
 	// and wmIdle mirror its output for Status. wmr is a source's reader
@@ -794,13 +797,64 @@ func (st *subtask) emit(ctx context.Context, v any, ts int64) error {
 			}
 			continue
 		}
-		select {
-		case o.chans[target] <- el:
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := st.send(ctx, o.chans[target], el); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// send puts el on ch, a channel to a downstream subtask. When ch is full
+// it waits for room or for ctx to end, and counts the wait as this
+// subtask's backpressured time; a send with room costs no clock reading
+// and no lock.
+func (st *subtask) send(ctx context.Context, ch chan element, el element) error {
+	select {
+	case ch <- el:
+		return nil
+	default:
+	}
+	st.bp.begin(time.Now())
+	var err error
+	select {
+	case ch <- el:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	st.bp.end(time.Now())
+	return err
+}
+
+// backpressure accumulates a subtask's waits for room on full channels.
+// A wait under way counts up to the time it is read, so that a subtask
+// blocked for good shows as backpressured while it waits.
+type backpressure struct {
+	mu    sync.Mutex
+	total time.Duration
+	since time.Time // start of the wait under way; zero: none
+}
+
+func (b *backpressure) begin(now time.Time) {
+	b.mu.Lock()
+	b.since = now
+	b.mu.Unlock()
+}
+
+func (b *backpressure) end(now time.Time) {
+	b.mu.Lock()
+	b.total += now.Sub(b.since)
+	b.since = time.Time{}
+	b.mu.Unlock()
+}
+
+// upTo is the backpressured time until now.
+func (b *backpressure) upTo(now time.Time) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.since.IsZero() {
+		return b.total
+	}
+	return b.total + max(now.Sub(b.since), 0)
 }
 
 func (st *subtask) broadcast(ctx context.Context, b barrier) error {
@@ -819,10 +873,8 @@ func (st *subtask) sendToAll(ctx context.Context, el element, direct func(*subta
 			continue
 		}
 		for _, ch := range o.chans {
-			select {
-			case ch <- el:
-			case <-ctx.Done():
-				return ctx.Err()
+			if err := st.send(ctx, ch, el); err != nil {
+				return err
 			}
 		}
 	}

@@ -570,16 +570,23 @@ func (c *coordinator) operatorStats() []OperatorStats {
 	// low is the lowest watermark of every subtask of an operator (idle
 	// or not), for an operator whose subtasks are all idle.
 	var low []int64
+	now := time.Now()
 	for _, st := range c.subtasks {
 		i, ok := idx[st.n.uid]
 		if !ok {
 			i = len(out)
 			idx[st.n.uid] = i
-			out = append(out, OperatorStats{UID: st.n.uid, Watermark: math.MaxInt64, WatermarkIdle: true})
+			op := OperatorStats{UID: st.n.uid, Kind: st.n.kind.String(), Parallelism: st.n.parallelism,
+				Watermark: math.MaxInt64, WatermarkIdle: true}
+			for _, e := range st.n.in {
+				op.Inputs = append(op.Inputs, e.from.uid)
+			}
+			out = append(out, op)
 			low = append(low, math.MaxInt64)
 		}
 		out[i].RecordsIn += st.recordsIn.Load()
 		out[i].RecordsOut += st.recordsOut.Load()
+		out[i].Backpressured += st.bp.upTo(now)
 		wm := st.wmTime.Load()
 		low[i] = min(low[i], wm)
 		if !st.wmIdle.Load() {

@@ -130,6 +130,18 @@ const (
 	kindSink
 )
 
+// String is the kind as OperatorStats.Kind says it.
+func (k nodeKind) String() string {
+	switch k {
+	case kindSource:
+		return "source"
+	case kindSink:
+		return "sink"
+	default:
+		return "operator"
+	}
+}
+
 type node struct {
 	uid         string
 	parallelism int
@@ -278,6 +290,9 @@ func (j *Job) Run(ctx context.Context) error {
 		restoreFrom = ""
 		j.setState("RUNNING")
 		res := j.runAttempt(ctx, attempt, md, newer, log)
+		if res.err != nil && !errors.Is(res.err, ErrStopped) && ctx.Err() == nil {
+			j.setFailure(res.err)
+		}
 		switch {
 		case res.err == nil:
 			j.setState("FINISHED")
@@ -718,6 +733,11 @@ type Status struct {
 	Name     string
 	State    string
 	Restarts int64
+	// LastFailure is the error of the newest failed attempt, and
+	// LastFailureTime when it failed (Options.Clock); empty and zero
+	// while no attempt has failed. It stays after the restart.
+	LastFailure     string
+	LastFailureTime time.Time
 	// LastCheckpoint is the id of the last completed checkpoint (0: none).
 	LastCheckpoint int64
 	Checkpoints    []CheckpointStats
@@ -725,11 +745,26 @@ type Status struct {
 }
 
 // OperatorStats counts the records of one operator, summed over subtasks,
-// and tells its event-time progress.
+// and tells its place in the graph, its backpressure and its event-time
+// progress. The counters are the running attempt's: they start from zero
+// when the job restarts.
 type OperatorStats struct {
-	UID        string
-	RecordsIn  int64
-	RecordsOut int64
+	UID string
+	// Kind is "source", "operator" or "sink"; Parallelism its subtasks;
+	// Inputs the uids of the operators feeding it, by input (the second
+	// input of Connect last), nil for a source.
+	Kind        string
+	Parallelism int
+	Inputs      []string
+	RecordsIn   int64
+	RecordsOut  int64
+	// Backpressured is the time the subtasks waited for room on full
+	// channels to their downstream subtasks, summed over subtasks: grown
+	// by up to Parallelism seconds a second when the operator is fully
+	// backpressured (its consumers are slower). A chained operator's
+	// records go by call, not channel, so the wait of a chain shows on
+	// the operator that sends on the channel (its last).
+	Backpressured time.Duration
 	// Watermark is the operator's watermark: the lowest of its subtasks'
 	// that are not idle (what a downstream operator combining them all
 	// would have), in milliseconds since the Unix epoch. NoWatermark
@@ -743,6 +778,14 @@ type OperatorStats struct {
 func (j *Job) setState(s string) {
 	j.mu.Lock()
 	j.status.State = s
+	j.mu.Unlock()
+}
+
+// setFailure records err as the last failure (Status.LastFailure).
+func (j *Job) setFailure(err error) {
+	now := j.opts.Clock.Now()
+	j.mu.Lock()
+	j.status.LastFailure, j.status.LastFailureTime = err.Error(), now
 	j.mu.Unlock()
 }
 
