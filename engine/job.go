@@ -196,9 +196,12 @@ type Job struct {
 	nextID int64
 }
 
-// NewJob returns an empty job.
+// NewJob returns an empty job. Options it cannot run with
+// (Options.Validate, and a Storage opened for another job name) are
+// reported by Run, before anything runs, each naming the option.
 func NewJob(name string, opts Options) *Job {
 	if opts.Restart == nil {
+	optErr := opts.validate(name)
 		opts.Restart = NoRestart()
 	}
 	if opts.Storage == nil {
@@ -208,19 +211,19 @@ func NewJob(name string, opts Options) *Job {
 		opts.Backend = state.NewMemoryBackendFactory()
 	}
 	if opts.MaxParallelism <= 0 {
-		opts.MaxParallelism = state.DefaultMaxParallelism
+		opts.MaxParallelism = DefaultMaxParallelism
 	}
 	if opts.ChannelCapacity <= 0 {
-		opts.ChannelCapacity = 256
+		opts.ChannelCapacity = DefaultChannelCapacity
 	}
 	if opts.WatermarkInterval <= 0 {
 		opts.WatermarkInterval = DefaultWatermarkInterval
 	}
 	if opts.Checkpoint.Timeout <= 0 {
-		opts.Checkpoint.Timeout = 10 * time.Minute
+		opts.Checkpoint.Timeout = DefaultCheckpointTimeout
 	}
 	if opts.Checkpoint.MaxConcurrent <= 0 {
-		opts.Checkpoint.MaxConcurrent = 1
+		opts.Checkpoint.MaxConcurrent = DefaultMaxConcurrentCheckpoints
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -234,7 +237,7 @@ func NewJob(name string, opts Options) *Job {
 	if opts.ProcessingClock == nil {
 		opts.ProcessingClock = opts.Clock
 	}
-	return &Job{name: name, opts: opts, uids: map[string]bool{}, history: newHistory(100), coordSet: make(chan struct{})}
+	return &Job{name: name, opts: opts, err: optErr, uids: map[string]bool{}, history: newHistory(100), coordSet: make(chan struct{})}
 }
 
 func (j *Job) addNode(uid string, p int, kind nodeKind) *node {

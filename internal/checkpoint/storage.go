@@ -135,6 +135,9 @@ type CheckpointInfo struct {
 // coordinator and the subtasks. Every error names the checkpoint, path or
 // object it refuses.
 type Storage interface {
+	// Job is the name of the job whose checkpoints the storage holds: the
+	// name it was opened with (each storage is opened per job).
+	Job() string
 	// Writer returns where a subtask writes the files of its snapshot of
 	// checkpoint id. It does no I/O. It fails, naming the
 	// checkpoint, for an id that was aborted or is not newer than the

@@ -103,7 +103,7 @@ func NewMemoryStorage(job string, opts StorageOptions) checkpoint.Storage {
 	if err != nil {
 		// A bad job name or an error of opts.FS: a fresh memory
 		// filesystem has none.
-		return &failedStorage{err: err}
+		return &failedStorage{job: job, err: err}
 	}
 	return s
 }
@@ -216,6 +216,9 @@ func (d *newDir) syncParent(fs storageFS) error {
 func newInflight() *inflight {
 	return &inflight{shared: map[string]bool{}, tmps: map[string]bool{}, dirs: map[string]*newDir{}}
 }
+
+// Job is the name of the job the storage was opened for.
+func (s *dirStorage) Job() string { return s.job }
 
 // abortedError is what the writers of an aborted checkpoint get.
 func (s *dirStorage) abortedError(id int64) error {
@@ -1496,7 +1499,12 @@ func operatorStateOf(md *checkpoint.Metadata) *checkpoint.Superseded {
 
 // failedStorage is returned by NewMemoryStorage when opts.FS failed its
 // setup; every call reports that error.
-type failedStorage struct{ err error }
+type failedStorage struct {
+	job string
+	err error
+}
+
+func (f *failedStorage) Job() string { return f.job }
 
 func (f *failedStorage) Writer(int64, string, int) (checkpoint.SnapshotWriter, error) {
 	return nil, f.err

@@ -245,6 +245,9 @@ func (s *Storage) NewestEpoch() int64 {
 // Root is the key prefix of the job's objects, ending in "/".
 func (s *Storage) Root() string { return s.root }
 
+// Job is the name of the job the storage was opened for (Options.Job).
+func (s *Storage) Job() string { return s.job }
+
 func (s *Storage) logf(format string, args ...any) {
 	if s.opts.Logf != nil {
 		s.opts.Logf(format, args...)
