@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
+	"github.com/onceflow/onceflow/internal/statebackend"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -932,7 +933,7 @@ func (st *subtask) checkpoint(ctx context.Context, b barrier) error {
 		w, err := st.j.opts.Storage.Writer(b.id, st.n.uid, st.index)
 		if err == nil {
 			if b.savepoint {
-				async, err = state.SavepointSnapshot(st.backend, b.id, w)
+				async, err = statebackend.SavepointSnapshot(st.backend, b.id, w)
 			} else {
 				async, err = st.backend.Snapshot(b.id, w)
 			}

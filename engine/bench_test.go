@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/statebackend"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -84,9 +85,9 @@ func runPipeline(b *testing.B, n int, interval time.Duration, backend state.Keye
 func BenchmarkKeyedPipeline(b *testing.B) {
 	const n = 100_000
 	backends := map[string]func(b *testing.B) state.KeyedBackendFactory{
-		"memory": func(*testing.B) state.KeyedBackendFactory { return state.NewMemoryBackendFactory() },
+		"memory": func(*testing.B) state.KeyedBackendFactory { return statebackend.NewMemoryFactory() },
 		"pebble": func(b *testing.B) state.KeyedBackendFactory {
-			return state.NewPebbleBackendFactory(state.PebbleOptions{Dir: b.TempDir()})
+			return statebackend.NewPebbleFactory(statebackend.PebbleOptions{Dir: b.TempDir()})
 		},
 	}
 	for _, name := range []string{"memory", "pebble"} {

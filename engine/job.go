@@ -15,6 +15,7 @@ import (
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/statebackend"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -200,15 +201,15 @@ type Job struct {
 // (Options.Validate, and a Storage opened for another job name) are
 // reported by Run, before anything runs, each naming the option.
 func NewJob(name string, opts Options) *Job {
-	if opts.Restart == nil {
 	optErr := opts.validate(name)
+	if opts.Restart == nil {
 		opts.Restart = NoRestart()
 	}
 	if opts.Storage == nil {
 		opts.Storage = dirstore.NewMemoryStorage(name, dirstore.StorageOptions{})
 	}
 	if opts.Backend == nil {
-		opts.Backend = state.NewMemoryBackendFactory()
+		opts.Backend = statebackend.NewMemoryFactory()
 	}
 	if opts.MaxParallelism <= 0 {
 		opts.MaxParallelism = DefaultMaxParallelism

@@ -11,6 +11,7 @@ import (
 
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/statebackend"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -51,12 +52,12 @@ func TestChangedMaxParallelismIsRefused(t *testing.T) {
 		backend func(t *testing.T) state.KeyedBackendFactory
 		maxP    int
 	}{
-		{"memory-64", func(*testing.T) state.KeyedBackendFactory { return state.NewMemoryBackendFactory() }, 64},
+		{"memory-64", func(*testing.T) state.KeyedBackendFactory { return statebackend.NewMemoryFactory() }, 64},
 		{"pebble-64", func(t *testing.T) state.KeyedBackendFactory {
-			return state.NewPebbleBackendFactory(state.PebbleOptions{Dir: t.TempDir()})
+			return statebackend.NewPebbleFactory(statebackend.PebbleOptions{Dir: t.TempDir()})
 		}, 64},
 		{"pebble-256", func(t *testing.T) state.KeyedBackendFactory {
-			return state.NewPebbleBackendFactory(state.PebbleOptions{Dir: t.TempDir()})
+			return statebackend.NewPebbleFactory(statebackend.PebbleOptions{Dir: t.TempDir()})
 		}, 256},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

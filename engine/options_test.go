@@ -18,6 +18,7 @@ import (
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/checkpoint"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/statebackend"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -203,7 +204,7 @@ func TestStopWithSavepointAndResume(t *testing.T) {
 		j := engine.NewJob("sp", engine.Options{
 			Checkpoint:  engine.CheckpointOptions{Interval: 20 * time.Millisecond},
 			Storage:     storage(),
-			Backend:     state.NewPebbleBackendFactory(state.PebbleOptions{Dir: filepath.Join(dir, "state")}),
+			Backend:     statebackend.NewPebbleFactory(statebackend.PebbleOptions{Dir: filepath.Join(dir, "state")}),
 			RestoreFrom: from,
 		})
 		in := engine.FromSource(j, "source", 2, src)
@@ -354,7 +355,7 @@ func TestStorageFaultFailsTheCheckpointNotTheJob(t *testing.T) {
 	j := wordCountJob("fault", engine.Options{
 		Checkpoint: engine.CheckpointOptions{Interval: 10 * time.Millisecond, TolerableFailures: 1},
 		Storage:    st,
-		Backend:    state.NewPebbleBackendFactory(state.PebbleOptions{Dir: t.TempDir(), Incremental: true}),
+		Backend:    statebackend.NewPebbleFactory(statebackend.PebbleOptions{Dir: t.TempDir(), Incremental: true}),
 	}, &memSource[string]{parts: parts, pauseEvery: 10, pause: 5 * time.Millisecond}, sink, &poison, newFailPlan())
 	if err := runJob(t, j); err != nil {
 		t.Fatalf("Run = %v, want the job to survive one failed checkpoint", err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/statebackend"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -120,9 +121,9 @@ func TestEventTimeTimersFireWhenTheWatermarkPasses(t *testing.T) {
 				events(0, 1500, 100_000, 4, 15, bound, 0, 0, rng),
 				events(1, 1500, 100_000, 4, 15, bound, 0, 0, rng),
 			}}
-			factory := state.NewMemoryBackendFactory()
+			factory := statebackend.NewMemoryFactory()
 			if backend == "pebble" {
-				factory = state.NewPebbleBackendFactory(state.PebbleOptions{Dir: t.TempDir()})
+				factory = statebackend.NewPebbleFactory(statebackend.PebbleOptions{Dir: t.TempDir()})
 			}
 			j := engine.NewJob("timers", engine.Options{WatermarkInterval: time.Millisecond, Backend: factory,
 				Checkpoint: engine.CheckpointOptions{Interval: 10 * time.Millisecond}})

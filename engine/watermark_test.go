@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
+	"github.com/onceflow/onceflow/internal/statebackend"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -208,7 +209,7 @@ func TestWatermarkFloorsAfterARescale(t *testing.T) {
 // operator's once it passed it.
 func TestKeyedWatermarkAppliesTheKeyGroupsFloor(t *testing.T) {
 	kgs := state.KeyGroupRangeForSubtask(1, 3, 128) // [43, 86)
-	b, err := state.NewMemoryBackendFactory().CreateKeyedBackend(context.Background(), state.KeyedBackendOptions{
+	b, err := statebackend.NewMemoryFactory().CreateKeyedBackend(context.Background(), state.KeyedBackendOptions{
 		Job: "j", OperatorUID: "op", Subtask: 1, Parallelism: 3, MaxParallelism: 128, KeyGroups: kgs})
 	if err != nil {
 		t.Fatal(err)

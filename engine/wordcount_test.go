@@ -12,6 +12,7 @@ import (
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/checkpoint"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/statebackend"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -95,12 +96,12 @@ func TestWordCountExactUnderFailures(t *testing.T) {
 		storage   func(t *testing.T) checkpoint.Storage
 		unchained bool
 	}{
-		{"memory", func(*testing.T) state.KeyedBackendFactory { return state.NewMemoryBackendFactory() },
+		{"memory", func(*testing.T) state.KeyedBackendFactory { return statebackend.NewMemoryFactory() },
 			func(*testing.T) checkpoint.Storage { return dirstore.NewMemoryStorage("wc", dirstore.StorageOptions{}) }, false},
-		{"memory-unchained", func(*testing.T) state.KeyedBackendFactory { return state.NewMemoryBackendFactory() },
+		{"memory-unchained", func(*testing.T) state.KeyedBackendFactory { return statebackend.NewMemoryFactory() },
 			func(*testing.T) checkpoint.Storage { return dirstore.NewMemoryStorage("wc", dirstore.StorageOptions{}) }, true},
 		{"pebble-incremental-files", func(t *testing.T) state.KeyedBackendFactory {
-			return state.NewPebbleBackendFactory(state.PebbleOptions{Dir: t.TempDir(), Incremental: true})
+			return statebackend.NewPebbleFactory(statebackend.PebbleOptions{Dir: t.TempDir(), Incremental: true})
 		}, func(t *testing.T) checkpoint.Storage {
 			st, err := dirstore.NewFileStorage(t.TempDir(), "wc", dirstore.StorageOptions{Retained: 2})
 			if err != nil {

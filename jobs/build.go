@@ -19,6 +19,7 @@ import (
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/outage"
+	"github.com/onceflow/onceflow/internal/statebackend"
 	sinkkafka "github.com/onceflow/onceflow/sink/kafka"
 	sourcekafka "github.com/onceflow/onceflow/source/kafka"
 	"github.com/onceflow/onceflow/state"
@@ -534,16 +535,16 @@ func engineOptions(ctx context.Context, cfg *config.Config, env Env, log *slog.L
 	var backend state.KeyedBackendFactory
 	switch cfg.State.Backend {
 	case "memory":
-		backend = state.NewMemoryBackendFactory()
+		backend = statebackend.NewMemoryFactory()
 	case "pebble":
 		dir := stateDir(cfg, env.Group)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return engine.Options{}, &ConfigError{Key: "state.dir", Err: err}
 		}
-		if err := state.CleanPebbleDir(nil, dir); err != nil {
+		if err := statebackend.CleanPebbleDir(nil, dir); err != nil {
 			return engine.Options{}, &ConfigError{Key: "state.dir", Err: err}
 		}
-		backend = state.NewPebbleBackendFactory(state.PebbleOptions{Dir: dir, Incremental: cfg.State.Incremental})
+		backend = statebackend.NewPebbleFactory(statebackend.PebbleOptions{Dir: dir, Incremental: cfg.State.Incremental})
 	default:
 		return engine.Options{}, &ConfigError{Key: "state.backend", Err: fmt.Errorf("%q is not one of memory, pebble", cfg.State.Backend)}
 	}

@@ -76,7 +76,7 @@ func NewOperatorStateStore(subtask, parallelism int, restore []*checkpoint.Handl
 		if h == nil {
 			continue
 		}
-		if h.Backend != BackendOperator {
+		if h.Backend != checkpoint.BackendOperator {
 			return nil, fmt.Errorf("operator state: restore handle %d is a %q snapshot, not operator state", i, h.Backend)
 		}
 		var snap operatorSnapshot
@@ -172,7 +172,7 @@ func (s *OperatorStateStore) Snapshot() (*checkpoint.Handle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("operator state snapshot: %w", err)
 	}
-	return &checkpoint.Handle{Backend: BackendOperator, Inline: b}, nil
+	return &checkpoint.Handle{Backend: checkpoint.BackendOperator, Inline: b}, nil
 }
 
 // Get returns a copy of the entries.

@@ -94,8 +94,8 @@ func TestOperatorStateRedistribution(t *testing.T) {
 
 func TestCheckRestore(t *testing.T) {
 	md := &checkpoint.Metadata{Path: "/x/chk-3", Operators: []checkpoint.OperatorSnapshot{
-		{UID: "source", Subtasks: []checkpoint.SubtaskSnapshot{{Operator: &checkpoint.Handle{Backend: BackendOperator}}}},
-		{UID: "counter", Subtasks: []checkpoint.SubtaskSnapshot{{Keyed: &checkpoint.Handle{Backend: BackendMemory}}}},
+		{UID: "source", Subtasks: []checkpoint.SubtaskSnapshot{{Operator: &checkpoint.Handle{Backend: checkpoint.BackendOperator}}}},
+		{UID: "counter", Subtasks: []checkpoint.SubtaskSnapshot{{Keyed: &checkpoint.Handle{Backend: checkpoint.BackendMemory}}}},
 		{UID: "stateless", Subtasks: []checkpoint.SubtaskSnapshot{{}}},
 	}}
 	must(t, checkpoint.CheckRestore(md, []string{"source", "counter"}, false))

@@ -19,6 +19,7 @@ import (
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/statebackend"
 	"github.com/onceflow/onceflow/jobs"
 	"github.com/onceflow/onceflow/state"
 )
@@ -181,9 +182,9 @@ func (d *Driver) start() error {
 	if err != nil {
 		return err
 	}
-	var backend state.KeyedBackendFactory = state.NewMemoryBackendFactory()
+	var backend state.KeyedBackendFactory = statebackend.NewMemoryFactory()
 	if d.opts.Pebble {
-		backend = state.NewPebbleBackendFactory(state.PebbleOptions{Dir: filepath.Join(d.dir, "state", "job-"+strconv.Itoa(gen))})
+		backend = statebackend.NewPebbleFactory(statebackend.PebbleOptions{Dir: filepath.Join(d.dir, "state", "job-"+strconv.Itoa(gen))})
 	}
 	opts := engine.Options{
 		Checkpoint:        engine.CheckpointOptions{RetainSavepoints: 2},

@@ -16,6 +16,7 @@ import (
 
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/statebackend"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -158,8 +159,8 @@ func runWindows(t *testing.T, backend state.KeyedBackendFactory, spec Spec, boun
 
 func backends(t *testing.T) map[string]state.KeyedBackendFactory {
 	return map[string]state.KeyedBackendFactory{
-		"memory": state.NewMemoryBackendFactory(),
-		"pebble": state.NewPebbleBackendFactory(state.PebbleOptions{Dir: t.TempDir()}),
+		"memory": statebackend.NewMemoryFactory(),
+		"pebble": statebackend.NewPebbleFactory(statebackend.PebbleOptions{Dir: t.TempDir()}),
 	}
 }
 
@@ -277,7 +278,7 @@ func TestSessionsMerge(t *testing.T) {
 // Sliding windows: a record counts in every window that holds it.
 func TestSlidingWindows(t *testing.T) {
 	sw, _ := NewSliding(10*time.Millisecond, 5*time.Millisecond, 0)
-	got := runWindows(t, state.NewMemoryBackendFactory(), Spec{Assigner: sw}, 100,
+	got := runWindows(t, statebackend.NewMemoryFactory(), Spec{Assigner: sw}, 100,
 		[]event{{"a", 1, 3}, {"a", 2, 7}, {"a", 4, 12}})
 	want := []string{"a [-5, 5) 1/1", "a [0, 10) 2/3", "a [10, 20) 1/4", "a [5, 15) 2/6"}
 	if !slices.Equal(got, want) {
@@ -430,7 +431,7 @@ func TestProcessingTimeWindowsFollowTheClock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j := engine.NewJob("proc", engine.Options{Storage: storage, Backend: state.NewMemoryBackendFactory(), Clock: clock,
+	j := engine.NewJob("proc", engine.Options{Storage: storage, Backend: statebackend.NewMemoryFactory(), Clock: clock,
 		Checkpoint: engine.CheckpointOptions{Interval: time.Hour, Mode: engine.ExactlyOnce, Timeout: time.Minute}})
 	src := make(chanSource)
 	in := engine.FromSource(j, "source", 1, src)

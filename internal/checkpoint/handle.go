@@ -9,8 +9,8 @@ import (
 // consists of, or the bytes themselves when they are small. It is stored in
 // the checkpoint metadata.
 type Handle struct {
-	// Backend is the name of the backend that wrote it (package state's
-	// Backend constants), or "canonical" for savepoints, which every
+	// Backend is the name of the backend that wrote it (the Backend
+	// constants), or "canonical" for savepoints, which every
 	// backend can read.
 	Backend   string        `json:"backend"`
 	KeyGroups KeyGroupRange `json:"key_groups"`
@@ -94,3 +94,15 @@ func (r KeyGroupRange) Intersect(o KeyGroupRange) KeyGroupRange {
 
 // String renders r as the half-open interval "[Start,End)".
 func (r KeyGroupRange) String() string { return fmt.Sprintf("[%d,%d)", r.Start, r.End) }
+
+// The values of Handle.Backend.
+const (
+	// BackendCanonical is checkpoint.Handle.Backend of a savepoint snapshot.
+	BackendCanonical = "canonical"
+	// BackendMemory is checkpoint.Handle.Backend of a memory backend checkpoint.
+	BackendMemory = "memory"
+	// BackendOperator is checkpoint.Handle.Backend of operator state.
+	BackendOperator = "operator"
+	// BackendPebble is checkpoint.Handle.Backend of a Pebble backend checkpoint.
+	BackendPebble = "pebble"
+)

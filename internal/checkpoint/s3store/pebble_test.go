@@ -10,6 +10,7 @@ import (
 	"github.com/onceflow/onceflow/internal/checkpoint"
 	"github.com/onceflow/onceflow/internal/checkpoint/s3store"
 	"github.com/onceflow/onceflow/internal/objstore"
+	"github.com/onceflow/onceflow/internal/statebackend"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -27,7 +28,7 @@ func pebbleRoundTrip(t *testing.T, mem objstore.Store, prefix string) {
 		return openPrefix(t, st, prefix, epoch, retained, nil)
 	}
 	st := open(t, mem, 1, 1, nil)
-	f := state.NewPebbleBackendFactory(state.PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 4 << 20, CacheSize: 16 << 20})
+	f := statebackend.NewPebbleFactory(statebackend.PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 4 << 20, CacheSize: 16 << 20})
 	b, err := f.CreateKeyedBackend(ctx, state.KeyedBackendOptions{OperatorUID: "op", MaxParallelism: state.DefaultMaxParallelism,
 		Parallelism: 1, KeyGroups: checkpoint.KeyGroupRange{Start: 0, End: state.DefaultMaxParallelism}})
 	if err != nil {

@@ -19,7 +19,6 @@ import (
 	"github.com/onceflow/onceflow/internal/checkpoint/s3store"
 	"github.com/onceflow/onceflow/internal/objstore"
 	"github.com/onceflow/onceflow/internal/testkit/s3test"
-	"github.com/onceflow/onceflow/state"
 )
 
 func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }
@@ -117,7 +116,7 @@ func write(t *testing.T, s checkpoint.Storage, c chk) *checkpoint.Metadata {
 	return &checkpoint.Metadata{CheckpointID: c.id, Savepoint: c.savepoint, Timestamp: time.Unix(c.id, 0).UTC(),
 		Operators: []checkpoint.OperatorSnapshot{{UID: "op/1", Parallelism: 1, MaxParallelism: 128,
 			Subtasks: []checkpoint.SubtaskSnapshot{{Subtask: 0, Keyed: &checkpoint.Handle{Backend: "pebble", Files: refs},
-				Operator: &checkpoint.Handle{Backend: state.BackendOperator, Inline: []byte("offsets")}}}}}}
+				Operator: &checkpoint.Handle{Backend: checkpoint.BackendOperator, Inline: []byte("offsets")}}}}}}
 }
 
 func sortedKeys(m map[string]string) []string {

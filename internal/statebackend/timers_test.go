@@ -1,4 +1,4 @@
-package state
+package statebackend
 
 import (
 	"bytes"
@@ -13,16 +13,17 @@ import (
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/state"
 )
 
 // timerFactories are the backends every timer test runs on.
-func timerFactories(t testing.TB) []KeyedBackendFactory {
-	return []KeyedBackendFactory{NewMemoryBackendFactory(), pebbleFactory_(t, false)}
+func timerFactories(t testing.TB) []state.KeyedBackendFactory {
+	return []state.KeyedBackendFactory{NewMemoryFactory(), pebbleFactory_(t, false)}
 }
 
 // timerRef is one timer of a reference model.
 type timerRef struct {
-	d   TimeDomain
+	d   state.TimeDomain
 	key string
 	ts  int64
 }
@@ -42,14 +43,14 @@ func (m *timerModel) less(a, b timerRef) int {
 	if c := cmp.Compare(a.ts, b.ts); c != 0 {
 		return c
 	}
-	if c := cmp.Compare(KeyGroupOf([]byte(a.key), m.maxP), KeyGroupOf([]byte(b.key), m.maxP)); c != 0 {
+	if c := cmp.Compare(state.KeyGroupOf([]byte(a.key), m.maxP), state.KeyGroupOf([]byte(b.key), m.maxP)); c != 0 {
 		return c
 	}
 	return strings.Compare(a.key, b.key)
 }
 
 // due returns the timers of d at or before upTo in firing order.
-func (m *timerModel) due(d TimeDomain, upTo int64) []timerRef {
+func (m *timerModel) due(d state.TimeDomain, upTo int64) []timerRef {
 	var out []timerRef
 	for r := range m.timers {
 		if r.d == d && r.ts <= upTo {
@@ -60,7 +61,7 @@ func (m *timerModel) due(d TimeDomain, upTo int64) []timerRef {
 	return out
 }
 
-func (m *timerModel) next(d TimeDomain) (int64, bool) {
+func (m *timerModel) next(d state.TimeDomain) (int64, bool) {
 	due := m.due(d, math.MaxInt64)
 	if len(due) == 0 {
 		return 0, false
@@ -78,7 +79,7 @@ func (m *timerModel) lines() []string {
 	return out
 }
 
-func register(t testing.TB, b KeyedBackend, m *timerModel, d TimeDomain, key string, ts int64) {
+func register(t testing.TB, b state.KeyedBackend, m *timerModel, d state.TimeDomain, key string, ts int64) {
 	t.Helper()
 	b.SetCurrentKey([]byte(key))
 	must(t, b.RegisterTimer(d, ts))
@@ -87,7 +88,7 @@ func register(t testing.TB, b KeyedBackend, m *timerModel, d TimeDomain, key str
 	}
 }
 
-func deleteTimer(t testing.TB, b KeyedBackend, m *timerModel, d TimeDomain, key string, ts int64) {
+func deleteTimer(t testing.TB, b state.KeyedBackend, m *timerModel, d state.TimeDomain, key string, ts int64) {
 	t.Helper()
 	b.SetCurrentKey([]byte(key))
 	must(t, b.DeleteTimer(d, ts))
@@ -98,7 +99,7 @@ func deleteTimer(t testing.TB, b KeyedBackend, m *timerModel, d TimeDomain, key 
 
 // fireAll fires the timers of d up to upTo and returns them in firing
 // order, checking that each one's key is current when fn runs.
-func fireAll(t testing.TB, b KeyedBackend, d TimeDomain, upTo int64) []timerRef {
+func fireAll(t testing.TB, b state.KeyedBackend, d state.TimeDomain, upTo int64) []timerRef {
 	t.Helper()
 	var got []timerRef
 	must(t, b.FireTimers(d, upTo, func(key []byte, ts int64) error {
@@ -122,28 +123,28 @@ func timerKeys(n int) []string {
 func TestTimersFireInOrderDeduplicatedPerDomain(t *testing.T) {
 	for _, f := range timerFactories(t) {
 		t.Run(f.Name(), func(t *testing.T) {
-			b := newBackend(t, f, KeyedBackendOptions{})
-			m := newTimerModel(DefaultMaxParallelism)
+			b := newBackend(t, f, state.KeyedBackendOptions{})
+			m := newTimerModel(state.DefaultMaxParallelism)
 			keys := timerKeys(60)
 			for i, k := range keys {
 				// Ties on ts across key groups, negative times, and the
 				// extremes of int64.
 				for _, ts := range []int64{int64(i % 7), -int64(i%3) - 1, 1000 + int64(i), math.MinInt64, math.MaxInt64} {
-					register(t, b, m, EventTime, k, ts)
-					register(t, b, m, EventTime, k, ts) // a duplicate: no-op
+					register(t, b, m, state.EventTime, k, ts)
+					register(t, b, m, state.EventTime, k, ts) // a duplicate: no-op
 				}
-				register(t, b, m, ProcessingTime, k, int64(i%5))
+				register(t, b, m, state.ProcessingTime, k, int64(i%5))
 			}
 			for i, k := range keys {
 				if i%4 == 0 {
-					deleteTimer(t, b, m, EventTime, k, int64(i%7))
+					deleteTimer(t, b, m, state.EventTime, k, int64(i%7))
 				}
-				deleteTimer(t, b, m, EventTime, k, 424242) // absent: no-op
+				deleteTimer(t, b, m, state.EventTime, k, 424242) // absent: no-op
 			}
 			if d := diffDumps(m.lines(), timerLines(dumpBackend(t, b))); d != "" {
 				t.Fatalf("stored timers differ from the model: %s", d)
 			}
-			for _, d := range []TimeDomain{EventTime, ProcessingTime} {
+			for _, d := range []state.TimeDomain{state.EventTime, state.ProcessingTime} {
 				ts, ok, err := b.NextTimer(d)
 				must(t, err)
 				if wts, wok := m.next(d); ts != wts || ok != wok {
@@ -151,17 +152,17 @@ func TestTimersFireInOrderDeduplicatedPerDomain(t *testing.T) {
 				}
 			}
 			for _, upTo := range []int64{math.MinInt64, -2, 3, 3, 1020, math.MaxInt64 - 1, math.MaxInt64} {
-				want := m.due(EventTime, upTo)
-				got := fireAll(t, b, EventTime, upTo)
+				want := m.due(state.EventTime, upTo)
+				got := fireAll(t, b, state.EventTime, upTo)
 				if !slices.Equal(got, want) {
 					t.Fatalf("FireTimers(event time, %d) fired\n%v\nwant\n%v", upTo, got, want)
 				}
 				for _, r := range want {
 					delete(m.timers, r)
 				}
-				ts, ok, err := b.NextTimer(EventTime)
+				ts, ok, err := b.NextTimer(state.EventTime)
 				must(t, err)
-				if wts, wok := m.next(EventTime); ts != wts || ok != wok {
+				if wts, wok := m.next(state.EventTime); ts != wts || ok != wok {
 					t.Fatalf("after firing up to %d: NextTimer = %d, %v; want %d, %v", upTo, ts, ok, wts, wok)
 				}
 			}
@@ -169,8 +170,8 @@ func TestTimersFireInOrderDeduplicatedPerDomain(t *testing.T) {
 			if len(m.timers) != len(keys) {
 				t.Fatalf("model holds %d timers, want the %d processing-time ones", len(m.timers), len(keys))
 			}
-			want := m.due(ProcessingTime, 2)
-			if got := fireAll(t, b, ProcessingTime, 2); !slices.Equal(got, want) || len(want) == 0 {
+			want := m.due(state.ProcessingTime, 2)
+			if got := fireAll(t, b, state.ProcessingTime, 2); !slices.Equal(got, want) || len(want) == 0 {
 				t.Fatalf("processing time fired %v, want %v", got, want)
 			}
 			for _, r := range want {
@@ -197,28 +198,28 @@ func timerLines(dump []string) []string {
 func TestTimersChangedByTheCallbackFireInTheSameCall(t *testing.T) {
 	for _, f := range timerFactories(t) {
 		t.Run(f.Name(), func(t *testing.T) {
-			b := newBackend(t, f, KeyedBackendOptions{})
-			register(t, b, nil, EventTime, "a", 10)
-			register(t, b, nil, EventTime, "b", 20)
-			register(t, b, nil, EventTime, "c", 30)
-			register(t, b, nil, EventTime, "d", 40)
+			b := newBackend(t, f, state.KeyedBackendOptions{})
+			register(t, b, nil, state.EventTime, "a", 10)
+			register(t, b, nil, state.EventTime, "b", 20)
+			register(t, b, nil, state.EventTime, "c", 30)
+			register(t, b, nil, state.EventTime, "d", 40)
 			var got []string
-			err := b.FireTimers(EventTime, 50, func(key []byte, ts int64) error {
+			err := b.FireTimers(state.EventTime, 50, func(key []byte, ts int64) error {
 				got = append(got, fmt.Sprintf("%s@%d", key, ts))
 				switch {
 				case string(key) == "a":
 					// In the past, due, later than upTo, and in the other
 					// domain; and c's timer goes away before it fires.
-					register(t, b, nil, EventTime, "x", 5)
-					register(t, b, nil, EventTime, "y", 25)
-					register(t, b, nil, EventTime, "z", 51)
-					register(t, b, nil, ProcessingTime, "p", 1)
-					deleteTimer(t, b, nil, EventTime, "c", 30)
+					register(t, b, nil, state.EventTime, "x", 5)
+					register(t, b, nil, state.EventTime, "y", 25)
+					register(t, b, nil, state.EventTime, "z", 51)
+					register(t, b, nil, state.ProcessingTime, "p", 1)
+					deleteTimer(t, b, nil, state.EventTime, "c", 30)
 				case string(key) == "b" && ts == 20:
 					// Its own key, later but due.
-					must(t, b.RegisterTimer(EventTime, 45))
+					must(t, b.RegisterTimer(state.EventTime, 45))
 				case string(key) == "d":
-					if err := b.FireTimers(EventTime, 100, func([]byte, int64) error { return nil }); !errors.Is(err, errNestedFire) {
+					if err := b.FireTimers(state.EventTime, 100, func([]byte, int64) error { return nil }); !errors.Is(err, errNestedFire) {
 						return fmt.Errorf("nested FireTimers: %v, want errNestedFire", err)
 					}
 				}
@@ -237,11 +238,11 @@ func TestTimersChangedByTheCallbackFireInTheSameCall(t *testing.T) {
 
 			// fn's error stops the call and is returned as it is; the
 			// timer it failed on is gone, the later ones stay.
-			register(t, b, nil, EventTime, "e", 60)
-			register(t, b, nil, EventTime, "f", 70)
+			register(t, b, nil, state.EventTime, "e", 60)
+			register(t, b, nil, state.EventTime, "f", 70)
 			boom := errors.New("boom")
 			var fired []string
-			err = b.FireTimers(EventTime, 100, func(key []byte, ts int64) error {
+			err = b.FireTimers(state.EventTime, 100, func(key []byte, ts int64) error {
 				fired = append(fired, string(key))
 				if string(key) == "e" {
 					return boom
@@ -254,7 +255,7 @@ func TestTimersChangedByTheCallbackFireInTheSameCall(t *testing.T) {
 			if !slices.Equal(fired, []string{"z", "e"}) {
 				t.Fatalf("fired %v before the error, want [z e]", fired)
 			}
-			if got := fireAll(t, b, EventTime, 100); !slices.Equal(got, []timerRef{{EventTime, "f", 70}}) {
+			if got := fireAll(t, b, state.EventTime, 100); !slices.Equal(got, []timerRef{{state.EventTime, "f", 70}}) {
 				t.Fatalf("after the error, fired %v, want f@70", got)
 			}
 		})
@@ -269,10 +270,10 @@ func TestTimersAgainstAModel(t *testing.T) {
 	for _, f := range timerFactories(t) {
 		t.Run(f.Name(), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, 2))
-			b := newBackend(t, f, KeyedBackendOptions{MaxParallelism: maxP})
+			b := newBackend(t, f, state.KeyedBackendOptions{MaxParallelism: maxP})
 			m := newTimerModel(maxP)
 			keys := timerKeys(40)
-			domains := []TimeDomain{EventTime, ProcessingTime}
+			domains := []state.TimeDomain{state.EventTime, state.ProcessingTime}
 			watermark := int64(0)
 			randomOp := func() {
 				d := domains[rng.IntN(2)]
@@ -331,20 +332,20 @@ func TestTimersAgainstAModel(t *testing.T) {
 func TestTimerCallsRefuseBadDomainsAndKeys(t *testing.T) {
 	for _, f := range timerFactories(t) {
 		t.Run(f.Name(), func(t *testing.T) {
-			b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "win", Subtask: 1, Parallelism: 2})
-			wantErrContains(t, b.RegisterTimer(EventTime, 1), "register event-time timer of win/1", "no current key")
+			b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "win", Subtask: 1, Parallelism: 2})
+			wantErrContains(t, b.RegisterTimer(state.EventTime, 1), "register event-time timer of win/1", "no current key")
 			var outside, inside string
 			for i := 0; outside == "" || inside == ""; i++ {
 				k := fmt.Sprintf("key-%d", i)
-				if b.KeyGroups().Contains(KeyGroupOf([]byte(k), DefaultMaxParallelism)) {
+				if b.KeyGroups().Contains(state.KeyGroupOf([]byte(k), state.DefaultMaxParallelism)) {
 					inside = k
 				} else {
 					outside = k
 				}
 			}
 			b.SetCurrentKey([]byte(outside))
-			wantErrContains(t, b.RegisterTimer(EventTime, 1), "win/1", outside, "outside this subtask's range")
-			wantErrContains(t, b.DeleteTimer(ProcessingTime, 1), "delete processing-time timer", outside)
+			wantErrContains(t, b.RegisterTimer(state.EventTime, 1), "win/1", outside, "outside this subtask's range")
+			wantErrContains(t, b.DeleteTimer(state.ProcessingTime, 1), "delete processing-time timer", outside)
 			b.SetCurrentKey([]byte(inside))
 			wantErrContains(t, b.RegisterTimer(0, 1), "unknown time domain 0")
 			wantErrContains(t, b.DeleteTimer(3, 1), "unknown time domain 3")
@@ -357,39 +358,39 @@ func TestTimerCallsRefuseBadDomainsAndKeys(t *testing.T) {
 
 // registerWorkloadTimers registers and deletes a deterministic set of
 // timers for the owned keys among 0..n-1.
-func registerWorkloadTimers(t testing.TB, b KeyedBackend, m *timerModel, n int) {
+func registerWorkloadTimers(t testing.TB, b state.KeyedBackend, m *timerModel, n int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
 		k := string(testKey(i))
-		if !b.KeyGroups().Contains(KeyGroupOf([]byte(k), DefaultMaxParallelism)) {
+		if !b.KeyGroups().Contains(state.KeyGroupOf([]byte(k), state.DefaultMaxParallelism)) {
 			continue
 		}
-		register(t, b, m, EventTime, k, int64(i%50)*1000)
-		register(t, b, m, EventTime, k, int64(i%50)*1000+999-int64(i%3))
-		register(t, b, m, ProcessingTime, k, -int64(i))
+		register(t, b, m, state.EventTime, k, int64(i%50)*1000)
+		register(t, b, m, state.EventTime, k, int64(i%50)*1000+999-int64(i%3))
+		register(t, b, m, state.ProcessingTime, k, -int64(i))
 		if i%5 == 0 {
-			deleteTimer(t, b, m, EventTime, k, int64(i%50)*1000)
+			deleteTimer(t, b, m, state.EventTime, k, int64(i%50)*1000)
 		}
 	}
 }
 
-// Timers survive a checkpoint of either backend and a savepoint restored
+// state.Timers survive a checkpoint of either backend and a savepoint restored
 // into either backend, and writes after the barrier are not in the
 // snapshot (the memory backend's copy-on-write).
 func TestTimersSurviveSnapshotAndRestore(t *testing.T) {
 	const keys = 1500
-	mem, peb := NewMemoryBackendFactory(), pebbleFactory_(t, true)
+	mem, peb := NewMemoryFactory(), pebbleFactory_(t, true)
 	st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{Retained: 10})
 	id := int64(0)
-	for _, from := range []KeyedBackendFactory{mem, peb} {
+	for _, from := range []state.KeyedBackendFactory{mem, peb} {
 		for _, savepoint := range []bool{false, true} {
 			id++
-			b := newBackend(t, from, KeyedBackendOptions{})
+			b := newBackend(t, from, state.KeyedBackendOptions{})
 			w := newWorkload(t, b)
 			w.apply(t, b, keys, 1)
-			m := newTimerModel(DefaultMaxParallelism)
+			m := newTimerModel(state.DefaultMaxParallelism)
 			registerWorkloadTimers(t, b, m, keys)
-			fired := fireAll(t, b, EventTime, 10_500)
+			fired := fireAll(t, b, state.EventTime, 10_500)
 			for _, r := range fired {
 				delete(m.timers, r)
 			}
@@ -402,34 +403,34 @@ func TestTimersSurviveSnapshotAndRestore(t *testing.T) {
 			// asynchronous part runs.
 			w8r, err := st.Writer(id, "op", 0)
 			must(t, err)
-			var async AsyncSnapshot
+			var async state.AsyncSnapshot
 			if savepoint {
 				async, err = SavepointSnapshot(b, id, w8r)
 			} else {
 				async, err = b.Snapshot(id, w8r)
 			}
 			must(t, err)
-			fireAll(t, b, EventTime, 30_000)
-			register(t, b, nil, EventTime, string(testKey(1)), 77)
-			register(t, b, nil, ProcessingTime, string(testKey(2)), 1<<40)
-			deleteTimer(t, b, nil, ProcessingTime, string(testKey(3)), -3)
+			fireAll(t, b, state.EventTime, 30_000)
+			register(t, b, nil, state.EventTime, string(testKey(1)), 77)
+			register(t, b, nil, state.ProcessingTime, string(testKey(2)), 1<<40)
+			deleteTimer(t, b, nil, state.ProcessingTime, string(testKey(3)), -3)
 			h, err := async(t.Context())
 			must(t, err)
 			completeOne(t, st, "op", id, savepoint, 1, h)
 
-			targets := []KeyedBackendFactory{from}
+			targets := []state.KeyedBackendFactory{from}
 			if savepoint {
-				targets = []KeyedBackendFactory{mem, peb}
+				targets = []state.KeyedBackendFactory{mem, peb}
 			}
 			for _, to := range targets {
 				name := fmt.Sprintf("%s %s into %s", from.Name(), map[bool]string{false: "checkpoint", true: "savepoint"}[savepoint], to.Name())
-				r := newBackend(t, to, KeyedBackendOptions{Restore: []*checkpoint.Handle{h}, Storage: st})
+				r := newBackend(t, to, state.KeyedBackendOptions{Restore: []*checkpoint.Handle{h}, Storage: st})
 				newWorkload(t, r)
 				if d := diffDumps(want, dumpBackend(t, r)); d != "" {
 					t.Fatalf("%s: restored contents differ: %s", name, d)
 				}
 				// And they fire from the restored backend, in order.
-				for _, d := range []TimeDomain{EventTime, ProcessingTime} {
+				for _, d := range []state.TimeDomain{state.EventTime, state.ProcessingTime} {
 					ts, ok, err := r.NextTimer(d)
 					must(t, err)
 					if wts, wok := m.next(d); ts != wts || ok != wok {
@@ -449,30 +450,30 @@ func TestTimersSurviveSnapshotAndRestore(t *testing.T) {
 func TestTimersRescaleFrom2To3(t *testing.T) {
 	const keys = 3000
 	for _, tc := range []struct {
-		f         KeyedBackendFactory
+		f         state.KeyedBackendFactory
 		savepoint bool
-	}{{NewMemoryBackendFactory(), false}, {NewMemoryBackendFactory(), true}, {pebbleFactory_(t, true), false}, {pebbleFactory_(t, false), true}} {
+	}{{NewMemoryFactory(), false}, {NewMemoryFactory(), true}, {pebbleFactory_(t, true), false}, {pebbleFactory_(t, false), true}} {
 		t.Run(fmt.Sprintf("%s/savepoint=%v", tc.f.Name(), tc.savepoint), func(t *testing.T) {
 			st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{Retained: 3})
-			m := newTimerModel(DefaultMaxParallelism)
+			m := newTimerModel(state.DefaultMaxParallelism)
 			var handles []*checkpoint.Handle
 			for s := 0; s < 2; s++ {
-				b := newBackend(t, tc.f, KeyedBackendOptions{Subtask: s, Parallelism: 2})
+				b := newBackend(t, tc.f, state.KeyedBackendOptions{Subtask: s, Parallelism: 2})
 				registerWorkloadTimers(t, b, m, keys)
 				handles = append(handles, runSnapshot(t, b, st, "op", s, 1, tc.savepoint))
 			}
 			md := completeOne(t, st, "op", 1, tc.savepoint, 2, handles...)
 			seen := map[timerRef]int{}
 			for s := 0; s < 3; s++ {
-				kgs := KeyGroupRangeForSubtask(s, 3, DefaultMaxParallelism)
+				kgs := state.KeyGroupRangeForSubtask(s, 3, state.DefaultMaxParallelism)
 				restore := checkpoint.KeyedHandlesFor(md.Operator("op"), kgs)
 				if s == 1 && len(restore) != 2 {
 					t.Fatalf("the middle subtask restores from %d handles, want both", len(restore))
 				}
-				b := newBackend(t, tc.f, KeyedBackendOptions{Subtask: s, Parallelism: 3, Restore: restore, Storage: st})
-				for _, d := range []TimeDomain{EventTime, ProcessingTime} {
+				b := newBackend(t, tc.f, state.KeyedBackendOptions{Subtask: s, Parallelism: 3, Restore: restore, Storage: st})
+				for _, d := range []state.TimeDomain{state.EventTime, state.ProcessingTime} {
 					for _, r := range fireAll(t, b, d, math.MaxInt64) {
-						if !kgs.Contains(KeyGroupOf([]byte(r.key), DefaultMaxParallelism)) {
+						if !kgs.Contains(state.KeyGroupOf([]byte(r.key), state.DefaultMaxParallelism)) {
 							t.Fatalf("subtask %d %v fired %v of another subtask", s, kgs, r)
 						}
 						seen[r]++
@@ -495,7 +496,7 @@ func TestTimersRescaleFrom2To3(t *testing.T) {
 // per fired timer, however much other state the key groups hold, and the
 // deletions of timers fired earlier are not read again.
 func TestPebbleFireTimersDoesNotReadState(t *testing.T) {
-	b := newBackend(t, pebbleFactory_(t, false), KeyedBackendOptions{}).(*pebbleBackend)
+	b := newBackend(t, pebbleFactory_(t, false), state.KeyedBackendOptions{}).(*pebbleBackend)
 	w := newWorkload(t, b)
 	const keys = 20000
 	w.apply(t, b, keys, 1) // ~100k state entries over the 128 key groups
@@ -504,7 +505,7 @@ func TestPebbleFireTimersDoesNotReadState(t *testing.T) {
 		t.Fatal("no files")
 	}
 	for i := 0; i < 2000; i++ {
-		register(t, b, nil, EventTime, string(testKey(i)), int64(i))
+		register(t, b, nil, state.EventTime, string(testKey(i)), int64(i))
 	}
 	kgs := b.KeyGroups().Len()
 	count := func(what string, f func()) timerIterCounts {
@@ -520,20 +521,20 @@ func TestPebbleFireTimersDoesNotReadState(t *testing.T) {
 		return c
 	}
 	c := count("fire 2000", func() {
-		if n := len(fireAll(t, b, EventTime, 10_000)); n != 2000 {
+		if n := len(fireAll(t, b, state.EventTime, 10_000)); n != 2000 {
 			t.Fatalf("fired %d, want 2000", n)
 		}
 	})
 	if c.steps > 2000 || c.seeks > 2*kgs || c.points > uint64(2000+2*kgs) {
 		t.Fatalf("firing 2000 timers took %+v", c)
 	}
-	c = count("nothing due", func() { fireAll(t, b, EventTime, 10_000) })
+	c = count("nothing due", func() { fireAll(t, b, state.EventTime, 10_000) })
 	if c.iterators != 0 {
 		t.Fatalf("firing with nothing due opened %d iterators", c.iterators)
 	}
-	register(t, b, nil, EventTime, string(testKey(7)), 20_000)
+	register(t, b, nil, state.EventTime, string(testKey(7)), 20_000)
 	c = count("fire 1 after 2000", func() {
-		if got := fireAll(t, b, EventTime, 20_000); len(got) != 1 {
+		if got := fireAll(t, b, state.EventTime, 20_000); len(got) != 1 {
 			t.Fatalf("fired %v", got)
 		}
 	})
@@ -543,7 +544,7 @@ func TestPebbleFireTimersDoesNotReadState(t *testing.T) {
 		t.Fatalf("firing one timer took %+v", c)
 	}
 	c = count("next timer", func() {
-		if _, ok, err := b.NextTimer(EventTime); err != nil || ok {
+		if _, ok, err := b.NextTimer(state.EventTime); err != nil || ok {
 			t.Fatalf("NextTimer: %v, %v; want none", ok, err)
 		}
 	})
@@ -558,18 +559,18 @@ func TestCanonicalStreamWithoutTimersStillRestores(t *testing.T) {
 	var buf bytes.Buffer
 	buf.WriteString("onceflow-kv\x00v1\n")
 	key := []byte("alice")
-	kg := KeyGroupOf(key, DefaultMaxParallelism)
+	kg := state.KeyGroupOf(key, state.DefaultMaxParallelism)
 	// entry: 0x01 kg state=0 len key, key, len userKey 0, len value 8, value
 	buf.Write([]byte{1, byte(kg), 0, byte(len(key))})
 	buf.Write(key)
 	buf.Write([]byte{0, 8, 0x80, 0, 0, 0, 0, 0, 0, 42}) // Int64Codec: sign bit flipped
 	// trailer: one entry
 	buf.Write([]byte{0, 1})
-	h := &checkpoint.Handle{Backend: BackendCanonical, KeyGroups: checkpoint.KeyGroupRange{Start: 0, End: DefaultMaxParallelism},
-		States: []checkpoint.StateMeta{{Name: "count", Kind: checkpoint.KindValue, ValueCodec: Int64Codec{}.Name()}}, Inline: buf.Bytes()}
+	h := &checkpoint.Handle{Backend: checkpoint.BackendCanonical, KeyGroups: checkpoint.KeyGroupRange{Start: 0, End: state.DefaultMaxParallelism},
+		States: []checkpoint.StateMeta{{Name: "count", Kind: checkpoint.KindValue, ValueCodec: state.Int64Codec{}.Name()}}, Inline: buf.Bytes()}
 	for _, f := range timerFactories(t) {
-		b := newBackend(t, f, KeyedBackendOptions{Restore: []*checkpoint.Handle{h}})
-		v, err := NewValueState(b, "count", Int64Codec{})
+		b := newBackend(t, f, state.KeyedBackendOptions{Restore: []*checkpoint.Handle{h}})
+		v, err := state.NewValueState(b, "count", state.Int64Codec{})
 		must(t, err)
 		b.SetCurrentKey(key)
 		got, ok, err := v.Value()
@@ -577,7 +578,7 @@ func TestCanonicalStreamWithoutTimersStillRestores(t *testing.T) {
 		if !ok || got != 42 {
 			t.Fatalf("%s: restored %d, %v; want 42", f.Name(), got, ok)
 		}
-		if _, ok, err := b.NextTimer(EventTime); err != nil || ok {
+		if _, ok, err := b.NextTimer(state.EventTime); err != nil || ok {
 			t.Fatalf("%s: NextTimer %v, %v; want none", f.Name(), ok, err)
 		}
 	}
@@ -587,18 +588,18 @@ func TestCanonicalStreamWithoutTimersStillRestores(t *testing.T) {
 // it registers event-time timers of this round and processing-time ones,
 // deletes some of the last round's, and fires what the round's watermark
 // passed, all deterministically for the owned keys among 0..n-1.
-func applyTimerRound(t testing.TB, b KeyedBackend, n, round int) {
+func applyTimerRound(t testing.TB, b state.KeyedBackend, n, round int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
 		k := string(testKey(i))
-		if !b.KeyGroups().Contains(KeyGroupOf([]byte(k), DefaultMaxParallelism)) {
+		if !b.KeyGroups().Contains(state.KeyGroupOf([]byte(k), state.DefaultMaxParallelism)) {
 			continue
 		}
-		register(t, b, nil, EventTime, k, int64(round*10+i%10))
+		register(t, b, nil, state.EventTime, k, int64(round*10+i%10))
 		if i%7 == round%7 {
-			deleteTimer(t, b, nil, EventTime, k, int64((round-1)*10+i%10))
+			deleteTimer(t, b, nil, state.EventTime, k, int64((round-1)*10+i%10))
 		}
-		register(t, b, nil, ProcessingTime, k, int64(i%3-round))
+		register(t, b, nil, state.ProcessingTime, k, int64(i%3-round))
 	}
-	fireAll(t, b, EventTime, int64(round*10-5))
+	fireAll(t, b, state.EventTime, int64(round*10-5))
 }

@@ -1,4 +1,4 @@
-package state
+package statebackend
 
 import "github.com/cockroachdb/pebble/v2/vfs"
 

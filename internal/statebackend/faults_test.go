@@ -1,4 +1,4 @@
-package state
+package statebackend
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/state"
 )
 
 // Injected I/O errors in Pebble's filesystem (via vfs/errorfs) and in the
@@ -39,8 +40,8 @@ func TestInjectedIOErrorsFailOnlyTheCheckpoint(t *testing.T) {
 		return nil
 	}))})
 	must(t, err)
-	f := NewPebbleBackendFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, FS: errorfs.Wrap(vfs.Default, inj), MemTableSize: 1 << 20})
-	b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op"})
+	f := NewPebbleFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, FS: errorfs.Wrap(vfs.Default, inj), MemTableSize: 1 << 20})
+	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op"})
 	w := newWorkload(t, b)
 
 	id := int64(0)
@@ -92,7 +93,7 @@ func TestInjectedIOErrorsFailOnlyTheCheckpoint(t *testing.T) {
 			t.Fatalf("%s: next checkpoint failed: %v", c.name, err)
 		}
 		// The good checkpoint restores to the backend's current contents.
-		r := newBackend(t, NewPebbleBackendFactory(PebbleOptions{Dir: t.TempDir()}), KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
+		r := newBackend(t, NewPebbleFactory(PebbleOptions{Dir: t.TempDir()}), state.KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
 		newWorkload(t, r)
 		if d := diffDumps(dumpBackend(t, b), dumpBackend(t, r)); d != "" {
 			t.Fatalf("%s: restore of the next checkpoint differs: %s", c.name, d)

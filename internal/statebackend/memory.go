@@ -1,4 +1,4 @@
-package state
+package statebackend
 
 import (
 	"context"
@@ -9,19 +9,21 @@ import (
 	"time"
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
+	"github.com/onceflow/onceflow/internal/savepoint"
+	"github.com/onceflow/onceflow/state"
 )
 
 // normalizeOptions fills in defaults and validates the key-group range.
-func normalizeOptions(o *KeyedBackendOptions) error {
+func normalizeOptions(o *state.KeyedBackendOptions) error {
 	if o.MaxParallelism <= 0 {
-		o.MaxParallelism = DefaultMaxParallelism
+		o.MaxParallelism = state.DefaultMaxParallelism
 	}
 	if o.MaxParallelism > 1<<15 {
 		return fmt.Errorf("max parallelism %d exceeds %d", o.MaxParallelism, 1<<15)
 	}
 	if o.KeyGroups == (checkpoint.KeyGroupRange{}) {
 		if o.Parallelism > 0 {
-			o.KeyGroups = KeyGroupRangeForSubtask(o.Subtask, o.Parallelism, o.MaxParallelism)
+			o.KeyGroups = state.KeyGroupRangeForSubtask(o.Subtask, o.Parallelism, o.MaxParallelism)
 		} else {
 			o.KeyGroups = checkpoint.KeyGroupRange{Start: 0, End: o.MaxParallelism}
 		}
@@ -60,7 +62,7 @@ func validateMeta(meta checkpoint.StateMeta) error {
 // run later in another goroutine (in key-group order; within a key group,
 // state entries in state, key, user-key order, and timers).
 type entrySource interface {
-	captureEntries() (states []checkpoint.StateMeta, iterate func(ctx context.Context, sink entrySink) error, release func(), err error)
+	captureEntries() (states []checkpoint.StateMeta, iterate func(ctx context.Context, sink savepoint.Sink) error, release func(), err error)
 	KeyGroups() checkpoint.KeyGroupRange
 }
 
@@ -68,17 +70,17 @@ type entrySource interface {
 // backend-independent format (checkpoint.Handle.Backend "canonical") that
 // every backend restores, at any parallelism. Call it where Snapshot would be
 // called (on the owner goroutine, at the barrier) and run the returned
-// AsyncSnapshot like a checkpoint's; then Complete the metadata with
+// state.AsyncSnapshot like a checkpoint's; then Complete the metadata with
 // Savepoint set.
-func SavepointSnapshot(b KeyedBackend, checkpointID int64, w checkpoint.SnapshotWriter) (AsyncSnapshot, error) {
+func SavepointSnapshot(b state.KeyedBackend, checkpointID int64, w checkpoint.SnapshotWriter) (state.AsyncSnapshot, error) {
 	src, ok := b.(entrySource)
 	if !ok {
 		return nil, fmt.Errorf("savepoint %d: backend %T cannot write the canonical format", checkpointID, b)
 	}
-	return canonicalSnapshot(src, BackendCanonical, checkpointID, w)
+	return canonicalSnapshot(src, checkpoint.BackendCanonical, checkpointID, w)
 }
 
-func canonicalSnapshot(src entrySource, backend string, checkpointID int64, w checkpoint.SnapshotWriter) (AsyncSnapshot, error) {
+func canonicalSnapshot(src entrySource, backend string, checkpointID int64, w checkpoint.SnapshotWriter) (state.AsyncSnapshot, error) {
 	states, iterate, release, err := src.captureEntries()
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %d: %w", checkpointID, err)
@@ -95,14 +97,14 @@ func canonicalSnapshot(src entrySource, backend string, checkpointID int64, w ch
 				f.Abort()
 			}
 		}()
-		cw, err := newCanonicalWriter(f)
+		cw, err := savepoint.NewWriter(f)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot %d: %w", checkpointID, err)
 		}
-		if err := iterate(ctx, cw.sink()); err != nil {
+		if err := iterate(ctx, cw.Sink()); err != nil {
 			return nil, fmt.Errorf("snapshot %d: %w", checkpointID, err)
 		}
-		if err := cw.finish(); err != nil {
+		if err := cw.Finish(); err != nil {
 			return nil, fmt.Errorf("snapshot %d: %w", checkpointID, err)
 		}
 		ref, err := f.Close()
@@ -113,24 +115,24 @@ func canonicalSnapshot(src entrySource, backend string, checkpointID int64, w ch
 	}, nil
 }
 
-// NewMemoryBackendFactory returns the factory of heap backends: state lives
+// NewMemoryFactory returns the factory of heap backends: state lives
 // in Go maps per key group. A checkpoint is copy-on-write: at the barrier
 // the backend only records the current maps of every key group (O(states x
 // key groups)) and starts a new generation; the first write after it to a
 // key group copies that group's map of keys (shallowly), and the first write
-// to a key copies that key's entries, so the maps the AsyncSnapshot reads
-// are never modified. Values are never modified in place. Timers are kept
+// to a key copies that key's entries, so the maps the state.AsyncSnapshot reads
+// are never modified. Values are never modified in place. state.Timers are kept
 // per domain and key group in a min-heap with a set for de-duplication,
-// copy-on-write in the same way (see timers_memory.go). The AsyncSnapshot
+// copy-on-write in the same way (see timers_memory.go). The state.AsyncSnapshot
 // writes the captured maps and timers in the canonical format. It restores
 // memory and canonical handles, keeping only its own key groups.
-func NewMemoryBackendFactory() KeyedBackendFactory { return memoryFactory{} }
+func NewMemoryFactory() state.KeyedBackendFactory { return memoryFactory{} }
 
 type memoryFactory struct{}
 
-func (memoryFactory) Name() string { return BackendMemory }
+func (memoryFactory) Name() string { return checkpoint.BackendMemory }
 
-func (memoryFactory) CreateKeyedBackend(ctx context.Context, opts KeyedBackendOptions) (KeyedBackend, error) {
+func (memoryFactory) CreateKeyedBackend(ctx context.Context, opts state.KeyedBackendOptions) (state.KeyedBackend, error) {
 	if err := normalizeOptions(&opts); err != nil {
 		return nil, fmt.Errorf("memory backend %s/%d: %w", opts.OperatorUID, opts.Subtask, err)
 	}
@@ -147,7 +149,7 @@ func (memoryFactory) CreateKeyedBackend(ctx context.Context, opts KeyedBackendOp
 }
 
 type memBackend struct {
-	opts   KeyedBackendOptions
+	opts   state.KeyedBackendOptions
 	states map[string]*memState
 	// gen is the current copy-on-write generation; every snapshot starts a
 	// new one.
@@ -197,7 +199,7 @@ func (b *memBackend) restore(h *checkpoint.Handle) error {
 	if h == nil {
 		return nil
 	}
-	if h.Backend != BackendMemory && h.Backend != BackendCanonical {
+	if h.Backend != checkpoint.BackendMemory && h.Backend != checkpoint.BackendCanonical {
 		return fmt.Errorf("cannot restore a %q snapshot into the memory backend (take a savepoint to change backends)", h.Backend)
 	}
 	targets := make([]*memState, len(h.States))
@@ -212,8 +214,8 @@ func (b *memBackend) restore(h *checkpoint.Handle) error {
 	}
 	kgs := b.opts.KeyGroups
 	return openHandleData(h, b.opts.Storage, func(name string, r io.Reader) error {
-		return readCanonical(r, name, entrySink{
-			state: func(kg, si int, key, uk, val []byte) error {
+		return savepoint.Read(r, name, savepoint.Sink{
+			State: func(kg, si int, key, uk, val []byte) error {
 				if si >= len(targets) {
 					return fmt.Errorf("%s: entry names state %d of %d", name, si, len(targets))
 				}
@@ -229,7 +231,7 @@ func (b *memBackend) restore(h *checkpoint.Handle) error {
 				e.vals[string(uk)] = val
 				return nil
 			},
-			timer: func(kg int, d TimeDomain, ts int64, key []byte) error {
+			Timer: func(kg int, d state.TimeDomain, ts int64, key []byte) error {
 				if !kgs.Contains(kg) {
 					return nil
 				}
@@ -246,7 +248,7 @@ func (b *memBackend) Now() time.Time { return b.opts.Now() }
 
 func (b *memBackend) SetCurrentKey(key []byte) {
 	b.key = append(b.key[:0], key...)
-	kg := KeyGroupOf(key, b.opts.MaxParallelism)
+	kg := state.KeyGroupOf(key, b.opts.MaxParallelism)
 	if !b.opts.KeyGroups.Contains(kg) {
 		b.keyErr = fmt.Errorf("key %q is in key group %d, outside this subtask's range %v", key, kg, b.opts.KeyGroups)
 		return
@@ -258,7 +260,7 @@ func (b *memBackend) SetCurrentKey(key []byte) {
 func (b *memBackend) CurrentKey() []byte                  { return b.key }
 func (b *memBackend) KeyGroups() checkpoint.KeyGroupRange { return b.opts.KeyGroups }
 
-func (b *memBackend) Register(meta checkpoint.StateMeta) (RawState, error) {
+func (b *memBackend) Register(meta checkpoint.StateMeta) (state.RawState, error) {
 	if err := validateMeta(meta); err != nil {
 		return nil, err
 	}
@@ -397,7 +399,7 @@ func (s *memState) Clear() error {
 // captureEntries records the current maps and timers and starts a new
 // copy-on-write generation, so that processing can go on while they are
 // written.
-func (b *memBackend) captureEntries() ([]checkpoint.StateMeta, func(context.Context, entrySink) error, func(), error) {
+func (b *memBackend) captureEntries() ([]checkpoint.StateMeta, func(context.Context, savepoint.Sink) error, func(), error) {
 	names := make([]string, 0, len(b.states))
 	for n := range b.states {
 		names = append(names, n)
@@ -416,7 +418,7 @@ func (b *memBackend) captureEntries() ([]checkpoint.StateMeta, func(context.Cont
 	}
 	b.gen++
 	start := b.opts.KeyGroups.Start
-	iterate := func(ctx context.Context, sink entrySink) error {
+	iterate := func(ctx context.Context, sink savepoint.Sink) error {
 		for gi := 0; gi < b.opts.KeyGroups.Len(); gi++ {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -436,7 +438,7 @@ func (b *memBackend) captureEntries() ([]checkpoint.StateMeta, func(context.Cont
 					}
 					sort.Strings(uks)
 					for _, uk := range uks {
-						if err := sink.state(start+gi, si, []byte(k), []byte(uk), vals[uk]); err != nil {
+						if err := sink.State(start+gi, si, []byte(k), []byte(uk), vals[uk]); err != nil {
 							return err
 						}
 					}
@@ -448,7 +450,7 @@ func (b *memBackend) captureEntries() ([]checkpoint.StateMeta, func(context.Cont
 					continue
 				}
 				for _, id := range g.sorted() {
-					if err := sink.timer(start+gi, TimeDomain(di+1), id.ts, []byte(id.key)); err != nil {
+					if err := sink.Timer(start+gi, state.TimeDomain(di+1), id.ts, []byte(id.key)); err != nil {
 						return err
 					}
 				}
@@ -459,8 +461,8 @@ func (b *memBackend) captureEntries() ([]checkpoint.StateMeta, func(context.Cont
 	return metas, iterate, func() {}, nil
 }
 
-func (b *memBackend) Snapshot(checkpointID int64, w checkpoint.SnapshotWriter) (AsyncSnapshot, error) {
-	return canonicalSnapshot(b, BackendMemory, checkpointID, w)
+func (b *memBackend) Snapshot(checkpointID int64, w checkpoint.SnapshotWriter) (state.AsyncSnapshot, error) {
+	return canonicalSnapshot(b, checkpoint.BackendMemory, checkpointID, w)
 }
 
 func (b *memBackend) NotifyCheckpointComplete(int64) {}

@@ -1,4 +1,4 @@
-package state
+package statebackend
 
 import (
 	"context"
@@ -16,10 +16,11 @@ import (
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/state"
 )
 
-func pebbleFactory_(t testing.TB, incremental bool) KeyedBackendFactory {
-	return NewPebbleBackendFactory(PebbleOptions{Dir: t.TempDir(), Incremental: incremental, MemTableSize: 4 << 20, CacheSize: 16 << 20})
+func pebbleFactory_(t testing.TB, incremental bool) state.KeyedBackendFactory {
+	return NewPebbleFactory(PebbleOptions{Dir: t.TempDir(), Incremental: incremental, MemTableSize: 4 << 20, CacheSize: 16 << 20})
 }
 
 // Every way of snapshotting the same contents restores to the same state:
@@ -28,7 +29,7 @@ func pebbleFactory_(t testing.TB, incremental bool) KeyedBackendFactory {
 func TestSameStateThroughEverySnapshotKind(t *testing.T) {
 	const keys = 2000
 	ctx := context.Background()
-	mem := NewMemoryBackendFactory()
+	mem := NewMemoryFactory()
 	full := pebbleFactory_(t, false)
 	incr := pebbleFactory_(t, true)
 	st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{Retained: 10})
@@ -40,8 +41,8 @@ func TestSameStateThroughEverySnapshotKind(t *testing.T) {
 	}
 	var snaps []snap
 	id := int64(0)
-	for _, f := range []KeyedBackendFactory{mem, full, incr} {
-		b := newBackend(t, f, KeyedBackendOptions{})
+	for _, f := range []state.KeyedBackendFactory{mem, full, incr} {
+		b := newBackend(t, f, state.KeyedBackendOptions{})
 		w := newWorkload(t, b)
 		for r := 0; r < 4; r++ {
 			w.apply(t, b, keys, r)
@@ -78,12 +79,12 @@ func TestSameStateThroughEverySnapshotKind(t *testing.T) {
 		t.Fatalf("incremental checkpoint stored no shared files: %+v", snaps[4].h.Files)
 	}
 	for _, s := range snaps {
-		targets := []KeyedBackendFactory{mem, full, incr}
-		if s.h.Backend == BackendPebble {
-			targets = []KeyedBackendFactory{full, incr}
+		targets := []state.KeyedBackendFactory{mem, full, incr}
+		if s.h.Backend == checkpoint.BackendPebble {
+			targets = []state.KeyedBackendFactory{full, incr}
 		}
 		for _, f := range targets {
-			r, err := f.CreateKeyedBackend(ctx, KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{s.h}, Storage: st})
+			r, err := f.CreateKeyedBackend(ctx, state.KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{s.h}, Storage: st})
 			if err != nil {
 				t.Fatalf("restore %s into %s: %v", s.name, f.Name(), err)
 			}
@@ -98,7 +99,7 @@ func TestSameStateThroughEverySnapshotKind(t *testing.T) {
 		}
 	}
 	// A Pebble checkpoint cannot be read by the memory backend: clear error.
-	_, err := mem.CreateKeyedBackend(ctx, KeyedBackendOptions{Restore: []*checkpoint.Handle{snaps[2].h}, Storage: st})
+	_, err := mem.CreateKeyedBackend(ctx, state.KeyedBackendOptions{Restore: []*checkpoint.Handle{snaps[2].h}, Storage: st})
 	wantErrContains(t, err, "pebble", "savepoint")
 }
 
@@ -136,7 +137,7 @@ func handleSize(h *checkpoint.Handle) (total int64) {
 
 // checkpointCounted runs checkpoint id of b into st and returns the handle
 // and the bytes it wrote.
-func checkpointCounted(t testing.TB, b KeyedBackend, st checkpoint.Storage, id int64) (*checkpoint.Handle, int64) {
+func checkpointCounted(t testing.TB, b state.KeyedBackend, st checkpoint.Storage, id int64) (*checkpoint.Handle, int64) {
 	t.Helper()
 	w, err := st.Writer(id, "op", 0)
 	must(t, err)
@@ -148,7 +149,7 @@ func checkpointCounted(t testing.TB, b KeyedBackend, st checkpoint.Storage, id i
 	return h, n.Load()
 }
 
-func putValues(t testing.TB, b KeyedBackend, v *ValueState[[]byte], from, to int, round byte, size int) {
+func putValues(t testing.TB, b state.KeyedBackend, v *state.ValueState[[]byte], from, to int, round byte, size int) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(uint64(from), uint64(round)))
 	val := make([]byte, size)
@@ -167,9 +168,9 @@ func TestIncrementalCheckpointWritesOnlyNewFilesAndKeepsSharedOnes(t *testing.T)
 	dir := t.TempDir()
 	st, err := dirstore.NewFileStorage(dir, "job", dirstore.StorageOptions{Retained: 1})
 	must(t, err)
-	f := NewPebbleBackendFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 8 << 20})
-	b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op"})
-	v, err := NewValueState(b, "v", BytesCodec{})
+	f := NewPebbleFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 8 << 20})
+	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op"})
+	v, err := state.NewValueState(b, "v", state.BytesCodec{})
 	must(t, err)
 	const keys, size = 20000, 200 // ~4 MB
 	putValues(t, b, v, 0, keys, 'a', size)
@@ -229,8 +230,8 @@ func TestIncrementalCheckpointWritesOnlyNewFilesAndKeepsSharedOnes(t *testing.T)
 	if md == nil || md.CheckpointID != 2 {
 		t.Fatalf("latest = %+v", md)
 	}
-	r := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: checkpoint.KeyedHandlesFor(md.Operator("op"), checkpoint.KeyGroupRange{Start: 0, End: 128}), Storage: st2})
-	rv, err := NewValueState(r, "v", BytesCodec{})
+	r := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Restore: checkpoint.KeyedHandlesFor(md.Operator("op"), checkpoint.KeyGroupRange{Start: 0, End: 128}), Storage: st2})
+	rv, err := state.NewValueState(r, "v", state.BytesCodec{})
 	must(t, err)
 	for _, i := range []int{0, keys/100 - 1, keys / 100, keys - 1} {
 		r.SetCurrentKey(testKey(i))
@@ -288,17 +289,17 @@ func TestIncrementalCheckpointWritesOnlyNewFilesAndKeepsSharedOnes(t *testing.T)
 func TestRescaleThroughSavepoints(t *testing.T) {
 	const keys = 3000
 	for _, tc := range []struct {
-		f         KeyedBackendFactory
+		f         state.KeyedBackendFactory
 		savepoint bool
-	}{{NewMemoryBackendFactory(), true}, {pebbleFactory_(t, true), true}, {pebbleFactory_(t, true), false}} {
+	}{{NewMemoryFactory(), true}, {pebbleFactory_(t, true), true}, {pebbleFactory_(t, true), false}} {
 		f, savepoint := tc.f, tc.savepoint
 		t.Run(fmt.Sprintf("%s/savepoint=%v", f.Name(), savepoint), func(t *testing.T) {
 			st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{Retained: 3})
-			ref := newBackend(t, NewMemoryBackendFactory(), KeyedBackendOptions{})
+			ref := newBackend(t, NewMemoryFactory(), state.KeyedBackendOptions{})
 			rw := newWorkload(t, ref)
 			var handles []*checkpoint.Handle
 			for s := 0; s < 2; s++ {
-				b := newBackend(t, f, KeyedBackendOptions{Subtask: s, Parallelism: 2})
+				b := newBackend(t, f, state.KeyedBackendOptions{Subtask: s, Parallelism: 2})
 				w := newWorkload(t, b)
 				for r := 0; r < 3; r++ {
 					w.apply(t, b, keys, r)
@@ -317,8 +318,8 @@ func TestRescaleThroughSavepoints(t *testing.T) {
 				var next []*checkpoint.Handle
 				var got []string
 				for s := 0; s < p; s++ {
-					kgs := KeyGroupRangeForSubtask(s, p, DefaultMaxParallelism)
-					b := newBackend(t, f, KeyedBackendOptions{Subtask: s, Parallelism: p, Restore: checkpoint.KeyedHandlesFor(op, kgs), Storage: st})
+					kgs := state.KeyGroupRangeForSubtask(s, p, state.DefaultMaxParallelism)
+					b := newBackend(t, f, state.KeyedBackendOptions{Subtask: s, Parallelism: p, Restore: checkpoint.KeyedHandlesFor(op, kgs), Storage: st})
 					newWorkload(t, b)
 					h := runSnapshot(t, b, st, "op", s, id, savepoint)
 					got = append(got, dumpBackend(t, b)...)
@@ -327,7 +328,7 @@ func TestRescaleThroughSavepoints(t *testing.T) {
 						key := strings.Split(line, "|")[1]
 						var k string
 						fmt.Sscanf(key, "%q", &k)
-						if !kgs.Contains(KeyGroupOf([]byte(k), DefaultMaxParallelism)) {
+						if !kgs.Contains(state.KeyGroupOf([]byte(k), state.DefaultMaxParallelism)) {
 							t.Fatalf("parallelism %d: subtask %d holds key %s of another subtask", p, s, k)
 						}
 					}
@@ -363,19 +364,19 @@ func slicesContainsFunc[T any](s []T, f func(T) bool) bool {
 func TestPebbleCodecMismatchOnRestoreNamesTheState(t *testing.T) {
 	st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{})
 	f := pebbleFactory_(t, false)
-	b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op"})
-	v, err := NewValueState(b, "clicks", Int64Codec{})
+	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op"})
+	v, err := state.NewValueState(b, "clicks", state.Int64Codec{})
 	must(t, err)
 	b.SetCurrentKey([]byte("k"))
 	must(t, v.Update(3))
 	for _, savepoint := range []bool{false, true} {
 		h := runSnapshot(t, b, st, "op", 0, map[bool]int64{false: 1, true: 2}[savepoint], savepoint)
-		r := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
-		_, err = NewValueState(r, "clicks", JSONCodec[int64]{})
+		r := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
+		_, err = state.NewValueState(r, "clicks", state.JSONCodec[int64]{})
 		wantErrContains(t, err, `"clicks"`, "codec")
-		_, err = NewListState(r, "clicks", Int64Codec{})
+		_, err = state.NewListState(r, "clicks", state.Int64Codec{})
 		wantErrContains(t, err, `"clicks"`, "list")
-		rv, err := NewValueState(r, "clicks", Int64Codec{})
+		rv, err := state.NewValueState(r, "clicks", state.Int64Codec{})
 		must(t, err)
 		r.SetCurrentKey([]byte("k"))
 		if got, ok, err := rv.Value(); err != nil || !ok || got != 3 {
@@ -389,16 +390,16 @@ func TestPebbleCodecMismatchOnRestoreNamesTheState(t *testing.T) {
 // "a"+suffix (in the same key group) with user key "z", and clearing one
 // key's map leaves the other alone.
 func TestPebbleMapKeysAreSelfDelimiting(t *testing.T) {
-	kg := KeyGroupOf([]byte("a"), DefaultMaxParallelism)
+	kg := state.KeyGroupOf([]byte("a"), state.DefaultMaxParallelism)
 	suffix := ""
 	for i := 0; ; i++ {
-		if KeyGroupOf([]byte("a"+strconv.Itoa(i)), DefaultMaxParallelism) == kg {
+		if state.KeyGroupOf([]byte("a"+strconv.Itoa(i)), state.DefaultMaxParallelism) == kg {
 			suffix = strconv.Itoa(i)
 			break
 		}
 	}
-	b := newBackend(t, pebbleFactory_(t, false), KeyedBackendOptions{})
-	m, err := NewMapState(b, "m", StringCodec{}, StringCodec{})
+	b := newBackend(t, pebbleFactory_(t, false), state.KeyedBackendOptions{})
+	m, err := state.NewMapState(b, "m", state.StringCodec{}, state.StringCodec{})
 	must(t, err)
 	b.SetCurrentKey([]byte("a"))
 	must(t, m.Put(suffix+"z", "1"))
@@ -421,8 +422,8 @@ func TestPebbleMapKeysAreSelfDelimiting(t *testing.T) {
 
 func TestCleanPebbleDirRemovesOnlyDeadInstances(t *testing.T) {
 	dir := t.TempDir()
-	f := NewPebbleBackendFactory(PebbleOptions{Dir: dir})
-	live := newBackend(t, f, KeyedBackendOptions{OperatorUID: "live"})
+	f := NewPebbleFactory(PebbleOptions{Dir: dir})
+	live := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "live"})
 	// A dead instance: a database directory nobody holds (as after kill -9).
 	dead := filepath.Join(dir, "dead-0-0123456789abcdef")
 	db, err := pebble.Open(filepath.Join(dead, "db"), &pebble.Options{Logger: quietLogger{}})
@@ -450,10 +451,10 @@ func TestPebbleWriteBufferIsInvisibleToReaders(t *testing.T) {
 	ctx := context.Background()
 	st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{})
 	f := pebbleFactory_(t, true)
-	b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Storage: st})
-	v, err := NewValueState(b, "v", Int64Codec{})
+	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Storage: st})
+	v, err := state.NewValueState(b, "v", state.Int64Codec{})
 	must(t, err)
-	m, err := NewMapState(b, "m", StringCodec{}, Int64Codec{})
+	m, err := state.NewMapState(b, "m", state.StringCodec{}, state.Int64Codec{})
 	must(t, err)
 	pb := b.(*pebbleBackend)
 	b.SetCurrentKey([]byte("k"))
@@ -476,7 +477,7 @@ func TestPebbleWriteBufferIsInvisibleToReaders(t *testing.T) {
 	}
 	// Past the limit the buffer is written out and stays readable.
 	big := make([]byte, 64<<10)
-	bv, err := NewValueState(b, "big", BytesCodec{})
+	bv, err := state.NewValueState(b, "big", state.BytesCodec{})
 	must(t, err)
 	for i := range 100 { // 6.4 MB > dirtyLimit
 		b.SetCurrentKey([]byte("big" + strconv.Itoa(i)))
@@ -496,10 +497,10 @@ func TestPebbleWriteBufferIsInvisibleToReaders(t *testing.T) {
 	b.SetCurrentKey([]byte("k"))
 	must(t, v.Update(42))
 	h, _ := checkpointCounted(t, b, st, 1)
-	r, err := f.CreateKeyedBackend(ctx, KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
+	r, err := f.CreateKeyedBackend(ctx, state.KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
 	must(t, err)
 	defer r.Close()
-	rv, err := NewValueState(r, "v", Int64Codec{})
+	rv, err := state.NewValueState(r, "v", state.Int64Codec{})
 	must(t, err)
 	r.SetCurrentKey([]byte("k"))
 	if got, ok, err := rv.Value(); err != nil || !ok || got != 42 {
@@ -514,11 +515,11 @@ func TestPebbleReadCacheFollowsPebble(t *testing.T) {
 	ctx := context.Background()
 	st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{})
 	f := pebbleFactory_(t, true)
-	b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Storage: st})
+	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Storage: st})
 	pb := b.(*pebbleBackend)
-	v, err := NewValueState(b, "v", Int64Codec{})
+	v, err := state.NewValueState(b, "v", state.Int64Codec{})
 	must(t, err)
-	m, err := NewMapState(b, "m", StringCodec{}, Int64Codec{})
+	m, err := state.NewMapState(b, "m", state.StringCodec{}, state.Int64Codec{})
 	must(t, err)
 	b.SetCurrentKey([]byte("k"))
 	must(t, m.Put("x", 1))
@@ -548,14 +549,14 @@ func TestPebbleReadCacheFollowsPebble(t *testing.T) {
 		t.Fatalf("value written over a cached absence: %d %v %v", got, ok, err)
 	}
 	h, _ := checkpointCounted(t, b, st, 1)
-	r, err := f.CreateKeyedBackend(ctx, KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
+	r, err := f.CreateKeyedBackend(ctx, state.KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
 	must(t, err)
 	defer r.Close()
 	if d := diffDumps(dumpBackend(t, b), dumpBackend(t, r)); d != "" {
 		t.Fatalf("restore differs from the cached backend: %s", d)
 	}
 	// Reading many big values keeps the cache within its bound.
-	bv, err := NewValueState(b, "big", BytesCodec{})
+	bv, err := state.NewValueState(b, "big", state.BytesCodec{})
 	must(t, err)
 	big := make([]byte, 64<<10)
 	for i := range 100 {

@@ -1,4 +1,4 @@
-package state
+package statebackend
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"math"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/onceflow/onceflow/state"
 )
 
 // Pebble timer layout: every timer is one Pebble key with an empty value,
@@ -54,12 +56,12 @@ func (c *timerIterCounts) add(it *pebble.Iterator) {
 }
 
 // timerPrefix appends the prefix of the timers of domain d in key group kg.
-func timerPrefix(dst []byte, kg int, d TimeDomain) []byte {
+func timerPrefix(dst []byte, kg int, d state.TimeDomain) []byte {
 	return append(dst, byte(kg>>8), byte(kg), 0, 0, byte(d))
 }
 
 // encodeTimerKey appends the Pebble key of timer (d, ts, key) of key group kg.
-func encodeTimerKey(dst []byte, kg int, d TimeDomain, ts int64, key []byte) []byte {
+func encodeTimerKey(dst []byte, kg int, d state.TimeDomain, ts int64, key []byte) []byte {
 	dst = timerPrefix(dst, kg, d)
 	dst = binary.BigEndian.AppendUint64(dst, flipTime(ts))
 	return append(dst, key...)
@@ -74,12 +76,12 @@ func isTimerKey(k []byte) bool {
 }
 
 // decodeTimerKey splits a timer key; key aliases k.
-func decodeTimerKey(k []byte) (kg int, d TimeDomain, ts int64, key []byte, err error) {
+func decodeTimerKey(k []byte) (kg int, d state.TimeDomain, ts int64, key []byte, err error) {
 	if len(k) < timerKeyLen || !isTimerKey(k) {
 		return 0, 0, 0, nil, fmt.Errorf("malformed timer key %x", k)
 	}
-	d = TimeDomain(k[4])
-	if _, err := d.index(); err != nil {
+	d = state.TimeDomain(k[4])
+	if _, err := domainIndex(d); err != nil {
 		return 0, 0, 0, nil, fmt.Errorf("timer key %x: %w", k, err)
 	}
 	return int(binary.BigEndian.Uint16(k)), d, unflipTime(binary.BigEndian.Uint64(k[5:])), k[timerKeyLen:], nil
@@ -87,7 +89,7 @@ func decodeTimerKey(k []byte) (kg int, d TimeDomain, ts int64, key []byte, err e
 
 // timerUpper is the exclusive upper bound of the timers of domain d in key
 // group kg with ts <= upTo.
-func timerUpper(kg int, d TimeDomain, upTo int64) []byte {
+func timerUpper(kg int, d state.TimeDomain, upTo int64) []byte {
 	if upTo == math.MaxInt64 {
 		return timerPrefix(nil, kg, d+1)
 	}
@@ -96,8 +98,8 @@ func timerUpper(kg int, d TimeDomain, upTo int64) []byte {
 
 // timerKey returns the Pebble key of the current key's timer, checking d
 // and the current key.
-func (b *pebbleBackend) timerKey(what string, d TimeDomain, ts int64) ([]byte, int, error) {
-	di, err := d.index()
+func (b *pebbleBackend) timerKey(what string, d state.TimeDomain, ts int64) ([]byte, int, error) {
+	di, err := domainIndex(d)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%s timer of %s/%d: %w", what, b.opts.OperatorUID, b.opts.Subtask, err)
 	}
@@ -111,7 +113,7 @@ func (b *pebbleBackend) timerKey(what string, d TimeDomain, ts int64) ([]byte, i
 	return encodeTimerKey(nil, kg, d, ts, b.key), di, nil
 }
 
-func (b *pebbleBackend) RegisterTimer(d TimeDomain, ts int64) error {
+func (b *pebbleBackend) RegisterTimer(d state.TimeDomain, ts int64) error {
 	k, di, err := b.timerKey("register", d, ts)
 	if err != nil {
 		return err
@@ -131,7 +133,7 @@ func (b *pebbleBackend) RegisterTimer(d TimeDomain, ts int64) error {
 	return nil
 }
 
-func (b *pebbleBackend) DeleteTimer(d TimeDomain, ts int64) error {
+func (b *pebbleBackend) DeleteTimer(d state.TimeDomain, ts int64) error {
 	k, di, err := b.timerKey("delete", d, ts)
 	if err != nil {
 		return err
@@ -157,8 +159,8 @@ func (b *pebbleBackend) closeTimerIter(it *pebble.Iterator) error {
 
 // NextTimer answers from the hint when it is exact; otherwise it seeks
 // once per key group from the hint's lower bound and makes the hint exact.
-func (b *pebbleBackend) NextTimer(d TimeDomain) (int64, bool, error) {
-	di, err := d.index()
+func (b *pebbleBackend) NextTimer(d state.TimeDomain) (int64, bool, error) {
+	di, err := domainIndex(d)
 	if err != nil {
 		return 0, false, fmt.Errorf("next timer of %s/%d: %w", b.opts.OperatorUID, b.opts.Subtask, err)
 	}
@@ -205,8 +207,8 @@ func (b *pebbleBackend) NextTimer(d TimeDomain) (int64, bool, error) {
 	return next, found, nil
 }
 
-func (b *pebbleBackend) FireTimers(d TimeDomain, upTo int64, fn func(key []byte, ts int64) error) (err error) {
-	di, err := d.index()
+func (b *pebbleBackend) FireTimers(d state.TimeDomain, upTo int64, fn func(key []byte, ts int64) error) (err error) {
+	di, err := domainIndex(d)
 	if err != nil {
 		return fmt.Errorf("fire timers of %s/%d: %w", b.opts.OperatorUID, b.opts.Subtask, err)
 	}
@@ -244,7 +246,7 @@ func (b *pebbleBackend) FireTimers(d TimeDomain, upTo int64, fn func(key []byte,
 // fn changed (touch) is sought again, from its floor, with a new iterator.
 type pebbleTimerQueue struct {
 	b    *pebbleBackend
-	d    TimeDomain
+	d    state.TimeDomain
 	upTo int64
 	kgs  []timerCursor // by key group - start
 }
@@ -261,7 +263,7 @@ type timerCursor struct {
 	key   []byte
 }
 
-func (b *pebbleBackend) newPebbleTimerQueue(d TimeDomain, upTo, from int64) (*pebbleTimerQueue, error) {
+func (b *pebbleBackend) newPebbleTimerQueue(d state.TimeDomain, upTo, from int64) (*pebbleTimerQueue, error) {
 	kgs := b.opts.KeyGroups
 	q := &pebbleTimerQueue{b: b, d: d, upTo: upTo, kgs: make([]timerCursor, kgs.Len())}
 	probe, err := b.newTimerIter(kgBytes(kgs.Start), kgBytes(kgs.End))

@@ -1,4 +1,4 @@
-package state
+package statebackend
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/state"
 )
 
 // An incremental Pebble checkpoint of another job directory, adopted,
@@ -17,8 +18,8 @@ func TestAdoptPebbleCheckpointRestores(t *testing.T) {
 	otherDir := t.TempDir()
 	other, err := dirstore.NewFileStorage(otherDir, "old", dirstore.StorageOptions{})
 	must(t, err)
-	f := NewPebbleBackendFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 1 << 20})
-	b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op"})
+	f := NewPebbleFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 1 << 20})
+	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op"})
 	w := newWorkload(t, b)
 	for r := int64(1); r <= 2; r++ {
 		w.apply(t, b, 2000, int(r))
@@ -43,7 +44,7 @@ func TestAdoptPebbleCheckpointRestores(t *testing.T) {
 	if shared == 0 {
 		t.Fatal("the incremental checkpoint has no shared files: the test proves nothing")
 	}
-	r := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: checkpoint.KeyedHandlesFor(ad.Operator("op"), checkpoint.KeyGroupRange{Start: 0, End: 128}), Storage: st})
+	r := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Restore: checkpoint.KeyedHandlesFor(ad.Operator("op"), checkpoint.KeyGroupRange{Start: 0, End: 128}), Storage: st})
 	wr := newWorkload(t, r)
 	if d := diffDumps(want, dumpBackend(t, r)); d != "" {
 		t.Fatalf("adopted checkpoint restores differently: %s", d)
@@ -53,7 +54,7 @@ func TestAdoptPebbleCheckpointRestores(t *testing.T) {
 	completeOne(t, st, "op", 4, false, 1, runSnapshot(t, r, st, "op", 0, 4, false))
 	latest, _, err := st.Latest(ctx)
 	must(t, err)
-	r2 := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: checkpoint.KeyedHandlesFor(latest.Operator("op"), checkpoint.KeyGroupRange{Start: 0, End: 128}), Storage: st})
+	r2 := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Restore: checkpoint.KeyedHandlesFor(latest.Operator("op"), checkpoint.KeyGroupRange{Start: 0, End: 128}), Storage: st})
 	newWorkload(t, r2)
 	if d := diffDumps(dumpBackend(t, r), dumpBackend(t, r2)); d != "" {
 		t.Fatalf("checkpoint 4 restores differently: %s", d)

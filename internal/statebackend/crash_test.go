@@ -1,4 +1,4 @@
-package state
+package statebackend
 
 import (
 	"bufio"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/state"
 )
 
 const (
@@ -65,8 +66,8 @@ func TestCrashChild(t *testing.T) {
 	})
 	st, err := dirstore.NewFileStorage(dir, "job", dirstore.StorageOptions{Retained: 2, FS: errorfs.Wrap(vfs.Default, stall)})
 	must(t, err)
-	f := NewPebbleBackendFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 1 << 20})
-	b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op"})
+	f := NewPebbleFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 1 << 20})
+	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op"})
 	w := newWorkload(t, b)
 	for r := int64(1); ; r++ {
 		w.apply(t, b, crashKeys, int(r))
@@ -149,10 +150,10 @@ func TestKillDuringCheckpoint(t *testing.T) {
 				}
 			}
 			// Restore it and compare with the workload replayed to that round.
-			f := NewPebbleBackendFactory(PebbleOptions{Dir: t.TempDir()})
-			r := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: checkpoint.KeyedHandlesFor(md.Operator("op"), checkpoint.KeyGroupRange{Start: 0, End: 128}), Storage: st})
+			f := NewPebbleFactory(PebbleOptions{Dir: t.TempDir()})
+			r := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Restore: checkpoint.KeyedHandlesFor(md.Operator("op"), checkpoint.KeyGroupRange{Start: 0, End: 128}), Storage: st})
 			newWorkload(t, r)
-			ref := newBackend(t, NewMemoryBackendFactory(), KeyedBackendOptions{})
+			ref := newBackend(t, NewMemoryFactory(), state.KeyedBackendOptions{})
 			w := newWorkload(t, ref)
 			for round := 1; round <= int(md.CheckpointID); round++ {
 				w.apply(t, ref, crashKeys, round)

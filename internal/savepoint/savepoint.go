@@ -1,16 +1,6 @@
-package state
-
-import (
-	"bufio"
-	"bytes"
-	"encoding/binary"
-	"errors"
-	"fmt"
-	"io"
-
-	"github.com/onceflow/onceflow/internal/checkpoint"
-)
-
+// Package savepoint reads and writes the canonical keyed-state format,
+// the one every keyed backend writes savepoints in and restores from.
+//
 // The canonical keyed-state format is a backend-independent stream of
 // entries, used by savepoints (checkpoint.Handle.Backend "canonical") and
 // by the memory backend's checkpoints (Backend "memory"). Every backend
@@ -26,7 +16,7 @@ import (
 //	               uvarint(len key) key
 //	trailer: 0x00 uvarint(number of entries, timers included)
 //
-// stateIndex points into checkpoint.Handle.States; domain is a TimeDomain
+// stateIndex points into checkpoint.Handle.States; domain is a state.TimeDomain
 // (1 event time, 2 processing time) and ts its time in epoch milliseconds
 // (zig-zag varint). Entries are written in key-group order, so a reader
 // after a rescale can drop what it does not own; within a key group,
@@ -38,34 +28,35 @@ import (
 // before timers existed hold none and read as before, and a binary from
 // before timers refuses a stream holding timers at its first timer entry
 // ("bad tag 0x2") rather than dropping them.
-const canonicalMagic = "onceflow-kv\x00v1\n"
+package savepoint
 
-const (
-	// BackendCanonical is checkpoint.Handle.Backend of a savepoint snapshot.
-	BackendCanonical = "canonical"
-	// BackendMemory is checkpoint.Handle.Backend of a memory backend checkpoint.
-	BackendMemory = "memory"
-	// BackendOperator is checkpoint.Handle.Backend of operator state.
-	BackendOperator = "operator"
-	// BackendPebble is checkpoint.Handle.Backend of a Pebble backend checkpoint.
-	BackendPebble = "pebble"
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/onceflow/onceflow/state"
 )
 
-type canonicalWriter struct {
+const formatMagic = "onceflow-kv\x00v1\n"
+
+type Writer struct {
 	w   *bufio.Writer
 	buf []byte
 	n   uint64
 }
 
-func newCanonicalWriter(w io.Writer) (*canonicalWriter, error) {
+func NewWriter(w io.Writer) (*Writer, error) {
 	bw := bufio.NewWriterSize(w, 256<<10)
-	if _, err := bw.WriteString(canonicalMagic); err != nil {
+	if _, err := bw.WriteString(formatMagic); err != nil {
 		return nil, err
 	}
-	return &canonicalWriter{w: bw}, nil
+	return &Writer{w: bw}, nil
 }
 
-func (c *canonicalWriter) add(kg, stateIdx int, key, userKey, value []byte) error {
+func (c *Writer) Add(kg, stateIdx int, key, userKey, value []byte) error {
 	b := c.buf[:0]
 	b = append(b, 1)
 	b = binary.AppendUvarint(b, uint64(kg))
@@ -86,7 +77,7 @@ func (c *canonicalWriter) add(kg, stateIdx int, key, userKey, value []byte) erro
 	return nil
 }
 
-func (c *canonicalWriter) addTimer(kg int, d TimeDomain, ts int64, key []byte) error {
+func (c *Writer) AddTimer(kg int, d state.TimeDomain, ts int64, key []byte) error {
 	b := c.buf[:0]
 	b = append(b, 2)
 	b = binary.AppendUvarint(b, uint64(kg))
@@ -104,11 +95,11 @@ func (c *canonicalWriter) addTimer(kg int, d TimeDomain, ts int64, key []byte) e
 	return nil
 }
 
-func (c *canonicalWriter) sink() entrySink {
-	return entrySink{state: c.add, timer: c.addTimer}
+func (c *Writer) Sink() Sink {
+	return Sink{State: c.Add, Timer: c.AddTimer}
 }
 
-func (c *canonicalWriter) finish() error {
+func (c *Writer) Finish() error {
 	b := binary.AppendUvarint([]byte{0}, c.n)
 	if _, err := c.w.Write(b); err != nil {
 		return err
@@ -116,22 +107,22 @@ func (c *canonicalWriter) finish() error {
 	return c.w.Flush()
 }
 
-// entrySink receives the contents of a keyed snapshot: state entries and
+// Sink receives the contents of a keyed snapshot: state entries and
 // timers.
-type entrySink struct {
-	state func(kg, stateIdx int, key, userKey, value []byte) error
-	timer func(kg int, d TimeDomain, ts int64, key []byte) error
+type Sink struct {
+	State func(kg, stateIdx int, key, userKey, value []byte) error
+	Timer func(kg int, d state.TimeDomain, ts int64, key []byte) error
 }
 
-// readCanonical hands every entry of a canonical stream to sink. The slices
+// Read hands every entry of a canonical stream to sink. The slices
 // passed to it are fresh and may be kept.
-func readCanonical(r io.Reader, name string, sink entrySink) error {
+func Read(r io.Reader, name string, sink Sink) error {
 	br := bufio.NewReaderSize(r, 256<<10)
-	magic := make([]byte, len(canonicalMagic))
+	magic := make([]byte, len(formatMagic))
 	if _, err := io.ReadFull(br, magic); err != nil {
 		return fmt.Errorf("%s: read header: %w", name, err)
 	}
-	if string(magic) != canonicalMagic {
+	if string(magic) != formatMagic {
 		return fmt.Errorf("%s: not a canonical keyed-state stream", name)
 	}
 	readBytes := func() ([]byte, error) {
@@ -166,7 +157,7 @@ func readCanonical(r io.Reader, name string, sink entrySink) error {
 			return nil
 		}
 		if tag == 2 {
-			if err := readTimer(br, name, count, readBytes, sink.timer); err != nil {
+			if err := readTimer(br, name, count, readBytes, sink.Timer); err != nil {
 				return err
 			}
 			count++
@@ -198,7 +189,7 @@ func readCanonical(r io.Reader, name string, sink entrySink) error {
 		if kg > 1<<16 || si > 1<<20 {
 			return fmt.Errorf("%s: entry %d: key group %d / state %d out of range", name, count, kg, si)
 		}
-		if err := sink.state(int(kg), int(si), key, uk, val); err != nil {
+		if err := sink.State(int(kg), int(si), key, uk, val); err != nil {
 			return err
 		}
 		count++
@@ -207,7 +198,7 @@ func readCanonical(r io.Reader, name string, sink entrySink) error {
 
 // readTimer reads the rest of timer entry number n (after its tag) and
 // hands it to fn.
-func readTimer(br *bufio.Reader, name string, n uint64, readBytes func() ([]byte, error), fn func(kg int, d TimeDomain, ts int64, key []byte) error) error {
+func readTimer(br *bufio.Reader, name string, n uint64, readBytes func() ([]byte, error), fn func(kg int, d state.TimeDomain, ts int64, key []byte) error) error {
 	kg, err := binary.ReadUvarint(br)
 	if err != nil {
 		return fmt.Errorf("%s: entry %d (timer): %w", name, n, noEOF(err))
@@ -230,10 +221,10 @@ func readTimer(br *bufio.Reader, name string, n uint64, readBytes func() ([]byte
 	if d > 255 {
 		return fmt.Errorf("%s: entry %d (timer): unknown time domain %d", name, n, d)
 	}
-	if _, err := TimeDomain(d).index(); err != nil {
-		return fmt.Errorf("%s: entry %d (timer): %w", name, n, err)
+	if td := state.TimeDomain(d); td != state.EventTime && td != state.ProcessingTime {
+		return fmt.Errorf("%s: entry %d (timer): unknown time domain %d (want EventTime or ProcessingTime)", name, n, d)
 	}
-	return fn(int(kg), TimeDomain(d), ts, key)
+	return fn(int(kg), state.TimeDomain(d), ts, key)
 }
 
 func noEOF(err error) error {
@@ -241,51 +232,4 @@ func noEOF(err error) error {
 		return io.ErrUnexpectedEOF
 	}
 	return err
-}
-
-// openHandleData calls fn with a reader over every data stream of a
-// canonical or memory handle (its inline bytes or its files, verified by
-// the storage).
-func openHandleData(h *checkpoint.Handle, st checkpoint.Storage, fn func(name string, r io.Reader) error) error {
-	if len(h.Inline) > 0 {
-		if err := fn("inline snapshot", bytes.NewReader(h.Inline)); err != nil {
-			return err
-		}
-	}
-	for _, ref := range h.Files {
-		if st == nil {
-			return fmt.Errorf("restore %s: no storage to read it from", ref.Path)
-		}
-		rc, err := st.Open(ref)
-		if err != nil {
-			return fmt.Errorf("restore: %w", err)
-		}
-		err = fn(ref.Path, rc)
-		if err == nil {
-			// Read to the end so the storage verifies size and checksum.
-			_, err = io.Copy(io.Discard, rc)
-		}
-		rc.Close()
-		if err != nil {
-			return fmt.Errorf("restore: %w", err)
-		}
-	}
-	return nil
-}
-
-// compatible reports whether a state declared as want can use data written
-// as have: same kind and codecs, and TTL on or off in both (the TTL header
-// is part of every stored value).
-func compatible(have, want checkpoint.StateMeta) error {
-	switch {
-	case have.Kind != want.Kind:
-		return fmt.Errorf("state %q: declared as %s, but stored as %s", want.Name, want.Kind, have.Kind)
-	case have.ValueCodec != want.ValueCodec:
-		return fmt.Errorf("state %q: value codec %q does not match stored codec %q", want.Name, want.ValueCodec, have.ValueCodec)
-	case have.UserKeyCodec != want.UserKeyCodec:
-		return fmt.Errorf("state %q: user key codec %q does not match stored codec %q", want.Name, want.UserKeyCodec, have.UserKeyCodec)
-	case (have.TTL > 0) != (want.TTL > 0):
-		return fmt.Errorf("state %q: TTL %v does not match stored TTL %v (TTL cannot be turned on or off on restore)", want.Name, want.TTL, have.TTL)
-	}
-	return nil
 }

@@ -1,4 +1,4 @@
-package state
+package statebackend
 
 import (
 	"cmp"
@@ -6,6 +6,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/onceflow/onceflow/state"
 )
 
 // The memory backend keeps, per domain and key group, a min-heap of timers
@@ -161,8 +163,8 @@ func (b *memBackend) writableTimers(di, gi int) *memTimerGroup {
 }
 
 // timerTarget checks d and the current key for a timer call.
-func (b *memBackend) timerTarget(what string, d TimeDomain) (int, error) {
-	di, err := d.index()
+func (b *memBackend) timerTarget(what string, d state.TimeDomain) (int, error) {
+	di, err := domainIndex(d)
 	if err != nil {
 		return 0, fmt.Errorf("%s timer of %s/%d: %w", what, b.opts.OperatorUID, b.opts.Subtask, err)
 	}
@@ -175,7 +177,7 @@ func (b *memBackend) timerTarget(what string, d TimeDomain) (int, error) {
 	return di, nil
 }
 
-func (b *memBackend) RegisterTimer(d TimeDomain, ts int64) error {
+func (b *memBackend) RegisterTimer(d state.TimeDomain, ts int64) error {
 	di, err := b.timerTarget("register", d)
 	if err != nil {
 		return err
@@ -191,7 +193,7 @@ func (b *memBackend) RegisterTimer(d TimeDomain, ts int64) error {
 	return nil
 }
 
-func (b *memBackend) DeleteTimer(d TimeDomain, ts int64) error {
+func (b *memBackend) DeleteTimer(d state.TimeDomain, ts int64) error {
 	di, err := b.timerTarget("delete", d)
 	if err != nil {
 		return err
@@ -209,8 +211,8 @@ func (b *memBackend) DeleteTimer(d TimeDomain, ts int64) error {
 	return nil
 }
 
-func (b *memBackend) NextTimer(d TimeDomain) (int64, bool, error) {
-	di, err := d.index()
+func (b *memBackend) NextTimer(d state.TimeDomain) (int64, bool, error) {
+	di, err := domainIndex(d)
 	if err != nil {
 		return 0, false, fmt.Errorf("next timer of %s/%d: %w", b.opts.OperatorUID, b.opts.Subtask, err)
 	}
@@ -224,8 +226,8 @@ func (b *memBackend) NextTimer(d TimeDomain) (int64, bool, error) {
 	return next, found, nil
 }
 
-func (b *memBackend) FireTimers(d TimeDomain, upTo int64, fn func(key []byte, ts int64) error) error {
-	di, err := d.index()
+func (b *memBackend) FireTimers(d state.TimeDomain, upTo int64, fn func(key []byte, ts int64) error) error {
+	di, err := domainIndex(d)
 	if err != nil {
 		return fmt.Errorf("fire timers of %s/%d: %w", b.opts.OperatorUID, b.opts.Subtask, err)
 	}
@@ -265,8 +267,8 @@ func (memTimerQueue) touch(int, int64, []byte, bool) {}
 func (memTimerQueue) close() error                   { return nil }
 
 // restoreTimer adds a restored timer of key group kg (in range).
-func (b *memBackend) restoreTimer(kg int, d TimeDomain, ts int64, key []byte) error {
-	di, err := d.index()
+func (b *memBackend) restoreTimer(kg int, d state.TimeDomain, ts int64, key []byte) error {
+	di, err := domainIndex(d)
 	if err != nil {
 		return err
 	}

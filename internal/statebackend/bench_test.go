@@ -1,4 +1,4 @@
-package state
+package statebackend
 
 import (
 	"context"
@@ -11,9 +11,10 @@ import (
 	"time"
 
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/state"
 )
 
-// BenchmarkStateReadModifyWrite measures a ValueState read-modify-write (the
+// BenchmarkStateReadModifyWrite measures a state.ValueState read-modify-write (the
 // word-count pattern) on each backend. The pebble sub-benchmark also runs
 // the memory backend for the same number of operations and reports how many
 // times slower Pebble is ("x-memory").
@@ -21,8 +22,8 @@ import (
 //	go test -run '^$' -bench StateReadModifyWrite ./state
 func BenchmarkStateReadModifyWrite(b *testing.B) {
 	const keys = 100_000
-	run := func(tb testing.TB, be KeyedBackend, n int) time.Duration {
-		v, err := NewValueState(be, "count", Int64Codec{})
+	run := func(tb testing.TB, be state.KeyedBackend, n int) time.Duration {
+		v, err := state.NewValueState(be, "count", state.Int64Codec{})
 		must(tb, err)
 		keyBuf := make([][]byte, keys)
 		for i := range keyBuf {
@@ -43,17 +44,17 @@ func BenchmarkStateReadModifyWrite(b *testing.B) {
 		return time.Since(start)
 	}
 	b.Run("memory", func(b *testing.B) {
-		be := newBackend(b, NewMemoryBackendFactory(), KeyedBackendOptions{})
+		be := newBackend(b, NewMemoryFactory(), state.KeyedBackendOptions{})
 		b.ResetTimer()
 		d := run(b, be, b.N)
 		b.ReportMetric(float64(b.N)/d.Seconds(), "ops/s")
 	})
 	b.Run("pebble", func(b *testing.B) {
-		be := newBackend(b, NewPebbleBackendFactory(PebbleOptions{Dir: b.TempDir()}), KeyedBackendOptions{})
+		be := newBackend(b, NewPebbleFactory(PebbleOptions{Dir: b.TempDir()}), state.KeyedBackendOptions{})
 		b.ResetTimer()
 		d := run(b, be, b.N)
 		b.StopTimer()
-		mem := newBackend(b, NewMemoryBackendFactory(), KeyedBackendOptions{})
+		mem := newBackend(b, NewMemoryFactory(), state.KeyedBackendOptions{})
 		base := run(b, mem, b.N)
 		b.ReportMetric(float64(b.N)/d.Seconds(), "ops/s")
 		b.ReportMetric(float64(d)/float64(base), "x-memory")
@@ -101,8 +102,8 @@ func BenchmarkCheckpoint(b *testing.B) {
 				b.Run(fmt.Sprintf("state=%dMB/churn=%g%%/%s", mb, churn*100, mode), func(b *testing.B) {
 					st, err := dirstore.NewFileStorage(b.TempDir(), "bench", dirstore.StorageOptions{Retained: 1})
 					must(b, err)
-					be := newBackend(b, NewPebbleBackendFactory(PebbleOptions{Dir: b.TempDir(), Incremental: incremental}), KeyedBackendOptions{OperatorUID: "op"})
-					v, err := NewValueState(be, "v", BytesCodec{})
+					be := newBackend(b, NewPebbleFactory(PebbleOptions{Dir: b.TempDir(), Incremental: incremental}), state.KeyedBackendOptions{OperatorUID: "op"})
+					v, err := state.NewValueState(be, "v", state.BytesCodec{})
 					must(b, err)
 					putValues(b, be, v, 0, keys, 'a', valueSize)
 					// Let the bulk load settle into the LSM first; otherwise the
@@ -155,12 +156,12 @@ func BenchmarkBarrierPause(b *testing.B) {
 	for _, keys := range []int{10_000, 100_000, 1_000_000} {
 		for _, name := range []string{"memory", "pebble"} {
 			b.Run(fmt.Sprintf("%s/keys=%d", name, keys), func(b *testing.B) {
-				var f KeyedBackendFactory = NewMemoryBackendFactory()
+				var f state.KeyedBackendFactory = NewMemoryFactory()
 				if name == "pebble" {
-					f = NewPebbleBackendFactory(PebbleOptions{Dir: b.TempDir()})
+					f = NewPebbleFactory(PebbleOptions{Dir: b.TempDir()})
 				}
-				be := newBackend(b, f, KeyedBackendOptions{OperatorUID: "op"})
-				v, err := NewValueState(be, "v", BytesCodec{})
+				be := newBackend(b, f, state.KeyedBackendOptions{OperatorUID: "op"})
+				v, err := state.NewValueState(be, "v", state.BytesCodec{})
 				must(b, err)
 				putValues(b, be, v, 0, keys, 'a', 100)
 				st := dirstore.NewMemoryStorage("bench", dirstore.StorageOptions{})

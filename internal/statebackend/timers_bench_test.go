@@ -1,8 +1,10 @@
-package state
+package statebackend
 
 import (
 	"fmt"
 	"testing"
+
+	"github.com/onceflow/onceflow/state"
 )
 
 // BenchmarkTimers measures, per timer, a registration of a new timer, a
@@ -11,7 +13,7 @@ import (
 func BenchmarkTimers(b *testing.B) {
 	for _, f := range timerFactories(b) {
 		b.Run(f.Name(), func(b *testing.B) {
-			be := newBackend(b, f, KeyedBackendOptions{})
+			be := newBackend(b, f, state.KeyedBackendOptions{})
 			keys := make([][]byte, 10000)
 			for i := range keys {
 				keys[i] = []byte(fmt.Sprintf("user-%05d", i))
@@ -19,7 +21,7 @@ func BenchmarkTimers(b *testing.B) {
 			b.Run("register", func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
 					be.SetCurrentKey(keys[i%len(keys)])
-					if err := be.RegisterTimer(EventTime, int64(i)); err != nil {
+					if err := be.RegisterTimer(state.EventTime, int64(i)); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -27,22 +29,22 @@ func BenchmarkTimers(b *testing.B) {
 			b.Run("register-again", func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
 					be.SetCurrentKey(keys[i%len(keys)])
-					if err := be.RegisterTimer(EventTime, 1<<40); err != nil {
+					if err := be.RegisterTimer(state.EventTime, 1<<40); err != nil {
 						b.Fatal(err)
 					}
 				}
 			})
 			b.Run("fire", func(b *testing.B) {
-				must(b, be.FireTimers(EventTime, 1<<62, func([]byte, int64) error { return nil }))
+				must(b, be.FireTimers(state.EventTime, 1<<62, func([]byte, int64) error { return nil }))
 				for i := 0; i < b.N; i++ {
 					be.SetCurrentKey(keys[i%len(keys)])
-					if err := be.RegisterTimer(EventTime, int64(i)); err != nil {
+					if err := be.RegisterTimer(state.EventTime, int64(i)); err != nil {
 						b.Fatal(err)
 					}
 				}
 				b.ResetTimer()
 				n := 0
-				must(b, be.FireTimers(EventTime, 1<<62, func([]byte, int64) error { n++; return nil }))
+				must(b, be.FireTimers(state.EventTime, 1<<62, func([]byte, int64) error { n++; return nil }))
 				if n != b.N {
 					b.Fatalf("fired %d of %d", n, b.N)
 				}

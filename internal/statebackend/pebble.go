@@ -1,4 +1,4 @@
-package state
+package statebackend
 
 import (
 	"bytes"
@@ -24,6 +24,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
+	"github.com/onceflow/onceflow/internal/savepoint"
+	"github.com/onceflow/onceflow/state"
 )
 
 // PebbleOptions configures the Pebble keyed backend.
@@ -52,7 +54,7 @@ type PebbleOptions struct {
 	Logger pebble.Logger
 }
 
-// NewPebbleBackendFactory returns the factory of Pebble backends.
+// NewPebbleFactory returns the factory of Pebble backends.
 //
 // Layout: every entry is one Pebble key
 //
@@ -72,7 +74,7 @@ type PebbleOptions struct {
 // the barrier, on the owning goroutine, Snapshot flushes the memtable and
 // calls DB.Checkpoint into a local directory: hard links of the immutable
 // SST files plus copies of MANIFEST and OPTIONS, consistent with exactly the
-// writes made before the barrier. The AsyncSnapshot then copies the files to
+// writes made before the barrier. The state.AsyncSnapshot then copies the files to
 // storage while processing goes on, and removes the local directory.
 //
 // Incremental mode stores SST files under shared/ as "<instance id>-<file
@@ -91,7 +93,7 @@ type PebbleOptions struct {
 // rescale, a different range, canonical savepoint handles, memory
 // checkpoints) is restored by reading entries and writing those of owned key
 // groups, re-mapping state ids by name.
-func NewPebbleBackendFactory(opts PebbleOptions) KeyedBackendFactory {
+func NewPebbleFactory(opts PebbleOptions) state.KeyedBackendFactory {
 	if opts.MemTableSize == 0 {
 		opts.MemTableSize = 64 << 20
 	}
@@ -127,7 +129,7 @@ type pebbleFactory struct {
 	open  int
 }
 
-func (f *pebbleFactory) Name() string { return BackendPebble }
+func (f *pebbleFactory) Name() string { return checkpoint.BackendPebble }
 
 // dbOptions returns the options of one database and takes a reference on the
 // shared block cache for it (released by release).
@@ -179,7 +181,7 @@ type catalogEntry struct {
 
 type pebbleBackend struct {
 	f        *pebbleFactory
-	opts     KeyedBackendOptions
+	opts     state.KeyedBackendOptions
 	fs       vfs.FS
 	instance string
 	dir      string // instance directory: db/ and local checkpoints
@@ -211,7 +213,7 @@ type pebbleBackend struct {
 	clean      map[string]dirtyEntry
 	cleanBytes int
 
-	// Timers (timers_pebble.go), owner goroutine only: what is known of
+	// state.Timers (timers_pebble.go), owner goroutine only: what is known of
 	// the earliest timer per domain, timers known to be stored, the
 	// FireTimers call in progress (nil outside one), and what timer
 	// iterators did.
@@ -327,7 +329,7 @@ func randomID() string {
 	return hex.EncodeToString(b[:])
 }
 
-func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts KeyedBackendOptions) (_ KeyedBackend, err error) {
+func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts state.KeyedBackendOptions) (_ state.KeyedBackend, err error) {
 	if err := normalizeOptions(&opts); err != nil {
 		return nil, fmt.Errorf("pebble backend %s/%d: %w", opts.OperatorUID, opts.Subtask, err)
 	}
@@ -356,7 +358,7 @@ func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts KeyedBacken
 		}
 	}()
 	dbDir := b.fs.PathJoin(b.dir, "db")
-	direct := len(opts.Restore) == 1 && opts.Restore[0] != nil && opts.Restore[0].Backend == BackendPebble &&
+	direct := len(opts.Restore) == 1 && opts.Restore[0] != nil && opts.Restore[0].Backend == checkpoint.BackendPebble &&
 		opts.Restore[0].KeyGroups == opts.KeyGroups
 	if direct {
 		files, err := b.download(ctx, opts.Restore[0], dbDir)
@@ -598,7 +600,7 @@ func (b *pebbleBackend) restoreEntries(ctx context.Context, h *checkpoint.Handle
 	kgs := b.opts.KeyGroups
 	bw := &batchWriter{db: b.db}
 	switch h.Backend {
-	case BackendCanonical, BackendMemory:
+	case checkpoint.BackendCanonical, checkpoint.BackendMemory:
 		ids := make([]uint16, len(h.States))
 		for i, meta := range h.States {
 			s, err := b.ensureState(meta)
@@ -608,8 +610,8 @@ func (b *pebbleBackend) restoreEntries(ctx context.Context, h *checkpoint.Handle
 			ids[i] = s.id
 		}
 		err := openHandleData(h, b.opts.Storage, func(name string, r io.Reader) error {
-			return readCanonical(ctxReader{ctx, r}, name, entrySink{
-				state: func(kg, si int, key, uk, val []byte) error {
+			return savepoint.Read(ctxReader{ctx, r}, name, savepoint.Sink{
+				State: func(kg, si int, key, uk, val []byte) error {
 					if si >= len(ids) {
 						return fmt.Errorf("%s: entry names state %d of %d", name, si, len(ids))
 					}
@@ -618,7 +620,7 @@ func (b *pebbleBackend) restoreEntries(ctx context.Context, h *checkpoint.Handle
 					}
 					return bw.set(encodeEntryKey(nil, kg, ids[si], key, uk), val)
 				},
-				timer: func(kg int, d TimeDomain, ts int64, key []byte) error {
+				Timer: func(kg int, d state.TimeDomain, ts int64, key []byte) error {
 					if !kgs.Contains(kg) {
 						return nil
 					}
@@ -630,7 +632,7 @@ func (b *pebbleBackend) restoreEntries(ctx context.Context, h *checkpoint.Handle
 			return err
 		}
 		return bw.flush()
-	case BackendPebble:
+	case checkpoint.BackendPebble:
 		if h.KeyGroups.Intersect(kgs).Len() == 0 {
 			return nil
 		}
@@ -677,7 +679,7 @@ func (b *pebbleBackend) restoreEntries(ctx context.Context, h *checkpoint.Handle
 				return fmt.Errorf("%s: malformed key %x", tmp, k)
 			}
 			if isTimerKey(k) {
-				// Timers are keyed by key group like state: copied as
+				// state.Timers are keyed by key group like state: copied as
 				// they are.
 				if err := bw.set(k, it.Value()); err != nil {
 					it.Close()
@@ -737,7 +739,7 @@ func (b *pebbleBackend) KeyGroups() checkpoint.KeyGroupRange { return b.opts.Key
 
 func (b *pebbleBackend) SetCurrentKey(key []byte) {
 	b.key = append(b.key[:0], key...)
-	kg := KeyGroupOf(key, b.opts.MaxParallelism)
+	kg := state.KeyGroupOf(key, b.opts.MaxParallelism)
 	if !b.opts.KeyGroups.Contains(kg) {
 		b.keyErr = fmt.Errorf("key %q is in key group %d, outside this subtask's range %v", key, kg, b.opts.KeyGroups)
 		return
@@ -748,7 +750,7 @@ func (b *pebbleBackend) SetCurrentKey(key []byte) {
 	b.keyPart = append(b.keyPart, key...)
 }
 
-func (b *pebbleBackend) Register(meta checkpoint.StateMeta) (RawState, error) {
+func (b *pebbleBackend) Register(meta checkpoint.StateMeta) (state.RawState, error) {
 	if err := validateMeta(meta); err != nil {
 		return nil, err
 	}
@@ -901,7 +903,7 @@ func (b *pebbleBackend) metas() []checkpoint.StateMeta {
 	return out
 }
 
-// enter marks an AsyncSnapshot as running, so Close waits for it; it fails
+// enter marks an state.AsyncSnapshot as running, so Close waits for it; it fails
 // once the backend is closed.
 func (b *pebbleBackend) enter() error {
 	b.mu.Lock()
@@ -913,7 +915,7 @@ func (b *pebbleBackend) enter() error {
 	return nil
 }
 
-func (b *pebbleBackend) Snapshot(checkpointID int64, w checkpoint.SnapshotWriter) (AsyncSnapshot, error) {
+func (b *pebbleBackend) Snapshot(checkpointID int64, w checkpoint.SnapshotWriter) (state.AsyncSnapshot, error) {
 	if err := b.enter(); err != nil {
 		return nil, err
 	}
@@ -1051,7 +1053,7 @@ func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w ch
 	if first != nil {
 		return nil, nil, first
 	}
-	h := &checkpoint.Handle{Backend: BackendPebble, KeyGroups: b.opts.KeyGroups, Files: refs}
+	h := &checkpoint.Handle{Backend: checkpoint.BackendPebble, KeyGroups: b.opts.KeyGroups, Files: refs}
 	ssts := map[string]checkpoint.FileRef{}
 	for i, name := range names {
 		if shared[i] {
@@ -1123,7 +1125,7 @@ func (b *pebbleBackend) NotifyCheckpointAborted(id int64) {
 
 // captureEntries takes a Pebble snapshot for a canonical (savepoint)
 // snapshot; the iteration reads it in key order.
-func (b *pebbleBackend) captureEntries() ([]checkpoint.StateMeta, func(context.Context, entrySink) error, func(), error) {
+func (b *pebbleBackend) captureEntries() ([]checkpoint.StateMeta, func(context.Context, savepoint.Sink) error, func(), error) {
 	if err := b.enter(); err != nil {
 		return nil, nil, nil, err
 	}
@@ -1149,7 +1151,7 @@ func (b *pebbleBackend) captureEntries() ([]checkpoint.StateMeta, func(context.C
 			_ = snap.Close()
 		}
 	}
-	iterate := func(ctx context.Context, sink entrySink) error {
+	iterate := func(ctx context.Context, sink savepoint.Sink) error {
 		if err := b.enter(); err != nil {
 			return err
 		}
@@ -1174,7 +1176,7 @@ func (b *pebbleBackend) captureEntries() ([]checkpoint.StateMeta, func(context.C
 				if err != nil {
 					return err
 				}
-				if err := sink.timer(kg, d, ts, key); err != nil {
+				if err := sink.Timer(kg, d, ts, key); err != nil {
 					return err
 				}
 				continue
@@ -1187,7 +1189,7 @@ func (b *pebbleBackend) captureEntries() ([]checkpoint.StateMeta, func(context.C
 			if !ok {
 				return fmt.Errorf("key %x names unknown state id %d", it.Key(), id)
 			}
-			if err := sink.state(kg, si, key, uk, it.Value()); err != nil {
+			if err := sink.State(kg, si, key, uk, it.Value()); err != nil {
 				return err
 			}
 		}

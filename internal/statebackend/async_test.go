@@ -1,4 +1,4 @@
-package state
+package statebackend
 
 import (
 	"context"
@@ -7,23 +7,24 @@ import (
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/state"
 )
 
-// The AsyncSnapshot runs in another goroutine while the owner goroutine
+// The state.AsyncSnapshot runs in another goroutine while the owner goroutine
 // keeps writing (as the engine does); the snapshot still holds exactly the
 // state at the barrier. Run with -race: it also checks that the two
 // goroutines share nothing unsynchronized.
 func TestAsyncSnapshotRunsWhileProcessing(t *testing.T) {
-	for _, f := range []KeyedBackendFactory{NewMemoryBackendFactory(), pebbleFactory_(t, false), pebbleFactory_(t, true)} {
+	for _, f := range []state.KeyedBackendFactory{NewMemoryFactory(), pebbleFactory_(t, false), pebbleFactory_(t, true)} {
 		for _, savepoint := range []bool{false, true} {
 			st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{})
-			b := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op"})
+			b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op"})
 			w := newWorkload(t, b)
 			w.apply(t, b, 2000, 0)
 			atBarrier := dumpBackend(t, b)
 			wr, err := st.Writer(1, "op", 0)
 			must(t, err)
-			var async AsyncSnapshot
+			var async state.AsyncSnapshot
 			if savepoint {
 				async, err = SavepointSnapshot(b, 1, wr)
 			} else {
@@ -46,7 +47,7 @@ func TestAsyncSnapshotRunsWhileProcessing(t *testing.T) {
 			res := <-done
 			cancel()
 			must(t, res.err)
-			r := newBackend(t, f, KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{res.h}, Storage: st})
+			r := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{res.h}, Storage: st})
 			newWorkload(t, r)
 			if d := diffDumps(atBarrier, dumpBackend(t, r)); d != "" {
 				t.Fatalf("%s savepoint=%v: snapshot is not the state at the barrier: %s", f.Name(), savepoint, d)
@@ -55,12 +56,12 @@ func TestAsyncSnapshotRunsWhileProcessing(t *testing.T) {
 	}
 }
 
-// Close waits for a running AsyncSnapshot; one started after Close fails
+// Close waits for a running state.AsyncSnapshot; one started after Close fails
 // cleanly instead of touching a closed database.
 func TestPebbleCloseAndPendingSnapshots(t *testing.T) {
 	f := pebbleFactory_(t, true)
 	st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{})
-	b, err := f.CreateKeyedBackend(context.Background(), KeyedBackendOptions{OperatorUID: "op"})
+	b, err := f.CreateKeyedBackend(context.Background(), state.KeyedBackendOptions{OperatorUID: "op"})
 	must(t, err)
 	w := newWorkload(t, b)
 	w.apply(t, b, 500, 0)

@@ -1,4 +1,4 @@
-package state
+package statebackend
 
 import (
 	"context"
@@ -8,10 +8,11 @@ import (
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/state"
 )
 
 func TestTypedStatesOnMemoryBackend(t *testing.T) {
-	b := newBackend(t, NewMemoryBackendFactory(), KeyedBackendOptions{})
+	b := newBackend(t, NewMemoryFactory(), state.KeyedBackendOptions{})
 	w := newWorkload(t, b)
 	b.SetCurrentKey([]byte("a"))
 	must(t, w.value.Update(7))
@@ -65,30 +66,30 @@ func TestTypedStatesOnMemoryBackend(t *testing.T) {
 }
 
 func TestRegisterConflictsNameTheState(t *testing.T) {
-	b := newBackend(t, NewMemoryBackendFactory(), KeyedBackendOptions{})
-	if _, err := NewValueState(b, "count", Int64Codec{}); err != nil {
+	b := newBackend(t, NewMemoryFactory(), state.KeyedBackendOptions{})
+	if _, err := state.NewValueState(b, "count", state.Int64Codec{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := NewValueState(b, "count", StringCodec{})
+	_, err := state.NewValueState(b, "count", state.StringCodec{})
 	wantErrContains(t, err, `"count"`, "codec")
-	_, err = NewListState(b, "count", Int64Codec{})
+	_, err = state.NewListState(b, "count", state.Int64Codec{})
 	wantErrContains(t, err, `"count"`, "list")
 }
 
 func TestTTLExpiresEntries(t *testing.T) {
-	for _, f := range []KeyedBackendFactory{NewMemoryBackendFactory(), pebbleFactory_(t, false)} {
+	for _, f := range []state.KeyedBackendFactory{NewMemoryFactory(), pebbleFactory_(t, false)} {
 		t.Run(f.Name(), func(t *testing.T) { testTTL(t, f) })
 	}
 }
 
-func testTTL(t *testing.T, f KeyedBackendFactory) {
+func testTTL(t *testing.T, f state.KeyedBackendFactory) {
 	now := time.Unix(1000, 0)
-	b := newBackend(t, f, KeyedBackendOptions{Now: func() time.Time { return now }})
-	v, err := NewValueState(b, "v", StringCodec{}, WithTTL(time.Minute))
+	b := newBackend(t, f, state.KeyedBackendOptions{Now: func() time.Time { return now }})
+	v, err := state.NewValueState(b, "v", state.StringCodec{}, state.WithTTL(time.Minute))
 	must(t, err)
-	l, err := NewListState(b, "l", StringCodec{}, WithTTL(time.Minute))
+	l, err := state.NewListState(b, "l", state.StringCodec{}, state.WithTTL(time.Minute))
 	must(t, err)
-	m, err := NewMapState(b, "m", StringCodec{}, StringCodec{}, WithTTL(time.Minute))
+	m, err := state.NewMapState(b, "m", state.StringCodec{}, state.StringCodec{}, state.WithTTL(time.Minute))
 	must(t, err)
 	b.SetCurrentKey([]byte("k"))
 	must(t, v.Update("old"))
@@ -122,8 +123,8 @@ func testTTL(t *testing.T, f KeyedBackendFactory) {
 func TestMemorySnapshotRestoreAndCodecMismatch(t *testing.T) {
 	ctx := context.Background()
 	st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{})
-	f := NewMemoryBackendFactory()
-	b := newBackend(t, f, KeyedBackendOptions{})
+	f := NewMemoryFactory()
+	b := newBackend(t, f, state.KeyedBackendOptions{})
 	w := newWorkload(t, b)
 	for r := 0; r < 3; r++ {
 		w.apply(t, b, 500, r)
@@ -139,14 +140,14 @@ func TestMemorySnapshotRestoreAndCodecMismatch(t *testing.T) {
 
 	md, _, err := st.Latest(ctx)
 	must(t, err)
-	r := newBackend(t, f, KeyedBackendOptions{Restore: checkpoint.KeyedHandlesFor(md.Operator("op"), checkpoint.KeyGroupRange{Start: 0, End: 128}), Storage: st})
+	r := newBackend(t, f, state.KeyedBackendOptions{Restore: checkpoint.KeyedHandlesFor(md.Operator("op"), checkpoint.KeyGroupRange{Start: 0, End: 128}), Storage: st})
 	newWorkload(t, r)
 	if d := diffDumps(want, dumpBackend(t, r)); d != "" {
 		t.Fatalf("restored state differs: %s", d)
 	}
 
 	// A restore into a subtask owning half the key groups keeps only those.
-	half := newBackend(t, f, KeyedBackendOptions{Parallelism: 2, Subtask: 1, Restore: []*checkpoint.Handle{h}, Storage: st})
+	half := newBackend(t, f, state.KeyedBackendOptions{Parallelism: 2, Subtask: 1, Restore: []*checkpoint.Handle{h}, Storage: st})
 	newWorkload(t, half)
 	var wantHalf []string
 	for _, line := range dumpBackend(t, r) {
@@ -158,18 +159,18 @@ func TestMemorySnapshotRestoreAndCodecMismatch(t *testing.T) {
 	}
 
 	// Declaring a restored state with another codec fails naming it.
-	c := newBackend(t, f, KeyedBackendOptions{Restore: []*checkpoint.Handle{h}, Storage: st})
-	_, err = NewValueState(c, "value", StringCodec{})
+	c := newBackend(t, f, state.KeyedBackendOptions{Restore: []*checkpoint.Handle{h}, Storage: st})
+	_, err = state.NewValueState(c, "value", state.StringCodec{})
 	wantErrContains(t, err, `"value"`, "int64")
-	_, err = NewMapState(c, "map", Int64Codec{}, Int64Codec{})
+	_, err = state.NewMapState(c, "map", state.Int64Codec{}, state.Int64Codec{})
 	wantErrContains(t, err, `"map"`, "user key codec")
-	_, err = NewValueState(c, "sum", Int64Codec{}, WithTTL(time.Hour))
+	_, err = state.NewValueState(c, "sum", state.Int64Codec{}, state.WithTTL(time.Hour))
 	wantErrContains(t, err, `"sum"`)
 }
 
 func TestKeyOutsideRangeIsAnError(t *testing.T) {
-	b := newBackend(t, NewMemoryBackendFactory(), KeyedBackendOptions{KeyGroups: checkpoint.KeyGroupRange{Start: 0, End: 1}})
-	v, err := NewValueState(b, "v", Int64Codec{})
+	b := newBackend(t, NewMemoryFactory(), state.KeyedBackendOptions{KeyGroups: checkpoint.KeyGroupRange{Start: 0, End: 1}})
+	v, err := state.NewValueState(b, "v", state.Int64Codec{})
 	must(t, err)
 	b.SetCurrentKey([]byte("laowang")) // key group 25
 	wantErrContains(t, v.Update(1), "laowang", "25")
