@@ -37,4 +37,27 @@
 // always engine.KeyBy (job.mode single), and the engine's processing-time
 // clock is the real one unless Options.ManualProcessingTime hands it to
 // the test, which moves it with AdvanceProcessingTime.
+//
+// # On a real Kafka
+//
+// StartKafka runs the job's program in the test's process against a
+// Kafka cluster the test suite started itself (a testcontainers Kafka
+// module, a cluster in CI), by its bootstrap address: the same code path
+// as the program's main (runner.Execute "run"), so the job gets its
+// configuration, checkpoints and state under t.TempDir, the Kafka source
+// and the two-phase-commit Kafka sink. The test produces input, waits for
+// committed output as a read_committed consumer sees it, and stops the
+// job with a savepoint:
+//
+//	kd := testdriver.StartKafka(t, runner.Job{Name: "wc", Dataflow: myjob.Dataflow},
+//		testdriver.KafkaOptions{Bootstrap: bootstrap})
+//	kd.Produce(&kgo.Record{Value: []byte("the cat")})
+//	kd.WaitCommitted(2, time.Minute)
+//	kd.Stop()
+//	out := kd.Committed()
+//
+// Cancel ends the job without a savepoint (a crash) and Restart runs it
+// again from its latest checkpoint. A cluster that does not answer fails
+// StartKafka with a message naming the bootstrap address.
+// examples/gowordcount's TestDataflowOnKafka is a whole test.
 package testdriver
