@@ -35,11 +35,17 @@ type SinkOptions struct {
 	// 100 ms checkpoints showed a p99 of 400-660 ms instead of 130 ms, for
 	// a reason not yet found (see bench/results).
 	AsyncCommit bool
-	// Slots is the number of transactional ids per subtask (default 5);
-	// see TransactorOptions.Slots for how many a job needs.
+	// Slots is the number of transactional ids per subtask (default
+	// MinSlots(MaxConcurrentCheckpoints); exactly_once refuses fewer); see
+	// TransactorOptions.Slots for how many a job needs.
 	Slots int
+	// MaxConcurrentCheckpoints is the job's
+	// engine.CheckpointOptions.MaxConcurrent (default 1): it decides how
+	// many Slots exactly_once needs (MinSlots).
+	MaxConcurrentCheckpoints int
 	// TransactionTimeout is the timeout of every transaction (default
-	// 15m); check it with CheckTransactionTimeout before running.
+	// DefaultTransactionTimeout); check it with CheckTransactionTimeout
+	// before running.
 	TransactionTimeout time.Duration
 	// Logger receives warnings (nil: slog.Default()).
 	Logger *slog.Logger
@@ -83,20 +89,21 @@ type SinkStats struct {
 	OldestPending time.Duration
 }
 
-// NewSink checks opts and returns the sink. Nothing connects to the
-// cluster until a subtask's writer is created.
+// NewSink checks opts (SinkOptions.Validate: every refusal names the
+// option) and returns the sink. Nothing connects to the cluster until a
+// subtask's writer is created.
 func NewSink(opts SinkOptions) (*Sink, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
 	if opts.Delivery == "" {
 		opts.Delivery = DeliveryExactlyOnce
 	}
-	if _, err := ParseDelivery(string(opts.Delivery)); err != nil {
-		return nil, fmt.Errorf("kafka sink: %w", err)
+	if opts.Slots == 0 && opts.Delivery == DeliveryExactlyOnce {
+		opts.Slots = MinSlots(opts.MaxConcurrentCheckpoints)
 	}
-	if opts.Delivery == DeliveryExactlyOnce && opts.TransactionalIDPrefix == "" {
-		return nil, errors.New("kafka sink: a transactional id prefix is required for exactly-once delivery")
-	}
-	if opts.TransactionTimeout <= 0 {
-		opts.TransactionTimeout = 15 * time.Minute
+	if opts.TransactionTimeout == 0 {
+		opts.TransactionTimeout = DefaultTransactionTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -2,7 +2,6 @@ package kafka
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -31,24 +30,26 @@ type TransactorOptions struct {
 	// <Prefix>-<subtask>-<slot>. Two jobs must never share a prefix.
 	Prefix string
 	// Slots is how many transactional ids one subtask cycles through
-	// (default 5). A slot is busy from the first record of a transaction
-	// until its commit is confirmed, and then held until a checkpoint
+	// (default MinSlots(1), 5; at least 2). A slot is busy from the
+	// first record of a transaction until its commit is confirmed, and
+	// then held until a checkpoint
 	// taken after the commit completed (a restore from an earlier one
 	// commits the transaction again). With c checkpoints in flight and
 	// commits running beside the writing (twophase's AsyncCommit, one
-	// batch at a time) a subtask needs 3c+2: the open transaction, c
+	// batch at a time) a subtask needs MinSlots(c), 3c+2: the open transaction, c
 	// pre-committed ones, c being committed and c+1 held ones. When all
 	// are taken (after a restore that holds many recovered transactions,
 	// or while commits lag) the pool grows, up to MaxSlots; the recovery
 	// fences every id of the subtask, whatever its slot number.
 	Slots int
-	// MaxSlots bounds the pool's growth (default 4 × Slots, at least 16).
+	// MaxSlots bounds the pool's growth (default 4 × Slots, at least 16;
+	// not below Slots).
 	// Beyond it Begin fails and the job restarts: not a loss of data.
 	MaxSlots int
 	// Logger receives the pool's growth (nil: slog.Default()).
 	Logger *slog.Logger
 	// TransactionTimeout is sent to the broker with every producer id
-	// (default 15 minutes, the broker's usual transaction.max.timeout.ms).
+	// (default DefaultTransactionTimeout).
 	TransactionTimeout time.Duration
 	// Outage is the job's cluster-outage tracker: every call to the
 	// cluster waits through an outage for its tolerance (nil: a tracker
@@ -115,26 +116,24 @@ type Transactor struct {
 	legacy *kgo.Client
 }
 
-// NewTransactor connects to the cluster and reads its transaction version.
-// Close releases the clients.
+// NewTransactor checks opts (TransactorOptions.Validate: every refusal
+// names the option), connects to the cluster and reads its transaction
+// version. Close releases the clients.
 func NewTransactor(ctx context.Context, subtask int, opts TransactorOptions) (*Transactor, error) {
-	if opts.Prefix == "" {
-		return nil, errors.New("kafka sink: a transactional id prefix is required for exactly-once delivery")
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
-	if opts.Slots <= 0 {
-		opts.Slots = 5
+	if opts.Slots == 0 {
+		opts.Slots = MinSlots(1)
 	}
-	if opts.Slots < 2 {
-		return nil, fmt.Errorf("kafka sink: %d transactional id slots per subtask; at least 2 are needed", opts.Slots)
-	}
-	if opts.MaxSlots < opts.Slots {
+	if opts.MaxSlots == 0 {
 		opts.MaxSlots = max(4*opts.Slots, 16)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.TransactionTimeout <= 0 {
-		opts.TransactionTimeout = 15 * time.Minute
+	if opts.TransactionTimeout == 0 {
+		opts.TransactionTimeout = DefaultTransactionTimeout
 	}
 	if opts.Outage == nil {
 		tr, err := outage.NewTracker(outage.Options{Logger: opts.Logger})

@@ -1,0 +1,82 @@
+package kafka
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/onceflow/onceflow/internal/optcheck"
+)
+
+// DefaultTransactionTimeout is the timeout of every transaction when
+// SinkOptions.TransactionTimeout (or TransactorOptions') is 0: 15
+// minutes, the broker's usual transaction.max.timeout.ms.
+const DefaultTransactionTimeout = 15 * time.Minute
+
+// minTransactorSlots is the least TransactorOptions.Slots: the open
+// transaction and one pre-committed one.
+const minTransactorSlots = 2
+
+// MinSlots is how many transactional ids an exactly-once sink subtask
+// needs with c = maxConcurrent checkpoints in flight (below 1 counts as
+// 1): one for the open transaction, c pre-committed ones of checkpoints in
+// flight, c of completed checkpoints whose commits run beside the writing,
+// and c+1 committed ones that the latest completed checkpoint may still
+// refer to (an id is reused only once a checkpoint taken after its commit
+// completed, because a restore commits what the checkpoint holds again).
+// 5 with one checkpoint at a time, the default of SinkOptions.Slots and
+// TransactorOptions.Slots.
+func MinSlots(maxConcurrent int) int { return 3*max(maxConcurrent, 1) + 2 }
+
+// Validate reports every option of o that NewSink refuses, each naming
+// the option and its value (errors.Join of *optcheck.Error); nil when all
+// are acceptable. Zero means the default, except that exactly_once needs
+// a TransactionalIDPrefix.
+func (o SinkOptions) Validate() error {
+	delivery := o.Delivery
+	if delivery == "" {
+		delivery = DeliveryExactlyOnce
+	}
+	_, derr := ParseDelivery(string(delivery))
+	eo := delivery == DeliveryExactlyOnce
+	need := MinSlots(o.MaxConcurrentCheckpoints)
+	return optcheck.Check("kafka sink",
+		optcheck.Rule{Option: "Delivery", Value: string(o.Delivery), Bad: optcheck.If(derr != nil, "is not one of none, at_least_once, exactly_once")},
+		optcheck.Rule{Option: "TransactionalIDPrefix", Value: o.TransactionalIDPrefix,
+			Bad: optcheck.If(eo && o.TransactionalIDPrefix == "", "is empty: exactly_once delivery needs a transactional id prefix")},
+		optcheck.Rule{Option: "MaxConcurrentCheckpoints", Value: o.MaxConcurrentCheckpoints,
+			Bad: optcheck.NotNegative(o.MaxConcurrentCheckpoints, "0 is one checkpoint at a time")},
+		optcheck.Rule{Option: "Slots", Value: o.Slots, Bad: slotsBad(o.Slots, eo, need, o.MaxConcurrentCheckpoints)},
+		optcheck.Rule{Option: "TransactionTimeout", Value: o.TransactionTimeout,
+			Bad: optcheck.NotNegative(o.TransactionTimeout, fmt.Sprintf("0 takes the default %s", DefaultTransactionTimeout))},
+	)
+}
+
+func slotsBad(slots int, eo bool, need, maxConcurrent int) string {
+	switch {
+	case slots < 0:
+		return fmt.Sprintf("is negative (0 takes MinSlots(MaxConcurrentCheckpoints), %d)", need)
+	case eo && slots > 0 && slots < need:
+		return fmt.Sprintf("is too few: exactly_once with MaxConcurrentCheckpoints %d needs at least %d (0 takes that)", max(maxConcurrent, 1), need)
+	}
+	return ""
+}
+
+// Validate reports every option of o that NewTransactor refuses, each
+// naming the option and its value (errors.Join of *optcheck.Error); nil
+// when all are acceptable. Zero means the default, except Prefix, which is
+// required.
+func (o TransactorOptions) Validate() error {
+	slots := o.Slots
+	if slots == 0 {
+		slots = MinSlots(1)
+	}
+	return optcheck.Check("kafka sink",
+		optcheck.Rule{Option: "Prefix", Value: o.Prefix, Bad: optcheck.If(o.Prefix == "", "is empty: exactly_once delivery needs a transactional id prefix")},
+		optcheck.Rule{Option: "Slots", Value: o.Slots, Bad: optcheck.If(o.Slots != 0 && o.Slots < minTransactorSlots,
+			fmt.Sprintf("is below %d, the open transaction and a pre-committed one (0 takes the default %d)", minTransactorSlots, MinSlots(1)))},
+		optcheck.Rule{Option: "MaxSlots", Value: o.MaxSlots, Bad: optcheck.If(o.MaxSlots != 0 && o.MaxSlots < slots,
+			fmt.Sprintf("is below Slots (%d): the pool cannot grow to it (0 takes 4 × Slots, at least 16)", slots))},
+		optcheck.Rule{Option: "TransactionTimeout", Value: o.TransactionTimeout,
+			Bad: optcheck.NotNegative(o.TransactionTimeout, fmt.Sprintf("0 takes the default %s", DefaultTransactionTimeout))},
+	)
+}

@@ -1,0 +1,86 @@
+package kafka
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestNewSinkRefusesBadOptionsByName: NewSink refuses each option it
+// cannot run with, in one message naming the option and the bad value
+// (before: a negative transaction timeout or slot count was replaced by
+// the default, too few slots for the checkpoints in flight were accepted).
+// Nothing here connects to a cluster.
+func TestNewSinkRefusesBadOptionsByName(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts SinkOptions
+		want []string
+	}{
+		{"unknown delivery", SinkOptions{Delivery: "twice", TransactionalIDPrefix: "p"}, []string{"Delivery", `"twice"`, "none, at_least_once, exactly_once"}},
+		{"exactly_once without a prefix", SinkOptions{}, []string{"TransactionalIDPrefix", `""`, "exactly_once"}},
+		{"negative slots", SinkOptions{TransactionalIDPrefix: "p", Slots: -1}, []string{"Slots", "-1", "negative"}},
+		{"too few slots", SinkOptions{TransactionalIDPrefix: "p", Slots: 13, MaxConcurrentCheckpoints: 4}, []string{"Slots", "13", "needs at least 14"}},
+		{"too few slots by default", SinkOptions{TransactionalIDPrefix: "p", Slots: 4}, []string{"Slots", "4", "needs at least 5"}},
+		{"negative checkpoints in flight", SinkOptions{TransactionalIDPrefix: "p", MaxConcurrentCheckpoints: -1}, []string{"MaxConcurrentCheckpoints", "-1"}},
+		{"negative transaction timeout", SinkOptions{TransactionalIDPrefix: "p", TransactionTimeout: -time.Minute}, []string{"TransactionTimeout", "-1m0s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := NewSink(tc.opts)
+			if err == nil {
+				t.Fatalf("NewSink accepted %+v: %+v", tc.opts, s.opts)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+	for _, ok := range []SinkOptions{
+		{TransactionalIDPrefix: "p"},
+		{TransactionalIDPrefix: "p", Slots: 14, MaxConcurrentCheckpoints: 4},
+		{Delivery: DeliveryAtLeastOnce, Slots: 2},
+		{Delivery: DeliveryNone},
+	} {
+		if _, err := NewSink(ok); err != nil {
+			t.Errorf("NewSink(%+v): %v", ok, err)
+		}
+	}
+}
+
+// TestNewTransactorRefusesBadOptionsByName: NewTransactor refuses each
+// option it cannot run with before it connects, naming the option and the
+// value (before: a MaxSlots below Slots or a negative Slots or transaction
+// timeout was replaced by the default).
+func TestNewTransactorRefusesBadOptionsByName(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts TransactorOptions
+		want []string
+	}{
+		{"no prefix", TransactorOptions{}, []string{"Prefix", `""`}},
+		{"negative slots", TransactorOptions{Prefix: "p", Slots: -1}, []string{"Slots", "-1", "below 2"}},
+		{"one slot", TransactorOptions{Prefix: "p", Slots: 1}, []string{"Slots", "1", "below 2"}},
+		{"max slots below slots", TransactorOptions{Prefix: "p", Slots: 6, MaxSlots: 3}, []string{"MaxSlots", "3", "below Slots (6)"}},
+		{"negative transaction timeout", TransactorOptions{Prefix: "p", TransactionTimeout: -time.Second}, []string{"TransactionTimeout", "-1s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Refused before connecting: no cluster is needed, and
+			// ctx only bounds a connection the refusal should prevent.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			tr, err := NewTransactor(ctx, 0, tc.opts)
+			if err == nil {
+				tr.Close()
+				t.Fatal("NewTransactor accepted the options")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
