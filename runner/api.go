@@ -22,6 +22,7 @@ import (
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/outage"
+	"github.com/onceflow/onceflow/internal/webui"
 )
 
 // apiServer serves health, metrics and the job API of one running job.
@@ -51,6 +52,7 @@ func (s *apiServer) handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/checkpoints", s.checkpoints)
 	mux.HandleFunc("POST /api/v1/savepoint", s.savepoint)
 	mux.HandleFunc("POST /api/v1/stop", s.stop)
+	webui.Mount(mux) // GET /: the web page over this API
 	return guard.wrap(s.withWriteDeadline(mux))
 }
 
@@ -312,9 +314,12 @@ func (s *apiServer) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 type jobBody struct {
-	Name           string         `json:"name"`
-	State          string         `json:"state"`
-	Restarts       int64          `json:"restarts"`
+	Name     string `json:"name"`
+	Mode     string `json:"mode"` // single
+	State    string `json:"state"`
+	Restarts int64  `json:"restarts"`
+	// LastFailure is the newest failed attempt's error (null: none).
+	LastFailure    *failureBody   `json:"last_failure"`
 	LastCheckpoint int64          `json:"last_checkpoint"`
 	Operators      []operatorBody `json:"operators"`
 	Source         sourceBody     `json:"source"`
@@ -322,10 +327,33 @@ type jobBody struct {
 	Cluster        clusterBody    `json:"cluster"`
 }
 
+type failureBody struct {
+	Error string    `json:"error"`
+	Time  time.Time `json:"time"`
+}
+
+// operatorBody is one operator of the running attempt (the list is empty
+// between attempts); its counters start from zero at each restart.
 type operatorBody struct {
-	UID        string `json:"uid"`
-	RecordsIn  int64  `json:"records_in"`
-	RecordsOut int64  `json:"records_out"`
+	UID string `json:"uid"`
+	// Kind: source, operator or sink; Inputs the uids feeding it.
+	Kind        string   `json:"kind"`
+	Parallelism int      `json:"parallelism"`
+	Inputs      []string `json:"inputs"`
+	RecordsIn   int64    `json:"records_in"`
+	RecordsOut  int64    `json:"records_out"`
+	// BackpressuredSeconds is the time the subtasks waited on full
+	// channels downstream, summed over subtasks.
+	BackpressuredSeconds float64 `json:"backpressured_seconds"`
+	// The rest is over the last window of about a second (absent before
+	// the first): records a second, the share of the window the subtasks
+	// waited downstream (0 to 1; backpressured from 0.5, Flink's high),
+	// and idle when no record came in or went out and not backpressured.
+	RecordsInPerSecond  *float64 `json:"records_in_per_second,omitempty"`
+	RecordsOutPerSecond *float64 `json:"records_out_per_second,omitempty"`
+	BackpressureRatio   *float64 `json:"backpressure_ratio,omitempty"`
+	Backpressured       bool     `json:"backpressured"`
+	Idle                bool     `json:"idle"`
 }
 
 type sourceBody struct {
@@ -345,7 +373,7 @@ type sinkBody struct {
 func (s *apiServer) jobStatus(w http.ResponseWriter, _ *http.Request) {
 	v := s.o.read()
 	st, stats := v.status, v.stats
-	body := jobBody{Name: st.Name, State: displayState(st.State), Restarts: st.Restarts, LastCheckpoint: st.LastCheckpoint,
+	body := jobBody{Name: st.Name, Mode: "single", State: displayState(st.State), Restarts: st.Restarts, LastCheckpoint: st.LastCheckpoint,
 		Operators: []operatorBody{},
 		Source:    sourceBody{RecordsRead: stats.RecordsRead, DecodeSkipped: stats.DecodeSkipped, DeadLettered: stats.DeadLettered, OffsetResets: stats.OffsetResets},
 		Sink:      sinkBody{PendingTransactions: stats.PendingTransactions, OldestPendingSeconds: stats.OldestPending.Seconds()},
@@ -355,8 +383,17 @@ func (s *apiServer) jobStatus(w http.ResponseWriter, _ *http.Request) {
 		lag := stats.ConsumerLag
 		body.Source.ConsumerLag = &lag
 	}
+	if st.LastFailure != "" {
+		body.LastFailure = &failureBody{Error: st.LastFailure, Time: st.LastFailureTime}
+	}
 	for _, op := range st.Operators {
-		body.Operators = append(body.Operators, operatorBody{UID: op.UID, RecordsIn: op.RecordsIn, RecordsOut: op.RecordsOut})
+		ob := operatorBody{UID: op.UID, Kind: op.Kind, Parallelism: op.Parallelism, Inputs: append([]string{}, op.Inputs...),
+			RecordsIn: op.RecordsIn, RecordsOut: op.RecordsOut, BackpressuredSeconds: op.Backpressured.Seconds()}
+		if r, ok := v.rates[op.UID]; ok {
+			ob.RecordsInPerSecond, ob.RecordsOutPerSecond, ob.BackpressureRatio = &r.InPerSecond, &r.OutPerSecond, &r.Backpressure
+			ob.Backpressured, ob.Idle = r.Backpressured, r.Idle
+		}
+		body.Operators = append(body.Operators, ob)
 	}
 	writeJSON(w, http.StatusOK, body)
 }

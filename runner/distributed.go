@@ -23,6 +23,7 @@ import (
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/internal/groups"
 	"github.com/onceflow/onceflow/internal/membership"
+	"github.com/onceflow/onceflow/internal/webui"
 	"github.com/onceflow/onceflow/jobs"
 )
 
@@ -66,7 +67,8 @@ func checkDistributedFlags(cfg *config.Config, f runFlags) error {
 //     that it is restarted; a fenced group is given up and the process
 //     goes on (see internal/groups).
 //
-// HTTP serves /healthz, /metrics and /api/v1/job (distributedAPI); the
+// HTTP serves /healthz, /metrics, /api/v1/job (distributedAPI) and the
+// web page at / (internal/webui); the
 // job's POST endpoints are refused: there is no single job to stop or
 // savepoint.
 func runDistributed(ctx context.Context, d deps, dataflow jobs.Dataflow, f runFlags, cfg *config.Config, sigs <-chan os.Signal, stderr io.Writer) error {
@@ -247,6 +249,7 @@ func (s *distributedAPI) handler() http.Handler {
 	for _, route := range []string{"GET /api/v1/checkpoints", "POST /api/v1/savepoint", "POST /api/v1/stop"} {
 		mux.HandleFunc(route, s.notDistributed)
 	}
+	webui.Mount(mux) // GET /: the web page over what this API offers
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.writeTimeout > 0 {
 			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.writeTimeout))
