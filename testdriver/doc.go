@@ -59,5 +59,8 @@
 // Cancel ends the job without a savepoint (a crash) and Restart runs it
 // again from its latest checkpoint. A cluster that does not answer fails
 // StartKafka with a message naming the bootstrap address.
-// examples/gowordcount's TestDataflowOnKafka is a whole test.
+// examples/gowordcount's TestDataflowOnKafka is a whole test, and
+// examples/testcontainers starts Kafka and the processor's Docker image
+// with testcontainers-go (it skips, saying where it looked, where no
+// Docker engine answers).
 package testdriver
