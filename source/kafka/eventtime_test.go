@@ -320,8 +320,8 @@ func TestNewSourceRefusesNegativeEventTimeOptions(t *testing.T) {
 		opts SourceOptions[string]
 		want string
 	}{
-		{SourceOptions[string]{Reader: r, Decode: valueDecoder, MaxOutOfOrderness: -time.Second}, "max_out_of_orderness -1s is negative"},
-		{SourceOptions[string]{Reader: r, Decode: valueDecoder, IdleTimeout: -time.Second}, "idle_timeout -1s is negative"},
+		{SourceOptions[string]{Reader: r, Decode: valueDecoder, MaxOutOfOrderness: -time.Second}, "option MaxOutOfOrderness: -1s is negative"},
+		{SourceOptions[string]{Reader: r, Decode: valueDecoder, IdleTimeout: -time.Second}, "option IdleTimeout: -1s is negative"},
 	} {
 		if _, err := NewSource(tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("NewSource = %v, want an error saying %q", err, tc.want)

@@ -95,7 +95,8 @@ type ReaderOptions struct {
 	// The default, read_committed, is what exactly-once pipelines need.
 	ReadUncommitted bool
 	// DiscoveryInterval is how often the topics' partition counts are
-	// checked for new partitions (default 30s; negative disables). A
+	// checked for new partitions (default DefaultDiscoveryInterval, 30s;
+	// negative disables). A
 	// discovery that failed because the cluster was away is tried again
 	// after discoveryRetry.
 	DiscoveryInterval time.Duration
@@ -147,13 +148,6 @@ func (g PartitionGroup) rank(p int32) int32 {
 		return p
 	}
 	return p / int32(g.Count)
-}
-
-func (g PartitionGroup) validate() error {
-	if g.Count < 0 || g.Count > 0 && (g.Index < 0 || g.Index >= g.Count) {
-		return fmt.Errorf("kafka source: partition group %d of %d does not exist", g.Index, g.Count)
-	}
-	return nil
 }
 
 // discoveryRetry is how soon a partition discovery that failed because
@@ -285,31 +279,17 @@ type Reader struct {
 // otherwise. While the cluster is away it waits, up to the outage
 // tolerance, and then fails with an *outage.Error.
 func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOptions, restoredJob bool, restored [][]byte) (*Reader, error) {
-	if len(opts.Topics) == 0 {
-		return nil, errors.New("kafka source: no topic to read")
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
 	if opts.Start == "" {
 		opts.Start = StartEarliest
 	}
-	switch opts.Start {
-	case StartEarliest, StartLatest, StartCommitted, StartTimestamp:
-	default:
-		return nil, fmt.Errorf("kafka source: unknown start position %q (earliest, latest, committed, timestamp)", opts.Start)
-	}
-	if opts.Start == StartCommitted && opts.Group == "" {
-		return nil, errors.New("kafka source: start position committed needs a consumer group")
-	}
-	if err := opts.PartitionGroup.validate(); err != nil {
-		return nil, err
-	}
 	if opts.OnOutOfRange == "" {
 		opts.OnOutOfRange = DefaultOnOffsetOutOfRange
 	}
-	if _, err := ParseOnOffsetOutOfRange(string(opts.OnOutOfRange)); err != nil {
-		return nil, fmt.Errorf("kafka source: on_offset_out_of_range: %w", err)
-	}
 	if opts.DiscoveryInterval == 0 {
-		opts.DiscoveryInterval = 30 * time.Second
+		opts.DiscoveryInterval = DefaultDiscoveryInterval
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -2,7 +2,6 @@ package kafka
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -31,7 +30,8 @@ type SourceOptions[T any] struct {
 	// DeadLetterTopic receives refused records under DecodeDeadLetter.
 	DeadLetterTopic string
 	// LagInterval is the least time between two refreshes of a subtask's
-	// consumer lag (default 5s; negative: lag stays unknown). A refresh
+	// consumer lag (default DefaultLagInterval, 5s; negative: lag stays
+	// unknown). A refresh
 	// lists the partitions' end offsets from a goroutine of the subtask's
 	// reader, off the record path. A failed refresh leaves the lag unknown
 	// and is logged at debug level only (an outage is reported by the
@@ -110,32 +110,18 @@ type SourceStats struct {
 	ConsumerLag int64
 }
 
-// NewSource checks opts and returns the source. Nothing connects to the
-// cluster until a subtask's reader is created.
+// NewSource checks opts (SourceOptions.Validate, which checks the
+// Reader's too: every refusal names the option) and returns the source.
+// Nothing connects to the cluster until a subtask's reader is created.
 func NewSource[T any](opts SourceOptions[T]) (*Source[T], error) {
-	if opts.Decode == nil {
-		return nil, errors.New("kafka source: no decoder")
-	}
-	if len(opts.Reader.Topics) == 0 {
-		return nil, errors.New("kafka source: no topic to read")
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
 	if opts.OnDecodeError == "" {
 		opts.OnDecodeError = DecodeFail
 	}
-	if _, err := ParseOnDecodeError(string(opts.OnDecodeError)); err != nil {
-		return nil, fmt.Errorf("kafka source: %w", err)
-	}
-	if opts.OnDecodeError == DecodeDeadLetter && opts.DeadLetterTopic == "" {
-		return nil, errors.New("kafka source: the dead_letter policy needs a dead-letter topic")
-	}
 	if opts.LagInterval == 0 {
-		opts.LagInterval = 5 * time.Second
-	}
-	if opts.MaxOutOfOrderness < 0 {
-		return nil, fmt.Errorf("kafka source: max_out_of_orderness %s is negative", opts.MaxOutOfOrderness)
-	}
-	if opts.IdleTimeout < 0 {
-		return nil, fmt.Errorf("kafka source: idle_timeout %s is negative", opts.IdleTimeout)
+		opts.LagInterval = DefaultLagInterval
 	}
 	if opts.Reader.Logger == nil {
 		opts.Reader.Logger = slog.Default()

@@ -1,0 +1,69 @@
+package kafka
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/onceflow/onceflow/internal/optcheck"
+)
+
+// DefaultDiscoveryInterval is how often the topics' partition counts are
+// checked when ReaderOptions.DiscoveryInterval is 0.
+const DefaultDiscoveryInterval = 30 * time.Second
+
+// DefaultLagInterval is SourceOptions.LagInterval when 0.
+const DefaultLagInterval = 5 * time.Second
+
+// Validate reports every option of o that OpenReader (and NewSource)
+// refuses, each naming the option as "Reader.<field>" and its value
+// (errors.Join of *optcheck.Error); nil when all are acceptable. Zero
+// means the default; a negative DiscoveryInterval disables discovery.
+func (o ReaderOptions) Validate() error {
+	start := o.Start
+	if start == "" {
+		start = StartEarliest
+	}
+	var oorBad string
+	if o.OnOutOfRange != "" {
+		if _, err := ParseOnOffsetOutOfRange(string(o.OnOutOfRange)); err != nil {
+			oorBad = "is not one of fail, earliest, latest"
+		}
+	}
+	g := o.PartitionGroup
+	return optcheck.Check("kafka source",
+		optcheck.Rule{Option: "Reader.Topics", Value: fmt.Sprint(o.Topics), Bad: optcheck.If(len(o.Topics) == 0, "names no topic to read")},
+		optcheck.Rule{Option: "Reader.Start", Value: string(o.Start), Bad: optcheck.If(
+			start != StartEarliest && start != StartLatest && start != StartCommitted && start != StartTimestamp,
+			"is not one of earliest, latest, committed, timestamp")},
+		optcheck.Rule{Option: "Reader.Group", Value: o.Group, Bad: optcheck.If(start == StartCommitted && o.Group == "",
+			"is empty: start position committed needs a consumer group")},
+		optcheck.Rule{Option: "Reader.StartTime", Value: o.StartTime.Format(time.RFC3339), Bad: optcheck.If(start == StartTimestamp && o.StartTime.IsZero(),
+			"is the zero time: start position timestamp needs one")},
+		optcheck.Rule{Option: "Reader.OnOutOfRange", Value: string(o.OnOutOfRange), Bad: oorBad},
+		optcheck.Rule{Option: "Reader.PartitionGroup", Value: fmt.Sprintf("%d of %d", g.Index, g.Count),
+			Bad: optcheck.If(g.Count < 0 || g.Count > 0 && (g.Index < 0 || g.Index >= g.Count), "does not exist")},
+		optcheck.Rule{Option: "Reader.PurgeInterval", Value: o.PurgeInterval, Bad: optcheck.NotNegative(o.PurgeInterval, "0 keeps every record")},
+	)
+}
+
+// Validate reports every option of o that NewSource refuses (the
+// Reader's too, as ReaderOptions.Validate names them), each naming the
+// option and its value (errors.Join of *optcheck.Error); nil when all are
+// acceptable. Zero means the default; a negative LagInterval leaves the
+// lag unknown.
+func (o SourceOptions[T]) Validate() error {
+	policy := o.OnDecodeError
+	if policy == "" {
+		policy = DecodeFail
+	}
+	_, perr := ParseOnDecodeError(string(policy))
+	return errors.Join(optcheck.Check("kafka source",
+		optcheck.Rule{Option: "Decode", Value: "nil", Bad: optcheck.If(o.Decode == nil, "is required: no decoder")},
+		optcheck.Rule{Option: "OnDecodeError", Value: string(o.OnDecodeError), Bad: optcheck.If(perr != nil, "is an unknown on_decode_error policy (fail, skip, dead_letter)")},
+		optcheck.Rule{Option: "DeadLetterTopic", Value: o.DeadLetterTopic, Bad: optcheck.If(policy == DecodeDeadLetter && o.DeadLetterTopic == "",
+			"is empty: the dead_letter policy needs a dead-letter topic")},
+		optcheck.Rule{Option: "MaxOutOfOrderness", Value: o.MaxOutOfOrderness, Bad: optcheck.NotNegative(o.MaxOutOfOrderness, "0 for partitions in timestamp order")},
+		optcheck.Rule{Option: "IdleTimeout", Value: o.IdleTimeout, Bad: optcheck.NotNegative(o.IdleTimeout, "0: partitions never go idle")},
+	), o.Reader.Validate())
+}
