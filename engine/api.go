@@ -152,9 +152,9 @@ type KeyedStream[K, T any] struct {
 	codec state.Codec[K]
 }
 
-// FromSource adds a source operator.
+// FromSource adds a source operator with parallelism subtasks (0: 1).
 func FromSource[T any](j *Job, uid string, parallelism int, src Source[T]) Stream[T] {
-	n := j.addNode(uid, parallelism, kindSource)
+	n := j.addNode(uid, inherit(parallelism, nil), kindSource)
 	if v, ok := any(src).(StateFormatVersioner); ok {
 		n.stateFormat = v.StateFormatVersion()
 	}
@@ -173,11 +173,12 @@ func FromSource[T any](j *Job, uid string, parallelism int, src Source[T]) Strea
 // Job is the job s belongs to.
 func (s Stream[T]) Job() *Job { return s.job }
 
-// Parallelism overrides the parallelism of the next operator created from
-// s (by default the upstream's).
+// Parallelism is the parallelism of the operator that produces s: the
+// parallelism the next operator built on s inherits when it is given none
+// (see "Parallelism" in the package documentation).
 func (s Stream[T]) Parallelism() int { return s.node.parallelism }
 
-// Map applies fn to every record.
+// Map applies fn to every record, with s's parallelism.
 func Map[T, U any](s Stream[T], uid string, fn func(T) (U, error)) Stream[U] {
 	return FlatMap(s, uid, func(v T, out func(U)) error {
 		u, err := fn(v)
@@ -189,7 +190,7 @@ func Map[T, U any](s Stream[T], uid string, fn func(T) (U, error)) Stream[U] {
 	})
 }
 
-// Filter keeps the records for which fn is true.
+// Filter keeps the records for which fn is true, with s's parallelism.
 func Filter[T any](s Stream[T], uid string, fn func(T) bool) Stream[T] {
 	return FlatMap(s, uid, func(v T, out func(T)) error {
 		if fn(v) {
@@ -199,9 +200,9 @@ func Filter[T any](s Stream[T], uid string, fn func(T) bool) Stream[T] {
 	})
 }
 
-// FlatMap emits zero or more records per record. fn is called from every
-// subtask of the operator at once: it must not keep unsynchronized state
-// (use Process or Connect for state).
+// FlatMap emits zero or more records per record, with s's parallelism.
+// fn is called from every subtask of the operator at once: it must not
+// keep unsynchronized state (use Process or Connect for state).
 func FlatMap[T, U any](s Stream[T], uid string, fn func(T, func(U)) error) Stream[U] {
 	n := s.job.addNode(uid, s.node.parallelism, kindOperator)
 	s.job.connect(s.node, n, 0, nil)
@@ -214,10 +215,10 @@ func FlatMap[T, U any](s Stream[T], uid string, fn func(T, func(U)) error) Strea
 }
 
 // WithParallelism returns s re-partitioned round-robin to an operator of
-// another parallelism: the next operator built on the result runs with p
-// subtasks.
+// p subtasks (0: s's, which only rebalances): the operators built on the
+// result inherit p.
 func WithParallelism[T any](s Stream[T], uid string, p int) Stream[T] {
-	n := s.job.addNode(uid, p, kindOperator)
+	n := s.job.addNode(uid, inherit(p, s.node), kindOperator)
 	s.job.connect(s.node, n, 0, nil)
 	n.newOperator = func(*subtask) (operator, error) {
 		return &funcOperator{process: func(_ int, e element, out func(any)) error { out(e.value); return nil }}, nil
@@ -225,7 +226,8 @@ func WithParallelism[T any](s Stream[T], uid string, p int) Stream[T] {
 	return Stream[T]{job: s.job, node: n}
 }
 
-// Union merges streams of the same type.
+// Union merges streams of the same type, with the first stream's
+// parallelism.
 func Union[T any](uid string, streams ...Stream[T]) Stream[T] {
 	j := streams[0].job
 	n := j.addNode(uid, streams[0].node.parallelism, kindOperator)
@@ -333,13 +335,14 @@ type KeyedTimerFunction[K, U any] interface {
 	OnTimer(ctx *KeyedContext, key K, ts int64, out func(U)) error
 }
 
-// Process runs a keyed process function with parallelism p. newFn is
+// Process runs a keyed process function with parallelism p (0: the
+// input's). newFn is
 // called once per subtask and attempt: every subtask has its own function
 // value and states. A function that also implements KeyedTimerFunction
 // gets its timers.
 func Process[K, T, U any](ks KeyedStream[K, T], uid string, p int, newFn func() KeyedProcessFunction[K, T, U]) Stream[U] {
 	j := ks.s.job
-	n := j.addNode(uid, p, kindOperator)
+	n := j.addNode(uid, inherit(p, ks.s.node), kindOperator)
 	n.keyed = true
 	j.connect(ks.s.node, n, 0, func(v any) (any, []byte, error) {
 		k := ks.key(v.(T))
@@ -373,7 +376,8 @@ func Process[K, T, U any](ks KeyedStream[K, T], uid string, p int, newFn func() 
 }
 
 // Reduce keeps, per key, the reduction of every record so far and emits
-// the updated value for each record (Flink's keyBy(...).reduce).
+// the updated value for each record (Flink's keyBy(...).reduce), with
+// parallelism p (0: the input's).
 func Reduce[K, T any](ks KeyedStream[K, T], uid string, p int, codec state.Codec[T], fn func(acc, v T) (T, error)) Stream[T] {
 	return Process(ks, uid, p, func() KeyedProcessFunction[K, T, T] { return &reduceFunc[K, T]{codec: codec, fn: fn} })
 }
@@ -414,7 +418,7 @@ type Number interface {
 
 // Sum emits, per record, the running sum of field over the record's key
 // (Flink's keyBy(...).sum(field)): set writes the sum into a copy of the
-// record.
+// record. Its parallelism is p (0: the input's).
 func Sum[K, T any, N Number](ks KeyedStream[K, T], uid string, p int, codec state.Codec[T], field func(T) N, set func(T, N) T) Stream[T] {
 	return Reduce(ks, uid, p, codec, func(acc, v T) (T, error) { return set(v, field(acc)+field(v)), nil })
 }
@@ -425,13 +429,14 @@ type CoProcessFunction[A, B, U any] interface {
 	Process2(v B, out func(U)) error
 }
 
-// Connect joins two streams into a two-input operator with parallelism p.
+// Connect joins two streams into a two-input operator with parallelism p
+// (0: the first input's, a's).
 // Records reach the subtasks round-robin (forward when parallelisms are
 // equal). newFn is called once per subtask and attempt; when the function
 // also implements Stateful, its state is checkpointed.
 func Connect[A, B, U any](a Stream[A], b Stream[B], uid string, p int, newFn func() CoProcessFunction[A, B, U]) Stream[U] {
 	j := a.job
-	n := j.addNode(uid, p, kindOperator)
+	n := j.addNode(uid, inherit(p, a.node), kindOperator)
 	j.connect(a.node, n, 0, nil)
 	j.connect(b.node, n, 1, nil)
 	n.newOperator = func(st *subtask) (operator, error) {
@@ -458,10 +463,10 @@ type Stateful interface {
 	RestoreState(entries [][]byte) error
 }
 
-// SinkTo adds a sink with parallelism p.
+// SinkTo adds a sink with parallelism p (0: s's).
 func SinkTo[T any](s Stream[T], uid string, p int, sink Sink[T]) {
 	j := s.job
-	n := j.addNode(uid, p, kindSink)
+	n := j.addNode(uid, inherit(p, s.node), kindSink)
 	j.connect(s.node, n, 0, nil)
 	if ts, ok := any(sink).(TransactionalSink); ok {
 		n.transactional = ts.Transactional()

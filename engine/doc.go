@@ -28,6 +28,18 @@
 // (state.KeyGroupOf, state.SubtaskForKeyGroup), so keyed state can be
 // redistributed when the parallelism changes.
 //
+// # Parallelism
+//
+// One rule for every operator: an operator runs with the parallelism of
+// its input unless it is given a positive one. The operators that take a
+// parallelism (FromSource, WithParallelism, Process, Reduce, Sum, Connect,
+// SinkTo) read 0 as "inherit": the input's (Connect: its first input's; a
+// source has none and runs 1 subtask). Map, Filter, FlatMap and Union take
+// none and always inherit (Union: its first stream's). To change the
+// parallelism of a stateless stage, put WithParallelism (a round-robin
+// rebalance) before it. A negative parallelism, or one above
+// Options.MaxParallelism, makes Run fail naming the operator.
+//
 // # Why checkpoints are consistent
 //
 // The coordinator triggers checkpoint n by handing barrier n to every
