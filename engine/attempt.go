@@ -91,8 +91,9 @@ type subtask struct {
 	stoppedAt int64
 
 	recordsIn, recordsOut atomic.Int64
-	// bp is the time this subtask waited for room on full channels to
-	// downstream subtasks (send).
+	// bp is the time this subtask's goroutine waited for room on full
+	// channels to downstream subtasks (send), kept on the chain's head:
+	// the chain waits as one.
 	bp    backpressure
 	async sync.WaitGroup
 
@@ -806,24 +807,33 @@ func (st *subtask) emit(ctx context.Context, v any, ts int64) error {
 }
 
 // send puts el on ch, a channel to a downstream subtask. When ch is full
-// it waits for room or for ctx to end, and counts the wait as this
-// subtask's backpressured time; a send with room costs no clock reading
-// and no lock.
+// it waits for room or for ctx to end, and counts the wait as the
+// backpressured time of its chain (the head's bp); a send with room
+// costs no clock reading and no lock.
 func (st *subtask) send(ctx context.Context, ch chan element, el element) error {
 	select {
 	case ch <- el:
 		return nil
 	default:
 	}
-	st.bp.begin(time.Now())
+	bp := st.chainBP()
+	bp.begin(time.Now())
 	var err error
 	select {
 	case ch <- el:
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
-	st.bp.end(time.Now())
+	bp.end(time.Now())
 	return err
+}
+
+// chainBP is the backpressure of the chain st runs in: its head's.
+func (st *subtask) chainBP() *backpressure {
+	if st.head != nil {
+		return &st.head.bp
+	}
+	return &st.bp
 }
 
 // backpressure accumulates a subtask's waits for room on full channels.

@@ -586,7 +586,7 @@ func (c *coordinator) operatorStats() []OperatorStats {
 		}
 		out[i].RecordsIn += st.recordsIn.Load()
 		out[i].RecordsOut += st.recordsOut.Load()
-		out[i].Backpressured += st.bp.upTo(now)
+		out[i].Backpressured += st.chainBP().upTo(now)
 		wm := st.wmTime.Load()
 		low[i] = min(low[i], wm)
 		if !st.wmIdle.Load() {

@@ -765,9 +765,10 @@ type OperatorStats struct {
 	// Backpressured is the time the subtasks waited for room on full
 	// channels to their downstream subtasks, summed over subtasks: grown
 	// by up to Parallelism seconds a second when the operator is fully
-	// backpressured (its consumers are slower). A chained operator's
-	// records go by call, not channel, so the wait of a chain shows on
-	// the operator that sends on the channel (its last).
+	// backpressured (its consumers are slower). Operators chained
+	// together run on one goroutine and wait as one, as a Flink task: each
+	// operator of a chain shows the chain's wait, whichever of them sent
+	// on the full channel.
 	Backpressured time.Duration
 	// Watermark is the operator's watermark: the lowest of its subtasks'
 	// that are not idle (what a downstream operator combining them all

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/state"
 )
 
 // gateSink's writers block in their first Write until open is closed.
@@ -142,5 +143,54 @@ func TestStatusKeepsTheLastFailure(t *testing.T) {
 	// The clock: 1s into attempt 1, 10s pause, 1s into attempt 2.
 	if want := time.Date(2026, 1, 1, 0, 0, 12, 0, time.UTC); !st.LastFailureTime.Equal(want) {
 		t.Errorf("last failure at %s, want %s", st.LastFailureTime, want)
+	}
+}
+
+// TestStatusShowsAChainsBackpressureOnEachOperator: operators chained
+// together wait as one (one goroutine), so each shows the chain's wait:
+// with the sink held, source and double (a chain) wait on the keyed
+// channel to count, and count and sink (a chain, held) do not.
+func TestStatusShowsAChainsBackpressureOnEachOperator(t *testing.T) {
+	var part []int
+	for i := range 200 {
+		part = append(part, i)
+	}
+	sink := &gateSink{open: make(chan struct{}), blocked: make(chan struct{}), inner: &memSink[int]{}}
+	j := engine.NewJob("chain-backpressure", engine.Options{ChannelCapacity: 4})
+	src := engine.FromSource(j, "source", 1, &memSource[int]{parts: [][]int{part}})
+	m := engine.Map(src, "double", func(v int) (int, error) { return 2 * v, nil })
+	keyed := engine.KeyBy(m, func(v int) int { return v }, state.JSONCodec[int]{})
+	counts := engine.Reduce(keyed, "count", 1, state.JSONCodec[int]{}, func(acc, v int) (int, error) { return acc + v, nil })
+	engine.SinkTo(counts, "sink", 1, sink)
+
+	done := make(chan error, 1)
+	go func() { done <- runJob(t, j) }()
+	<-sink.blocked
+	deadline := time.After(20 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st := j.Status()
+		if len(st.Operators) == 4 && opStats(t, st, "source").Backpressured > 20*time.Millisecond {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("the source's chain not backpressured within 20s of the sink blocking: %+v", st.Operators)
+		case <-tick.C:
+		}
+	}
+	st := j.Status()
+	if s, d := opStats(t, st, "source").Backpressured, opStats(t, st, "double").Backpressured; s != d {
+		t.Errorf("source backpressured %s, double %s: one chain, one wait", s, d)
+	}
+	for _, uid := range []string{"count", "sink"} {
+		if bp := opStats(t, st, uid).Backpressured; bp != 0 {
+			t.Errorf("%s backpressured %s: its chain waits in the sink, not on a channel", uid, bp)
+		}
+	}
+	close(sink.open)
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
 	}
 }
