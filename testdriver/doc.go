@@ -1,6 +1,8 @@
 // Package testdriver runs a Go job's dataflow (a jobs.Dataflow) in
 // memory, without Kafka, for unit tests that run on every save, as Kafka
-// Streams' TopologyTestDriver does for a topology.
+// Streams' TopologyTestDriver does for a topology, and runs a Go job's
+// program in the test's process against a real Kafka cluster the test
+// suite started (StartKafka; see "On a real Kafka" below).
 //
 // The driver builds the Dataflow as package runner would, except that
 // jobs.Source reads an in-memory input topic the test fills with Pipe,
@@ -9,8 +11,8 @@
 // and committed once the checkpoint completes. Committed returns what a
 // read_committed consumer would see. The job runs on the engine with the
 // memory state backend (or Pebble, Options.Pebble) and checkpoints in a
-// temporary directory; checkpoints are taken only when the test calls
-// Checkpoint.
+// temporary directory; checkpoints are taken only by the steps that say
+// so: Checkpoint, CheckExactlyOnce and AdvanceProcessingTime.
 //
 // Crash simulates a crash between any two steps: the job is cancelled
 // without a savepoint, its uncommitted output and in-flight records are

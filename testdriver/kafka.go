@@ -78,7 +78,9 @@ type KafkaOptions struct {
 // Every method must be called from the test's goroutine. A step that
 // fails, or a job that ended unasked (its exit code and the end of its
 // log), fails the test through t.Fatalf. t.Cleanup cancels a job still
-// running and closes the driver's clients.
+// running and closes the driver's clients. While the job runs, the
+// process's SIGINT and SIGTERM go to it, as they would to the program: a
+// first one stops it with a savepoint, a second cancels it.
 type KafkaDriver struct {
 	t    TB
 	job  runner.Job
