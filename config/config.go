@@ -138,7 +138,7 @@ type Sink struct {
 	TransactionalIDPrefix string        `mapstructure:"transactional_id_prefix"`
 	TransactionTimeout    time.Duration `mapstructure:"transaction_timeout"`
 	// Slots is the number of transactional ids per subtask (0 or unset:
-	// MinSlots of checkpoint.max_concurrent; less is refused).
+	// sinkkafka.MinSlots of checkpoint.max_concurrent; less is refused).
 	Slots int `mapstructure:"slots"`
 }
 

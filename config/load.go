@@ -14,8 +14,13 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/objstore"
+	"github.com/onceflow/onceflow/internal/optcheck"
 	"github.com/onceflow/onceflow/internal/outage"
+	sinkkafka "github.com/onceflow/onceflow/sink/kafka"
 	sourcekafka "github.com/onceflow/onceflow/source/kafka"
 )
 
@@ -35,12 +40,15 @@ var envNotKeys = []string{"ONCEFLOW_FAILPOINTS", "ONCEFLOW_CACHE_DIR", "ONCEFLOW
 // Default returns the configuration every key falls back to.
 func Default() Config {
 	return Config{
-		Job:   Job{Type: "wordcount", Parallelism: 1, MaxParallelism: 128, OperatorChaining: true, Mode: "single"},
+		Job:   Job{Type: "wordcount", Parallelism: 1, MaxParallelism: engine.DefaultMaxParallelism, OperatorChaining: true, Mode: "single"},
 		Kafka: Kafka{Brokers: []string{"127.0.0.1:9092"}, OutageTolerance: outage.DefaultTolerance},
-		Source: Source{Start: "earliest", Isolation: "read_committed", DiscoveryInterval: 30 * time.Second, OnDecodeError: "fail",
-			OnOffsetOutOfRange: string(sourcekafka.DefaultOnOffsetOutOfRange)},
-		Sink: Sink{Delivery: "exactly_once", TransactionTimeout: 15 * time.Minute},
-		Checkpoint: Checkpoint{Interval: time.Second, Mode: "exactly_once", Timeout: time.Minute, MaxConcurrent: 1,
+		Source: Source{Start: string(sourcekafka.StartEarliest), Isolation: "read_committed", DiscoveryInterval: sourcekafka.DefaultDiscoveryInterval,
+			OnDecodeError: string(sourcekafka.DecodeFail), OnOffsetOutOfRange: string(sourcekafka.DefaultOnOffsetOutOfRange)},
+		Sink: Sink{Delivery: string(sinkkafka.DeliveryExactlyOnce), TransactionTimeout: sinkkafka.DefaultTransactionTimeout},
+		// checkpoint.timeout's default is the processor's own (a minute,
+		// shorter than the library's engine.DefaultCheckpointTimeout, so
+		// that a stuck checkpoint and an outage are noticed sooner).
+		Checkpoint: Checkpoint{Interval: time.Second, Mode: "exactly_once", Timeout: time.Minute, MaxConcurrent: engine.DefaultMaxConcurrentCheckpoints,
 			Retain: 3, RetainSavepoints: 10, OnCancel: "retain", Dir: "./data/checkpoints",
 			S3: S3{Region: objstore.DefaultRegion}},
 		State: State{Backend: "pebble", Dir: "./data/state", Incremental: true},
@@ -287,7 +295,7 @@ func (c *Config) fillDerived(explicit map[string]bool) {
 		c.Sink.TransactionalIDPrefix = c.Job.Name
 	}
 	if c.Sink.Slots == 0 {
-		c.Sink.Slots = MinSlots(c.Checkpoint.MaxConcurrent)
+		c.Sink.Slots = sinkkafka.MinSlots(c.Checkpoint.MaxConcurrent)
 	}
 }
 
@@ -295,15 +303,10 @@ func (c *Config) fillDerived(explicit map[string]bool) {
 // distributed job's partition group, <prefix>-pg<g> (jobs.Group).
 var groupSuffix = regexp.MustCompile(`-pg[0-9]+$`)
 
-// MinSlots is how many transactional ids an exactly-once sink subtask
-// needs with c = maxConcurrent checkpoints in flight: one for the open
-// transaction, c pre-committed ones of checkpoints in flight, c of
-// completed checkpoints whose commits run beside the writing, and c+1
-// committed ones that the latest completed checkpoint may still refer to
-// (an id is reused only once a checkpoint taken after its commit
-// completed, because a restore commits what the checkpoint holds again).
-// 5 with one checkpoint at a time.
-func MinSlots(maxConcurrent int) int { return 3*max(maxConcurrent, 1) + 2 }
+// MinSlots is sinkkafka.MinSlots: how many transactional ids an
+// exactly-once sink subtask needs with maxConcurrent checkpoints in
+// flight (the default of sink.slots).
+func MinSlots(maxConcurrent int) int { return sinkkafka.MinSlots(maxConcurrent) }
 
 // Validate checks every key's value; the error names each key at fault.
 func (c *Config) Validate() error {
@@ -327,8 +330,11 @@ func (c *Config) Validate() error {
 		bad("job.name", "%q must not contain slashes or spaces (it names the checkpoint directory)", c.Job.Name)
 	}
 	oneOf("job.type", c.Job.Type, "copy", "wordcount", "aggregate", "window", "go")
-	if c.Job.MaxParallelism < 1 || c.Job.MaxParallelism > 32768 {
-		bad("job.max_parallelism", "%d is outside 1..32768", c.Job.MaxParallelism)
+	// The library checks its own options (c.checkLibrary); config keeps
+	// only what is stricter here: keys with a default of their own refuse
+	// 0, which the library would read as its default.
+	if c.Job.MaxParallelism == 0 {
+		bad("job.max_parallelism", "0; must be at least 1")
 	}
 	if c.Job.Parallelism < 1 || c.Job.Parallelism > c.Job.MaxParallelism {
 		bad("job.parallelism", "%d is outside 1..job.max_parallelism (%d)", c.Job.Parallelism, c.Job.MaxParallelism)
@@ -371,57 +377,37 @@ func (c *Config) Validate() error {
 	}
 
 	required("source.topic", c.Source.Topic)
-	oneOf("source.start", c.Source.Start, "earliest", "latest", "committed", "timestamp")
-	if c.Source.Start == "timestamp" && c.Source.StartTimestamp.IsZero() {
-		bad("source.start_timestamp", "required with source.start timestamp (RFC 3339)")
-	}
 	oneOf("source.isolation", c.Source.Isolation, "read_committed", "read_uncommitted")
-	oneOf("source.on_decode_error", c.Source.OnDecodeError, "fail", "skip", "dead_letter")
-	if c.Source.OnDecodeError == "dead_letter" && c.Source.DeadLetterTopic == "" {
-		bad("source.dead_letter_topic", "required with source.on_decode_error dead_letter")
-	}
-	if _, err := sourcekafka.ParseOnOffsetOutOfRange(c.Source.OnOffsetOutOfRange); err != nil {
-		bad("source.on_offset_out_of_range", "%v", err)
-	}
 
 	required("sink.topic", c.Sink.Topic)
 	if c.Sink.Topic != "" && c.Sink.Topic == c.Source.Topic {
 		bad("sink.topic", "%q is also the source topic", c.Sink.Topic)
 	}
-	oneOf("sink.delivery", c.Sink.Delivery, "none", "at_least_once", "exactly_once")
+	if c.Sink.Delivery == "" {
+		bad("sink.delivery", "required")
+	}
 	if c.Sink.Delivery == "exactly_once" {
-		required("sink.transactional_id_prefix", c.Sink.TransactionalIDPrefix)
 		if m := groupSuffix.FindString(c.Sink.TransactionalIDPrefix); m != "" {
 			bad("sink.transactional_id_prefix", "%q ends in %q, like the transactional ids of partition group %s of a distributed job with prefix %q: "+
 				"the two jobs would fence each other; choose a prefix without it", c.Sink.TransactionalIDPrefix, m, m[3:], strings.TrimSuffix(c.Sink.TransactionalIDPrefix, m))
 		}
-		if need := MinSlots(c.Checkpoint.MaxConcurrent); c.Sink.Slots < need {
-			bad("sink.slots", "%d; exactly_once with checkpoint.max_concurrent %d needs at least %d (leave it unset for that)",
-				c.Sink.Slots, c.Checkpoint.MaxConcurrent, need)
-		}
-		if c.Sink.TransactionTimeout <= 0 {
+		if c.Sink.TransactionTimeout == 0 {
 			bad("sink.transaction_timeout", "must be positive")
-		} else if c.Kafka.OutageTolerance >= c.Sink.TransactionTimeout {
+		} else if c.Sink.TransactionTimeout > 0 && c.Kafka.OutageTolerance >= c.Sink.TransactionTimeout {
 			bad("kafka.outage_tolerance", "%s is not below sink.transaction_timeout %s: a pending transaction waiting out the outage would be aborted by the broker",
 				c.Kafka.OutageTolerance, c.Sink.TransactionTimeout)
 		}
 	}
 
-	if c.Checkpoint.Interval < 10*time.Millisecond {
-		bad("checkpoint.interval", "%s is below the minimum of 10ms", c.Checkpoint.Interval)
+	if c.Checkpoint.Interval >= 0 && c.Checkpoint.Interval < MinCheckpointInterval {
+		bad("checkpoint.interval", "%s is below the minimum of %s", c.Checkpoint.Interval, MinCheckpointInterval)
 	}
 	oneOf("checkpoint.mode", c.Checkpoint.Mode, "exactly_once", "at_least_once")
-	if c.Checkpoint.Timeout <= 0 {
+	if c.Checkpoint.Timeout == 0 {
 		bad("checkpoint.timeout", "must be positive")
 	}
-	if c.Checkpoint.MinPause < 0 {
-		bad("checkpoint.min_pause", "must not be negative")
-	}
-	if c.Checkpoint.MaxConcurrent < 1 {
-		bad("checkpoint.max_concurrent", "%d; must be at least 1", c.Checkpoint.MaxConcurrent)
-	}
-	if c.Checkpoint.TolerableFailures < 0 {
-		bad("checkpoint.tolerable_failures", "must not be negative")
+	if c.Checkpoint.MaxConcurrent == 0 {
+		bad("checkpoint.max_concurrent", "0; must be at least 1")
 	}
 	if b := c.Checkpoint.OutageBudget(); b > 0 && c.Kafka.OutageTolerance > b {
 		tol, to, n := c.Kafka.OutageTolerance, c.Checkpoint.Timeout, time.Duration(c.Checkpoint.TolerableFailures+1)
@@ -434,9 +420,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Checkpoint.Retain < 1 {
 		bad("checkpoint.retain", "%d; at least 1 checkpoint must be kept", c.Checkpoint.Retain)
-	}
-	if c.Checkpoint.RetainSavepoints < 0 {
-		bad("checkpoint.retain_savepoints", "%d; 0 keeps every savepoint, N > 0 the newest N", c.Checkpoint.RetainSavepoints)
 	}
 	oneOf("checkpoint.on_cancel", c.Checkpoint.OnCancel, "retain", "delete")
 	required("checkpoint.dir", c.Checkpoint.Dir)
@@ -505,13 +488,8 @@ func (c *Config) Validate() error {
 		case "session":
 			positive("window.gap", w.Gap)
 		}
-		for _, d := range []struct {
-			key string
-			d   time.Duration
-		}{{"window.max_out_of_orderness", w.MaxOutOfOrderness}, {"window.idle_timeout", w.IdleTimeout}, {"window.allowed_lateness", w.AllowedLateness}} {
-			if d.d < 0 {
-				bad(d.key, "%s is negative", d.d)
-			}
+		if w.AllowedLateness < 0 {
+			bad("window.allowed_lateness", "%s is negative", w.AllowedLateness)
 		}
 		if w.LateTopic != "" && w.LateTopic == c.Sink.Topic {
 			bad("window.late_topic", "%q is sink.topic: late records would mix with the results", w.LateTopic)
@@ -545,7 +523,67 @@ func (c *Config) Validate() error {
 	}
 	oneOf("log.format", c.Log.Format, "text", "json")
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	c.checkLibrary(bad)
 	return errors.Join(errs...)
+}
+
+// MinCheckpointInterval is the least checkpoint.interval the processor
+// takes (the library, engine.CheckpointOptions.Interval, takes any).
+const MinCheckpointInterval = 10 * time.Millisecond
+
+// checkLibrary maps the keys to the options of the engine, the Kafka
+// source and the Kafka sink and has the library validate them
+// (engine.Options.Validate, sourcekafka.SourceOptions.Validate,
+// sinkkafka.SinkOptions.Validate): each refusal is reported under its key,
+// with the library's option name and message. The mapping here is the
+// same as the job builder's (package jobs).
+func (c *Config) checkLibrary(bad func(key, format string, args ...any)) {
+	report := func(err error, keys map[string]string) {
+		for _, e := range optcheck.Errors(err) {
+			key, ok := keys[e.Option]
+			if !ok {
+				key = "(" + e.Component + " option " + e.Option + ")"
+			}
+			bad(key, "%s %s (%s option %s)", e.Value, e.Reason, e.Component, e.Option)
+		}
+	}
+	ck := c.Checkpoint
+	report(engine.Options{
+		MaxParallelism: c.Job.MaxParallelism,
+		Checkpoint: engine.CheckpointOptions{Interval: ck.Interval, Timeout: ck.Timeout, MinPause: ck.MinPause,
+			MaxConcurrent: ck.MaxConcurrent, TolerableFailures: ck.TolerableFailures, RetainSavepoints: ck.RetainSavepoints},
+	}.Validate(), map[string]string{
+		"MaxParallelism": "job.max_parallelism", "Checkpoint.Interval": "checkpoint.interval", "Checkpoint.Timeout": "checkpoint.timeout",
+		"Checkpoint.MinPause": "checkpoint.min_pause", "Checkpoint.MaxConcurrent": "checkpoint.max_concurrent",
+		"Checkpoint.TolerableFailures": "checkpoint.tolerable_failures", "Checkpoint.RetainSavepoints": "checkpoint.retain_savepoints",
+	})
+	src := sourcekafka.SourceOptions[*kgo.Record]{
+		Reader: sourcekafka.ReaderOptions{Topics: []string{c.Source.Topic}, Start: sourcekafka.StartPosition(c.Source.Start),
+			StartTime: c.Source.StartTimestamp, Group: c.Source.Group, OnOutOfRange: sourcekafka.OnOffsetOutOfRange(c.Source.OnOffsetOutOfRange),
+			DiscoveryInterval: c.Source.DiscoveryInterval},
+		Decode:          func(r *kgo.Record) (*kgo.Record, error) { return r, nil },
+		OnDecodeError:   sourcekafka.OnDecodeError(c.Source.OnDecodeError),
+		DeadLetterTopic: c.Source.DeadLetterTopic,
+	}
+	if c.Job.Type == "window" {
+		src.MaxOutOfOrderness, src.IdleTimeout = c.Window.MaxOutOfOrderness, c.Window.IdleTimeout
+	}
+	report(src.Validate(), map[string]string{
+		"Reader.Start": "source.start", "Reader.StartTime": "source.start_timestamp", "Reader.Group": "source.group",
+		"Reader.OnOutOfRange": "source.on_offset_out_of_range", "OnDecodeError": "source.on_decode_error",
+		"DeadLetterTopic": "source.dead_letter_topic", "MaxOutOfOrderness": "window.max_out_of_orderness",
+		"IdleTimeout": "window.idle_timeout", "Reader.Topics": "source.topic",
+	})
+	if c.Sink.Delivery == "" {
+		return // refused above; the library would take its default
+	}
+	report(sinkkafka.SinkOptions{
+		Topic: c.Sink.Topic, Delivery: sinkkafka.Delivery(c.Sink.Delivery), TransactionalIDPrefix: c.Sink.TransactionalIDPrefix,
+		Slots: c.Sink.Slots, MaxConcurrentCheckpoints: max(ck.MaxConcurrent, 0), TransactionTimeout: c.Sink.TransactionTimeout,
+	}.Validate(), map[string]string{
+		"Delivery": "sink.delivery", "TransactionalIDPrefix": "sink.transactional_id_prefix", "Slots": "sink.slots",
+		"TransactionTimeout": "sink.transaction_timeout", "MaxConcurrentCheckpoints": "checkpoint.max_concurrent",
+	})
 }
 
 // OutageBudget is how long checkpoints may keep failing before the job
