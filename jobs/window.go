@@ -1,21 +1,23 @@
 package jobs
 
 import (
-	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/valyala/fastjson"
 
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
 	sinkkafka "github.com/onceflow/onceflow/sink/kafka"
 	sourcekafka "github.com/onceflow/onceflow/source/kafka"
-	"github.com/onceflow/onceflow/state"
 	"github.com/onceflow/onceflow/window"
 )
 
@@ -46,10 +48,37 @@ type windowEvent struct {
 
 // windowAcc is a window's accumulator.
 type windowAcc struct {
-	N   int64   `json:"n"`
-	Sum float64 `json:"s"`
-	Min float64 `json:"lo"`
-	Max float64 `json:"hi"`
+	N   int64
+	Sum float64
+	Min float64
+	Max float64
+}
+
+// windowAccCodec stores a windowAcc in 32 bytes: N, then the float64 bits
+// of Sum, Min and Max, big-endian.
+type windowAccCodec struct{}
+
+func (windowAccCodec) Name() string { return "window-acc-v1" }
+
+func (windowAccCodec) Encode(a windowAcc) ([]byte, error) {
+	b := make([]byte, 32)
+	binary.BigEndian.PutUint64(b, uint64(a.N))
+	binary.BigEndian.PutUint64(b[8:], math.Float64bits(a.Sum))
+	binary.BigEndian.PutUint64(b[16:], math.Float64bits(a.Min))
+	binary.BigEndian.PutUint64(b[24:], math.Float64bits(a.Max))
+	return b, nil
+}
+
+func (windowAccCodec) Decode(b []byte) (windowAcc, error) {
+	if len(b) != 32 {
+		return windowAcc{}, fmt.Errorf("a window accumulator is 32 bytes, got %d", len(b))
+	}
+	return windowAcc{
+		N:   int64(binary.BigEndian.Uint64(b)),
+		Sum: math.Float64frombits(binary.BigEndian.Uint64(b[8:])),
+		Min: math.Float64frombits(binary.BigEndian.Uint64(b[16:])),
+		Max: math.Float64frombits(binary.BigEndian.Uint64(b[24:])),
+	}, nil
 }
 
 // windowAgg folds windowEvents with the configured function.
@@ -119,15 +148,22 @@ func windowAssigner(w config.Window) (window.Assigner, error) {
 // decodeWindowEvent reads the key, the value (unless count) and the event
 // time (a JSON field, else the Kafka record's timestamp) of a record.
 func decodeWindowEvent(w config.Window) func(r *kgo.Record) (windowEvent, error) {
+	keyPath, fieldPath, timePath := strings.Split(w.Key, "."), strings.Split(w.Field, "."), strings.Split(w.Time.Field, ".")
+	// Subtasks decode side by side; a fastjson.Parser is not safe for
+	// concurrent use, so each call takes one from the pool.
+	var parsers fastjson.ParserPool
 	return func(r *kgo.Record) (windowEvent, error) {
-		var doc map[string]any
-		dec := json.NewDecoder(bytes.NewReader(r.Value))
-		dec.UseNumber()
-		if err := dec.Decode(&doc); err != nil {
+		p := parsers.Get()
+		defer parsers.Put(p)
+		doc, err := p.ParseBytes(r.Value)
+		if err == nil && doc.Type() != fastjson.TypeObject {
+			err = fmt.Errorf("it is a JSON %s", doc.Type())
+		}
+		if err != nil {
 			return windowEvent{}, fmt.Errorf("value is not a JSON object: %w", err)
 		}
 		e := windowEvent{Raw: r.Value, RawKey: r.Key, TS: r.Timestamp.UnixMilli()}
-		k, ok := lookup(doc, w.Key)
+		k, ok := jsonField(doc, keyPath)
 		if !ok {
 			return e, fmt.Errorf("key field %q is missing", w.Key)
 		}
@@ -142,7 +178,7 @@ func decodeWindowEvent(w config.Window) func(r *kgo.Record) (windowEvent, error)
 			return e, fmt.Errorf("key field %q is not a string, number or boolean", w.Key)
 		}
 		if w.Aggregate != "count" {
-			v, ok := lookup(doc, w.Field)
+			v, ok := jsonField(doc, fieldPath)
 			n, isNum := v.(json.Number)
 			if !ok || !isNum {
 				return e, fmt.Errorf("field %q is missing or not a number", w.Field)
@@ -154,7 +190,7 @@ func decodeWindowEvent(w config.Window) func(r *kgo.Record) (windowEvent, error)
 			e.X = x
 		}
 		if w.Time.Field != "" {
-			v, ok := lookup(doc, w.Time.Field)
+			v, ok := jsonField(doc, timePath)
 			if !ok {
 				return e, fmt.Errorf("time field %q is missing", w.Time.Field)
 			}
@@ -166,6 +202,31 @@ func decodeWindowEvent(w config.Window) func(r *kgo.Record) (windowEvent, error)
 		}
 		return e, nil
 	}
+}
+
+// jsonField looks up the field at path (a dotted path split at its dots)
+// in doc, and returns it as encoding/json with UseNumber would: a string,
+// a json.Number (its text as written), a bool, or nil for null; objects
+// and arrays come back as themselves (*fastjson.Value), which no caller
+// accepts.
+func jsonField(doc *fastjson.Value, path []string) (any, bool) {
+	v := doc.Get(path...)
+	if v == nil {
+		return nil, false
+	}
+	switch v.Type() {
+	case fastjson.TypeString:
+		return string(v.GetStringBytes()), true
+	case fastjson.TypeNumber:
+		return json.Number(v.String()), true
+	case fastjson.TypeTrue:
+		return true, true
+	case fastjson.TypeFalse:
+		return false, true
+	case fastjson.TypeNull:
+		return nil, true
+	}
+	return v, true
 }
 
 // parseEventTime reads epoch milliseconds (a JSON number) or an RFC 3339
@@ -222,12 +283,20 @@ func windowGraph(j *engine.Job, cfg *config.Config, src sourceConfig, sink *sink
 	}
 	p := cfg.Job.Parallelism
 	late := &atomic.Int64{}
-	in := engine.FromSource(j, UIDSource, p, s)
+	records := windowChain(engine.FromSource(j, UIDSource, p, s), w, assigner, p, late)
+	engine.SinkTo(records, UIDSink, p, sink)
+	return s.Stats, late, nil
+}
+
+// windowChain is the window job after its source: KeyBy(key) →
+// window.Aggregate → a record per result (and per late record, when
+// window.late_topic is set), with p subtasks. late counts the late records.
+func windowChain(in engine.Stream[windowEvent], w config.Window, assigner window.Assigner, p int, late *atomic.Int64) engine.Stream[*kgo.Record] {
 	keyed := engine.KeyBy(in, func(e windowEvent) string { return e.Key }, keyCodec{})
 	outs := window.Aggregate(keyed, UIDWindow, p, window.Spec{Assigner: assigner, AllowedLateness: w.AllowedLateness, Late: late},
-		windowAgg{fn: w.Aggregate}, state.JSONCodec[windowAcc]{})
+		windowAgg{fn: w.Aggregate}, windowAccCodec{})
 	lateTopic := w.LateTopic
-	records := engine.FlatMap(outs, UIDFormat, func(o window.Output[string, windowEvent, json.Number], emit func(*kgo.Record)) error {
+	return engine.FlatMap(outs, UIDFormat, func(o window.Output[string, windowEvent, json.Number], emit func(*kgo.Record)) error {
 		if o.Late {
 			if lateTopic != "" {
 				emit(&kgo.Record{Topic: lateTopic, Key: o.Record.RawKey, Value: o.Record.Raw})
@@ -241,6 +310,4 @@ func windowGraph(j *engine.Job, cfg *config.Config, src sourceConfig, sink *sink
 		emit(&kgo.Record{Key: []byte(o.Key), Value: v})
 		return nil
 	})
-	engine.SinkTo(records, UIDSink, p, sink)
-	return s.Stats, late, nil
 }

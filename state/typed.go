@@ -368,6 +368,26 @@ func (s *MapState[K, V]) Remove(k K) error {
 // byte order until fn returns false. fn must not modify the map; expired
 // entries are skipped (and removed after the iteration).
 func (s *MapState[K, V]) All(fn func(K, V) bool) error {
+	return s.each(func(k K, p []byte) (bool, error) {
+		v, err := s.vc.Decode(p)
+		if err != nil {
+			return false, s.errorf("decode", err)
+		}
+		return fn(k, v), nil
+	})
+}
+
+// Keys calls fn with every key of the current key's map, in the order All
+// uses, until fn returns false. It decodes no value, so it is the cheap
+// way to look for entries by key. Expired entries are skipped and deleted,
+// as by All.
+func (s *MapState[K, V]) Keys(fn func(K) bool) error {
+	return s.each(func(k K, _ []byte) (bool, error) { return fn(k), nil })
+}
+
+// each calls fn with the decoded key and the stored value of every live
+// entry of the current key's map, then deletes the expired ones.
+func (s *MapState[K, V]) each(fn func(k K, payload []byte) (bool, error)) error {
 	var expired [][]byte
 	var ierr error
 	err := s.raw.Iterate(func(uk, b []byte) bool {
@@ -385,12 +405,12 @@ func (s *MapState[K, V]) All(fn func(K, V) bool) error {
 			ierr = s.errorf("decode user key", err)
 			return false
 		}
-		v, err := s.vc.Decode(p)
+		more, err := fn(k, p)
 		if err != nil {
-			ierr = s.errorf("decode", err)
+			ierr = err
 			return false
 		}
-		return fn(k, v)
+		return more
 	})
 	if err != nil {
 		return s.errorf("iterate", err)

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -13,7 +15,8 @@ import (
 
 // The window operator (Aggregate) is a keyed process function on the
 // engine's public API: each key's windows are a map state from Window to
-// accumulator, and each window has a timer at its last timestamp (when it
+// accumulator (sessions are also listed in one value state per key, read
+// once per record), and each window has a timer at its last timestamp (when it
 // fires) and, with allowed lateness, one at its cleanup time (when its
 // state goes). It follows Flink's WindowOperator with the default
 // triggers:
@@ -123,7 +126,14 @@ type operator[K, T, A, R any] struct {
 	agg      Aggregator[T, A, R]
 	accCodec state.Codec[A]
 	accs     *state.MapState[Window, A]
+	// sessions lists the key's windows when they merge, so that a record
+	// finds the sessions it may merge with in one read (Flink's
+	// MergingWindowSet), not by a scan of accs.
+	sessions *state.ValueState[[]Window]
 	buf      []Window
+	// OnTimer's, reused: the windows due, those it removed, and the
+	// key's sessions as it read them.
+	due, gone, sessionList []Window
 }
 
 // windowCodec stores a Window as 16 big-endian bytes.
@@ -143,11 +153,58 @@ func (windowCodec) Decode(b []byte) (Window, error) {
 	return Window{Start: int64(binary.BigEndian.Uint64(b)), End: int64(binary.BigEndian.Uint64(b[8:]))}, nil
 }
 
-// Open creates the map state of the key's windows.
+// windowsCodec stores a list of Windows as 16 bytes each (windowCodec).
+type windowsCodec struct{}
+
+func (windowsCodec) Name() string { return "windows-v1" }
+func (windowsCodec) Encode(ws []Window) ([]byte, error) {
+	b := make([]byte, 0, 16*len(ws))
+	for _, w := range ws {
+		b = binary.BigEndian.AppendUint64(b, uint64(w.Start))
+		b = binary.BigEndian.AppendUint64(b, uint64(w.End))
+	}
+	return b, nil
+}
+func (windowsCodec) Decode(b []byte) ([]Window, error) {
+	if len(b)%16 != 0 {
+		return nil, fmt.Errorf("a list of windows is a multiple of 16 bytes, got %d", len(b))
+	}
+	ws := make([]Window, 0, len(b)/16)
+	for ; len(b) > 0; b = b[16:] {
+		ws = append(ws, Window{Start: int64(binary.BigEndian.Uint64(b)), End: int64(binary.BigEndian.Uint64(b[8:]))})
+	}
+	return ws, nil
+}
+
+// Open creates the map state of the key's windows, and for merging
+// windows the list of the key's sessions.
 func (o *operator[K, T, A, R]) Open(ctx *engine.KeyedContext) error {
 	var err error
-	o.accs, err = state.NewMapState(ctx.Backend(), "windows", windowCodec{}, o.accCodec)
+	if o.accs, err = state.NewMapState(ctx.Backend(), "windows", windowCodec{}, o.accCodec); err != nil {
+		return err
+	}
+	if o.spec.Assigner.Merging() {
+		o.sessions, err = state.NewValueState(ctx.Backend(), "sessions", windowsCodec{})
+	}
 	return err
+}
+
+// setSessions stores the key's sessions: were, less gone, plus added
+// (when not the zero Window).
+func (o *operator[K, T, A, R]) setSessions(were, gone []Window, added Window) error {
+	next := make([]Window, 0, len(were)+1)
+	for _, w := range were {
+		if !slices.Contains(gone, w) {
+			next = append(next, w)
+		}
+	}
+	if added != (Window{}) {
+		next = append(next, added)
+	}
+	if len(next) == 0 {
+		return o.sessions.Clear()
+	}
+	return o.sessions.Update(next)
 }
 
 func (o *operator[K, T, A, R]) eventTime() bool { return o.spec.Time == EventTime }
@@ -247,8 +304,13 @@ func (o *operator[K, T, A, R]) Process(ctx *engine.KeyedContext, key K, v T, out
 		if err := o.accs.Put(w, acc); err != nil {
 			return err
 		}
-		if err := o.register(ctx, w); err != nil {
-			return err
+		// A window in state has its timers since it was created (timers
+		// and state are checkpointed together), so only a new one
+		// registers them.
+		if !ok {
+			if err := o.register(ctx, w); err != nil {
+				return err
+			}
 		}
 		if o.fired(ctx, w) {
 			if err := o.emit(key, w, acc, out); err != nil {
@@ -265,8 +327,8 @@ func (o *operator[K, T, A, R]) Process(ctx *engine.KeyedContext, key K, v T, out
 // processSession merges v's session w with the key's sessions it
 // intersects.
 func (o *operator[K, T, A, R]) processSession(ctx *engine.KeyedContext, key K, v T, w Window, out func(Output[K, T, R])) error {
-	var sessions []Window
-	if err := o.accs.All(func(s Window, _ A) bool { sessions = append(sessions, s); return true }); err != nil {
+	sessions, _, err := o.sessions.Value()
+	if err != nil {
 		return err
 	}
 	merged, absorbed := MergeSessions(sessions, w)
@@ -290,11 +352,14 @@ func (o *operator[K, T, A, R]) processSession(ctx *engine.KeyedContext, key K, v
 			return err
 		}
 	}
-	acc, err := o.agg.Add(acc, v)
+	acc, err = o.agg.Add(acc, v)
 	if err != nil {
 		return fmt.Errorf("adding a record of key %v to session %v: %w", key, merged, err)
 	}
 	if err := o.accs.Put(merged, acc); err != nil {
+		return err
+	}
+	if err := o.setSessions(sessions, absorbed, merged); err != nil {
 		return err
 	}
 	if err := o.register(ctx, merged); err != nil {
@@ -314,34 +379,66 @@ func (o *operator[K, T, A, R]) lateRecord(key K, v T, out func(Output[K, T, R]))
 }
 
 // OnTimer fires the key's windows whose last timestamp is ts, and drops
-// the state of those whose cleanup time is ts.
+// the state of those whose cleanup time is ts. Windows of a fixed size
+// (tumbling, sliding) are found from ts directly; sessions in the key's
+// list of sessions.
 func (o *operator[K, T, A, R]) OnTimer(ctx *engine.KeyedContext, key K, ts int64, out func(Output[K, T, R])) error {
-	type entry struct {
-		w   Window
-		acc A
-	}
-	var due []entry
-	if err := o.accs.All(func(w Window, acc A) bool {
-		if w.MaxTimestamp() == ts || (o.eventTime() && w.CleanupTime(o.spec.AllowedLateness) == ts) {
-			due = append(due, entry{w, acc})
-		}
-		return true
-	}); err != nil {
+	due, err := o.dueWindows(ts)
+	if err != nil {
 		return err
 	}
-	for _, e := range due {
-		if e.w.MaxTimestamp() == ts {
-			if err := o.emit(key, e.w, e.acc, out); err != nil {
+	o.gone = o.gone[:0]
+	for _, w := range due {
+		acc, ok, err := o.accs.Get(w)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		if w.MaxTimestamp() == ts {
+			if err := o.emit(key, w, acc, out); err != nil {
 				return err
 			}
 		}
-		if !o.eventTime() || e.w.CleanupTime(o.spec.AllowedLateness) == ts {
-			if err := o.accs.Remove(e.w); err != nil {
+		if !o.eventTime() || w.CleanupTime(o.spec.AllowedLateness) == ts {
+			if err := o.accs.Remove(w); err != nil {
 				return err
 			}
+			o.gone = append(o.gone, w)
 		}
 	}
+	if o.sessions != nil && len(o.gone) > 0 {
+		return o.setSessions(o.sessionList, o.gone, Window{})
+	}
 	return nil
+}
+
+// dueWindows returns the current key's windows with a timer at ts: those
+// it fires (last timestamp ts) and those it cleans up (cleanup time ts).
+func (o *operator[K, T, A, R]) dueWindows(ts int64) ([]Window, error) {
+	isDue := func(w Window) bool {
+		return w.MaxTimestamp() == ts || (o.eventTime() && w.CleanupTime(o.spec.AllowedLateness) == ts)
+	}
+	o.due = o.due[:0]
+	if size, ok := o.spec.Assigner.(fixedSize); ok && ts < math.MaxInt64 {
+		// Every window of the assigner is Size long, so the one ending at
+		// ts+1 and the one whose cleanup time is ts are all there can be.
+		n := size.size()
+		o.due = append(o.due, Window{Start: ts + 1 - n, End: ts + 1})
+		if l := o.spec.AllowedLateness.Milliseconds(); o.eventTime() && l > 0 {
+			o.due = append(o.due, Window{Start: ts - l + 1 - n, End: ts - l + 1})
+		}
+		return o.due, nil
+	}
+	sessions, _, err := o.sessions.Value()
+	o.sessionList = sessions
+	for _, w := range sessions {
+		if isDue(w) {
+			o.due = append(o.due, w)
+		}
+	}
+	return o.due, err
 }
 
 // Apply windows ks as Aggregate does, but hands fn every record of a

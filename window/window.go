@@ -94,6 +94,8 @@ func (t Tumbling) Assign(dst []Window, ts int64) []Window {
 // Merging is false.
 func (Tumbling) Merging() bool { return false }
 
+func (t Tumbling) size() int64 { return t.Size.Milliseconds() }
+
 // Sliding windows are Size long and start every Slide (shifted by Offset),
 // so a timestamp is in Size/Slide of them (rounded up).
 type Sliding struct {
@@ -128,6 +130,11 @@ func (s Sliding) Assign(dst []Window, ts int64) []Window {
 
 // Merging is false.
 func (Sliding) Merging() bool { return false }
+
+func (s Sliding) size() int64 { return s.Size.Milliseconds() }
+
+// fixedSize is an Assigner whose windows are all size() milliseconds long.
+type fixedSize interface{ size() int64 }
 
 // Session windows hold a key's records until a gap of Gap without any: a
 // record at ts opens [ts, ts+Gap), which merges with the key's sessions it

@@ -45,6 +45,11 @@ func TestTypedStatesOnMemoryBackend(t *testing.T) {
 	if !slices.Equal(keys, []string{"a", "b"}) {
 		t.Fatalf("map keys in order = %v", keys)
 	}
+	var onlyKeys []string
+	must(t, w.m.Keys(func(k string) bool { onlyKeys = append(onlyKeys, k); return len(onlyKeys) < 1 }))
+	if !slices.Equal(onlyKeys, []string{"a"}) {
+		t.Fatalf("Keys stopped by fn after the first = %v, want [a]", onlyKeys)
+	}
 	must(t, w.m.Remove("a"))
 	if ok, err := w.m.Contains("a"); err != nil || ok {
 		t.Fatalf("removed map key still there: %v %v", ok, err)
@@ -112,6 +117,11 @@ func testTTL(t *testing.T, f state.KeyedBackendFactory) {
 	must(t, m.All(func(k, _ string) bool { ks = append(ks, k); return true }))
 	if !slices.Equal(ks, []string{"new"}) {
 		t.Fatalf("map after expiry = %v", ks)
+	}
+	ks = nil
+	must(t, m.Keys(func(k string) bool { ks = append(ks, k); return true }))
+	if !slices.Equal(ks, []string{"new"}) {
+		t.Fatalf("map keys after expiry = %v", ks)
 	}
 	// Expired entries are physically removed on access.
 	raw, _ := b.Register(checkpoint.StateMeta{Name: "m", Kind: checkpoint.KindMap, ValueCodec: "string", UserKeyCodec: "string", TTL: time.Minute})
