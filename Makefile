@@ -11,11 +11,13 @@ all: vet build test
 
 # Go modules, the Kafka broker's jars and the versitygw S3 server (built
 # once from the Go module proxy, a few minutes on 2 cores; all cached in
-# ~/.cache/onceflow or $ONCEFLOW_CACHE_DIR).
+# ~/.cache/onceflow or $ONCEFLOW_CACHE_DIR), and Debian's chromium for the
+# web UI's browser test (installed with apt-get when missing).
 deps:
 	$(GO) mod download
 	$(KAFKALOCAL) -fetch-only
 	$(S3LOCAL) -build-only
+	./scripts/install-chromium.sh
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -223,13 +223,15 @@
       g.appendChild(el('rect', { class: 'box', width: W, height: H, rx: 6 }));
       g.appendChild(el('text', { class: 'uid', x: 10, y: 19 }, o.uid));
       g.appendChild(el('text', { class: 'meta', x: 10, y: 34 }, o.kind + ' · parallelism ' + o.parallelism));
+      // A source takes no records from another operator, and a sink
+      // hands none to one: their in and out show as a dash.
       const inText = el('text', { x: 10, y: 52 }, 'in ');
-      inText.appendChild(el('tspan', { class: 'records-in' }, fmtInt(o.records_in)));
-      inText.appendChild(el('tspan', { class: 'meta', dx: 6 }, fmtRate(o.records_in_per_second)));
+      inText.appendChild(el('tspan', { class: 'records-in' }, o.kind === 'source' ? '–' : fmtInt(o.records_in)));
+      inText.appendChild(el('tspan', { class: 'meta', dx: 6 }, o.kind === 'source' ? '' : fmtRate(o.records_in_per_second)));
       g.appendChild(inText);
       const outText = el('text', { x: 10, y: 68 }, 'out ');
-      outText.appendChild(el('tspan', { class: 'records-out' }, fmtInt(o.records_out)));
-      outText.appendChild(el('tspan', { class: 'meta', dx: 6 }, fmtRate(o.records_out_per_second)));
+      outText.appendChild(el('tspan', { class: 'records-out' }, o.kind === 'sink' ? '–' : fmtInt(o.records_out)));
+      outText.appendChild(el('tspan', { class: 'meta', dx: 6 }, o.kind === 'sink' ? '' : fmtRate(o.records_out_per_second)));
       g.appendChild(outText);
       const ratio = o.backpressure_ratio == null ? 0 : o.backpressure_ratio;
       const label = act === 'busy'
@@ -327,7 +329,7 @@
     const width = Math.max(320, svg.clientWidth || 900), height = 220;
     svg.setAttribute('viewBox', '0 0 ' + width + ' ' + height);
     if (hist.length === 0) return;
-    const L = 56, R = 64, T = 16, B = 26;
+    const L = 56, R = 64, T = 28, B = 26;
     const pw = width - L - R, ph = height - T - B;
     const maxDur = Math.max(1, ...hist.map((h) => h.duration_ms || 0));
     const sizes = hist.filter((h) => h.status === 'COMPLETED' || h.status === 'SUBSUMED').map((h) => h.state_size || 0);
@@ -342,8 +344,8 @@
       axis.appendChild(el('text', { x: L - 6, y: y + 3, 'text-anchor': 'end' }, fmtMs(f * maxDur)));
       axis.appendChild(el('text', { x: L + pw + 6, y: y + 3 }, fmtBytes(f * maxSize)));
     }
-    axis.appendChild(el('text', { x: 4, y: 10 }, 'duration'));
-    axis.appendChild(el('text', { x: width - 4, y: 10, 'text-anchor': 'end' }, 'state size'));
+    axis.appendChild(el('text', { x: L - 6, y: 12, 'text-anchor': 'end' }, 'duration'));
+    axis.appendChild(el('text', { x: L + pw + 6, y: 12 }, 'state size'));
     const every = Math.ceil(hist.length / Math.max(1, Math.floor(pw / 44)));
     hist.forEach((h, i) => {
       if (i % every === 0 || i === hist.length - 1) {
