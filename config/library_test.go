@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/membership"
 	sinkkafka "github.com/onceflow/onceflow/sink/kafka"
 	sourcekafka "github.com/onceflow/onceflow/source/kafka"
 )
@@ -50,7 +51,9 @@ func TestDefaultsAreTheLibrarys(t *testing.T) {
 	d := Default()
 	if d.Job.MaxParallelism != engine.DefaultMaxParallelism || d.Checkpoint.MaxConcurrent != engine.DefaultMaxConcurrentCheckpoints ||
 		d.Sink.TransactionTimeout != sinkkafka.DefaultTransactionTimeout || d.Source.DiscoveryInterval != sourcekafka.DefaultDiscoveryInterval ||
-		d.Source.OnOffsetOutOfRange != string(sourcekafka.DefaultOnOffsetOutOfRange) {
+		d.Source.OnOffsetOutOfRange != string(sourcekafka.DefaultOnOffsetOutOfRange) ||
+		d.Distributed.SessionTimeout != membership.DefaultSessionTimeout || d.Distributed.RebalanceTimeout != membership.DefaultRebalanceTimeout ||
+		d.Distributed.RevokeTimeout != membership.DefaultRevokeTimeout {
 		t.Fatalf("Default() = %+v differs from the library's defaults", d)
 	}
 	cfg, err := Load(Sources{File: writeFile(t, valid), Env: []string{}, Set: []string{"checkpoint.max_concurrent=3"}})

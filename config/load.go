@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/membership"
 	"github.com/onceflow/onceflow/internal/objstore"
 	"github.com/onceflow/onceflow/internal/optcheck"
 	"github.com/onceflow/onceflow/internal/outage"
@@ -55,11 +56,12 @@ func Default() Config {
 		Restart: Restart{Strategy: "exponential-delay", Attempts: 3, Delay: time.Second, MaxFailures: 3, Interval: time.Minute,
 			InitialBackoff: time.Second, MaxBackoff: time.Minute, Multiplier: 2, ResetAfter: 10 * time.Minute, Jitter: 0.1},
 		Aggregate: Aggregate{Function: "count"},
-		Window: Window{Aggregate: "count", Kind: "tumbling", Time: WindowTime{Format: "epoch_millis"},
+		Window: Window{Aggregate: "count", Kind: "tumbling", Time: WindowTime{Domain: "event", Format: "epoch_millis"},
 			IdleTimeout: 30 * time.Second},
-		Distributed: Distributed{SessionTimeout: 10 * time.Second, RebalanceTimeout: time.Minute, RevokeTimeout: 30 * time.Second},
-		HTTP:        HTTP{Listen: "127.0.0.1:8081"},
-		Log:         Log{Format: "text", Level: "info"},
+		Distributed: Distributed{SessionTimeout: membership.DefaultSessionTimeout, RebalanceTimeout: membership.DefaultRebalanceTimeout,
+			RevokeTimeout: membership.DefaultRevokeTimeout},
+		HTTP: HTTP{Listen: "127.0.0.1:8081"},
+		Log:  Log{Format: "text", Level: "info"},
 	}
 }
 
@@ -470,6 +472,21 @@ func (c *Config) Validate() error {
 			required("window.field", w.Field)
 		}
 		oneOf("window.time.format", w.Time.Format, "epoch_millis", "rfc3339")
+		oneOf("window.time.domain", w.Time.Domain, "event", "processing")
+		if w.Time.Domain == "processing" {
+			// A processing-time window holds the records that arrive
+			// while it is open: no record is late, and none has an
+			// event time to read.
+			if w.Time.Field != "" {
+				bad("window.time.field", "%q is set, but processing-time windows (window.time.domain processing) use each record's arrival time", w.Time.Field)
+			}
+			if w.AllowedLateness != 0 {
+				bad("window.allowed_lateness", "%s is set, but no record is late in processing-time windows (window.time.domain processing)", w.AllowedLateness)
+			}
+			if w.LateTopic != "" {
+				bad("window.late_topic", "%q is set, but no record is late in processing-time windows (window.time.domain processing)", w.LateTopic)
+			}
+		}
 		oneOf("window.kind", w.Kind, "tumbling", "sliding", "session")
 		positive := func(key string, d time.Duration) {
 			if d < time.Millisecond || d%time.Millisecond != 0 {

@@ -102,16 +102,16 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("membership: group %s: no Handler", c.GroupID)
 	}
 	if c.SessionTimeout == 0 {
-		c.SessionTimeout = 10 * time.Second
+		c.SessionTimeout = DefaultSessionTimeout
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = min(3*time.Second, max(100*time.Millisecond, c.SessionTimeout/10))
 	}
 	if c.RebalanceTimeout == 0 {
-		c.RebalanceTimeout = time.Minute
+		c.RebalanceTimeout = DefaultRebalanceTimeout
 	}
 	if c.RevokeTimeout == 0 {
-		c.RevokeTimeout = 30 * time.Second
+		c.RevokeTimeout = DefaultRevokeTimeout
 	}
 	if c.HeartbeatInterval >= c.SessionTimeout {
 		return fmt.Errorf("membership: group %s: heartbeat interval %s must be below the session timeout %s", c.GroupID, c.HeartbeatInterval, c.SessionTimeout)
