@@ -239,7 +239,8 @@ type Aggregate struct {
 }
 
 // Window configures the window job: Aggregate of the JSON field Field
-// per key (the JSON field Key) and per window of Kind, in event time.
+// per key (the JSON field Key) and per window of Kind, in event time or
+// processing time (Time.Domain).
 type Window struct {
 	Key       string `mapstructure:"key"`
 	Aggregate string `mapstructure:"aggregate"` // count | sum | min | max | avg
@@ -270,8 +271,16 @@ type Window struct {
 	LateTopic string `mapstructure:"late_topic"`
 }
 
-// WindowTime is where a window job's record takes its event time from.
+// WindowTime is the clock a window job's windows follow and, in event
+// time, where a record takes its event time from.
 type WindowTime struct {
+	// Domain is event (the default: windows follow the records' event
+	// time and the watermark) or processing (windows follow the job's
+	// clock: a record is in the windows of its arrival, and a window fires
+	// when the clock reaches its end; results then depend on when records
+	// arrive, so a replay after a crash may group them differently, each
+	// result still written once).
+	Domain string `mapstructure:"domain"`
 	Field  string `mapstructure:"field"`
 	Format string `mapstructure:"format"` // epoch_millis | rfc3339
 }

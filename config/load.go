@@ -56,7 +56,7 @@ func Default() Config {
 		Restart: Restart{Strategy: "exponential-delay", Attempts: 3, Delay: time.Second, MaxFailures: 3, Interval: time.Minute,
 			InitialBackoff: time.Second, MaxBackoff: time.Minute, Multiplier: 2, ResetAfter: 10 * time.Minute, Jitter: 0.1},
 		Aggregate: Aggregate{Function: "count"},
-		Window: Window{Aggregate: "count", Kind: "tumbling", Time: WindowTime{Format: "epoch_millis"},
+		Window: Window{Aggregate: "count", Kind: "tumbling", Time: WindowTime{Domain: "event", Format: "epoch_millis"},
 			IdleTimeout: 30 * time.Second},
 		Distributed: Distributed{SessionTimeout: membership.DefaultSessionTimeout, RebalanceTimeout: membership.DefaultRebalanceTimeout,
 			RevokeTimeout: membership.DefaultRevokeTimeout},
@@ -472,6 +472,21 @@ func (c *Config) Validate() error {
 			required("window.field", w.Field)
 		}
 		oneOf("window.time.format", w.Time.Format, "epoch_millis", "rfc3339")
+		oneOf("window.time.domain", w.Time.Domain, "event", "processing")
+		if w.Time.Domain == "processing" {
+			// A processing-time window holds the records that arrive
+			// while it is open: no record is late, and none has an
+			// event time to read.
+			if w.Time.Field != "" {
+				bad("window.time.field", "%q is set, but processing-time windows (window.time.domain processing) use each record's arrival time", w.Time.Field)
+			}
+			if w.AllowedLateness != 0 {
+				bad("window.allowed_lateness", "%s is set, but no record is late in processing-time windows (window.time.domain processing)", w.AllowedLateness)
+			}
+			if w.LateTopic != "" {
+				bad("window.late_topic", "%q is set, but no record is late in processing-time windows (window.time.domain processing)", w.LateTopic)
+			}
+		}
 		oneOf("window.kind", w.Kind, "tumbling", "sliding", "session")
 		positive := func(key string, d time.Duration) {
 			if d < time.Millisecond || d%time.Millisecond != 0 {

@@ -107,6 +107,13 @@ func TestBadInputNamesTheKey(t *testing.T) {
 		{name: "late topic is the sink's", file: valid, set: []string{"job.type=window", "window.key=u", "window.size=1s", "window.late_topic=counts"},
 			want: []string{"window.late_topic", "is sink.topic"}},
 		{name: "bad time format", file: valid, set: []string{"job.type=window", "window.key=u", "window.size=1s", "window.time.format=unix"}, want: []string{"window.time.format", `"unix"`}},
+		{name: "bad time domain", file: valid, set: []string{"job.type=window", "window.key=u", "window.size=1s", "window.time.domain=ingestion"}, want: []string{"window.time.domain", `"ingestion"`, "event, processing"}},
+		{name: "processing time with an event-time field", file: valid, set: []string{"job.type=window", "window.key=u", "window.size=1s", "window.time.domain=processing", "window.time.field=ts"},
+			want: []string{"window.time.field", `"ts"`, "arrival time"}},
+		{name: "processing time with lateness", file: valid, set: []string{"job.type=window", "window.key=u", "window.size=1s", "window.time.domain=processing", "window.allowed_lateness=1s"},
+			want: []string{"window.allowed_lateness: 1s is set", "no record is late"}},
+		{name: "processing time with a late topic", file: valid, set: []string{"job.type=window", "window.key=u", "window.size=1s", "window.time.domain=processing", "window.late_topic=late"},
+			want: []string{"window.late_topic", `"late"`, "no record is late"}},
 		{name: "negative savepoint bound", file: valid, env: []string{"ONCEFLOW_CHECKPOINT_RETAIN_SAVEPOINTS=-1"}, want: []string{"checkpoint.retain_savepoints", "-1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

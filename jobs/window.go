@@ -293,7 +293,11 @@ func windowGraph(j *engine.Job, cfg *config.Config, src sourceConfig, sink *sink
 // window.late_topic is set), with p subtasks. late counts the late records.
 func windowChain(in engine.Stream[windowEvent], w config.Window, assigner window.Assigner, p int, late *atomic.Int64) engine.Stream[*kgo.Record] {
 	keyed := engine.KeyBy(in, func(e windowEvent) string { return e.Key }, keyCodec{})
-	outs := window.Aggregate(keyed, UIDWindow, p, window.Spec{Assigner: assigner, AllowedLateness: w.AllowedLateness, Late: late},
+	spec := window.Spec{Assigner: assigner, AllowedLateness: w.AllowedLateness, Late: late}
+	if w.Time.Domain == "processing" {
+		spec.Time = window.ProcessingTime
+	}
+	outs := window.Aggregate(keyed, UIDWindow, p, spec,
 		windowAgg{fn: w.Aggregate}, windowAccCodec{})
 	lateTopic := w.LateTopic
 	return engine.FlatMap(outs, UIDFormat, func(o window.Output[string, windowEvent, json.Number], emit func(*kgo.Record)) error {

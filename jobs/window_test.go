@@ -157,3 +157,75 @@ func TestWindowJobSumsPerUserAndWindow(t *testing.T) {
 		t.Fatalf("stats count %d late records, want 1", st.LateRecords)
 	}
 }
+
+// The window job in processing time (window.time.domain processing) on
+// kfake: every record carries the same event time, which would never move
+// an event-time window's watermark past its end, yet each 200 ms window
+// of the job's clock fires with the records that arrived while it was
+// open. The counts add up to the input, each window once.
+func TestWindowJobInProcessingTime(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client := fakeCluster(t)
+	cfg := testConfig(t, t.TempDir(), "window", "window.key=user", "window.time.domain=processing", "window.size=200ms")
+	prod, err := kgo.NewClient(append(slices.Clone(client), kgo.DefaultProduceTopic("in"))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	b, err := Build(ctx, cfg, Env{ClientOpts: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.Job.Run(ctx) }()
+	const n = 60
+	for i := range n {
+		v := fmt.Appendf(nil, `{"user":"u%d"}`, i%2)
+		if err := prod.ProduceSync(ctx, &kgo.Record{Key: []byte("k"), Value: v, Timestamp: time.UnixMilli(0)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if i == n/2 {
+			time.Sleep(300 * time.Millisecond) // the second half in later windows
+		}
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		total, seen := int64(0), map[string]bool{}
+		for _, r := range readCommitted(t, ctx, client) {
+			var w windowResult
+			if err := json.Unmarshal(r.Value, &w); err != nil {
+				t.Fatal(err)
+			}
+			if w.End-w.Start != 200 || w.Start%200 != 0 {
+				t.Fatalf("window [%d, %d) is not an aligned 200 ms one", w.Start, w.End)
+			}
+			id := fmt.Sprintf("%s@%d", w.Key, w.Start)
+			if seen[id] {
+				t.Fatalf("window %s fired twice", id)
+			}
+			seen[id] = true
+			c, err := w.Value.Int64()
+			if err != nil {
+				t.Fatal(err)
+			}
+			total += c
+		}
+		if total == n {
+			if len(seen) < 4 {
+				t.Fatalf("%d windows, want both users in at least two windows", len(seen))
+			}
+			break
+		}
+		if total > n || time.Now().After(deadline) {
+			t.Fatalf("the windows count %d records, want %d", total, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := b.Job.StopWithSavepoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, engine.ErrStopped) {
+		t.Fatalf("Run: %v, want ErrStopped", err)
+	}
+}
