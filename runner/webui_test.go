@@ -67,8 +67,8 @@ const readPage = `(() => {
     lastFailure: text('last-failure'),
     mode: text('job-mode'),
     groups: document.querySelectorAll('#groups tbody tr').length,
-    graphHidden: document.getElementById('graph-panel').hidden,
-    checkpointsNote: document.getElementById('cp-empty').hidden ? '' : text('cp-empty'),
+    graphHidden: !document.getElementById('graph-panel').checkVisibility(),
+    checkpointsNote: document.getElementById('cp-empty').checkVisibility() ? text('cp-empty') : '',
   };
 })()`
 
@@ -249,8 +249,17 @@ func startBrowser(t *testing.T) context.Context {
 	)
 	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
 	// The first Run starts the browser and must not carry a timeout (it
-	// would end the browser); the steps after it do.
-	if err := chromedp.Do(browserCtx, chromedp.Navigate("about:blank")); err != nil {
+	// would end the browser's context with it): a browser that does not
+	// answer within a minute is stopped by cancelling it instead.
+	started := make(chan error, 1)
+	go func() { started <- chromedp.Do(browserCtx, chromedp.Navigate("about:blank")) }()
+	select {
+	case err = <-started:
+	case <-time.After(time.Minute):
+		cancelBrowser()
+		err = fmt.Errorf("no answer within a minute (%v)", <-started)
+	}
+	if err != nil {
 		cancelBrowser()
 		cancelAlloc()
 		t.Fatalf("starting %s: %v", chromiumPath, err)

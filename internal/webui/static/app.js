@@ -286,18 +286,14 @@
       empty.textContent = (cps.body && cps.body.error) || 'GET /api/v1/checkpoints answered ' + cps.status;
       clear($('cp-chart'));
       clear($('cp-table').tBodies[0]);
-      $('cp-chart').hidden = true;
-      $('cp-table').hidden = true;
-      if (distributed) {
-        setText('cp-completed', '–');
-        setText('cp-failed', '–');
-        setText('cp-inprogress', '–');
-        setText('cp-latest', 'per group, in the table below');
-      }
+      $('cp-body').hidden = true;
+      // Distributed mode: each group's last checkpoint is in the groups
+      // table; there are no job-wide counts to show.
+      $('card-checkpoints').hidden = distributed;
       return;
     }
-    $('cp-chart').hidden = false;
-    $('cp-table').hidden = false;
+    $('cp-body').hidden = false;
+    $('card-checkpoints').hidden = false;
     const b = cps.body;
     const c = b.counts || {};
     setText('cp-completed', fmtInt(c.completed));
