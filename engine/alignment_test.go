@@ -123,7 +123,7 @@ func TestAlignment(t *testing.T) {
 			ahead := 0
 			completed := 0
 			for _, cs := range j.Status().Checkpoints {
-				if cs.Status != "COMPLETED" {
+				if cs.Status != engine.CheckpointCompleted {
 					continue
 				}
 				completed++

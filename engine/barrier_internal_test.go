@@ -28,7 +28,7 @@ func TestTriggerReachesEverySourceOrNone(t *testing.T) {
 			t.Errorf("source %d was sent %v although source 2's queue was full", i, got)
 		}
 	}
-	if st, why := h.status(1); st != "FAILED" || !strings.Contains(why, "too many checkpoints queued") {
+	if st, why := h.status(1); st != CheckpointFailed || !strings.Contains(why, "too many checkpoints queued") {
 		t.Errorf("checkpoint 1: %s %q, want FAILED for the full queue", st, why)
 	}
 	h.queued(2)

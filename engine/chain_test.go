@@ -61,7 +61,7 @@ func TestForwardEdgesAreChained(t *testing.T) {
 			}
 			completed := 0
 			for _, cs := range j.Status().Checkpoints {
-				if cs.Status == "COMPLETED" {
+				if cs.Status == engine.CheckpointCompleted {
 					completed++
 				}
 			}

@@ -108,7 +108,7 @@ func (h *timerHarness) ackAll(id int64, d time.Duration) {
 			h.t.Fatal(err)
 		}
 	}
-	if s, why := h.status(id); s != "COMPLETED" {
+	if s, why := h.status(id); s != CheckpointCompleted {
 		h.t.Fatalf("checkpoint %d: %s %q after every ack", id, s, why)
 	}
 }
@@ -159,11 +159,11 @@ func TestCoordinatorTimeoutOnTheClock(t *testing.T) {
 	h.at(10 * time.Second)
 	h.expectQueued(1)
 	h.at(39 * time.Second)
-	if s, _ := h.status(1); s != "IN_PROGRESS" {
+	if s, _ := h.status(1); s != CheckpointInProgress {
 		t.Fatalf("checkpoint 1 %s before its timeout", s)
 	}
 	h.at(40 * time.Second)
-	if s, why := h.status(1); s != "FAILED" || !strings.Contains(why, "expired after 30s") {
+	if s, why := h.status(1); s != CheckpointFailed || !strings.Contains(why, "expired after 30s") {
 		t.Fatalf("checkpoint 1: %s %q at its timeout, want FAILED, expired", s, why)
 	}
 	if f := h.failures(); len(f) != 0 {
@@ -256,7 +256,7 @@ func TestCoordinatorLoopRunsOnTheClock(t *testing.T) {
 	if err := <-done; err != nil && !errors.Is(err, ErrStopped) {
 		t.Fatalf("run = %v", err)
 	}
-	if s, _ := h.status(1); s != "FAILED" {
+	if s, _ := h.status(1); s != CheckpointFailed {
 		t.Fatalf("checkpoint 1 %s", s)
 	}
 }

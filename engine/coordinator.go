@@ -303,7 +303,7 @@ func (c *coordinator) trigger(p *pendingCheckpoint) {
 	p.triggered = c.clock.Now()
 	c.lastTrigger = p.triggered
 	c.pending[p.id] = p
-	c.j.history.add(CheckpointStats{ID: p.id, Savepoint: p.savepoint, Status: "IN_PROGRESS", Triggered: p.triggered})
+	c.j.history.add(CheckpointStats{ID: p.id, Savepoint: p.savepoint, Status: CheckpointInProgress, Triggered: p.triggered})
 	// A barrier reaches every source or none: were it queued at some
 	// sources only, their barrier n would meet barrier n+1 of the others
 	// downstream. The coordinator is the only sender on the queues, so
@@ -385,7 +385,7 @@ func (c *coordinator) complete(p *pendingCheckpoint) error {
 	c.completedAny = true
 	c.completed.Store(p.id)
 	c.j.history.update(p.id, func(cs *CheckpointStats) {
-		cs.Status, cs.Duration, cs.Size, cs.Alignment, cs.Path = "COMPLETED", done.Sub(p.triggered), size, p.alignment, md.Path
+		cs.Status, cs.Duration, cs.Size, cs.Alignment, cs.Path = CheckpointCompleted, done.Sub(p.triggered), size, p.alignment, md.Path
 		cs.SyncMax, cs.AsyncMax, cs.Persist = syncMax, asyncMax, persist
 		cs.LastAck, cs.LastAckAfter = fmt.Sprintf("%s/%d", last.st.n.uid, last.st.index), last.at.Sub(p.triggered)
 	})
@@ -497,9 +497,9 @@ func (c *coordinator) abort(id int64, reason error, failure bool) {
 	if id > c.aborted.Load() {
 		c.aborted.Store(id)
 	}
-	status := "FAILED"
+	status := CheckpointFailed
 	if !failure {
-		status = "SUBSUMED"
+		status = CheckpointSubsumed
 	}
 	now := c.clock.Now()
 	c.j.history.update(id, func(cs *CheckpointStats) {
@@ -542,7 +542,7 @@ func (c *coordinator) abortAll(reason error) {
 		if p.req != nil {
 			p.req.done <- savepointResult{err: fmt.Errorf("engine: savepoint %d: %w", id, reason)}
 		}
-		c.j.history.update(id, func(cs *CheckpointStats) { cs.Status, cs.Failure = "FAILED", reason.Error() })
+		c.j.history.update(id, func(cs *CheckpointStats) { cs.Status, cs.Failure = CheckpointFailed, reason.Error() })
 	}
 	for _, s := range c.stops {
 		if s.req != nil {
@@ -609,7 +609,7 @@ func LastCompleted(hist []CheckpointStats) (CheckpointStats, bool) {
 	var best CheckpointStats
 	found := false
 	for _, cs := range hist {
-		if cs.Status == "COMPLETED" && (!found || cs.ID > best.ID || cs.ID == best.ID && cs.Triggered.After(best.Triggered)) {
+		if cs.Status == CheckpointCompleted && (!found || cs.ID > best.ID || cs.ID == best.ID && cs.Triggered.After(best.Triggered)) {
 			best, found = cs, true
 		}
 	}
@@ -621,8 +621,9 @@ func LastCompleted(hist []CheckpointStats) (CheckpointStats, bool) {
 type CheckpointStats struct {
 	ID        int64
 	Savepoint bool
-	// Status: IN_PROGRESS, COMPLETED, FAILED or SUBSUMED.
-	Status    string
+	// Status: CheckpointInProgress, CheckpointCompleted, CheckpointFailed
+	// or CheckpointSubsumed.
+	Status    CheckpointStatus
 	Triggered time.Time
 	Duration  time.Duration
 	// Size is the bytes of state the checkpoint refers to.

@@ -81,13 +81,13 @@ func (h *coordHarness) queued(i int) []int64 {
 }
 
 // status returns the history's status of checkpoint id ("" if unknown).
-func (h *coordHarness) status(id int64) (string, string) {
+func (h *coordHarness) status(id int64) (CheckpointStatus, string) {
 	for _, cs := range h.j.history.list() {
 		if cs.ID == id {
 			return cs.Status, cs.Failure
 		}
 	}
-	return "", ""
+	return 0, ""
 }
 
 // Once a checkpoint failure beyond the tolerated ones failed the attempt,
@@ -138,7 +138,7 @@ func (h *coordHarness) completeAll(id int64) {
 			h.t.Fatal(err)
 		}
 	}
-	if s, why := h.status(id); s != "COMPLETED" {
+	if s, why := h.status(id); s != CheckpointCompleted {
 		h.t.Fatalf("checkpoint %d: %s %q", id, s, why)
 	}
 }

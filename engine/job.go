@@ -292,20 +292,20 @@ func (j *Job) Run(ctx context.Context) error {
 		// The checkpoint asked for is now the job's newest (adopted):
 		// later attempts restore the latest like any others.
 		restoreFrom = ""
-		j.setState("RUNNING")
+		j.setState(JobRunning)
 		res := j.runAttempt(ctx, attempt, md, newer, log)
 		if res.err != nil && !errors.Is(res.err, ErrStopped) && ctx.Err() == nil {
 			j.setFailure(res.err)
 		}
 		switch {
 		case res.err == nil:
-			j.setState("FINISHED")
+			j.setState(JobFinished)
 			return nil
 		case errors.Is(res.err, ErrStopped):
-			j.setState("STOPPED")
+			j.setState(JobStopped)
 			return ErrStopped
 		case ctx.Err() != nil:
-			j.setState("CANCELED")
+			j.setState(JobCanceled)
 			if j.opts.Checkpoint.DeleteOnCancel {
 				if err := j.opts.Storage.DiscardAll(); err != nil {
 					log.Warn("deleting checkpoints on cancellation", "err", err)
@@ -313,20 +313,20 @@ func (j *Job) Run(ctx context.Context) error {
 			}
 			return ctx.Err()
 		case IsNonRecoverable(res.err):
-			j.setState("FAILED")
+			j.setState(JobFailed)
 			return fmt.Errorf("engine: job %s failed with a non-recoverable error: %w", j.name, res.err)
 		}
 		delay, ok := j.opts.Restart.OnFailure(j.opts.Clock.Now())
 		if !ok {
-			j.setState("FAILED")
+			j.setState(JobFailed)
 			return fmt.Errorf("engine: job %s failed and the %s restart strategy gives up: %w", j.name, j.opts.Restart, res.err)
 		}
 		j.restarts.Add(1)
-		j.setState("RESTARTING")
+		j.setState(JobRestarting)
 		log.Warn("job attempt failed; restarting", "attempt", attempt, "delay", delay, "err", res.err)
 		select {
 		case <-ctx.Done():
-			j.setState("CANCELED")
+			j.setState(JobCanceled)
 			return ctx.Err()
 		case <-j.opts.Clock.After(delay):
 		}
@@ -735,7 +735,7 @@ func (j *Job) checkDiscarded(md *checkpoint.Metadata, through int64, log *slog.L
 // Status is a snapshot of the job for the processor's API and metrics.
 type Status struct {
 	Name     string
-	State    string
+	State    JobState
 	Restarts int64
 	// LastFailure is the error of the newest failed attempt, and
 	// LastFailureTime when it failed (Options.Clock); empty and zero
@@ -780,7 +780,7 @@ type OperatorStats struct {
 	WatermarkIdle bool
 }
 
-func (j *Job) setState(s string) {
+func (j *Job) setState(s JobState) {
 	j.mu.Lock()
 	j.status.State = s
 	j.mu.Unlock()
@@ -804,7 +804,7 @@ func (j *Job) Status() Status {
 	st.Restarts = j.restarts.Load()
 	st.Checkpoints = j.history.list()
 	for _, cs := range st.Checkpoints {
-		if cs.Status == "COMPLETED" && cs.ID > st.LastCheckpoint {
+		if cs.Status == CheckpointCompleted && cs.ID > st.LastCheckpoint {
 			st.LastCheckpoint = cs.ID
 		}
 	}

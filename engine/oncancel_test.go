@@ -204,7 +204,7 @@ func TestFromASavepointAfterCancelWithDeleteKnowsWhatWasCommitted(t *testing.T) 
 	}
 	var newest int64
 	for _, cs := range j.Status().Checkpoints {
-		if cs.Status == "COMPLETED" && !cs.Savepoint {
+		if cs.Status == engine.CheckpointCompleted && !cs.Savepoint {
 			newest = max(newest, cs.ID)
 		}
 	}

@@ -62,14 +62,14 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func completedCount(j *engine.Job) int {
 	n := 0
 	for _, cs := range j.Status().Checkpoints {
-		if cs.Status == "COMPLETED" {
+		if cs.Status == engine.CheckpointCompleted {
 			n++
 		}
 	}
 	return n
 }
 
-func byStatus(j *engine.Job, status string) []engine.CheckpointStats {
+func byStatus(j *engine.Job, status engine.CheckpointStatus) []engine.CheckpointStats {
 	var out []engine.CheckpointStats
 	for _, cs := range j.Status().Checkpoints {
 		if cs.Status == status {
@@ -81,7 +81,7 @@ func byStatus(j *engine.Job, status string) []engine.CheckpointStats {
 
 // waitForStatus blocks until checkpoint id has the status in j's history
 // or ctx ends.
-func waitForStatus(ctx context.Context, j *engine.Job, id int64, status string) {
+func waitForStatus(ctx context.Context, j *engine.Job, id int64, status engine.CheckpointStatus) {
 	for ctx.Err() == nil {
 		for _, cs := range j.Status().Checkpoints {
 			if cs.ID == id && cs.Status == status {
@@ -103,14 +103,14 @@ func TestCheckpointTimeoutAndTolerableFailures(t *testing.T) {
 		var j *engine.Job
 		sink := &memSink[int]{beforeSnapshot: func(ctx context.Context, id int64) {
 			if id <= 2 {
-				waitForStatus(ctx, j, id, "FAILED")
+				waitForStatus(ctx, j, id, engine.CheckpointFailed)
 			}
 		}}
 		j = copyJob("timeout", engine.Options{
 			Checkpoint: engine.CheckpointOptions{Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond, TolerableFailures: tolerable},
 		}, &memSource[int]{parts: [][]int{seq(0, 400)}, pauseEvery: 1, pause: time.Millisecond}, sink)
 		err := runJob(t, j)
-		failed := byStatus(j, "FAILED")
+		failed := byStatus(j, engine.CheckpointFailed)
 		for _, cs := range failed {
 			if !strings.Contains(cs.Failure, "expired") {
 				t.Errorf("checkpoint %d failed with %q, want an expiry", cs.ID, cs.Failure)
@@ -171,7 +171,7 @@ func TestMaxConcurrentCheckpoints(t *testing.T) {
 		}
 		var done []engine.CheckpointStats
 		for _, cs := range j.Status().Checkpoints {
-			if cs.Status != "IN_PROGRESS" && cs.Status != "FAILED" {
+			if cs.Status != engine.CheckpointInProgress && cs.Status != engine.CheckpointFailed {
 				done = append(done, cs)
 			}
 		}
@@ -231,12 +231,12 @@ func TestStopWithSavepointAndResume(t *testing.T) {
 	if err := wait(); !errors.Is(err, engine.ErrStopped) {
 		t.Fatalf("Run after stop = %v, want ErrStopped", err)
 	}
-	if j.Status().State != "STOPPED" {
+	if j.Status().State != engine.JobStopped {
 		t.Errorf("state %s, want STOPPED", j.Status().State)
 	}
 	var spID int64
 	for _, cs := range j.Status().Checkpoints {
-		if cs.Savepoint && cs.Status == "COMPLETED" {
+		if cs.Savepoint && cs.Status == engine.CheckpointCompleted {
 			spID = cs.ID
 		}
 	}
@@ -318,7 +318,7 @@ func TestCancelRetention(t *testing.T) {
 		if err := wait(); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Run = %v", err)
 		}
-		if s := j.Status().State; s != "CANCELED" {
+		if s := j.Status().State; s != engine.JobCanceled {
 			t.Errorf("state %s, want CANCELED", s)
 		}
 		md, _, err := st.Latest(context.Background())
@@ -364,7 +364,7 @@ func TestStorageFaultFailsTheCheckpointNotTheJob(t *testing.T) {
 		t.Fatal("no fault was injected")
 	}
 	var failed []engine.CheckpointStats
-	for _, cs := range byStatus(j, "FAILED") {
+	for _, cs := range byStatus(j, engine.CheckpointFailed) {
 		failed = append(failed, cs)
 		if cs.ID != 3 || !strings.Contains(cs.Failure, "injected disk error") {
 			t.Errorf("checkpoint %d failed with %q, want only checkpoint 3 with the injected error", cs.ID, cs.Failure)

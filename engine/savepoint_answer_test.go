@@ -19,7 +19,7 @@ func TestSavepointPendingWhenTheJobFinishesIsAnswered(t *testing.T) {
 	defer cancel()
 	isSavepointInProgress := func() bool {
 		for _, cs := range j.Status().Checkpoints {
-			if cs.Savepoint && cs.Status == "IN_PROGRESS" {
+			if cs.Savepoint && cs.Status == engine.CheckpointInProgress {
 				return true
 			}
 		}

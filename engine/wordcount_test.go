@@ -134,7 +134,7 @@ func TestWordCountExactUnderFailures(t *testing.T) {
 				t.Fatalf("job failed: %v", err)
 			}
 			st := j.Status()
-			if st.State != "FINISHED" {
+			if st.State != engine.JobFinished {
 				t.Errorf("state %s, want FINISHED", st.State)
 			}
 			if st.Restarts < 2 {
@@ -145,7 +145,7 @@ func TestWordCountExactUnderFailures(t *testing.T) {
 			}
 			completed := 0
 			for _, cs := range st.Checkpoints {
-				if cs.Status == "COMPLETED" {
+				if cs.Status == engine.CheckpointCompleted {
 					completed++
 				}
 			}
@@ -172,7 +172,7 @@ func TestPoisonWordWithoutRestartFails(t *testing.T) {
 	if !strings.Contains(err.Error(), "operator split") {
 		t.Errorf("error %q does not name the failing operator", err)
 	}
-	if st := j.Status(); st.State != "FAILED" || st.Restarts != 0 {
+	if st := j.Status(); st.State != engine.JobFailed || st.Restarts != 0 {
 		t.Errorf("state %s after %d restarts, want FAILED after 0", st.State, st.Restarts)
 	}
 }

@@ -547,7 +547,7 @@ func TestBuiltJobWaitsForTheClusterUpToTheTolerance(t *testing.T) {
 		t.Fatal(err)
 	}
 	until("the outage over", func() bool { return !b.Stats().Cluster.Down })
-	if st := b.Job.Status(); st.Restarts != 0 || st.State != "RUNNING" {
+	if st := b.Job.Status(); st.Restarts != 0 || st.State != engine.JobRunning {
 		t.Fatalf("an outage within the tolerance cost the job: %+v\n%s", st, logs)
 	}
 

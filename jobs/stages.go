@@ -410,7 +410,7 @@ func (p *GroupPipeline) Status() engine.Status {
 	out := all[0]
 	out.Operators = slices.Clone(out.Operators)
 	for _, st := range all[1:] {
-		if out.State == "RUNNING" && st.State != "RUNNING" {
+		if out.State == engine.JobRunning && st.State != engine.JobRunning {
 			out.State = st.State
 		}
 		out.Restarts += st.Restarts

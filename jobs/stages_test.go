@@ -333,10 +333,10 @@ func TestGroupPipelineFirstFailureCancelsTheOthers(t *testing.T) {
 	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "stage stage-2") {
 		t.Fatalf("Run returned %v, want stage stage-2's boom", err)
 	}
-	if st := p.StageStatus(); st[0].State != "CANCELED" || st[1].State != "FAILED" {
+	if st := p.StageStatus(); st[0].State != engine.JobCanceled || st[1].State != engine.JobFailed {
 		t.Fatalf("stage states %s, %s; want CANCELED, FAILED", st[0].State, st[1].State)
 	}
-	if st := p.Status(); st.Name != "stage-1" || st.State != "CANCELED" {
+	if st := p.Status(); st.Name != "stage-1" || st.State != engine.JobCanceled {
 		t.Fatalf("the group's status is %s's %s, want stage-1's CANCELED", st.Name, st.State)
 	}
 }
@@ -359,7 +359,7 @@ func TestGroupPipelineStopsEveryStage(t *testing.T) {
 		t.Fatalf("savepoints %q, want two", paths)
 	}
 	for _, st := range append(p.StageStatus(), p.Status()) {
-		if st.State != "STOPPED" {
+		if st.State != engine.JobStopped {
 			t.Fatalf("stage %s is %s after the stop", st.Name, st.State)
 		}
 	}
@@ -401,7 +401,7 @@ func TestGroupPipelineStopsStagesSideBySide(t *testing.T) {
 	stopped := make(chan error, 1)
 	go func() { _, err := p.StopWithSavepoint(ctx); stopped <- err }()
 	deadline := time.Now().Add(10 * time.Second)
-	for p.StageStatus()[1].State != "STOPPED" {
+	for p.StageStatus()[1].State != engine.JobStopped {
 		if time.Now().After(deadline) {
 			close(release)
 			t.Fatalf("stage 2 is %s 10s into the stop while stage 1's savepoint waits, want STOPPED", p.StageStatus()[1].State)

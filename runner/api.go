@@ -434,10 +434,10 @@ type checkpointsBody struct {
 
 func toCheckpointBody(cs engine.CheckpointStats, now time.Time) checkpointBody {
 	d := cs.Duration
-	if cs.Status == "IN_PROGRESS" {
+	if cs.Status == engine.CheckpointInProgress {
 		d = now.Sub(cs.Triggered)
 	}
-	return checkpointBody{ID: cs.ID, Savepoint: cs.Savepoint, Status: cs.Status, TriggerTime: cs.Triggered,
+	return checkpointBody{ID: cs.ID, Savepoint: cs.Savepoint, Status: cs.Status.String(), TriggerTime: cs.Triggered,
 		DurationMS: d.Milliseconds(), StateSize: cs.Size, AlignmentMS: cs.Alignment.Milliseconds(), Path: cs.Path, Failure: cs.Failure,
 		SyncMS: ms(cs.SyncMax), AsyncMS: ms(cs.AsyncMax), LastAck: cs.LastAck, LastAckMS: ms(cs.LastAckAfter), PersistMS: ms(cs.Persist)}
 }

@@ -49,7 +49,7 @@ func (c *control) stopWithSavepoint(ctx context.Context) (string, error) {
 	start := time.Now()
 	c.log.Info("stopping the job with a savepoint", "timeout", c.stopTimeout)
 	path, err := c.job.StopWithSavepoint(ctx)
-	if err != nil && c.ended.Err() != nil && c.job.Status().State == "STOPPED" {
+	if err != nil && c.ended.Err() != nil && c.job.Status().State == engine.JobStopped {
 		// The job stopped with the savepoint as the wait for the answer
 		// ended with it.
 		path, err = c.lastSavepoint(), nil
@@ -112,7 +112,7 @@ func (c *control) stoppedPath() string {
 func (c *control) lastSavepoint() string {
 	hist := c.job.Status().Checkpoints
 	for i := len(hist) - 1; i >= 0; i-- {
-		if cs := hist[i]; cs.Savepoint && cs.Status == "COMPLETED" {
+		if cs := hist[i]; cs.Savepoint && cs.Status == engine.CheckpointCompleted {
 			return cs.Path
 		}
 	}

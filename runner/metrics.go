@@ -7,10 +7,14 @@ import (
 	"github.com/onceflow/onceflow/engine"
 )
 
-// jobStates are the values of onceflow_job_state's state label ("CREATED"
-// before the first attempt starts).
+// jobStates are the values of onceflow_job_state's state label: the
+// names of engine.JobStates ("CREATED" before the first attempt starts).
 func jobStates() []string {
-	return []string{"CREATED", "RUNNING", "RESTARTING", "FAILED", "CANCELED", "STOPPED", "FINISHED"}
+	var out []string
+	for _, s := range engine.JobStates() {
+		out = append(out, s.String())
+	}
+	return out
 }
 
 // jobCollector exports the job's status and statistics at each scrape.
@@ -122,14 +126,10 @@ func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.outages, float64(stats.Cluster.Outages))
 }
 
-// displayState names the state of a job whose first attempt has not
-// started yet.
-func displayState(s string) string {
-	if s == "" {
-		return "CREATED"
-	}
-	return s
-}
+// displayState is the name of a job state, as the API and the metrics
+// show it (engine.JobCreated, the zero value, before the first attempt
+// starts: "CREATED").
+func displayState(s engine.JobState) string { return s.String() }
 
 // newRegistry holds the job's metrics and the Go runtime's and process's.
 func newRegistry(o *observer, jobName string) *prometheus.Registry {

@@ -239,7 +239,7 @@ func TestHealthzFailedJob(t *testing.T) {
 // after it left the engine's bounded history.
 func TestCheckpointTally(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	cs := func(id int64, status string, sec int) engine.CheckpointStats {
+	cs := func(id int64, status engine.CheckpointStatus, sec int) engine.CheckpointStats {
 		return engine.CheckpointStats{ID: id, Status: status, Triggered: t0.Add(time.Duration(sec) * time.Second)}
 	}
 	var tl checkpointTally
@@ -247,13 +247,13 @@ func TestCheckpointTally(t *testing.T) {
 		hist []engine.CheckpointStats
 		want checkpointCounts
 	}{
-		{[]engine.CheckpointStats{cs(1, "COMPLETED", 1), cs(2, "IN_PROGRESS", 2)}, checkpointCounts{Completed: 1, InProgress: 1}},
-		{[]engine.CheckpointStats{cs(1, "COMPLETED", 1), cs(2, "COMPLETED", 2), cs(3, "FAILED", 3)}, checkpointCounts{Completed: 2, Failed: 1}},
+		{[]engine.CheckpointStats{cs(1, engine.CheckpointCompleted, 1), cs(2, engine.CheckpointInProgress, 2)}, checkpointCounts{Completed: 1, InProgress: 1}},
+		{[]engine.CheckpointStats{cs(1, engine.CheckpointCompleted, 1), cs(2, engine.CheckpointCompleted, 2), cs(3, engine.CheckpointFailed, 3)}, checkpointCounts{Completed: 2, Failed: 1}},
 		// 1 and 2 left the history; 4 is subsumed by 5.
-		{[]engine.CheckpointStats{cs(3, "FAILED", 3), cs(4, "SUBSUMED", 4), cs(5, "COMPLETED", 5)}, checkpointCounts{Completed: 3, Failed: 1, Subsumed: 1}},
+		{[]engine.CheckpointStats{cs(3, engine.CheckpointFailed, 3), cs(4, engine.CheckpointSubsumed, 4), cs(5, engine.CheckpointCompleted, 5)}, checkpointCounts{Completed: 3, Failed: 1, Subsumed: 1}},
 		// After a restart, id 6 failed and id 6 again (a later trigger) completed.
-		{[]engine.CheckpointStats{cs(5, "COMPLETED", 5), cs(6, "FAILED", 6), cs(6, "COMPLETED", 7)}, checkpointCounts{Completed: 4, Failed: 2, Subsumed: 1}},
-		{[]engine.CheckpointStats{cs(6, "COMPLETED", 7)}, checkpointCounts{Completed: 4, Failed: 2, Subsumed: 1}},
+		{[]engine.CheckpointStats{cs(5, engine.CheckpointCompleted, 5), cs(6, engine.CheckpointFailed, 6), cs(6, engine.CheckpointCompleted, 7)}, checkpointCounts{Completed: 4, Failed: 2, Subsumed: 1}},
+		{[]engine.CheckpointStats{cs(6, engine.CheckpointCompleted, 7)}, checkpointCounts{Completed: 4, Failed: 2, Subsumed: 1}},
 	}
 	for i, s := range steps {
 		if got := tl.observe(s.hist); got != s.want {
@@ -281,7 +281,7 @@ func TestClusterOutageInHealthAPIAndMetrics(t *testing.T) {
 		cancel()
 		<-runDone
 	}()
-	waitFor(t, func() bool { return built.Job.Status().State == "RUNNING" })
+	waitFor(t, func() bool { return built.Job.Status().State == engine.JobRunning })
 
 	var mu sync.Mutex
 	cluster := outage.Status{Tolerance: time.Minute}

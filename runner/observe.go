@@ -94,11 +94,11 @@ func (t *checkpointTally) observe(hist []engine.CheckpointStats) checkpointCount
 			continue
 		}
 		switch cs.Status {
-		case "COMPLETED":
+		case engine.CheckpointCompleted:
 			t.counts.Completed++
-		case "FAILED":
+		case engine.CheckpointFailed:
 			t.counts.Failed++
-		case "SUBSUMED":
+		case engine.CheckpointSubsumed:
 			t.counts.Subsumed++
 		default:
 			inProgress++

@@ -641,10 +641,7 @@ func (r *Runner) Status() Status {
 		gs := GroupStatus{Group: h.g, State: h.state, Since: h.since}
 		if h.p != nil {
 			es := h.p.Status()
-			gs.PipelineState, gs.Restarts, gs.LastCheckpoint = es.State, es.Restarts, es.LastCheckpoint
-			if gs.PipelineState == "" {
-				gs.PipelineState = "CREATED"
-			}
+			gs.PipelineState, gs.Restarts, gs.LastCheckpoint = es.State.String(), es.Restarts, es.LastCheckpoint
 			if last, ok := engine.LastCompleted(es.Checkpoints); ok {
 				gs.LastCheckpoint = last.ID
 				gs.LastCheckpointTime = last.Triggered.Add(last.Duration)

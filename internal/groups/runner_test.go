@@ -79,10 +79,10 @@ func (p *fakePipeline) StopWithSavepoint(ctx context.Context) (string, error) {
 
 func (p *fakePipeline) Status() engine.Status {
 	t := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-	return engine.Status{State: "RUNNING", Restarts: 2, LastCheckpoint: 7, Checkpoints: []engine.CheckpointStats{
-		{ID: 6, Status: "COMPLETED", Triggered: t.Add(-time.Second), Duration: 100 * time.Millisecond},
-		{ID: 7, Status: "COMPLETED", Triggered: t, Duration: 200 * time.Millisecond},
-		{ID: 8, Status: "IN_PROGRESS", Triggered: t.Add(time.Second)},
+	return engine.Status{State: engine.JobRunning, Restarts: 2, LastCheckpoint: 7, Checkpoints: []engine.CheckpointStats{
+		{ID: 6, Status: engine.CheckpointCompleted, Triggered: t.Add(-time.Second), Duration: 100 * time.Millisecond},
+		{ID: 7, Status: engine.CheckpointCompleted, Triggered: t, Duration: 200 * time.Millisecond},
+		{ID: 8, Status: engine.CheckpointInProgress, Triggered: t.Add(time.Second)},
 	}}
 }
 
