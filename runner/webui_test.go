@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,12 +73,14 @@ const readPage = `(() => {
   };
 })()`
 
-// webuiJob is the in-memory word count of memJob, built to show what the
-// page shows: checkpoint failures are tolerated (so a held sink makes
+// webuiJob is the in-memory word count of memJob with a format stage
+// after the count, as the processor's word count has, built to show what
+// the page shows: checkpoint failures are tolerated (so a held sink makes
 // failed checkpoints, not a failed attempt), an attempt that fails is
-// restarted, and the split operator fails its attempt once when failNow
-// has a value.
-func webuiJob(m *memJob, failNow chan struct{}) func(context.Context, *config.Config, jobs.Env) (*jobs.Built, error) {
+// restarted, the split operator fails its attempt once when failNow has a
+// value, and format takes 3 ms a record while slow is set (its chain then
+// backpressures split).
+func webuiJob(m *memJob, failNow chan struct{}, slow *atomic.Bool) func(context.Context, *config.Config, jobs.Env) (*jobs.Built, error) {
 	return func(_ context.Context, cfg *config.Config, env jobs.Env) (*jobs.Built, error) {
 		storage, err := dirstore.NewFileStorage(cfg.Checkpoint.Dir, cfg.Job.Name, dirstore.StorageOptions{Retained: cfg.Checkpoint.Retain})
 		if err != nil {
@@ -106,7 +109,13 @@ func webuiJob(m *memJob, failNow chan struct{}) func(context.Context, *config.Co
 		counts := engine.Reduce(keyed, "count", p, state.JSONCodec[wordCount]{}, func(acc, v wordCount) (wordCount, error) {
 			return wordCount{Word: v.Word, Count: acc.Count + v.Count}, nil
 		})
-		engine.SinkTo(counts, "sink", p, engine.Sink[wordCount](m.sink))
+		formatted := engine.Map(counts, "format", func(wc wordCount) (wordCount, error) {
+			if slow.Load() {
+				time.Sleep(3 * time.Millisecond)
+			}
+			return wc, nil
+		})
+		engine.SinkTo(formatted, "sink", p, engine.Sink[wordCount](m.sink))
 		return &jobs.Built{Job: j, Stats: func() jobs.Stats { return m.sink.stats(m.src) }}, nil
 	}
 }
@@ -115,9 +124,9 @@ func webuiJob(m *memJob, failNow chan struct{}) func(context.Context, *config.Co
 // in-memory word count run by processor run, and checks what the page
 // draws as the job goes through three phases:
 //
-//   - the sink held in its pre-commit: the graph of the job's four
+//   - the sink held in its pre-commit: the graph of the job's five
 //     operators, split (chained to the source) backpressured by the
-//     count-and-sink chain, and failed checkpoints marked in the
+//     count-format-sink chain, and failed checkpoints marked in the
 //     history chart;
 //   - the sink let go and one attempt failed: the restart count and the
 //     last failure;
@@ -136,7 +145,8 @@ func TestWebUIShowsTheRunningJob(t *testing.T) {
 	m := newMemJob(1<<30, 2*time.Millisecond)
 	m.sink.block = make(chan struct{})
 	failNow := make(chan struct{}, 1)
-	r := startRunDeps(t, func(d deps) deps { d.build = webuiJob(m, failNow); return d }, m, nil,
+	var slow atomic.Bool
+	r := startRunDeps(t, func(d deps) deps { d.build = webuiJob(m, failNow, &slow); return d }, m, nil,
 		"--config", jobConfig(t, t.TempDir(), ""),
 		"--set", "checkpoint.interval=300ms", "--set", "checkpoint.timeout=600ms", "--set", "log.level=info")
 	addr := r.addr()
@@ -160,19 +170,21 @@ func TestWebUIShowsTheRunningJob(t *testing.T) {
 	}
 
 	// Held sink: the graph, backpressure, failed checkpoints.
-	wantNodes := []string{"count", "sink", "source", "split"}
-	held := until("graph of the four operators, backpressure upstream of the held sink and a failed checkpoint", func(p webuiPage) bool {
-		return slices.Equal(slices.Sorted(slices.Values(p.Nodes)), wantNodes) && p.Edges == 3 &&
+	wantNodes := []string{"count", "format", "sink", "source", "split"}
+	held := until("graph of the five operators, backpressure upstream of the held sink and a failed checkpoint", func(p webuiPage) bool {
+		return slices.Equal(slices.Sorted(slices.Values(p.Nodes)), wantNodes) && p.Edges == 4 &&
 			slices.Contains(p.Backpressured, "split") && p.FailedBars >= 1
 	})
 	if held.Error != "" {
 		t.Errorf("the page reported %q", held.Error)
 	}
 	// split runs chained to the source and sends to count on keyed
-	// channels; count and the held sink are a chain that waits in the
-	// sink, not on a channel.
-	if slices.Contains(held.Backpressured, "sink") || slices.Contains(held.Backpressured, "count") {
-		t.Errorf("count or the sink shows as backpressured: their chain waits in the sink's pre-commit (%+v)", held)
+	// channels; count, format and the held sink are a chain that waits
+	// in the sink, not on a channel.
+	for _, uid := range []string{"count", "format", "sink"} {
+		if slices.Contains(held.Backpressured, uid) {
+			t.Errorf("%s shows as backpressured: its chain waits in the sink's pre-commit (%+v)", uid, held)
+		}
 	}
 
 	// Let go, then one failed attempt: the restart and its cause.
@@ -191,8 +203,11 @@ func TestWebUIShowsTheRunningJob(t *testing.T) {
 		second.Polls, first.RecordsIn, second.RecordsIn, first.Completed, second.Completed, second.Bars, second.FailedBars, second.Pending)
 
 	if path := os.Getenv("ONCEFLOW_WEBUI_SCREENSHOT"); path != "" {
-		// Let the history fill a little for the picture.
-		until("fuller checkpoint history", func(p webuiPage) bool { return p.Bars >= 24 })
+		// For the picture: a fuller history, and a slow format stage
+		// that backpressures split and the source.
+		until("fuller checkpoint history", func(p webuiPage) bool { return p.Bars >= 20 })
+		slow.Store(true)
+		until("backpressure from the slow format stage", func(p webuiPage) bool { return slices.Contains(p.Backpressured, "split") && p.Bars >= 24 })
 		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Fatalf("screenshot: %v", err)

@@ -170,12 +170,20 @@
 
   function drawGraph(svg, ops) {
     clear(svg);
-    const W = 210, H = 104, GX = 70, GY = 22, PAD = 10;
+    const H = 104, GY = 22, PAD = 10;
     const d = depths(ops);
     const cols = [];
     for (const o of ops) {
       const c = d.get(o.uid) || 0;
       (cols[c] = cols[c] || []).push(o);
+    }
+    // Boxes of 210 px 70 apart, narrowed (down to 168 px, 44 apart) to
+    // fit the panel; a longer graph scrolls.
+    const avail = (svg.parentNode && svg.parentNode.clientWidth) || 1200;
+    let W = 210, GX = 70;
+    if (cols.length > 0 && PAD * 2 + cols.length * W + (cols.length - 1) * GX > avail) {
+      GX = 44;
+      W = Math.max(168, Math.floor((avail - PAD * 2 - (cols.length - 1) * GX) / cols.length));
     }
     const maxRows = Math.max(1, ...cols.map((c) => (c ? c.length : 0)));
     const height = PAD * 2 + maxRows * H + (maxRows - 1) * GY;
