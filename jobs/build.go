@@ -265,9 +265,11 @@ type stage struct {
 	tracker *outage.Tracker
 	// sink is the stage's one sink; stats its source's statistics (nil:
 	// none yet); late the window job's late-record counter (nil: none).
-	sink  *sinkkafka.Sink
-	stats func() sourcekafka.SourceStats
-	late  *atomic.Int64
+	sink *sinkkafka.Sink
+	// ownSink: the stage ends in a Dataflow's own sink (SinkTo), not sink.
+	ownSink bool
+	stats   func() sourcekafka.SourceStats
+	late    *atomic.Int64
 }
 
 // prepare does everything Build does before the graph: the checks of the

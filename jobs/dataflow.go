@@ -172,8 +172,8 @@ func Sink(b *Builder, s engine.Stream[*kgo.Record], uid string) {
 		engine.SinkTo(s, uid, b.cfg.Job.Parallelism, b.conns.Sink(uid))
 		return
 	}
-	if st.sink != nil {
-		b.fail(fmt.Errorf("jobs: dataflow: Sink %q: %s already has its sink (one per stage: a KeyBy before it in the stage, or another Sink)", uid, st.job.Status().Name))
+	if st.sink != nil || st.ownSink {
+		b.fail(fmt.Errorf("jobs: dataflow: Sink %q: %s already has its sink (one per stage: a KeyBy before it in the stage, or another sink)", uid, st.job.Status().Name))
 		return
 	}
 	sink, err := st.newSink(st.cfg.Sink, nil)
@@ -182,6 +182,41 @@ func Sink(b *Builder, s engine.Stream[*kgo.Record], uid string) {
 		return
 	}
 	st.sink = sink
+	engine.SinkTo(s, uid, b.cfg.Job.Parallelism, sink)
+}
+
+// SinkTo writes s to the Dataflow's own sink, with parallelism
+// job.parallelism and operator uid uid: a sink of the user's (a database,
+// a service), not the job's sink section. Its exactly-once behaviour is
+// the sink's: engine.Sink's contract (a writer per subtask, pre-commit at
+// SnapshotState, commit at NotifyCheckpointComplete, commits again after a
+// restore), which package twophase implements over any transactional
+// system. testdriver's Crash shows whether it holds. It is the stage's
+// sink, as Sink would be: a stage with a sink already is an error.
+func SinkTo[T any](b *Builder, s engine.Stream[T], uid string, sink engine.Sink[T]) {
+	i, ok := b.stageOf(s.Job())
+	switch {
+	case sink == nil:
+		b.fail(fmt.Errorf("jobs: dataflow: SinkTo %q: no sink", uid))
+		return
+	case !ok:
+		b.fail(fmt.Errorf("jobs: dataflow: SinkTo %q: the stream is not one of this Builder's", uid))
+		return
+	}
+	st := b.stages[i]
+	if b.conns != nil {
+		if b.sunk {
+			b.fail(fmt.Errorf("jobs: dataflow: SinkTo %q: %s already has its sink", uid, st.job.Status().Name))
+			return
+		}
+		b.sunk = true
+	} else {
+		if st.sink != nil || st.ownSink {
+			b.fail(fmt.Errorf("jobs: dataflow: SinkTo %q: %s already has its sink (one per stage: a KeyBy before it in the stage, or another sink)", uid, st.job.Status().Name))
+			return
+		}
+		st.ownSink = true
+	}
 	engine.SinkTo(s, uid, b.cfg.Job.Parallelism, sink)
 }
 
@@ -221,7 +256,7 @@ func KeyBy[K, T any](b *Builder, s engine.Stream[T], uid string, key func(T) K, 
 		return engine.KeyBy(s, key, keyCodec)
 	}
 	up := b.stages[i]
-	if up.sink != nil {
+	if up.sink != nil || up.ownSink {
 		return fail("%s already has its sink (one per stage: a Sink, or another KeyBy, in the same stage)", up.job.Status().Name)
 	}
 	next, err := b.cut(up, uid)
@@ -289,7 +324,7 @@ func BuildWithConnectors(ctx context.Context, j *engine.Job, cfg *config.Config,
 	case !b.sourced:
 		return fmt.Errorf("jobs: dataflow of job %s: no Source: a Go job reads its input through jobs.Source", cfg.Job.Name)
 	case !b.sunk:
-		return fmt.Errorf("jobs: dataflow of job %s: no sink: end it with jobs.Sink", cfg.Job.Name)
+		return fmt.Errorf("jobs: dataflow of job %s: no sink: end it with jobs.Sink or jobs.SinkTo", cfg.Job.Name)
 	}
 	return nil
 }
@@ -341,8 +376,8 @@ func buildDataflow(ctx context.Context, cfg *config.Config, env Env) ([]*Built, 
 	}
 	out := make([]*Built, len(b.stages))
 	for i, st := range b.stages {
-		if st.sink == nil {
-			return nil, fmt.Errorf("jobs: dataflow of job %s: %s has no sink: end it with jobs.Sink", cfg.Job.Name, st.job.Status().Name)
+		if st.sink == nil && !st.ownSink {
+			return nil, fmt.Errorf("jobs: dataflow of job %s: %s has no sink: end it with jobs.Sink or jobs.SinkTo", cfg.Job.Name, st.job.Status().Name)
 		}
 		out[i] = st.built()
 	}

@@ -165,6 +165,16 @@ func TestDataflowRules(t *testing.T) {
 			Sink(b, in, "two")
 			return nil
 		}, `Sink "two": rules already has its sink`},
+		{"a sink and an own sink", func(b *Builder) error {
+			in := engine.Map(Source(b, "source", decodeSpend), "f", format)
+			SinkTo(b, in, "own", engine.Sink[*kgo.Record](nopSink{}))
+			Sink(b, in, "kafka")
+			return nil
+		}, `Sink "kafka": rules already has its sink`},
+		{"an own sink that is nil", func(b *Builder) error {
+			SinkTo[spend](b, Source(b, "source", decodeSpend), "own", nil)
+			return nil
+		}, `SinkTo "own": no sink`},
 		{"uid with a slash", func(b *Builder) error {
 			KeyBy(b, Source(b, "source", decodeSpend), "a/b", func(s spend) string { return s.Who }, state.StringCodec{}, state.JSONCodec[spend]{})
 			return nil
@@ -286,5 +296,33 @@ func TestDataflowGroupsCutAtKeyBy(t *testing.T) {
 	starts.Each(func(o kadm.ListedOffset) { purged = append(purged, o.Offset) })
 	if len(purged) != groups || slices.Contains(purged, 0) {
 		t.Fatalf("repartition topic starts at %v, want every partition purged past 0", purged)
+	}
+}
+
+// nopSink is a Dataflow's own sink that drops what it gets.
+type nopSink struct{}
+
+func (nopSink) NewWriter(context.Context, engine.Scope, [][]byte) (engine.SinkWriter[*kgo.Record], error) {
+	return nopSink{}, nil
+}
+func (nopSink) Write(context.Context, *kgo.Record) error               { return nil }
+func (nopSink) SnapshotState(context.Context, int64) ([][]byte, error) { return nil, nil }
+func (nopSink) NotifyCheckpointComplete(context.Context, int64) error  { return nil }
+func (nopSink) NotifyCheckpointAborted(context.Context, int64) error   { return nil }
+func (nopSink) Close(context.Context) error                            { return nil }
+
+// A Dataflow that ends in its own sink (SinkTo) builds: the sink counts as
+// the stage's.
+func TestDataflowWithItsOwnSinkBuilds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := testConfig(t, t.TempDir(), "go", "job.name=own")
+	df := func(b *Builder) error {
+		SinkTo(b, engine.Map(Source(b, "source", decodeSpend), "f", func(s spend) (*kgo.Record, error) { return &kgo.Record{}, nil }),
+			"own", engine.Sink[*kgo.Record](nopSink{}))
+		return nil
+	}
+	if _, err := Build(ctx, cfg, Env{ClientOpts: fakeCluster(t), Dataflow: df}); err != nil {
+		t.Fatal(err)
 	}
 }
