@@ -18,6 +18,7 @@ import (
 
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/optcheck"
 	"github.com/onceflow/onceflow/internal/outage"
 	"github.com/onceflow/onceflow/internal/statebackend"
 	sinkkafka "github.com/onceflow/onceflow/sink/kafka"
@@ -498,7 +499,10 @@ func sourceSettings(cfg *config.Config, env Env, log *slog.Logger, tracker *outa
 
 // newSink configures a sink of the stage as c says (the job's sink
 // section, or a repartition topic's), with the stage's transactional id
-// prefix and outage tracker, and extra client options (a partitioner).
+// prefix, checkpoint.max_concurrent (which sets the default slot count
+// and the least exactly_once accepts) and outage tracker, and extra
+// client options (a partitioner). Each refusal of the sink's options is a
+// *ConfigError under its key (errors.Join of them when there are more).
 func (st *stage) newSink(c config.Sink, extra []kgo.Opt) (*sinkkafka.Sink, error) {
 	delivery, err := sinkkafka.ParseDelivery(c.Delivery)
 	if err != nil {
@@ -508,15 +512,45 @@ func (st *stage) newSink(c config.Sink, extra []kgo.Opt) (*sinkkafka.Sink, error
 	if len(extra) > 0 {
 		opts = append(slices.Clone(opts), extra...)
 	}
+	maxConcurrent := st.cfg.Checkpoint.MaxConcurrent
 	sink, err := sinkkafka.NewSink(sinkkafka.SinkOptions{
 		ClientOpts: opts, Topic: c.Topic, Delivery: delivery,
-		TransactionalIDPrefix: st.cfg.Sink.TransactionalIDPrefix, Slots: c.Slots,
+		TransactionalIDPrefix: st.cfg.Sink.TransactionalIDPrefix, Slots: c.Slots, MaxConcurrentCheckpoints: maxConcurrent,
 		TransactionTimeout: c.TransactionTimeout, Logger: st.log, Outage: st.tracker,
 	})
 	if err != nil {
-		return nil, &ConfigError{Key: "sink.transactional_id_prefix", Err: err}
+		return nil, sinkConfigError(err, c.Topic, delivery, maxConcurrent)
 	}
 	return sink, nil
+}
+
+// sinkConfigError maps the refusals of sinkkafka.SinkOptions.Validate to
+// the config keys they came from; a slot count too few also names
+// checkpoint.max_concurrent, which decides the least (the topic and
+// delivery say which sink: a repartition topic's is exactly_once whatever
+// sink.delivery says).
+func sinkConfigError(err error, topic string, delivery sinkkafka.Delivery, maxConcurrent int) error {
+	var errs []error
+	for _, e := range optcheck.Errors(err) {
+		var ce *ConfigError
+		switch e.Option {
+		case "Slots":
+			ce = &ConfigError{Key: "sink.slots", Err: fmt.Errorf("the %s sink of topic %s with checkpoint.max_concurrent %d: %w", delivery, topic, maxConcurrent, e)}
+		case "MaxConcurrentCheckpoints":
+			ce = &ConfigError{Key: "checkpoint.max_concurrent", Err: e}
+		case "TransactionTimeout":
+			ce = &ConfigError{Key: "sink.transaction_timeout", Err: e}
+		case "Delivery":
+			ce = &ConfigError{Key: "sink.delivery", Err: e}
+		default:
+			ce = &ConfigError{Key: "sink.transactional_id_prefix", Err: e}
+		}
+		errs = append(errs, ce)
+	}
+	if len(errs) == 0 {
+		return &ConfigError{Key: "sink", Err: err}
+	}
+	return errors.Join(errs...)
 }
 
 // engineOptions maps the checkpoint, state and restart sections.
