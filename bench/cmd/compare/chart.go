@@ -19,6 +19,8 @@ import (
 
 var palette = map[string]color.RGBA{
 	"limit":     {110, 110, 110, 255},
+	"ceiling":   {190, 190, 190, 255},
+	"pipe":      {80, 80, 80, 255},
 	"franz-txn": {31, 119, 180, 255},
 	"kstreams":  {255, 127, 14, 255},
 	"flink":     {148, 103, 189, 255},

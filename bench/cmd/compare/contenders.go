@@ -85,7 +85,21 @@ func newSpec(c *contender, s spec) spec {
 
 var contenders = []*contender{
 	{
-		name: "limit", label: "limit: franz-go pipe, no transactions",
+		name: "limit", label: "limit: franz-go partition-assigned consume → produce, acks=all, idempotent, no transactions",
+		jobs:         map[string]bool{"copy": true, "wordcount": true},
+		usesInterval: false, restartable: true,
+		build:   buildGoPipe,
+		command: goPipeCmd("limit", "-acks", "all"),
+	},
+	{
+		name: "ceiling", label: "ceiling: as the limit with acks=1, no idempotence",
+		jobs:         map[string]bool{"copy": true, "wordcount": true},
+		usesInterval: false, restartable: true,
+		build:   buildGoPipe,
+		command: goPipeCmd("limit", "-acks", "leader"),
+	},
+	{
+		name: "pipe", label: "franz-go group consume → produce, no transactions (the limit before issue 19)",
 		jobs:         map[string]bool{"copy": true, "wordcount": true},
 		usesInterval: false, restartable: true,
 		build:   buildGoPipe,
@@ -150,11 +164,41 @@ func distContender(n int) *contender {
 	}
 }
 
+// findContender returns the contender of that name. For tuning, the
+// limit and the ceiling also take settings after an @, gopipe's limit
+// flags joined by +: "limit@clients=4+linger=5ms" runs the limit with
+// -clients 4 -linger 5ms, as a contender of its own.
 func findContender(name string) *contender {
+	base, settings, tuned := strings.Cut(name, "@")
 	for _, c := range contenders {
-		if c.name == name {
+		if c.name != base {
+			continue
+		}
+		if !tuned {
 			return c
 		}
+		if base != "limit" && base != "ceiling" || settings == "" {
+			return nil
+		}
+		var extra []string
+		for _, kv := range strings.Split(settings, "+") {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return nil
+			}
+			extra = append(extra, "-"+k, v)
+		}
+		t := *c
+		t.name, t.label = name, fmt.Sprintf("%s; %s", c.label, strings.Join(extra, " "))
+		command := c.command
+		t.command = func(o *options, s spec) (*exec.Cmd, error) {
+			cmd, err := command(o, s)
+			if err == nil {
+				cmd.Args = append(cmd.Args, extra...)
+			}
+			return cmd, err
+		}
+		return &t
 	}
 	return nil
 }
@@ -180,10 +224,12 @@ func goBuild(ctx context.Context, o *options, out, pkg string) error {
 	return nil
 }
 
-func goPipeCmd(mode string) func(o *options, s spec) (*exec.Cmd, error) {
+// goPipeCmd runs bench/cmd/gopipe in mode, with extra flags.
+func goPipeCmd(mode string, extra ...string) func(o *options, s spec) (*exec.Cmd, error) {
 	return func(o *options, s spec) (*exec.Cmd, error) {
 		args := []string{"-brokers", strings.Join(s.Brokers, ","), "-in", s.In, "-out", s.Out,
 			"-group", s.ID, "-mode", mode, "-job", s.Job}
+		args = append(args, extra...)
 		if s.Interval > 0 {
 			args = append(args, "-interval", s.Interval.String())
 		}

@@ -74,6 +74,7 @@ type options struct {
 	paceRate     int
 	paceFor      time.Duration
 	recovery     bool
+	paced        bool
 	warmup       bool
 	runTimeout   time.Duration
 	resultsDir   string
@@ -121,11 +122,13 @@ func run() error {
 	flag.IntVar(&o.valueBytes, "value-bytes", 100, "value size of a copy record")
 	flag.IntVar(&o.parallelism, "parallelism", 2, "parallelism / stream threads of every contender")
 	flag.StringVar(&intervals, "intervals", "100ms,1s", "checkpoint/commit intervals")
-	flag.StringVar(&contenders, "contenders", "limit,franz-txn,kstreams,flink,onceflow", "contenders to run")
+	flag.StringVar(&contenders, "contenders", "limit,ceiling,franz-txn,kstreams,flink,onceflow",
+		"contenders to run (also pipe, the group pipe that was the limit before issue 19; for tuning, limit@k=v+k=v runs the limit with gopipe's -k v flags)")
 	flag.StringVar(&workloads, "workloads", "copy,wordcount", "workloads to run")
 	flag.IntVar(&o.paceRate, "pace-rate", 2000, "records per second in the paced (latency) run")
 	flag.DurationVar(&o.paceFor, "pace-for", 0, "length of the paced run (default 10s; 5s with -quick)")
 	flag.BoolVar(&o.recovery, "recovery", true, "measure recovery (SIGKILL and restart) in the paced run")
+	flag.BoolVar(&o.paced, "paced", true, "make the paced run (latency, recovery) after each backlog run; -paced=false measures throughput only, e.g. to tune the limit")
 	flag.BoolVar(&o.warmup, "warmup", true, "before measuring, run the limit and franz-txn once on the copy input, unmeasured, so that the first measured contender does not meet a cold broker")
 	flag.DurationVar(&o.runTimeout, "run-timeout", 10*time.Minute, "bound of one backlog run")
 	flag.StringVar(&o.resultsDir, "out", "", "where results.md, results.json and chart.png go (default bench/results, bench/results/quick with -quick)")
@@ -354,7 +357,7 @@ func run() error {
 						r.Err = "build: " + firstLine(err.Error())
 						continue
 					}
-					id := fmt.Sprintf("%s-%d-%s-%s", runID, seq, name, w)
+					id := fmt.Sprintf("%s-%d-%s-%s", runID, seq, topicSafe(name), w)
 					logf("=== %s %s interval %s%s", name, w, ivName(iv), runName(run, o.runs))
 					t := time.Now()
 					runOne(ctx, k, &o, c, inputs[w], id, iv, r)
@@ -392,6 +395,9 @@ func run() error {
 	if err := rep.write(o.resultsDir); err != nil {
 		return err
 	}
+	for _, b := range rep.limitBreaches() {
+		logf("THE LIMIT IS WRONG: %s", b)
+	}
 	logf("done in %s: %s", time.Since(started).Round(time.Second), filepath.Join(o.resultsDir, "results.md"))
 	return interrupted
 }
@@ -407,6 +413,9 @@ func runOne(ctx context.Context, k *kafka, o *options, c *contender, in *input, 
 	if err := backlogRun(ctx, k, o, c, in, id+"-t", iv, filepath.Join(dir, "backlog"), r); err != nil {
 		r.Err = "backlog run: " + firstLine(err.Error())
 		logf("%s: %v", id, err)
+		return
+	}
+	if !o.paced {
 		return
 	}
 	if err := pacedRun(ctx, k, o, c, in.Workload, id+"-p", iv, filepath.Join(dir, "paced"), r); err != nil {
@@ -463,6 +472,17 @@ var benchBrokerProps = []string{"num.io.threads=8", "num.network.threads=3", "fi
 // the first taking all 8 and handing them over as the others join, in the
 // middle of the measurement.
 var distributedBrokerProps = []string{"group.initial.rebalance.delay.ms=3000"}
+
+// topicSafe replaces what a Kafka topic name may not hold (a tuned
+// contender's @, + and =) with '.'.
+func topicSafe(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
+			return r
+		}
+		return '.'
+	}, name)
+}
 
 func runName(run, runs int) string {
 	if runs <= 1 {

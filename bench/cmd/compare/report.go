@@ -28,9 +28,11 @@ type result struct {
 	ThroughputMin float64 `json:"throughput_min_rps,omitempty"`
 	ThroughputMax float64 `json:"throughput_max_rps,omitempty"`
 
-	// Backlog run. FirstWriteS (-distributed only, where throughput
-	// counts from it): from the start to the contender's first write to
-	// any of its topics.
+	// Backlog run. FirstWriteS: from the start to the contender's first
+	// write to any of its topics, where throughput counts from; 0 when
+	// its records do not carry their write time (they copy the input's),
+	// and throughput counts from the first visible output less one
+	// commit gap.
 	Records           int      `json:"records"`
 	Throughput        float64  `json:"throughput_rps"`
 	StartupS          float64  `json:"startup_s"`
@@ -316,6 +318,29 @@ func (rep *report) write(dir string) error {
 	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(rep.markdown()), 0o644)
 }
 
+// limitBreaches name every exactly-once contender (one with a commit
+// interval) whose median throughput is above the limit's median on the
+// same workload: each means the limit is not the fastest consume →
+// produce, and the ratios against it are wrong.
+func (rep *report) limitBreaches() []string {
+	var out []string
+	for _, w := range rep.Workloads {
+		lim := rep.find("limit", w, 0)
+		if lim == nil {
+			continue
+		}
+		for _, r := range rep.Results {
+			c := findContender(r.Contender)
+			if r.Workload != w || c == nil || !c.usesInterval || r.Throughput <= lim.Throughput {
+				continue
+			}
+			out = append(out, fmt.Sprintf("%s %s at %s: %s rec/s%s, above the limit's %s%s (%.2f ×)", r.Contender, w,
+				time.Duration(r.IntervalMS)*time.Millisecond, num(r.Throughput), spread(r), num(lim.Throughput), spread(lim), r.Throughput/lim.Throughput))
+		}
+	}
+	return out
+}
+
 func (rep *report) targets() []targetCheck {
 	var out []targetCheck
 	met := func(ok bool) string {
@@ -323,6 +348,24 @@ func (rep *report) targets() []targetCheck {
 			return "yes"
 		}
 		return "**no**"
+	}
+	breaches := rep.limitBreaches()
+	for _, w := range rep.Workloads {
+		lim := rep.find("limit", w, 0)
+		t := targetCheck{Target: fmt.Sprintf("%s: every exactly-once contender's median ≤ the limit's", w), Measured: "not measured", Met: "–"}
+		if lim != nil {
+			var mine []string
+			for _, b := range breaches {
+				if strings.Contains(b, " "+w+" at ") {
+					mine = append(mine, b)
+				}
+			}
+			t.Measured, t.Met = fmt.Sprintf("limit %s rec/s%s", num(lim.Throughput), spread(lim)), met(len(mine) == 0)
+			if len(mine) > 0 {
+				t.Measured = "**LIMIT IS WRONG**: " + strings.Join(mine, "; ")
+			}
+		}
+		out = append(out, t)
 	}
 	for _, iv := range rep.Intervals {
 		ms := iv.Milliseconds()
@@ -395,6 +438,13 @@ func (rep *report) markdown() string {
 	p("\n")
 	p("![throughput and p99 latency against the checkpoint interval](chart.png)\n\n")
 
+	if bs := rep.limitBreaches(); len(bs) > 0 {
+		p("> **THE LIMIT IS WRONG.** Exactly-once contenders ran faster than the limit, which is meant to be the fastest consume → produce on this machine; every ratio against it is wrong until it is tuned (bench/cmd/gopipe's limit flags, `-contenders limit@clients=4+linger=5ms,...`):\n")
+		for _, b := range bs {
+			p(">\n> - %s\n", b)
+		}
+		p("\n")
+	}
 	p("## Targets\n\n| target | measured | met |\n|---|---|---|\n")
 	for _, t := range rep.Targets {
 		p("| %s | %s | %s |\n", t.Target, t.Measured, t.Met)
@@ -406,6 +456,7 @@ func (rep *report) markdown() string {
 		p("| contender | interval | throughput (rec/s) | × limit | onceflow / this | p50 ms | p99 ms | max ms | commit every (load / paced) ms | peak RSS MiB | RSS half → end MiB | recovery s | startup s | wall s | output |\n")
 		p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		lim := rep.find("limit", w, 0)
+
 		for _, r := range rep.Results {
 			if r.Workload != w {
 				continue
@@ -429,11 +480,19 @@ func (rep *report) markdown() string {
 			if r.Err != "" {
 				check += "; " + r.Err
 			}
+			tput := num(r.Throughput) + spread(r)
+			if r.FirstWriteS == 0 {
+				tput += " *"
+			}
 			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %.0f | %.0f → %.0f | %s | %.1f | %.1f | %s |\n",
-				r.Contender, iv, num(r.Throughput), xlim, vs, ms(r.P50MS, r.LatencyN), ms(r.P99MS, r.LatencyN), ms(r.MaxMS, r.LatencyN),
+				r.Contender, iv, tput, xlim, vs, ms(r.P50MS, r.LatencyN), ms(r.P99MS, r.LatencyN), ms(r.MaxMS, r.LatencyN),
 				msOrDash(r.CommitLoadMS), msOrDash(r.CommitPacedMS), r.PeakRSSMB, r.HalfRSSMB, r.EndRSSMB, secs(r.RecoveryS), r.StartupS, r.WallS, mdEscape(check))
 		}
 		p("\n")
+		if rep.Options.runs > 1 {
+			p("Every figure is the median of %d runs (the lower median of an even count); the throughput's range over the runs is in brackets. ", rep.Options.runs)
+		}
+		p("Throughput marked * counts from the first visible output less one commit gap: the contender's records carry the input's timestamps, not their write time.\n\n")
 	}
 
 	p("## Ratios\n\nThroughput and p99 of onceflow divided by each contender's, same workload and interval (limit: its only run). Above 1 is better for throughput, below 1 is better for p99.\n\n")
@@ -484,7 +543,7 @@ func (rep *report) markdown() string {
 	p("## How each figure is measured\n\n")
 	p(`Everything is measured from outside the contender, which runs as its own process.
 
-- **throughput**: backlog run. The whole input is in the topic before the contender starts. A read_committed reader of the output counts records; throughput is the output records divided by the time from the first visible poll to the poll that completed the output, plus one commit gap (the median under load, else the configured interval), since the first visible transaction holds about one gap of work. JVM start and group join are excluded (see *startup*: contender start → first visible output; *wall*: contender start → output complete).
+- **throughput**: backlog run. The whole input is in the topic before the contender starts. A read_committed reader of the output counts records; throughput is the output records divided by the time from the contender's first write (the earliest timestamp on its output partitions, read uncommitted) to the poll that completed the output. Contenders whose records carry the input's timestamps (marked *) count from the first visible poll less one commit gap (the median under load, else the configured interval), since the first visible transaction holds about one gap of work; that gap undercounts when several producers' markers interleave on a partition. JVM start and group join are excluded (see *startup*: contender start → first visible output; *wall*: contender start → output complete).
 - **output**: the reader keeps reading for 1 s + the interval after completion; "ok" means exactly the expected number of records and, for the word count, every word's last count equal to its number of occurrences.
 - **p50 / p99 / max latency**: paced run on fresh topics, %d records/s for %s after a warm-up (a marker record to each input partition in turn until every partition's has come out, then 2 s or two intervals more, whichever is longer). Each record's sequence number is its value (copy) or its only word (word count); latency is from the produce call to the poll of a read_committed reader that returned it.
 - **commit every**: median gap between commit markers on an output partition (markers within 30 ms of each other count as one commit), under the backlog and in the paced run. Kafka Streams threads commit on their own timers, so two threads writing one partition can show half the interval.
@@ -502,7 +561,9 @@ Contender settings:
 }
 
 var contenderNotes = map[string]string{
-	"limit":          "bench/cmd/gopipe -mode plain: one franz-go client consumes in a group and produces asynchronously, auto-committed offsets, no transactions; the word count keeps counts in a Go map. What a Go program gets from Kafka with no guarantee: the ceiling.",
+	"limit":          "bench/cmd/gopipe -mode limit -acks all (bench/cmd/gopipe/limit.go, its defaults): the fastest consume → produce measured on this machine without transactions. Consumers assigned directly to the input partitions (no group), split over consumer/producer client pairs; producers idempotent with acks=all like the transactional ones, no compression, linger, batch size and buffer tuned by measurement; the fetched record is produced again (no allocation). The word count uses one pair (one map of counts). Every exactly-once contender must come out at or below it.",
+	"ceiling":        "bench/cmd/gopipe -mode limit -acks leader: the limit with acks=1 and no idempotence (more produce requests in flight): what the broker takes with the weakest durability, above the like-for-like limit.",
+	"pipe":           "bench/cmd/gopipe -mode plain: one franz-go client consumes in a group and produces through as many clients as the others have subtasks, auto-committed offsets, no transactions; the limit until issue 19, when franz-txn ran faster than it.",
 	"franz-txn":      "bench/cmd/gopipe -mode txn: kgo.GroupTransactSession, read_committed, a transaction (records + consumed offsets) committed every interval.",
 	"kstreams":       "bench/streams: processing.guarantee=exactly_once_v2, commit.interval.ms = interval, num.stream.threads = parallelism, statestore.cache.max.bytes=0 so the count emits every update like the others (RocksDB store with changelog, groupBy through a repartition topic).",
 	"flink":          "bench/flink: Flink 2.0.0 local mini cluster in one JVM, flink-connector-kafka 4.0.0-2.0 (kafka-clients 3.9), KafkaSource → keyBy/ValueState (heap) → KafkaSink EXACTLY_ONCE, aligned checkpoints every interval written to files (retained), object reuse on; a restarted process resumes from the newest retained checkpoint.",

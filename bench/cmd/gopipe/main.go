@@ -1,10 +1,16 @@
 // Command gopipe is the Go contender of the benchmark harness
-// (bench/cmd/compare) in two modes:
+// (bench/cmd/compare) in three modes:
 //
-//   - plain: the limit. One franz-go client consumes the input topic in a
-//     consumer group and produces to the output topic, no transactions
-//     (offsets auto-committed, so at-least-once). With -job wordcount it
-//     keeps the counts in a Go map: no state store, no guarantee.
+//   - limit: the fastest consume → produce this machine does without
+//     transactions (limit.go): consumers assigned directly to the input's
+//     partitions (no group), split over -clients consumer/producer pairs,
+//     producers tuned for throughput; -acks all (idempotent) is the
+//     harness's limit, -acks leader (no idempotence) its ceiling.
+//   - plain: one franz-go client consumes the input topic in a consumer
+//     group and produces to the output topic, no transactions (offsets
+//     auto-committed, so at-least-once). With -job wordcount it keeps the
+//     counts in a Go map: no state store, no guarantee. It was the
+//     harness's limit until franz-txn ran faster than it (issue 19).
 //   - txn: exactly-once copy the Kafka Streams way, with franz-go's
 //     GroupTransactSession: consume in a group, produce inside a
 //     transaction, commit the consumed offsets with it every -interval.
@@ -43,10 +49,11 @@ func main() {
 	in := flag.String("in", "", "input topic")
 	out := flag.String("out", "", "output topic")
 	group := flag.String("group", "", "consumer group (and transactional id in txn mode)")
-	mode := flag.String("mode", "plain", "plain | txn")
-	job := flag.String("job", "copy", "copy | wordcount (wordcount only in plain mode)")
+	mode := flag.String("mode", "plain", "limit | plain | txn")
+	job := flag.String("job", "copy", "copy | wordcount (wordcount only in the limit and plain modes)")
 	interval := flag.Duration("interval", time.Second, "txn mode: commit a transaction this often")
-	parallelism := flag.Int("parallelism", 1, "producer clients (plain) or group members (txn)")
+	parallelism := flag.Int("parallelism", 1, "producer clients (plain) or group members (txn); the limit ignores it (-clients)")
+	lo := limitFlags()
 	flag.Parse()
 	if *in == "" || *out == "" || *group == "" {
 		fail(errors.New("-in, -out and -group are required"))
@@ -72,6 +79,8 @@ func main() {
 	}
 	var err error
 	switch {
+	case *mode == "limit":
+		err = limit(ctx, strings.Split(*brokers, ","), *in, *out, *job, lo)
 	case *mode == "plain" && *job == "copy":
 		err = plain(ctx, consumer(0), base, *parallelism, copyRecord)
 	case *mode == "plain" && *job == "wordcount":

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// limitOpts are the settings of -mode limit. Their defaults are the
+// fastest measured on the bench machine (2 shared cores, one local
+// broker; issue 19 §1): see limitFlags for the figures.
+type limitOpts struct {
+	clients      int
+	acks         string // all | leader
+	linger       time.Duration
+	batchBytes   int
+	buffered     int
+	inflight     int
+	partBytes    int
+	compression  string // none | snappy
+	shared       bool
+	partitioning string // keep | hash
+}
+
+// limitFlags registers the flags of -mode limit.
+func limitFlags() *limitOpts {
+	lo := &limitOpts{}
+	flag.IntVar(&lo.clients, "clients", 2, "limit: consumer/producer pairs, each consuming every clients-th input partition (the word count always uses one)")
+	flag.StringVar(&lo.acks, "acks", "all", "limit: all (idempotent producer: the limit) | leader (acks=1, no idempotence: the ceiling)")
+	flag.DurationVar(&lo.linger, "linger", 10*time.Millisecond, "limit: producer linger")
+	flag.IntVar(&lo.batchBytes, "batch-bytes", 1_000_012, "limit: producer batch size cap in bytes (ProducerBatchMaxBytes)")
+	flag.IntVar(&lo.buffered, "buffered", 50_000, "limit: records a producer buffers before Produce blocks (MaxBufferedRecords)")
+	flag.IntVar(&lo.inflight, "inflight", 5, "limit: produce requests in flight per broker with -acks leader (idempotent producers use 5)")
+	flag.IntVar(&lo.partBytes, "fetch-partition-bytes", 1<<20, "limit: bytes fetched per partition per fetch (FetchMaxPartitionBytes)")
+	flag.StringVar(&lo.compression, "compression", "none", "limit: none | snappy (franz-go's default)")
+	flag.BoolVar(&lo.shared, "shared", false, "limit: one client per pair consumes and produces (else a consumer and a producer client)")
+	flag.StringVar(&lo.partitioning, "partitioning", "hash", "limit, copy: keep (a record goes to its input partition's number) | hash (franz-go's default partitioner, by key)")
+	return lo
+}
+
+// producerOpts are the options of a limit producer.
+func (lo *limitOpts) producerOpts(out string) ([]kgo.Opt, error) {
+	opts := []kgo.Opt{
+		kgo.DefaultProduceTopic(out),
+		kgo.ProducerLinger(lo.linger),
+		kgo.ProducerBatchMaxBytes(int32(lo.batchBytes)),
+		kgo.MaxBufferedRecords(lo.buffered),
+	}
+	switch lo.acks {
+	case "all":
+		opts = append(opts, kgo.RequiredAcks(kgo.AllISRAcks()))
+	case "leader":
+		opts = append(opts, kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite(),
+			kgo.MaxProduceRequestsInflightPerBroker(lo.inflight))
+	default:
+		return nil, fmt.Errorf("-acks %q: want all or leader", lo.acks)
+	}
+	switch lo.compression {
+	case "none":
+		opts = append(opts, kgo.ProducerBatchCompression(kgo.NoCompression()))
+	case "snappy":
+		opts = append(opts, kgo.ProducerBatchCompression(kgo.SnappyCompression()))
+	default:
+		return nil, fmt.Errorf("-compression %q: want none or snappy", lo.compression)
+	}
+	switch lo.partitioning {
+	case "keep":
+		opts = append(opts, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	case "hash":
+	default:
+		return nil, fmt.Errorf("-partitioning %q: want keep or hash", lo.partitioning)
+	}
+	return opts, nil
+}
+
+// limit copies (or counts the words of) topic in into topic out as fast
+// as it can, without transactions: it reads in's partitions, splits them
+// over lo.clients pairs of a consumer assigned to its partitions directly
+// (no group, so no join and no rebalance) and a producer, and runs every
+// pair in its own goroutine until ctx ends. It commits no offsets: a
+// restarted limit copies in from its start again (at least once). It
+// returns the first failed fetch or produce.
+func limit(ctx context.Context, brokers []string, in, out, job string, lo *limitOpts) error {
+	if lo.clients < 1 {
+		return fmt.Errorf("-clients %d: must be at least 1", lo.clients)
+	}
+	var f func() transform
+	switch job {
+	case "copy":
+		f = func() transform { return reuseRecord(out) }
+	case "wordcount":
+		// One map: the counts of a word must all come from one counter.
+		f = newCounter
+		lo.clients, lo.partitioning = 1, "hash"
+	default:
+		return fmt.Errorf("-job %q: the limit runs copy or wordcount", job)
+	}
+	popts, err := lo.producerOpts(out)
+	if err != nil {
+		return err
+	}
+	parts, err := partitions(ctx, brokers, in)
+	if err != nil {
+		return err
+	}
+	n := min(lo.clients, len(parts))
+	base := []kgo.Opt{kgo.SeedBrokers(brokers...)}
+	return members(ctx, n, func(i int) error {
+		assigned := map[int32]kgo.Offset{}
+		for j, p := range parts {
+			if j%n == i {
+				assigned[p] = kgo.NewOffset().AtStart()
+			}
+		}
+		copts := []kgo.Opt{
+			kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{in: assigned}),
+			kgo.FetchMaxPartitionBytes(int32(lo.partBytes)),
+		}
+		return limitPair(ctx, base, copts, popts, lo.shared, f())
+	})
+}
+
+// limitPair consumes with one client and produces with another (or with
+// the same one if shared), both with the base options, until ctx ends.
+func limitPair(ctx context.Context, base, consumerOpts, producerOpts []kgo.Opt, shared bool, f transform) error {
+	var cons, prod *kgo.Client
+	var err error
+	if shared {
+		if cons, err = kgo.NewClient(slices.Concat(base, consumerOpts, producerOpts)...); err != nil {
+			return err
+		}
+		prod = cons
+	} else {
+		if cons, err = kgo.NewClient(slices.Concat(base, consumerOpts)...); err != nil {
+			return err
+		}
+		if prod, err = kgo.NewClient(slices.Concat(base, producerOpts)...); err != nil {
+			cons.Close()
+			return err
+		}
+		defer prod.Close()
+	}
+	defer cons.Close()
+	var perr atomic.Pointer[error] // the first failed produce
+	done := func(r *kgo.Record, err error) {
+		if err != nil && ctx.Err() == nil {
+			err = fmt.Errorf("producing to %s/%d: %w", r.Topic, r.Partition, err)
+			perr.CompareAndSwap(nil, &err)
+		}
+	}
+	emit := func(r *kgo.Record) { prod.Produce(ctx, r, done) }
+	for ctx.Err() == nil {
+		fs := cons.PollFetches(ctx)
+		if err := fetchErr(fs); err != nil {
+			return err
+		}
+		fs.EachRecord(func(r *kgo.Record) { f(r, emit) })
+		if err := perr.Load(); err != nil {
+			return *err
+		}
+	}
+	return nil
+}
+
+// reuseRecord produces the fetched record itself to out (its key, value,
+// headers and partition number; a new timestamp): no allocation per
+// record. The fetch does not touch a record once it is returned.
+func reuseRecord(out string) transform {
+	return func(r *kgo.Record, emit func(*kgo.Record)) {
+		r.Topic, r.Timestamp, r.Attrs = out, time.Time{}, kgo.RecordAttrs{}
+		r.ProducerEpoch, r.ProducerID, r.LeaderEpoch, r.Offset = 0, 0, 0, 0
+		emit(r)
+	}
+}
+
+// partitions are the partition numbers of topic, in order.
+func partitions(ctx context.Context, brokers []string, topic string) ([]int32, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	md, err := kadm.NewClient(cl).Metadata(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("metadata of %s: %w", topic, err)
+	}
+	td, ok := md.Topics[topic]
+	if !ok || td.Err != nil || len(td.Partitions) == 0 {
+		return nil, fmt.Errorf("input topic %s: no partitions (%v)", topic, td.Err)
+	}
+	var ps []int32
+	for p := range td.Partitions {
+		ps = append(ps, p)
+	}
+	slices.Sort(ps)
+	return ps, nil
+}
