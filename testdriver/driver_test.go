@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/examples/gowordcount/wordcount"
 	"github.com/onceflow/onceflow/jobs"
 	"github.com/onceflow/onceflow/state"
 	"github.com/onceflow/onceflow/testdriver"
@@ -87,7 +88,7 @@ func TestCrashCatchesStateOutsideCheckpoints(t *testing.T) {
 	for _, p := range []int{1, 3} {
 		t.Run(fmt.Sprintf("parallelism %d", p), func(t *testing.T) {
 			opts := testdriver.Options{Parallelism: p, Partitions: 4}
-			good := testdriver.New(t, counting(func() engine.KeyedProcessFunction[string, string, *kgo.Record] { return &stateCounter{} }), opts)
+			good := testdriver.New(t, wordcount.Dataflow, opts)
 			if err := crashScenario(t, good); err != nil {
 				t.Fatalf("the keyed-state count: %v", err)
 			}
@@ -120,7 +121,7 @@ func TestMapCounterPassesWithoutCrash(t *testing.T) {
 // returns only grows by checkpoints, and a crash before any checkpoint
 // re-reads everything.
 func TestCrashDiscardsUncommittedOutput(t *testing.T) {
-	d := testdriver.New(t, wordCount, testdriver.Options{Pebble: true})
+	d := testdriver.New(t, wordcount.Dataflow, testdriver.Options{Pebble: true})
 	d.Pipe(line("x y"))
 	d.Crash()
 	if got := d.Committed(); len(got) != 0 {

@@ -8,51 +8,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/examples/gowordcount/wordcount"
 	"github.com/onceflow/onceflow/jobs"
-	"github.com/onceflow/onceflow/state"
 	"github.com/onceflow/onceflow/testdriver"
 )
-
-// wordCount is examples/gowordcount's Dataflow: split lines into words,
-// count each word in keyed state, write every new count.
-func wordCount(b *jobs.Builder) error {
-	lines := jobs.Source(b, "source", func(r *kgo.Record) (string, error) { return string(r.Value), nil })
-	words := engine.FlatMap(lines, "split", func(line string, out func(string)) error {
-		for _, w := range strings.Fields(line) {
-			out(w)
-		}
-		return nil
-	})
-	byWord := jobs.KeyBy(b, words, "count", func(w string) string { return w }, state.StringCodec{}, state.StringCodec{})
-	counts := engine.Process(byWord, "count", b.Parallelism(), func() engine.KeyedProcessFunction[string, string, *kgo.Record] {
-		return &stateCounter{}
-	})
-	jobs.Sink(b, counts, "sink")
-	return nil
-}
-
-// stateCounter keeps a word's count in keyed state: checkpointed, and
-// restored after a crash.
-type stateCounter struct{ count *state.ValueState[int64] }
-
-func (c *stateCounter) Open(ctx *engine.KeyedContext) error {
-	var err error
-	c.count, err = state.NewValueState(ctx.Backend(), "count", state.Int64Codec{})
-	return err
-}
-
-func (c *stateCounter) Process(_ *engine.KeyedContext, word, _ string, out func(*kgo.Record)) error {
-	n, _, err := c.count.Value()
-	if err != nil {
-		return err
-	}
-	n++
-	if err := c.count.Update(n); err != nil {
-		return err
-	}
-	out(&kgo.Record{Key: []byte(word), Value: strconv.AppendInt(nil, n, 10)})
-	return nil
-}
 
 // show is records as key=value, space-separated.
 func show(rs []*kgo.Record) string {
@@ -70,7 +29,7 @@ func line(s string) *kgo.Record { return &kgo.Record{Value: []byte(s)} }
 // consumer. A crash loses what was not checkpointed, and the restored job
 // reads it again: the counts go on exactly once.
 func Example() {
-	d := testdriver.New(nil, wordCount, testdriver.Options{})
+	d := testdriver.New(nil, wordcount.Dataflow, testdriver.Options{})
 	defer d.Close()
 
 	d.Pipe(line("to be or"), line("not to be"))
@@ -109,7 +68,7 @@ func ExampleDriver_CheckExactlyOnce() {
 		name string
 		df   jobs.Dataflow
 	}{
-		{"keyed state", wordCount},
+		{"keyed state", wordcount.Dataflow},
 		{"Go map", counting(func() engine.KeyedProcessFunction[string, string, *kgo.Record] { return &mapCounter{} })},
 	} {
 		d := testdriver.New(nil, job.df, testdriver.Options{})

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/onceflow/onceflow/examples/gowordcount/wordcount"
 	"github.com/onceflow/onceflow/runner"
 	"github.com/onceflow/onceflow/testdriver"
 )
@@ -57,7 +58,7 @@ func TestStartKafkaNamesTheAddressWhereNoKafkaAnswers(t *testing.T) {
 	tb := &fatalTB{T: t}
 	start := time.Now()
 	msg := tb.catch(func() {
-		testdriver.StartKafka(tb, runner.Job{Name: "wc", Dataflow: wordCount}, testdriver.KafkaOptions{
+		testdriver.StartKafka(tb, runner.Job{Name: "wc", Dataflow: wordcount.Dataflow}, testdriver.KafkaOptions{
 			Bootstrap: addr, ConnectTimeout: time.Second})
 	})
 	want := "no Kafka answers at " + addr + " (KafkaOptions.Bootstrap)"
@@ -80,7 +81,7 @@ func TestStartKafkaReportsAJobThatEndsWhileStarting(t *testing.T) {
 	defer cluster.Close()
 	tb := &fatalTB{T: t}
 	msg := tb.catch(func() {
-		testdriver.StartKafka(tb, runner.Job{Name: "wc", Dataflow: wordCount}, testdriver.KafkaOptions{
+		testdriver.StartKafka(tb, runner.Job{Name: "wc", Dataflow: wordcount.Dataflow}, testdriver.KafkaOptions{
 			Bootstrap: cluster.ListenAddrs()[0], Set: []string{"checkpoint.interval=soon"}})
 	})
 	for _, want := range []string{"the job ended while starting (exit 2)", "checkpoint.interval"} {
@@ -94,7 +95,7 @@ func TestStartKafkaReportsAJobThatEndsWhileStarting(t *testing.T) {
 // clock's fails the test, saying which option hands the clock over.
 func TestAdvanceProcessingTimeNeedsTheManualClock(t *testing.T) {
 	tb := &fatalTB{T: t}
-	d := testdriver.New(tb, wordCount, testdriver.Options{})
+	d := testdriver.New(tb, wordcount.Dataflow, testdriver.Options{})
 	msg := tb.catch(func() { d.AdvanceProcessingTime(time.Second) })
 	if want := "set Options.ManualProcessingTime"; !strings.Contains(msg, want) {
 		t.Fatalf("AdvanceProcessingTime failed with %q, want it to say %q", msg, want)
@@ -113,7 +114,7 @@ func TestKafkaDriverOnAFakeCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cluster.Close()
-	kd := testdriver.StartKafka(t, runner.Job{Name: "wc", Dataflow: wordCount}, testdriver.KafkaOptions{
+	kd := testdriver.StartKafka(t, runner.Job{Name: "wc", Dataflow: wordcount.Dataflow}, testdriver.KafkaOptions{
 		Bootstrap: cluster.ListenAddrs()[0], Partitions: 2, Set: []string{"job.parallelism=2"}})
 	var in []*kgo.Record
 	produce := func(lines ...string) {

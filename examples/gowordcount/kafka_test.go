@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/onceflow/onceflow/examples/gowordcount/wordcount"
 	"github.com/onceflow/onceflow/internal/testkit/kafkatest"
 	"github.com/onceflow/onceflow/runner"
 	"github.com/onceflow/onceflow/testdriver"
@@ -33,7 +33,7 @@ func TestDataflowOnKafka(t *testing.T) {
 		t.Skip("needs a Kafka cluster (kafkatest.Bootstrap)")
 	}
 	bootstrap := strings.Join(kafkatest.Bootstrap(t), ",")
-	kd := testdriver.StartKafka(t, runner.Job{Name: "gowordcount", Dataflow: Dataflow}, testdriver.KafkaOptions{
+	kd := testdriver.StartKafka(t, runner.Job{Name: "gowordcount", Dataflow: wordcount.Dataflow}, testdriver.KafkaOptions{
 		Bootstrap:  bootstrap,
 		Partitions: 2,
 		Set:        []string{"job.parallelism=2"},
@@ -59,27 +59,7 @@ func TestDataflowOnKafka(t *testing.T) {
 	if path := kd.Stop(); path == "" {
 		t.Fatal("Stop returned no savepoint path")
 	}
-	got := map[string][]int{}
-	for _, r := range kd.Committed() {
-		n, err := strconv.Atoi(string(r.Value))
-		if err != nil {
-			t.Fatalf("committed record %s=%q: not a count", r.Key, r.Value)
-		}
-		got[string(r.Key)] = append(got[string(r.Key)], n)
-	}
-	for w, n := range occurrences {
-		counts := got[w]
-		slices.Sort(counts)
-		want := make([]int, n)
-		for i := range want {
-			want[i] = i + 1
-		}
-		if !slices.Equal(counts, want) {
-			t.Errorf("word %s: committed counts %v, want 1..%d each once", w, counts, n)
-		}
-		delete(got, w)
-	}
-	for w, counts := range got {
-		t.Errorf("word %s: committed counts %v for a word never produced", w, counts)
+	if err := wordcount.CheckCounts(kd.Committed(), occurrences); err != nil {
+		t.Fatal(err)
 	}
 }

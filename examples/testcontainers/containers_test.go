@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,10 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/onceflow/onceflow/engine"
-	"github.com/onceflow/onceflow/jobs"
+	"github.com/onceflow/onceflow/examples/gowordcount/wordcount"
 	"github.com/onceflow/onceflow/runner"
-	"github.com/onceflow/onceflow/state"
 	"github.com/onceflow/onceflow/testdriver"
 )
 
@@ -94,10 +91,12 @@ func TestWordCountExactlyOnceInContainers(t *testing.T) {
 	if st, err := processor.State(ctx); err != nil || st.ExitCode != 0 {
 		t.Fatalf("the processor after docker stop: %+v, %v; want exit 0 (stopped with a savepoint)\n%s", st, err, containerLog(ctx, processor))
 	}
-	checkCounts(t, readCommitted(ctx, t, bootstrap, "counts", total), words)
+	if err := wordcount.CheckCounts(readCommitted(ctx, t, bootstrap, "counts", total), words); err != nil {
+		t.Fatalf("the processor's counts: %v", err)
+	}
 
 	t.Run("in process with testdriver.StartKafka", func(t *testing.T) {
-		kd := testdriver.StartKafka(t, runner.Job{Name: "tc-wordcount", Dataflow: wordCount}, testdriver.KafkaOptions{
+		kd := testdriver.StartKafka(t, runner.Job{Name: "tc-wordcount", Dataflow: wordcount.Dataflow}, testdriver.KafkaOptions{
 			Bootstrap: bootstrap, Partitions: 2, Set: []string{"job.parallelism=2"}})
 		in, _ := kd.Topics()
 		words := produceLines(ctx, t, bootstrap, in, 100)
@@ -107,7 +106,9 @@ func TestWordCountExactlyOnceInContainers(t *testing.T) {
 		}
 		kd.WaitCommitted(n, 2*time.Minute)
 		kd.Stop()
-		checkCounts(t, kd.Committed(), words)
+		if err := wordcount.CheckCounts(kd.Committed(), words); err != nil {
+			t.Fatalf("the Go job's counts: %v", err)
+		}
 	})
 }
 
@@ -249,36 +250,6 @@ func readCommitted(ctx context.Context, t *testing.T, bootstrap, topic string, n
 	return out
 }
 
-// checkCounts fails the test unless the committed counts of every word
-// are 1..n, each once, for the n occurrences words says.
-func checkCounts(t *testing.T, committed []*kgo.Record, words map[string]int) {
-	t.Helper()
-	got := map[string][]int{}
-	for _, r := range committed {
-		n, err := strconv.Atoi(string(r.Value))
-		if err != nil {
-			t.Fatalf("committed %s=%q: not a count", r.Key, r.Value)
-		}
-		got[string(r.Key)] = append(got[string(r.Key)], n)
-	}
-	for w, n := range words {
-		counts := got[w]
-		slices.Sort(counts)
-		want := make([]int, n)
-		for i := range want {
-			want[i] = i + 1
-		}
-		if !slices.Equal(counts, want) {
-			t.Errorf("word %s: committed counts %v, want 1..%d each once", w, counts, n)
-		}
-	}
-	for w := range got {
-		if _, ok := words[w]; !ok {
-			t.Errorf("word %s: committed counts %v, never produced", w, got[w])
-		}
-	}
-}
-
 // containerLog is the container's log, for a failure.
 func containerLog(ctx context.Context, c testcontainers.Container) string {
 	rc, err := c.Logs(ctx)
@@ -288,42 +259,4 @@ func containerLog(ctx context.Context, c testcontainers.Container) string {
 	defer rc.Close()
 	b, _ := io.ReadAll(rc)
 	return string(b)
-}
-
-// wordCount is a Go job's dataflow: the running word count, as the
-// processor's wordcount job writes it.
-func wordCount(b *jobs.Builder) error {
-	lines := jobs.Source(b, "source", func(r *kgo.Record) (string, error) { return string(r.Value), nil })
-	words := engine.FlatMap(lines, "split", func(line string, out func(string)) error {
-		for _, w := range strings.Fields(line) {
-			out(w)
-		}
-		return nil
-	})
-	byWord := jobs.KeyBy(b, words, "count", func(w string) string { return w }, state.StringCodec{}, state.StringCodec{})
-	jobs.Sink(b, engine.Process(byWord, "count", b.Parallelism(), func() engine.KeyedProcessFunction[string, string, *kgo.Record] {
-		return &counter{}
-	}), "sink")
-	return nil
-}
-
-// counter keeps a word's count in keyed state.
-type counter struct{ n *state.ValueState[int64] }
-
-func (c *counter) Open(ctx *engine.KeyedContext) error {
-	var err error
-	c.n, err = state.NewValueState(ctx.Backend(), "count", state.Int64Codec{})
-	return err
-}
-
-func (c *counter) Process(_ *engine.KeyedContext, w, _ string, out func(*kgo.Record)) error {
-	n, _, err := c.n.Value()
-	if err != nil {
-		return err
-	}
-	if err := c.n.Update(n + 1); err != nil {
-		return err
-	}
-	out(&kgo.Record{Key: []byte(w), Value: strconv.AppendInt(nil, n+1, 10)})
-	return nil
 }

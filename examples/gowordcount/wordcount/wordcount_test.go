@@ -1,4 +1,4 @@
-package main
+package wordcount_test
 
 import (
 	"fmt"
@@ -8,13 +8,14 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/onceflow/onceflow/examples/gowordcount/wordcount"
 	"github.com/onceflow/onceflow/testdriver"
 )
 
 // The Dataflow unit-tested in memory with package testdriver: lines in,
 // a checkpoint, the counts the sink committed.
 func ExampleDataflow() {
-	d := testdriver.New(nil, Dataflow, testdriver.Options{})
+	d := testdriver.New(nil, wordcount.Dataflow, testdriver.Options{})
 	defer d.Close()
 	d.Pipe(&kgo.Record{Value: []byte("the cat")}, &kgo.Record{Value: []byte("the dog")})
 	d.Checkpoint()
@@ -32,7 +33,7 @@ func ExampleDataflow() {
 // three subtasks over six partitions, and checks that the committed
 // counts are exactly those of the input.
 func TestDataflowExactlyOnceAcrossCrashes(t *testing.T) {
-	d := testdriver.New(t, Dataflow, testdriver.Options{Parallelism: 3, Partitions: 6, Pebble: true})
+	d := testdriver.New(t, wordcount.Dataflow, testdriver.Options{Parallelism: 3, Partitions: 6, Pebble: true})
 	for i := range 60 {
 		d.Pipe(&kgo.Record{Partition: int32(i % 6), Value: []byte(fmt.Sprintf("w%d w%d", i%7, i%4))})
 		switch i {
