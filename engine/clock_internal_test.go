@@ -3,48 +3,28 @@ package engine
 import (
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/onceflow/onceflow/internal/manualclock"
 )
 
-// manualClock is a Clock whose time moves only when the test advances it;
-// After's channel fires when the time reaches its instant. armed receives
-// every delay After is asked for, so that a test can wait until a loop
-// armed its timer before advancing.
+// manualClock is a manualclock.Clock from clockStart whose After also
+// sends every delay it is asked for to armed, so that a test can wait
+// until a loop armed its timer before advancing.
 type manualClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []clockWaiter
-	armed   chan time.Duration
-}
-
-type clockWaiter struct {
-	at time.Time
-	ch chan time.Time
+	*manualclock.Clock
+	armed chan time.Duration
 }
 
 var clockStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func newManualClock() *manualClock {
-	return &manualClock{now: clockStart, armed: make(chan time.Duration, 1024)}
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
+	return &manualClock{Clock: manualclock.New(clockStart), armed: make(chan time.Duration, 1024)}
 }
 
 func (c *manualClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-	} else {
-		c.waiters = append(c.waiters, clockWaiter{at: c.now.Add(d), ch: ch})
-	}
+	ch := c.Clock.After(d)
 	select {
 	case c.armed <- d:
 	default:
@@ -55,20 +35,7 @@ func (c *manualClock) After(d time.Duration) <-chan time.Time {
 // set moves the time to clockStart+at (forward only) and fires the
 // timers due.
 func (c *manualClock) set(at time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if t := clockStart.Add(at); t.After(c.now) {
-		c.now = t
-	}
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if w.at.After(c.now) {
-			kept = append(kept, w)
-			continue
-		}
-		w.ch <- c.now
-	}
-	c.waiters = kept
+	c.Advance(max(clockStart.Add(at).Sub(c.Now()), 0))
 }
 
 // timerHarness is a coordinator on a manual clock with one source,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/manualclock"
 	"github.com/onceflow/onceflow/internal/statebackend"
 	"github.com/onceflow/onceflow/state"
 )
@@ -189,56 +190,6 @@ func TestEventTimeTimersFireWhenTheWatermarkPasses(t *testing.T) {
 	}
 }
 
-// manualClock is an engine.Clock that moves only when advanced; After
-// fires once the time reaches its instant.
-type manualClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []manualWaiter
-}
-
-type manualWaiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newManualClock() *manualClock {
-	return &manualClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *manualClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-	} else {
-		c.waiters = append(c.waiters, manualWaiter{at: c.now.Add(d), ch: ch})
-	}
-	return ch
-}
-
-func (c *manualClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if w.at.After(c.now) {
-			kept = append(kept, w)
-			continue
-		}
-		w.ch <- c.now
-	}
-	c.waiters = kept
-}
-
 // waitUntil polls cond until it holds, failing after 20s with what.
 func waitUntil(t *testing.T, done <-chan error, what func() string, cond func() bool) {
 	t.Helper()
@@ -258,7 +209,7 @@ func waitUntil(t *testing.T, done <-chan error, what func() string, cond func() 
 // before; a deleted one does not fire; what OnTimer emits for one carries
 // NoTimestamp.
 func TestProcessingTimeTimersFireOnTheClock(t *testing.T) {
-	clock := newManualClock()
+	clock := manualclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	var parts [][]event
 	for sub := range 2 {
 		var part []event
@@ -285,11 +236,11 @@ func TestProcessingTimeTimersFireOnTheClock(t *testing.T) {
 		t.Fatalf("%d processing-time timers fired before the clock moved", len(fs))
 	}
 	start := clock.Now().UnixMilli()
-	clock.advance(999 * time.Millisecond)
-	clock.advance(time.Millisecond)
+	clock.Advance(999 * time.Millisecond)
+	clock.Advance(time.Millisecond)
 	waitUntil(t, done, func() string { return fmt.Sprintf("%d timers fired", len(spy.firings())) },
 		func() bool { return len(spy.firings()) == 80 })
-	clock.advance(time.Second)
+	clock.Advance(time.Second)
 	// The odd keys' second timers; the even keys' were deleted.
 	waitUntil(t, done, func() string { return fmt.Sprintf("%d timers fired", len(spy.firings())) },
 		func() bool { return len(spy.firings()) == 120 })

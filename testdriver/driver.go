@@ -19,6 +19,7 @@ import (
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/manualclock"
 	"github.com/onceflow/onceflow/internal/statebackend"
 	"github.com/onceflow/onceflow/jobs"
 	"github.com/onceflow/onceflow/state"
@@ -95,7 +96,11 @@ type Driver struct {
 	rm   bool // dir is the driver's own (a nil t): Close removes it
 	w    *world
 
-	clock *manualClock // Options.ManualProcessingTime, else nil
+	// clock is the processing time with Options.ManualProcessingTime,
+	// else nil: it moves only in AdvanceProcessingTime, which fills the
+	// channels of the timers it reaches before it returns, and the engine
+	// fires a subtask's due timers before its next input.
+	clock *manualclock.Clock
 
 	job    *engine.Job
 	cancel context.CancelFunc
@@ -141,7 +146,7 @@ func New(t TB, df jobs.Dataflow, opts Options) *Driver {
 		if start.IsZero() {
 			start = time.Now().Truncate(time.Millisecond)
 		}
-		d.clock = newManualClock(start)
+		d.clock = manualclock.New(start)
 	}
 	if t != nil {
 		d.dir = t.TempDir()
@@ -196,7 +201,7 @@ func (d *Driver) start() error {
 		Logger:            d.opts.Logger,
 	}
 	if d.clock != nil {
-		d.clock.forget() // the previous job's wake-ups, if any
+		d.clock.Forget() // the previous job's wake-ups, if any
 		opts.ProcessingClock = d.clock
 	}
 	j := engine.NewJob(d.opts.Name, opts)
@@ -405,7 +410,7 @@ func (d *Driver) AdvanceProcessingTime(dur time.Duration) {
 	if err := d.checkpoint(); err != nil {
 		d.fatalf("AdvanceProcessingTime(%s): the checkpoint before moving the clock: %v", dur, err)
 	}
-	d.clock.advance(dur)
+	d.clock.Advance(dur)
 	if err := d.checkpoint(); err != nil {
 		d.fatalf("AdvanceProcessingTime(%s): the checkpoint after the timers fired: %v", dur, err)
 	}

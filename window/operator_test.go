@@ -16,6 +16,7 @@ import (
 
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/manualclock"
 	"github.com/onceflow/onceflow/internal/statebackend"
 	"github.com/onceflow/onceflow/state"
 )
@@ -351,53 +352,6 @@ func TestApplySeesEveryRecord(t *testing.T) {
 	}
 }
 
-// manualClock is the job's processing-time clock in the test: it moves
-// only when Advance says.
-type manualClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []clockWaiter
-}
-
-type clockWaiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *manualClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	at := c.now.Add(d)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, clockWaiter{at, ch})
-	return ch
-}
-
-func (c *manualClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if !w.at.After(c.now) {
-			w.ch <- c.now
-			continue
-		}
-		kept = append(kept, w)
-	}
-	c.waiters = kept
-}
-
 // chanSource reads events from a channel until it is closed.
 type chanSource chan event
 
@@ -426,7 +380,7 @@ func (chanSource) Close() error                                          { retur
 func TestProcessingTimeWindowsFollowTheClock(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	clock := &manualClock{now: time.UnixMilli(10_000)}
+	clock := manualclock.New(time.UnixMilli(10_000))
 	storage, err := dirstore.NewFileStorage(t.TempDir(), "proc", dirstore.StorageOptions{Retained: 1})
 	if err != nil {
 		t.Fatal(err)
