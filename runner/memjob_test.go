@@ -269,9 +269,22 @@ func (m *memJob) build(_ context.Context, cfg *config.Config, env jobs.Env) (*jo
 		AllowNonRestoredState: env.AllowNonRestoredState,
 		Logger:                env.Logger,
 	})
-	p := cfg.Job.Parallelism
+	m.graph(j, cfg.Job.Parallelism, nil, nil)
+	return &jobs.Built{Job: j, Stats: func() jobs.Stats { return m.sink.stats(m.src) }}, nil
+}
+
+// graph adds the word count to j, every operator with parallelism p:
+// m's source, split, the count by word, a map named format when format
+// is not nil, and m's sink. split calls check first, when not nil, for
+// every line: an error it returns fails the attempt.
+func (m *memJob) graph(j *engine.Job, p int, check func() error, format func(wordCount) (wordCount, error)) {
 	lines := engine.FromSource(j, "source", p, engine.Source[string](m.src))
 	words := engine.FlatMap(lines, "split", func(line string, out func(wordCount)) error {
+		if check != nil {
+			if err := check(); err != nil {
+				return err
+			}
+		}
 		for _, w := range strings.Fields(line) {
 			out(wordCount{Word: w, Count: 1})
 		}
@@ -281,6 +294,8 @@ func (m *memJob) build(_ context.Context, cfg *config.Config, env jobs.Env) (*jo
 	counts := engine.Reduce(keyed, "count", p, state.JSONCodec[wordCount]{}, func(acc, v wordCount) (wordCount, error) {
 		return wordCount{Word: v.Word, Count: acc.Count + v.Count}, nil
 	})
+	if format != nil {
+		counts = engine.Map(counts, "format", format)
+	}
 	engine.SinkTo(counts, "sink", p, engine.Sink[wordCount](m.sink))
-	return &jobs.Built{Job: j, Stats: func() jobs.Stats { return m.sink.stats(m.src) }}, nil
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/jobs"
-	"github.com/onceflow/onceflow/state"
 )
 
 // chromiumPath is Debian's chromium, which scripts/install-chromium.sh
@@ -92,30 +91,19 @@ func webuiJob(m *memJob, failNow chan struct{}, slow *atomic.Bool) func(context.
 			Storage:    storage,
 			Logger:     env.Logger,
 		})
-		p := cfg.Job.Parallelism
-		lines := engine.FromSource(j, "source", p, engine.Source[string](m.src))
-		words := engine.FlatMap(lines, "split", func(line string, out func(wordCount)) error {
+		m.graph(j, cfg.Job.Parallelism, func() error {
 			select {
 			case <-failNow:
 				return errors.New("split: injected failure")
 			default:
+				return nil
 			}
-			for _, w := range strings.Fields(line) {
-				out(wordCount{Word: w, Count: 1})
-			}
-			return nil
-		})
-		keyed := engine.KeyBy(words, func(w wordCount) string { return w.Word }, state.StringCodec{})
-		counts := engine.Reduce(keyed, "count", p, state.JSONCodec[wordCount]{}, func(acc, v wordCount) (wordCount, error) {
-			return wordCount{Word: v.Word, Count: acc.Count + v.Count}, nil
-		})
-		formatted := engine.Map(counts, "format", func(wc wordCount) (wordCount, error) {
+		}, func(wc wordCount) (wordCount, error) {
 			if slow.Load() {
 				time.Sleep(3 * time.Millisecond)
 			}
 			return wc, nil
 		})
-		engine.SinkTo(formatted, "sink", p, engine.Sink[wordCount](m.sink))
 		return &jobs.Built{Job: j, Stats: func() jobs.Stats { return m.sink.stats(m.src) }}, nil
 	}
 }
