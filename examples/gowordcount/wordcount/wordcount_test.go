@@ -57,3 +57,19 @@ func TestDataflowExactlyOnceAcrossCrashes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// CheckCounts passes the counts 1..n of every word, in any order, and
+// names each word whose counts repeat or miss one, and each word never
+// produced.
+func TestCheckCounts(t *testing.T) {
+	rec := func(w, n string) *kgo.Record { return &kgo.Record{Key: []byte(w), Value: []byte(n)} }
+	if err := wordcount.CheckCounts([]*kgo.Record{rec("b", "1"), rec("a", "2"), rec("a", "1")}, map[string]int{"a": 2, "b": 1}); err != nil {
+		t.Fatalf("exactly-once counts refused: %v", err)
+	}
+	err := wordcount.CheckCounts([]*kgo.Record{rec("a", "1"), rec("a", "1"), rec("c", "1")}, map[string]int{"a": 2, "b": 1})
+	for _, want := range []string{"word a: committed counts [1 1], want 1..2", "word b: committed counts [], want 1..1", "word c: committed counts [1] for a word never produced"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("CheckCounts: %v; want it to say %q", err, want)
+		}
+	}
+}
