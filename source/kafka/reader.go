@@ -243,7 +243,18 @@ type Reader struct {
 	// every snapshot; a topic missing here has no id (an old cluster).
 	ids      map[string]kadm.TopicID
 	assigned map[Partition]bool
-	buf      []*kgo.Record
+	// buf holds the records of the last poll; Next returns buf[head]
+	// next. runs are buf's runs of records of one partition (a poll
+	// brings each partition's records together), for pending.
+	buf  []*kgo.Record
+	head int
+	runs []bufRun
+	// cur is the position after the last record Next returned, not yet
+	// written to next, epochs and unread: Next writes it when it moves to
+	// another partition, and sync before anything reads those maps, so
+	// that a run of records of one partition costs no map write per
+	// record.
+	cur position
 
 	lastDiscovery time.Time
 	// discoveryFailing and fetchFailing are when (on the tracker's
@@ -270,6 +281,42 @@ type Reader struct {
 	// commitFailing is set once a group commit failed, so that the
 	// warning is not repeated at every checkpoint until one succeeds.
 	commitFailing bool
+}
+
+// bufRun is a run of buffered records of partition p, up to index end
+// (exclusive) of Reader.buf.
+type bufRun struct {
+	p   Partition
+	end int
+}
+
+// position is the next offset of partition p and the leader epoch of the
+// record before it; set says it is still to be written (Reader.sync).
+type position struct {
+	p     Partition
+	next  int64
+	epoch int32
+	set   bool
+}
+
+// sync writes the position of the last record Next returned to next,
+// epochs and unread. Every reader of those maps calls it first.
+func (r *Reader) sync() {
+	if !r.cur.set {
+		return
+	}
+	p := r.cur.p
+	r.next[p] = r.cur.next
+	r.epochs[p] = r.cur.epoch
+	delete(r.unread, p)
+	r.cur.set = false
+}
+
+// positions returns the next offset of every assigned partition (the
+// Reader's own map: the caller must not keep or change it).
+func (r *Reader) positions() map[Partition]int64 {
+	r.sync()
+	return r.next
 }
 
 // OpenReader assigns the subtask its partitions and positions them: at the
@@ -900,7 +947,8 @@ func comparePartitions(a, b Partition) int {
 // Next, naming the partition, unless it says the cluster is away; those
 // fail it only once the outage has lasted the tolerance.
 func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
-	for len(r.buf) == 0 {
+	for r.head >= len(r.buf) {
+		r.sync()
 		if err := r.discover(ctx); err != nil {
 			return nil, false, err
 		}
@@ -910,7 +958,7 @@ func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
 		if err := r.take(ctx, r.cl.PollFetches(ctx)); err != nil {
 			return nil, false, err
 		}
-		if len(r.buf) == 0 {
+		if r.head >= len(r.buf) {
 			if err := r.probeIfIdle(ctx); err != nil {
 				return nil, false, err
 			}
@@ -919,13 +967,13 @@ func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
 			}
 		}
 	}
-	rec := r.buf[0]
-	r.buf[0] = nil
-	r.buf = r.buf[1:]
-	p := Partition{Topic: rec.Topic, Partition: rec.Partition}
-	r.next[p] = rec.Offset + 1
-	r.epochs[p] = rec.LeaderEpoch
-	delete(r.unread, p)
+	rec := r.buf[r.head]
+	r.buf[r.head] = nil
+	r.head++
+	if r.cur.set && (r.cur.p.Partition != rec.Partition || r.cur.p.Topic != rec.Topic) {
+		r.sync()
+	}
+	r.cur = position{p: Partition{Topic: rec.Topic, Partition: rec.Partition}, next: rec.Offset + 1, epoch: rec.LeaderEpoch, set: true}
 	return rec, true, nil
 }
 
@@ -943,6 +991,12 @@ func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
 // change, has the topic's id checked (checkTopicID) before it counts as
 // an outage.
 func (r *Reader) take(ctx context.Context, fs kgo.Fetches) error {
+	r.sync()
+	if r.head >= len(r.buf) {
+		// Everything buffered was read: the buffer's room is reused.
+		clear(r.buf)
+		r.buf, r.head, r.runs = r.buf[:0], 0, r.runs[:0]
+	}
 	var ferr error
 	away := false
 	lost := map[Partition]error{}
@@ -974,10 +1028,16 @@ func (r *Reader) take(ctx context.Context, fs kgo.Fetches) error {
 		return ferr
 	}
 	n := len(r.buf)
-	fs.EachRecord(func(rec *kgo.Record) {
-		if _, ok := lost[Partition{rec.Topic, rec.Partition}]; !ok {
-			r.buf = append(r.buf, rec)
+	fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
+		if len(ftp.Records) == 0 {
+			return
 		}
+		p := Partition{ftp.Topic, ftp.Partition}
+		if _, ok := lost[p]; ok {
+			return
+		}
+		r.buf = append(r.buf, ftp.Records...)
+		r.runs = append(r.runs, bufRun{p: p, end: len(r.buf)})
 	})
 	if len(r.buf) > n && !away {
 		r.fetchFailing = time.Time{}
@@ -1114,7 +1174,7 @@ func (r *Reader) failingSince(since time.Time) time.Time {
 // SnapshotState returns the next offset of every partition the subtask
 // owns, as its entries of checkpoint id.
 func (r *Reader) SnapshotState(checkpointID int64) ([][]byte, error) {
-	snap := maps.Clone(r.next)
+	snap := maps.Clone(r.positions())
 	r.snapshots[checkpointID] = snap
 	out := make([][]byte, 0, len(snap))
 	for _, p := range slices.SortedFunc(maps.Keys(snap), comparePartitions) {
@@ -1225,20 +1285,16 @@ func (r *Reader) purge(ctx context.Context, id int64, snap map[Partition]int64) 
 
 // pending returns the partitions with records fetched and not returned by
 // Next yet (nil when none): the partitions a backlog keeps waiting. It
-// reads the whole buffer; the watermark calls it every interval, not per
-// record.
+// reads the buffer's runs, not its records.
 func (r *Reader) pending() map[Partition]bool {
-	if len(r.buf) == 0 {
+	if r.head >= len(r.buf) {
 		return nil
 	}
 	out := map[Partition]bool{}
-	var last Partition
-	for i, rec := range r.buf {
-		if i > 0 && rec.Partition == last.Partition && rec.Topic == last.Topic {
-			continue
+	for _, run := range r.runs {
+		if run.end > r.head {
+			out[run.p] = true
 		}
-		last = Partition{Topic: rec.Topic, Partition: rec.Partition}
-		out[last] = true
 	}
 	return out
 }

@@ -278,7 +278,7 @@ func (sr *sourceReader[T]) decode(rec *kgo.Record) (T, error) {
 // idle, on ReaderOptions.Now; idle when all are, or there are none.
 func (sr *sourceReader[T]) CurrentWatermark() (int64, bool) {
 	now := sr.r.opts.Now()
-	for p := range sr.r.next {
+	for p := range sr.r.positions() {
 		sr.wms.assign(p, now)
 	}
 	return sr.wms.current(now, sr.r.pending())
@@ -337,7 +337,7 @@ func (sr *sourceReader[T]) Close() error {
 // is still busy with earlier ones.
 func (sr *sourceReader[T]) requestLag() {
 	select {
-	case sr.lagReq <- maps.Clone(sr.r.next):
+	case sr.lagReq <- maps.Clone(sr.r.positions()):
 		sr.lastLag = time.Now()
 	default:
 	}
