@@ -470,23 +470,28 @@ func (st *subtask) runSource(ctx context.Context) error {
 				return err
 			}
 		}
-		select {
-		case b := <-st.triggers:
-			if err := st.checkpoint(ctx, b); err != nil {
-				return err
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		// A select per record cost more than the rest of the loop: the
+		// queues' lengths say whether one is worth it.
+		if len(st.triggers) > 0 || len(st.wake) > 0 {
+			select {
+			case b := <-st.triggers:
+				if err := st.checkpoint(ctx, b); err != nil {
+					return err
+				}
+				if b.stop {
+					st.stoppedAt = b.id
+				}
+				continue
+			case <-st.wake:
+				if err := st.handleNotifications(ctx); err != nil {
+					return err
+				}
+				continue
+			default:
 			}
-			if b.stop {
-				st.stoppedAt = b.id
-			}
-			continue
-		case <-st.wake:
-			if err := st.handleNotifications(ctx); err != nil {
-				return err
-			}
-			continue
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
 		}
 		if finished || st.stoppedAt > 0 {
 			select {
