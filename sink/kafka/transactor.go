@@ -75,6 +75,25 @@ type slot struct {
 
 	mu      sync.Mutex
 	produce error // the first failed produce of the running transaction
+	// produced is the promise of every record Write produces on the
+	// slot's client: one function per slot, not a closure per record.
+	produced func(*kgo.Record, error)
+}
+
+// newSlot returns the slot of transactional id id.
+func newSlot(id string) *slot {
+	s := &slot{id: id}
+	s.produced = func(r *kgo.Record, err error) {
+		if err == nil {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.produce == nil {
+			s.produce = fmt.Errorf("producing to %s/%d: %w", r.Topic, r.Partition, err)
+		}
+	}
+	return s
 }
 
 // Transactor writes a subtask's records into Kafka transactions and commits
@@ -104,6 +123,11 @@ type Transactor struct {
 	side  *kgo.Client
 	slots []*slot
 	next  int
+	// writing is the slot Write wrote to last: the slot of the open
+	// transaction, found without a lock and a search per record. Only
+	// the subtask's goroutine (Write) uses it; a slot, once made, keeps
+	// its id.
+	writing *slot
 
 	// mu guards the slots' busy and held flags, clients, producer ids and
 	// epochs where Commit (on twophase's committer goroutine) and the
@@ -158,7 +182,7 @@ func NewTransactor(ctx context.Context, subtask int, opts TransactorOptions) (*T
 	}
 	t := &Transactor{opts: opts, subtask: subtask, version: version, outage: opts.Outage, side: side}
 	for i := range opts.Slots {
-		t.slots = append(t.slots, &slot{id: TransactionalID(opts.Prefix, subtask, i)})
+		t.slots = append(t.slots, newSlot(TransactionalID(opts.Prefix, subtask, i)))
 	}
 	return t, nil
 }
@@ -335,7 +359,7 @@ func (t *Transactor) newClient(s *slot) (*kgo.Client, error) {
 // grow adds slots up to n in all (t.mu held) and returns the last one.
 func (t *Transactor) grow(n int) *slot {
 	for len(t.slots) < n {
-		t.slots = append(t.slots, &slot{id: TransactionalID(t.opts.Prefix, t.subtask, len(t.slots))})
+		t.slots = append(t.slots, newSlot(TransactionalID(t.opts.Prefix, t.subtask, len(t.slots))))
 	}
 	return t.slots[n-1]
 }
@@ -356,20 +380,15 @@ func (t *Transactor) drop(s *slot) {
 // Write produces rec inside txn. Produce results arrive asynchronously; the
 // first failure is kept and fails the pre-commit.
 func (t *Transactor) Write(ctx context.Context, txn Txn, rec *kgo.Record) error {
-	s := t.find(txn.TransactionalID)
+	s := t.writing
+	if s == nil || s.id != txn.TransactionalID {
+		s = t.find(txn.TransactionalID)
+		t.writing = s
+	}
 	if s == nil || !s.busy || s.client == nil {
 		return fmt.Errorf("kafka sink: write into %s, which has no running transaction", txn)
 	}
-	s.client.Produce(ctx, rec, func(r *kgo.Record, err error) {
-		if err == nil {
-			return
-		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.produce == nil {
-			s.produce = fmt.Errorf("producing to %s/%d: %w", r.Topic, r.Partition, err)
-		}
-	})
+	s.client.Produce(ctx, rec, s.produced)
 	return nil
 }
 
