@@ -36,7 +36,13 @@ func ParseOnDecodeError(s string) (OnDecodeError, error) {
 	return "", fmt.Errorf("unknown on_decode_error policy %q (fail, skip, dead_letter)", s)
 }
 
-// Decoder turns a Kafka record into a value of the job's input type.
+// Decoder turns a Kafka record into a value of the job's input type. A
+// source without a SourceOptions.Timestamp function reads nothing of the
+// record after a successful decode, so there the decoder may reuse it (as
+// the value it returns, say); with one, the record goes to that function
+// after Decode and must be left as it is. After a failure the source
+// reads the record's topic, partition, offset, key, value, headers and
+// timestamp to report it.
 type Decoder[T any] func(*kgo.Record) (T, error)
 
 // DecodeError is a record that could not be decoded. Under DecodeFail it is

@@ -256,12 +256,15 @@ func (sr *sourceReader[T]) NextTimestamped(ctx context.Context) (T, int64, bool,
 // then the record's event timestamp, kept with its partition for
 // NextTimestamped. A failure of either is a decode failure.
 func (sr *sourceReader[T]) decode(rec *kgo.Record) (T, error) {
+	f := sr.src.opts.Timestamp
+	// Read before Decode, which may reuse rec (Decoder); with a Timestamp
+	// function, rec goes to it after Decode, so Decode must leave it be.
+	ts, part := rec.Timestamp.UnixMilli(), Partition{Topic: rec.Topic, Partition: rec.Partition}
 	v, err := sr.src.opts.Decode(rec)
 	if err != nil {
 		return v, err
 	}
-	ts := rec.Timestamp.UnixMilli()
-	if f := sr.src.opts.Timestamp; f != nil {
+	if f != nil {
 		t, err := f(rec, v)
 		if err != nil {
 			var zero T
@@ -269,7 +272,7 @@ func (sr *sourceReader[T]) decode(rec *kgo.Record) (T, error) {
 		}
 		ts = t.UnixMilli()
 	}
-	sr.ts, sr.part = ts, Partition{Topic: rec.Topic, Partition: rec.Partition}
+	sr.ts, sr.part = ts, part
 	return v, nil
 }
 
