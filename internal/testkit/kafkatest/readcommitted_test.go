@@ -59,7 +59,18 @@ func TestReadCommittedBehindAnInterleavedAbort(t *testing.T) {
 		t.Fatalf("ReadCommitted took %s", took)
 	}
 	end(b, kgo.TryCommit)
-	if got := ReadCommitted(t, seeds, topic); len(got) != 2 {
-		t.Fatalf("after the open transaction committed: %d records, want 2", len(got))
+	// EndTransaction returns once the coordinator has decided the commit;
+	// it writes the commit marker, and so moves the partition's LSO past
+	// the transaction, a moment later. The record shows up then.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := ReadCommitted(t, seeds, topic)
+		if len(got) == 2 {
+			break
+		}
+		if len(got) != 1 || time.Now().After(deadline) {
+			t.Fatalf("after the open transaction committed: %d records, want 2", len(got))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
