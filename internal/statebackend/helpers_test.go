@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/internal/savepoint"
+	"github.com/onceflow/onceflow/internal/testerr"
 	"github.com/onceflow/onceflow/state"
 )
 
@@ -191,21 +191,9 @@ func (w *workload) apply(t testing.TB, b state.KeyedBackend, n, round int) {
 	}
 }
 
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
+func must(t testing.TB, err error) { t.Helper(); testerr.Must(t, err) }
 
 func wantErrContains(t testing.TB, err error, parts ...string) {
 	t.Helper()
-	if err == nil {
-		t.Fatalf("want an error containing %q, got nil", parts)
-	}
-	for _, p := range parts {
-		if !strings.Contains(err.Error(), p) {
-			t.Fatalf("error %q does not contain %q", err, p)
-		}
-	}
+	testerr.Contains(t, err, parts...)
 }

@@ -2,11 +2,11 @@ package dirstore
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
+	"github.com/onceflow/onceflow/internal/testerr"
 )
 
 // maxParallelism is the key groups of the tests' operators (the
@@ -29,21 +29,9 @@ func completeOne(t testing.TB, st checkpoint.Storage, uid string, id int64, save
 	return md
 }
 
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
+func must(t testing.TB, err error) { t.Helper(); testerr.Must(t, err) }
 
 func wantErrContains(t testing.TB, err error, parts ...string) {
 	t.Helper()
-	if err == nil {
-		t.Fatalf("want an error containing %q, got nil", parts)
-	}
-	for _, p := range parts {
-		if !strings.Contains(err.Error(), p) {
-			t.Fatalf("error %q does not contain %q", err, p)
-		}
-	}
+	testerr.Contains(t, err, parts...)
 }
