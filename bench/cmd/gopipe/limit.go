@@ -28,19 +28,39 @@ type limitOpts struct {
 	partitioning string // keep | hash
 }
 
-// limitFlags registers the flags of -mode limit.
+// limitFlags registers the flags of -mode limit. The defaults are the
+// fastest of what was measured on 2026-12-03 (go run ./bench/cmd/compare
+// -records 1000000 -runs 3 -workloads copy -paced=false -contenders
+// limit@k=v+...: medians of 3 runs in records/s, each against the plain
+// limit, with the earlier defaults, in the same run;
+// bench/results/limit-check/tuning.md has the tables). Other work loaded
+// the machine (load average 6 to 23 on 2 cores): the absolute figures are
+// low and one setting alone moved by tens of percent between rounds.
+//   - keep partitioning, 200,000 buffered records and 4 MiB per partition
+//     fetch together: 317k (288k–327k) against 216k (205k–262k), the one
+//     change whose range cleared the old defaults'; alone in an earlier
+//     round, 200,000 buffered 360k and 4 MiB fetch 360k against 240k, and
+//     keep 416k against 240k in one round but 0.86× and 0.90× in two
+//     others;
+//   - 1, 2 and 4 clients with those three: 319k, 317k, 297k, within
+//     noise: 2, as many as the contenders' parallelism (8 was 241k against
+//     288k with the earlier defaults);
+//   - linger 2 ms and 50 ms as 10 ms (314k, 318k); batches of 256 KiB
+//     slower than 1 MB (234k; 1 MB is the topic's max.message.bytes);
+//     snappy slower than none (222k against 288k); one shared client per
+//     pair no faster than two (302k against 288k; 299k with keep).
 func limitFlags() *limitOpts {
 	lo := &limitOpts{}
 	flag.IntVar(&lo.clients, "clients", 2, "limit: consumer/producer pairs, each consuming every clients-th input partition (the word count always uses one)")
 	flag.StringVar(&lo.acks, "acks", "all", "limit: all (idempotent producer: the limit) | leader (acks=1, no idempotence: the ceiling)")
 	flag.DurationVar(&lo.linger, "linger", 10*time.Millisecond, "limit: producer linger")
 	flag.IntVar(&lo.batchBytes, "batch-bytes", 1_000_012, "limit: producer batch size cap in bytes (ProducerBatchMaxBytes)")
-	flag.IntVar(&lo.buffered, "buffered", 50_000, "limit: records a producer buffers before Produce blocks (MaxBufferedRecords)")
+	flag.IntVar(&lo.buffered, "buffered", 200_000, "limit: records a producer buffers before Produce blocks (MaxBufferedRecords)")
 	flag.IntVar(&lo.inflight, "inflight", 5, "limit: produce requests in flight per broker with -acks leader (idempotent producers use 5)")
-	flag.IntVar(&lo.partBytes, "fetch-partition-bytes", 1<<20, "limit: bytes fetched per partition per fetch (FetchMaxPartitionBytes)")
+	flag.IntVar(&lo.partBytes, "fetch-partition-bytes", 4<<20, "limit: bytes fetched per partition per fetch (FetchMaxPartitionBytes)")
 	flag.StringVar(&lo.compression, "compression", "none", "limit: none | snappy (franz-go's default)")
 	flag.BoolVar(&lo.shared, "shared", false, "limit: one client per pair consumes and produces (else a consumer and a producer client)")
-	flag.StringVar(&lo.partitioning, "partitioning", "hash", "limit, copy: keep (a record goes to its input partition's number) | hash (franz-go's default partitioner, by key)")
+	flag.StringVar(&lo.partitioning, "partitioning", "keep", "limit, copy: keep (a record goes to its input partition's number) | hash (franz-go's default partitioner, by key)")
 	return lo
 }
 

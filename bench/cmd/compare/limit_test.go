@@ -1,0 +1,65 @@
+package main
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Every exactly-once contender whose median is above the limit's is named,
+// in the targets and in the page; contenders without an interval (the
+// ceiling) may be above it.
+func TestLimitBreaches(t *testing.T) {
+	rep := &report{
+		Workloads: []string{"copy"}, Intervals: []time.Duration{time.Second},
+		Contenders: []string{"limit", "ceiling", "franz-txn", "onceflow"},
+		Options:    &options{runs: 3, parallelism: 2},
+		Results: []*result{
+			{Contender: "limit", Workload: "copy", Throughput: 1000, Runs: 3, ThroughputMin: 900, ThroughputMax: 1100},
+			{Contender: "ceiling", Workload: "copy", Throughput: 1500, Runs: 3},
+			{Contender: "franz-txn", Workload: "copy", IntervalMS: 1000, Throughput: 1200, Runs: 3},
+			{Contender: "onceflow", Workload: "copy", IntervalMS: 1000, Throughput: 950, Runs: 3},
+		},
+	}
+	bs := rep.limitBreaches()
+	if len(bs) != 1 || !strings.HasPrefix(bs[0], "franz-txn copy at 1s: 1,200 rec/s") {
+		t.Fatalf("breaches %q, want franz-txn's alone", bs)
+	}
+	ts := rep.targets()
+	i := slices.IndexFunc(ts, func(c targetCheck) bool { return strings.Contains(c.Target, "≤ the limit") })
+	if i < 0 || ts[i].Met != "**no**" || !strings.Contains(ts[i].Measured, "LIMIT IS WRONG") {
+		t.Fatalf("limit target %+v, want it unmet and loud", ts)
+	}
+	if md := rep.markdown(); !strings.Contains(md, "THE LIMIT IS WRONG") || !strings.Contains(md, "1,000 (900–1,100)") {
+		t.Errorf("the page has no loud limit warning or no throughput range:\n%s", md)
+	}
+	rep.Results[2].Throughput = 990
+	if bs := rep.limitBreaches(); len(bs) != 0 {
+		t.Errorf("breaches %q with every exactly-once contender at or below the limit", bs)
+	}
+}
+
+// A tuned limit passes its settings as gopipe flags and keeps its name.
+func TestTunedLimit(t *testing.T) {
+	c := findContender("limit@clients=4+linger=5ms")
+	if c == nil {
+		t.Fatal("limit@clients=4+linger=5ms not found")
+	}
+	cmd, err := c.command(&options{parallelism: 2}, spec{Brokers: []string{"b:9092"}, Job: "copy", In: "i", Out: "o", ID: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Join(cmd.Args, " ")
+	if c.name != "limit@clients=4+linger=5ms" || !strings.Contains(args, "-mode limit -job copy -acks all") || !strings.HasSuffix(args, "-clients 4 -linger 5ms") {
+		t.Errorf("name %q, args %q", c.name, args)
+	}
+	for _, bad := range []string{"limit@", "limit@clients", "onceflow@clients=2"} {
+		if findContender(bad) != nil {
+			t.Errorf("findContender(%q) found a contender", bad)
+		}
+	}
+	if got := topicSafe("limit@clients=4+linger=5ms"); got != "limit.clients.4.linger.5ms" {
+		t.Errorf("topicSafe: %q", got)
+	}
+}
