@@ -131,9 +131,8 @@ type operator[K, T, A, R any] struct {
 	// MergingWindowSet), not by a scan of accs.
 	sessions *state.ValueState[[]Window]
 	buf      []Window
-	// OnTimer's, reused: the windows due, those it removed, and the
-	// key's sessions as it read them.
-	due, gone, sessionList []Window
+	// OnTimer's, reused: the windows due and those it removed.
+	due, gone []Window
 }
 
 // windowCodec stores a Window as 16 big-endian bytes.
@@ -380,10 +379,11 @@ func (o *operator[K, T, A, R]) lateRecord(key K, v T, out func(Output[K, T, R]))
 
 // OnTimer fires the key's windows whose last timestamp is ts, and drops
 // the state of those whose cleanup time is ts. Windows of a fixed size
-// (tumbling, sliding) are found from ts directly; sessions in the key's
-// list of sessions.
+// (tumbling, sliding) are found from ts directly, sessions in the key's
+// list of sessions, and those of any other Assigner by a look at the
+// key's windows.
 func (o *operator[K, T, A, R]) OnTimer(ctx *engine.KeyedContext, key K, ts int64, out func(Output[K, T, R])) error {
-	due, err := o.dueWindows(ts)
+	due, sessions, err := o.dueWindows(ts)
 	if err != nil {
 		return err
 	}
@@ -409,14 +409,15 @@ func (o *operator[K, T, A, R]) OnTimer(ctx *engine.KeyedContext, key K, ts int64
 		}
 	}
 	if o.sessions != nil && len(o.gone) > 0 {
-		return o.setSessions(o.sessionList, o.gone, Window{})
+		return o.setSessions(sessions, o.gone, Window{})
 	}
 	return nil
 }
 
 // dueWindows returns the current key's windows with a timer at ts: those
-// it fires (last timestamp ts) and those it cleans up (cleanup time ts).
-func (o *operator[K, T, A, R]) dueWindows(ts int64) ([]Window, error) {
+// it fires (last timestamp ts) and those it cleans up (cleanup time ts),
+// and for merging windows the key's sessions as read.
+func (o *operator[K, T, A, R]) dueWindows(ts int64) (due, sessions []Window, err error) {
 	isDue := func(w Window) bool {
 		return w.MaxTimestamp() == ts || (o.eventTime() && w.CleanupTime(o.spec.AllowedLateness) == ts)
 	}
@@ -429,16 +430,29 @@ func (o *operator[K, T, A, R]) dueWindows(ts int64) ([]Window, error) {
 		if l := o.spec.AllowedLateness.Milliseconds(); o.eventTime() && l > 0 {
 			o.due = append(o.due, Window{Start: ts - l + 1 - n, End: ts - l + 1})
 		}
-		return o.due, nil
+		return o.due, nil, nil
 	}
-	sessions, _, err := o.sessions.Value()
-	o.sessionList = sessions
-	for _, w := range sessions {
+	if o.sessions != nil {
+		// Merging windows: the key's sessions are listed.
+		if sessions, _, err = o.sessions.Value(); err != nil {
+			return nil, nil, err
+		}
+		for _, w := range sessions {
+			if isDue(w) {
+				o.due = append(o.due, w)
+			}
+		}
+		return o.due, sessions, nil
+	}
+	// Any other assigner, or a timer at the end of time: a look at every
+	// window of the key.
+	err = o.accs.Keys(func(w Window) bool {
 		if isDue(w) {
 			o.due = append(o.due, w)
 		}
-	}
-	return o.due, err
+		return true
+	})
+	return o.due, nil, err
 }
 
 // Apply windows ks as Aggregate does, but hands fn every record of a

@@ -189,6 +189,32 @@ func reference(size int64, events ...[]event) []string {
 	return lines
 }
 
+// ownTumbling is a user's Assigner: tumbling windows the operator cannot
+// recognise as fixed-size.
+type ownTumbling struct{ t Tumbling }
+
+func (o ownTumbling) Assign(dst []Window, ts int64) []Window { return o.t.Assign(dst, ts) }
+func (ownTumbling) Merging() bool                            { return false }
+
+// An Assigner of the user's own, neither merging nor one of the package's
+// fixed-size ones, fires as the package's tumbling windows do: its timers
+// find their windows by a look at the key's windows.
+func TestAnAssignerOfTheUsersOwn(t *testing.T) {
+	var ph []event
+	for i := range 60 {
+		ph = append(ph, event{key: fmt.Sprintf("k%d", i%3), n: int64(i), ts: int64(i * 40)})
+	}
+	for name, b := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			tw, _ := NewTumbling(500*time.Millisecond, 0)
+			got := runWindows(t, b, Spec{Assigner: ownTumbling{tw}}, 100, ph)
+			if want := reference(500, ph); !slices.Equal(got, want) {
+				t.Fatalf("results:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
+
 // Tumbling event-time windows over out-of-order input within the bound:
 // each window fires once, with the count and sum of its records, equal to
 // a direct computation.
