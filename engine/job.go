@@ -287,6 +287,11 @@ func (j *Job) Run(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
 		md, newer, err := j.restorePoint(ctx, restoreFrom, log)
 		if err != nil {
+			if ctx.Err() != nil {
+				// Cancelled before an attempt could start: the job did not
+				// fail, and it is not CREATED any more.
+				j.setState(JobCanceled)
+			}
 			return err
 		}
 		// The checkpoint asked for is now the job's newest (adopted):
