@@ -9,8 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -59,8 +62,9 @@ type KafkaOptions struct {
 	// ConnectTimeout bounds the wait for the cluster to answer at
 	// StartKafka (default 10 s).
 	ConnectTimeout time.Duration
-	// StartTimeout bounds the wait for the job to build and serve its API
-	// after it was started (default 60 s), and Stop's wait for it to end.
+	// StartTimeout bounds the creation of the topics, the wait for the job
+	// to build and serve its API after it was started (default 60 s), and
+	// Stop's wait for it to end.
 	StartTimeout time.Duration
 	// Log receives the job's log (its stderr), as well as the driver's
 	// buffer that failures quote the end of (default: only that buffer).
@@ -100,6 +104,8 @@ type KafkaDriver struct {
 	stdout *logbuf.Buffer
 	runs   int
 
+	prefix string // sink.transactional_id_prefix
+
 	committed []*kgo.Record
 	pos       map[int32]int64 // next offset to read, per output partition
 	closed    bool
@@ -128,7 +134,7 @@ func StartKafka(t TB, job runner.Job, opts KafkaOptions) *KafkaDriver {
 	opts.CheckpointInterval = cmp.Or(opts.CheckpointInterval, 200*time.Millisecond)
 	opts.ConnectTimeout = cmp.Or(opts.ConnectTimeout, 10*time.Second)
 	opts.StartTimeout = cmp.Or(opts.StartTimeout, time.Minute)
-	k := &KafkaDriver{t: t, job: job, opts: opts, dir: t.TempDir(), pos: map[int32]int64{}}
+	k := &KafkaDriver{t: t, job: job, opts: opts, dir: t.TempDir(), pos: map[int32]int64{}, prefix: opts.Name + "-" + suffix}
 	t.Cleanup(k.close)
 
 	seeds := strings.Split(opts.Bootstrap, ",")
@@ -145,6 +151,10 @@ func StartKafka(t TB, job runner.Job, opts KafkaOptions) *KafkaDriver {
 		}
 		t.Fatalf("testdriver: StartKafka: no Kafka answers at %s (KafkaOptions.Bootstrap): %v", opts.Bootstrap, err)
 	}
+	// A cluster that answered may still be slow to create topics (a
+	// loaded machine, a broker just started): that gets StartTimeout.
+	ctx, cancelCreate := context.WithTimeout(context.Background(), opts.StartTimeout)
+	defer cancelCreate()
 	for _, topic := range []string{opts.InputTopic, opts.OutputTopic} {
 		if err := k.createTopic(ctx, topic); err != nil {
 			t.Fatalf("testdriver: StartKafka: creating topic %s on %s: %v", topic, opts.Bootstrap, err)
@@ -162,7 +172,7 @@ func StartKafka(t TB, job runner.Job, opts KafkaOptions) *KafkaDriver {
 		"--set", "source.topic=" + opts.InputTopic,
 		"--set", "source.start=earliest",
 		"--set", "sink.topic=" + opts.OutputTopic,
-		"--set", "sink.transactional_id_prefix=" + opts.Name + "-" + suffix,
+		"--set", "sink.transactional_id_prefix=" + k.prefix,
 		"--set", "checkpoint.interval=" + opts.CheckpointInterval.String(),
 		"--set", "checkpoint.dir=" + filepath.Join(k.dir, "checkpoints"),
 		"--set", "state.dir=" + filepath.Join(k.dir, "state"),
@@ -207,7 +217,7 @@ func (k *KafkaDriver) createTopic(ctx context.Context, topic string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("created, and not in the cluster's metadata within %s (KafkaOptions.ConnectTimeout)", k.opts.ConnectTimeout)
+			return fmt.Errorf("created, and not in the cluster's metadata within %s (KafkaOptions.StartTimeout)", k.opts.StartTimeout)
 		case <-tick.C:
 		}
 	}
@@ -225,6 +235,60 @@ func (k *KafkaDriver) logTail() string {
 		s = "…" + s[len(s)-4000:]
 	}
 	return "\n--- the job's log (end) ---\n" + s
+}
+
+// diagnosis is what a stalled job shows, for a failure that waited in
+// vain: its status from the API (its state, its checkpoints) and the
+// stacks of this process's goroutines, grouped (the job runs here).
+func (k *KafkaDriver) diagnosis() string {
+	var b strings.Builder
+	b.WriteString("\n--- the job's status (GET /api/v1/job) ---\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+k.addr+"/api/v1/job", nil)
+	if err == nil {
+		var resp *http.Response
+		if resp, err = http.DefaultClient.Do(req); err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<10))
+			resp.Body.Close()
+			b.Write(body)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(&b, "unavailable: %v", err)
+	}
+	b.WriteString("\n--- the cluster's transactions ---\n")
+	b.WriteString(k.transactions(ctx))
+	b.WriteString("\n--- goroutines ---\n")
+	pprof.Lookup("goroutine").WriteTo(&b, 1)
+	return b.String()
+}
+
+// transactions lists the transactional ids of the job's prefix with their
+// states, and the producers with a transaction open on the output topic
+// (what holds its last stable offset back), for a diagnosis.
+func (k *KafkaDriver) transactions(ctx context.Context) string {
+	var b strings.Builder
+	listed, err := k.adm.ListTransactions(ctx, nil, nil)
+	if err != nil {
+		fmt.Fprintf(&b, "listing transactions: %v\n", err)
+	}
+	for _, id := range slices.Sorted(maps.Keys(listed)) {
+		if l := listed[id]; strings.HasPrefix(id, k.prefix) {
+			fmt.Fprintf(&b, "%s: producer id %d, %s\n", id, l.ProducerID, l.State)
+		}
+	}
+	described, err := k.adm.DescribeProducers(ctx, kadm.TopicsSet{k.opts.OutputTopic: nil})
+	if err != nil {
+		fmt.Fprintf(&b, "describing the producers of %s: %v\n", k.opts.OutputTopic, err)
+	}
+	described.EachProducer(func(p kadm.DescribedProducer) {
+		if p.CurrentTxnStartOffset >= 0 {
+			fmt.Fprintf(&b, "%s/%d: producer id %d epoch %d has a transaction open from offset %d (last written %s)\n",
+				p.Topic, p.Partition, p.ProducerID, p.ProducerEpoch, p.CurrentTxnStartOffset, time.UnixMilli(p.LastTimestamp).UTC().Format(time.RFC3339Nano))
+		}
+	})
+	return b.String()
 }
 
 // start runs the job's program with run's command line on a goroutine
@@ -364,7 +428,7 @@ func (k *KafkaDriver) WaitCommitted(n int, timeout time.Duration) []*kgo.Record 
 		}
 		k.running(fmt.Sprintf("WaitCommitted(%d) with %d records committed to %s", n, len(k.committed), k.opts.OutputTopic))
 		if ctx.Err() != nil {
-			k.fatalf("WaitCommitted(%d): %d records committed to %s within %s%s", n, len(k.committed), k.opts.OutputTopic, timeout, k.logTail())
+			k.fatalf("WaitCommitted(%d): %d records committed to %s within %s%s%s", n, len(k.committed), k.opts.OutputTopic, timeout, k.logTail(), k.diagnosis())
 		}
 	}
 }
