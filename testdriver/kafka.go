@@ -105,6 +105,7 @@ type KafkaDriver struct {
 	runs   int
 
 	prefix string // sink.transactional_id_prefix
+	fetch  func(context.Context) kgo.Fetches // k.cons.PollFetches
 
 	committed []*kgo.Record
 	pos       map[int32]int64 // next offset to read, per output partition
@@ -165,6 +166,7 @@ func StartKafka(t TB, job runner.Job, opts KafkaOptions) *KafkaDriver {
 		kgo.KeepControlRecords(), kgo.FetchMaxWait(100*time.Millisecond)); err != nil {
 		t.Fatalf("testdriver: StartKafka: a consumer for %s: %v", opts.Bootstrap, err)
 	}
+	k.fetch = k.cons.PollFetches
 
 	k.args = []string{opts.Name, "run",
 		"--set", "kafka.brokers=" + opts.Bootstrap,
@@ -378,12 +380,18 @@ func (k *KafkaDriver) Produce(records ...*kgo.Record) {
 
 // poll reads what the output topic committed into k.committed until ctx
 // ends or until reached returns true; it reports whether reached did.
+// The records of every fetch are kept before anything else is looked at:
+// a fetch can come back just as ctx ends, and the consumer's position is
+// past its records already.
 func (k *KafkaDriver) poll(ctx context.Context, reached func() bool) (bool, error) {
 	for !reached() {
-		fs := k.cons.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return false, nil
-		}
+		fs := k.fetch(ctx)
+		fs.EachRecord(func(r *kgo.Record) {
+			k.pos[r.Partition] = max(k.pos[r.Partition], r.Offset+1)
+			if !r.Attrs.IsControl() {
+				k.committed = append(k.committed, copyRecord(r))
+			}
+		})
 		var errs []error
 		fs.EachError(func(topic string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
@@ -393,12 +401,9 @@ func (k *KafkaDriver) poll(ctx context.Context, reached func() bool) (bool, erro
 		if len(errs) > 0 {
 			return false, errors.Join(errs...)
 		}
-		fs.EachRecord(func(r *kgo.Record) {
-			k.pos[r.Partition] = max(k.pos[r.Partition], r.Offset+1)
-			if !r.Attrs.IsControl() {
-				k.committed = append(k.committed, copyRecord(r))
-			}
-		})
+		if ctx.Err() != nil {
+			return reached(), nil
+		}
 	}
 	return true, nil
 }
