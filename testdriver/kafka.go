@@ -104,7 +104,7 @@ type KafkaDriver struct {
 	stdout *logbuf.Buffer
 	runs   int
 
-	prefix string // sink.transactional_id_prefix
+	prefix string                            // sink.transactional_id_prefix
 	fetch  func(context.Context) kgo.Fetches // k.cons.PollFetches
 
 	committed []*kgo.Record
