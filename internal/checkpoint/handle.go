@@ -105,4 +105,10 @@ const (
 	BackendOperator = "operator"
 	// BackendPebble is checkpoint.Handle.Backend of a Pebble backend checkpoint.
 	BackendPebble = "pebble"
+	// BackendPebbleChangelog is checkpoint.Handle.Backend of a Pebble
+	// checkpoint with a changelog: a materialized Pebble checkpoint and
+	// segments of writes to replay on it (internal/statebackend's
+	// changelog.go). Its own name makes a binary that cannot replay the
+	// segments refuse it instead of restoring older state.
+	BackendPebbleChangelog = "pebble-changelog"
 )

@@ -35,8 +35,8 @@ const (
 // r with an incremental Pebble backend into file storage, printing
 // "completed r" after each Complete. In modes "midwrite" and "metadata" a
 // failpoint blocks checkpoint crashAt in the middle of writing a shared SST
-// file, or just before the rename that publishes its _metadata; in mode
-// "loop" it checkpoints until killed.
+// file, or just before the rename that publishes its _metadata; in modes
+// "loop" and "loop-changelog" it checkpoints until killed.
 func TestCrashChild(t *testing.T) {
 	mode := os.Getenv(crashEnvMode)
 	if mode == "" {
@@ -66,7 +66,14 @@ func TestCrashChild(t *testing.T) {
 	})
 	st, err := dirstore.NewFileStorage(dir, "job", dirstore.StorageOptions{Retained: 2, FS: errorfs.Wrap(vfs.Default, stall)})
 	must(t, err)
-	f := NewPebbleFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 1 << 20})
+	// The failpoint modes block in the upload of a materialized Pebble
+	// checkpoint: no changelog. "loop-changelog" is killed amid chains
+	// of segments, materializing again every MiB of writes.
+	limit := int64(-1)
+	if mode == "loop-changelog" {
+		limit = 1 << 20
+	}
+	f := NewPebbleFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 1 << 20, ChangelogLimit: limit})
 	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op"})
 	w := newWorkload(t, b)
 	for r := int64(1); ; r++ {
@@ -84,7 +91,7 @@ func TestCrashChild(t *testing.T) {
 }
 
 func TestKillDuringCheckpoint(t *testing.T) {
-	for _, mode := range []string{"midwrite", "metadata", "loop"} {
+	for _, mode := range []string{"midwrite", "metadata", "loop", "loop-changelog"} {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -98,11 +105,14 @@ func TestKillDuringCheckpoint(t *testing.T) {
 			sc := bufio.NewScanner(out)
 			lastCompleted := int64(0)
 			killAfter := int64(3 + rand.IntN(3))
+			if mode == "loop-changelog" {
+				killAfter = int64(4 + rand.IntN(12)) // amid chains and materializations
+			}
 			for sc.Scan() {
 				line := sc.Text()
 				if n, ok := strings.CutPrefix(line, "completed "); ok {
 					lastCompleted, _ = strconv.ParseInt(n, 10, 64)
-					if mode == "loop" && lastCompleted == killAfter {
+					if strings.HasPrefix(mode, "loop") && lastCompleted == killAfter {
 						time.Sleep(time.Duration(rand.IntN(30)) * time.Millisecond)
 						break
 					}
@@ -126,7 +136,7 @@ func TestKillDuringCheckpoint(t *testing.T) {
 				t.Fatalf("no checkpoint after kill; infos %+v", infos)
 			}
 			switch mode {
-			case "loop":
+			case "loop", "loop-changelog":
 				// The kill may land after a Complete whose line we did not read.
 				if md.CheckpointID != lastCompleted && md.CheckpointID != lastCompleted+1 {
 					t.Fatalf("latest %d, last completed %d", md.CheckpointID, lastCompleted)
@@ -184,7 +194,7 @@ func TestKillDuringCheckpoint(t *testing.T) {
 					t.Fatalf("orphaned shared file %s survives", e.Name())
 				}
 			}
-			if _, err := os.Stat(filepath.Join(dir, "job", "chk-3")); mode != "loop" && err == nil {
+			if _, err := os.Stat(filepath.Join(dir, "job", "chk-3")); !strings.HasPrefix(mode, "loop") && err == nil {
 				t.Fatal("interrupted chk-3 survives a later completion")
 			}
 		})

@@ -40,7 +40,10 @@ func TestInjectedIOErrorsFailOnlyTheCheckpoint(t *testing.T) {
 		return nil
 	}))})
 	must(t, err)
-	f := NewPebbleFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, FS: errorfs.Wrap(vfs.Default, inj), MemTableSize: 1 << 20})
+	// Every checkpoint materializes (no changelog): the faults are in the
+	// Pebble checkpoint's files. TestChangelogSegmentStoreFailureFailsOnlyTheCheckpoint
+	// fails a segment.
+	f := NewPebbleFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, FS: errorfs.Wrap(vfs.Default, inj), MemTableSize: 1 << 20, ChangelogLimit: -1})
 	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op"})
 	w := newWorkload(t, b)
 

@@ -38,6 +38,13 @@ type PebbleOptions struct {
 	// completed checkpoint did not already store (into shared/). Otherwise
 	// every checkpoint stores all files privately.
 	Incremental bool
+	// ChangelogLimit bounds the changelog of incremental checkpoints (see
+	// changelog.go): the bytes of writes a restore may have to replay on
+	// top of the last materialized Pebble checkpoint. 0 means 64 MiB; a
+	// negative value turns the changelog off, and every checkpoint flushes
+	// the memtable and stores a Pebble checkpoint. Without Incremental
+	// there is no changelog.
+	ChangelogLimit int64
 	// MemTableSize is the size of one memtable; 0 means 64 MiB.
 	MemTableSize uint64
 	// CacheSize is the block cache shared by all backends of the factory; 0
@@ -94,6 +101,9 @@ type PebbleOptions struct {
 // checkpoints) is restored by reading entries and writing those of owned key
 // groups, re-mapping state ids by name.
 func NewPebbleFactory(opts PebbleOptions) state.KeyedBackendFactory {
+	if opts.ChangelogLimit == 0 {
+		opts.ChangelogLimit = defaultChangelogLimit
+	}
 	if opts.MemTableSize == 0 {
 		opts.MemTableSize = 64 << 20
 	}
@@ -222,6 +232,9 @@ type pebbleBackend struct {
 	firing     *timerFiring
 	timerIters timerIterCounts
 
+	// cl is the changelog (changelog.go), nil without one.
+	cl *changelog
+
 	// mu guards what the AsyncSnapshots share with the owner goroutine.
 	mu      sync.Mutex
 	closed  bool
@@ -273,6 +286,13 @@ func (b *pebbleBackend) flushDirty() error {
 			err = batch.Delete([]byte(k), nil)
 		} else {
 			err = batch.Set([]byte(k), e.val, nil)
+		}
+		if b.cl != nil {
+			if e.del {
+				b.cl.record(clDelete, []byte(k), nil)
+			} else {
+				b.cl.record(clSet, []byte(k), e.val)
+			}
 		}
 		if err != nil {
 			batch.Close()
@@ -357,17 +377,22 @@ func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts state.Keyed
 			_ = b.fs.RemoveAll(b.dir)
 		}
 	}()
+	if f.opts.Incremental && f.opts.ChangelogLimit > 0 {
+		b.cl = newChangelog(f.opts.ChangelogLimit)
+	}
 	dbDir := b.fs.PathJoin(b.dir, "db")
-	direct := len(opts.Restore) == 1 && opts.Restore[0] != nil && opts.Restore[0].Backend == checkpoint.BackendPebble &&
+	direct := len(opts.Restore) == 1 && opts.Restore[0] != nil && isPebbleHandle(opts.Restore[0]) &&
 		opts.Restore[0].KeyGroups == opts.KeyGroups
+	var segs []checkpoint.FileRef
 	if direct {
-		files, err := b.download(ctx, opts.Restore[0], dbDir)
+		files, s, err := b.download(ctx, opts.Restore[0], dbDir)
 		if err != nil {
 			return nil, errorf("restore: %w", err)
 		}
 		if f.opts.Incremental {
 			b.base = files
 		}
+		segs = s
 	}
 	db, err := pebble.Open(dbDir, f.dbOptions())
 	if err != nil {
@@ -375,6 +400,9 @@ func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts state.Keyed
 		return nil, errorf("open %s: %w", dbDir, err)
 	}
 	b.db = db
+	if err := b.replaySegments(ctx, db, segs); err != nil {
+		return nil, errorf("restore: %w", err)
+	}
 	if err := b.loadCatalog(); err != nil {
 		return nil, errorf("%w", err)
 	}
@@ -404,32 +432,45 @@ func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts state.Keyed
 	return b, nil
 }
 
-// download copies the files of a Pebble handle into the empty directory
-// dir and returns the stored refs of its SST files by local name.
-func (b *pebbleBackend) download(ctx context.Context, h *checkpoint.Handle, dir string) (map[string]checkpoint.FileRef, error) {
+// isPebbleHandle reports whether h is a Pebble checkpoint, with or
+// without a changelog.
+func isPebbleHandle(h *checkpoint.Handle) bool {
+	return h.Backend == checkpoint.BackendPebble || h.Backend == checkpoint.BackendPebbleChangelog
+}
+
+// download copies the database files of a Pebble handle into the empty
+// directory dir and returns the stored refs of its SST files by local
+// name, and its changelog segments in order, for replaySegments once the
+// database is open.
+func (b *pebbleBackend) download(ctx context.Context, h *checkpoint.Handle, dir string) (map[string]checkpoint.FileRef, []checkpoint.FileRef, error) {
 	if b.opts.Storage == nil {
-		return nil, errors.New("no storage to read the snapshot from")
+		return nil, nil, errors.New("no storage to read the snapshot from")
 	}
 	if err := b.fs.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ssts := map[string]checkpoint.FileRef{}
+	var segs []checkpoint.FileRef
 	for _, ref := range h.Files {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		name := localFileName(ref)
 		if name == "" {
-			return nil, fmt.Errorf("stored file %s has no usable local name", ref.Path)
+			return nil, nil, fmt.Errorf("stored file %s has no usable local name", ref.Path)
+		}
+		if h.Backend == checkpoint.BackendPebbleChangelog && isSegment(ref) {
+			segs = append(segs, ref)
+			continue
 		}
 		if err := b.downloadFile(ctx, ref, b.fs.PathJoin(dir, name)); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if ref.Shared {
+		if ref.Shared && isImmutableTable(name) {
 			ssts[name] = ref
 		}
 	}
-	return ssts, nil
+	return ssts, segs, nil
 }
 
 func (b *pebbleBackend) downloadFile(ctx context.Context, ref checkpoint.FileRef, dst string) error {
@@ -538,7 +579,7 @@ func (b *pebbleBackend) writeCatalog(s *pebbleState) error {
 		return err
 	}
 	k := append(append([]byte(nil), catalogPrefix...), s.meta.Name...)
-	return b.db.Set(k, v, pebble.NoSync)
+	return b.dbSet(k, v)
 }
 
 // ensureState returns the state named meta.Name, creating it (not yet
@@ -632,17 +673,18 @@ func (b *pebbleBackend) restoreEntries(ctx context.Context, h *checkpoint.Handle
 			return err
 		}
 		return bw.flush()
-	case checkpoint.BackendPebble:
+	case checkpoint.BackendPebble, checkpoint.BackendPebbleChangelog:
 		if h.KeyGroups.Intersect(kgs).Len() == 0 {
 			return nil
 		}
 		tmp := b.fs.PathJoin(b.dir, "restore-"+strconv.Itoa(n))
 		defer b.fs.RemoveAll(tmp)
-		if _, err := b.download(ctx, h, tmp); err != nil {
+		_, segs, err := b.download(ctx, h, tmp)
+		if err != nil {
 			return err
 		}
 		o := b.f.dbOptions()
-		o.ReadOnly = true
+		o.ReadOnly = len(segs) == 0
 		src, err := pebble.Open(tmp, o)
 		if err != nil {
 			b.f.release()
@@ -652,6 +694,9 @@ func (b *pebbleBackend) restoreEntries(ctx context.Context, h *checkpoint.Handle
 			_ = src.Close()
 			b.f.release()
 		}()
+		if err := b.replaySegments(ctx, src, segs); err != nil {
+			return err
+		}
 		cat, err := readCatalog(src)
 		if err != nil {
 			return err
@@ -876,10 +921,10 @@ func (s *pebbleState) Clear() error {
 	}
 	if s.meta.Kind != checkpoint.KindMap {
 		s.b.remember(string(prefix), dirtyEntry{del: true})
-		return s.b.db.Delete(prefix, pebble.NoSync)
+		return s.b.dbDelete(prefix)
 	}
 	s.b.forget(prefix)
-	return s.b.db.DeleteRange(prefix, successor(prefix), pebble.NoSync)
+	return s.b.dbDeleteRange(prefix, successor(prefix))
 }
 
 // successor returns the smallest key greater than every key with prefix p.
@@ -923,6 +968,11 @@ func (b *pebbleBackend) Snapshot(checkpointID int64, w checkpoint.SnapshotWriter
 	if err := b.flushDirty(); err != nil {
 		return nil, fmt.Errorf("checkpoint %d: %w", checkpointID, err)
 	}
+	if b.cl != nil {
+		if async, ok := b.appendSnapshot(checkpointID, w); ok {
+			return async, nil
+		}
+	}
 	if err := b.db.Flush(); err != nil {
 		return nil, fmt.Errorf("checkpoint %d: flush: %w", checkpointID, err)
 	}
@@ -947,6 +997,9 @@ func (b *pebbleBackend) Snapshot(checkpointID int64, w checkpoint.SnapshotWriter
 		h.States = states
 		b.mu.Lock()
 		b.pending[checkpointID] = ssts
+		if b.cl != nil {
+			b.cl.materialized(checkpointID, h.Files)
+		}
 		b.mu.Unlock()
 		return h, nil
 	}, nil
@@ -994,7 +1047,9 @@ func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w ch
 		if fi.IsDir() {
 			return nil, nil, fmt.Errorf("unexpected directory %s in pebble checkpoint", p)
 		}
-		shared[i] = incremental && isImmutableTable(name)
+		// With a changelog, the later checkpoints of the chain refer to
+		// every file of this one: all are shared.
+		shared[i] = incremental && (isImmutableTable(name) || b.cl != nil)
 		if shared[i] {
 			if ref, ok := base[name]; ok {
 				if stored, ok := w.HasShared(localBaseName(ref.Path)); ok && stored.Size == ref.Size && stored.CRC32C == ref.CRC32C {
@@ -1020,8 +1075,11 @@ func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w ch
 	var wg sync.WaitGroup
 	for _, i := range todo {
 		storedName := names[i]
-		if shared[i] {
+		switch {
+		case shared[i] && isImmutableTable(names[i]):
 			storedName = b.instance + "-" + names[i]
+		case shared[i]:
+			storedName = b.materializedName(id, names[i])
 		}
 		select {
 		case sem <- struct{}{}:
@@ -1056,7 +1114,7 @@ func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w ch
 	h := &checkpoint.Handle{Backend: checkpoint.BackendPebble, KeyGroups: b.opts.KeyGroups, Files: refs}
 	ssts := map[string]checkpoint.FileRef{}
 	for i, name := range names {
-		if shared[i] {
+		if shared[i] && isImmutableTable(name) {
 			ssts[name] = refs[i]
 		}
 	}
@@ -1110,6 +1168,9 @@ func (b *pebbleBackend) NotifyCheckpointComplete(id int64) {
 	if p, ok := b.pending[id]; ok {
 		b.base = p
 	}
+	if b.cl != nil {
+		b.cl.complete(id)
+	}
 	for pid := range b.pending {
 		if pid <= id {
 			delete(b.pending, pid)
@@ -1121,6 +1182,9 @@ func (b *pebbleBackend) NotifyCheckpointAborted(id int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.pending, id)
+	if b.cl != nil {
+		b.cl.aborted(id)
+	}
 }
 
 // captureEntries takes a Pebble snapshot for a canonical (savepoint)

@@ -80,7 +80,7 @@ func TestSameStateThroughEverySnapshotKind(t *testing.T) {
 	}
 	for _, s := range snaps {
 		targets := []state.KeyedBackendFactory{mem, full, incr}
-		if s.h.Backend == checkpoint.BackendPebble {
+		if isPebbleHandle(s.h) {
 			targets = []state.KeyedBackendFactory{full, incr}
 		}
 		for _, f := range targets {

@@ -121,7 +121,7 @@ func (b *pebbleBackend) RegisterTimer(d state.TimeDomain, ts int64) error {
 	if _, ok := b.timerKnown[string(k)]; ok {
 		return nil
 	}
-	if err := b.db.Set(k, nil, pebble.NoSync); err != nil {
+	if err := b.dbSet(k, nil); err != nil {
 		return fmt.Errorf("register %s timer of %s/%d at %d for key %q: %w", d, b.opts.OperatorUID, b.opts.Subtask, ts, b.key, err)
 	}
 	if len(b.timerKnown) >= timerKnownLimit {
@@ -139,7 +139,7 @@ func (b *pebbleBackend) DeleteTimer(d state.TimeDomain, ts int64) error {
 		return err
 	}
 	delete(b.timerKnown, string(k))
-	if err := b.db.Delete(k, pebble.NoSync); err != nil {
+	if err := b.dbDelete(k); err != nil {
 		return fmt.Errorf("delete %s timer of %s/%d at %d for key %q: %w", d, b.opts.OperatorUID, b.opts.Subtask, ts, b.key, err)
 	}
 	b.timerHints[di].deleted(ts)
@@ -351,7 +351,7 @@ func (q *pebbleTimerQueue) remove(kg int, ts int64, key []byte) error {
 	c := &q.kgs[kg-q.b.opts.KeyGroups.Start]
 	k := encodeTimerKey(nil, kg, q.d, ts, key)
 	delete(q.b.timerKnown, string(k))
-	if err := q.b.db.Delete(k, pebble.NoSync); err != nil {
+	if err := q.b.dbDelete(k); err != nil {
 		return q.errorf(kg, fmt.Errorf("remove the timer at %d of key %q: %w", ts, key, err))
 	}
 	q.b.timerHints[q.d-1].deleted(ts)

@@ -148,6 +148,11 @@ func winBacklog(ctx context.Context, k *kafka, o *options, w *winOptions, c *con
 	defer p.stop(5 * time.Second)
 	rss := sampleRSS(p.pids()...)
 	defer rss.close()
+	var prof *profiler
+	if o.profile == c.name {
+		prof = startProfile(p.pid(), dir)
+		defer prof.stop()
+	}
 	timeout := time.After(o.runTimeout)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -181,6 +186,12 @@ wait:
 	}
 	r.CPUS = cpuSeconds(p.pids())
 	_, r.PeakRSSMB = rss.now()
+	if prof != nil {
+		name := fmt.Sprintf("profile-%s-%s-%dms.txt", c.name, q.Name, iv.Milliseconds())
+		if err := prof.report(filepath.Join(o.resultsDir, name)); err != nil {
+			logf("profile: %v", err)
+		}
+	}
 	// Anything more that shows up now is a duplicate or a window not in
 	// the reference.
 	time.Sleep(time.Second + iv)
