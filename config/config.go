@@ -209,6 +209,10 @@ type State struct {
 	Backend     string `mapstructure:"backend"` // memory | pebble
 	Dir         string `mapstructure:"dir"`
 	Incremental bool   `mapstructure:"incremental"`
+	// LocalRecovery keeps the local files of the latest incremental Pebble
+	// checkpoint (hard links) so that a restart on this machine restores
+	// from them instead of downloading the checkpoint (default true).
+	LocalRecovery bool `mapstructure:"local_recovery"`
 }
 
 // Restart is the restart strategy and its parameters; which apply depends

@@ -52,7 +52,7 @@ func Default() Config {
 		Checkpoint: Checkpoint{Interval: time.Second, Mode: "exactly_once", Timeout: time.Minute, MaxConcurrent: engine.DefaultMaxConcurrentCheckpoints,
 			Retain: 3, RetainSavepoints: 10, OnCancel: "retain", Dir: "./data/checkpoints",
 			S3: S3{Region: objstore.DefaultRegion}},
-		State: State{Backend: "pebble", Dir: "./data/state", Incremental: true},
+		State: State{Backend: "pebble", Dir: "./data/state", Incremental: true, LocalRecovery: true},
 		Restart: Restart{Strategy: "exponential-delay", Attempts: 3, Delay: time.Second, MaxFailures: 3, Interval: time.Minute,
 			InitialBackoff: time.Second, MaxBackoff: time.Minute, Multiplier: 2, ResetAfter: 10 * time.Minute, Jitter: 0.1},
 		Aggregate: Aggregate{Function: "count"},

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceflow/onceflow/internal/checkpoint"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/state"
 )
@@ -82,27 +83,32 @@ func benchSizesMB(b *testing.B) []int {
 
 // BenchmarkCheckpoint measures one Pebble checkpoint (barrier part and
 // upload, into file storage) after changing a fraction of the keys of a
-// state of a given size, in incremental and full mode. It reports the bytes
-// written per checkpoint and their share of the state: incremental cost
-// should follow churn, full cost state size. The churn is a contiguous key
-// range (rewritten with new random values); compactions it triggers make
-// an increment larger than the churn itself.
+// state of a given size, in three modes: changelog (incremental with the
+// changelog, the default), incremental (SST files only) and full. It
+// reports the bytes written per checkpoint and their share of the state:
+// incremental cost should follow churn, full cost state size. The churn is
+// a contiguous key range (rewritten with new random values); compactions
+// it triggers make an SST increment larger than the churn itself, and a
+// changelog checkpoint that materializes (every ChangelogLimit bytes of
+// writes) costs what an SST increment does: the mean over -benchtime
+// checkpoints includes them, ms/ckpt-max shows the largest.
 //
-//	go test -run '^$' -bench Checkpoint -benchtime 5x ./state
+//	go test -run '^$' -bench Checkpoint -benchtime 5x ./internal/statebackend
 func BenchmarkCheckpoint(b *testing.B) {
 	const valueSize = 100
 	for _, mb := range benchSizesMB(b) {
 		keys := mb << 20 / (valueSize + 20)
 		for _, churn := range []float64{0.01, 0.10} {
-			for _, incremental := range []bool{true, false} {
-				mode := "full"
-				if incremental {
-					mode = "incremental"
+			for _, mode := range []string{"changelog", "incremental", "full"} {
+				opts := PebbleOptions{Incremental: mode != "full"}
+				if mode == "incremental" {
+					opts.ChangelogLimit = -1
 				}
 				b.Run(fmt.Sprintf("state=%dMB/churn=%g%%/%s", mb, churn*100, mode), func(b *testing.B) {
 					st, err := dirstore.NewFileStorage(b.TempDir(), "bench", dirstore.StorageOptions{Retained: 1})
 					must(b, err)
-					be := newBackend(b, NewPebbleFactory(PebbleOptions{Dir: b.TempDir(), Incremental: incremental}), state.KeyedBackendOptions{OperatorUID: "op"})
+					opts.Dir = b.TempDir()
+					be := newBackend(b, NewPebbleFactory(opts), state.KeyedBackendOptions{OperatorUID: "op"})
 					v, err := state.NewValueState(be, "v", state.BytesCodec{})
 					must(b, err)
 					putValues(b, be, v, 0, keys, 'a', valueSize)
@@ -117,7 +123,7 @@ func BenchmarkCheckpoint(b *testing.B) {
 					be.NotifyCheckpointComplete(id)
 					rng := rand.New(rand.NewPCG(uint64(mb), 7))
 					var written, total int64
-					var elapsed time.Duration
+					var elapsed, longest time.Duration
 					b.ResetTimer()
 					for i := 0; i < b.N; i++ {
 						b.StopTimer()
@@ -128,7 +134,9 @@ func BenchmarkCheckpoint(b *testing.B) {
 						b.StartTimer()
 						t0 := time.Now()
 						h, w := checkpointCounted(b, be, st, id)
-						elapsed += time.Since(t0)
+						d := time.Since(t0)
+						elapsed += d
+						longest = max(longest, d)
 						b.StopTimer()
 						completeOne(b, st, "op", id, false, 1, h)
 						be.NotifyCheckpointComplete(id)
@@ -140,6 +148,7 @@ func BenchmarkCheckpoint(b *testing.B) {
 					b.ReportMetric(float64(written)/float64(b.N), "B-written/ckpt")
 					b.ReportMetric(100*float64(written)/float64(total), "%-of-state-written")
 					b.ReportMetric(float64(elapsed.Milliseconds())/float64(b.N), "ms/ckpt")
+					b.ReportMetric(float64(longest.Milliseconds()), "ms/ckpt-max")
 				})
 			}
 		}
@@ -178,6 +187,54 @@ func BenchmarkBarrierPause(b *testing.B) {
 					_, err = async(context.Background())
 					must(b, err)
 					must(b, st.Abort(int64(i+1)))
+					b.StartTimer()
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkRestore measures the restore of a Pebble checkpoint of a state
+// of a given size (sizes as BenchmarkCheckpoint) from file storage into a
+// new backend, as after a kill -9: "download" copies every file from the
+// storage, "local" takes the SST files from the local recovery directory
+// (PebbleOptions.LocalRecovery) after checking their CRC32C. The
+// checkpoint is a changelog checkpoint: a materialization and one segment
+// of 1% of the keys to replay.
+//
+//	ONCEFLOW_BENCH_STATE_MB=1024 go test -run '^$' -bench Restore -benchtime 3x -timeout 1h ./internal/statebackend
+func BenchmarkRestore(b *testing.B) {
+	const valueSize = 100
+	for _, mb := range benchSizesMB(b) {
+		keys := mb << 20 / (valueSize + 20)
+		for _, mode := range []string{"download", "local"} {
+			b.Run(fmt.Sprintf("state=%dMB/%s", mb, mode), func(b *testing.B) {
+				st, err := dirstore.NewFileStorage(b.TempDir(), "bench", dirstore.StorageOptions{Retained: 1})
+				must(b, err)
+				opts := PebbleOptions{Dir: b.TempDir(), Incremental: true, LocalRecovery: mode == "local"}
+				be := newBackend(b, NewPebbleFactory(opts), state.KeyedBackendOptions{OperatorUID: "op"})
+				v, err := state.NewValueState(be, "v", state.BytesCodec{})
+				must(b, err)
+				putValues(b, be, v, 0, keys, 'a', valueSize)
+				var h *checkpoint.Handle
+				for id := int64(1); id <= 2; id++ {
+					if id == 2 {
+						putValues(b, be, v, 0, keys/100, 'b', valueSize)
+					}
+					h, _ = checkpointCounted(b, be, st, id)
+					completeOne(b, st, "op", id, false, 1, h)
+					be.NotifyCheckpointComplete(id)
+				}
+				must(b, be.Close())
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					r, err := NewPebbleFactory(opts).CreateKeyedBackend(context.Background(), state.KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
+					must(b, err)
+					b.StopTimer()
+					if mode == "local" && r.(*pebbleBackend).restoredLocal == 0 {
+						b.Fatal("local recovery took no file from the local disk")
+					}
+					must(b, r.Close())
 					b.StartTimer()
 				}
 			})

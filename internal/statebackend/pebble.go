@@ -45,6 +45,12 @@ type PebbleOptions struct {
 	// the memtable and stores a Pebble checkpoint. Without Incremental
 	// there is no changelog.
 	ChangelogLimit int64
+	// LocalRecovery keeps hard links to the SST files of the backend's
+	// incremental checkpoints under Dir/local-recovery, and a restore on
+	// this machine takes a stored SST from there when it matches (size and
+	// CRC32C) instead of downloading it (see localrecovery.go). Without
+	// Incremental there is none.
+	LocalRecovery bool
 	// MemTableSize is the size of one memtable; 0 means 64 MiB.
 	MemTableSize uint64
 	// CacheSize is the block cache shared by all backends of the factory; 0
@@ -235,6 +241,13 @@ type pebbleBackend struct {
 	// cl is the changelog (changelog.go), nil without one.
 	cl *changelog
 
+	// Local recovery (localrecovery.go): the directory of the links ("" when
+	// off), the links of each pending checkpoint (under mu), and how many
+	// files the restore took from it.
+	localDir      string
+	localPending  map[int64]map[string]bool
+	restoredLocal int
+
 	// mu guards what the AsyncSnapshots share with the owner goroutine.
 	mu      sync.Mutex
 	closed  bool
@@ -380,12 +393,16 @@ func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts state.Keyed
 	if f.opts.Incremental && f.opts.ChangelogLimit > 0 {
 		b.cl = newChangelog(f.opts.ChangelogLimit)
 	}
+	if f.opts.Incremental && f.opts.LocalRecovery {
+		b.localDir = f.localRecoveryDir(opts.OperatorUID, opts.Subtask)
+		b.localPending = map[int64]map[string]bool{}
+	}
 	dbDir := b.fs.PathJoin(b.dir, "db")
 	direct := len(opts.Restore) == 1 && opts.Restore[0] != nil && isPebbleHandle(opts.Restore[0]) &&
 		opts.Restore[0].KeyGroups == opts.KeyGroups
 	var segs []checkpoint.FileRef
 	if direct {
-		files, s, err := b.download(ctx, opts.Restore[0], dbDir)
+		files, s, err := b.download(ctx, opts.Restore[0], dbDir, true)
 		if err != nil {
 			return nil, errorf("restore: %w", err)
 		}
@@ -441,8 +458,9 @@ func isPebbleHandle(h *checkpoint.Handle) bool {
 // download copies the database files of a Pebble handle into the empty
 // directory dir and returns the stored refs of its SST files by local
 // name, and its changelog segments in order, for replaySegments once the
-// database is open.
-func (b *pebbleBackend) download(ctx context.Context, h *checkpoint.Handle, dir string) (map[string]checkpoint.FileRef, []checkpoint.FileRef, error) {
+// database is open. With local, an SST the local recovery directory holds
+// is linked from there instead.
+func (b *pebbleBackend) download(ctx context.Context, h *checkpoint.Handle, dir string, local bool) (map[string]checkpoint.FileRef, []checkpoint.FileRef, error) {
 	if b.opts.Storage == nil {
 		return nil, nil, errors.New("no storage to read the snapshot from")
 	}
@@ -463,7 +481,10 @@ func (b *pebbleBackend) download(ctx context.Context, h *checkpoint.Handle, dir 
 			segs = append(segs, ref)
 			continue
 		}
-		if err := b.downloadFile(ctx, ref, b.fs.PathJoin(dir, name)); err != nil {
+		dst := b.fs.PathJoin(dir, name)
+		if local && isImmutableTable(name) && b.fromLocal(ref, dst) {
+			b.restoredLocal++
+		} else if err := b.downloadFile(ctx, ref, dst); err != nil {
 			return nil, nil, err
 		}
 		if ref.Shared && isImmutableTable(name) {
@@ -679,7 +700,7 @@ func (b *pebbleBackend) restoreEntries(ctx context.Context, h *checkpoint.Handle
 		}
 		tmp := b.fs.PathJoin(b.dir, "restore-"+strconv.Itoa(n))
 		defer b.fs.RemoveAll(tmp)
-		_, segs, err := b.download(ctx, h, tmp)
+		_, segs, err := b.download(ctx, h, tmp, false)
 		if err != nil {
 			return err
 		}
@@ -995,6 +1016,7 @@ func (b *pebbleBackend) Snapshot(checkpointID int64, w checkpoint.SnapshotWriter
 			return nil, fmt.Errorf("checkpoint %d of %s/%d: %w", checkpointID, b.opts.OperatorUID, b.opts.Subtask, err)
 		}
 		h.States = states
+		b.keepLocal(checkpointID, local, ssts)
 		b.mu.Lock()
 		b.pending[checkpointID] = ssts
 		if b.cl != nil {
@@ -1171,6 +1193,7 @@ func (b *pebbleBackend) NotifyCheckpointComplete(id int64) {
 	if b.cl != nil {
 		b.cl.complete(id)
 	}
+	b.pruneLocal(id)
 	for pid := range b.pending {
 		if pid <= id {
 			delete(b.pending, pid)
@@ -1185,6 +1208,7 @@ func (b *pebbleBackend) NotifyCheckpointAborted(id int64) {
 	if b.cl != nil {
 		b.cl.aborted(id)
 	}
+	delete(b.localPending, id)
 }
 
 // captureEntries takes a Pebble snapshot for a canonical (savepoint)
