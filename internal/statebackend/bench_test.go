@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -196,48 +197,63 @@ func BenchmarkBarrierPause(b *testing.B) {
 
 // BenchmarkRestore measures the restore of a Pebble checkpoint of a state
 // of a given size (sizes as BenchmarkCheckpoint) from file storage into a
-// new backend, as after a kill -9: "download" copies every file from the
-// storage, "local" takes the SST files from the local recovery directory
-// (PebbleOptions.LocalRecovery) after checking their CRC32C. The
-// checkpoint is a changelog checkpoint: a materialization and one segment
-// of 1% of the keys to replay.
+// new backend, as after a kill -9, both ways on the same checkpoint,
+// interleaved (-benchtime Nx: N of each): copying every file from the storage, and with local
+// recovery (PebbleOptions.LocalRecovery: the SST files linked from the
+// local disk after a CRC32C check). The checkpoint is a changelog
+// checkpoint: a materialization and one segment of 1% of the keys to
+// replay. It reports the median of each and local ÷ download.
 //
 //	ONCEFLOW_BENCH_STATE_MB=1024 go test -run '^$' -bench Restore -benchtime 3x -timeout 1h ./internal/statebackend
 func BenchmarkRestore(b *testing.B) {
 	const valueSize = 100
 	for _, mb := range benchSizesMB(b) {
 		keys := mb << 20 / (valueSize + 20)
-		for _, mode := range []string{"download", "local"} {
-			b.Run(fmt.Sprintf("state=%dMB/%s", mb, mode), func(b *testing.B) {
-				st, err := dirstore.NewFileStorage(b.TempDir(), "bench", dirstore.StorageOptions{Retained: 1})
-				must(b, err)
-				opts := PebbleOptions{Dir: b.TempDir(), Incremental: true, LocalRecovery: mode == "local"}
-				be := newBackend(b, NewPebbleFactory(opts), state.KeyedBackendOptions{OperatorUID: "op"})
-				v, err := state.NewValueState(be, "v", state.BytesCodec{})
-				must(b, err)
-				putValues(b, be, v, 0, keys, 'a', valueSize)
-				var h *checkpoint.Handle
-				for id := int64(1); id <= 2; id++ {
-					if id == 2 {
-						putValues(b, be, v, 0, keys/100, 'b', valueSize)
-					}
-					h, _ = checkpointCounted(b, be, st, id)
-					completeOne(b, st, "op", id, false, 1, h)
-					be.NotifyCheckpointComplete(id)
+		b.Run(fmt.Sprintf("state=%dMB", mb), func(b *testing.B) {
+			st, err := dirstore.NewFileStorage(b.TempDir(), "bench", dirstore.StorageOptions{Retained: 1})
+			must(b, err)
+			opts := PebbleOptions{Dir: b.TempDir(), Incremental: true, LocalRecovery: true}
+			be := newBackend(b, NewPebbleFactory(opts), state.KeyedBackendOptions{OperatorUID: "op"})
+			v, err := state.NewValueState(be, "v", state.BytesCodec{})
+			must(b, err)
+			putValues(b, be, v, 0, keys, 'a', valueSize)
+			var h *checkpoint.Handle
+			for id := int64(1); id <= 2; id++ {
+				if id == 2 {
+					putValues(b, be, v, 0, keys/100, 'b', valueSize)
 				}
-				must(b, be.Close())
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					r, err := NewPebbleFactory(opts).CreateKeyedBackend(context.Background(), state.KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
-					must(b, err)
-					b.StopTimer()
-					if mode == "local" && r.(*pebbleBackend).restoredLocal == 0 {
-						b.Fatal("local recovery took no file from the local disk")
-					}
-					must(b, r.Close())
-					b.StartTimer()
+				h, _ = checkpointCounted(b, be, st, id)
+				completeOne(b, st, "op", id, false, 1, h)
+				be.NotifyCheckpointComplete(id)
+			}
+			must(b, be.Close())
+			restore := func(local bool) time.Duration {
+				o := opts
+				o.LocalRecovery = local
+				start := time.Now()
+				r, err := NewPebbleFactory(o).CreateKeyedBackend(context.Background(), state.KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
+				must(b, err)
+				d := time.Since(start)
+				if got := r.(*pebbleBackend).restoredLocal; local != (got > 0) {
+					b.Fatalf("local recovery %v took %d files from the local disk", local, got)
 				}
-			})
-		}
+				must(b, r.Close())
+				return d
+			}
+			var download, local []time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				download = append(download, restore(false))
+				local = append(local, restore(true))
+			}
+			median := func(ds []time.Duration) time.Duration {
+				slices.Sort(ds)
+				return ds[len(ds)/2]
+			}
+			d, l := median(download), median(local)
+			b.ReportMetric(float64(d.Microseconds())/1000, "ms-median/restore-download")
+			b.ReportMetric(float64(l.Microseconds())/1000, "ms-median/restore-local")
+			b.ReportMetric(float64(l)/float64(d), "x-download")
+		})
 	}
 }
