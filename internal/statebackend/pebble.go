@@ -237,6 +237,8 @@ type pebbleBackend struct {
 	timerKnown map[string]struct{}
 	firing     *timerFiring
 	timerIters timerIterCounts
+	// timerWrites buffers timer writes (timers_pebble.go); owner goroutine.
+	timerWrites *pebble.Batch
 
 	// cl is the changelog (changelog.go), nil without one.
 	cl *changelog
@@ -287,8 +289,12 @@ func (b *pebbleBackend) put(k, v []byte, del bool) error {
 	return nil
 }
 
-// flushDirty writes the buffered writes to Pebble as one batch.
+// flushDirty writes the buffered writes to Pebble as one batch, after the
+// buffered timer writes.
 func (b *pebbleBackend) flushDirty() error {
+	if err := b.flushTimers(); err != nil {
+		return err
+	}
 	if len(b.dirty) == 0 {
 		return nil
 	}
@@ -1303,6 +1309,9 @@ func (b *pebbleBackend) Close() error {
 	}
 	b.snaps = nil
 	b.mu.Unlock()
+	if b.timerWrites != nil {
+		_ = b.timerWrites.Close() // never committed: the state is scratch
+	}
 	err := b.db.Close()
 	b.f.release()
 	if rerr := b.fs.RemoveAll(b.dir); err == nil && rerr != nil {

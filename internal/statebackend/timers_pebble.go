@@ -25,10 +25,14 @@ import (
 // group are one contiguous range at its start and FireTimers reads them
 // with one seek and one step per timer, never touching state entries.
 //
-// Timer writes bypass the state write buffer (b.dirty) and go to Pebble
-// directly, so that FireTimers needs no flush of unrelated state; a set of
-// timers known to be stored (timerKnown) spares repeated registrations of
-// the same timer (a window's end, once per record) their Pebble write.
+// Timer writes bypass the state write buffer (b.dirty), so that FireTimers
+// needs no flush of unrelated state: they collect in a batch of their own
+// (timerWrites), committed before a timer iterator is opened, with the
+// state buffer, and past timerBatchLimit bytes; a session window that
+// moves its timer with every record then costs one commit per watermark
+// step instead of two per record. A set of timers known to be stored
+// (timerKnown) spares repeated registrations of the same timer (a window's
+// end, once per record) their write.
 // timerHints remember a lower bound or the exact time of the earliest
 // timer per domain, so that FireTimers with nothing due returns without a
 // seek, and seeks start at that bound, past the deletions of timers fired
@@ -121,7 +125,7 @@ func (b *pebbleBackend) RegisterTimer(d state.TimeDomain, ts int64) error {
 	if _, ok := b.timerKnown[string(k)]; ok {
 		return nil
 	}
-	if err := b.dbSet(k, nil); err != nil {
+	if err := b.timerWrite(k, false); err != nil {
 		return fmt.Errorf("register %s timer of %s/%d at %d for key %q: %w", d, b.opts.OperatorUID, b.opts.Subtask, ts, b.key, err)
 	}
 	if len(b.timerKnown) >= timerKnownLimit {
@@ -139,7 +143,7 @@ func (b *pebbleBackend) DeleteTimer(d state.TimeDomain, ts int64) error {
 		return err
 	}
 	delete(b.timerKnown, string(k))
-	if err := b.dbDelete(k); err != nil {
+	if err := b.timerWrite(k, true); err != nil {
 		return fmt.Errorf("delete %s timer of %s/%d at %d for key %q: %w", d, b.opts.OperatorUID, b.opts.Subtask, ts, b.key, err)
 	}
 	b.timerHints[di].deleted(ts)
@@ -147,8 +151,55 @@ func (b *pebbleBackend) DeleteTimer(d state.TimeDomain, ts int64) error {
 	return nil
 }
 
-// newTimerIter opens an iterator over [lower, upper) of the database.
+// timerBatchLimit bounds the timer writes buffered in timerWrites.
+const timerBatchLimit = 4 << 20
+
+// timerWrite buffers the write or deletion of timer key k (and records it
+// in the changelog).
+func (b *pebbleBackend) timerWrite(k []byte, del bool) error {
+	if b.timerWrites == nil {
+		b.timerWrites = b.db.NewBatch()
+	}
+	var err error
+	if del {
+		err = b.timerWrites.Delete(k, nil)
+	} else {
+		err = b.timerWrites.Set(k, nil, nil)
+	}
+	if err != nil {
+		return err
+	}
+	if b.cl != nil {
+		if del {
+			b.cl.record(clDelete, k, nil)
+		} else {
+			b.cl.record(clSet, k, nil)
+		}
+	}
+	if b.timerWrites.Len() > timerBatchLimit {
+		return b.flushTimers()
+	}
+	return nil
+}
+
+// flushTimers commits the buffered timer writes.
+func (b *pebbleBackend) flushTimers() error {
+	if b.timerWrites == nil || b.timerWrites.Empty() {
+		return nil
+	}
+	if err := b.timerWrites.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("writing buffered timers: %w", err)
+	}
+	b.timerWrites.Reset()
+	return nil
+}
+
+// newTimerIter opens an iterator over [lower, upper) of the database,
+// after the buffered timer writes.
 func (b *pebbleBackend) newTimerIter(lower, upper []byte) (*pebble.Iterator, error) {
+	if err := b.flushTimers(); err != nil {
+		return nil, err
+	}
 	return b.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 }
 
@@ -351,7 +402,7 @@ func (q *pebbleTimerQueue) remove(kg int, ts int64, key []byte) error {
 	c := &q.kgs[kg-q.b.opts.KeyGroups.Start]
 	k := encodeTimerKey(nil, kg, q.d, ts, key)
 	delete(q.b.timerKnown, string(k))
-	if err := q.b.dbDelete(k); err != nil {
+	if err := q.b.timerWrite(k, true); err != nil {
 		return q.errorf(kg, fmt.Errorf("remove the timer at %d of key %q: %w", ts, key, err))
 	}
 	q.b.timerHints[q.d-1].deleted(ts)
