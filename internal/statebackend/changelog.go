@@ -122,37 +122,32 @@ func (c *changelog) record(kind byte, k, v []byte) {
 	}
 }
 
-// dbSet, dbDelete and dbDeleteRange apply one write to the database and
-// record it in the changelog; every write of the backend outside
-// flushDirty goes through them.
-func (b *pebbleBackend) dbSet(k, v []byte) error {
-	if err := b.db.Set(k, v, pebble.NoSync); err != nil {
-		return err
+// entryKind is the record kind of a write (false) or a deletion (true).
+func entryKind(del bool) byte {
+	if del {
+		return clDelete
 	}
-	if b.cl != nil {
-		b.cl.record(clSet, k, v)
-	}
-	return nil
+	return clSet
 }
 
-func (b *pebbleBackend) dbDelete(k []byte) error {
-	if err := b.db.Delete(k, pebble.NoSync); err != nil {
-		return err
+// dbWrite applies one write to the database (kind clSet, clDelete, or
+// clDeleteRange with v the range's end) and records it in the changelog;
+// every write of the backend outside flushDirty and the timer batch goes
+// through it.
+func (b *pebbleBackend) dbWrite(kind byte, k, v []byte) error {
+	var err error
+	switch kind {
+	case clSet:
+		err = b.db.Set(k, v, pebble.NoSync)
+	case clDelete:
+		err = b.db.Delete(k, pebble.NoSync)
+	default:
+		err = b.db.DeleteRange(k, v, pebble.NoSync)
 	}
-	if b.cl != nil {
-		b.cl.record(clDelete, k, nil)
+	if err == nil && b.cl != nil {
+		b.cl.record(kind, k, v)
 	}
-	return nil
-}
-
-func (b *pebbleBackend) dbDeleteRange(start, end []byte) error {
-	if err := b.db.DeleteRange(start, end, pebble.NoSync); err != nil {
-		return err
-	}
-	if b.cl != nil {
-		b.cl.record(clDeleteRange, start, end)
-	}
-	return nil
+	return err
 }
 
 // appendSnapshot is the changelog's side of Snapshot, on the owner

@@ -2,7 +2,6 @@ package statebackend
 
 import (
 	"errors"
-	"fmt"
 	"hash/crc32"
 	"io"
 	"net/url"
@@ -45,7 +44,7 @@ func (b *pebbleBackend) keepLocal(id int64, local string, ssts map[string]checkp
 	}
 	names := make(map[string]bool, len(ssts))
 	if err := b.fs.MkdirAll(b.localDir, 0o755); err != nil {
-		b.f.logf("local recovery: %v", err)
+		b.f.opts.Logger.Infof("local recovery: %v", err)
 		return
 	}
 	for name, ref := range ssts {
@@ -59,7 +58,7 @@ func (b *pebbleBackend) keepLocal(id int64, local string, ssts map[string]checkp
 			continue
 		}
 		if err := b.fs.Link(b.fs.PathJoin(local, name), dst); err != nil {
-			b.f.logf("local recovery: keeping %s: %v", name, err)
+			b.f.opts.Logger.Infof("local recovery: keeping %s: %v", name, err)
 			delete(names, stored)
 		}
 	}
@@ -123,17 +122,9 @@ func (b *pebbleBackend) fromLocal(ref checkpoint.FileRef, dst string) bool {
 	}
 	if err := b.fs.Link(src, dst); err != nil {
 		if !errors.Is(err, os.ErrExist) {
-			b.f.logf("local recovery: linking %s: %v", src, err)
+			b.f.opts.Logger.Infof("local recovery: linking %s: %v", src, err)
 		}
 		return false
 	}
 	return true
-}
-
-// logf logs a line of the factory (pebble's Infof logger: informational,
-// discarded without one).
-func (f *pebbleFactory) logf(format string, args ...any) {
-	if f.opts.Logger != nil {
-		f.opts.Logger.Infof("%s", fmt.Sprintf(format, args...))
-	}
 }

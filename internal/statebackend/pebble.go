@@ -300,22 +300,19 @@ func (b *pebbleBackend) flushDirty() error {
 	}
 	batch := b.db.NewBatch()
 	for k, e := range b.dirty {
+		kb := []byte(k)
 		var err error
 		if e.del {
-			err = batch.Delete([]byte(k), nil)
+			err = batch.Delete(kb, nil)
 		} else {
-			err = batch.Set([]byte(k), e.val, nil)
-		}
-		if b.cl != nil {
-			if e.del {
-				b.cl.record(clDelete, []byte(k), nil)
-			} else {
-				b.cl.record(clSet, []byte(k), e.val)
-			}
+			err = batch.Set(kb, e.val, nil)
 		}
 		if err != nil {
 			batch.Close()
 			return fmt.Errorf("buffering state writes: %w", err)
+		}
+		if b.cl != nil {
+			b.cl.record(entryKind(e.del), kb, e.val)
 		}
 	}
 	if err := batch.Commit(pebble.NoSync); err != nil {
@@ -606,7 +603,7 @@ func (b *pebbleBackend) writeCatalog(s *pebbleState) error {
 		return err
 	}
 	k := append(append([]byte(nil), catalogPrefix...), s.meta.Name...)
-	return b.dbSet(k, v)
+	return b.dbWrite(clSet, k, v)
 }
 
 // ensureState returns the state named meta.Name, creating it (not yet
@@ -948,10 +945,10 @@ func (s *pebbleState) Clear() error {
 	}
 	if s.meta.Kind != checkpoint.KindMap {
 		s.b.remember(string(prefix), dirtyEntry{del: true})
-		return s.b.dbDelete(prefix)
+		return s.b.dbWrite(clDelete, prefix, nil)
 	}
 	s.b.forget(prefix)
-	return s.b.dbDeleteRange(prefix, successor(prefix))
+	return s.b.dbWrite(clDeleteRange, prefix, successor(prefix))
 }
 
 // successor returns the smallest key greater than every key with prefix p.

@@ -170,11 +170,7 @@ func (b *pebbleBackend) timerWrite(k []byte, del bool) error {
 		return err
 	}
 	if b.cl != nil {
-		if del {
-			b.cl.record(clDelete, k, nil)
-		} else {
-			b.cl.record(clSet, k, nil)
-		}
+		b.cl.record(entryKind(del), k, nil)
 	}
 	if b.timerWrites.Len() > timerBatchLimit {
 		return b.flushTimers()
