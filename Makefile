@@ -5,7 +5,7 @@ KAFKALOCAL = $(GO) run ./integration/cmd/kafkalocal
 S3LOCAL    = $(GO) run ./integration/cmd/s3local
 BROKER_ADDR_FILE ?= /tmp/onceflow-broker.addr
 
-.PHONY: all deps fmt vet build test test-short bench bench-go bench-compare bench-quick bench-distributed bench-windows demo broker broker3 broker-stop s3 clean
+.PHONY: all deps fmt vet build test test-short bench bench-go bench-compare bench-quick bench-distributed bench-windows bench-state demo broker broker3 broker-stop s3 clean
 
 all: vet build test
 
@@ -66,6 +66,14 @@ bench-distributed: deps
 # (BENCH_FLAGS=-quick: smaller, into bench/results/windows/quick/).
 bench-windows: deps
 	$(GO) run ./bench/cmd/compare -windows $(BENCH_FLAGS)
+
+# Large state (issue 19 section 4): the word count over 10M distinct words
+# (about 1 GB of state), onceflow with Pebble against Flink with RocksDB
+# incremental checkpoints: checkpoint duration and bytes at 1% and 10%
+# churn, recovery from SIGKILL, medians of 3 runs, into
+# bench/results/state/ (BENCH_FLAGS='-state-keys N' for a smaller state).
+bench-state: deps
+	$(GO) run ./bench/cmd/compare -state $(BENCH_FLAGS)
 
 # A local single-node broker until Ctrl-C (or make broker-stop).
 broker:

@@ -28,6 +28,9 @@
 // With -windows (make bench-windows) it runs issue 17's windowed
 // comparison instead (windows.go), into bench/results/windows/.
 //
+// With -state (make bench-state) it runs issue 19's large-state
+// comparison instead (state.go), into bench/results/state/.
+//
 // With -distributed (make bench-distributed) it measures issue 16's
 // distributed mode instead, into bench/results/distributed/: onceflow in
 // single mode (the baseline; with file and with S3 checkpoints) and 1, 2
@@ -142,10 +145,14 @@ func run() error {
 		", interval 1s, 3 runs, no recovery unless these flags say otherwise; an S3 server for the run; results to bench/results/distributed")
 	flag.IntVar(&o.runs, "runs", 0, "measure every contender, workload and interval this many times, interleaved, and report medians (default 1; 3 with -distributed)")
 	wo := windowFlags()
+	so := stateFlags()
 	renderDir := flag.String("render", "", "measure nothing: write results.md (and chart.png) of this results folder again from its results.json")
 	flag.Parse()
 	if *renderDir != "" && wo.on {
 		return renderWindows(*renderDir)
+	}
+	if *renderDir != "" && so.on {
+		return renderState(*renderDir)
 	}
 	if *renderDir != "" {
 		return render(*renderDir)
@@ -214,6 +221,9 @@ func run() error {
 	}
 	if wo.on {
 		return runWindows(&o, wo, set)
+	}
+	if so.on {
+		return runState(&o, so, set)
 	}
 	if o.resultsDir == "" {
 		o.resultsDir = "bench/results"

@@ -32,14 +32,18 @@ import org.apache.kafka.clients.producer.ProducerRecord;
  * checkpoints every interval (aligned, heap state, checkpoints in files).
  *
  * <p>Arguments: bootstrap job(copy|wordcount) inputTopic outputTopic
- * transactionalIdPrefix checkpointIntervalMs parallelism checkpointDir.
- * Runs until killed; a new start resumes from the newest retained
- * checkpoint in checkpointDir.
+ * transactionalIdPrefix checkpointIntervalMs parallelism checkpointDir
+ * [stateBackend restPort]. Runs until killed; a new start resumes from the
+ * newest retained checkpoint in checkpointDir. With stateBackend "rocksdb"
+ * the keyed state lives in RocksDB (its files under checkpointDir/../rocksdb)
+ * with incremental checkpoints, for the large-state comparison (compare
+ * -state); restPort is the mini cluster's REST port (the harness reads
+ * /jobs/(id)/checkpoints there), 0 for Flink's default.
  */
 public final class FlinkBench {
     public static void main(String[] args) throws Exception {
-        if (args.length != 8) {
-            System.err.println("usage: FlinkBench bootstrap copy|wordcount in out prefix intervalMs parallelism checkpointDir");
+        if (args.length != 8 && args.length != 10) {
+            System.err.println("usage: FlinkBench bootstrap copy|wordcount in out prefix intervalMs parallelism checkpointDir [heap|rocksdb restPort]");
             System.exit(2);
         }
         String bootstrap = args[0], job = args[1], in = args[2], out = args[3], prefix = args[4];
@@ -54,6 +58,24 @@ public final class FlinkBench {
         conf.setString("execution.checkpointing.dir", checkpoints.toURI().toString());
         conf.setString("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION");
         conf.setString("execution.checkpointing.num-retained", "2");
+        if (args.length == 10) {
+            if (args[8].equals("rocksdb")) {
+                conf.setString("state.backend.type", "rocksdb");
+                conf.setString("execution.checkpointing.incremental", "true");
+                conf.setString("state.backend.rocksdb.localdir",
+                        new File(checkpoints.getAbsoluteFile().getParentFile(), "rocksdb").getAbsolutePath());
+            } else if (!args[8].equals("heap")) {
+                System.err.println("unknown state backend " + args[8]);
+                System.exit(2);
+            }
+            if (!args[9].equals("0")) {
+                conf.setString("rest.bind-address", "127.0.0.1");
+                conf.setString("rest.address", "127.0.0.1");
+                conf.setString("rest.port", args[9]);
+                // Checkpoint statistics as they are, not as of 3 s ago.
+                conf.setString("rest.cache.checkpoint-statistics.timeout", "100 ms");
+            }
+        }
         File latest = latestCheckpoint(checkpoints);
         if (latest != null) {
             System.err.println("resuming from " + latest);
