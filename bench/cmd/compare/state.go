@@ -61,6 +61,7 @@ type stateOptions struct {
 	keys             int
 	wordBytes        int
 	churnFlag        string
+	bursts           int
 	churn            []int
 	interval         time.Duration
 	recoveryInterval time.Duration
@@ -72,6 +73,7 @@ func stateFlags() *stateOptions {
 	s := &stateOptions{}
 	flag.StringVar(&s.churnFlag, "state-churn", "1,10", "-state: churn phases, percent of the keys updated between two checkpoints (each must divide 100)")
 	flag.BoolVar(&s.on, "state", false, "the large-state comparison instead (issue 19 §4): a word count over -state-keys distinct words, onceflow with Pebble against Flink with RocksDB incremental checkpoints; checkpoint cost by churn and recovery from SIGKILL; results to bench/results/state")
+	flag.IntVar(&s.bursts, "state-bursts", 3, "-state: bursts of every churn percentage, each measured (the first after the load also pays for the load's compactions)")
 	flag.IntVar(&s.keys, "state-keys", 0, "-state: distinct words (keys) loaded (default 10,000,000; 200,000 with -quick)")
 	flag.IntVar(&s.wordBytes, "state-word-bytes", 80, "-state: bytes of every word (k, 9 digits of its index, then letters derived from it)")
 	flag.DurationVar(&s.interval, "state-interval", 10*time.Second, "-state: the checkpoint interval of the load and churn phases")
@@ -147,6 +149,9 @@ func runState(o *options, so *stateOptions, set map[string]bool) error {
 	}
 	if so.keys == 0 {
 		so.keys = pick(o.quick, 200_000, 10_000_000)
+	}
+	if so.bursts < 1 {
+		return fmt.Errorf("-state-bursts: %d is below 1", so.bursts)
 	}
 	if so.wordBytes < 10 {
 		return fmt.Errorf("-state-word-bytes: %d is below 10", so.wordBytes)
@@ -255,7 +260,7 @@ func runState(o *options, so *stateOptions, set map[string]bool) error {
 	interrupted := ctx.Err()
 	rep := &stateReport{
 		Started: started, Took: time.Since(started), Quick: o.quick, Brokers: strings.Join(o.brokers, ","),
-		Machine: machine(), Keys: so.keys, WordBytes: so.wordBytes, Churn: so.churn,
+		Machine: machine(), Keys: so.keys, WordBytes: so.wordBytes, Churn: so.churn, Bursts: so.bursts,
 		IntervalMS: so.interval.Milliseconds(), RecoveryIntervalMS: so.recoveryInterval.Milliseconds(),
 		PaceRate: o.paceRate, Parallelism: o.parallelism, RunsN: o.runs, Contenders: o.contenders,
 		Results: stateMedians(runs, o.contenders), Runs: runs, LoadBefore: o.loadBefore, LoadAfter: o.loadAfter,
@@ -648,63 +653,67 @@ func stateRun(ctx context.Context, k *kafka, o *options, so *stateOptions, c *co
 	r.StateSizeMB = float64(last.StateSize) / 1e6
 	logf("%s: state on disk %.0f MB, checkpoint directory %.0f MB, checkpoint %d refers to %.0f MB", id, r.StateDiskMB, r.CheckpointDirMB, last.ID, r.StateSizeMB)
 
-	// 2. Churn.
-	for j, pct := range so.churn {
-		// Start right after a checkpoint completes, so that the burst
-		// meets the start of an interval.
-		ck, err := waitCheckpointAfter(ctx, c.name, s.HTTPPort, p, last.ID, 2*so.interval+time.Minute)
-		if err != nil {
-			return fmt.Errorf("churn %d%%: %w", pct, err)
-		}
-		before := dirFiles(ckDir)
-		pick := churnKeys(pct, j+1)
-		n, err := produceKeys(ctx, k, o, so, in, pick)
-		if err != nil {
-			return fmt.Errorf("churn %d%%: producing: %w", pct, err)
-		}
-		for i := range expected {
-			if pick(i) {
-				expected[i]++
+	// 2. Churn: so.bursts bursts of every percentage.
+	phase := 0
+	for _, pct := range so.churn {
+		for burst := 1; burst <= so.bursts; burst++ {
+			phase++
+			// Start right after a checkpoint completes, so that the burst
+			// meets the start of an interval.
+			ck, err := waitCheckpointAfter(ctx, c.name, s.HTTPPort, p, last.ID, 2*so.interval+time.Minute)
+			if err != nil {
+				return fmt.Errorf("churn %d%%: %w", pct, err)
 			}
-		}
-		produced += n
-		if err := tally.waitRecords(ctx, p, produced, 10*time.Minute); err != nil {
-			return fmt.Errorf("churn %d%%: %w", pct, err)
-		}
-		after := dirFiles(ckDir)
-		// The output is visible once the checkpoint that carried it has
-		// completed, but an API may show it a moment later (Flink's
-		// statistics are cached): wait for it, and read again after a
-		// pause in case a second one carried the end of the burst.
-		if _, err := waitCheckpointAfter(ctx, c.name, s.HTTPPort, p, ck.ID, 30*time.Second); err != nil {
-			return fmt.Errorf("churn %d%%: visible, but: %w", pct, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-		cks, err := stateCheckpoints(c.name, s.HTTPPort)
-		if err != nil {
-			return fmt.Errorf("churn %d%%: %w", pct, err)
-		}
-		ph := statePhase{ChurnPct: pct, Keys: n, BytesWritten: bytesAdded(before, after)}
-		for _, x := range cks {
-			if x.ID <= ck.ID {
-				continue
+			before := dirFiles(ckDir)
+			pick := churnKeys(pct, phase)
+			n, err := produceKeys(ctx, k, o, so, in, pick)
+			if err != nil {
+				return fmt.Errorf("churn %d%%: producing: %w", pct, err)
 			}
-			ph.Checkpoints++
-			ph.MaxMS = max(ph.MaxMS, x.DurationMS)
-			ph.SumMS += x.DurationMS
-			ph.StateSizeMB = float64(x.StateSize) / 1e6
-			if x.Checkpointed >= 0 {
-				ph.APIBytes += x.Checkpointed
-			} else {
-				ph.APIBytes = -1
+			for i := range expected {
+				if pick(i) {
+					expected[i]++
+				}
 			}
-			last = x
+			produced += n
+			if err := tally.waitRecords(ctx, p, produced, 10*time.Minute); err != nil {
+				return fmt.Errorf("churn %d%%: %w", pct, err)
+			}
+			after := dirFiles(ckDir)
+			// The output is visible once the checkpoint that carried it has
+			// completed, but an API may show it a moment later (Flink's
+			// statistics are cached): wait for it, and read again after a
+			// pause in case a second one carried the end of the burst.
+			if _, err := waitCheckpointAfter(ctx, c.name, s.HTTPPort, p, ck.ID, 30*time.Second); err != nil {
+				return fmt.Errorf("churn %d%%: visible, but: %w", pct, err)
+			}
+			time.Sleep(500 * time.Millisecond)
+			cks, err := stateCheckpoints(c.name, s.HTTPPort)
+			if err != nil {
+				return fmt.Errorf("churn %d%%: %w", pct, err)
+			}
+			ph := statePhase{ChurnPct: pct, Burst: burst, Keys: n, BytesWritten: bytesAdded(before, after)}
+			for _, x := range cks {
+				if x.ID <= ck.ID {
+					continue
+				}
+				ph.Checkpoints++
+				ph.MaxMS = max(ph.MaxMS, x.DurationMS)
+				ph.SumMS += x.DurationMS
+				ph.StateSizeMB = float64(x.StateSize) / 1e6
+				if x.Checkpointed >= 0 {
+					ph.APIBytes += x.Checkpointed
+				} else {
+					ph.APIBytes = -1
+				}
+				last = x
+			}
+			if ph.Checkpoints == 0 {
+				return fmt.Errorf("churn %d%%: visible, but no checkpoint after %d in the API", pct, ck.ID)
+			}
+			r.Phases = append(r.Phases, ph)
+			logf("%s: churn %d%% burst %d (%d keys): %d checkpoint(s), longest %.0f ms, %.1f MB written", id, pct, burst, n, ph.Checkpoints, ph.MaxMS, float64(ph.BytesWritten)/1e6)
 		}
-		if ph.Checkpoints == 0 {
-			return fmt.Errorf("churn %d%%: visible, but no checkpoint after %d in the API", pct, ck.ID)
-		}
-		r.Phases = append(r.Phases, ph)
-		logf("%s: churn %d%% (%d keys): %d checkpoint(s), longest %.0f ms, %.1f MB written", id, pct, n, ph.Checkpoints, ph.MaxMS, float64(ph.BytesWritten)/1e6)
 	}
 
 	// 3. Recovery, at the recovery interval: restart with it, pace L

@@ -44,10 +44,15 @@ type stateResult struct {
 	Check        string  `json:"output_check"`
 }
 
-// statePhase is one churn phase: the checkpoints completed between the
-// burst and its visibility.
+// statePhase is one churn burst: the checkpoints completed between the
+// burst and its visibility. In a median over runs and bursts (Burst 0),
+// Bursts is their number and MaxMSMax and BytesMax the largest of them.
 type statePhase struct {
 	ChurnPct    int     `json:"churn_pct"`
+	Burst       int     `json:"burst,omitempty"`
+	Bursts      int     `json:"bursts,omitempty"`
+	MaxMSMax    float64 `json:"duration_max_ms_max,omitempty"`
+	BytesMax    int64   `json:"bytes_written_max,omitempty"`
 	Keys        int     `json:"keys"`
 	Checkpoints int     `json:"checkpoints"`
 	MaxMS       float64 `json:"duration_max_ms"`
@@ -65,7 +70,7 @@ func (r *stateResult) summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "load %.0f words/s, state %.0f MB on disk", r.LoadRate, r.StateDiskMB)
 	for _, p := range r.Phases {
-		fmt.Fprintf(&b, ", %d%% churn: %d checkpoint(s), longest %.0f ms, %.1f MB written", p.ChurnPct, p.Checkpoints, p.MaxMS, float64(p.BytesWritten)/1e6)
+		fmt.Fprintf(&b, ", %d%% churn burst %d: %d checkpoint(s), longest %.0f ms, %.1f MB written", p.ChurnPct, p.Burst, p.Checkpoints, p.MaxMS, float64(p.BytesWritten)/1e6)
 	}
 	fmt.Fprintf(&b, ", recovery %s s, output %s", secs(r.RecoveryS), r.Check)
 	if r.Err != "" {
@@ -145,13 +150,16 @@ func stateMedians(runs []*stateResult, contenders []string) []*stateResult {
 				}
 				return lowerMedian(v)
 			}
-			mp := statePhase{ChurnPct: pct, Keys: ps[0].Keys,
+			mp := statePhase{ChurnPct: pct, Keys: ps[0].Keys, Bursts: len(ps),
 				Checkpoints:  int(f(func(p statePhase) float64 { return float64(p.Checkpoints) })),
 				MaxMS:        f(func(p statePhase) float64 { return p.MaxMS }),
 				SumMS:        f(func(p statePhase) float64 { return p.SumMS }),
 				BytesWritten: int64(f(func(p statePhase) float64 { return float64(p.BytesWritten) })),
 				APIBytes:     int64(f(func(p statePhase) float64 { return float64(p.APIBytes) })),
 				StateSizeMB:  f(func(p statePhase) float64 { return p.StateSizeMB }),
+			}
+			for _, p := range ps {
+				mp.MaxMSMax, mp.BytesMax = max(mp.MaxMSMax, p.MaxMS), max(mp.BytesMax, p.BytesWritten)
 			}
 			m.Phases = append(m.Phases, mp)
 		}
@@ -197,6 +205,7 @@ type stateReport struct {
 	Keys               int            `json:"keys"`
 	WordBytes          int            `json:"word_bytes"`
 	Churn              []int          `json:"churn_pct"`
+	Bursts             int            `json:"bursts"`
 	IntervalMS         int64          `json:"interval_ms"`
 	RecoveryIntervalMS int64          `json:"recovery_interval_ms"`
 	PaceRate           int            `json:"pace_rate"`
@@ -263,9 +272,10 @@ func (rep *stateReport) markdown() string {
 	fmt.Fprintf(&b, "The word count over %s distinct words of %d bytes (10 a line, 8 partitions, parallelism %d), exactly once, onceflow with Pebble state "+
 		"(its defaults: incremental checkpoints with the changelog, local recovery) against Flink 2.0 with RocksDB and incremental checkpoints "+
 		"(mini cluster in one JVM); checkpoints to files on the local disk every %s during the load and churn, every %s for recovery. "+
-		"Medians of %d runs (range of the recovery in brackets).\n\n",
+		"Medians of %d runs; a churn figure is the median over every burst of every run (%d bursts of each percentage a run, each started right after a checkpoint completed), the largest in brackets: "+
+		"the first burst after the load also pays for the compactions the load left behind.\n\n",
 		num(float64(rep.Keys)), rep.WordBytes, rep.Parallelism, time.Duration(rep.IntervalMS)*time.Millisecond,
-		time.Duration(rep.RecoveryIntervalMS)*time.Millisecond, rep.RunsN)
+		time.Duration(rep.RecoveryIntervalMS)*time.Millisecond, rep.RunsN, rep.Bursts)
 	names := rep.Contenders
 	b.WriteString("| figure |")
 	for _, n := range names {
@@ -306,23 +316,23 @@ func (rep *stateReport) markdown() string {
 			}
 			return "–"
 		})
-		row(fmt.Sprintf("%d%% churn: longest checkpoint, ms", pct), func(r *stateResult) string {
+		row(fmt.Sprintf("%d%% churn: longest checkpoint of a burst, ms", pct), func(r *stateResult) string {
 			if p := phase(r); p != nil {
-				return num(p.MaxMS)
+				return fmt.Sprintf("%s (%s)", num(p.MaxMS), num(p.MaxMSMax))
 			}
 			return "–"
 		})
-		row(fmt.Sprintf("%d%% churn: bytes written (checkpoint directory), MB (share of the state on disk)", pct), func(r *stateResult) string {
+		row(fmt.Sprintf("%d%% churn: bytes written by a burst (files added to the checkpoint directory), MB (share of the state on disk)", pct), func(r *stateResult) string {
 			if p := phase(r); p != nil {
 				share := ""
 				if r.StateDiskMB > 0 {
 					share = fmt.Sprintf(" (%.1f%%)", float64(p.BytesWritten)/1e6/r.StateDiskMB*100)
 				}
-				return mb(float64(p.BytesWritten)/1e6) + share
+				return mb(float64(p.BytesWritten)/1e6) + share + fmt.Sprintf(" (max %s)", mb(float64(p.BytesMax)/1e6))
 			}
 			return "–"
 		})
-		row(fmt.Sprintf("%d%% churn: bytes written by the contender's own count, MB", pct), func(r *stateResult) string {
+		row(fmt.Sprintf("%d%% churn: bytes written by a burst by the contender's own count, MB", pct), func(r *stateResult) string {
 			if p := phase(r); p != nil && p.APIBytes >= 0 {
 				return mb(float64(p.APIBytes) / 1e6)
 			}
