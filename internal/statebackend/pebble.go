@@ -940,12 +940,14 @@ func (s *pebbleState) Clear() error {
 	if err != nil {
 		return err
 	}
+	if s.meta.Kind != checkpoint.KindMap {
+		// One key: a buffered deletion, as Delete is.
+		return s.b.put(prefix, nil, true)
+	}
+	// A range: the buffered writes under it go first, or they would
+	// land after the deletion.
 	if err := s.b.flushDirty(); err != nil {
 		return err
-	}
-	if s.meta.Kind != checkpoint.KindMap {
-		s.b.remember(string(prefix), dirtyEntry{del: true})
-		return s.b.dbWrite(clDelete, prefix, nil)
 	}
 	s.b.forget(prefix)
 	return s.b.dbWrite(clDeleteRange, prefix, successor(prefix))
