@@ -126,6 +126,9 @@ type operator[K, T, A, R any] struct {
 	agg      Aggregator[T, A, R]
 	accCodec state.Codec[A]
 	accs     *state.MapState[Window, A]
+	// slides holds a key's sliding windows, all in one value (sliding.go);
+	// accs is nil then.
+	slides *state.ValueState[[]slot[A]]
 	// sessions lists the key's windows when they merge, so that a record
 	// finds the sessions it may merge with in one read (Flink's
 	// MergingWindowSet), not by a scan of accs.
@@ -179,6 +182,13 @@ func (windowsCodec) Decode(b []byte) ([]Window, error) {
 // windows the list of the key's sessions.
 func (o *operator[K, T, A, R]) Open(ctx *engine.KeyedContext) error {
 	var err error
+	if _, ok := o.spec.Assigner.(Sliding); ok {
+		o.slides, err = state.NewValueState(ctx.Backend(), "windows", slotsCodec[A]{o.accCodec})
+		if err != nil {
+			return fmt.Errorf("sliding windows keep each key's windows in one value; a checkpoint of an older onceflow, with one entry per window, cannot be restored: %w", err)
+		}
+		return nil
+	}
 	if o.accs, err = state.NewMapState(ctx.Backend(), "windows", windowCodec{}, o.accCodec); err != nil {
 		return err
 	}
@@ -284,6 +294,9 @@ func (o *operator[K, T, A, R]) Process(ctx *engine.KeyedContext, key K, v T, out
 	if o.spec.Assigner.Merging() {
 		return o.processSession(ctx, key, v, o.buf[0], out)
 	}
+	if o.slides != nil {
+		return o.processSliding(ctx, key, v, out)
+	}
 	added := false
 	for _, w := range o.buf {
 		if o.late(ctx, w) {
@@ -383,6 +396,9 @@ func (o *operator[K, T, A, R]) lateRecord(key K, v T, out func(Output[K, T, R]))
 // list of sessions, and those of any other Assigner by a look at the
 // key's windows.
 func (o *operator[K, T, A, R]) OnTimer(ctx *engine.KeyedContext, key K, ts int64, out func(Output[K, T, R])) error {
+	if o.slides != nil {
+		return o.timerSliding(ctx, key, ts, out)
+	}
 	due, sessions, err := o.dueWindows(ts)
 	if err != nil {
 		return err

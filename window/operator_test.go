@@ -37,6 +37,12 @@ type event struct {
 type phasedSource struct {
 	phases [][]event
 	bound  int64
+	// hold, when set, keeps the reader waiting after the last phase
+	// instead of ending the input, so that the job stays up to be stopped
+	// with a savepoint; it closes held once it waits there, every record
+	// read.
+	hold bool
+	held chan struct{}
 }
 
 func (s phasedSource) NewReader(context.Context, engine.Scope, [][]byte) (engine.SourceReader[event], error) {
@@ -50,6 +56,7 @@ type phasedReader struct {
 	waitingPoll  bool
 	polledAfter  bool
 	watermarkLog []int64
+	closedHeld   bool
 }
 
 func (r *phasedReader) Next(ctx context.Context) (event, bool, error) {
@@ -67,6 +74,14 @@ func (r *phasedReader) NextTimestamped(ctx context.Context) (event, int64, bool,
 		r.phase, r.next, r.polledAfter = r.phase+1, 0, false
 	}
 	if r.phase == len(r.src.phases) {
+		if r.src.hold {
+			if r.src.held != nil && !r.closedHeld {
+				close(r.src.held)
+				r.closedHeld = true
+			}
+			<-ctx.Done()
+			return event{}, 0, false, nil
+		}
 		return event{}, 0, false, io.EOF
 	}
 	e := r.src.phases[r.phase][r.next]
