@@ -63,3 +63,38 @@ func TestTunedLimit(t *testing.T) {
 		t.Errorf("topicSafe: %q", got)
 	}
 }
+
+// The copy's targets are issue 19's: a share of the limit by interval (0.5
+// at 50 ms, 0.6 at 100 ms, 0.9 at 1 s), 1.1 × franz-txn at the same
+// interval, and a peak RSS under 200 MiB.
+func TestCopyTargets(t *testing.T) {
+	rep := &report{
+		Workloads: []string{"copy"}, Intervals: []time.Duration{50 * time.Millisecond, time.Second},
+		Contenders: []string{"limit", "franz-txn", "onceflow"},
+		Options:    &options{runs: 3, parallelism: 2},
+		Results: []*result{
+			{Contender: "limit", Workload: "copy", Throughput: 1000, Runs: 3},
+			{Contender: "franz-txn", Workload: "copy", IntervalMS: 50, Throughput: 400, Runs: 3},
+			{Contender: "franz-txn", Workload: "copy", IntervalMS: 1000, Throughput: 800, Runs: 3},
+			{Contender: "onceflow", Workload: "copy", IntervalMS: 50, Throughput: 520, Runs: 3, PeakRSSMB: 150},
+			{Contender: "onceflow", Workload: "copy", IntervalMS: 1000, Throughput: 870, Runs: 3, PeakRSSMB: 210},
+		},
+	}
+	got := map[string]string{}
+	for _, c := range rep.targets() {
+		got[c.Target] = c.Met
+	}
+	for target, want := range map[string]string{
+		"copy at 50ms: onceflow ≥ 0.5 × limit":      "yes",
+		"copy at 1s: onceflow ≥ 0.9 × limit":        "**no**",
+		"copy at 50ms: onceflow ≥ 1.1 × franz-txn":  "yes",
+		"copy at 1s: onceflow ≥ 1.1 × franz-txn":    "**no**",
+		"copy at 50ms: onceflow peak RSS < 200 MiB": "yes",
+		"copy at 1s: onceflow peak RSS < 200 MiB":   "**no**",
+		"copy at 50ms: onceflow p99 ≤ 100 ms":       "–",
+	} {
+		if got[target] != want {
+			t.Errorf("target %q: met %q, want %q (all: %v)", target, got[target], want, got)
+		}
+	}
+}
