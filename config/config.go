@@ -128,6 +128,13 @@ type Source struct {
 	// with the offsets it skipped or reads again, and count it in
 	// onceflow_source_offset_resets_total.
 	OnOffsetOutOfRange string `mapstructure:"on_offset_out_of_range"`
+	// FetchMaxBytes bounds one fetch response of a subtask's client, over
+	// all its partitions, in bytes (0 or unset:
+	// sourcekafka.DefaultFetchMaxBytes, 1 MiB; negative is refused). It
+	// bounds the memory of the read: about three fetches are held at a
+	// time, each decompressed and as records; larger fetches cost fewer
+	// round trips.
+	FetchMaxBytes int `mapstructure:"fetch_max_bytes"`
 }
 
 // Sink is the output topic.
@@ -140,6 +147,11 @@ type Sink struct {
 	// Slots is the number of transactional ids per subtask (0 or unset:
 	// sinkkafka.MinSlots of checkpoint.max_concurrent; less is refused).
 	Slots int `mapstructure:"slots"`
+	// MaxBufferedRecords is how many records a subtask's producer holds
+	// unacknowledged before the subtask waits (0 or unset:
+	// sinkkafka.DefaultMaxBufferedRecords, 10,000; negative is refused). A
+	// copied record keeps its fetched batch in memory while it waits.
+	MaxBufferedRecords int `mapstructure:"max_buffered_records"`
 }
 
 // Checkpoint options, with Flink's meanings.

@@ -577,7 +577,7 @@ func (c *Config) checkLibrary(bad func(key, format string, args ...any)) {
 	src := sourcekafka.SourceOptions[*kgo.Record]{
 		Reader: sourcekafka.ReaderOptions{Topics: []string{c.Source.Topic}, Start: sourcekafka.StartPosition(c.Source.Start),
 			StartTime: c.Source.StartTimestamp, Group: c.Source.Group, OnOutOfRange: sourcekafka.OnOffsetOutOfRange(c.Source.OnOffsetOutOfRange),
-			DiscoveryInterval: c.Source.DiscoveryInterval},
+			DiscoveryInterval: c.Source.DiscoveryInterval, FetchMaxBytes: c.Source.FetchMaxBytes},
 		Decode:          func(r *kgo.Record) (*kgo.Record, error) { return r, nil },
 		OnDecodeError:   sourcekafka.OnDecodeError(c.Source.OnDecodeError),
 		DeadLetterTopic: c.Source.DeadLetterTopic,
@@ -589,7 +589,7 @@ func (c *Config) checkLibrary(bad func(key, format string, args ...any)) {
 		"Reader.Start": "source.start", "Reader.StartTime": "source.start_timestamp", "Reader.Group": "source.group",
 		"Reader.OnOutOfRange": "source.on_offset_out_of_range", "OnDecodeError": "source.on_decode_error",
 		"DeadLetterTopic": "source.dead_letter_topic", "MaxOutOfOrderness": "window.max_out_of_orderness",
-		"IdleTimeout": "window.idle_timeout", "Reader.Topics": "source.topic",
+		"IdleTimeout": "window.idle_timeout", "Reader.Topics": "source.topic", "Reader.FetchMaxBytes": "source.fetch_max_bytes",
 	})
 	if c.Sink.Delivery == "" {
 		return // refused above; the library would take its default
@@ -597,9 +597,11 @@ func (c *Config) checkLibrary(bad func(key, format string, args ...any)) {
 	report(sinkkafka.SinkOptions{
 		Topic: c.Sink.Topic, Delivery: sinkkafka.Delivery(c.Sink.Delivery), TransactionalIDPrefix: c.Sink.TransactionalIDPrefix,
 		Slots: c.Sink.Slots, MaxConcurrentCheckpoints: max(ck.MaxConcurrent, 0), TransactionTimeout: c.Sink.TransactionTimeout,
+		MaxBufferedRecords: c.Sink.MaxBufferedRecords,
 	}.Validate(), map[string]string{
 		"Delivery": "sink.delivery", "TransactionalIDPrefix": "sink.transactional_id_prefix", "Slots": "sink.slots",
 		"TransactionTimeout": "sink.transaction_timeout", "MaxConcurrentCheckpoints": "checkpoint.max_concurrent",
+		"MaxBufferedRecords": "sink.max_buffered_records",
 	})
 }
 

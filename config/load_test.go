@@ -115,6 +115,9 @@ func TestBadInputNamesTheKey(t *testing.T) {
 		{name: "processing time with a late topic", file: valid, set: []string{"job.type=window", "window.key=u", "window.size=1s", "window.time.domain=processing", "window.late_topic=late"},
 			want: []string{"window.late_topic", `"late"`, "no record is late"}},
 		{name: "negative savepoint bound", file: valid, env: []string{"ONCEFLOW_CHECKPOINT_RETAIN_SAVEPOINTS=-1"}, want: []string{"checkpoint.retain_savepoints", "-1"}},
+		{name: "negative fetch bound", file: valid, set: []string{"source.fetch_max_bytes=-1"}, want: []string{"source.fetch_max_bytes", "-1", "negative"}},
+		{name: "fetch bound beyond a request", file: valid, env: []string{"ONCEFLOW_SOURCE_FETCH_MAX_BYTES=4294967296"}, want: []string{"source.fetch_max_bytes", "4294967296", "above 2147483647"}},
+		{name: "negative producer buffer", file: valid, set: []string{"sink.max_buffered_records=-10"}, want: []string{"sink.max_buffered_records", "-10", "negative"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(Sources{File: writeFile(t, tc.file), Env: append([]string{}, tc.env...), Set: tc.set})
@@ -343,5 +346,29 @@ func TestKubernetesExampleJobLoads(t *testing.T) {
 		if !found {
 			t.Fatalf("%s: no ConfigMap with a job.yaml", f)
 		}
+	}
+}
+
+// TestMemoryBoundsLoad: source.fetch_max_bytes and
+// sink.max_buffered_records reach the configuration from a flag and from
+// the environment; unset they stay 0, which the source and sink take as
+// their defaults.
+func TestMemoryBoundsLoad(t *testing.T) {
+	cfg, err := Load(Sources{File: writeFile(t, valid)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Source.FetchMaxBytes != 0 || cfg.Sink.MaxBufferedRecords != 0 {
+		t.Errorf("unset: source.fetch_max_bytes %d, sink.max_buffered_records %d, want 0 (the libraries' defaults)",
+			cfg.Source.FetchMaxBytes, cfg.Sink.MaxBufferedRecords)
+	}
+	cfg, err = Load(Sources{File: writeFile(t, valid), Env: []string{"ONCEFLOW_SINK_MAX_BUFFERED_RECORDS=2500"},
+		Set: []string{"source.fetch_max_bytes=4194304"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Source.FetchMaxBytes != 4<<20 || cfg.Sink.MaxBufferedRecords != 2500 {
+		t.Errorf("set: source.fetch_max_bytes %d, sink.max_buffered_records %d, want 4194304 and 2500",
+			cfg.Source.FetchMaxBytes, cfg.Sink.MaxBufferedRecords)
 	}
 }

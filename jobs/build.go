@@ -485,7 +485,7 @@ func sourceSettings(cfg *config.Config, env Env, log *slog.Logger, tracker *outa
 			Start: sourcekafka.StartPosition(cfg.Source.Start), StartTime: cfg.Source.StartTimestamp,
 			Group: cfg.Source.Group, ReadUncommitted: cfg.Source.Isolation == "read_uncommitted",
 			DiscoveryInterval: cfg.Source.DiscoveryInterval, OnOutOfRange: outOfRange, Logger: log, Outage: tracker,
-			PartitionGroup: partitionGroup(env.Group),
+			PartitionGroup: partitionGroup(env.Group), FetchMaxBytes: cfg.Source.FetchMaxBytes,
 		},
 		policy: policy, dlq: cfg.Source.DeadLetterTopic,
 	}
@@ -520,6 +520,7 @@ func (st *stage) newSink(c config.Sink, extra []kgo.Opt) (*sinkkafka.Sink, error
 		ClientOpts: opts, Topic: c.Topic, Delivery: delivery,
 		TransactionalIDPrefix: st.cfg.Sink.TransactionalIDPrefix, Slots: c.Slots, MaxConcurrentCheckpoints: maxConcurrent,
 		TransactionTimeout: c.TransactionTimeout, Logger: st.log, Outage: st.tracker,
+		MaxBufferedRecords: c.MaxBufferedRecords,
 	})
 	if err != nil {
 		return nil, sinkConfigError(err, c.Topic, delivery, maxConcurrent)
@@ -545,6 +546,8 @@ func sinkConfigError(err error, topic string, delivery sinkkafka.Delivery, maxCo
 			ce = &ConfigError{Key: "sink.transaction_timeout", Err: e}
 		case "Delivery":
 			ce = &ConfigError{Key: "sink.delivery", Err: e}
+		case "MaxBufferedRecords":
+			ce = &ConfigError{Key: "sink.max_buffered_records", Err: e}
 		default:
 			ce = &ConfigError{Key: "sink.transactional_id_prefix", Err: e}
 		}

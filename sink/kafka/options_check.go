@@ -12,6 +12,16 @@ import (
 // minutes, the broker's usual transaction.max.timeout.ms.
 const DefaultTransactionTimeout = 15 * time.Minute
 
+// DefaultMaxBufferedRecords is how many records one producer client of
+// the sink holds before a write blocks, when SinkOptions.MaxBufferedRecords
+// (or TransactorOptions') is 0. franz-go's own default is 50,000. A record
+// of a copy job is the fetched one, so while it waits in the producer it
+// keeps its whole fetched batch alive (the decompressed bytes and the
+// batch's kgo.Records): 50,000 buffered records per subtask held several
+// fetches, 10,000 hold about one, for the same throughput (issue 19,
+// bench/results/rss-ab).
+const DefaultMaxBufferedRecords = 10_000
+
 // minTransactorSlots is the least TransactorOptions.Slots: the open
 // transaction and one pre-committed one.
 const minTransactorSlots = 2
@@ -48,6 +58,8 @@ func (o SinkOptions) Validate() error {
 		optcheck.Rule{Option: "Slots", Value: o.Slots, Bad: slotsBad(o.Slots, eo, need, o.MaxConcurrentCheckpoints)},
 		optcheck.Rule{Option: "TransactionTimeout", Value: o.TransactionTimeout,
 			Bad: optcheck.NotNegative(o.TransactionTimeout, fmt.Sprintf("0 takes the default %s", DefaultTransactionTimeout))},
+		optcheck.Rule{Option: "MaxBufferedRecords", Value: o.MaxBufferedRecords,
+			Bad: optcheck.NotNegative(o.MaxBufferedRecords, fmt.Sprintf("0 takes the default %d", DefaultMaxBufferedRecords))},
 	)
 }
 
@@ -78,5 +90,7 @@ func (o TransactorOptions) Validate() error {
 			fmt.Sprintf("is below Slots (%d): the pool cannot grow to it (0 takes 4 × Slots, at least 16)", slots))},
 		optcheck.Rule{Option: "TransactionTimeout", Value: o.TransactionTimeout,
 			Bad: optcheck.NotNegative(o.TransactionTimeout, fmt.Sprintf("0 takes the default %s", DefaultTransactionTimeout))},
+		optcheck.Rule{Option: "MaxBufferedRecords", Value: o.MaxBufferedRecords,
+			Bad: optcheck.NotNegative(o.MaxBufferedRecords, fmt.Sprintf("0 takes the default %d", DefaultMaxBufferedRecords))},
 	)
 }

@@ -25,6 +25,8 @@ func TestNewSinkRefusesBadOptionsByName(t *testing.T) {
 		{"too few slots by default", SinkOptions{TransactionalIDPrefix: "p", Slots: 4}, []string{"Slots", "4", "needs at least 5"}},
 		{"negative checkpoints in flight", SinkOptions{TransactionalIDPrefix: "p", MaxConcurrentCheckpoints: -1}, []string{"MaxConcurrentCheckpoints", "-1"}},
 		{"negative transaction timeout", SinkOptions{TransactionalIDPrefix: "p", TransactionTimeout: -time.Minute}, []string{"TransactionTimeout", "-1m0s"}},
+		{"negative producer buffer", SinkOptions{TransactionalIDPrefix: "p", MaxBufferedRecords: -5}, []string{"MaxBufferedRecords", "-5", "0 takes the default 10000"}},
+		{"negative producer buffer, at_least_once", SinkOptions{Delivery: DeliveryAtLeastOnce, MaxBufferedRecords: -1}, []string{"MaxBufferedRecords", "-1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := NewSink(tc.opts)
@@ -43,6 +45,7 @@ func TestNewSinkRefusesBadOptionsByName(t *testing.T) {
 		{TransactionalIDPrefix: "p", Slots: 14, MaxConcurrentCheckpoints: 4},
 		{Delivery: DeliveryAtLeastOnce, Slots: 2},
 		{Delivery: DeliveryNone},
+		{TransactionalIDPrefix: "p", MaxBufferedRecords: 500},
 	} {
 		if _, err := NewSink(ok); err != nil {
 			t.Errorf("NewSink(%+v): %v", ok, err)
@@ -65,6 +68,7 @@ func TestNewTransactorRefusesBadOptionsByName(t *testing.T) {
 		{"one slot", TransactorOptions{Prefix: "p", Slots: 1}, []string{"Slots", "1", "below 2"}},
 		{"max slots below slots", TransactorOptions{Prefix: "p", Slots: 6, MaxSlots: 3}, []string{"MaxSlots", "3", "below Slots (6)"}},
 		{"negative transaction timeout", TransactorOptions{Prefix: "p", TransactionTimeout: -time.Second}, []string{"TransactionTimeout", "-1s"}},
+		{"negative producer buffer", TransactorOptions{Prefix: "p", MaxBufferedRecords: -1}, []string{"MaxBufferedRecords", "-1", "negative"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Refused before connecting: no cluster is needed, and
@@ -82,5 +86,20 @@ func TestNewTransactorRefusesBadOptionsByName(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNewSinkBoundsTheProducerBuffer: a sink without MaxBufferedRecords
+// takes DefaultMaxBufferedRecords (not franz-go's 50,000), and a value
+// given is kept.
+func TestNewSinkBoundsTheProducerBuffer(t *testing.T) {
+	for _, tc := range []struct{ set, want int }{{0, DefaultMaxBufferedRecords}, {500, 500}} {
+		s, err := NewSink(SinkOptions{TransactionalIDPrefix: "p", MaxBufferedRecords: tc.set})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.opts.MaxBufferedRecords != tc.want {
+			t.Errorf("MaxBufferedRecords %d: the sink uses %d, want %d", tc.set, s.opts.MaxBufferedRecords, tc.want)
+		}
 	}
 }

@@ -53,6 +53,11 @@ type SinkOptions struct {
 	// cluster waits through an outage for its tolerance (nil: a tracker
 	// of the sink's own with outage.DefaultTolerance).
 	Outage *outage.Tracker
+	// MaxBufferedRecords is how many records a subtask's producer client
+	// holds unacknowledged before a write blocks (kgo.MaxBufferedRecords;
+	// default DefaultMaxBufferedRecords). A kgo.MaxBufferedRecords in
+	// ClientOpts overrides it.
+	MaxBufferedRecords int
 }
 
 // Sink is the Kafka sink of a job (engine.Sink[*kgo.Record]).
@@ -105,6 +110,9 @@ func NewSink(opts SinkOptions) (*Sink, error) {
 	if opts.TransactionTimeout == 0 {
 		opts.TransactionTimeout = DefaultTransactionTimeout
 	}
+	if opts.MaxBufferedRecords == 0 {
+		opts.MaxBufferedRecords = DefaultMaxBufferedRecords
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -133,7 +141,8 @@ func (s *Sink) NewWriter(ctx context.Context, scope engine.Scope, restored [][]b
 				return nil, err
 			}
 		}
-		w, err := NewWriter(s.opts.Delivery, s.opts.Topic, s.opts.ClientOpts, s.opts.Outage)
+		copts := append([]kgo.Opt{kgo.MaxBufferedRecords(s.opts.MaxBufferedRecords)}, s.opts.ClientOpts...)
+		w, err := NewWriter(s.opts.Delivery, s.opts.Topic, copts, s.opts.Outage)
 		if err != nil {
 			return nil, err
 		}
@@ -162,7 +171,7 @@ func (s *Sink) restore(ctx context.Context, scope engine.Scope, restored [][]byt
 	tr, err := NewTransactor(ctx, scope.Subtask, TransactorOptions{
 		ClientOpts: s.opts.ClientOpts, Topic: s.opts.Topic, Prefix: s.opts.TransactionalIDPrefix,
 		Slots: s.opts.Slots, TransactionTimeout: s.opts.TransactionTimeout, Logger: s.opts.Logger,
-		Outage: s.opts.Outage,
+		Outage: s.opts.Outage, MaxBufferedRecords: s.opts.MaxBufferedRecords,
 	})
 	if err != nil {
 		return nil, nil, err

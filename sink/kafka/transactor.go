@@ -55,6 +55,11 @@ type TransactorOptions struct {
 	// cluster waits through an outage for its tolerance (nil: a tracker
 	// of the Transactor's own with outage.DefaultTolerance).
 	Outage *outage.Tracker
+	// MaxBufferedRecords is how many records a slot's client holds
+	// unacknowledged before Write blocks (kgo.MaxBufferedRecords; default
+	// DefaultMaxBufferedRecords). A kgo.MaxBufferedRecords in ClientOpts
+	// overrides it.
+	MaxBufferedRecords int
 }
 
 // slot is one transactional id and the client that owns it.
@@ -158,6 +163,9 @@ func NewTransactor(ctx context.Context, subtask int, opts TransactorOptions) (*T
 	}
 	if opts.TransactionTimeout == 0 {
 		opts.TransactionTimeout = DefaultTransactionTimeout
+	}
+	if opts.MaxBufferedRecords == 0 {
+		opts.MaxBufferedRecords = DefaultMaxBufferedRecords
 	}
 	if opts.Outage == nil {
 		tr, err := outage.NewTracker(outage.Options{Logger: opts.Logger})
@@ -338,7 +346,8 @@ func (t *Transactor) begin(ctx context.Context, s *slot) error {
 
 // newClient creates the transactional client of slot s.
 func (t *Transactor) newClient(s *slot) (*kgo.Client, error) {
-	opts := append(slices.Clone(t.opts.ClientOpts),
+	opts := append([]kgo.Opt{kgo.MaxBufferedRecords(t.opts.MaxBufferedRecords)}, t.opts.ClientOpts...)
+	opts = append(opts,
 		kgo.TransactionalID(s.id),
 		kgo.TransactionTimeout(t.opts.TransactionTimeout),
 	)

@@ -3,6 +3,7 @@ package kafka
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/onceflow/onceflow/internal/optcheck"
@@ -14,6 +15,15 @@ const DefaultDiscoveryInterval = 30 * time.Second
 
 // DefaultLagInterval is SourceOptions.LagInterval when 0.
 const DefaultLagInterval = 5 * time.Second
+
+// DefaultFetchMaxBytes is ReaderOptions.FetchMaxBytes when 0: 1 MiB per
+// fetch response of a subtask, whatever its number of partitions.
+// franz-go's own defaults (50 MiB per fetch, 1 MiB per partition) let a
+// subtask of the exactly-once copy with 4 partitions fetch 4 MiB at a
+// time; with the fetches in flight, their decompressed copies and their
+// kgo.Records that was about 80 MB of the copy's 90-120 MB live heap, and
+// a peak RSS of 259-303 MiB (issue 19, bench/results/rss-ab).
+const DefaultFetchMaxBytes = 1 << 20
 
 // Validate reports every option of o that OpenReader (and NewSource)
 // refuses, each naming the option as "Reader.<field>" and its value
@@ -44,6 +54,7 @@ func (o ReaderOptions) Validate() error {
 		optcheck.Rule{Option: "Reader.PartitionGroup", Value: fmt.Sprintf("%d of %d", g.Index, g.Count),
 			Bad: optcheck.If(g.Count < 0 || g.Count > 0 && (g.Index < 0 || g.Index >= g.Count), "does not exist")},
 		optcheck.Rule{Option: "Reader.PurgeInterval", Value: o.PurgeInterval, Bad: optcheck.NotNegative(o.PurgeInterval, "0 keeps every record")},
+		optcheck.Rule{Option: "Reader.FetchMaxBytes", Value: o.FetchMaxBytes, Bad: fetchMaxBytesBad(o.FetchMaxBytes)},
 	)
 }
 
@@ -66,4 +77,14 @@ func (o SourceOptions[T]) Validate() error {
 		optcheck.Rule{Option: "MaxOutOfOrderness", Value: o.MaxOutOfOrderness, Bad: optcheck.NotNegative(o.MaxOutOfOrderness, "0 for partitions in timestamp order")},
 		optcheck.Rule{Option: "IdleTimeout", Value: o.IdleTimeout, Bad: optcheck.NotNegative(o.IdleTimeout, "0: partitions never go idle")},
 	), o.Reader.Validate())
+}
+
+func fetchMaxBytesBad(n int) string {
+	switch {
+	case n < 0:
+		return fmt.Sprintf("is negative (0 takes the default %d)", DefaultFetchMaxBytes)
+	case n > math.MaxInt32:
+		return fmt.Sprintf("is above %d, the most a fetch request can ask for", math.MaxInt32)
+	}
+	return ""
 }

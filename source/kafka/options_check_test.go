@@ -38,6 +38,8 @@ func TestNewSourceRefusesBadOptionsByName(t *testing.T) {
 		{"unknown out-of-range policy", with(func(o *SourceOptions[string]) { o.Reader.OnOutOfRange = "skip" }), []string{"option Reader.OnOutOfRange", `"skip"`, "fail, earliest, latest"}},
 		{"partition group outside its count", with(func(o *SourceOptions[string]) { o.Reader.PartitionGroup = PartitionGroup{Index: 3, Count: 3} }), []string{"option Reader.PartitionGroup", "3 of 3"}},
 		{"negative purge interval", with(func(o *SourceOptions[string]) { o.Reader.PurgeInterval = -time.Minute }), []string{"option Reader.PurgeInterval", "-1m0s"}},
+		{"negative fetch bound", with(func(o *SourceOptions[string]) { o.Reader.FetchMaxBytes = -1 }), []string{"option Reader.FetchMaxBytes", "-1", "negative"}},
+		{"fetch bound beyond a request", with(func(o *SourceOptions[string]) { o.Reader.FetchMaxBytes = 1 << 31 }), []string{"option Reader.FetchMaxBytes", "2147483648", "above 2147483647"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := NewSource(tc.opts)
@@ -56,6 +58,7 @@ func TestNewSourceRefusesBadOptionsByName(t *testing.T) {
 		with(func(o *SourceOptions[string]) { o.LagInterval, o.Reader.DiscoveryInterval = -1, -1 }),
 		with(func(o *SourceOptions[string]) { o.Reader.Start, o.Reader.Group = StartCommitted, "g" }),
 		with(func(o *SourceOptions[string]) { o.Reader.Start, o.Reader.StartTime = StartTimestamp, time.UnixMilli(1) }),
+		with(func(o *SourceOptions[string]) { o.Reader.FetchMaxBytes = 64 << 10 }),
 	} {
 		if _, err := NewSource(ok); err != nil {
 			t.Errorf("NewSource(%+v): %v", ok, err)

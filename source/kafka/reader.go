@@ -128,6 +128,17 @@ type ReaderOptions struct {
 	// checkpoint's offsets, never below them). A failed purge is logged
 	// and tried again at a later checkpoint. Zero keeps every record.
 	PurgeInterval time.Duration
+	// FetchMaxBytes bounds one fetch response of the Reader's client, over
+	// all its partitions (kgo.FetchMaxBytes; a partition's share is
+	// capped at it too). Default DefaultFetchMaxBytes. The broker still
+	// returns a record batch larger than the bound whole. It bounds the
+	// memory of the read: the client holds about three fetches (one
+	// being read, one buffered, one on the wire), each held again
+	// decompressed and as kgo.Records, which live as long as any record
+	// of theirs is still in the job (in a sink's produce buffer, say).
+	// A kgo.FetchMaxBytes or kgo.FetchMaxPartitionBytes in ClientOpts
+	// overrides it.
+	FetchMaxBytes int
 }
 
 // PartitionGroup is group Index of Count: partition p of every topic
@@ -338,6 +349,9 @@ func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOption
 	if opts.DiscoveryInterval == 0 {
 		opts.DiscoveryInterval = DefaultDiscoveryInterval
 	}
+	if opts.FetchMaxBytes == 0 {
+		opts.FetchMaxBytes = DefaultFetchMaxBytes
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -365,7 +379,9 @@ func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOption
 	// The client never moves a position by itself: an offset out of
 	// range is a fetch error (see outOfLog), which the reader turns into
 	// a refusal or a logged jump.
-	copts := append(slices.Clone(opts.ClientOpts), kgo.ConsumeResetOffset(kgo.NoResetOffset()))
+	fetchMax := int32(opts.FetchMaxBytes) // Validate keeps it within int32
+	copts := append([]kgo.Opt{kgo.FetchMaxBytes(fetchMax), kgo.FetchMaxPartitionBytes(fetchMax)}, opts.ClientOpts...)
+	copts = append(copts, kgo.ConsumeResetOffset(kgo.NoResetOffset()))
 	if !opts.ReadUncommitted {
 		copts = append(copts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	}
