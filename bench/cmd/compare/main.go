@@ -49,14 +49,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/onceflow/onceflow/internal/testkit/broker"
 	"github.com/onceflow/onceflow/internal/testkit/s3server"
 )
 
@@ -225,81 +222,23 @@ func run() error {
 	if so.on {
 		return runState(&o, so, set)
 	}
-	if o.resultsDir == "" {
-		o.resultsDir = "bench/results"
-		switch {
-		case o.distributed:
-			o.resultsDir = "bench/results/distributed"
-		case o.quick:
-			o.resultsDir = "bench/results/quick"
-		}
+	resultsDir := "bench/results"
+	switch {
+	case o.distributed:
+		resultsDir = "bench/results/distributed"
+	case o.quick:
+		resultsDir = "bench/results/quick"
 	}
-	if !filepath.IsAbs(o.resultsDir) {
-		o.resultsDir = filepath.Join(o.repoDir, o.resultsDir)
+	props := benchBrokerProps
+	if o.distributed {
+		props = append(slices.Clone(props), distributedBrokerProps...)
 	}
-	if o.cacheDir == "" {
-		if o.cacheDir, err = broker.CacheDir(); err != nil {
-			return err
-		}
-	}
-	if o.workDir == "" {
-		if o.workDir, err = os.MkdirTemp("", "onceflow-bench-"); err != nil {
-			return err
-		}
-		if !o.keepWorkDir {
-			defer os.RemoveAll(o.workDir)
-		}
-	}
-
-	o.loadBefore = loadAvg()
-	logf("load average before the run: %s (other work on the machine skews every figure)", o.loadBefore)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	started := time.Now()
-	logf("work dir %s, results to %s", o.workDir, o.resultsDir)
-
-	// Build every contender first: a build failure is reported as the
-	// contender's result, not as the harness's.
-	built := map[string]error{}
-	for _, name := range o.contenders {
-		c := findContender(name)
-		t := time.Now()
-		built[name] = c.build(ctx, &o)
-		if built[name] != nil {
-			logf("%s: build failed: %v", name, built[name])
-		} else {
-			logf("%s: ready (%s)", name, time.Since(t).Round(time.Millisecond))
-		}
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-
-	if env := os.Getenv("KAFKA_BOOTSTRAP"); env != "" {
-		o.brokers = strings.Split(env, ",")
-		logf("using the cluster at %s", env)
-	} else {
-		props := benchBrokerProps
-		if o.distributed {
-			props = append(slices.Clone(props), distributedBrokerProps...)
-		}
-		c, err := broker.Start(ctx, broker.Options{Logf: logf, ServerJVM: broker.ProductionJVM, Props: props})
-		if err != nil {
-			return err
-		}
-		defer func() {
-			if err := c.Stop(); err != nil {
-				logf("stopping the broker: %v", err)
-			}
-		}()
-		o.brokers = c.Addrs()
-	}
-
-	k, err := newKafka(o.brokers)
+	su, err := setUp(&o, "copy and word count", resultsDir, "onceflow-bench-", props)
 	if err != nil {
 		return err
 	}
-	defer k.close()
+	defer su.close()
+	ctx, started, built, k := su.ctx, su.started, su.built, su.k
 	runID := fmt.Sprintf("b%d", time.Now().Unix()%1_000_000)
 
 	if slices.ContainsFunc(o.contenders, func(n string) bool { return findContender(n).s3 }) {

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -19,8 +18,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/onceflow/onceflow/internal/testkit/broker"
 )
 
 // The large-state comparison (-state, make bench-state; issue 19 §4): the
@@ -162,67 +159,16 @@ func runState(o *options, so *stateOptions, set map[string]bool) error {
 	if !set["pace-rate"] {
 		o.paceRate = 1000
 	}
-	var err error
-	if o.resultsDir == "" {
-		o.resultsDir = filepath.Join("bench", "results", "state")
-		if o.quick {
-			o.resultsDir = filepath.Join(o.resultsDir, "quick")
-		}
+	resultsDir := filepath.Join("bench", "results", "state")
+	if o.quick {
+		resultsDir = filepath.Join(resultsDir, "quick")
 	}
-	if !filepath.IsAbs(o.resultsDir) {
-		o.resultsDir = filepath.Join(o.repoDir, o.resultsDir)
-	}
-	if o.cacheDir == "" {
-		if o.cacheDir, err = broker.CacheDir(); err != nil {
-			return err
-		}
-	}
-	if o.workDir == "" {
-		if o.workDir, err = os.MkdirTemp("", "onceflow-bench-state-"); err != nil {
-			return err
-		}
-		if !o.keepWorkDir {
-			defer os.RemoveAll(o.workDir)
-		}
-	}
-	o.loadBefore = loadAvg()
-	logf("state: load average before the run: %s", o.loadBefore)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	started := time.Now()
-
-	built := map[string]error{}
-	for _, name := range o.contenders {
-		t := time.Now()
-		built[name] = findContender(name).build(ctx, o)
-		if built[name] != nil {
-			logf("%s: build failed: %v", name, built[name])
-		} else {
-			logf("%s: ready (%s)", name, time.Since(t).Round(time.Millisecond))
-		}
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if env := os.Getenv("KAFKA_BOOTSTRAP"); env != "" {
-		o.brokers = strings.Split(env, ",")
-	} else {
-		c, err := broker.Start(ctx, broker.Options{Logf: logf, ServerJVM: broker.ProductionJVM, Props: benchBrokerProps})
-		if err != nil {
-			return err
-		}
-		defer func() {
-			if err := c.Stop(); err != nil {
-				logf("stopping the broker: %v", err)
-			}
-		}()
-		o.brokers = c.Addrs()
-	}
-	k, err := newKafka(o.brokers)
+	su, err := setUp(o, "state", resultsDir, "onceflow-bench-state-", benchBrokerProps)
 	if err != nil {
 		return err
 	}
-	defer k.close()
+	defer su.close()
+	ctx, started, built, k := su.ctx, su.started, su.built, su.k
 	runID := fmt.Sprintf("s%d", time.Now().Unix()%1_000_000)
 
 	var runs []*stateResult

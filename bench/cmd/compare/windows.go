@@ -7,18 +7,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/onceflow/onceflow/internal/testkit/broker"
 )
 
 // The windowed comparison (-windows, make bench-windows; issue 17): the
@@ -142,67 +138,16 @@ func runWindows(o *options, w *winOptions, set map[string]bool) error {
 	if w.backend != "pebble" && w.backend != "memory" {
 		return fmt.Errorf("-window-backend: %q is neither pebble nor memory", w.backend)
 	}
-	var err error
-	if o.resultsDir == "" {
-		o.resultsDir = filepath.Join("bench", "results", "windows")
-		if o.quick {
-			o.resultsDir = filepath.Join(o.resultsDir, "quick")
-		}
+	resultsDir := filepath.Join("bench", "results", "windows")
+	if o.quick {
+		resultsDir = filepath.Join(resultsDir, "quick")
 	}
-	if !filepath.IsAbs(o.resultsDir) {
-		o.resultsDir = filepath.Join(o.repoDir, o.resultsDir)
-	}
-	if o.cacheDir == "" {
-		if o.cacheDir, err = broker.CacheDir(); err != nil {
-			return err
-		}
-	}
-	if o.workDir == "" {
-		if o.workDir, err = os.MkdirTemp("", "onceflow-bench-windows-"); err != nil {
-			return err
-		}
-		if !o.keepWorkDir {
-			defer os.RemoveAll(o.workDir)
-		}
-	}
-	o.loadBefore = loadAvg()
-	logf("windows: load average before the run: %s", o.loadBefore)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	started := time.Now()
-
-	built := map[string]error{}
-	for _, name := range o.contenders {
-		t := time.Now()
-		built[name] = findContender(name).build(ctx, o)
-		if built[name] != nil {
-			logf("%s: build failed: %v", name, built[name])
-		} else {
-			logf("%s: ready (%s)", name, time.Since(t).Round(time.Millisecond))
-		}
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if env := os.Getenv("KAFKA_BOOTSTRAP"); env != "" {
-		o.brokers = strings.Split(env, ",")
-	} else {
-		c, err := broker.Start(ctx, broker.Options{Logf: logf, ServerJVM: broker.ProductionJVM, Props: benchBrokerProps})
-		if err != nil {
-			return err
-		}
-		defer func() {
-			if err := c.Stop(); err != nil {
-				logf("stopping the broker: %v", err)
-			}
-		}()
-		o.brokers = c.Addrs()
-	}
-	k, err := newKafka(o.brokers)
+	su, err := setUp(o, "windows", resultsDir, "onceflow-bench-windows-", benchBrokerProps)
 	if err != nil {
 		return err
 	}
-	defer k.close()
+	defer su.close()
+	ctx, started, built, k := su.ctx, su.started, su.built, su.k
 	o.infraPIDs, o.infraNames = infraProcs()
 	runID := fmt.Sprintf("w%d", time.Now().Unix()%1_000_000)
 
