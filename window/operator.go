@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -14,9 +13,10 @@ import (
 )
 
 // The window operator (Aggregate) is a keyed process function on the
-// engine's public API: each key's windows are a map state from Window to
-// accumulator (sessions are also listed in one value state per key, read
-// once per record), and each window has a timer at its last timestamp (when it
+// engine's public API: each key's windows are kept in keyed state (one
+// value per key of every window and its accumulator for sliding and
+// session windows, slots.go; a map state from Window to accumulator for
+// the others), and each window has a timer at its last timestamp (when it
 // fires) and, with allowed lateness, one at its cleanup time (when its
 // state goes). It follows Flink's WindowOperator with the default
 // triggers:
@@ -126,16 +126,12 @@ type operator[K, T, A, R any] struct {
 	agg      Aggregator[T, A, R]
 	accCodec state.Codec[A]
 	accs     *state.MapState[Window, A]
-	// slides holds a key's sliding windows, all in one value (sliding.go);
-	// accs is nil then.
-	slides *state.ValueState[[]slot[A]]
-	// sessions lists the key's windows when they merge, so that a record
-	// finds the sessions it may merge with in one read (Flink's
-	// MergingWindowSet), not by a scan of accs.
-	sessions *state.ValueState[[]Window]
-	buf      []Window
-	// OnTimer's, reused: the windows due and those it removed.
-	due, gone []Window
+	// slots holds a key's sliding or session windows, all in one value
+	// (slots.go); accs is nil then.
+	slots *state.ValueState[[]slot[A]]
+	buf   []Window
+	// OnTimer's, reused: the windows due.
+	due []Window
 }
 
 // windowCodec stores a Window as 16 big-endian bytes.
@@ -155,65 +151,27 @@ func (windowCodec) Decode(b []byte) (Window, error) {
 	return Window{Start: int64(binary.BigEndian.Uint64(b)), End: int64(binary.BigEndian.Uint64(b[8:]))}, nil
 }
 
-// windowsCodec stores a list of Windows as 16 bytes each (windowCodec).
-type windowsCodec struct{}
-
-func (windowsCodec) Name() string { return "windows-v1" }
-func (windowsCodec) Encode(ws []Window) ([]byte, error) {
-	b := make([]byte, 0, 16*len(ws))
-	for _, w := range ws {
-		b = binary.BigEndian.AppendUint64(b, uint64(w.Start))
-		b = binary.BigEndian.AppendUint64(b, uint64(w.End))
-	}
-	return b, nil
-}
-func (windowsCodec) Decode(b []byte) ([]Window, error) {
-	if len(b)%16 != 0 {
-		return nil, fmt.Errorf("a list of windows is a multiple of 16 bytes, got %d", len(b))
-	}
-	ws := make([]Window, 0, len(b)/16)
-	for ; len(b) > 0; b = b[16:] {
-		ws = append(ws, Window{Start: int64(binary.BigEndian.Uint64(b)), End: int64(binary.BigEndian.Uint64(b[8:]))})
-	}
-	return ws, nil
-}
-
-// Open creates the map state of the key's windows, and for merging
-// windows the list of the key's sessions.
+// Open creates the key's windows' state: one value of every window for
+// sliding and merging assigners (slots.go), a map from window to
+// accumulator for the others.
 func (o *operator[K, T, A, R]) Open(ctx *engine.KeyedContext) error {
 	var err error
-	if _, ok := o.spec.Assigner.(Sliding); ok {
-		o.slides, err = state.NewValueState(ctx.Backend(), "windows", slotsCodec[A]{o.accCodec})
+	if o.oneValue() {
+		o.slots, err = state.NewValueState(ctx.Backend(), "windows", slotsCodec[A]{o.accCodec})
 		if err != nil {
-			return fmt.Errorf("sliding windows keep each key's windows in one value; a checkpoint of an older onceflow, with one entry per window, cannot be restored: %w", err)
+			return fmt.Errorf("sliding and session windows keep each key's windows in one value; a checkpoint of an older onceflow, with one entry per window, cannot be restored: %w", err)
 		}
 		return nil
 	}
-	if o.accs, err = state.NewMapState(ctx.Backend(), "windows", windowCodec{}, o.accCodec); err != nil {
-		return err
-	}
-	if o.spec.Assigner.Merging() {
-		o.sessions, err = state.NewValueState(ctx.Backend(), "sessions", windowsCodec{})
-	}
+	o.accs, err = state.NewMapState(ctx.Backend(), "windows", windowCodec{}, o.accCodec)
 	return err
 }
 
-// setSessions stores the key's sessions: were, less gone, plus added
-// (when not the zero Window).
-func (o *operator[K, T, A, R]) setSessions(were, gone []Window, added Window) error {
-	next := make([]Window, 0, len(were)+1)
-	for _, w := range were {
-		if !slices.Contains(gone, w) {
-			next = append(next, w)
-		}
-	}
-	if added != (Window{}) {
-		next = append(next, added)
-	}
-	if len(next) == 0 {
-		return o.sessions.Clear()
-	}
-	return o.sessions.Update(next)
+// oneValue reports whether the key's windows are kept in one value:
+// those of sliding and merging assigners.
+func (o *operator[K, T, A, R]) oneValue() bool {
+	_, sliding := o.spec.Assigner.(Sliding)
+	return sliding || o.spec.Assigner.Merging()
 }
 
 func (o *operator[K, T, A, R]) eventTime() bool { return o.spec.Time == EventTime }
@@ -294,7 +252,7 @@ func (o *operator[K, T, A, R]) Process(ctx *engine.KeyedContext, key K, v T, out
 	if o.spec.Assigner.Merging() {
 		return o.processSession(ctx, key, v, o.buf[0], out)
 	}
-	if o.slides != nil {
+	if o.slots != nil {
 		return o.processSliding(ctx, key, v, out)
 	}
 	added := false
@@ -336,53 +294,6 @@ func (o *operator[K, T, A, R]) Process(ctx *engine.KeyedContext, key K, v T, out
 	return nil
 }
 
-// processSession merges v's session w with the key's sessions it
-// intersects.
-func (o *operator[K, T, A, R]) processSession(ctx *engine.KeyedContext, key K, v T, w Window, out func(Output[K, T, R])) error {
-	sessions, _, err := o.sessions.Value()
-	if err != nil {
-		return err
-	}
-	merged, absorbed := MergeSessions(sessions, w)
-	if o.late(ctx, merged) {
-		o.lateRecord(key, v, out)
-		return nil
-	}
-	acc := o.agg.New()
-	for _, s := range absorbed {
-		a, _, err := o.accs.Get(s)
-		if err != nil {
-			return err
-		}
-		if acc, err = o.agg.Merge(acc, a); err != nil {
-			return fmt.Errorf("merging session %v of key %v: %w", s, key, err)
-		}
-		if err := o.accs.Remove(s); err != nil {
-			return err
-		}
-		if err := o.unregister(ctx, s); err != nil {
-			return err
-		}
-	}
-	acc, err = o.agg.Add(acc, v)
-	if err != nil {
-		return fmt.Errorf("adding a record of key %v to session %v: %w", key, merged, err)
-	}
-	if err := o.accs.Put(merged, acc); err != nil {
-		return err
-	}
-	if err := o.setSessions(sessions, absorbed, merged); err != nil {
-		return err
-	}
-	if err := o.register(ctx, merged); err != nil {
-		return err
-	}
-	if o.fired(ctx, merged) {
-		return o.emit(key, merged, acc, out)
-	}
-	return nil
-}
-
 func (o *operator[K, T, A, R]) lateRecord(key K, v T, out func(Output[K, T, R])) {
 	if o.spec.Late != nil {
 		o.spec.Late.Add(1)
@@ -396,14 +307,13 @@ func (o *operator[K, T, A, R]) lateRecord(key K, v T, out func(Output[K, T, R]))
 // list of sessions, and those of any other Assigner by a look at the
 // key's windows.
 func (o *operator[K, T, A, R]) OnTimer(ctx *engine.KeyedContext, key K, ts int64, out func(Output[K, T, R])) error {
-	if o.slides != nil {
-		return o.timerSliding(ctx, key, ts, out)
+	if o.slots != nil {
+		return o.timerSlots(ctx, key, ts, out)
 	}
-	due, sessions, err := o.dueWindows(ts)
+	due, err := o.dueWindows(ts)
 	if err != nil {
 		return err
 	}
-	o.gone = o.gone[:0]
 	for _, w := range due {
 		acc, ok, err := o.accs.Get(w)
 		if err != nil {
@@ -421,19 +331,14 @@ func (o *operator[K, T, A, R]) OnTimer(ctx *engine.KeyedContext, key K, ts int64
 			if err := o.accs.Remove(w); err != nil {
 				return err
 			}
-			o.gone = append(o.gone, w)
 		}
-	}
-	if o.sessions != nil && len(o.gone) > 0 {
-		return o.setSessions(sessions, o.gone, Window{})
 	}
 	return nil
 }
 
 // dueWindows returns the current key's windows with a timer at ts: those
-// it fires (last timestamp ts) and those it cleans up (cleanup time ts),
-// and for merging windows the key's sessions as read.
-func (o *operator[K, T, A, R]) dueWindows(ts int64) (due, sessions []Window, err error) {
+// it fires (last timestamp ts) and those it cleans up (cleanup time ts).
+func (o *operator[K, T, A, R]) dueWindows(ts int64) ([]Window, error) {
 	isDue := func(w Window) bool {
 		return w.MaxTimestamp() == ts || (o.eventTime() && w.CleanupTime(o.spec.AllowedLateness) == ts)
 	}
@@ -446,29 +351,17 @@ func (o *operator[K, T, A, R]) dueWindows(ts int64) (due, sessions []Window, err
 		if l := o.spec.AllowedLateness.Milliseconds(); o.eventTime() && l > 0 {
 			o.due = append(o.due, Window{Start: ts - l + 1 - n, End: ts - l + 1})
 		}
-		return o.due, nil, nil
-	}
-	if o.sessions != nil {
-		// Merging windows: the key's sessions are listed.
-		if sessions, _, err = o.sessions.Value(); err != nil {
-			return nil, nil, err
-		}
-		for _, w := range sessions {
-			if isDue(w) {
-				o.due = append(o.due, w)
-			}
-		}
-		return o.due, sessions, nil
+		return o.due, nil
 	}
 	// Any other assigner, or a timer at the end of time: a look at every
 	// window of the key.
-	err = o.accs.Keys(func(w Window) bool {
+	err := o.accs.Keys(func(w Window) bool {
 		if isDue(w) {
 			o.due = append(o.due, w)
 		}
 		return true
 	})
-	return o.due, nil, err
+	return o.due, err
 }
 
 // Apply windows ks as Aggregate does, but hands fn every record of a

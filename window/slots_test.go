@@ -199,3 +199,76 @@ func TestSlidingWindowsRefuseAMapOfWindows(t *testing.T) {
 		})
 	}
 }
+
+// sessionPhases are records of 7 keys over 6 phases of 1 s, each key
+// active in bursts, so that sessions (gap 150 ms) open, extend, merge out
+// of order and close all along the input.
+func sessionPhases() [][]event {
+	var phases [][]event
+	for p := range 6 {
+		var ph []event
+		for i := range 70 {
+			k := i % 7
+			// a key bids in 3 of every 4 windows of 250 ms, shifted by key
+			slotStart := int64(p*1000 + (i/7)*100)
+			if (slotStart/250+int64(k))%4 == 0 {
+				continue
+			}
+			ts := slotStart + int64((i*53)%90) - int64(i%3)*40
+			ph = append(ph, event{key: fmt.Sprintf("s%d", k), n: int64(i + p), ts: max(ts, int64(p*1000))})
+		}
+		phases = append(phases, ph)
+	}
+	return phases
+}
+
+// Session windows' one value per key survives a stop with a savepoint and
+// a restore at 3 subtasks instead of 2 on both backends: both halves
+// together give what one uninterrupted run gives, each session once.
+func TestSessionWindowsRestoreAndRescale(t *testing.T) {
+	phases := sessionPhases()
+	sw, _ := NewSession(150 * time.Millisecond)
+	for name, b := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			want := runWindows(t, b, Spec{Assigner: sw}, 1000, phases...)
+			if len(want) < 20 {
+				t.Fatalf("only %d sessions in one run: the input does not exercise sessions", len(want))
+			}
+			dir := t.TempDir()
+			first, sp, err := runHalf(t, dir, b, sw, 2, "", true, phases[:3]...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			second, _, err := runHalf(t, dir, b, sw, 3, sp, false, phases[3:]...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := append(first, second...)
+			sort.Strings(got)
+			if !slices.Equal(got, want) {
+				t.Fatalf("sessions of both halves (%d + %d):\n%s\nwant, from one run (%d):\n%s", len(first), len(second), strings.Join(got, "\n"), len(want), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
+
+// A checkpoint whose session windows are one map entry per window and a
+// list of sessions (as before they were one value per key) is refused by
+// a session operator of the same uid, naming the state.
+func TestSessionWindowsRefuseAMapOfWindows(t *testing.T) {
+	tw, _ := NewTumbling(time.Second, 0)
+	sw, _ := NewSession(150 * time.Millisecond)
+	for name, b := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			_, sp, err := runHalf(t, dir, b, tw, 2, "", true, sessionPhases()[:2]...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = runHalf(t, dir, b, sw, 2, sp, false, sessionPhases()[2:]...)
+			if err == nil || !strings.Contains(err.Error(), `state "windows"`) || !strings.Contains(err.Error(), "one entry per window") {
+				t.Fatalf("restoring map-of-windows state into session windows: %v, want a refusal naming state \"windows\"", err)
+			}
+		})
+	}
+}

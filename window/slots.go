@@ -3,23 +3,33 @@ package window
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/onceflow/onceflow/engine"
 	"github.com/onceflow/onceflow/state"
 )
 
-// Sliding windows keep all of a key's windows in one value (state
-// "windows", a list of slots) instead of one map entry per window. A
-// record is in Size/Slide windows, so with one entry each it cost that
-// many reads and writes of keyed state; with one value it costs one read
-// and one write, and a firing one read and one write too. The value stays
-// small: a key has at most Size/Slide+1 windows open, plus those kept for
-// the allowed lateness.
+// Sliding and session windows keep all of a key's windows in one value
+// (state "windows", a list of slots: window and accumulator) instead of
+// one map entry per window.
+//
+//   - A record is in Size/Slide sliding windows: with one entry each it
+//     cost that many reads and writes of keyed state, with one value one
+//     read and one write.
+//   - A record extends or merges the key's sessions: with a map it read
+//     the list of sessions, read and removed each absorbed session's
+//     entry, wrote the merged one and wrote the list again; with one value
+//     it reads and writes the value once.
+//   - A firing reads and writes (or clears) the value once.
+//
+// The value stays small: a key has at most Size/Slide+1 sliding windows
+// open, or the sessions that have not fired, plus those kept for the
+// allowed lateness.
 //
 // The format differs from the map of other assigners, and the state's
-// kind says so: a checkpoint of sliding windows kept one entry per window
-// (written before this format) is refused on restore, naming the state,
-// rather than read as empty.
+// kind says so: a checkpoint whose sliding or session windows are one
+// entry per window (written before this format) is refused on restore,
+// naming the state, rather than read as empty.
 
 // slot is one of a key's sliding windows and its accumulator.
 type slot[A any] struct {
@@ -97,7 +107,7 @@ func countSlots(b []byte) (int, error) {
 // processSliding adds v to its windows (o.buf) in the key's one value of
 // windows.
 func (o *operator[K, T, A, R]) processSliding(ctx *engine.KeyedContext, key K, v T, out func(Output[K, T, R])) error {
-	slots, _, err := o.slides.Value()
+	slots, _, err := o.slots.Value()
 	if err != nil {
 		return err
 	}
@@ -131,13 +141,62 @@ func (o *operator[K, T, A, R]) processSliding(ctx *engine.KeyedContext, key K, v
 		o.lateRecord(key, v, out)
 		return nil
 	}
-	return o.slides.Update(slots)
+	return o.slots.Update(slots)
 }
 
-// timerSliding fires the key's sliding windows whose last timestamp is ts
-// and drops those whose cleanup time is ts, in one read and one write.
-func (o *operator[K, T, A, R]) timerSliding(ctx *engine.KeyedContext, key K, ts int64, out func(Output[K, T, R])) error {
-	slots, ok, err := o.slides.Value()
+// processSession merges v's session w with the key's sessions it
+// intersects (MergeSessions), their accumulators merged, in one read and
+// one write of the key's windows.
+func (o *operator[K, T, A, R]) processSession(ctx *engine.KeyedContext, key K, v T, w Window, out func(Output[K, T, R])) error {
+	slots, _, err := o.slots.Value()
+	if err != nil {
+		return err
+	}
+	o.due = o.due[:0]
+	for _, s := range slots {
+		o.due = append(o.due, s.w)
+	}
+	merged, absorbed := MergeSessions(o.due, w)
+	if o.late(ctx, merged) {
+		o.lateRecord(key, v, out)
+		return nil
+	}
+	// The absorbed sessions merge in MergeSessions' order (by start).
+	acc := o.agg.New()
+	for _, w := range absorbed {
+		s := slots[slotOf(slots, w)]
+		if acc, err = o.agg.Merge(acc, s.acc); err != nil {
+			return fmt.Errorf("merging session %v of key %v: %w", s.w, key, err)
+		}
+		if err := o.unregister(ctx, s.w); err != nil {
+			return err
+		}
+	}
+	kept := slots[:0]
+	for _, s := range slots {
+		if !slices.Contains(absorbed, s.w) {
+			kept = append(kept, s)
+		}
+	}
+	if acc, err = o.agg.Add(acc, v); err != nil {
+		return fmt.Errorf("adding a record of key %v to session %v: %w", key, merged, err)
+	}
+	if err := o.slots.Update(append(kept, slot[A]{w: merged, acc: acc})); err != nil {
+		return err
+	}
+	if err := o.register(ctx, merged); err != nil {
+		return err
+	}
+	if o.fired(ctx, merged) {
+		return o.emit(key, merged, acc, out)
+	}
+	return nil
+}
+
+// timerSlots fires the key's windows whose last timestamp is ts and drops
+// those whose cleanup time is ts, in one read and one write.
+func (o *operator[K, T, A, R]) timerSlots(ctx *engine.KeyedContext, key K, ts int64, out func(Output[K, T, R])) error {
+	slots, ok, err := o.slots.Value()
 	if err != nil || !ok {
 		return err
 	}
@@ -162,9 +221,9 @@ func (o *operator[K, T, A, R]) timerSliding(ctx *engine.KeyedContext, key K, ts 
 	case len(kept) == len(slots):
 		return nil
 	case len(kept) == 0:
-		return o.slides.Clear()
+		return o.slots.Clear()
 	}
-	return o.slides.Update(kept)
+	return o.slots.Update(kept)
 }
 
 // slotOf is the index of w in slots, or -1.
