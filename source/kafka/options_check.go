@@ -16,14 +16,16 @@ const DefaultDiscoveryInterval = 30 * time.Second
 // DefaultLagInterval is SourceOptions.LagInterval when 0.
 const DefaultLagInterval = 5 * time.Second
 
-// DefaultFetchMaxBytes is ReaderOptions.FetchMaxBytes when 0: 1 MiB per
+// DefaultFetchMaxBytes is ReaderOptions.FetchMaxBytes when 0: 2 MiB per
 // fetch response of a subtask, whatever its number of partitions.
 // franz-go's own defaults (50 MiB per fetch, 1 MiB per partition) let a
 // subtask of the exactly-once copy with 4 partitions fetch 4 MiB at a
 // time; with the fetches in flight, their decompressed copies and their
-// kgo.Records that was about 80 MB of the copy's 90-120 MB live heap, and
-// a peak RSS of 259-303 MiB (issue 19, bench/results/rss-ab).
-const DefaultFetchMaxBytes = 1 << 20
+// kgo.Records that was most of the copy's 90-120 MB live heap. In the A/B
+// of bench/results/rss-ab (with DefaultMaxBufferedRecords) the copy's peak
+// RSS went from 273-319 MiB to 134-165 MiB with 2 MiB, 100-109 MiB with
+// 1 MiB; 1 MiB cost more throughput at 1s checkpoints.
+const DefaultFetchMaxBytes = 2 << 20
 
 // Validate reports every option of o that OpenReader (and NewSource)
 // refuses, each naming the option as "Reader.<field>" and its value
