@@ -14,13 +14,14 @@ const DefaultTransactionTimeout = 15 * time.Minute
 
 // DefaultMaxBufferedRecords is how many records one producer client of
 // the sink holds before a write blocks, when SinkOptions.MaxBufferedRecords
-// (or TransactorOptions') is 0. franz-go's own default is 50,000. A record
-// of a copy job is the fetched one, so while it waits in the producer it
-// keeps its whole fetched batch alive (the decompressed bytes and the
-// batch's kgo.Records): 50,000 buffered records per subtask held several
-// fetches, 10,000 hold about one, for the same throughput (issue 19,
-// bench/results/rss-ab).
-const DefaultMaxBufferedRecords = 10_000
+// (or TransactorOptions') is 0: franz-go's own default. A record of a copy
+// job is the fetched one, so while it waits in the producer it keeps its
+// whole fetched batch alive; with fetches bounded by the source
+// (sourcekafka.DefaultFetchMaxBytes) the copy peaked at 190-205 MiB with
+// 50,000 and at 157-169 MiB with 10,000, but 10,000 cost a fifth of the
+// copy's throughput at 100 ms checkpoints (320-414k against 495-549k
+// rec/s, bench/results/rss-ab/buffer-ab.md), so the default stays.
+const DefaultMaxBufferedRecords = 50_000
 
 // minTransactorSlots is the least TransactorOptions.Slots: the open
 // transaction and one pre-committed one.

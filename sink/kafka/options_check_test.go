@@ -25,7 +25,7 @@ func TestNewSinkRefusesBadOptionsByName(t *testing.T) {
 		{"too few slots by default", SinkOptions{TransactionalIDPrefix: "p", Slots: 4}, []string{"Slots", "4", "needs at least 5"}},
 		{"negative checkpoints in flight", SinkOptions{TransactionalIDPrefix: "p", MaxConcurrentCheckpoints: -1}, []string{"MaxConcurrentCheckpoints", "-1"}},
 		{"negative transaction timeout", SinkOptions{TransactionalIDPrefix: "p", TransactionTimeout: -time.Minute}, []string{"TransactionTimeout", "-1m0s"}},
-		{"negative producer buffer", SinkOptions{TransactionalIDPrefix: "p", MaxBufferedRecords: -5}, []string{"MaxBufferedRecords", "-5", "0 takes the default 10000"}},
+		{"negative producer buffer", SinkOptions{TransactionalIDPrefix: "p", MaxBufferedRecords: -5}, []string{"MaxBufferedRecords", "-5", "0 takes the default 50000"}},
 		{"negative producer buffer, at_least_once", SinkOptions{Delivery: DeliveryAtLeastOnce, MaxBufferedRecords: -1}, []string{"MaxBufferedRecords", "-1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -90,7 +90,7 @@ func TestNewTransactorRefusesBadOptionsByName(t *testing.T) {
 }
 
 // TestNewSinkBoundsTheProducerBuffer: a sink without MaxBufferedRecords
-// takes DefaultMaxBufferedRecords (not franz-go's 50,000), and a value
+// takes DefaultMaxBufferedRecords, and a value
 // given is kept.
 func TestNewSinkBoundsTheProducerBuffer(t *testing.T) {
 	for _, tc := range []struct{ set, want int }{{0, DefaultMaxBufferedRecords}, {500, 500}} {
