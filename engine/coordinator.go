@@ -76,6 +76,9 @@ type coordinator struct {
 	// completed and aborted are the latest ids; read by subtasks.
 	completed atomic.Int64
 	aborted   atomic.Int64
+	// notifiedAll is the newest completed id every subtask has been told
+	// of (its sinks committed it); read by Job.Status.
+	notifiedAll atomic.Int64
 
 	nextID         int64
 	pending        map[int64]*pendingCheckpoint
@@ -231,6 +234,7 @@ func (c *coordinator) run() error {
 			}
 		case m := <-c.notifiedCh:
 			c.notifiedIDs[m.st] = max(c.notifiedIDs[m.st], m.id)
+			c.updateNotifiedAll()
 			if done, err := c.checkWaiting(); done {
 				return c.end(err)
 			}
@@ -440,6 +444,18 @@ func handleSize(h *checkpoint.Handle) int64 {
 // checkpoint the attempt is waiting for (a stop-with-savepoint or the
 // final checkpoint), and with what the attempt ends: ErrStopped (every
 // stop's caller answered with its savepoint) or nil (finished).
+// updateNotifiedAll sets notifiedAll to the lowest id the subtasks were
+// notified of.
+func (c *coordinator) updateNotifiedAll() {
+	low := int64(-1)
+	for _, st := range c.subtasks {
+		if id := c.notifiedIDs[st]; low < 0 || id < low {
+			low = id
+		}
+	}
+	c.notifiedAll.Store(max(low, 0))
+}
+
 func (c *coordinator) checkWaiting() (bool, error) {
 	if c.waitID == 0 {
 		return false, nil

@@ -749,8 +749,15 @@ type Status struct {
 	LastFailureTime time.Time
 	// LastCheckpoint is the id of the last completed checkpoint (0: none).
 	LastCheckpoint int64
-	Checkpoints    []CheckpointStats
-	Operators      []OperatorStats
+	// LastNotified is the newest completed checkpoint that every subtask
+	// of the running attempt has been notified of: every sink committed
+	// it (0: none yet, or no attempt runs). It trails LastCheckpoint
+	// while the notifications are delivered, and starts again from 0 in
+	// a new attempt, whose sinks commit the restored checkpoint as they
+	// start.
+	LastNotified int64
+	Checkpoints  []CheckpointStats
+	Operators    []OperatorStats
 }
 
 // OperatorStats counts the records of one operator, summed over subtasks,
@@ -815,6 +822,7 @@ func (j *Job) Status() Status {
 	}
 	if c != nil {
 		st.Operators = c.operatorStats()
+		st.LastNotified = c.notifiedAll.Load()
 	}
 	return st
 }

@@ -62,3 +62,35 @@ func TestSavepointPendingWhenTheJobFinishesIsAnswered(t *testing.T) {
 		t.Fatal("the savepoint request is still unanswered 10s after Run returned")
 	}
 }
+
+// Status.LastNotified trails a completed checkpoint until every sink was
+// notified of it and committed: a caller that waits for a sink's commit
+// (the testdriver's Checkpoint) waits for it, not for LastCheckpoint.
+func TestLastNotifiedWaitsForTheSinksCommit(t *testing.T) {
+	release := make(chan struct{})
+	sink := &memSink[int]{onComplete: func(int64) { <-release }}
+	j := copyJob("notified", engine.Options{}, &memSource[int]{parts: [][]int{seq(0, 10)}, unbounded: true}, sink)
+	startJob(t, j)
+	waitFor(t, "the sink to receive the 10 records", func() bool {
+		for _, op := range j.Status().Operators {
+			if op.Kind == "sink" {
+				return op.RecordsIn == 10
+			}
+		}
+		return false
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := j.TriggerSavepoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := j.Status()
+	if st.LastCheckpoint == 0 || st.LastNotified >= st.LastCheckpoint {
+		t.Fatalf("with the sink's commit held: LastCheckpoint %d, LastNotified %d; want LastNotified below it", st.LastCheckpoint, st.LastNotified)
+	}
+	close(release)
+	waitFor(t, "LastNotified to reach the savepoint", func() bool { return j.Status().LastNotified >= st.LastCheckpoint })
+	if got := sink.output(); len(got) != 10 {
+		t.Fatalf("after the notification the sink committed %d records, want 10", len(got))
+	}
+}

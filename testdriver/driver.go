@@ -275,7 +275,8 @@ func (d *Driver) wait(ctx context.Context, what string, cond func() bool) error 
 
 // Checkpoint waits until the job has read every record piped so far,
 // takes a checkpoint (a savepoint, whose barrier follows those records)
-// and waits until the sink committed it: afterwards Committed holds the
+// and waits until every sink committed it (the driver's and any sink of
+// the user's own, told of the completion): afterwards Committed holds the
 // output of every record piped before the call. A job that fails, or a
 // checkpoint that fails or does not complete within Options.StepTimeout,
 // fails the test.
@@ -325,7 +326,29 @@ func (d *Driver) checkpoint() error {
 	if err != nil {
 		return err
 	}
-	return d.wait(ctx, fmt.Sprintf("the sink to commit checkpoint %d", id), func() bool { return !d.w.preparedUpToLocked(id) })
+	// Every sink commits on the notification of the checkpoint's
+	// completion, which reaches the subtasks after TriggerSavepoint
+	// returned: a sink of the user's own (a twophase.Writer of theirs)
+	// has committed once every subtask was notified.
+	return d.waitStatus(ctx, fmt.Sprintf("every sink to commit checkpoint %d", id), func(st engine.Status) bool { return st.LastNotified >= id })
+}
+
+// waitStatus polls the job's Status until cond is true, the job ends (a
+// failure: the job's error) or the step's time runs out.
+func (d *Driver) waitStatus(ctx context.Context, what string, cond func(engine.Status) bool) error {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond(d.job.Status()) {
+		select {
+		case <-tick.C:
+		case err := <-d.done:
+			d.done <- err
+			return fmt.Errorf("the job ended while waiting for %s: %w", what, err)
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: no progress in %s (Options.StepTimeout)", what, d.opts.StepTimeout)
+		}
+	}
+	return nil
 }
 
 // checkpointID is the id of the savepoint at path (<dir>/savepoint-<id>).

@@ -356,17 +356,6 @@ func (wr *writer) NotifyCheckpointAborted(context.Context, int64) error { return
 // abort it, as a crashed producer's transaction is fenced.
 func (wr *writer) Close(context.Context) error { return nil }
 
-// preparedUpTo reports whether a transaction of the current job prepared
-// for a checkpoint <= id is still uncommitted.
-func (w *world) preparedUpToLocked(id int64) bool {
-	for _, t := range w.txns {
-		if t.gen == w.gen && t.state == txnPrepared && t.checkpoint <= id {
-			return true
-		}
-	}
-	return false
-}
-
 func copyRecord(r *kgo.Record) *kgo.Record {
 	c := *r
 	c.Key = slices.Clone(r.Key)
