@@ -152,6 +152,10 @@ type Sink struct {
 	// sinkkafka.DefaultMaxBufferedRecords, 50,000; negative is refused). A
 	// copied record keeps its fetched batch in memory while it waits.
 	MaxBufferedRecords int `mapstructure:"max_buffered_records"`
+	// Compression is the codec of produced batches: none, gzip, snappy,
+	// lz4 or zstd (empty or unset: sinkkafka.DefaultCompression, none,
+	// as Kafka's own producer).
+	Compression string `mapstructure:"compression"`
 }
 
 // Checkpoint options, with Flink's meanings.

@@ -372,3 +372,27 @@ func TestMemoryBoundsLoad(t *testing.T) {
 			cfg.Source.FetchMaxBytes, cfg.Sink.MaxBufferedRecords)
 	}
 }
+
+// TestSinkCompressionLoad: sink.compression reaches the configuration
+// from the environment, unset it stays empty (the sink's default, none),
+// and an unknown codec is refused naming the key.
+func TestSinkCompressionLoad(t *testing.T) {
+	cfg, err := Load(Sources{File: writeFile(t, valid)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Sink.Compression != "" {
+		t.Errorf("unset: sink.compression %q, want empty (the sink's default)", cfg.Sink.Compression)
+	}
+	cfg, err = Load(Sources{File: writeFile(t, valid), Env: []string{"ONCEFLOW_SINK_COMPRESSION=lz4"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Sink.Compression != "lz4" {
+		t.Errorf("from the environment: sink.compression %q, want lz4", cfg.Sink.Compression)
+	}
+	_, err = Load(Sources{File: writeFile(t, valid), Set: []string{"sink.compression=brotli"}})
+	if err == nil || !strings.Contains(err.Error(), "sink.compression") || !strings.Contains(err.Error(), "brotli") {
+		t.Fatalf("sink.compression=brotli: %v, want a refusal naming the key and the value", err)
+	}
+}

@@ -1,10 +1,17 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/engine"
 )
 
 // TestNewSinkRefusesBadOptionsByName: NewSink refuses each option it
@@ -101,5 +108,72 @@ func TestNewSinkBoundsTheProducerBuffer(t *testing.T) {
 		if s.opts.MaxBufferedRecords != tc.want {
 			t.Errorf("MaxBufferedRecords %d: the sink uses %d, want %d", tc.set, s.opts.MaxBufferedRecords, tc.want)
 		}
+	}
+}
+
+// TestSinkCompressesAsConfigured: the batches a sink produces carry the
+// codec of SinkOptions.Compression, none by default (Kafka's producer
+// default, not franz-go's snappy), under both deliveries; an unknown
+// codec is refused naming the option.
+func TestSinkCompressesAsConfigured(t *testing.T) {
+	for _, tc := range []struct {
+		delivery    Delivery
+		compression string
+		want        uint8 // the batch attribute's codec: 0 none, 4 zstd
+	}{
+		{DeliveryExactlyOnce, "", 0},
+		{DeliveryExactlyOnce, "zstd", 4},
+		{DeliveryAtLeastOnce, "", 0},
+		{DeliveryAtLeastOnce, "zstd", 4},
+	} {
+		t.Run(fmt.Sprintf("%s/%q", tc.delivery, tc.compression), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			client := fakeCluster(t)
+			sink, err := NewSink(SinkOptions{ClientOpts: client, Topic: topic, Delivery: tc.delivery,
+				TransactionalIDPrefix: "codec", Compression: tc.compression})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := sink.NewWriter(ctx, engine.Scope{Subtask: 0, Parallelism: 1}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close(ctx)
+			for i := range 20 {
+				if err := w.Write(ctx, &kgo.Record{Value: bytes.Repeat([]byte{'a' + byte(i)}, 200)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := w.SnapshotState(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.NotifyCheckpointComplete(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			cl, err := kgo.NewClient(append(slices.Clone(client), kgo.ConsumeTopics(topic),
+				kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			n := 0
+			for n < 20 {
+				fs := cl.PollFetches(ctx)
+				if err := fs.Err0(); err != nil {
+					t.Fatalf("after %d records: %v", n, err)
+				}
+				fs.EachRecord(func(r *kgo.Record) {
+					n++
+					if got := r.Attrs.CompressionType(); got != tc.want {
+						t.Fatalf("record %s/%d/%d: batch codec %d, want %d", r.Topic, r.Partition, r.Offset, got, tc.want)
+					}
+				})
+			}
+		})
+	}
+	if _, err := NewSink(SinkOptions{TransactionalIDPrefix: "p", Compression: "brotli"}); err == nil ||
+		!strings.Contains(err.Error(), "Compression") || !strings.Contains(err.Error(), `"brotli"`) {
+		t.Fatalf("NewSink with Compression brotli: %v, want a refusal naming the option and the value", err)
 	}
 }

@@ -58,6 +58,10 @@ type SinkOptions struct {
 	// default DefaultMaxBufferedRecords). A kgo.MaxBufferedRecords in
 	// ClientOpts overrides it.
 	MaxBufferedRecords int
+	// Compression is the codec of produced batches: none, gzip, snappy,
+	// lz4 or zstd (default DefaultCompression). A
+	// kgo.ProducerBatchCompression in ClientOpts overrides it.
+	Compression string
 }
 
 // Sink is the Kafka sink of a job (engine.Sink[*kgo.Record]).
@@ -141,7 +145,7 @@ func (s *Sink) NewWriter(ctx context.Context, scope engine.Scope, restored [][]b
 				return nil, err
 			}
 		}
-		copts := append([]kgo.Opt{kgo.MaxBufferedRecords(s.opts.MaxBufferedRecords)}, s.opts.ClientOpts...)
+		copts := append([]kgo.Opt{kgo.MaxBufferedRecords(s.opts.MaxBufferedRecords), compressionOpt(s.opts.Compression)}, s.opts.ClientOpts...)
 		w, err := NewWriter(s.opts.Delivery, s.opts.Topic, copts, s.opts.Outage)
 		if err != nil {
 			return nil, err
@@ -171,7 +175,7 @@ func (s *Sink) restore(ctx context.Context, scope engine.Scope, restored [][]byt
 	tr, err := NewTransactor(ctx, scope.Subtask, TransactorOptions{
 		ClientOpts: s.opts.ClientOpts, Topic: s.opts.Topic, Prefix: s.opts.TransactionalIDPrefix,
 		Slots: s.opts.Slots, TransactionTimeout: s.opts.TransactionTimeout, Logger: s.opts.Logger,
-		Outage: s.opts.Outage, MaxBufferedRecords: s.opts.MaxBufferedRecords,
+		Outage: s.opts.Outage, MaxBufferedRecords: s.opts.MaxBufferedRecords, Compression: s.opts.Compression,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -60,6 +60,9 @@ type TransactorOptions struct {
 	// DefaultMaxBufferedRecords). A kgo.MaxBufferedRecords in ClientOpts
 	// overrides it.
 	MaxBufferedRecords int
+	// Compression is the codec of the slots' produced batches (default
+	// DefaultCompression; see SinkOptions.Compression).
+	Compression string
 }
 
 // slot is one transactional id and the client that owns it.
@@ -346,7 +349,7 @@ func (t *Transactor) begin(ctx context.Context, s *slot) error {
 
 // newClient creates the transactional client of slot s.
 func (t *Transactor) newClient(s *slot) (*kgo.Client, error) {
-	opts := append([]kgo.Opt{kgo.MaxBufferedRecords(t.opts.MaxBufferedRecords)}, t.opts.ClientOpts...)
+	opts := append([]kgo.Opt{kgo.MaxBufferedRecords(t.opts.MaxBufferedRecords), compressionOpt(t.opts.Compression)}, t.opts.ClientOpts...)
 	opts = append(opts,
 		kgo.TransactionalID(s.id),
 		kgo.TransactionTimeout(t.opts.TransactionTimeout),
