@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/internal/testkit/s3server"
 )
 
@@ -165,9 +166,11 @@ func distContender(n int) *contender {
 }
 
 // findContender returns the contender of that name. For tuning, the
-// limit and the ceiling also take settings after an @, gopipe's limit
-// flags joined by +: "limit@clients=4+linger=5ms" runs the limit with
-// -clients 4 -linger 5ms, as a contender of its own.
+// gopipe contenders (limit, ceiling, franz-txn) and onceflow also take
+// settings after an @, joined by +: gopipe's flags ("limit@clients=4+
+// linger=5ms" runs the limit with -clients 4 -linger 5ms) or onceflow's
+// configuration keys ("onceflow@sink.compression=snappy" sets
+// ONCEFLOW_SINK_COMPRESSION=snappy), as a contender of its own.
 func findContender(name string) *contender {
 	base, settings, tuned := strings.Cut(name, "@")
 	for _, c := range contenders {
@@ -177,27 +180,44 @@ func findContender(name string) *contender {
 		if !tuned {
 			return c
 		}
-		if base != "limit" && base != "ceiling" || settings == "" {
+		gopipe := base == "limit" || base == "ceiling" || base == "franz-txn"
+		if !gopipe && base != "onceflow" || settings == "" {
 			return nil
 		}
-		var extra []string
+		var flags, env []string
 		for _, kv := range strings.Split(settings, "+") {
 			k, v, ok := strings.Cut(kv, "=")
 			if !ok || k == "" {
 				return nil
 			}
-			extra = append(extra, "-"+k, v)
+			flags = append(flags, "-"+k, v)
+			env = append(env, config.EnvPrefix+"_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_"))+"="+v)
 		}
 		t := *c
-		t.name, t.label = name, fmt.Sprintf("%s; %s", c.label, strings.Join(extra, " "))
 		command := c.command
-		t.command = func(o *options, s spec) (*exec.Cmd, error) {
-			cmd, err := command(o, s)
-			if err == nil {
-				cmd.Args = append(cmd.Args, extra...)
+		if gopipe {
+			t.label = fmt.Sprintf("%s; %s", c.label, strings.Join(flags, " "))
+			t.command = func(o *options, s spec) (*exec.Cmd, error) {
+				cmd, err := command(o, s)
+				if err == nil {
+					cmd.Args = append(cmd.Args, flags...)
+				}
+				return cmd, err
 			}
-			return cmd, err
+		} else {
+			t.label = fmt.Sprintf("%s; %s", c.label, strings.Join(env, " "))
+			t.command = func(o *options, s spec) (*exec.Cmd, error) {
+				cmd, err := command(o, s)
+				if err == nil {
+					if cmd.Env == nil {
+						cmd.Env = os.Environ()
+					}
+					cmd.Env = append(cmd.Env, env...)
+				}
+				return cmd, err
+			}
 		}
+		t.name = name
 		return &t
 	}
 	return nil

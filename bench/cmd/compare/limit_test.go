@@ -54,13 +54,44 @@ func TestTunedLimit(t *testing.T) {
 	if c.name != "limit@clients=4+linger=5ms" || !strings.Contains(args, "-mode limit -job copy -acks all") || !strings.HasSuffix(args, "-clients 4 -linger 5ms") {
 		t.Errorf("name %q, args %q", c.name, args)
 	}
-	for _, bad := range []string{"limit@", "limit@clients", "onceflow@clients=2"} {
+	for _, bad := range []string{"limit@", "limit@clients", "kstreams@threads=2", "onceflow@"} {
 		if findContender(bad) != nil {
 			t.Errorf("findContender(%q) found a contender", bad)
 		}
 	}
 	if got := topicSafe("limit@clients=4+linger=5ms"); got != "limit.clients.4.linger.5ms" {
 		t.Errorf("topicSafe: %q", got)
+	}
+	ft := findContender("franz-txn@compression=snappy")
+	if ft == nil {
+		t.Fatal("franz-txn@compression=snappy not found")
+	}
+	cmd, err = ft.command(&options{parallelism: 2}, spec{Brokers: []string{"b:9092"}, Job: "copy", In: "i", Out: "o", ID: "x", Interval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if args := strings.Join(cmd.Args, " "); !strings.Contains(args, "-mode txn") || !strings.HasSuffix(args, "-compression snappy") {
+		t.Errorf("franz-txn@compression=snappy: args %q", args)
+	}
+}
+
+// A tuned onceflow sets its configuration keys in the processor's
+// environment.
+func TestTunedOnceflow(t *testing.T) {
+	c := findContender("onceflow@sink.compression=snappy+source.fetch_max_bytes=4194304")
+	if c == nil {
+		t.Fatal("not found")
+	}
+	dir := t.TempDir()
+	cmd, err := c.command(&options{parallelism: 2, onceflowBin: "processor"}, spec{Brokers: []string{"b:9092"}, Job: "copy", In: "i", Out: "o", ID: "x", Dir: dir, Interval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := strings.Join(cmd.Env, "\n")
+	for _, want := range []string{"ONCEFLOW_SINK_COMPRESSION=snappy", "ONCEFLOW_SOURCE_FETCH_MAX_BYTES=4194304"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("the processor's environment lacks %s", want)
+		}
 	}
 }
 

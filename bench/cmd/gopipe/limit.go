@@ -58,7 +58,7 @@ func limitFlags() *limitOpts {
 	flag.IntVar(&lo.buffered, "buffered", 200_000, "limit: records a producer buffers before Produce blocks (MaxBufferedRecords)")
 	flag.IntVar(&lo.inflight, "inflight", 5, "limit: produce requests in flight per broker with -acks leader (idempotent producers use 5)")
 	flag.IntVar(&lo.partBytes, "fetch-partition-bytes", 4<<20, "limit: bytes fetched per partition per fetch (FetchMaxPartitionBytes)")
-	flag.StringVar(&lo.compression, "compression", "none", "limit: none | snappy (franz-go's default)")
+	flag.StringVar(&lo.compression, "compression", "none", "every mode's producers: none (Kafka's producer default, as onceflow's sink) | snappy (franz-go's default)")
 	flag.BoolVar(&lo.shared, "shared", false, "limit: one client per pair consumes and produces (else a consumer and a producer client)")
 	flag.StringVar(&lo.partitioning, "partitioning", "keep", "limit, copy: keep (a record goes to its input partition's number) | hash (franz-go's default partitioner, by key)")
 	return lo
@@ -81,14 +81,11 @@ func (lo *limitOpts) producerOpts(out string) ([]kgo.Opt, error) {
 	default:
 		return nil, fmt.Errorf("-acks %q: want all or leader", lo.acks)
 	}
-	switch lo.compression {
-	case "none":
-		opts = append(opts, kgo.ProducerBatchCompression(kgo.NoCompression()))
-	case "snappy":
-		opts = append(opts, kgo.ProducerBatchCompression(kgo.SnappyCompression()))
-	default:
-		return nil, fmt.Errorf("-compression %q: want none or snappy", lo.compression)
+	codec, err := lo.codec()
+	if err != nil {
+		return nil, err
 	}
+	opts = append(opts, codec)
 	switch lo.partitioning {
 	case "keep":
 		opts = append(opts, kgo.RecordPartitioner(kgo.ManualPartitioner()))
@@ -97,6 +94,17 @@ func (lo *limitOpts) producerOpts(out string) ([]kgo.Opt, error) {
 		return nil, fmt.Errorf("-partitioning %q: want keep or hash", lo.partitioning)
 	}
 	return opts, nil
+}
+
+// codec is the producer option of -compression, for every mode.
+func (lo *limitOpts) codec() (kgo.Opt, error) {
+	switch lo.compression {
+	case "none":
+		return kgo.ProducerBatchCompression(kgo.NoCompression()), nil
+	case "snappy":
+		return kgo.ProducerBatchCompression(kgo.SnappyCompression()), nil
+	}
+	return nil, fmt.Errorf("-compression %q: want none or snappy", lo.compression)
 }
 
 // limit copies (or counts the words of) topic in into topic out as fast

@@ -63,7 +63,14 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	base := []kgo.Opt{kgo.SeedBrokers(strings.Split(*brokers, ",")...), kgo.DefaultProduceTopic(*out)}
+	codec, err := lo.codec()
+	if err != nil {
+		fail(err)
+	}
+	// Every mode's producers compress as -compression says (default
+	// none, as onceflow's sink and Kafka's producer): the comparison is
+	// of the pipelines, not of codecs.
+	base := []kgo.Opt{kgo.SeedBrokers(strings.Split(*brokers, ",")...), kgo.DefaultProduceTopic(*out), codec}
 	// consumer is member i's consumer options.
 	consumer := func(i int) []kgo.Opt {
 		return append(slices.Clone(base),
@@ -77,7 +84,6 @@ func main() {
 			kgo.SessionTimeout(6*time.Second),
 		)
 	}
-	var err error
 	switch {
 	case *mode == "limit":
 		err = limit(ctx, strings.Split(*brokers, ","), *in, *out, *job, lo)
