@@ -339,7 +339,11 @@ func TestStorageFaultFailsTheCheckpointNotTheJob(t *testing.T) {
 	injected := errors.New("injected disk error")
 	var faults atomic.Int64
 	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if (op.Kind == errorfs.OpFileWrite || op.Kind == errorfs.OpRename) && strings.Contains(op.Path, string(filepath.Separator)+"chk-3") {
+		// chk-3 itself, not chk-30 to chk-39: two failures in a row
+		// would exceed the one tolerated.
+		sep := string(filepath.Separator)
+		inChk3 := strings.Contains(op.Path, sep+"chk-3"+sep) || strings.HasSuffix(op.Path, sep+"chk-3")
+		if (op.Kind == errorfs.OpFileWrite || op.Kind == errorfs.OpRename) && inChk3 {
 			faults.Add(1)
 			return injected
 		}
