@@ -5,7 +5,7 @@ KAFKALOCAL = $(GO) run ./integration/cmd/kafkalocal
 S3LOCAL    = $(GO) run ./integration/cmd/s3local
 BROKER_ADDR_FILE ?= /tmp/onceflow-broker.addr
 
-.PHONY: all deps fmt vet build test test-short bench bench-go bench-compare bench-quick bench-distributed bench-windows bench-state demo broker broker3 broker-stop s3 clean
+.PHONY: all deps fmt vet build test test-short bench bench-go bench-compare bench-copy bench-quick bench-distributed bench-windows bench-state demo broker broker3 broker-stop s3 clean
 
 all: vet build test
 
@@ -53,6 +53,13 @@ bench-compare: deps
 # The comparison on a small input (a few minutes), into bench/results/quick/.
 bench-quick: deps
 	$(GO) run ./bench/cmd/compare -quick $(BENCH_FLAGS)
+
+# The copy (issue 19): the limit and its ceiling, franz-go's
+# transactional copier and onceflow at 50 ms, 100 ms and 1 s checkpoints,
+# throughput of the 5M-record backlog, p99 of the paced run, peak RSS,
+# medians of 3 runs, into bench/results/copy/.
+bench-copy: deps
+	$(GO) run ./bench/cmd/compare -workloads copy -contenders limit,ceiling,franz-txn,onceflow -intervals 50ms,100ms,1s -runs 3 -out bench/results/copy $(BENCH_FLAGS)
 
 # Distributed mode (issue 16): 1, 2 and 3 instances of one job.mode
 # distributed job against single mode, with a local S3 server, medians of

@@ -156,6 +156,10 @@ type Sink struct {
 	// lz4 or zstd (empty or unset: sinkkafka.DefaultCompression, none,
 	// as Kafka's own producer).
 	Compression string `mapstructure:"compression"`
+	// SyncPreCommit makes each subtask wait at the barrier for its
+	// transaction's flush, as Flink's Kafka sink does (default false: the
+	// flush runs beside the next transaction; sinkkafka.SinkOptions).
+	SyncPreCommit bool `mapstructure:"sync_pre_commit"`
 }
 
 // Checkpoint options, with Flink's meanings.

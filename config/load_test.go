@@ -373,9 +373,10 @@ func TestMemoryBoundsLoad(t *testing.T) {
 	}
 }
 
-// TestSinkCompressionLoad: sink.compression reaches the configuration
-// from the environment, unset it stays empty (the sink's default, none),
-// and an unknown codec is refused naming the key.
+// TestSinkCompressionLoad: sink.compression and sink.sync_pre_commit
+// reach the configuration from the environment, unset they stay empty and
+// false (the sink's defaults: no compression, the flush beside the next
+// transaction), and an unknown codec is refused naming the key.
 func TestSinkCompressionLoad(t *testing.T) {
 	cfg, err := Load(Sources{File: writeFile(t, valid)})
 	if err != nil {
@@ -384,12 +385,15 @@ func TestSinkCompressionLoad(t *testing.T) {
 	if cfg.Sink.Compression != "" {
 		t.Errorf("unset: sink.compression %q, want empty (the sink's default)", cfg.Sink.Compression)
 	}
-	cfg, err = Load(Sources{File: writeFile(t, valid), Env: []string{"ONCEFLOW_SINK_COMPRESSION=lz4"}})
+	if cfg.Sink.SyncPreCommit {
+		t.Error("unset: sink.sync_pre_commit true, want false (the flush runs beside the next transaction)")
+	}
+	cfg, err = Load(Sources{File: writeFile(t, valid), Env: []string{"ONCEFLOW_SINK_COMPRESSION=lz4", "ONCEFLOW_SINK_SYNC_PRE_COMMIT=true"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Sink.Compression != "lz4" {
-		t.Errorf("from the environment: sink.compression %q, want lz4", cfg.Sink.Compression)
+	if cfg.Sink.Compression != "lz4" || !cfg.Sink.SyncPreCommit {
+		t.Errorf("from the environment: sink.compression %q, sink.sync_pre_commit %v; want lz4 and true", cfg.Sink.Compression, cfg.Sink.SyncPreCommit)
 	}
 	_, err = Load(Sources{File: writeFile(t, valid), Set: []string{"sink.compression=brotli"}})
 	if err == nil || !strings.Contains(err.Error(), "sink.compression") || !strings.Contains(err.Error(), "brotli") {

@@ -79,6 +79,21 @@ type Drainer interface {
 	Drain(ctx context.Context) error
 }
 
+// AsyncSnapshotWriter is implemented by a SinkWriter whose snapshot can
+// finish after the barrier (a two-phase-commit sink whose pre-commit, a
+// flush, runs on a goroutine of the writer's while the subtask writes the
+// next transaction on another transactional id). The engine calls
+// SnapshotStateAsync instead of SnapshotState: the entries go into the
+// checkpoint as SnapshotState's would, and wait runs on the snapshot's
+// goroutine before the subtask acknowledges the checkpoint, so the
+// checkpoint completes only once wait returned nil. An error of
+// SnapshotStateAsync fails the job attempt; an error of wait fails the
+// checkpoint, and the writer must fail its later calls (the records of a
+// transaction whose pre-commit failed are replayed only by a restart).
+type AsyncSnapshotWriter interface {
+	SnapshotStateAsync(ctx context.Context, checkpointID int64) (entries [][]byte, wait func(context.Context) error, err error)
+}
+
 // TransactionalSink is implemented by a Sink whose output becomes visible
 // through transactions committed after a checkpoint completes (a
 // two-phase-commit sink, such as the Kafka sink with exactly_once). It
@@ -539,6 +554,21 @@ func (t typedSink[T]) drain(ctx context.Context) error {
 }
 
 func (t typedSink[T]) write(ctx context.Context, v any) error { return t.Write(ctx, v.(T)) }
+
+// asyncSnapshotter is a sinkRunner that may snapshot asynchronously.
+type asyncSnapshotter interface {
+	snapshotAsync(ctx context.Context, checkpointID int64) ([][]byte, func(context.Context) error, error)
+}
+
+// snapshotAsync is SnapshotStateAsync of an AsyncSnapshotWriter, else
+// SnapshotState with nothing to wait for.
+func (t typedSink[T]) snapshotAsync(ctx context.Context, id int64) ([][]byte, func(context.Context) error, error) {
+	if a, ok := t.SinkWriter.(AsyncSnapshotWriter); ok {
+		return a.SnapshotStateAsync(ctx, id)
+	}
+	entries, err := t.SnapshotState(ctx, id)
+	return entries, nil, err
+}
 
 // funcOperator is every non-source, non-sink operator.
 type funcOperator struct {

@@ -907,6 +907,9 @@ func (st *subtask) checkpoint(ctx context.Context, b barrier) error {
 	var err error
 	mode := state.Union
 	hasOp := true
+	// sinkWait, when set, is the part of the sink's snapshot that runs
+	// on the snapshot's goroutine (AsyncSnapshotWriter).
+	var sinkWait func(context.Context) error
 	switch {
 	case st.src != nil:
 		entries, err = st.src.SnapshotState(b.id)
@@ -914,7 +917,11 @@ func (st *subtask) checkpoint(ctx context.Context, b barrier) error {
 		if b.stop {
 			st.stopID = b.id
 		}
-		entries, err = st.sink.SnapshotState(ctx, b.id)
+		if a, ok := st.sink.(asyncSnapshotter); ok {
+			entries, sinkWait, err = a.snapshotAsync(ctx, b.id)
+		} else {
+			entries, err = st.sink.SnapshotState(ctx, b.id)
+		}
 	case st.op != nil && st.op.stateful != nil:
 		mode = state.SplitEvenly
 		entries, err = st.op.stateful.SnapshotState(b.id)
@@ -970,6 +977,11 @@ func (st *subtask) checkpoint(ctx context.Context, b barrier) error {
 		}
 		if err != nil {
 			err = fmt.Errorf("operator %s subtask %d: keyed snapshot: %w", st.n.uid, st.index, err)
+		}
+		if err == nil && sinkWait != nil {
+			if err = sinkWait(ctx); err != nil {
+				err = fmt.Errorf("operator %s subtask %d: sink snapshot: %w", st.n.uid, st.index, err)
+			}
 		}
 		now := time.Now()
 		st.c.ack(ackMsg{id: b.id, st: st, keyed: kh, operator: opHandle, err: err,

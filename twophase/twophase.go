@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -125,6 +126,15 @@ type Options struct {
 	// batch of commits runs at a time: a notification arriving while the
 	// previous batch still commits waits for it.
 	AsyncCommit bool
+	// AsyncPreCommit lets SnapshotStateAsync pre-commit on a goroutine of
+	// the Sink's own, so that the subtask writes the next transaction
+	// (on another transactional id) while the last one flushes, instead
+	// of stalling at every barrier for the flush. It needs a Transactor
+	// whose PreCommit returns the transaction it is given (the checkpoint
+	// records it before the pre-commit ends; a different value fails the
+	// pre-commit) and is safe to run concurrently with Begin, Write and
+	// Commit of other transactions. See SnapshotStateAsync.
+	AsyncPreCommit bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives warnings; nil means slog.Default().
@@ -217,6 +227,24 @@ type Sink[T, Txn any] struct {
 	// handed to the committer (queued or committed, not yet collected).
 	async  *committer[Txn]
 	queued int
+
+	// With AsyncPreCommit: the pre-commits running or finished and not
+	// yet checked, oldest first, on goroutines owned by the Sink (Close
+	// cancels pcCtx and waits for them); pcErr is the first that failed,
+	// returned by every later call; pcFinished is set when one finished.
+	preCommits []*preCommit
+	pcErr      error
+	pcFinished atomic.Bool
+	pcCtx      context.Context
+	pcCancel   context.CancelFunc
+}
+
+// preCommit is one pre-commit running on its own goroutine: err is set
+// before done is closed.
+type preCommit struct {
+	checkpointID int64
+	done         chan struct{}
+	err          error
 }
 
 // committer commits batches of pending transactions in order on its own
@@ -434,6 +462,11 @@ func (s *Sink[T, Txn]) Write(ctx context.Context, rec T) error {
 			return err
 		}
 	}
+	if s.pcErr != nil || s.pcFinished.Load() {
+		if err := s.checkPreCommits(); err != nil {
+			return err
+		}
+	}
 	if !s.open {
 		txn, err := s.tx.Begin(ctx)
 		if err != nil {
@@ -449,13 +482,8 @@ func (s *Sink[T, Txn]) Write(ctx context.Context, rec T) error {
 // store as this subtask's operator state. An error fails the checkpoint;
 // the open transaction is then unusable and the job must restart.
 func (s *Sink[T, Txn]) SnapshotState(ctx context.Context, checkpointID int64) ([][]byte, error) {
-	if err := s.collect(); err != nil {
+	if err := s.beforeSnapshot(ctx, checkpointID, true); err != nil {
 		return nil, err
-	}
-	for i := range s.held {
-		if s.held[i].releaseAt == 0 {
-			s.held[i].releaseAt = checkpointID
-		}
 	}
 	if s.open {
 		txn, err := s.tx.PreCommit(ctx, s.current)
@@ -468,6 +496,147 @@ func (s *Sink[T, Txn]) SnapshotState(ctx context.Context, checkpointID int64) ([
 		var zero Txn
 		s.current = zero
 	}
+	return s.entries()
+}
+
+// beforeSnapshot is the start of both snapshots: it takes in confirmed
+// commits and finished pre-commits, returning a failure of either (with
+// waitAll it first waits for every pre-commit still running, for
+// SnapshotState), and marks the held transactions releasable by this
+// checkpoint.
+func (s *Sink[T, Txn]) beforeSnapshot(ctx context.Context, checkpointID int64, waitAll bool) error {
+	if err := s.collect(); err != nil {
+		return err
+	}
+	if waitAll {
+		if err := s.waitPreCommits(ctx, checkpointID); err != nil {
+			return err
+		}
+	}
+	if err := s.checkPreCommits(); err != nil {
+		return err
+	}
+	for i := range s.held {
+		if s.held[i].releaseAt == 0 {
+			s.held[i].releaseAt = checkpointID
+		}
+	}
+	return nil
+}
+
+// SnapshotStateAsync is SnapshotState with the pre-commit left running
+// (Options.AsyncPreCommit; without it, it is SnapshotState and a wait that
+// returns nil). It hands the open transaction to a goroutine that
+// pre-commits it, records it as pending at once and returns the entries,
+// which hold it: the subtask may then write the next transaction while
+// the flush runs. wait returns once that pre-commit and every earlier
+// one still running finished, with the first failure, or when ctx ends;
+// the engine calls it before it acknowledges the checkpoint, so a
+// checkpoint completes only after its transactions are durable, and
+// NotifyCheckpointComplete never commits a transaction whose pre-commit
+// has not succeeded (it waits for those of checkpoints up to its id).
+//
+// A failed pre-commit also fails every later call of the Sink (Write,
+// the snapshots, the notifications, Drain): its records are lost unless
+// the job restarts from the last completed checkpoint, which does not
+// hold the transaction, and replays them.
+func (s *Sink[T, Txn]) SnapshotStateAsync(ctx context.Context, checkpointID int64) (entries [][]byte, wait func(context.Context) error, err error) {
+	if !s.opts.AsyncPreCommit {
+		entries, err = s.SnapshotState(ctx, checkpointID)
+		return entries, func(context.Context) error { return nil }, err
+	}
+	if err := s.beforeSnapshot(ctx, checkpointID, false); err != nil {
+		return nil, nil, err
+	}
+	if s.open {
+		if s.pcCtx == nil {
+			s.pcCtx, s.pcCancel = context.WithCancel(context.Background())
+		}
+		pc := &preCommit{checkpointID: checkpointID, done: make(chan struct{})}
+		txn := s.current
+		go func() { // owned by the Sink: Close cancels pcCtx and waits
+			defer s.pcFinished.Store(true) // after done is closed
+			defer close(pc.done)
+			got, err := s.tx.PreCommit(s.pcCtx, txn)
+			switch {
+			case err != nil:
+				pc.err = fmt.Errorf("twophase: pre-committing the transaction of checkpoint %d: %w", checkpointID, err)
+			case !reflect.DeepEqual(got, txn):
+				pc.err = fmt.Errorf("twophase: the pre-commit of checkpoint %d returned %+v for transaction %+v; AsyncPreCommit needs a Transactor whose PreCommit returns the transaction it is given", checkpointID, got, txn)
+			default:
+				failpoint.Hit(failpoint.AfterPreCommit)
+			}
+		}()
+		s.preCommits = append(s.preCommits, pc)
+		s.pending = append(s.pending, Pending[Txn]{CheckpointID: checkpointID, Txn: txn, Started: s.started, Owner: s.scope.Subtask})
+		s.open = false
+		var zero Txn
+		s.current = zero
+	}
+	entries, err = s.entries()
+	if err != nil {
+		return nil, nil, err
+	}
+	running := slices.Clone(s.preCommits)
+	return entries, func(ctx context.Context) error { return awaitPreCommits(ctx, running) }, nil
+}
+
+// awaitPreCommits waits for every pre-commit of pcs and returns the first
+// failure.
+func awaitPreCommits(ctx context.Context, pcs []*preCommit) error {
+	for _, pc := range pcs {
+		select {
+		case <-pc.done:
+			if pc.err != nil {
+				return pc.err
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("twophase: waiting for the pre-commit of checkpoint %d: %w", pc.checkpointID, ctx.Err())
+		}
+	}
+	return nil
+}
+
+// waitPreCommits waits for the running pre-commits of checkpoints up to
+// id.
+func (s *Sink[T, Txn]) waitPreCommits(ctx context.Context, id int64) error {
+	var due []*preCommit
+	for _, pc := range s.preCommits {
+		if pc.checkpointID <= id {
+			due = append(due, pc)
+		}
+	}
+	if err := awaitPreCommits(ctx, due); err != nil {
+		return err
+	}
+	return s.checkPreCommits()
+}
+
+// checkPreCommits drops the finished pre-commits and returns the first
+// failure, which every later call returns too.
+func (s *Sink[T, Txn]) checkPreCommits() error {
+	if s.pcErr != nil {
+		return s.pcErr
+	}
+	s.pcFinished.Store(false)
+	kept := s.preCommits[:0]
+	for _, pc := range s.preCommits {
+		select {
+		case <-pc.done:
+			if pc.err != nil && s.pcErr == nil {
+				s.pcErr = pc.err
+			}
+		default:
+			kept = append(kept, pc)
+		}
+	}
+	clear(s.preCommits[len(kept):])
+	s.preCommits = kept
+	return s.pcErr
+}
+
+// entries encodes the pending transactions for the checkpoint.
+func (s *Sink[T, Txn]) entries() ([][]byte, error) {
 	out := make([][]byte, 0, len(s.pending))
 	for _, p := range s.pending {
 		b, err := s.encode(p)
@@ -488,6 +657,9 @@ func (s *Sink[T, Txn]) SnapshotState(ctx context.Context, checkpointID int64) ([
 // checkpoint carries it again and a restore commits it.
 func (s *Sink[T, Txn]) NotifyCheckpointComplete(ctx context.Context, checkpointID int64) error {
 	if err := s.collect(); err != nil {
+		return err
+	}
+	if err := s.waitPreCommits(ctx, checkpointID); err != nil {
 		return err
 	}
 	if r, ok := s.tx.(Releaser[Txn]); ok {
@@ -547,7 +719,10 @@ func (s *Sink[T, Txn]) NotifyCheckpointComplete(ctx context.Context, checkpointI
 // NotifyCheckpointAborted keeps the pending transactions: they are carried
 // in the next checkpoint and committed when it completes.
 func (s *Sink[T, Txn]) NotifyCheckpointAborted(ctx context.Context, checkpointID int64) error {
-	return s.collect()
+	if err := s.collect(); err != nil {
+		return err
+	}
+	return s.checkPreCommits()
 }
 
 // Close aborts the open transaction, which no checkpoint holds. Pending
@@ -555,6 +730,16 @@ func (s *Sink[T, Txn]) NotifyCheckpointAborted(ctx context.Context, checkpointID
 // its notification has not arrived, and only a restore may decide.
 func (s *Sink[T, Txn]) Close(ctx context.Context) error {
 	var errs []error
+	if s.pcCancel != nil {
+		// A running pre-commit's transaction is pending, not committed:
+		// stop it, and leave it to the restore like the other pending
+		// ones (its checkpoint cannot have completed).
+		s.pcCancel()
+		for _, pc := range s.preCommits {
+			<-pc.done
+		}
+		s.preCommits, s.pcCancel = nil, nil
+	}
 	if s.async != nil {
 		// Let queued commits finish within ctx, then stop the committer:
 		// what is not committed stays in the checkpoint for the restore.

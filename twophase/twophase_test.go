@@ -42,6 +42,12 @@ type memSystem struct {
 	fenced map[int]bool
 	// gate, when set, holds every Commit until it receives.
 	gate chan struct{}
+	// preGate, when set, holds every PreCommit until it receives;
+	// failPreCommit fails the PreCommit of those transactions, and
+	// renumber makes PreCommit return another transaction.
+	preGate       chan struct{}
+	failPreCommit map[int]bool
+	renumber      bool
 }
 
 func newMemSystem() *memSystem {
@@ -83,7 +89,24 @@ func (t *memTransactor) Write(_ context.Context, txn memTxn, rec string) error {
 	return nil
 }
 
-func (t *memTransactor) PreCommit(_ context.Context, txn memTxn) (memTxn, error) { return txn, nil }
+func (t *memTransactor) PreCommit(ctx context.Context, txn memTxn) (memTxn, error) {
+	if g := t.sys.preGate; g != nil {
+		select {
+		case <-g:
+		case <-ctx.Done():
+			return memTxn{}, ctx.Err()
+		}
+	}
+	t.sys.mu.Lock()
+	defer t.sys.mu.Unlock()
+	if t.sys.failPreCommit[txn.ID] {
+		return memTxn{}, fmt.Errorf("flushing transaction %d: broker unreachable", txn.ID)
+	}
+	if t.sys.renumber {
+		txn.ID += 1000
+	}
+	return txn, nil
+}
 
 func (t *memTransactor) Commit(ctx context.Context, txn memTxn) error {
 	if g := t.sys.gate; g != nil {
@@ -804,5 +827,164 @@ func TestAsyncCloseIsBoundedByItsContext(t *testing.T) {
 	}
 	if v := sys.snapshotVisible(); len(v) != 0 {
 		t.Fatalf("visible %v", v)
+	}
+}
+
+// snapshotAsync is SnapshotStateAsync, failing the test on an error.
+func snapshotAsync(t *testing.T, s *Sink[string, memTxn], id int64) ([][]byte, func(context.Context) error) {
+	t.Helper()
+	entries, wait, err := s.SnapshotStateAsync(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return entries, wait
+}
+
+// With AsyncPreCommit the barrier does not wait for the flush: the
+// checkpoint's entries hold the transaction at once, the subtask writes
+// the next one meanwhile, and wait (the engine's ack) returns only once
+// the pre-commit finished. The commit follows the pre-commit.
+func TestAsyncPreCommitLetsTheSubtaskWriteOnAndTheAckWaitsForIt(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	sys.preGate = make(chan struct{})
+	s := newTestSink(t, sys, 0, 1, Options{AsyncPreCommit: true})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	entries, wait := snapshotAsync(t, s, 1) // the pre-commit is held by the gate
+	if len(entries) != 1 {
+		t.Fatalf("checkpoint 1 holds %d transactions, want 1", len(entries))
+	}
+	write(t, s, "b") // not blocked by the flush of transaction 1
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	err := wait(short)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait while the pre-commit is held: %v, want the deadline", err)
+	}
+	sys.preGate <- struct{}{}
+	if err := wait(ctx); err != nil {
+		t.Fatalf("wait after the pre-commit: %v", err)
+	}
+	if err := s.NotifyCheckpointComplete(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if v := sys.snapshotVisible(); !slices.Equal(v, []string{"a"}) {
+		t.Fatalf("visible %v after checkpoint 1, want [a]", v)
+	}
+	entries, wait = snapshotAsync(t, s, 2)
+	if len(entries) != 1 {
+		t.Fatalf("checkpoint 2 holds %d transactions, want 1 (b)", len(entries))
+	}
+	// A notification of checkpoint 2 waits for its pre-commit itself.
+	done := make(chan error, 1)
+	go func() { done <- s.NotifyCheckpointComplete(ctx, 2) }()
+	select {
+	case err := <-done:
+		t.Fatalf("NotifyCheckpointComplete(2) returned %v before the pre-commit of 2 finished", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	sys.preGate <- struct{}{}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v := sys.snapshotVisible(); !slices.Equal(v, []string{"a", "b"}) {
+		t.Fatalf("visible %v after checkpoint 2, want [a b]", v)
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A failed asynchronous pre-commit fails the checkpoint's wait and every
+// later call: the transaction is pending in no completed checkpoint, so
+// only a restart replays its records.
+func TestAsyncPreCommitFailureFailsTheAckAndEveryLaterCall(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	sys.failPreCommit = map[int]bool{1: true}
+	s := newTestSink(t, sys, 0, 1, Options{AsyncPreCommit: true})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	_, wait := snapshotAsync(t, s, 1)
+	if err := wait(ctx); err == nil || !strings.Contains(err.Error(), "checkpoint 1") || !strings.Contains(err.Error(), "broker unreachable") {
+		t.Fatalf("wait: %v, want the pre-commit's failure naming checkpoint 1", err)
+	}
+	var err error
+	deadline := time.Now().Add(10 * time.Second)
+	for err == nil && time.Now().Before(deadline) {
+		err = s.Write(ctx, "b")
+		time.Sleep(time.Millisecond)
+	}
+	if err == nil || !strings.Contains(err.Error(), "broker unreachable") {
+		t.Fatalf("Write after the failed pre-commit: %v, want its failure", err)
+	}
+	if err := s.NotifyCheckpointAborted(ctx, 1); err == nil {
+		t.Fatal("NotifyCheckpointAborted after the failed pre-commit succeeded")
+	}
+	if _, _, err := s.SnapshotStateAsync(ctx, 2); err == nil {
+		t.Fatal("the next snapshot succeeded after the failed pre-commit")
+	}
+	if err := s.NotifyCheckpointComplete(ctx, 2); err == nil {
+		t.Fatal("a notification succeeded after the failed pre-commit")
+	}
+	if v := sys.snapshotVisible(); len(v) != 0 {
+		t.Fatalf("visible %v: nothing of the failed transaction may be committed", v)
+	}
+	_ = s.Close(ctx)
+}
+
+// AsyncPreCommit records the transaction before its pre-commit returns,
+// so a Transactor whose PreCommit returns another value is refused.
+func TestAsyncPreCommitRefusesAChangedTransaction(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	sys.renumber = true
+	s := newTestSink(t, sys, 0, 1, Options{AsyncPreCommit: true})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	_, wait := snapshotAsync(t, s, 1)
+	if err := wait(ctx); err == nil || !strings.Contains(err.Error(), "AsyncPreCommit") {
+		t.Fatalf("wait: %v, want the refusal naming AsyncPreCommit", err)
+	}
+	_ = s.Close(ctx)
+}
+
+// Close stops a pre-commit still running and returns; its transaction
+// stays pending (no completed checkpoint can hold it) for the restore.
+func TestCloseStopsARunningPreCommit(t *testing.T) {
+	ctx := context.Background()
+	sys := newMemSystem()
+	sys.preGate = make(chan struct{}) // never let through
+	s := newTestSink(t, sys, 0, 1, Options{AsyncPreCommit: true})
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "a")
+	_, wait := snapshotAsync(t, s, 1)
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close(ctx) }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return with a pre-commit running")
+	}
+	if err := wait(ctx); err == nil {
+		t.Fatal("the stopped pre-commit's wait succeeded")
+	}
+	if p := s.Pending(); len(p) != 1 || p[0].CheckpointID != 1 {
+		t.Fatalf("pending %+v, want checkpoint 1's transaction", p)
 	}
 }

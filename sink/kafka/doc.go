@@ -35,6 +35,22 @@
 // the subtask whatever its slot number (found by listing transactions),
 // and a kept id beyond the pool joins it, held.
 //
+// Flushes beside the writing. At a barrier the subtask does not wait for
+// its transaction's flush (unless SinkOptions.SyncPreCommit): twophase
+// records the transaction as pending in the checkpoint at once, flushes
+// it on a goroutine, and the subtask writes the next transaction on the
+// next slot meanwhile; the engine acknowledges the checkpoint only once
+// the flush succeeded (engine.AsyncSnapshotWriter), so a checkpoint never
+// completes, and no commit is sent, before its records are on the broker.
+// A failed flush fails the checkpoint and every later call of the writer,
+// so the job restarts from the last completed checkpoint, which does not
+// hold the transaction, and the restore aborts it. PreCommit therefore
+// runs concurrently with Begin, Write and Commit of other slots, and
+// returns the transaction unchanged, as twophase.Options.AsyncPreCommit
+// requires. With a flush taking most of a 100 ms interval under a
+// backlog, the synchronous flush stopped the subtask's reading for that
+// long at every checkpoint.
+//
 // Commits beside the writing. With SinkOptions.AsyncCommit (off by
 // default) twophase runs the commits of a completed checkpoint on a
 // goroutine of its own, one batch at a time, so the subtask writes the
