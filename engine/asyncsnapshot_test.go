@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -51,15 +52,21 @@ func startAsyncSinkJob(t *testing.T, name string) (*engine.Job, asyncSink) {
 	j := copyJob(name, engine.Options{Checkpoint: engine.CheckpointOptions{TolerableFailures: 5}},
 		&memSource[int]{parts: [][]int{seq(0, 10)}, unbounded: true}, sink)
 	startJob(t, j)
-	waitFor(t, "the sink to receive the 10 records", func() bool {
+	waitSinkIn(t, j, 10)
+	return j, sink
+}
+
+// waitSinkIn waits until j's sink operator received n records.
+func waitSinkIn(t *testing.T, j *engine.Job, n int64) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("the sink to receive %d records", n), func() bool {
 		for _, op := range j.Status().Operators {
 			if op.Kind == "sink" {
-				return op.RecordsIn == 10
+				return op.RecordsIn == n
 			}
 		}
 		return false
 	})
-	return j, sink
 }
 
 // A sink whose snapshot finishes after the barrier acknowledges the

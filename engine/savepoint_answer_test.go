@@ -71,14 +71,7 @@ func TestLastNotifiedWaitsForTheSinksCommit(t *testing.T) {
 	sink := &memSink[int]{onComplete: func(int64) { <-release }}
 	j := copyJob("notified", engine.Options{}, &memSource[int]{parts: [][]int{seq(0, 10)}, unbounded: true}, sink)
 	startJob(t, j)
-	waitFor(t, "the sink to receive the 10 records", func() bool {
-		for _, op := range j.Status().Operators {
-			if op.Kind == "sink" {
-				return op.RecordsIn == 10
-			}
-		}
-		return false
-	})
+	waitSinkIn(t, j, 10)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := j.TriggerSavepoint(ctx); err != nil {
