@@ -149,7 +149,7 @@ type Sink struct {
 	Slots int `mapstructure:"slots"`
 	// MaxBufferedRecords is how many records a subtask's producer holds
 	// unacknowledged before the subtask waits (0 or unset:
-	// sinkkafka.DefaultMaxBufferedRecords, 50,000; negative is refused). A
+	// sinkkafka.DefaultMaxBufferedRecords, 25,000; negative is refused). A
 	// copied record keeps its fetched batch in memory while it waits.
 	MaxBufferedRecords int `mapstructure:"max_buffered_records"`
 	// Compression is the codec of produced batches: none, gzip, snappy,

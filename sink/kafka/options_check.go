@@ -16,14 +16,19 @@ const DefaultTransactionTimeout = 15 * time.Minute
 
 // DefaultMaxBufferedRecords is how many records one producer client of
 // the sink holds before a write blocks, when SinkOptions.MaxBufferedRecords
-// (or TransactorOptions') is 0: franz-go's own default. A record of a copy
-// job is the fetched one, so while it waits in the producer it keeps its
-// whole fetched batch alive; with fetches bounded by the source
-// (sourcekafka.DefaultFetchMaxBytes) the copy peaked at 190-205 MiB with
-// 50,000 and at 157-169 MiB with 10,000, but 10,000 cost a fifth of the
-// copy's throughput at 100 ms checkpoints (320-414k against 495-549k
-// rec/s, bench/results/rss-ab/buffer-ab.md), so the default stays.
-const DefaultMaxBufferedRecords = 50_000
+// (or TransactorOptions') is 0: half franz-go's own default, because a
+// subtask writes through two clients at once while a checkpoint's
+// transaction flushes beside the next one (SinkOptions.SyncPreCommit). A
+// record of a copy job is the fetched one, so while it waits in the
+// producer it keeps its whole fetched batch alive. With fetches bounded by
+// the source (sourcekafka.DefaultFetchMaxBytes) and the flush beside the
+// writing, the exactly-once copy of a 550 MB backlog peaked at 241-280 MiB
+// with 50,000 and at 192-213 MiB with 25,000, at the same throughput
+// within the runs' spread (medians 873k / 952k / 987k against 912k / 880k
+// / 827k records/s at 50 ms / 100 ms / 1 s; bench/results/copy-tuning).
+// With the synchronous flush 10,000 had cost a fifth of the throughput
+// (bench/results/rss-ab/buffer-ab.md).
+const DefaultMaxBufferedRecords = 25_000
 
 // DefaultCompression is the codec of produced batches when
 // SinkOptions.Compression (or TransactorOptions') is empty: none, the

@@ -32,7 +32,7 @@ func TestNewSinkRefusesBadOptionsByName(t *testing.T) {
 		{"too few slots by default", SinkOptions{TransactionalIDPrefix: "p", Slots: 4}, []string{"Slots", "4", "needs at least 5"}},
 		{"negative checkpoints in flight", SinkOptions{TransactionalIDPrefix: "p", MaxConcurrentCheckpoints: -1}, []string{"MaxConcurrentCheckpoints", "-1"}},
 		{"negative transaction timeout", SinkOptions{TransactionalIDPrefix: "p", TransactionTimeout: -time.Minute}, []string{"TransactionTimeout", "-1m0s"}},
-		{"negative producer buffer", SinkOptions{TransactionalIDPrefix: "p", MaxBufferedRecords: -5}, []string{"MaxBufferedRecords", "-5", "0 takes the default 50000"}},
+		{"negative producer buffer", SinkOptions{TransactionalIDPrefix: "p", MaxBufferedRecords: -5}, []string{"MaxBufferedRecords", "-5", "0 takes the default 25000"}},
 		{"negative producer buffer, at_least_once", SinkOptions{Delivery: DeliveryAtLeastOnce, MaxBufferedRecords: -1}, []string{"MaxBufferedRecords", "-1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
