@@ -160,6 +160,10 @@ type Sink struct {
 	// transaction's flush, as Flink's Kafka sink does (default false: the
 	// flush runs beside the next transaction; sinkkafka.SinkOptions).
 	SyncPreCommit bool `mapstructure:"sync_pre_commit"`
+	// AsyncCommit commits a completed checkpoint's transactions on a
+	// goroutine of each subtask's own while it writes on
+	// (sinkkafka.SinkOptions.AsyncCommit; default false).
+	AsyncCommit bool `mapstructure:"async_commit"`
 }
 
 // Checkpoint options, with Flink's meanings.

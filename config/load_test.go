@@ -388,12 +388,13 @@ func TestSinkCompressionLoad(t *testing.T) {
 	if cfg.Sink.SyncPreCommit {
 		t.Error("unset: sink.sync_pre_commit true, want false (the flush runs beside the next transaction)")
 	}
-	cfg, err = Load(Sources{File: writeFile(t, valid), Env: []string{"ONCEFLOW_SINK_COMPRESSION=lz4", "ONCEFLOW_SINK_SYNC_PRE_COMMIT=true"}})
+	cfg, err = Load(Sources{File: writeFile(t, valid), Env: []string{"ONCEFLOW_SINK_COMPRESSION=lz4", "ONCEFLOW_SINK_SYNC_PRE_COMMIT=true", "ONCEFLOW_SINK_ASYNC_COMMIT=true"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Sink.Compression != "lz4" || !cfg.Sink.SyncPreCommit {
-		t.Errorf("from the environment: sink.compression %q, sink.sync_pre_commit %v; want lz4 and true", cfg.Sink.Compression, cfg.Sink.SyncPreCommit)
+	if cfg.Sink.Compression != "lz4" || !cfg.Sink.SyncPreCommit || !cfg.Sink.AsyncCommit {
+		t.Errorf("from the environment: sink.compression %q, sink.sync_pre_commit %v, sink.async_commit %v; want lz4, true, true",
+			cfg.Sink.Compression, cfg.Sink.SyncPreCommit, cfg.Sink.AsyncCommit)
 	}
 	_, err = Load(Sources{File: writeFile(t, valid), Set: []string{"sink.compression=brotli"}})
 	if err == nil || !strings.Contains(err.Error(), "sink.compression") || !strings.Contains(err.Error(), "brotli") {

@@ -521,6 +521,7 @@ func (st *stage) newSink(c config.Sink, extra []kgo.Opt) (*sinkkafka.Sink, error
 		TransactionalIDPrefix: st.cfg.Sink.TransactionalIDPrefix, Slots: c.Slots, MaxConcurrentCheckpoints: maxConcurrent,
 		TransactionTimeout: c.TransactionTimeout, Logger: st.log, Outage: st.tracker,
 		MaxBufferedRecords: c.MaxBufferedRecords, Compression: c.Compression, SyncPreCommit: c.SyncPreCommit,
+		AsyncCommit: c.AsyncCommit,
 	})
 	if err != nil {
 		return nil, sinkConfigError(err, c.Topic, delivery, maxConcurrent)
