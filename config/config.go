@@ -156,10 +156,10 @@ type Sink struct {
 	// lz4 or zstd (empty or unset: sinkkafka.DefaultCompression, none,
 	// as Kafka's own producer).
 	Compression string `mapstructure:"compression"`
-	// SyncPreCommit makes each subtask wait at the barrier for its
-	// transaction's flush, as Flink's Kafka sink does (default false: the
-	// flush runs beside the next transaction; sinkkafka.SinkOptions).
-	SyncPreCommit bool `mapstructure:"sync_pre_commit"`
+	// AsyncPreCommit flushes a checkpoint's transaction beside the next
+	// one instead of at the barrier (default false: a key's records can
+	// then come out of order; sinkkafka.SinkOptions.AsyncPreCommit).
+	AsyncPreCommit bool `mapstructure:"async_pre_commit"`
 	// AsyncCommit commits a completed checkpoint's transactions on a
 	// goroutine of each subtask's own while it writes on
 	// (sinkkafka.SinkOptions.AsyncCommit; default false).

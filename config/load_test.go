@@ -373,10 +373,10 @@ func TestMemoryBoundsLoad(t *testing.T) {
 	}
 }
 
-// TestSinkCompressionLoad: sink.compression and sink.sync_pre_commit
+// TestSinkCompressionLoad: sink.compression and sink.async_pre_commit
 // reach the configuration from the environment, unset they stay empty and
-// false (the sink's defaults: no compression, the flush beside the next
-// transaction), and an unknown codec is refused naming the key.
+// false (the sink's defaults: no compression, the flush at the barrier),
+// and an unknown codec is refused naming the key.
 func TestSinkCompressionLoad(t *testing.T) {
 	cfg, err := Load(Sources{File: writeFile(t, valid)})
 	if err != nil {
@@ -385,16 +385,16 @@ func TestSinkCompressionLoad(t *testing.T) {
 	if cfg.Sink.Compression != "" {
 		t.Errorf("unset: sink.compression %q, want empty (the sink's default)", cfg.Sink.Compression)
 	}
-	if cfg.Sink.SyncPreCommit {
-		t.Error("unset: sink.sync_pre_commit true, want false (the flush runs beside the next transaction)")
+	if cfg.Sink.AsyncPreCommit {
+		t.Error("unset: sink.async_pre_commit true, want false (the flush at the barrier keeps a partition's order)")
 	}
-	cfg, err = Load(Sources{File: writeFile(t, valid), Env: []string{"ONCEFLOW_SINK_COMPRESSION=lz4", "ONCEFLOW_SINK_SYNC_PRE_COMMIT=true", "ONCEFLOW_SINK_ASYNC_COMMIT=true"}})
+	cfg, err = Load(Sources{File: writeFile(t, valid), Env: []string{"ONCEFLOW_SINK_COMPRESSION=lz4", "ONCEFLOW_SINK_ASYNC_PRE_COMMIT=true", "ONCEFLOW_SINK_ASYNC_COMMIT=true"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Sink.Compression != "lz4" || !cfg.Sink.SyncPreCommit || !cfg.Sink.AsyncCommit {
-		t.Errorf("from the environment: sink.compression %q, sink.sync_pre_commit %v, sink.async_commit %v; want lz4, true, true",
-			cfg.Sink.Compression, cfg.Sink.SyncPreCommit, cfg.Sink.AsyncCommit)
+	if cfg.Sink.Compression != "lz4" || !cfg.Sink.AsyncPreCommit || !cfg.Sink.AsyncCommit {
+		t.Errorf("from the environment: sink.compression %q, sink.async_pre_commit %v, sink.async_commit %v; want lz4, true, true",
+			cfg.Sink.Compression, cfg.Sink.AsyncPreCommit, cfg.Sink.AsyncCommit)
 	}
 	_, err = Load(Sources{File: writeFile(t, valid), Set: []string{"sink.compression=brotli"}})
 	if err == nil || !strings.Contains(err.Error(), "sink.compression") || !strings.Contains(err.Error(), "brotli") {

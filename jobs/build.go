@@ -520,7 +520,7 @@ func (st *stage) newSink(c config.Sink, extra []kgo.Opt) (*sinkkafka.Sink, error
 		ClientOpts: opts, Topic: c.Topic, Delivery: delivery,
 		TransactionalIDPrefix: st.cfg.Sink.TransactionalIDPrefix, Slots: c.Slots, MaxConcurrentCheckpoints: maxConcurrent,
 		TransactionTimeout: c.TransactionTimeout, Logger: st.log, Outage: st.tracker,
-		MaxBufferedRecords: c.MaxBufferedRecords, Compression: c.Compression, SyncPreCommit: c.SyncPreCommit,
+		MaxBufferedRecords: c.MaxBufferedRecords, Compression: c.Compression, AsyncPreCommit: c.AsyncPreCommit,
 		AsyncCommit: c.AsyncCommit,
 	})
 	if err != nil {

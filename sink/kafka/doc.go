@@ -35,21 +35,24 @@
 // the subtask whatever its slot number (found by listing transactions),
 // and a kept id beyond the pool joins it, held.
 //
-// Flushes beside the writing. At a barrier the subtask does not wait for
-// its transaction's flush (unless SinkOptions.SyncPreCommit): twophase
-// records the transaction as pending in the checkpoint at once, flushes
-// it on a goroutine, and the subtask writes the next transaction on the
-// next slot meanwhile; the engine acknowledges the checkpoint only once
-// the flush succeeded (engine.AsyncSnapshotWriter), so a checkpoint never
-// completes, and no commit is sent, before its records are on the broker.
-// A failed flush fails the checkpoint and every later call of the writer,
-// so the job restarts from the last completed checkpoint, which does not
-// hold the transaction, and the restore aborts it. PreCommit therefore
-// runs concurrently with Begin, Write and Commit of other slots, and
+// Flushes at the barrier. The subtask waits at each barrier for its
+// transaction's flush, as Flink's Kafka sink does, so that every record of
+// a checkpoint's transaction is on the broker before any record of the
+// next one is sent: a partition keeps the order of its writes. With
+// SinkOptions.AsyncPreCommit (off by default) twophase records the
+// transaction as pending at once and flushes it on a goroutine while the
+// subtask writes the next transaction on the next slot; the engine
+// acknowledges the checkpoint only once the flush succeeded
+// (engine.AsyncSnapshotWriter), so no checkpoint completes, and no commit
+// is sent, before its records are on the broker, and a failed flush fails
+// the checkpoint and every later call of the writer. But the records of
+// the two transactions then interleave on a partition: under a broker
+// restart the running word count's output showed a word's count 380
+// after its 448 (integration TestRollingRestartCostsNoJobRestart and
+// TestLeaderAndCoordinatorLossIsExact failed so). PreCommit runs
+// concurrently with Begin, Write and Commit of other slots then, and
 // returns the transaction unchanged, as twophase.Options.AsyncPreCommit
-// requires. With a flush taking most of a 100 ms interval under a
-// backlog, the synchronous flush stopped the subtask's reading for that
-// long at every checkpoint.
+// requires.
 //
 // Commits beside the writing. With SinkOptions.AsyncCommit (off by
 // default) twophase runs the commits of a completed checkpoint on a

@@ -35,13 +35,17 @@ type SinkOptions struct {
 	// 100 ms checkpoints showed a p99 of 400-660 ms instead of 130 ms, for
 	// a reason not yet found (see bench/results).
 	AsyncCommit bool
-	// SyncPreCommit makes the subtask wait at every barrier for the
-	// flush of its transaction, as Flink's Kafka sink does. By default the
-	// flush runs on a goroutine of the writer's while the subtask writes
-	// the next transaction on another transactional id, and the subtask
-	// acknowledges the checkpoint once the flush succeeded
-	// (twophase.Options.AsyncPreCommit, engine.AsyncSnapshotWriter).
-	SyncPreCommit bool
+	// AsyncPreCommit runs the flush of a checkpoint's transaction on a
+	// goroutine of the writer's while the subtask writes the next
+	// transaction on another transactional id, instead of waiting for it
+	// at the barrier as Flink's Kafka sink does; the subtask acknowledges
+	// the checkpoint once the flush succeeded (twophase.Options.
+	// AsyncPreCommit, engine.AsyncSnapshotWriter). Off by default: the two
+	// transactions' records then interleave on a partition, so a key's
+	// records can come out of order (a running count's 380 after its 448
+	// when a broker restart slowed a flush). Only for output whose order
+	// within a partition does not matter.
+	AsyncPreCommit bool
 	// Slots is the number of transactional ids per subtask (default
 	// MinSlots(MaxConcurrentCheckpoints); exactly_once refuses fewer); see
 	// TransactorOptions.Slots for how many a job needs.
@@ -191,7 +195,7 @@ func (s *Sink) restore(ctx context.Context, scope engine.Scope, restored [][]byt
 		twophase.Scope{Subtask: scope.Subtask, Parallelism: scope.Parallelism,
 			NewerCheckpoint: scope.NewerCheckpoint, NewerEntries: scope.NewerEntries, Committed: scope.RestoredCommitted},
 		twophase.Options{TransactionTimeout: s.opts.TransactionTimeout, Logger: s.opts.Logger, AsyncCommit: async,
-			AsyncPreCommit: !s.opts.SyncPreCommit})
+			AsyncPreCommit: s.opts.AsyncPreCommit})
 	if err := tp.Restore(ctx, restored); err != nil {
 		tr.Close()
 		return nil, nil, fmt.Errorf("kafka sink: recovering subtask %d of prefix %s: %w", scope.Subtask, s.opts.TransactionalIDPrefix, err)
@@ -300,7 +304,8 @@ func (w *txnWriter) SnapshotState(ctx context.Context, checkpointID int64) ([][]
 
 // SnapshotStateAsync hands the open transaction's flush to a goroutine
 // and returns every pending transaction, that one included, for the
-// checkpoint (engine.AsyncSnapshotWriter; see SinkOptions.SyncPreCommit).
+// checkpoint (engine.AsyncSnapshotWriter; with SinkOptions.AsyncPreCommit,
+// else the flush runs here, at the barrier).
 func (w *txnWriter) SnapshotStateAsync(ctx context.Context, checkpointID int64) ([][]byte, func(context.Context) error, error) {
 	entries, wait, err := w.tp.SnapshotStateAsync(ctx, checkpointID)
 	w.open = false
