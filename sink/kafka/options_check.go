@@ -16,17 +16,15 @@ const DefaultTransactionTimeout = 15 * time.Minute
 
 // DefaultMaxBufferedRecords is how many records one producer client of
 // the sink holds before a write blocks, when SinkOptions.MaxBufferedRecords
-// (or TransactorOptions') is 0: half franz-go's own default, because a
-// subtask writes through two clients at once while a checkpoint's
-// transaction flushes beside the next one (SinkOptions.SyncPreCommit). A
-// record of a copy job is the fetched one, so while it waits in the
-// producer it keeps its whole fetched batch alive. With fetches bounded by
-// the source (sourcekafka.DefaultFetchMaxBytes) and the flush beside the
-// writing, the exactly-once copy of a 550 MB backlog peaked at 241-280 MiB
-// with 50,000 and at 192-213 MiB with 25,000, at the same throughput
-// within the runs' spread (medians 873k / 952k / 987k against 912k / 880k
-// / 827k records/s at 50 ms / 100 ms / 1 s; bench/results/copy-tuning).
-// With the synchronous flush 10,000 had cost a fifth of the throughput
+// (or TransactorOptions') is 0: half franz-go's own default. A record of a
+// copy job is the fetched one, so while it waits in the producer it keeps
+// its whole fetched batch alive. With fetches bounded by the source
+// (sourcekafka.DefaultFetchMaxBytes) and no compression, the exactly-once
+// copy of a 550 MB backlog peaked at 199-214 MiB with 25,000 and at
+// 246-257 MiB with 50,000, at the same throughput within the runs' spread
+// (medians 897k / 885k / 980k against 835k / 868k / 991k records/s at
+// 50 ms / 100 ms / 1 s; bench/results/copy-tuning/sync-buf). In an
+// earlier sitting, with snappy, 10,000 cost a fifth of the throughput
 // (bench/results/rss-ab/buffer-ab.md).
 const DefaultMaxBufferedRecords = 25_000
 
