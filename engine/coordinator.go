@@ -440,10 +440,6 @@ func handleSize(h *checkpoint.Handle) int64 {
 	return n
 }
 
-// checkWaiting reports whether every subtask has been notified of the
-// checkpoint the attempt is waiting for (a stop-with-savepoint or the
-// final checkpoint), and with what the attempt ends: ErrStopped (every
-// stop's caller answered with its savepoint) or nil (finished).
 // updateNotifiedAll sets notifiedAll to the lowest id the subtasks were
 // notified of.
 func (c *coordinator) updateNotifiedAll() {
@@ -456,6 +452,10 @@ func (c *coordinator) updateNotifiedAll() {
 	c.notifiedAll.Store(max(low, 0))
 }
 
+// checkWaiting reports whether every subtask has been notified of the
+// checkpoint the attempt is waiting for (a stop-with-savepoint or the
+// final checkpoint), and with what the attempt ends: ErrStopped (every
+// stop's caller answered with its savepoint) or nil (finished).
 func (c *coordinator) checkWaiting() (bool, error) {
 	if c.waitID == 0 {
 		return false, nil

@@ -384,28 +384,23 @@ func (d *Driver) AdvanceWatermark(ts int64) {
 	d.w.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), d.opts.StepTimeout)
 	defer cancel()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for {
-		ops := d.job.Status().Operators
-		behind := ""
-		for _, op := range ops {
+	behind := ""
+	err := d.waitStatus(ctx, "every operator's watermark", func(st engine.Status) bool {
+		behind = ""
+		for _, op := range st.Operators {
 			if op.Watermark < ts {
 				behind = op.UID
 				break
 			}
 		}
-		if len(ops) > 0 && behind == "" {
-			return
-		}
-		select {
-		case <-tick.C:
-		case err := <-d.done:
-			d.done <- err
-			d.fatalf("AdvanceWatermark(%d): the job ended: %v", ts, err)
-		case <-ctx.Done():
-			d.fatalf("AdvanceWatermark(%d): operator %q did not reach it within %s (Options.StepTimeout)", ts, behind, d.opts.StepTimeout)
-		}
+		return len(st.Operators) > 0 && behind == ""
+	})
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		d.fatalf("AdvanceWatermark(%d): operator %q did not reach it within %s (Options.StepTimeout)", ts, behind, d.opts.StepTimeout)
+	default:
+		d.fatalf("AdvanceWatermark(%d): %v", ts, err)
 	}
 }
 

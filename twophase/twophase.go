@@ -493,13 +493,19 @@ func (s *Sink[T, Txn]) SnapshotState(ctx context.Context, checkpointID int64) ([
 		if err != nil {
 			return nil, fmt.Errorf("twophase: pre-committing the transaction of checkpoint %d: %w", checkpointID, err)
 		}
-		s.pending = append(s.pending, Pending[Txn]{CheckpointID: checkpointID, Txn: txn, Started: s.started, Owner: s.scope.Subtask})
+		s.addPending(checkpointID, txn)
 		failpoint.Hit(failpoint.AfterPreCommit)
-		s.open = false
-		var zero Txn
-		s.current = zero
 	}
 	return s.entries()
+}
+
+// addPending records the open transaction, as txn, as pending under
+// checkpointID; the next Write begins another.
+func (s *Sink[T, Txn]) addPending(checkpointID int64, txn Txn) {
+	s.pending = append(s.pending, Pending[Txn]{CheckpointID: checkpointID, Txn: txn, Started: s.started, Owner: s.scope.Subtask})
+	s.open = false
+	var zero Txn
+	s.current = zero
 }
 
 // beforeSnapshot is the start of both snapshots: it takes in confirmed
@@ -511,12 +517,11 @@ func (s *Sink[T, Txn]) beforeSnapshot(ctx context.Context, checkpointID int64, w
 	if err := s.collect(); err != nil {
 		return err
 	}
+	check := s.checkPreCommits
 	if waitAll {
-		if err := s.waitPreCommits(ctx, checkpointID); err != nil {
-			return err
-		}
+		check = func() error { return s.waitPreCommits(ctx, checkpointID) } // checks too
 	}
-	if err := s.checkPreCommits(); err != nil {
+	if err := check(); err != nil {
 		return err
 	}
 	for i := range s.held {
@@ -571,10 +576,7 @@ func (s *Sink[T, Txn]) SnapshotStateAsync(ctx context.Context, checkpointID int6
 			}
 		}()
 		s.preCommits = append(s.preCommits, pc)
-		s.pending = append(s.pending, Pending[Txn]{CheckpointID: checkpointID, Txn: txn, Started: s.started, Owner: s.scope.Subtask})
-		s.open = false
-		var zero Txn
-		s.current = zero
+		s.addPending(checkpointID, txn)
 	}
 	entries, err = s.entries()
 	if err != nil {
