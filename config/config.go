@@ -135,6 +135,15 @@ type Source struct {
 	// time, each decompressed and as records; larger fetches cost fewer
 	// round trips.
 	FetchMaxBytes int `mapstructure:"fetch_max_bytes"`
+	// FetchPoolBytes, when positive, has the copy and word-count jobs
+	// fetch into memory they reuse, up to this many bytes per subtask
+	// (sourcekafka.ReaderOptions.PoolBytes): a fetched batch goes back to
+	// the pool once every record of it was written (copy) or decoded
+	// (word count), instead of being left to the garbage collector. It
+	// trades memory for CPU: the peak RSS grows by up to about twice the
+	// pool. 0 (the default) pools nothing; other job types never pool;
+	// negative is refused.
+	FetchPoolBytes int `mapstructure:"fetch_pool_bytes"`
 }
 
 // Sink is the output topic.

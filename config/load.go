@@ -577,7 +577,7 @@ func (c *Config) checkLibrary(bad func(key, format string, args ...any)) {
 	src := sourcekafka.SourceOptions[*kgo.Record]{
 		Reader: sourcekafka.ReaderOptions{Topics: []string{c.Source.Topic}, Start: sourcekafka.StartPosition(c.Source.Start),
 			StartTime: c.Source.StartTimestamp, Group: c.Source.Group, OnOutOfRange: sourcekafka.OnOffsetOutOfRange(c.Source.OnOffsetOutOfRange),
-			DiscoveryInterval: c.Source.DiscoveryInterval, FetchMaxBytes: c.Source.FetchMaxBytes},
+			DiscoveryInterval: c.Source.DiscoveryInterval, FetchMaxBytes: c.Source.FetchMaxBytes, PoolBytes: c.Source.FetchPoolBytes},
 		Decode:          func(r *kgo.Record) (*kgo.Record, error) { return r, nil },
 		OnDecodeError:   sourcekafka.OnDecodeError(c.Source.OnDecodeError),
 		DeadLetterTopic: c.Source.DeadLetterTopic,
@@ -589,7 +589,7 @@ func (c *Config) checkLibrary(bad func(key, format string, args ...any)) {
 		"Reader.Start": "source.start", "Reader.StartTime": "source.start_timestamp", "Reader.Group": "source.group",
 		"Reader.OnOutOfRange": "source.on_offset_out_of_range", "OnDecodeError": "source.on_decode_error",
 		"DeadLetterTopic": "source.dead_letter_topic", "MaxOutOfOrderness": "window.max_out_of_orderness",
-		"IdleTimeout": "window.idle_timeout", "Reader.Topics": "source.topic", "Reader.FetchMaxBytes": "source.fetch_max_bytes",
+		"IdleTimeout": "window.idle_timeout", "Reader.Topics": "source.topic", "Reader.FetchMaxBytes": "source.fetch_max_bytes", "Reader.PoolBytes": "source.fetch_pool_bytes",
 	})
 	if c.Sink.Delivery == "" {
 		return // refused above; the library would take its default

@@ -189,8 +189,11 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 			return nil, err
 		}
 	case cfg.Job.Type == "copy":
+		// The sink recycles each record once written.
+		reader := src.reader
+		reader.PoolBytes = cfg.Source.FetchPoolBytes
 		s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[*kgo.Record]{
-			Reader: src.reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq, Decode: copyRecord})
+			Reader: reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq, Decode: copyRecord})
 		if err != nil {
 			return nil, err
 		}
@@ -198,9 +201,16 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 		in := engine.FromSource(j, UIDSource, p, s)
 		engine.SinkTo(in, UIDSink, p, sink)
 	case cfg.Job.Type == "wordcount":
+		// The decoder copies the line and recycles the record.
+		reader := src.reader
+		reader.PoolBytes = cfg.Source.FetchPoolBytes
 		s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[string]{
-			Reader: src.reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq,
-			Decode: func(r *kgo.Record) (string, error) { return string(r.Value), nil }})
+			Reader: reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq,
+			Decode: func(r *kgo.Record) (string, error) {
+				line := string(r.Value)
+				r.Recycle()
+				return line, nil
+			}})
 		if err != nil {
 			return nil, err
 		}
@@ -365,9 +375,11 @@ func (st *stage) built() *Built {
 // copyRecord is the copy job's decoder: the output record has the input's
 // key, value and headers (and the time of writing as its timestamp). It
 // reuses the fetched record, which the source hands over for good (see
-// sourcekafka.Decoder), instead of allocating one per record.
+// sourcekafka.Decoder), instead of allocating one per record, and keeps
+// its Context, through which the sink recycles it into the reader's pool
+// once written (sourcekafka.ReaderOptions.PoolBytes).
 func copyRecord(r *kgo.Record) (*kgo.Record, error) {
-	*r = kgo.Record{Key: r.Key, Value: r.Value, Headers: r.Headers}
+	*r = kgo.Record{Key: r.Key, Value: r.Value, Headers: r.Headers, Context: r.Context}
 	return r, nil
 }
 

@@ -92,14 +92,14 @@ type slot struct {
 func newSlot(id string) *slot {
 	s := &slot{id: id}
 	s.produced = func(r *kgo.Record, err error) {
-		if err == nil {
-			return
+		if err != nil {
+			s.mu.Lock()
+			if s.produce == nil {
+				s.produce = fmt.Errorf("producing to %s/%d: %w", r.Topic, r.Partition, err)
+			}
+			s.mu.Unlock()
 		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.produce == nil {
-			s.produce = fmt.Errorf("producing to %s/%d: %w", r.Topic, r.Partition, err)
-		}
+		r.Recycle() // see Transactor.Write
 	}
 	return s
 }
@@ -390,7 +390,11 @@ func (t *Transactor) drop(s *slot) {
 }
 
 // Write produces rec inside txn. Produce results arrive asynchronously; the
-// first failure is kept and fails the pre-commit.
+// first failure is kept and fails the pre-commit. Write takes rec: once its
+// produce completed, written or failed, the Transactor calls rec.Recycle,
+// which gives a record fetched into pooled memory
+// (sourcekafka.ReaderOptions.PoolBytes) back to its pool and does nothing to
+// any other record.
 func (t *Transactor) Write(ctx context.Context, txn Txn, rec *kgo.Record) error {
 	s := t.writing
 	if s == nil || s.id != txn.TransactionalID {

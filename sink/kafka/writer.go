@@ -46,6 +46,8 @@ type Writer struct {
 
 	mu  sync.Mutex
 	err error // first failed produce since the last barrier
+	// promise is produced, bound once: one function for every record.
+	promise func(*kgo.Record, error)
 }
 
 // NewWriter connects a producer writing to topic (for records without a
@@ -70,11 +72,15 @@ func NewWriter(delivery Delivery, topic string, clientOpts []kgo.Opt, tr *outage
 	if err != nil {
 		return nil, fmt.Errorf("kafka sink: creating a producer: %w", err)
 	}
-	return &Writer{delivery: delivery, cl: cl, outage: tr}, nil
+	w := &Writer{delivery: delivery, cl: cl, outage: tr}
+	w.promise = w.produced
+	return w, nil
 }
 
 // Write produces rec asynchronously. A produce failure is reported by the
-// next Write or Flush; with at_least_once it fails the checkpoint.
+// next Write or Flush; with at_least_once it fails the checkpoint. Write
+// takes rec and recycles it once its produce completed, as
+// Transactor.Write does.
 func (w *Writer) Write(ctx context.Context, rec *kgo.Record) error {
 	w.mu.Lock()
 	err := w.err
@@ -82,17 +88,20 @@ func (w *Writer) Write(ctx context.Context, rec *kgo.Record) error {
 	if err != nil {
 		return err
 	}
-	w.cl.Produce(ctx, rec, func(r *kgo.Record, err error) {
-		if err == nil {
-			return
-		}
+	w.cl.Produce(ctx, rec, w.promise)
+	return nil
+}
+
+// produced is the promise of every record Write produces.
+func (w *Writer) produced(r *kgo.Record, err error) {
+	if err != nil {
 		w.mu.Lock()
-		defer w.mu.Unlock()
 		if w.err == nil {
 			w.err = fmt.Errorf("kafka sink: producing to %s/%d: %w", r.Topic, r.Partition, err)
 		}
-	})
-	return nil
+		w.mu.Unlock()
+	}
+	r.Recycle()
 }
 
 // Flush is called at the barrier. With at_least_once it waits until every

@@ -57,6 +57,7 @@ func (o ReaderOptions) Validate() error {
 			Bad: optcheck.If(g.Count < 0 || g.Count > 0 && (g.Index < 0 || g.Index >= g.Count), "does not exist")},
 		optcheck.Rule{Option: "Reader.PurgeInterval", Value: o.PurgeInterval, Bad: optcheck.NotNegative(o.PurgeInterval, "0 keeps every record")},
 		optcheck.Rule{Option: "Reader.FetchMaxBytes", Value: o.FetchMaxBytes, Bad: fetchMaxBytesBad(o.FetchMaxBytes)},
+		optcheck.Rule{Option: "Reader.PoolBytes", Value: o.PoolBytes, Bad: optcheck.NotNegative(o.PoolBytes, "0 pools nothing")},
 	)
 }
 

@@ -139,6 +139,26 @@ type ReaderOptions struct {
 	// A kgo.FetchMaxBytes or kgo.FetchMaxPartitionBytes in ClientOpts
 	// overrides it.
 	FetchMaxBytes int
+	// PoolBytes, when positive, has the Reader's client fetch into memory
+	// it reuses (kgo.WithPools): a record batch's kgo.Records and its
+	// decompressed bytes go back to a pool of the Reader's once every
+	// record of the batch was given back with kgo.Record.Recycle, and a
+	// later fetch is decoded into them instead of into fresh memory. The
+	// pool keeps at most PoolBytes; 0 (the default) pools nothing.
+	//
+	// Whoever holds a record last recycles it, once nothing reads it any
+	// more, its Key, Value and Headers included: a decoder that copies
+	// what it keeps, or the Kafka sink once the record is written
+	// (sinkkafka recycles every record it produced). A record never
+	// recycled is freed by the garbage collector, as without a pool; one
+	// recycled too early is overwritten by a later fetch.
+	//
+	// The trade is memory for CPU: what the pool keeps is live heap, which
+	// the garbage collector sizes the heap after (GOGC), so the peak grows
+	// by up to about twice PoolBytes, while fetching allocates little and
+	// the collector runs less. For a pool to serve most fetches it must
+	// hold what the Reader has in flight at once (see FetchMaxBytes).
+	PoolBytes int
 }
 
 // PartitionGroup is group Index of Count: partition p of every topic
@@ -240,6 +260,7 @@ type Reader struct {
 	cl          *kgo.Client
 	adm         *kadm.Client
 	tracker     *outage.Tracker
+	pool        *recordPool // nil unless ReaderOptions.PoolBytes
 
 	// next is the next offset to read of every assigned partition.
 	next map[Partition]int64
@@ -382,6 +403,10 @@ func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOption
 	fetchMax := int32(opts.FetchMaxBytes) // Validate keeps it within int32
 	copts := append([]kgo.Opt{kgo.FetchMaxBytes(fetchMax), kgo.FetchMaxPartitionBytes(fetchMax)}, opts.ClientOpts...)
 	copts = append(copts, kgo.ConsumeResetOffset(kgo.NoResetOffset()))
+	if opts.PoolBytes > 0 {
+		r.pool = newRecordPool(opts.PoolBytes)
+		copts = append(copts, kgo.WithPools(r.pool))
+	}
 	if !opts.ReadUncommitted {
 		copts = append(copts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	}
