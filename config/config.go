@@ -130,7 +130,7 @@ type Source struct {
 	OnOffsetOutOfRange string `mapstructure:"on_offset_out_of_range"`
 	// FetchMaxBytes bounds one fetch response of a subtask's client, over
 	// all its partitions, in bytes (0 or unset:
-	// sourcekafka.DefaultFetchMaxBytes, 1 MiB; negative is refused). It
+	// sourcekafka.DefaultFetchMaxBytes, 1.5 MiB; negative is refused). It
 	// bounds the memory of the read: about three fetches are held at a
 	// time, each decompressed and as records; larger fetches cost fewer
 	// round trips.

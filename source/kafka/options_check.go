@@ -16,19 +16,21 @@ const DefaultDiscoveryInterval = 30 * time.Second
 // DefaultLagInterval is SourceOptions.LagInterval when 0.
 const DefaultLagInterval = 5 * time.Second
 
-// DefaultFetchMaxBytes is ReaderOptions.FetchMaxBytes when 0: 1 MiB per
-// fetch response of a subtask, whatever its number of partitions.
-// franz-go's own defaults (50 MiB per fetch, 1 MiB per partition) let a
-// subtask of the exactly-once copy with 4 partitions fetch 4 MiB at a
-// time; with the fetches in flight, their decompressed copies and their
-// kgo.Records that was most of the copy's 90-120 MB live heap (the bound
-// counts compressed bytes). In bench/results/rss-ab the copy's peak RSS
-// went from 273-319 MiB to 134-165 MiB with 2 MiB. Without compression in
-// the sink and 25,000 buffered records, 1 MiB against 2 MiB gave a peak
-// of 148-160 MiB against 190-219 MiB at the same throughput (medians
-// 1,108k / 1,000k against 947k / 1,007k records/s at 100 ms / 1 s;
-// bench/results/copy-tuning/fetch-pool-ab).
-const DefaultFetchMaxBytes = 1 << 20
+// DefaultFetchMaxBytes is ReaderOptions.FetchMaxBytes when 0: 1.5 MiB
+// per fetch response of a subtask, whatever its number of partitions (the
+// bound counts compressed bytes). franz-go's own defaults (50 MiB per
+// fetch, 1 MiB per partition) let a subtask of the exactly-once copy with
+// 4 partitions fetch 4 MiB at a time; with the fetches in flight, their
+// decompressed copies and their kgo.Records that was most of the copy's
+// 90-120 MB live heap, and its peak RSS went from 273-319 MiB to 134-165
+// MiB with 2 MiB (bench/results/rss-ab, snappy in the sink). Without
+// compression and with 25,000 buffered records, the copy of the 550 MB
+// backlog peaked at 190-224 MiB with 2 MiB, 166-184 MiB with 1.5 MiB and
+// 148-165 MiB with 1 MiB; 1.5 MiB kept 2 MiB's throughput at 50 ms and 1 s
+// (medians of 4 runs 811k / 991k against 794k / 997k records/s), while
+// 1 MiB lost a fifth at 1 s in one A/B of two (bench/results/copy-tuning:
+// fetch-15-ab, fetch-12-ab, fetch-pool-ab).
+const DefaultFetchMaxBytes = 3 << 19
 
 // Validate reports every option of o that OpenReader (and NewSource)
 // refuses, each naming the option as "Reader.<field>" and its value

@@ -290,6 +290,15 @@ func (rep *report) write(dir string) error {
 	for _, c := range contenders {
 		rep.Labels[c.name] = c.label
 	}
+	// A tuned contender (name@settings) is labelled as findContender
+	// made it.
+	for _, name := range rep.Contenders {
+		if _, ok := rep.Labels[name]; !ok {
+			if c := findContender(name); c != nil {
+				rep.Labels[name] = c.label
+			}
+		}
+	}
 	o := rep.Options
 	rep.Settings = &settings{Runs: o.runs, Parallelism: o.parallelism, PaceRate: o.paceRate, PaceFor: o.paceFor, Warmup: o.warmup}
 	rep.LoadBefore, rep.LoadAfter = o.loadBefore, o.loadAfter
@@ -584,7 +593,8 @@ Contender settings:
 
 `, rep.Options.paceRate, rep.Options.paceFor)
 	for _, name := range rep.Contenders {
-		p("- **%s**: %s. %s\n", name, rep.Labels[name], contenderNotes[name])
+		base, _, _ := strings.Cut(name, "@")
+		p("- **%s**: %s. %s\n", name, rep.Labels[name], contenderNotes[base])
 	}
 	p("\nReproduce: `make bench` (full) or `make bench-quick`; `go run ./bench/cmd/compare -h` lists the flags.\n")
 	return b.String()
