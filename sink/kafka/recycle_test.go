@@ -63,61 +63,58 @@ func TestSinkRecyclesWrittenRecords(t *testing.T) {
 	for i := range 200 {
 		values = append(values, fmt.Sprintf("v%03d", i))
 	}
-	t.Run("exactly_once", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		client := fakeCluster(t, kfake.SeedTopics(1, "in"))
-		pool := &countingPool{}
-		recs := pooledRecords(t, ctx, client, pool, values)
-		s, _ := newSink(t, ctx, client, "job")
-		if err := s.Restore(ctx, nil); err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range recs {
-			if err := s.Write(ctx, r); err != nil {
+	// Each writes recs and returns once they are visible to read_committed.
+	writers := map[string]func(t *testing.T, ctx context.Context, client []kgo.Opt, recs []*kgo.Record){
+		"exactly_once": func(t *testing.T, ctx context.Context, client []kgo.Opt, recs []*kgo.Record) {
+			s, _ := newSink(t, ctx, client, "job")
+			if err := s.Restore(ctx, nil); err != nil {
 				t.Fatal(err)
 			}
-		}
-		if _, err := s.SnapshotState(ctx, 1); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.NotifyCheckpointComplete(ctx, 1); err != nil {
-			t.Fatal(err)
-		}
-		if pool.puts.Load() == 0 {
-			t.Fatal("no fetched batch came back to its pool after every record of it was written")
-		}
-		if got := committedValues(t, ctx, client); !slices.Equal(got, values) {
-			t.Fatalf("committed %d values, want the 200 written (first %v)", len(got), got[:min(3, len(got))])
-		}
-	})
-	t.Run("at_least_once", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		client := fakeCluster(t, kfake.SeedTopics(1, "in"))
-		pool := &countingPool{}
-		recs := pooledRecords(t, ctx, client, pool, values)
-		w, err := NewWriter(DeliveryAtLeastOnce, topic, client, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Close(ctx)
-		if pool.puts.Load() != 0 {
-			t.Fatalf("%d batches back in the pool before their records were written", pool.puts.Load())
-		}
-		for _, r := range recs {
-			if err := w.Write(ctx, r); err != nil {
+			for _, r := range recs {
+				if err := s.Write(ctx, r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := s.SnapshotState(ctx, 1); err != nil {
 				t.Fatal(err)
 			}
-		}
-		if err := w.Flush(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if pool.puts.Load() == 0 {
-			t.Fatal("no fetched batch came back to its pool after every record of it was written")
-		}
-		if got := committedValues(t, ctx, client); !slices.Equal(got, values) {
-			t.Fatalf("read %d values, want the 200 written", len(got))
-		}
-	})
+			if err := s.NotifyCheckpointComplete(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"at_least_once": func(t *testing.T, ctx context.Context, client []kgo.Opt, recs []*kgo.Record) {
+			w, err := NewWriter(DeliveryAtLeastOnce, topic, client, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { w.Close(context.Background()) })
+			for _, r := range recs {
+				if err := w.Write(ctx, r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+	for name, write := range writers {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			client := fakeCluster(t, kfake.SeedTopics(1, "in"))
+			pool := &countingPool{}
+			recs := pooledRecords(t, ctx, client, pool, values)
+			if pool.puts.Load() != 0 {
+				t.Fatalf("%d batches back in the pool before their records were written", pool.puts.Load())
+			}
+			write(t, ctx, client, recs)
+			if pool.puts.Load() == 0 {
+				t.Fatal("no fetched batch came back to its pool after every record of it was written")
+			}
+			if got := committedValues(t, ctx, client); !slices.Equal(got, values) {
+				t.Fatalf("read %d values, want the 200 written (first %v)", len(got), got[:min(3, len(got))])
+			}
+		})
+	}
 }
