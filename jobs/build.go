@@ -183,6 +183,11 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 	st.sink = sink
 	cfg, j, src := st.cfg, st.job, st.src
 	p := cfg.Job.Parallelism
+	// pooled is the reader of the jobs that recycle every record they
+	// read (sourcekafka.ReaderOptions.PoolBytes): the copy and the word
+	// count.
+	pooled := src.reader
+	pooled.PoolBytes = cfg.Source.FetchPoolBytes
 	switch {
 	case env.stage != wholeJob:
 		if st.stats, err = stageGraph(j, cfg, env, src, sink); err != nil {
@@ -190,10 +195,8 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 		}
 	case cfg.Job.Type == "copy":
 		// The sink recycles each record once written.
-		reader := src.reader
-		reader.PoolBytes = cfg.Source.FetchPoolBytes
 		s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[*kgo.Record]{
-			Reader: reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq, Decode: copyRecord})
+			Reader: pooled, OnDecodeError: src.policy, DeadLetterTopic: src.dlq, Decode: copyRecord})
 		if err != nil {
 			return nil, err
 		}
@@ -202,10 +205,8 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 		engine.SinkTo(in, UIDSink, p, sink)
 	case cfg.Job.Type == "wordcount":
 		// The decoder copies the line and recycles the record.
-		reader := src.reader
-		reader.PoolBytes = cfg.Source.FetchPoolBytes
 		s, err := sourcekafka.NewSource(sourcekafka.SourceOptions[string]{
-			Reader: reader, OnDecodeError: src.policy, DeadLetterTopic: src.dlq,
+			Reader: pooled, OnDecodeError: src.policy, DeadLetterTopic: src.dlq,
 			Decode: func(r *kgo.Record) (string, error) {
 				line := string(r.Value)
 				r.Recycle()

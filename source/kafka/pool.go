@@ -100,14 +100,16 @@ func (l *freeList[T]) put(s []T, held *atomic.Int64, budget int64, elem int) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var smaller int64
-	for _, f := range l.free {
-		if cap(f) < cap(s) {
-			smaller += int64(cap(f) * elem)
+	if held.Load()+size > budget {
+		var smaller int64
+		for _, f := range l.free {
+			if cap(f) < cap(s) {
+				smaller += int64(cap(f) * elem)
+			}
 		}
-	}
-	if held.Load()-smaller+size > budget {
-		return
+		if held.Load()-smaller+size > budget {
+			return
+		}
 	}
 	for held.Load()+size > budget {
 		small := -1
