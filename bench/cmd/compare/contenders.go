@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -170,7 +171,9 @@ func distContender(n int) *contender {
 // settings after an @, joined by +: gopipe's flags ("limit@clients=4+
 // linger=5ms" runs the limit with -clients 4 -linger 5ms) or onceflow's
 // configuration keys ("onceflow@sink.compression=snappy" sets
-// ONCEFLOW_SINK_COMPRESSION=snappy), as a contender of its own.
+// ONCEFLOW_SINK_COMPRESSION=snappy), as a contender of its own. A key in
+// capitals is an environment variable of the contender's process instead,
+// for either kind ("onceflow@GOMEMLIMIT=180MiB").
 func findContender(name string) *contender {
 	base, settings, tuned := strings.Cut(name, "@")
 	for _, c := range contenders {
@@ -184,23 +187,34 @@ func findContender(name string) *contender {
 		if !gopipe && base != "onceflow" || settings == "" {
 			return nil
 		}
-		var flags, env []string
+		var flags, env, rawEnv []string
 		for _, kv := range strings.Split(settings, "+") {
 			k, v, ok := strings.Cut(kv, "=")
 			if !ok || k == "" {
 				return nil
 			}
+			if strings.ToUpper(k) == k {
+				rawEnv = append(rawEnv, kv)
+				continue
+			}
 			flags = append(flags, "-"+k, v)
 			env = append(env, config.EnvPrefix+"_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_"))+"="+v)
 		}
+		env = append(env, rawEnv...)
 		t := *c
 		command := c.command
 		if gopipe {
-			t.label = fmt.Sprintf("%s; %s", c.label, strings.Join(flags, " "))
+			t.label = fmt.Sprintf("%s; %s", c.label, strings.Join(append(slices.Clone(rawEnv), flags...), " "))
 			t.command = func(o *options, s spec) (*exec.Cmd, error) {
 				cmd, err := command(o, s)
 				if err == nil {
 					cmd.Args = append(cmd.Args, flags...)
+					if len(rawEnv) > 0 {
+						if cmd.Env == nil {
+							cmd.Env = os.Environ()
+						}
+						cmd.Env = append(cmd.Env, rawEnv...)
+					}
 				}
 				return cmd, err
 			}

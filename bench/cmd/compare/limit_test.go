@@ -73,12 +73,23 @@ func TestTunedLimit(t *testing.T) {
 	if args := strings.Join(cmd.Args, " "); !strings.Contains(args, "-mode txn") || !strings.HasSuffix(args, "-compression snappy") {
 		t.Errorf("franz-txn@compression=snappy: args %q", args)
 	}
+	fe := findContender("franz-txn@GOGC=200")
+	if fe == nil {
+		t.Fatal("franz-txn@GOGC=200 not found")
+	}
+	cmd, err = fe.command(&options{parallelism: 2}, spec{Brokers: []string{"b:9092"}, Job: "copy", In: "i", Out: "o", ID: "x", Interval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if args := strings.Join(cmd.Args, " "); strings.Contains(args, "GOGC") || len(cmd.Env) == 0 || cmd.Env[len(cmd.Env)-1] != "GOGC=200" {
+		t.Errorf("franz-txn@GOGC=200: args %q, environment ends %q", args, cmd.Env[max(len(cmd.Env)-1, 0):])
+	}
 }
 
 // A tuned onceflow sets its configuration keys in the processor's
-// environment.
+// environment, and a key in capitals as it is.
 func TestTunedOnceflow(t *testing.T) {
-	c := findContender("onceflow@sink.compression=snappy+source.fetch_max_bytes=4194304")
+	c := findContender("onceflow@sink.compression=snappy+source.fetch_max_bytes=4194304+GOMEMLIMIT=180MiB")
 	if c == nil {
 		t.Fatal("not found")
 	}
@@ -88,7 +99,7 @@ func TestTunedOnceflow(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := strings.Join(cmd.Env, "\n")
-	for _, want := range []string{"ONCEFLOW_SINK_COMPRESSION=snappy", "ONCEFLOW_SOURCE_FETCH_MAX_BYTES=4194304"} {
+	for _, want := range []string{"ONCEFLOW_SINK_COMPRESSION=snappy", "ONCEFLOW_SOURCE_FETCH_MAX_BYTES=4194304", "\nGOMEMLIMIT=180MiB"} {
 		if !strings.Contains(env, want) {
 			t.Errorf("the processor's environment lacks %s", want)
 		}
