@@ -15,27 +15,26 @@ import (
 //
 // kgo retries produce requests by itself through a restarting broker, a
 // leader change and retriable error codes; by default a record never times
-// out. The sink's producers keep the unlimited retries but give each
-// record a delivery timeout of the outage tolerance (Kafka's
-// delivery.timeout.ms): a record fails, and with it the transaction or
-// the at_least_once barrier, only once it waited that long. kgo enforces
-// that timeout only where failing the record cannot break the producer's
-// sequence numbers, and a record written in a request that never got an
-// answer may wait longer; so the barrier's flush does not trust it alone.
-// A flush that has not finished within probeEvery asks the cluster whether
-// it answers (kgo.Client.Ping): an answer means the cluster is only slow
-// and the flush goes on waiting; a failure is a failure of the ongoing
-// outage (outage.Tracker.Failed), and once the outage lasted the
-// tolerance the flush gives up with the tracker's *outage.Error, the
-// records still buffered for the caller to abort.
+// out. The sink's producers keep the unlimited retries, and a guard of the
+// sink's own (deliveryGuard) fails their records once none was delivered
+// for the outage tolerance (Kafka's delivery.timeout.ms): a record fails,
+// and with it the transaction or the at_least_once barrier, only once the
+// client made no progress that long. kgo fails such records only where
+// failing them cannot break the producer's sequence numbers, and a record
+// written in a request that never got an answer may wait longer; so the
+// barrier's flush does not trust the guard alone. A flush that has not
+// finished within probeEvery asks the cluster whether it answers
+// (kgo.Client.Ping): an answer means the cluster is only slow and the
+// flush goes on waiting; a failure is a failure of the ongoing outage
+// (outage.Tracker.Failed), and once the outage lasted the tolerance the
+// flush gives up with the tracker's *outage.Error, the records still
+// buffered for the caller to abort.
 
 // rideOutProduce are the producer options of every client of the sink,
-// appended after the caller's so that they hold.
-func rideOutProduce(tolerance time.Duration) []kgo.Opt {
-	return []kgo.Opt{
-		kgo.RecordRetries(math.MaxInt),
-		kgo.RecordDeliveryTimeout(max(tolerance, time.Second)), // kgo refuses less than 1s
-	}
+// appended after the caller's so that they hold. A kgo.RecordDeliveryTimeout
+// of the caller's stays: the sink sets none (see deliveryGuard).
+func rideOutProduce() []kgo.Opt {
+	return []kgo.Opt{kgo.RecordRetries(math.MaxInt)}
 }
 
 // probeEvery is how long a flush waits before asking the cluster whether

@@ -63,8 +63,32 @@ func TestSinkRecyclesWrittenRecords(t *testing.T) {
 	for i := range 200 {
 		values = append(values, fmt.Sprintf("v%03d", i))
 	}
-	// Each writes recs and returns once they are visible to read_committed.
-	writers := map[string]func(t *testing.T, ctx context.Context, client []kgo.Opt, recs []*kgo.Record){
+	writers := sinkWriters()
+	for name, write := range writers {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			client := fakeCluster(t, kfake.SeedTopics(1, "in"))
+			pool := &countingPool{}
+			recs := pooledRecords(t, ctx, client, pool, values)
+			if pool.puts.Load() != 0 {
+				t.Fatalf("%d batches back in the pool before their records were written", pool.puts.Load())
+			}
+			write(t, ctx, client, recs)
+			if pool.puts.Load() == 0 {
+				t.Fatal("no fetched batch came back to its pool after every record of it was written")
+			}
+			if got := committedValues(t, ctx, client); !slices.Equal(got, values) {
+				t.Fatalf("read %d values, want the 200 written (first %v)", len(got), got[:min(3, len(got))])
+			}
+		})
+	}
+}
+
+// sinkWriters are both writers of the sink, by delivery guarantee: each
+// writes recs and returns once they are visible to read_committed.
+func sinkWriters() map[string]func(t *testing.T, ctx context.Context, client []kgo.Opt, recs []*kgo.Record) {
+	return map[string]func(t *testing.T, ctx context.Context, client []kgo.Opt, recs []*kgo.Record){
 		"exactly_once": func(t *testing.T, ctx context.Context, client []kgo.Opt, recs []*kgo.Record) {
 			s, _ := newSink(t, ctx, client, "job")
 			if err := s.Restore(ctx, nil); err != nil {
@@ -98,22 +122,34 @@ func TestSinkRecyclesWrittenRecords(t *testing.T) {
 			}
 		},
 	}
-	for name, write := range writers {
+}
+
+// A record's timestamp is the job's to choose: both writers write records
+// stamped long before the outage tolerance, and keep their timestamps.
+// (kgo's own delivery timeout counts from each batch's first Timestamp and
+// failed such records before they were sent.)
+func TestSinkWritesRecordsOfAnyTimestamp(t *testing.T) {
+	for name, write := range sinkWriters() {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			client := fakeCluster(t, kfake.SeedTopics(1, "in"))
-			pool := &countingPool{}
-			recs := pooledRecords(t, ctx, client, pool, values)
-			if pool.puts.Load() != 0 {
-				t.Fatalf("%d batches back in the pool before their records were written", pool.puts.Load())
+			client := fakeCluster(t)
+			base := time.Date(2020, 9, 13, 12, 26, 40, 0, time.UTC)
+			var recs []*kgo.Record
+			want := map[string]int64{}
+			for i := range 50 {
+				v := fmt.Sprintf("v%02d", i)
+				ts := base.Add(time.Duration(i) * time.Hour)
+				recs = append(recs, &kgo.Record{Key: []byte(v), Value: []byte(v), Timestamp: ts})
+				want[v] = ts.UnixMilli()
 			}
 			write(t, ctx, client, recs)
-			if pool.puts.Load() == 0 {
-				t.Fatal("no fetched batch came back to its pool after every record of it was written")
+			got := map[string]int64{}
+			for _, r := range committedRecords(t, ctx, client) {
+				got[string(r.Value)] = r.Timestamp.UnixMilli()
 			}
-			if got := committedValues(t, ctx, client); !slices.Equal(got, values) {
-				t.Fatalf("read %d values, want the 200 written (first %v)", len(got), got[:min(3, len(got))])
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("read %v, want %v (value: timestamp ms)", got, want)
 			}
 		})
 	}

@@ -86,13 +86,19 @@ type slot struct {
 	// produced is the promise of every record Write produces on the
 	// slot's client: one function per slot, not a closure per record.
 	produced func(*kgo.Record, error)
+	// guard is the running transaction's delivery timeout, started by
+	// Begin and stopped by PreCommit, Abort and drop.
+	guard *deliveryGuard
 }
 
-// newSlot returns the slot of transactional id id.
-func newSlot(id string) *slot {
-	s := &slot{id: id}
+// newSlot returns the slot of transactional id id, whose records fail
+// once none was delivered for tolerance.
+func newSlot(id string, tolerance time.Duration) *slot {
+	s := &slot{id: id, guard: newDeliveryGuard(tolerance)}
 	s.produced = func(r *kgo.Record, err error) {
+		s.guard.done()
 		if err != nil {
+			err = s.guard.failure(err)
 			s.mu.Lock()
 			if s.produce == nil {
 				s.produce = fmt.Errorf("producing to %s/%d: %w", r.Topic, r.Partition, err)
@@ -193,7 +199,7 @@ func NewTransactor(ctx context.Context, subtask int, opts TransactorOptions) (*T
 	}
 	t := &Transactor{opts: opts, subtask: subtask, version: version, outage: opts.Outage, side: side}
 	for i := range opts.Slots {
-		t.slots = append(t.slots, newSlot(TransactionalID(opts.Prefix, subtask, i)))
+		t.slots = append(t.slots, newSlot(TransactionalID(opts.Prefix, subtask, i), opts.Outage.Tolerance()))
 	}
 	return t, nil
 }
@@ -299,11 +305,12 @@ func (t *Transactor) Begin(ctx context.Context) (Txn, error) {
 		return Txn{}, fmt.Errorf("kafka sink: beginning a transaction on %s: %w", s.id, err)
 	}
 	t.mu.Lock()
-	pid, epoch := s.pid, s.epoch
+	pid, epoch, cl := s.pid, s.epoch, s.client
 	t.mu.Unlock()
 	s.mu.Lock()
 	s.produce = nil
 	s.mu.Unlock()
+	s.guard.start(cl.BufferedProduceRecords)
 	return Txn{TransactionalID: s.id, ProducerID: pid, ProducerEpoch: epoch, TransactionVersion: t.version}, nil
 }
 
@@ -354,7 +361,7 @@ func (t *Transactor) newClient(s *slot) (*kgo.Client, error) {
 		kgo.TransactionalID(s.id),
 		kgo.TransactionTimeout(t.opts.TransactionTimeout),
 	)
-	opts = append(opts, rideOutProduce(t.outage.Tolerance())...)
+	opts = append(opts, rideOutProduce()...)
 	if t.opts.Topic != "" {
 		opts = append(opts, kgo.DefaultProduceTopic(t.opts.Topic))
 	}
@@ -371,7 +378,7 @@ func (t *Transactor) newClient(s *slot) (*kgo.Client, error) {
 // grow adds slots up to n in all (t.mu held) and returns the last one.
 func (t *Transactor) grow(n int) *slot {
 	for len(t.slots) < n {
-		t.slots = append(t.slots, newSlot(TransactionalID(t.opts.Prefix, t.subtask, len(t.slots))))
+		t.slots = append(t.slots, newSlot(TransactionalID(t.opts.Prefix, t.subtask, len(t.slots)), t.outage.Tolerance()))
 	}
 	return t.slots[n-1]
 }
@@ -380,6 +387,7 @@ func (t *Transactor) grow(n int) *slot {
 // one, whose producer id initialisation fences and aborts whatever the old
 // one left open.
 func (t *Transactor) drop(s *slot) {
+	s.guard.stop()
 	t.mu.Lock()
 	cl := s.client
 	s.client, s.busy = nil, false
@@ -404,7 +412,7 @@ func (t *Transactor) Write(ctx context.Context, txn Txn, rec *kgo.Record) error 
 	if s == nil || !s.busy || s.client == nil {
 		return fmt.Errorf("kafka sink: write into %s, which has no running transaction", txn)
 	}
-	s.client.Produce(ctx, rec, s.produced)
+	s.client.Produce(s.guard.produceCtx(ctx), rec, s.produced)
 	return nil
 }
 
@@ -419,7 +427,9 @@ func (t *Transactor) PreCommit(ctx context.Context, txn Txn) (Txn, error) {
 	if s == nil || !s.busy || s.client == nil {
 		return Txn{}, fmt.Errorf("kafka sink: pre-commit of %s, which has no running transaction", txn)
 	}
-	if err := flush(ctx, s.client, t.outage, "flushing "+txn.String()); err != nil {
+	err := flush(ctx, s.client, t.outage, "flushing "+txn.String())
+	s.guard.stop() // nothing more is produced in txn
+	if err != nil {
 		return Txn{}, fmt.Errorf("kafka sink: %w", err)
 	}
 	s.mu.Lock()
@@ -718,6 +728,7 @@ func (t *Transactor) fenceSlot(ctx context.Context, s *slot) error {
 // transaction stays for recovery (or the broker's timeout) to end.
 func (t *Transactor) Close() {
 	for _, s := range t.slots {
+		s.guard.stop()
 		if s.client != nil {
 			s.client.Close()
 			s.client = nil

@@ -54,6 +54,18 @@ func newSink(t *testing.T, ctx context.Context, client []kgo.Opt, prefix string)
 // returns, so the read ends once each partition's position reaches it.
 func committedValues(t *testing.T, ctx context.Context, client []kgo.Opt) []string {
 	t.Helper()
+	var got []string
+	for _, r := range committedRecords(t, ctx, client) {
+		got = append(got, string(r.Value))
+	}
+	slices.Sort(got)
+	return got
+}
+
+// committedRecords is committedValues' read: the records themselves, in
+// partition and offset order.
+func committedRecords(t *testing.T, ctx context.Context, client []kgo.Opt) []*kgo.Record {
+	t.Helper()
 	adm, err := kgo.NewClient(client...)
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +87,7 @@ func committedValues(t *testing.T, ctx context.Context, client []kgo.Opt) []stri
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	var got []string
+	var got []*kgo.Record
 	for len(want) > 0 {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -87,14 +99,13 @@ func committedValues(t *testing.T, ctx context.Context, client []kgo.Opt) []stri
 				return
 			}
 			if !r.Attrs.IsControl() {
-				got = append(got, string(r.Value))
+				got = append(got, r)
 			}
 			if r.Offset+1 >= end {
 				delete(want, r.Partition)
 			}
 		})
 	}
-	slices.Sort(got)
 	return got
 }
 

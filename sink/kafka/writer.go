@@ -43,6 +43,7 @@ type Writer struct {
 	delivery Delivery
 	cl       *kgo.Client
 	outage   *outage.Tracker
+	guard    *deliveryGuard // the records' delivery timeout
 
 	mu  sync.Mutex
 	err error // first failed produce since the last barrier
@@ -64,7 +65,7 @@ func NewWriter(delivery Delivery, topic string, clientOpts []kgo.Opt, tr *outage
 			return nil, fmt.Errorf("kafka sink: %w", err)
 		}
 	}
-	opts := append(slices.Clone(clientOpts), rideOutProduce(tr.Tolerance())...)
+	opts := append(slices.Clone(clientOpts), rideOutProduce()...)
 	if topic != "" {
 		opts = append(opts, kgo.DefaultProduceTopic(topic))
 	}
@@ -72,8 +73,9 @@ func NewWriter(delivery Delivery, topic string, clientOpts []kgo.Opt, tr *outage
 	if err != nil {
 		return nil, fmt.Errorf("kafka sink: creating a producer: %w", err)
 	}
-	w := &Writer{delivery: delivery, cl: cl, outage: tr}
+	w := &Writer{delivery: delivery, cl: cl, outage: tr, guard: newDeliveryGuard(tr.Tolerance())}
 	w.promise = w.produced
+	w.guard.start(cl.BufferedProduceRecords)
 	return w, nil
 }
 
@@ -88,13 +90,15 @@ func (w *Writer) Write(ctx context.Context, rec *kgo.Record) error {
 	if err != nil {
 		return err
 	}
-	w.cl.Produce(ctx, rec, w.promise)
+	w.cl.Produce(w.guard.produceCtx(ctx), rec, w.promise)
 	return nil
 }
 
 // produced is the promise of every record Write produces.
 func (w *Writer) produced(r *kgo.Record, err error) {
+	w.guard.done()
 	if err != nil {
+		err = w.guard.failure(err)
 		w.mu.Lock()
 		if w.err == nil {
 			w.err = fmt.Errorf("kafka sink: producing to %s/%d: %w", r.Topic, r.Partition, err)
@@ -126,6 +130,7 @@ func (w *Writer) Flush(ctx context.Context) error {
 // Close flushes what it can within ctx and closes the producer.
 func (w *Writer) Close(ctx context.Context) error {
 	err := w.cl.Flush(ctx)
+	w.guard.stop()
 	w.cl.Close()
 	return err
 }

@@ -1,0 +1,155 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// deliveryGuard is the sink's record delivery timeout (Kafka's
+// delivery.timeout.ms): records that wait the outage tolerance without
+// reaching the cluster fail, and with them the transaction or the
+// at_least_once barrier, instead of holding the producer forever while
+// the cluster answers but a partition does not take them.
+//
+// Why not kgo.RecordDeliveryTimeout: kgo times a batch from its first
+// record's Timestamp, which is the job's to choose. A copy keeps the
+// input's timestamps and a replay carries old ones, and kgo failed such
+// records before sending them ("records have timed out before they were
+// able to be produced"). The guard times from the client's progress
+// instead: while records are buffered and none of them completes for the
+// tolerance, it cancels the context they were produced with. kgo fails
+// records of a cancelled context where it would fail timed-out ones,
+// before writing a request or after a response (never where failing could
+// break the sequence numbers), and wakes a Produce blocked on a full
+// buffer. The failure names the tolerance and wraps kgo.ErrRecordTimeout.
+//
+// A guard serves one client; between start and stop it gives that
+// client's produce calls their context (produceCtx), which derives from
+// the first caller's. The check runs on a timer every probeEvery of the
+// tolerance, owned by the guard and stopped by stop; tests call check
+// themselves with a clock of their own.
+type deliveryGuard struct {
+	tolerance time.Duration
+	every     time.Duration
+	now       func() time.Time
+	afterFunc func(time.Duration, func()) *time.Timer // nil: no timer (tests)
+
+	completed atomic.Int64 // records whose produce completed
+
+	// ctx is read without mu only on the producing goroutine, which is
+	// the only one to set it (under mu).
+	mu       sync.Mutex
+	buffered func() int64 // the client's buffered records; nil when stopped
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	timer    *time.Timer
+	seen     int64     // completed at the last check
+	stalled  time.Time // since when nothing completed with records buffered
+}
+
+// newDeliveryGuard returns a stopped guard of the tolerance.
+func newDeliveryGuard(tolerance time.Duration) *deliveryGuard {
+	return &deliveryGuard{tolerance: tolerance, every: probeEvery(tolerance), now: time.Now, afterFunc: time.AfterFunc}
+}
+
+// start guards a client's records from now on: buffered reports how many
+// it holds.
+func (g *deliveryGuard) start(buffered func() int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.buffered, g.ctx, g.cancel, g.stalled = buffered, nil, nil, time.Time{}
+	g.seen = g.completed.Load()
+	if g.afterFunc != nil && g.timer == nil {
+		g.timer = g.afterFunc(g.every, g.tick)
+	}
+}
+
+// stop ends the guard's watch: the timer stops and the produce context is
+// cancelled, for records still buffered (an aborted transaction's) not to
+// wait on it.
+func (g *deliveryGuard) stop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.buffered = nil
+	if g.timer != nil {
+		g.timer.Stop()
+		g.timer = nil
+	}
+	if g.cancel != nil {
+		g.cancel(errGuardStopped)
+	}
+}
+
+var errGuardStopped = errors.New("kafka sink: the transaction ended")
+
+// produceCtx is the context to produce with: on the first call after
+// start, one derived from parent that check cancels on a stall.
+func (g *deliveryGuard) produceCtx(parent context.Context) context.Context {
+	if g.ctx != nil {
+		return g.ctx
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.ctx, g.cancel = context.WithCancelCause(parent)
+	if g.buffered == nil { // stopped: nothing guards these records
+		g.cancel(errGuardStopped)
+	}
+	return g.ctx
+}
+
+// done counts a record whose produce completed, written or failed.
+func (g *deliveryGuard) done() { g.completed.Add(1) }
+
+// failure turns the error of a record failed through its produce context
+// into the guard's cause; any other error is returned as it is.
+func (g *deliveryGuard) failure(err error) error {
+	if !errors.Is(err, context.Canceled) {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ctx != nil {
+		if cause := context.Cause(g.ctx); cause != nil && cause != context.Canceled {
+			return cause
+		}
+	}
+	return err
+}
+
+func (g *deliveryGuard) tick() {
+	g.check()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.timer != nil {
+		g.timer.Reset(g.every)
+	}
+}
+
+// check cancels the produce context once records were buffered and none
+// completed for the tolerance. It reports whether it did.
+func (g *deliveryGuard) check() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.buffered == nil {
+		return false
+	}
+	now, done := g.now(), g.completed.Load()
+	n := g.buffered()
+	switch {
+	case done != g.seen || n == 0:
+		g.seen, g.stalled = done, time.Time{}
+	case g.stalled.IsZero():
+		g.stalled = now
+	case now.Sub(g.stalled) >= g.tolerance && g.cancel != nil && g.ctx.Err() == nil:
+		g.cancel(fmt.Errorf("no record was acknowledged for %s (the outage tolerance) with %d buffered: %w",
+			now.Sub(g.stalled).Round(time.Millisecond), n, kgo.ErrRecordTimeout))
+		return true
+	}
+	return false
+}
