@@ -199,7 +199,7 @@ func TestWordCountCountsEveryOccurrenceOnce(t *testing.T) {
 // source fetches into a pool and the sink recycles what it wrote: a
 // batch recycled before its records were written would show as records
 // overwritten by later ones.
-func TestCopyKeepsKeyValueAndHeaders(t *testing.T) {
+func TestCopyKeepsKeyValueHeadersAndTimestamp(t *testing.T) {
 	for _, pool := range []string{"0", "1048576"} {
 		t.Run("fetch_pool_bytes="+pool, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -209,7 +209,8 @@ func TestCopyKeepsKeyValueAndHeaders(t *testing.T) {
 			want := map[string]bool{}
 			for i := range 40 {
 				r := &kgo.Record{Key: []byte("k" + strconv.Itoa(i%7)), Value: []byte("v" + strconv.Itoa(i)),
-					Headers: []kgo.RecordHeader{{Key: "seq", Value: []byte(strconv.Itoa(i))}, {Key: "src", Value: []byte("test")}}}
+					Headers:   []kgo.RecordHeader{{Key: "seq", Value: []byte(strconv.Itoa(i))}, {Key: "src", Value: []byte("test")}},
+					Timestamp: time.UnixMilli(1_600_000_000_000 + int64(i)*1000)}
 				recs = append(recs, r)
 				want[recordID(r)] = true
 			}
@@ -231,8 +232,10 @@ func TestCopyKeepsKeyValueAndHeaders(t *testing.T) {
 	}
 }
 
+// recordID is a record's key, value, headers and timestamp (in
+// milliseconds, the broker's precision).
 func recordID(r *kgo.Record) string {
-	id := string(r.Key) + "|" + string(r.Value)
+	id := string(r.Key) + "|" + string(r.Value) + "|" + strconv.FormatInt(r.Timestamp.UnixMilli(), 10)
 	for _, h := range r.Headers {
 		id += "|" + h.Key + "=" + string(h.Value)
 	}
