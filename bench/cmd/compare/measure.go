@@ -43,10 +43,19 @@ func newKafka(brokers []string) (*kafka, error) {
 
 func (k *kafka) close() { k.cl.Close() }
 
-func (k *kafka) createTopic(ctx context.Context, name string, partitions int32) error {
+// createTopic creates a topic with the broker's default configuration
+// but for the topic configs given as key, value pairs.
+func (k *kafka) createTopic(ctx context.Context, name string, partitions int32, config ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	resp, err := k.adm.CreateTopic(ctx, partitions, -1, nil, name)
+	var configs map[string]*string
+	for i := 0; i+1 < len(config); i += 2 {
+		if configs == nil {
+			configs = map[string]*string{}
+		}
+		configs[config[i]] = &config[i+1]
+	}
+	resp, err := k.adm.CreateTopic(ctx, partitions, -1, configs, name)
 	if err == nil {
 		err = resp.Err
 	}
@@ -553,7 +562,16 @@ func backlogRun(ctx context.Context, k *kafka, o *options, c *contender, in *inp
 	out := id + "-out"
 	defer k.deletePrefix(id)
 	settle()
-	if err := k.createTopic(ctx, out, o.partitions); err != nil {
+	// The copy's output is stamped by the broker as it appends
+	// (LogAppendTime): contenders keep the input's timestamps on a copy
+	// (Kafka Streams, Flink, onceflow) or stamp the time of writing
+	// (franz-go's producers), and either way the earliest record of the
+	// output tells when the contender first wrote.
+	var config []string
+	if in.Workload == "copy" {
+		config = []string{"message.timestamp.type", "LogAppendTime"}
+	}
+	if err := k.createTopic(ctx, out, o.partitions, config...); err != nil {
 		return err
 	}
 	s := newSpec(c, spec{Brokers: k.brokers, Job: in.Workload, In: in.Topic, Out: out, ID: id, Interval: iv, Dir: dir, S3: o.s3})
