@@ -199,12 +199,20 @@ func TestWordCountCountsEveryOccurrenceOnce(t *testing.T) {
 // source fetches into a pool and the sink recycles what it wrote: a
 // batch recycled before its records were written would show as records
 // overwritten by later ones.
-func TestCopyKeepsKeyValueHeadersAndTimestamp(t *testing.T) {
+// The copy writes every record once, with its key, value, headers and
+// timestamp, to the output partition of its input partition's number
+// modulo the output's count (here 3 against the input's 4).
+func TestCopyKeepsKeyValueHeadersTimestampAndPartition(t *testing.T) {
 	for _, pool := range []string{"0", "1048576"} {
 		t.Run("fetch_pool_bytes="+pool, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			client := fakeCluster(t)
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "in"), kfake.SeedTopics(3, "out"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Close)
+			client := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
 			var recs []*kgo.Record
 			want := map[string]bool{}
 			for i := range 40 {
@@ -215,6 +223,10 @@ func TestCopyKeepsKeyValueHeadersAndTimestamp(t *testing.T) {
 				want[recordID(r)] = true
 			}
 			produceRecords(t, ctx, client, recs...)
+			partition := map[string]int32{} // the output partition each record belongs in
+			for _, r := range recs {
+				partition[recordID(r)] = r.Partition % 3
+			}
 			cfg := testConfig(t, t.TempDir(), "copy", "state.backend=memory", "source.fetch_pool_bytes="+pool)
 			b, err := Build(ctx, cfg, Env{ClientOpts: client})
 			if err != nil {
@@ -224,6 +236,9 @@ func TestCopyKeepsKeyValueHeadersAndTimestamp(t *testing.T) {
 			got := map[string]bool{}
 			for _, r := range out {
 				got[recordID(r)] = true
+				if p, ok := partition[recordID(r)]; ok && r.Partition != p {
+					t.Errorf("%s in output partition %d, want %d (its input partition's modulo 3)", recordID(r), r.Partition, p)
+				}
 			}
 			if len(out) != len(recs) || fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("copied %d records %v, want %d: %v", len(out), got, len(recs), want)
