@@ -55,11 +55,13 @@ bench-quick: deps
 	$(GO) run ./bench/cmd/compare -quick $(BENCH_FLAGS)
 
 # The copy (issue 19): the limit and its ceiling, franz-go's
-# transactional copier and onceflow at 50 ms, 100 ms and 1 s checkpoints,
+# transactional copier (also placing and stamping records as onceflow's
+# copy does: txn-keep) and onceflow (also with a 64 MiB fetch pool) at
+# 50 ms, 100 ms and 1 s checkpoints,
 # throughput of the 5M-record backlog, p99 of the paced run, peak RSS,
 # medians of 3 runs, into bench/results/copy/.
 bench-copy: deps
-	$(GO) run ./bench/cmd/compare -workloads copy -contenders limit,ceiling,franz-txn,onceflow,onceflow@source.fetch_pool_bytes=67108864 -intervals 50ms,100ms,1s -runs 3 -out bench/results/copy $(BENCH_FLAGS)
+	$(GO) run ./bench/cmd/compare -workloads copy -contenders limit,ceiling,franz-txn,franz-txn@txn-keep=true,onceflow,onceflow@source.fetch_pool_bytes=67108864 -intervals 50ms,100ms,1s -runs 3 -out bench/results/copy $(BENCH_FLAGS)
 
 # Distributed mode (issue 16): 1, 2 and 3 instances of one job.mode
 # distributed job against single mode, with a local S3 server, medians of

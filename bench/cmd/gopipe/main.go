@@ -93,7 +93,7 @@ func main() {
 		err = plain(ctx, consumer(0), base, *parallelism, newCounter())
 	case *mode == "txn" && *job == "copy":
 		err = members(ctx, *parallelism, func(i int) error {
-			return txn(ctx, consumer(i), fmt.Sprintf("%s-%d", *group, i), *interval)
+			return txn(ctx, consumer(i), fmt.Sprintf("%s-%d", *group, i), *interval, lo.txnKeep)
 		})
 	default:
 		err = fmt.Errorf("mode %q with job %q is not supported", *mode, *job)
@@ -193,7 +193,19 @@ func plain(ctx context.Context, consumerOpts, producerOpts []kgo.Opt, n int, f t
 	return nil
 }
 
-func txn(ctx context.Context, opts []kgo.Opt, id string, interval time.Duration) error {
+// txn is one member of the transactional copy. With keep, an output
+// record keeps its input's timestamp and partition number (modulo the
+// output's count), as onceflow's copy does.
+func txn(ctx context.Context, opts []kgo.Opt, id string, interval time.Duration, keep bool) error {
+	out := func(r *kgo.Record) *kgo.Record { return &kgo.Record{Key: r.Key, Value: r.Value, Headers: r.Headers} }
+	if keep {
+		opts = append(opts, kgo.RecordPartitioner(kgo.BasicConsistentPartitioner(func(string) func(*kgo.Record, int) int {
+			return func(r *kgo.Record, n int) int { return int(r.Partition) % n }
+		})))
+		out = func(r *kgo.Record) *kgo.Record {
+			return &kgo.Record{Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp, Partition: r.Partition}
+		}
+	}
 	opts = append(opts,
 		kgo.TransactionalID(id),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -221,7 +233,7 @@ func txn(ctx context.Context, opts []kgo.Opt, id string, interval time.Duration)
 				return err
 			}
 			fs.EachRecord(func(r *kgo.Record) {
-				s.Produce(ctx, &kgo.Record{Key: r.Key, Value: r.Value, Headers: r.Headers}, nil)
+				s.Produce(ctx, out(r), nil)
 			})
 		}
 		if ctx.Err() != nil {
