@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/onceflow/onceflow/internal/fetchpool"
 	"github.com/onceflow/onceflow/internal/outage"
 )
 
@@ -260,7 +261,7 @@ type Reader struct {
 	cl          *kgo.Client
 	adm         *kadm.Client
 	tracker     *outage.Tracker
-	pool        *recordPool // nil unless ReaderOptions.PoolBytes
+	pool        *fetchpool.Pool // nil unless ReaderOptions.PoolBytes
 
 	// next is the next offset to read of every assigned partition.
 	next map[Partition]int64
@@ -404,7 +405,7 @@ func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOption
 	copts := append([]kgo.Opt{kgo.FetchMaxBytes(fetchMax), kgo.FetchMaxPartitionBytes(fetchMax)}, opts.ClientOpts...)
 	copts = append(copts, kgo.ConsumeResetOffset(kgo.NoResetOffset()))
 	if opts.PoolBytes > 0 {
-		r.pool = newRecordPool(opts.PoolBytes)
+		r.pool = fetchpool.New(opts.PoolBytes)
 		copts = append(copts, kgo.WithPools(r.pool))
 	}
 	if !opts.ReadUncommitted {

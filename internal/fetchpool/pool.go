@@ -1,4 +1,6 @@
-package kafka
+// Package fetchpool holds the memory a franz-go client fetches into
+// (kgo.WithPools), reused once the fetched records are recycled.
+package fetchpool
 
 import (
 	"math/bits"
@@ -10,29 +12,28 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// recordPool is the memory a pooled Reader's client fetches into
-// (kgo.WithPools): the slices of kgo.Records a record batch is decoded
-// into and the buffers it is decompressed into. kgo takes a batch's two
-// slices from the pool when it decodes the batch and puts them back once
-// every record of the batch kept for the reader was recycled
-// (kgo.Record.Recycle); a record never recycled keeps its batch out of the
-// pool, and the garbage collector frees it as it would without a pool.
+// Pool is the memory a pooled client fetches into (kgo.WithPools): the
+// slices of kgo.Records a record batch is decoded into and the buffers it
+// is decompressed into. kgo takes a batch's two slices from the pool when
+// it decodes the batch and puts them back once every record of the batch
+// kept for the reader was recycled (kgo.Record.Recycle); a record never
+// recycled keeps its batch out of the pool, and the garbage collector
+// frees it as it would without a pool.
 //
-// It keeps at most its budget (ReaderOptions.PoolBytes) and leaves the
-// rest to the collector; when full, a larger slice evicts smaller ones,
-// which serve fewer gets. Batches differ in size, so a get takes the
-// smallest free slice large enough and at most half as large again (a
-// larger one would pin memory the batch does not use while the batch is
-// in flight); a slice made on a miss has a quarter to spare (a size
-// class, four per power of two), so that it also serves the slightly
-// larger batches that follow. It is safe for concurrent use: kgo gets
-// from it on its fetch goroutines and puts into it from whichever
-// goroutine recycles a batch's last record.
-type recordPool struct {
+// It keeps at most its budget and leaves the rest to the collector; when
+// full, a larger slice evicts smaller ones, which serve fewer gets.
+// Batches differ in size, so a get takes the smallest free slice large
+// enough and at most half as large again (a larger one would pin memory
+// the batch does not use while the batch is in flight); a slice made on a
+// miss has a quarter to spare (a size class, four per power of two), so
+// that it also serves the slightly larger batches that follow. It is safe
+// for concurrent use: kgo gets from it on its fetch goroutines and puts
+// into it from whichever goroutine recycles a batch's last record.
+type Pool struct {
 	recs  freeList[kgo.Record]
 	bytes freeList[byte]
 
-	budget       int64        // ReaderOptions.PoolBytes
+	budget       int64        // bytes kept at most
 	held         atomic.Int64 // bytes in the free lists
 	hits, misses atomic.Int64 // gets served from a free list, and not
 }
@@ -44,12 +45,18 @@ const (
 )
 
 var (
-	_ kgo.PoolRecords         = (*recordPool)(nil)
-	_ kgo.PoolDecompressBytes = (*recordPool)(nil)
+	_ kgo.PoolRecords         = (*Pool)(nil)
+	_ kgo.PoolDecompressBytes = (*Pool)(nil)
 )
 
-// newRecordPool returns a pool that keeps at most budget bytes.
-func newRecordPool(budget int) *recordPool { return &recordPool{budget: int64(budget)} }
+// New returns a pool that keeps at most budget bytes.
+func New(budget int) *Pool { return &Pool{budget: int64(budget)} }
+
+// Hits is how many gets a free slice served.
+func (p *Pool) Hits() int64 { return p.hits.Load() }
+
+// Misses is how many gets made a new slice.
+func (p *Pool) Misses() int64 { return p.misses.Load() }
 
 // roundUp is n rounded up to 4, 5, 6 or 7 times a power of two.
 func roundUp(n int) int {
@@ -132,7 +139,7 @@ func (l *freeList[T]) put(s []T, held *atomic.Int64, budget int64, elem int) {
 
 // take serves a get of n elements of elem bytes each from l, or makes a
 // slice with room to spare.
-func take[T any](p *recordPool, l *freeList[T], n, elem int) []T {
+func take[T any](p *Pool, l *freeList[T], n, elem int) []T {
 	if s, ok := l.get(n); ok {
 		p.held.Add(-int64(cap(s) * elem))
 		p.hits.Add(1)
@@ -144,16 +151,16 @@ func take[T any](p *recordPool, l *freeList[T], n, elem int) []T {
 
 // GetRecords implements kgo.PoolRecords: an empty slice with room for at
 // least n records, all zero (kgo zeroes the records it puts back).
-func (p *recordPool) GetRecords(n int) []kgo.Record { return take(p, &p.recs, n, recSize) }
+func (p *Pool) GetRecords(n int) []kgo.Record { return take(p, &p.recs, n, recSize) }
 
 // PutRecords implements kgo.PoolRecords.
-func (p *recordPool) PutRecords(s []kgo.Record) { p.recs.put(s, &p.held, p.budget, recSize) }
+func (p *Pool) PutRecords(s []kgo.Record) { p.recs.put(s, &p.held, p.budget, recSize) }
 
 // GetDecompressBytes implements kgo.PoolDecompressBytes: an empty buffer
 // for the decompressed batch, as large as snappy's header says (s2 reads
 // snappy's block format) and four times the compressed size for the
 // other codecs; kgo grows one that is too small.
-func (p *recordPool) GetDecompressBytes(compressed []byte, codec kgo.CompressionCodecType) []byte {
+func (p *Pool) GetDecompressBytes(compressed []byte, codec kgo.CompressionCodecType) []byte {
 	want := 4 * len(compressed)
 	// Java's clients frame snappy as xerial does; kgo's and librdkafka's
 	// write a bare block, whose header is its decoded length.
@@ -166,4 +173,4 @@ func (p *recordPool) GetDecompressBytes(compressed []byte, codec kgo.Compression
 }
 
 // PutDecompressBytes implements kgo.PoolDecompressBytes.
-func (p *recordPool) PutDecompressBytes(b []byte) { p.bytes.put(b, &p.held, p.budget, 1) }
+func (p *Pool) PutDecompressBytes(b []byte) { p.bytes.put(b, &p.held, p.budget, 1) }
