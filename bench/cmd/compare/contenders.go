@@ -87,7 +87,7 @@ func newSpec(c *contender, s spec) spec {
 
 var contenders = []*contender{
 	{
-		name: "limit", label: "limit: franz-go partition-assigned consume → produce, acks=all, idempotent, no transactions",
+		name: "limit", label: "limit: franz-go partition-assigned consume → produce, acks=all, idempotent, no transactions, a 64 MiB fetch pool",
 		jobs:         map[string]bool{"copy": true, "wordcount": true},
 		usesInterval: false, restartable: true,
 		build:   buildGoPipe,

@@ -10,6 +10,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/internal/fetchpool"
 )
 
 // limitOpts are the settings of -mode limit. Their defaults are the
@@ -23,6 +25,7 @@ type limitOpts struct {
 	buffered     int
 	inflight     int
 	partBytes    int
+	poolBytes    int    // limit: fetch into a pool of this many bytes per pair (0: none)
 	compression  string // none | snappy
 	shared       bool
 	partitioning string // keep | hash
@@ -50,15 +53,26 @@ type limitOpts struct {
 //     slower than 1 MB (234k; 1 MB is the topic's max.message.bytes);
 //     snappy slower than none (222k against 288k); one shared client per
 //     pair no faster than two (302k against 288k; 299k with keep).
+//
+// On 2026-12-04 onceflow's copy with a 64 MiB fetch pool beat those
+// defaults (1.55M and 1.61M against 1.42M, bench/results/copy-tuning/
+// keep-table) once it kept the input's partitions and timestamps: the
+// limit had paid for the collector (800 MiB peak RSS) and the clock. The
+// limit keeps the timestamps since, and fetches into the same pool with
+// 25,000 buffered records and 1 MiB per partition fetch: lower medians of
+// 4 runs 1.65M (1.20M–1.82M) against 1.44M (1.44M–1.61M), CPU 0.50–0.54
+// against 0.59–0.77 s per million records, peak RSS 391–446 MiB against
+// 793–847 (copy-tuning/limit-pool-ab2; with 50,000 and 2 MiB 1.17M).
 func limitFlags() *limitOpts {
 	lo := &limitOpts{}
 	flag.IntVar(&lo.clients, "clients", 2, "limit: consumer/producer pairs, each consuming every clients-th input partition (the word count always uses one)")
 	flag.StringVar(&lo.acks, "acks", "all", "limit: all (idempotent producer: the limit) | leader (acks=1, no idempotence: the ceiling)")
 	flag.DurationVar(&lo.linger, "linger", 10*time.Millisecond, "limit: producer linger")
 	flag.IntVar(&lo.batchBytes, "batch-bytes", 1_000_012, "limit: producer batch size cap in bytes (ProducerBatchMaxBytes)")
-	flag.IntVar(&lo.buffered, "buffered", 200_000, "limit: records a producer buffers before Produce blocks (MaxBufferedRecords)")
+	flag.IntVar(&lo.buffered, "buffered", 25_000, "limit: records a producer buffers before Produce blocks (MaxBufferedRecords)")
 	flag.IntVar(&lo.inflight, "inflight", 5, "limit: produce requests in flight per broker with -acks leader (idempotent producers use 5)")
-	flag.IntVar(&lo.partBytes, "fetch-partition-bytes", 4<<20, "limit: bytes fetched per partition per fetch (FetchMaxPartitionBytes)")
+	flag.IntVar(&lo.partBytes, "fetch-partition-bytes", 1<<20, "limit: bytes fetched per partition per fetch (FetchMaxPartitionBytes)")
+	flag.IntVar(&lo.poolBytes, "pool-bytes", 64<<20, "limit: each pair's consumer fetches into a pool of this many bytes (kgo.WithPools, onceflow's fetch pool), reused once a record's produce completed; 0: no pool")
 	flag.StringVar(&lo.compression, "compression", "none", "every mode's producers: none (Kafka's producer default, as onceflow's sink) | snappy (franz-go's default)")
 	flag.BoolVar(&lo.shared, "shared", false, "limit: one client per pair consumes and produces (else a consumer and a producer client)")
 	flag.StringVar(&lo.partitioning, "partitioning", "keep", "limit, copy: keep (a record goes to its input partition's number) | hash (franz-go's default partitioner, by key)")
@@ -152,6 +166,9 @@ func limit(ctx context.Context, brokers []string, in, out, job string, lo *limit
 			kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{in: assigned}),
 			kgo.FetchMaxPartitionBytes(int32(lo.partBytes)),
 		}
+		if lo.poolBytes > 0 && job == "copy" {
+			copts = append(copts, kgo.WithPools(fetchpool.New(lo.poolBytes)))
+		}
 		return limitPair(ctx, base, copts, popts, lo.shared, f())
 	})
 }
@@ -183,6 +200,7 @@ func limitPair(ctx context.Context, base, consumerOpts, producerOpts []kgo.Opt, 
 			err = fmt.Errorf("producing to %s/%d: %w", r.Topic, r.Partition, err)
 			perr.CompareAndSwap(nil, &err)
 		}
+		r.Recycle() // into the fetch pool, if any (a copied record is the fetched one)
 	}
 	emit := func(r *kgo.Record) { prod.Produce(ctx, r, done) }
 	for ctx.Err() == nil {
