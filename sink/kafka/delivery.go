@@ -14,8 +14,10 @@ import (
 // deliveryGuard is the sink's record delivery timeout (Kafka's
 // delivery.timeout.ms): records that wait the outage tolerance without
 // reaching the cluster fail, and with them the transaction or the
-// at_least_once barrier, instead of holding the producer forever while
-// the cluster answers but a partition does not take them.
+// at_least_once barrier. kgo fails them only where it deems that safe:
+// records of a partition that answers every produce with a retriable
+// error (NOT_LEADER_FOR_PARTITION on kfake) kept waiting, as they did
+// with kgo's own timeout, until the checkpoint timed out.
 //
 // Why not kgo.RecordDeliveryTimeout: kgo times a batch from its first
 // record's Timestamp, which is the job's to choose. A copy keeps the
