@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -62,28 +63,29 @@ func TestTunedLimit(t *testing.T) {
 	if got := topicSafe("limit@clients=4+linger=5ms"); got != "limit.clients.4.linger.5ms" {
 		t.Errorf("topicSafe: %q", got)
 	}
-	ft := findContender("franz-txn@compression=snappy")
-	if ft == nil {
-		t.Fatal("franz-txn@compression=snappy not found")
-	}
-	cmd, err = ft.command(&options{parallelism: 2}, spec{Brokers: []string{"b:9092"}, Job: "copy", In: "i", Out: "o", ID: "x", Interval: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cmd = tunedGoPipeCmd(t, "franz-txn@compression=snappy")
 	if args := strings.Join(cmd.Args, " "); !strings.Contains(args, "-mode txn") || !strings.HasSuffix(args, "-compression snappy") {
 		t.Errorf("franz-txn@compression=snappy: args %q", args)
 	}
-	fe := findContender("franz-txn@GOGC=200")
-	if fe == nil {
-		t.Fatal("franz-txn@GOGC=200 not found")
-	}
-	cmd, err = fe.command(&options{parallelism: 2}, spec{Brokers: []string{"b:9092"}, Job: "copy", In: "i", Out: "o", ID: "x", Interval: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cmd = tunedGoPipeCmd(t, "franz-txn@GOGC=200")
 	if args := strings.Join(cmd.Args, " "); strings.Contains(args, "GOGC") || len(cmd.Env) == 0 || cmd.Env[len(cmd.Env)-1] != "GOGC=200" {
 		t.Errorf("franz-txn@GOGC=200: args %q, environment ends %q", args, cmd.Env[max(len(cmd.Env)-1, 0):])
 	}
+}
+
+// tunedGoPipeCmd is the command of the tuned franz-txn contender name, at
+// 1 s.
+func tunedGoPipeCmd(t *testing.T, name string) *exec.Cmd {
+	t.Helper()
+	c := findContender(name)
+	if c == nil {
+		t.Fatalf("%s not found", name)
+	}
+	cmd, err := c.command(&options{parallelism: 2}, spec{Brokers: []string{"b:9092"}, Job: "copy", In: "i", Out: "o", ID: "x", Interval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmd
 }
 
 // A tuned onceflow sets its configuration keys in the processor's
