@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -122,7 +123,8 @@ func diff(got, want map[string]int) string {
 	if len(out) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("%d differences, e.g. %v", len(out), out[:min(len(out), 8)])
+	slices.Sort(out)
+	return fmt.Sprintf("%d differences, the first in order %v", len(out), out[:min(len(out), 40)])
 }
 
 // feeder produces the input while the processor is being killed.
@@ -276,7 +278,7 @@ func crashScenario(t *testing.T, kind kafkatest.Kind, job crashJob, kills int, o
 		got = kafkatest.ReadCommitted(t, seeds, out)
 		return len(got) >= wantOut
 	}) {
-		t.Fatalf("output incomplete: %d of %d records after 3 minutes:\n%s", len(got), wantOut, c.tail())
+		t.Fatalf("output incomplete: %d of %d records after 3 minutes (%s):\n%s", len(got), wantOut, job.check(f.sent, got), c.tail())
 	}
 	c.stop(time.Minute)
 	got = kafkatest.ReadCommitted(t, seeds, out)
