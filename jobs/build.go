@@ -178,7 +178,7 @@ func Build(ctx context.Context, cfg *config.Config, env Env) (*Built, error) {
 	}
 	var extra []kgo.Opt
 	if st.cfg.Job.Type == "copy" && env.stage == wholeJob {
-		extra = append(extra, kgo.RecordPartitioner(inputPartition()))
+		extra = append(extra, kgo.RecordPartitioner(sinkkafka.InputPartitioner()))
 	}
 	sink, err := st.newSink(st.cfg.Sink, extra)
 	if err != nil {
@@ -384,28 +384,13 @@ func (st *stage) built() *Built {
 // time-based lookups follow them. (Stamping the time of writing instead
 // read the clock once per record in kgo, about 7% of the copy's CPU.) It
 // keeps the input's partition too, for the sink's partitioner
-// (inputPartition). It reuses the fetched record, which the source hands
+// (sinkkafka.InputPartitioner). It reuses the fetched record, which the source hands
 // over for good (see sourcekafka.Decoder), instead of allocating one per
 // record, and keeps its Context, through which the sink recycles it into
 // the reader's pool once written (sourcekafka.ReaderOptions.PoolBytes).
 func copyRecord(r *kgo.Record) (*kgo.Record, error) {
 	*r = kgo.Record{Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp, Partition: r.Partition, Context: r.Context}
 	return r, nil
-}
-
-// inputPartition is the copy's partitioner: a record goes to the output
-// partition of its input partition's number, modulo the output's
-// partition count, as MirrorMaker places records. Each output partition
-// then holds its input partitions' records in their order, so a key stays
-// in one partition and in order however the input was partitioned (by a
-// custom partitioner too), and a subtask writes only to the partitions of
-// the input partitions it owns: fewer, larger batches than hashing every
-// key over every partition, which gave each of the subtasks' producers a
-// share of every partition.
-func inputPartition() kgo.Partitioner {
-	return kgo.BasicConsistentPartitioner(func(string) func(*kgo.Record, int) int {
-		return func(r *kgo.Record, n int) int { return int(r.Partition) % n }
-	})
 }
 
 // countTo is the word count after the words: KeyBy the word, count,

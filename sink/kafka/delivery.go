@@ -33,7 +33,9 @@ import (
 //
 // A guard serves one client; between start and stop it gives that
 // client's produce calls their context (produceCtx), which derives from
-// the first caller's. The check runs on a timer every probeEvery of the
+// the first caller's, and their promise (promise), which counts each
+// completed record, keeps the first failure (failed) and recycles the
+// record. The check runs on a timer every probeEvery of the
 // tolerance, owned by the guard and stopped by stop; tests call check
 // themselves with a clock of their own.
 type deliveryGuard struct {
@@ -43,6 +45,8 @@ type deliveryGuard struct {
 	afterFunc func(time.Duration, func()) *time.Timer // nil: no timer (tests)
 
 	completed atomic.Int64 // records whose produce completed
+	// promise is produced, bound once: one function for every record.
+	promise func(*kgo.Record, error)
 
 	// ctx is read without mu only on the producing goroutine, which is
 	// the only one to set it (under mu).
@@ -53,19 +57,22 @@ type deliveryGuard struct {
 	timer    *time.Timer
 	seen     int64     // completed at the last check
 	stalled  time.Time // since when nothing completed with records buffered
+	first    error     // the first failed produce since start
 }
 
 // newDeliveryGuard returns a stopped guard of the tolerance.
 func newDeliveryGuard(tolerance time.Duration) *deliveryGuard {
-	return &deliveryGuard{tolerance: tolerance, every: probeEvery(tolerance), now: time.Now, afterFunc: time.AfterFunc}
+	g := &deliveryGuard{tolerance: tolerance, every: probeEvery(tolerance), now: time.Now, afterFunc: time.AfterFunc}
+	g.promise = g.produced
+	return g
 }
 
 // start guards a client's records from now on: buffered reports how many
-// it holds.
+// it holds. It forgets the failure of the records before.
 func (g *deliveryGuard) start(buffered func() int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.buffered, g.ctx, g.cancel, g.stalled = buffered, nil, nil, time.Time{}
+	g.buffered, g.ctx, g.cancel, g.stalled, g.first = buffered, nil, nil, time.Time{}, nil
 	g.seen = g.completed.Load()
 	if g.afterFunc != nil && g.timer == nil {
 		g.timer = g.afterFunc(g.every, g.tick)
@@ -105,8 +112,31 @@ func (g *deliveryGuard) produceCtx(parent context.Context) context.Context {
 	return g.ctx
 }
 
-// done counts a record whose produce completed, written or failed.
-func (g *deliveryGuard) done() { g.completed.Add(1) }
+// produced is the promise of every record produced with the guard's
+// context: it counts the record as completed, keeps the first failure
+// ("producing to topic/partition: ...", a failure through the produce
+// context as the guard's cause) and recycles the record, which gives a
+// record fetched into pooled memory (sourcekafka.ReaderOptions.PoolBytes)
+// back to its pool and does nothing to any other.
+func (g *deliveryGuard) produced(r *kgo.Record, err error) {
+	g.completed.Add(1)
+	if err != nil {
+		err = g.failure(err)
+		g.mu.Lock()
+		if g.first == nil {
+			g.first = fmt.Errorf("producing to %s/%d: %w", r.Topic, r.Partition, err)
+		}
+		g.mu.Unlock()
+	}
+	r.Recycle()
+}
+
+// failed returns the first failed produce since start, or nil.
+func (g *deliveryGuard) failed() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.first
+}
 
 // failure turns the error of a record failed through its produce context
 // into the guard's cause; any other error is returned as it is.

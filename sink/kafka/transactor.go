@@ -81,33 +81,16 @@ type slot struct {
 	pid   int64
 	epoch int16
 
-	mu      sync.Mutex
-	produce error // the first failed produce of the running transaction
-	// produced is the promise of every record Write produces on the
-	// slot's client: one function per slot, not a closure per record.
-	produced func(*kgo.Record, error)
-	// guard is the running transaction's delivery timeout, started by
-	// Begin and stopped by PreCommit, Abort and drop.
+	// guard is the running transaction's delivery timeout and the
+	// promise of its records (with their first failure), started by Begin
+	// and stopped by PreCommit, Abort and drop.
 	guard *deliveryGuard
 }
 
 // newSlot returns the slot of transactional id id, whose records fail
 // once none was delivered for tolerance.
 func newSlot(id string, tolerance time.Duration) *slot {
-	s := &slot{id: id, guard: newDeliveryGuard(tolerance)}
-	s.produced = func(r *kgo.Record, err error) {
-		s.guard.done()
-		if err != nil {
-			err = s.guard.failure(err)
-			s.mu.Lock()
-			if s.produce == nil {
-				s.produce = fmt.Errorf("producing to %s/%d: %w", r.Topic, r.Partition, err)
-			}
-			s.mu.Unlock()
-		}
-		r.Recycle() // see Transactor.Write
-	}
-	return s
+	return &slot{id: id, guard: newDeliveryGuard(tolerance)}
 }
 
 // Transactor writes a subtask's records into Kafka transactions and commits
@@ -307,9 +290,6 @@ func (t *Transactor) Begin(ctx context.Context) (Txn, error) {
 	t.mu.Lock()
 	pid, epoch, cl := s.pid, s.epoch, s.client
 	t.mu.Unlock()
-	s.mu.Lock()
-	s.produce = nil
-	s.mu.Unlock()
 	s.guard.start(cl.BufferedProduceRecords)
 	return Txn{TransactionalID: s.id, ProducerID: pid, ProducerEpoch: epoch, TransactionVersion: t.version}, nil
 }
@@ -412,7 +392,7 @@ func (t *Transactor) Write(ctx context.Context, txn Txn, rec *kgo.Record) error 
 	if s == nil || !s.busy || s.client == nil {
 		return fmt.Errorf("kafka sink: write into %s, which has no running transaction", txn)
 	}
-	s.client.Produce(s.guard.produceCtx(ctx), rec, s.produced)
+	s.client.Produce(s.guard.produceCtx(ctx), rec, s.guard.promise)
 	return nil
 }
 
@@ -432,10 +412,7 @@ func (t *Transactor) PreCommit(ctx context.Context, txn Txn) (Txn, error) {
 	if err != nil {
 		return Txn{}, fmt.Errorf("kafka sink: %w", err)
 	}
-	s.mu.Lock()
-	perr := s.produce
-	s.mu.Unlock()
-	if perr != nil {
+	if perr := s.guard.failed(); perr != nil {
 		return Txn{}, fmt.Errorf("kafka sink: transaction %s: %w", txn, perr)
 	}
 	t.outage.Succeeded() // every record reached the cluster

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -43,12 +42,9 @@ type Writer struct {
 	delivery Delivery
 	cl       *kgo.Client
 	outage   *outage.Tracker
-	guard    *deliveryGuard // the records' delivery timeout
-
-	mu  sync.Mutex
-	err error // first failed produce since the last barrier
-	// promise is produced, bound once: one function for every record.
-	promise func(*kgo.Record, error)
+	// guard is the records' delivery timeout and promise; the first
+	// failure it keeps fails every later Write and Flush.
+	guard *deliveryGuard
 }
 
 // NewWriter connects a producer writing to topic (for records without a
@@ -74,7 +70,6 @@ func NewWriter(delivery Delivery, topic string, clientOpts []kgo.Opt, tr *outage
 		return nil, fmt.Errorf("kafka sink: creating a producer: %w", err)
 	}
 	w := &Writer{delivery: delivery, cl: cl, outage: tr, guard: newDeliveryGuard(tr.Tolerance())}
-	w.promise = w.produced
 	w.guard.start(cl.BufferedProduceRecords)
 	return w, nil
 }
@@ -84,28 +79,11 @@ func NewWriter(delivery Delivery, topic string, clientOpts []kgo.Opt, tr *outage
 // takes rec and recycles it once its produce completed, as
 // Transactor.Write does.
 func (w *Writer) Write(ctx context.Context, rec *kgo.Record) error {
-	w.mu.Lock()
-	err := w.err
-	w.mu.Unlock()
-	if err != nil {
-		return err
+	if err := w.guard.failed(); err != nil {
+		return fmt.Errorf("kafka sink: %w", err)
 	}
-	w.cl.Produce(w.guard.produceCtx(ctx), rec, w.promise)
+	w.cl.Produce(w.guard.produceCtx(ctx), rec, w.guard.promise)
 	return nil
-}
-
-// produced is the promise of every record Write produces.
-func (w *Writer) produced(r *kgo.Record, err error) {
-	w.guard.done()
-	if err != nil {
-		err = w.guard.failure(err)
-		w.mu.Lock()
-		if w.err == nil {
-			w.err = fmt.Errorf("kafka sink: producing to %s/%d: %w", r.Topic, r.Partition, err)
-		}
-		w.mu.Unlock()
-	}
-	r.Recycle()
 }
 
 // Flush is called at the barrier. With at_least_once it waits until every
@@ -119,12 +97,11 @@ func (w *Writer) Flush(ctx context.Context) error {
 	if err := flush(ctx, w.cl, w.outage, "flushing at the barrier"); err != nil {
 		return fmt.Errorf("kafka sink: %w", err)
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.err == nil {
-		w.outage.Succeeded() // every record reached the cluster
+	if err := w.guard.failed(); err != nil {
+		return fmt.Errorf("kafka sink: %w", err)
 	}
-	return w.err
+	w.outage.Succeeded() // every record reached the cluster
+	return nil
 }
 
 // Close flushes what it can within ctx and closes the producer.

@@ -42,6 +42,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	sinkkafka "github.com/onceflow/onceflow/sink/kafka"
 )
 
 func main() {
@@ -199,9 +201,7 @@ func plain(ctx context.Context, consumerOpts, producerOpts []kgo.Opt, n int, f t
 func txn(ctx context.Context, opts []kgo.Opt, id string, interval time.Duration, keep bool) error {
 	out := func(r *kgo.Record) *kgo.Record { return &kgo.Record{Key: r.Key, Value: r.Value, Headers: r.Headers} }
 	if keep {
-		opts = append(opts, kgo.RecordPartitioner(kgo.BasicConsistentPartitioner(func(string) func(*kgo.Record, int) int {
-			return func(r *kgo.Record, n int) int { return int(r.Partition) % n }
-		})))
+		opts = append(opts, kgo.RecordPartitioner(sinkkafka.InputPartitioner()))
 		out = func(r *kgo.Record) *kgo.Record {
 			return &kgo.Record{Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp, Partition: r.Partition}
 		}
