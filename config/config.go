@@ -295,9 +295,11 @@ type Window struct {
 	// partition a record may be without being late: a partition's
 	// watermark is its newest timestamp minus this, minus 1ms.
 	MaxOutOfOrderness time.Duration `mapstructure:"max_out_of_orderness"`
-	// IdleTimeout leaves a partition that produced nothing for this long
-	// out of the watermark until it produces again (0: never), so that an
-	// idle partition does not hold every window back.
+	// IdleTimeout leaves a partition that produced nothing for this long,
+	// and was read to the end of its log, out of the watermark until it
+	// produces again (0: never), so that an idle partition does not hold
+	// every window back; one with records not fetched yet is behind, not
+	// idle.
 	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
 	// AllowedLateness keeps a window's state this long past its end: a
 	// late record within it updates the window and emits its result

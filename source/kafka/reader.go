@@ -403,7 +403,7 @@ func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOption
 	// a refusal or a logged jump.
 	fetchMax := int32(opts.FetchMaxBytes) // Validate keeps it within int32
 	copts := append([]kgo.Opt{kgo.FetchMaxBytes(fetchMax), kgo.FetchMaxPartitionBytes(fetchMax)}, opts.ClientOpts...)
-	copts = append(copts, kgo.ConsumeResetOffset(kgo.NoResetOffset()))
+	copts = append(copts, kgo.ConsumeResetOffset(kgo.NoResetOffset()), kgo.KeepControlRecords())
 	if opts.PoolBytes > 0 {
 		r.pool = fetchpool.New(opts.PoolBytes)
 		copts = append(copts, kgo.WithPools(r.pool))
@@ -988,35 +988,48 @@ func comparePartitions(a, b Partition) int {
 // a snapshot taken after this call resumes after it. A fetch error fails
 // Next, naming the partition, unless it says the cluster is away; those
 // fail it only once the outage has lasted the tolerance.
+//
+// A transaction's marker (a control record, which the client keeps for
+// the Reader: kgo.KeepControlRecords) is never returned: Next moves the
+// position past it and goes on. So a partition read to its end is at its
+// log's end (or last stable offset), markers included, which is how the
+// watermark tells a partition read to its end from one behind (see
+// partitionWatermarks).
 func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
-	for r.head >= len(r.buf) {
-		r.sync()
-		if err := r.discover(ctx); err != nil {
-			return nil, false, err
-		}
-		// A poll that ctx cut short may still carry what the client had
-		// buffered: its errors count as much as its records (a data loss
-		// notice must surface, not vanish with the barrier).
-		if err := r.take(ctx, r.cl.PollFetches(ctx)); err != nil {
-			return nil, false, err
-		}
-		if r.head >= len(r.buf) {
-			if err := r.probeIfIdle(ctx); err != nil {
+	for {
+		for r.head >= len(r.buf) {
+			r.sync()
+			if err := r.discover(ctx); err != nil {
 				return nil, false, err
 			}
-			if ctx.Err() != nil {
-				return nil, false, nil
+			// A poll that ctx cut short may still carry what the client had
+			// buffered: its errors count as much as its records (a data loss
+			// notice must surface, not vanish with the barrier).
+			if err := r.take(ctx, r.cl.PollFetches(ctx)); err != nil {
+				return nil, false, err
+			}
+			if r.head >= len(r.buf) {
+				if err := r.probeIfIdle(ctx); err != nil {
+					return nil, false, err
+				}
+				if ctx.Err() != nil {
+					return nil, false, nil
+				}
 			}
 		}
+		rec := r.buf[r.head]
+		r.buf[r.head] = nil
+		r.head++
+		if r.cur.set && (r.cur.p.Partition != rec.Partition || r.cur.p.Topic != rec.Topic) {
+			r.sync()
+		}
+		r.cur = position{p: Partition{Topic: rec.Topic, Partition: rec.Partition}, next: rec.Offset + 1, epoch: rec.LeaderEpoch, set: true}
+		if rec.Attrs.IsControl() {
+			rec.Recycle()
+			continue
+		}
+		return rec, true, nil
 	}
-	rec := r.buf[r.head]
-	r.buf[r.head] = nil
-	r.head++
-	if r.cur.set && (r.cur.p.Partition != rec.Partition || r.cur.p.Topic != rec.Topic) {
-		r.sync()
-	}
-	r.cur = position{p: Partition{Topic: rec.Topic, Partition: rec.Partition}, next: rec.Offset + 1, epoch: rec.LeaderEpoch, set: true}
-	return rec, true, nil
 }
 
 // take handles a poll's result: the poll's own context errors are

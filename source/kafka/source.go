@@ -51,12 +51,17 @@ type SourceOptions[T any] struct {
 	// partitions in timestamp order.
 	MaxOutOfOrderness time.Duration
 	// IdleTimeout leaves a partition out of its subtask's watermark once
-	// it has produced nothing for that long, until it produces again, so
-	// that a silent partition does not stall event time for the whole
-	// job. Records it brings after that may be late. 0: partitions never
-	// go idle, so an empty partition holds the watermark back until it
-	// produces. A subtask that owns no partition is idle from the start
-	// whatever this says. Measured on ReaderOptions.Now, checked every
+	// it has produced nothing for that long and has been read to the end
+	// of its log, until it produces again, so that a silent partition
+	// does not stall event time for the whole job. Records it brings
+	// after that may be late. A partition with records not fetched yet is
+	// behind, not idle: the end is listed (the subtask's listing
+	// goroutine, as for LagInterval) after the timeout ran out, and the
+	// partition counts until the listing shows it at its end (see
+	// partitionWatermarks). 0: partitions never go idle, so an empty
+	// partition holds the watermark back until it produces. A subtask
+	// that owns no partition is idle from the start whatever this says.
+	// Measured on ReaderOptions.Now, checked every
 	// engine.Options.WatermarkInterval.
 	IdleTimeout time.Duration
 }
@@ -164,12 +169,14 @@ func (s *Source[T]) NewReader(ctx context.Context, scope engine.Scope, restored 
 	}
 	sr.d = d
 	sr.lag.Store(-1)
-	if s.opts.LagInterval > 0 {
+	if s.opts.LagInterval > 0 || s.opts.IdleTimeout > 0 {
 		lctx, stop := context.WithCancel(context.Background())
-		sr.lagReq = make(chan map[Partition]int64, 1)
-		sr.lagStop, sr.lagDone = stop, make(chan struct{})
-		go sr.measureLag(lctx) // owned by sr: Close stops and waits for it
-		sr.requestLag()
+		sr.endsReq = make(chan endsRequest, 1)
+		sr.endsStop, sr.endsDone = stop, make(chan struct{})
+		go sr.listEnds(lctx) // owned by sr: Close stops and waits for it
+		if s.opts.LagInterval > 0 {
+			sr.requestEnds()
+		}
 	}
 	s.mu.Lock()
 	s.live[sr] = struct{}{}
@@ -220,11 +227,23 @@ type sourceReader[T any] struct {
 	emitted atomic.Int64
 	lag     atomic.Int64
 
-	lagReq  chan map[Partition]int64
-	lagStop context.CancelFunc
-	lagDone chan struct{}
-	lastLag time.Time
-	closed  bool
+	// The listing goroutine (listEnds) answers endsReq with the log ends
+	// in ends, for the lag and the watermark's idleness; listing is set
+	// while a request waits for its answer.
+	endsReq  chan endsRequest
+	endsStop context.CancelFunc
+	endsDone chan struct{}
+	ends     atomic.Pointer[logEnds]
+	listing  atomic.Bool
+	lastLag  time.Time
+	closed   bool
+}
+
+// endsRequest asks listEnds for the log ends, at (ReaderOptions.Now) with
+// the reader's positions next.
+type endsRequest struct {
+	at   time.Time
+	next map[Partition]int64
 }
 
 func (sr *sourceReader[T]) counters() SourceStats {
@@ -279,12 +298,22 @@ func (sr *sourceReader[T]) decode(rec *kgo.Record) (T, error) {
 // CurrentWatermark returns the subtask's watermark
 // (engine.WatermarkReader): the minimum over its partitions that are not
 // idle, on ReaderOptions.Now; idle when all are, or there are none.
+//
+// A partition silent for the idle timeout is idle only once a listing of
+// its log's end, asked for after the timeout ran out, shows it read to
+// that end (see partitionWatermarks); CurrentWatermark asks for one from
+// the listing goroutine and does not wait for it.
 func (sr *sourceReader[T]) CurrentWatermark() (int64, bool) {
 	now := sr.r.opts.Now()
-	for p := range sr.r.positions() {
+	pos := sr.r.positions()
+	for p := range pos {
 		sr.wms.assign(p, now)
 	}
-	return sr.wms.current(now, sr.r.pending())
+	wm, idle, list := sr.wms.current(now, sr.r.pending(), pos, sr.ends.Load())
+	if list {
+		sr.requestEnds()
+	}
+	return wm, idle
 }
 
 // SnapshotState returns the next offset of every partition of the
@@ -294,8 +323,9 @@ func (sr *sourceReader[T]) SnapshotState(checkpointID int64) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if sr.lagReq != nil && time.Since(sr.lastLag) >= sr.src.opts.LagInterval {
-		sr.requestLag()
+	if sr.src.opts.LagInterval > 0 && time.Since(sr.lastLag) >= sr.src.opts.LagInterval {
+		sr.lastLag = time.Now()
+		sr.requestEnds()
 	}
 	return entries, nil
 }
@@ -316,9 +346,9 @@ func (sr *sourceReader[T]) Close() error {
 		return nil
 	}
 	sr.closed = true
-	if sr.lagStop != nil {
-		sr.lagStop()
-		<-sr.lagDone
+	if sr.endsStop != nil {
+		sr.endsStop()
+		<-sr.endsDone
 	}
 	s := sr.src
 	s.mu.Lock()
@@ -336,28 +366,30 @@ func (sr *sourceReader[T]) Close() error {
 	return nil
 }
 
-// requestLag hands the current positions to the lag goroutine, unless it
-// is still busy with earlier ones.
-func (sr *sourceReader[T]) requestLag() {
-	select {
-	case sr.lagReq <- maps.Clone(sr.r.positions()):
-		sr.lastLag = time.Now()
-	default:
+// requestEnds hands the current positions to the listing goroutine,
+// unless a request is still waiting for its answer.
+func (sr *sourceReader[T]) requestEnds() {
+	if sr.listing.Load() {
+		return
 	}
+	sr.listing.Store(true)
+	sr.endsReq <- endsRequest{at: sr.r.opts.Now(), next: maps.Clone(sr.r.positions())}
 }
 
-// measureLag answers lag requests until ctx ends: it lists the end
-// offsets (last stable offsets under read_committed) of the source's
-// topics and stores the sum of what is left to read.
-func (sr *sourceReader[T]) measureLag(ctx context.Context) {
-	defer close(sr.lagDone)
+// listEnds answers requests until ctx ends: it lists the end offsets
+// (last stable offsets under read_committed) of the source's topics,
+// keeps them for the watermark (ends) and, with a LagInterval, stores the
+// sum of what is left to read (lag). A failed listing keeps the last good
+// one and leaves the lag unknown.
+func (sr *sourceReader[T]) listEnds(ctx context.Context) {
+	defer close(sr.endsDone)
 	log := sr.src.opts.Reader.Logger
 	for {
-		var next map[Partition]int64
+		var req endsRequest
 		select {
 		case <-ctx.Done():
 			return
-		case next = <-sr.lagReq:
+		case req = <-sr.endsReq:
 		}
 		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		var ends kadm.ListedOffsets
@@ -371,13 +403,24 @@ func (sr *sourceReader[T]) measureLag(ctx context.Context) {
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
-				log.Debug("kafka source: measuring consumer lag", "topics", topics, "err", err)
+				log.Debug("kafka source: listing the end offsets", "topics", topics, "err", err)
 			}
 			sr.lag.Store(-1)
+			sr.listing.Store(false)
 			continue
 		}
 		sr.r.tracker.Succeeded()
-		sr.lag.Store(lagOf(next, ends))
+		listed := &logEnds{at: req.at, ends: map[Partition]int64{}}
+		ends.Each(func(o kadm.ListedOffset) {
+			if o.Err == nil {
+				listed.ends[Partition{Topic: o.Topic, Partition: o.Partition}] = o.Offset
+			}
+		})
+		sr.ends.Store(listed)
+		if sr.src.opts.LagInterval > 0 {
+			sr.lag.Store(lagOf(req.next, ends))
+		}
+		sr.listing.Store(false)
 	}
 }
 

@@ -18,16 +18,24 @@ import (
 //   - The subtask's watermark is the minimum over its partitions that are
 //     not idle.
 //   - With an idle timeout, a partition that has produced nothing for that
-//     long (since its last record, or since it was assigned) is idle, left
-//     out of the minimum until it produces again. Time is measured at the
-//     calls of current: a record counts as produced at the first call
-//     after it was read, so a partition goes idle at most one call late,
-//     never early. A partition with records fetched and not read yet
-//     (pending) is producing, however long they wait behind other
-//     partitions' records: while a backlog is read, a partition that is
-//     merely behind in the reader's buffer must not go idle, or its
-//     records would come late once the others moved the watermark on
-//     (Flink's idleness has that flaw on backlogs).
+//     long (since its last record, or since it was assigned) and has been
+//     read to the end of its log is idle, left out of the minimum until
+//     it produces again. Time is measured at the calls of current: a
+//     record counts as produced at the first call after it was read, so a
+//     partition goes idle at most one call late, never early.
+//   - Silence alone is not idleness. A partition with records fetched and
+//     not read yet (pending) is producing, however long they wait behind
+//     other partitions' records; and one silent for the timeout goes idle
+//     only once a listing of its log's end, asked for after the timeout
+//     ran out, shows the reader's position at that end (its last stable
+//     offset under read_committed; the reader steps over transaction
+//     markers, see Reader.Next). A partition with records in its log that
+//     no fetch has brought yet (the first fetch after a restart on a busy
+//     machine, a slow leader) is behind, not idle: were it left out, the
+//     others would carry the watermark past its records and make them
+//     late. Flink's idleness is silence alone and has that flaw on
+//     backlogs. Until the listing answers, the partition counts; a
+//     listing that shows it behind is asked for again every timeout.
 //   - The subtask is idle when every partition is, and when it has none
 //     (whatever the timeout): it then holds nobody's watermark back.
 //
@@ -83,25 +91,48 @@ func (w *partitionWatermarks) record(p Partition, ts int64) {
 	pw.maxTS = max(pw.maxTS, ts)
 }
 
-// current returns the subtask's watermark at now, and whether it is idle.
-// pending (nil: none) says which partitions have records fetched and not
-// read yet.
-func (w *partitionWatermarks) current(now time.Time, pending map[Partition]bool) (int64, bool) {
+// logEnds is one listing of the ends of a subtask's partitions' logs.
+type logEnds struct {
+	at   time.Time           // when it was asked for (ReaderOptions.Now)
+	ends map[Partition]int64 // a partition missing was not listed
+}
+
+// current returns the subtask's watermark at now, whether it is idle, and
+// whether it needs a fresher listing of the log ends than ends (nil: none
+// yet) to tell if a silent partition is idle. pending (nil: none) says
+// which partitions have records fetched and not read yet, pos is the
+// reader's position (next offset) of each of its partitions.
+func (w *partitionWatermarks) current(now time.Time, pending map[Partition]bool, pos map[Partition]int64, ends *logEnds) (wm int64, idle, list bool) {
 	low, active := int64(math.MaxInt64), false
 	for p, pw := range w.parts {
 		if pw.produced || pending[p] {
 			pw.produced, pw.active = false, now
 		}
-		if w.idleTimeout > 0 && now.Sub(pw.active) >= w.idleTimeout {
-			continue
+		if w.idleTimeout > 0 {
+			if silent := pw.active.Add(w.idleTimeout); !now.Before(silent) {
+				next, assigned := pos[p]
+				switch {
+				case !assigned: // not the reader's any more: silence will do
+					continue
+				case ends != nil && !ends.at.Before(silent):
+					if end, ok := ends.ends[p]; ok && next >= end {
+						continue
+					}
+					// Behind its log's end (or not listed): ask again
+					// every timeout.
+					list = list || now.Sub(ends.at) >= w.idleTimeout
+				default:
+					list = true
+				}
+			}
 		}
 		active = true
 		low = min(low, pw.watermark(w.bound))
 	}
 	if !active {
-		return engine.NoWatermark, true
+		return engine.NoWatermark, true, list
 	}
-	return low, false
+	return low, false, list
 }
 
 // watermark is the partition's own: its highest timestamp minus bound

@@ -15,6 +15,13 @@ type wmTest struct {
 	now time.Time
 	// pending are the partitions with records fetched and not read yet.
 	pending map[Partition]bool
+	// pos are the reader's positions (nil: 0 for every partition); ends
+	// is the last listing of the log ends (nil: one asked for at now,
+	// every partition at its position: read to its end).
+	pos  map[Partition]int64
+	ends *logEnds
+	// list is what the last check said of a fresher listing.
+	list bool
 }
 
 func newWMTest(t *testing.T, bound, idle time.Duration) *wmTest {
@@ -26,7 +33,18 @@ func (wt *wmTest) advance(d time.Duration) { wt.now = wt.now.Add(d) }
 // check calls current and compares.
 func (wt *wmTest) check(what string, want int64, wantIdle bool) {
 	wt.t.Helper()
-	got, idle := wt.w.current(wt.now, wt.pending)
+	pos, ends := wt.pos, wt.ends
+	if pos == nil {
+		pos = map[Partition]int64{}
+		for p := range wt.w.parts {
+			pos[p] = 0
+		}
+	}
+	if ends == nil {
+		ends = &logEnds{at: wt.now, ends: pos}
+	}
+	got, idle, list := wt.w.current(wt.now, wt.pending, pos, ends)
+	wt.list = list
 	if got != want || idle != wantIdle {
 		wt.t.Fatalf("%s: watermark %d (idle %v), want %d (idle %v)", what, got, idle, want, wantIdle)
 	}
@@ -155,4 +173,81 @@ func TestPartitionWatermarksEdges(t *testing.T) {
 	low.check("a timestamp near the minimum", engine.NoWatermark, false)
 	low.w.record(part(0), math.MinInt64+2000)
 	low.check("a timestamp just above the bound", math.MinInt64+999, false)
+}
+
+// A partition silent for the timeout goes idle only on a listing of its
+// log's end asked for after the timeout ran out that shows it read to
+// that end. Until that listing answers it counts and the generator asks
+// for one; a listing showing it behind keeps it in, and is asked for
+// again every timeout.
+func TestPartitionWatermarksSilentPartitionBehindItsLogIsNotIdle(t *testing.T) {
+	wt := newWMTest(t, 0, time.Second)
+	start := wt.now
+	wt.w.assign(part(0), wt.now)
+	wt.w.assign(part(1), wt.now)
+	wt.pos = map[Partition]int64{part(0): 10, part(1): 3}
+	wt.ends = &logEnds{at: start, ends: map[Partition]int64{part(0): 10, part(1): 3}}
+	wt.w.record(part(0), 1000)
+	wt.w.record(part(1), 500)
+	wt.check("both produced", 499, false)
+	if wt.list {
+		t.Fatal("asked for a listing with no partition silent")
+	}
+
+	wt.advance(time.Second)
+	wt.w.record(part(0), 2000)
+	wt.check("partition 1 silent for the timeout, the listing older than that", 499, false)
+	if !wt.list {
+		t.Fatal("did not ask for a listing of a silent partition's end")
+	}
+	wt.ends = &logEnds{at: wt.now, ends: map[Partition]int64{part(0): 12, part(1): 8}}
+	wt.check("listed after the timeout: partition 1 at 3 of 8", 499, false)
+	if wt.list {
+		t.Fatal("asked again at once for a listing that showed partition 1 behind")
+	}
+	wt.advance(999 * time.Millisecond)
+	wt.w.record(part(0), 2100)
+	wt.check("still behind", 499, false)
+	if wt.list {
+		t.Fatal("asked again before the timeout")
+	}
+	wt.advance(time.Millisecond)
+	wt.w.record(part(0), 2200)
+	wt.check("behind a timeout later", 499, false)
+	if !wt.list {
+		t.Fatal("did not ask again a timeout after the listing")
+	}
+	wt.pos[part(1)] = 8 // its records were fetched and read, no newer one
+	wt.w.record(part(1), 600)
+	wt.check("partition 1 produced", 599, false)
+	wt.advance(time.Second)
+	wt.w.record(part(0), 2300)
+	wt.ends = &logEnds{at: wt.now.Add(-time.Millisecond), ends: map[Partition]int64{part(1): 8}}
+	wt.check("at its end, but listed before the timeout ran out", 599, false)
+	wt.ends = &logEnds{at: wt.now, ends: map[Partition]int64{part(1): 8}}
+	wt.check("at its end, listed after the timeout", 2299, false)
+	wt.advance(time.Second)
+	wt.ends = &logEnds{at: wt.now, ends: map[Partition]int64{part(1): 8}}
+	wt.check("partition 0 silent too, but not in the listing", 2299, false)
+	wt.ends = &logEnds{at: wt.now, ends: map[Partition]int64{part(0): 10, part(1): 8}}
+	wt.check("both at their ends", engine.NoWatermark, true)
+	if wt.list {
+		t.Fatal("asked for a listing with every partition idle on a fresh one")
+	}
+}
+
+// A partition the reader no longer reads (no position) goes idle by
+// silence alone: no listing can show it read.
+func TestPartitionWatermarksPartitionWithoutPositionIdlesBySilence(t *testing.T) {
+	wt := newWMTest(t, 0, time.Second)
+	wt.w.assign(part(0), wt.now)
+	wt.w.assign(part(1), wt.now)
+	wt.pos = map[Partition]int64{part(0): 0}
+	wt.ends = &logEnds{at: wt.now}
+	wt.w.record(part(0), 1000)
+	wt.w.record(part(1), 500)
+	wt.check("both produced", 499, false)
+	wt.advance(time.Second)
+	wt.w.record(part(0), 1100)
+	wt.check("partition 1 silent, without a position", 1099, false)
 }
