@@ -585,6 +585,10 @@ func backlogRun(ctx context.Context, k *kafka, o *options, c *contender, in *inp
 		badValues  int
 		complete   = make(chan struct{})
 		closedOnce sync.Once
+		// With -keep, a copy's output per 100 ms: records appended
+		// (LogAppendTime) and records that became visible, by Unix
+		// time / 100 ms.
+		written, visible = map[int64]int{}, map[int64]int{}
 	)
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -595,6 +599,12 @@ func backlogRun(ctx context.Context, k *kafka, o *options, c *contender, in *inp
 			firstAt = at
 		}
 		count += len(rs)
+		if o.keepWorkDir && in.Workload == "copy" {
+			for _, rec := range rs {
+				written[rec.Timestamp.UnixMilli()/100]++
+			}
+			visible[at.UnixMilli()/100] += len(rs)
+		}
 		if in.Workload == "wordcount" {
 			for _, rec := range rs {
 				n, err := strconv.ParseInt(string(rec.Value), 10, 64)
@@ -756,6 +766,9 @@ wait:
 	r.StartupS = firstAt.Sub(started).Seconds()
 	r.WallS = lastAt.Sub(started).Seconds()
 	r.PeakRSSMB, r.HalfRSSMB, r.EndRSSMB = peak, halfRSS, endRSS
+	if len(written) > 0 {
+		writeBacklogTimeline(filepath.Join(dir, "backlog-timeline.tsv"), from, written, visible, reader.markerTimeline(from))
+	}
 	var problems []string
 	if count != in.Expected {
 		problems = append(problems, fmt.Sprintf("%d records, %d expected", count, in.Expected))
@@ -777,6 +790,28 @@ wait:
 		r.Check = strings.Join(problems, "; ")
 	}
 	return nil
+}
+
+// writeBacklogTimeline writes, per 100 ms from from, how many output
+// records were appended and how many became visible, then the commit
+// markers: where a contender's writing stalls and when its commits land.
+func writeBacklogTimeline(path string, from time.Time, written, visible map[int64]int, markers string) {
+	var b strings.Builder
+	b.WriteString("# ms_since_first_write\twritten\tvisible\n")
+	keys := slices.Sorted(maps.Keys(written))
+	for k := range visible {
+		if _, ok := written[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%d\t%d\t%d\n", k*100-from.UnixMilli(), written[k], visible[k])
+	}
+	b.WriteString(markers)
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		logf("writing the backlog timeline: %v", err)
+	}
 }
 
 // pacedRun: records at a fixed rate into fresh topics; latency, then
