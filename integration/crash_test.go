@@ -21,6 +21,9 @@ import (
 // crashJob is one job of the crash tests and how its output is checked.
 type crashJob struct {
 	typ string
+	// window is the window job's kind (nil for the other jobs); its name
+	// names the subtest.
+	window *windowKind
 	// check compares the committed output with the input; "" when exact.
 	check func(in, out []*kgo.Record) string
 	// outputs is how many output records the input calls for (nil: one
@@ -34,7 +37,26 @@ type crashJob struct {
 var crashJobs = []crashJob{
 	{typ: "copy", check: checkCopy},
 	{typ: "wordcount", check: checkWordCount, outputs: wordsIn},
-	{typ: "window", check: checkWindows, outputs: func(in []*kgo.Record) int { return len(windowReference(in)) }, finish: flushWindows},
+	windowCrashJob(tumblingWindows),
+}
+
+// windowCrashJobs are the window job's other kinds, crashed on one
+// transaction version: what they add is the windows' state and timers
+// across restores (a sliding window open across more checkpoints,
+// sessions merging), not the two-phase commit.
+var windowCrashJobs = []crashJob{windowCrashJob(slidingWindows), windowCrashJob(sessionWindows)}
+
+func windowCrashJob(k *windowKind) crashJob {
+	return crashJob{typ: "window", window: k, check: k.check,
+		outputs: func(in []*kgo.Record) int { return len(k.reference(in)) }, finish: flushWindows}
+}
+
+// name names the job's subtests.
+func (j crashJob) name() string {
+	if j.window != nil {
+		return j.window.name
+	}
+	return j.typ
 }
 
 // inputLine is the i-th input record: a unique line of words with a key
@@ -163,7 +185,8 @@ func (f *feeder) produce(t *testing.T, n int) {
 // while input keeps arriving. After a final graceful stop, the output read
 // with read_committed is exact (no duplicate, no loss) and no transaction
 // is left open. Both transaction versions of Kafka 4 with checkpoints in a
-// directory; and the word count (incremental Pebble checkpoints) in
+// directory; the window job's sliding windows and sessions
+// (windowCrashJobs) on transaction version 2; and the word count (incremental Pebble checkpoints) in
 // transaction version 2 with checkpoints in S3 (subtest s3/tv2/wordcount,
 // versitygw from the test kit), with fewer random kills (s3Kills) since
 // the failpoints already kill it at every step of the protocol.
@@ -181,10 +204,15 @@ func TestCrashExactlyOnce(t *testing.T) {
 	}
 	for _, k := range kinds {
 		for _, job := range crashJobs {
-			t.Run(k.name+"/"+job.typ, func(t *testing.T) {
+			t.Run(k.name+"/"+job.name(), func(t *testing.T) {
 				crashScenario(t, k.kind, job, kills, false)
 			})
 		}
+	}
+	for _, job := range windowCrashJobs {
+		t.Run("tv2/"+job.name(), func(t *testing.T) {
+			crashScenario(t, kafkatest.Kind{}, job, kills, false)
+		})
 	}
 	t.Run("s3/tv2/wordcount", func(t *testing.T) {
 		crashScenario(t, kafkatest.Kind{}, crashJobs[1], s3Kills, true)
@@ -196,7 +224,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 // service (as newS3Job does) instead of the job's directory.
 func crashScenario(t *testing.T, kind kafkatest.Kind, job crashJob, kills int, onS3 bool) {
 	seeds := kafkatest.Local(t, kind).Addrs()
-	spec := jobSpec{typ: job.typ, pebble: true, seed: uint64(len(job.typ))}
+	spec := jobSpec{typ: job.typ, window: job.window, pebble: true, seed: uint64(len(job.typ))}
 	var j *procJob
 	var s3j *s3Job
 	var env []string // added to every child's environment

@@ -20,8 +20,10 @@ import (
 // strategy (a failure ends the process, which the test sees), an HTTP
 // listener on a free port.
 type jobSpec struct {
-	// typ is copy (default), wordcount or window (windowSection).
+	// typ is copy (default), wordcount or window.
 	typ string
+	// window is the window job's kind (default tumblingWindows).
+	window *windowKind
 	// partitions of the input and output topics (default 4).
 	partitions int32
 	// pebble keeps keyed state in Pebble under the job's directory
@@ -66,8 +68,11 @@ func newProcJob(t *testing.T, seeds []string, prefix string, s jobSpec) *procJob
 		name: fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano()%1e6),
 		in:   kafkatest.Topic(t, seeds, s.partitions), out: kafkatest.Topic(t, seeds, s.partitions)}
 	extra := ""
-	if s.typ == "window" {
-		extra = windowSection
+	if s.typ == "window" && s.window == nil {
+		s.window = tumblingWindows
+	}
+	if s.window != nil {
+		extra = s.window.section()
 	}
 	stateLine := "{backend: memory}"
 	if s.pebble {
@@ -86,8 +91,8 @@ http: {listen: "127.0.0.1:0"}
 	j.jobDir = filepath.Join(j.dir, "checkpoints", j.name)
 	j.feed = &feeder{cl: kafkatest.Client(t, seeds, kgo.RequiredAcks(kgo.AllISRAcks())), topic: j.in,
 		rng: rand.New(rand.NewPCG(s.seed, uint64(len(prefix))))}
-	if s.typ == "window" {
-		j.feed.line = windowLine
+	if s.window != nil {
+		j.feed.line = s.window.line
 	}
 	return j
 }

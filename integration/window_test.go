@@ -1,10 +1,12 @@
 package integration
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -15,25 +17,85 @@ import (
 	"github.com/onceflow/onceflow/internal/testkit/kafkatest"
 )
 
-// windowSection configures the window job of the crash test: 1 s tumbling
-// sums per user, event time from the ts field, no lateness. A partition
-// no user hashes to goes idle after 1 s (without idleness it would hold
+// windowKind is one kind of window of the window job in the crash test:
+// 1 s windows (tumbling, or sliding by 500 ms) or sessions with a 1 s gap,
+// summing n per user with event time from ts, no lateness. A partition no
+// user hashes to goes idle after 1 s (without idleness it would hold
 // every window back until flushWindows, and the failpoints after a
 // pre-commit would never be reached). Partitions carry their records in
-// timestamp order (windowLine), so nothing is late.
-const windowSection = `window: {key: user, aggregate: sum, field: n, time: {field: ts, format: epoch_millis}, kind: tumbling, size: 1s,
+// timestamp order (the kind's line), so nothing is late.
+type windowKind struct {
+	name string
+	// spec is the window section's kind and sizes.
+	spec string
+	// line is the i-th input record.
+	line func(rng *rand.Rand, i int) *kgo.Record
+	// windows returns the windows each of a user's event times (in
+	// order) is in, as start and end pairs per time.
+	windows func(ts []int64) [][][2]int64
+}
+
+// section is the kind's window section of the job's configuration.
+func (k *windowKind) section() string {
+	return `window: {key: user, aggregate: sum, field: n, time: {field: ts, format: epoch_millis}, ` + k.spec + `,
   max_out_of_orderness: 100ms, idle_timeout: 1s, allowed_lateness: 0s}
 `
+}
 
 // windowUsers spread the window job's input over the partitions.
 const windowUsers = 13
 
-// windowLine is the i-th input of the window job: user u<i mod 13>, n
-// from 1 to 7, event time i×10 ms, keyed by the user.
-func windowLine(_ *rand.Rand, i int) *kgo.Record {
+// windowEvent is the i-th input of the window job at event time ts: user
+// u<i mod 13>, n from 1 to 7, keyed by the user.
+func windowEvent(i int, ts int64) *kgo.Record {
 	user := "u" + strconv.Itoa(i%windowUsers)
-	return &kgo.Record{Key: []byte(user), Value: fmt.Appendf(nil, `{"user":%q,"n":%d,"ts":%d}`, user, i%7+1, i*10)}
+	return &kgo.Record{Key: []byte(user), Value: fmt.Appendf(nil, `{"user":%q,"n":%d,"ts":%d}`, user, i%7+1, ts)}
 }
+
+var (
+	// tumblingWindows: event time i×10 ms, 1 s windows.
+	tumblingWindows = &windowKind{name: "window", spec: "kind: tumbling, size: 1s",
+		line: func(_ *rand.Rand, i int) *kgo.Record { return windowEvent(i, int64(i)*10) },
+		windows: func(ts []int64) [][][2]int64 {
+			out := make([][][2]int64, len(ts))
+			for i, t := range ts {
+				out[i] = [][2]int64{{t - t%1000, t - t%1000 + 1000}}
+			}
+			return out
+		}}
+	// slidingWindows: event time i×10 ms, 1 s windows every 500 ms, so
+	// that a record is in two windows, one of them open across more
+	// checkpoints.
+	slidingWindows = &windowKind{name: "window-sliding", spec: "kind: sliding, size: 1s, slide: 500ms",
+		line: tumblingWindows.line,
+		windows: func(ts []int64) [][][2]int64 {
+			out := make([][][2]int64, len(ts))
+			for i, t := range ts {
+				last := t - t%500
+				out[i] = [][2]int64{{last - 500, last + 500}, {last, last + 1000}}
+			}
+			return out
+		}}
+	// sessionWindows: event time i×10 ms plus 2 s after every 300
+	// records, sessions with a 1 s gap: a user's records, 130 ms apart,
+	// make one session per 300 records, which merges as they come.
+	sessionWindows = &windowKind{name: "window-session", spec: "kind: session, gap: 1s",
+		line: func(_ *rand.Rand, i int) *kgo.Record { return windowEvent(i, int64(i)*10+int64(i/300)*2000) },
+		windows: func(ts []int64) [][][2]int64 {
+			out := make([][][2]int64, len(ts))
+			for i := 0; i < len(ts); {
+				j := i + 1
+				for j < len(ts) && ts[j]-ts[j-1] <= 1000 {
+					j++
+				}
+				for k := i; k < j; k++ {
+					out[k] = [][2]int64{{ts[i], ts[j-1] + 1000}}
+				}
+				i = j
+			}
+			return out
+		}}
+)
 
 // windowResult is a result record's value.
 type windowResult struct {
@@ -43,10 +105,11 @@ type windowResult struct {
 	Value json.Number `json:"value"`
 }
 
-// windowReference is the 1 s tumbling sum per user and window of the
-// input, computed directly: "user@start" -> sum.
-func windowReference(in []*kgo.Record) map[string]string {
-	sums := map[string]int64{}
+// reference is the sum per user and window of the input, computed
+// directly: "user@start-end" -> sum.
+func (k *windowKind) reference(in []*kgo.Record) map[string]string {
+	type event struct{ ts, n int64 }
+	byUser := map[string][]event{}
 	for _, r := range in {
 		var e struct {
 			User string `json:"user"`
@@ -56,29 +119,42 @@ func windowReference(in []*kgo.Record) map[string]string {
 		if err := json.Unmarshal(r.Value, &e); err != nil {
 			panic(fmt.Sprintf("window input %q: %v", r.Value, err))
 		}
-		sums[fmt.Sprintf("%s@%d", e.User, e.TS-e.TS%1000)] += e.N
+		byUser[e.User] = append(byUser[e.User], event{e.TS, e.N})
+	}
+	sums := map[string]int64{}
+	for user, evs := range byUser {
+		slices.SortStableFunc(evs, func(a, b event) int { return cmp.Compare(a.ts, b.ts) })
+		ts := make([]int64, len(evs))
+		for i, e := range evs {
+			ts[i] = e.ts
+		}
+		for i, ws := range k.windows(ts) {
+			for _, w := range ws {
+				sums[fmt.Sprintf("%s@%d-%d", user, w[0], w[1])] += evs[i].n
+			}
+		}
 	}
 	out := map[string]string{}
-	for k, v := range sums {
-		out[k] = strconv.FormatInt(v, 10)
+	for key, v := range sums {
+		out[key] = strconv.FormatInt(v, 10)
 	}
 	return out
 }
 
-// checkWindows: every window of the input fired exactly once, with its
-// sum, in the documented JSON, keyed by the user.
-func checkWindows(in, out []*kgo.Record) string {
+// check: every window of the input fired exactly once, with its sum, in
+// the documented JSON, keyed by the user.
+func (k *windowKind) check(in, out []*kgo.Record) string {
 	want := map[string]int{}
-	for k, v := range windowReference(in) {
-		want[k+"="+v] = 1
+	for key, v := range k.reference(in) {
+		want[key+"="+v] = 1
 	}
 	got := map[string]int{}
 	for _, r := range out {
 		var w windowResult
-		if err := json.Unmarshal(r.Value, &w); err != nil || w.Key != string(r.Key) || w.End-w.Start != 1000 {
-			return fmt.Sprintf("output %s/%d@%d: %s=%s is not a 1 s window result of its key (%v)", r.Topic, r.Partition, r.Offset, r.Key, r.Value, err)
+		if err := json.Unmarshal(r.Value, &w); err != nil || w.Key != string(r.Key) {
+			return fmt.Sprintf("output %s/%d@%d: %s=%s is not a window result of its key (%v)", r.Topic, r.Partition, r.Offset, r.Key, r.Value, err)
 		}
-		got[fmt.Sprintf("%s@%d=%s", w.Key, w.Start, w.Value)]++
+		got[fmt.Sprintf("%s@%d-%d=%s", w.Key, w.Start, w.End, w.Value)]++
 	}
 	return diff(got, want)
 }
