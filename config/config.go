@@ -30,7 +30,36 @@ type Config struct {
 	Distributed Distributed `mapstructure:"distributed"`
 	HTTP        HTTP        `mapstructure:"http"`
 	Log         Log         `mapstructure:"log"`
+	// Process tunes the processor's own process.
+	Process Process `mapstructure:"process"`
 }
+
+// Process tunes the Go runtime of the process that runs the job.
+type Process struct {
+	// MemoryLimit is the process's memory budget: Go's soft memory limit
+	// (runtime/debug.SetMemoryLimit), in bytes or with a unit (170MiB,
+	// 1GiB; k, m, g count 1024s). With it, and no GOGC in the
+	// environment, the garbage collector runs only as the heap nears the
+	// limit instead of each time it doubles: less CPU on a job whose live
+	// heap is small against the budget (the copy's is about 50 MB),
+	// and a process whose memory follows the budget. Size it at three
+	// times the live heap or more; as the live heap nears it the
+	// collector runs ever more often (at most half the CPU, as Go caps
+	// it), which is slower, never a crash. Memory outside the Go heap
+	// (the binary, thread stacks) comes on top: RSS is about 20 MB
+	// above the limit. 0 (the default): Go's own defaults, or GOMEMLIMIT
+	// and GOGC from the environment; below 64MiB it is refused.
+	MemoryLimit ByteSize `mapstructure:"memory_limit"`
+}
+
+// MinMemoryLimit is the least process.memory_limit: below it a job's
+// buffers alone (fetches, the producers' buffered records) would keep the
+// collector running.
+const MinMemoryLimit = ByteSize(64 << 20)
+
+// ByteSize is a number of bytes, written as a number or with a unit
+// (docker/go-units' RAMInBytes: 170MiB, 170MB and 170m are all 170×2^20).
+type ByteSize int64
 
 // Job names the job and says what it computes.
 type Job struct {

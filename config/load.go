@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docker/go-units"
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 
@@ -153,6 +154,7 @@ func Load(src Sources) (*Config, error) {
 	var cfg Config
 	err := v.Unmarshal(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
 		durationHook,
+		byteSizeHook,
 		mapstructure.StringToSliceHookFunc(","),
 		mapstructure.StringToTimeHookFunc(time.RFC3339),
 	)), func(dc *mapstructure.DecoderConfig) { dc.ErrorUnused = true; dc.WeaklyTypedInput = true })
@@ -164,6 +166,19 @@ func Load(src Sources) (*Config, error) {
 		return nil, err
 	}
 	return &cfg, nil
+}
+
+// byteSizeHook parses a ByteSize written with a unit, saying which value
+// was wrong and what a right one looks like.
+func byteSizeHook(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to != reflect.TypeOf(ByteSize(0)) {
+		return data, nil
+	}
+	n, err := units.RAMInBytes(strings.TrimSpace(data.(string)))
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a size in bytes (like 170MiB, 1GiB or 178257920)", data)
+	}
+	return ByteSize(n), nil
 }
 
 // durationHook parses durations like mapstructure's own hook, but says
@@ -327,6 +342,9 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if m := c.Process.MemoryLimit; m != 0 && m < MinMemoryLimit {
+		bad("process.memory_limit", "%s is below %s: the collector would run all the time (0: no limit)", units.BytesSize(float64(m)), units.BytesSize(float64(MinMemoryLimit)))
+	}
 	required("job.name", c.Job.Name)
 	if strings.ContainsAny(c.Job.Name, "/\\ ") {
 		bad("job.name", "%q must not contain slashes or spaces (it names the checkpoint directory)", c.Job.Name)
