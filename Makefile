@@ -61,7 +61,7 @@ bench-quick: deps
 # throughput of the 5M-record backlog, p99 of the paced run, peak RSS,
 # medians of 3 runs, into bench/results/copy/.
 bench-copy: deps
-	$(GO) run ./bench/cmd/compare -workloads copy -contenders limit,ceiling,franz-txn,franz-txn@txn-keep=true,onceflow,onceflow@process.memory_limit=150MiB,onceflow@source.fetch_pool_bytes=67108864 -intervals 50ms,100ms,1s -runs 3 -out bench/results/copy $(BENCH_FLAGS)
+	$(GO) run ./bench/cmd/compare -workloads copy -contenders limit,ceiling,franz-txn,franz-txn@txn-keep=true,onceflow,onceflow@process.memory_budget=0,onceflow@source.fetch_pool_bytes=67108864 -intervals 50ms,100ms,1s -runs 3 -out bench/results/copy $(BENCH_FLAGS)
 
 # Distributed mode (issue 16): 1, 2 and 3 instances of one job.mode
 # distributed job against single mode, with a local S3 server, medians of

@@ -36,26 +36,33 @@ type Config struct {
 
 // Process tunes the Go runtime of the process that runs the job.
 type Process struct {
-	// MemoryLimit is the process's memory budget: Go's soft memory limit
-	// (runtime/debug.SetMemoryLimit), in bytes or with a unit (170MiB,
-	// 1GiB; k, m, g count 1024s). With it, and no GOGC in the
-	// environment, the garbage collector runs only as the heap nears the
-	// limit instead of each time it doubles: less CPU on a job whose live
-	// heap is small against the budget (the copy's is about 50 MB),
-	// and a process whose memory follows the budget. Size it at three
-	// times the live heap or more; as the live heap nears it the
-	// collector runs ever more often (at most half the CPU, as Go caps
-	// it), which is slower, never a crash. Memory outside the Go heap
-	// (the binary, thread stacks) comes on top: RSS is about 20 MB
-	// above the limit. 0 (the default): Go's own defaults, or GOMEMLIMIT
-	// and GOGC from the environment; below 64MiB it is refused.
-	MemoryLimit ByteSize `mapstructure:"memory_limit"`
+	// MemoryBudget is the heap the garbage collector lets the process
+	// grow to before it runs (default 150MiB; bytes or a size with a
+	// unit: 150MiB, 1GiB; k, m, g count 1024s). Go's own collector runs
+	// each time the heap doubles its live part, which for a job with a
+	// small live heap (a copy's is about 50 MB) is many times a second;
+	// with a budget it runs as the heap nears the budget, and Go returns
+	// memory above it to the system (the budget is Go's soft memory
+	// limit, runtime/debug.SetMemoryLimit, with GOGC off). A job whose
+	// live heap grows past half the budget (large keyed state in the
+	// memory backend) is not starved: after each collection the limit
+	// is raised to twice the live heap, which is where Go's default
+	// would collect. RSS is about 35 MB above the heap (the binary, the
+	// runtime). 0: Go's defaults; GOGC or GOMEMLIMIT in the environment
+	// also leave the runtime to them. Below 64MiB it is refused. It
+	// applies where the process is the job's own (runner.Main: the
+	// processor, a Go job's main); a job run through runner.Execute or
+	// testdriver leaves the runtime of its host process alone.
+	MemoryBudget ByteSize `mapstructure:"memory_budget"`
 }
 
-// MinMemoryLimit is the least process.memory_limit: below it a job's
+// MinMemoryBudget is the least process.memory_budget: below it a job's
 // buffers alone (fetches, the producers' buffered records) would keep the
 // collector running.
-const MinMemoryLimit = ByteSize(64 << 20)
+const MinMemoryBudget = ByteSize(64 << 20)
+
+// DefaultMemoryBudget is process.memory_budget's default.
+const DefaultMemoryBudget = ByteSize(150 << 20)
 
 // ByteSize is a number of bytes, written as a number or with a unit
 // (docker/go-units' RAMInBytes: 170MiB, 170MB and 170m are all 170×2^20).

@@ -61,8 +61,9 @@ func Default() Config {
 			IdleTimeout: 30 * time.Second},
 		Distributed: Distributed{SessionTimeout: membership.DefaultSessionTimeout, RebalanceTimeout: membership.DefaultRebalanceTimeout,
 			RevokeTimeout: membership.DefaultRevokeTimeout},
-		HTTP: HTTP{Listen: "127.0.0.1:8081"},
-		Log:  Log{Format: "text", Level: "info"},
+		HTTP:    HTTP{Listen: "127.0.0.1:8081"},
+		Log:     Log{Format: "text", Level: "info"},
+		Process: Process{MemoryBudget: DefaultMemoryBudget},
 	}
 }
 
@@ -342,8 +343,8 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	if m := c.Process.MemoryLimit; m != 0 && m < MinMemoryLimit {
-		bad("process.memory_limit", "%s is below %s: the collector would run all the time (0: no limit)", units.BytesSize(float64(m)), units.BytesSize(float64(MinMemoryLimit)))
+	if m := c.Process.MemoryBudget; m != 0 && m < MinMemoryBudget {
+		bad("process.memory_budget", "%s is below %s: the collector would run all the time (0: Go's defaults)", units.BytesSize(float64(m)), units.BytesSize(float64(MinMemoryBudget)))
 	}
 	required("job.name", c.Job.Name)
 	if strings.ContainsAny(c.Job.Name, "/\\ ") {

@@ -119,8 +119,8 @@ func TestBadInputNamesTheKey(t *testing.T) {
 		{name: "negative fetch pool", file: valid, set: []string{"source.fetch_pool_bytes=-1"}, want: []string{"source.fetch_pool_bytes", "-1", "negative"}},
 		{name: "fetch bound beyond a request", file: valid, env: []string{"ONCEFLOW_SOURCE_FETCH_MAX_BYTES=4294967296"}, want: []string{"source.fetch_max_bytes", "4294967296", "above 2147483647"}},
 		{name: "negative producer buffer", file: valid, set: []string{"sink.max_buffered_records=-10"}, want: []string{"sink.max_buffered_records", "-10", "negative"}},
-		{name: "memory limit not a size", file: valid, set: []string{"process.memory_limit=lots"}, want: []string{"process.memory_limit", `"lots"`, "170MiB"}},
-		{name: "memory limit too small", file: valid, env: []string{"ONCEFLOW_PROCESS_MEMORY_LIMIT=10MiB"}, want: []string{"process.memory_limit", "10MiB is below 64MiB"}},
+		{name: "memory budget not a size", file: valid, set: []string{"process.memory_budget=lots"}, want: []string{"process.memory_budget", `"lots"`, "170MiB"}},
+		{name: "memory budget too small", file: valid, env: []string{"ONCEFLOW_PROCESS_MEMORY_BUDGET=10MiB"}, want: []string{"process.memory_budget", "10MiB is below 64MiB"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(Sources{File: writeFile(t, tc.file), Env: append([]string{}, tc.env...), Set: tc.set})
@@ -405,9 +405,9 @@ func TestSinkCompressionLoad(t *testing.T) {
 	}
 }
 
-// process.memory_limit takes bytes or a size with a unit, from the file,
-// the environment or --set; unset it is 0 (no limit).
-func TestMemoryLimitLoad(t *testing.T) {
+// process.memory_budget takes bytes or a size with a unit, from the file,
+// the environment or --set; unset it is the default, 0 turns it off.
+func TestMemoryBudgetLoad(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		file string
@@ -415,19 +415,20 @@ func TestMemoryLimitLoad(t *testing.T) {
 		set  []string
 		want ByteSize
 	}{
-		{name: "unset", file: valid, want: 0},
-		{name: "file, with a unit", file: valid + "process: {memory_limit: 170MiB}\n", want: 170 << 20},
-		{name: "file, in bytes", file: valid + "process: {memory_limit: 200000000}\n", want: 200000000},
-		{name: "environment", file: valid, env: []string{"ONCEFLOW_PROCESS_MEMORY_LIMIT=1GiB"}, want: 1 << 30},
-		{name: "flag, short unit", file: valid, set: []string{"process.memory_limit=512m"}, want: 512 << 20},
+		{name: "unset", file: valid, want: DefaultMemoryBudget},
+		{name: "off", file: valid + "process: {memory_budget: 0}\n", want: 0},
+		{name: "file, with a unit", file: valid + "process: {memory_budget: 170MiB}\n", want: 170 << 20},
+		{name: "file, in bytes", file: valid + "process: {memory_budget: 200000000}\n", want: 200000000},
+		{name: "environment", file: valid, env: []string{"ONCEFLOW_PROCESS_MEMORY_BUDGET=1GiB"}, want: 1 << 30},
+		{name: "flag, short unit", file: valid, set: []string{"process.memory_budget=512m"}, want: 512 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := Load(Sources{File: writeFile(t, tc.file), Env: append([]string{}, tc.env...), Set: tc.set})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if cfg.Process.MemoryLimit != tc.want {
-				t.Fatalf("process.memory_limit %d, want %d", cfg.Process.MemoryLimit, tc.want)
+			if cfg.Process.MemoryBudget != tc.want {
+				t.Fatalf("process.memory_budget %d, want %d", cfg.Process.MemoryBudget, tc.want)
 			}
 		})
 	}

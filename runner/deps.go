@@ -38,6 +38,10 @@ type deps struct {
 	buildGroup func(ctx context.Context, cfg *config.Config, env jobs.Env) (groups.Pipeline, error)
 	member     func(membership.Config) (groups.Member, error)
 	partitions func(ctx context.Context, opts []kgo.Opt, topic string) (int, error)
+	// ownsRuntime says the process is the job's own (Main): run applies
+	// process.memory_budget to the Go runtime, process-wide settings a
+	// job run inside a test or a service must not touch.
+	ownsRuntime bool
 }
 
 // getenv is the value of the environment variable name in d.env (the

@@ -3,37 +3,126 @@ package runner
 import (
 	"log/slog"
 	"math"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
+	"sync"
+	"sync/atomic"
 
 	"github.com/docker/go-units"
 
 	"github.com/onceflow/onceflow/config"
 )
 
-// applyMemoryLimit makes process.memory_limit the Go runtime's soft memory
-// limit and, unless GOGC is in the environment (getenv), turns the
-// collector's heap-doubling trigger off, so that it runs only as the heap
-// nears the limit (see config.Process). It logs what it set and returns
-// what puts the runtime back as it was (jobs also run inside test
-// binaries). With no limit configured it changes nothing: GOMEMLIMIT and
-// GOGC from the environment, or Go's defaults, hold.
-func applyMemoryLimit(p config.Process, getenv func(string) string, log *slog.Logger) (restore func()) {
-	if p.MemoryLimit <= 0 {
+// memoryBudget holds the Go heap to process.memory_budget (see
+// config.Process): the collector's doubling trigger is off (GOGC=off) and
+// the runtime's soft memory limit is the budget, or twice the live heap
+// when that is larger, raised after every collection. So a job with a
+// small live heap is collected as its heap nears the budget instead of
+// every time it doubles, and one whose live heap grows is collected where
+// Go's default would collect it, never starved against a fixed limit.
+type memoryBudget struct {
+	budget int64
+
+	prevLimit int64
+	prevGC    int
+
+	mu      sync.Mutex // serialises update with stop
+	stopped atomic.Bool
+	limit   int64 // the limit set last
+	sample  []metrics.Sample
+}
+
+// limitFor is the soft memory limit for a live heap of live bytes: the
+// budget, or twice the live heap when that is larger.
+func limitFor(budget, live int64) int64 {
+	if live > math.MaxInt64/2 {
+		return math.MaxInt64
+	}
+	return max(budget, 2*live)
+}
+
+// startMemoryBudget applies process.memory_budget unless it is 0 or GOGC
+// or GOMEMLIMIT is in the environment (getenv), which then govern. It
+// logs what it did and returns what stops it and puts the runtime back as
+// it was (jobs also run inside test binaries).
+func startMemoryBudget(p config.Process, getenv func(string) string, log *slog.Logger) (stop func()) {
+	if p.MemoryBudget <= 0 {
 		return func() {}
 	}
-	prevLimit := debug.SetMemoryLimit(int64(p.MemoryLimit))
-	gc := "off until the limit"
-	prevGC := math.MinInt
-	if v := getenv("GOGC"); v != "" {
-		gc = "GOGC=" + v
-	} else {
-		prevGC = debug.SetGCPercent(-1)
-	}
-	log.Info("memory limit", "process.memory_limit", units.BytesSize(float64(p.MemoryLimit)), "gc", gc)
-	return func() {
-		debug.SetMemoryLimit(prevLimit)
-		if prevGC != math.MinInt {
-			debug.SetGCPercent(prevGC)
+	for _, env := range []string{"GOGC", "GOMEMLIMIT"} {
+		if v := getenv(env); v != "" {
+			log.Info("memory budget off: the environment sets the collector", env, v)
+			return func() {}
 		}
 	}
+	m := newMemoryBudget(int64(p.MemoryBudget))
+	log.Info("memory budget", "process.memory_budget", units.BytesSize(float64(m.budget)))
+	return m.stop
+}
+
+// newMemoryBudget turns the collector's doubling trigger off and holds the
+// heap to budget until stop.
+func newMemoryBudget(budget int64) *memoryBudget {
+	m := &memoryBudget{budget: budget, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+	m.prevLimit = debug.SetMemoryLimit(m.budget)
+	m.limit = m.budget
+	m.prevGC = debug.SetGCPercent(-1)
+	m.update()
+	m.arm()
+	return m
+}
+
+// arm has update run after the next collection: a cleanup of an object
+// nothing keeps runs once a collection found it unreachable, and re-arms.
+func (m *memoryBudget) arm() {
+	// Large enough not to come from the tiny allocator, whose blocks
+	// can outlive the object.
+	sentinel := new([64]byte)
+	runtime.AddCleanup(sentinel, func(m *memoryBudget) {
+		if m.stopped.Load() {
+			return
+		}
+		m.update()
+		m.arm()
+	}, m)
+}
+
+// update sets the limit for the live heap the last collection left.
+func (m *memoryBudget) update() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stopped.Load() {
+		return
+	}
+	metrics.Read(m.sample)
+	if m.sample[0].Value.Kind() != metrics.KindUint64 {
+		return
+	}
+	live := m.sample[0].Value.Uint64()
+	if live > math.MaxInt64 {
+		live = math.MaxInt64
+	}
+	if l := limitFor(m.budget, int64(live)); l != m.limit {
+		debug.SetMemoryLimit(l)
+		m.limit = l
+	}
+}
+
+// current is the limit set last.
+func (m *memoryBudget) current() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.limit
+}
+
+// stop ends the updates and restores the collector's settings.
+func (m *memoryBudget) stop() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stopped.Swap(true) {
+		return
+	}
+	debug.SetMemoryLimit(m.prevLimit)
+	debug.SetGCPercent(m.prevGC)
 }

@@ -65,8 +65,13 @@ const processorName = "processor"
 //	func main() { runner.Main(runner.Job{Name: "purchases", Dataflow: purchases}) }
 //
 // and cmd/processor is runner.Main(runner.Job{}).
+//
+// The process is the job's own, so Main also applies process.memory_budget
+// to the Go runtime's collector, which Execute leaves alone.
 func Main(j Job) {
-	os.Exit(Execute(context.Background(), j, os.Args, os.Stdout, os.Stderr))
+	d := productionDeps()
+	d.ownsRuntime = true
+	os.Exit(executeDeps(context.Background(), j, os.Args, os.Stdout, os.Stderr, d))
 }
 
 // Execute runs the command line args for j as the processor does (run,
@@ -81,12 +86,21 @@ func Main(j Job) {
 // failure (prefixed with the program's name) to stderr. Cancelling ctx cancels a running job
 // without a savepoint (exit 1); run stops with a savepoint on SIGTERM or
 // SIGINT, which Execute handles while a job runs.
+//
+// Execute runs inside a process that is not only the job's (a test's, a
+// service's), so it leaves the Go runtime's collector settings alone:
+// process.memory_budget applies under Main.
 func Execute(ctx context.Context, j Job, args []string, stdout, stderr io.Writer) int {
+	return executeDeps(ctx, j, args, stdout, stderr, productionDeps())
+}
+
+// executeDeps is Execute over d.
+func executeDeps(ctx context.Context, j Job, args []string, stdout, stderr io.Writer, d deps) int {
 	argv0 := ""
 	if len(args) > 0 {
 		argv0, args = args[0], args[1:]
 	}
-	return execute(ctx, newProgramRoot(j, programName(j, argv0), productionDeps()), args, stdout, stderr)
+	return execute(ctx, newProgramRoot(j, programName(j, argv0), d), args, stdout, stderr)
 }
 
 // programName is the name j's program goes by: "processor" for the

@@ -347,7 +347,9 @@ func runJob(ctx context.Context, d deps, j Job, f runFlags, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	defer applyMemoryLimit(cfg.Process, d.getenv, newLogger(cfg.Log, stderr))()
+	if d.ownsRuntime {
+		defer startMemoryBudget(cfg.Process, d.getenv, newLogger(cfg.Log, stderr))()
+	}
 	if cfg.Job.Mode == "distributed" {
 		return runDistributed(ctx, d, j.Dataflow, f, cfg, sigs, stderr)
 	}
