@@ -53,6 +53,26 @@ func newWithholdingCluster(t *testing.T, partitions int32, topic string) *withho
 	return w
 }
 
+// openIdleReader opens the only subtask's reader of topic "in" with a 1s
+// idle timeout on a clock of its own; it is closed when the test ends.
+func openIdleReader(t *testing.T, ctx context.Context, client []kgo.Opt) (engine.SourceReader[stamped], engine.WatermarkReader, *outagetest.Clock) {
+	t.Helper()
+	clk := outagetest.NewClock()
+	src, err := NewSource(SourceOptions[stamped]{
+		Reader: ReaderOptions{ClientOpts: client, Topics: []string{"in"}, DiscoveryInterval: -1, Now: clk.Now},
+		Decode: stampedDecoder, IdleTimeout: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := src.NewReader(ctx, engine.Scope{Subtask: 0, Parallelism: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r, r.(engine.WatermarkReader), clk
+}
+
 // readAll reads from r until nothing comes for 300ms.
 func readAll(t *testing.T, r engine.SourceReader[stamped]) []stamped {
 	t.Helper()
@@ -87,20 +107,7 @@ func TestSourcePartitionNotFetchedYetIsNotIdle(t *testing.T) {
 	produceStamped(t, ctx, w.client, "in", append(slices.Clone(p0), p1...)...)
 	w.withheld.Store(&[]int32{1})
 
-	clk := outagetest.NewClock()
-	src, err := NewSource(SourceOptions[stamped]{
-		Reader: ReaderOptions{ClientOpts: w.client, Topics: []string{"in"}, DiscoveryInterval: -1, Now: clk.Now},
-		Decode: stampedDecoder, IdleTimeout: time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := src.NewReader(ctx, engine.Scope{Subtask: 0, Parallelism: 1}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	wr := r.(engine.WatermarkReader)
+	r, wr, clk := openIdleReader(t, ctx, w.client)
 	if got := readAll(t, r); len(got) != len(p0) {
 		t.Fatalf("read %d records with partition 1 withheld, want partition 0's %d", len(got), len(p0))
 	}
@@ -177,20 +184,7 @@ func TestSourcePartitionEndingInATransactionMarkerGoesIdle(t *testing.T) {
 	write(kgo.TryCommit, rec(0, base), rec(0, base+100), rec(1, base+50))
 	write(kgo.TryAbort, rec(1, base+900))
 
-	clk := outagetest.NewClock()
-	src, err := NewSource(SourceOptions[stamped]{
-		Reader: ReaderOptions{ClientOpts: w.client, Topics: []string{"in"}, DiscoveryInterval: -1, Now: clk.Now},
-		Decode: stampedDecoder, IdleTimeout: time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := src.NewReader(ctx, engine.Scope{Subtask: 0, Parallelism: 1}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	wr := r.(engine.WatermarkReader)
+	r, wr, clk := openIdleReader(t, ctx, w.client)
 	if got := readAll(t, r); len(got) != 3 {
 		t.Fatalf("read %v, want the 3 committed records", got)
 	}

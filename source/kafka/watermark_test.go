@@ -50,6 +50,14 @@ func (wt *wmTest) check(what string, want int64, wantIdle bool) {
 	}
 }
 
+// wantList fails unless the last check asked for a listing as want says.
+func (wt *wmTest) wantList(want bool, what string) {
+	wt.t.Helper()
+	if wt.list != want {
+		wt.t.Fatalf("%s: asked for a listing %v, want %v", what, wt.list, want)
+	}
+}
+
 func part(p int32) Partition { return Partition{Topic: "t", Partition: p} }
 
 // A partition's watermark is its highest timestamp minus the bound minus
@@ -190,33 +198,23 @@ func TestPartitionWatermarksSilentPartitionBehindItsLogIsNotIdle(t *testing.T) {
 	wt.w.record(part(0), 1000)
 	wt.w.record(part(1), 500)
 	wt.check("both produced", 499, false)
-	if wt.list {
-		t.Fatal("asked for a listing with no partition silent")
-	}
+	wt.wantList(false, "no partition silent")
 
 	wt.advance(time.Second)
 	wt.w.record(part(0), 2000)
 	wt.check("partition 1 silent for the timeout, the listing older than that", 499, false)
-	if !wt.list {
-		t.Fatal("did not ask for a listing of a silent partition's end")
-	}
+	wt.wantList(true, "a silent partition, no listing since")
 	wt.ends = &logEnds{at: wt.now, ends: map[Partition]int64{part(0): 12, part(1): 8}}
 	wt.check("listed after the timeout: partition 1 at 3 of 8", 499, false)
-	if wt.list {
-		t.Fatal("asked again at once for a listing that showed partition 1 behind")
-	}
+	wt.wantList(false, "a fresh listing showed partition 1 behind")
 	wt.advance(999 * time.Millisecond)
 	wt.w.record(part(0), 2100)
 	wt.check("still behind", 499, false)
-	if wt.list {
-		t.Fatal("asked again before the timeout")
-	}
+	wt.wantList(false, "less than a timeout since that listing")
 	wt.advance(time.Millisecond)
 	wt.w.record(part(0), 2200)
 	wt.check("behind a timeout later", 499, false)
-	if !wt.list {
-		t.Fatal("did not ask again a timeout after the listing")
-	}
+	wt.wantList(true, "a timeout since that listing")
 	wt.pos[part(1)] = 8 // its records were fetched and read, no newer one
 	wt.w.record(part(1), 600)
 	wt.check("partition 1 produced", 599, false)
@@ -231,9 +229,7 @@ func TestPartitionWatermarksSilentPartitionBehindItsLogIsNotIdle(t *testing.T) {
 	wt.check("partition 0 silent too, but not in the listing", 2299, false)
 	wt.ends = &logEnds{at: wt.now, ends: map[Partition]int64{part(0): 10, part(1): 8}}
 	wt.check("both at their ends", engine.NoWatermark, true)
-	if wt.list {
-		t.Fatal("asked for a listing with every partition idle on a fresh one")
-	}
+	wt.wantList(false, "every partition idle on a fresh listing")
 }
 
 // A partition the reader no longer reads (no position) goes idle by
