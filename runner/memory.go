@@ -7,7 +7,6 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
-	"sync/atomic"
 
 	"github.com/docker/go-units"
 
@@ -27,8 +26,8 @@ type memoryBudget struct {
 	prevLimit int64
 	prevGC    int
 
-	mu      sync.Mutex // serialises update with stop
-	stopped atomic.Bool
+	mu      sync.Mutex // serialises update with stop; guards the rest
+	stopped bool
 	limit   int64 // the limit set last
 	sample  []metrics.Sample
 }
@@ -80,24 +79,23 @@ func (m *memoryBudget) arm() {
 	// can outlive the object.
 	sentinel := new([64]byte)
 	runtime.AddCleanup(sentinel, func(m *memoryBudget) {
-		if m.stopped.Load() {
-			return
+		if m.update() {
+			m.arm()
 		}
-		m.update()
-		m.arm()
 	}, m)
 }
 
-// update sets the limit for the live heap the last collection left.
-func (m *memoryBudget) update() {
+// update sets the limit for the live heap the last collection left; false
+// once stopped.
+func (m *memoryBudget) update() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.stopped.Load() {
-		return
+	if m.stopped {
+		return false
 	}
 	metrics.Read(m.sample)
 	if m.sample[0].Value.Kind() != metrics.KindUint64 {
-		return
+		return true
 	}
 	live := m.sample[0].Value.Uint64()
 	if live > math.MaxInt64 {
@@ -107,6 +105,7 @@ func (m *memoryBudget) update() {
 		debug.SetMemoryLimit(l)
 		m.limit = l
 	}
+	return true
 }
 
 // current is the limit set last.
@@ -120,9 +119,10 @@ func (m *memoryBudget) current() int64 {
 func (m *memoryBudget) stop() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.stopped.Swap(true) {
+	if m.stopped {
 		return
 	}
+	m.stopped = true
 	debug.SetMemoryLimit(m.prevLimit)
 	debug.SetGCPercent(m.prevGC)
 }

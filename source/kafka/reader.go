@@ -997,25 +997,8 @@ func comparePartitions(a, b Partition) int {
 // partitionWatermarks).
 func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
 	for {
-		for r.head >= len(r.buf) {
-			r.sync()
-			if err := r.discover(ctx); err != nil {
-				return nil, false, err
-			}
-			// A poll that ctx cut short may still carry what the client had
-			// buffered: its errors count as much as its records (a data loss
-			// notice must surface, not vanish with the barrier).
-			if err := r.take(ctx, r.cl.PollFetches(ctx)); err != nil {
-				return nil, false, err
-			}
-			if r.head >= len(r.buf) {
-				if err := r.probeIfIdle(ctx); err != nil {
-					return nil, false, err
-				}
-				if ctx.Err() != nil {
-					return nil, false, nil
-				}
-			}
+		if ok, err := r.fill(ctx); !ok {
+			return nil, false, err
 		}
 		rec := r.buf[r.head]
 		r.buf[r.head] = nil
@@ -1030,6 +1013,32 @@ func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
 		}
 		return rec, true, nil
 	}
+}
+
+// fill polls until the buffer holds a record not read yet (true), an
+// error, or ctx ends (false, nil).
+func (r *Reader) fill(ctx context.Context) (bool, error) {
+	for r.head >= len(r.buf) {
+		r.sync()
+		if err := r.discover(ctx); err != nil {
+			return false, err
+		}
+		// A poll that ctx cut short may still carry what the client had
+		// buffered: its errors count as much as its records (a data loss
+		// notice must surface, not vanish with the barrier).
+		if err := r.take(ctx, r.cl.PollFetches(ctx)); err != nil {
+			return false, err
+		}
+		if r.head >= len(r.buf) {
+			if err := r.probeIfIdle(ctx); err != nil {
+				return false, err
+			}
+			if ctx.Err() != nil {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
 }
 
 // take handles a poll's result: the poll's own context errors are

@@ -418,22 +418,22 @@ func (sr *sourceReader[T]) listEnds(ctx context.Context) {
 		})
 		sr.ends.Store(listed)
 		if sr.src.opts.LagInterval > 0 {
-			sr.lag.Store(lagOf(req.next, ends))
+			sr.lag.Store(lagOf(req.next, listed.ends))
 		}
 		sr.listing.Store(false)
 	}
 }
 
 // lagOf sums end - next over the partitions of next; -1 when an end is
-// missing.
-func lagOf(next map[Partition]int64, ends kadm.ListedOffsets) int64 {
+// missing (not listed, or listed with an error).
+func lagOf(next, ends map[Partition]int64) int64 {
 	var sum int64
 	for p, off := range next {
-		e, ok := ends.Lookup(p.Topic, p.Partition)
-		if !ok || e.Err != nil {
+		end, ok := ends[p]
+		if !ok {
 			return -1
 		}
-		sum += max(0, e.Offset-off)
+		sum += max(0, end-off)
 	}
 	return sum
 }

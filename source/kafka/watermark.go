@@ -108,23 +108,10 @@ func (w *partitionWatermarks) current(now time.Time, pending map[Partition]bool,
 		if pw.produced || pending[p] {
 			pw.produced, pw.active = false, now
 		}
-		if w.idleTimeout > 0 {
-			if silent := pw.active.Add(w.idleTimeout); !now.Before(silent) {
-				next, assigned := pos[p]
-				switch {
-				case !assigned: // not the reader's any more: silence will do
-					continue
-				case ends != nil && !ends.at.Before(silent):
-					if end, ok := ends.ends[p]; ok && next >= end {
-						continue
-					}
-					// Behind its log's end (or not listed): ask again
-					// every timeout.
-					list = list || now.Sub(ends.at) >= w.idleTimeout
-				default:
-					list = true
-				}
-			}
+		idle, ask := w.idle(p, pw, now, pos, ends)
+		list = list || ask
+		if idle {
+			continue
 		}
 		active = true
 		low = min(low, pw.watermark(w.bound))
@@ -133,6 +120,30 @@ func (w *partitionWatermarks) current(now time.Time, pending map[Partition]bool,
 		return engine.NoWatermark, true, list
 	}
 	return low, false, list
+}
+
+// idle says whether partition p is idle at now, and whether telling
+// needs a fresher listing of the log ends than ends.
+func (w *partitionWatermarks) idle(p Partition, pw *partitionWatermark, now time.Time, pos map[Partition]int64, ends *logEnds) (idle, list bool) {
+	if w.idleTimeout <= 0 {
+		return false, false
+	}
+	silent := pw.active.Add(w.idleTimeout)
+	if now.Before(silent) {
+		return false, false
+	}
+	next, assigned := pos[p]
+	switch {
+	case !assigned: // not the reader's any more: silence will do
+		return true, false
+	case ends == nil || ends.at.Before(silent):
+		return false, true
+	}
+	if end, ok := ends.ends[p]; ok && next >= end {
+		return true, false
+	}
+	// Behind its log's end (or not listed): ask again every timeout.
+	return false, now.Sub(ends.at) >= w.idleTimeout
 }
 
 // watermark is the partition's own: its highest timestamp minus bound
