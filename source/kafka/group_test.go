@@ -77,6 +77,7 @@ func TestReaderOfOnePartitionGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.NotifyCheckpointComplete(ctx, 1)
+	r.committer.sync()
 	if len(committed) != 1 {
 		t.Fatalf("CommitOffsets called %d times, want 1", len(committed))
 	}

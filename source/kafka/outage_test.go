@@ -333,6 +333,7 @@ func TestGroupCommitFailuresAreLoggedOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		r.NotifyCheckpointComplete(ctx, checkpoint)
+		r.committer.sync()
 	}
 	committed := func() int64 {
 		t.Helper()

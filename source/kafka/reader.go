@@ -311,9 +311,9 @@ type Reader struct {
 	// which offset of each partition.
 	purged   time.Time
 	purgedTo map[Partition]int64
-	// commitFailing is set once a group commit failed, so that the
-	// warning is not repeated at every checkpoint until one succeeds.
-	commitFailing bool
+	// committer commits completed checkpoints' offsets to the group; nil
+	// without ReaderOptions.Group and CommitOffsets. Close stops it.
+	committer *groupCommitter
 }
 
 // bufRun is a run of buffered records of partition p, up to index end
@@ -447,6 +447,12 @@ func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOption
 	cl.AddConsumePartitions(start)
 	r.lastDiscovery = opts.Now()
 	r.heard = r.tracker.Now()
+	switch {
+	case opts.CommitOffsets != nil:
+		r.committer = newGroupCommitter(opts.CommitOffsets, opts.Group, opts.Logger, r.tracker)
+	case opts.Group != "":
+		r.committer = newGroupCommitter(r.commitToGroup, opts.Group, opts.Logger, r.tracker)
+	}
 	return r, nil
 }
 
@@ -1258,14 +1264,11 @@ func (r *Reader) SnapshotState(checkpointID int64) ([][]byte, error) {
 	return out, nil
 }
 
-// NotifyCheckpointComplete commits the offsets of checkpoint id to the
-// consumer group (when one is configured), for lag monitoring only. A
-// failed commit is logged, not returned: the checkpoint holds the truth.
-// It is logged once, with a line when commits work again, not at every
-// checkpoint: an outage fails them all, and a coordinator away while the
-// partitions' leaders answer can fail them for long. Such failures are
-// not outages of the job (nothing waits for the commit), so the tracker
-// hears of the successes only.
+// NotifyCheckpointComplete hands the offsets of checkpoint id to the
+// group committer (when a group or ReaderOptions.CommitOffsets is
+// configured), which commits them on a goroutine of its own, for lag
+// monitoring and start=committed only: it returns without waiting for the
+// cluster (see groupCommitter for coalescing and how failures are logged).
 func (r *Reader) NotifyCheckpointComplete(ctx context.Context, checkpointID int64) {
 	snap, ok := r.snapshots[checkpointID]
 	for id := range r.snapshots {
@@ -1276,39 +1279,25 @@ func (r *Reader) NotifyCheckpointComplete(ctx context.Context, checkpointID int6
 	if !ok || len(snap) == 0 {
 		return
 	}
+	r.purge(ctx, checkpointID, snap)
+	if r.committer == nil {
+		return
+	}
 	offs := kadm.Offsets{}
 	for p, o := range snap {
 		offs.AddOffset(p.Topic, p.Partition, o, -1)
 	}
-	r.purge(ctx, checkpointID, snap)
-	if r.opts.Group == "" && r.opts.CommitOffsets == nil {
-		return
+	r.committer.offer(checkpointID, offs)
+}
+
+// commitToGroup commits offsets to ReaderOptions.Group as a client
+// outside the group (the group must have no members).
+func (r *Reader) commitToGroup(ctx context.Context, offs kadm.Offsets) error {
+	resp, err := r.adm.CommitOffsets(ctx, r.opts.Group, offs)
+	if err == nil {
+		err = resp.Error()
 	}
-	var err error
-	if r.opts.CommitOffsets != nil {
-		err = r.opts.CommitOffsets(ctx, offs)
-	} else {
-		var resp kadm.OffsetResponses
-		resp, err = r.adm.CommitOffsets(ctx, r.opts.Group, offs)
-		if err == nil {
-			err = resp.Error()
-		}
-	}
-	const msg = "kafka source: committing checkpointed offsets to the group failed (lag monitoring only)"
-	switch {
-	case err == nil:
-		if r.commitFailing {
-			r.commitFailing = false
-			r.opts.Logger.Info("kafka source: committing checkpointed offsets to the group works again", "group", r.opts.Group, "checkpoint", checkpointID)
-		}
-		r.tracker.Succeeded()
-	case r.commitFailing || ctx.Err() != nil:
-		r.opts.Logger.Debug(msg, "group", r.opts.Group, "checkpoint", checkpointID, "err", err)
-	default:
-		r.commitFailing = true
-		r.opts.Logger.Warn(msg+"; not logged again until a commit succeeds",
-			"group", r.opts.Group, "checkpoint", checkpointID, "err", err)
-	}
+	return err
 }
 
 // purge deletes the records below the offsets of completed checkpoint id
@@ -1370,5 +1359,12 @@ func (r *Reader) OffsetResets() int64 { return r.resets.Load() }
 // NotifyCheckpointAborted forgets the offsets of an aborted checkpoint.
 func (r *Reader) NotifyCheckpointAborted(checkpointID int64) { delete(r.snapshots, checkpointID) }
 
-// Close closes the client.
-func (r *Reader) Close() { r.cl.Close() }
+// Close sends the last completed checkpoint's offsets to the group if
+// they are not sent yet (waiting at most closeCommitTimeout), then closes
+// the client. Safe to call more than once.
+func (r *Reader) Close() {
+	if r.committer != nil {
+		r.committer.close()
+	}
+	r.cl.Close()
+}
