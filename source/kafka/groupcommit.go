@@ -51,9 +51,9 @@ type groupCommitter struct {
 	offers, sent int64
 	settled      *sync.Cond
 	wake         chan struct{} // capacity 1: an offer or close happened
-	ctx      context.Context
-	cancel   context.CancelFunc
-	done     chan struct{}
+	ctx          context.Context
+	cancel       context.CancelFunc
+	done         chan struct{}
 
 	// failing is set once a commit failed (goroutine only).
 	failing bool
