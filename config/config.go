@@ -202,8 +202,9 @@ type Sink struct {
 	// as Kafka's own producer).
 	Compression string `mapstructure:"compression"`
 	// AsyncPreCommit flushes a checkpoint's transaction beside the next
-	// one instead of at the barrier (default false: a key's records can
-	// then come out of order; sinkkafka.SinkOptions.AsyncPreCommit).
+	// one instead of at the barrier, the next one's records waiting in
+	// memory until the flush ended (default false;
+	// sinkkafka.SinkOptions.AsyncPreCommit).
 	AsyncPreCommit bool `mapstructure:"async_pre_commit"`
 	// AsyncCommit commits a completed checkpoint's transactions on a
 	// goroutine of each subtask's own while it writes on

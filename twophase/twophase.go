@@ -133,10 +133,11 @@ type Options struct {
 	// whose PreCommit returns the transaction it is given (the checkpoint
 	// records it before the pre-commit ends; a different value fails the
 	// pre-commit) and is safe to run concurrently with Begin, Write and
-	// Commit of other transactions. The records of the flushing
-	// transaction and of the next one then reach the external system
-	// interleaved (on Kafka, within a partition): use it only where their
-	// order does not matter. See SnapshotStateAsync.
+	// Commit of other transactions. The Sink itself does not order the
+	// records of the flushing transaction before the next one's: a
+	// Transactor for which that order matters keeps it (the Kafka sink
+	// holds the next transaction's records until the flush ended). See
+	// SnapshotStateAsync.
 	AsyncPreCommit bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time

@@ -45,11 +45,19 @@
 // acknowledges the checkpoint only once the flush succeeded
 // (engine.AsyncSnapshotWriter), so no checkpoint completes, and no commit
 // is sent, before its records are on the broker, and a failed flush fails
-// the checkpoint and every later call of the writer. But the records of
-// the two transactions then interleave on a partition: under a broker
-// restart the running word count's output showed a word's count 380
-// after its 448 (integration TestRollingRestartCostsNoJobRestart and
-// TestLeaderAndCoordinatorLossIsExact failed so). PreCommit runs
+// the checkpoint and every later call of the writer. The order holds there
+// too: a transaction begun while the previous one may still be open keeps
+// its records in a queue of its slot's (slot.after, slot.queue) until the
+// previous one's flush ended, then produces them in order; a full queue
+// (MaxBufferedRecords) makes Write wait, and PreCommit waits before it
+// flushes. Without that queue the two transactions' records interleaved
+// on a partition: under a broker restart the running word count's output
+// showed a word's count 380 after its 448 (integration
+// TestRollingRestartCostsNoJobRestart and TestLeaderAndCoordinatorLossIsExact
+// failed so; TestATransactionWaitsForThePreviousOnesRecords holds a flush
+// on kfake). What the subtask gains is the work of reading and processing
+// during the flush, not the producer's: the broker takes the next
+// transaction's records only after the previous one's. PreCommit runs
 // concurrently with Begin, Write and Commit of other slots then, and
 // returns the transaction unchanged, as twophase.Options.AsyncPreCommit
 // requires.

@@ -85,6 +85,38 @@ type slot struct {
 	// promise of its records (with their first failure), started by Begin
 	// and stopped by PreCommit, Abort and drop.
 	guard *deliveryGuard
+
+	// The order across transactions (see "Flushes at the barrier" in
+	// doc.go). flushed is the running transaction's signal, made by
+	// Begin and closed once its records are all on the broker, or it
+	// ended without that (PreCommit, Abort, drop). after is the previous
+	// transaction's signal while it may still be open; queue holds the
+	// records written meanwhile, produced (in order) once after closed.
+	// after and queue belong to whichever goroutine runs the
+	// transaction's calls: the subtask's Write, then PreCommit.
+	flushed *flushSignal
+	after   *flushSignal
+	queue   []*kgo.Record
+}
+
+// flushSignal is closed once, when a transaction's records are all on the
+// broker or it ended.
+type flushSignal struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
+func newFlushSignal() *flushSignal { return &flushSignal{ch: make(chan struct{})} }
+
+func (f *flushSignal) close() { f.once.Do(func() { close(f.ch) }) }
+
+func (f *flushSignal) closed() bool {
+	select {
+	case <-f.ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // newSlot returns the slot of transactional id id, whose records fail
@@ -135,6 +167,9 @@ type Transactor struct {
 	// legacy sends EndTxn at v4 at most: raw commits of transactions
 	// begun under transaction.version 0 or 1. Created on first use.
 	legacy *kgo.Client
+	// last is the signal of the transaction begun last (guarded by mu):
+	// the next Begin orders its transaction after it.
+	last *flushSignal
 }
 
 // NewTransactor checks opts (TransactorOptions.Validate: every refusal
@@ -289,6 +324,11 @@ func (t *Transactor) Begin(ctx context.Context) (Txn, error) {
 	}
 	t.mu.Lock()
 	pid, epoch, cl := s.pid, s.epoch, s.client
+	s.flushed, s.after = newFlushSignal(), nil
+	if t.last != nil && !t.last.closed() {
+		s.after = t.last
+	}
+	t.last = s.flushed
 	t.mu.Unlock()
 	s.guard.start(cl.BufferedProduceRecords)
 	return Txn{TransactionalID: s.id, ProducerID: pid, ProducerEpoch: epoch, TransactionVersion: t.version}, nil
@@ -368,6 +408,7 @@ func (t *Transactor) grow(n int) *slot {
 // one left open.
 func (t *Transactor) drop(s *slot) {
 	s.guard.stop()
+	s.end()
 	t.mu.Lock()
 	cl := s.client
 	s.client, s.busy = nil, false
@@ -392,8 +433,59 @@ func (t *Transactor) Write(ctx context.Context, txn Txn, rec *kgo.Record) error 
 	if s == nil || !s.busy || s.client == nil {
 		return fmt.Errorf("kafka sink: write into %s, which has no running transaction", txn)
 	}
+	if s.after != nil {
+		passed, err := t.pass(ctx, s, len(s.queue) >= t.opts.MaxBufferedRecords)
+		if err != nil {
+			return fmt.Errorf("kafka sink: write into %s: %w", txn, err)
+		}
+		if !passed {
+			s.queue = append(s.queue, rec)
+			return nil
+		}
+	}
 	s.client.Produce(s.guard.produceCtx(ctx), rec, s.guard.promise)
 	return nil
+}
+
+// pass produces s's queued records once the previous transaction's
+// records are all on the broker (s.after closed), and reports whether
+// they were; with wait it waits for that, until ctx ends.
+func (t *Transactor) pass(ctx context.Context, s *slot, wait bool) (bool, error) {
+	if !s.after.closed() {
+		if !wait {
+			return false, nil
+		}
+		select {
+		case <-s.after.ch:
+		case <-ctx.Done():
+			return false, fmt.Errorf("waiting for the previous transaction's flush: %w", context.Cause(ctx))
+		}
+	}
+	s.after = nil
+	if len(s.queue) > 0 {
+		pctx := s.guard.produceCtx(ctx)
+		for _, r := range s.queue {
+			s.client.Produce(pctx, r, s.guard.promise)
+		}
+		clear(s.queue)
+		s.queue = s.queue[:0]
+	}
+	return true, nil
+}
+
+// end ends s's place in the order of transactions: its successor need
+// not wait for it any more, and the records it still queued, never
+// produced, are recycled.
+func (s *slot) end() {
+	if s.flushed != nil {
+		s.flushed.close()
+	}
+	s.after = nil
+	for _, r := range s.queue {
+		r.Recycle()
+	}
+	clear(s.queue)
+	s.queue = s.queue[:0]
 }
 
 // PreCommit flushes the transaction and checks that every record was
@@ -406,6 +498,13 @@ func (t *Transactor) PreCommit(ctx context.Context, txn Txn) (Txn, error) {
 	s := t.find(txn.TransactionalID)
 	if s == nil || !s.busy || s.client == nil {
 		return Txn{}, fmt.Errorf("kafka sink: pre-commit of %s, which has no running transaction", txn)
+	}
+	defer s.end() // after the flush: the next transaction's records may go
+	if s.after != nil {
+		if _, err := t.pass(ctx, s, true); err != nil {
+			s.guard.stop()
+			return Txn{}, fmt.Errorf("kafka sink: pre-commit of %s: %w", txn, err)
+		}
 	}
 	err := flush(ctx, s.client, t.outage, "flushing "+txn.String())
 	s.guard.stop() // nothing more is produced in txn
