@@ -93,11 +93,16 @@ func (c *groupCommitter) offer(id int64, offs kadm.Offsets) {
 
 // close sends the offer not sent yet, if any, waiting at most
 // closeCommitTimeout for it (and for a commit on the wire), then stops
-// the goroutine. Safe to call more than once.
+// the goroutine. While the tracker reports the cluster away it does not
+// wait: a job failing in an outage restarts without that delay. Safe to
+// call more than once.
 func (c *groupCommitter) close() {
 	c.mu.Lock()
 	c.stopping = true
 	c.mu.Unlock()
+	if c.tracker.Status().Down {
+		c.cancel()
+	}
 	select {
 	case c.wake <- struct{}{}:
 	default:

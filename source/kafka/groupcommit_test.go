@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/onceflow/onceflow/internal/outage"
 )
@@ -123,6 +124,29 @@ func TestGroupCommitterCloseSendsTheLastOffer(t *testing.T) {
 	c.close()
 	if len(b.calls) != 0 {
 		t.Fatalf("an offer after close was sent: %v", atOf(t, <-b.calls))
+	}
+}
+
+// While the tracker reports the cluster away, close does not wait for a
+// commit on the wire: it cancels it and returns, so that a job failing in
+// an outage restarts at once.
+func TestGroupCommitterCloseInAnOutageDoesNotWait(t *testing.T) {
+	b := newBlockingCommit()
+	tr := testTracker(t)
+	c := newGroupCommitter(b.commit, "g", slog.New(slog.DiscardHandler), tr)
+	c.offer(1, offsetsAt(10))
+	b.next(t)
+	if err := tr.Failed("test", kerr.RequestTimedOut, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() { c.close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(closeCommitTimeout / 2):
+		b.release <- nil
+		<-closed
+		t.Fatal("close waited for the commit on the wire while the cluster was away")
 	}
 }
 
