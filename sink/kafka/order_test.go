@@ -24,12 +24,7 @@ import (
 func TestATransactionWaitsForThePreviousOnesRecords(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	client := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	c, client := fakeKafka(t, kfake.SeedTopics(1, topic))
 	tr, err := NewTransactor(ctx, 0, TransactorOptions{ClientOpts: client, Topic: topic, Prefix: "order", TransactionTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)

@@ -386,12 +386,7 @@ func TestSinkIsTransactionalForExactlyOnceOnly(t *testing.T) {
 func TestCoordinatorErrorsAreRiddenOut(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	client := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	c, client := fakeKafka(t)
 	tr := testTracker(t, 30*time.Second)
 	s1, x1, err := outageSink(t, ctx, client, tr)
 	if err != nil {

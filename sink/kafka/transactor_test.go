@@ -28,12 +28,21 @@ const topic = "out"
 
 func fakeCluster(t *testing.T, opts ...kfake.Opt) []kgo.Opt {
 	t.Helper()
+	_, client := fakeKafka(t, opts...)
+	return client
+}
+
+// fakeKafka starts a one-broker kfake cluster with the output topic in 2
+// partitions (opts may seed it again), closed when the test ends, and
+// returns it with the client options that reach it.
+func fakeKafka(t *testing.T, opts ...kfake.Opt) (*kfake.Cluster, []kgo.Opt) {
+	t.Helper()
 	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(2, topic)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	return c, []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
 }
 
 func newSink(t *testing.T, ctx context.Context, client []kgo.Opt, prefix string) (*twophase.Sink[*kgo.Record, Txn], *Transactor) {
@@ -352,11 +361,7 @@ func TestPoolGrowsUpToMaxSlots(t *testing.T) {
 func TestAbortLingeringFencesThePoolAtOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, _ := fakeKafka(t)
 	const slots = 4
 	const holdAtMost = 2 * time.Second
 	var mu sync.Mutex

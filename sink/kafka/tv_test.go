@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -45,12 +44,7 @@ func setTransactionVersion(t *testing.T, ctx context.Context, client []kgo.Opt, 
 func TestRestoredTransactionsAreCommittedWithTheirOwnEndTxnVersion(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	client := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	c, client := fakeKafka(t)
 	var mu sync.Mutex
 	sent := map[string][]int16{} // EndTxn versions by transactional id
 	c.ControlKey(kmsg.EndTxn.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
