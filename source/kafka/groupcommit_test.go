@@ -9,8 +9,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
-
-	"github.com/onceflow/onceflow/internal/outage"
 )
 
 // blockingCommit is a commit function that reports each call's offsets
@@ -62,21 +60,13 @@ func atOf(t *testing.T, o kadm.Offsets) int64 {
 	return off.At
 }
 
-func testTracker(t *testing.T) *outage.Tracker {
-	t.Helper()
-	tr, err := outage.NewTracker(outage.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tr
-}
-
 // While a commit is on the wire, offers return at once and coalesce: the
 // next commit carries the latest offer's offsets, the ones between are
 // never sent, and sync waits for that commit.
 func TestGroupCommitterCoalescesBehindACommitOnTheWire(t *testing.T) {
 	b := newBlockingCommit()
-	c := newGroupCommitter(b.commit, "g", slog.New(slog.DiscardHandler), testTracker(t))
+	tr, _ := tracker(t, time.Minute, nil)
+	c := newGroupCommitter(b.commit, "g", slog.New(slog.DiscardHandler), tr)
 	defer c.close()
 
 	c.offer(1, offsetsAt(10))
@@ -108,7 +98,8 @@ func TestGroupCommitterCoalescesBehindACommitOnTheWire(t *testing.T) {
 // and drops offers made after it.
 func TestGroupCommitterCloseSendsTheLastOffer(t *testing.T) {
 	b := newBlockingCommit()
-	c := newGroupCommitter(b.commit, "g", slog.New(slog.DiscardHandler), testTracker(t))
+	tr, _ := tracker(t, time.Minute, nil)
+	c := newGroupCommitter(b.commit, "g", slog.New(slog.DiscardHandler), tr)
 	c.offer(1, offsetsAt(10))
 	b.next(t)
 	c.offer(2, offsetsAt(20))
@@ -132,7 +123,7 @@ func TestGroupCommitterCloseSendsTheLastOffer(t *testing.T) {
 // an outage restarts at once.
 func TestGroupCommitterCloseInAnOutageDoesNotWait(t *testing.T) {
 	b := newBlockingCommit()
-	tr := testTracker(t)
+	tr, _ := tracker(t, time.Minute, nil)
 	c := newGroupCommitter(b.commit, "g", slog.New(slog.DiscardHandler), tr)
 	c.offer(1, offsetsAt(10))
 	b.next(t)
