@@ -201,6 +201,11 @@ type Sink struct {
 	// lz4 or zstd (empty or unset: sinkkafka.DefaultCompression, none,
 	// as Kafka's own producer).
 	Compression string `mapstructure:"compression"`
+	// Linger is how long a partition's batch of the producers waits for
+	// more records before it is sent while the producer has room (0 or
+	// unset: sinkkafka.DefaultLinger, none, as Kafka's producer before
+	// 4.0; franz-go's default is 10ms; negative is refused).
+	Linger time.Duration `mapstructure:"linger"`
 	// AsyncPreCommit flushes a checkpoint's transaction beside the next
 	// one instead of at the barrier, the next one's records waiting in
 	// memory until the flush ended (default false;

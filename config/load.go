@@ -616,11 +616,11 @@ func (c *Config) checkLibrary(bad func(key, format string, args ...any)) {
 	report(sinkkafka.SinkOptions{
 		Topic: c.Sink.Topic, Delivery: sinkkafka.Delivery(c.Sink.Delivery), TransactionalIDPrefix: c.Sink.TransactionalIDPrefix,
 		Slots: c.Sink.Slots, MaxConcurrentCheckpoints: max(ck.MaxConcurrent, 0), TransactionTimeout: c.Sink.TransactionTimeout,
-		MaxBufferedRecords: c.Sink.MaxBufferedRecords, Compression: c.Sink.Compression,
+		MaxBufferedRecords: c.Sink.MaxBufferedRecords, Compression: c.Sink.Compression, Linger: c.Sink.Linger,
 	}.Validate(), map[string]string{
 		"Delivery": "sink.delivery", "TransactionalIDPrefix": "sink.transactional_id_prefix", "Slots": "sink.slots",
 		"TransactionTimeout": "sink.transaction_timeout", "MaxConcurrentCheckpoints": "checkpoint.max_concurrent",
-		"MaxBufferedRecords": "sink.max_buffered_records", "Compression": "sink.compression",
+		"MaxBufferedRecords": "sink.max_buffered_records", "Compression": "sink.compression", "Linger": "sink.linger",
 	})
 }
 

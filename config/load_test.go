@@ -119,6 +119,7 @@ func TestBadInputNamesTheKey(t *testing.T) {
 		{name: "negative fetch pool", file: valid, set: []string{"source.fetch_pool_bytes=-1"}, want: []string{"source.fetch_pool_bytes", "-1", "negative"}},
 		{name: "fetch bound beyond a request", file: valid, env: []string{"ONCEFLOW_SOURCE_FETCH_MAX_BYTES=4294967296"}, want: []string{"source.fetch_max_bytes", "4294967296", "above 2147483647"}},
 		{name: "negative producer buffer", file: valid, set: []string{"sink.max_buffered_records=-10"}, want: []string{"sink.max_buffered_records", "-10", "negative"}},
+		{name: "negative linger", file: valid, set: []string{"sink.linger=-5ms"}, want: []string{"sink.linger", "-5ms", "negative"}},
 		{name: "memory budget not a size", file: valid, set: []string{"process.memory_budget=lots"}, want: []string{"process.memory_budget", `"lots"`, "170MiB"}},
 		{name: "memory budget too small", file: valid, env: []string{"ONCEFLOW_PROCESS_MEMORY_BUDGET=10MiB"}, want: []string{"process.memory_budget", "10MiB is below 64MiB"}},
 	} {
@@ -376,9 +377,10 @@ func TestMemoryBoundsLoad(t *testing.T) {
 	}
 }
 
-// TestSinkCompressionLoad: sink.compression and sink.async_pre_commit
-// reach the configuration from the environment, unset they stay empty and
-// false (the sink's defaults: no compression, the flush at the barrier),
+// TestSinkCompressionLoad: sink.compression, sink.async_pre_commit,
+// sink.async_commit and sink.linger reach the configuration from the
+// environment, unset they stay empty, false and 0 (the sink's defaults:
+// no compression, the flush at the barrier, no linger),
 // and an unknown codec is refused naming the key.
 func TestSinkCompressionLoad(t *testing.T) {
 	cfg, err := Load(Sources{File: writeFile(t, valid)})
@@ -391,13 +393,16 @@ func TestSinkCompressionLoad(t *testing.T) {
 	if cfg.Sink.AsyncPreCommit {
 		t.Error("unset: sink.async_pre_commit true, want false (the flush at the barrier keeps a partition's order)")
 	}
-	cfg, err = Load(Sources{File: writeFile(t, valid), Env: []string{"ONCEFLOW_SINK_COMPRESSION=lz4", "ONCEFLOW_SINK_ASYNC_PRE_COMMIT=true", "ONCEFLOW_SINK_ASYNC_COMMIT=true"}})
+	if cfg.Sink.Linger != 0 {
+		t.Errorf("unset: sink.linger %s, want 0 (the sink's default)", cfg.Sink.Linger)
+	}
+	cfg, err = Load(Sources{File: writeFile(t, valid), Env: []string{"ONCEFLOW_SINK_COMPRESSION=lz4", "ONCEFLOW_SINK_ASYNC_PRE_COMMIT=true", "ONCEFLOW_SINK_ASYNC_COMMIT=true", "ONCEFLOW_SINK_LINGER=10ms"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Sink.Compression != "lz4" || !cfg.Sink.AsyncPreCommit || !cfg.Sink.AsyncCommit {
-		t.Errorf("from the environment: sink.compression %q, sink.async_pre_commit %v, sink.async_commit %v; want lz4, true, true",
-			cfg.Sink.Compression, cfg.Sink.AsyncPreCommit, cfg.Sink.AsyncCommit)
+	if cfg.Sink.Compression != "lz4" || !cfg.Sink.AsyncPreCommit || !cfg.Sink.AsyncCommit || cfg.Sink.Linger != 10*time.Millisecond {
+		t.Errorf("from the environment: sink.compression %q, sink.async_pre_commit %v, sink.async_commit %v, sink.linger %s; want lz4, true, true, 10ms",
+			cfg.Sink.Compression, cfg.Sink.AsyncPreCommit, cfg.Sink.AsyncCommit, cfg.Sink.Linger)
 	}
 	_, err = Load(Sources{File: writeFile(t, valid), Set: []string{"sink.compression=brotli"}})
 	if err == nil || !strings.Contains(err.Error(), "sink.compression") || !strings.Contains(err.Error(), "brotli") {

@@ -542,8 +542,8 @@ func (st *stage) newSink(c config.Sink, extra []kgo.Opt) (*sinkkafka.Sink, error
 		ClientOpts: opts, Topic: c.Topic, Delivery: delivery,
 		TransactionalIDPrefix: st.cfg.Sink.TransactionalIDPrefix, Slots: c.Slots, MaxConcurrentCheckpoints: maxConcurrent,
 		TransactionTimeout: c.TransactionTimeout, Logger: st.log, Outage: st.tracker,
-		MaxBufferedRecords: c.MaxBufferedRecords, Compression: c.Compression, AsyncPreCommit: c.AsyncPreCommit,
-		AsyncCommit: c.AsyncCommit,
+		MaxBufferedRecords: c.MaxBufferedRecords, Compression: c.Compression, Linger: c.Linger,
+		AsyncPreCommit: c.AsyncPreCommit, AsyncCommit: c.AsyncCommit,
 	})
 	if err != nil {
 		return nil, sinkConfigError(err, c.Topic, delivery, maxConcurrent)
@@ -573,6 +573,8 @@ func sinkConfigError(err error, topic string, delivery sinkkafka.Delivery, maxCo
 			ce = &ConfigError{Key: "sink.max_buffered_records", Err: e}
 		case "Compression":
 			ce = &ConfigError{Key: "sink.compression", Err: e}
+		case "Linger":
+			ce = &ConfigError{Key: "sink.linger", Err: e}
 		default:
 			ce = &ConfigError{Key: "sink.transactional_id_prefix", Err: e}
 		}

@@ -177,3 +177,58 @@ func TestSinkCompressesAsConfigured(t *testing.T) {
 		t.Fatalf("NewSink with Compression brotli: %v, want a refusal naming the option and the value", err)
 	}
 }
+
+// TestProducersLingerAsConfigured: every producer client of the sink, a
+// transaction's and the at_least_once writer's, lingers SinkOptions.Linger,
+// none by default (franz-go's own default is 10 ms, which held back the
+// first records of every transaction), and a kgo.ProducerLinger in
+// ClientOpts overrides it. A negative linger is refused naming the option.
+func TestProducersLingerAsConfigured(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		linger time.Duration
+		extra  []kgo.Opt
+		want   time.Duration
+	}{
+		{"default", 0, nil, DefaultLinger},
+		{"set", 7 * time.Millisecond, nil, 7 * time.Millisecond},
+		{"client options override", 7 * time.Millisecond, []kgo.Opt{kgo.ProducerLinger(3 * time.Millisecond)}, 3 * time.Millisecond},
+	} {
+		for _, delivery := range []Delivery{DeliveryExactlyOnce, DeliveryAtLeastOnce} {
+			t.Run(tc.name+"/"+string(delivery), func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				client := append(fakeCluster(t), tc.extra...)
+				sink, err := NewSink(SinkOptions{ClientOpts: client, Topic: topic, Delivery: delivery,
+					TransactionalIDPrefix: "linger", Linger: tc.linger})
+				if err != nil {
+					t.Fatal(err)
+				}
+				w, err := sink.NewWriter(ctx, engine.Scope{Subtask: 0, Parallelism: 1}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer w.Close(ctx)
+				if err := w.Write(ctx, &kgo.Record{Value: []byte("v")}); err != nil {
+					t.Fatal(err)
+				}
+				var cl *kgo.Client
+				switch w := w.(type) {
+				case *txnWriter:
+					cl = w.tr.writing.client
+				case plainWriter:
+					cl = w.w.cl
+				default:
+					t.Fatalf("writer %T", w)
+				}
+				if got := cl.OptValue(kgo.ProducerLinger).(time.Duration); got != tc.want {
+					t.Errorf("the producer lingers %s, want %s", got, tc.want)
+				}
+			})
+		}
+	}
+	if _, err := NewSink(SinkOptions{TransactionalIDPrefix: "p", Linger: -time.Millisecond}); err == nil ||
+		!strings.Contains(err.Error(), "Linger") || !strings.Contains(err.Error(), "-1ms") {
+		t.Fatalf("NewSink with Linger -1ms: %v, want a refusal naming the option and the value", err)
+	}
+}

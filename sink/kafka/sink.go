@@ -73,6 +73,11 @@ type SinkOptions struct {
 	// lz4 or zstd (default DefaultCompression). A
 	// kgo.ProducerBatchCompression in ClientOpts overrides it.
 	Compression string
+	// Linger is how long a partition's batch waits for more records
+	// before it is sent while the producer has room (kgo.ProducerLinger;
+	// default DefaultLinger, none; negative is refused). A
+	// kgo.ProducerLinger in ClientOpts overrides it.
+	Linger time.Duration
 }
 
 // Sink is the Kafka sink of a job (engine.Sink[*kgo.Record]).
@@ -156,7 +161,7 @@ func (s *Sink) NewWriter(ctx context.Context, scope engine.Scope, restored [][]b
 				return nil, err
 			}
 		}
-		copts := append([]kgo.Opt{kgo.MaxBufferedRecords(s.opts.MaxBufferedRecords), compressionOpt(s.opts.Compression)}, s.opts.ClientOpts...)
+		copts := append(producerOpts(s.opts.MaxBufferedRecords, s.opts.Compression, s.opts.Linger), s.opts.ClientOpts...)
 		w, err := NewWriter(s.opts.Delivery, s.opts.Topic, copts, s.opts.Outage)
 		if err != nil {
 			return nil, err
@@ -187,6 +192,7 @@ func (s *Sink) restore(ctx context.Context, scope engine.Scope, restored [][]byt
 		ClientOpts: s.opts.ClientOpts, Topic: s.opts.Topic, Prefix: s.opts.TransactionalIDPrefix,
 		Slots: s.opts.Slots, TransactionTimeout: s.opts.TransactionTimeout, Logger: s.opts.Logger,
 		Outage: s.opts.Outage, MaxBufferedRecords: s.opts.MaxBufferedRecords, Compression: s.opts.Compression,
+		Linger: s.opts.Linger,
 	})
 	if err != nil {
 		return nil, nil, err

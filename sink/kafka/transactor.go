@@ -63,6 +63,9 @@ type TransactorOptions struct {
 	// Compression is the codec of the slots' produced batches (default
 	// DefaultCompression; see SinkOptions.Compression).
 	Compression string
+	// Linger is the slots' producer linger (default DefaultLinger; see
+	// SinkOptions.Linger).
+	Linger time.Duration
 }
 
 // slot is one transactional id and the client that owns it.
@@ -376,7 +379,7 @@ func (t *Transactor) begin(ctx context.Context, s *slot) error {
 
 // newClient creates the transactional client of slot s.
 func (t *Transactor) newClient(s *slot) (*kgo.Client, error) {
-	opts := append([]kgo.Opt{kgo.MaxBufferedRecords(t.opts.MaxBufferedRecords), compressionOpt(t.opts.Compression)}, t.opts.ClientOpts...)
+	opts := append(producerOpts(t.opts.MaxBufferedRecords, t.opts.Compression, t.opts.Linger), t.opts.ClientOpts...)
 	opts = append(opts,
 		kgo.TransactionalID(s.id),
 		kgo.TransactionTimeout(t.opts.TransactionTimeout),
