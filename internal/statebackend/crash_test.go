@@ -26,6 +26,9 @@ import (
 const (
 	crashEnvMode = "ONCEFLOW_STATE_CRASH_MODE"
 	crashEnvDir  = "ONCEFLOW_STATE_CRASH_DIR"
+	// crashEnvWork is the child's Pebble directory, a temporary directory
+	// of the parent's: the killed child cannot remove one of its own.
+	crashEnvWork = "ONCEFLOW_STATE_CRASH_WORK"
 	crashKeys    = 3000
 	crashAt      = 3 // the checkpoint the failpoint modes block in
 )
@@ -73,7 +76,7 @@ func TestCrashChild(t *testing.T) {
 	if mode == "loop-changelog" {
 		limit = 1 << 20
 	}
-	f := NewPebbleFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 1 << 20, ChangelogLimit: limit})
+	f := NewPebbleFactory(PebbleOptions{Dir: os.Getenv(crashEnvWork), Incremental: true, MemTableSize: 1 << 20, ChangelogLimit: limit})
 	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op"})
 	w := newWorkload(t, b)
 	for r := int64(1); ; r++ {
@@ -97,7 +100,7 @@ func TestKillDuringCheckpoint(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-			cmd.Env = append(os.Environ(), crashEnvMode+"="+mode, crashEnvDir+"="+dir)
+			cmd.Env = append(os.Environ(), crashEnvMode+"="+mode, crashEnvDir+"="+dir, crashEnvWork+"="+t.TempDir())
 			cmd.Stderr = os.Stderr
 			out, err := cmd.StdoutPipe()
 			must(t, err)
