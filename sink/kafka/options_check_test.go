@@ -111,6 +111,26 @@ func TestNewSinkBoundsTheProducerBuffer(t *testing.T) {
 	}
 }
 
+// openWriter opens the writer of subtask 0 of 1 of a sink with opts,
+// closed when the test ends.
+func openWriter(t *testing.T, ctx context.Context, opts SinkOptions) engine.SinkWriter[*kgo.Record] {
+	t.Helper()
+	sink, err := NewSink(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := sink.NewWriter(ctx, engine.Scope{Subtask: 0, Parallelism: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		w.Close(ctx)
+	})
+	return w
+}
+
 // TestSinkCompressesAsConfigured: the batches a sink produces carry the
 // codec of SinkOptions.Compression, none by default (Kafka's producer
 // default, not franz-go's snappy), under both deliveries; an unknown
@@ -130,16 +150,8 @@ func TestSinkCompressesAsConfigured(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			client := fakeCluster(t)
-			sink, err := NewSink(SinkOptions{ClientOpts: client, Topic: topic, Delivery: tc.delivery,
+			w := openWriter(t, ctx, SinkOptions{ClientOpts: client, Topic: topic, Delivery: tc.delivery,
 				TransactionalIDPrefix: "codec", Compression: tc.compression})
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, err := sink.NewWriter(ctx, engine.Scope{Subtask: 0, Parallelism: 1}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer w.Close(ctx)
 			for i := range 20 {
 				if err := w.Write(ctx, &kgo.Record{Value: bytes.Repeat([]byte{'a' + byte(i)}, 200)}); err != nil {
 					t.Fatal(err)
@@ -198,17 +210,8 @@ func TestProducersLingerAsConfigured(t *testing.T) {
 			t.Run(tc.name+"/"+string(delivery), func(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
-				client := append(fakeCluster(t), tc.extra...)
-				sink, err := NewSink(SinkOptions{ClientOpts: client, Topic: topic, Delivery: delivery,
-					TransactionalIDPrefix: "linger", Linger: tc.linger})
-				if err != nil {
-					t.Fatal(err)
-				}
-				w, err := sink.NewWriter(ctx, engine.Scope{Subtask: 0, Parallelism: 1}, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer w.Close(ctx)
+				w := openWriter(t, ctx, SinkOptions{ClientOpts: append(fakeCluster(t), tc.extra...), Topic: topic,
+					Delivery: delivery, TransactionalIDPrefix: "linger", Linger: tc.linger})
 				if err := w.Write(ctx, &kgo.Record{Value: []byte("v")}); err != nil {
 					t.Fatal(err)
 				}
