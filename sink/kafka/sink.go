@@ -33,7 +33,9 @@ type SinkOptions struct {
 	// Off by default: on a 2-core machine it did not raise throughput
 	// beyond the noise, and about 2 in 5 paced runs of the word count at
 	// 100 ms checkpoints showed a p99 of 400-660 ms instead of 130 ms, for
-	// a reason not yet found (see bench/results).
+	// a reason not yet found (see bench/results; 3 later runs did not show
+	// it, bench/results/copy-tuning/wc-ac). Without the producer linger it
+	// again gained nothing on the copy (copy-tuning/ac-ab4).
 	AsyncCommit bool
 	// AsyncPreCommit runs the flush of a checkpoint's transaction on a
 	// goroutine of the writer's while the subtask goes on with the next
