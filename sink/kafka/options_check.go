@@ -40,14 +40,14 @@ const DefaultCompression = "none"
 // DefaultLinger is the linger of the sink's producers, how long a
 // partition's batch waits for more records before it is sent, when
 // SinkOptions.Linger (or TransactorOptions') is left 0: none, as Kafka's
-// producer before 4.0 (linger.ms=0); franz-go's own default is 10 ms. Whenever the producer is
-// full, as it is under a backlog, records pile up behind the requests in
-// flight and batches fill anyway; a linger then only holds back the first
-// records of each transaction, which start on an idle client after every
-// checkpoint: at 100 ms checkpoints 10 ms of a subtask's every 100 in
-// which the broker had nothing of its. Without it the exactly-once
-// copy's median at 100 ms checkpoints was 4-9% higher in three A/B runs,
-// at 50 ms and 1 s the same within the runs' spread
+// producer before 4.0 (linger.ms=0); franz-go's own default is 10 ms.
+// Whenever the producer is full, as it is under a backlog, records pile up
+// behind the requests in flight and batches fill anyway; a linger then
+// only holds back the first records of each transaction, which start on an
+// idle client after every checkpoint: at 100 ms checkpoints 10 ms of a
+// subtask's every 100 in which the broker had nothing of its. Without it
+// the exactly-once copy's median at 100 ms checkpoints was 4-9% higher in
+// three A/B runs, at 50 ms and 1 s the same within the runs' spread
 // (bench/results/copy-tuning/linger-ab*).
 const DefaultLinger time.Duration = 0
 
@@ -74,6 +74,17 @@ func compressionOpt(name string) kgo.Opt {
 // from, before the caller's client options (which override them).
 func producerOpts(maxBuffered int, compression string, linger time.Duration) []kgo.Opt {
 	return []kgo.Opt{kgo.MaxBufferedRecords(maxBuffered), compressionOpt(compression), kgo.ProducerLinger(linger)}
+}
+
+// producerRules are the checks of the producer options that SinkOptions
+// and TransactorOptions share.
+func producerRules(maxBuffered int, compression string, linger time.Duration) []optcheck.Rule {
+	return []optcheck.Rule{
+		{Option: "MaxBufferedRecords", Value: maxBuffered,
+			Bad: optcheck.NotNegative(maxBuffered, fmt.Sprintf("0 takes the default %d", DefaultMaxBufferedRecords))},
+		{Option: "Compression", Value: compression, Bad: compressionBad(compression)},
+		{Option: "Linger", Value: linger, Bad: optcheck.NotNegative(linger, "0 sends each batch as soon as the producer can")},
+	}
 }
 
 func compressionBad(name string) string {
@@ -110,20 +121,16 @@ func (o SinkOptions) Validate() error {
 	_, derr := ParseDelivery(string(delivery))
 	eo := delivery == DeliveryExactlyOnce
 	need := MinSlots(o.MaxConcurrentCheckpoints)
-	return optcheck.Check("kafka sink",
-		optcheck.Rule{Option: "Delivery", Value: string(o.Delivery), Bad: optcheck.If(derr != nil, "is not one of none, at_least_once, exactly_once")},
-		optcheck.Rule{Option: "TransactionalIDPrefix", Value: o.TransactionalIDPrefix,
+	return optcheck.Check("kafka sink", append([]optcheck.Rule{
+		{Option: "Delivery", Value: string(o.Delivery), Bad: optcheck.If(derr != nil, "is not one of none, at_least_once, exactly_once")},
+		{Option: "TransactionalIDPrefix", Value: o.TransactionalIDPrefix,
 			Bad: optcheck.If(eo && o.TransactionalIDPrefix == "", "is empty: exactly_once delivery needs a transactional id prefix")},
-		optcheck.Rule{Option: "MaxConcurrentCheckpoints", Value: o.MaxConcurrentCheckpoints,
+		{Option: "MaxConcurrentCheckpoints", Value: o.MaxConcurrentCheckpoints,
 			Bad: optcheck.NotNegative(o.MaxConcurrentCheckpoints, "0 is one checkpoint at a time")},
-		optcheck.Rule{Option: "Slots", Value: o.Slots, Bad: slotsBad(o.Slots, eo, need, o.MaxConcurrentCheckpoints)},
-		optcheck.Rule{Option: "TransactionTimeout", Value: o.TransactionTimeout,
+		{Option: "Slots", Value: o.Slots, Bad: slotsBad(o.Slots, eo, need, o.MaxConcurrentCheckpoints)},
+		{Option: "TransactionTimeout", Value: o.TransactionTimeout,
 			Bad: optcheck.NotNegative(o.TransactionTimeout, fmt.Sprintf("0 takes the default %s", DefaultTransactionTimeout))},
-		optcheck.Rule{Option: "MaxBufferedRecords", Value: o.MaxBufferedRecords,
-			Bad: optcheck.NotNegative(o.MaxBufferedRecords, fmt.Sprintf("0 takes the default %d", DefaultMaxBufferedRecords))},
-		optcheck.Rule{Option: "Compression", Value: o.Compression, Bad: compressionBad(o.Compression)},
-		optcheck.Rule{Option: "Linger", Value: o.Linger, Bad: optcheck.NotNegative(o.Linger, "0 sends each batch as soon as the producer can")},
-	)
+	}, producerRules(o.MaxBufferedRecords, o.Compression, o.Linger)...)...)
 }
 
 func slotsBad(slots int, eo bool, need, maxConcurrent int) string {
@@ -145,17 +152,13 @@ func (o TransactorOptions) Validate() error {
 	if slots == 0 {
 		slots = MinSlots(1)
 	}
-	return optcheck.Check("kafka sink",
-		optcheck.Rule{Option: "Prefix", Value: o.Prefix, Bad: optcheck.If(o.Prefix == "", "is empty: exactly_once delivery needs a transactional id prefix")},
-		optcheck.Rule{Option: "Slots", Value: o.Slots, Bad: optcheck.If(o.Slots != 0 && o.Slots < minTransactorSlots,
+	return optcheck.Check("kafka sink", append([]optcheck.Rule{
+		{Option: "Prefix", Value: o.Prefix, Bad: optcheck.If(o.Prefix == "", "is empty: exactly_once delivery needs a transactional id prefix")},
+		{Option: "Slots", Value: o.Slots, Bad: optcheck.If(o.Slots != 0 && o.Slots < minTransactorSlots,
 			fmt.Sprintf("is below %d, the open transaction and a pre-committed one (0 takes the default %d)", minTransactorSlots, MinSlots(1)))},
-		optcheck.Rule{Option: "MaxSlots", Value: o.MaxSlots, Bad: optcheck.If(o.MaxSlots != 0 && o.MaxSlots < slots,
+		{Option: "MaxSlots", Value: o.MaxSlots, Bad: optcheck.If(o.MaxSlots != 0 && o.MaxSlots < slots,
 			fmt.Sprintf("is below Slots (%d): the pool cannot grow to it (0 takes 4 × Slots, at least 16)", slots))},
-		optcheck.Rule{Option: "TransactionTimeout", Value: o.TransactionTimeout,
+		{Option: "TransactionTimeout", Value: o.TransactionTimeout,
 			Bad: optcheck.NotNegative(o.TransactionTimeout, fmt.Sprintf("0 takes the default %s", DefaultTransactionTimeout))},
-		optcheck.Rule{Option: "MaxBufferedRecords", Value: o.MaxBufferedRecords,
-			Bad: optcheck.NotNegative(o.MaxBufferedRecords, fmt.Sprintf("0 takes the default %d", DefaultMaxBufferedRecords))},
-		optcheck.Rule{Option: "Compression", Value: o.Compression, Bad: compressionBad(o.Compression)},
-		optcheck.Rule{Option: "Linger", Value: o.Linger, Bad: optcheck.NotNegative(o.Linger, "0 sends each batch as soon as the producer can")},
-	)
+	}, producerRules(o.MaxBufferedRecords, o.Compression, o.Linger)...)...)
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/onceflow/onceflow/internal/outage"
 )
 
 // blockingCommit is a commit function that reports each call's offsets
@@ -45,6 +47,15 @@ func (b *blockingCommit) next(t *testing.T) kadm.Offsets {
 	}
 }
 
+// blockedCommitter returns a group committer of group g whose commits go
+// to a blockingCommit, with a tracker of a minute's tolerance.
+func blockedCommitter(t *testing.T) (*blockingCommit, *groupCommitter, *outage.Tracker) {
+	t.Helper()
+	b := newBlockingCommit()
+	tr, _ := tracker(t, time.Minute, nil)
+	return b, newGroupCommitter(b.commit, "g", slog.New(slog.DiscardHandler), tr), tr
+}
+
 func offsetsAt(at int64) kadm.Offsets {
 	o := kadm.Offsets{}
 	o.AddOffset("in", 0, at, -1)
@@ -64,9 +75,7 @@ func atOf(t *testing.T, o kadm.Offsets) int64 {
 // next commit carries the latest offer's offsets, the ones between are
 // never sent, and sync waits for that commit.
 func TestGroupCommitterCoalescesBehindACommitOnTheWire(t *testing.T) {
-	b := newBlockingCommit()
-	tr, _ := tracker(t, time.Minute, nil)
-	c := newGroupCommitter(b.commit, "g", slog.New(slog.DiscardHandler), tr)
+	b, c, _ := blockedCommitter(t)
 	defer c.close()
 
 	c.offer(1, offsetsAt(10))
@@ -97,9 +106,7 @@ func TestGroupCommitterCoalescesBehindACommitOnTheWire(t *testing.T) {
 // close sends an offer not sent yet (here behind a commit on the wire)
 // and drops offers made after it.
 func TestGroupCommitterCloseSendsTheLastOffer(t *testing.T) {
-	b := newBlockingCommit()
-	tr, _ := tracker(t, time.Minute, nil)
-	c := newGroupCommitter(b.commit, "g", slog.New(slog.DiscardHandler), tr)
+	b, c, _ := blockedCommitter(t)
 	c.offer(1, offsetsAt(10))
 	b.next(t)
 	c.offer(2, offsetsAt(20))
@@ -122,9 +129,7 @@ func TestGroupCommitterCloseSendsTheLastOffer(t *testing.T) {
 // commit on the wire: it cancels it and returns, so that a job failing in
 // an outage restarts at once.
 func TestGroupCommitterCloseInAnOutageDoesNotWait(t *testing.T) {
-	b := newBlockingCommit()
-	tr, _ := tracker(t, time.Minute, nil)
-	c := newGroupCommitter(b.commit, "g", slog.New(slog.DiscardHandler), tr)
+	b, c, tr := blockedCommitter(t)
 	c.offer(1, offsetsAt(10))
 	b.next(t)
 	if err := tr.Failed("test", kerr.RequestTimedOut, time.Time{}); err != nil {
