@@ -57,12 +57,13 @@ bench-quick: deps
 # The copy (issue 19): the limit and its ceiling, franz-go's
 # transactional copier (also placing and stamping records as onceflow's
 # copy does: txn-keep) and onceflow at 50 ms, 100 ms and 1 s checkpoints,
-# throughput of the 5M-record backlog, p99 of the paced run, peak RSS,
-# medians of 5 runs (the ratio to franz-txn moved by 0.1 between sets of
-# 3), into bench/results/copy/. Settings of onceflow's own are compared
-# in bench/results/copy-tuning.
+# throughput of a 10M-record backlog (1.1 GB: 7-9 s of copying, so that
+# a run at 1 s spans 7-9 commits instead of 3-4), p99 of the paced run,
+# peak RSS, medians of 5 runs (the ratio to franz-txn moved by 0.1
+# between sets of 3), into bench/results/copy/. Settings of onceflow's
+# own are compared in bench/results/copy-tuning.
 bench-copy: deps
-	$(GO) run ./bench/cmd/compare -workloads copy -contenders limit,ceiling,franz-txn,franz-txn@txn-keep=true,onceflow -intervals 50ms,100ms,1s -runs 5 -out bench/results/copy $(BENCH_FLAGS)
+	$(GO) run ./bench/cmd/compare -workloads copy -contenders limit,ceiling,franz-txn,franz-txn@txn-keep=true,onceflow -intervals 50ms,100ms,1s -runs 5 -records 10000000 -out bench/results/copy $(BENCH_FLAGS)
 
 # Distributed mode (issue 16): 1, 2 and 3 instances of one job.mode
 # distributed job against single mode, with a local S3 server, medians of
