@@ -16,8 +16,12 @@ type stateResult struct {
 	Contender string `json:"contender"`
 	Run       int    `json:"run,omitempty"`
 	Runs      int    `json:"runs,omitempty"`
-	Err       string `json:"error,omitempty"`
-	Keys      int    `json:"keys"`
+	// Measured is how many of a contender's Runs ended without an error
+	// (a median's entry only). A run that failed partway still gives the
+	// figures it measured; its failure is listed under the table.
+	Measured int    `json:"measured,omitempty"`
+	Err      string `json:"error,omitempty"`
+	Keys     int    `json:"keys"`
 	// Load: seconds from the start to the last word's count visible, and
 	// words per second over it.
 	LoadS    float64 `json:"load_s"`
@@ -97,6 +101,11 @@ func stateMedians(runs []*stateResult, contenders []string) []*stateResult {
 			continue
 		}
 		m := &stateResult{Contender: name, Runs: len(rs), Keys: rs[0].Keys, RecoveryS: -1}
+		for _, r := range rs {
+			if r.Err == "" {
+				m.Measured++
+			}
+		}
 		pick := func(f func(*stateResult) float64, ok func(*stateResult) bool) float64 {
 			var v []float64
 			for _, r := range rs {
@@ -272,7 +281,7 @@ func (rep *stateReport) markdown() string {
 	fmt.Fprintf(&b, "The word count over %s distinct words of %d bytes (10 a line, 8 partitions, parallelism %d), exactly once, onceflow with Pebble state "+
 		"(its defaults: incremental checkpoints with the changelog, local recovery) against Flink 2.0 with RocksDB and incremental checkpoints "+
 		"(mini cluster in one JVM); checkpoints to files on the local disk every %s during the load and churn, every %s for recovery. "+
-		"Medians of %d runs; a churn figure is the median over every burst of every run (%d bursts of each percentage a run, each started right after a checkpoint completed), the largest in brackets: "+
+		"Medians over the runs that measured each figure (%d asked; the row runs measured counts those that ended without an error, and a failure is listed under the table); a churn figure is the median over every burst of every run (%d bursts of each percentage a run, each started right after a checkpoint completed), the largest in brackets: "+
 		"the first burst after the load also pays for the compactions the load left behind.\n\n",
 		num(float64(rep.Keys)), rep.WordBytes, rep.Parallelism, time.Duration(rep.IntervalMS)*time.Millisecond,
 		time.Duration(rep.RecoveryIntervalMS)*time.Millisecond, rep.RunsN, rep.Bursts)
@@ -298,6 +307,7 @@ func (rep *stateReport) markdown() string {
 		}
 		b.WriteString("\n")
 	}
+	row(fmt.Sprintf("runs measured (of %d asked)", rep.RunsN), func(r *stateResult) string { return fmt.Sprint(r.Measured) })
 	row("load: words/s (all keys once, backlog)", func(r *stateResult) string { return num(r.LoadRate) })
 	row("local state on disk after the load, MB", func(r *stateResult) string { return mb(r.StateDiskMB) })
 	row("checkpoint directory after the load, MB", func(r *stateResult) string { return mb(r.CheckpointDirMB) })
