@@ -241,7 +241,9 @@ func (rep *stateReport) write(dir string) error {
 	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(rep.markdown()), 0o644)
 }
 
-// renderState writes results.md of dir again from its results.json.
+// renderState writes results.md of dir again from its results.json,
+// taking the medians again from its runs, so that a page of an older
+// harness shows as the current one would write it.
 func renderState(dir string) error {
 	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
 	if err != nil {
@@ -250,6 +252,9 @@ func renderState(dir string) error {
 	var rep stateReport
 	if err := json.Unmarshal(b, &rep); err != nil {
 		return fmt.Errorf("%s: %w", filepath.Join(dir, "results.json"), err)
+	}
+	if len(rep.Runs) > 0 {
+		rep.Results = stateMedians(rep.Runs, rep.Contenders)
 	}
 	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(rep.markdown()), 0o644)
 }

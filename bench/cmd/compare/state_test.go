@@ -166,3 +166,37 @@ func TestStateMedians(t *testing.T) {
 		t.Errorf("results.md calls every figure a median of 3 runs, though flink measured 1:\n%s", md)
 	}
 }
+
+// -render takes the medians again from results.json's runs, so that a
+// page written by an older harness (here, medians without the count of
+// measured runs) is rendered as the current one would write it.
+func TestRenderStateFromRuns(t *testing.T) {
+	runs := []*stateResult{
+		{Contender: "onceflow", Run: 1, LoadS: 10, LoadRate: 100, StateDiskMB: 1000, RecoveryS: 2, Check: "ok"},
+		{Contender: "flink", Run: 1, LoadS: 20, LoadRate: 50, StateDiskMB: 900, RecoveryS: -1, Err: "churn 10%: context canceled"},
+	}
+	stale := []*stateResult{{Contender: "onceflow", Runs: 1, LoadRate: 1, RecoveryS: -1}, {Contender: "flink", Runs: 1, LoadRate: 1, RecoveryS: -1}}
+	rep := &stateReport{Keys: 1000, WordBytes: 80, Churn: []int{1}, IntervalMS: 10_000, RecoveryIntervalMS: 1000,
+		Parallelism: 2, RunsN: 3, Contenders: []string{"onceflow", "flink"}, Results: stale, Runs: runs}
+	dir := t.TempDir()
+	if err := rep.write(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := renderState(dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(b)
+	for _, want := range []string{
+		"| runs measured (of 3 asked) | 1 | 0 |",
+		"| load: words/s (all keys once, backlog) | 100 | 50 |",
+		"- flink failed: run 1: churn 10%: context canceled",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("rendered results.md lacks %q:\n%s", want, md)
+		}
+	}
+}
