@@ -2,8 +2,6 @@ package main
 
 import (
 	"math"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -136,18 +134,7 @@ func TestWinReport(t *testing.T) {
 		!strings.Contains(ts[0].Measured, "2.00 × over the wall time") || ts[1].Met != "?" {
 		t.Errorf("targets %+v", ts)
 	}
-	dir := t.TempDir()
-	if err := rep.write(dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := renderWindows(dir); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "results.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if md := string(b); !strings.Contains(md, "closest built-in equivalents") || !strings.Contains(md, "| flink | 100ms | 100 |") {
+	if md := rendered(t, rep.write, renderWindows); !strings.Contains(md, "closest built-in equivalents") || !strings.Contains(md, "| flink | 100ms | 100 |") {
 		t.Errorf("results.md:\n%s", md)
 	}
 }

@@ -178,18 +178,7 @@ func TestRenderStateFromRuns(t *testing.T) {
 	stale := []*stateResult{{Contender: "onceflow", Runs: 1, LoadRate: 1, RecoveryS: -1}, {Contender: "flink", Runs: 1, LoadRate: 1, RecoveryS: -1}}
 	rep := &stateReport{Keys: 1000, WordBytes: 80, Churn: []int{1}, IntervalMS: 10_000, RecoveryIntervalMS: 1000,
 		Parallelism: 2, RunsN: 3, Contenders: []string{"onceflow", "flink"}, Results: stale, Runs: runs}
-	dir := t.TempDir()
-	if err := rep.write(dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := renderState(dir); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "results.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	md := string(b)
+	md := rendered(t, rep.write, renderState)
 	for _, want := range []string{
 		"| runs measured (of 3 asked) | 1 | 0 |",
 		"| load: words/s (all keys once, backlog) | 100 | 50 |",
@@ -199,4 +188,22 @@ func TestRenderStateFromRuns(t *testing.T) {
 			t.Errorf("rendered results.md lacks %q:\n%s", want, md)
 		}
 	}
+}
+
+// rendered writes a report into a new folder with write, renders its
+// results.md again from results.json with render, and returns the page.
+func rendered(t *testing.T, write, render func(dir string) error) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := write(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := render(dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
