@@ -288,6 +288,13 @@ type State struct {
 	// checkpoint (hard links) so that a restart on this machine restores
 	// from them instead of downloading the checkpoint (default true).
 	LocalRecovery bool `mapstructure:"local_recovery"`
+	// ChangelogLimitBytes bounds the changelog of incremental Pebble
+	// checkpoints: the bytes of writes a restore may replay on top of the
+	// last materialized Pebble checkpoint. A checkpoint that would pass it
+	// materializes (stores the database's changed files) instead of
+	// appending its writes. 0 takes the backend's default (64 MiB); -1
+	// turns the changelog off, so that every checkpoint materializes.
+	ChangelogLimitBytes int64 `mapstructure:"changelog_limit_bytes"`
 }
 
 // Restart is the restart strategy and its parameters; which apply depends

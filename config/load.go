@@ -450,6 +450,9 @@ func (c *Config) Validate() error {
 	if c.State.Backend == "pebble" {
 		required("state.dir", c.State.Dir)
 	}
+	if c.State.ChangelogLimitBytes < -1 {
+		bad("state.changelog_limit_bytes", "%d; 0 takes the default, -1 turns the changelog off, a positive value bounds it", c.State.ChangelogLimitBytes)
+	}
 
 	r := c.Restart
 	oneOf("restart.strategy", r.Strategy, "fixed-delay", "failure-rate", "exponential-delay", "none")

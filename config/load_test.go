@@ -116,6 +116,7 @@ func TestBadInputNamesTheKey(t *testing.T) {
 			want: []string{"window.late_topic", `"late"`, "no record is late"}},
 		{name: "negative savepoint bound", file: valid, env: []string{"ONCEFLOW_CHECKPOINT_RETAIN_SAVEPOINTS=-1"}, want: []string{"checkpoint.retain_savepoints", "-1"}},
 		{name: "negative fetch bound", file: valid, set: []string{"source.fetch_max_bytes=-1"}, want: []string{"source.fetch_max_bytes", "-1", "negative"}},
+		{name: "changelog limit below -1", file: valid, set: []string{"state.changelog_limit_bytes=-2"}, want: []string{"state.changelog_limit_bytes", "-2", "turns the changelog off"}},
 		{name: "negative fetch pool", file: valid, set: []string{"source.fetch_pool_bytes=-1"}, want: []string{"source.fetch_pool_bytes", "-1", "negative"}},
 		{name: "fetch bound beyond a request", file: valid, env: []string{"ONCEFLOW_SOURCE_FETCH_MAX_BYTES=4294967296"}, want: []string{"source.fetch_max_bytes", "4294967296", "above 2147483647"}},
 		{name: "negative producer buffer", file: valid, set: []string{"sink.max_buffered_records=-10"}, want: []string{"sink.max_buffered_records", "-10", "negative"}},

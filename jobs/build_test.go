@@ -20,6 +20,8 @@ import (
 
 	"github.com/onceflow/onceflow/config"
 	"github.com/onceflow/onceflow/engine"
+	"github.com/onceflow/onceflow/internal/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
 	"github.com/onceflow/onceflow/internal/logbuf"
 	"github.com/onceflow/onceflow/internal/outage/outagetest"
 )
@@ -737,5 +739,66 @@ func TestOnOffsetOutOfRangeFromConfig(t *testing.T) {
 	}
 	if n := b.Stats().OffsetResets; n != int64(jumps) || jumps == 0 {
 		t.Fatalf("Stats.OffsetResets = %d, want %d (the partitions with deleted records)", n, jumps)
+	}
+}
+
+// state.changelog_limit_bytes reaches the Pebble backend: with the default
+// the word count's checkpoints are changelog handles, with -1 plain Pebble
+// checkpoints.
+func TestChangelogLimitFromConfig(t *testing.T) {
+	for _, tc := range []struct {
+		set  []string
+		want string
+	}{
+		{nil, checkpoint.BackendPebbleChangelog},
+		{[]string{"state.changelog_limit_bytes=-1"}, checkpoint.BackendPebble},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			client := fakeCluster(t)
+			produceRecords(t, ctx, client, &kgo.Record{Value: []byte("a b c")}, &kgo.Record{Value: []byte("a b")})
+			dir := t.TempDir()
+			cfg := testConfig(t, dir, "wordcount", tc.set...)
+			b, err := Build(ctx, cfg, Env{ClientOpts: client})
+			if err != nil {
+				t.Fatal(err)
+			}
+			runUntil(t, ctx, b, client, 5)
+			st, err := dirstore.NewFileStorage(filepath.Join(dir, "checkpoints"), cfg.Job.Name, dirstore.StorageOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The newest is the stop's savepoint (canonical): take the
+			// newest checkpoint before it.
+			infos, err := st.List(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var path string
+			for _, in := range infos {
+				if !in.Savepoint && in.Complete {
+					path = in.Path
+				}
+			}
+			if path == "" {
+				t.Fatalf("no completed checkpoint among %+v", infos)
+			}
+			md, err := st.Load(ctx, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var backends []string
+			for _, op := range md.Operators {
+				for _, sub := range op.Subtasks {
+					if sub.Keyed != nil {
+						backends = append(backends, sub.Keyed.Backend)
+					}
+				}
+			}
+			if len(backends) == 0 || slices.ContainsFunc(backends, func(b string) bool { return b != tc.want }) {
+				t.Fatalf("keyed handles of checkpoint %d by backend %v, want every one %q", md.CheckpointID, backends, tc.want)
+			}
+		})
 	}
 }
