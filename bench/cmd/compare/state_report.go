@@ -92,20 +92,19 @@ func stateMedians(runs []*stateResult, contenders []string) []*stateResult {
 	var out []*stateResult
 	for _, name := range contenders {
 		var rs []*stateResult
+		measured := 0
 		for _, r := range runs {
 			if r.Contender == name {
 				rs = append(rs, r)
+				if r.Err == "" {
+					measured++
+				}
 			}
 		}
 		if len(rs) == 0 {
 			continue
 		}
-		m := &stateResult{Contender: name, Runs: len(rs), Keys: rs[0].Keys, RecoveryS: -1}
-		for _, r := range rs {
-			if r.Err == "" {
-				m.Measured++
-			}
-		}
+		m := &stateResult{Contender: name, Runs: len(rs), Measured: measured, Keys: rs[0].Keys, RecoveryS: -1}
 		pick := func(f func(*stateResult) float64, ok func(*stateResult) bool) float64 {
 			var v []float64
 			for _, r := range rs {
