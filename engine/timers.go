@@ -17,12 +17,17 @@ import (
 //     (onWatermark, before the watermark is forwarded, so what OnTimer
 //     emits precedes it downstream), in (time, key group, key) order. What
 //     OnTimer emits carries the timer's time as its timestamp.
-//   - Processing-time timers fire when the job's ProcessingClock reaches
-//     them: the input loop waits on a ProcessingClock.After armed for the
-//     earliest one (re-armed when an earlier one is registered, and after
-//     each firing for the next), and fires them before it reads its next
-//     input once that wake-up was delivered. What OnTimer emits carries
-//     NoTimestamp, as in Flink.
+//   - Processing-time timers fire once the job's ProcessingClock is past
+//     them (a timer at t when the clock reads t+1 or later, as Flink's
+//     fire one millisecond late): the input loop waits on a
+//     ProcessingClock.After armed for the earliest one (re-armed when an
+//     earlier one is registered, and after each firing for the next), and
+//     fires them before it reads its next input once that wake-up was
+//     delivered. Why past: a function that reads the clock to pick a
+//     timer, as a processing-time window does with its last millisecond,
+//     would otherwise see a record arrive in the millisecond its timer
+//     already fired in, register the same timer again, and fire twice.
+//     What OnTimer emits carries NoTimestamp, as in Flink.
 
 // hasTimers reports whether the subtask's function receives timers.
 func (st *subtask) hasTimers() bool {
@@ -75,21 +80,22 @@ func (st *subtask) fireTimers(ctx context.Context, d state.TimeDomain, upTo int6
 	})
 }
 
-// armProcessingTime makes the input loop wake up at ts (epoch ms) for the
-// processing-time timers, unless it already wakes up no later.
+// armProcessingTime makes the input loop wake up once the clock is past
+// ts (epoch ms) for the processing-time timers, unless it already wakes up
+// no later.
 func (st *subtask) armProcessingTime(ts int64) {
 	if st.ptC != nil && st.ptAt <= ts {
 		return
 	}
 	clock := st.j.opts.ProcessingClock
-	st.ptAt, st.ptC = ts, clock.After(time.UnixMilli(ts).Sub(clock.Now()))
+	st.ptAt, st.ptC = ts, clock.After(time.UnixMilli(ts+1).Sub(clock.Now()))
 }
 
-// onProcessingTime fires the processing-time timers due now and arms the
-// wake-up for the next one.
+// onProcessingTime fires the processing-time timers the clock is past and
+// arms the wake-up for the next one.
 func (st *subtask) onProcessingTime(ctx context.Context) error {
 	st.ptC = nil
-	if err := st.fireTimers(ctx, state.ProcessingTime, st.j.opts.ProcessingClock.Now().UnixMilli()); err != nil {
+	if err := st.fireTimers(ctx, state.ProcessingTime, st.j.opts.ProcessingClock.Now().UnixMilli()-1); err != nil {
 		return err
 	}
 	return st.armNextProcessingTime()

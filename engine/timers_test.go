@@ -205,8 +205,9 @@ func waitUntil(t *testing.T, done <-chan error, what func() string, cond func() 
 	}
 }
 
-// Processing-time timers fire when the job's clock reaches them, not
-// before; a deleted one does not fire; what OnTimer emits for one carries
+// Processing-time timers fire once the job's clock is past them, not
+// before (window/operator_test.go shows a timer of the clock's current
+// millisecond waiting); a deleted one does not fire; what OnTimer emits for one carries
 // NoTimestamp.
 func TestProcessingTimeTimersFireOnTheClock(t *testing.T) {
 	clock := manualclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
@@ -236,7 +237,7 @@ func TestProcessingTimeTimersFireOnTheClock(t *testing.T) {
 		t.Fatalf("%d processing-time timers fired before the clock moved", len(fs))
 	}
 	start := clock.Now().UnixMilli()
-	clock.Advance(999 * time.Millisecond)
+	clock.Advance(1000 * time.Millisecond)
 	clock.Advance(time.Millisecond)
 	waitUntil(t, done, func() string { return fmt.Sprintf("%d timers fired", len(spy.firings())) },
 		func() bool { return len(spy.firings()) == 80 })

@@ -406,7 +406,9 @@ func (d *Driver) AdvanceWatermark(ts int64) {
 
 // AdvanceProcessingTime moves the job's processing-time clock on by dur
 // (Options.ManualProcessingTime) and returns once every processing-time
-// timer it reached has fired and what those timers emitted is committed.
+// timer it moved past has fired (a timer at t fires once the clock reads
+// t+1 ms or later, as in Flink) and what those timers emitted is
+// committed.
 // To keep the order of records and timers deterministic it takes a
 // checkpoint before moving the clock (as Checkpoint does: every record
 // piped so far is processed and its output committed first) and another

@@ -103,18 +103,22 @@ func TestAdvanceProcessingTimeFiresTimers(t *testing.T) {
 				t.Fatalf("after Crash: processing time %s, want %s (the clock keeps its time)", got, want)
 			}
 			d.AdvanceProcessingTime(time.Millisecond)
+			if got := sorted(d.Committed()); got != "" {
+				t.Fatalf("at the timers' time: committed %q, want nothing until the clock is past it", got)
+			}
+			d.AdvanceProcessingTime(time.Millisecond)
 			if got, want := sorted(d.Committed()), "a=1@60000 b=2@60000"; got != want {
-				t.Fatalf("at the timers' time: committed %q, want %q", got, want)
+				t.Fatalf("1 ms past the timers' time: committed %q, want %q", got, want)
 			}
 			d.Pipe(rec("a", "4", 0))
 			d.Crash()
 			d.AdvanceProcessingTime(time.Hour)
-			if got, want := sorted(d.Committed()), "a=1@60000 a=4@120000 b=2@60000"; got != want {
+			if got, want := sorted(d.Committed()), "a=1@60000 a=4@120001 b=2@60000"; got != want {
 				t.Fatalf("an hour later, after a crash: committed %q, want %q", got, want)
 			}
 			d.Crash()
 			d.AdvanceProcessingTime(time.Hour)
-			if got, want := sorted(d.Committed()), "a=1@60000 a=4@120000 b=2@60000"; got != want {
+			if got, want := sorted(d.Committed()), "a=1@60000 a=4@120001 b=2@60000"; got != want {
 				t.Fatalf("after another crash and hour: committed %q, want %q (each timer once)", got, want)
 			}
 		})

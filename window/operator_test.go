@@ -490,3 +490,69 @@ func TestProcessingTimeWindowsFollowTheClock(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A processing-time window fires once the clock is past its last
+// millisecond, as in Flink (whose processing-time timers fire one
+// millisecond after their time): a record that arrives in that last
+// millisecond still joins the window, which fires once with it, not a
+// second time on its own.
+func TestProcessingTimeWindowFiresOnceAfterItsLastMillisecond(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	clock := manualclock.New(time.UnixMilli(10_000))
+	storage, err := dirstore.NewFileStorage(t.TempDir(), "proc", dirstore.StorageOptions{Retained: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := engine.NewJob("proc", engine.Options{Storage: storage, Backend: statebackend.NewMemoryFactory(), Clock: clock,
+		Checkpoint: engine.CheckpointOptions{Interval: time.Hour, Mode: engine.ExactlyOnce, Timeout: time.Minute}})
+	src := make(chanSource)
+	keyed := engine.KeyBy(engine.FromSource(j, "source", 1, src), func(e event) string { return e.key }, state.StringCodec{})
+	tw, _ := NewTumbling(time.Second, 0)
+	out := Aggregate(keyed, "windows", 1, Spec{Assigner: tw, Time: ProcessingTime}, sumAgg{}, state.JSONCodec[countSum]{})
+	sink := &collect[Output[string, event, countSum]]{}
+	engine.SinkTo(out, "sink", 1, sink)
+	done := make(chan error, 1)
+	go func() { done <- j.Run(ctx) }()
+	results := func() []string {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		var lines []string
+		for _, o := range sink.got {
+			lines = append(lines, fmt.Sprintf("%s %v %d/%d", o.Key, o.Window, o.Value.Count, o.Value.Sum))
+		}
+		return lines
+	}
+	processed := func() {
+		t.Helper()
+		if _, err := j.TriggerSavepoint(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src <- event{"a", 1, 0}
+	processed()
+	clock.Advance(999 * time.Millisecond) // 10.999 s: the window's last millisecond
+	processed()
+	src <- event{"a", 2, 0}
+	processed()
+	if got := results(); len(got) != 0 {
+		t.Fatalf("fired in its last millisecond: %v", got)
+	}
+	clock.Advance(time.Millisecond) // 11 s
+	want := []string{"a [10000, 11000) 2/3"}
+	deadline := time.Now().Add(30 * time.Second)
+	for !slices.Equal(results(), want) {
+		if time.Now().After(deadline) || len(results()) > len(want) {
+			t.Fatalf("after the clock reached 11 s: %v, want %v", results(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	processed()
+	if got := results(); !slices.Equal(got, want) {
+		t.Fatalf("then %v, want %v", got, want)
+	}
+	close(src)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
