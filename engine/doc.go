@@ -134,8 +134,8 @@
 // and savepoint, restored and rescaled with their key group. Event-time
 // timers fire when the subtask's watermark reaches them, before that
 // watermark is forwarded, so that what OnTimer emits (stamped with the
-// timer's time) precedes it; processing-time timers fire when the job's
-// ProcessingClock (by default its Clock) reaches them, before the
+// timer's time) precedes it; processing-time timers fire once the job's
+// ProcessingClock (by default its Clock) is past them (t+1 ms), before the
 // subtask reads its next input. OnTimer runs on the subtask's goroutine between
 // records, never at the same time as Process.
 //

@@ -106,7 +106,7 @@ type Options struct {
 	// timers and the sources' watermark interval (default the real one).
 	Clock Clock
 	// ProcessingClock is the processing time of keyed functions: their
-	// processing-time timers fire when it reaches them and
+	// processing-time timers fire once it is past them and
 	// KeyedContext.CurrentProcessingTime reads it (default Clock). A test
 	// that moves it by hand (package testdriver) fires those timers
 	// without moving the rest of the job's time.
