@@ -145,6 +145,16 @@ type Storage interface {
 	// and checkpoint ids are never reused (a job's next attempt continues
 	// above the ids its last one used).
 	Writer(checkpointID int64, operatorUID string, subtask int) (SnapshotWriter, error)
+	// Stage returns where a subtask writes shared files ahead of the
+	// checkpoint that will name them: a state backend's materialization,
+	// uploaded beside the checkpoints instead of inside one (see
+	// internal/statebackend/changelog.go). Until Release, the files it
+	// creates are kept though no checkpoint names them; a checkpoint may
+	// then name them, and Complete takes its references as for any other
+	// file. After Release, or after a crash of the process (staging lives
+	// in memory only), the ones no retained checkpoint names are orphans,
+	// removed as such. It does no I/O.
+	Stage(operatorUID string, subtask int) (Staging, error)
 	// Complete makes the checkpoint durable: it checks that every file md
 	// names is stored with its recorded size, publishes md atomically with
 	// a checksum (the directory storage: temp file, fsync, rename, fsync of
@@ -256,6 +266,16 @@ type SnapshotWriter interface {
 	// and referenced by a retained checkpoint, so it need not be written
 	// again.
 	HasShared(name string) (FileRef, bool)
+}
+
+// Staging writes shared files for a checkpoint to come (Storage.Stage).
+// Its Create refuses a private file.
+type Staging interface {
+	SnapshotWriter
+	// Release ends the staging: files a retained checkpoint names stay,
+	// the others become orphans. A Create or Close after it fails naming
+	// the staging. Calling it again does nothing.
+	Release()
 }
 
 // FileWriter is a file being written. Close makes it durable (an fsync, a

@@ -136,6 +136,9 @@ type dirStorage struct {
 	// pending maps every checkpoint in flight (from its first Writer to
 	// Complete or Abort) to what its writers created.
 	pending map[int64]*inflight
+	// staging holds what every unreleased Staging created (Stage): kept
+	// like an in-flight checkpoint's shared files.
+	staging map[*inflight]bool
 	// aborted holds the ids aborted since the newest completed checkpoint:
 	// their late writers are refused.
 	aborted map[int64]bool
@@ -256,7 +259,7 @@ func newDirStorage(fsys vfs.FS, dir, job string, opts StorageOptions) (*dirStora
 	s := &dirStorage{
 		fs: storageFS{fsys}, root: filepath.Join(dir, job), job: job, opts: opts,
 		completed: map[int64]*checkpoint.Metadata{}, refs: map[string]int{},
-		sharedRefs: map[string]checkpoint.FileRef{}, pending: map[int64]*inflight{}, aborted: map[int64]bool{},
+		sharedRefs: map[string]checkpoint.FileRef{}, pending: map[int64]*inflight{}, staging: map[*inflight]bool{}, aborted: map[int64]bool{},
 	}
 	if opts.ReadOnly {
 		// Every mutating call of the filesystem fails, whichever path of
@@ -381,6 +384,9 @@ type snapshotWriter struct {
 	id  int64
 	rel string
 	inf *inflight
+	// staged names the subtask of a Staging ("" for a checkpoint's
+	// writer).
+	staged string
 	// dirs are the checkpoint's, the operator's and the subtask's
 	// directory, set once by the first private file (files are created
 	// concurrently); dirsReady and dirsSynced spare later files the locks.
@@ -466,7 +472,7 @@ func (w *snapshotWriter) Create(name string, shared bool) (checkpoint.FileWriter
 	w.inf.mu.RLock()
 	defer w.inf.mu.RUnlock()
 	if w.inf.aborted {
-		return nil, w.s.abortedError(w.id)
+		return nil, w.goneError()
 	}
 	if !shared {
 		if err := w.mkdirLocked(); err != nil {
@@ -485,6 +491,56 @@ func (w *snapshotWriter) Create(name string, shared bool) (checkpoint.FileWriter
 		return nil, fmt.Errorf("storage: create %s: %w", final, err)
 	}
 	return &fileWriter{s: w.s, w: w, id: w.id, inf: w.inf, f: f, tmp: tmp, final: final, ref: checkpoint.FileRef{Path: rel, Shared: shared}, crc: crc32.New(castagnoli)}, nil
+}
+
+// goneError is what Create and Close fail with once the checkpoint was
+// aborted or the staging released.
+func (w *snapshotWriter) goneError() error {
+	if w.staged != "" {
+		return fmt.Errorf("storage %s: the staging of %s was released", w.s.root, w.staged)
+	}
+	return w.s.abortedError(w.id)
+}
+
+// Stage implements Storage. What its writer creates is recorded as an
+// in-flight checkpoint's shared files are (inflight.shared), in s.staging
+// instead of s.pending, so that no completion takes it for an orphan
+// until Release.
+func (s *dirStorage) Stage(operatorUID string, subtask int) (checkpoint.Staging, error) {
+	who := operatorUID + "/" + strconv.Itoa(subtask)
+	if err := s.readOnly("staging for " + who); err != nil {
+		return nil, err
+	}
+	if operatorUID == "" {
+		return nil, fmt.Errorf("storage %s: staging: empty operator uid", s.root)
+	}
+	inf := newInflight()
+	s.mu.Lock()
+	s.staging[inf] = true
+	s.mu.Unlock()
+	return stagingWriter{&snapshotWriter{s: s, inf: inf, staged: who}}, nil
+}
+
+// stagingWriter is a Staging of the directory storage.
+type stagingWriter struct{ *snapshotWriter }
+
+// Create implements checkpoint.Staging: shared files only.
+func (w stagingWriter) Create(name string, shared bool) (checkpoint.FileWriter, error) {
+	if !shared {
+		return nil, fmt.Errorf("storage %s: staging of %s: %q: a staged file must be shared", w.s.root, w.staged, name)
+	}
+	return w.snapshotWriter.Create(name, true)
+}
+
+// Release implements checkpoint.Staging. Files still being written fail
+// their Close.
+func (w stagingWriter) Release() {
+	w.inf.mu.Lock()
+	w.inf.aborted = true
+	w.inf.mu.Unlock()
+	w.s.mu.Lock()
+	delete(w.s.staging, w.inf)
+	w.s.mu.Unlock()
 }
 
 // forgetTmp drops a temporary name from inf once it is renamed or removed.
@@ -591,7 +647,7 @@ func (w *fileWriter) publish() error {
 	w.inf.mu.RLock()
 	defer w.inf.mu.RUnlock()
 	if w.inf.aborted {
-		return fmt.Errorf("%w: %s is not kept", w.s.abortedError(w.id), w.final)
+		return fmt.Errorf("%w: %s is not kept", w.w.goneError(), w.final)
 	}
 	if w.tmp != w.final {
 		if err := w.s.fs.Rename(w.tmp, w.final); err != nil {
@@ -1036,6 +1092,11 @@ func (s *dirStorage) removeCheckpointDir(dir string) error {
 
 func (s *dirStorage) pendingUsesLocked(rel string) bool {
 	for _, inf := range s.pending {
+		if inf.shared[rel] {
+			return true
+		}
+	}
+	for inf := range s.staging {
 		if inf.shared[rel] {
 			return true
 		}
@@ -1509,6 +1570,7 @@ func (f *failedStorage) Job() string { return f.job }
 func (f *failedStorage) Writer(int64, string, int) (checkpoint.SnapshotWriter, error) {
 	return nil, f.err
 }
+func (f *failedStorage) Stage(string, int) (checkpoint.Staging, error)        { return nil, f.err }
 func (f *failedStorage) Complete(context.Context, *checkpoint.Metadata) error { return f.err }
 func (f *failedStorage) Abort(int64) error                                    { return f.err }
 func (f *failedStorage) Latest(context.Context) (*checkpoint.Metadata, []checkpoint.CheckpointInfo, error) {

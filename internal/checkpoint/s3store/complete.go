@@ -302,6 +302,14 @@ func (s *Storage) collect(ctx context.Context) {
 			inUse[s.root+p] = true
 		}
 	}
+	for inf := range s.staging {
+		for k := range inf.written {
+			inUse[k] = true
+		}
+		for p := range inf.reused {
+			inUse[s.root+p] = true
+		}
+	}
 	s.mu.Unlock()
 	gone := map[string]bool{}
 	for _, m := range subsumed {

@@ -136,6 +136,11 @@ type Storage struct {
 	newest       int64
 	pending      map[int64]*inflight
 	aborted      map[int64]bool
+	// staging holds what every unreleased Staging put (Stage), kept like
+	// an in-flight checkpoint's objects; stages counts the Stage calls, to
+	// give each its own shared/ prefix.
+	staging map[*inflight]bool
+	stages  int64
 	// verified are the files read in full and found intact (verifyFiles).
 	verified map[string]bool
 	fenced   error
@@ -220,7 +225,7 @@ func New(ctx context.Context, st objstore.Store, opts Options) (*Storage, error)
 		token:     "e" + strconv.FormatInt(opts.Epoch, 10) + "-" + hex.EncodeToString(rnd[:]),
 		manifests: map[string]*manifest{}, retained: map[int64]*manifest{},
 		sharedByName: map[string]checkpoint.FileRef{}, pending: map[int64]*inflight{}, aborted: map[int64]bool{},
-		verified: map[string]bool{}, orphansSought: opts.Now(),
+		staging: map[*inflight]bool{}, verified: map[string]bool{}, orphansSought: opts.Now(),
 	}
 	if _, err := s.refresh(ctx); err != nil {
 		return nil, s.errorf("open: %w", err)
@@ -637,14 +642,61 @@ func (s *Storage) Writer(checkpointID int64, operatorUID string, subtask int) (c
 		return nil, fmt.Errorf("writer for %s/%d: %w", operatorUID, subtask, err)
 	}
 	rel := dataDir + chkName(checkpointID) + "/" + s.token + "/op-" + url.PathEscape(operatorUID) + "/" + strconv.Itoa(subtask) + "/"
-	return &snapshotWriter{s: s, id: checkpointID, rel: rel, inf: inf}, nil
+	// Shared files per checkpoint: two checkpoints in flight may both
+	// write a file of the same name, and an Abort of one deletes its own.
+	shared := sharedDir + s.token + "-" + strconv.FormatInt(checkpointID, 10) + "/"
+	return &snapshotWriter{s: s, id: checkpointID, what: fmt.Sprintf("checkpoint %d", checkpointID), rel: rel, shared: shared, inf: inf}, nil
+}
+
+// Stage implements checkpoint.Storage. Its objects go under a shared/
+// prefix of their own and are recorded in s.staging, which collect
+// counts as in use, until Release.
+func (s *Storage) Stage(operatorUID string, subtask int) (checkpoint.Staging, error) {
+	who := operatorUID + "/" + strconv.Itoa(subtask)
+	if operatorUID == "" {
+		return nil, s.errorf("staging: empty operator uid")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fenced != nil {
+		return nil, fmt.Errorf("staging for %s: %w", who, s.fenced)
+	}
+	s.stages++
+	inf := &inflight{written: map[string]bool{}, reused: map[string]bool{}}
+	s.staging[inf] = true
+	shared := sharedDir + s.token + "-stage" + strconv.FormatInt(s.stages, 10) + "/"
+	return stagingWriter{&snapshotWriter{s: s, what: "the staging of " + who, shared: shared, inf: inf, staged: true}}, nil
+}
+
+// stagingWriter is a Staging of the S3 storage.
+type stagingWriter struct{ *snapshotWriter }
+
+// Create implements checkpoint.Staging: shared files only.
+func (w stagingWriter) Create(name string, shared bool) (checkpoint.FileWriter, error) {
+	if !shared {
+		return nil, w.s.errorf("%s: %q: a staged file must be shared", w.what, name)
+	}
+	return w.snapshotWriter.Create(name, true)
+}
+
+// Release implements checkpoint.Staging.
+func (w stagingWriter) Release() {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	w.inf.aborted = true
+	delete(w.s.staging, w.inf)
 }
 
 type snapshotWriter struct {
-	s   *Storage
-	id  int64
-	rel string
-	inf *inflight
+	s  *Storage
+	id int64
+	// what names the writer in errors: "checkpoint <id>", or "the
+	// staging of <operator>/<subtask>".
+	what string
+	// rel is the prefix of private files, shared that of shared ones.
+	rel, shared string
+	inf         *inflight
+	staged      bool // a Staging's
 }
 
 func validFileName(name string) error {
@@ -658,24 +710,30 @@ func validFileName(name string) error {
 // and put, create-only, by Close.
 func (w *snapshotWriter) Create(name string, shared bool) (checkpoint.FileWriter, error) {
 	if err := validFileName(name); err != nil {
-		return nil, w.s.errorf("checkpoint %d: %v", w.id, err)
+		return nil, w.s.errorf("%s: %v", w.what, err)
 	}
 	rel := w.rel + name
 	if shared {
-		// Per checkpoint: two checkpoints in flight may both write a
-		// file of the same name, and an Abort of one deletes its own.
-		rel = sharedDir + w.s.token + "-" + strconv.FormatInt(w.id, 10) + "/" + name
+		rel = w.shared + name
 	}
 	if err := objstore.ValidateKey(w.s.root + rel); err != nil {
-		return nil, w.s.errorf("checkpoint %d: %v", w.id, err)
+		return nil, w.s.errorf("%s: %v", w.what, err)
 	}
 	w.s.mu.Lock()
 	aborted := w.inf.aborted
 	w.s.mu.Unlock()
 	if aborted {
-		return nil, w.s.errorf("create %s: checkpoint %d was aborted", rel, w.id)
+		return nil, w.s.errorf("create %s: %s", rel, w.goneReason())
 	}
 	return &fileWriter{w: w, ref: checkpoint.FileRef{Path: rel, Shared: shared}, crc: crc32.New(castagnoli)}, nil
+}
+
+// goneReason says why the writer's files are no longer wanted.
+func (w *snapshotWriter) goneReason() string {
+	if w.staged {
+		return w.what + " was released"
+	}
+	return w.what + " was aborted"
 }
 
 // HasShared implements checkpoint.SnapshotWriter: a shared file of that name a
@@ -784,7 +842,7 @@ func (f *fileWriter) Close() (checkpoint.FileRef, error) {
 	aborted := f.w.inf.aborted
 	s.mu.Unlock()
 	if aborted {
-		return checkpoint.FileRef{}, s.errorf("put %s: checkpoint %d was aborted", key, f.w.id)
+		return checkpoint.FileRef{}, s.errorf("put %s: %s", key, f.w.goneReason())
 	}
 	// A failed put may have been applied (a lost response): recorded
 	// before, so that Abort deletes it either way.
@@ -792,16 +850,16 @@ func (f *fileWriter) Close() (checkpoint.FileRef, error) {
 	f.w.inf.written[key] = true
 	s.mu.Unlock()
 	if _, err := s.st.Put(context.Background(), key, data, objstore.PutOptions{IfNoneMatch: true}); err != nil {
-		return checkpoint.FileRef{}, fmt.Errorf("checkpoint %d: %w", f.w.id, err)
+		return checkpoint.FileRef{}, fmt.Errorf("%s: %w", f.w.what, err)
 	}
 	s.mu.Lock()
 	aborted = f.w.inf.aborted
 	s.mu.Unlock()
 	if aborted {
 		if err := s.st.Delete(context.Background(), key); err != nil {
-			s.logf("s3 checkpoint storage: delete %s of aborted checkpoint %d: %v", key, f.w.id, err)
+			s.logf("s3 checkpoint storage: delete %s (%s): %v", key, f.w.goneReason(), err)
 		}
-		return checkpoint.FileRef{}, s.errorf("put %s: checkpoint %d was aborted; the object is deleted", key, f.w.id)
+		return checkpoint.FileRef{}, s.errorf("put %s: %s; the object is deleted", key, f.w.goneReason())
 	}
 	f.ref.Size = f.size
 	f.ref.CRC32C = f.crc.Sum32()
