@@ -39,13 +39,24 @@ func (f *pebbleFactory) localRecoveryDir(uid string, subtask int) string {
 // and records them as checkpoint id's. Failures only cost local recovery:
 // they are logged, not returned.
 func (b *pebbleBackend) keepLocal(id int64, local string, ssts map[string]checkpoint.FileRef) {
+	if names := b.linkLocal(local, ssts); names != nil {
+		b.mu.Lock()
+		b.localPending[id] = names
+		b.mu.Unlock()
+	}
+}
+
+// linkLocal is keepLocal's linking: it returns the stored names linked
+// (nil without local recovery), for the caller to record under the
+// checkpoint that will refer to them.
+func (b *pebbleBackend) linkLocal(local string, ssts map[string]checkpoint.FileRef) map[string]bool {
 	if b.localDir == "" {
-		return
+		return nil
 	}
 	names := make(map[string]bool, len(ssts))
 	if err := b.fs.MkdirAll(b.localDir, 0o755); err != nil {
 		b.f.opts.Logger.Infof("local recovery: %v", err)
-		return
+		return nil
 	}
 	for name, ref := range ssts {
 		if ref.Inline {
@@ -62,9 +73,7 @@ func (b *pebbleBackend) keepLocal(id int64, local string, ssts map[string]checkp
 			delete(names, stored)
 		}
 	}
-	b.mu.Lock()
-	b.localPending[id] = names
-	b.mu.Unlock()
+	return names
 }
 
 // pruneLocal removes the links that neither checkpoint id, now complete,

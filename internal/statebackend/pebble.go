@@ -250,6 +250,11 @@ type pebbleBackend struct {
 	localPending  map[int64]map[string]bool
 	restoredLocal int
 
+	// bgCtx is the context of the backend's own goroutines (a
+	// materialization uploaded beside the checkpoints); Close cancels it.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+
 	// mu guards what the AsyncSnapshots share with the owner goroutine.
 	mu      sync.Mutex
 	closed  bool
@@ -377,6 +382,7 @@ func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts state.Keyed
 		states: map[string]*pebbleState{}, byID: map[uint16]*pebbleState{}, nextID: 1, dirty: map[string]dirtyEntry{}, clean: map[string]dirtyEntry{},
 		timerKnown: map[string]struct{}{}, pending: map[int64]map[string]checkpoint.FileRef{}, base: map[string]checkpoint.FileRef{}, snaps: map[*pebble.Snapshot]bool{},
 	}
+	b.bgCtx, b.bgCancel = context.WithCancel(context.Background())
 	b.dir = b.fs.PathJoin(f.opts.Dir, fmt.Sprintf("%s-%d-%s", url.PathEscape(opts.OperatorUID), opts.Subtask, b.instance))
 	errorf := func(format string, args ...any) error {
 		return fmt.Errorf("pebble backend %s/%d: %s", opts.OperatorUID, opts.Subtask, fmt.Errorf(format, args...))
@@ -386,6 +392,7 @@ func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts state.Keyed
 	}
 	defer func() {
 		if err != nil {
+			b.bgCancel()
 			if b.db != nil {
 				_ = b.db.Close()
 				f.release()
@@ -1301,12 +1308,17 @@ func (b *pebbleBackend) Close() error {
 	}
 	b.closed = true
 	b.mu.Unlock()
+	b.bgCancel()
 	b.running.Wait()
 	b.mu.Lock()
 	for s := range b.snaps {
 		_ = s.Close()
 	}
 	b.snaps = nil
+	if b.cl != nil && b.cl.staged != nil {
+		b.cl.staged.staging.Release()
+		b.cl.staged = nil
+	}
 	b.mu.Unlock()
 	if b.timerWrites != nil {
 		_ = b.timerWrites.Close() // never committed: the state is scratch

@@ -1,0 +1,151 @@
+package statebackend
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/onceflow/onceflow/internal/checkpoint"
+	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/state"
+)
+
+// gatedStages holds every staging's first Create until the test opens
+// its gate, so that an upload spans as many checkpoints as the test
+// likes, and fails the first fail stagings.
+type gatedStages struct {
+	checkpoint.Storage
+	fail  atomic.Int32
+	mu    sync.Mutex
+	gates []chan struct{}
+}
+
+func (g *gatedStages) Stage(uid string, subtask int) (checkpoint.Staging, error) {
+	sg, err := g.Storage.Stage(uid, subtask)
+	if err != nil {
+		return nil, err
+	}
+	gate := make(chan struct{})
+	g.mu.Lock()
+	g.gates = append(g.gates, gate)
+	g.mu.Unlock()
+	return gatedStaging{Staging: sg, gate: gate, fail: g.fail.Add(-1) >= 0}, nil
+}
+
+// open lets every upload staged so far go on.
+func (g *gatedStages) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, c := range g.gates {
+		close(c)
+	}
+	g.gates = nil
+}
+
+type gatedStaging struct {
+	checkpoint.Staging
+	gate <-chan struct{}
+	fail bool
+}
+
+var errStage = errors.New("injected staging failure")
+
+func (g gatedStaging) Create(name string, shared bool) (checkpoint.FileWriter, error) {
+	<-g.gate
+	if g.fail {
+		return nil, errStage
+	}
+	return g.Staging.Create(name, shared)
+}
+
+// stagedState reports what the backend's staged materialization is: nil
+// when there is none, else its cut and adopting checkpoints and the
+// channel closed when its upload ended.
+func stagedState(b state.KeyedBackend) (s *stagedMat, id, adoptedBy int64) {
+	pb := b.(*pebbleBackend)
+	pb.mu.Lock()
+	defer pb.mu.Unlock()
+	if s = pb.cl.staged; s != nil {
+		return s, s.id, s.adoptedBy
+	}
+	return nil, 0, 0
+}
+
+// With a storage to stage in, a chain past the limit is materialized
+// beside the checkpoints: checkpoints append while the uploads happen
+// outside them (a checkpoint materializes only at the start and when an
+// upload held back longer let the chain pass twice the limit), later checkpoints adopt them, and every
+// completed checkpoint restores exactly the state at its barrier,
+// whether it came before, during or after a materialization, after an
+// aborted checkpoint or a lost notification, and after a staged upload
+// that failed (dropped, then tried again). The staged files outlive the
+// storage's orphan collection until a checkpoint names them.
+func TestChangelogMaterializesBesideTheCheckpoints(t *testing.T) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(3, 4))
+	f := changelogFactory(t, 256<<10)
+	st := &gatedStages{Storage: dirstore.NewMemoryStorage("job", dirstore.StorageOptions{Retained: 2})}
+	st.fail.Store(1)
+	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Storage: st})
+	t.Cleanup(st.open) // before the backend's Close, which waits for its upload
+	w := newWorkload(t, b)
+	kinds := map[string]int{}
+	for id := int64(1); id <= 40; id++ {
+		w.apply(t, b, 400, int(id))
+		applyTimerRound(t, b, 40, int(id))
+		// A third of the time the upload of a staged materialization
+		// ends before the next barrier; else it runs across it.
+		if s, _, adopted := stagedState(b); s != nil && adopted == 0 && rng.IntN(3) == 0 {
+			st.open()
+			<-s.ended
+		}
+		wr, err := st.Writer(id, "op", 0)
+		must(t, err)
+		async, err := b.Snapshot(id, wr)
+		must(t, err)
+		want := dumpBackend(t, b)
+		w.apply(t, b, 50, int(id)+1000) // after the barrier
+		h, err := async(ctx)
+		must(t, err)
+		if s, cut, adopted := stagedState(b); s != nil {
+			switch {
+			case adopted == id:
+				kinds["adopted"]++
+			case cut == id:
+				kinds["cut"]++
+			}
+		}
+		switch fate := rng.IntN(10); {
+		case id > 2 && fate == 0:
+			must(t, st.Abort(id))
+			b.NotifyCheckpointAborted(id)
+			kinds["aborted"]++
+			continue
+		case id > 2 && fate == 1:
+			completeOne(t, st, "op", id, false, 1, h)
+			kinds["notification lost"]++
+		default:
+			completeOne(t, st, "op", id, false, 1, h)
+			b.NotifyCheckpointComplete(id)
+		}
+		kinds[h.Backend]++
+		r := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
+		newWorkload(t, r)
+		if d := diffDumps(want, dumpBackend(t, r)); d != "" {
+			t.Fatalf("checkpoint %d (%s, %d files) restored: %s", id, h.Backend, len(h.Files), d)
+		}
+		must(t, r.Close())
+	}
+	t.Logf("checkpoints: %v", kinds)
+	// Materializing checkpoints: the first, and any that found the chain
+	// past twice the limit while an upload was held back.
+	if kinds[checkpoint.BackendPebble] == 0 || kinds[checkpoint.BackendPebble] > kinds["cut"] || kinds["cut"] < 3 || kinds["adopted"] < 2 || kinds["aborted"] == 0 {
+		t.Fatalf("want several cuts and adoptions beside the checkpoints, and fewer materializing checkpoints: %v", kinds)
+	}
+	if st.fail.Load() >= 0 {
+		t.Fatal("no staging failed")
+	}
+}
