@@ -55,12 +55,11 @@ import (
 // periodic materialization, the chain is normally cut beside the
 // checkpoints instead:
 //   - when an appending checkpoint leaves the chain past ChangelogLimit
-//     bytes (or half of maxSegments), the backend takes a Pebble
-//     checkpoint right after it on the owner goroutine (the cut: the
-//     database then holds exactly the materialization plus the chain) and
-//     uploads it in a goroutine of its own, through a checkpoint.Staging
-//     of the storage, which keeps the files though no checkpoint names
-//     them yet;
+//     bytes (or half of maxSegments), the backend starts a flush of the
+//     memtable right after it on the owner goroutine (the cut), and in a
+//     goroutine of its own waits for the flush, takes a Pebble checkpoint
+//     and uploads it through a checkpoint.Staging of the storage, which
+//     keeps the files though no checkpoint names them yet;
 //   - the checkpoints taken meanwhile keep appending to the old chain;
 //   - the first checkpoint after the upload ended adopts it: it refers to
 //     the new materialization plus the segments cut after it, and the
@@ -70,6 +69,15 @@ import (
 //     released. A failed upload is dropped and tried again at the next
 //     checkpoint; a crash leaves the staged files to the storage's
 //     orphan collection (staging is in memory only).
+//
+// The Pebble checkpoint holds every write up to the cut, and perhaps some
+// after it (memtables flushed meanwhile): the flushed state is always a
+// prefix of the writes, in order. That is enough, because every record of
+// a segment is absolute (a set, a deletion, a range deletion; no merge):
+// replaying in order the writes after the cut, on any state that holds
+// every write up to the cut and a prefix of the rest, leaves each key as
+// the last of those writes made it, or as the cut left it when none
+// touched it. So the cut's barrier waits for no flush.
 //
 // Only a chain that outgrows twice the limit, a first checkpoint (no
 // materialization yet), or a storage that cannot stage makes a checkpoint
@@ -133,9 +141,9 @@ type materialization struct {
 }
 
 // stagedMat is a materialization uploaded beside the checkpoints: the
-// Pebble checkpoint taken at checkpoint id's barrier, right after that
-// checkpoint appended, so that it holds the chain's first covers
-// segments. Its fields past staging are guarded by the backend's mu.
+// Pebble checkpoint cut right after checkpoint id appended, so that it
+// holds the chain's first covers segments (and perhaps later writes, see
+// above). Its fields past ended are guarded by the backend's mu.
 type stagedMat struct {
 	id      int64
 	covers  int
@@ -264,10 +272,10 @@ func (b *pebbleBackend) appendSnapshot(id int64, w checkpoint.SnapshotWriter) (a
 }
 
 // stageMaterialization cuts the chain after checkpoint id appended (its
-// first covers segments): it takes a Pebble checkpoint on the owner
-// goroutine and uploads it in a goroutine of its own (see the top of this
-// file). A failure to take it is logged: the chain goes on, and the next
-// checkpoint tries again.
+// first covers segments): it starts a memtable flush on the owner
+// goroutine, and a goroutine of its own waits for it, takes the Pebble
+// checkpoint and uploads it (see the top of this file). A failure is
+// logged: the chain goes on, and the next checkpoint adopts nothing.
 func (b *pebbleBackend) stageMaterialization(id int64, covers int) {
 	logf := b.f.opts.Logger.Infof
 	staging, err := b.opts.Storage.Stage(b.opts.OperatorUID, b.opts.Subtask)
@@ -275,24 +283,17 @@ func (b *pebbleBackend) stageMaterialization(id int64, covers int) {
 		logf("pebble backend %s/%d: materialization after checkpoint %d not started: %v", b.opts.OperatorUID, b.opts.Subtask, id, err)
 		return
 	}
-	local := b.fs.PathJoin(b.dir, "mat-"+strconv.FormatInt(id, 10))
-	_ = b.fs.RemoveAll(local)
-	err = b.db.Flush()
-	if err == nil {
-		if err = b.db.Checkpoint(local); err != nil {
-			_ = b.fs.RemoveAll(local)
-		}
-	}
+	flushed, err := b.db.AsyncFlush()
 	if err != nil {
 		staging.Release()
-		logf("pebble backend %s/%d: materialization after checkpoint %d: pebble checkpoint into %s: %v", b.opts.OperatorUID, b.opts.Subtask, id, local, err)
+		logf("pebble backend %s/%d: materialization after checkpoint %d: flush: %v", b.opts.OperatorUID, b.opts.Subtask, id, err)
 		return
 	}
 	if err := b.enter(); err != nil { // closed meanwhile
 		staging.Release()
-		_ = b.fs.RemoveAll(local)
 		return
 	}
+	local := b.fs.PathJoin(b.dir, "mat-"+strconv.FormatInt(id, 10))
 	ctx, cancel := context.WithCancel(b.bgCtx)
 	s := &stagedMat{id: id, covers: covers, local: local, staging: staging, cancel: cancel, ended: make(chan struct{})}
 	b.mu.Lock()
@@ -302,12 +303,7 @@ func (b *pebbleBackend) stageMaterialization(id int64, covers int) {
 		defer b.running.Done()
 		defer close(s.ended)
 		defer cancel()
-		h, ssts, err := b.upload(ctx, id, local, staging, true)
-		var links map[string]bool
-		if err == nil {
-			links = b.linkLocal(local, ssts)
-		}
-		_ = b.fs.RemoveAll(local)
+		h, ssts, links, err := b.materializeStaged(ctx, s, flushed)
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		s.done, s.err = true, err
@@ -318,6 +314,27 @@ func (b *pebbleBackend) stageMaterialization(id int64, covers int) {
 			staging.Release()
 		}
 	}()
+}
+
+// materializeStaged is the goroutine's part of stageMaterialization: once
+// the flush ended, the Pebble checkpoint into s.local, its upload through
+// s.staging, and the local recovery links.
+func (b *pebbleBackend) materializeStaged(ctx context.Context, s *stagedMat, flushed <-chan struct{}) (*checkpoint.Handle, map[string]checkpoint.FileRef, map[string]bool, error) {
+	select {
+	case <-flushed:
+	case <-ctx.Done():
+		return nil, nil, nil, ctx.Err()
+	}
+	_ = b.fs.RemoveAll(s.local)
+	defer b.fs.RemoveAll(s.local)
+	if err := b.db.Checkpoint(s.local); err != nil {
+		return nil, nil, nil, fmt.Errorf("pebble checkpoint into %s: %w", s.local, err)
+	}
+	h, ssts, err := b.upload(ctx, s.id, s.local, s.staging, true, stagedUploadParallelism)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return h, ssts, b.linkLocal(s.local, ssts), nil
 }
 
 // adoptStagedLocked makes checkpoint id adopt the staged materialization
@@ -412,6 +429,36 @@ func (b *pebbleBackend) storeSegments(ctx context.Context, segs []*segment, w ch
 		}
 	}
 	return refs, nil
+}
+
+// continueFrom makes a backend restored directly from h (its database
+// opened from h's files, h's segments replayed) go on with h's chain, so
+// that its first checkpoint appends instead of materializing: the
+// database holds exactly h's materialization plus its segments, as it
+// did in the backend that wrote h. Only when every stored file of h is
+// shared: a savepoint's own files (copies, not shared) belong to the user
+// and may be removed with it, so a checkpoint must not come to refer to
+// them; then the first checkpoint materializes as without this.
+func (c *changelog) continueFrom(h *checkpoint.Handle) {
+	for _, ref := range h.Files {
+		if !ref.Inline && !ref.Shared {
+			return
+		}
+	}
+	var mat []checkpoint.FileRef
+	var segs []*segment
+	var n int64
+	for _, ref := range h.Files {
+		if h.Backend == checkpoint.BackendPebbleChangelog && isSegment(ref) {
+			r := ref
+			segs = append(segs, &segment{ref: &r})
+			n += ref.Size
+			continue
+		}
+		mat = append(mat, ref)
+	}
+	c.mat = &materialization{complete: true, files: mat}
+	c.segs, c.bytes = segs, n
 }
 
 // materialized records what the AsyncSnapshot of materialization id

@@ -149,3 +149,52 @@ func TestChangelogMaterializesBesideTheCheckpoints(t *testing.T) {
 		t.Fatal("no staging failed")
 	}
 }
+
+// A backend restored directly from a changelog checkpoint goes on with
+// its chain: its first checkpoint appends one segment to the restored
+// handle's files instead of materializing, and restores exactly.
+func TestRestoredBackendContinuesTheChain(t *testing.T) {
+	ctx := context.Background()
+	f := changelogFactory(t, 0)
+	st := dirstore.NewMemoryStorage("job", dirstore.StorageOptions{Retained: 2})
+	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Storage: st})
+	w := newWorkload(t, b)
+	take := func(b state.KeyedBackend, id int64) *checkpoint.Handle {
+		t.Helper()
+		wr, err := st.Writer(id, "op", 0)
+		must(t, err)
+		async, err := b.Snapshot(id, wr)
+		must(t, err)
+		h, err := async(ctx)
+		must(t, err)
+		completeOne(t, st, "op", id, false, 1, h)
+		b.NotifyCheckpointComplete(id)
+		return h
+	}
+	for id := int64(1); id <= 3; id++ {
+		w.apply(t, b, 300, int(id))
+		take(b, id)
+	}
+	h := take(b, 4)
+	if h.Backend != checkpoint.BackendPebbleChangelog {
+		t.Fatalf("checkpoint 4 is %s, want a chain", h.Backend)
+	}
+	r := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
+	rw := newWorkload(t, r)
+	rw.apply(t, r, 300, 5)
+	want := dumpBackend(t, r)
+	h5 := take(r, 5)
+	if h5.Backend != checkpoint.BackendPebbleChangelog || len(h5.Files) != len(h.Files)+1 {
+		t.Fatalf("the restored backend's first checkpoint: %s with %d files; want the restored chain's %d files and one segment", h5.Backend, len(h5.Files), len(h.Files))
+	}
+	for i, ref := range h.Files {
+		if h5.Files[i].Path != ref.Path {
+			t.Fatalf("file %d: %s, want the restored chain's %s", i, h5.Files[i].Path, ref.Path)
+		}
+	}
+	r2 := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h5}, Storage: st})
+	newWorkload(t, r2)
+	if d := diffDumps(want, dumpBackend(t, r2)); d != "" {
+		t.Fatalf("the continued chain restored: %s", d)
+	}
+}

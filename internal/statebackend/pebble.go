@@ -39,8 +39,9 @@ type PebbleOptions struct {
 	// every checkpoint stores all files privately.
 	Incremental bool
 	// ChangelogLimit bounds the changelog of incremental checkpoints (see
-	// changelog.go): the bytes of writes a restore may have to replay on
-	// top of the last materialized Pebble checkpoint. 0 means 64 MiB; a
+	// changelog.go): past it a new materialization is uploaded beside the
+	// checkpoints, and a restore replays at most twice it on top of the
+	// last materialized Pebble checkpoint. 0 means 64 MiB; a
 	// negative value turns the changelog off, and every checkpoint flushes
 	// the memtable and stores a Pebble checkpoint. Without Incremental
 	// there is no changelog.
@@ -436,6 +437,9 @@ func (f *pebbleFactory) CreateKeyedBackend(ctx context.Context, opts state.Keyed
 	if direct {
 		if err := b.checkHandleStates(opts.Restore[0]); err != nil {
 			return nil, errorf("restore: %w", err)
+		}
+		if b.cl != nil {
+			b.cl.continueFrom(opts.Restore[0])
 		}
 	} else {
 		restored := false
@@ -1023,7 +1027,7 @@ func (b *pebbleBackend) Snapshot(checkpointID int64, w checkpoint.SnapshotWriter
 		}
 		defer b.running.Done()
 		defer b.fs.RemoveAll(local)
-		h, ssts, err := b.upload(ctx, checkpointID, local, w, incremental)
+		h, ssts, err := b.upload(ctx, checkpointID, local, w, incremental, uploadParallelism)
 		if err != nil {
 			return nil, fmt.Errorf("checkpoint %d of %s/%d: %w", checkpointID, b.opts.OperatorUID, b.opts.Subtask, err)
 		}
@@ -1058,9 +1062,16 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // and overlapping those waits is most of what parallel copies win.
 const uploadParallelism = 4
 
-// upload stores the files of the local checkpoint directory, several at a
-// time. The handle lists them in name order whatever order they finish in.
-func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w checkpoint.SnapshotWriter, incremental bool) (*checkpoint.Handle, map[string]checkpoint.FileRef, error) {
+// stagedUploadParallelism is uploadParallelism for a materialization
+// uploaded beside the checkpoints (changelog.go): no checkpoint waits for
+// it, and one file at a time leaves the disk to the checkpoints' own
+// writes.
+const stagedUploadParallelism = 1
+
+// upload stores the files of the local checkpoint directory, parallelism
+// at a time. The handle lists them in name order whatever order they
+// finish in.
+func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w checkpoint.SnapshotWriter, incremental bool, parallelism int) (*checkpoint.Handle, map[string]checkpoint.FileRef, error) {
 	names, err := b.fs.List(local)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list %s: %w", local, err)
@@ -1105,7 +1116,7 @@ func (b *pebbleBackend) upload(ctx context.Context, id int64, local string, w ch
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make([]error, len(names))
-	sem := make(chan struct{}, uploadParallelism)
+	sem := make(chan struct{}, parallelism)
 	var wg sync.WaitGroup
 	for _, i := range todo {
 		storedName := names[i]
