@@ -290,10 +290,12 @@ type State struct {
 	LocalRecovery bool `mapstructure:"local_recovery"`
 	// ChangelogLimitBytes bounds the changelog of incremental Pebble
 	// checkpoints: the bytes of writes a restore may replay on top of the
-	// last materialized Pebble checkpoint. A checkpoint that would pass it
-	// materializes (stores the database's changed files) instead of
-	// appending its writes. 0 takes the backend's default (64 MiB); -1
-	// turns the changelog off, so that every checkpoint materializes.
+	// last materialized Pebble checkpoint. Past half of it a new
+	// materialization is uploaded beside the checkpoints; a checkpoint
+	// that would pass it materializes itself (stores the database's
+	// changed files) instead of appending. 0 takes the backend's default
+	// (64 MiB); -1 turns the changelog off, so that every checkpoint
+	// materializes.
 	ChangelogLimitBytes int64 `mapstructure:"changelog_limit_bytes"`
 }
 

@@ -39,9 +39,9 @@ type PebbleOptions struct {
 	// every checkpoint stores all files privately.
 	Incremental bool
 	// ChangelogLimit bounds the changelog of incremental checkpoints (see
-	// changelog.go): past it a new materialization is uploaded beside the
-	// checkpoints, and a restore replays at most twice it on top of the
-	// last materialized Pebble checkpoint. 0 means 64 MiB; a
+	// changelog.go): the bytes of writes a restore may have to replay on
+	// top of the last materialized Pebble checkpoint; past half of it a
+	// new materialization is uploaded beside the checkpoints. 0 means 64 MiB; a
 	// negative value turns the changelog off, and every checkpoint flushes
 	// the memtable and stores a Pebble checkpoint. Without Incremental
 	// there is no changelog.
