@@ -54,7 +54,9 @@ func newStorage(ctx context.Context, cfg *config.Config, g *Group, log *slog.Log
 		return nil, &ConfigError{Key: "checkpoint.dir", Err: fmt.Errorf("a partition group needs s3:// checkpoints, not the local directory %q", ck.Dir)}
 	}
 	if !isS3 {
-		st, err := dirstore.NewFileStorage(ck.Dir, cfg.Job.Name, dirstore.StorageOptions{Retained: ck.Retain, Logf: logf})
+		// Removals in the background: a completion that subsumes a large
+		// materialization does not wait for its files to be unlinked.
+		st, err := dirstore.NewFileStorage(ck.Dir, cfg.Job.Name, dirstore.StorageOptions{Retained: ck.Retain, Logf: logf, RemoveInBackground: true})
 		if err != nil {
 			return nil, &ConfigError{Key: "checkpoint.dir", Err: err}
 		}

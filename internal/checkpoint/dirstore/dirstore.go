@@ -67,6 +67,17 @@ type StorageOptions struct {
 	// directory. Opening fails, naming it, when the job directory does not
 	// exist.
 	ReadOnly bool
+	// RemoveInBackground makes Complete hand the removal of the
+	// checkpoints it subsumes (their directories and the shared files no
+	// retained checkpoint uses any more) to a goroutine of the storage,
+	// instead of removing them before it returns. On ext4, unlinking the
+	// tables of a large Pebble materialization (600 MB) took 0.4 to 0.8 s
+	// under load, which every completion that subsumed it waited for.
+	// Sweep, DiscardAll, Adopt and PruneSavepoints wait for the removals
+	// queued before them. Leftovers of a crash mid-removal are what a
+	// crash inside Complete leaves too: unreferenced files, which the next
+	// completion's sweep of orphans removes.
+	RemoveInBackground bool
 }
 
 // NewFileStorage returns the storage of job's checkpoints under dir:
@@ -143,6 +154,23 @@ type dirStorage struct {
 	// their late writers are refused.
 	aborted map[int64]bool
 	newest  int64
+
+	// removals are the subsumed checkpoints and shared files queued for
+	// the remover goroutine (StorageOptions.RemoveInBackground), queued
+	// names their shared files (the sweep of orphans leaves them to it);
+	// removing is true while the goroutine runs, and removed is broadcast
+	// when it stops. All guarded by mu.
+	removals []removal
+	queued   map[string]bool
+	removing bool
+	removed  *sync.Cond
+}
+
+// removal is one subsumed checkpoint directory or shared file to remove.
+type removal struct {
+	rel string // under the root
+	id  int64  // the checkpoint, for a directory
+	dir bool
 }
 
 // inflight is a checkpoint being written.
@@ -260,7 +288,9 @@ func newDirStorage(fsys vfs.FS, dir, job string, opts StorageOptions) (*dirStora
 		fs: storageFS{fsys}, root: filepath.Join(dir, job), job: job, opts: opts,
 		completed: map[int64]*checkpoint.Metadata{}, refs: map[string]int{},
 		sharedRefs: map[string]checkpoint.FileRef{}, pending: map[int64]*inflight{}, staging: map[*inflight]bool{}, aborted: map[int64]bool{},
+		queued: map[string]bool{},
 	}
+	s.removed = sync.NewCond(&s.mu)
 	if opts.ReadOnly {
 		// Every mutating call of the filesystem fails, whichever path of
 		// the storage it comes from: the methods refuse up front, this
@@ -1029,6 +1059,15 @@ func (s *dirStorage) subsumeLocked() {
 		})
 		// The checkpoint goes first, so that an interruption leaves
 		// unreferenced files rather than a checkpoint missing some.
+		if s.opts.RemoveInBackground {
+			s.removals = append(s.removals, removal{rel: chkDirName(id), id: id, dir: true})
+			s.queued[chkDirName(id)] = true
+			for _, rel := range drop {
+				s.removals = append(s.removals, removal{rel: rel})
+				s.queued[rel] = true
+			}
+			continue
+		}
 		if err := s.removeCheckpointDir(filepath.Join(s.root, chkDirName(id))); err != nil {
 			s.logf("storage %s: remove subsumed checkpoint %d: %v", s.root, id, err)
 		}
@@ -1054,7 +1093,7 @@ func (s *dirStorage) subsumeLocked() {
 		if i := strings.Index(base, tmpInfix); i >= 0 {
 			base = base[:i]
 		}
-		if s.refs[base] > 0 || s.pendingUsesLocked(base) {
+		if s.refs[base] > 0 || s.pendingUsesLocked(base) || s.queued[rel] {
 			continue
 		}
 		if err := s.fs.Remove(filepath.Join(s.root, rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -1071,13 +1110,73 @@ func (s *dirStorage) subsumeLocked() {
 		if !ok || id >= s.newest || s.completed[id] != nil {
 			continue
 		}
-		if s.pending[id] != nil {
+		if s.pending[id] != nil || s.queued[name] {
 			continue
 		}
 		if err := s.removeCheckpointDir(filepath.Join(s.root, name)); err != nil {
 			s.logf("storage %s: remove stale %s: %v", s.root, name, err)
 		}
 	}
+	s.startRemovalsLocked()
+}
+
+// startRemovalsLocked starts the remover goroutine when removals are
+// queued and it is not running (mu held).
+func (s *dirStorage) startRemovalsLocked() {
+	if len(s.removals) == 0 || s.removing {
+		return
+	}
+	s.removing = true
+	go s.runRemovals() // owned by the storage; it ends when the queue is empty
+}
+
+// runRemovals removes the queued subsumed checkpoints and shared files, in
+// order (a checkpoint's directory before its files), until none is left.
+// A shared file some checkpoint came to use since it was queued stays.
+func (s *dirStorage) runRemovals() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.removals) > 0 {
+		r := s.removals[0]
+		s.removals = s.removals[1:]
+		if !r.dir && (s.refs[r.rel] > 0 || s.pendingUsesLocked(r.rel)) {
+			delete(s.queued, r.rel)
+			continue
+		}
+		s.mu.Unlock()
+		var err error
+		if r.dir {
+			err = s.removeCheckpointDir(filepath.Join(s.root, r.rel))
+		} else if err = s.fs.Remove(filepath.Join(s.root, r.rel)); errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
+		s.mu.Lock()
+		delete(s.queued, r.rel) // only now: the sweep of orphans left it alone meanwhile
+		if err != nil {
+			if r.dir {
+				s.logf("storage %s: remove subsumed checkpoint %d: %v", s.root, r.id, err)
+			} else {
+				s.logf("storage %s: remove subsumed shared file %s: %v", s.root, r.rel, err)
+			}
+		}
+	}
+	s.removing = false
+	s.removed.Broadcast()
+}
+
+// waitRemovalsLocked waits until the remover goroutine has nothing left
+// (mu held; it is released while waiting).
+func (s *dirStorage) waitRemovalsLocked() {
+	for s.removing {
+		s.removed.Wait()
+	}
+}
+
+// waitRemovals is waitRemovalsLocked for a caller without mu.
+func (s *dirStorage) waitRemovals() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.waitRemovalsLocked()
 }
 
 // removeCheckpointDir removes a checkpoint's directory, its _metadata
@@ -1336,6 +1435,7 @@ func (s *dirStorage) Sweep(ctx context.Context) ([]checkpoint.CheckpointInfo, er
 	}
 	s.completeMu.Lock()
 	defer s.completeMu.Unlock()
+	s.waitRemovals() // the queued removals of earlier completions first
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cands, err := s.checkpointDirs()
@@ -1420,6 +1520,7 @@ func (s *dirStorage) DiscardAll() error {
 	}
 	s.completeMu.Lock()
 	defer s.completeMu.Unlock()
+	s.waitRemovals() // the queued removals of earlier completions first
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	names, err := s.fs.list(s.root)
@@ -1610,6 +1711,7 @@ func (s *dirStorage) MarkCommitted(ctx context.Context, checkpointID int64) erro
 	// Under completeMu no subsumption removes the directory meanwhile.
 	s.completeMu.Lock()
 	defer s.completeMu.Unlock()
+	s.waitRemovals() // the queued removals of earlier completions first
 	var errs []error
 	for _, name := range []string{savepointDirName(checkpointID), chkDirName(checkpointID)} {
 		dir := filepath.Join(s.root, name)
@@ -1716,6 +1818,7 @@ func (s *dirStorage) Adopt(ctx context.Context, md *checkpoint.Metadata, newID i
 	}
 	s.completeMu.Lock()
 	defer s.completeMu.Unlock()
+	s.waitRemovals() // the queued removals of earlier completions first
 	// Register the adoption like a checkpoint in flight: the shared files
 	// it references or copies stay through a concurrent Abort, and no
 	// writer joins it.

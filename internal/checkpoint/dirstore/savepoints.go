@@ -139,6 +139,7 @@ func (s *dirStorage) PruneSavepoints(ctx context.Context, opts checkpoint.PruneO
 	}
 	s.completeMu.Lock()
 	defer s.completeMu.Unlock()
+	s.waitRemovals() // the queued removals of earlier completions first
 	points, err := s.readPoints(ctx)
 	if err != nil {
 		return res, fmt.Errorf("storage %s: prune savepoints: %w", s.root, err)

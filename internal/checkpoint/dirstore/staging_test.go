@@ -7,7 +7,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
 )
@@ -108,5 +113,48 @@ func TestStagingReleasedMidFile(t *testing.T) {
 	must(t, err)
 	if len(names) != 0 {
 		t.Fatalf("shared/ holds %v after a released staging's Close", names)
+	}
+}
+
+// With RemoveInBackground, Complete returns while the files of the
+// checkpoint it subsumed are still being removed (here a removal is held
+// back), and the sweep of orphans leaves a queued file to the remover; a
+// shared file a new checkpoint names again before its turn stays. Sweep
+// waits for the queue.
+func TestRemovalsInTheBackground(t *testing.T) {
+	dir := t.TempDir()
+	hold := make(chan struct{})
+	var held atomic.Bool
+	fsys := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpRemove && strings.HasSuffix(op.Path, "a.sst") && held.CompareAndSwap(false, true) {
+			<-hold
+		}
+		return nil
+	}))
+	st, err := NewFileStorage(dir, "job", StorageOptions{Retained: 1, FS: fsys, RemoveInBackground: true})
+	must(t, err)
+	shared := filepath.Join(dir, "job", sharedDir)
+	writeCheckpoint(t, st, 1, "a.sst", "b.sst")
+	writeCheckpoint(t, st, 2, "c.sst") // subsumes 1: a.sst and b.sst queued, a.sst held
+	// Returns though a.sst's removal is held, and names b.sst (queued
+	// behind it) again.
+	writeCheckpoint(t, st, 3, "c.sst", "b.sst")
+	if !exists(t, filepath.Join(shared, "a.sst")) {
+		t.Fatal("a.sst went before its held removal")
+	}
+	close(hold)
+	if _, err := st.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if exists(t, filepath.Join(shared, "a.sst")) {
+		t.Fatal("a.sst of subsumed checkpoint 1 is still there after Sweep waited for the removals")
+	}
+	for _, name := range []string{"b.sst", "c.sst"} {
+		if !exists(t, filepath.Join(shared, name)) {
+			t.Fatalf("%s, named by the retained checkpoint, was removed", name)
+		}
+	}
+	if exists(t, filepath.Join(dir, "job", "chk-1")) || exists(t, filepath.Join(dir, "job", "chk-2")) {
+		t.Fatal("a subsumed checkpoint's directory is still there")
 	}
 }
