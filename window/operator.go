@@ -24,8 +24,9 @@ import (
 //   - a record is added to every window its timestamp is in that is not
 //     late (Window.Late against the operator's watermark); a record for
 //     which every such window is late goes to the late output, counted;
-//   - a window fires once, when the watermark (or the processing-time
-//     clock) reaches its last timestamp;
+//   - a window fires once, when the watermark reaches its last timestamp
+//     (or the processing-time clock passes it: a record arriving in a
+//     window's last millisecond still joins it);
 //   - a record added to a window that has fired already (possible only
 //     within the allowed lateness) fires it again at once, with the
 //     updated result;
@@ -59,7 +60,7 @@ const (
 	EventTime TimeKind = iota
 	// ProcessingTime windows follow the job's clock: a record is in the
 	// windows of its arrival time, and a window fires when the clock
-	// reaches its end. Nothing is late.
+	// reaches its end (is past its last millisecond). Nothing is late.
 	ProcessingTime
 )
 

@@ -419,42 +419,7 @@ func (chanSource) Close() error                                          { retur
 // window of their arrival, and a window fires when the clock passes its
 // end, not before; nothing is late.
 func TestProcessingTimeWindowsFollowTheClock(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	clock := manualclock.New(time.UnixMilli(10_000))
-	storage, err := dirstore.NewFileStorage(t.TempDir(), "proc", dirstore.StorageOptions{Retained: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	j := engine.NewJob("proc", engine.Options{Storage: storage, Backend: statebackend.NewMemoryFactory(), Clock: clock,
-		Checkpoint: engine.CheckpointOptions{Interval: time.Hour, Mode: engine.ExactlyOnce, Timeout: time.Minute}})
-	src := make(chanSource)
-	in := engine.FromSource(j, "source", 1, src)
-	keyed := engine.KeyBy(in, func(e event) string { return e.key }, state.StringCodec{})
-	tw, _ := NewTumbling(time.Second, 0)
-	out := Aggregate(keyed, "windows", 1, Spec{Assigner: tw, Time: ProcessingTime}, sumAgg{}, state.JSONCodec[countSum]{})
-	sink := &collect[Output[string, event, countSum]]{}
-	engine.SinkTo(out, "sink", 1, sink)
-	done := make(chan error, 1)
-	go func() { done <- j.Run(ctx) }()
-	results := func() []string {
-		sink.mu.Lock()
-		defer sink.mu.Unlock()
-		var lines []string
-		for _, o := range sink.got {
-			lines = append(lines, fmt.Sprintf("%s %v %d/%d", o.Key, o.Window, o.Value.Count, o.Value.Sum))
-		}
-		sort.Strings(lines)
-		return lines
-	}
-	// processed returns once every record sent so far went through the
-	// window operator (a savepoint's barrier follows them).
-	processed := func() {
-		t.Helper()
-		if _, err := j.TriggerSavepoint(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	clock, src, results, processed, done := procWindowJob(t)
 	for _, e := range []event{{"a", 1, 0}, {"a", 2, 0}, {"b", 5, 0}} {
 		src <- e
 	}
@@ -497,38 +462,7 @@ func TestProcessingTimeWindowsFollowTheClock(t *testing.T) {
 // millisecond still joins the window, which fires once with it, not a
 // second time on its own.
 func TestProcessingTimeWindowFiresOnceAfterItsLastMillisecond(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	clock := manualclock.New(time.UnixMilli(10_000))
-	storage, err := dirstore.NewFileStorage(t.TempDir(), "proc", dirstore.StorageOptions{Retained: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	j := engine.NewJob("proc", engine.Options{Storage: storage, Backend: statebackend.NewMemoryFactory(), Clock: clock,
-		Checkpoint: engine.CheckpointOptions{Interval: time.Hour, Mode: engine.ExactlyOnce, Timeout: time.Minute}})
-	src := make(chanSource)
-	keyed := engine.KeyBy(engine.FromSource(j, "source", 1, src), func(e event) string { return e.key }, state.StringCodec{})
-	tw, _ := NewTumbling(time.Second, 0)
-	out := Aggregate(keyed, "windows", 1, Spec{Assigner: tw, Time: ProcessingTime}, sumAgg{}, state.JSONCodec[countSum]{})
-	sink := &collect[Output[string, event, countSum]]{}
-	engine.SinkTo(out, "sink", 1, sink)
-	done := make(chan error, 1)
-	go func() { done <- j.Run(ctx) }()
-	results := func() []string {
-		sink.mu.Lock()
-		defer sink.mu.Unlock()
-		var lines []string
-		for _, o := range sink.got {
-			lines = append(lines, fmt.Sprintf("%s %v %d/%d", o.Key, o.Window, o.Value.Count, o.Value.Sum))
-		}
-		return lines
-	}
-	processed := func() {
-		t.Helper()
-		if _, err := j.TriggerSavepoint(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	clock, src, results, processed, done := procWindowJob(t)
 	src <- event{"a", 1, 0}
 	processed()
 	clock.Advance(999 * time.Millisecond) // 10.999 s: the window's last millisecond
@@ -555,4 +489,46 @@ func TestProcessingTimeWindowFiresOnceAfterItsLastMillisecond(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// procWindowJob runs a job of 1 s tumbling processing-time windows summing
+// events by key, on a manual clock at 10 s. It returns the clock, the
+// source, the windows fired so far (sorted "key [start, end) count/sum"),
+// a function that returns once every event sent so far went through the
+// window operator (a savepoint's barrier follows them), and the job's end.
+func procWindowJob(t *testing.T) (*manualclock.Clock, chanSource, func() []string, func(), <-chan error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	clock := manualclock.New(time.UnixMilli(10_000))
+	storage, err := dirstore.NewFileStorage(t.TempDir(), "proc", dirstore.StorageOptions{Retained: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := engine.NewJob("proc", engine.Options{Storage: storage, Backend: statebackend.NewMemoryFactory(), Clock: clock,
+		Checkpoint: engine.CheckpointOptions{Interval: time.Hour, Mode: engine.ExactlyOnce, Timeout: time.Minute}})
+	src := make(chanSource)
+	keyed := engine.KeyBy(engine.FromSource(j, "source", 1, src), func(e event) string { return e.key }, state.StringCodec{})
+	tw, _ := NewTumbling(time.Second, 0)
+	out := Aggregate(keyed, "windows", 1, Spec{Assigner: tw, Time: ProcessingTime}, sumAgg{}, state.JSONCodec[countSum]{})
+	sink := &collect[Output[string, event, countSum]]{}
+	engine.SinkTo(out, "sink", 1, sink)
+	done := make(chan error, 1)
+	go func() { done <- j.Run(ctx) }()
+	results := func() []string {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		var lines []string
+		for _, o := range sink.got {
+			lines = append(lines, fmt.Sprintf("%s %v %d/%d", o.Key, o.Window, o.Value.Count, o.Value.Sum))
+		}
+		sort.Strings(lines)
+		return lines
+	}
+	processed := func() {
+		t.Helper()
+		if _, err := j.TriggerSavepoint(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return clock, src, results, processed, done
 }
