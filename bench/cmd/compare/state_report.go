@@ -205,6 +205,10 @@ func lowerMedian(v []float64) float64 {
 
 // stateReport is results.json of -state.
 type stateReport struct {
+	// Merged, when set, says which runs a results.json merged from
+	// another measurement (edited by hand before -render); the page
+	// prints it under its first line.
+	Merged             string         `json:"merged,omitempty"`
 	Started            time.Time      `json:"started"`
 	Took               time.Duration  `json:"took_ns"`
 	Quick              bool           `json:"quick"`
@@ -282,6 +286,9 @@ func (rep *stateReport) markdown() string {
 	fmt.Fprintf(&b, "# Large state: checkpoints by churn and recovery, onceflow against Flink (issue 19 §4)\n\n")
 	fmt.Fprintf(&b, "`go run ./bench/cmd/compare -state` (make bench-state) on %s UTC, %s; %s; load average %s before, %s after.\n\n",
 		rep.Started.UTC().Format("2006-01-02 15:04"), rep.Machine, roundDur(rep.Took), rep.LoadBefore, rep.LoadAfter)
+	if rep.Merged != "" {
+		fmt.Fprintf(&b, "**Merged runs.** %s\n\n", rep.Merged)
+	}
 	fmt.Fprintf(&b, "The word count over %s distinct words of %d bytes (10 a line, 8 partitions, parallelism %d), exactly once, onceflow with Pebble state "+
 		"(its defaults: incremental checkpoints with the changelog, local recovery) against Flink 2.0 with RocksDB and incremental checkpoints "+
 		"(mini cluster in one JVM); checkpoints to files on the local disk every %s during the load and churn, every %s for recovery. "+

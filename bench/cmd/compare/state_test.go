@@ -169,7 +169,8 @@ func TestStateMedians(t *testing.T) {
 
 // -render takes the medians again from results.json's runs, so that a
 // page written by an older harness (here, medians without the count of
-// measured runs) is rendered as the current one would write it.
+// measured runs) is rendered as the current one would write it; a results.json
+// that merged runs of two measurements says so on the page.
 func TestRenderStateFromRuns(t *testing.T) {
 	runs := []*stateResult{
 		{Contender: "onceflow", Run: 1, LoadS: 10, LoadRate: 100, StateDiskMB: 1000, RecoveryS: 2, Check: "ok"},
@@ -177,9 +178,11 @@ func TestRenderStateFromRuns(t *testing.T) {
 	}
 	stale := []*stateResult{{Contender: "onceflow", Runs: 1, LoadRate: 1, RecoveryS: -1}, {Contender: "flink", Runs: 1, LoadRate: 1, RecoveryS: -1}}
 	rep := &stateReport{Keys: 1000, WordBytes: 80, Churn: []int{1}, IntervalMS: 10_000, RecoveryIntervalMS: 1000,
-		Parallelism: 2, RunsN: 3, Contenders: []string{"onceflow", "flink"}, Results: stale, Runs: runs}
+		Parallelism: 2, RunsN: 3, Contenders: []string{"onceflow", "flink"}, Results: stale, Runs: runs,
+		Merged: "Flink's runs are carried over from yesterday."}
 	md := rendered(t, rep.write, renderState)
 	for _, want := range []string{
+		"**Merged runs.** Flink's runs are carried over from yesterday.",
 		"| runs measured (of 3 asked) | 1 | 0 |",
 		"| load: words/s (all keys once, backlog) | 100 | 50 |",
 		"- flink failed: run 1: churn 10%: context canceled",
