@@ -58,20 +58,9 @@ func TestChangelogCheckpointsRestoreExactly(t *testing.T) {
 		}
 		h, err := async(ctx)
 		must(t, err)
-		switch fate := rng.IntN(10); {
-		case id > 2 && fate == 0:
-			must(t, st.Abort(id))
-			b.NotifyCheckpointAborted(id)
-			kinds["aborted"]++
+		if !endRandomly(t, rng, st, b, id, h, kinds) {
 			continue
-		case id > 2 && fate == 1:
-			completeOne(t, st, "op", id, false, 1, h)
-			kinds["notification lost"]++ // completed, never notified
-		default:
-			completeOne(t, st, "op", id, false, 1, h)
-			b.NotifyCheckpointComplete(id)
 		}
-		kinds[h.Backend]++
 		for _, target := range []struct {
 			name string
 			f    state.KeyedBackendFactory

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"sort"
 	"testing"
 	"time"
@@ -196,4 +197,29 @@ func must(t testing.TB, err error) { t.Helper(); testerr.Must(t, err) }
 func wantErrContains(t testing.TB, err error, parts ...string) {
 	t.Helper()
 	testerr.Contains(t, err, parts...)
+}
+
+// endRandomly ends checkpoint id of b (handle h, written to st) as a real
+// run might, past the first two: one in ten is aborted, one in ten
+// completes without its notification reaching b, the rest complete and
+// are notified. It counts the fate in kinds ("aborted", "notification
+// lost", or h's backend for a completed one) and reports whether the
+// checkpoint completed.
+func endRandomly(t testing.TB, rng *rand.Rand, st checkpoint.Storage, b state.KeyedBackend, id int64, h *checkpoint.Handle, kinds map[string]int) bool {
+	t.Helper()
+	switch fate := rng.IntN(10); {
+	case id > 2 && fate == 0:
+		must(t, st.Abort(id))
+		b.NotifyCheckpointAborted(id)
+		kinds["aborted"]++
+		return false
+	case id > 2 && fate == 1:
+		completeOne(t, st, "op", id, false, 1, h)
+		kinds["notification lost"]++
+	default:
+		completeOne(t, st, "op", id, false, 1, h)
+		b.NotifyCheckpointComplete(id)
+	}
+	kinds[h.Backend]++
+	return true
 }

@@ -118,20 +118,9 @@ func TestChangelogMaterializesBesideTheCheckpoints(t *testing.T) {
 				kinds["cut"]++
 			}
 		}
-		switch fate := rng.IntN(10); {
-		case id > 2 && fate == 0:
-			must(t, st.Abort(id))
-			b.NotifyCheckpointAborted(id)
-			kinds["aborted"]++
+		if !endRandomly(t, rng, st, b, id, h, kinds) {
 			continue
-		case id > 2 && fate == 1:
-			completeOne(t, st, "op", id, false, 1, h)
-			kinds["notification lost"]++
-		default:
-			completeOne(t, st, "op", id, false, 1, h)
-			b.NotifyCheckpointComplete(id)
 		}
-		kinds[h.Backend]++
 		r := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Restore: []*checkpoint.Handle{h}, Storage: st})
 		newWorkload(t, r)
 		if d := diffDumps(want, dumpBackend(t, r)); d != "" {
