@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/onceflow/onceflow/state"
@@ -88,7 +89,11 @@ func (st *subtask) armProcessingTime(ts int64) {
 		return
 	}
 	clock := st.j.opts.ProcessingClock
-	st.ptAt, st.ptC = ts, clock.After(time.UnixMilli(ts+1).Sub(clock.Now()))
+	past := ts
+	if past < math.MaxInt64 { // a timer at the end of time stays far away
+		past++
+	}
+	st.ptAt, st.ptC = ts, clock.After(time.UnixMilli(past).Sub(clock.Now()))
 }
 
 // onProcessingTime fires the processing-time timers the clock is past and

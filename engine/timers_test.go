@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -364,4 +365,55 @@ type noTimerFn struct{}
 func (noTimerFn) Open(*engine.KeyedContext) error { return nil }
 func (noTimerFn) Process(ctx *engine.KeyedContext, _ string, v int, out func(int)) error {
 	return ctx.RegisterEventTimeTimer(int64(v))
+}
+
+// countingClock counts the waits asked for a duration of zero or less
+// (they are delivered at once).
+type countingClock struct {
+	*manualclock.Clock
+	immediate atomic.Int64
+}
+
+func (c *countingClock) After(d time.Duration) <-chan time.Time {
+	if d <= 0 {
+		c.immediate.Add(1)
+	}
+	return c.Clock.After(d)
+}
+
+// A processing-time timer at the end of time (math.MaxInt64) never fires,
+// and its wake-up is not due at once: a subtask that armed it one
+// millisecond past its time, overflowing, woke up again and again without
+// firing anything.
+func TestProcessingTimeTimerAtTheEndOfTime(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := &countingClock{Clock: manualclock.New(start)}
+	src := &eventSource{unbounded: true, parts: [][]event{{{Sub: 0, Seq: 1, TS: 1}}}}
+	j := engine.NewJob("end", engine.Options{Clock: clock})
+	spy := &timerSpy{ptAfter: math.MaxInt64 - start.UnixMilli()}
+	key := func(e event) string { return fmt.Sprint(e.Seq) }
+	fired := engine.Process(engine.KeyBy(engine.FromSource(j, "source", 1, src), key, state.StringCodec{}), "timers", 1, spy.newFn)
+	engine.SinkTo(fired, "sink", 1, &memSink[event]{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- j.Run(ctx) }()
+	waitUntil(t, done, func() string { return fmt.Sprintf("%d records processed", spy.processed.Load()) },
+		func() bool { return spy.processed.Load() == 1 })
+	// A savepoint's barrier passes the subtask after the timer was
+	// armed: a subtask spinning on its wake-up has shown it by then (or
+	// never reads the barrier).
+	sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+	defer scancel()
+	if _, err := j.TriggerSavepoint(sctx); err != nil {
+		t.Fatalf("savepoint: %v (%d waits were due at once)", err, clock.immediate.Load())
+	}
+	cancel()
+	<-done
+	if n := clock.immediate.Load(); n > 0 {
+		t.Fatalf("%d waits were due at once", n)
+	}
+	if fs := spy.firings(); len(fs) != 0 {
+		t.Fatalf("the timer at the end of time fired: %+v", fs)
+	}
 }
