@@ -1164,19 +1164,13 @@ func (s *dirStorage) runRemovals() {
 	s.removed.Broadcast()
 }
 
-// waitRemovalsLocked waits until the remover goroutine has nothing left
-// (mu held; it is released while waiting).
-func (s *dirStorage) waitRemovalsLocked() {
-	for s.removing {
-		s.removed.Wait()
-	}
-}
-
-// waitRemovals is waitRemovalsLocked for a caller without mu.
+// waitRemovals waits until the remover goroutine has nothing left.
 func (s *dirStorage) waitRemovals() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.waitRemovalsLocked()
+	for s.removing {
+		s.removed.Wait()
+	}
 }
 
 // removeCheckpointDir removes a checkpoint's directory, its _metadata

@@ -295,20 +295,10 @@ func (s *Storage) collect(ctx context.Context) {
 	}
 	inUse := map[string]bool{}
 	for _, inf := range s.pending {
-		for k := range inf.written {
-			inUse[k] = true
-		}
-		for p := range inf.reused {
-			inUse[s.root+p] = true
-		}
+		s.addInUse(inUse, inf)
 	}
 	for inf := range s.staging {
-		for k := range inf.written {
-			inUse[k] = true
-		}
-		for p := range inf.reused {
-			inUse[s.root+p] = true
-		}
+		s.addInUse(inUse, inf)
 	}
 	s.mu.Unlock()
 	gone := map[string]bool{}
@@ -364,6 +354,17 @@ func (s *Storage) collect(ctx context.Context) {
 				s.logf("s3 checkpoint storage %s: remove orphan: %v", s.root, err)
 			}
 		}
+	}
+}
+
+// addInUse adds the keys of the objects inf's writers put or reused to
+// inUse (mu held).
+func (s *Storage) addInUse(inUse map[string]bool, inf *inflight) {
+	for k := range inf.written {
+		inUse[k] = true
+	}
+	for p := range inf.reused {
+		inUse[s.root+p] = true
 	}
 }
 
