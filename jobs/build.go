@@ -613,7 +613,8 @@ func engineOptions(ctx context.Context, cfg *config.Config, env Env, log *slog.L
 		if err := statebackend.CleanPebbleDir(nil, dir); err != nil {
 			return engine.Options{}, &ConfigError{Key: "state.dir", Err: err}
 		}
-		backend = statebackend.NewPebbleFactory(statebackend.PebbleOptions{Dir: dir, Incremental: cfg.State.Incremental, LocalRecovery: cfg.State.LocalRecovery, ChangelogLimit: cfg.State.ChangelogLimitBytes})
+		backend = statebackend.NewPebbleFactory(statebackend.PebbleOptions{Dir: dir, Incremental: cfg.State.Incremental, LocalRecovery: cfg.State.LocalRecovery, ChangelogLimit: cfg.State.ChangelogLimitBytes,
+			Logger: statebackend.SlogLogger(log)})
 	default:
 		return engine.Options{}, &ConfigError{Key: "state.backend", Err: fmt.Errorf("%q is not one of memory, pebble", cfg.State.Backend)}
 	}

@@ -280,7 +280,7 @@ func (b *pebbleBackend) appendSnapshot(id int64, w checkpoint.SnapshotWriter) (a
 // checkpoint and uploads it (see the top of this file). A failure is
 // logged: the chain goes on, and the next checkpoint adopts nothing.
 func (b *pebbleBackend) stageMaterialization(id int64, covers int) {
-	logf := b.f.opts.Logger.Infof
+	logf := b.f.opts.Logger.Errorf
 	staging, err := b.opts.Storage.Stage(b.opts.OperatorUID, b.opts.Subtask)
 	if err != nil {
 		logf("pebble backend %s/%d: materialization after checkpoint %d not started: %v", b.opts.OperatorUID, b.opts.Subtask, id, err)
@@ -350,7 +350,7 @@ func (b *pebbleBackend) adoptStagedLocked(id int64) {
 		return
 	}
 	if s.err != nil {
-		b.f.opts.Logger.Infof("pebble backend %s/%d: materialization after checkpoint %d: %v; the chain goes on", b.opts.OperatorUID, b.opts.Subtask, s.id, s.err)
+		b.f.opts.Logger.Errorf("pebble backend %s/%d: materialization after checkpoint %d: %v; the chain goes on", b.opts.OperatorUID, b.opts.Subtask, s.id, s.err)
 		b.dropStagedLocked(s)
 		return
 	}

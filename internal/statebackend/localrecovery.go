@@ -55,7 +55,7 @@ func (b *pebbleBackend) linkLocal(local string, ssts map[string]checkpoint.FileR
 	}
 	names := make(map[string]bool, len(ssts))
 	if err := b.fs.MkdirAll(b.localDir, 0o755); err != nil {
-		b.f.opts.Logger.Infof("local recovery: %v", err)
+		b.f.opts.Logger.Errorf("local recovery: %v", err)
 		return nil
 	}
 	for name, ref := range ssts {
@@ -69,7 +69,7 @@ func (b *pebbleBackend) linkLocal(local string, ssts map[string]checkpoint.FileR
 			continue
 		}
 		if err := b.fs.Link(b.fs.PathJoin(local, name), dst); err != nil {
-			b.f.opts.Logger.Infof("local recovery: keeping %s: %v", name, err)
+			b.f.opts.Logger.Errorf("local recovery: keeping %s: %v", name, err)
 			delete(names, stored)
 		}
 	}
@@ -131,7 +131,7 @@ func (b *pebbleBackend) fromLocal(ref checkpoint.FileRef, dst string) bool {
 	}
 	if err := b.fs.Link(src, dst); err != nil {
 		if !errors.Is(err, os.ErrExist) {
-			b.f.opts.Logger.Infof("local recovery: linking %s: %v", src, err)
+			b.f.opts.Logger.Errorf("local recovery: linking %s: %v", src, err)
 		}
 		return false
 	}

@@ -3,19 +3,22 @@ package statebackend
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
 	"github.com/onceflow/onceflow/internal/checkpoint/dirstore"
+	"github.com/onceflow/onceflow/internal/logbuf"
 	"github.com/onceflow/onceflow/state"
 )
 
 // gatedStages holds every staging's first Create until the test opens
 // its gate, so that an upload spans as many checkpoints as the test
-// likes, and fails the first fail stagings.
+// likes, and fails the first fail stagings at their first Create.
 type gatedStages struct {
 	checkpoint.Storage
 	fail  atomic.Int32
@@ -54,10 +57,10 @@ type gatedStaging struct {
 var errStage = errors.New("injected staging failure")
 
 func (g gatedStaging) Create(name string, shared bool) (checkpoint.FileWriter, error) {
-	<-g.gate
-	if g.fail {
+	if g.fail { // at once, so that a checkpoint sees the failure
 		return nil, errStage
 	}
+	<-g.gate
 	return g.Staging.Create(name, shared)
 }
 
@@ -86,7 +89,9 @@ func stagedState(b state.KeyedBackend) (s *stagedMat, id, adoptedBy int64) {
 func TestChangelogMaterializesBesideTheCheckpoints(t *testing.T) {
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(3, 4))
-	f := changelogFactory(t, 256<<10)
+	var logged logbuf.Buffer
+	f := NewPebbleFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, MemTableSize: 4 << 20, CacheSize: 16 << 20, ChangelogLimit: 256 << 10,
+		Logger: SlogLogger(slog.New(slog.NewTextHandler(&logged, nil)))})
 	st := &gatedStages{Storage: dirstore.NewMemoryStorage("job", dirstore.StorageOptions{Retained: 2})}
 	st.fail.Store(1)
 	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Storage: st})
@@ -136,6 +141,11 @@ func TestChangelogMaterializesBesideTheCheckpoints(t *testing.T) {
 	}
 	if st.fail.Load() >= 0 {
 		t.Fatal("no staging failed")
+	}
+	// The failed upload is reported as an error, naming the operator,
+	// the subtask and the cause.
+	if line := logged.String(); !strings.Contains(line, "level=ERROR") || !strings.Contains(line, "op/0: materialization after checkpoint") || !strings.Contains(line, errStage.Error()) {
+		t.Fatalf("the failed staging was not logged as an error: %q", line)
 	}
 }
 

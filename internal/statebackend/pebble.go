@@ -64,7 +64,10 @@ type PebbleOptions struct {
 	// means the OS. Tests wrap it with pebble's vfs/errorfs. The backend
 	// never fsyncs on it: local files are scratch (see noSyncFS).
 	FS vfs.FS
-	// Logger receives pebble's log lines; nil discards informational ones.
+	// Logger receives pebble's log lines and the backend's own failures
+	// that cost no correctness (a staged materialization that failed, a
+	// file local recovery could not keep) through Errorf; nil discards
+	// both (SlogLogger adapts a *slog.Logger).
 	Logger pebble.Logger
 }
 
@@ -128,14 +131,6 @@ func NewPebbleFactory(opts PebbleOptions) state.KeyedBackendFactory {
 		opts.Logger = quietLogger{}
 	}
 	return &pebbleFactory{opts: opts}
-}
-
-type quietLogger struct{}
-
-func (quietLogger) Infof(string, ...interface{})  {}
-func (quietLogger) Errorf(string, ...interface{}) {}
-func (quietLogger) Fatalf(format string, args ...interface{}) {
-	panic(fmt.Sprintf("pebble: "+format, args...))
 }
 
 type pebbleFactory struct {
