@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/onceflow/onceflow/internal/checkpoint"
@@ -59,27 +60,8 @@ func (s *Storage) Complete(ctx context.Context, md *checkpoint.Metadata) error {
 	if id <= newest {
 		return fail(fmt.Errorf("not newer than checkpoint or savepoint %d", newest))
 	}
-	// Every object md names must be stored in full before the manifest
-	// makes the checkpoint exist.
-	var missing error
-	forEachRef(md, func(r checkpoint.FileRef) {
-		if missing != nil {
-			return
-		}
-		key, err := s.resolve(r.Path)
-		if err == nil {
-			var in objstore.Info
-			in, err = s.st.Stat(ctx, key)
-			if err == nil && in.Size != r.Size {
-				err = fmt.Errorf("%s is %d bytes, the metadata says %d", key, in.Size, r.Size)
-			}
-		}
-		if err != nil {
-			missing = fmt.Errorf("names %s: %w", r.Path, err)
-		}
-	})
-	if missing != nil {
-		return fail(missing)
+	if err := s.checkStored(ctx, md, inf); err != nil {
+		return fail(err)
 	}
 	name := chkName(id)
 	if md.Savepoint {
@@ -113,6 +95,92 @@ func (s *Storage) Complete(ctx context.Context, md *checkpoint.Metadata) error {
 	}
 	s.collect(ctx)
 	return nil
+}
+
+// statParallelism bounds the Stats checkStored has in flight.
+const statParallelism = 16
+
+// checkStored makes sure every object md names is stored in full before
+// the manifest makes the checkpoint exist. What this process knows is
+// stored costs no round trip (knownSizeLocked); the store is asked about
+// the rest, statParallelism objects at a time. Its error names the first
+// missing object, or the first whose size differs, in md's order.
+func (s *Storage) checkStored(ctx context.Context, md *checkpoint.Metadata, inf *inflight) error {
+	type ask struct {
+		path, key string
+		size      int64
+	}
+	var asks []ask
+	var bad error
+	s.mu.Lock()
+	forEachRef(md, func(r checkpoint.FileRef) {
+		if bad != nil {
+			return
+		}
+		key, err := s.resolve(r.Path)
+		if err != nil {
+			bad = fmt.Errorf("names %s: %w", r.Path, err)
+			return
+		}
+		if size, ok := s.knownSizeLocked(r, key, inf); ok && size == r.Size {
+			return
+		}
+		asks = append(asks, ask{r.Path, key, r.Size})
+	})
+	s.mu.Unlock()
+	if bad != nil {
+		return bad
+	}
+	errs := make([]error, len(asks))
+	sem := make(chan struct{}, statParallelism)
+	var wg sync.WaitGroup
+	for i, a := range asks {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() { // owned by checkStored, which waits for it
+			defer wg.Done()
+			defer func() { <-sem }()
+			in, err := s.st.Stat(ctx, a.key)
+			if err == nil && in.Size != a.size {
+				err = fmt.Errorf("%s is %d bytes, the metadata says %d", a.key, in.Size, a.size)
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("names %s: %w", a.path, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// knownSizeLocked returns the size this process knows the object of r
+// (at key) to have in the store, if it knows one: what a writer of inf
+// or of an unreleased staging put, or what a retained checkpoint names
+// for a shared object (stored in full when that checkpoint completed,
+// and kept since: collect deletes nothing a retained manifest names).
+// mu held.
+func (s *Storage) knownSizeLocked(r checkpoint.FileRef, key string, inf *inflight) (int64, bool) {
+	if inf != nil {
+		if size, ok := inf.stored[key]; ok {
+			return size, true
+		}
+	}
+	for sg := range s.staging {
+		if size, ok := sg.stored[key]; ok {
+			return size, true
+		}
+	}
+	if r.Shared {
+		if known, ok := s.sharedByName[sharedBase(r.Path)]; ok && known.Path == r.Path {
+			return known.Size, true
+		}
+	}
+	return 0, false
 }
 
 // publish puts manifest name create-only and settles a refusal or an

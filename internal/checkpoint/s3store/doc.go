@@ -32,7 +32,13 @@
 //
 // A checkpoint or savepoint exists once its manifest exists, and not
 // before. Complete first checks that every object the metadata names is
-// stored with the recorded size, then puts the manifest create-only
+// stored with the recorded size: it asks the store (Stat, several at a
+// time) about the objects it does not know, and not about those this
+// process put for the checkpoint or a staging (the put succeeded with
+// that size) or the shared objects a retained manifest names with that
+// size (checked when that checkpoint completed, and never deleted while
+// retained), so that a checkpoint reusing a large state's files costs no
+// round trip per file. Then it puts the manifest create-only
 // (If-None-Match: *). The manifest is a header line
 //
 //	onceflow-s3-manifest v1 epoch=<e> crc32c=<crc of the body> len=<n>

@@ -394,7 +394,8 @@ func (s *Storage) adopt(ctx context.Context, md *checkpoint.Metadata, newID int6
 		s.mu.Unlock()
 		return fail(fmt.Errorf("id %d is not above %d, the highest in the storage, or is in flight", newID, top))
 	}
-	inf := &inflight{written: map[string]bool{}, reused: map[string]bool{}, adopting: true}
+	inf := newInflight()
+	inf.adopting = true
 	s.pending[newID] = inf
 	s.mu.Unlock()
 	done := false

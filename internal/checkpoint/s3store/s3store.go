@@ -165,9 +165,11 @@ type manifest struct {
 
 // inflight is a checkpoint being written in this process.
 type inflight struct {
-	// written holds the keys of the objects its writers put; reused the
-	// shared paths HasShared handed out. Guarded by Storage.mu.
+	// written holds the keys of the objects its writers put, or tried
+	// to; stored the size of each put that succeeded; reused the shared
+	// paths HasShared handed out. Guarded by Storage.mu.
 	written map[string]bool
+	stored  map[string]int64
 	reused  map[string]bool
 	aborted bool
 	// adopting marks the id Adopt is writing: no writer may join it.
@@ -607,6 +609,10 @@ func forEachRef(md *checkpoint.Metadata, fn func(checkpoint.FileRef)) {
 	})
 }
 
+func newInflight() *inflight {
+	return &inflight{written: map[string]bool{}, stored: map[string]int64{}, reused: map[string]bool{}}
+}
+
 // inflightLocked returns checkpoint id's in-flight record, creating it for
 // the first writer.
 func (s *Storage) inflightLocked(id int64) (*inflight, error) {
@@ -625,7 +631,7 @@ func (s *Storage) inflightLocked(id int64) (*inflight, error) {
 	if id <= s.newest {
 		return nil, s.errorf("checkpoint %d is not newer than checkpoint or savepoint %d", id, s.newest)
 	}
-	inf := &inflight{written: map[string]bool{}, reused: map[string]bool{}}
+	inf := newInflight()
 	s.pending[id] = inf
 	return inf, nil
 }
@@ -662,7 +668,7 @@ func (s *Storage) Stage(operatorUID string, subtask int) (checkpoint.Staging, er
 		return nil, fmt.Errorf("staging for %s: %w", who, s.fenced)
 	}
 	s.stages++
-	inf := &inflight{written: map[string]bool{}, reused: map[string]bool{}}
+	inf := newInflight()
 	s.staging[inf] = true
 	shared := sharedDir + s.token + "-stage" + strconv.FormatInt(s.stages, 10) + "/"
 	return stagingWriter{&snapshotWriter{s: s, what: "the staging of " + who, shared: shared, inf: inf, staged: true}}, nil
@@ -861,6 +867,9 @@ func (f *fileWriter) Close() (checkpoint.FileRef, error) {
 		}
 		return checkpoint.FileRef{}, s.errorf("put %s: %s; the object is deleted", key, f.w.goneReason())
 	}
+	s.mu.Lock()
+	f.w.inf.stored[key] = f.size
+	s.mu.Unlock()
 	f.ref.Size = f.size
 	f.ref.CRC32C = f.crc.Sum32()
 	return f.ref, nil
