@@ -75,6 +75,10 @@ func newStorage(ctx context.Context, cfg *config.Config, g *Group, log *slog.Log
 		return nil, fmt.Errorf("checkpoint.dir %s: %w", dir.Job(name), err)
 	}
 	opts.Epoch, opts.Logf = probe.NewestEpoch()+1, logf
+	// Deletions in the background, as the file storage's: a completion
+	// (and the commit its notification starts) does not wait for the
+	// round trips that delete a subsumed checkpoint's objects.
+	opts.CollectInBackground = true
 	st, err := s3store.New(ctx, store, opts)
 	if err != nil {
 		_ = store.Close()

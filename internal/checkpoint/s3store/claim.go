@@ -183,7 +183,7 @@ func (s *Storage) publishClaim(ctx context.Context, id int64) (*checkpoint.Metad
 	fail := func(err error) (*checkpoint.Metadata, error) {
 		return nil, s.errorf("publish an empty claim as checkpoint %d: %w", id, err)
 	}
-	s.completeMu.Lock()
+	s.lockExclusive()
 	defer s.completeMu.Unlock()
 	s.mu.Lock()
 	if id <= s.newest || s.pending[id] != nil || s.aborted[id] {

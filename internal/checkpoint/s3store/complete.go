@@ -93,6 +93,10 @@ func (s *Storage) Complete(ctx context.Context, md *checkpoint.Metadata) error {
 		})
 		return nil
 	}
+	if s.opts.CollectInBackground {
+		s.collectLater()
+		return nil
+	}
 	s.collect(ctx)
 	return nil
 }
@@ -337,13 +341,102 @@ func (s *Storage) deleteWritten(ctx context.Context, inf *inflight, keep func(st
 // nothing once fenced. Failures are logged; the next completion tries
 // again. The caller holds completeMu.
 func (s *Storage) collect(ctx context.Context) {
+	s.deleteObjects(ctx, s.collectManifests(ctx))
+}
+
+// collectLater asks the collector goroutine for a collect, starting it
+// when it does not run (Options.CollectInBackground; completeMu held).
+func (s *Storage) collectLater() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.collectWanted = true
+	if !s.collecting {
+		s.collecting = true
+		go s.runCollector() // owned by the storage; it ends when no collect is wanted
+	}
+}
+
+// runCollector serves the collects completions asked for, one at a
+// time: collectManifests under completeMu, then the objects' deletions
+// without it, so that the next Complete need not wait for them. It ends
+// when none is wanted.
+func (s *Storage) runCollector() {
+	ctx := context.Background() // the deletions are bounded; a crash leaves orphans
+	for {
+		s.completeMu.Lock()
+		s.mu.Lock()
+		if !s.collectWanted {
+			s.collecting = false
+			s.deleted.Broadcast()
+			s.mu.Unlock()
+			s.completeMu.Unlock()
+			return
+		}
+		s.collectWanted = false
+		s.mu.Unlock()
+		keys := s.collectManifests(ctx)
+		s.mu.Lock()
+		s.deleting = true
+		s.mu.Unlock()
+		s.completeMu.Unlock()
+		s.deleteObjects(ctx, keys)
+		s.mu.Lock()
+		s.deleting = false
+		s.deleted.Broadcast()
+		s.mu.Unlock()
+	}
+}
+
+// lockExclusive takes completeMu and waits for the collector's deletions
+// in progress, for the operations that must not overlap them (Claim,
+// Adopt, Sweep, DiscardAll, PruneSavepoints). Complete does not wait:
+// what the collector deletes is named by no retained checkpoint and by
+// no checkpoint in flight, and no later checkpoint can come to name it
+// (HasShared answers from the retained ones, and new objects get keys
+// of their own).
+func (s *Storage) lockExclusive() {
+	s.completeMu.Lock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.deleting {
+		s.deleted.Wait()
+	}
+}
+
+// deleteParallelism bounds the deletions deleteObjects has in flight.
+const deleteParallelism = 16
+
+// deleteObjects deletes keys, deleteParallelism at a time, and logs the
+// failures: an object left is an orphan a later collect deletes.
+func (s *Storage) deleteObjects(ctx context.Context, keys []string) {
+	sem := make(chan struct{}, deleteParallelism)
+	var wg sync.WaitGroup
+	for _, k := range keys {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() { // owned by deleteObjects, which waits for it
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := s.st.Delete(ctx, k); err != nil {
+				s.logf("s3 checkpoint storage %s: remove %s: %v", s.root, k, err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// collectManifests is collect's part under completeMu: it deletes the
+// subsumed checkpoints' manifests and markers and returns the objects to
+// delete after them: those of the subsumed checkpoints that no retained
+// checkpoint or checkpoint in flight names, and the orphans.
+func (s *Storage) collectManifests(ctx context.Context) []string {
 	fence, err := s.refresh(ctx)
 	if err != nil {
 		s.logf("s3 checkpoint storage %s: deletions skipped: %v", s.root, err)
-		return
+		return nil
 	}
 	if fence != nil {
-		return
+		return nil
 	}
 	s.mu.Lock()
 	var subsumed []*manifest
@@ -370,6 +463,7 @@ func (s *Storage) collect(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	gone := map[string]bool{}
+	var keys []string
 	for _, m := range subsumed {
 		if err := s.st.Delete(ctx, m.key+committedSuf); err != nil {
 			s.logf("s3 checkpoint storage %s: remove subsumed checkpoint %d: %v", s.root, m.id, err)
@@ -383,22 +477,18 @@ func (s *Storage) collect(ctx context.Context) {
 		delete(s.manifests, m.name)
 		s.mu.Unlock()
 		forEachRef(m.md, func(r checkpoint.FileRef) {
-			if k := s.root + r.Path; !referenced[k] && !inUse[k] {
+			if k := s.root + r.Path; !referenced[k] && !inUse[k] && !gone[k] {
 				gone[k] = true
+				keys = append(keys, k)
 			}
 		})
-	}
-	for k := range gone {
-		if err := s.st.Delete(ctx, k); err != nil {
-			s.logf("s3 checkpoint storage %s: remove subsumed object: %v", s.root, err)
-		}
 	}
 	// Orphans: data no manifest names, older than the grace period. Two
 	// listings of everything the job stores, to find objects at least
 	// that old: not at every completion.
 	now := s.opts.Now()
 	if now.Sub(s.orphansSought) < s.opts.OrphanGrace/4 {
-		return
+		return keys
 	}
 	s.orphansSought = now
 	cutoff := now.Add(-s.opts.OrphanGrace)
@@ -409,7 +499,7 @@ func (s *Storage) collect(ctx context.Context) {
 		infos, err := s.st.List(ctx, s.root+dir)
 		if err != nil {
 			s.logf("s3 checkpoint storage %s: orphans not removed: %v", s.root, err)
-			return
+			return keys
 		}
 		for _, in := range infos {
 			if referenced[in.Key] || inUse[in.Key] || gone[in.Key] || !in.LastModified.Before(cutoff) || s.underDamaged(in.Key, damaged) {
@@ -418,11 +508,10 @@ func (s *Storage) collect(ctx context.Context) {
 			if s.inflightData(in.Key) {
 				continue
 			}
-			if err := s.st.Delete(ctx, in.Key); err != nil {
-				s.logf("s3 checkpoint storage %s: remove orphan: %v", s.root, err)
-			}
+			keys = append(keys, in.Key)
 		}
 	}
+	return keys
 }
 
 // addInUse adds the keys of the objects inf's writers put or reused to

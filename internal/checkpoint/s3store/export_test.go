@@ -8,3 +8,13 @@ import "github.com/onceflow/onceflow/internal/checkpoint"
 func EncodeManifestForTest(md *checkpoint.Metadata, epoch int64) ([]byte, error) {
 	return encodeManifest(md, epoch)
 }
+
+// WaitCollectorForTest waits until the collector goroutine
+// (Options.CollectInBackground) has nothing left to do.
+func (s *Storage) WaitCollectorForTest() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.collecting {
+		s.deleted.Wait()
+	}
+}

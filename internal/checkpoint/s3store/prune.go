@@ -44,7 +44,7 @@ func (s *Storage) PruneSavepoints(ctx context.Context, opts checkpoint.PruneOpti
 	if opts.Keep < 1 {
 		return fail(fmt.Errorf("keep %d: at least 1 savepoint must be kept (the newest may be the job's restore point)", opts.Keep))
 	}
-	s.completeMu.Lock()
+	s.lockExclusive()
 	defer s.completeMu.Unlock()
 	fence, err := s.refresh(ctx)
 	if err != nil {

@@ -253,7 +253,7 @@ func (s *Storage) DiscardAll() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	fail := func(err error) error { return s.errorf("discard: %w", err) }
-	s.completeMu.Lock()
+	s.lockExclusive()
 	defer s.completeMu.Unlock()
 	if err := s.current(ctx); err != nil {
 		return fail(err)
@@ -381,7 +381,7 @@ func (s *Storage) adopt(ctx context.Context, md *checkpoint.Metadata, newID int6
 	if err != nil || md.Path == "" {
 		return fail(fmt.Errorf("not a checkpoint or savepoint of this storage (as Load returns it): %w", ErrNotSupported))
 	}
-	s.completeMu.Lock()
+	s.lockExclusive()
 	defer s.completeMu.Unlock()
 	if standalone {
 		if err := s.current(ctx); err != nil {
@@ -501,7 +501,7 @@ func (s *Storage) adopt(ctx context.Context, md *checkpoint.Metadata, newID int6
 // oldest first; an error names what it could not delete, after deleting
 // what it could.
 func (s *Storage) Sweep(ctx context.Context) ([]checkpoint.CheckpointInfo, error) {
-	s.completeMu.Lock()
+	s.lockExclusive()
 	defer s.completeMu.Unlock()
 	fence, err := s.refresh(ctx)
 	if err != nil {

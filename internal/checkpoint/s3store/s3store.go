@@ -91,6 +91,17 @@ type Options struct {
 	// SpoolThreshold is how many bytes of a file being written are kept
 	// in memory (default DefaultSpoolThreshold).
 	SpoolThreshold int
+	// CollectInBackground makes Complete return once the manifest is
+	// published and hand the deletions the completion allows (see
+	// Retention and deletion in the package doc) to a goroutine of the
+	// storage, so that a completion, and the notification that follows
+	// it, never waits for them. The goroutine decides and deletes the
+	// subsumed manifests under the lock Complete takes, then deletes the
+	// objects without it, several at a time; it ends when no completion
+	// asked for more. Claim, Adopt, Sweep, DiscardAll and PruneSavepoints
+	// wait for its deletions first. Off, Complete deletes before it
+	// returns.
+	CollectInBackground bool
 }
 
 // DefaultOrphanGrace is Options.OrphanGrace's default.
@@ -148,6 +159,14 @@ type Storage struct {
 	// orphansSought is when collect last listed data/ and shared/ for
 	// orphans (New's time before the first); guarded by completeMu.
 	orphansSought time.Time
+
+	// The collector goroutine (Options.CollectInBackground), guarded by
+	// mu: collectWanted is set by a completion it has not served yet,
+	// collecting while it runs, deleting while it deletes objects
+	// without completeMu; deleted is signalled when deleting or
+	// collecting ends.
+	collectWanted, collecting, deleting bool
+	deleted                             *sync.Cond
 }
 
 // manifest is one listed manifest.
@@ -229,6 +248,7 @@ func New(ctx context.Context, st objstore.Store, opts Options) (*Storage, error)
 		sharedByName: map[string]checkpoint.FileRef{}, pending: map[int64]*inflight{}, aborted: map[int64]bool{},
 		staging: map[*inflight]bool{}, verified: map[string]bool{}, orphansSought: opts.Now(),
 	}
+	s.deleted = sync.NewCond(&s.mu)
 	if _, err := s.refresh(ctx); err != nil {
 		return nil, s.errorf("open: %w", err)
 	}
