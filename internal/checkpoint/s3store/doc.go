@@ -109,7 +109,10 @@
 // a checkpoint completes (and only when no manifest of a higher epoch
 // exists), a subsumed checkpoint's manifest and marker are deleted first,
 // then its private objects and the shared objects no retained manifest and
-// no checkpoint in flight in this process names. Objects no manifest names
+// no checkpoint in flight in this process names (by Complete, or after it
+// by a goroutine of the storage with Options.CollectInBackground: no later
+// checkpoint can come to name those objects, so the next Complete need not
+// wait for their deletion). Objects no manifest names
 // at all (a failed checkpoint's, a crashed or fenced writer's) are deleted
 // once they are older than Options.OrphanGrace, so that a checkpoint another
 // process is still uploading is not touched; completions look for them
