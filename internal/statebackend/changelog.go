@@ -141,6 +141,14 @@ type materialization struct {
 	id       int64
 	complete bool
 	files    []checkpoint.FileRef // as stored; set on completion
+	// ssts and links are its stored SST files (local name -> stored) and
+	// its local recovery links, once known: every checkpoint appending
+	// on it records them as its own (b.pending, b.localPending), so that
+	// whichever of them completes makes them the base, even when the
+	// checkpoint that materialized or adopted it was aborted or its
+	// notification lost.
+	ssts  map[string]checkpoint.FileRef
+	links map[string]bool
 }
 
 // stagedMat is a materialization uploaded beside the checkpoints: the
@@ -239,6 +247,14 @@ func (b *pebbleBackend) appendSnapshot(id int64, w checkpoint.SnapshotWriter) (a
 		c.segs = append(c.segs, seg)
 		c.bytes += int64(len(seg.data))
 		c.buf = c.buf[:0]
+	}
+	// The checkpoint refers to the materialization's files (see
+	// materialization.ssts).
+	if c.mat.ssts != nil {
+		b.pending[id] = c.mat.ssts
+	}
+	if b.localPending != nil && c.mat.links != nil {
+		b.localPending[id] = c.mat.links
 	}
 	segs := slices.Clone(c.segs)
 	base := c.mat.files
@@ -354,17 +370,13 @@ func (b *pebbleBackend) adoptStagedLocked(id int64) {
 		b.dropStagedLocked(s)
 		return
 	}
-	c.mat = &materialization{id: s.id, complete: true, files: s.files}
+	c.mat = &materialization{id: s.id, complete: true, files: s.files, ssts: s.ssts, links: s.links}
 	c.segs = slices.Clone(c.segs[s.covers:])
 	c.bytes = 0
 	for _, seg := range c.segs {
 		c.bytes += seg.size()
 	}
 	s.adoptedBy = id
-	b.pending[id] = s.ssts
-	if b.localPending != nil && s.links != nil {
-		b.localPending[id] = s.links
-	}
 }
 
 // dropStagedLocked gives up a staged materialization no checkpoint

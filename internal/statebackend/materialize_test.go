@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -195,5 +196,76 @@ func TestRestoredBackendContinuesTheChain(t *testing.T) {
 	newWorkload(t, r2)
 	if d := diffDumps(want, dumpBackend(t, r2)); d != "" {
 		t.Fatalf("the continued chain restored: %s", d)
+	}
+}
+
+// A staged materialization whose adopting checkpoint is aborted still
+// becomes the incremental base and keeps its local recovery links once a
+// later checkpoint of its chain completes: a materialization after it
+// uploads only the table files it lacks, and a restore on this machine
+// finds its files on the local disk.
+func TestAbortedAdopterLeavesTheBaseToTheChain(t *testing.T) {
+	ctx := context.Background()
+	f := NewPebbleFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, LocalRecovery: true, MemTableSize: 4 << 20, CacheSize: 16 << 20, ChangelogLimit: 256 << 10})
+	st := &gatedStages{Storage: dirstore.NewMemoryStorage("job", dirstore.StorageOptions{Retained: 2})}
+	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Storage: st})
+	t.Cleanup(st.open)
+	w := newWorkload(t, b)
+	take := func(id int64) *checkpoint.Handle {
+		t.Helper()
+		wr, err := st.Writer(id, "op", 0)
+		must(t, err)
+		async, err := b.Snapshot(id, wr)
+		must(t, err)
+		h, err := async(ctx)
+		must(t, err)
+		return h
+	}
+	var staged *stagedMat
+	id := int64(0)
+	for staged == nil || staged.adoptedBy == 0 {
+		if id++; id > 40 {
+			t.Fatal("no staged materialization was adopted in 40 checkpoints")
+		}
+		w.apply(t, b, 400, int(id))
+		if s, _, _ := stagedState(b); s != nil {
+			st.open()
+			<-s.ended
+		}
+		h := take(id)
+		if s, _, adopted := stagedState(b); s != nil && adopted == id {
+			staged = s
+			must(t, st.Abort(id))
+			b.NotifyCheckpointAborted(id)
+			break
+		}
+		completeOne(t, st, "op", id, false, 1, h)
+		b.NotifyCheckpointComplete(id)
+	}
+	id++
+	w.apply(t, b, 10, int(id))
+	h := take(id)
+	if h.Backend != checkpoint.BackendPebbleChangelog {
+		t.Fatalf("checkpoint %d after the aborted adopter is %s; want it to append", id, h.Backend)
+	}
+	completeOne(t, st, "op", id, false, 1, h)
+	b.NotifyCheckpointComplete(id)
+
+	pb := b.(*pebbleBackend)
+	pb.mu.Lock()
+	base := pb.base
+	pb.mu.Unlock()
+	for name, ref := range staged.ssts {
+		if got, ok := base[name]; !ok || got.Path != ref.Path {
+			t.Fatalf("the base lacks the staged materialization's %s (%s): %v", name, ref.Path, base)
+		}
+	}
+	pf := f.(*pebbleFactory)
+	local, err := pf.opts.FS.List(pf.localRecoveryDir("op", 0))
+	must(t, err)
+	for name := range staged.links {
+		if !slices.Contains(local, name) {
+			t.Fatalf("local recovery dropped the staged materialization's %s: %v", name, local)
+		}
 	}
 }
