@@ -77,7 +77,8 @@ func (b *pebbleBackend) linkLocal(local string, ssts map[string]checkpoint.FileR
 }
 
 // pruneLocal removes the links that neither checkpoint id, now complete,
-// nor a newer pending one refers to (b.mu held).
+// nor a newer pending one, nor a staged materialization refers to (b.mu
+// held); it waits for the next completion while a staged upload runs.
 func (b *pebbleBackend) pruneLocal(id int64) {
 	if b.localDir == "" {
 		return
@@ -86,6 +87,16 @@ func (b *pebbleBackend) pruneLocal(id int64) {
 		return
 	}
 	all := map[string]bool{}
+	if c := b.cl; c != nil && c.staged != nil {
+		// A staged materialization's links are no checkpoint's until one
+		// adopts it; while its upload runs they may be in the making.
+		if !c.staged.done {
+			return
+		}
+		for n := range c.staged.links {
+			all[n] = true
+		}
+	}
 	for pid, names := range b.localPending {
 		if pid >= id {
 			for n := range names {

@@ -228,16 +228,19 @@ func TestAbortedAdopterLeavesTheBaseToTheChain(t *testing.T) {
 			t.Fatal("no staged materialization was adopted in 40 checkpoints")
 		}
 		w.apply(t, b, 400, int(id))
-		if s, _, _ := stagedState(b); s != nil {
-			st.open()
-			<-s.ended
-		}
 		h := take(id)
 		if s, _, adopted := stagedState(b); s != nil && adopted == id {
 			staged = s
 			must(t, st.Abort(id))
 			b.NotifyCheckpointAborted(id)
 			break
+		}
+		if s, cut, _ := stagedState(b); s != nil && cut == id {
+			// The upload ends, and its local recovery links are made,
+			// before the checkpoint that cut it completes: they must
+			// outlive that completion's pruning.
+			st.open()
+			<-s.ended
 		}
 		completeOne(t, st, "op", id, false, 1, h)
 		b.NotifyCheckpointComplete(id)
