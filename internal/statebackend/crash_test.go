@@ -36,10 +36,12 @@ const (
 // TestCrashChild is the child process of TestKillDuringCheckpoint; it does
 // nothing unless started by it. It writes checkpoint r after workload round
 // r with an incremental Pebble backend into file storage, printing
-// "completed r" after each Complete. In modes "midwrite" and "metadata" a
-// failpoint blocks checkpoint crashAt in the middle of writing a shared SST
-// file, or just before the rename that publishes its _metadata; in modes
-// "loop" and "loop-changelog" it checkpoints until killed.
+// "completed r" after each Complete (and "cut r" or "adopted r" when
+// checkpoint r cut or adopted a staged materialization). In modes
+// "midwrite" and "metadata" a failpoint blocks checkpoint crashAt in the
+// middle of writing a shared SST file, or just before the rename that
+// publishes its _metadata; in modes "loop" and "loop-changelog" it
+// checkpoints until killed.
 func TestCrashChild(t *testing.T) {
 	mode := os.Getenv(crashEnvMode)
 	if mode == "" {
@@ -71,19 +73,25 @@ func TestCrashChild(t *testing.T) {
 	must(t, err)
 	// The failpoint modes block in the upload of a materialized Pebble
 	// checkpoint: no changelog. "loop-changelog" is killed amid chains
-	// of segments, materializing again every MiB of writes.
+	// of segments and materializations staged beside them (past half a
+	// MiB of writes), uploading, adopted or released.
 	limit := int64(-1)
 	if mode == "loop-changelog" {
 		limit = 1 << 20
 	}
 	f := NewPebbleFactory(PebbleOptions{Dir: os.Getenv(crashEnvWork), Incremental: true, MemTableSize: 1 << 20, ChangelogLimit: limit})
-	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op"})
+	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Storage: st})
 	w := newWorkload(t, b)
 	for r := int64(1); ; r++ {
 		w.apply(t, b, crashKeys, int(r))
 		applyTimerRound(t, b, crashKeys/10, int(r))
 		current.Store(r)
 		h := runSnapshot(t, b, st, "op", 0, r, false)
+		if s, cut, adopted := stagedState(b); s != nil && cut == r {
+			fmt.Printf("cut %d\n", r)
+		} else if s != nil && adopted == r {
+			fmt.Printf("adopted %d\n", r)
+		}
 		completeOne(t, st, "op", r, false, 1, h)
 		b.NotifyCheckpointComplete(r)
 		fmt.Printf("completed %d\n", r)
@@ -111,8 +119,12 @@ func TestKillDuringCheckpoint(t *testing.T) {
 			if mode == "loop-changelog" {
 				killAfter = int64(4 + rand.IntN(12)) // amid chains and materializations
 			}
+			var staged []string // the child's cuts and adoptions
 			for sc.Scan() {
 				line := sc.Text()
+				if strings.HasPrefix(line, "cut ") || strings.HasPrefix(line, "adopted ") {
+					staged = append(staged, line)
+				}
 				if n, ok := strings.CutPrefix(line, "completed "); ok {
 					lastCompleted, _ = strconv.ParseInt(n, 10, 64)
 					if strings.HasPrefix(mode, "loop") && lastCompleted == killAfter {
@@ -130,6 +142,7 @@ func TestKillDuringCheckpoint(t *testing.T) {
 			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
 				t.Fatalf("child did not die by SIGKILL: %v (last completed %d)", werr, lastCompleted)
 			}
+			t.Logf("killed after checkpoint %d; staged materializations: %v", lastCompleted, staged)
 
 			st, err := dirstore.NewFileStorage(dir, "job", dirstore.StorageOptions{Retained: 2})
 			must(t, err)

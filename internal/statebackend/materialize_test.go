@@ -66,12 +66,15 @@ func (g gatedStaging) Create(name string, shared bool) (checkpoint.FileWriter, e
 }
 
 // stagedState reports what the backend's staged materialization is: nil
-// when there is none, else its cut and adopting checkpoints and the
-// channel closed when its upload ended.
+// when there is none (or no changelog), else its cut and adopting
+// checkpoints and the channel closed when its upload ended.
 func stagedState(b state.KeyedBackend) (s *stagedMat, id, adoptedBy int64) {
 	pb := b.(*pebbleBackend)
 	pb.mu.Lock()
 	defer pb.mu.Unlock()
+	if pb.cl == nil { // no changelog
+		return nil, 0, 0
+	}
 	if s = pb.cl.staged; s != nil {
 		return s, s.id, s.adoptedBy
 	}
