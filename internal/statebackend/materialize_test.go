@@ -208,22 +208,11 @@ func TestRestoredBackendContinuesTheChain(t *testing.T) {
 // uploads only the table files it lacks, and a restore on this machine
 // finds its files on the local disk.
 func TestAbortedAdopterLeavesTheBaseToTheChain(t *testing.T) {
-	ctx := context.Background()
 	f := NewPebbleFactory(PebbleOptions{Dir: t.TempDir(), Incremental: true, LocalRecovery: true, MemTableSize: 4 << 20, CacheSize: 16 << 20, ChangelogLimit: 256 << 10})
 	st := &gatedStages{Storage: dirstore.NewMemoryStorage("job", dirstore.StorageOptions{Retained: 2})}
 	b := newBackend(t, f, state.KeyedBackendOptions{OperatorUID: "op", Storage: st})
 	t.Cleanup(st.open)
 	w := newWorkload(t, b)
-	take := func(id int64) *checkpoint.Handle {
-		t.Helper()
-		wr, err := st.Writer(id, "op", 0)
-		must(t, err)
-		async, err := b.Snapshot(id, wr)
-		must(t, err)
-		h, err := async(ctx)
-		must(t, err)
-		return h
-	}
 	var staged *stagedMat
 	id := int64(0)
 	for staged == nil || staged.adoptedBy == 0 {
@@ -231,7 +220,7 @@ func TestAbortedAdopterLeavesTheBaseToTheChain(t *testing.T) {
 			t.Fatal("no staged materialization was adopted in 40 checkpoints")
 		}
 		w.apply(t, b, 400, int(id))
-		h := take(id)
+		h := runSnapshot(t, b, st, "op", 0, id, false)
 		if s, _, adopted := stagedState(b); s != nil && adopted == id {
 			staged = s
 			must(t, st.Abort(id))
@@ -250,7 +239,7 @@ func TestAbortedAdopterLeavesTheBaseToTheChain(t *testing.T) {
 	}
 	id++
 	w.apply(t, b, 10, int(id))
-	h := take(id)
+	h := runSnapshot(t, b, st, "op", 0, id, false)
 	if h.Backend != checkpoint.BackendPebbleChangelog {
 		t.Fatalf("checkpoint %d after the aborted adopter is %s; want it to append", id, h.Backend)
 	}

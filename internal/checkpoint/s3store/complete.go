@@ -101,13 +101,30 @@ func (s *Storage) Complete(ctx context.Context, md *checkpoint.Metadata) error {
 	return nil
 }
 
-// statParallelism bounds the Stats checkStored has in flight.
-const statParallelism = 16
+// requestParallelism bounds the requests inParallel has in flight.
+const requestParallelism = 16
+
+// inParallel calls fn(i) for every i below n on goroutines of its own,
+// at most requestParallelism at a time, and returns once every call has.
+func inParallel(n int, fn func(i int)) {
+	sem := make(chan struct{}, requestParallelism)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() { // owned by inParallel, which waits for it
+			defer wg.Done()
+			defer func() { <-sem }()
+			fn(i)
+		}()
+	}
+	wg.Wait()
+}
 
 // checkStored makes sure every object md names is stored in full before
 // the manifest makes the checkpoint exist. What this process knows is
 // stored costs no round trip (knownSizeLocked); the store is asked about
-// the rest, statParallelism objects at a time. Its error names the first
+// the rest, requestParallelism objects at a time. Its error names the first
 // missing object, or the first whose size differs, in md's order.
 func (s *Storage) checkStored(ctx context.Context, md *checkpoint.Metadata, inf *inflight) error {
 	type ask struct {
@@ -136,24 +153,16 @@ func (s *Storage) checkStored(ctx context.Context, md *checkpoint.Metadata, inf 
 		return bad
 	}
 	errs := make([]error, len(asks))
-	sem := make(chan struct{}, statParallelism)
-	var wg sync.WaitGroup
-	for i, a := range asks {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() { // owned by checkStored, which waits for it
-			defer wg.Done()
-			defer func() { <-sem }()
-			in, err := s.st.Stat(ctx, a.key)
-			if err == nil && in.Size != a.size {
-				err = fmt.Errorf("%s is %d bytes, the metadata says %d", a.key, in.Size, a.size)
-			}
-			if err != nil {
-				errs[i] = fmt.Errorf("names %s: %w", a.path, err)
-			}
-		}()
-	}
-	wg.Wait()
+	inParallel(len(asks), func(i int) {
+		a := asks[i]
+		in, err := s.st.Stat(ctx, a.key)
+		if err == nil && in.Size != a.size {
+			err = fmt.Errorf("%s is %d bytes, the metadata says %d", a.key, in.Size, a.size)
+		}
+		if err != nil {
+			errs[i] = fmt.Errorf("names %s: %w", a.path, err)
+		}
+	})
 	for _, err := range errs {
 		if err != nil {
 			return err
@@ -403,26 +412,14 @@ func (s *Storage) lockExclusive() {
 	}
 }
 
-// deleteParallelism bounds the deletions deleteObjects has in flight.
-const deleteParallelism = 16
-
-// deleteObjects deletes keys, deleteParallelism at a time, and logs the
+// deleteObjects deletes keys, requestParallelism at a time, and logs the
 // failures: an object left is an orphan a later collect deletes.
 func (s *Storage) deleteObjects(ctx context.Context, keys []string) {
-	sem := make(chan struct{}, deleteParallelism)
-	var wg sync.WaitGroup
-	for _, k := range keys {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() { // owned by deleteObjects, which waits for it
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := s.st.Delete(ctx, k); err != nil {
-				s.logf("s3 checkpoint storage %s: remove %s: %v", s.root, k, err)
-			}
-		}()
-	}
-	wg.Wait()
+	inParallel(len(keys), func(i int) {
+		if err := s.st.Delete(ctx, keys[i]); err != nil {
+			s.logf("s3 checkpoint storage %s: remove %s: %v", s.root, keys[i], err)
+		}
+	})
 }
 
 // collectManifests is collect's part under completeMu: it deletes the
