@@ -192,6 +192,17 @@ func TestEventTimeTimersFireWhenTheWatermarkPasses(t *testing.T) {
 }
 
 // waitUntil polls cond until it holds, failing after 20s with what.
+// runUntilProcessed runs j until ctx ends, on a goroutine whose result
+// the returned channel carries, and waits until spy processed n records.
+func runUntilProcessed(t *testing.T, ctx context.Context, j *engine.Job, spy *timerSpy, n int64) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- j.Run(ctx) }()
+	waitUntil(t, done, func() string { return fmt.Sprintf("%d records processed", spy.processed.Load()) },
+		func() bool { return spy.processed.Load() == n })
+	return done
+}
+
 func waitUntil(t *testing.T, done <-chan error, what func() string, cond func() bool) {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
@@ -230,10 +241,7 @@ func TestProcessingTimeTimersFireOnTheClock(t *testing.T) {
 	engine.SinkTo(probed, "sink", 1, &memSink[event]{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- j.Run(ctx) }()
-	waitUntil(t, done, func() string { return fmt.Sprintf("%d records processed", spy.processed.Load()) },
-		func() bool { return spy.processed.Load() == 80 })
+	done := runUntilProcessed(t, ctx, j, spy, 80)
 	if fs := spy.firings(); len(fs) != 0 {
 		t.Fatalf("%d processing-time timers fired before the clock moved", len(fs))
 	}
@@ -396,10 +404,7 @@ func TestProcessingTimeTimerAtTheEndOfTime(t *testing.T) {
 	engine.SinkTo(fired, "sink", 1, &memSink[event]{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- j.Run(ctx) }()
-	waitUntil(t, done, func() string { return fmt.Sprintf("%d records processed", spy.processed.Load()) },
-		func() bool { return spy.processed.Load() == 1 })
+	done := runUntilProcessed(t, ctx, j, spy, 1)
 	// A savepoint's barrier passes the subtask after the timer was
 	// armed: a subtask spinning on its wake-up has shown it by then (or
 	// never reads the barrier).

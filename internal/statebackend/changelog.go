@@ -483,11 +483,14 @@ func (c *changelog) materialized(id int64, files []checkpoint.FileRef) {
 }
 
 // complete is NotifyCheckpointComplete's part (b.mu held): the chain's
-// materialization becomes its base, and the segments the checkpoint stored
-// are stored for good (their bytes are dropped).
-func (c *changelog) complete(id int64) {
+// materialization becomes its base (with ssts and links, the checkpoint's
+// SST files and local recovery links, which the chain's checkpoints to
+// come refer to), and the segments the checkpoint stored are stored for
+// good (their bytes are dropped).
+func (c *changelog) complete(id int64, ssts map[string]checkpoint.FileRef, links map[string]bool) {
 	if files, ok := c.pendingMat[id]; ok && c.mat != nil && c.mat.id == id {
 		c.mat.files, c.mat.complete = files, true
+		c.mat.ssts, c.mat.links = ssts, links
 	}
 	if s := c.staged; s != nil && s.adoptedBy != 0 && id >= s.adoptedBy {
 		// The storage holds references to the files now.

@@ -1208,12 +1208,8 @@ func (b *pebbleBackend) NotifyCheckpointComplete(id int64) {
 	if p, ok := b.pending[id]; ok {
 		b.base = p
 	}
-	if c := b.cl; c != nil {
-		if _, ok := c.pendingMat[id]; ok && c.mat != nil && c.mat.id == id {
-			// The chain's checkpoints to come refer to its files.
-			c.mat.ssts, c.mat.links = b.pending[id], b.localPending[id]
-		}
-		c.complete(id)
+	if b.cl != nil {
+		b.cl.complete(id, b.pending[id], b.localPending[id])
 	}
 	b.pruneLocal(id)
 	for pid := range b.pending {
