@@ -527,6 +527,7 @@ func (st *subtask) runSource(ctx context.Context) error {
 		if len(st.triggers) > 0 || len(st.wake) > 0 || st.wmDue.Load() {
 			continue
 		}
+	read:
 		v, ts, ok, err := st.src.next(pollCtx)
 		switch {
 		case errors.Is(err, io.EOF):
@@ -546,6 +547,14 @@ func (st *subtask) runSource(ctx context.Context) error {
 		st.recordsOut.Add(1)
 		if err := st.emit(ctx, v, ts); err != nil {
 			return err
+		}
+		// Everything the checks above wait for (a trigger, a wake-up, a
+		// watermark tick, the end of ctx) cancels the poll context once
+		// it is installed, so while it stands the next record needs
+		// none of them: the loop's checks cost more than the rest of
+		// it per record.
+		if pollCtx.Err() == nil {
+			goto read
 		}
 	}
 }
