@@ -11,12 +11,28 @@ import (
 )
 
 // heldDeletes holds every Delete of a key hold accepts until the test
-// closes gate, and reports each such Delete on held as it starts.
+// closes gate, and reports each such Delete on held as it starts. Every
+// List while the gate is shut is reported on early, when set (without
+// blocking): the collector lists nothing while its deletions are held,
+// so such a List is someone else's running beside them.
 type heldDeletes struct {
 	objstore.Store
-	hold func(key string) bool
-	held chan string
-	gate chan struct{}
+	hold  func(key string) bool
+	held  chan string
+	gate  chan struct{}
+	early chan string
+}
+
+func (h *heldDeletes) List(ctx context.Context, prefix string) ([]objstore.Info, error) {
+	select {
+	case <-h.gate:
+	default:
+		select {
+		case h.early <- prefix:
+		default:
+		}
+	}
+	return h.Store.List(ctx, prefix)
 }
 
 func (h *heldDeletes) Delete(ctx context.Context, key string) error {
@@ -35,7 +51,7 @@ func (h *heldDeletes) Delete(ctx context.Context, key string) error {
 // retained one names stays.
 func TestCollectInBackground(t *testing.T) {
 	hd := &heldDeletes{Store: objstore.NewMemory(objstore.MemoryOptions{}), held: make(chan string, 64), gate: make(chan struct{}),
-		hold: func(key string) bool { return strings.Contains(key, "/data/chk-1/") }}
+		early: make(chan string, 1), hold: func(key string) bool { return strings.Contains(key, "/data/chk-1/") }}
 	s, err := s3store.New(ctxT(t), hd, s3store.Options{Prefix: "ckpt", Job: "wc", Epoch: 1, Retained: 1, Logf: t.Logf, CollectInBackground: true})
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +77,10 @@ func TestCollectInBackground(t *testing.T) {
 		t.Fatal("checkpoint 1's objects were never deleted")
 	}
 	returns("Complete(3)", func() { complete(t, s, chk{id: 3, private: map[string]string{"p": "3"}, reuse: []string{"a"}}) })
+	select {
+	case <-hd.early: // Complete(3)'s own look at the manifests
+	default:
+	}
 	swept := make(chan struct{})
 	go func() {
 		defer close(swept)
@@ -71,6 +91,16 @@ func TestCollectInBackground(t *testing.T) {
 			t.Errorf("Sweep = %v, %v; want nothing to sweep once the deletions ended", removed, err)
 		}
 	}()
+	// A Sweep that did not wait would list the store now. A Sweep that
+	// waits lists nothing until the gate opens, however long this
+	// select waits: the bound only gives a wrong one the time to show.
+	select {
+	case prefix := <-hd.early:
+		t.Fatalf("Sweep listed %s while checkpoint 1's deletions were still running", prefix)
+	case <-swept:
+		t.Fatal("Sweep returned while checkpoint 1's deletions were still running")
+	case <-time.After(300 * time.Millisecond):
+	}
 	close(hd.gate)
 	<-swept
 	s.WaitCollectorForTest()
