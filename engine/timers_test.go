@@ -191,7 +191,6 @@ func TestEventTimeTimersFireWhenTheWatermarkPasses(t *testing.T) {
 	}
 }
 
-// waitUntil polls cond until it holds, failing after 20s with what.
 // runUntilProcessed runs j until ctx ends, on a goroutine whose result
 // the returned channel carries, and waits until spy processed n records.
 func runUntilProcessed(t *testing.T, ctx context.Context, j *engine.Job, spy *timerSpy, n int64) <-chan error {
@@ -203,6 +202,7 @@ func runUntilProcessed(t *testing.T, ctx context.Context, j *engine.Job, spy *ti
 	return done
 }
 
+// waitUntil polls cond until it holds, failing after 20s with what.
 func waitUntil(t *testing.T, done <-chan error, what func() string, cond func() bool) {
 	t.Helper()
 	deadline := time.After(20 * time.Second)

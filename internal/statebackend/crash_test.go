@@ -87,10 +87,8 @@ func TestCrashChild(t *testing.T) {
 		applyTimerRound(t, b, crashKeys/10, int(r))
 		current.Store(r)
 		h := runSnapshot(t, b, st, "op", 0, r, false)
-		if s, cut, adopted := stagedState(b); s != nil && cut == r {
-			fmt.Printf("cut %d\n", r)
-		} else if s != nil && adopted == r {
-			fmt.Printf("adopted %d\n", r)
+		if step := stagedStep(b, r); step != "" {
+			fmt.Printf("%s %d\n", step, r)
 		}
 		completeOne(t, st, "op", r, false, 1, h)
 		b.NotifyCheckpointComplete(r)

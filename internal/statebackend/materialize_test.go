@@ -81,6 +81,21 @@ func stagedState(b state.KeyedBackend) (s *stagedMat, id, adoptedBy int64) {
 	return nil, 0, 0
 }
 
+// stagedStep says what checkpoint id did to the backend's staged
+// materialization: "cut" it, "adopted" it, or "" (neither).
+func stagedStep(b state.KeyedBackend, id int64) string {
+	s, cut, adopted := stagedState(b)
+	switch {
+	case s == nil:
+		return ""
+	case adopted == id:
+		return "adopted"
+	case cut == id:
+		return "cut"
+	}
+	return ""
+}
+
 // With a storage to stage in, a chain past the limit is materialized
 // beside the checkpoints: checkpoints append while the uploads happen
 // outside them (a checkpoint materializes only at the start and when an
@@ -119,13 +134,8 @@ func TestChangelogMaterializesBesideTheCheckpoints(t *testing.T) {
 		w.apply(t, b, 50, int(id)+1000) // after the barrier
 		h, err := async(ctx)
 		must(t, err)
-		if s, cut, adopted := stagedState(b); s != nil {
-			switch {
-			case adopted == id:
-				kinds["adopted"]++
-			case cut == id:
-				kinds["cut"]++
-			}
+		if step := stagedStep(b, id); step != "" {
+			kinds[step]++
 		}
 		if !endRandomly(t, rng, st, b, id, h, kinds) {
 			continue
