@@ -272,3 +272,21 @@ func TestGivingUpStartsTheNextBound(t *testing.T) {
 		t.Fatalf("at the end of the next bound: %v, want an *Error saying the outage has lasted 22s", err)
 	}
 }
+
+func TestClientBackoffGrowsToItsBound(t *testing.T) {
+	for range 200 {
+		for fails := 0; fails <= 40; fails++ {
+			d := ClientBackoff(fails)
+			lo := 80 * time.Millisecond
+			if fails >= 5 {
+				lo = 800 * time.Millisecond // 100ms doubled 4 times is 1.6s, over the bound
+			}
+			if d < lo || d > ClientBackoffMax {
+				t.Fatalf("ClientBackoff(%d) = %s, want within [%s, %s]", fails, d, lo, ClientBackoffMax)
+			}
+		}
+		if d := ClientBackoff(1); d > 120*time.Millisecond {
+			t.Fatalf("ClientBackoff(1) = %s, want 100ms ±20%%", d)
+		}
+	}
+}

@@ -19,7 +19,9 @@ import (
 
 // SinkOptions configure a Sink.
 type SinkOptions struct {
-	// ClientOpts connect to the cluster (seed brokers, TLS, SASL).
+	// ClientOpts connect to the cluster (seed brokers, TLS, SASL). The
+	// sink's clients retry after 100ms doubling to at most 1s, as Kafka's
+	// Java clients do; a kgo.RetryBackoffFn here replaces that.
 	ClientOpts []kgo.Opt
 	// Topic receives every record that names no topic of its own.
 	Topic string

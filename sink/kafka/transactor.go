@@ -22,7 +22,9 @@ import (
 // TransactorOptions configure the exactly-once Transactor of one subtask.
 type TransactorOptions struct {
 	// ClientOpts connect to the cluster (seed brokers, TLS, SASL). The
-	// Transactor adds the transactional settings itself.
+	// Transactor adds the transactional settings itself. Its clients
+	// retry after 100ms doubling to at most 1s, as Kafka's Java clients
+	// do; a kgo.RetryBackoffFn here replaces that.
 	ClientOpts []kgo.Opt
 	// Topic is where records without a topic of their own go.
 	Topic string
@@ -204,7 +206,7 @@ func NewTransactor(ctx context.Context, subtask int, opts TransactorOptions) (*T
 		}
 		opts.Outage = tr
 	}
-	side, err := kgo.NewClient(opts.ClientOpts...)
+	side, err := kgo.NewClient(append(outage.ClientOpts(), opts.ClientOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka sink: creating a client: %w", err)
 	}
@@ -271,7 +273,7 @@ func (t *Transactor) endTxnClient(tv int16) (*kgo.Client, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.legacy == nil {
-		cl, err := kgo.NewClient(append(slices.Clone(t.opts.ClientOpts), capEndTxn())...)
+		cl, err := kgo.NewClient(append(append(outage.ClientOpts(), t.opts.ClientOpts...), capEndTxn())...)
 		if err != nil {
 			return nil, fmt.Errorf("creating a client: %w", err)
 		}
@@ -379,7 +381,7 @@ func (t *Transactor) begin(ctx context.Context, s *slot) error {
 
 // newClient creates the transactional client of slot s.
 func (t *Transactor) newClient(s *slot) (*kgo.Client, error) {
-	opts := append(producerOpts(t.opts.MaxBufferedRecords, t.opts.Compression, t.opts.Linger), t.opts.ClientOpts...)
+	opts := append(append(outage.ClientOpts(), producerOpts(t.opts.MaxBufferedRecords, t.opts.Compression, t.opts.Linger)...), t.opts.ClientOpts...)
 	opts = append(opts,
 		kgo.TransactionalID(s.id),
 		kgo.TransactionTimeout(t.opts.TransactionTimeout),

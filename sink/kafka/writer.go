@@ -3,7 +3,6 @@ package kafka
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -61,7 +60,7 @@ func NewWriter(delivery Delivery, topic string, clientOpts []kgo.Opt, tr *outage
 			return nil, fmt.Errorf("kafka sink: %w", err)
 		}
 	}
-	opts := append(slices.Clone(clientOpts), rideOutProduce()...)
+	opts := append(append(outage.ClientOpts(), clientOpts...), rideOutProduce()...)
 	if topic != "" {
 		opts = append(opts, kgo.DefaultProduceTopic(topic))
 	}

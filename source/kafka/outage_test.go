@@ -374,8 +374,13 @@ func kadmClient(t *testing.T, client []kgo.Opt) *kadm.Client { return kadm.NewCl
 // the broker's port refuses connections and its connections are cut for
 // a while, as when its process dies. Next keeps answering (no record, no
 // error) while the cluster is away, the reader that opens waits, and
-// once the broker is back both read every record exactly once.
+// once the broker is back both read every record exactly once. The
+// outage lasts 3s, long enough for the fetch backoff to reach its bound:
+// the running reader must read again within that bound and a second of
+// the broker's return (franz-go's default backoff, up to 5s, failed
+// this).
 func TestReadersRideOutABrokerRestart(t *testing.T) {
+	const away, readAgain = 3 * time.Second, outage.ClientBackoffMax + time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	sw := &outagetest.Switch{}
@@ -407,7 +412,7 @@ func TestReadersRideOutABrokerRestart(t *testing.T) {
 		late <- opened{r, err}
 	}()
 	polls := 0
-	for !tr.Status().Down || time.Since(down) < time.Second {
+	for !tr.Status().Down || time.Since(down) < away {
 		pctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 		rec, ok, err := r.Next(pctx)
 		cancel()
@@ -427,9 +432,11 @@ func TestReadersRideOutABrokerRestart(t *testing.T) {
 	if err := sw.Up(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("broker away for %s, %d polls meanwhile", time.Since(down).Round(time.Millisecond), polls)
+	back := time.Now()
+	t.Logf("broker away for %s, %d polls meanwhile", back.Sub(down).Round(time.Millisecond), polls)
 	produce(t, ctx, client, "in", 20, 20)
-	got = append(got, readN(t, ctx, r, 20)...)
+	got = append(got, readPatiently(t, ctx, r, 20, int(readAgain/(100*time.Millisecond)))...)
+	t.Logf("the running reader read again %s after the broker's return", time.Since(back).Round(time.Millisecond))
 	var o opened
 	select {
 	case o = <-late:

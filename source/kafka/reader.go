@@ -79,7 +79,10 @@ func ParseOnOffsetOutOfRange(s string) (OnOffsetOutOfRange, error) {
 // ReaderOptions configure the Reader of one source subtask.
 type ReaderOptions struct {
 	// ClientOpts connect to the cluster (seed brokers, TLS, SASL). The
-	// Reader adds the consuming settings itself.
+	// Reader adds the consuming settings itself. Its client retries after
+	// 100ms doubling to at most 1s, as Kafka's Java clients do, so it
+	// fetches again within a second of a broker's return; a
+	// kgo.RetryBackoffFn here replaces that.
 	ClientOpts []kgo.Opt
 	// Topics are read in full: every partition, now and added later.
 	Topics []string
@@ -402,7 +405,8 @@ func OpenReader(ctx context.Context, subtask, parallelism int, opts ReaderOption
 	// range is a fetch error (see outOfLog), which the reader turns into
 	// a refusal or a logged jump.
 	fetchMax := int32(opts.FetchMaxBytes) // Validate keeps it within int32
-	copts := append([]kgo.Opt{kgo.FetchMaxBytes(fetchMax), kgo.FetchMaxPartitionBytes(fetchMax)}, opts.ClientOpts...)
+	copts := append(outage.ClientOpts(), kgo.FetchMaxBytes(fetchMax), kgo.FetchMaxPartitionBytes(fetchMax))
+	copts = append(copts, opts.ClientOpts...)
 	copts = append(copts, kgo.ConsumeResetOffset(kgo.NoResetOffset()), kgo.KeepControlRecords())
 	if opts.PoolBytes > 0 {
 		r.pool = fetchpool.New(opts.PoolBytes)

@@ -153,7 +153,7 @@ func (s *Source[T]) NewReader(ctx context.Context, scope engine.Scope, restored 
 	}
 	var dlq *kgo.Client
 	if s.opts.OnDecodeError == DecodeDeadLetter {
-		if dlq, err = kgo.NewClient(s.opts.Reader.ClientOpts...); err != nil {
+		if dlq, err = kgo.NewClient(append(outage.ClientOpts(), s.opts.Reader.ClientOpts...)...); err != nil {
 			r.Close()
 			return nil, fmt.Errorf("kafka source: creating the dead-letter producer for %s: %w", s.opts.DeadLetterTopic, err)
 		}
