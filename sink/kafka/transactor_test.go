@@ -165,6 +165,38 @@ func TestCommitOnNotifyMakesRecordsVisible(t *testing.T) {
 	}
 }
 
+// A steady job, one checkpoint in flight, takes the first free slot for
+// each transaction. Records keep coming between a barrier and its
+// checkpoint's completion, so checkpoint n+1's transaction begins while
+// n-1's is still held (released when n completes) and n's pre-committed:
+// the job cycles through the first three slots of the pool's five, and
+// each client is busy again two intervals later (see Begin).
+func TestSteadyJobCyclesThroughTheFirstSlots(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := fakeCluster(t)
+	s, tr := newSink(t, ctx, client, "cycle")
+	if err := s.Restore(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	var got, want []string
+	produceAll(t, ctx, s, "v0")
+	for chk := int64(1); chk <= 9; chk++ {
+		got = append(got, tr.writing.id)
+		want = append(want, TransactionalID("cycle", 0, int(chk-1)%3))
+		if _, err := s.SnapshotState(ctx, chk); err != nil {
+			t.Fatal(err)
+		}
+		produceAll(t, ctx, s, fmt.Sprintf("v%d", chk))
+		if err := s.NotifyCheckpointComplete(ctx, chk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(tr.slots) != MinSlots(1) || !slices.Equal(got, want) {
+		t.Fatalf("a pool of %d slots wrote checkpoints 1-9 on %v, want %v", len(tr.slots), got, want)
+	}
+}
+
 // A process pre-commits checkpoint 1, starts the next transaction and dies.
 // The restore commits checkpoint 1's transaction with a raw EndTxn (the
 // dead process's client is gone) and fences the rest.
