@@ -12,12 +12,16 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/internal/outage"
 )
 
 // clientOpts turns the kafka section of the configuration into franz-go
-// options. Unreadable TLS files are errors naming the key and path.
+// options. Unreadable TLS files are errors naming the key and path. Every
+// client of the job retries as Kafka's Java clients do
+// (outage.ClientBackoff): the group members, the checks and the listings
+// as well as the source and the sink, which set it themselves too.
 func clientOpts(k config.Kafka) ([]kgo.Opt, error) {
-	opts := []kgo.Opt{kgo.SeedBrokers(k.Brokers...)}
+	opts := append(outage.ClientOpts(), kgo.SeedBrokers(k.Brokers...))
 	if k.TLS.Enabled || k.TLS.CAFile != "" || k.TLS.CertFile != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: k.TLS.ServerName, InsecureSkipVerify: k.TLS.InsecureSkipVerify}
 		if k.TLS.CAFile != "" {
