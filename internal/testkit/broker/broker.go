@@ -272,13 +272,31 @@ func FetchJars(ctx context.Context, version, cacheDir string, logf func(string, 
 	return dir, nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// freePorts picks n distinct free ports on 127.0.0.1, none of them in
+// exclude. It holds every port it tried open until all are picked, so the
+// kernel cannot hand one out twice (a port closed at once may be the next
+// one it gives), and then frees them for the nodes to bind. Another process
+// may still take one meanwhile: the node then fails to start, naming it
+// (see waitReady).
+func freePorts(n int, exclude []int) ([]int, error) {
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	out := make([]int, 0, n)
+	for len(out) < n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		held = append(held, l)
+		if p := l.Addr().(*net.TCPAddr).Port; !slices.Contains(exclude, p) {
+			out = append(out, p)
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return out, nil
 }
 
 func (c *Cluster) configure() error {
@@ -291,17 +309,20 @@ func (c *Cluster) configure() error {
 		}
 		c.clusterID = base64.RawURLEncoding.EncodeToString(id)
 	}
+	// Each node a controller port, and a broker port unless Options.Ports
+	// gives it.
+	picked, err := freePorts(2*c.opts.Nodes-min(len(c.opts.Ports), c.opts.Nodes), c.opts.Ports)
+	if err != nil {
+		return fmt.Errorf("broker: picking ports: %w", err)
+	}
 	for i := range c.opts.Nodes {
 		n := &node{id: i + 1, dir: filepath.Join(c.dir, fmt.Sprintf("node-%d", i+1))}
-		var err error
 		if i < len(c.opts.Ports) {
 			n.port = c.opts.Ports[i]
-		} else if n.port, err = freePort(); err != nil {
-			return fmt.Errorf("broker: picking a port: %w", err)
+		} else {
+			n.port, picked = picked[0], picked[1:]
 		}
-		if n.ctrlPort, err = freePort(); err != nil {
-			return fmt.Errorf("broker: picking a port: %w", err)
-		}
+		n.ctrlPort, picked = picked[0], picked[1:]
 		if err := os.MkdirAll(n.dir, 0o755); err != nil {
 			return fmt.Errorf("broker: %w", err)
 		}
