@@ -118,6 +118,24 @@ func committedRecords(t *testing.T, ctx context.Context, client []kgo.Opt) []*kg
 	return got
 }
 
+// bothVersions runs f on a fake cluster of each transaction version: 2
+// (KIP-890) and 1 (a 3.9 broker).
+func bothVersions(t *testing.T, f func(t *testing.T, ctx context.Context, client []kgo.Opt)) {
+	for _, tc := range []struct {
+		name string
+		opts []kfake.Opt
+	}{
+		{"tv2", nil},
+		{"tv1", []kfake.Opt{kfake.MaxVersions(kversion.V3_9_0())}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			f(t, ctx, fakeCluster(t, tc.opts...))
+		})
+	}
+}
+
 func produceAll(t *testing.T, ctx context.Context, s *twophase.Sink[*kgo.Record, Txn], vals ...string) {
 	t.Helper()
 	for _, v := range vals {
@@ -174,116 +192,94 @@ func TestCommitOnNotifyMakesRecordsVisible(t *testing.T) {
 // for four transactions. (Taking the first free id instead reused 3's id
 // for 6's transaction, and this restore reported DATA MAY BE LOST.)
 func TestResumeFromBeforeTheNewestCommitsItsTransactions(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		opts []kfake.Opt
-	}{
-		{"tv2", nil},
-		{"tv1", []kfake.Opt{kfake.MaxVersions(kversion.V3_9_0())}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			client := fakeCluster(t, tc.opts...)
-			s1, tr1 := newSink(t, ctx, client, "resume")
-			if err := s1.Restore(ctx, nil); err != nil {
+	bothVersions(t, func(t *testing.T, ctx context.Context, client []kgo.Opt) {
+		s1, tr1 := newSink(t, ctx, client, "resume")
+		if err := s1.Restore(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		entries := map[int64][][]byte{}
+		produceAll(t, ctx, s1, "v0")
+		for chk := int64(1); chk <= 5; chk++ {
+			var err error
+			if entries[chk], err = s1.SnapshotState(ctx, chk); err != nil {
 				t.Fatal(err)
 			}
-			entries := map[int64][][]byte{}
-			produceAll(t, ctx, s1, "v0")
-			for chk := int64(1); chk <= 5; chk++ {
-				var err error
-				if entries[chk], err = s1.SnapshotState(ctx, chk); err != nil {
+			// Records keep coming between a barrier and its
+			// checkpoint's completion, as in the engine.
+			produceAll(t, ctx, s1, fmt.Sprintf("v%d", chk))
+			if chk < 5 {
+				if err := s1.NotifyCheckpointComplete(ctx, chk); err != nil {
 					t.Fatal(err)
 				}
-				// Records keep coming between a barrier and its
-				// checkpoint's completion, as in the engine.
-				produceAll(t, ctx, s1, fmt.Sprintf("v%d", chk))
-				if chk < 5 {
-					if err := s1.NotifyCheckpointComplete(ctx, chk); err != nil {
-						t.Fatal(err)
-					}
-				}
 			}
-			tr1.Close() // SIGKILL: checkpoint 5 never completes
+		}
+		tr1.Close() // SIGKILL: checkpoint 5 never completes
 
-			s2, _ := newSink(t, ctx, client, "resume")
-			if err := s2.Restore(ctx, entries[3]); err != nil {
-				t.Fatalf("resuming from checkpoint 3 with 4 the newest: %v", err)
-			}
-			got := committedValues(t, ctx, client)
-			slices.Sort(got)
-			if want := []string{"v0", "v1", "v2", "v3"}; !slices.Equal(got, want) {
-				t.Fatalf("read_committed saw %v, want %v (checkpoint 4's transactions, not 5's)", got, want)
-			}
-		})
-	}
+		s2, _ := newSink(t, ctx, client, "resume")
+		if err := s2.Restore(ctx, entries[3]); err != nil {
+			t.Fatalf("resuming from checkpoint 3 with 4 the newest: %v", err)
+		}
+		got := committedValues(t, ctx, client)
+		slices.Sort(got)
+		if want := []string{"v0", "v1", "v2", "v3"}; !slices.Equal(got, want) {
+			t.Fatalf("read_committed saw %v, want %v (checkpoint 4's transactions, not 5's)", got, want)
+		}
+	})
 }
 
 // A process pre-commits checkpoint 1, starts the next transaction and dies.
 // The restore commits checkpoint 1's transaction with a raw EndTxn (the
 // dead process's client is gone) and fences the rest.
 func TestRecoveryCommitsRestoredAndAbortsLingering(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		opts []kfake.Opt
-	}{
-		{"tv2", nil},
-		{"tv1", []kfake.Opt{kfake.MaxVersions(kversion.V3_9_0())}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			client := fakeCluster(t, tc.opts...)
-			s1, tr1 := newSink(t, ctx, client, "job")
-			if err := s1.Restore(ctx, nil); err != nil {
-				t.Fatal(err)
-			}
-			produceAll(t, ctx, s1, "kept1", "kept2")
-			chk1, err := s1.SnapshotState(ctx, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			produceAll(t, ctx, s1, "lost1")
-			if _, err := s1.SnapshotState(ctx, 2); err != nil { // pre-committed, never completed
-				t.Fatal(err)
-			}
-			produceAll(t, ctx, s1, "lost2")
-			if err := tr1.slots[2].client.Flush(ctx); err != nil {
-				t.Fatal(err)
-			}
-			tr1.Close() // like a crash: no transaction is ended
+	bothVersions(t, func(t *testing.T, ctx context.Context, client []kgo.Opt) {
+		s1, tr1 := newSink(t, ctx, client, "job")
+		if err := s1.Restore(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		produceAll(t, ctx, s1, "kept1", "kept2")
+		chk1, err := s1.SnapshotState(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		produceAll(t, ctx, s1, "lost1")
+		if _, err := s1.SnapshotState(ctx, 2); err != nil { // pre-committed, never completed
+			t.Fatal(err)
+		}
+		produceAll(t, ctx, s1, "lost2")
+		if err := tr1.slots[2].client.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		tr1.Close() // like a crash: no transaction is ended
 
-			s2, _ := newSink(t, ctx, client, "job")
-			if err := s2.Restore(ctx, chk1); err != nil {
-				t.Fatal(err)
+		s2, _ := newSink(t, ctx, client, "job")
+		if err := s2.Restore(ctx, chk1); err != nil {
+			t.Fatal(err)
+		}
+		// Committing the restored transaction twice (a second crash
+		// during recovery) must succeed again.
+		s3, _ := newSink(t, ctx, client, "job")
+		if err := s3.Restore(ctx, chk1); err != nil {
+			t.Fatalf("repeating the recovery commit: %v", err)
+		}
+		got := committedValues(t, ctx, client)
+		if !slices.Equal(got, []string{"kept1", "kept2"}) {
+			t.Fatalf("read_committed saw %v, want [kept1 kept2]", got)
+		}
+		adm, err := kgo.NewClient(client...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer adm.Close()
+		listed, err := kadm.NewClient(adm).ListTransactions(ctx, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id, lt := range listed {
+			if lt.State == "Ongoing" {
+				t.Fatalf("transaction %s still open after recovery", id)
 			}
-			// Committing the restored transaction twice (a second crash
-			// during recovery) must succeed again.
-			s3, _ := newSink(t, ctx, client, "job")
-			if err := s3.Restore(ctx, chk1); err != nil {
-				t.Fatalf("repeating the recovery commit: %v", err)
-			}
-			got := committedValues(t, ctx, client)
-			if !slices.Equal(got, []string{"kept1", "kept2"}) {
-				t.Fatalf("read_committed saw %v, want [kept1 kept2]", got)
-			}
-			adm, err := kgo.NewClient(client...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer adm.Close()
-			listed, err := kadm.NewClient(adm).ListTransactions(ctx, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for id, lt := range listed {
-				if lt.State == "Ongoing" {
-					t.Fatalf("transaction %s still open after recovery", id)
-				}
-			}
-		})
-	}
+		}
+	})
 }
 
 func TestRecoveryOfAnAbortedTransactionIsReportedAsLoss(t *testing.T) {
