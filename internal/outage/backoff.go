@@ -34,7 +34,7 @@ func ClientBackoff(fails int) time.Duration {
 	return min(d, ClientBackoffMax)
 }
 
-// ClientOpts are the options the source and the sink put before their
-// callers' client options: ClientBackoff as the retry backoff. A
-// kgo.RetryBackoffFn of the caller's replaces it.
+// ClientOpts are the options the source, the sink and the processor's
+// runner put before the client options they are given: ClientBackoff as
+// the retry backoff. A kgo.RetryBackoffFn among those given replaces it.
 func ClientOpts() []kgo.Opt { return []kgo.Opt{kgo.RetryBackoffFn(ClientBackoff)} }
