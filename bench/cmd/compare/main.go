@@ -121,7 +121,7 @@ func run() error {
 	flag.IntVar(&o.vocabulary, "vocabulary", 10000, "distinct words (drawn with a Zipf distribution)")
 	flag.IntVar(&o.valueBytes, "value-bytes", 100, "value size of a copy record")
 	flag.IntVar(&o.parallelism, "parallelism", 2, "parallelism / stream threads of every contender")
-	flag.StringVar(&intervals, "intervals", "100ms,1s", "checkpoint/commit intervals")
+	flag.StringVar(&intervals, "intervals", "50ms,100ms,1s", "checkpoint/commit intervals")
 	flag.StringVar(&contenders, "contenders", "limit,ceiling,franz-txn,kstreams,flink,onceflow",
 		"contenders to run (also pipe, the group pipe that was the limit before issue 19; for tuning, limit@k=v+k=v runs the limit with gopipe's -k v flags)")
 	flag.StringVar(&workloads, "workloads", "copy,wordcount", "workloads to run")
@@ -140,7 +140,7 @@ func run() error {
 	flag.StringVar(&o.onceflowBin, "processor", "", "onceflow processor binary (default: built from ./cmd/processor)")
 	flag.BoolVar(&o.distributed, "distributed", false, "the distributed measurements instead (issue 16): contenders "+distributedContenders+
 		", interval 1s, 3 runs, no recovery unless these flags say otherwise; an S3 server for the run; results to bench/results/distributed")
-	flag.IntVar(&o.runs, "runs", 0, "measure every contender, workload and interval this many times, interleaved, and report medians (default 1; 3 with -distributed)")
+	flag.IntVar(&o.runs, "runs", 0, "measure every contender, workload and interval this many times, interleaved, and report medians (default 3; 1 with -quick; 3 with -distributed)")
 	wo := windowFlags()
 	so := stateFlags()
 	renderDir := flag.String("render", "", "measure nothing: write results.md (and chart.png) of this results folder again from its results.json")
@@ -181,7 +181,10 @@ func run() error {
 		}
 	}
 	if o.runs <= 0 {
-		o.runs = 1
+		// Figures move by tens of percent between runs on shared cores:
+		// the full comparison reports medians of 3 (issue 19 §6), the
+		// quick check of the setup measures once.
+		o.runs = pick(o.quick, 1, 3)
 	}
 	if o.copyRecords == 0 {
 		o.copyRecords = pick(o.quick, 200_000, 5_000_000)
