@@ -5,7 +5,7 @@ KAFKALOCAL = $(GO) run ./integration/cmd/kafkalocal
 S3LOCAL    = $(GO) run ./integration/cmd/s3local
 BROKER_ADDR_FILE ?= /tmp/onceflow-broker.addr
 
-.PHONY: all deps fmt vet build test test-short bench bench-go bench-compare bench-copy bench-quick bench-distributed bench-windows bench-state demo broker broker3 broker-stop s3 clean
+.PHONY: all deps fmt vet build test test-short bench bench-go bench-compare bench-copy bench-quick bench-distributed bench-windows bench-state pgo demo broker broker3 broker-stop s3 clean
 
 all: vet build test
 
@@ -85,6 +85,13 @@ bench-windows: deps
 # bench/results/state/ (BENCH_FLAGS='-state-keys N' for a smaller state).
 bench-state: deps
 	$(GO) run ./bench/cmd/compare -state $(BENCH_FLAGS)
+
+# Profile-guided optimisation: refresh cmd/processor/default.pgo (and
+# bench/cmd/gopipe/default.pgo for the Go contenders) from CPU profiles of
+# the copy and the word count on a local broker (scripts/pgo.sh, a few
+# minutes; run it on an idle machine and commit the profiles).
+pgo: deps
+	scripts/pgo.sh
 
 # A local single-node broker until Ctrl-C (or make broker-stop).
 broker:

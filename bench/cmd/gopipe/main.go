@@ -22,7 +22,8 @@
 // between members cannot duplicate its output; the transactional copy
 // runs n group members, each with its own transactional id.
 //
-// It runs until SIGTERM or SIGINT.
+// It runs until SIGTERM or SIGINT. With GOPIPE_PPROF set to an address it
+// serves net/http/pprof there (pprof.go).
 package main
 
 import (
@@ -63,6 +64,7 @@ func main() {
 	if *parallelism < 1 {
 		fail(fmt.Errorf("-parallelism %d: must be at least 1", *parallelism))
 	}
+	servePprof()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	codec, err := lo.codec()
