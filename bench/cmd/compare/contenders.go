@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/onceflow/onceflow/config"
+	"github.com/onceflow/onceflow/internal/testkit/freeport"
 	"github.com/onceflow/onceflow/internal/testkit/s3server"
 )
 
@@ -75,12 +75,15 @@ type spec struct {
 	S3 *s3server.Endpoint
 }
 
-// newSpec is a spec with a free HTTP port for each of c's instances.
+// newSpec is a spec with a distinct free HTTP port for each of c's
+// instances (port 0 for each if none could be picked: the contender
+// then fails to start, saying so).
 func newSpec(c *contender, s spec) spec {
-	s.Ports = make([]int, c.count())
-	for i := range s.Ports {
-		s.Ports[i] = freePort()
+	ports, err := freeport.Pick(c.count())
+	if err != nil {
+		ports = make([]int, c.count())
 	}
+	s.Ports = ports
 	s.HTTPPort = s.Ports[0]
 	return s
 }
@@ -550,15 +553,6 @@ func onceflowScrape(s spec) (*ckStats, error) {
 		st.EveryMS = quantile(gaps, 0.5)
 	}
 	return st, nil
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // proc is a running contender: one process, or the instances of a

@@ -18,7 +18,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +29,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/onceflow/onceflow/internal/testkit/freeport"
 )
 
 //go:embed pom.xml
@@ -272,33 +273,6 @@ func FetchJars(ctx context.Context, version, cacheDir string, logf func(string, 
 	return dir, nil
 }
 
-// freePorts picks n distinct free ports on 127.0.0.1, none of them in
-// exclude. It holds every port it tried open until all are picked, so the
-// kernel cannot hand one out twice (a port closed at once may be the next
-// one it gives), and then frees them for the nodes to bind. Another process
-// may still take one meanwhile: the node then fails to start, naming it
-// (see waitReady).
-func freePorts(n int, exclude []int) ([]int, error) {
-	var held []net.Listener
-	defer func() {
-		for _, l := range held {
-			l.Close()
-		}
-	}()
-	out := make([]int, 0, n)
-	for len(out) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		held = append(held, l)
-		if p := l.Addr().(*net.TCPAddr).Port; !slices.Contains(exclude, p) {
-			out = append(out, p)
-		}
-	}
-	return out, nil
-}
-
 func (c *Cluster) configure() error {
 	// An id starting with '-' would be read as an option by the storage
 	// tool's argument parser (Kafka's own random ids avoid it the same way).
@@ -311,7 +285,7 @@ func (c *Cluster) configure() error {
 	}
 	// Each node a controller port, and a broker port unless Options.Ports
 	// gives it.
-	picked, err := freePorts(2*c.opts.Nodes-min(len(c.opts.Ports), c.opts.Nodes), c.opts.Ports)
+	picked, err := freeport.Pick(2*c.opts.Nodes-min(len(c.opts.Ports), c.opts.Nodes), c.opts.Ports...)
 	if err != nil {
 		return fmt.Errorf("broker: picking ports: %w", err)
 	}

@@ -209,27 +209,3 @@ func terminateMovesLeadershipBeforeExiting(ctx context.Context, t *testing.T, c 
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
-// The ports a cluster's nodes listen on (each node's broker and controller
-// listeners) are distinct and leave out the ports given in Options.Ports:
-// two listeners of one node on the same port make Kafka's storage tool
-// refuse the node (seen in CI as a flaky TestThreeNodes).
-func TestFreePortsAreDistinct(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	given := l.Addr().(*net.TCPAddr).Port
-	l.Close() // free again, so the picker could be handed it
-	ports, err := freePorts(1000, []int{given})
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[int]bool{given: true}
-	for _, p := range ports {
-		if seen[p] {
-			t.Fatalf("port %d picked twice or given in Options.Ports (%d picks)", p, len(ports))
-		}
-		seen[p] = true
-	}
-}

@@ -25,7 +25,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,6 +40,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/onceflow/onceflow/internal/testkit/broker"
+	"github.com/onceflow/onceflow/internal/testkit/freeport"
 )
 
 // Version is the versitygw release Build compiles: the one place it is
@@ -327,11 +327,12 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	s.log = filepath.Join(s.dir, "versitygw.log")
 	port := opts.Port
 	if port == 0 {
-		var err error
-		if port, err = freePort(); err != nil {
+		ports, err := freeport.Pick(1)
+		if err != nil {
 			s.removeDir()
 			return nil, fmt.Errorf("s3server: picking a port: %w", err)
 		}
+		port = ports[0]
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	s.ep = Endpoint{URL: "http://" + addr, Region: opts.Region, AccessKeyID: opts.AccessKeyID,
@@ -348,15 +349,6 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	opts.Logf("versitygw %s ready at %s", Version, s.ep)
 	return s, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func (s *Server) launch(addr, data, side string) error {
