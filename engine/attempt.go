@@ -91,6 +91,12 @@ type subtask struct {
 	stoppedAt int64
 
 	recordsIn, recordsOut atomic.Int64
+	// feeder is the upstream subtask that calls this one directly (a
+	// chained one: its only input); nil otherwise. Every record the
+	// feeder emits reaches this subtask once, so its records in are the
+	// feeder's records out, and the direct call counts nothing of its own
+	// (see recordsInCount).
+	feeder *subtask
 	// bp is the time this subtask's goroutine waited for room on full
 	// channels to downstream subtasks (send), kept on the chain's head:
 	// the chain waits as one.
@@ -240,7 +246,7 @@ func (j *Job) build(c *coordinator, md, newer *checkpoint.Metadata, log *slog.Lo
 					if up.head != nil {
 						head = up.head
 					}
-					down.head = head
+					down.head, down.feeder = head, up
 					head.chain = append(head.chain, down)
 					up.outputs = append(up.outputs, &output{e: e, direct: down})
 					continue
@@ -753,6 +759,16 @@ func (st *subtask) decline(ds []declinedCheckpoint) {
 	}
 }
 
+// recordsInCount is how many records the subtask took in: its feeder's
+// records out when it is chained (an atomic add per record less on the
+// chain's goroutine), else its own count.
+func (st *subtask) recordsInCount() int64 {
+	if st.feeder != nil {
+		return st.feeder.recordsOut.Load()
+	}
+	return st.recordsIn.Load()
+}
+
 func (st *subtask) process(ctx context.Context, in int, el element) error {
 	if st.sink != nil {
 		return st.sink.write(ctx, el.value)
@@ -791,6 +807,13 @@ func (st *subtask) emitOut(v any) {
 // otherwise.
 func (st *subtask) emit(ctx context.Context, v any, ts int64) error {
 	for _, o := range st.outputs {
+		if d := o.direct; d != nil && d.sink != nil {
+			// A chained sink takes the value alone (process).
+			if err := d.sink.write(ctx, v); err != nil {
+				return d.failure(err)
+			}
+			continue
+		}
 		el := element{value: v, ts: ts}
 		target := 0
 		switch {
@@ -807,7 +830,6 @@ func (st *subtask) emit(ctx context.Context, v any, ts int64) error {
 			o.next = (o.next + 1) % len(o.chans)
 		}
 		if o.direct != nil {
-			o.direct.recordsIn.Add(1)
 			if err := o.direct.process(ctx, o.e.input, el); err != nil {
 				return o.direct.failure(err)
 			}

@@ -600,7 +600,7 @@ func (c *coordinator) operatorStats() []OperatorStats {
 			out = append(out, op)
 			low = append(low, math.MaxInt64)
 		}
-		out[i].RecordsIn += st.recordsIn.Load()
+		out[i].RecordsIn += st.recordsInCount()
 		out[i].RecordsOut += st.recordsOut.Load()
 		out[i].Backpressured += st.chainBP().upTo(now)
 		wm := st.wmTime.Load()

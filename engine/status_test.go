@@ -2,6 +2,8 @@ package engine_test
 
 import (
 	"context"
+	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -192,5 +194,38 @@ func TestStatusShowsAChainsBackpressureOnEachOperator(t *testing.T) {
 	close(sink.open)
 	if err := <-done; err != nil {
 		t.Fatalf("Run = %v", err)
+	}
+}
+
+// TestStatusCountsRecordsOfAChainAsWithoutChaining: a chained operator
+// counts no records in of its own (its feeder's records out are its
+// records in), so each operator's counts must be those of the same job
+// run without chaining: the filter in the middle makes every operator's
+// counts differ from the one before it.
+func TestStatusCountsRecordsOfAChainAsWithoutChaining(t *testing.T) {
+	type counts struct{ in, out int64 }
+	run := func(disable bool) map[string]counts {
+		j := engine.NewJob("chain-counts", engine.Options{DisableChaining: disable})
+		src := engine.FromSource(j, "source", 2, &memSource[int]{parts: [][]int{seq(0, 60), seq(60, 40)}, unbounded: true})
+		odd := engine.Filter(src, "odd", func(v int) bool { return v%2 == 1 })
+		twice := engine.FlatMap(odd, "twice", func(v int, out func(int)) error { out(v); out(v); return nil })
+		engine.SinkTo(twice, "sink", 2, &memSink[int]{})
+		cancel, wait := startJob(t, j)
+		waitSinkIn(t, j, 100)
+		got := map[string]counts{}
+		for _, op := range j.Status().Operators {
+			got[op.UID] = counts{op.RecordsIn, op.RecordsOut}
+		}
+		cancel()
+		if err := wait(); err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run (chaining disabled: %t) = %v", disable, err)
+		}
+		return got
+	}
+	want := map[string]counts{"source": {0, 100}, "odd": {100, 50}, "twice": {50, 100}, "sink": {100, 0}}
+	for _, disable := range []bool{true, false} {
+		if got := run(disable); !maps.Equal(got, want) {
+			t.Errorf("chaining disabled %t: records in/out by operator %v, want %v", disable, got, want)
+		}
 	}
 }

@@ -33,8 +33,8 @@ import (
 //
 // A guard serves one client; between start and stop it gives that
 // client's produce calls their context (produceCtx), which derives from
-// the first caller's, and their promise (promise), which counts each
-// completed record, keeps the first failure (failed) and recycles the
+// the first caller's, and their promise (promise), which notes that a
+// record completed, keeps the first failure (failed) and recycles the
 // record. The check runs on a timer every probeEvery of the
 // tolerance, owned by the guard and stopped by stop; tests call check
 // themselves with a clock of their own.
@@ -44,7 +44,11 @@ type deliveryGuard struct {
 	now       func() time.Time
 	afterFunc func(time.Duration, func()) *time.Timer // nil: no timer (tests)
 
-	completed atomic.Int64 // records whose produce completed
+	// progressed says a record's produce completed since the last check
+	// (a flag, not a count: an atomic load per record, and a store once
+	// per check, where an add per record was a measurable part of a
+	// copy's CPU).
+	progressed atomic.Bool
 	// promise is produced, bound once: one function for every record.
 	promise func(*kgo.Record, error)
 
@@ -55,7 +59,6 @@ type deliveryGuard struct {
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	timer    *time.Timer
-	seen     int64     // completed at the last check
 	stalled  time.Time // since when nothing completed with records buffered
 	first    error     // the first failed produce since start
 }
@@ -73,7 +76,7 @@ func (g *deliveryGuard) start(buffered func() int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.buffered, g.ctx, g.cancel, g.stalled, g.first = buffered, nil, nil, time.Time{}, nil
-	g.seen = g.completed.Load()
+	g.progressed.Store(false)
 	if g.afterFunc != nil && g.timer == nil {
 		g.timer = g.afterFunc(g.every, g.tick)
 	}
@@ -113,13 +116,15 @@ func (g *deliveryGuard) produceCtx(parent context.Context) context.Context {
 }
 
 // produced is the promise of every record produced with the guard's
-// context: it counts the record as completed, keeps the first failure
+// context: it notes the progress, keeps the first failure
 // ("producing to topic/partition: ...", a failure through the produce
 // context as the guard's cause) and recycles the record, which gives a
 // record fetched into pooled memory (sourcekafka.ReaderOptions.PoolBytes)
 // back to its pool and does nothing to any other.
 func (g *deliveryGuard) produced(r *kgo.Record, err error) {
-	g.completed.Add(1)
+	if !g.progressed.Load() {
+		g.progressed.Store(true)
+	}
 	if err != nil {
 		err = g.failure(err)
 		g.mu.Lock()
@@ -171,11 +176,11 @@ func (g *deliveryGuard) check() bool {
 	if g.buffered == nil {
 		return false
 	}
-	now, done := g.now(), g.completed.Load()
+	now, moved := g.now(), g.progressed.Swap(false)
 	n := g.buffered()
 	switch {
-	case done != g.seen || n == 0:
-		g.seen, g.stalled = done, time.Time{}
+	case moved || n == 0:
+		g.stalled = time.Time{}
 	case g.stalled.IsZero():
 		g.stalled = now
 	case now.Sub(g.stalled) >= g.tolerance && g.cancel != nil && g.ctx.Err() == nil:

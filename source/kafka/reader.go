@@ -309,6 +309,13 @@ type Reader struct {
 	heard, probed, probeFailing time.Time
 	// resets counts the jumps OnOutOfRange made.
 	resets atomic.Int64
+	// handed counts the records Next returned (control records are not
+	// returned); sync publishes it to read, for RecordsRead on other
+	// goroutines. It is published with the position, once per run of one
+	// partition's records and before every poll, rather than per record:
+	// an atomic add per record was a measurable part of a copy's CPU.
+	handed int64
+	read   atomic.Int64
 	// purged is when (on opts.Now) the records below a checkpoint's
 	// offsets were last deleted (PurgeInterval), and purgedTo below
 	// which offset of each partition.
@@ -338,6 +345,7 @@ type position struct {
 // sync writes the position of the last record Next returned to next,
 // epochs and unread. Every reader of those maps calls it first.
 func (r *Reader) sync() {
+	r.publishRead()
 	if !r.cur.set {
 		return
 	}
@@ -1021,6 +1029,7 @@ func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
 			rec.Recycle()
 			continue
 		}
+		r.handed++
 		return rec, true, nil
 	}
 }
@@ -1360,6 +1369,21 @@ func (r *Reader) pending() map[Partition]bool {
 // or OutOfRangeLatest; safe for concurrent use.
 func (r *Reader) OffsetResets() int64 { return r.resets.Load() }
 
+// publishRead makes handed what RecordsRead returns.
+func (r *Reader) publishRead() {
+	if r.read.Load() != r.handed {
+		r.read.Store(r.handed)
+	}
+}
+
+// RecordsRead is how many records Next has returned, control records
+// not included. It is safe to call from any goroutine and lags Next by
+// at most the records of one partition's run in the last poll: the
+// count is published when Next moves to another partition, before every
+// poll (so it is exact whenever the reader waits for records), when the
+// positions are read (SnapshotState, CurrentWatermark) and by Close.
+func (r *Reader) RecordsRead() int64 { return r.read.Load() }
+
 // NotifyCheckpointAborted forgets the offsets of an aborted checkpoint.
 func (r *Reader) NotifyCheckpointAborted(checkpointID int64) { delete(r.snapshots, checkpointID) }
 
@@ -1367,6 +1391,7 @@ func (r *Reader) NotifyCheckpointAborted(checkpointID int64) { delete(r.snapshot
 // they are not sent yet (waiting at most closeCommitTimeout), then closes
 // the client. Safe to call more than once.
 func (r *Reader) Close() {
+	r.publishRead()
 	if r.committer != nil {
 		r.committer.close()
 	}

@@ -344,3 +344,35 @@ func TestFetchErrorOfAPollCutShortByABarrierSurfaces(t *testing.T) {
 		})
 	}
 }
+
+// RecordsRead is published in runs, not per record, but it never runs
+// ahead of Next, and once the reader waits for more records it counts
+// every one Next returned (control records of a transaction excepted).
+func TestRecordsReadIsExactWhileTheReaderWaits(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := fake(t, 4, "in")
+	produce(t, ctx, client, "in", 150, 0)
+	r, err := OpenReader(ctx, 0, 1, ReaderOptions{ClientOpts: client, Topics: []string{"in"}, Start: StartEarliest}, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for n := int64(1); n <= 150; n++ {
+		if _, ok, err := r.Next(ctx); !ok || err != nil {
+			t.Fatalf("record %d: ok %t, err %v", n, ok, err)
+		}
+		if got := r.RecordsRead(); got > n {
+			t.Fatalf("RecordsRead %d after %d records", got, n)
+		}
+	}
+	// The next Next polls, and waits, for records that do not come.
+	pctx, pcancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer pcancel()
+	if _, ok, err := r.Next(pctx); ok || err != nil {
+		t.Fatalf("Next past the end: ok %t, err %v", ok, err)
+	}
+	if got := r.RecordsRead(); got != 150 {
+		t.Fatalf("RecordsRead %d while waiting, want 150", got)
+	}
+}

@@ -224,8 +224,7 @@ type sourceReader[T any] struct {
 	ts   int64
 	part Partition
 
-	emitted atomic.Int64
-	lag     atomic.Int64
+	lag atomic.Int64
 
 	// The listing goroutine (listEnds) answers endsReq with the log ends
 	// in ends, for the lag and the watermark's idleness; listing is set
@@ -248,7 +247,7 @@ type endsRequest struct {
 
 func (sr *sourceReader[T]) counters() SourceStats {
 	skipped, dead := sr.d.Skipped(), sr.d.DeadLettered()
-	return SourceStats{RecordsRead: sr.emitted.Load() + skipped + dead, DecodeSkipped: skipped, DeadLettered: dead,
+	return SourceStats{RecordsRead: sr.r.RecordsRead(), DecodeSkipped: skipped, DeadLettered: dead,
 		OffsetResets: sr.r.OffsetResets()}
 }
 
@@ -266,7 +265,6 @@ func (sr *sourceReader[T]) NextTimestamped(ctx context.Context) (T, int64, bool,
 	if !ok {
 		return v, engine.NoTimestamp, ok, err
 	}
-	sr.emitted.Add(1)
 	sr.wms.record(sr.part, sr.ts)
 	return v, sr.ts, ok, err
 }
@@ -350,6 +348,7 @@ func (sr *sourceReader[T]) Close() error {
 		sr.endsStop()
 		<-sr.endsDone
 	}
+	sr.r.publishRead() // the count of the records read last, before it is totalled
 	s := sr.src
 	s.mu.Lock()
 	c := sr.counters()
