@@ -1021,10 +1021,13 @@ func (r *Reader) Next(ctx context.Context) (*kgo.Record, bool, error) {
 		rec := r.buf[r.head]
 		r.buf[r.head] = nil
 		r.head++
-		if r.cur.set && (r.cur.p.Partition != rec.Partition || r.cur.p.Topic != rec.Topic) {
+		if !r.cur.set || r.cur.p.Partition != rec.Partition || r.cur.p.Topic != rec.Topic {
+			// The partition (a string: a pointer the collector's write
+			// barrier sees) is written once per run, not per record.
 			r.sync()
+			r.cur.p, r.cur.set = Partition{Topic: rec.Topic, Partition: rec.Partition}, true
 		}
-		r.cur = position{p: Partition{Topic: rec.Topic, Partition: rec.Partition}, next: rec.Offset + 1, epoch: rec.LeaderEpoch, set: true}
+		r.cur.next, r.cur.epoch = rec.Offset+1, rec.LeaderEpoch
 		if rec.Attrs.IsControl() {
 			rec.Recycle()
 			continue

@@ -289,7 +289,10 @@ func (sr *sourceReader[T]) decode(rec *kgo.Record) (T, error) {
 		}
 		ts = t.UnixMilli()
 	}
-	sr.ts, sr.part = ts, part
+	sr.ts = ts
+	if part != sr.part { // a pointer write (and barrier) per run, not per record
+		sr.part = part
+	}
 	return v, nil
 }
 
