@@ -1,19 +1,20 @@
 package pprofserve
 
 import (
-	"net"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/onceflow/onceflow/internal/testkit/freeport"
 )
 
 func TestFromEnvServesProfiles(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := freeport.Pick(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	t.Setenv("PPROFSERVE_TEST", addr)
 	FromEnv("PPROFSERVE_TEST")
 	deadline := time.Now().Add(5 * time.Second)

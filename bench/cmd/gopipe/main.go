@@ -23,7 +23,7 @@
 // runs n group members, each with its own transactional id.
 //
 // It runs until SIGTERM or SIGINT. With GOPIPE_PPROF set to an address it
-// serves net/http/pprof there (pprof.go).
+// serves net/http/pprof there (internal/pprofserve).
 package main
 
 import (
@@ -44,6 +44,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/onceflow/onceflow/internal/pprofserve"
 	sinkkafka "github.com/onceflow/onceflow/sink/kafka"
 )
 
@@ -64,7 +65,9 @@ func main() {
 	if *parallelism < 1 {
 		fail(fmt.Errorf("-parallelism %d: must be at least 1", *parallelism))
 	}
-	servePprof()
+	// CPU profiles for scripts/pgo.sh, which merges them into this
+	// command's default.pgo, as it does the processor's.
+	pprofserve.FromEnv("GOPIPE_PPROF")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	codec, err := lo.codec()
